@@ -1,0 +1,97 @@
+"""`voicecalld` / `python -m daemon`: run the daemon in the foreground.
+
+The only place that configures logging, picks the event loop (uvloop where available) and
+installs signal handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from daemon.errors import ConfigError, VoicecallError
+from daemon.paths import resolve_paths
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="voicecalld", description="Run the voicecall daemon.")
+    parser.add_argument("--config", help="config file")
+    parser.add_argument("--socket", help="Unix socket path")
+    parser.add_argument("--log-level", default=os.environ.get("VOICECALL_LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from daemon.app import Daemon
+    from daemon.config.loader import load_config
+    from daemon.ops import systemd
+
+    paths = resolve_paths(config=args.config, socket=args.socket)
+    config = load_config(paths)
+    for warning in config.warnings:
+        logging.getLogger("daemon").warning("config: %s", warning)
+    daemon = Daemon(config, paths)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    activated = systemd.listen_fds()
+    await daemon.start(activated[0] if activated else None)
+    systemd.notify("READY=1\nSTATUS=voicecall daemon ready")
+    watchdog = systemd.watchdog_interval()
+    dog = None
+    if watchdog:
+        async def _feed() -> None:
+            while True:
+                systemd.notify("WATCHDOG=1")
+                await asyncio.sleep(watchdog)
+        dog = asyncio.create_task(_feed())
+    try:
+        await daemon.wait_stopped()
+    finally:
+        systemd.notify("STOPPING=1")
+        if dog is not None:
+            dog.cancel()
+        await daemon.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `voicecalld`."""
+    args = _parse_args(argv)
+    _setup_logging(args.log_level)
+    log = logging.getLogger("daemon")
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS
+        runner = asyncio.run
+    try:
+        code = runner(_serve(args))
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc.message)
+        for problem in exc.problems:
+            if problem != exc.message:
+                log.error("  %s", problem)
+        code = 78  # EX_CONFIG
+    except VoicecallError as exc:
+        log.error("%s", exc.message)
+        code = 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""The validated, effective configuration as frozen dataclasses (SPEC section 3).
+
+Attribute names are exactly the TOML keys, nested tables are nested dataclasses, so a key path in
+an error message (`serve.port`) is also the attribute path (`config.serve.port`). Secrets are
+`field(repr=False)` so that logging a config object never prints them. Instances are built by
+`daemon.config.loader`; the defaults here are the ones SPEC section 3 gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+DEFAULT_GREETING = "Hello! How can I help you today?"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant on a phone call. Keep responses brief and "
+    "conversational: one or two short sentences, no lists, markdown or emoji, because every "
+    "word is spoken aloud. Be natural and friendly, and ask one question at a time."
+)
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+OPENAI_REALTIME_STT_URL = "wss://api.openai.com/v1/realtime?intent=transcription"
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioConfig:
+    """`[twilio]`: Programmable Voice credentials and endpoint."""
+
+    account_sid: str | None = None
+    auth_token: str | None = field(default=None, repr=False)
+    api_base_url: str = "https://api.twilio.com"
+    region: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TelnyxConfig:
+    """`[telnyx]`: Call Control v2 credentials and endpoint."""
+
+    api_key: str | None = field(default=None, repr=False)
+    connection_id: str | None = None
+    public_key: str | None = field(default=None, repr=False)
+    """Base64 Ed25519 key (raw 32 bytes, DER SPKI) or PEM, for webhook signatures."""
+    api_base_url: str = "https://api.telnyx.com/v2"
+
+
+@dataclass(frozen=True, slots=True)
+class PlivoConfig:
+    """`[plivo]`: Voice API credentials and endpoint."""
+
+    auth_id: str | None = None
+    auth_token: str | None = field(default=None, repr=False)
+    api_base_url: str = "https://api.plivo.com/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class MockConfig:
+    """`[mock]`: how the network-free provider behaves."""
+
+    answer_delay_ms: int = 200
+    replies: tuple[str, ...] = ()
+    """Caller utterances, cycled; empty means the caller never speaks."""
+    outcome: str = "answer"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """`[serve]`: where the webhook server listens."""
+
+    bind: str = "127.0.0.1"
+    port: int = 3334
+    """0 = any free port."""
+    path: str = "/voice/webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSecurityConfig:
+    """`[webhook_security]`: which forwarding headers to trust when rebuilding the public URL."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    trust_forwarding_headers: bool = False
+    trusted_proxy_ips: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelConfig:
+    """`[tunnel]`: an ngrok tunnel that publishes the webhook."""
+
+    provider: str = "none"
+    ngrok_authtoken: str | None = field(default=None, repr=False)
+    ngrok_domain: str | None = None
+    allow_ngrok_free_tier_loopback_bypass: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TailscaleConfig:
+    """`[tailscale]`: publish the webhook with `tailscale serve` or `tailscale funnel`."""
+
+    mode: str = "off"
+    path: str = "/voice/webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundConfig:
+    """`[outbound]`: defaults for calls we place."""
+
+    default_mode: str = "notify"
+    notify_hangup_delay_seconds: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class StreamingConfig:
+    """`[streaming]`: media-stream websockets and streaming speech-to-text."""
+
+    api_key: str | None = field(default=None, repr=False)
+    enabled: bool = False
+    stream_path: str = "/voice/stream"
+    pre_start_timeout_ms: int = 5000
+    max_pending_connections: int = 32
+    max_pending_connections_per_ip: int = 4
+    max_connections: int = 128
+    stt_provider: str = "openai-realtime"
+    stt_model: str = "gpt-4o-transcribe"
+    stt_url: str = OPENAI_REALTIME_STT_URL
+    silence_duration_ms: int = 800
+    vad_threshold: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAITtsConfig:
+    """`[tts.openai]`: OpenAI speech synthesis."""
+
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str = OPENAI_BASE_URL
+    model: str = "gpt-4o-mini-tts"
+    voice: str = "alloy"
+
+
+@dataclass(frozen=True, slots=True)
+class ElevenLabsTtsConfig:
+    """`[tts.elevenlabs]`: ElevenLabs speech synthesis."""
+
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str = "https://api.elevenlabs.io"
+    voice_id: str | None = None
+    model_id: str = "eleven_multilingual_v2"
+
+
+@dataclass(frozen=True, slots=True)
+class TtsConfig:
+    """The effective call TTS: `[messages.tts]` with `[tts]` deep-merged over it."""
+
+    provider: str = "openai"
+    openai: OpenAITtsConfig = field(default_factory=OpenAITtsConfig)
+    elevenlabs: ElevenLabsTtsConfig = field(default_factory=ElevenLabsTtsConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """`[agent]`: the OpenAI-compatible chat API of the auto-responder."""
+
+    base_url: str = OPENAI_BASE_URL
+    api_key: str | None = field(default=None, repr=False)
+
+
+def _no_sources() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole effective configuration of one daemon or CLI invocation."""
+
+    provider: str = "mock"
+    from_number: str | None = None
+    to_number: str | None = None
+    max_duration_seconds: int = 300
+    stale_call_reaper_seconds: int = 0
+    max_concurrent_calls: int = 8
+    ring_timeout_seconds: int = 30
+    transcript_timeout_ms: int = 180000
+    inbound_policy: str = "disabled"
+    allow_from: tuple[str, ...] = ()
+    inbound_greeting: str = DEFAULT_GREETING
+    response_model: str | None = None
+    response_system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    response_timeout_ms: int = 30000
+    public_url: str | None = None
+    skip_signature_verification: bool = False
+    store: Path = Path(".")
+    """The store folder: the `store` key (with `~` expanded), else the state directory."""
+    twilio: TwilioConfig = field(default_factory=TwilioConfig)
+    telnyx: TelnyxConfig = field(default_factory=TelnyxConfig)
+    plivo: PlivoConfig = field(default_factory=PlivoConfig)
+    mock: MockConfig = field(default_factory=MockConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    webhook_security: WebhookSecurityConfig = field(default_factory=WebhookSecurityConfig)
+    tunnel: TunnelConfig = field(default_factory=TunnelConfig)
+    tailscale: TailscaleConfig = field(default_factory=TailscaleConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    warnings: tuple[str, ...] = ()
+    """Things that are allowed but probably not what was meant (`edge` TTS, ...)."""
+    source: Path | None = None
+    """The file that was read; None when there was none."""
+    secret_sources: Mapping[str, str] = field(default_factory=_no_sources, compare=False)
+    """For each secret that is set: where it came from (`env`, `file` or `keyring`)."""
+
+    @classmethod
+    def defaults(cls, store: Path) -> Config:
+        """The configuration of "no config file": the mock provider, everything else default."""
+        return cls(store=store)

@@ -1,0 +1,393 @@
+"""The config file's keys, their types and rules, and the walker that checks a parsed TOML table.
+
+One declarative table serves the loader (checks and defaults), `config set` (how to read a value
+typed on the command line), `config show` and the docs test, so the three can never disagree.
+Every problem is a sentence `<key path> = <value>: expected <what>`, and all are collected.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from daemon.config import model
+from daemon.config.exposure import is_local_only_host
+from daemon.config.secrets import MASK, SECRET_KEYS
+
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+Kind = Literal["str", "int", "float", "bool", "list"]
+
+
+class Invalid(ValueError):
+    """A value broke its key's rule; the message says what is expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One leaf key: how to check it, its default, and what to call it in messages and docs."""
+
+    kind: Kind
+    expected: str
+    check: Callable[[Any], Any]
+    default: Any = None
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A TOML table: its keys (leaves or sub-tables)."""
+
+    keys: Mapping[str, Key | Table]
+    doc: str = ""
+
+
+def _typed(kind: Kind, expected: str, rule: Callable[[Any], bool] = lambda _v: True,
+           default: Any = None, doc: str = "") -> Key:
+    py: tuple[type, ...] = {"str": (str,), "int": (int,), "float": (int, float),
+                            "bool": (bool,), "list": (list,)}[kind]
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, py) or (kind in ("int", "float") and isinstance(value, bool)):
+            raise Invalid(expected)
+        if not rule(value):
+            raise Invalid(expected)
+        if kind == "float":
+            return float(value)
+        return tuple(value) if kind == "list" else value
+
+    return Key(kind, expected, check, default, doc)
+
+
+def string(default: str | None = None, doc: str = "", *, nonempty: bool = True) -> Key:
+    """A string (non-empty unless told otherwise)."""
+    return _typed("str", "a non-empty string" if nonempty else "a string",
+                  lambda v: bool(v.strip()) or not nonempty, default, doc)
+
+
+def integer(low: int, high: int | None = None, default: int | None = None, doc: str = "") -> Key:
+    """An integer in [low, high]."""
+    if high is not None:
+        expected = f"an integer from {low} to {high}"
+    else:
+        expected = "an integer greater than 0" if low == 1 else f"an integer >= {low}"
+    return _typed("int", expected, lambda v: v >= low and (high is None or v <= high),
+                  default, doc)
+
+
+def number(low: float, high: float, default: float, doc: str = "") -> Key:
+    """A number (int or float) in [low, high]."""
+    return _typed("float", f"a number from {low:g} to {high:g}", lambda v: low <= v <= high,
+                  default, doc)
+
+
+def boolean(default: bool = False, doc: str = "") -> Key:
+    """true or false."""
+    return _typed("bool", "true or false", default=default, doc=doc)
+
+
+def choice(*options: str, default: str | None = None, doc: str = "") -> Key:
+    """One of a fixed set of strings."""
+    listed = ", ".join(f'"{o}"' for o in options)
+    return _typed("str", f"one of {listed}", lambda v: v in options, default, doc)
+
+
+def e164(doc: str = "") -> Key:
+    """A phone number in E.164 form."""
+    return _typed("str", "an E.164 phone number such as \"+15550001234\"",
+                  lambda v: bool(E164.match(v)), None, doc)
+
+
+def url(*schemes: str, default: str | None = None, doc: str = "") -> Key:
+    """An absolute URL with one of the given schemes and a host."""
+    expected = f"an absolute {' or '.join(schemes)} URL such as \"{schemes[-1]}://example.com/path\""
+
+    def ok(value: str) -> bool:
+        try:
+            parts = urlsplit(value)
+            return parts.scheme in schemes and bool(parts.hostname) and " " not in value
+        except ValueError:
+            return False
+
+    return _typed("str", expected, ok, default, doc)
+
+
+def url_path(default: str, doc: str = "") -> Key:
+    """A URL path starting with `/`."""
+    return _typed("str", 'a URL path starting with "/" such as "/voice/webhook"',
+                  lambda v: v.startswith("/") and " " not in v and "?" not in v, default, doc)
+
+
+def str_list(item: Callable[[str], bool], what: str, doc: str = "") -> Key:
+    """A list of strings each satisfying `item`."""
+    return _typed("list", f"a list of {what}",
+                  lambda v: all(isinstance(i, str) and item(i) for i in v), (), doc)
+
+
+def _is_ip_or_net(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_public_key(value: str) -> bool:
+    if value.lstrip().startswith("-----BEGIN"):
+        return True
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) in (32, 44)  # raw Ed25519 key, or its DER SubjectPublicKeyInfo
+
+
+def _is_public_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if not host or " " in value:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and is_local_only_host(host))
+
+
+HOST = re.compile(r"^[A-Za-z0-9_.:%\-\[\]]+$")
+RESPONSE_MODEL = re.compile(r"^[A-Za-z0-9_.\-]+/\S+$")
+REGION = re.compile(r"^[a-z]{2}\d$")
+HTTP = ("http", "https")
+
+
+def _tts_table(doc: str) -> Table:
+    return Table({
+        "provider": choice("openai", "elevenlabs", "edge", default="openai",
+                           doc="`edge` is accepted and ignored for calls, with a warning"),
+        "openai": Table({
+            "api_key": string(doc="OpenAI API key"),
+            "base_url": url(*HTTP, default=model.OPENAI_BASE_URL),
+            "model": string("gpt-4o-mini-tts"),
+            "voice": string("alloy"),
+        }),
+        "elevenlabs": Table({
+            "api_key": string(doc="ElevenLabs API key"),
+            "base_url": url(*HTTP, default="https://api.elevenlabs.io"),
+            "voice_id": string(),
+            "model_id": string("eleven_multilingual_v2"),
+        }),
+    }, doc)
+
+
+SCHEMA = Table({
+    "provider": choice("twilio", "telnyx", "plivo", "mock", default="mock"),
+    "from_number": e164("caller ID of outbound calls; required except for mock"),
+    "to_number": e164("default callee of `voicecall call`"),
+    "max_duration_seconds": integer(1, default=300),
+    "stale_call_reaper_seconds": integer(0, default=0, doc="0 = off"),
+    "max_concurrent_calls": integer(1, default=8),
+    "ring_timeout_seconds": integer(1, default=30),
+    "transcript_timeout_ms": integer(1, default=180000),
+    "inbound_policy": choice("disabled", "allowlist", "open", default="disabled"),
+    "allow_from": str_list(lambda v: bool(E164.match(v)), 'E.164 phone numbers such as '
+                           '["+15550001234"]'),
+    "inbound_greeting": string(model.DEFAULT_GREETING),
+    "response_model": _typed("str", 'a "provider/model" name such as "openai/gpt-4o-mini"',
+                             lambda v: bool(RESPONSE_MODEL.match(v))),
+    "response_system_prompt": string(model.DEFAULT_SYSTEM_PROMPT),
+    "response_timeout_ms": integer(1, default=30000),
+    "public_url": _typed("str", 'an https URL such as "https://voice.example.com/voice/webhook" '
+                         "(http only for a local address)", _is_public_url,
+                         doc="https URL of the webhook as the provider sees it"),
+    "skip_signature_verification": boolean(),
+    "store": string(doc="folder of the SQLite store (default: the state directory)"),
+    "twilio": Table({
+        "account_sid": _typed("str", 'a Twilio account SID such as "AC0123..."',
+                              lambda v: v.startswith("AC") and len(v) > 2),
+        "auth_token": string(),
+        "api_base_url": url(*HTTP, default="https://api.twilio.com"),
+        "region": _typed("str", 'a Twilio region such as "us1", "ie1" or "au1"',
+                         lambda v: bool(REGION.match(v))),
+    }),
+    "telnyx": Table({
+        "api_key": string(),
+        "connection_id": string(),
+        "public_key": _typed("str", "a base64 Ed25519 public key (32 raw bytes or DER) or PEM",
+                             _is_public_key),
+        "api_base_url": url(*HTTP, default="https://api.telnyx.com/v2"),
+    }),
+    "plivo": Table({
+        "auth_id": string(),
+        "auth_token": string(),
+        "api_base_url": url(*HTTP, default="https://api.plivo.com/v1"),
+    }),
+    "mock": Table({
+        "answer_delay_ms": integer(0, default=200),
+        "replies": str_list(lambda _v: True, "strings (caller utterances)"),
+        "outcome": choice("answer", "busy", "no-answer", "failed", default="answer"),
+    }),
+    "serve": Table({
+        "bind": _typed("str", 'an IP address or host name such as "127.0.0.1"',
+                       lambda v: bool(HOST.match(v)), "127.0.0.1"),
+        "port": integer(0, 65535, default=3334, doc="0 = any free port"),
+        "path": url_path("/voice/webhook"),
+    }),
+    "webhook_security": Table({
+        "allowed_hosts": str_list(lambda v: bool(HOST.match(v)), 'host names such as '
+                                  '["voice.example.com"]'),
+        "trust_forwarding_headers": boolean(),
+        "trusted_proxy_ips": str_list(_is_ip_or_net, 'IP addresses or CIDR networks such as '
+                                      '["127.0.0.1", "10.0.0.0/8"]'),
+    }),
+    "tunnel": Table({
+        "provider": choice("none", "ngrok", default="none"),
+        "ngrok_authtoken": string(),
+        "ngrok_domain": _typed("str", 'a host name such as "voice.ngrok.app"',
+                               lambda v: bool(HOST.match(v))),
+        "allow_ngrok_free_tier_loopback_bypass": boolean(),
+    }),
+    "tailscale": Table({
+        "mode": choice("off", "serve", "funnel", default="off"),
+        "path": url_path("/voice/webhook"),
+    }),
+    "outbound": Table({
+        "default_mode": choice("notify", "conversation", default="notify"),
+        "notify_hangup_delay_seconds": integer(0, default=3),
+    }),
+    "streaming": Table({
+        "api_key": string(doc="STT key"),
+        "enabled": boolean(),
+        "stream_path": url_path("/voice/stream"),
+        "pre_start_timeout_ms": integer(1, default=5000),
+        "max_pending_connections": integer(1, default=32),
+        "max_pending_connections_per_ip": integer(1, default=4),
+        "max_connections": integer(1, default=128),
+        "stt_provider": choice("openai-realtime", default="openai-realtime"),
+        "stt_model": string("gpt-4o-transcribe"),
+        "stt_url": url("ws", "wss", default=model.OPENAI_REALTIME_STT_URL),
+        "silence_duration_ms": integer(1, default=800),
+        "vad_threshold": number(0, 1, 0.5),
+    }),
+    "messages": Table({"tts": _tts_table("core TTS settings")}),
+    "tts": _tts_table("call-only TTS, deep-merged over [messages.tts]"),
+    "agent": Table({
+        "base_url": url(*HTTP, default=model.OPENAI_BASE_URL),
+        "api_key": string(),
+    }),
+})
+"""Every key the config file may hold."""
+
+
+def show(value: Any, *, secret: bool = False) -> str:
+    """Render a value as it would be written in TOML; secrets become a mask."""
+    if secret:
+        return f'"{MASK}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {show(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def lookup(path: str) -> Key | Table | None:
+    """The schema entry of a dotted key path, or None when there is no such key."""
+    node: Key | Table = SCHEMA
+    for part in path.split("."):
+        if not isinstance(node, Table) or part not in node.keys:
+            return None
+        node = node.keys[part]
+    return node
+
+
+def leaf_paths(table: Table = SCHEMA, prefix: str = "") -> list[tuple[str, Key]]:
+    """Every leaf key as `(dotted path, Key)`, in schema order."""
+    out: list[tuple[str, Key]] = []
+    for name, node in table.keys.items():
+        if isinstance(node, Table):
+            out.extend(leaf_paths(node, f"{prefix}{name}."))
+        else:
+            out.append((prefix + name, node))
+    return out
+
+
+def suggest(name: str, known: list[str]) -> str | None:
+    """The known key a misspelt (or camelCase) key probably meant."""
+    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower().replace("-", "_")
+    if snake in known:
+        return snake
+    close = difflib.get_close_matches(snake, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def check_table(raw: Mapping[str, Any], problems: list[str], table: Table = SCHEMA,
+                prefix: str = "") -> dict[str, Any]:
+    """Check a parsed TOML table against the schema.
+
+    Appends one sentence per problem to `problems` and returns the keys that passed, normalised
+    (lists as tuples, numbers as floats where a float is expected). Defaults are not filled in.
+    """
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        path = prefix + name
+        node = table.keys.get(name)
+        if node is None:
+            problems.append(_unknown(path, name, value, table, prefix))
+        elif isinstance(node, Table):
+            if isinstance(value, dict):
+                out[name] = check_table(value, problems, node, path + ".")
+            else:
+                problems.append(f"{path} = {show(value)}: expected a table; write it as "
+                                f"[{path}] with its keys below")
+        else:
+            try:
+                out[name] = node.check(value)
+            except Invalid as exc:
+                problems.append(f"{path} = {show(value, secret=path in SECRET_KEYS)}: "
+                                f"expected {exc}")
+    return out
+
+
+def _unknown(path: str, name: str, value: Any, table: Table, prefix: str) -> str:
+    known = list(table.keys)
+    hint = suggest(name, known)
+    where = f"[{prefix[:-1]}]" if prefix else "the top level"
+    secretish = bool(re.search(r"token|key|secret|password", name, re.IGNORECASE)) or (
+        f"{prefix}{hint}" in SECRET_KEYS)
+    shown = "a table" if isinstance(value, dict) else show(value, secret=secretish)
+    if hint:
+        return f"{path} = {shown}: unknown key; did you mean {prefix}{hint}?"
+    return f"{path} = {shown}: unknown key; keys allowed at {where}: {', '.join(known)}"
+
+
+def with_defaults(checked: Mapping[str, Any], table: Table = SCHEMA) -> dict[str, Any]:
+    """The checked values with every missing key filled with its default."""
+    out: dict[str, Any] = {}
+    for name, node in table.keys.items():
+        if isinstance(node, Table):
+            sub = checked.get(name)
+            out[name] = with_defaults(sub if isinstance(sub, Mapping) else {}, node)
+        else:
+            out[name] = checked.get(name, node.default)
+    return out
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Tables merge recursively; any other value in `override` replaces the one in `base`."""
+    merged = dict(base)
+    for name, value in override.items():
+        old = merged.get(name)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            merged[name] = deep_merge(old, value)
+        else:
+            merged[name] = value
+    return merged

@@ -1,0 +1,627 @@
+"""The call engine: applies provider events, runs turns and timers, publishes events.
+
+Rules it keeps (SPEC section 6):
+- every event is written to the store before it is acted on or published;
+- a call is never re-dialled automatically, also not after a restart;
+- one transcript waiter per call, and each listening turn has a fresh token: a transcript with a
+  stale or foreign token is ignored.
+
+Locking: each live call has a lock held only while its record is mutated and persisted. Follow-up
+actions (speaking a greeting, hanging up) run after the lock is released, in the same task, so a
+provider can fold them into the webhook reply it is rendering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from daemon.engine.live import LiveCall, TranscriptWaiter
+from daemon.engine.policy import admits
+from daemon.engine.record import CallRecord, TranscriptEntry, parse_time, utc_now
+from daemon.engine.state import CallState, can_transition
+from daemon.errors import (
+    CallError,
+    CallNotFoundError,
+    ConfigError,
+    InvalidParamsError,
+    LimitReachedError,
+    OperationTimeoutError,
+    ProviderError,
+    VoicecallError,
+)
+from daemon.events import CallEvent, CallMode, Direction, EventType, ProviderEvent
+from daemon.providers.base import DialRequest, Provider, RemoteState
+from daemon.store.base import Store
+
+if TYPE_CHECKING:
+    from daemon.config.model import Config
+
+logger = logging.getLogger(__name__)
+
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+MOCK_FROM_NUMBER = "+15550000000"
+RECONCILE_TIMEOUT_SECONDS = 5.0
+REAPER_INTERVAL_SECONDS = 30.0
+_SPEAKING_STATES = frozenset({CallState.SPEAKING, CallState.LISTENING})
+
+Subscriber = Callable[[CallEvent], None]
+
+
+class Responder(Protocol):
+    """The auto-responder (daemon.speech.responder.AutoResponder)."""
+
+    async def reply(self, history: list[tuple[str, str]], from_number: str) -> str:
+        """Produce the bot's next utterance."""
+
+
+APOLOGY = "Sorry, I'm having trouble answering right now."
+
+
+class CallEngine:
+    """Owns every live call of the daemon."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        provider: Provider,
+        *,
+        responder: Responder | None = None,
+        reaper_interval: float = REAPER_INTERVAL_SECONDS,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.provider = provider
+        self.responder = responder
+        self._live: dict[str, LiveCall] = {}
+        self._by_provider_id: dict[str, str] = {}
+        self._subscribers: set[Subscriber] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+        self._reaper_interval = reaper_interval
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Restore live calls from the store and reconcile them with the provider."""
+        for record in await self.store.list_calls(live=True, limit=100_000):
+            await self._restore(record)
+        if self.config.stale_call_reaper_seconds > 0:
+            self._reaper = asyncio.create_task(self._reap_loop(), name="stale-call-reaper")
+
+    async def stop(self) -> None:
+        """Stop timers and background work; live calls stay live in the store."""
+        self._stopping = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for live in self._live.values():
+            live.cancel_timers()
+            if live.waiter is not None and not live.waiter.future.done():
+                live.waiter.future.set_exception(CallError("the daemon is shutting down"))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """Run a background task the engine owns (cancelled at stop)."""
+
+        async def _guard() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("background task %s failed", name)
+
+        task = asyncio.create_task(_guard(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _restore(self, record: CallRecord) -> None:
+        live = self._register(record)
+        status = None
+        if record.provider == self.provider.name and record.provider_call_id:
+            try:
+                async with asyncio.timeout(RECONCILE_TIMEOUT_SECONDS):
+                    status = await self.provider.fetch_status(record)
+            except (VoicecallError, TimeoutError, OSError) as exc:
+                logger.warning("call %s: provider status unknown after restart (%s)",
+                               record.call_id, exc)
+        if status is not None and status.state is RemoteState.ENDED:
+            logger.info("call %s ended at the provider while we were down", record.call_id)
+            await self._finish(live, status.end_state or CallState.COMPLETED)
+            return
+        logger.info("restored live call %s (%s); left to its timers", record.call_id, record.state)
+        if record.answered_at is not None:
+            elapsed = time.time() - parse_time(record.answered_at).timestamp()
+            remaining = self.config.max_duration_seconds - elapsed
+            if remaining <= 0:
+                await self._end_by_timer(live, CallState.TIMEOUT)
+                return
+            self._arm_max_duration(live, remaining)
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Call `subscriber` with every event after it is stored; returns the unsubscribe."""
+        self._subscribers.add(subscriber)
+        return lambda: self._subscribers.discard(subscriber)
+
+    def _publish(self, event: CallEvent) -> None:
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber(event)
+            except Exception:
+                logger.exception("event subscriber failed; dropping it")
+                self._subscribers.discard(subscriber)
+
+    async def _record(
+        self,
+        live: LiveCall,
+        event_type: EventType | None,
+        data: dict[str, Any] | None = None,
+        *,
+        dedupe_key: str | None = None,
+    ) -> CallEvent | None:
+        event = await self.store.record(live.record, event_type, data, dedupe_key=dedupe_key)
+        if event is not None:
+            self._publish(event)
+        return event
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def live_count(self) -> int:
+        """How many calls are live."""
+        return len(self._live)
+
+    def live_calls(self) -> list[CallRecord]:
+        """Live call records, newest first."""
+        return sorted((lc.record for lc in self._live.values()),
+                      key=lambda r: r.started_at, reverse=True)
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        """A call, live or ended, by our id or the provider's."""
+        live = self._find_live(call_id)
+        if live is not None:
+            return live.record
+        return await self.store.get_call(call_id) or await self.store.find_by_provider_id(call_id)
+
+    def _find_live(self, call_id: str) -> LiveCall | None:
+        live = self._live.get(call_id)
+        if live is None and call_id in self._by_provider_id:
+            live = self._live.get(self._by_provider_id[call_id])
+        return live
+
+    async def _require_live(self, call_id: str) -> LiveCall:
+        live = self._find_live(call_id)
+        if live is not None:
+            return live
+        record = await self.get(call_id)
+        if record is None:
+            raise CallNotFoundError(call_id)
+        raise CallError(f"call {record.call_id} has ended ({record.state}); place a new call",
+                        callId=record.call_id, state=record.state.value)
+
+    def _register(self, record: CallRecord) -> LiveCall:
+        live = LiveCall(record)
+        self._live[record.call_id] = live
+        if record.provider_call_id:
+            self._by_provider_id[record.provider_call_id] = record.call_id
+        return live
+
+    # ------------------------------------------------------------------ outbound
+
+    async def initiate(self, message: str, to: str | None, mode: str | None) -> CallRecord:
+        """Place an outbound call; returns once the provider accepted it."""
+        if not message or not message.strip():
+            raise InvalidParamsError("message is empty; say what the call should say")
+        to_number = to or self.config.to_number
+        if not to_number:
+            raise ConfigError("no number to call: pass --to (callId `to`) or set `to_number` in "
+                              "the config")
+        if not E164.match(to_number):
+            raise InvalidParamsError(f"to = {to_number!r} is not an E.164 number; "
+                                     "use the form +15550001234")
+        try:
+            call_mode = CallMode(mode or self.config.outbound.default_mode)
+        except ValueError:
+            raise InvalidParamsError(f"mode = {mode!r}: expected notify or conversation") from None
+        self._check_capacity()
+        from_number = self.config.from_number or (
+            MOCK_FROM_NUMBER if self.provider.name == "mock" else None)
+        if not from_number:
+            raise ConfigError("from_number is not set; set it with "
+                              "`voicecall config set from_number +15550001234`")
+        record = CallRecord(
+            call_id=str(uuid.uuid4()),
+            provider=self.provider.name,
+            direction=Direction.OUTBOUND,
+            mode=call_mode,
+            from_number=from_number,
+            to_number=to_number,
+            metadata={"turnCount": 0, "initialMessage": message},
+        )
+        live = self._register(record)
+        live.initial_message = message.strip()
+        await self._record(live, EventType.INITIATED,
+                           {"direction": "outbound", "from": from_number, "to": to_number,
+                            "mode": call_mode.value})
+        request = DialRequest(
+            call_id=record.call_id,
+            to_number=to_number,
+            from_number=from_number,
+            mode=call_mode,
+            message=live.initial_message,
+            ring_timeout_seconds=self.config.ring_timeout_seconds,
+            notify_hangup_delay_seconds=self.config.outbound.notify_hangup_delay_seconds,
+        )
+        try:
+            provider_call_id = await self.provider.place_call(request)
+        except ProviderError as exc:
+            async with live.lock:
+                if not live.record.is_ended:
+                    await self._record(live, EventType.ERROR, {"error": exc.message})
+                    await self._finish_locked(live, CallState.FAILED)
+            raise
+        async with live.lock:
+            if record.provider_call_id is None:
+                record.provider_call_id = provider_call_id
+                if not record.is_ended:
+                    self._by_provider_id[provider_call_id] = record.call_id
+                await self._record(live, None)
+        return record
+
+    def _check_capacity(self) -> None:
+        limit = self.config.max_concurrent_calls
+        if len(self._live) >= limit:
+            raise LimitReachedError(
+                f"max_concurrent_calls ({limit}) reached: {len(self._live)} calls are live; "
+                "end one with `voicecall end` or raise max_concurrent_calls",
+                limit=limit,
+            )
+
+    # ------------------------------------------------------------------ operations
+
+    async def speak(self, call_id: str, message: str) -> None:
+        """Say something on a connected call without waiting for an answer."""
+        live = await self._require_connected(call_id)
+        token = self._new_turn(live) if live.record.direction is Direction.INBOUND else None
+        await self._say(live, message, token)
+
+    async def continue_call(self, call_id: str, message: str, timeout_ms: int | None) -> str:
+        """Speak, then wait for the caller's next final transcript and return it."""
+        live = await self._require_connected(call_id)
+        if live.waiter is not None and not live.waiter.future.done():
+            raise CallError(f"call {live.record.call_id} is already waiting for a transcript",
+                            callId=live.record.call_id)
+        token = self._new_turn(live)
+        waiter = TranscriptWaiter(token, asyncio.get_running_loop().create_future())
+        live.waiter = waiter
+        timeout = (timeout_ms or self.config.transcript_timeout_ms) / 1000.0
+        try:
+            await self._say(live, message, token)
+            waiter.listen_started = time.monotonic()
+            async with live.lock:
+                if not live.record.is_ended and can_transition(live.record.state,
+                                                               CallState.LISTENING):
+                    live.record.state = CallState.LISTENING
+                    await self._record(live, None)
+            try:
+                async with asyncio.timeout(timeout):
+                    return await waiter.future
+            except TimeoutError:
+                raise OperationTimeoutError(
+                    f"no reply from the caller on call {live.record.call_id} within "
+                    f"{timeout:g}s; try again with a longer --timeout", callId=live.record.call_id
+                ) from None
+        finally:
+            if live.waiter is waiter:
+                live.waiter = None
+
+    async def send_dtmf(self, call_id: str, digits: str) -> None:
+        """Send DTMF digits."""
+        if not digits or not re.fullmatch(r"[0-9*#wW]+", digits):
+            raise InvalidParamsError(f"digits = {digits!r}: use 0-9, *, # and w (pause)")
+        live = await self._require_connected(call_id)
+        await self.provider.send_dtmf(live.record, digits)
+
+    async def end(self, call_id: str) -> None:
+        """Hang up; an already-ended call is a success."""
+        live = self._find_live(call_id)
+        if live is None:
+            if await self.get(call_id) is None:
+                raise CallNotFoundError(call_id)
+            return
+        await self.provider.hangup(live.record)
+        async with live.lock:
+            await self._finish_locked(live, CallState.HANGUP_BOT)
+
+    async def _require_connected(self, call_id: str) -> LiveCall:
+        live = await self._require_live(call_id)
+        if not live.record.is_connected:
+            raise CallError(
+                f"call {live.record.call_id} is not connected yet (state {live.record.state}); "
+                "wait for it to be answered", callId=live.record.call_id,
+                state=live.record.state.value)
+        return live
+
+    def _new_turn(self, live: LiveCall) -> str:
+        live.turn_token = secrets.token_urlsafe(12)
+        return live.turn_token
+
+    async def _say(self, live: LiveCall, text: str, turn_token: str | None) -> None:
+        text = text.strip()
+        if not text:
+            raise InvalidParamsError("message is empty; say what to say")
+        async with live.lock:
+            if live.record.is_ended:
+                raise CallError(f"call {live.record.call_id} has ended")
+            if can_transition(live.record.state, CallState.SPEAKING):
+                live.record.state = CallState.SPEAKING
+            live.record.transcript.append(TranscriptEntry(utc_now(), "bot", text))
+            await self._record(live, EventType.SPEAKING, {"text": text})
+        await self.provider.speak(live.record, text, turn_token=turn_token)
+
+    # ------------------------------------------------------------------ provider events
+
+    async def apply(self, events: Sequence[ProviderEvent]) -> None:
+        """The provider's event sink: store, apply and publish each event in order."""
+        for event in events:
+            try:
+                await self._apply_one(event)
+            except VoicecallError as exc:
+                logger.warning("event %s for %s not applied: %s", event.type,
+                               event.call_id or event.provider_call_id, exc.message)
+
+    async def _apply_one(self, event: ProviderEvent) -> None:
+        live = None
+        if event.call_id:
+            live = self._live.get(event.call_id)
+        if live is None:
+            live = self._find_live(event.provider_call_id)
+        if live is None and event.previous_provider_call_id:
+            live = self._find_live(event.previous_provider_call_id)
+        if live is None:
+            if (event.direction is Direction.INBOUND
+                    and event.type in (EventType.INITIATED, EventType.RINGING, EventType.ANSWERED)
+                    and await self.store.find_by_provider_id(event.provider_call_id) is None):
+                await self._inbound(event)
+            else:
+                logger.info("ignoring %s for unknown or ended call %s", event.type.value,
+                            event.call_id or event.provider_call_id)
+            return
+        followup: Callable[[], Awaitable[None]] | None = None
+        async with live.lock:
+            if live.record.is_ended:
+                return
+            self._rekey(live, event.provider_call_id)
+            followup = await self._apply_locked(live, event)
+        if followup is not None:
+            await followup()
+
+    def _rekey(self, live: LiveCall, provider_call_id: str) -> None:
+        record = live.record
+        if provider_call_id and record.provider_call_id != provider_call_id:
+            if record.provider_call_id:
+                self._by_provider_id.pop(record.provider_call_id, None)
+            record.provider_call_id = provider_call_id
+            self._by_provider_id[provider_call_id] = record.call_id
+
+    async def _apply_locked(
+        self, live: LiveCall, event: ProviderEvent
+    ) -> Callable[[], Awaitable[None]] | None:
+        record = live.record
+        kind = event.type
+        if kind is EventType.RINGING:
+            if record.state is CallState.INITIATED:
+                record.state = CallState.RINGING
+                await self._record(live, kind, dedupe_key=event.dedupe_key)
+        elif kind is EventType.ANSWERED:
+            if record.answered_at is None:
+                record.state = CallState.ANSWERED
+                record.answered_at = utc_now()
+                stored = await self._record(live, kind, dedupe_key=event.dedupe_key)
+                if stored is not None:
+                    self._arm_max_duration(live, float(self.config.max_duration_seconds))
+                    return lambda: self._on_answered(live)
+        elif kind is EventType.ACTIVE:
+            if can_transition(record.state, CallState.ACTIVE) and record.state not in (
+                    _SPEAKING_STATES):
+                record.state = CallState.ACTIVE
+                await self._record(live, kind, dedupe_key=event.dedupe_key)
+        elif kind is EventType.SPEECH:
+            return await self._on_speech(live, event)
+        elif kind is EventType.DTMF:
+            await self._record(live, kind, {"digits": event.digits or ""},
+                               dedupe_key=event.dedupe_key)
+        elif kind is EventType.ENDED:
+            await self._finish_locked(live, event.end_state or CallState.COMPLETED,
+                                      dedupe_key=event.dedupe_key)
+        elif kind is EventType.ERROR:
+            await self._record(live, kind, {"error": event.error or "unknown error"},
+                               dedupe_key=event.dedupe_key)
+        return None
+
+    async def _on_speech(
+        self, live: LiveCall, event: ProviderEvent
+    ) -> Callable[[], Awaitable[None]] | None:
+        record = live.record
+        text = (event.transcript or "").strip()
+        if event.turn_token is not None and event.turn_token != live.turn_token:
+            logger.info("call %s: ignoring a transcript with a stale turn token", record.call_id)
+            return None
+        if not text:
+            return None
+        data: dict[str, Any] = {"transcript": text, "isFinal": event.is_final}
+        if event.confidence is not None:
+            data["confidence"] = event.confidence
+        if not event.is_final:
+            await self._record(live, EventType.SPEECH, data, dedupe_key=event.dedupe_key)
+            return None
+        waiter = live.waiter
+        now = time.monotonic()
+        if waiter is not None and not waiter.future.done():
+            data["turnLatencyMs"] = round((now - waiter.started) * 1000, 1)
+            data["listenWaitMs"] = round((now - waiter.listen_started) * 1000, 1)
+        record.transcript.append(TranscriptEntry(utc_now(), "user", text))
+        if "turnLatencyMs" in data:
+            record.metadata["turnCount"] = int(record.metadata.get("turnCount", 0)) + 1
+            record.metadata["lastTurnLatencyMs"] = data["turnLatencyMs"]
+            record.metadata["lastTurnListenWaitMs"] = data["listenWaitMs"]
+        stored = await self._record(live, EventType.SPEECH, data, dedupe_key=event.dedupe_key)
+        if stored is None:
+            return None
+        if waiter is not None and not waiter.future.done():
+            waiter.future.set_result(text)
+            return None
+        if record.direction is Direction.INBOUND and self.responder is not None:
+            return lambda: self._schedule_response(live)
+        return None
+
+    async def _finish_locked(
+        self, live: LiveCall, state: CallState, *, dedupe_key: str | None = None
+    ) -> None:
+        record = live.record
+        if record.is_ended:
+            return
+        record.state = state
+        record.ended_at = utc_now()
+        record.end_reason = state.value
+        stored = await self._record(live, EventType.ENDED, {"reason": state.value},
+                                    dedupe_key=dedupe_key)
+        if stored is None and dedupe_key is not None:
+            record.state, record.ended_at, record.end_reason = CallState.ACTIVE, None, None
+            return
+        live.cancel_timers()
+        if live.waiter is not None and not live.waiter.future.done():
+            live.waiter.future.set_exception(
+                CallError(f"call {record.call_id} ended ({state.value}) before the caller "
+                          "answered", callId=record.call_id, state=state.value))
+        self._live.pop(record.call_id, None)
+        if record.provider_call_id:
+            self._by_provider_id.pop(record.provider_call_id, None)
+
+    async def _finish(self, live: LiveCall, state: CallState) -> None:
+        async with live.lock:
+            await self._finish_locked(live, state)
+
+    # ------------------------------------------------------------------ answered / inbound
+
+    async def _on_answered(self, live: LiveCall) -> None:
+        record = live.record
+        message = live.initial_message or str(record.metadata.get("initialMessage") or "")
+        if record.direction is Direction.INBOUND:
+            await self._say(live, message or self.config.inbound_greeting, self._new_turn(live))
+        elif record.mode is CallMode.NOTIFY:
+            async with live.lock:
+                if record.is_ended:
+                    return
+                record.state = CallState.SPEAKING
+                record.transcript.append(TranscriptEntry(utc_now(), "bot", message))
+                await self._record(live, EventType.SPEAKING, {"text": message})
+            await self.provider.play_and_hangup(
+                record, message, float(self.config.outbound.notify_hangup_delay_seconds))
+        elif message:
+            await self._say(live, message, None)
+
+    async def _inbound(self, event: ProviderEvent) -> None:
+        accepted, reason = admits(self.config.inbound_policy, event.from_number,
+                                  self.config.allow_from)
+        record = CallRecord(
+            call_id=str(uuid.uuid4()),
+            provider=self.provider.name,
+            direction=Direction.INBOUND,
+            mode=CallMode.CONVERSATION,
+            from_number=event.from_number or "",
+            to_number=event.to_number or "",
+            provider_call_id=event.provider_call_id,
+            metadata={"turnCount": 0},
+        )
+        if accepted and len(self._live) >= self.config.max_concurrent_calls:
+            accepted, reason = False, "max_concurrent_calls reached"
+        live = self._register(record)
+        await self._record(live, EventType.INITIATED,
+                           {"direction": "inbound", "from": record.from_number,
+                            "to": record.to_number, "accepted": accepted, "reason": reason},
+                           dedupe_key=event.dedupe_key)
+        if not accepted:
+            logger.info("inbound call %s rejected: %s", record.call_id, reason)
+            async with live.lock:
+                await self._finish_locked(live, CallState.HANGUP_BOT)
+            await self.provider.reject(record)
+            return
+        live.initial_message = self.config.inbound_greeting
+        await self.provider.answer(record)
+        if event.type is EventType.ANSWERED:
+            await self._apply_one(event)
+
+    def _schedule_response(self, live: LiveCall) -> Awaitable[None]:
+        if live.responder_task is not None and not live.responder_task.done():
+            live.responder_task.cancel()  # a newer caller turn replaces a stale reply
+        live.responder_task = self.spawn(self._respond(live), f"respond-{live.record.call_id}")
+        return asyncio.sleep(0)
+
+    async def _respond(self, live: LiveCall) -> None:
+        assert self.responder is not None
+        record = live.record
+        history = [(t.speaker, t.text) for t in record.transcript]
+        try:
+            reply = await self.responder.reply(history, record.from_number)
+        except VoicecallError as exc:
+            logger.warning("auto-responder failed on call %s: %s", record.call_id, exc.message)
+            async with live.lock:
+                await self._record(live, EventType.ERROR, {"error": exc.message})
+            reply = APOLOGY
+        if not record.is_ended and reply.strip():
+            await self._say(live, reply, self._new_turn(live))
+
+    # ------------------------------------------------------------------ timers
+
+    def _arm_max_duration(self, live: LiveCall, seconds: float) -> None:
+        if live.max_duration_timer is not None:
+            live.max_duration_timer.cancel()
+        loop = asyncio.get_running_loop()
+        live.max_duration_timer = loop.call_later(
+            seconds, lambda: self.spawn(self._end_by_timer(live, CallState.TIMEOUT),
+                                        f"max-duration-{live.record.call_id}"))
+
+    async def _end_by_timer(self, live: LiveCall, state: CallState) -> None:
+        if live.record.is_ended:
+            return
+        logger.info("call %s: ending (%s)", live.record.call_id, state.value)
+        try:
+            await self.provider.hangup(live.record)
+        except VoicecallError as exc:
+            logger.warning("call %s: hang-up failed: %s", live.record.call_id, exc.message)
+        await self._finish(live, state)
+
+    async def _reap_loop(self) -> None:
+        threshold = float(self.config.stale_call_reaper_seconds)
+        interval = min(self._reaper_interval, max(threshold / 2, 0.05))
+        while True:
+            await asyncio.sleep(interval)
+            await self.reap_stale(threshold)
+
+    async def reap_stale(self, threshold: float) -> int:
+        """End calls never answered within `threshold` seconds; return how many."""
+        now = time.time()
+        reaped = 0
+        for live in list(self._live.values()):
+            record = live.record
+            if record.answered_at is not None or live.reaping:
+                continue
+            if now - parse_time(record.started_at).timestamp() > threshold:
+                live.reaping = True
+                await self._end_by_timer(live, CallState.TIMEOUT)
+                reaped += 1
+        return reaped

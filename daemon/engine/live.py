@@ -1,0 +1,46 @@
+"""Runtime state the engine keeps for a live call, beside its durable record."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from daemon.engine.record import CallRecord
+
+
+@dataclass(slots=True)
+class TranscriptWaiter:
+    """A `continue` waiting for the caller's next final transcript."""
+
+    turn_token: str
+    future: asyncio.Future[str]
+    started: float = field(default_factory=time.monotonic)
+    """When the turn began (before our speech)."""
+    listen_started: float = field(default_factory=time.monotonic)
+    """When we began listening (after our speech was handed to the provider)."""
+
+
+@dataclass(slots=True)
+class LiveCall:
+    """A live call: its record plus locks, timers and the current turn."""
+
+    record: CallRecord
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    turn_token: str | None = None
+    """The token of the current listening turn; transcripts with another token are stale."""
+    waiter: TranscriptWaiter | None = None
+    max_duration_timer: asyncio.TimerHandle | None = None
+    responder_task: asyncio.Task[None] | None = None
+    initial_message: str | None = None
+    """What to say once answered (outbound message or inbound greeting)."""
+    reaping: bool = False
+
+    def cancel_timers(self) -> None:
+        """Stop every timer and background task of this call."""
+        if self.max_duration_timer is not None:
+            self.max_duration_timer.cancel()
+            self.max_duration_timer = None
+        if self.responder_task is not None and not self.responder_task.done():
+            self.responder_task.cancel()
+        self.responder_task = None

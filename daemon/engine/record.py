@@ -1,0 +1,102 @@
+"""The call record: everything the daemon knows about one call (SPEC section 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from daemon.engine.state import CONNECTED_STATES, CallState
+from daemon.events import CallMode, Direction
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> datetime:
+    """Parse a timestamp written by :func:`utc_now`."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(slots=True)
+class TranscriptEntry:
+    """One line of what was said."""
+
+    timestamp: str
+    speaker: str  # "bot" | "user"
+    text: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON shape."""
+        return {"timestamp": self.timestamp, "speaker": self.speaker, "text": self.text}
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """A call, live or ended. Mutated only by the engine, under the call's lock."""
+
+    call_id: str
+    provider: str
+    direction: Direction
+    mode: CallMode
+    from_number: str
+    to_number: str
+    state: CallState = CallState.INITIATED
+    provider_call_id: str | None = None
+    started_at: str = field(default_factory=utc_now)
+    answered_at: str | None = None
+    ended_at: str | None = None
+    end_reason: str | None = None
+    transcript: list[TranscriptEntry] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_ended(self) -> bool:
+        """True once the call is over."""
+        return self.state.is_ended
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the call is answered and not over."""
+        return self.state in CONNECTED_STATES
+
+    def to_wire(self) -> dict[str, Any]:
+        """The camelCase JSON shape of SPEC section 5."""
+        return {
+            "callId": self.call_id,
+            "providerCallId": self.provider_call_id,
+            "provider": self.provider,
+            "direction": self.direction.value,
+            "mode": self.mode.value,
+            "state": self.state.value,
+            "from": self.from_number,
+            "to": self.to_number,
+            "startedAt": self.started_at,
+            "answeredAt": self.answered_at,
+            "endedAt": self.ended_at,
+            "endReason": self.end_reason,
+            "transcript": [t.to_wire() for t in self.transcript],
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> CallRecord:
+        """Rebuild a record from :meth:`to_wire` output (the store keeps that shape)."""
+        return cls(
+            call_id=data["callId"],
+            provider=data["provider"],
+            direction=Direction(data["direction"]),
+            mode=CallMode(data["mode"]),
+            from_number=data.get("from") or "",
+            to_number=data.get("to") or "",
+            state=CallState(data["state"]),
+            provider_call_id=data.get("providerCallId"),
+            started_at=data["startedAt"],
+            answered_at=data.get("answeredAt"),
+            ended_at=data.get("endedAt"),
+            end_reason=data.get("endReason"),
+            transcript=[TranscriptEntry(**t) for t in data.get("transcript") or []],
+            metadata=dict(data.get("metadata") or {}),
+        )

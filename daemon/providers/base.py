@@ -1,0 +1,152 @@
+"""The one interface every telephony provider implements (SPEC section 10).
+
+The engine speaks to providers only through :class:`Provider`; a provider speaks back only through
+the :data:`EventSink` it is bound to. Webhook transport concerns (paths, limits, signatures, replay)
+live in `daemon.webhooks`; a provider only verifies, parses and answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from daemon.engine.record import CallRecord
+from daemon.engine.state import CallState
+from daemon.events import CallMode, ProviderEvent
+
+if TYPE_CHECKING:
+    from daemon.config.model import Config
+
+EventSink = Callable[[Sequence[ProviderEvent]], Awaitable[None]]
+"""How a provider hands events to the engine; returns once they are stored and applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class DialRequest:
+    """Everything a provider needs to place one outbound call."""
+
+    call_id: str
+    to_number: str
+    from_number: str
+    mode: CallMode
+    message: str
+    ring_timeout_seconds: int
+    notify_hangup_delay_seconds: int
+
+
+class RemoteState(StrEnum):
+    """What the provider's status API says about a call (restart reconciliation)."""
+
+    LIVE = "live"
+    ENDED = "ended"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStatus:
+    """The provider's view of one call."""
+
+    state: RemoteState
+    end_state: CallState | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """A webhook request that passed the transport checks, with its body read."""
+
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...]
+    headers: Mapping[str, str]
+    """Case-insensitive mapping of the request headers."""
+    body: bytes
+    remote: str | None
+    verify_url: str
+    """The URL as the provider signed it (public origin + request path and query)."""
+
+    def query_value(self, name: str) -> str | None:
+        """The first value of a query parameter."""
+        for key, value in self.query:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReply:
+    """What the webhook server answers."""
+
+    status: int = 200
+    content_type: str = "text/plain"
+    body: bytes = b"OK"
+
+
+@dataclass(slots=True)
+class ProviderContext:
+    """What the daemon hands a provider when it starts it."""
+
+    config: Config
+    webhook_url: str
+    """The webhook URL as the provider must call it (public URL, tunnel or local)."""
+    stream_url: str | None = None
+    """The media-stream websocket URL (wss://...) when streaming is enabled."""
+    extras: dict[str, object] = field(default_factory=dict)
+    """Shared daemon services a provider may use (media hub, speech), keyed by name."""
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A telephony provider: control plane (REST) and webhook plane."""
+
+    name: str
+
+    def bind(self, sink: EventSink, context: ProviderContext) -> None:
+        """Attach the engine's event sink and the daemon context; called once before start."""
+
+    async def start(self) -> None:
+        """Open clients; called once the webhook server is up."""
+
+    async def close(self) -> None:
+        """Release clients and timers."""
+
+    async def place_call(self, request: DialRequest) -> str:
+        """Dial; return the provider's call id. Raise ProviderError on refusal."""
+
+    async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
+        """Notify mode: speak `text`, wait `delay_seconds` after playback ends, hang up."""
+
+    async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
+        """Speak `text`; with a turn token, listen afterwards and tag transcripts with it."""
+
+    async def send_dtmf(self, call: CallRecord, digits: str) -> None:
+        """Send DTMF digits on a connected call."""
+
+    async def answer(self, call: CallRecord) -> None:
+        """Accept an inbound call the policy admitted."""
+
+    async def reject(self, call: CallRecord) -> None:
+        """Refuse an inbound call the policy rejected (hang it up once)."""
+
+    async def hangup(self, call: CallRecord) -> None:
+        """Hang up; a call already ended at the provider is not an error."""
+
+    async def fetch_status(self, call: CallRecord) -> RemoteStatus:
+        """Ask the provider about a call after a restart; errors give UNKNOWN, never ENDED."""
+
+    def has_signature_headers(self, headers: Mapping[str, str]) -> bool:
+        """True when the request carries this provider's signature headers (checked pre-body)."""
+
+    def verify(self, request: WebhookRequest) -> str:
+        """Check the signature; return the replay key. Raise WebhookSignatureError."""
+
+    async def handle_webhook(self, request: WebhookRequest) -> WebhookReply:
+        """Parse a verified webhook, feed its events to the sink, render the reply."""
+
+    def replay_reply(self, first: WebhookReply | None) -> WebhookReply:
+        """The answer to a replayed delivery, given the first delivery's answer if remembered.
+
+        Twilio answers an empty `<Response/>`; the others repeat the first answer.
+        """

@@ -1,0 +1,186 @@
+"""The network-free provider (SPEC section 10).
+
+It behaves like a carrier would, on timers: it answers after `mock.answer_delay_ms` (or reports
+busy, no-answer or failed per `mock.outcome`), "plays" speech instantly, and when asked to listen
+it answers with the next of `mock.replies` (cycled; an empty list means the caller never speaks).
+Simulated inbound calls (`mock.inbound`) go through the engine's real policy path. It accepts no
+webhooks: every webhook is refused as unsigned, so the security pipeline still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from daemon.engine.record import CallRecord
+from daemon.engine.state import CallState
+from daemon.errors import CallNotFoundError, WebhookSignatureError
+from daemon.events import Direction, EventType, ProviderEvent
+from daemon.providers.base import (
+    DialRequest,
+    EventSink,
+    ProviderContext,
+    RemoteState,
+    RemoteStatus,
+    WebhookReply,
+    WebhookRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+_OUTCOMES = {
+    "busy": CallState.BUSY,
+    "no-answer": CallState.NO_ANSWER,
+    "failed": CallState.FAILED,
+}
+
+
+class MockProvider:
+    """A provider whose carrier is a handful of timers."""
+
+    name = "mock"
+
+    def __init__(self) -> None:
+        self._sink: EventSink | None = None
+        self._context: ProviderContext | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._replies: dict[str, itertools.cycle[str] | None] = {}
+        self._utterances: dict[str, list[str]] = {}
+        self._ended: set[str] = set()
+
+    def bind(self, sink: EventSink, context: ProviderContext) -> None:
+        """Attach the engine."""
+        self._sink = sink
+        self._context = context
+
+    @property
+    def _config(self) -> Any:
+        assert self._context is not None
+        return self._context.config.mock
+
+    async def start(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Cancel pending timers."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _later(self, delay: float, events: Sequence[ProviderEvent]) -> None:
+        async def _emit() -> None:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            assert self._sink is not None
+            await self._sink(events)
+
+        task = asyncio.create_task(_emit())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ control plane
+
+    async def place_call(self, request: DialRequest) -> str:
+        """'Dial': schedule ringing, then the configured outcome."""
+        provider_id = f"mock-{request.call_id}"
+        replies = tuple(self._config.replies)
+        self._replies[provider_id] = itertools.cycle(replies) if replies else None
+        delay = self._config.answer_delay_ms / 1000.0
+        outcome = _OUTCOMES.get(self._config.outcome)
+        ringing = ProviderEvent(EventType.RINGING, provider_id, call_id=request.call_id)
+        self._later(0, [ringing])
+        if outcome is None:
+            answered = ProviderEvent(EventType.ANSWERED, provider_id, call_id=request.call_id)
+            self._later(delay, [answered])
+        else:
+            ended = ProviderEvent(EventType.ENDED, provider_id, call_id=request.call_id,
+                                  end_state=outcome)
+            self._later(delay, [ended])
+        return provider_id
+
+    async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
+        """Playback is instant; hang up `delay_seconds` later."""
+        pid = self._pid(call)
+        self._later(delay_seconds, [ProviderEvent(EventType.ENDED, pid, call_id=call.call_id,
+                                                  end_state=CallState.HANGUP_BOT)])
+
+    async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
+        """Instant playback; with a turn token the caller answers with the next reply."""
+        if turn_token is None:
+            return
+        pid = self._pid(call)
+        reply = self._next_reply(pid)
+        if reply is not None:
+            self._later(0, [ProviderEvent(EventType.SPEECH, pid, call_id=call.call_id,
+                                          transcript=reply, is_final=True, confidence=1.0,
+                                          turn_token=turn_token)])
+
+    def _next_reply(self, pid: str) -> str | None:
+        if pid in self._utterances:
+            queue = self._utterances[pid]
+            return queue.pop(0) if queue else None
+        if pid not in self._replies:  # restored after a restart
+            replies = tuple(self._config.replies)
+            self._replies[pid] = itertools.cycle(replies) if replies else None
+        cycle = self._replies[pid]
+        return next(cycle) if cycle is not None else None
+
+    async def send_dtmf(self, call: CallRecord, digits: str) -> None:
+        """Nothing to send."""
+
+    async def answer(self, call: CallRecord) -> None:
+        """Pick up an admitted inbound call."""
+        self._later(0, [ProviderEvent(EventType.ANSWERED, self._pid(call), call_id=call.call_id,
+                                      direction=Direction.INBOUND)])
+
+    async def reject(self, call: CallRecord) -> None:
+        """Hang up a rejected inbound call."""
+        self._ended.add(self._pid(call))
+
+    async def hangup(self, call: CallRecord) -> None:
+        """Forget the call."""
+        self._ended.add(self._pid(call))
+
+    async def fetch_status(self, call: CallRecord) -> RemoteStatus:
+        """The mock carrier keeps no state across restarts: always unknown."""
+        if self._pid(call) in self._ended:
+            return RemoteStatus(RemoteState.ENDED, CallState.COMPLETED)
+        return RemoteStatus(RemoteState.UNKNOWN, detail="the mock carrier forgets on restart")
+
+    @staticmethod
+    def _pid(call: CallRecord) -> str:
+        return call.provider_call_id or f"mock-{call.call_id}"
+
+    # ------------------------------------------------------------------ simulated inbound
+
+    async def simulate_inbound(self, from_number: str, to_number: str,
+                               utterances: Sequence[str]) -> str:
+        """Start a simulated inbound call; returns its provider call id."""
+        pid = f"mock-in-{uuid.uuid4()}"
+        self._utterances[pid] = [u for u in utterances if u.strip()]
+        assert self._sink is not None
+        await self._sink([ProviderEvent(EventType.INITIATED, pid, direction=Direction.INBOUND,
+                                        from_number=from_number, to_number=to_number)])
+        return pid
+
+    # ------------------------------------------------------------------ webhooks
+
+    def has_signature_headers(self, headers: Mapping[str, str]) -> bool:
+        """The mock signs nothing, so no webhook ever passes the header gate."""
+        return False
+
+    def verify(self, request: WebhookRequest) -> str:
+        """Fail closed: the mock carrier sends no webhooks."""
+        raise WebhookSignatureError("the mock provider accepts no webhooks")
+
+    async def handle_webhook(self, request: WebhookRequest) -> WebhookReply:
+        """Never reached: verify() always refuses."""
+        raise CallNotFoundError("mock")
+
+    def replay_reply(self, first: WebhookReply | None) -> WebhookReply:
+        """Repeat the first answer."""
+        return first or WebhookReply()

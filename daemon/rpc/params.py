@@ -1,0 +1,63 @@
+"""Typed access to JSON-RPC params: every bad value names the parameter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.errors import InvalidParamsError
+
+
+class Params:
+    """A read-only view of a params object."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
+
+    def str(self, name: str, *, required: bool = True) -> str | None:
+        """A string parameter; required ones must be non-empty."""
+        value = self.raw.get(name)
+        if value is None:
+            if required:
+                raise InvalidParamsError(f"missing parameter {name!r}")
+            return None
+        if not isinstance(value, str):
+            raise InvalidParamsError(f"parameter {name!r} must be a string, not {value!r}")
+        if required and not value.strip():
+            raise InvalidParamsError(f"parameter {name!r} is empty")
+        return value
+
+    def req(self, name: str) -> str:
+        """A required non-empty string parameter."""
+        value = self.str(name)
+        assert value is not None
+        return value
+
+    def int(self, name: str, *, minimum: int = 0, maximum: int | None = None) -> int | None:
+        """An optional integer parameter within bounds."""
+        value = self.raw.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidParamsError(f"parameter {name!r} must be an integer, not {value!r}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum}" + (f" to {maximum}" if maximum is not None else " up")
+            raise InvalidParamsError(f"parameter {name!r} = {value} is out of range ({bound})")
+        return value
+
+    def bool(self, name: str) -> bool | None:
+        """An optional boolean parameter."""
+        value = self.raw.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            raise InvalidParamsError(f"parameter {name!r} must be true or false, not {value!r}")
+        return value
+
+    def str_list(self, name: str) -> list[str]:
+        """An optional list of strings."""
+        value = self.raw.get(name)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidParamsError(f"parameter {name!r} must be a list of strings")
+        return list(value)

@@ -1,0 +1,278 @@
+"""The gateway socket: JSON-RPC 2.0, one JSON value per line, over a Unix socket.
+
+Security: the socket's folder is 0700 and the socket 0600, and every connection's peer uid
+(SO_PEERCRED) must be ours. Messages over 1 MiB are refused and the connection closed (there is
+no way to find the next message boundary reliably after an over-long line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import InvalidParamsError, RpcCode, VoicecallError
+from daemon.rpc import protocol
+from daemon.rpc.protocol import RpcErrorInfo
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any], "Connection"], Awaitable[Any]]
+
+
+class AfterReply:
+    """A handler result whose follow-up runs once the reply is written (tail's backlog)."""
+
+    def __init__(self, value: Any, then: Callable[[], Awaitable[None]]) -> None:
+        self.value = value
+        self.then = then
+
+
+class SocketInUseError(VoicecallError):
+    """Another daemon already answers on the socket."""
+
+
+class Connection:
+    """One client connection; handlers use it to push notifications."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._lock = asyncio.Lock()
+        self.closed = asyncio.Event()
+        self._cleanups: list[Callable[[], None]] = []
+
+    async def send(self, message: dict[str, Any] | list[dict[str, Any]]) -> None:
+        """Write one message (serialised against other writers)."""
+        if self.closed.is_set():
+            return
+        data = protocol.encode(message)
+        async with self._lock:
+            try:
+                self._writer.write(data)
+                await self._writer.drain()
+            except (ConnectionError, RuntimeError):
+                self.close()
+
+    def notify(self, method: str, params: dict[str, Any]) -> None:
+        """Queue a notification without waiting (used from event callbacks)."""
+        if self.closed.is_set():
+            return
+        if self._writer.transport.get_write_buffer_size() > 4 * protocol.MAX_MESSAGE_BYTES:
+            logger.warning("dropping a subscriber that stopped reading")
+            self.close()
+            return
+        self._writer.write(protocol.encode(protocol.notification(method, params)))
+
+    def on_close(self, cleanup: Callable[[], None]) -> None:
+        """Run `cleanup` when the connection closes (unsubscribe and the like)."""
+        self._cleanups.append(cleanup)
+
+    def close(self) -> None:
+        """Close the connection and run the cleanups once."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for cleanup in self._cleanups:
+            try:
+                cleanup()
+            except Exception:
+                logger.exception("connection cleanup failed")
+        self._writer.close()
+
+
+def _peer_uid(sock: socket.socket) -> int | None:
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):
+        return None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class RpcServer:
+    """Serves a dispatch table on a Unix socket."""
+
+    def __init__(self, path: Path, methods: Mapping[str, Handler]) -> None:
+        self.path = Path(path)
+        self.methods = methods
+        self._server: asyncio.Server | None = None
+        self._connections: set[Connection] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Bind (or adopt a socket passed by systemd) and start serving."""
+        if sock is None:
+            sock = self._bind()
+        self._server = await asyncio.start_unix_server(
+            self._serve, sock=sock, limit=protocol.MAX_MESSAGE_BYTES + 1
+        )
+
+    def _bind(self) -> socket.socket:
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.chmod(0o700)
+        if self.path.exists() or self.path.is_symlink():
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(self.path))
+            except OSError:
+                self.path.unlink()  # stale: nothing listens
+            else:
+                raise SocketInUseError(
+                    f"another voicecall daemon is already running on {self.path}; stop it with "
+                    "`voicecall daemon stop` or pick another socket with --socket"
+                )
+            finally:
+                probe.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old_umask)
+        self.path.chmod(0o600)
+        sock.listen(128)
+        sock.setblocking(False)
+        return sock
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection, remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        uid = _peer_uid(sock) if sock is not None else None
+        if uid is not None and uid != os.getuid():
+            logger.warning("refused a connection from uid %s", uid)
+            writer.close()
+            return
+        conn = Connection(writer)
+        self._connections.add(conn)
+        mine: set[asyncio.Task[Any]] = set()
+        try:
+            while not conn.closed.is_set():
+                try:
+                    line = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial.strip():
+                        await self._dispatch_line(conn, exc.partial)
+                    break
+                except asyncio.LimitOverrunError:
+                    await conn.send(protocol.error(None, RpcErrorInfo.standard(
+                        RpcCode.INVALID_REQUEST,
+                        f"message larger than {protocol.MAX_MESSAGE_BYTES} bytes; closing")))
+                    break
+                except ConnectionError:
+                    break
+                if line.strip():
+                    task = asyncio.create_task(self._dispatch_line(conn, line))
+                    self._tasks.add(task)
+                    mine.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    task.add_done_callback(mine.discard)
+            # Let requests already read finish before closing (a client may half-close).
+            if mine and not conn.closed.is_set():
+                await asyncio.wait(list(mine))
+        finally:
+            self._connections.discard(conn)
+            conn.close()
+
+    async def _dispatch_line(self, conn: Connection, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            await conn.send(protocol.error(None, RpcErrorInfo.standard(
+                RpcCode.PARSE_ERROR, f"not valid JSON: {exc}")))
+            return
+        if isinstance(message, list):
+            if not message:
+                await conn.send(protocol.error(None, RpcErrorInfo.standard(
+                    RpcCode.INVALID_REQUEST, "an empty batch")))
+                return
+            outcomes = await asyncio.gather(*(self._handle(conn, m) for m in message))
+            answered = [r for r, _ in outcomes if r is not None]
+            if answered:
+                await conn.send(answered)
+            for _, then in outcomes:
+                if then is not None:
+                    await then()
+            return
+        reply, then = await self._handle(conn, message)
+        if reply is not None:
+            await conn.send(reply)
+        if then is not None:
+            await then()
+
+    async def _handle(
+        self, conn: Connection, message: Any
+    ) -> tuple[dict[str, Any] | None, Callable[[], Awaitable[None]] | None]:
+        reply = await self._reply(conn, message)
+        if isinstance(reply, tuple):
+            return reply
+        return reply, None
+
+    async def _reply(
+        self, conn: Connection, message: Any
+    ) -> dict[str, Any] | None | tuple[dict[str, Any] | None, Callable[[], Awaitable[None]]]:
+        if (not isinstance(message, dict) or message.get("jsonrpc") != protocol.JSONRPC
+                or not isinstance(message.get("method"), str)):
+            req_id = message.get("id") if isinstance(message, dict) else None
+            return protocol.error(req_id, RpcErrorInfo.standard(
+                RpcCode.INVALID_REQUEST,
+                'not a JSON-RPC 2.0 request: need {"jsonrpc":"2.0","method":...,"id":...}'))
+        req_id = message.get("id")
+        is_notification = "id" not in message
+        if req_id is not None and not isinstance(req_id, str | int):
+            return protocol.error(None, RpcErrorInfo.standard(
+                RpcCode.INVALID_REQUEST, "id must be a string, a number or null"))
+        method = message["method"]
+        handler = self.methods.get(method)
+        if handler is None:
+            info = RpcErrorInfo.standard(
+                RpcCode.METHOD_NOT_FOUND,
+                f"unknown method {method!r}; known: {', '.join(sorted(self.methods))}")
+            return None if is_notification else protocol.error(req_id, info)
+        params = message.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            info = RpcErrorInfo.standard(RpcCode.INVALID_PARAMS,
+                                         "params must be an object with named parameters")
+            return None if is_notification else protocol.error(req_id, info)
+        try:
+            value = await handler(params, conn)
+        except VoicecallError as exc:
+            info = RpcErrorInfo.from_exception(exc)
+        except (TypeError, ValueError) as exc:
+            info = RpcErrorInfo.from_exception(InvalidParamsError(str(exc)))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("method %s failed", method)
+            info = RpcErrorInfo.standard(RpcCode.INTERNAL_ERROR,
+                                         f"internal error in {method}; see the daemon log")
+        else:
+            if isinstance(value, AfterReply):
+                return (None if is_notification else protocol.result(req_id, value.value),
+                        value.then)
+            return None if is_notification else protocol.result(req_id, value)
+        return None if is_notification else protocol.error(req_id, info)

@@ -1,0 +1,160 @@
+"""The LLM auto-responder: answers each final caller transcript with one short reply.
+
+Calls an OpenAI-compatible ``/chat/completions`` at ``agent.base_url`` (OpenAI, a local
+model server, a router) with the whole conversation so far. Every call is bounded by
+``response_timeout_ms``; the engine speaks :data:`APOLOGY` when it fails, and cancels the
+pending reply when the caller speaks again (the ``async with`` releases the HTTP response, so
+a cancelled request never holds a pooled connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import aiohttp
+
+from daemon.errors import SpeechError
+from daemon.speech.vendor import http_error, transport_error
+
+APOLOGY = "Sorry, I'm having trouble answering right now."
+"""Spoken instead of a reply when the model fails or times out."""
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_TIMEOUT_MS = 30000
+MAX_HISTORY_TURNS = 40
+"""Older turns are left out: a phone reply needs recent context, not the whole call."""
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant on a phone call. Keep responses brief and "
+    "conversational (1-2 sentences max). Be natural and friendly; your words are spoken "
+    "aloud, so use no lists, markdown or emoji. The caller's phone number is {from_number}."
+)
+VENDOR = "auto-responder"
+
+Speaker = Literal["bot", "user"]
+
+
+class AgentSettings(Protocol):
+    """``[agent]`` as read here."""
+
+    @property
+    def base_url(self) -> str | None: ...
+    @property
+    def api_key(self) -> str | None: ...
+
+
+class ResponderSettings(Protocol):
+    """The top-level keys the auto-responder reads (read-only; frozen dataclasses fit)."""
+
+    @property
+    def response_model(self) -> str | None: ...
+    @property
+    def response_system_prompt(self) -> str | None: ...
+    @property
+    def response_timeout_ms(self) -> int: ...
+    @property
+    def agent(self) -> AgentSettings | None: ...
+
+
+def model_name(response_model: str) -> str:
+    """``"openai/gpt-4o-mini"`` -> ``"gpt-4o-mini"``: the part after the first slash."""
+    return response_model.split("/", 1)[1] if "/" in response_model else response_model
+
+
+class AutoResponder:
+    """Generates the bot's next line from the transcript so far."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        response_model: str,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key: str | None = None,
+        system_prompt: str | None = None,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    ) -> None:
+        self._session = session
+        self._api_key = api_key
+        self.model = model_name(response_model)
+        self.url = f"{base_url.rstrip('/')}/chat/completions"
+        self.system_prompt = system_prompt
+        self.timeout_ms = timeout_ms
+
+    def __repr__(self) -> str:
+        return f"AutoResponder(url={self.url!r}, model={self.model!r})"
+
+    def messages(
+        self, history: Sequence[tuple[str, str]], from_number: str
+    ) -> list[dict[str, str]]:
+        """The chat messages for ``history`` ((speaker, text) pairs, oldest first)."""
+        if self.system_prompt:
+            system = self.system_prompt
+        else:
+            system = DEFAULT_SYSTEM_PROMPT.format(from_number=from_number or "unknown")
+        messages = [{"role": "system", "content": system}]
+        for speaker, text in history[-MAX_HISTORY_TURNS:]:
+            role = "assistant" if speaker == "bot" else "user"
+            messages.append({"role": role, "content": text})
+        return messages
+
+    async def reply(self, history: list[tuple[str, str]], from_number: str) -> str:
+        """Return the bot's reply to the conversation so far.
+
+        Raises:
+            SpeechError: the API failed, answered without text, or took longer than
+                ``timeout_ms`` (the engine then speaks :data:`APOLOGY`).
+        """
+        payload = {"model": self.model, "messages": self.messages(history, from_number)}
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        try:
+            async with (
+                asyncio.timeout(self.timeout_ms / 1000),
+                self._session.post(self.url, json=payload, headers=headers) as response,
+            ):
+                if response.status >= 400:
+                    raise await http_error(VENDOR, response, self.url, self._api_key)
+                body = await response.json(content_type=None)
+        except TimeoutError:
+            raise SpeechError(
+                f"{VENDOR} ({self.model} at {self.url}) gave no answer within "
+                f"{self.timeout_ms} ms",
+                vendor=VENDOR,
+                url=self.url,
+            ) from None
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise transport_error(VENDOR, self.url, exc, self._api_key) from None
+        text = _reply_text(body)
+        if not text:
+            raise SpeechError(
+                f"{VENDOR} ({self.model} at {self.url}) answered without any text",
+                vendor=VENDOR,
+                url=self.url,
+            )
+        return text
+
+
+def _reply_text(body: Any) -> str:
+    """``choices[0].message.content`` stripped, or "" when the body has no such text."""
+    try:
+        content = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return ""
+    return content.strip() if isinstance(content, str) else ""
+
+
+def create_responder(
+    settings: ResponderSettings, session: aiohttp.ClientSession
+) -> AutoResponder | None:
+    """The auto-responder ``response_model`` asks for, or None when it is unset."""
+    if not settings.response_model:
+        return None
+    agent = settings.agent
+    return AutoResponder(
+        session,
+        response_model=settings.response_model,
+        base_url=(agent.base_url if agent else None) or DEFAULT_BASE_URL,
+        api_key=agent.api_key if agent else None,
+        system_prompt=settings.response_system_prompt,
+        timeout_ms=settings.response_timeout_ms,
+    )

@@ -1,0 +1,246 @@
+"""OpenAI realtime transcription over a websocket: mu-law in, server VAD, transcripts out.
+
+The vendor takes ``g711_ulaw`` directly, so call audio is forwarded without decoding. Audio
+is batched: ``send_audio`` only appends to a bounded buffer and wakes a writer task, so the
+media path pays a few hundred nanoseconds per frame and never waits on the network. A dropped
+socket is reopened up to ``max_reconnects`` times with exponential backoff; audio that arrives
+meanwhile is discarded (late audio would only confuse the server's turn detection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import math
+from typing import Any
+
+import aiohttp
+
+from daemon.errors import SpeechError
+from daemon.speech.stt.base import SttListener
+from daemon.speech.vendor import redact
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = "wss://api.openai.com/v1/realtime?intent=transcription"
+DEFAULT_MODEL = "gpt-4o-transcribe"
+VENDOR = "OpenAI realtime STT"
+MAX_BUFFERED_BYTES = 16000
+"""Audio kept while the writer catches up: 2 s of 8 kHz mu-law; older audio is dropped."""
+_APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
+
+
+class OpenAiRealtimeStt:
+    """:class:`~daemon.speech.stt.base.SttSession` for OpenAI realtime transcription."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        listener: SttListener,
+        *,
+        api_key: str,
+        url: str = DEFAULT_URL,
+        model: str = DEFAULT_MODEL,
+        vad_threshold: float = 0.5,
+        silence_duration_ms: int = 800,
+        max_reconnects: int = 5,
+        backoff_base: float = 1.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._session = session
+        self._listener = listener
+        self._api_key = api_key
+        self.url = url
+        self.model = model
+        self.vad_threshold = vad_threshold
+        self.silence_duration_ms = silence_duration_ms
+        self.max_reconnects = max_reconnects
+        self.backoff_base = backoff_base
+        self.connect_timeout = connect_timeout
+        self.dropped_bytes = 0
+        """Audio discarded while disconnected or behind (for diagnostics)."""
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._buffer = bytearray()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._partials: dict[str, str] = {}
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        """True while a socket is open and audio is being forwarded."""
+        return self._ws is not None and not self._ws.closed
+
+    async def connect(self) -> None:
+        """Open the first socket and start the reader and writer tasks.
+
+        Raises:
+            SpeechError: the socket could not be opened (network, HTTP status, timeout).
+        """
+        if self._tasks:
+            return
+        self._ws = await self._open()
+        self._tasks = [
+            asyncio.create_task(self._run(self._ws), name="stt-reader"),
+            asyncio.create_task(self._write_loop(), name="stt-writer"),
+        ]
+
+    def send_audio(self, ulaw: bytes) -> None:
+        """Queue audio for the writer task; drops it while disconnected."""
+        if self._ws is None:
+            self.dropped_bytes += len(ulaw)
+            return
+        buffer = self._buffer
+        buffer += ulaw
+        excess = len(buffer) - MAX_BUFFERED_BYTES
+        if excess > 0:
+            del buffer[:excess]
+            self.dropped_bytes += excess
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop the tasks and close the socket; safe to call more than once."""
+        self._closing = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        ws, self._ws = self._ws, None
+        self._buffer.clear()
+        if ws is not None:
+            await ws.close()
+
+    async def _open(self) -> aiohttp.ClientWebSocketResponse:
+        headers = {"Authorization": f"Bearer {self._api_key}", "OpenAI-Beta": "realtime=v1"}
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                ws = await self._session.ws_connect(self.url, headers=headers, heartbeat=20)
+                await ws.send_str(json.dumps(self._session_update()))
+        except aiohttp.WSServerHandshakeError as exc:
+            raise SpeechError(
+                f"{VENDOR} refused the websocket at {self.url}: HTTP {exc.status}",
+                vendor=VENDOR,
+                status=exc.status,
+                url=self.url,
+            ) from None
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            reason = redact(str(exc) or type(exc).__name__, self._api_key)
+            raise SpeechError(
+                f"{VENDOR} could not connect to {self.url}: {reason}", vendor=VENDOR, url=self.url
+            ) from None
+        return ws
+
+    def _session_update(self) -> dict[str, Any]:
+        return {
+            "type": "transcription_session.update",
+            "session": {
+                "input_audio_format": "g711_ulaw",
+                "input_audio_transcription": {"model": self.model},
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": self.vad_threshold,
+                    "prefix_padding_ms": 300,
+                    "silence_duration_ms": self.silence_duration_ms,
+                },
+            },
+        }
+
+    async def _run(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Read until the socket drops, then reconnect; give up after ``max_reconnects``."""
+        attempt = 0
+        while True:
+            if await self._read(ws):
+                attempt = 0  # the server confirmed the session: this socket was healthy
+            self._ws = None
+            self._buffer.clear()
+            self._partials.clear()
+            if self._closing:
+                return
+            while True:
+                attempt += 1
+                if attempt > self.max_reconnects:
+                    self._fail(f"gave up after {self.max_reconnects} reconnects to {self.url}")
+                    return
+                await asyncio.sleep(self.backoff_base * 2 ** (attempt - 1))
+                try:
+                    ws = await self._open()
+                except SpeechError as exc:
+                    if exc.details.get("status") in (401, 403):
+                        self._fail(exc.message)
+                        return
+                    logger.warning("%s reconnect %d failed: %s", VENDOR, attempt, exc.message)
+                    continue
+                logger.info("%s reconnected (attempt %d)", VENDOR, attempt)
+                self._ws = ws
+                break
+
+    def _fail(self, message: str) -> None:
+        logger.error("%s: %s", VENDOR, message)
+        self._listener.on_error(SpeechError(f"{VENDOR}: {message}", vendor=VENDOR, url=self.url))
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
+        """Dispatch events until the socket closes; True if the session was confirmed."""
+        confirmed = False
+        async for message in ws:
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            try:
+                event = json.loads(message.data)
+            except ValueError:
+                logger.warning("%s sent a frame that is not JSON; ignored", VENDOR)
+                continue
+            if isinstance(event, dict):
+                confirmed = self._dispatch(event) or confirmed
+        if not self._closing:
+            logger.warning("%s socket closed (code %s)", VENDOR, ws.close_code)
+        return confirmed
+
+    def _dispatch(self, event: dict[str, Any]) -> bool:
+        kind = event.get("type")
+        item = str(event.get("item_id", ""))
+        if kind == "input_audio_buffer.speech_started":
+            self._partials.clear()
+            self._listener.on_speech_start()
+        elif kind == "conversation.item.input_audio_transcription.delta":
+            text = self._partials.get(item, "") + str(event.get("delta", ""))
+            self._partials[item] = text
+            self._listener.on_partial(text)
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            self._partials.pop(item, None)
+            text = str(event.get("transcript", "")).strip()
+            if text:
+                self._listener.on_final(text, _confidence(event.get("logprobs")))
+        elif kind == "error":
+            error = event.get("error")
+            detail = error.get("message", error) if isinstance(error, dict) else error
+            logger.warning("%s error event: %s", VENDOR, redact(str(detail), self._api_key))
+        elif kind in ("transcription_session.created", "transcription_session.updated"):
+            return True
+        return False
+
+    async def _write_loop(self) -> None:
+        """Send whatever audio has accumulated each time ``send_audio`` wakes us."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            ws = self._ws
+            if ws is None or not self._buffer:
+                continue
+            audio = base64.b64encode(self._buffer).decode("ascii")
+            self._buffer.clear()
+            try:
+                # base64 needs no JSON escaping, so skip json.dumps on the hot path.
+                await ws.send_str(_APPEND_PREFIX + audio + '"}')
+            except (aiohttp.ClientError, ConnectionError):
+                self.dropped_bytes += len(audio) * 3 // 4  # the reader notices and reconnects
+
+
+def _confidence(logprobs: object) -> float | None:
+    """Mean token probability when the vendor sent logprobs, else None."""
+    if not isinstance(logprobs, list) or not logprobs:
+        return None
+    values = [lp.get("logprob") for lp in logprobs if isinstance(lp, dict)]
+    numbers = [float(v) for v in values if isinstance(v, int | float)]
+    return math.exp(sum(numbers) / len(numbers)) if numbers else None

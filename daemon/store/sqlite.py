@@ -1,0 +1,298 @@
+"""The embedded store: SQLite in WAL mode, written from one worker thread.
+
+Durability: every `record()` is one transaction that appends the event and rewrites the call
+snapshot, committed before the engine acts on the event or publishes it. WAL with
+`synchronous=NORMAL` survives a crash or `kill -9` of the daemon (the OS keeps the written pages);
+only a power loss can drop the last transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from daemon.engine.record import CallRecord, utc_now
+from daemon.errors import StoreError
+from daemon.events import CallEvent, EventType
+from daemon.providers.base import WebhookReply
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS calls (
+    call_id TEXT PRIMARY KEY,
+    provider_call_id TEXT,
+    live INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_provider ON calls (provider_call_id);
+CREATE INDEX IF NOT EXISTS calls_live ON calls (live, started_at);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_call ON events (call_id, seq);
+CREATE TABLE IF NOT EXISTS processed (key TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS replay (
+    key TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL,
+    status INTEGER,
+    content_type TEXT,
+    body BLOB
+);
+"""
+
+PROCESSED_KEEP = 50_000
+"""How many processed provider-event ids are kept (oldest pruned first)."""
+
+
+class SqliteStore:
+    """The SQLite implementation of :class:`daemon.store.base.Store`."""
+
+    def __init__(self, folder: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(folder) / "voicecall.db"
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._db: sqlite3.Connection | None = None
+        self._writes = 0
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        if db is None:
+            raise StoreError("the store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, db)
+
+    async def open(self) -> None:
+        """Open the database, switch to WAL and create the schema."""
+
+        def _open() -> sqlite3.Connection:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            self.path.chmod(0o600)
+            return db
+
+        loop = asyncio.get_running_loop()
+        try:
+            self._db = await loop.run_in_executor(self._executor, _open)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Checkpoint and close."""
+        if self._db is None:
+            return
+
+        def _close(db: sqlite3.Connection) -> None:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
+
+        await self._run(_close)
+        self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def record(
+        self,
+        call: CallRecord,
+        event_type: EventType | None,
+        data: dict[str, Any] | None = None,
+        *,
+        dedupe_key: str | None = None,
+    ) -> CallEvent | None:
+        """Save the snapshot and append the event in one transaction."""
+        snapshot = json.dumps(call.to_wire(), separators=(",", ":"))
+        payload = dict(data or {})
+        timestamp = utc_now()
+        now = self._clock()
+
+        def _write(db: sqlite3.Connection) -> CallEvent | None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if dedupe_key is not None:
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO processed (key, at) VALUES (?, ?)", (dedupe_key, now)
+                    )
+                    if cur.rowcount == 0:
+                        db.execute("ROLLBACK")
+                        return None
+                db.execute(
+                    "INSERT INTO calls (call_id, provider_call_id, live, started_at, record) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(call_id) DO UPDATE SET "
+                    "provider_call_id=excluded.provider_call_id, live=excluded.live, "
+                    "record=excluded.record",
+                    (call.call_id, call.provider_call_id, 0 if call.is_ended else 1,
+                     call.started_at, snapshot),
+                )
+                event = None
+                if event_type is not None:
+                    cur = db.execute(
+                        "INSERT INTO events (call_id, type, timestamp, data) VALUES (?, ?, ?, ?)",
+                        (call.call_id, event_type.value, timestamp,
+                         json.dumps(payload, separators=(",", ":"))),
+                    )
+                    seq = cur.lastrowid
+                    assert seq is not None
+                    event = CallEvent(seq, timestamp, call.call_id, event_type, payload)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return event
+
+        try:
+            event = await self._run(_write)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write call {call.call_id} to {self.path}: {exc}") from exc
+        self._writes += 1
+        if self._writes % 1000 == 0:
+            await self._run(self._prune)
+        return event
+
+    def _prune(self, db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM replay WHERE expires_at < ?", (self._clock(),))
+        db.execute(
+            "DELETE FROM processed WHERE key IN (SELECT key FROM processed ORDER BY at DESC "
+            "LIMIT -1 OFFSET ?)",
+            (PROCESSED_KEEP,),
+        )
+
+    @staticmethod
+    def _calls(rows: list[tuple[str]]) -> list[CallRecord]:
+        return [CallRecord.from_wire(json.loads(row[0])) for row in rows]
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        """One call by our id."""
+        rows = await self._run(
+            lambda db: db.execute("SELECT record FROM calls WHERE call_id = ?", (call_id,))
+            .fetchall()
+        )
+        calls = self._calls(rows)
+        return calls[0] if calls else None
+
+    async def find_by_provider_id(self, provider_call_id: str) -> CallRecord | None:
+        """One call by the provider's id."""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT record FROM calls WHERE provider_call_id = ? ORDER BY started_at DESC "
+                "LIMIT 1",
+                (provider_call_id,),
+            ).fetchall()
+        )
+        calls = self._calls(rows)
+        return calls[0] if calls else None
+
+    async def list_calls(self, *, live: bool | None = None, limit: int = 50) -> list[CallRecord]:
+        """Calls, newest first."""
+        where = "" if live is None else f"WHERE live = {1 if live else 0}"
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT record FROM calls {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",  # noqa: S608
+                (limit,),
+            ).fetchall()
+        )
+        return self._calls(rows)
+
+    async def recent_events(self, call_id: str | None, limit: int) -> list[CallEvent]:
+        """The last `limit` events, oldest first."""
+
+        def _read(db: sqlite3.Connection) -> list[tuple[int, str, str, str, str]]:
+            if call_id is None:
+                cur = db.execute(
+                    "SELECT seq, timestamp, call_id, type, data FROM events "
+                    "ORDER BY seq DESC LIMIT ?",
+                    (limit,),
+                )
+            else:
+                cur = db.execute(
+                    "SELECT seq, timestamp, call_id, type, data FROM events WHERE call_id = ? "
+                    "ORDER BY seq DESC LIMIT ?",
+                    (call_id, limit),
+                )
+            return cur.fetchall()
+
+        rows = await self._run(_read)
+        return [
+            CallEvent(seq, ts, cid, EventType(kind), json.loads(data))
+            for seq, ts, cid, kind, data in reversed(rows)
+        ]
+
+    async def turn_latencies(self, last: int) -> list[tuple[float, float]]:
+        """(turn latency, listen wait) in ms of the last completed `continue` turns."""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT json_extract(data, '$.turnLatencyMs'), json_extract(data, '$.listenWaitMs')"
+                " FROM events WHERE type = 'call.speech' AND "
+                "json_extract(data, '$.turnLatencyMs') IS NOT NULL ORDER BY seq DESC LIMIT ?",
+                (last,),
+            ).fetchall()
+        )
+        return [(float(a), float(b or 0.0)) for a, b in rows]
+
+    async def replay_lookup(self, key: str) -> WebhookReply | None | bool:
+        """False for a new identity (now reserved); True or the first reply for a replay."""
+        now = self._clock()
+
+        def _lookup(db: sqlite3.Connection) -> WebhookReply | None | bool:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT expires_at, status, content_type, body FROM replay WHERE key = ?",
+                    (key,),
+                ).fetchone()
+                if row is not None and row[0] >= now:
+                    db.execute("COMMIT")
+                    if row[1] is None:
+                        return True
+                    return WebhookReply(int(row[1]), str(row[2]), bytes(row[3]))
+                db.execute(
+                    "INSERT OR REPLACE INTO replay (key, expires_at, status, content_type, body) "
+                    "VALUES (?, ?, NULL, NULL, NULL)",
+                    (key, now + 600.0),
+                )
+                db.execute("COMMIT")
+                return False
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+        return await self._run(_lookup)
+
+    async def replay_remember(self, key: str, reply: WebhookReply, ttl_seconds: float) -> None:
+        """Remember the reply of the first delivery."""
+        expires = self._clock() + ttl_seconds
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO replay (key, expires_at, status, content_type, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, expires, reply.status, reply.content_type, reply.body),
+            )
+        )
+
+    async def replay_forget(self, key: str) -> None:
+        """Release a reservation whose first delivery failed, so a retry is processed."""
+        await self._run(lambda db: db.execute("DELETE FROM replay WHERE key = ?", (key,)))

@@ -1,0 +1,121 @@
+"""The state one CLI invocation carries: paths, flags, and the way to reach the daemon."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from daemon.paths import Paths, resolve_paths
+from daemon.rpc.client import DaemonUnreachableError, RpcClient
+from daemon.rpc.protocol import RpcRemoteError
+from voicecall_cli.errors import CliError, DaemonUnreachable, RemoteUsageError, exit_status_for_rpc
+
+READY_TIMEOUT_SECONDS = 15.0
+
+
+@dataclass(slots=True)
+class CliContext:
+    """Click's `ctx.obj` for every command."""
+
+    paths: Paths
+    config_flag: str | None
+    socket_flag: str | None
+    autostart: bool
+
+    @classmethod
+    def create(cls, config: str | None, socket: str | None, no_autostart: bool) -> CliContext:
+        """Resolve paths from flags and environment."""
+        autostart = not no_autostart and os.environ.get("VOICECALL_NO_AUTOSTART") not in (
+            "1",
+            "true",
+            "yes",
+        )
+        return cls(resolve_paths(config=config, socket=socket), config, socket, autostart)
+
+    def daemon_argv(self) -> list[str]:
+        """The command line that runs the daemon in the foreground with our paths."""
+        argv = [sys.executable, "-m", "daemon", "--socket", str(self.paths.socket)]
+        if self.config_flag or os.environ.get("VOICECALL_CONFIG"):
+            argv += ["--config", str(self.paths.config)]
+        return argv
+
+    def connect(self, *, timeout: float | None = 30.0, autostart: bool | None = None) -> RpcClient:
+        """Connect to the daemon, starting it first when allowed."""
+        try:
+            return RpcClient(self.paths.socket, timeout=timeout)
+        except DaemonUnreachableError as exc:
+            if not (self.autostart if autostart is None else autostart):
+                raise DaemonUnreachable(
+                    f"{exc}; start it with `voicecall daemon start` "
+                    "(autostart is off: --no-autostart or VOICECALL_NO_AUTOSTART)"
+                ) from None
+        self.start_daemon()
+        return RpcClient(self.paths.socket, timeout=timeout)
+
+    def start_daemon(self) -> int:
+        """Start the daemon in the background and wait until it answers; return its pid."""
+        self.paths.state.mkdir(parents=True, exist_ok=True)
+        log = self.paths.log_file
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                self.daemon_argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                close_fds=True,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                raise DaemonUnreachable(
+                    f"the daemon exited with status {code} while starting; "
+                    f"see {log} or run `voicecall daemon run` to see why"
+                    + _last_error(log)
+                )
+            try:
+                with RpcClient(self.paths.socket, timeout=2.0) as client:
+                    client.call("daemon.status")
+                return proc.pid
+            except (DaemonUnreachableError, ConnectionError, RpcRemoteError):
+                time.sleep(0.02)
+        raise DaemonUnreachable(
+            f"the daemon did not answer on {self.paths.socket} within "
+            f"{READY_TIMEOUT_SECONDS:.0f}s; see {log}"
+        )
+
+    def rpc(self, method: str, params: dict[str, Any] | None = None, *,
+            timeout: float | None = 30.0) -> Any:
+        """Call one method and return its result; errors become CLI errors."""
+        with self.connect(timeout=timeout) as client:
+            return call_or_fail(client, method, params)
+
+
+def call_or_fail(client: RpcClient, method: str, params: dict[str, Any] | None) -> Any:
+    """Call a method; map an error answer to the right CLI exception."""
+    try:
+        return client.call(method, params)
+    except RpcRemoteError as exc:
+        if exit_status_for_rpc(exc.code) == 2:
+            raise RemoteUsageError(exc.message) from None
+        raise CliError(exc.message) from None
+    except TimeoutError:
+        raise CliError(f"the daemon did not answer {method} in time") from None
+
+
+def _last_error(log: Any) -> str:
+    try:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return f"\n  last log line: {lines[-1]}" if lines else ""
+
+
+pass_ctx = click.make_pass_decorator(CliContext)
