@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from daemon.errors import ConfigError, VoicecallError
 from daemon.paths import resolve_paths
@@ -76,11 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop
 
-        runner = uvloop.run
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS
-        runner = asyncio.run
+        loop_factory = None
     try:
-        code = runner(_serve(args))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            code = runner.run(_serve(args))
     except ConfigError as exc:
         log.error("configuration error: %s", exc.message)
         for problem in exc.problems:

@@ -8,22 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import socket
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 
 from daemon.engine.calls import CallEngine
 from daemon.errors import ConfigError
+from daemon.exposure import Exposure, ExposureManager
 from daemon.paths import Paths
 from daemon.providers.base import ProviderContext
 from daemon.providers.registry import create_provider
 from daemon.rpc.methods import build_methods
-from daemon.rpc.server import RpcServer
+from daemon.rpc.server import RpcServer, SocketInUseError
+from daemon.speech.responder import create_responder
 from daemon.store.sqlite import SqliteStore
+from daemon.webhooks.mount import url_policy
+from daemon.webhooks.server import WebhookServer
 
 if TYPE_CHECKING:
     from daemon.config.model import Config
@@ -31,19 +36,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
-
-
-def _format_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-@dataclass(slots=True)
-class Exposure:
-    """What the webhook is reachable at."""
-
-    webhook_url: str
-    public_url: str | None
-    stream_url: str | None
 
 
 class Daemon:
@@ -58,10 +50,14 @@ class Daemon:
         self.web_app = web.Application(client_max_size=64 * 1024)
         self._runner: web.AppRunner | None = None
         self.rpc = RpcServer(paths.socket, build_methods(self))
-        self.exposure = Exposure("", None, None)
+        self.exposures = ExposureManager(config)
+        self.webhooks: WebhookServer | None = None
+        self.http: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
         self.port = 0
         self.extras: dict[str, object] = {}
+        self.context = ProviderContext(config, "", None, self.extras)
+        self._lock_handle: IO[str] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -74,22 +70,25 @@ class Daemon:
             raise
 
     async def _start(self, rpc_socket: socket.socket | None) -> None:
+        self.rpc.bind(rpc_socket)
+        self._lock_store()
         await self.store.open()
+        self.http = aiohttp.ClientSession()
+        self.engine.responder = create_responder(self.config, self.http)
         await self._start_web()
-        self.exposure = self._resolve_exposure()
-        context = ProviderContext(self.config, self.exposure.webhook_url,
-                                  self.exposure.stream_url, self.extras)
-        self.provider.bind(self.engine.apply, context)
+        await self.exposures.start(self.port)
+        self._apply_exposure()
+        self.provider.bind(self.engine.apply, self.context)
         await self.provider.start()
         await self.engine.start()
-        await self.rpc.start(rpc_socket)
+        await self.rpc.start()
         logger.info("voicecall daemon %s ready: provider %s, webhook %s, socket %s", VERSION,
                     self.provider.name, self.exposure.webhook_url, self.paths.socket)
 
     async def _start_web(self) -> None:
         from daemon.webhooks.install import install_routes
 
-        install_routes(self)
+        self.webhooks = install_routes(self)
         self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         serve = self.config.serve
@@ -107,17 +106,37 @@ class Daemon:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else serve.port
 
-    def _resolve_exposure(self) -> Exposure:
-        serve = self.config.serve
-        local = f"http://{_format_host(serve.bind)}:{self.port}{serve.path}"
-        public = self.config.public_url
-        webhook = public or local
-        stream = None
-        if self.config.streaming.enabled:
-            origin = webhook.split("/", 3)
-            scheme = "wss" if origin[0] == "https:" else "ws"
-            stream = f"{scheme}://{origin[2]}{self.config.streaming.stream_path}"
-        return Exposure(webhook, public, stream)
+    def _lock_store(self) -> None:
+        """One daemon per store: two would both reconcile and time out the same calls."""
+        folder = self.config.store
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handle = open(folder / "daemon.lock", "a+")  # noqa: SIM115 - held for the daemon's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise SocketInUseError(
+                f"another voicecall daemon is already running on the store {folder}; stop it "
+                "with `voicecall daemon stop` or point `store` elsewhere"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock_handle = handle
+
+    @property
+    def exposure(self) -> Exposure:
+        """The current effective URLs."""
+        return self.exposures.current
+
+    def _apply_exposure(self) -> None:
+        """Make verification, provider callbacks and stream URLs follow the exposure."""
+        exposure = self.exposures.current
+        if self.webhooks is not None:
+            self.webhooks.policy = url_policy(self.config, exposure.webhook_url)
+        self.context.webhook_url = exposure.webhook_url
+        self.context.stream_url = exposure.stream_url
 
     def request_stop(self) -> None:
         """Ask the daemon to stop (signal handler, `daemon.shutdown`)."""
@@ -136,11 +155,19 @@ class Daemon:
                 await self._runner.cleanup()
             self._runner = None
         with contextlib.suppress(Exception):
+            await self.exposures.stop()
+        with contextlib.suppress(Exception):
             await self.engine.stop()
         with contextlib.suppress(Exception):
             await self.provider.close()
+        if self.http is not None:
+            with contextlib.suppress(Exception):
+                await self.http.close()
         with contextlib.suppress(Exception):
             await self.store.close()
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
         logger.info("voicecall daemon stopped")
 
     # ------------------------------------------------------------------ RPC helpers
@@ -162,4 +189,6 @@ class Daemon:
 
     async def expose(self, mode: str, path: str | None) -> dict[str, Any]:
         """Publish the webhook through Tailscale (`voicecall expose`)."""
-        raise ConfigError("Tailscale exposure is not available in this build yet")
+        result = await self.exposures.expose(mode, path)
+        self._apply_exposure()
+        return result

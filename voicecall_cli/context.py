@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -62,6 +63,7 @@ class CliContext:
         """Start the daemon in the background and wait until it answers; return its pid."""
         self.paths.state.mkdir(parents=True, exist_ok=True)
         log = self.paths.log_file
+        offset = log.stat().st_size if log.exists() else 0
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 self.daemon_argv(),
@@ -76,9 +78,9 @@ class CliContext:
             code = proc.poll()
             if code is not None:
                 raise DaemonUnreachable(
-                    f"the daemon exited with status {code} while starting; "
-                    f"see {log} or run `voicecall daemon run` to see why"
-                    + _last_error(log)
+                    f"the daemon exited with status {code} while starting"
+                    + _new_errors(log, offset)
+                    + f"\n(log: {log}; `voicecall daemon run` runs it in the foreground)"
                 )
             try:
                 with RpcClient(self.paths.socket, timeout=2.0) as client:
@@ -110,12 +112,16 @@ def call_or_fail(client: RpcClient, method: str, params: dict[str, Any] | None) 
         raise CliError(f"the daemon did not answer {method} in time") from None
 
 
-def _last_error(log: Any) -> str:
+def _new_errors(log: Path, offset: int) -> str:
+    """The ERROR lines the daemon logged since `offset`, without their log prefix."""
     try:
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        with open(log, "rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
     except OSError:
         return ""
-    return f"\n  last log line: {lines[-1]}" if lines else ""
+    lines = [ln.split(" ERROR daemon: ", 1)[-1] for ln in text.splitlines() if " ERROR " in ln]
+    return (":\n" + "\n".join(lines)) if lines else ""
 
 
 pass_ctx = click.make_pass_decorator(CliContext)

@@ -12,7 +12,7 @@ import contextlib
 import os
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ def unset_key(text: str | None, key: str) -> tuple[str, bool]:
         if not isinstance(node, Mapping) or part not in node:
             return tomlkit.dumps(doc), False
         node = node[part]
-    if not isinstance(node, Mapping) or leaf not in node:
+    if not isinstance(node, MutableMapping) or leaf not in node:
         return tomlkit.dumps(doc), False
     del node[leaf]
     return tomlkit.dumps(doc), True

@@ -45,7 +45,8 @@ class Report:
     errors: tuple[str, ...] = ()
     """Wrong values: unknown keys, bad types or ranges, unsafe combinations."""
     missing: tuple[str, ...] = ()
-    """Values the selected provider needs that are not set anywhere (file, env, keyring)."""
+    """What the selected provider needs and is not set anywhere (file, env, keyring): caller
+    ID, credentials, a public webhook URL."""
     warnings: tuple[str, ...] = ()
     """Allowed, but probably not what was meant."""
 
@@ -239,7 +240,7 @@ def _check_semantics(config: Config, bad: set[str], errors: list[str], missing: 
             if key not in bad and _get(config, key) is None:
                 missing.append(_missing_message(config.provider, key))
     _check_skip_signature(config, errors)
-    _check_exposure(config, bad, errors, warnings)
+    _check_exposure(config, bad, missing, warnings)
     _warnings(config, warnings)
 
 
@@ -282,8 +283,9 @@ def _check_skip_signature(config: Config, errors: list[str]) -> None:
         )
 
 
-def _check_exposure(config: Config, bad: set[str], errors: list[str],
+def _check_exposure(config: Config, bad: set[str], missing: list[str],
                     warnings: list[str]) -> None:
+    """A real provider without a public webhook URL: a gap to fill (like a credential)."""
     if config.provider not in REAL_PROVIDERS or {"provider", "public_url"} & bad:
         return
     if config.public_url:
@@ -296,7 +298,7 @@ def _check_exposure(config: Config, bad: set[str], errors: list[str],
         try:
             check_public_webhook(config, url)
         except ConfigError as exc:
-            errors.append(exc.message)
+            missing.append(exc.message)
     if config.tailscale.mode == "serve" and not config.public_url:
         warnings.append('[tailscale] mode = "serve" publishes the webhook inside your tailnet '
                         f'only, where {config.provider} cannot reach it; use mode = "funnel"')

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from daemon.config import model
@@ -60,8 +60,8 @@ def _typed(kind: Kind, expected: str, rule: Callable[[Any], bool] = lambda _v: T
         if not rule(value):
             raise Invalid(expected)
         if kind == "float":
-            return float(value)
-        return tuple(value) if kind == "list" else value
+            return float(cast(float, value))
+        return tuple(cast(list[Any], value)) if kind == "list" else value
 
     return Key(kind, expected, check, default, doc)
 

@@ -57,19 +57,19 @@ def _build_alaw_encode() -> npt.NDArray[np.uint8]:
 
 
 def _build_ulaw_decode() -> npt.NDArray[np.int16]:
-    """Index: mu-law code; value: the PCM16 sample it stands for."""
+    """Index: mu-law code; value: the PCM16 sample it stands for, little-endian."""
     u = ~np.arange(256, dtype=np.int32) & 0xFF
     t = (((u & 0x0F) << 3) + _ULAW_BIAS) << ((u & 0x70) >> 4)
-    return np.where(u & 0x80, _ULAW_BIAS - t, t - _ULAW_BIAS).astype(np.int16)
+    return np.where(u & 0x80, _ULAW_BIAS - t, t - _ULAW_BIAS).astype("<i2")
 
 
 def _build_alaw_decode() -> npt.NDArray[np.int16]:
-    """Index: A-law code; value: the PCM16 sample it stands for."""
+    """Index: A-law code; value: the PCM16 sample it stands for, little-endian."""
     a = np.arange(256, dtype=np.int32) ^ 0x55
     seg = (a & 0x70) >> 4
     t = (a & 0x0F) << 4
     t = np.where(seg == 0, t + 8, (t + 0x108) << np.maximum(seg - 1, 0))
-    return np.where(a & 0x80, t, -t).astype(np.int16)
+    return np.where(a & 0x80, t, -t).astype("<i2")
 
 
 _ULAW_ENCODE: Final = _build_ulaw_encode()
@@ -107,12 +107,12 @@ def pcm16_to_alaw(pcm16le: BytesLike) -> bytes:
 
 def ulaw_to_pcm16(ulaw: BytesLike) -> bytes:
     """Decode mu-law to 16-bit little-endian PCM (two bytes per input byte)."""
-    return _ULAW_DECODE.take(np.frombuffer(ulaw, dtype=np.uint8)).astype("<i2").tobytes()
+    return _ULAW_DECODE.take(np.frombuffer(ulaw, dtype=np.uint8)).tobytes()
 
 
 def alaw_to_pcm16(alaw: BytesLike) -> bytes:
     """Decode A-law to 16-bit little-endian PCM (two bytes per input byte)."""
-    return _ALAW_DECODE.take(np.frombuffer(alaw, dtype=np.uint8)).astype("<i2").tobytes()
+    return _ALAW_DECODE.take(np.frombuffer(alaw, dtype=np.uint8)).tobytes()
 
 
 def ulaw_to_alaw(ulaw: bytes) -> bytes:

@@ -43,15 +43,15 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
 
     async def initiate(raw: dict[str, Any], conn: Connection) -> Any:
         p = Params(raw)
-        record = await engine.initiate(p.req("message"), p.str("to", required=False),
-                                       p.str("mode", required=False))
+        record = await engine.initiate(p.req("message"), p.text("to", required=False),
+                                       p.text("mode", required=False))
         return {"callId": record.call_id, "initiated": True, "to": record.to_number,
                 "mode": record.mode.value}
 
     async def continue_(raw: dict[str, Any], conn: Connection) -> Any:
         p = Params(raw)
         transcript = await engine.continue_call(p.req("callId"), p.req("message"),
-                                                p.int("timeoutMs", minimum=1))
+                                                p.integer("timeoutMs", minimum=1))
         return {"success": True, "transcript": transcript}
 
     async def speak(raw: dict[str, Any], conn: Connection) -> Any:
@@ -64,7 +64,7 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
         return {"success": True}
 
     async def status(raw: dict[str, Any], conn: Connection) -> Any:
-        call_id = Params(raw).str("callId", required=False)
+        call_id = Params(raw).text("callId", required=False)
         if call_id is None:
             return {"calls": [c.to_wire() for c in engine.live_calls()]}
         record = await engine.get(call_id)
@@ -77,14 +77,14 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
 
     async def list_(raw: dict[str, Any], conn: Connection) -> Any:
         p = Params(raw)
-        limit = p.int("limit", minimum=1, maximum=10_000) or 50
-        calls = await daemon.store.list_calls(live=p.bool("active") or None, limit=limit)
+        limit = p.integer("limit", minimum=1, maximum=10_000) or 50
+        calls = await daemon.store.list_calls(live=p.flag("active") or None, limit=limit)
         return {"calls": [c.to_wire() for c in calls]}
 
     async def tail(raw: dict[str, Any], conn: Connection) -> Any:
         p = Params(raw)
-        call_id = p.str("callId", required=False)
-        since = p.int("since", minimum=0, maximum=100_000)
+        call_id = p.text("callId", required=False)
+        since = p.integer("since", minimum=0, maximum=100_000)
         backlog_size = DEFAULT_TAIL if since is None else since
         pending: list[CallEvent] = []
         live = False
@@ -114,10 +114,10 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
         mode = p.req("mode")
         if mode not in ("funnel", "serve", "off"):
             raise InvalidParamsError(f"mode = {mode!r}: expected funnel, serve or off")
-        return await daemon.expose(mode, p.str("path", required=False))
+        return await daemon.expose(mode, p.text("path", required=False))
 
     async def latency(raw: dict[str, Any], conn: Connection) -> Any:
-        last = Params(raw).int("last", minimum=1, maximum=100_000) or 200
+        last = Params(raw).integer("last", minimum=1, maximum=100_000) or 200
         samples = await daemon.store.turn_latencies(last)
         return {"recordsScanned": len(samples),
                 "turnLatency": _stats([a for a, _ in samples]),
@@ -139,9 +139,9 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
         if simulate is None:
             raise ConfigError(f"mock.inbound needs provider = \"mock\" (this daemon runs "
                               f"{daemon.provider.name!r})")
-        from_number = p.str("from", required=False) or ""
-        to_number = p.str("to", required=False) or (daemon.config.from_number or "+15550000000")
-        provider_call_id = await simulate(from_number, to_number, p.str_list("utterances"))
+        from_number = p.text("from", required=False) or ""
+        to_number = p.text("to", required=False) or (daemon.config.from_number or "+15550000000")
+        provider_call_id = await simulate(from_number, to_number, p.texts("utterances"))
         record = await engine.get(provider_call_id)
         if record is None:
             raise ConfigError("the simulated inbound call was not recorded")

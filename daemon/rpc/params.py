@@ -13,7 +13,7 @@ class Params:
     def __init__(self, raw: dict[str, Any]) -> None:
         self.raw = raw
 
-    def str(self, name: str, *, required: bool = True) -> str | None:
+    def text(self, name: str, *, required: bool = True) -> str | None:
         """A string parameter; required ones must be non-empty."""
         value = self.raw.get(name)
         if value is None:
@@ -28,11 +28,11 @@ class Params:
 
     def req(self, name: str) -> str:
         """A required non-empty string parameter."""
-        value = self.str(name)
+        value = self.text(name)
         assert value is not None
         return value
 
-    def int(self, name: str, *, minimum: int = 0, maximum: int | None = None) -> int | None:
+    def integer(self, name: str, *, minimum: int = 0, maximum: int | None = None) -> int | None:
         """An optional integer parameter within bounds."""
         value = self.raw.get(name)
         if value is None:
@@ -44,7 +44,7 @@ class Params:
             raise InvalidParamsError(f"parameter {name!r} = {value} is out of range ({bound})")
         return value
 
-    def bool(self, name: str) -> bool | None:
+    def flag(self, name: str) -> bool | None:
         """An optional boolean parameter."""
         value = self.raw.get(name)
         if value is None:
@@ -53,7 +53,7 @@ class Params:
             raise InvalidParamsError(f"parameter {name!r} must be true or false, not {value!r}")
         return value
 
-    def str_list(self, name: str) -> list[str]:
+    def texts(self, name: str) -> list[str]:
         """An optional list of strings."""
         value = self.raw.get(name)
         if value is None:

@@ -105,13 +105,25 @@ class RpcServer:
         self._server: asyncio.Server | None = None
         self._connections: set[Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._sock: socket.socket | None = None
+        self._owns_path = False
 
-    async def start(self, sock: socket.socket | None = None) -> None:
-        """Bind (or adopt a socket passed by systemd) and start serving."""
+    def bind(self, sock: socket.socket | None = None) -> None:
+        """Claim the socket (or adopt one passed by systemd) without serving yet.
+
+        Done first at start-up, so a second daemon fails before it touches anything.
+        """
         if sock is None:
             sock = self._bind()
+            self._owns_path = True
+        self._sock = sock
+
+    async def start(self) -> None:
+        """Start serving on the bound socket."""
+        if self._sock is None:
+            self.bind()
         self._server = await asyncio.start_unix_server(
-            self._serve, sock=sock, limit=protocol.MAX_MESSAGE_BYTES + 1
+            self._serve, sock=self._sock, limit=protocol.MAX_MESSAGE_BYTES + 1
         )
 
     def _bind(self) -> socket.socket:
@@ -155,8 +167,12 @@ class RpcServer:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        elif self._sock is not None:
+            self._sock.close()
+        if self._owns_path:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self._owns_path = False
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -232,7 +248,7 @@ class RpcServer:
 
     async def _reply(
         self, conn: Connection, message: Any
-    ) -> dict[str, Any] | None | tuple[dict[str, Any] | None, Callable[[], Awaitable[None]]]:
+    ) -> dict[str, Any] | tuple[dict[str, Any] | None, Callable[[], Awaitable[None]]] | None:
         if (not isinstance(message, dict) or message.get("jsonrpc") != protocol.JSONRPC
                 or not isinstance(message.get("method"), str)):
             req_id = message.get("id") if isinstance(message, dict) else None

@@ -27,8 +27,10 @@ MAX_HISTORY_TURNS = 40
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful voice assistant on a phone call. Keep responses brief and "
     "conversational (1-2 sentences max). Be natural and friendly; your words are spoken "
-    "aloud, so use no lists, markdown or emoji. The caller's phone number is {from_number}."
+    "aloud, so use no lists, markdown or emoji."
 )
+CALLER_LINE = "The caller's phone number is {from_number}."
+"""Appended to the system prompt unless it already places ``{from_number}`` itself."""
 VENDOR = "auto-responder"
 
 Speaker = Literal["bot", "user"]
@@ -87,11 +89,17 @@ class AutoResponder:
     def messages(
         self, history: Sequence[tuple[str, str]], from_number: str
     ) -> list[dict[str, str]]:
-        """The chat messages for ``history`` ((speaker, text) pairs, oldest first)."""
-        if self.system_prompt:
-            system = self.system_prompt
+        """The chat messages for ``history`` ((speaker, text) pairs, oldest first).
+
+        The system prompt is the configured one (or the built-in default) with the caller's
+        number filled in for a ``{from_number}`` placeholder, or appended as one sentence.
+        """
+        system = self.system_prompt or DEFAULT_SYSTEM_PROMPT
+        number = from_number or "unknown"
+        if "{from_number}" in system:
+            system = system.replace("{from_number}", number)
         else:
-            system = DEFAULT_SYSTEM_PROMPT.format(from_number=from_number or "unknown")
+            system = f"{system.rstrip()} {CALLER_LINE.format(from_number=number)}"
         messages = [{"role": "system", "content": system}]
         for speaker, text in history[-MAX_HISTORY_TURNS:]:
             role = "assistant" if speaker == "bot" else "user"
@@ -117,8 +125,7 @@ class AutoResponder:
                 body = await response.json(content_type=None)
         except TimeoutError:
             raise SpeechError(
-                f"{VENDOR} ({self.model} at {self.url}) gave no answer within "
-                f"{self.timeout_ms} ms",
+                f"{VENDOR} ({self.model} at {self.url}) gave no answer within {self.timeout_ms} ms",
                 vendor=VENDOR,
                 url=self.url,
             ) from None

@@ -13,8 +13,12 @@ import re
 MAX_SENTENCE_CHARS = 240
 """Longer sentences are broken further: vendors take longer to start on long input."""
 
+# Words whose trailing period does not end a sentence ("Dr. Smith", "e.g. this").
 _ABBREVIATIONS = frozenset(
-    {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "approx"}
+    {
+        *("mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc"),
+        *("e.g", "i.e", "a.m", "p.m", "approx"),
+    }
 )
 # Latin enders (plus closing quotes/brackets) need a following space; CJK enders do not.
 _BOUNDARY = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s|$)|[\u3002\uff01\uff1f]+")

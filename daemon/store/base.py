@@ -13,9 +13,6 @@ from daemon.engine.record import CallRecord
 from daemon.events import CallEvent, EventType
 from daemon.providers.base import WebhookReply
 
-REPLAY_WINDOW_SECONDS = 600.0
-"""How long a verified webhook identity is remembered (SPEC section 8, step 6)."""
-
 
 class Store(Protocol):
     """Durable calls, events, processed provider-event ids and the webhook replay cache."""
@@ -55,8 +52,8 @@ class Store(Protocol):
     async def turn_latencies(self, last: int) -> list[tuple[float, float]]:
         """(turn latency ms, listen wait ms) of the last `last` completed turns."""
 
-    async def replay_lookup(self, key: str) -> WebhookReply | None | bool:
-        """False when `key` is new (and reserves it); True or the first reply when seen."""
+    async def replay_lookup(self, key: str) -> WebhookReply | None:
+        """The first delivery's reply for a verified identity seen in its window, or None."""
 
     async def replay_remember(self, key: str, reply: WebhookReply, ttl_seconds: float) -> None:
-        """Store the reply of a verified delivery under its identity."""
+        """Remember the reply of a verified delivery under its identity."""

@@ -51,9 +51,9 @@ CREATE TABLE IF NOT EXISTS processed (key TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS replay (
     key TEXT PRIMARY KEY,
     expires_at REAL NOT NULL,
-    status INTEGER,
-    content_type TEXT,
-    body BLOB
+    status INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    body BLOB NOT NULL
 );
 """
 
@@ -252,38 +252,21 @@ class SqliteStore:
         )
         return [(float(a), float(b or 0.0)) for a, b in rows]
 
-    async def replay_lookup(self, key: str) -> WebhookReply | None | bool:
-        """False for a new identity (now reserved); True or the first reply for a replay."""
+    async def replay_lookup(self, key: str) -> WebhookReply | None:
+        """The first delivery's reply for a verified identity seen within its window, or None."""
         now = self._clock()
-
-        def _lookup(db: sqlite3.Connection) -> WebhookReply | None | bool:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT expires_at, status, content_type, body FROM replay WHERE key = ?",
-                    (key,),
-                ).fetchone()
-                if row is not None and row[0] >= now:
-                    db.execute("COMMIT")
-                    if row[1] is None:
-                        return True
-                    return WebhookReply(int(row[1]), str(row[2]), bytes(row[3]))
-                db.execute(
-                    "INSERT OR REPLACE INTO replay (key, expires_at, status, content_type, body) "
-                    "VALUES (?, ?, NULL, NULL, NULL)",
-                    (key, now + 600.0),
-                )
-                db.execute("COMMIT")
-                return False
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-
-        return await self._run(_lookup)
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT status, content_type, body FROM replay WHERE key = ? AND expires_at >= ?",
+                (key, now),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        return WebhookReply(int(row[0]), str(row[1]), bytes(row[2]))
 
     async def replay_remember(self, key: str, reply: WebhookReply, ttl_seconds: float) -> None:
-        """Remember the reply of the first delivery."""
+        """Remember the reply of a verified delivery under its identity."""
         expires = self._clock() + ttl_seconds
         await self._run(
             lambda db: db.execute(
@@ -292,7 +275,3 @@ class SqliteStore:
                 (key, expires, reply.status, reply.content_type, reply.body),
             )
         )
-
-    async def replay_forget(self, key: str) -> None:
-        """Release a reservation whose first delivery failed, so a retry is processed."""
-        await self._run(lambda db: db.execute("DELETE FROM replay WHERE key = ?", (key,)))

@@ -54,7 +54,7 @@ async def sdk_forward(addr: str, options: Mapping[str, str]) -> NgrokListener:
         result = forward(addr, **options)
         if inspect.isawaitable(result):
             result = await result
-    except ValueError as exc:  # the SDK reports session and listener errors as ValueError
+    except Exception as exc:  # the SDK raises ValueError and friends; the token must not leak
         raise TunnelError(f"ngrok refused to start the tunnel: {_redact(str(exc), options)}; "
                           "check tunnel.ngrok_authtoken (or NGROK_AUTHTOKEN) and "
                           "tunnel.ngrok_domain") from None

@@ -1,19 +1,27 @@
-"""Mount the webhook (and media-stream) routes on the daemon's aiohttp application."""
+"""Mount the webhook and media-stream routes on the daemon's aiohttp application."""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
-
-from aiohttp import web
 
 if TYPE_CHECKING:
     from daemon.app import Daemon
+    from daemon.webhooks.server import WebhookServer
 
 
-def install_routes(daemon: Daemon) -> None:
-    """Add the routes the configured provider needs."""
+def install_routes(daemon: Daemon) -> WebhookServer:
+    """Add the media-stream route (`daemon.media.server.install_media`) and the webhook route.
 
-    async def not_found(request: web.Request) -> web.Response:
-        return web.Response(status=404, text="Not Found")
+    The media hub is installed first so that it is in `daemon.extras["media"]` before the
+    provider is bound.
+    """
+    try:
+        media = importlib.import_module("daemon.media.server")
+    except ModuleNotFoundError:
+        media = None
+    if media is not None:
+        media.install_media(daemon)
+    from daemon.webhooks.mount import mount_webhook
 
-    daemon.web_app.router.add_route("*", "/{tail:.*}", not_found)
+    return mount_webhook(daemon)

@@ -116,7 +116,9 @@ class UrlPolicy:
                 raise ValueError(f"public_url {self.public_url!r} is not an http(s) URL")
             origin = f"{parts.scheme}://{parts.netloc.lower()}"
         object.__setattr__(self, "_origin", origin)
-        object.__setattr__(self, "_allowed", frozenset(h.strip().lower() for h in self.allowed_hosts))
+        object.__setattr__(
+            self, "_allowed", frozenset(h.strip().lower() for h in self.allowed_hosts)
+        )
         try:
             proxies = tuple(_parse_network(ip) for ip in self.trusted_proxy_ips)
         except ValueError as exc:

@@ -32,6 +32,8 @@ class FakeElevenLabs(FakeServer):
         self.chunks = 4
         self.chunk_delay = 0.01
         self.status = 200
+        self.hold: asyncio.Event | None = None
+        """When set to an Event, the body pauses after its first chunk until it is set."""
         self.requests: list[TtsRequest] = []
         self.completed = 0
         """Responses whose body was fully written."""
@@ -40,6 +42,10 @@ class FakeElevenLabs(FakeServer):
     @property
     def base_url(self) -> str:
         return self.origin
+
+    async def _before_close(self) -> None:
+        if self.hold is not None:
+            self.hold.set()
 
     def _routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/text-to-speech/{voice}/stream", self._stream)
@@ -64,6 +70,8 @@ class FakeElevenLabs(FakeServer):
         response = web.StreamResponse(headers={"Content-Type": "audio/basic"})
         await response.prepare(request)
         for index, chunk in enumerate(split_evenly(self.audio, self.chunks)):
+            if index == 1 and self.hold is not None:
+                await self.hold.wait()
             if index:
                 await asyncio.sleep(self.chunk_delay)
             await response.write(chunk)

@@ -56,6 +56,9 @@ class FakeOpenAI(FakeServer):
         self.realtime_reject: list[int] = []
         """HTTP statuses to refuse the next handshakes with, one per attempt."""
         self.connections: list[RealtimeConnection] = []
+        self.handshakes = 0
+        """Websocket upgrade attempts, refused ones included."""
+        self._holds: set[asyncio.Event] = set()
         super().__init__()
 
     @property
@@ -83,9 +86,8 @@ class FakeOpenAI(FakeServer):
         return web.json_response(body, status=401)
 
     async def _before_close(self) -> None:
-        for hold in (self.tts_hold, self.chat_hold):
-            if hold is not None:
-                hold.set()
+        for hold in self._holds:
+            hold.set()
         for conn in self.connections:
             if not conn.ws.closed:
                 await conn.ws.close()
@@ -102,9 +104,11 @@ class FakeOpenAI(FakeServer):
             return web.json_response(body, status=self.tts_status)
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         await response.prepare(request)
+        hold = self.tts_hold  # this request keeps its hold even if the test swaps it
         for index, chunk in enumerate(split_evenly(self.tts_pcm, self.tts_chunks)):
-            if index == 1 and self.tts_hold is not None:
-                await self.tts_hold.wait()
+            if index == 1 and hold is not None:
+                self._holds.add(hold)
+                await hold.wait()
             if index:
                 await asyncio.sleep(self.tts_chunk_delay)
             await response.write(chunk)
@@ -120,13 +124,15 @@ class FakeOpenAI(FakeServer):
         await self.notify()
         if not self._authorized(request):
             return self._unauthorized(request)
-        if self.chat_hold is not None:
-            await self.chat_hold.wait()
+        hold = self.chat_hold
+        if hold is not None:
+            self._holds.add(hold)
+            await hold.wait()
         if self.chat_delay:
             await asyncio.sleep(self.chat_delay)
         if self.chat_status != 200:
-            body = {"error": {"message": "fake model failure"}}
-            return web.json_response(body, status=self.chat_status)
+            failure = {"error": {"message": "fake model failure"}}
+            return web.json_response(failure, status=self.chat_status)
         message = {"role": "assistant", "content": self.chat_reply}
         body = {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
         return web.json_response(body)
@@ -134,6 +140,8 @@ class FakeOpenAI(FakeServer):
     # -- realtime ----------------------------------------------------------------------------
 
     async def _realtime(self, request: web.Request) -> web.StreamResponse:
+        self.handshakes += 1
+        await self.notify()
         if self.realtime_reject:
             return web.Response(status=self.realtime_reject.pop(0))
         if not self._authorized(request):

@@ -95,7 +95,8 @@ async def test_not_installed() -> None:
 async def test_daemon_down(calls: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """tailscaled not answering suggests `tailscale up`; nothing is mounted."""
     monkeypatch.setenv("FAKE_TAILSCALE_DOWN", "1")
-    with pytest.raises(TunnelError, match=r"failed to connect.*Is Tailscale running\?.*tailscale up"):
+    expected = r"failed to connect.*Is Tailscale running\?.*tailscale up"
+    with pytest.raises(TunnelError, match=expected):
         await TailscaleTunnel("funnel", executable=FAKE_CMD).start(LOCAL)
     assert invocations(calls) == [["status", "--json"]]
 
@@ -114,7 +115,9 @@ async def test_no_dns_name(calls: Path, monkeypatch: pytest.MonkeyPatch) -> None
         await TailscaleTunnel("serve", executable=FAKE_CMD).start(LOCAL)
 
 
-async def test_funnel_not_enabled_gives_admin_url(calls: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_funnel_not_enabled_gives_admin_url(
+    calls: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The error carries the admin enable URL with this node's id."""
     monkeypatch.setenv("FAKE_TAILSCALE_NOT_ENABLED", "funnel")
     tunnel = TailscaleTunnel("funnel", executable=FAKE_CMD)
@@ -124,7 +127,9 @@ async def test_funnel_not_enabled_gives_admin_url(calls: Path, monkeypatch: pyte
     assert "https://login.tailscale.com/f/funnel?node=nABC123CNTRL" in info.value.message
 
 
-async def test_second_path_failure_unmounts_first(calls: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_second_path_failure_unmounts_first(
+    calls: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """When the stream path fails, the webhook path is withdrawn before the error surfaces."""
     monkeypatch.setenv("FAKE_TAILSCALE_FAIL_PATH", "/voice/stream")
     tunnel = TailscaleTunnel("serve", executable=FAKE_CMD)

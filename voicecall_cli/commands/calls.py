@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from voicecall_cli import output
+from voicecall_cli.completion import complete_call_id
 from voicecall_cli.context import CliContext, call_or_fail, pass_ctx
 from voicecall_cli.errors import CliError
 
@@ -15,12 +16,12 @@ json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print machine-readable JSON (stable camelCase keys).")
 
 
-def call_id_option(required: bool = True, help_text: str = "The call to act on.") -> Any:
+FC = TypeVar("FC", bound=Callable[..., Any])
+
+
+def call_id_option(required: bool = True,
+                   help_text: str = "The call to act on.") -> Callable[[FC], FC]:
     """The --call-id option, completing ids from the running daemon."""
-    try:
-        from voicecall_cli.completion import complete_call_id
-    except ImportError:  # pragma: no cover - until the completion module lands
-        complete_call_id = None  # type: ignore[assignment]
     return click.option("--call-id", "call_id", required=required, metavar="ID",
                         help=help_text, shell_complete=complete_call_id)
 

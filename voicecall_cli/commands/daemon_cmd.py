@@ -157,7 +157,7 @@ def run_cmd(ctx: CliContext) -> None:
       $ voicecall daemon run
     """
     argv = ctx.daemon_argv()
-    os.execv(argv[0], argv)
+    os.execv(argv[0], argv)  # noqa: S606 - replace this process with the daemon
 
 
 @daemon_group.command("logs", short_help="Print the daemon log.")

@@ -78,8 +78,6 @@ def service_unit(
         "[Unit]",
         "Description=voicecall daemon: phone calls for people and AI agents",
         "Documentation=man:voicecall(1)",
-        "After=network-online.target",
-        "Wants=network-online.target",
     ]
     if socket_activation:
         lines.append(f"Requires={SOCKET_NAME}")

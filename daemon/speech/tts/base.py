@@ -11,8 +11,9 @@ class TtsEngine(Protocol):
 
     ``synthesize`` yields mu-law 8 kHz bytes in chunks of any size (a Framer cuts them into
     20 ms frames) and must yield the first chunk before the vendor's response ends, so the
-    caller hears speech as soon as possible. To stop early (barge-in), close the iterator
-    (``contextlib.aclosing``) or cancel the task; the HTTP response is then released.
+    caller hears speech as soon as possible. To stop early (barge-in), cancel the consuming
+    task or close the iterator (the vendor engines are async generators, so
+    ``contextlib.aclosing`` works on them); the HTTP response is then released at once.
 
     Raises:
         SpeechError: the vendor failed (message names vendor, HTTP status and URL, never a key).

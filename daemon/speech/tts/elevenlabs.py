@@ -6,7 +6,7 @@ pass through untouched: no resampling, no encoding, no added latency.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import aiohttp
 from yarl import URL
@@ -49,7 +49,7 @@ class ElevenLabsTts:
     def __repr__(self) -> str:
         return f"ElevenLabsTts(url={self.url!r}, model_id={self.model_id!r})"
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Yield mu-law 8 kHz chunks of ``text`` spoken, exactly as ElevenLabs sends them."""
         payload = {"text": text, "model_id": self.model_id}
         headers = {"xi-api-key": self._api_key, "Accept": "audio/basic"}

@@ -7,7 +7,7 @@ chunk can be resampled and encoded immediately (the first frame leaves before sy
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import aiohttp
 
@@ -51,7 +51,7 @@ class OpenAiTts:
     def __repr__(self) -> str:
         return f"OpenAiTts(url={self.url!r}, model={self.model!r}, voice={self.voice!r})"
 
-    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str) -> AsyncGenerator[bytes, None]:
         """Yield mu-law 8 kHz chunks of ``text`` spoken, as the vendor streams them."""
         resampler = StreamResampler(PCM_RATE, SAMPLE_RATE)
         payload = {

@@ -1,0 +1,161 @@
+"""Run the real daemon and the real CLI as subprocesses, on a short temporary socket path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from daemon.rpc.client import DaemonUnreachableError, RpcClient
+from daemon.rpc.protocol import RpcRemoteError
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def short_home() -> Path:
+    """A temporary VOICECALL_HOME short enough for a Unix socket path (108 bytes)."""
+    return Path(tempfile.mkdtemp(prefix="vc-", dir="/tmp"))
+
+
+class DaemonHarness:
+    """One daemon process with its own home, config and socket."""
+
+    def __init__(self, home: Path, config: str | None = None) -> None:
+        self.home = home
+        self.socket = home / "run" / "daemon.sock"
+        self.log = home / "daemon-test.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        if config is not None:
+            (home / "config.toml").write_text(config)
+        self.env = {
+            **os.environ,
+            "VOICECALL_HOME": str(home),
+            "VOICECALL_NO_KEYRING": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        for key in ("VOICECALL_CONFIG", "VOICECALL_SOCKET", "XDG_RUNTIME_DIR",
+                    "VOICECALL_NO_AUTOSTART"):
+            self.env.pop(key, None)
+
+    def write_config(self, text: str) -> None:
+        """Replace the config file."""
+        (self.home / "config.toml").write_text(text)
+
+    def start(self, *, expect_ready: bool = True, timeout: float = 20.0) -> None:
+        """Start `python -m daemon` and wait until it answers daemon.status."""
+        out = open(self.log, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--socket", str(self.socket)],
+            env=self.env, stdout=out, stderr=out, cwd=REPO,
+        )
+        out.close()
+        if not expect_ready:
+            return
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                with RpcClient(self.socket, timeout=2.0) as client:
+                    client.call("daemon.status")
+                return True
+            except (DaemonUnreachableError, ConnectionError, RpcRemoteError):
+                return False
+
+        wait_for(ready, timeout, message="the daemon to answer")
+
+    def log_text(self) -> str:
+        """The daemon's stderr so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def client(self, timeout: float | None = 30.0) -> RpcClient:
+        """A new RPC connection."""
+        return RpcClient(self.socket, timeout=timeout)
+
+    def rpc(self, method: str, params: dict[str, Any] | None = None,
+            timeout: float | None = 30.0) -> Any:
+        """One RPC call on a fresh connection."""
+        with self.client(timeout) as client:
+            return client.call(method, params)
+
+    def cli(self, *args: str, input: str | None = None, timeout: float = 60.0,
+            socket_flag: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the real `voicecall` entry point."""
+        argv = [sys.executable, "-m", "voicecall_cli"]
+        if socket_flag:
+            argv += ["--socket", str(self.socket)]
+        return subprocess.run(argv + list(args), env=self.env, input=input, text=True,
+                              capture_output=True, timeout=timeout, cwd=REPO, check=False)
+
+    def cli_json(self, *args: str) -> Any:
+        """Run a CLI command with --json and parse its stdout."""
+        done = self.cli(*args, "--json")
+        assert done.returncode == 0, f"exit {done.returncode}: {done.stderr}"
+        return json.loads(done.stdout)
+
+    def call_record(self, call_id: str) -> dict[str, Any]:
+        """The call record, via RPC."""
+        result = self.rpc("voicecall.status", {"callId": call_id})
+        assert result["found"], result
+        call: dict[str, Any] = result["call"]
+        return call
+
+    def wait_state(self, call_id: str, *states: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Poll until the call is in one of `states`."""
+        return wait_for(lambda: (c := self.call_record(call_id))["state"] in states and c,
+                        timeout, message=f"call {call_id} to reach {states}")
+
+    def kill9(self) -> None:
+        """SIGKILL the daemon (no cleanup at all)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        """Stop the daemon cleanly, or kill it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            self.rpc("daemon.shutdown", timeout=5.0)
+            self.proc.wait(10)
+        except (DaemonUnreachableError, ConnectionError, RpcRemoteError, OSError,
+                subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def cleanup(self) -> None:
+        """Stop and remove the home folder."""
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+FAST_MOCK = """
+[serve]
+port = 0
+
+[mock]
+answer_delay_ms = 30
+"""
