@@ -63,11 +63,6 @@ RESOURCE_TIMEOUT_SECONDS = 30.0
 """How long a resource read may wait for the daemon; status answers are immediate."""
 
 
-def tool_definition() -> dict[str, Any]:
-    """The tool as MCP lists it: name, description and JSON Schema (`--print-schema`)."""
-    return {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "inputSchema": TOOL_SCHEMA}
-
-
 def _server_version() -> str:
     try:
         return version("voicecall")

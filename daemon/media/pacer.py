@@ -1,0 +1,141 @@
+"""One pacing clock for every outbound media stream of the daemon.
+
+A sleep per stream would mean 500 timers and 500 task wake-ups every 20 ms; one event loop
+serves every call (SPEC 12), so the cost and the jitter of that add up. Instead a single
+callback fires on an absolute 20 ms grid (tick n at ``epoch + n * interval``, so lateness in one
+tick never shifts the next: no drift) and asks every stream that has something to send to send
+what is due. Each stream keeps its own play clock and sends frames a small *lead* ahead of
+their play time, so the provider's jitter buffer absorbs a late tick (see
+:class:`daemon.media.playback.Playback`). When no stream has work the clock stops: an idle
+daemon does not wake up 50 times a second.
+
+The clock and the timer are injectable, so tests drive ticks by hand with a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from array import array
+from collections.abc import Callable
+from typing import Protocol
+
+FRAME_SECONDS = 0.02
+"""One 160-byte mu-law frame plays for 20 ms."""
+DEFAULT_LEAD_SECONDS = 0.08
+"""How far ahead of its play time a frame is sent (60-160 ms keeps a late tick inaudible)."""
+
+
+class Paced(Protocol):
+    """A stream the pacer drives."""
+
+    def pump(self, now: float) -> bool:
+        """Send what is due at ``now``; return True while it still needs ticks."""
+
+
+class TimerHandle(Protocol):
+    """What ``loop.call_at`` returns (only cancel is used)."""
+
+    def cancel(self) -> None: ...
+
+
+class Pacer:
+    """Ticks every ``interval`` seconds on an absolute grid while any stream is active."""
+
+    __slots__ = ("_active", "_call_at", "_clock", "_due", "_epoch", "_handle", "_tick_cb",
+                 "interval", "lateness", "ticks")
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] | None = None,
+        call_at: Callable[[float, Callable[[], None]], TimerHandle] | None = None,
+        interval: float = FRAME_SECONDS,
+    ) -> None:
+        """Use the running loop's ``time``/``call_at`` unless a clock and timer are given."""
+        self.interval = interval
+        self._clock = clock
+        self._call_at = call_at
+        self._active: dict[Paced, None] = {}  # ordered set: streams tick in arrival order
+        self._epoch: float | None = None
+        self._due = 0.0
+        self._handle: TimerHandle | None = None
+        self._tick_cb = self.tick
+        self.ticks = 0
+        self.lateness: array[float] | None = None
+        """When recording (see :meth:`record`): how late each tick fired, in seconds."""
+
+    # ------------------------------------------------------------------ clock
+
+    def now(self) -> float:
+        """The pacing clock (the event loop's monotonic time unless injected)."""
+        if self._clock is None:
+            loop = asyncio.get_running_loop()
+            self._clock = loop.time
+            if self._call_at is None:
+                self._call_at = loop.call_at
+        return self._clock()
+
+    def record(self, enabled: bool = True) -> None:
+        """Benchmark hook: keep every tick's lateness (streams keep their own send times)."""
+        self.lateness = array("d") if enabled else None
+
+    @property
+    def recording(self) -> bool:
+        """True while the benchmark hook is on."""
+        return self.lateness is not None
+
+    # ------------------------------------------------------------------ streams
+
+    @property
+    def active(self) -> int:
+        """Streams currently ticking."""
+        return len(self._active)
+
+    def activate(self, stream: Paced) -> None:
+        """Tick ``stream`` from now on (until its ``pump`` returns False)."""
+        if stream in self._active:
+            return
+        self._active[stream] = None
+        if self._handle is None:
+            self._schedule(self.now())
+
+    def discard(self, stream: Paced) -> None:
+        """Stop ticking ``stream`` (its socket closed)."""
+        self._active.pop(stream, None)
+        if not self._active and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def close(self) -> None:
+        """Stop the clock and forget every stream."""
+        self._active.clear()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    # ------------------------------------------------------------------ ticking
+
+    def _schedule(self, now: float) -> None:
+        """Arm the next grid point after ``now`` (skipping missed ones after a stall)."""
+        if self._epoch is None:
+            self._epoch = now
+        index = math.floor((now - self._epoch) / self.interval) + 1
+        assert self._call_at is not None
+        self._due = self._epoch + index * self.interval
+        self._handle = self._call_at(self._due, self._tick_cb)
+
+    def tick(self) -> None:
+        """Pump every active stream once; re-arm while any remains active."""
+        self._handle = None
+        now = self.now()
+        self.ticks += 1
+        lateness = self.lateness
+        if lateness is not None:
+            lateness.append(now - self._due)
+        active = self._active
+        done = [stream for stream in list(active) if not stream.pump(now)]
+        for stream in done:
+            active.pop(stream, None)
+        if active and self._handle is None:
+            self._schedule(now)
