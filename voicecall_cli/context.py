@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -61,6 +60,8 @@ class CliContext:
 
     def start_daemon(self) -> int:
         """Start the daemon in the background and wait until it answers; return its pid."""
+        import subprocess  # only this path needs it; keep start-up fast
+
         self.paths.state.mkdir(parents=True, exist_ok=True)
         log = self.paths.log_file
         offset = log.stat().st_size if log.exists() else 0

@@ -6,27 +6,56 @@ everything heavy lives in the daemon, reached over the Unix socket.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
-from voicecall_cli.commands import (
-    calls,
-    completion_cmd,
-    config_cmd,
-    daemon_cmd,
-    doctor_cmd,
-    mcp_cmd,
-    secrets_cmd,
-    service_cmd,
-)
 from voicecall_cli.context import CliContext
 from voicecall_cli.errors import ExitStatus
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+COMMAND_MODULES: dict[str, str] = {
+    "call": "calls",
+    "continue": "calls",
+    "speak": "calls",
+    "end": "calls",
+    "status": "calls",
+    "tail": "calls",
+    "dtmf": "calls",
+    "latency": "calls",
+    "expose": "calls",
+    "daemon": "daemon_cmd",
+    "config": "config_cmd",
+    "secrets": "secrets_cmd",
+    "service": "service_cmd",
+    "doctor": "doctor_cmd",
+    "completion": "completion_cmd",
+    "mcp": "mcp_cmd",
+}
+"""Which module of `voicecall_cli.commands` defines each command (imported on first use)."""
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when that command runs (or help lists it).
+
+    `voicecall status` then loads the call commands alone, which keeps start-up fast.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, loaded or not."""
+        return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import the command's module on first use."""
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            module = importlib.import_module(f"voicecall_cli.commands.{COMMAND_MODULES[cmd_name]}")
+            module.register(self)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.option("--config", "config", metavar="FILE", envvar="VOICECALL_CONFIG",
               help="Config file (default: $XDG_CONFIG_HOME/voicecall/config.toml).")
 @click.option("--socket", "socket", metavar="PATH", envvar="VOICECALL_SOCKET",
@@ -50,10 +79,6 @@ def cli(ctx: click.Context, config: str | None, socket: str | None, no_autostart
     """
     ctx.obj = CliContext.create(config, socket, no_autostart)
 
-
-for module in (calls, daemon_cmd, config_cmd, secrets_cmd, service_cmd, doctor_cmd,
-               completion_cmd, mcp_cmd):
-    module.register(cli)
 
 
 def main() -> None:

@@ -130,8 +130,10 @@ class TelnyxProvider:
         """Create the SDK client (lazy import: see the module docstring)."""
         settings = self._config.telnyx
         if not settings.api_key:
-            raise ConfigError("telnyx.api_key is not set; set TELNYX_API_KEY or "
-                              "`voicecall secrets set telnyx.api_key`")
+            raise ConfigError(
+                "telnyx.api_key is not set; set TELNYX_API_KEY or "
+                "`voicecall secrets set telnyx.api_key`"
+            )
         from telnyx import AsyncTelnyx
 
         self._client = AsyncTelnyx(
@@ -153,7 +155,11 @@ class TelnyxProvider:
     # ------------------------------------------------------------------ REST
 
     async def _request(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
         tolerate_gone: bool = False,
     ) -> dict[str, Any] | None:
         """One REST call; returns the JSON body, or None when the call is gone and tolerated.
@@ -173,26 +179,40 @@ class TelnyxProvider:
                 result = await self._client.post(path, body=dict(body or {}), cast_to=object)
         except APIStatusError as exc:
             if tolerate_gone and _is_gone(exc):
-                logger.info("telnyx %s %s: call already ended (%d %s)", method, path,
-                            exc.status_code, ",".join(sorted(_error_codes(exc))))
+                logger.info(
+                    "telnyx %s %s: call already ended (%d %s)",
+                    method,
+                    path,
+                    exc.status_code,
+                    ",".join(sorted(_error_codes(exc))),
+                )
                 return None
             codes = ",".join(sorted(_error_codes(exc))) or "no code"
             message = f"telnyx {method} {path} failed with HTTP {exc.status_code} ({codes})"
             if exc.status_code in (401, 403):
-                raise ProviderAuthError(message + "; check telnyx.api_key",
-                                        status=exc.status_code) from None
+                raise ProviderAuthError(
+                    message + "; check telnyx.api_key", status=exc.status_code
+                ) from None
             raise ProviderRequestError(message, status=exc.status_code, codes=codes) from None
         except APIConnectionError as exc:
             raise ProviderRequestError(
                 f"telnyx {method} {path} failed: {type(exc).__name__}; is "
-                f"telnyx.api_base_url ({self._config.telnyx.api_base_url}) reachable?") from None
+                f"telnyx.api_base_url ({self._config.telnyx.api_base_url}) reachable?"
+            ) from None
         return result if isinstance(result, dict) else {}
 
-    async def _action(self, call: CallRecord | str, action: str, body: Mapping[str, Any], *,
-                      tolerate_gone: bool = False) -> dict[str, Any] | None:
+    async def _action(
+        self,
+        call: CallRecord | str,
+        action: str,
+        body: Mapping[str, Any],
+        *,
+        tolerate_gone: bool = False,
+    ) -> dict[str, Any] | None:
         pid = call if isinstance(call, str) else self._pid(call)
-        return await self._request("POST", f"/calls/{pid}/actions/{action}", body,
-                                   tolerate_gone=tolerate_gone)
+        return await self._request(
+            "POST", f"/calls/{pid}/actions/{action}", body, tolerate_gone=tolerate_gone
+        )
 
     @staticmethod
     def _pid(call: CallRecord) -> str:
@@ -205,8 +225,11 @@ class TelnyxProvider:
         if context is None or not context.config.streaming.enabled or not context.stream_url:
             return None
         hub = context.extras.get("media")
-        token = hub.issue_token(call_id, provider_call_id) if isinstance(
-            hub, StreamTokenIssuer) else None
+        token = (
+            hub.issue_token(call_id, provider_call_id)
+            if isinstance(hub, StreamTokenIssuer)
+            else None
+        )
         return stream_fields(context.stream_url, token)
 
     # ------------------------------------------------------------------ control plane
@@ -234,8 +257,12 @@ class TelnyxProvider:
         return pid
 
     def _speak(self, call: CallRecord, text: str, client_state: str) -> dict[str, Any]:
-        return speak_payload(text, voice=map_voice(self._config.tts.openai.voice),
-                             client_state=client_state, command_id=f"voicecall-{uuid.uuid4()}")
+        return speak_payload(
+            text,
+            voice=map_voice(self._config.tts.openai.voice),
+            client_state=client_state,
+            command_id=f"voicecall-{uuid.uuid4()}",
+        )
 
     async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
         """Speak with `notify:<delay>` in client_state; `call.speak.ended` triggers the hang-up."""
@@ -250,44 +277,66 @@ class TelnyxProvider:
         pid = self._pid(call)
         if turn_token and pid not in self._transcribing:
             try:
-                await self._action(call, "transcription_start", transcription_payload(
-                    state, f"voicecall-transcribe-{call.call_id}"))
+                await self._action(
+                    call,
+                    "transcription_start",
+                    transcription_payload(state, f"voicecall-transcribe-{call.call_id}"),
+                )
             except ProviderRequestError as exc:
                 if exc.details.get("status") != 422:
                     raise
                 # 422 here means transcription already runs (e.g. started before a restart).
-                logger.info("call %s: transcription_start refused (%s); assuming it runs",
-                            call.call_id, exc.message)
+                logger.info(
+                    "call %s: transcription_start refused (%s); assuming it runs",
+                    call.call_id,
+                    exc.message,
+                )
             self._transcribing.add(pid)
 
     async def send_dtmf(self, call: CallRecord, digits: str) -> None:
         """`actions/send_dtmf` (Telnyx plays w/W as 0.5 s / 1 s pauses)."""
-        await self._action(call, "send_dtmf",
-                           {"digits": digits, "command_id": f"voicecall-{uuid.uuid4()}"})
+        await self._action(
+            call, "send_dtmf", {"digits": digits, "command_id": f"voicecall-{uuid.uuid4()}"}
+        )
 
     async def answer(self, call: CallRecord) -> None:
         """`actions/answer`; a caller who hung up meanwhile ends the call as hangup-user."""
         pid = self._pid(call)
-        result = await self._action(call, "answer", answer_payload(
-            call.call_id, self._stream(call.call_id, pid)), tolerate_gone=True)
+        result = await self._action(
+            call,
+            "answer",
+            answer_payload(call.call_id, self._stream(call.call_id, pid)),
+            tolerate_gone=True,
+        )
         if result is None and self._sink is not None:
-            await self._sink([ProviderEvent(EventType.ENDED, pid, call_id=call.call_id,
-                                            end_state=CallState.HANGUP_USER)])
+            await self._sink(
+                [
+                    ProviderEvent(
+                        EventType.ENDED, pid, call_id=call.call_id, end_state=CallState.HANGUP_USER
+                    )
+                ]
+            )
 
     async def reject(self, call: CallRecord) -> None:
         """`actions/reject` (SIP 603-style refusal) for a call the inbound policy refused."""
-        await self._action(call, "reject", {
-            "cause": "CALL_REJECTED",
-            "command_id": f"voicecall-reject-{call.call_id}",
-        }, tolerate_gone=True)
+        await self._action(
+            call,
+            "reject",
+            {
+                "cause": "CALL_REJECTED",
+                "command_id": f"voicecall-reject-{call.call_id}",
+            },
+            tolerate_gone=True,
+        )
 
     async def hangup(self, call: CallRecord) -> None:
         """`actions/hangup`; a call already gone (404, 422/90018) is not an error."""
         if not call.provider_call_id:
             return
         self._bot_hangups.add(call.provider_call_id)
-        await self._action(call, "hangup", {"command_id": f"voicecall-hangup-{call.call_id}"},
-                           tolerate_gone=True)
+        await self._action(
+            call, "hangup", {"command_id": f"voicecall-hangup-{call.call_id}"}, tolerate_gone=True
+        )
 
     async def fetch_status(self, call: CallRecord) -> RemoteStatus:
         """`GET /calls/{id}`: `is_alive` false or 404 -> ended; anything else unclear -> unknown."""
@@ -358,8 +407,9 @@ class TelnyxProvider:
         except ValueError:
             delay = float(self._config.outbound.notify_hangup_delay_seconds)
         self._notify_scheduled.add(pid)
-        task = asyncio.create_task(self._notify_hangup(pid, call_id, delay),
-                                   name=f"telnyx-notify-hangup-{call_id}")
+        task = asyncio.create_task(
+            self._notify_hangup(pid, call_id, delay), name=f"telnyx-notify-hangup-{call_id}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -368,12 +418,18 @@ class TelnyxProvider:
         await asyncio.sleep(delay)
         self._bot_hangups.add(pid)
         try:
-            await self._action(pid, "hangup", {"command_id": f"voicecall-hangup-{call_id}"},
-                               tolerate_gone=True)
-        except ProviderRequestError as exc:
+            await self._action(
+                pid, "hangup", {"command_id": f"voicecall-hangup-{call_id}"}, tolerate_gone=True
+            )
+        except ProviderError as exc:
             logger.warning("call %s: notify hang-up failed: %s", call_id, exc.message)
             self._notify_scheduled.discard(pid)
             return
         if self._sink is not None:
-            await self._sink([ProviderEvent(EventType.ENDED, pid, call_id=call_id,
-                                            end_state=CallState.HANGUP_BOT)])
+            await self._sink(
+                [
+                    ProviderEvent(
+                        EventType.ENDED, pid, call_id=call_id, end_state=CallState.HANGUP_BOT
+                    )
+                ]
+            )

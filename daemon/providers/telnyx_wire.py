@@ -307,13 +307,15 @@ def to_events(hook: TelnyxWebhook, *, bot_hangup: bool = False) -> list[Provider
             "call.ringing": EventType.RINGING,
             "call.answered": EventType.ANSWERED,
         }[kind]
-        return [ProviderEvent(
-            event_type,
-            direction=_direction(payload.get("direction")),
-            from_number=_text(payload.get("from")),
-            to_number=_text(payload.get("to")),
-            **common,
-        )]
+        return [
+            ProviderEvent(
+                event_type,
+                direction=_direction(payload.get("direction")),
+                from_number=_text(payload.get("from")),
+                to_number=_text(payload.get("to")),
+                **common,
+            )
+        ]
     if kind == "call.bridged":
         return [ProviderEvent(EventType.ACTIVE, **common)]
     if kind == "call.transcription":
@@ -323,14 +325,16 @@ def to_events(hook: TelnyxWebhook, *, bot_hangup: bool = False) -> list[Provider
         if transcript is None:
             return []
         is_final = data.get("is_final")
-        return [ProviderEvent(
-            EventType.SPEECH,
-            transcript=transcript,
-            is_final=is_final if isinstance(is_final, bool) else True,
-            confidence=_confidence(data.get("confidence")),
-            turn_token=state.value if state and state.kind == "turn" and state.value else None,
-            **common,
-        )]
+        return [
+            ProviderEvent(
+                EventType.SPEECH,
+                transcript=transcript,
+                is_final=is_final if isinstance(is_final, bool) else True,
+                confidence=_confidence(data.get("confidence")),
+                turn_token=state.value if state and state.kind == "turn" and state.value else None,
+                **common,
+            )
+        ]
     if kind == "call.dtmf.received":
         digit = _text(payload.get("digit"))
         return [ProviderEvent(EventType.DTMF, digits=digit, **common)] if digit else []

@@ -1,0 +1,312 @@
+"""The media-stream websocket endpoint (SPEC 9) and its installation on the daemon.
+
+Every limit is checked as early as it can be, so an unauthenticated client costs little:
+
+1. more than ``max_connections`` sockets (open or upgrading): HTTP 503 before the upgrade;
+2. Twilio signs the upgrade (``X-Twilio-Signature`` over the ``wss://`` URL): verified before
+   the upgrade when the provider is twilio and signatures are on; failure is HTTP 401;
+3. more than ``max_pending_connections`` (or ``..._per_ip``) sockets without a valid
+   ``start``: close 1013;
+4. no valid ``start`` within ``pre_start_timeout_ms``: close 1008;
+5. unknown call or bad token on ``start``: close 1008;
+6. after that, a peer that stops reading (send buffer over 1 MiB): close 1013.
+Messages are at most 64 KiB. On ``stop`` or close the session stops STT and unbinds; the call
+is ended after a 2 s grace unless a new stream binds (see :class:`MediaHub`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from daemon.errors import ConfigError, SpeechError, WebhookSignatureError
+from daemon.media.hub import MediaHub
+from daemon.media.protocols import StreamEvent, framing_for
+from daemon.media.session import CLOSE_TRY_AGAIN, MediaSession
+from daemon.media.wire import FrameWriter
+from daemon.speech.stt.factory import create_stt
+from daemon.speech.tts.factory import create_tts
+from daemon.webhooks.security import TwilioVerifier
+from daemon.webhooks.urls import UrlPolicy, client_ip, stream_verification_url
+
+if TYPE_CHECKING:
+    from daemon.app import Daemon
+    from daemon.config.model import StreamingConfig
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024
+CLOSE_POLICY = 1008
+CLOSE_TIMEOUT_SECONDS = 2.0
+"""How long a close waits for the peer's close frame (a non-reading peer never sends one)."""
+NO_ADDRESS = "__no_address__"
+
+MEDIA_HUB_KEY = web.AppKey("voicecall_media_hub", MediaHub)
+
+
+def _reason(text: str) -> str:
+    """A close reason safe for logs: printable, at most 120 characters."""
+    return "".join(c if c.isprintable() else " " for c in text)[:120]
+
+
+class MediaServer:
+    """The aiohttp handler of the stream path, with its connection accounting."""
+
+    def __init__(
+        self,
+        hub: MediaHub,
+        settings: StreamingConfig,
+        *,
+        provider: str,
+        verifier: TwilioVerifier | None = None,
+        policy: UrlPolicy | None = None,
+    ) -> None:
+        """``verifier`` set means: verify Twilio's upgrade signature against ``policy``."""
+        self.hub = hub
+        self.settings = settings
+        self.provider = provider
+        self.verifier = verifier
+        self.policy = policy or UrlPolicy()
+        """Replace it when the public URL changes (tunnel learned, Tailscale)."""
+        self.sockets = 0
+        """Sockets open or upgrading (the 503 limit)."""
+        self.pending = 0
+        """Sockets without an accepted ``start``."""
+        self._pending_by_ip: dict[str, int] = {}
+        self.closing = False
+
+    # ------------------------------------------------------------------ pre-upgrade
+
+    def _signature_ok(self, request: web.Request) -> bool:
+        if self.verifier is None:
+            return True
+        url = stream_verification_url(self.policy, target=request.raw_path,
+                                      peer=request.remote, headers=request.headers)
+        if url is None:
+            return False
+        path, _, query = url.partition("?")
+        toggled = path[:-1] if path.endswith("/") else path + "/"
+        for candidate in (url, toggled + ("?" + query if query else "")):
+            try:
+                self.verifier.verify_upgrade(candidate, request.headers)
+            except WebhookSignatureError:
+                continue
+            return True
+        return False
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Upgrade, wait for an authorised ``start``, then run the session to its end."""
+        if self.closing:
+            return web.Response(status=503, text="Media stream handler is shutting down")
+        if self.sockets >= self.settings.max_connections:
+            logger.warning("media stream refused: %d sockets open (max_connections)",
+                           self.sockets)
+            return web.Response(status=503, text="Too many media stream connections")
+        if not self._signature_ok(request):
+            logger.warning("media stream upgrade refused: bad or missing X-Twilio-Signature "
+                           "(peer %s)", request.remote)
+            return web.Response(status=401, text="Unauthorized")
+        self.sockets += 1
+        try:
+            ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, compress=False,
+                                       timeout=CLOSE_TIMEOUT_SECONDS)
+            await ws.prepare(request)
+            await self._serve(request, ws)
+            return ws
+        finally:
+            self.sockets -= 1
+
+    # ------------------------------------------------------------------ websocket
+
+    async def _close(self, ws: web.WebSocketResponse, code: int, reason: str) -> None:
+        logger.info("media stream closed with %d: %s", code, _reason(reason))
+        await ws.close(code=code, message=reason.encode(), drain=False)
+
+    async def _serve(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        address = client_ip(request.remote, request.headers, self.policy) or NO_ADDRESS
+        per_ip = self._pending_by_ip.get(address, 0)
+        if (self.pending >= self.settings.max_pending_connections
+                or per_ip >= self.settings.max_pending_connections_per_ip):
+            await self._close(ws, CLOSE_TRY_AGAIN, "Too many pending media stream connections")
+            return
+        self.pending += 1
+        self._pending_by_ip[address] = per_ip + 1
+        try:
+            session = await self._start(request, ws)
+        finally:
+            self.pending -= 1
+            left = self._pending_by_ip[address] - 1
+            if left:
+                self._pending_by_ip[address] = left
+            else:
+                del self._pending_by_ip[address]
+        if session is not None:
+            await self._run(ws, session)
+
+    async def _start(
+        self, request: web.Request, ws: web.WebSocketResponse
+    ) -> MediaSession | None:
+        """Wait for a valid ``start``; close 1008 on timeout, unknown call or bad token."""
+        framing = framing_for(self.provider)
+        timeout = self.settings.pre_start_timeout_ms / 1000
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    message = await ws.receive()
+                    if message.type is not WSMsgType.TEXT:
+                        if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING,
+                                            WSMsgType.CLOSED, WSMsgType.ERROR):
+                            return None
+                        continue
+                    start = framing.decode(message.data)
+                    if start is not None and start.kind is StreamEvent.START:
+                        break
+        except TimeoutError:
+            await self._close(ws, CLOSE_POLICY, "Start timeout")
+            return None
+        admission = await self.hub.admit(start.provider_call_id, start.parameters,
+                                         request.query.get("token"))
+        if admission is None:
+            await self._close(ws, CLOSE_POLICY, "Unknown call or bad token")
+            return None
+        session = MediaSession(
+            self.hub,
+            call_id=admission.call_id,
+            provider_call_id=admission.provider_call_id,
+            stream_id=start.stream_id or "",
+            framing=framing,
+            writer=FrameWriter(request.transport),
+            close=lambda code, reason: self._close_later(ws, code, reason),
+            suppress_first=admission.suppress_first,
+            barge_in=admission.barge_in,
+        )
+        self.hub.bind(session)
+        self._start_stt(session)
+        logger.info("media stream %s bound to call %s", session.stream_id, session.call_id)
+        return session
+
+    def _close_later(self, ws: web.WebSocketResponse, code: int, reason: str) -> None:
+        self.hub.spawn(self._close(ws, code, reason), "media-close")
+
+    def _start_stt(self, session: MediaSession) -> None:
+        factory = self.hub.stt_factory
+        if factory is None:
+            return
+        stt = factory(session)
+        session.stt = stt
+
+        async def connect() -> None:
+            try:
+                await stt.connect()
+            except SpeechError as exc:
+                logger.warning("call %s: STT unavailable: %s", session.call_id, exc.message)
+                session.on_error(exc)
+
+        self.hub.spawn(connect(), f"stt-connect-{session.call_id}")
+
+    async def _run(self, ws: web.WebSocketResponse, session: MediaSession) -> None:
+        """Feed messages to the session until ``stop`` or close; then settle and unbind."""
+        feed = session.feed
+        try:
+            while True:
+                message = await ws.receive()
+                if message.type is WSMsgType.TEXT:
+                    if not feed(message.data):
+                        break
+                elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                                      WSMsgType.ERROR):
+                    break
+        finally:
+            await session.close()
+            self.hub.unbind(session, end_call=not self.closing)
+            if not ws.closed:
+                await ws.close(drain=False)
+            logger.info("media stream %s of call %s ended", session.stream_id, session.call_id)
+
+
+def _policy(daemon: Daemon) -> UrlPolicy:
+    """The URL policy for signature checks: the effective public (or local simulator) URL."""
+    config = daemon.config
+    security = config.webhook_security
+    return UrlPolicy(
+        public_url=daemon.exposure.public_url or daemon.exposure.webhook_url or None,
+        allowed_hosts=security.allowed_hosts,
+        trust_forwarding_headers=security.trust_forwarding_headers,
+        trusted_proxy_ips=security.trusted_proxy_ips,
+        tunnel_provider=config.tunnel.provider,
+        allow_ngrok_free_tier_loopback_bypass=config.tunnel.allow_ngrok_free_tier_loopback_bypass,
+        bind=config.serve.bind,
+    )
+
+
+def install_media(daemon: Daemon) -> MediaHub | None:
+    """Create the hub (into ``daemon.extras["media"]``) and route ``streaming.stream_path``.
+
+    Does nothing when streaming is off. The TTS engine and STT factory need an HTTP client,
+    which is opened on application start-up; a TTS or STT configuration problem is logged and
+    leaves that part off (``hub.tts is None``: providers then use their own voice).
+    """
+    config = daemon.config
+    settings = config.streaming
+    if not settings.enabled:
+        return None
+    hub = MediaHub(daemon.engine.apply, calls=daemon.engine)
+    daemon.extras["media"] = hub
+    verifier = None
+    if config.provider == "twilio" and not config.skip_signature_verification:
+        verifier = TwilioVerifier(config.twilio.auth_token or "")
+    server = MediaServer(hub, settings, provider=config.provider, verifier=verifier)
+    daemon.extras["media_server"] = server
+    app = daemon.web_app
+    app[MEDIA_HUB_KEY] = hub
+    http: list[aiohttp.ClientSession] = []
+
+    async def on_startup(_app: web.Application) -> None:
+        session = aiohttp.ClientSession()
+        http.append(session)
+        try:
+            hub.tts = create_tts(config.tts, session)
+        except ConfigError as exc:
+            logger.error("media streams cannot speak: %s", exc.message)
+        try:
+            create_stt(settings, session, _NullListener())
+            hub.stt_factory = lambda listener: create_stt(settings, session, listener)
+        except ConfigError as exc:
+            logger.error("media streams cannot listen: %s", exc.message)
+
+    seen = [""]
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        exposure = daemon.exposure
+        key = f"{exposure.public_url}|{exposure.webhook_url}"
+        if key != seen[0]:  # the exposure is known once the site is up, and may change
+            server.policy = _policy(daemon)
+            seen[0] = key
+        return await server.handle(request)
+
+    async def on_shutdown(_app: web.Application) -> None:
+        server.closing = True
+        await hub.close()
+
+    async def on_cleanup(_app: web.Application) -> None:
+        for session in http:
+            await session.close()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    app.router.add_get(settings.stream_path, handle)
+    return hub
+
+
+class _NullListener:
+    """Listener for the start-up check that the STT settings are complete."""
+
+    def on_speech_start(self) -> None: ...
+    def on_partial(self, text: str) -> None: ...
+    def on_final(self, text: str, confidence: float | None) -> None: ...
+    def on_error(self, error: SpeechError) -> None: ...

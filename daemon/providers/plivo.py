@@ -1,0 +1,359 @@
+"""Plivo Voice API + XML provider (SPEC section 10).
+
+REST uses aiohttp with HTTP Basic auth, not the plivo SDK's `RestClient`: that client is
+synchronous (`requests`, so every call would need a worker thread) and it resets its base URL to
+the module constants `PLIVO_API_BASE_URI`/`API_VOICE_BASE_URI` on every request
+(`plivo/rest/client.py` `request()`), so `plivo.api_base_url` could only be honoured by patching
+the SDK's globals. The SDK is still used for what fits: XML building (`plivo.plivoxml`, in
+`daemon.providers.plivo_wire`) and, in tests, `validate_v3_signature` as the oracle.
+
+Call flow:
+- `POST /Call/` returns a `request_uuid`; the real `CallUUID` arrives on the answer, ring and
+  hangup callbacks, which carry `previous_provider_call_id` so the engine re-keys the call;
+- Plivo fetches our XML on answer (`answer_url`), and when we transfer the A-leg
+  (`POST /Call/{uuid}/ legs=aleg aleg_url=...`) to speak or listen later;
+- when the engine speaks *while* we handle a Plivo request for that call (the greeting of an
+  answered call, a notify message), the XML goes straight into that request's answer instead of
+  a transfer: one HTTP round trip less, and no race between our answer and a transfer;
+- hang-up is `DELETE /Call/{uuid}/`, or `DELETE /Request/{uuid}/` while only the request is
+  known; 404 means it is already over.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from daemon.engine.record import CallRecord
+from daemon.errors import (
+    ConfigError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRequestError,
+)
+from daemon.providers.base import (
+    DialRequest,
+    EventSink,
+    ProviderContext,
+    RemoteState,
+    RemoteStatus,
+    WebhookReply,
+    WebhookRequest,
+)
+from daemon.providers.plivo_wire import (
+    EMPTY_RESPONSE,
+    HangUp,
+    Listen,
+    Pause,
+    Say,
+    Step,
+    XmlContext,
+    callback_url,
+    form_dict,
+    map_cdr_state,
+    map_voice,
+    parse_callback,
+    render,
+    to_events,
+)
+from daemon.webhooks.security import PlivoVerifier, has_signature_headers, parse_form
+
+if TYPE_CHECKING:
+    from daemon.config.model import Config
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_SECONDS = 10.0
+STASH_LIMIT = 1_000
+XML_CONTENT_TYPE = "text/xml"
+LIVE_STATUSES = frozenset({"in-progress", "ringing", "queued", "early media"})
+
+
+@dataclass(slots=True)
+class _PendingReply:
+    """The XML answer of the Plivo request being handled, open while its events apply."""
+
+    call_uuid: str | None
+    call_id: str | None
+    steps: list[Step] = field(default_factory=list)
+    open: bool = True
+
+    def serves(self, call: CallRecord) -> bool:
+        if not self.open:
+            return False
+        if self.call_id is not None and call.call_id == self.call_id:
+            return True
+        return self.call_uuid is not None and call.provider_call_id == self.call_uuid
+
+
+_CURRENT_REPLY: ContextVar[_PendingReply | None] = ContextVar("plivo_reply", default=None)
+"""Per-task: the reply under construction. Tasks spawned meanwhile inherit it, hence `open`."""
+
+
+class PlivoProvider:
+    """Plivo Voice API behind the `Provider` protocol."""
+
+    name = "plivo"
+
+    def __init__(self) -> None:
+        self._sink: EventSink | None = None
+        self._context: ProviderContext | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._verifier = PlivoVerifier("")
+        self._stash: OrderedDict[str, tuple[str, list[Step]]] = OrderedDict()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def bind(self, sink: EventSink, context: ProviderContext) -> None:
+        """Attach the engine; prepare the V3/V2 verifier from `plivo.auth_token`."""
+        self._sink = sink
+        self._context = context
+        self._verifier = PlivoVerifier(context.config.plivo.auth_token or "")
+
+    @property
+    def _config(self) -> Config:
+        if self._context is None:
+            raise ConfigError("the plivo provider is not bound to the daemon yet")
+        return self._context.config
+
+    async def start(self) -> None:
+        """Open the HTTP session (Basic auth with `plivo.auth_id`/`plivo.auth_token`)."""
+        settings = self._config.plivo
+        if not settings.auth_id or not settings.auth_token:
+            raise ConfigError(
+                "plivo.auth_id and plivo.auth_token must be set (PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN)"
+            )
+        self._session = aiohttp.ClientSession(
+            auth=aiohttp.BasicAuth(settings.auth_id, settings.auth_token),
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
+            headers={"User-Agent": "voicecall"},
+        )
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ------------------------------------------------------------------ REST
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        tolerate_404: bool = False,
+    ) -> dict[str, Any] | None:
+        """One REST call under `/Account/{auth_id}`; None for a tolerated 404.
+
+        Raises:
+            ProviderAuthError: Plivo refused the credentials (401/403).
+            ProviderRequestError: any other HTTP error, a timeout or a network failure.
+        """
+        if self._session is None:
+            raise ProviderRequestError("the plivo client is not started")
+        settings = self._config.plivo
+        url = f"{settings.api_base_url.rstrip('/')}/Account/{settings.auth_id}{path}"
+        try:
+            async with self._session.request(method, url, json=body, params=params) as response:
+                status = response.status
+                try:
+                    data = await response.json(content_type=None)
+                except ValueError:
+                    data = None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ProviderRequestError(
+                f"plivo {method} {path} failed: {type(exc).__name__}; is plivo.api_base_url "
+                f"({settings.api_base_url}) reachable?"
+            ) from None
+        if status == 404 and tolerate_404:
+            return None
+        if status >= 300:
+            detail = data.get("error") if isinstance(data, dict) else None
+            message = f"plivo {method} {path} failed with HTTP {status}"
+            if detail:
+                message += f": {detail}"
+            if status in (401, 403):
+                raise ProviderAuthError(
+                    message + "; check plivo.auth_id and plivo.auth_token", status=status
+                )
+            raise ProviderRequestError(message, status=status)
+        return data if isinstance(data, dict) else {}
+
+    # ------------------------------------------------------------------ control plane
+
+    def _xml_context(self, call_id: str | None) -> XmlContext:
+        assert self._context is not None
+        return XmlContext(
+            self._context.webhook_url, call_id, map_voice(self._config.tts.openai.voice)
+        )
+
+    def _url(self, **params: str | None) -> str:
+        assert self._context is not None
+        return callback_url(self._context.webhook_url, **params)
+
+    async def place_call(self, request: DialRequest) -> str:
+        """`POST /Call/`; returns the `request_uuid` (re-keyed to CallUUID by callbacks)."""
+        cid = request.call_id
+        payload = {
+            "from": request.from_number,
+            "to": request.to_number,
+            "answer_url": self._url(flow="answer", callId=cid),
+            "answer_method": "POST",
+            "ring_url": self._url(flow="ring", callId=cid),
+            "ring_method": "POST",
+            "hangup_url": self._url(flow="hangup", callId=cid),
+            "hangup_method": "POST",
+            "ring_timeout": request.ring_timeout_seconds,
+            "time_limit": self._config.max_duration_seconds + 60,
+        }
+        result = await self._request("POST", "/Call/", payload) or {}
+        request_uuid = result.get("request_uuid")
+        if isinstance(request_uuid, list):
+            request_uuid = request_uuid[0] if request_uuid else None
+        if not isinstance(request_uuid, str) or not request_uuid:
+            raise ProviderRequestError("plivo call create returned no request_uuid")
+        return request_uuid
+
+    async def _deliver(self, call: CallRecord, steps: list[Step]) -> None:
+        """Add `steps` to the XML being rendered for this call, or transfer the A-leg to them."""
+        pending = _CURRENT_REPLY.get()
+        if pending is not None and pending.serves(call):
+            pending.steps.extend(steps)
+            pending.call_id = call.call_id
+            return
+        key = uuid.uuid4().hex
+        self._stash[key] = (call.call_id, steps)
+        while len(self._stash) > STASH_LIMIT:
+            self._stash.popitem(last=False)
+        token = next((s.turn_token for s in steps if isinstance(s, Listen)), None)
+        await self._request(
+            "POST",
+            f"/Call/{self._pid(call)}/",
+            {
+                "legs": "aleg",
+                "aleg_url": self._url(flow="xml", callId=call.call_id, key=key, turnToken=token),
+                "aleg_method": "POST",
+            },
+        )
+
+    @staticmethod
+    def _pid(call: CallRecord) -> str:
+        if not call.provider_call_id:
+            raise ProviderRequestError(f"call {call.call_id} has no Plivo call id yet")
+        return call.provider_call_id
+
+    async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
+        """`<Speak>`, `<Wait length=delay>`, `<Hangup/>`: Plivo waits after playback ends."""
+        await self._deliver(call, [Say(text), Pause(round(delay_seconds)), HangUp()])
+
+    async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
+        """`<Speak>`; with a turn token, the prompt inside `<GetInput inputType="speech">`."""
+        await self._deliver(call, [Listen(text, turn_token)] if turn_token else [Say(text)])
+
+    async def send_dtmf(self, call: CallRecord, digits: str) -> None:
+        """`POST /Call/{uuid}/DTMF/` on the A-leg."""
+        await self._request(
+            "POST", f"/Call/{self._pid(call)}/DTMF/", {"digits": digits, "leg": "aleg"}
+        )
+
+    async def answer(self, call: CallRecord) -> None:
+        """Nothing to send: Plivo answers an inbound call when our XML starts to run."""
+
+    async def reject(self, call: CallRecord) -> None:
+        """`<Hangup reason="rejected"/>` as the answer, or `DELETE /Call/{uuid}/` outside one."""
+        pending = _CURRENT_REPLY.get()
+        if pending is not None and pending.serves(call):
+            pending.steps[:] = [HangUp("rejected")]
+            pending.open = False
+            return
+        await self.hangup(call)
+
+    async def hangup(self, call: CallRecord) -> None:
+        """`DELETE /Call/{uuid}/`, then `/Request/{uuid}/` for an unanswered request; 404 ok."""
+        pid = call.provider_call_id
+        if not pid:
+            return
+        if await self._request("DELETE", f"/Call/{pid}/", tolerate_404=True) is None:
+            await self._request("DELETE", f"/Request/{pid}/", tolerate_404=True)
+
+    async def fetch_status(self, call: CallRecord) -> RemoteStatus:
+        """Live call, queued request, then call detail record; an error is UNKNOWN, never ENDED.
+
+        A CDR is only written once a call is over, so finding one is the one proof of an end;
+        neither 404 (the CDR may lag) nor an error proves anything.
+        """
+        pid = self._pid(call)
+        try:
+            for status in ("live", "queued"):
+                live = await self._request(
+                    "GET", f"/Call/{pid}/", params={"status": status}, tolerate_404=True
+                )
+                if live is not None:
+                    return RemoteStatus(RemoteState.LIVE, detail=str(live.get("call_status")))
+            cdr = await self._request("GET", f"/Call/{pid}/", tolerate_404=True)
+        except ProviderError as exc:
+            return RemoteStatus(RemoteState.UNKNOWN, detail=exc.message)
+        if cdr is None or (not cdr.get("end_time") and not cdr.get("call_state")):
+            return RemoteStatus(RemoteState.UNKNOWN, detail="plivo knows no such call yet")
+        state = map_cdr_state(_text(cdr.get("call_state")), _text(cdr.get("hangup_source")))
+        return RemoteStatus(RemoteState.ENDED, state, "call detail record found")
+
+    # ------------------------------------------------------------------ webhooks
+
+    def has_signature_headers(self, headers: Mapping[str, str]) -> bool:
+        """V3 (`X-Plivo-Signature-V3` + nonce) or V2 headers are present."""
+        return has_signature_headers(self.name, headers)
+
+    def verify(self, request: WebhookRequest) -> str:
+        """V3 (several comma-separated signatures allowed), else V2; returns the replay key."""
+        return self._verifier.verify_request(request)
+
+    async def handle_webhook(self, request: WebhookRequest) -> WebhookReply:
+        """Apply the callback's events, then answer Plivo XML for the call's next step."""
+        cb = parse_callback(dict(request.query), form_dict(parse_form(request.body)))
+        pending = _PendingReply(cb.provider_call_id or None, cb.call_id)
+        events = to_events(cb)
+        reset = _CURRENT_REPLY.set(pending)
+        try:
+            if events and self._sink is not None:
+                await self._sink(events)
+        finally:
+            _CURRENT_REPLY.reset(reset)
+            closed_by_reject = not pending.open
+            pending.open = False
+        if cb.is_terminal or cb.flow in ("hangup", "ring"):
+            return _xml(EMPTY_RESPONSE)
+        steps: Sequence[Step] = pending.steps
+        if not closed_by_reject and not steps:
+            steps = self._idle_steps(cb.flow, cb.key, cb.turn_token)
+        return _xml(render(steps, self._xml_context(pending.call_id)))
+
+    def _idle_steps(self, flow: str, key: str | None, turn_token: str | None) -> list[Step]:
+        """What to run when nothing new was asked: a stashed transfer, or keep listening."""
+        if flow == "xml" and key is not None and key in self._stash:
+            return self._stash.pop(key)[1]
+        if flow in ("xml", "listen") and turn_token:
+            return [Listen(None, turn_token)]
+        return []
+
+    def replay_reply(self, first: WebhookReply | None) -> WebhookReply:
+        """Repeat the first answer; without it, an empty `<Response>`."""
+        return first or _xml(EMPTY_RESPONSE)
+
+
+def _xml(text: str) -> WebhookReply:
+    return WebhookReply(200, XML_CONTENT_TYPE, text.encode("utf-8"))
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
