@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -50,6 +51,10 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, daemon.request_stop)
     activated = systemd.listen_fds()
     await daemon.start(activated[0] if activated else None)
+    # Start-up objects live for the daemon's life: keep them out of full collections, whose
+    # pauses would stall every media stream at once (SPEC section 12 notes).
+    gc.collect()
+    gc.freeze()
     systemd.notify("READY=1\nSTATUS=voicecall daemon ready")
     watchdog = systemd.watchdog_interval()
     dog = None

@@ -38,6 +38,7 @@ from daemon.errors import (
 )
 from daemon.events import CallEvent, CallMode, Direction, EventType, ProviderEvent
 from daemon.providers.base import DialRequest, Provider, RemoteState
+from daemon.speech.responder import APOLOGY
 from daemon.store.base import Store
 
 if TYPE_CHECKING:
@@ -59,9 +60,6 @@ class Responder(Protocol):
 
     async def reply(self, history: list[tuple[str, str]], from_number: str) -> str:
         """Produce the bot's next utterance."""
-
-
-APOLOGY = "Sorry, I'm having trouble answering right now."
 
 
 class CallEngine:
@@ -485,7 +483,7 @@ class CallEngine:
             waiter.future.set_result(text)
             return None
         if record.direction is Direction.INBOUND and self.responder is not None:
-            return lambda: self._schedule_response(live)
+            self._schedule_response(live)
         return None
 
     async def _finish_locked(
@@ -565,11 +563,10 @@ class CallEngine:
         if event.type is EventType.ANSWERED:
             await self._apply_one(event)
 
-    def _schedule_response(self, live: LiveCall) -> Awaitable[None]:
+    def _schedule_response(self, live: LiveCall) -> None:
         if live.responder_task is not None and not live.responder_task.done():
             live.responder_task.cancel()  # a newer caller turn replaces a stale reply
         live.responder_task = self.spawn(self._respond(live), f"respond-{live.record.call_id}")
-        return asyncio.sleep(0)
 
     async def _respond(self, live: LiveCall) -> None:
         assert self.responder is not None

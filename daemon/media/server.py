@@ -30,6 +30,7 @@ from daemon.media.session import CLOSE_TRY_AGAIN, MediaSession
 from daemon.media.wire import FrameWriter
 from daemon.speech.stt.factory import create_stt
 from daemon.speech.tts.factory import create_tts
+from daemon.webhooks.mount import url_policy
 from daemon.webhooks.security import TwilioVerifier
 from daemon.webhooks.urls import UrlPolicy, client_ip, stream_verification_url
 
@@ -229,18 +230,15 @@ class MediaServer:
 
 
 def _policy(daemon: Daemon) -> UrlPolicy:
-    """The URL policy for signature checks: the effective public (or local simulator) URL."""
-    config = daemon.config
-    security = config.webhook_security
-    return UrlPolicy(
-        public_url=daemon.exposure.public_url or daemon.exposure.webhook_url or None,
-        allowed_hosts=security.allowed_hosts,
-        trust_forwarding_headers=security.trust_forwarding_headers,
-        trusted_proxy_ips=security.trusted_proxy_ips,
-        tunnel_provider=config.tunnel.provider,
-        allow_ngrok_free_tier_loopback_bypass=config.tunnel.allow_ngrok_free_tier_loopback_bypass,
-        bind=config.serve.bind,
-    )
+    """The webhook server's URL policy (it follows the exposure), else one built the same way.
+
+    The effective public URL (or the local one for a simulator) is what Twilio signed.
+    """
+    webhooks = getattr(daemon, "webhooks", None)
+    policy = getattr(webhooks, "policy", None)
+    if isinstance(policy, UrlPolicy):
+        return policy
+    return url_policy(daemon.config, daemon.exposure.webhook_url or None)
 
 
 def install_media(daemon: Daemon) -> MediaHub | None:
@@ -266,8 +264,12 @@ def install_media(daemon: Daemon) -> MediaHub | None:
     http: list[aiohttp.ClientSession] = []
 
     async def on_startup(_app: web.Application) -> None:
-        session = aiohttp.ClientSession()
-        http.append(session)
+        shared = getattr(daemon, "http", None)
+        if isinstance(shared, aiohttp.ClientSession):
+            session = shared
+        else:
+            session = aiohttp.ClientSession()
+            http.append(session)
         try:
             hub.tts = create_tts(config.tts, session)
         except ConfigError as exc:
@@ -278,14 +280,8 @@ def install_media(daemon: Daemon) -> MediaHub | None:
         except ConfigError as exc:
             logger.error("media streams cannot listen: %s", exc.message)
 
-    seen = [""]
-
     async def handle(request: web.Request) -> web.StreamResponse:
-        exposure = daemon.exposure
-        key = f"{exposure.public_url}|{exposure.webhook_url}"
-        if key != seen[0]:  # the exposure is known once the site is up, and may change
-            server.policy = _policy(daemon)
-            seen[0] = key
+        server.policy = _policy(daemon)  # follows the exposure (tunnel learned, `expose`)
         return await server.handle(request)
 
     async def on_shutdown(_app: web.Application) -> None:

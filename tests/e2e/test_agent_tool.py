@@ -6,18 +6,25 @@ RPC error, never a crash), against a real daemon running the mock provider.
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from daemon.rpc.client import RpcClient
-from tests.harness import FAST_MOCK, DaemonHarness, wait_for
+from daemon.tool_schema import ACTIONS, TOOL_NAME, TOOL_SCHEMA
+from tests.harness import FAST_MOCK, REPO, DaemonHarness, wait_for
 
 pytestmark = pytest.mark.e2e
 
 CONVERSATION = FAST_MOCK + 'replies = ["Yes, Tuesday works.", "No, that is all."]\n'
 LIVE_STATES = ("answered", "active", "speaking", "listening")
 TO = "+15550001234"
+SKILL = REPO / "skills" / "voice-call" / "SKILL.md"
+
+MakeDaemon = Callable[..., DaemonHarness]
 
 
 def tool(client: RpcClient, **arguments: Any) -> dict[str, Any]:
@@ -35,22 +42,22 @@ def is_error(result: dict[str, Any], *fragments: str) -> bool:
 
 def wait_live(client: RpcClient, call_id: str) -> dict[str, Any]:
     """Poll get_status until the call is connected; return the status result."""
-    found: dict[str, Any] = wait_for(
-        lambda: (s := tool(client, action="get_status", callId=call_id))["call"]["state"]
-        in LIVE_STATES and s,
-        message=f"call {call_id} to connect")
+    def live() -> dict[str, Any] | None:
+        status = tool(client, action="get_status", callId=call_id)
+        return status if status["call"]["state"] in LIVE_STATES else None
+
+    found: dict[str, Any] = wait_for(live, message=f"call {call_id} to connect")
     return found
 
 
 @pytest.fixture
-def daemon(make_daemon) -> DaemonHarness:
+def daemon(make_daemon: MakeDaemon) -> DaemonHarness:
     """A mock daemon whose callee answers with two replies, in turn."""
-    harness: DaemonHarness = make_daemon(CONVERSATION)
-    return harness
+    return make_daemon(CONVERSATION)
 
 
 @pytest.fixture
-def client(daemon: DaemonHarness):
+def client(daemon: DaemonHarness) -> Iterator[RpcClient]:
     """A connection with no read timeout cap beyond the daemon's own."""
     with daemon.client(timeout=60.0) as conn:
         yield conn
@@ -85,7 +92,7 @@ def test_conversation_actions_and_their_result_shapes(client: RpcClient) -> None
                                                            "bot"]
 
 
-def test_notify_call_speaks_and_hangs_up(make_daemon) -> None:
+def test_notify_call_speaks_and_hangs_up(make_daemon: MakeDaemon) -> None:
     """A notify call returns {callId, initiated} and ends by itself after the message."""
     d = make_daemon(FAST_MOCK + "[outbound]\nnotify_hangup_delay_seconds = 0\n")
     with d.client() as client:
@@ -93,9 +100,12 @@ def test_notify_call_speaks_and_hangs_up(make_daemon) -> None:
                        mode="notify")
         assert set(started) == {"callId", "initiated"}
         call_id = started["callId"]
-        record = wait_for(
-            lambda: (c := tool(client, action="get_status", callId=call_id)["call"])["state"]
-            == "hangup-bot" and c, message="the notify call to hang up")
+
+        def ended() -> dict[str, Any] | None:
+            record: dict[str, Any] = tool(client, action="get_status", callId=call_id)["call"]
+            return record if record["state"] == "hangup-bot" else None
+
+        record = wait_for(ended, message="the notify call to hang up")
     assert record["mode"] == "notify"
     assert [(t["speaker"], t["text"]) for t in record["transcript"]] == [
         ("bot", "Your order has shipped.")]
@@ -155,7 +165,7 @@ def test_actions_on_an_ended_call_are_errors(client: RpcClient) -> None:
                     call_id, "ended")
 
 
-def test_continue_before_the_call_is_answered_is_an_error(make_daemon) -> None:
+def test_continue_before_the_call_is_answered_is_an_error(make_daemon: MakeDaemon) -> None:
     """continue_call while the phone still rings says to wait for the answer."""
     d = make_daemon(FAST_MOCK.replace("answer_delay_ms = 30", "answer_delay_ms = 60000"))
     with d.client() as client:
@@ -166,7 +176,7 @@ def test_continue_before_the_call_is_answered_is_an_error(make_daemon) -> None:
         assert tool(client, action="end_call", callId=call_id) == {"success": True}
 
 
-def test_continue_times_out_when_the_caller_says_nothing(make_daemon) -> None:
+def test_continue_times_out_when_the_caller_says_nothing(make_daemon: MakeDaemon) -> None:
     """With no reply within transcript_timeout_ms, continue_call is an {error}; the call lives."""
     d = make_daemon("transcript_timeout_ms = 300\n" + FAST_MOCK)
     with d.client() as client:
@@ -179,7 +189,7 @@ def test_continue_times_out_when_the_caller_says_nothing(make_daemon) -> None:
         assert tool(client, action="end_call", callId=call_id) == {"success": True}
 
 
-def test_the_concurrent_call_limit_is_an_error(make_daemon) -> None:
+def test_the_concurrent_call_limit_is_an_error(make_daemon: MakeDaemon) -> None:
     """A call over max_concurrent_calls is refused with an {error} naming the limit."""
     d = make_daemon("max_concurrent_calls = 1\n" + FAST_MOCK)
     with d.client() as client:
@@ -188,3 +198,23 @@ def test_the_concurrent_call_limit_is_an_error(make_daemon) -> None:
                       mode="conversation")
         assert is_error(second, "max_concurrent_calls"), second
         assert tool(client, action="end_call", callId=first["callId"]) == {"success": True}
+
+
+def test_skill_front_matter_names_the_skill() -> None:
+    """SKILL.md opens with front matter holding `name: voice-call` and a description."""
+    text = SKILL.read_text()
+    match = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert match is not None, "SKILL.md must start with --- front matter ---"
+    fields = dict(line.split(": ", 1) for line in match.group(1).splitlines())
+    assert fields["name"] == "voice-call"
+    assert TOOL_NAME in fields["description"] and len(fields["description"]) > 80
+
+
+def test_skill_examples_are_valid_tool_calls() -> None:
+    """Every JSON example in SKILL.md parses, and every tool call in it fits TOOL_SCHEMA."""
+    jsonschema = pytest.importorskip("jsonschema")
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", SKILL.read_text(), re.S)]
+    calls = [b for b in blocks if "action" in b]
+    assert {c["action"] for c in calls} == set(ACTIONS)
+    for arguments in calls:
+        jsonschema.validate(arguments, TOOL_SCHEMA)

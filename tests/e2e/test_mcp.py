@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,6 +32,8 @@ pytestmark = pytest.mark.e2e
 
 CONVERSATION = FAST_MOCK + 'replies = ["Yes, Tuesday works."]\n'
 LIVE_STATES = ("answered", "active", "speaking", "listening")
+
+MakeDaemon = Callable[..., DaemonHarness]
 
 
 @asynccontextmanager
@@ -68,7 +70,7 @@ async def call(session: ClientSession, **arguments: Any) -> dict[str, Any]:
     return result_json(result)
 
 
-async def poll(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+async def poll(predicate: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
     """Await `predicate()` until it returns something truthy (async twin of harness.wait_for)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -91,7 +93,7 @@ async def wait_live(session: ClientSession, call_id: str) -> dict[str, Any]:
     return found
 
 
-async def test_lists_one_tool_with_the_published_schema(make_daemon) -> None:
+async def test_lists_one_tool_with_the_published_schema(make_daemon: MakeDaemon) -> None:
     """tools/list has exactly voice_call, with TOOL_SCHEMA as its input schema."""
     d = make_daemon(FAST_MOCK)
     async with mcp_session(d) as session:
@@ -103,7 +105,7 @@ async def test_lists_one_tool_with_the_published_schema(make_daemon) -> None:
     assert tool.annotations is not None and tool.annotations.open_world_hint is True
 
 
-async def test_conversation_call_through_the_tool(make_daemon) -> None:
+async def test_conversation_call_through_the_tool(make_daemon: MakeDaemon) -> None:
     """initiate_call, get_status, continue_call, speak_to_user and end_call, as an agent would."""
     d = make_daemon(CONVERSATION)
     async with mcp_session(d) as session:
@@ -130,7 +132,7 @@ async def test_conversation_call_through_the_tool(make_daemon) -> None:
                     ("user", "Yes, Tuesday works."), ("bot", "Great, see you then.")]
 
 
-async def test_bad_calls_return_error_results_and_the_server_keeps_serving(make_daemon) -> None:
+async def test_bad_calls_return_error_results_and_the_server_keeps_serving(make_daemon: MakeDaemon) -> None:
     """Mistakes come back as {error} tool results flagged isError; the session stays usable."""
     d = make_daemon(FAST_MOCK)
     async with mcp_session(d) as session:
@@ -150,7 +152,7 @@ async def test_bad_calls_return_error_results_and_the_server_keeps_serving(make_
         assert [t.name for t in (await session.list_tools()).tools] == [TOOL_NAME]
 
 
-async def test_call_resources(make_daemon) -> None:
+async def test_call_resources(make_daemon: MakeDaemon) -> None:
     """voicecall://calls/active lists live calls; voicecall://calls/{id} is one record."""
     d = make_daemon(CONVERSATION)
     async with mcp_session(d) as session:
@@ -186,7 +188,7 @@ async def test_call_resources(make_daemon) -> None:
             await read("voicecall://elsewhere")
 
 
-async def test_autostarts_the_daemon_on_the_first_tool_call(make_daemon) -> None:
+async def test_autostarts_the_daemon_on_the_first_tool_call(make_daemon: MakeDaemon) -> None:
     """With no daemon running, the first request starts one on the configured socket."""
     d = make_daemon(FAST_MOCK, start=False)
     assert not d.socket.exists()
@@ -199,7 +201,7 @@ async def test_autostarts_the_daemon_on_the_first_tool_call(make_daemon) -> None
         _stop_autostarted(d, pid)
 
 
-async def test_no_autostart_reports_an_unreachable_daemon_as_an_error_result(make_daemon) -> None:
+async def test_no_autostart_reports_an_unreachable_daemon_as_an_error_result(make_daemon: MakeDaemon) -> None:
     """--no-autostart with no daemon: the tool answers {error}, and nothing is started."""
     d = make_daemon(FAST_MOCK, start=False)
     async with mcp_session(d, "--no-autostart") as session:
@@ -210,7 +212,7 @@ async def test_no_autostart_reports_an_unreachable_daemon_as_an_error_result(mak
     assert not d.socket.exists()
 
 
-def test_print_schema_prints_the_tool_and_starts_nothing(make_daemon) -> None:
+def test_print_schema_prints_the_tool_and_starts_nothing(make_daemon: MakeDaemon) -> None:
     """`mcp --print-schema` prints name, description and inputSchema, with no daemon."""
     d = make_daemon(FAST_MOCK, start=False)
     done = d.cli("mcp", "--print-schema")

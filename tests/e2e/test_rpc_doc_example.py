@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from daemon.rpc import protocol
 from tests.harness import REPO, DaemonHarness
 
 pytestmark = pytest.mark.e2e
+
+MakeDaemon = Callable[..., DaemonHarness]
 
 DOC = REPO / "docs" / "rpc.md"
 MARKER = "<!-- example: rpc-client"
@@ -51,9 +54,9 @@ def test_the_example_is_about_twenty_lines() -> None:
     assert 15 <= len(lines) <= 22, len(lines)
 
 
-def test_the_example_places_a_call_and_prints_its_events(make_daemon) -> None:
+def test_the_example_places_a_call_and_prints_its_events(make_daemon: MakeDaemon) -> None:
     """Run the doc's client against a mock daemon: it prints the call, the tail reply, events."""
-    d: DaemonHarness = make_daemon(CONFIG)
+    d = make_daemon(CONFIG)
     done = subprocess.run([sys.executable, "-c", example_code()],
                           env={**d.env, "VOICECALL_SOCKET": str(d.socket)}, cwd=d.home,
                           capture_output=True, text=True, timeout=60, check=False)

@@ -1,0 +1,394 @@
+"""A local Telnyx: Call Control v2 REST plus Ed25519-signed webhooks, on 127.0.0.1:0.
+
+It speaks Telnyx's wire format (`/v2/calls`, `/v2/calls/{id}/actions/{action}`,
+`GET /v2/calls/{id}`; webhooks `{"data":{"id","event_type","payload"},"meta"}` signed with
+`telnyx-signature-ed25519` over `f"{timestamp}|{body}"`) and plays the carrier: it answers, speaks
+(`call.speak.started`/`ended`), transcribes the caller (`call.transcription` from `replies`), and
+hangs up with a chosen cause. Tests script it: `inbound()`, `caller_says()`, `caller_hangup()`,
+`resend()` (a Telnyx retry: same event id, fresh signature), `replay()` (byte-identical), and
+`hold`/`release()` for out-of-order delivery. Every REST request is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from nacl.signing import SigningKey
+
+from tests.fakes._server import FakeServer
+
+API_KEY = "KEYtest-telnyx-0001"
+CONNECTION_ID = "1494404757140276705"
+
+
+@dataclass
+class SimCall:
+    """One call leg as the simulated Telnyx sees it."""
+
+    call_control_id: str
+    direction: str  # "incoming" | "outgoing"
+    from_: str
+    to: str
+    webhook_url: str
+    client_state: str | None = None
+    answered: bool = False
+    ended: bool = False
+    transcribing: bool = False
+    spoken: list[str] = field(default_factory=list)
+    dtmf: list[str] = field(default_factory=list)
+    commands: set[str] = field(default_factory=set)
+    leg_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass
+class Recorded:
+    """One REST request."""
+
+    method: str
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+@dataclass
+class Delivery:
+    """One webhook POST and our daemon's answer."""
+
+    event_type: str
+    event_id: str
+    body: bytes
+    headers: dict[str, str]
+    url: str
+    status: int = 0
+    reply: bytes = b""
+
+
+class TelnyxSimulator(FakeServer):
+    """`api_base_url` is `origin + "/v2"`; `public_key` goes into `telnyx.public_key`."""
+
+    def __init__(self, api_key: str = API_KEY) -> None:
+        self.api_key = api_key
+        self.signing_key = SigningKey.generate()
+        self.public_key = base64.b64encode(bytes(self.signing_key.verify_key)).decode()
+        self.requests: list[Recorded] = []
+        self.calls: dict[str, SimCall] = {}
+        self.deliveries: list[Delivery] = []
+        self.answer_delay = 0.05
+        self.outcome: str | None = None
+        """None answers outbound calls; a hangup cause (`user_busy`) ends them unanswered."""
+        self.replies: list[str] = []
+        """What the caller says, one per listening turn, after our prompt ends."""
+        self.speak_seconds = 0.05
+        self.status_error: int | None = None
+        """When set, `GET /calls/{id}` answers this HTTP status."""
+        self.hold = False
+        """When True, webhooks are queued in `held` instead of sent (see `release`)."""
+        self.held: list[tuple[SimCall, str, dict[str, Any]]] = []
+        self.clock_offset = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._ids = itertools.count(1)
+        super().__init__()
+
+    @property
+    def api_base_url(self) -> str:
+        """What `telnyx.api_base_url` must be."""
+        return f"{self.origin}/v2"
+
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_post("/v2/calls", self._dial)
+        app.router.add_post("/v2/calls/{id}/actions/{action}", self._action)
+        app.router.add_get("/v2/calls/{id}", self._status)
+
+    async def start(self) -> None:
+        """Listen, and open the client that delivers webhooks."""
+        await super().start()
+        self._session = aiohttp.ClientSession()
+
+    async def _before_close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ REST
+
+    @staticmethod
+    def _error(status: int, code: str, title: str) -> web.Response:
+        return web.json_response({"errors": [{"code": code, "title": title,
+                                              "detail": title}]}, status=status)
+
+    async def _authorised(self, request: web.Request) -> dict[str, Any] | web.Response:
+        body: dict[str, Any] = {}
+        if request.can_read_body:
+            body = await request.json()
+        self.requests.append(Recorded(request.method, request.path, body, dict(request.headers)))
+        await self.notify()
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._error(401, "10009", "Authentication failed")
+        return body
+
+    def commands(self, action: str) -> list[Recorded]:
+        """The recorded REST requests of one action (`speak`, `hangup`, ...) or `dial`."""
+        if action == "dial":
+            return [r for r in self.requests if r.path == "/v2/calls"]
+        return [r for r in self.requests if r.path.endswith(f"/actions/{action}")]
+
+    async def _dial(self, request: web.Request) -> web.Response:
+        body = await self._authorised(request)
+        if isinstance(body, web.Response):
+            return body
+        for key in ("connection_id", "to", "from", "webhook_url"):
+            if not body.get(key):
+                return self._error(422, "10032", f"{key} is required")
+        call = SimCall(f"v3:{uuid.uuid4().hex}", "outgoing", body["from"], body["to"],
+                       body["webhook_url"], client_state=body.get("client_state"))
+        self.calls[call.call_control_id] = call
+        self._spawn(self._outbound_flow(call))
+        return web.json_response({"data": {
+            "call_control_id": call.call_control_id, "call_leg_id": call.leg_id,
+            "call_session_id": call.session_id, "is_alive": False, "record_type": "call",
+        }})
+
+    async def _outbound_flow(self, call: SimCall) -> None:
+        await self.send(call, "call.initiated", {"state": "bridging"})
+        await asyncio.sleep(self.answer_delay)
+        if call.ended:
+            return
+        if self.outcome is None:
+            call.answered = True
+            await self.send(call, "call.answered", {"state": "answered"})
+        else:
+            await self._end(call, self.outcome, "callee")
+
+    async def _action(self, request: web.Request) -> web.Response:
+        body = await self._authorised(request)
+        if isinstance(body, web.Response):
+            return body
+        call = self.calls.get(request.match_info["id"])
+        if call is None:
+            return self._error(404, "10005", "Resource not found")
+        if call.ended:
+            return self._error(422, "90018", "Call has already ended")
+        command_id = body.get("command_id")
+        if command_id and command_id in call.commands:
+            return web.json_response({"data": {"result": "ok"}})  # Telnyx ignores repeats
+        if command_id:
+            call.commands.add(command_id)
+        if body.get("client_state"):
+            call.client_state = body["client_state"]
+        action = request.match_info["action"]
+        handler = {
+            "answer": self._answer, "speak": self._speak, "hangup": self._hangup,
+            "reject": self._reject, "send_dtmf": self._dtmf,
+            "transcription_start": self._transcription_start,
+            "transcription_stop": self._transcription_stop,
+        }.get(action)
+        if handler is None:
+            return self._error(422, "10015", f"unsupported action {action}")
+        return await handler(call, body)
+
+    @staticmethod
+    def _ok() -> web.Response:
+        return web.json_response({"data": {"result": "ok"}})
+
+    async def _answer(self, call: SimCall, body: dict[str, Any]) -> web.Response:
+        if call.direction != "incoming" or call.answered:
+            return self._error(422, "90061", "Call already answered")
+        call.answered = True
+        self._spawn(self.send(call, "call.answered", {"state": "answered"}))
+        return self._ok()
+
+    async def _speak(self, call: SimCall, body: dict[str, Any]) -> web.Response:
+        if not body.get("payload") or not body.get("voice"):
+            return self._error(422, "10032", "payload and voice are required")
+        call.spoken.append(body["payload"])
+        listens = ":turn:" in _decode(body.get("client_state"))
+        self._spawn(self._speak_flow(call, listens))
+        return self._ok()
+
+    async def _speak_flow(self, call: SimCall, listens: bool) -> None:
+        await self.send(call, "call.speak.started", {})
+        await asyncio.sleep(self.speak_seconds)
+        if call.ended:
+            return
+        await self.send(call, "call.speak.ended", {"status": "completed"})
+        if listens and self.replies:
+            try:
+                await self.wait_for(lambda: call.transcribing or call.ended, 2.0)
+            except TimeoutError:
+                return
+            if not call.ended and self.replies:
+                await self.caller_says(call, self.replies.pop(0))
+
+    async def _hangup(self, call: SimCall, body: dict[str, Any]) -> web.Response:
+        self._spawn(self._end(call, "normal_clearing", "caller"))
+        call.ended = True
+        return self._ok()
+
+    async def _reject(self, call: SimCall, body: dict[str, Any]) -> web.Response:
+        self._spawn(self._end(call, "call_rejected", "callee"))
+        call.ended = True
+        return self._ok()
+
+    async def _dtmf(self, call: SimCall, body: dict[str, Any]) -> web.Response:
+        call.dtmf.append(body.get("digits", ""))
+        return self._ok()
+
+    async def _transcription_start(self, call: SimCall, body: dict[str, Any]) -> web.Response:
+        call.transcribing = True
+        await self.notify()
+        return self._ok()
+
+    async def _transcription_stop(self, call: SimCall, body: dict[str, Any]) -> web.Response:
+        call.transcribing = False
+        return self._ok()
+
+    async def _status(self, request: web.Request) -> web.Response:
+        body = await self._authorised(request)
+        if isinstance(body, web.Response):
+            return body
+        if self.status_error is not None:
+            return self._error(self.status_error, "10007", "Unexpected error")
+        call = self.calls.get(request.match_info["id"])
+        if call is None:
+            return self._error(404, "10005", "Resource not found")
+        return web.json_response({"data": {
+            "call_control_id": call.call_control_id, "call_leg_id": call.leg_id,
+            "call_session_id": call.session_id, "is_alive": not call.ended,
+            "call_duration": 1, "record_type": "call",
+        }})
+
+    # ------------------------------------------------------------------ webhooks
+
+    def sign(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        """Telnyx's headers for `body`: Ed25519 over `f"{timestamp}|{body}"`."""
+        ts = str(timestamp if timestamp is not None else int(time.time() + self.clock_offset))
+        signature = self.signing_key.sign(ts.encode() + b"|" + body).signature
+        return {
+            "Content-Type": "application/json",
+            "telnyx-timestamp": ts,
+            "telnyx-signature-ed25519": base64.b64encode(signature).decode(),
+        }
+
+    def event_body(self, call: SimCall, event_type: str, extra: dict[str, Any],
+                   event_id: str | None = None) -> tuple[str, bytes]:
+        """A webhook document for `call` (payload fields plus `extra`)."""
+        eid = event_id or str(uuid.uuid4())
+        payload = {
+            "call_control_id": call.call_control_id, "call_leg_id": call.leg_id,
+            "call_session_id": call.session_id, "connection_id": CONNECTION_ID,
+            "client_state": call.client_state, "direction": call.direction,
+            "from": call.from_, "to": call.to, **extra,
+        }
+        document = {
+            "data": {"record_type": "event", "id": eid, "event_type": event_type,
+                     "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+                     "payload": payload},
+            "meta": {"attempt": 1, "delivered_to": call.webhook_url},
+        }
+        return eid, json.dumps(document).encode()
+
+    async def send(self, call: SimCall, event_type: str, extra: dict[str, Any] | None = None,
+                   *, event_id: str | None = None) -> Delivery | None:
+        """Sign and POST one webhook (or queue it while `hold` is on)."""
+        if self.hold:
+            self.held.append((call, event_type, dict(extra or {}, _event_id=event_id)))
+            await self.notify()
+            return None
+        eid, body = self.event_body(call, event_type, extra or {}, event_id)
+        return await self.post(Delivery(event_type, eid, body, self.sign(body), call.webhook_url))
+
+    async def post(self, delivery: Delivery) -> Delivery:
+        """Deliver (or re-deliver) a webhook and record the daemon's answer."""
+        assert self._session is not None
+        async with self._session.post(delivery.url, data=delivery.body,
+                                      headers=delivery.headers) as response:
+            delivery.status = response.status
+            delivery.reply = await response.read()
+        self.deliveries.append(delivery)
+        await self.notify()
+        return delivery
+
+    async def resend(self, delivery: Delivery) -> Delivery:
+        """A Telnyx retry: the same document (same `data.id`), signed again."""
+        return await self.post(Delivery(delivery.event_type, delivery.event_id, delivery.body,
+                                        self.sign(delivery.body), delivery.url))
+
+    async def replay(self, delivery: Delivery) -> Delivery:
+        """A byte-identical second delivery (same timestamp and signature)."""
+        return await self.post(Delivery(delivery.event_type, delivery.event_id, delivery.body,
+                                        dict(delivery.headers), delivery.url))
+
+    async def release(self, *, reverse: bool = False) -> list[Delivery]:
+        """Stop holding and send what was held, in order or reversed."""
+        self.hold = False
+        held, self.held = self.held, []
+        sent = []
+        for call, event_type, extra in reversed(held) if reverse else held:
+            event_id = extra.pop("_event_id", None)
+            delivery = await self.send(call, event_type, extra, event_id=event_id)
+            if delivery is not None:
+                sent.append(delivery)
+        return sent
+
+    def delivered(self, event_type: str) -> list[Delivery]:
+        """Deliveries of one event type so far."""
+        return [d for d in self.deliveries if d.event_type == event_type]
+
+    # ------------------------------------------------------------------ the caller
+
+    async def inbound(self, from_: str, to: str, webhook_url: str) -> SimCall:
+        """Someone calls our number: `call.initiated` with direction `incoming`."""
+        call = SimCall(f"v3:{uuid.uuid4().hex}", "incoming", from_, to, webhook_url)
+        self.calls[call.call_control_id] = call
+        await self.send(call, "call.initiated", {"state": "parked"})
+        return call
+
+    async def caller_says(self, call: SimCall, text: str, *, is_final: bool = True,
+                          confidence: float = 0.93) -> Delivery | None:
+        """A `call.transcription` of the caller's words (client_state as Telnyx echoes it)."""
+        return await self.send(call, "call.transcription", {"transcription_data": {
+            "transcript": text, "is_final": is_final, "confidence": confidence,
+        }})
+
+    async def caller_hangup(self, call: SimCall, cause: str = "normal_clearing",
+                            source: str = "callee") -> Delivery | None:
+        """The other side hangs up."""
+        return await self._end(call, cause, source)
+
+    async def _end(self, call: SimCall, cause: str, source: str) -> Delivery | None:
+        call.ended = True
+        return await self.send(call, "call.hangup", {
+            "hangup_cause": cause, "hangup_source": source, "sip_hangup_cause": "200",
+        })
+
+    def only_call(self) -> SimCall:
+        """The single call placed so far."""
+        assert len(self.calls) == 1, list(self.calls)
+        return next(iter(self.calls.values()))
+
+
+def _decode(client_state: object) -> str:
+    if not isinstance(client_state, str):
+        return ""
+    try:
+        return base64.b64decode(client_state).decode()
+    except ValueError:
+        return ""
