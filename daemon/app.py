@@ -183,6 +183,7 @@ class Daemon:
             "publicUrl": self.exposure.public_url,
             "streamUrl": self.exposure.stream_url,
             "activeCalls": self.engine.live_count,
+            "tailSubscribers": self.engine.subscriber_count,
             "socket": str(self.paths.socket),
             "store": str(self.store.path),
         }

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 import anyio
 import anyio.to_thread
 import click
-import mcp_types as types
+from mcp import types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
@@ -49,10 +49,11 @@ JSON_MIME = "application/json"
 
 INSTRUCTIONS = (
     "voicecall places real phone calls. Use the voice_call tool: initiate_call (notify speaks "
-    "and hangs up; conversation keeps the line open), then continue_call to speak and hear the "
-    "reply, end_call to hang up, get_status to see a call. Results are JSON; a result with an "
-    "`error` key is a mistake to read and correct, not a crash. Only call people who agreed to "
-    "be called, and confirm the number with the user first. Live calls are readable at "
+    "and hangs up; conversation keeps the line open), get_status until the call is answered, "
+    "then continue_call to speak and hear the reply, end_call to hang up. Results are JSON; a "
+    "result with an `error` key is a mistake to read and correct, not a crash. Only call people "
+    "who agreed to be called, and confirm the number with the user first. Live calls are "
+    "readable at "
     f"{ACTIVE_CALLS_URI}, one call at {CALL_URI_TEMPLATE}."
 )
 

@@ -175,6 +175,11 @@ class CallEngine:
             self._publish(event)
         return event
 
+    @property
+    def subscriber_count(self) -> int:
+        """How many event subscribers (`voicecall tail` clients) are attached."""
+        return len(self._subscribers)
+
     # ------------------------------------------------------------------ queries
 
     @property
@@ -225,8 +230,8 @@ class CallEngine:
             raise InvalidParamsError("message is empty; say what the call should say")
         to_number = to or self.config.to_number
         if not to_number:
-            raise ConfigError("no number to call: pass --to (callId `to`) or set `to_number` in "
-                              "the config")
+            raise ConfigError("no number to call: pass --to (the `to` parameter) or set "
+                              "`to_number` in the config")
         if not E164.match(to_number):
             raise InvalidParamsError(f"to = {to_number!r} is not an E.164 number; "
                                      "use the form +15550001234")
@@ -345,7 +350,18 @@ class CallEngine:
             await self._finish_locked(live, CallState.HANGUP_BOT)
 
     async def _require_connected(self, call_id: str) -> LiveCall:
+        """A connected call; one still ringing is waited for, up to the ring timeout."""
         live = await self._require_live(call_id)
+        if live.record.state in (CallState.INITIATED, CallState.RINGING):
+            try:
+                async with asyncio.timeout(self.config.ring_timeout_seconds + 1):
+                    await live.settled.wait()
+            except TimeoutError:
+                pass
+            if live.record.is_ended:
+                raise CallError(
+                    f"call {live.record.call_id} ended ({live.record.state}) before it was "
+                    "answered", callId=live.record.call_id, state=live.record.state.value)
         if not live.record.is_connected:
             raise CallError(
                 f"call {live.record.call_id} is not connected yet (state {live.record.state}); "
@@ -431,7 +447,7 @@ class CallEngine:
                 stored = await self._record(live, kind, dedupe_key=event.dedupe_key)
                 if stored is not None:
                     self._arm_max_duration(live, float(self.config.max_duration_seconds))
-                    return lambda: self._on_answered(live)
+                    return lambda: self._answered_then_settle(live)
         elif kind is EventType.ACTIVE:
             if can_transition(record.state, CallState.ACTIVE) and record.state not in (
                     _SPEAKING_STATES):
@@ -501,6 +517,7 @@ class CallEngine:
             record.state, record.ended_at, record.end_reason = CallState.ACTIVE, None, None
             return
         live.cancel_timers()
+        live.settled.set()
         if live.waiter is not None and not live.waiter.future.done():
             live.waiter.future.set_exception(
                 CallError(f"call {record.call_id} ended ({state.value}) before the caller "
@@ -514,6 +531,13 @@ class CallEngine:
             await self._finish_locked(live, state)
 
     # ------------------------------------------------------------------ answered / inbound
+
+    async def _answered_then_settle(self, live: LiveCall) -> None:
+        """Speak the opening line, then release operations that waited for the answer."""
+        try:
+            await self._on_answered(live)
+        finally:
+            live.settled.set()
 
     async def _on_answered(self, live: LiveCall) -> None:
         record = live.record

@@ -35,6 +35,8 @@ class LiveCall:
     initial_message: str | None = None
     """What to say once answered (outbound message or inbound greeting)."""
     reaping: bool = False
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the call is answered or has ended (operations wait for it while it rings)."""
 
     def cancel_timers(self) -> None:
         """Stop every timer and background task of this call."""

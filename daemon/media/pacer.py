@@ -42,8 +42,8 @@ class TimerHandle(Protocol):
 class Pacer:
     """Ticks every ``interval`` seconds on an absolute grid while any stream is active."""
 
-    __slots__ = ("_active", "_call_at", "_clock", "_due", "_epoch", "_handle", "_tick_cb",
-                 "interval", "lateness", "ticks")
+    __slots__ = ("_active", "_call_at", "_clock", "_due", "_epoch", "_handle", "_index",
+                 "_tick_cb", "interval", "lateness", "ticks")
 
     def __init__(
         self,
@@ -59,6 +59,7 @@ class Pacer:
         self._active: dict[Paced, None] = {}  # ordered set: streams tick in arrival order
         self._epoch: float | None = None
         self._due = 0.0
+        self._index = 0
         self._handle: TimerHandle | None = None
         self._tick_cb = self.tick
         self.ticks = 0
@@ -92,6 +93,10 @@ class Pacer:
         """Streams currently ticking."""
         return len(self._active)
 
+    def is_active(self, stream: Paced) -> bool:
+        """True while ``stream`` is ticked."""
+        return stream in self._active
+
     def activate(self, stream: Paced) -> None:
         """Tick ``stream`` from now on (until its ``pump`` returns False)."""
         if stream in self._active:
@@ -120,7 +125,9 @@ class Pacer:
         """Arm the next grid point after ``now`` (skipping missed ones after a stall)."""
         if self._epoch is None:
             self._epoch = now
-        index = math.floor((now - self._epoch) / self.interval) + 1
+        # The tick after `now` on the grid; never the one just run (float rounding of now).
+        index = max(self._index + 1, math.floor((now - self._epoch) / self.interval + 1e-9) + 1)
+        self._index = index
         assert self._call_at is not None
         self._due = self._epoch + index * self.interval
         self._handle = self._call_at(self._due, self._tick_cb)
@@ -128,7 +135,9 @@ class Pacer:
     def tick(self) -> None:
         """Pump every active stream once; re-arm while any remains active."""
         self._handle = None
-        now = self.now()
+        # uvloop's clock has millisecond resolution and may fire a timer up to 1 ms before
+        # its due time; the tick stands for its grid point, so never run "before" it.
+        now = max(self.now(), self._due)
         self.ticks += 1
         lateness = self.lateness
         if lateness is not None:

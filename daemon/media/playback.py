@@ -164,10 +164,12 @@ class Playback:
             await self._room.wait()
 
     def _kick(self) -> None:
-        """Send what is due right away (no wait for the next tick), then tick with the rest."""
-        now = self.pacer.now()
-        if self.pump(now):
-            self.pacer.activate(self)
+        """An idle stream sends what is due right away (no wait for the next tick), then
+        ticks with the rest. A ticking stream is left to the tick: pumping it from here would
+        send a frame early and make that tick's interval short and the next one long."""
+        pacer = self.pacer
+        if not pacer.is_active(self) and self.pump(pacer.now()):
+            pacer.activate(self)
 
     # ------------------------------------------------------------------ pacer side
 
@@ -177,7 +179,7 @@ class Playback:
         if queue:
             if self.next_play < now:
                 self.next_play = now  # idle or starved: the clock restarts here
-            horizon = now + self.lead
+            horizon = now + self.lead + 1e-6  # float sums of 0.02 must not lose a frame
             write = self._write
             trace = self.trace
             while queue and self.next_play <= horizon:

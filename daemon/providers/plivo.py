@@ -21,6 +21,7 @@ Call flow:
 
 from __future__ import annotations
 
+import base64
 import logging
 import uuid
 from collections import OrderedDict
@@ -131,9 +132,11 @@ class PlivoProvider:
                 "plivo.auth_id and plivo.auth_token must be set (PLIVO_AUTH_ID / PLIVO_AUTH_TOKEN)"
             )
         self._session = aiohttp.ClientSession(
-            auth=aiohttp.BasicAuth(settings.auth_id, settings.auth_token),
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
-            headers={"User-Agent": "voicecall"},
+            headers={
+                "User-Agent": "voicecall",
+                "Authorization": basic_auth(settings.auth_id, settings.auth_token),
+            },
         )
 
     async def close(self) -> None:
@@ -349,6 +352,12 @@ class PlivoProvider:
     def replay_reply(self, first: WebhookReply | None) -> WebhookReply:
         """Repeat the first answer; without it, an empty `<Response>`."""
         return first or _xml(EMPTY_RESPONSE)
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An HTTP Basic `Authorization` value (aiohttp's `BasicAuth` is deprecated in 3.13)."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 def _xml(text: str) -> WebhookReply:

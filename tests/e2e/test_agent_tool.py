@@ -42,9 +42,9 @@ def is_error(result: dict[str, Any], *fragments: str) -> bool:
 
 def wait_live(client: RpcClient, call_id: str) -> dict[str, Any]:
     """Poll get_status until the call is connected; return the status result."""
-    def live() -> dict[str, Any] | None:
+    def live() -> dict[str, Any]:  # {} (falsy) until connected
         status = tool(client, action="get_status", callId=call_id)
-        return status if status["call"]["state"] in LIVE_STATES else None
+        return status if status["call"]["state"] in LIVE_STATES else {}
 
     found: dict[str, Any] = wait_for(live, message=f"call {call_id} to connect")
     return found
@@ -101,9 +101,9 @@ def test_notify_call_speaks_and_hangs_up(make_daemon: MakeDaemon) -> None:
         assert set(started) == {"callId", "initiated"}
         call_id = started["callId"]
 
-        def ended() -> dict[str, Any] | None:
+        def ended() -> dict[str, Any]:  # {} (falsy) until it hung up
             record: dict[str, Any] = tool(client, action="get_status", callId=call_id)["call"]
-            return record if record["state"] == "hangup-bot" else None
+            return record if record["state"] == "hangup-bot" else {}
 
         record = wait_for(ended, message="the notify call to hang up")
     assert record["mode"] == "notify"
@@ -166,8 +166,9 @@ def test_actions_on_an_ended_call_are_errors(client: RpcClient) -> None:
 
 
 def test_continue_before_the_call_is_answered_is_an_error(make_daemon: MakeDaemon) -> None:
-    """continue_call while the phone still rings says to wait for the answer."""
-    d = make_daemon(FAST_MOCK.replace("answer_delay_ms = 30", "answer_delay_ms = 60000"))
+    """continue_call waits for a ringing call, then says it is not connected after the timeout."""
+    d = make_daemon("ring_timeout_seconds = 1\n"
+                    + FAST_MOCK.replace("answer_delay_ms = 30", "answer_delay_ms = 60000"))
     with d.client() as client:
         call_id = tool(client, action="initiate_call", message="Hi", to=TO,
                        mode="conversation")["callId"]

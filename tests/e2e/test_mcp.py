@@ -18,9 +18,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import mcp_types as types
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession, StdioServerParameters, stdio_client, types
 from mcp.shared.exceptions import MCPError
 
 from daemon.rpc.client import DaemonUnreachableError
@@ -70,7 +69,8 @@ async def call(session: ClientSession, **arguments: Any) -> dict[str, Any]:
     return result_json(result)
 
 
-async def poll(predicate: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
+async def poll(predicate: Callable[[], Awaitable[Any]], timeout: float = 10.0,
+               what: str = "condition") -> Any:
     """Await `predicate()` until it returns something truthy (async twin of harness.wait_for)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -132,7 +132,8 @@ async def test_conversation_call_through_the_tool(make_daemon: MakeDaemon) -> No
                     ("user", "Yes, Tuesday works."), ("bot", "Great, see you then.")]
 
 
-async def test_bad_calls_return_error_results_and_the_server_keeps_serving(make_daemon: MakeDaemon) -> None:
+async def test_bad_calls_return_error_results_and_the_server_keeps_serving(
+        make_daemon: MakeDaemon) -> None:
     """Mistakes come back as {error} tool results flagged isError; the session stays usable."""
     d = make_daemon(FAST_MOCK)
     async with mcp_session(d) as session:
@@ -201,7 +202,8 @@ async def test_autostarts_the_daemon_on_the_first_tool_call(make_daemon: MakeDae
         _stop_autostarted(d, pid)
 
 
-async def test_no_autostart_reports_an_unreachable_daemon_as_an_error_result(make_daemon: MakeDaemon) -> None:
+async def test_no_autostart_reports_an_unreachable_daemon_as_an_error_result(
+        make_daemon: MakeDaemon) -> None:
     """--no-autostart with no daemon: the tool answers {error}, and nothing is started."""
     d = make_daemon(FAST_MOCK, start=False)
     async with mcp_session(d, "--no-autostart") as session:

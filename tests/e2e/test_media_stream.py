@@ -7,17 +7,23 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
+import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 
+from daemon.app import Daemon
 from daemon.config.model import Config, OpenAITtsConfig, StreamingConfig, TtsConfig
 from daemon.engine.record import CallRecord
-from daemon.events import CallMode, Direction, ProviderEvent
+from daemon.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.exposure import Exposure
+from daemon.media.hub import MediaHub
+from daemon.media.server import install_media
+from tests.fakes.openai import API_KEY, FakeOpenAI
 
 
 async def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
@@ -144,17 +150,6 @@ class TwilioPeer:
                          "stop": {"accountSid": "AC1", "callSid": "CA1"}})
 
 
-from collections.abc import AsyncIterator, Awaitable
-from typing import cast
-
-import pytest
-from aiohttp.test_utils import TestClient
-
-from daemon.app import Daemon
-from daemon.events import CallMode, Direction, EventType
-from daemon.media.hub import MediaHub
-from daemon.media.server import install_media
-from tests.fakes.openai import API_KEY, FakeOpenAI
 
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -341,8 +336,6 @@ async def test_outbound_greeting_is_not_interrupted(build: Any, openai: FakeOpen
 
 async def test_twilio_upgrade_signature(openai: FakeOpenAI, aiohttp_client: MakeClient) -> None:
     """With the twilio provider the upgrade must carry a valid X-Twilio-Signature (401 if not)."""
-    from dataclasses import replace
-
     from daemon.config.model import TwilioConfig
     from daemon.webhooks.security import TwilioVerifier
 

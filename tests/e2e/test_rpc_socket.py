@@ -73,13 +73,22 @@ def test_application_error_codes(make_daemon) -> None:
     assert _code(d, "mock.inbound", {"from": 12}) == RpcCode.INVALID_PARAMS
 
 
-def test_not_connected_yet_is_a_state_error(make_daemon) -> None:
-    """Speaking on a call that is still ringing is refused with -32002."""
-    d = make_daemon("[serve]\nport = 0\n[mock]\nanswer_delay_ms = 5000\n")
-    call = d.rpc("voicecall.initiate", {"message": "hi", "to": "+15550001234",
+def test_operations_wait_for_a_ringing_call(make_daemon) -> None:
+    """continue right after initiate waits for the answer; a call that never connects is -32002."""
+    d = make_daemon("[serve]\nport = 0\n[mock]\nanswer_delay_ms = 400\nreplies = [\"Hi!\"]\n")
+    call = d.rpc("voicecall.initiate", {"message": "hello", "to": "+15550001234",
                                         "mode": "conversation"})
-    assert _code(d, "voicecall.speak", {"callId": call["callId"], "message": "x"}) == \
-        RpcCode.INVALID_CALL_STATE
+    assert d.rpc("voicecall.continue", {"callId": call["callId"], "message": "Hello?"}) == {
+        "success": True, "transcript": "Hi!"}
+    d.write_config("[serve]\nport = 0\n[mock]\nanswer_delay_ms = 300\noutcome = \"busy\"\n")
+    d.stop()
+    d.start()
+    busy = d.rpc("voicecall.initiate", {"message": "hello", "to": "+15550001234",
+                                        "mode": "conversation"})
+    with pytest.raises(RpcRemoteError) as info:
+        d.rpc("voicecall.speak", {"callId": busy["callId"], "message": "x"})
+    assert info.value.code == RpcCode.INVALID_CALL_STATE
+    assert "busy" in info.value.message and "before it was answered" in info.value.message
 
 
 def test_batches_notifications_and_the_size_cap(make_daemon) -> None:

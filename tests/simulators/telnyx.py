@@ -131,8 +131,9 @@ class TelnyxSimulator(FakeServer):
 
     @staticmethod
     def _error(status: int, code: str, title: str) -> web.Response:
-        return web.json_response({"errors": [{"code": code, "title": title,
-                                              "detail": title}]}, status=status)
+        return web.json_response(
+            {"errors": [{"code": code, "title": title, "detail": title}]}, status=status
+        )
 
     async def _authorised(self, request: web.Request) -> dict[str, Any] | web.Response:
         body: dict[str, Any] = {}
@@ -157,14 +158,27 @@ class TelnyxSimulator(FakeServer):
         for key in ("connection_id", "to", "from", "webhook_url"):
             if not body.get(key):
                 return self._error(422, "10032", f"{key} is required")
-        call = SimCall(f"v3:{uuid.uuid4().hex}", "outgoing", body["from"], body["to"],
-                       body["webhook_url"], client_state=body.get("client_state"))
+        call = SimCall(
+            f"v3:{uuid.uuid4().hex}",
+            "outgoing",
+            body["from"],
+            body["to"],
+            body["webhook_url"],
+            client_state=body.get("client_state"),
+        )
         self.calls[call.call_control_id] = call
         self._spawn(self._outbound_flow(call))
-        return web.json_response({"data": {
-            "call_control_id": call.call_control_id, "call_leg_id": call.leg_id,
-            "call_session_id": call.session_id, "is_alive": False, "record_type": "call",
-        }})
+        return web.json_response(
+            {
+                "data": {
+                    "call_control_id": call.call_control_id,
+                    "call_leg_id": call.leg_id,
+                    "call_session_id": call.session_id,
+                    "is_alive": False,
+                    "record_type": "call",
+                }
+            }
+        )
 
     async def _outbound_flow(self, call: SimCall) -> None:
         await self.send(call, "call.initiated", {"state": "bridging"})
@@ -195,8 +209,11 @@ class TelnyxSimulator(FakeServer):
             call.client_state = body["client_state"]
         action = request.match_info["action"]
         handler = {
-            "answer": self._answer, "speak": self._speak, "hangup": self._hangup,
-            "reject": self._reject, "send_dtmf": self._dtmf,
+            "answer": self._answer,
+            "speak": self._speak,
+            "hangup": self._hangup,
+            "reject": self._reject,
+            "send_dtmf": self._dtmf,
             "transcription_start": self._transcription_start,
             "transcription_stop": self._transcription_stop,
         }.get(action)
@@ -269,11 +286,18 @@ class TelnyxSimulator(FakeServer):
         call = self.calls.get(request.match_info["id"])
         if call is None:
             return self._error(404, "10005", "Resource not found")
-        return web.json_response({"data": {
-            "call_control_id": call.call_control_id, "call_leg_id": call.leg_id,
-            "call_session_id": call.session_id, "is_alive": not call.ended,
-            "call_duration": 1, "record_type": "call",
-        }})
+        return web.json_response(
+            {
+                "data": {
+                    "call_control_id": call.call_control_id,
+                    "call_leg_id": call.leg_id,
+                    "call_session_id": call.session_id,
+                    "is_alive": not call.ended,
+                    "call_duration": 1,
+                    "record_type": "call",
+                }
+            }
+        )
 
     # ------------------------------------------------------------------ webhooks
 
@@ -287,26 +311,42 @@ class TelnyxSimulator(FakeServer):
             "telnyx-signature-ed25519": base64.b64encode(signature).decode(),
         }
 
-    def event_body(self, call: SimCall, event_type: str, extra: dict[str, Any],
-                   event_id: str | None = None) -> tuple[str, bytes]:
+    def event_body(
+        self, call: SimCall, event_type: str, extra: dict[str, Any], event_id: str | None = None
+    ) -> tuple[str, bytes]:
         """A webhook document for `call` (payload fields plus `extra`)."""
         eid = event_id or str(uuid.uuid4())
         payload = {
-            "call_control_id": call.call_control_id, "call_leg_id": call.leg_id,
-            "call_session_id": call.session_id, "connection_id": CONNECTION_ID,
-            "client_state": call.client_state, "direction": call.direction,
-            "from": call.from_, "to": call.to, **extra,
+            "call_control_id": call.call_control_id,
+            "call_leg_id": call.leg_id,
+            "call_session_id": call.session_id,
+            "connection_id": CONNECTION_ID,
+            "client_state": call.client_state,
+            "direction": call.direction,
+            "from": call.from_,
+            "to": call.to,
+            **extra,
         }
         document = {
-            "data": {"record_type": "event", "id": eid, "event_type": event_type,
-                     "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
-                     "payload": payload},
+            "data": {
+                "record_type": "event",
+                "id": eid,
+                "event_type": event_type,
+                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+                "payload": payload,
+            },
             "meta": {"attempt": 1, "delivered_to": call.webhook_url},
         }
         return eid, json.dumps(document).encode()
 
-    async def send(self, call: SimCall, event_type: str, extra: dict[str, Any] | None = None,
-                   *, event_id: str | None = None) -> Delivery | None:
+    async def send(
+        self,
+        call: SimCall,
+        event_type: str,
+        extra: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> Delivery | None:
         """Sign and POST one webhook (or queue it while `hold` is on)."""
         if self.hold:
             self.held.append((call, event_type, dict(extra or {}, _event_id=event_id)))
@@ -318,8 +358,9 @@ class TelnyxSimulator(FakeServer):
     async def post(self, delivery: Delivery) -> Delivery:
         """Deliver (or re-deliver) a webhook and record the daemon's answer."""
         assert self._session is not None
-        async with self._session.post(delivery.url, data=delivery.body,
-                                      headers=delivery.headers) as response:
+        async with self._session.post(
+            delivery.url, data=delivery.body, headers=delivery.headers
+        ) as response:
             delivery.status = response.status
             delivery.reply = await response.read()
         self.deliveries.append(delivery)
@@ -327,14 +368,33 @@ class TelnyxSimulator(FakeServer):
         return delivery
 
     async def resend(self, delivery: Delivery) -> Delivery:
-        """A Telnyx retry: the same document (same `data.id`), signed again."""
-        return await self.post(Delivery(delivery.event_type, delivery.event_id, delivery.body,
-                                        self.sign(delivery.body), delivery.url))
+        """A Telnyx retry: the same document (same `data.id`), signed again a second later.
+
+        Ed25519 is deterministic, so a retry within the same second would carry the very same
+        signature and be caught as a replay; the later timestamp makes it a new delivery.
+        """
+        ts = int(delivery.headers["telnyx-timestamp"]) + 1
+        return await self.post(
+            Delivery(
+                delivery.event_type,
+                delivery.event_id,
+                delivery.body,
+                self.sign(delivery.body, ts),
+                delivery.url,
+            )
+        )
 
     async def replay(self, delivery: Delivery) -> Delivery:
         """A byte-identical second delivery (same timestamp and signature)."""
-        return await self.post(Delivery(delivery.event_type, delivery.event_id, delivery.body,
-                                        dict(delivery.headers), delivery.url))
+        return await self.post(
+            Delivery(
+                delivery.event_type,
+                delivery.event_id,
+                delivery.body,
+                dict(delivery.headers),
+                delivery.url,
+            )
+        )
 
     async def release(self, *, reverse: bool = False) -> list[Delivery]:
         """Stop holding and send what was held, in order or reversed."""
@@ -361,23 +421,39 @@ class TelnyxSimulator(FakeServer):
         await self.send(call, "call.initiated", {"state": "parked"})
         return call
 
-    async def caller_says(self, call: SimCall, text: str, *, is_final: bool = True,
-                          confidence: float = 0.93) -> Delivery | None:
+    async def caller_says(
+        self, call: SimCall, text: str, *, is_final: bool = True, confidence: float = 0.93
+    ) -> Delivery | None:
         """A `call.transcription` of the caller's words (client_state as Telnyx echoes it)."""
-        return await self.send(call, "call.transcription", {"transcription_data": {
-            "transcript": text, "is_final": is_final, "confidence": confidence,
-        }})
+        return await self.send(
+            call,
+            "call.transcription",
+            {
+                "transcription_data": {
+                    "transcript": text,
+                    "is_final": is_final,
+                    "confidence": confidence,
+                }
+            },
+        )
 
-    async def caller_hangup(self, call: SimCall, cause: str = "normal_clearing",
-                            source: str = "callee") -> Delivery | None:
+    async def caller_hangup(
+        self, call: SimCall, cause: str = "normal_clearing", source: str = "callee"
+    ) -> Delivery | None:
         """The other side hangs up."""
         return await self._end(call, cause, source)
 
     async def _end(self, call: SimCall, cause: str, source: str) -> Delivery | None:
         call.ended = True
-        return await self.send(call, "call.hangup", {
-            "hangup_cause": cause, "hangup_source": source, "sip_hangup_cause": "200",
-        })
+        return await self.send(
+            call,
+            "call.hangup",
+            {
+                "hangup_cause": cause,
+                "hangup_source": source,
+                "sip_hangup_cause": "200",
+            },
+        )
 
     def only_call(self) -> SimCall:
         """The single call placed so far."""

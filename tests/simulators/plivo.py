@@ -1,0 +1,488 @@
+"""A local Plivo: Voice API REST (Basic auth) plus a Plivo XML interpreter, on 127.0.0.1:0.
+
+Like Plivo it rings (`ring_url`), answers by fetching `answer_url`, runs the XML it gets back
+(`<Speak>`, `<Wait>`, `<GetInput inputType="speech">`, `<Redirect>`, `<Hangup>`), posts speech
+results to the GetInput `action` and runs that answer, fetches the `aleg_url` of a transfer
+(`POST /Call/{uuid}/ legs=aleg`), and reports the end on `hangup_url`. Every request it makes is
+form-encoded and signed with `X-Plivo-Signature-V3` and a nonce, computed with the plivo SDK's
+own `plivo.utils.signature_v3` helpers. Tests script the caller: `replies` (one per GetInput),
+`caller_says()`, `caller_hangup()`, `inbound()`, `outcome` (busy, no-answer, failed), and
+`replay()` re-sends a delivery byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
+
+from daemon.providers.plivo import basic_auth
+from tests.fakes._server import FakeServer
+
+AUTH_ID = "MAZDQ1ZJIYMDZKMMZKYM"
+AUTH_TOKEN = "ZDU3YjU0ZjBkM2NmYmU3NWY1NjhhOWI3Y2Q5ZjUz"
+
+_OUTCOMES = {
+    "busy": ("busy", "Busy Line", "3000"),
+    "no-answer": ("no-answer", "No Answer", "3010"),
+    "failed": ("failed", "Destination Out Of Service", "2010"),
+}
+
+
+@dataclass
+class SimCall:
+    """One call as the simulated Plivo sees it."""
+
+    call_uuid: str
+    request_uuid: str | None
+    direction: str
+    from_: str
+    to: str
+    answer_url: str
+    hangup_url: str | None
+    ring_url: str | None = None
+    answered: bool = False
+    ended: bool = False
+    end_source: str = ""
+    spoken: list[str] = field(default_factory=list)
+    dtmf: list[str] = field(default_factory=list)
+    documents: list[str] = field(default_factory=list)
+    """Every XML document the call ran, in order."""
+    inbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    listening: bool = False
+    runner: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Recorded:
+    """One REST request."""
+
+    method: str
+    path: str
+    body: dict[str, Any]
+    query: dict[str, str]
+
+
+@dataclass
+class Delivery:
+    """One signed callback and the daemon's answer."""
+
+    url: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    status: int = 0
+    reply: str = ""
+
+
+class PlivoSimulator(FakeServer):
+    """`api_base_url` is `origin + "/v1"`; credentials `AUTH_ID`/`AUTH_TOKEN`."""
+
+    def __init__(self, auth_id: str = AUTH_ID, auth_token: str = AUTH_TOKEN) -> None:
+        self.auth_id = auth_id
+        self.auth_token = auth_token
+        self.requests: list[Recorded] = []
+        self.calls: dict[str, SimCall] = {}
+        self.by_request: dict[str, SimCall] = {}
+        self.deliveries: list[Delivery] = []
+        self.ring_delay = 0.02
+        self.answer_delay = 0.05
+        self.speak_seconds = 0.05
+        self.listen_seconds = 5.0
+        """How long a `<GetInput>` waits for the caller (Plivo: `executionTimeout`)."""
+        self.max_wait_seconds = 30.0
+        """A cap on `<Wait>` so a keep-alive loop still ends in a test."""
+        self.outcome: str | None = None
+        self.replies: list[str] = []
+        self.status_error: int | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        super().__init__()
+
+    @property
+    def api_base_url(self) -> str:
+        """What `plivo.api_base_url` must be."""
+        return f"{self.origin}/v1"
+
+    def _routes(self, app: web.Application) -> None:
+        base = "/v1/Account/{aid}"
+        app.router.add_post(base + "/Call/", self._create)
+        app.router.add_post(base + "/Call/{uuid}/", self._transfer)
+        app.router.add_delete(base + "/Call/{uuid}/", self._delete_call)
+        app.router.add_delete(base + "/Request/{uuid}/", self._delete_request)
+        app.router.add_post(base + "/Call/{uuid}/DTMF/", self._dtmf)
+        app.router.add_get(base + "/Call/{uuid}/", self._get)
+
+    async def start(self) -> None:
+        """Listen, and open the client that calls the webhook."""
+        await super().start()
+        self._session = aiohttp.ClientSession()
+
+    async def _before_close(self) -> None:
+        for call in self.calls.values():
+            if call.runner is not None:
+                call.runner.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        runners = [c.runner for c in self.calls.values() if c.runner is not None]
+        await asyncio.gather(*self._tasks, *runners, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ REST
+
+    async def _authorised(self, request: web.Request) -> dict[str, Any] | web.Response:
+        body: dict[str, Any] = {}
+        if request.can_read_body:
+            body = await request.json()
+        self.requests.append(Recorded(request.method, request.path, body, dict(request.query)))
+        await self.notify()
+        auth = basic_auth(self.auth_id, self.auth_token)
+        if request.headers.get("Authorization") != auth or request.match_info["aid"] != (
+            self.auth_id
+        ):
+            return web.json_response(
+                {"api_id": str(uuid.uuid4()), "error": "Authentication failed"}, status=401
+            )
+        return body
+
+    def recorded(self, method: str, suffix: str) -> list[Recorded]:
+        """REST requests by method whose path ends with `suffix` (e.g. `/DTMF/`)."""
+        return [r for r in self.requests if r.method == method and r.path.endswith(suffix)]
+
+    @staticmethod
+    def _not_found() -> web.Response:
+        return web.json_response({"api_id": str(uuid.uuid4()), "error": "not found"}, status=404)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = await self._authorised(request)
+        if isinstance(body, web.Response):
+            return body
+        for key in ("from", "to", "answer_url"):
+            if not body.get(key):
+                return web.json_response({"error": f"{key} is required"}, status=400)
+        request_uuid = str(uuid.uuid4())
+        call = SimCall(
+            str(uuid.uuid4()),
+            request_uuid,
+            "outbound",
+            body["from"],
+            body["to"],
+            body["answer_url"],
+            body.get("hangup_url"),
+            ring_url=body.get("ring_url"),
+        )
+        self.by_request[request_uuid] = call
+        self._spawn(self._outbound(call))
+        return web.json_response(
+            {"api_id": str(uuid.uuid4()), "message": "call fired", "request_uuid": request_uuid},
+            status=201,
+        )
+
+    async def _outbound(self, call: SimCall) -> None:
+        await asyncio.sleep(self.ring_delay)
+        if call.ended:
+            return
+        self.calls[call.call_uuid] = call
+        if call.ring_url:
+            await self.callback(call, call.ring_url, {"CallStatus": "ringing", "Event": "Ring"})
+        await asyncio.sleep(self.answer_delay)
+        if call.ended:
+            return
+        if self.outcome in _OUTCOMES:
+            status, name, code = _OUTCOMES[self.outcome]
+            await self._end(call, status, "Callee", name, code)
+            return
+        call.answered = True
+        call.runner = asyncio.get_running_loop().create_task(
+            self._run_from(
+                call, call.answer_url, {"CallStatus": "in-progress", "Event": "StartApp"}
+            )
+        )
+
+    async def _transfer(self, request: web.Request) -> web.Response:
+        body = await self._authorised(request)
+        if isinstance(body, web.Response):
+            return body
+        call = self.calls.get(request.match_info["uuid"])
+        if call is None or call.ended:
+            return self._not_found()
+        if body.get("legs") != "aleg" or not body.get("aleg_url"):
+            return web.json_response({"error": "legs and aleg_url are required"}, status=400)
+        if call.runner is not None:
+            call.runner.cancel()
+        call.runner = asyncio.get_running_loop().create_task(
+            self._run_from(call, body["aleg_url"], {"CallStatus": "in-progress"})
+        )
+        return web.json_response(
+            {"api_id": str(uuid.uuid4()), "message": "call transferred"}, status=202
+        )
+
+    async def _delete_call(self, request: web.Request) -> web.Response:
+        body = await self._authorised(request)
+        if isinstance(body, web.Response):
+            return body
+        call = self.calls.get(request.match_info["uuid"])
+        if call is None or call.ended:
+            return self._not_found()
+        self._stop(call)
+        self._spawn(self._end(call, "completed", "API Request", "Normal Hangup", "4000"))
+        return web.Response(status=204)
+
+    async def _delete_request(self, request: web.Request) -> web.Response:
+        body = await self._authorised(request)
+        if isinstance(body, web.Response):
+            return body
+        call = self.by_request.get(request.match_info["uuid"])
+        if call is None or call.ended or call.answered:
+            return self._not_found()
+        call.ended = True
+        self._spawn(self._end(call, "cancel", "API Request", "Canceled", "1000"))
+        return web.Response(status=204)
+
+    async def _dtmf(self, request: web.Request) -> web.Response:
+        body = await self._authorised(request)
+        if isinstance(body, web.Response):
+            return body
+        call = self.calls.get(request.match_info["uuid"])
+        if call is None or call.ended:
+            return self._not_found()
+        call.dtmf.append(str(body.get("digits", "")))
+        return web.json_response(
+            {"api_id": str(uuid.uuid4()), "message": "digits sent"}, status=202
+        )
+
+    async def _get(self, request: web.Request) -> web.Response:
+        body = await self._authorised(request)
+        if isinstance(body, web.Response):
+            return body
+        if self.status_error is not None:
+            return web.json_response({"error": "internal error"}, status=self.status_error)
+        key = request.match_info["uuid"]
+        call = self.calls.get(key) or self.by_request.get(key)
+        status = request.query.get("status")
+        if call is None:
+            return self._not_found()
+        if status == "live":
+            if call.ended or call.call_uuid not in self.calls:
+                return self._not_found()
+            return web.json_response(
+                {
+                    "call_status": "in-progress" if call.answered else "ringing",
+                    "call_uuid": call.call_uuid,
+                    "direction": call.direction,
+                }
+            )
+        if status == "queued":
+            if call.ended or call.call_uuid in self.calls:
+                return self._not_found()
+            return web.json_response({"call_status": "queued", "request_uuid": call.request_uuid})
+        if not call.ended:
+            return self._not_found()
+        return web.json_response(
+            {
+                "call_uuid": call.call_uuid,
+                "call_state": "ANSWER" if call.answered else "NO_ANSWER",
+                "end_time": "2024-01-01 00:00:00+00:00",
+                "hangup_source": call.end_source,
+            }
+        )
+
+    # ------------------------------------------------------------------ signed callbacks
+
+    def sign(self, url: str, params: dict[str, str], nonce: str | None = None) -> dict[str, str]:
+        """`X-Plivo-Signature-V3` for a POST of `params` to `url` (the SDK's own algorithm)."""
+        nonce = nonce or str(secrets.randbelow(10**20))
+        base = construct_post_url(url, dict(params)).decode()
+        signature = get_signature_v3(self.auth_token.encode(), base, nonce.encode()).decode()
+        return {
+            "X-Plivo-Signature-V3": signature,
+            "X-Plivo-Signature-V3-Nonce": nonce,
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+
+    def _params(self, call: SimCall, extra: dict[str, str]) -> dict[str, str]:
+        params = {
+            "CallUUID": call.call_uuid,
+            "From": call.from_,
+            "To": call.to,
+            "Direction": call.direction,
+            "ALegUUID": call.call_uuid,
+        }
+        if call.request_uuid:
+            params["RequestUUID"] = call.request_uuid
+            params["ALegRequestUUID"] = call.request_uuid
+        params.update(extra)
+        return params
+
+    async def callback(self, call: SimCall, url: str, extra: dict[str, str]) -> Delivery:
+        """POST a signed form callback for `call` and record the answer."""
+        params = self._params(call, extra)
+        return await self.post(Delivery(url, params, self.sign(url, params)))
+
+    async def post(self, delivery: Delivery) -> Delivery:
+        """Send (or re-send) a delivery."""
+        assert self._session is not None
+        async with self._session.post(
+            delivery.url, data=urlencode(delivery.params), headers=delivery.headers
+        ) as response:
+            delivery.status = response.status
+            delivery.reply = await response.text()
+        self.deliveries.append(delivery)
+        await self.notify()
+        return delivery
+
+    async def replay(self, delivery: Delivery) -> Delivery:
+        """The same request again, nonce and signature included."""
+        return await self.post(
+            Delivery(delivery.url, dict(delivery.params), dict(delivery.headers))
+        )
+
+    # ------------------------------------------------------------------ XML interpreter
+
+    async def _run_from(self, call: SimCall, url: str, extra: dict[str, str]) -> None:
+        """Fetch `url` and run the XML, following redirects and GetInput actions."""
+        with contextlib.suppress(asyncio.CancelledError):
+            next_url: str | None = url
+            params = extra
+            while next_url is not None and not call.ended:
+                delivery = await self.callback(call, next_url, params)
+                if delivery.status != 200:
+                    await self._end(call, "completed", "Error", "XML Fetch Error", "6000")
+                    return
+                call.documents.append(delivery.reply)
+                await self.notify()
+                next_url, params = await self._execute(call, delivery.reply)
+            if next_url is None and not call.ended:
+                await self._end(call, "completed", "Plivo", "End Of XML Instructions", "4010")
+
+    async def _execute(self, call: SimCall, document: str) -> tuple[str | None, dict[str, str]]:
+        """Run one document; return where it leads (redirect/action) or (None, {})."""
+        root = ET.fromstring(document)
+        for element in root:
+            if call.ended:
+                return None, {}
+            if element.tag == "Speak":
+                await self._speak(call, element.text or "")
+            elif element.tag == "Wait":
+                length = float(element.get("length", "1"))
+                await asyncio.sleep(min(length, self.max_wait_seconds))
+            elif element.tag == "Hangup":
+                self._spawn(self._end(call, "completed", "Answer XML", "Normal Hangup", "4000"))
+                call.ended = True
+                return None, {}
+            elif element.tag == "Redirect":
+                return (element.text or "").strip(), {"CallStatus": "in-progress"}
+            elif element.tag == "GetInput":
+                heard = await self._get_input(call, element)
+                if heard is not None:
+                    action = element.get("action", "")
+                    params = {
+                        "CallStatus": "in-progress",
+                        "InputType": "speech",
+                        "Speech": heard,
+                        "SpeechConfidenceScore": "0.91",
+                    }
+                    if element.get("redirect", "true") == "true":
+                        return action, params
+                    self._spawn(self.callback(call, action, params))
+        return None, {}
+
+    async def _speak(self, call: SimCall, text: str) -> None:
+        call.spoken.append(text)
+        await self.notify()
+        await asyncio.sleep(self.speak_seconds)
+
+    async def _get_input(self, call: SimCall, element: ET.Element) -> str | None:
+        for child in element:
+            if child.tag == "Speak":
+                await self._speak(call, child.text or "")
+        if element.get("inputType") != "speech":
+            return None
+        if self.replies:
+            return self.replies.pop(0)
+        call.listening = True
+        await self.notify()
+        try:
+            async with asyncio.timeout(self.listen_seconds):
+                return await call.inbox.get()
+        except TimeoutError:
+            return None
+        finally:
+            call.listening = False
+
+    # ------------------------------------------------------------------ the caller
+
+    async def inbound(self, from_: str, to: str, webhook_url: str) -> SimCall:
+        """Someone calls our number; Plivo fetches the application's answer URL."""
+        call = SimCall(
+            str(uuid.uuid4()),
+            None,
+            "inbound",
+            from_,
+            to,
+            webhook_url,
+            webhook_url + ("&" if "?" in webhook_url else "?") + "flow=hangup",
+        )
+        self.calls[call.call_uuid] = call
+        call.answered = True
+        call.runner = asyncio.get_running_loop().create_task(
+            self._run_from(call, webhook_url, {"CallStatus": "ringing", "Event": "StartApp"})
+        )
+        return call
+
+    async def caller_says(self, call: SimCall, text: str) -> None:
+        """The caller speaks; heard by the current (or next) `<GetInput>`."""
+        await call.inbox.put(text)
+
+    async def caller_hangup(self, call: SimCall) -> None:
+        """The person on the phone hangs up."""
+        self._stop(call)
+        source = "Caller" if call.direction == "inbound" else "Callee"
+        await self._end(call, "completed", source, "Normal Hangup", "4000")
+
+    def _stop(self, call: SimCall) -> None:
+        if call.runner is not None and call.runner is not asyncio.current_task():
+            call.runner.cancel()
+
+    async def _end(self, call: SimCall, status: str, source: str, name: str, code: str) -> None:
+        if call.end_source:
+            return
+        call.ended = True
+        call.end_source = source
+        if call.hangup_url:
+            await self.callback(
+                call,
+                call.hangup_url,
+                {
+                    "CallStatus": status,
+                    "Event": "Hangup",
+                    "HangupSource": source,
+                    "HangupCause": name,
+                    "HangupCauseName": name,
+                    "HangupCauseCode": code,
+                    "Duration": "1",
+                    "BillDuration": "60",
+                    "EndTime": time.strftime("%Y-%m-%d %H:%M:%S"),
+                },
+            )
+
+    def only_call(self) -> SimCall:
+        """The single call so far."""
+        calls = {id(c): c for c in [*self.calls.values(), *self.by_request.values()]}
+        assert len(calls) == 1, calls
+        return next(iter(calls.values()))

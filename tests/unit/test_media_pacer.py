@@ -1,0 +1,247 @@
+"""The pacing clock and the per-stream playback queue, driven by a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from daemon.media.pacer import FRAME_SECONDS, Pacer
+from daemon.media.playback import MARK_GRACE_SECONDS, Playback, Segment, SegmentState
+from daemon.media.protocols import TwilioFraming
+
+LEAD = 0.08
+
+
+@dataclass
+class Timer:
+    when: float
+    callback: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass
+class FakeLoop:
+    """A clock and a timer list; `run_next` jumps to the next timer (optionally late)."""
+
+    now: float = 100.0
+    timers: list[Timer] = field(default_factory=list)
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(when, callback)
+        self.timers.append(timer)
+        return timer
+
+    def pending(self) -> list[Timer]:
+        return [t for t in self.timers if not t.cancelled]
+
+    def run_next(self, late: float = 0.0) -> float:
+        timer = min(self.pending(), key=lambda t: t.when)
+        self.timers.remove(timer)
+        self.now = timer.when + late
+        timer.callback()
+        return timer.when
+
+
+@dataclass
+class Wire:
+    """Collects what a playback writes, decoded back to JSON, with the time it was written."""
+
+    loop: FakeLoop
+    sent: list[tuple[float, dict[str, object]]] = field(default_factory=list)
+    accept: bool = True
+
+    def write(self, frame: bytes) -> bool:
+        length = frame[1] & 0x7F
+        body = frame[2:] if length < 126 else frame[4:]
+        self.sent.append((self.loop.now, json.loads(body)))
+        return self.accept
+
+    def events(self, name: str) -> list[tuple[float, dict[str, object]]]:
+        return [(t, m) for t, m in self.sent if m["event"] == name]
+
+
+def make(loop: FakeLoop, capacity: int = 150) -> tuple[Pacer, Playback, Wire, list[Segment]]:
+    pacer = Pacer(clock=loop.time, call_at=loop.call_at)
+    framing = TwilioFraming()
+    framing.decode('{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1"}}')
+    wire = Wire(loop)
+    done: list[Segment] = []
+    playback = Playback(framing, wire.write, pacer, done.append, lead=LEAD, capacity=capacity)
+    return pacer, playback, wire, done
+
+
+def frames(count: int) -> list[bytes]:
+    return [bytes([i % 256]) * 160 for i in range(count)]
+
+
+def test_first_frames_leave_at_once_up_to_the_lead() -> None:
+    """Audio on an idle stream is sent immediately: the frames playing within the lead."""
+    loop = FakeLoop()
+    _, playback, wire, _ = make(loop)
+    segment = Segment("Hello.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(20))
+    # play times now, +20, +40, +60, +80 ms are all within now + 80 ms
+    assert len(wire.events("media")) == int(LEAD / FRAME_SECONDS) + 1
+    assert all(t == loop.now for t, _ in wire.sent)
+
+
+def test_one_frame_per_tick_on_an_absolute_grid() -> None:
+    """After the lead, one frame leaves per tick; late ticks neither drift nor lose frames."""
+    loop = FakeLoop()
+    pacer, playback, wire, _ = make(loop)
+    segment = Segment("Hello.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(100))
+    start = loop.now
+    due = []
+    for n in range(60):
+        due.append(loop.run_next(late=0.007 if n % 3 == 0 else 0.0))
+    # the grid: every tick is due exactly n * 20 ms after the epoch, whatever the lateness
+    assert due == pytest.approx([start + (n + 1) * FRAME_SECONDS for n in range(60)])
+    sent = len(wire.events("media"))
+    assert sent == int(LEAD / FRAME_SECONDS) + 1 + 60
+    # the play clock advanced exactly one frame per frame sent: no drift
+    assert playback.next_play == pytest.approx(start + sent * FRAME_SECONDS)
+    assert pacer.ticks == 60
+
+
+def test_a_stall_shorter_than_the_lead_is_absorbed() -> None:
+    """After a 50 ms stall the tick sends what fell due and the play clock stays continuous."""
+    loop = FakeLoop()
+    _, playback, wire, _ = make(loop)
+    segment = Segment("Hello.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(100))
+    start = loop.now
+    before = len(wire.events("media"))
+    loop.run_next(late=0.05)  # tick due at +20 ms runs at +70 ms
+    assert len(wire.events("media")) - before == 3  # play times +100, +120, +140 ms
+    assert playback.next_play == pytest.approx(start + 8 * FRAME_SECONDS)
+
+
+def test_a_stall_longer_than_the_lead_restarts_the_play_clock() -> None:
+    """The far end ran dry: the clock restarts at now instead of sending audio 'in the past'."""
+    loop = FakeLoop()
+    _, playback, wire, _ = make(loop)
+    segment = Segment("Hello.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(100))
+    loop.run_next(late=0.2)
+    assert playback.next_play - loop.now == pytest.approx(LEAD + FRAME_SECONDS)
+    assert len(wire.events("media")) == 2 * (int(LEAD / FRAME_SECONDS) + 1)
+
+
+def test_mark_follows_the_last_frame_and_its_echo_settles_the_segment() -> None:
+    """The mark follows the segment's last frame; its echo settles it; the clock stops."""
+    loop = FakeLoop()
+    pacer, playback, wire, done = make(loop)
+    segment = Segment("Hello.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(10))
+    playback.end(segment)
+    while not wire.events("mark"):
+        loop.run_next()
+    assert wire.sent[-1][1] == {"event": "mark", "streamSid": "MZ1",
+                                "mark": {"name": segment.mark}}
+    assert len(wire.events("media")) == 10
+    assert playback.busy and not done
+    assert playback.on_mark(segment.mark)
+    assert done == [segment] and segment.state is SegmentState.HEARD
+    assert not playback.on_mark(segment.mark)  # a repeated echo is ignored
+    loop.run_next()
+    assert pacer.active == 0 and loop.pending() == []
+
+
+def test_a_mark_never_echoed_counts_as_heard_after_the_grace() -> None:
+    """A lost mark echo cannot hang wait_idle: it expires after the audio plus a grace."""
+    loop = FakeLoop()
+    _, playback, _, done = make(loop)
+    segment = Segment("Hi.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(3))
+    playback.end(segment)
+    while not done:
+        loop.run_next()
+    assert segment.state is SegmentState.HEARD
+    assert loop.now >= segment.play_end + MARK_GRACE_SECONDS
+
+
+def test_clear_drops_the_queue_and_counts_only_played_frames() -> None:
+    """Barge-in: clear is sent, queued frames are dropped, heard = frames whose time passed."""
+    loop = FakeLoop()
+    pacer, playback, wire, done = make(loop)
+    segment = Segment("one two three four five six seven eight nine ten")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(50))
+    playback.end(segment)
+    start = loop.now
+    for _ in range(10):
+        loop.run_next()
+    cut = playback.clear(loop.now)
+    assert wire.sent[-1][1] == {"event": "clear", "streamSid": "MZ1"}
+    assert cut == [segment] and done == [segment]
+    assert segment.state is SegmentState.CUT
+    assert segment.heard_frames == round((loop.now - start) / FRAME_SECONDS)
+    assert segment.frames_sent > segment.heard_frames  # the lead was sent but not heard
+    assert segment.heard_fraction() == pytest.approx(segment.heard_frames / 50)
+    assert not playback.busy and pacer.active == 0
+    loop.timers.clear()
+    count = len(wire.sent)
+    playback.pump(loop.now + 1)
+    assert len(wire.sent) == count
+
+
+async def test_synthesis_waits_for_room_in_the_queue() -> None:
+    """A full queue makes the producer wait until the pacer drained it below half."""
+    loop = FakeLoop()
+    _, playback, _, _ = make(loop, capacity=20)
+    segment = Segment("Hello.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(40))
+    assert playback.queued >= playback.capacity
+    waiter = asyncio.ensure_future(playback.wait_room())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    while playback.queued >= playback.capacity // 2:
+        loop.run_next()
+    await asyncio.wait_for(waiter, 1)
+
+
+def test_a_failed_write_stops_the_stream() -> None:
+    """When the writer refuses (peer gone or not reading), the queue is dropped."""
+    loop = FakeLoop()
+    pacer, playback, wire, _ = make(loop)
+    wire.accept = False
+    segment = Segment("Hello.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(20))
+    assert len(wire.events("media")) == 1
+    assert playback.queued == 0 and pacer.active == 0
+
+
+def test_recording_keeps_send_and_play_times() -> None:
+    """The benchmark hook records (send time, play time) per frame and tick lateness."""
+    loop = FakeLoop()
+    pacer = Pacer(clock=loop.time, call_at=loop.call_at)
+    pacer.record()
+    framing = TwilioFraming()
+    framing.decode('{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1"}}')
+    wire = Wire(loop)
+    playback = Playback(framing, wire.write, pacer, lambda s: None, lead=LEAD)
+    segment = Segment("Hello.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(10))
+    loop.run_next(late=0.003)
+    assert playback.trace is not None and len(playback.trace) == 2 * 6
+    assert pacer.lateness is not None and list(pacer.lateness) == pytest.approx([0.003])
