@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _support import median, percentile, running_daemon  # noqa: E402
+from _support import median, percentile, running_daemon
 
 
 def _console_script() -> str:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _support import percentile, running_daemon  # noqa: E402
+from _support import percentile, running_daemon
 
-from daemon.rpc.client import RpcClient  # noqa: E402
+from daemon.rpc.client import RpcClient
 
 METHODS = ("daemon.status", "voicecall.status")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import errno
+import functools
 import os
 import socket
 import stat
@@ -250,8 +251,9 @@ def check_secrets(config: Config) -> list[Check]:
 
 # --- exposure -----------------------------------------------------------------------------------
 
+@functools.cache
 def _tailscale_host() -> tuple[str | None, str | None]:
-    """This node's MagicDNS name, or the reason it cannot be had."""
+    """This node's MagicDNS name, or the reason it cannot be had (asked once per run)."""
     from daemon.tunnels.tailscale import read_node
 
     try:
@@ -362,8 +364,9 @@ def check_stream(config: Config) -> Check:
         host = config.tunnel.ngrok_domain or "<ngrok host>"
         return Check("exposure.stream", "OK", f"the ngrok listener carries wss://{host}{path}")
     if config.tailscale.mode in ("serve", "funnel"):
+        host = _tailscale_host()[0] or "<node>"
         return Check("exposure.stream", "OK", f"tailscale {config.tailscale.mode} mounts {path} "
-                                              "too: wss://<node>" + path)
+                                              f"too: wss://{host}{path}")
     return Check("exposure.stream", "FAIL", f"{stream_url_for(config, local)} is not public",
                  f"publish the webhook (see exposure): {THREE_WAYS}")
 

@@ -93,6 +93,19 @@ class Pacer:
         """Streams currently ticking."""
         return len(self._active)
 
+    def align(self, when: float) -> float:
+        """The grid point at or before ``when``.
+
+        A stream (re)starts its play clock on the grid so that every tick finds exactly one of
+        its frames due. A clock started between grid points would put its frames' due times
+        right where ticks land (timers have millisecond resolution and some noise), and such a
+        stream would alternate between two frames in one tick and none in the next.
+        """
+        if self._epoch is None:
+            self._epoch = when
+            return when
+        return self._epoch + math.floor((when - self._epoch) / self.interval + 1e-9) * self.interval
+
     def is_active(self, stream: Paced) -> bool:
         """True while ``stream`` is ticked."""
         return stream in self._active

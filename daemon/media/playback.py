@@ -178,7 +178,7 @@ class Playback:
         queue = self._queue
         if queue:
             if self.next_play < now:
-                self.next_play = now  # idle or starved: the clock restarts here
+                self.next_play = self.pacer.align(now)  # idle or starved: restart on the grid
             horizon = now + self.lead + 1e-6  # float sums of 0.02 must not lose a frame
             write = self._write
             trace = self.trace
