@@ -487,13 +487,16 @@ class CallEngine:
         if waiter is not None and not waiter.future.done():
             data["turnLatencyMs"] = round((now - waiter.started) * 1000, 1)
             data["listenWaitMs"] = round((now - waiter.listen_started) * 1000, 1)
+        saved_metadata = dict(record.metadata)
         record.transcript.append(TranscriptEntry(utc_now(), "user", text))
         if "turnLatencyMs" in data:
             record.metadata["turnCount"] = int(record.metadata.get("turnCount", 0)) + 1
             record.metadata["lastTurnLatencyMs"] = data["turnLatencyMs"]
             record.metadata["lastTurnListenWaitMs"] = data["listenWaitMs"]
         stored = await self._record(live, EventType.SPEECH, data, dedupe_key=event.dedupe_key)
-        if stored is None:
+        if stored is None:  # a retried delivery: undo what it would have added
+            record.transcript.pop()
+            record.metadata = saved_metadata
             return None
         if waiter is not None and not waiter.future.done():
             waiter.future.set_result(text)
@@ -572,10 +575,12 @@ class CallEngine:
         if accepted and len(self._live) >= self.config.max_concurrent_calls:
             accepted, reason = False, "max_concurrent_calls reached"
         live = self._register(record)
+        # An ANSWERED event keeps its dedupe key for its own application below.
+        initiated_key = None if event.type is EventType.ANSWERED else event.dedupe_key
         await self._record(live, EventType.INITIATED,
                            {"direction": "inbound", "from": record.from_number,
                             "to": record.to_number, "accepted": accepted, "reason": reason},
-                           dedupe_key=event.dedupe_key)
+                           dedupe_key=initiated_key)
         if not accepted:
             logger.info("inbound call %s rejected: %s", record.call_id, reason)
             async with live.lock:

@@ -173,13 +173,6 @@ async def test_telnyx_inbound_allowlist_answers_one_caller_and_rejects_another(
     assert rejected[0]["state"] == "hangup-bot"
 
 
-ENGINE_DEDUPE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="daemon/engine/calls.py _on_speech appends the transcript line before the store's "
-    "dedupe check, so a retried call.transcription (same data.id) is added twice in memory",
-)
-
-
 async def test_telnyx_replayed_webhook_changes_nothing(
     sim: TelnyxSimulator, make_daemon: Callable[..., DaemonHarness]
 ) -> None:
@@ -197,7 +190,6 @@ async def test_telnyx_replayed_webhook_changes_nothing(
     assert [t["text"] for t in record["transcript"] if t["speaker"] == "user"] == ["Hello there"]
 
 
-@ENGINE_DEDUPE_BUG
 async def test_telnyx_retried_webhook_with_same_event_id_applies_once(
     sim: TelnyxSimulator, make_daemon: Callable[..., DaemonHarness]
 ) -> None:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from daemon.providers.base import WebhookReply, WebhookRequest
@@ -32,7 +32,7 @@ PATH = "/voice/webhook"
 CAP = WebhookLimits().max_body_bytes
 SPEC_STATUSES = frozenset({200, 401, 404, 405, 413, 429})
 SIGNER = TwilioVerifier(TOKEN)
-SETTINGS = settings(max_examples=80, deadline=None,
+SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -95,6 +95,11 @@ class ThreadedServer:
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+        # Handlers of connections the tests dropped mid-request: end them before the loop closes.
+        leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -141,14 +146,18 @@ def signed_over(target: str, delivered: bytes) -> str | None:
         return None
 
 
-paths = st.one_of(
-    st.sampled_from([PATH, PATH + "/", PATH + "//", PATH + "-evil", "/voice", "/", "//voice/webhook",
-                     PATH + "%2F", "/voice/./webhook", PATH + "/..", "/VOICE/WEBHOOK"]),
+real_paths = st.sampled_from([PATH, PATH + "/"])
+other_paths = st.one_of(
+    st.sampled_from([PATH + "//", PATH + "-evil", "/voice", "/", "//voice/webhook", PATH + "%2F",
+                     "/voice/./webhook", PATH + "/..", "/VOICE/WEBHOOK"]),
     st.text("abcdefghijklmnopqrstuvwxyz0123456789-._~%/", max_size=30).map(lambda p: "/" + p),
 )
+# Mostly the real path, so that the later stages of the pipeline are reached.
+paths = st.integers(0, 9).flatmap(lambda k: real_paths if k < 6 else other_paths)
 queries = st.one_of(st.just(""), st.text("abcxyz0123=&%+", max_size=20).map(lambda q: "?" + q))
-methods = st.sampled_from(["POST", "GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE",
-                           "PROPFIND", "PURGE", "LINK"])
+other_methods = st.sampled_from(["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE",
+                                 "PROPFIND", "PURGE", "LINK"])
+methods = st.integers(0, 1).flatmap(lambda k: st.just("POST") if k else other_methods)
 """Methods the HTTP parser knows; other tokens are refused by aiohttp itself (see below)."""
 header_names = st.text(TOKEN_CHARS, min_size=1, max_size=20).filter(
     lambda n: n.lower() not in FRAMING)
@@ -159,7 +168,8 @@ form_params = st.lists(st.tuples(st.text(max_size=12), st.text(max_size=20)), ma
 @SETTINGS
 @given(method=methods, path=paths, query=queries,
        extra=st.lists(st.tuples(header_names, header_values), max_size=6),
-       signature=st.one_of(st.none(), st.just(""), header_values, st.just("valid")),
+       signature=st.integers(0, 1).flatmap(
+           lambda k: st.just("valid") if k else st.none() | st.just("") | header_values),
        params=form_params, raw=st.one_of(st.none(), st.binary(max_size=512)),
        length=st.sampled_from(["exact", "short", "huge", "none"]))
 def test_every_request_gets_the_predicted_spec_status(
@@ -186,6 +196,7 @@ def test_every_request_gets_the_predicted_spec_status(
     status = send(server.port, method, target, headers, body)
 
     assert status in SPEC_STATUSES, status
+    event(f"status {status}")
     reached = len(server.provider.handled) - before
     if normalize_path(path) != PATH:
         assert status == 404
