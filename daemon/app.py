@@ -20,6 +20,7 @@ from aiohttp import web
 from daemon.engine.calls import CallEngine
 from daemon.errors import ConfigError
 from daemon.exposure import Exposure, ExposureManager
+from daemon.media.hub import MediaHub
 from daemon.paths import Paths
 from daemon.providers.base import ProviderContext
 from daemon.providers.registry import create_provider
@@ -78,6 +79,10 @@ class Daemon:
         await self._start_web()
         await self.exposures.start(self.port)
         self._apply_exposure()
+        hub = self.extras.get("media")
+        if isinstance(hub, MediaHub):
+            hub.on_utterance = lambda call_id, result: self.engine.note_heard(
+                call_id, result.text, result.heard_text)
         self.provider.bind(self.engine.apply, self.context)
         await self.provider.start()
         await self.engine.start()

@@ -611,6 +611,28 @@ class CallEngine:
         if not record.is_ended and reply.strip():
             await self._say(live, reply, self._new_turn(live))
 
+    def note_heard(self, call_id: str, text: str, heard_text: str) -> None:
+        """Barge-in cut an utterance short: keep only what the caller heard in the transcript.
+
+        The media plane reports it once the utterance settled; the bot line recorded at speak
+        time is rewritten (and flagged) so the transcript is what was actually said.
+        """
+        live = self._find_live(call_id)
+        if live is None or heard_text == text:
+            return
+
+        async def _rewrite() -> None:
+            async with live.lock:
+                for entry in reversed(live.record.transcript):
+                    if entry.speaker == "bot" and entry.text == text:
+                        entry.text = heard_text.strip() or "…"
+                        live.record.metadata["interruptedUtterances"] = int(
+                            live.record.metadata.get("interruptedUtterances", 0)) + 1
+                        await self._record(live, None)
+                        return
+
+        self.spawn(_rewrite(), f"heard-{call_id}")
+
     # ------------------------------------------------------------------ timers
 
     def _arm_max_duration(self, live: LiveCall, seconds: float) -> None:

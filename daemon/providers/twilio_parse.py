@@ -126,8 +126,11 @@ def _event(cb: TwilioCallback, kind: EventType, key: str, **fields: object) -> P
     )
 
 
-def to_events(cb: TwilioCallback) -> list[ProviderEvent]:
+def to_events(cb: TwilioCallback, *, bot_hangup: bool = False) -> list[ProviderEvent]:
     """The normalised events of one request (possibly none).
+
+    `bot_hangup` says we hung this call up ourselves: its `completed` status callback may
+    arrive before our REST request returns, and must then still read `hangup-bot`.
 
     Order of precedence, as Twilio puts at most one fact in a request: speech result, digits,
     then the call status. A conversation call's `answered` status callback yields nothing: the
@@ -147,7 +150,7 @@ def to_events(cb: TwilioCallback) -> list[ProviderEvent]:
     status = cb.call_status
     status_key = f"{status}:{cb.sequence}"
     if status in TERMINAL_STATES:
-        state = end_state(status, notify=cb.notify)
+        state = end_state(status, notify=cb.notify or bot_hangup)
         return [_event(cb, EventType.ENDED, status_key, end_state=state)]
     if cb.direction is Direction.INBOUND and cb.call_id is None and not cb.is_status:
         # Twilio's voice request for a call to our number: offer it to the policy, answered.

@@ -70,7 +70,7 @@ class AiohttpTransport(AsyncHttpClient):  # type: ignore[misc]  # the SDK ships 
         data: Mapping[str, object] | None = None,
         headers: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the SDK's AsyncHttpClient interface
         allow_redirects: bool = False,
     ) -> Any:
         """Send one request the SDK built; lists become repeated form values."""

@@ -1,0 +1,486 @@
+"""Twilio Programmable Voice behind the `Provider` protocol (SPEC section 10).
+
+Call flow:
+- notify: `Calls.create(Twiml=<Say/><Pause/><Hangup/>)`. Twilio never fetches anything, the
+  `answered` status callback tells the engine, and `play_and_hangup` has nothing left to send.
+  Its `completed` is our `<Hangup/>`: the status callback URL carries `mode=notify`, so this
+  holds after a restart too (state `hangup-bot`);
+- conversation: `Calls.create(Url=<webhook>?callId=..)`. Twilio fetches the Url on answer; the
+  engine speaks the opening line while that request is handled, and it goes into the reply;
+- inbound: Twilio's voice request is offered to the engine's policy; a rejected caller gets
+  `<Reject/>` in that same reply (never a REST hang-up, so it cannot happen twice), an accepted
+  one the greeting and a `<Gather>`.
+Whatever the engine says *while* we handle a voice request for that call is collected into the
+request's TwiML (a context variable marks the request being answered); anything said later is a
+live update, `Calls(sid).update(twiml=...)`, retried on Twilio error 21220. Every document ends
+with a keep-alive, so the call stays up between turns (see `twilio_twiml`).
+
+Media streams (SPEC 9) are a small separate path, see `_media` and below: with streaming on and
+a TTS engine in the media hub, conversation and inbound calls get `<Connect><Stream>` instead of
+`<Gather>`, and speech goes through the call's media session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from daemon.engine.record import CallRecord
+from daemon.errors import ConfigError, ProviderError, ProviderRequestError
+from daemon.events import CallMode, Direction
+from daemon.providers.base import (
+    DialRequest,
+    EventSink,
+    ProviderContext,
+    RemoteState,
+    RemoteStatus,
+    WebhookReply,
+    WebhookRequest,
+)
+from daemon.providers.twilio_parse import TwilioCallback, end_state, parse_callback, to_events
+from daemon.providers.twilio_rest import TwilioRest
+from daemon.providers.twilio_twiml import (
+    XML_CONTENT_TYPE,
+    Digits,
+    HangUp,
+    Listen,
+    Pause,
+    Reject,
+    Say,
+    Step,
+    Stream,
+    TwimlContext,
+    callback_url,
+    empty_response,
+    map_voice,
+    notify_twiml,
+    render,
+)
+from daemon.webhooks.security import TwilioVerifier, has_signature_headers, parse_form
+
+if TYPE_CHECKING:
+    from daemon.config.model import Config
+
+logger = logging.getLogger(__name__)
+
+STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
+"""Sent as four repeated `StatusCallbackEvent` values: one joined value loses `completed`."""
+REMEMBERED_CALLS = 10_000
+STREAM_WAIT_SECONDS = 15.0
+"""How long speech waits for a call's media stream to start after `<Connect><Stream>`."""
+
+
+# ---------------------------------------------------------------------- media hub surface
+
+
+@runtime_checkable
+class MediaSessionLike(Protocol):
+    """A live media stream of one call (`daemon.media.session.MediaSession`)."""
+
+    async def speak(self, text: str, *, turn_token: str | None = None) -> None:
+        """Queue `text` to be synthesised and streamed."""
+
+    async def wait_idle(self) -> None:
+        """Return once everything queued has been heard."""
+
+
+@runtime_checkable
+class MediaHubLike(Protocol):
+    """The media hub (`context.extras["media"]`) as far as this provider needs it."""
+
+    def issue_token(self, call_id: str, provider_call_id: str | None) -> str:
+        """The call's stream token (`<Parameter name="token">`)."""
+
+    def revoke(self, call_id: str) -> None:
+        """Forget the token of a call that ended."""
+
+    def session(self, call_id: str) -> Any:
+        """The call's live `MediaSessionLike`, or None."""
+
+    async def wait_session(self, call_id: str) -> Any:
+        """The call's session once its stream has started."""
+
+
+# ---------------------------------------------------------------------- the reply being built
+
+
+@dataclass(slots=True)
+class _PendingReply:
+    """The TwiML answer of the voice request being handled, open while its events apply."""
+
+    call_sid: str
+    call_id: str | None
+    steps: list[Step] = field(default_factory=list)
+    listen: str | None = None
+    """The turn token to `<Gather>` for after the steps."""
+    open: bool = True
+    end: Step | None = None
+    """`<Hangup/>`, `<Reject/>` or `<Connect><Stream>`: the last verb; nothing may follow."""
+
+    def serves(self, call: CallRecord) -> bool:
+        if not self.open or self.end is not None:
+            return False
+        if self.call_id is not None and call.call_id == self.call_id:
+            return True
+        return bool(self.call_sid) and call.provider_call_id == self.call_sid
+
+    def document(self) -> list[Step]:
+        if self.end is not None:
+            return [*self.steps, self.end]
+        return [*self.steps, Listen(self.listen)] if self.listen else list(self.steps)
+
+
+_CURRENT_REPLY: ContextVar[_PendingReply | None] = ContextVar("twilio_reply", default=None)
+"""Per-task: the reply under construction. Tasks spawned meanwhile inherit it, hence `open`."""
+
+
+def _xml(text: str) -> WebhookReply:
+    return WebhookReply(200, XML_CONTENT_TYPE, text.encode("utf-8"))
+
+
+class TwilioProvider:
+    """Twilio Programmable Voice behind the `Provider` protocol."""
+
+    name = "twilio"
+
+    def __init__(self) -> None:
+        self._sink: EventSink | None = None
+        self._context: ProviderContext | None = None
+        self._rest: TwilioRest | None = None
+        self._verifier = TwilioVerifier("")
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._rejected: OrderedDict[str, None] = OrderedDict()
+        self._hung_up: OrderedDict[str, None] = OrderedDict()
+        """CallSids we hung up: their `completed` is `hangup-bot`, whichever arrives first."""
+        self._streamed: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def bind(self, sink: EventSink, context: ProviderContext) -> None:
+        """Attach the engine; prepare the HMAC verifier from `twilio.auth_token`."""
+        self._sink = sink
+        self._context = context
+        self._verifier = TwilioVerifier(context.config.twilio.auth_token or "")
+
+    @property
+    def _config(self) -> Config:
+        if self._context is None:
+            raise ConfigError("the twilio provider is not bound to the daemon yet")
+        return self._context.config
+
+    async def start(self) -> None:
+        """Build the SDK client (no request is made)."""
+        settings = self._config.twilio
+        if not settings.account_sid or not settings.auth_token:
+            raise ConfigError(
+                "twilio.account_sid and twilio.auth_token must be set "
+                "(TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN)"
+            )
+        self._rest = TwilioRest(
+            settings.account_sid,
+            settings.auth_token,
+            api_base_url=settings.api_base_url,
+            region=settings.region,
+        )
+
+    async def close(self) -> None:
+        """Stop background speech and close the HTTP session."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._rest is not None:
+            await self._rest.close()
+            self._rest = None
+
+    @property
+    def rest(self) -> TwilioRest:
+        """The REST client (after `start`)."""
+        if self._rest is None:
+            raise ProviderRequestError("the twilio client is not started")
+        return self._rest
+
+    def _ctx(self, call_id: str | None) -> TwimlContext:
+        assert self._context is not None
+        return TwimlContext(
+            self._context.webhook_url, call_id, map_voice(self._config.tts.openai.voice)
+        )
+
+    @staticmethod
+    def _pid(call: CallRecord) -> str:
+        if not call.provider_call_id:
+            raise ProviderRequestError(f"call {call.call_id} has no Twilio CallSid yet")
+        return call.provider_call_id
+
+    def _remember(self, table: OrderedDict[str, None], sid: str | None) -> None:
+        if sid:
+            table[sid] = None
+            while len(table) > REMEMBERED_CALLS:
+                table.popitem(last=False)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        async def guard() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("twilio background task %s failed", name)
+
+        task = asyncio.create_task(guard(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ control plane
+
+    async def place_call(self, request: DialRequest) -> str:
+        """`Calls.create`: inline TwiML for notify, our webhook as `Url` for conversation."""
+        assert self._context is not None
+        webhook = self._context.webhook_url
+        cid = request.call_id
+        params: dict[str, Any] = {
+            "to": request.to_number,
+            "from_": request.from_number,
+            "status_callback": callback_url(
+                webhook, callId=cid, type="status", mode=request.mode.value
+            ),
+            "status_callback_method": "POST",
+            "status_callback_event": list(STATUS_EVENTS),
+            "timeout": request.ring_timeout_seconds,
+            # Twilio's own cap, a safety net should our max-duration timer be lost.
+            "time_limit": self._config.max_duration_seconds + 60,
+        }
+        if request.mode is CallMode.NOTIFY:
+            params["twiml"] = notify_twiml(
+                request.message,
+                map_voice(self._config.tts.openai.voice),
+                request.notify_hangup_delay_seconds,
+            )
+        else:
+            params["url"] = callback_url(webhook, callId=cid)
+            params["method"] = "POST"
+        return await self.rest.create_call(**params)
+
+    async def _update(self, call: CallRecord, steps: list[Step]) -> None:
+        await self.rest.update_twiml(self._pid(call), render(steps, self._ctx(call.call_id)))
+
+    async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
+        """Notify: already in the call's inline TwiML; otherwise Say, Pause, Hangup."""
+        session = self._session(call)
+        if session is not None:
+            self._spawn(self._stream_notify(call, session, text, delay_seconds),
+                        f"twilio-notify-{call.call_id}")
+            return
+        steps: list[Step] = [Say(text), Pause(round(delay_seconds)), HangUp()]
+        pending = _CURRENT_REPLY.get()
+        if pending is not None and pending.serves(call):
+            pending.steps.extend(steps[:2])
+            pending.listen = None
+            pending.end = HangUp()
+            return
+        if call.direction is Direction.OUTBOUND and call.mode is CallMode.NOTIFY:
+            logger.debug("call %s: notify TwiML was sent with the call", call.call_id)
+            return
+        await self._update(call, steps)
+
+    async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
+        """Say `text` (then listen, with a turn token): in the reply, a live update or a stream."""
+        if await self._speak_streamed(call, text, turn_token):
+            return
+        pending = _CURRENT_REPLY.get()
+        if pending is not None and pending.serves(call):
+            pending.call_id = call.call_id
+            pending.steps.append(Say(text))
+            pending.listen = turn_token or pending.listen
+            return
+        steps: list[Step] = [Say(text)]
+        if turn_token:
+            steps.append(Listen(turn_token))
+        await self._update(call, steps)
+
+    async def send_dtmf(self, call: CallRecord, digits: str) -> None:
+        """`<Play digits>` as a live update (`W` = 1 s, Twilio knows only `w` = 0.5 s)."""
+        steps: list[Step] = [Digits(digits.replace("W", "ww"))]
+        stream = self._stream_step(call, force=call.call_id in self._streamed)
+        if stream is not None:
+            steps.append(stream)  # the update ends the stream: reconnect it after the tones
+        await self._update(call, steps)
+
+    async def answer(self, call: CallRecord) -> None:
+        """Nothing to send: Twilio answers an inbound call when our TwiML has verbs."""
+
+    async def reject(self, call: CallRecord) -> None:
+        """`<Reject/>` as the voice request's answer; outside one, one REST hang-up at most."""
+        sid = call.provider_call_id
+        pending = _CURRENT_REPLY.get()
+        if pending is not None and pending.serves(call):
+            pending.steps.clear()
+            pending.listen = None
+            pending.end = Reject()
+            self._remember(self._rejected, sid)
+            return
+        if sid is None or sid in self._rejected:
+            return
+        self._remember(self._rejected, sid)
+        await self.rest.hang_up(sid)
+
+    async def hangup(self, call: CallRecord) -> None:
+        """`Calls(sid).update(status="completed")`; 404/20404 means it already ended."""
+        self._forget(call.call_id, call.provider_call_id)
+        self._remember(self._hung_up, call.provider_call_id)
+        pending = _CURRENT_REPLY.get()
+        if pending is not None and pending.serves(call):
+            pending.listen = None
+            pending.end = HangUp()
+        if not call.provider_call_id:
+            return
+        if not await self.rest.hang_up(call.provider_call_id):
+            logger.info("call %s was already over at Twilio", call.call_id)
+
+    async def fetch_status(self, call: CallRecord) -> RemoteStatus:
+        """`Calls(sid).fetch()`: final status -> ENDED, 404 -> ENDED completed, error -> UNKNOWN."""
+        if not call.provider_call_id:
+            return RemoteStatus(RemoteState.UNKNOWN, detail="no CallSid was recorded")
+        try:
+            status = await self.rest.fetch_status(call.provider_call_id)
+        except ProviderError as exc:
+            return RemoteStatus(RemoteState.UNKNOWN, detail=exc.message)
+        if status is None:
+            return RemoteStatus(RemoteState.ENDED, end_state("completed", notify=False),
+                                "twilio no longer knows the call (404)")
+        notify = call.direction is Direction.OUTBOUND and call.mode is CallMode.NOTIFY
+        state = end_state(status, notify=notify)
+        if state is None:
+            return RemoteStatus(RemoteState.LIVE, detail=status)
+        return RemoteStatus(RemoteState.ENDED, state, f"twilio status {status}")
+
+    def _forget(self, call_id: str | None, sid: str | None) -> None:
+        """A call ended: stop streaming it and answer its stray requests with `<Hangup/>`."""
+        self._remember(self._ended, sid)
+        if call_id:
+            self._streamed.discard(call_id)
+            hub = self._media()
+            if hub is not None:
+                hub.revoke(call_id)
+
+    # ------------------------------------------------------------------ webhooks
+
+    def has_signature_headers(self, headers: Mapping[str, str]) -> bool:
+        """`X-Twilio-Signature` is present."""
+        return has_signature_headers(self.name, headers)
+
+    def verify(self, request: WebhookRequest) -> str:
+        """HMAC-SHA1 over the public URL + sorted params (port variants); the replay key."""
+        return self._verifier.verify_request(request)
+
+    async def handle_webhook(self, request: WebhookRequest) -> WebhookReply:
+        """Apply the request's events, then answer TwiML for the call's next step."""
+        cb = parse_callback(request.query, parse_form(request.body))
+        events = to_events(cb, bot_hangup=cb.call_sid in self._hung_up)
+        if cb.is_terminal:
+            self._forget(cb.call_id, cb.call_sid)
+        if cb.is_status:
+            # Twilio ignores a status callback's answer: nothing may be said through it.
+            reset = _CURRENT_REPLY.set(None)
+            try:
+                if events and self._sink is not None:
+                    await self._sink(events)
+            finally:
+                _CURRENT_REPLY.reset(reset)
+            return _xml(empty_response())
+        pending = _PendingReply(cb.call_sid, cb.call_id)
+        reset = _CURRENT_REPLY.set(pending)
+        try:
+            if events and self._sink is not None:
+                await self._sink(events)
+        finally:
+            _CURRENT_REPLY.reset(reset)
+            pending.open = False
+        if cb.is_terminal:
+            return _xml(empty_response())
+        steps = pending.document() or self._idle_steps(cb)
+        return _xml(render(steps, self._ctx(pending.call_id or cb.call_id)))
+
+    def _idle_steps(self, cb: TwilioCallback) -> list[Step]:
+        """What a request that made the engine say nothing gets: mostly, keep the line open."""
+        if cb.call_sid in self._rejected:
+            return [Reject()]
+        if cb.call_sid in self._ended:
+            return [HangUp()]
+        if cb.flow == "listen" and cb.turn_token:
+            return [Listen(cb.turn_token)]
+        return []  # render() adds the keep-alive
+
+    def replay_reply(self, first: WebhookReply | None) -> WebhookReply:
+        """An empty `<Response/>` (SPEC 8.6): a replay must have no effect on the call."""
+        return _xml(empty_response())
+
+    # ------------------------------------------------------------------ media streams
+
+    def _media(self) -> MediaHubLike | None:
+        """The media hub, when streaming is on and the hub can speak (else TwiML is used)."""
+        context = self._context
+        if context is None or not context.config.streaming.enabled or not context.stream_url:
+            return None
+        hub = context.extras.get("media")
+        if not isinstance(hub, MediaHubLike) or getattr(hub, "tts", None) is None:
+            return None
+        return hub
+
+    def _session(self, call: CallRecord) -> MediaSessionLike | None:
+        hub = self._media()
+        session = hub.session(call.call_id) if hub is not None else None
+        return session if isinstance(session, MediaSessionLike) else None
+
+    def _stream_step(self, call: CallRecord, *, force: bool = False) -> Stream | None:
+        hub = self._media()
+        context = self._context
+        if hub is None or context is None or context.stream_url is None:
+            return None
+        if not force and hub.session(call.call_id) is None:
+            return None
+        token = hub.issue_token(call.call_id, call.provider_call_id)
+        self._streamed.add(call.call_id)
+        return Stream(context.stream_url, token, call.call_id)
+
+    async def _speak_streamed(self, call: CallRecord, text: str, turn_token: str | None) -> bool:
+        """Speak through the call's media stream if it has (or is about to have) one."""
+        hub = self._media()
+        if hub is None or (call.direction is Direction.OUTBOUND
+                           and call.mode is CallMode.NOTIFY):
+            return False
+        session = self._session(call)
+        if session is not None:
+            await session.speak(text, turn_token=turn_token)
+            return True
+        pending = _CURRENT_REPLY.get()
+        if pending is not None and pending.serves(call):
+            stream = self._stream_step(call, force=True)
+            assert stream is not None
+            pending.call_id = call.call_id
+            pending.end = stream
+        elif call.call_id not in self._streamed:
+            return False
+        self._spawn(self._speak_when_streaming(hub, call.call_id, text, turn_token),
+                    f"twilio-stream-speak-{call.call_id}")
+        return True
+
+    async def _speak_when_streaming(
+        self, hub: MediaHubLike, call_id: str, text: str, turn_token: str | None
+    ) -> None:
+        async with asyncio.timeout(STREAM_WAIT_SECONDS):
+            session = await hub.wait_session(call_id)
+        await session.speak(text, turn_token=turn_token)
+
+    async def _stream_notify(
+        self, call: CallRecord, session: MediaSessionLike, text: str, delay: float
+    ) -> None:
+        await session.speak(text, turn_token=None)
+        await session.wait_idle()
+        await asyncio.sleep(delay)
+        await self.hangup(call)

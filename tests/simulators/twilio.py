@@ -1,0 +1,519 @@
+"""A local Twilio: Programmable Voice REST (Basic auth) plus a TwiML interpreter, on 127.0.0.1:0.
+
+REST, as `api.twilio.com` answers it (form-encoded requests, JSON answers, Twilio error bodies
+`{"code", "message", "more_info", "status"}`):
+- `POST /2010-04-01/Accounts/{sid}/Calls.json` creates a call (`CA` + 32 hex) and records the
+  request with repeated values kept (`StatusCallbackEvent`);
+- `POST .../Calls/{sid}.json` updates it: `Twiml`/`Url` replace what the call runs, `Status=
+  completed` hangs up; unknown sids get 404 with code 20404; `fail_updates_21220 = N` refuses the
+  next N TwiML updates with 400/21220 ("Call is not in-progress. Cannot redirect.");
+- `GET .../Calls/{sid}.json` returns the call (`fetch_error` makes it fail instead).
+
+The carrier side sends every webhook form-encoded and signed with `X-Twilio-Signature`, computed
+by the SDK's own `twilio.request_validator.RequestValidator` over the exact URL it posts to:
+status callbacks (initiated, ringing, answered, completed/busy/no-answer/failed/canceled) to
+`StatusCallback`, the `Url` fetch on answer, `<Redirect>`s, `<Gather>` results (SpeechResult +
+the action URL as rendered, turnToken included) and inbound voice requests. Tests script the
+caller: `say_next()`/`caller_says()`, `answer()`, `callee_hangup()`, `inbound()`, `outcome`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from daemon.providers.twilio_rest import basic_auth
+from tests.fakes._server import FakeServer
+
+ACCOUNT_SID = "AC" + "5ef8732a3c49700934481addd5ce1659"
+AUTH_TOKEN = "12345678901234567890123456789012"
+API = "/2010-04-01/Accounts/{account}"
+
+
+def twilio_error(status: int, code: int, message: str) -> web.Response:
+    """An error answer in Twilio's format."""
+    return web.json_response(
+        {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        },
+        status=status,
+    )
+
+
+@dataclass
+class Recorded:
+    """One REST request."""
+
+    method: str
+    path: str
+    form: list[tuple[str, str]]
+
+    def get(self, name: str) -> str | None:
+        """The first value of a form field."""
+        return next((v for k, v in self.form if k == name), None)
+
+    def values(self, name: str) -> list[str]:
+        """Every value of a (repeated) form field."""
+        return [v for k, v in self.form if k == name]
+
+
+@dataclass
+class Delivery:
+    """One signed webhook and the daemon's answer."""
+
+    url: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    kind: str
+    status: int = 0
+    reply: str = ""
+
+
+@dataclass
+class SimCall:
+    """One call as the simulated Twilio sees it."""
+
+    sid: str
+    direction: str
+    from_: str
+    to: str
+    url: str | None = None
+    twiml: str | None = None
+    status_callback: str | None = None
+    status_events: list[str] = field(default_factory=list)
+    status: str = "queued"
+    answered: bool = False
+    ended_by: str = ""
+    """api (REST Status=completed), twiml (`<Hangup/>`), callee, reject, end-of-twiml."""
+    spoken: list[str] = field(default_factory=list)
+    digits: list[str] = field(default_factory=list)
+    documents: list[str] = field(default_factory=list)
+    """Every TwiML document the call ran, in order (inline, fetched or updated)."""
+    streams: list[dict[str, str]] = field(default_factory=list)
+    """`<Connect><Stream>`s: the url and the `<Parameter>`s."""
+    gathering: bool = False
+    inbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    sequence: int = 0
+    runner: asyncio.Task[None] | None = None
+
+    @property
+    def ended(self) -> bool:
+        """True once the call is over."""
+        return bool(self.ended_by)
+
+    def to_json(self, account: str) -> dict[str, Any]:
+        """The Call resource as Twilio returns it."""
+        now = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
+        return {
+            "sid": self.sid,
+            "account_sid": account,
+            "to": self.to,
+            "to_formatted": self.to,
+            "from": self.from_,
+            "from_formatted": self.from_,
+            "status": self.status,
+            "direction": self.direction,
+            "api_version": "2010-04-01",
+            "date_created": now,
+            "date_updated": now,
+            "start_time": now if self.answered else None,
+            "end_time": now if self.ended else None,
+            "duration": "1" if self.ended else None,
+            "price": None,
+            "price_unit": "USD",
+            "answered_by": None,
+            "parent_call_sid": None,
+            "phone_number_sid": None,
+            "caller_name": None,
+            "forwarded_from": None,
+            "group_sid": None,
+            "queue_time": "0",
+            "trunk_sid": None,
+            "annotation": None,
+            "uri": f"/2010-04-01/Accounts/{account}/Calls/{self.sid}.json",
+            "subresource_uris": {},
+        }
+
+
+class TwilioSimulator(FakeServer):
+    """`api_base_url` is the origin; credentials `ACCOUNT_SID`/`AUTH_TOKEN`."""
+
+    def __init__(self, account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.validator = RequestValidator(auth_token)
+        self.requests: list[Recorded] = []
+        self.calls: dict[str, SimCall] = {}
+        self.deliveries: list[Delivery] = []
+        self.ring_delay = 0.02
+        self.say_seconds = 0.02
+        self.max_pause_seconds = 60.0
+        """A cap on `<Pause>` so a keep-alive loop ends in a test."""
+        self.listen_seconds: float | None = None
+        """Caps a `<Gather timeout>` wait for the caller (None = the Gather's own timeout)."""
+        self.auto_answer = True
+        self.outcome: str | None = None
+        """busy, no-answer or failed instead of answering."""
+        self.replies: list[str] = []
+        """What the caller says at the next `<Gather>`s (any call), in order."""
+        self.fail_create: tuple[int, int, str] | None = None
+        self.fail_updates_21220 = 0
+        self.fetch_error: int | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        super().__init__()
+
+    @property
+    def api_base_url(self) -> str:
+        """What `twilio.api_base_url` must be."""
+        return self.origin
+
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_post(API + "/Calls.json", self._create)
+        app.router.add_post(API + "/Calls/{sid}.json", self._update)
+        app.router.add_get(API + "/Calls/{sid}.json", self._fetch)
+
+    async def start(self) -> None:
+        """Listen, and open the client that calls the webhooks."""
+        await super().start()
+        self._session = aiohttp.ClientSession()
+
+    async def _before_close(self) -> None:
+        runners = [c.runner for c in self.calls.values() if c.runner is not None]
+        for task in [*runners, *self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *runners, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ REST
+
+    async def _authorised(self, request: web.Request) -> Recorded | web.Response:
+        form = parse_qsl(await request.text(), keep_blank_values=True)
+        recorded = Recorded(request.method, request.path, form)
+        self.requests.append(recorded)
+        await self.notify()
+        expected = basic_auth(self.account_sid, self.auth_token)
+        if (request.headers.get("Authorization") != expected
+                or request.match_info["account"] != self.account_sid):
+            return twilio_error(401, 20003, "Authenticate")
+        return recorded
+
+    def recorded(self, method: str, suffix: str) -> list[Recorded]:
+        """REST requests by method whose path ends with `suffix` (e.g. `/Calls.json`)."""
+        return [r for r in self.requests if r.method == method and r.path.endswith(suffix)]
+
+    @property
+    def creates(self) -> list[Recorded]:
+        """Every `Calls.json` create request."""
+        return self.recorded("POST", "/Calls.json")
+
+    async def _create(self, request: web.Request) -> web.Response:
+        rec = await self._authorised(request)
+        if isinstance(rec, web.Response):
+            return rec
+        if self.fail_create is not None:
+            return twilio_error(*self.fail_create)
+        if not rec.get("To"):
+            return twilio_error(400, 21201, "No 'To' number is specified")
+        if not rec.get("From"):
+            return twilio_error(400, 21213, "No 'From' number is specified")
+        if not rec.get("Url") and not rec.get("Twiml"):
+            return twilio_error(400, 21205, "Url parameter is required.")
+        call = SimCall(
+            "CA" + secrets.token_hex(16),
+            "outbound-api",
+            rec.get("From") or "",
+            rec.get("To") or "",
+            url=rec.get("Url"),
+            twiml=rec.get("Twiml"),
+            status_callback=rec.get("StatusCallback"),
+            status_events=rec.values("StatusCallbackEvent") or ["completed"],
+        )
+        self.calls[call.sid] = call
+        call.runner = asyncio.get_running_loop().create_task(self._outbound(call))
+        return web.json_response(call.to_json(self.account_sid), status=201)
+
+    async def _update(self, request: web.Request) -> web.Response:
+        rec = await self._authorised(request)
+        if isinstance(rec, web.Response):
+            return rec
+        call = self.calls.get(request.match_info["sid"])
+        if call is None:
+            return twilio_error(404, 20404, "The requested resource was not found")
+        if rec.get("Status") in ("completed", "canceled"):
+            if not call.ended:
+                self._stop(call)
+                status = "completed" if call.answered else "canceled"
+                self._spawn(self._end(call, status, "api"))  # Twilio calls back afterwards
+            return web.json_response(call.to_json(self.account_sid))
+        twiml, url = rec.get("Twiml"), rec.get("Url")
+        if twiml or url:
+            if self.fail_updates_21220 > 0 or call.ended or not call.answered:
+                self.fail_updates_21220 = max(0, self.fail_updates_21220 - 1)
+                return twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
+            self._stop(call)
+            call.runner = asyncio.get_running_loop().create_task(
+                self._run(call, url=url, document=twiml)
+            )
+        return web.json_response(call.to_json(self.account_sid))
+
+    async def _fetch(self, request: web.Request) -> web.Response:
+        rec = await self._authorised(request)
+        if isinstance(rec, web.Response):
+            return rec
+        if self.fetch_error is not None:
+            return twilio_error(self.fetch_error, 20500, "An internal server error has occurred")
+        call = self.calls.get(request.match_info["sid"])
+        if call is None:
+            return twilio_error(404, 20404, "The requested resource was not found")
+        return web.json_response(call.to_json(self.account_sid))
+
+    # ------------------------------------------------------------------ signed webhooks
+
+    def sign(self, url: str, params: dict[str, str]) -> dict[str, str]:
+        """Headers of a webhook: `X-Twilio-Signature` by the SDK's RequestValidator."""
+        return {
+            "X-Twilio-Signature": self.validator.compute_signature(url, params),
+            "Content-Type": "application/x-www-form-urlencoded",
+            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+        }
+
+    def _params(self, call: SimCall, extra: dict[str, str]) -> dict[str, str]:
+        params = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": "2010-04-01",
+            "CallSid": call.sid,
+            "CallStatus": call.status,
+            "Called": call.to,
+            "Caller": call.from_,
+            "Direction": call.direction,
+            "From": call.from_,
+            "To": call.to,
+        }
+        params.update(extra)
+        return params
+
+    async def webhook(self, call: SimCall, url: str, extra: dict[str, str], kind: str) -> Delivery:
+        """POST a signed webhook for `call` to `url` and record the answer."""
+        params = self._params(call, extra)
+        return await self.post(Delivery(url, params, self.sign(url, params), kind))
+
+    async def post(self, delivery: Delivery) -> Delivery:
+        """Send (or re-send) a delivery."""
+        assert self._session is not None
+        self.deliveries.append(delivery)  # recorded when sent: the daemon may act before replying
+        try:
+            async with self._session.post(
+                delivery.url, data=urlencode(delivery.params), headers=delivery.headers
+            ) as response:
+                delivery.status = response.status
+                delivery.reply = await response.text()
+        except aiohttp.ClientError:
+            delivery.status = 0  # nobody listening (the daemon is down): Twilio gives up
+        await self.notify()
+        return delivery
+
+    async def replay(self, delivery: Delivery) -> Delivery:
+        """The same request again, byte for byte (signature included)."""
+        return await self.post(
+            Delivery(delivery.url, dict(delivery.params), dict(delivery.headers), delivery.kind)
+        )
+
+    async def _status(self, call: SimCall, status: str, event: str) -> None:
+        call.status = status
+        await self.notify()
+        if not call.status_callback or event not in call.status_events:
+            return
+        call.sequence += 1
+        extra = {
+            "CallbackSource": "call-progress-events",
+            "SequenceNumber": str(call.sequence - 1),
+            "Timestamp": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+        }
+        if status in ("completed", "busy", "no-answer", "failed", "canceled"):
+            extra["CallDuration"] = "1" if call.answered else "0"
+            extra["Duration"] = "1" if call.answered else "0"
+        await self.webhook(call, call.status_callback, extra, "status")
+
+    # ------------------------------------------------------------------ carrier
+
+    async def _outbound(self, call: SimCall) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._status(call, "initiated", "initiated")
+            await asyncio.sleep(self.ring_delay)
+            await self._status(call, "ringing", "ringing")
+            if self.outcome in ("busy", "no-answer", "failed"):
+                await self._end(call, self.outcome, "callee")
+                return
+            if self.auto_answer:
+                await asyncio.sleep(self.ring_delay)
+                await self._answer(call)
+
+    async def answer(self, sid: str) -> None:
+        """The callee picks up a ringing call (with `auto_answer = False`)."""
+        await self._answer(self.calls[sid])
+
+    async def _answer(self, call: SimCall) -> None:
+        if call.answered or call.ended:
+            return
+        call.answered = True
+        call.status = "in-progress"
+        self._spawn(self._status(call, "in-progress", "answered"))
+        runner = self._run(call, url=call.url, document=call.twiml)
+        if call.runner is asyncio.current_task():
+            await runner
+        else:
+            self._stop(call)
+            call.runner = asyncio.get_running_loop().create_task(runner)
+
+    async def _run(self, call: SimCall, *, url: str | None, document: str | None) -> None:
+        """Run inline TwiML or fetch `url`, following redirects and Gather actions."""
+        with contextlib.suppress(asyncio.CancelledError):
+            params: dict[str, str] = {}
+            kind = "voice"
+            while not call.ended:
+                if document is None:
+                    if url is None:
+                        break
+                    delivery = await self.webhook(call, url, params, kind)
+                    if delivery.status != 200:
+                        await self._say(call, "An application error has occurred.")
+                        await self._end(call, "completed", "error")
+                        return
+                    document = delivery.reply
+                if not call.answered and "<Reject" not in document:
+                    call.answered = True  # an inbound call is answered by its first TwiML
+                    call.status = "in-progress"
+                call.documents.append(document)
+                await self.notify()
+                url, params, kind = await self._execute(call, document)
+                document = None
+                if url is None:
+                    break
+            if not call.ended:
+                await self._end(call, "completed", "end-of-twiml")
+
+    async def _execute(
+        self, call: SimCall, document: str
+    ) -> tuple[str | None, dict[str, str], str]:
+        """Run one document; return where it leads (redirect or Gather action)."""
+        root = ET.fromstring(document)
+        for verb in root:
+            if call.ended:
+                break
+            if verb.tag == "Say":
+                await self._say(call, verb.text or "")
+            elif verb.tag == "Pause":
+                await asyncio.sleep(min(float(verb.get("length", "1")), self.max_pause_seconds))
+            elif verb.tag == "Play":
+                call.digits.append(verb.get("digits", ""))
+                await self.notify()
+            elif verb.tag == "Hangup":
+                await self._end(call, "completed", "twiml")
+            elif verb.tag == "Reject":
+                await self._end(call, "busy", "reject")
+            elif verb.tag == "Redirect":
+                return (verb.text or "").strip(), {}, "redirect"
+            elif verb.tag == "Gather":
+                heard = await self._gather(call, verb)
+                if heard is not None:
+                    extra = {"SpeechResult": heard, "Confidence": "0.9137"}
+                    return verb.get("action") or "", extra, "gather"
+            elif verb.tag == "Connect":
+                for stream in verb.iter("Stream"):
+                    info = {"url": stream.get("url", "")}
+                    for parameter in stream.iter("Parameter"):
+                        info[parameter.get("name", "")] = parameter.get("value", "")
+                    call.streams.append(info)
+                await self.notify()
+                await asyncio.Event().wait()  # until an update or a hang-up replaces it
+        return None, {}, ""
+
+    async def _say(self, call: SimCall, text: str) -> None:
+        call.spoken.append(text)
+        await self.notify()
+        await asyncio.sleep(self.say_seconds)
+
+    async def _gather(self, call: SimCall, verb: ET.Element) -> str | None:
+        for child in verb:
+            if child.tag == "Say":
+                await self._say(call, child.text or "")
+        if "speech" not in verb.get("input", "dtmf"):
+            return None
+        if self.replies:
+            return self.replies.pop(0)
+        wait = float(verb.get("timeout", "5"))
+        if self.listen_seconds is not None:
+            wait = min(wait, self.listen_seconds)
+        call.gathering = True
+        await self.notify()
+        try:
+            async with asyncio.timeout(wait):
+                return await call.inbox.get()
+        except TimeoutError:
+            return None
+        finally:
+            call.gathering = False
+            await self.notify()
+
+    def _stop(self, call: SimCall) -> None:
+        if call.runner is not None and call.runner is not asyncio.current_task():
+            call.runner.cancel()
+
+    async def _end(self, call: SimCall, status: str, by: str) -> None:
+        if call.ended:
+            return
+        call.ended_by = by
+        call.status = status
+        await self._status(call, status, "completed")
+
+    # ------------------------------------------------------------------ the caller
+
+    def say_next(self, text: str) -> None:
+        """The caller will say `text` at the next `<Gather>` (of any call)."""
+        self.replies.append(text)
+
+    async def caller_says(self, call: SimCall, text: str) -> None:
+        """The caller speaks; heard by the current (or next) `<Gather>` of `call`."""
+        await call.inbox.put(text)
+
+    async def callee_hangup(self, sid: str) -> None:
+        """The person on the phone hangs up."""
+        call = self.calls[sid]
+        self._stop(call)
+        await self._end(call, "completed", "callee")
+
+    async def inbound(self, from_: str, to: str, voice_url: str) -> SimCall:
+        """Someone calls our number; Twilio posts the voice request to the number's URL."""
+        call = SimCall("CA" + secrets.token_hex(16), "inbound", from_, to, url=voice_url,
+                       status="ringing")
+        self.calls[call.sid] = call
+        call.runner = asyncio.get_running_loop().create_task(
+            self._run(call, url=voice_url, document=None)
+        )
+        return call
+
+    def only_call(self) -> SimCall:
+        """The single call so far."""
+        assert len(self.calls) == 1, self.calls
+        return next(iter(self.calls.values()))
