@@ -411,7 +411,7 @@ class CallEngine:
                     and await self.store.find_by_provider_id(event.provider_call_id) is None):
                 await self._inbound(event)
             else:
-                logger.info("ignoring %s for unknown or ended call %s", event.type.value,
+                logger.debug("ignoring %s for unknown or ended call %s", event.type.value,
                             event.call_id or event.provider_call_id)
             return
         followup: Callable[[], Awaitable[None]] | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ class RpcClient:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
-            self._sock.connect(str(self.path))
+            self._connect(timeout)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             self._sock.close()
             raise DaemonUnreachableError(self.path, exc.strerror or type(exc).__name__) from None
@@ -42,6 +43,18 @@ class RpcClient:
             self._sock.close()
             raise DaemonUnreachableError(self.path, str(exc)) from None
         self._file = self._sock.makefile("rb")
+
+    def _connect(self, timeout: float | None) -> None:
+        """Connect; a full listen queue (EAGAIN) means busy, not absent: retry until timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                self._sock.connect(str(self.path))
+                return
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"the daemon on {self.path} is too busy to accept") from None
+                time.sleep(0.005)
 
     def __enter__(self) -> RpcClient:
         return self

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from daemon.errors import InvalidParamsError
+
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+_short.maxlist = 5
+_short.maxdict = 5
+
+
+def _show(value: Any) -> str:
+    """A bounded rendering of a bad value, so an error reply stays small."""
+    return _short.repr(value)
 
 
 class Params:
@@ -21,9 +33,13 @@ class Params:
                 raise InvalidParamsError(f"missing parameter {name!r}")
             return None
         if not isinstance(value, str):
-            raise InvalidParamsError(f"parameter {name!r} must be a string, not {value!r}")
+            raise InvalidParamsError(f"parameter {name!r} must be a string, not {_show(value)}")
         if required and not value.strip():
             raise InvalidParamsError(f"parameter {name!r} is empty")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidParamsError(f"parameter {name!r} is not valid Unicode text") from None
         return value
 
     def req(self, name: str) -> str:
@@ -38,7 +54,7 @@ class Params:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidParamsError(f"parameter {name!r} must be an integer, not {value!r}")
+            raise InvalidParamsError(f"parameter {name!r} must be an integer, not {_show(value)}")
         if value < minimum or (maximum is not None and value > maximum):
             bound = f"from {minimum}" + (f" to {maximum}" if maximum is not None else " up")
             raise InvalidParamsError(f"parameter {name!r} = {value} is out of range ({bound})")
@@ -50,7 +66,7 @@ class Params:
         if value is None:
             return None
         if not isinstance(value, bool):
-            raise InvalidParamsError(f"parameter {name!r} must be true or false, not {value!r}")
+            raise InvalidParamsError(f"parameter {name!r} must be true or false, not {_show(value)}")
         return value
 
     def texts(self, name: str) -> list[str]:

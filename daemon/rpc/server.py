@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import InvalidParamsError, RpcCode, VoicecallError
+from daemon.errors import RpcCode, VoicecallError
 from daemon.rpc import protocol
 from daemon.rpc.protocol import RpcErrorInfo
 
@@ -151,7 +151,7 @@ class RpcServer:
         finally:
             os.umask(old_umask)
         self.path.chmod(0o600)
-        sock.listen(128)
+        sock.listen(socket.SOMAXCONN)
         sock.setblocking(False)
         return sock
 
@@ -215,9 +215,10 @@ class RpcServer:
     async def _dispatch_line(self, conn: Connection, line: bytes) -> None:
         try:
             message = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
             await conn.send(protocol.error(None, RpcErrorInfo.standard(
-                RpcCode.PARSE_ERROR, f"not valid JSON: {exc}")))
+                RpcCode.PARSE_ERROR, f"not valid JSON: {reason}")))
             return
         if isinstance(message, list):
             if not message:
@@ -257,7 +258,7 @@ class RpcServer:
                 'not a JSON-RPC 2.0 request: need {"jsonrpc":"2.0","method":...,"id":...}'))
         req_id = message.get("id")
         is_notification = "id" not in message
-        if req_id is not None and not isinstance(req_id, str | int):
+        if req_id is not None and (isinstance(req_id, bool) or not isinstance(req_id, str | int)):
             return protocol.error(None, RpcErrorInfo.standard(
                 RpcCode.INVALID_REQUEST, "id must be a string, a number or null"))
         method = message["method"]
@@ -278,8 +279,6 @@ class RpcServer:
             value = await handler(params, conn)
         except VoicecallError as exc:
             info = RpcErrorInfo.from_exception(exc)
-        except (TypeError, ValueError) as exc:
-            info = RpcErrorInfo.from_exception(InvalidParamsError(str(exc)))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -105,6 +105,7 @@ async def test_twilio_notify_call_inline_twiml_ends_hangup_bot(
     assert call.spoken == ["Your table is ready"] and call.ended_by == "twiml"
     assert [dl.params["CallStatus"] for dl in kinds(sim, "status")] == [
         "initiated", "ringing", "in-progress", "completed"]
+    await sim.wait_for(lambda: all(dl.status for dl in sim.deliveries))
     assert all(dl.status == 200 for dl in sim.deliveries)
 
 

@@ -251,8 +251,6 @@ def test_invalid_ids_are_invalid_requests(daemon: InProcessDaemon, req_id: Any) 
     assert reply["id"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="daemon/rpc/server.py Connection._reply accepts a boolean "
-                   "id (bool is an int subclass): JSON-RPC 2.0 allows string, number or null")
 def test_boolean_id_is_an_invalid_request(daemon: InProcessDaemon) -> None:
     """`"id": true` is not a JSON-RPC id."""
     (reply,) = exchange(daemon.socket, b'{"jsonrpc":"2.0","method":"daemon.status","id":true}\n')
@@ -292,9 +290,6 @@ def test_half_closed_mid_line_is_a_parse_error(daemon: InProcessDaemon) -> None:
     assert_serving(daemon)
 
 
-@pytest.mark.xfail(strict=True, reason="daemon/rpc/server.py _dispatch_line catches only "
-                   "JSONDecodeError/UnicodeDecodeError: json.loads raises RecursionError on deep "
-                   "nesting, so the task dies and the client never gets a reply")
 def test_deeply_nested_json_is_a_clean_error(daemon: InProcessDaemon) -> None:
     """100,000 nested arrays: a clean error reply (not silence) and the daemon keeps serving."""
     replies = exchange(daemon.socket, b"[" * 100_000 + b"]" * 100_000 + b"\n", timeout=5)
@@ -302,8 +297,6 @@ def test_deeply_nested_json_is_a_clean_error(daemon: InProcessDaemon) -> None:
     assert_clean(replies[0])
 
 
-@pytest.mark.xfail(strict=True, reason="json.loads raises ValueError for integers over 4300 "
-                   "digits (sys.int_max_str_digits); _dispatch_line does not catch it")
 def test_huge_integer_is_a_clean_error(daemon: InProcessDaemon) -> None:
     """A 5000-digit integer literal: a clean error reply, not silence."""
     line = b'{"jsonrpc":"2.0","method":"voicecall.list","id":1,"params":{"limit":' + \
@@ -323,9 +316,6 @@ def test_nesting_just_under_the_parser_limit_is_clean(daemon: InProcessDaemon) -
     assert_serving(daemon)
 
 
-@pytest.mark.xfail(strict=True, reason="daemon/rpc/params.py echoes the whole bad value with "
-                   "{value!r}: an escaped 1 MiB value makes a reply over MAX_MESSAGE_BYTES, "
-                   "which RpcClient (readline capped at 1 MiB) cannot read")
 def test_error_replies_stay_under_the_message_cap(daemon: InProcessDaemon) -> None:
     """A wrong-typed 1 MiB param gets an error reply no larger than the 1 MiB message cap."""
     # U+0080 is 2 bytes of UTF-8 in, but `'\\x80'` (5 bytes) in the echoed repr: 2.5x.
