@@ -27,7 +27,6 @@ import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from daemon.engine.record import CallRecord
@@ -50,6 +49,7 @@ from daemon.providers.twilio_twiml import (
     HangUp,
     Listen,
     Pause,
+    PendingReply,
     Reject,
     Say,
     Step,
@@ -71,6 +71,8 @@ logger = logging.getLogger(__name__)
 STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 """Sent as four repeated `StatusCallbackEvent` values: one joined value loses `completed`."""
 REMEMBERED_CALLS = 10_000
+MAX_TIME_LIMIT_SECONDS = 14_400
+"""Twilio's largest `TimeLimit` (four hours)."""
 STREAM_WAIT_SECONDS = 15.0
 """How long speech waits for a call's media stream to start after `<Connect><Stream>`."""
 
@@ -109,33 +111,7 @@ class MediaHubLike(Protocol):
 # ---------------------------------------------------------------------- the reply being built
 
 
-@dataclass(slots=True)
-class _PendingReply:
-    """The TwiML answer of the voice request being handled, open while its events apply."""
-
-    call_sid: str
-    call_id: str | None
-    steps: list[Step] = field(default_factory=list)
-    listen: str | None = None
-    """The turn token to `<Gather>` for after the steps."""
-    open: bool = True
-    end: Step | None = None
-    """`<Hangup/>`, `<Reject/>` or `<Connect><Stream>`: the last verb; nothing may follow."""
-
-    def serves(self, call: CallRecord) -> bool:
-        if not self.open or self.end is not None:
-            return False
-        if self.call_id is not None and call.call_id == self.call_id:
-            return True
-        return bool(self.call_sid) and call.provider_call_id == self.call_sid
-
-    def document(self) -> list[Step]:
-        if self.end is not None:
-            return [*self.steps, self.end]
-        return [*self.steps, Listen(self.listen)] if self.listen else list(self.steps)
-
-
-_CURRENT_REPLY: ContextVar[_PendingReply | None] = ContextVar("twilio_reply", default=None)
+_CURRENT_REPLY: ContextVar[PendingReply | None] = ContextVar("twilio_reply", default=None)
 """Per-task: the reply under construction. Tasks spawned meanwhile inherit it, hence `open`."""
 
 
@@ -253,7 +229,7 @@ class TwilioProvider:
             "status_callback_event": list(STATUS_EVENTS),
             "timeout": request.ring_timeout_seconds,
             # Twilio's own cap, a safety net should our max-duration timer be lost.
-            "time_limit": self._config.max_duration_seconds + 60,
+            "time_limit": min(self._config.max_duration_seconds + 60, MAX_TIME_LIMIT_SECONDS),
         }
         if request.mode is CallMode.NOTIFY:
             params["twiml"] = notify_twiml(
@@ -273,8 +249,10 @@ class TwilioProvider:
         """Notify: already in the call's inline TwiML; otherwise Say, Pause, Hangup."""
         session = self._session(call)
         if session is not None:
-            self._spawn(self._stream_notify(call, session, text, delay_seconds),
-                        f"twilio-notify-{call.call_id}")
+            self._spawn(
+                self._stream_notify(call, session, text, delay_seconds),
+                f"twilio-notify-{call.call_id}",
+            )
             return
         steps: list[Step] = [Say(text), Pause(round(delay_seconds)), HangUp()]
         pending = _CURRENT_REPLY.get()
@@ -351,8 +329,11 @@ class TwilioProvider:
         except ProviderError as exc:
             return RemoteStatus(RemoteState.UNKNOWN, detail=exc.message)
         if status is None:
-            return RemoteStatus(RemoteState.ENDED, end_state("completed", notify=False),
-                                "twilio no longer knows the call (404)")
+            return RemoteStatus(
+                RemoteState.ENDED,
+                end_state("completed", notify=False),
+                "twilio no longer knows the call (404)",
+            )
         notify = call.direction is Direction.OUTBOUND and call.mode is CallMode.NOTIFY
         state = end_state(status, notify=notify)
         if state is None:
@@ -393,7 +374,7 @@ class TwilioProvider:
             finally:
                 _CURRENT_REPLY.reset(reset)
             return _xml(empty_response())
-        pending = _PendingReply(cb.call_sid, cb.call_id)
+        pending = PendingReply(cb.call_sid, cb.call_id)
         reset = _CURRENT_REPLY.set(pending)
         try:
             if events and self._sink is not None:
@@ -451,8 +432,7 @@ class TwilioProvider:
     async def _speak_streamed(self, call: CallRecord, text: str, turn_token: str | None) -> bool:
         """Speak through the call's media stream if it has (or is about to have) one."""
         hub = self._media()
-        if hub is None or (call.direction is Direction.OUTBOUND
-                           and call.mode is CallMode.NOTIFY):
+        if hub is None or (call.direction is Direction.OUTBOUND and call.mode is CallMode.NOTIFY):
             return False
         session = self._session(call)
         if session is not None:
@@ -466,15 +446,26 @@ class TwilioProvider:
             pending.end = stream
         elif call.call_id not in self._streamed:
             return False
-        self._spawn(self._speak_when_streaming(hub, call.call_id, text, turn_token),
-                    f"twilio-stream-speak-{call.call_id}")
+        self._spawn(
+            self._speak_when_streaming(hub, call.call_id, text, turn_token),
+            f"twilio-stream-speak-{call.call_id}",
+        )
         return True
 
     async def _speak_when_streaming(
         self, hub: MediaHubLike, call_id: str, text: str, turn_token: str | None
     ) -> None:
-        async with asyncio.timeout(STREAM_WAIT_SECONDS):
-            session = await hub.wait_session(call_id)
+        try:
+            async with asyncio.timeout(STREAM_WAIT_SECONDS):
+                session = await hub.wait_session(call_id)
+        except TimeoutError:
+            logger.warning(
+                "call %s: its media stream did not start within %gs; %r was not said",
+                call_id,
+                STREAM_WAIT_SECONDS,
+                text[:40],
+            )
+            return
         await session.speak(text, turn_token=turn_token)
 
     async def _stream_notify(

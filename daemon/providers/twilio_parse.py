@@ -141,9 +141,15 @@ def to_events(cb: TwilioCallback, *, bot_hangup: bool = False) -> list[ProviderE
         return []
     if cb.speech:
         return [
-            _event(cb, EventType.SPEECH, f"speech:{cb.turn_token or ''}:{cb.nonce}",
-                   transcript=cb.speech, is_final=True, confidence=cb.confidence,
-                   turn_token=cb.turn_token)
+            _event(
+                cb,
+                EventType.SPEECH,
+                f"speech:{cb.turn_token or ''}:{cb.nonce}",
+                transcript=cb.speech,
+                is_final=True,
+                confidence=cb.confidence,
+                turn_token=cb.turn_token,
+            )
         ]
     if cb.digits:
         return [_event(cb, EventType.DTMF, f"dtmf:{cb.nonce}:{cb.digits}", digits=cb.digits)]

@@ -194,15 +194,20 @@ def _mapped(action: str, exc: TwilioException) -> ProviderError:
         status = int(getattr(exc, "status", 0) or 0)
         code = getattr(exc, "code", None)
         text = getattr(exc, "msg", None) or getattr(exc, "detail", None) or ""
-        text = str(text).replace("Unable to create record: ", "").replace(
-            "Unable to update record: ", "").replace("Unable to fetch record: ", "")
+        text = (
+            str(text)
+            .replace("Unable to create record: ", "")
+            .replace("Unable to update record: ", "")
+            .replace("Unable to fetch record: ", "")
+        )
         sentence = f"twilio refused to {action} (HTTP {status}, Twilio error {code})"
         if text:
             sentence += f": {text.strip()}"
         if status in (401, 403) or code == AUTH_FAILED:
             return ProviderAuthError(
                 sentence + "; check twilio.account_sid and twilio.auth_token",
-                status=status, code=code,
+                status=status,
+                code=code,
             )
         return ProviderRequestError(sentence, status=status, code=code)
     return ProviderRequestError(f"twilio: could not {action}: {type(exc).__name__}: {exc}")

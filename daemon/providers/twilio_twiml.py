@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from twilio.twiml.voice_response import VoiceResponse
+
+if TYPE_CHECKING:
+    from daemon.engine.record import CallRecord
 
 XML_CONTENT_TYPE = "application/xml"
 HOLD_SECONDS = 30
@@ -117,6 +121,34 @@ _FINAL = (HangUp, Reject, Stream, Listen)
 """Steps after which nothing else is rendered (they end the call or loop on their own)."""
 
 
+@dataclass(slots=True)
+class PendingReply:
+    """The TwiML answer of the voice request being handled, open while its events apply."""
+
+    call_sid: str
+    call_id: str | None
+    steps: list[Step] = field(default_factory=list)
+    listen: str | None = None
+    """The turn token to `<Gather>` for after the steps."""
+    open: bool = True
+    end: Step | None = None
+    """`<Hangup/>`, `<Reject/>` or `<Connect><Stream>`: the last verb; nothing may follow."""
+
+    def serves(self, call: CallRecord) -> bool:
+        """Whether speech for `call` belongs in this reply (still open, same call)."""
+        if not self.open or self.end is not None:
+            return False
+        if self.call_id is not None and call.call_id == self.call_id:
+            return True
+        return bool(self.call_sid) and call.provider_call_id == self.call_sid
+
+    def document(self) -> list[Step]:
+        """The steps to render: what was collected, then the final verb or the listening."""
+        if self.end is not None:
+            return [*self.steps, self.end]
+        return [*self.steps, Listen(self.listen)] if self.listen else list(self.steps)
+
+
 @dataclass(frozen=True, slots=True)
 class TwimlContext:
     """What a document needs besides its steps."""
@@ -176,9 +208,7 @@ def render(steps: Sequence[Step], ctx: TwimlContext) -> str:
 
 def notify_twiml(text: str, voice: str, delay_seconds: int) -> str:
     """The inline `Twiml` of a notify call: say, wait after playback, hang up."""
-    return render(
-        [Say(text), Pause(delay_seconds), HangUp()], TwimlContext("", None, voice)
-    )
+    return render([Say(text), Pause(delay_seconds), HangUp()], TwimlContext("", None, voice))
 
 
 def empty_response() -> str:

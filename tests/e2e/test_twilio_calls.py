@@ -83,9 +83,7 @@ async def test_twilio_notify_call_inline_twiml_ends_hangup_bot(
     """Calls create carries To/From/Timeout/Twiml and four StatusCallbackEvent values; the
     message is said, the call hangs itself up and ends `hangup-bot`."""
     d = await start(make_daemon, config(sim, delay=1))
-    done = await asyncio.to_thread(
-        d.cli, "call", "--to", TO, "-m", "Your table is ready", "--json"
-    )
+    done = await asyncio.to_thread(d.cli, "call", "--to", TO, "-m", "Your table is ready", "--json")
     assert done.returncode == 0, done.stderr
     call_id = json.loads(done.stdout)["callId"]
     record = await until_state(d, call_id, "hangup-bot", "completed")
@@ -95,7 +93,10 @@ async def test_twilio_notify_call_inline_twiml_ends_hangup_bot(
     assert create.get("Timeout") == "30"
     assert create.values("StatusCallbackEvent") == ["initiated", "ringing", "answered", "completed"]
     assert query(create.get("StatusCallback") or "") == {
-        "callId": call_id, "type": "status", "mode": "notify"}
+        "callId": call_id,
+        "type": "status",
+        "mode": "notify",
+    }
     assert create.get("Url") is None
     twiml = create.get("Twiml") or ""
     assert '<Say voice="Polly.Joanna">Your table is ready</Say>' in twiml
@@ -104,7 +105,11 @@ async def test_twilio_notify_call_inline_twiml_ends_hangup_bot(
     assert record["providerCallId"] == call.sid
     assert call.spoken == ["Your table is ready"] and call.ended_by == "twiml"
     assert [dl.params["CallStatus"] for dl in kinds(sim, "status")] == [
-        "initiated", "ringing", "in-progress", "completed"]
+        "initiated",
+        "ringing",
+        "in-progress",
+        "completed",
+    ]
     await sim.wait_for(lambda: all(dl.status for dl in sim.deliveries))
     assert all(dl.status == 200 for dl in sim.deliveries)
 
@@ -115,8 +120,13 @@ async def test_twilio_conversation_two_turns_and_a_stale_turn_token(
     """The opening line rides on the Url fetch; each `continue` live-updates the call with
     Say + Gather(turnToken); the caller's SpeechResult comes back; an old token is ignored."""
     d = await start(make_daemon, config(sim))
-    call_id = (await rpc(d, "voicecall.initiate", {
-        "message": "Hi, it's the clinic.", "to": TO, "mode": "conversation"}))["callId"]
+    call_id = (
+        await rpc(
+            d,
+            "voicecall.initiate",
+            {"message": "Hi, it's the clinic.", "to": TO, "mode": "conversation"},
+        )
+    )["callId"]
     await sim.wait_for(lambda: bool(sim.calls) and sim.only_call().spoken != [])
     call = sim.only_call()
     assert call.spoken == ["Hi, it's the clinic."]
@@ -130,7 +140,7 @@ async def test_twilio_conversation_two_turns_and_a_stale_turn_token(
     first = await rpc(d, "voicecall.continue", {"callId": call_id, "message": "Does Tuesday work?"})
     assert first == {"success": True, "transcript": "Yes, Tuesday works."}
     gathers = kinds(sim, "gather")
-    assert len(gathers) == 1, [(dl.kind, dl.url, dl.params.get("SpeechResult")) for dl in sim.deliveries]
+    assert len(gathers) == 1, [(dl.kind, dl.url) for dl in sim.deliveries]
     token1 = query(gathers[0].url)["turnToken"]
 
     sim.say_next("Ten is fine.")
@@ -165,8 +175,9 @@ async def test_twilio_callee_hangs_up_a_conversation(
 ) -> None:
     """The callee hanging up ends the call `completed` (Twilio's status callback)."""
     d = await start(make_daemon, config(sim))
-    call_id = (await rpc(d, "voicecall.initiate", {
-        "message": "Hello", "to": TO, "mode": "conversation"}))["callId"]
+    call_id = (
+        await rpc(d, "voicecall.initiate", {"message": "Hello", "to": TO, "mode": "conversation"})
+    )["callId"]
     await sim.wait_for(lambda: bool(sim.calls) and sim.only_call().spoken == ["Hello"])
     await sim.callee_hangup(sim.only_call().sid)
     record = await until_state(d, call_id, "completed", "hangup-user")
@@ -189,8 +200,10 @@ async def test_twilio_inbound_allowed_gets_greeting_and_gather(
     sim: TwilioSimulator, make_daemon: Callable[..., DaemonHarness]
 ) -> None:
     """An allow-listed caller is answered with the greeting and a Gather; speech is recorded."""
-    extra = 'inbound_policy = "allowlist"\nallow_from = ["+15550109999"]\n' \
-            'inbound_greeting = "Hi, you reached the bot."'
+    extra = (
+        'inbound_policy = "allowlist"\nallow_from = ["+15550109999"]\n'
+        'inbound_greeting = "Hi, you reached the bot."'
+    )
     d = await start(make_daemon, config(sim, extra))
     url = await webhook_url(d)
     call = await sim.inbound("+15550109999", FROM, url)
@@ -205,7 +218,9 @@ async def test_twilio_inbound_allowed_gets_greeting_and_gather(
     (record,) = [c for c in listed if c["providerCallId"] == call.sid]
     assert record["direction"] == "inbound" and record["from"] == "+15550109999"
     assert [t["text"] for t in record["transcript"]] == [
-        "Hi, you reached the bot.", "What are your hours?"]
+        "Hi, you reached the bot.",
+        "What are your hours?",
+    ]
     assert record["state"] not in ("hangup-bot", "completed")
 
 
@@ -248,11 +263,10 @@ async def test_twilio_provider_error_is_rpc_32003_and_cli_exit_1(
     assert AUTH_TOKEN not in d.log_text()
 
 
-async def _live_conversation(
-    sim: TwilioSimulator, d: DaemonHarness
-) -> tuple[str, SimCall]:
-    call_id = (await rpc(d, "voicecall.initiate", {
-        "message": "Hello", "to": TO, "mode": "conversation"}))["callId"]
+async def _live_conversation(sim: TwilioSimulator, d: DaemonHarness) -> tuple[str, SimCall]:
+    call_id = (
+        await rpc(d, "voicecall.initiate", {"message": "Hello", "to": TO, "mode": "conversation"})
+    )["callId"]
     await sim.wait_for(lambda: bool(sim.calls) and sim.only_call().spoken == ["Hello"])
     await until_state(d, call_id, "speaking", "answered", "active")
     return call_id, sim.only_call()
@@ -288,3 +302,23 @@ async def test_twilio_restart_keeps_call_when_status_unknown(
     status = await rpc(d, "voicecall.status", {"callId": call_id})
     assert status["call"]["state"] not in ("completed", "hangup-user", "hangup-bot", "failed")
     assert len(sim.creates) == 1
+
+
+async def test_twilio_speak_and_dtmf_through_the_cli_with_21220_retried(
+    sim: TwilioSimulator, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """`voicecall speak` and `voicecall dtmf` live-update the call (Say / Play digits, each with
+    the keep-alive); two 21220 refusals in a row are retried transparently."""
+    d = await start(make_daemon, config(sim))
+    call_id, call = await _live_conversation(sim, d)
+    sim.fail_updates_21220 = 2
+    done = await asyncio.to_thread(d.cli, "speak", "--call-id", call_id, "-m", "One moment.")
+    assert done.returncode == 0, done.stderr
+    await sim.wait_for(lambda: "One moment." in call.spoken)
+    done = await asyncio.to_thread(d.cli, "dtmf", "--call-id", call_id, "--digits", "12w#")
+    assert done.returncode == 0, done.stderr
+    await sim.wait_for(lambda: call.digits == ["12w#"])
+    updates = sim.recorded("POST", f"/Calls/{call.sid}.json")
+    assert len(updates) == 4  # 2 refused + speak + dtmf
+    assert all("flow=hold" in (u.get("Twiml") or "") for u in updates)
+    assert not call.ended

@@ -213,8 +213,10 @@ class TwilioSimulator(FakeServer):
         self.requests.append(recorded)
         await self.notify()
         expected = basic_auth(self.account_sid, self.auth_token)
-        if (request.headers.get("Authorization") != expected
-                or request.match_info["account"] != self.account_sid):
+        if (
+            request.headers.get("Authorization") != expected
+            or request.match_info["account"] != self.account_sid
+        ):
             return twilio_error(401, 20003, "Authenticate")
         return recorded
 
@@ -505,8 +507,9 @@ class TwilioSimulator(FakeServer):
 
     async def inbound(self, from_: str, to: str, voice_url: str) -> SimCall:
         """Someone calls our number; Twilio posts the voice request to the number's URL."""
-        call = SimCall("CA" + secrets.token_hex(16), "inbound", from_, to, url=voice_url,
-                       status="ringing")
+        call = SimCall(
+            "CA" + secrets.token_hex(16), "inbound", from_, to, url=voice_url, status="ringing"
+        )
         self.calls[call.sid] = call
         call.runner = asyncio.get_running_loop().create_task(
             self._run(call, url=voice_url, document=None)

@@ -60,7 +60,10 @@ def test_digits_are_a_dtmf_event() -> None:
     """Digits: one DTMF event."""
     (event,) = events({"callId": "c1", "n": "x"}, Digits="42#")
     assert (event.type, event.digits, event.dedupe_key) == (
-        EventType.DTMF, "42#", f"twilio:{SID}:dtmf:x:42#")
+        EventType.DTMF,
+        "42#",
+        f"twilio:{SID}:dtmf:x:42#",
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,8 +80,12 @@ def test_digits_are_a_dtmf_event() -> None:
 )
 def test_status_callbacks_of_a_notify_call(status: str, expected: list[EventType]) -> None:
     """queued/initiated are ignored; ringing, answered and the final statuses map one to one."""
-    got = events({"callId": "c1", "type": "status", "mode": "notify"},
-                 CallStatus=status, SequenceNumber="2", CallbackSource="call-progress-events")
+    got = events(
+        {"callId": "c1", "type": "status", "mode": "notify"},
+        CallStatus=status,
+        SequenceNumber="2",
+        CallbackSource="call-progress-events",
+    )
     assert [e.type for e in got] == expected
     assert all(e.dedupe_key == f"twilio:{SID}:{status}:2" for e in got)
 
@@ -103,31 +110,41 @@ def test_end_states(status: str, notify: bool, state: CallState | None) -> None:
 
 def test_notify_completed_status_callback_is_hangup_bot() -> None:
     """`mode=notify` on the status callback makes `completed` hangup-bot."""
-    (event,) = events({"callId": "c1", "type": "status", "mode": "notify"},
-                      CallStatus="completed", SequenceNumber="3")
+    (event,) = events(
+        {"callId": "c1", "type": "status", "mode": "notify"},
+        CallStatus="completed",
+        SequenceNumber="3",
+    )
     assert event.end_state is CallState.HANGUP_BOT
 
 
 def test_conversation_completed_is_completed_unless_we_hung_up() -> None:
     """A conversation call ended by the callee is `completed`; by us, `hangup-bot`."""
-    cb = parse_callback([("callId", "c1"), ("type", "status"), ("mode", "conversation")],
-                        form(CallStatus="completed", SequenceNumber="3"))
+    cb = parse_callback(
+        [("callId", "c1"), ("type", "status"), ("mode", "conversation")],
+        form(CallStatus="completed", SequenceNumber="3"),
+    )
     assert to_events(cb)[0].end_state is CallState.COMPLETED
     assert to_events(cb, bot_hangup=True)[0].end_state is CallState.HANGUP_BOT
 
 
 def test_conversation_answered_status_callback_is_left_to_the_url_fetch() -> None:
     """The Url fetch reports a conversation call's answer: only its reply can carry TwiML."""
-    assert events({"callId": "c1", "type": "status", "mode": "conversation"},
-                  CallStatus="in-progress", SequenceNumber="2") == []
+    assert (
+        events(
+            {"callId": "c1", "type": "status", "mode": "conversation"},
+            CallStatus="in-progress",
+            SequenceNumber="2",
+        )
+        == []
+    )
     (event,) = events({"callId": "c1"}, CallStatus="in-progress")
     assert event.type is EventType.ANSWERED and event.call_id == "c1"
 
 
 def test_inbound_voice_request_offers_the_call_answered() -> None:
     """Direction=inbound, ringing, no callId: INITIATED + ANSWERED with direction and numbers."""
-    body = form(CallStatus="ringing", Direction="inbound", From="+15550109999",
-                To="+15550100000")
+    body = form(CallStatus="ringing", Direction="inbound", From="+15550109999", To="+15550100000")
     got = to_events(parse_callback([], body))
     common = {
         "call_id": None,
