@@ -14,6 +14,7 @@ Two rules shape every document:
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -211,6 +212,10 @@ def notify_twiml(text: str, voice: str, delay_seconds: int) -> str:
     return render([Say(text), Pause(delay_seconds), HangUp()], TwimlContext("", None, voice))
 
 
+@functools.cache
 def empty_response() -> str:
-    """`<Response/>`: what status callbacks and replays get (Twilio ignores the body)."""
+    """`<Response/>`: what status callbacks and replays get (Twilio ignores the body).
+
+    Built once: status callbacks are the bulk of webhook traffic.
+    """
     return str(VoiceResponse())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -97,15 +98,21 @@ def skip_replay_key(provider_name: str, method: str, url: str, body: bytes) -> s
 def parse_form(body: bytes) -> list[tuple[str, str]]:
     """Decode an `application/x-www-form-urlencoded` body, keeping blank values and repeats.
 
-    Blank values matter: Twilio signs `Name` + "" for an empty parameter.
+    Blank values matter: Twilio signs `Name` + "" for an empty parameter. The verifier and then
+    the provider both need the pairs of the same body, so the last few parses are cached.
     """
     if not body:
         return []
+    return list(_parse_form_cached(body))
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_form_cached(body: bytes) -> tuple[tuple[str, str], ...]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise WebhookSignatureError("webhook body is not valid UTF-8 form data") from exc
-    return parse_qsl(text, keep_blank_values=True)
+    return tuple(parse_qsl(text, keep_blank_values=True))
 
 
 def _b64decode_lenient(value: str) -> bytes:
