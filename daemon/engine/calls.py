@@ -19,7 +19,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon.engine.live import LiveCall, TranscriptWaiter
@@ -40,6 +40,7 @@ from daemon.events import CallEvent, CallMode, Direction, EventType, ProviderEve
 from daemon.providers.base import DialRequest, Provider, RemoteState
 from daemon.speech.responder import APOLOGY
 from daemon.store.base import Store
+from daemon.tasks import TaskSet
 
 if TYPE_CHECKING:
     from daemon.config.model import Config
@@ -81,7 +82,7 @@ class CallEngine:
         self._live: dict[str, LiveCall] = {}
         self._by_provider_id: dict[str, str] = {}
         self._subscribers: set[Subscriber] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("engine")
         self._reaper: asyncio.Task[None] | None = None
         self._reaper_interval = reaper_interval
         self._stopping = False
@@ -104,25 +105,11 @@ class CallEngine:
             live.cancel_timers()
             if live.waiter is not None and not live.waiter.future.done():
                 live.waiter.future.set_exception(CallError("the daemon is shutting down"))
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
 
-    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a background task the engine owns (cancelled at stop)."""
-
-        async def _guard() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("background task %s failed", name)
-
-        task = asyncio.create_task(_guard(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(coro, name)
 
     async def _restore(self, record: CallRecord) -> None:
         live = self._register(record)

@@ -26,6 +26,7 @@ from daemon.media.playback import DEFAULT_CAPACITY_FRAMES
 from daemon.media.session import MediaSession, UtteranceResult
 from daemon.speech.stt.base import SttListener, SttSession
 from daemon.speech.tts.base import TtsEngine
+from daemon.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class MediaHub:
         self._sessions: dict[str, MediaSession] = {}
         self._waiters: dict[str, list[asyncio.Future[MediaSession]]] = {}
         self._end_timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("media")
         self._dummy = self.new_token()
 
     # ------------------------------------------------------------------ tokens
@@ -250,19 +251,7 @@ class MediaHub:
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a background task the hub owns (awaited at close)."""
-
-        async def guard() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("media task %s failed", name)
-
-        task = asyncio.create_task(guard(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(coro, name)
 
     async def close(self) -> None:
         """Shutdown: close every stream (1001), stop timers and the pacer."""
@@ -274,8 +263,6 @@ class MediaHub:
             session.request_close(1001, "Server shutting down")
             await session.close()
         self._sessions.clear()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.drain(5)
+        await self._tasks.cancel()
         self.pacer.close()

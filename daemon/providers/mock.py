@@ -29,6 +29,7 @@ from daemon.providers.base import (
     WebhookReply,
     WebhookRequest,
 )
+from daemon.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class MockProvider:
     def __init__(self) -> None:
         self._sink: EventSink | None = None
         self._context: ProviderContext | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("mock")
         self._replies: dict[str, itertools.cycle[str] | None] = {}
         self._utterances: dict[str, list[str]] = {}
         self._ended: set[str] = set()
@@ -67,9 +68,7 @@ class MockProvider:
 
     async def close(self) -> None:
         """Cancel pending timers."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
 
     def _later(self, delay: float, events: Sequence[ProviderEvent]) -> None:
         async def _emit() -> None:
@@ -78,9 +77,7 @@ class MockProvider:
             assert self._sink is not None
             await self._sink(events)
 
-        task = asyncio.create_task(_emit())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(_emit(), "mock-carrier")
 
     # ------------------------------------------------------------------ control plane
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -61,6 +61,7 @@ from daemon.providers.twilio_twiml import (
     notify_twiml,
     render,
 )
+from daemon.tasks import TaskSet
 from daemon.webhooks.security import TwilioVerifier, has_signature_headers, parse_form
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ class TwilioProvider:
         self._hung_up: OrderedDict[str, None] = OrderedDict()
         """CallSids we hung up: their `completed` is `hangup-bot`, whichever arrives first."""
         self._streamed: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("twilio")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -167,9 +168,7 @@ class TwilioProvider:
 
     async def close(self) -> None:
         """Stop background speech and close the HTTP session."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
         if self._rest is not None:
             await self._rest.close()
             self._rest = None
@@ -199,18 +198,8 @@ class TwilioProvider:
             while len(table) > REMEMBERED_CALLS:
                 table.popitem(last=False)
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        async def guard() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("twilio background task %s failed", name)
-
-        task = asyncio.create_task(guard(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        self._tasks.spawn(coro, name)
 
     # ------------------------------------------------------------------ control plane
 

@@ -66,7 +66,8 @@ class Params:
         if value is None:
             return None
         if not isinstance(value, bool):
-            raise InvalidParamsError(f"parameter {name!r} must be true or false, not {_show(value)}")
+            raise InvalidParamsError(
+                f"parameter {name!r} must be true or false, not {_show(value)}")
         return value
 
     def texts(self, name: str) -> list[str]:

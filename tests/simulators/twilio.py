@@ -15,14 +15,27 @@ status callbacks (initiated, ringing, answered, completed/busy/no-answer/failed/
 `StatusCallback`, the `Url` fetch on answer, `<Redirect>`s, `<Gather>` results (SpeechResult +
 the action URL as rendered, turnToken included) and inbound voice requests. Tests script the
 caller: `say_next()`/`caller_says()`, `answer()`, `callee_hangup()`, `inbound()`, `outcome`.
+
+Media streams, as Twilio runs `<Connect><Stream url>` (bidirectional): a websocket to that URL,
+its upgrade signed with `X-Twilio-Signature` over the ws(s) URL alone; `connected`, `start`
+(streamSid, callSid, the `<Parameter>`s as customParameters, mu-law 8 kHz mediaFormat), then the
+caller's audio as 160-byte mu-law `media` frames every 20 ms (silence unless a test queues
+audio). Outbound `media` frames are recorded with their arrival time and "played" in real time
+from a buffer; a `mark` is echoed once the audio queued before it has played; `clear` drops the
+buffered audio and echoes the marks still pending. A hang-up, or TwiML replacing the `<Connect>`,
+sends `stop` and closes the socket; the daemon closing the socket ends the `<Connect>` verb and
+the TwiML carries on (here: the call ends, nothing follows). See :class:`SimStream`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import secrets
 import time
+from collections import deque
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +49,10 @@ from daemon.providers.twilio_rest import basic_auth
 from tests.fakes._server import FakeServer
 
 ACCOUNT_SID = "AC" + "5ef8732a3c49700934481addd5ce1659"
+FRAME_BYTES = 160
+"""20 ms of 8 kHz mu-law."""
+FRAME_SECONDS = 0.02
+MULAW_SILENCE = b"\xff"
 AUTH_TOKEN = "12345678901234567890123456789012"
 API = "/2010-04-01/Accounts/{account}"
 
@@ -104,6 +121,8 @@ class SimCall:
     """Every TwiML document the call ran, in order (inline, fetched or updated)."""
     streams: list[dict[str, str]] = field(default_factory=list)
     """`<Connect><Stream>`s: the url and the `<Parameter>`s."""
+    media: list[SimStream] = field(default_factory=list)
+    """The media-stream websockets opened for this call, in order."""
     gathering: bool = False
     inbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     sequence: int = 0
