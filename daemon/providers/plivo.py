@@ -17,28 +17,39 @@ Call flow:
   a transfer: one HTTP round trip less, and no race between our answer and a transfer;
 - hang-up is `DELETE /Call/{uuid}/`, or `DELETE /Request/{uuid}/` while only the request is
   known; 404 means it is already over.
+
+Audio streams (SPEC 9): with `streaming.enabled` and a TTS engine in the media hub
+(`context.extras["media"]`), conversation and inbound calls get `<Stream bidirectional="true"
+keepCallAlive="true" contentType="audio/x-mulaw;rate=8000">` instead of `<Speak>`/`<GetInput>`
+(in the answer, or by a transfer), and speech goes through the call's media session. The token
+and our call id ride in the stream URL's query (Plivo has no per-stream parameters). Until the
+stream starts, speech waits for it; if it never starts, the XML `<Speak>` path is used.
+Notify calls keep the XML path (`<Speak>`, `<Wait>`, `<Hangup/>`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import aiohttp
 
 from daemon.engine.record import CallRecord
 from daemon.errors import (
     ConfigError,
+    MediaError,
     ProviderAuthError,
     ProviderError,
     ProviderRequestError,
 )
+from daemon.events import CallMode, Direction
 from daemon.providers.base import (
     DialRequest,
     EventSink,
@@ -55,6 +66,7 @@ from daemon.providers.plivo_wire import (
     Pause,
     Say,
     Step,
+    Stream,
     XmlContext,
     callback_url,
     form_dict,
@@ -62,6 +74,7 @@ from daemon.providers.plivo_wire import (
     map_voice,
     parse_callback,
     render,
+    stream_url,
     to_events,
 )
 from daemon.webhooks.security import PlivoVerifier, has_signature_headers, parse_form
@@ -75,6 +88,36 @@ REQUEST_TIMEOUT_SECONDS = 10.0
 STASH_LIMIT = 1_000
 XML_CONTENT_TYPE = "text/xml"
 LIVE_STATUSES = frozenset({"in-progress", "ringing", "queued", "early media"})
+STREAM_WAIT_SECONDS = 10.0
+"""How long speech waits for a call's stream to start before falling back to `<Speak>`."""
+
+
+@runtime_checkable
+class MediaSessionLike(Protocol):
+    """A live media stream of one call (`daemon.media.session.MediaSession`)."""
+
+    async def speak(self, text: str, *, turn_token: str | None = None) -> None:
+        """Queue `text` to be synthesised and streamed."""
+
+    async def wait_idle(self) -> None:
+        """Return once everything queued has been heard."""
+
+
+@runtime_checkable
+class MediaHubLike(Protocol):
+    """The media hub (`context.extras["media"]`) as far as this provider needs it."""
+
+    def issue_token(self, call_id: str, provider_call_id: str | None) -> str:
+        """The call's stream token."""
+
+    def revoke(self, call_id: str) -> None:
+        """Forget the token of a call that ended (and close its stream)."""
+
+    def session(self, call_id: str) -> Any:
+        """The call's live `MediaSessionLike`, or None."""
+
+    async def wait_session(self, call_id: str) -> Any:
+        """The call's session once its stream has started."""
 
 
 @dataclass(slots=True)
@@ -109,6 +152,9 @@ class PlivoProvider:
         self._session: aiohttp.ClientSession | None = None
         self._verifier = PlivoVerifier("")
         self._stash: OrderedDict[str, tuple[str, list[Step]]] = OrderedDict()
+        self._streamed: dict[str, str | None] = {}
+        """Calls sent to a `<Stream>` (call id -> CallUUID), until they end."""
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -140,7 +186,10 @@ class PlivoProvider:
         )
 
     async def close(self) -> None:
-        """Close the HTTP session."""
+        """Stop background speech and close the HTTP session."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -256,12 +305,30 @@ class PlivoProvider:
         return call.provider_call_id
 
     async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
-        """`<Speak>`, `<Wait length=delay>`, `<Hangup/>`: Plivo waits after playback ends."""
+        """`<Speak>`, `<Wait length=delay>`, `<Hangup/>`: Plivo waits after playback ends.
+
+        On a call that streams, the message goes through its media session instead, and the
+        hang-up follows `delay_seconds` after the stream reported it heard.
+        """
+        session = self._session_of(call)
+        if session is not None:
+            self._spawn(
+                self._stream_notify(call, session, text, delay_seconds),
+                f"plivo-notify-{call.call_id}",
+            )
+            return
         await self._deliver(call, [Say(text), Pause(round(delay_seconds)), HangUp()])
 
     async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
-        """`<Speak>`; with a turn token, the prompt inside `<GetInput inputType="speech">`."""
-        await self._deliver(call, [Listen(text, turn_token)] if turn_token else [Say(text)])
+        """Through the call's media stream when streaming is on; else `<Speak>`, and with a
+        turn token the prompt inside `<GetInput inputType="speech">`."""
+        if await self._speak_streamed(call, text, turn_token):
+            return
+        await self._deliver(call, self._xml_speech(text, turn_token))
+
+    @staticmethod
+    def _xml_speech(text: str, turn_token: str | None) -> list[Step]:
+        return [Listen(text, turn_token)] if turn_token else [Say(text)]
 
     async def send_dtmf(self, call: CallRecord, digits: str) -> None:
         """`POST /Call/{uuid}/DTMF/` on the A-leg."""
@@ -283,6 +350,7 @@ class PlivoProvider:
 
     async def hangup(self, call: CallRecord) -> None:
         """`DELETE /Call/{uuid}/`, then `/Request/{uuid}/` for an unanswered request; 404 ok."""
+        self._stream_ended(call.call_id)
         pid = call.provider_call_id
         if not pid:
             return
@@ -324,6 +392,8 @@ class PlivoProvider:
     async def handle_webhook(self, request: WebhookRequest) -> WebhookReply:
         """Apply the callback's events, then answer Plivo XML for the call's next step."""
         cb = parse_callback(dict(request.query), form_dict(parse_form(request.body)))
+        if cb.is_terminal:
+            self._stream_ended(cb.call_id, cb.call_uuid, cb.request_uuid)
         pending = _PendingReply(cb.provider_call_id or None, cb.call_id)
         events = to_events(cb)
         reset = _CURRENT_REPLY.set(pending)
@@ -352,6 +422,110 @@ class PlivoProvider:
     def replay_reply(self, first: WebhookReply | None) -> WebhookReply:
         """Repeat the first answer; without it, an empty `<Response>`."""
         return first or _xml(EMPTY_RESPONSE)
+
+    # ------------------------------------------------------------------ audio streams
+
+    def _media(self) -> MediaHubLike | None:
+        """The media hub, when streaming is on and the hub can speak (else XML is used)."""
+        context = self._context
+        if context is None or not context.config.streaming.enabled or not context.stream_url:
+            return None
+        hub = context.extras.get("media")
+        if not isinstance(hub, MediaHubLike) or getattr(hub, "tts", None) is None:
+            return None
+        return hub
+
+    def _session_of(self, call: CallRecord) -> MediaSessionLike | None:
+        hub = self._media()
+        session = hub.session(call.call_id) if hub is not None else None
+        return session if isinstance(session, MediaSessionLike) else None
+
+    def _stream_step(self, hub: MediaHubLike, call: CallRecord) -> Stream:
+        assert self._context is not None and self._context.stream_url is not None
+        token = hub.issue_token(call.call_id, call.provider_call_id)
+        self._streamed[call.call_id] = call.provider_call_id
+        return Stream(stream_url(self._context.stream_url, token, call.call_id))
+
+    def _stream_ended(self, call_id: str | None, *uuids: str | None) -> None:
+        """The call is over: forget its stream and revoke its token (closes the socket)."""
+        known = {u for u in uuids if u}
+        if not call_id and known:
+            call_id = next((c for c, pid in self._streamed.items() if pid in known), None)
+        if not call_id:
+            return
+        self._streamed.pop(call_id, None)
+        hub = self._media()
+        if hub is not None:
+            hub.revoke(call_id)
+
+    async def _speak_streamed(self, call: CallRecord, text: str, turn_token: str | None) -> bool:
+        """Speak through the call's media stream if it has, or can get, one."""
+        hub = self._media()
+        if hub is None or (call.direction is Direction.OUTBOUND and call.mode is CallMode.NOTIFY):
+            return False
+        session = self._session_of(call)
+        if session is not None:
+            try:
+                await session.speak(text, turn_token=turn_token)
+                return True
+            except MediaError as exc:  # the stream closed under us: use the XML path
+                logger.info("call %s: %s; speaking with <Speak>", call.call_id, exc.message)
+                self._streamed.pop(call.call_id, None)
+                return False
+        pending = _CURRENT_REPLY.get()
+        if pending is not None and pending.serves(call):
+            if not any(isinstance(step, Stream) for step in pending.steps):
+                pending.steps.append(self._stream_step(hub, call))
+            pending.call_id = call.call_id
+        elif call.call_id not in self._streamed:
+            # No stream yet (e.g. after a daemon restart): transfer the A-leg to one.
+            await self._deliver(call, [self._stream_step(hub, call)])
+        self._spawn(
+            self._speak_when_streaming(hub, call, text, turn_token),
+            f"plivo-stream-speak-{call.call_id}",
+        )
+        return True
+
+    async def _speak_when_streaming(
+        self, hub: MediaHubLike, call: CallRecord, text: str, turn_token: str | None
+    ) -> None:
+        try:
+            async with asyncio.timeout(STREAM_WAIT_SECONDS):
+                session = await hub.wait_session(call.call_id)
+            await session.speak(text, turn_token=turn_token)
+            return
+        except TimeoutError:
+            logger.warning(
+                "call %s: its audio stream did not start within %gs; using <Speak>",
+                call.call_id,
+                STREAM_WAIT_SECONDS,
+            )
+        except MediaError as exc:
+            logger.warning("call %s: %s; using <Speak>", call.call_id, exc.message)
+        if call.call_id in self._streamed:  # not ended meanwhile
+            del self._streamed[call.call_id]
+            await self._deliver(call, self._xml_speech(text, turn_token))
+
+    async def _stream_notify(
+        self, call: CallRecord, session: MediaSessionLike, text: str, delay: float
+    ) -> None:
+        await session.speak(text, turn_token=None)
+        await session.wait_idle()
+        await asyncio.sleep(delay)
+        await self.hangup(call)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        async def guard() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("plivo background task %s failed", name)
+
+        task = asyncio.create_task(guard(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def basic_auth(user: str, password: str) -> str:

@@ -293,7 +293,20 @@ class HangUp:
     reason: str | None = None
 
 
-Step = Say | Listen | Pause | HangUp
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """Hand the call to our media websocket (bidirectional, mu-law 8 kHz) for good.
+
+    `url` already carries `?token=..&callId=..`: Plivo has no per-stream custom parameters,
+    and it keeps the query string of a `<Stream>` URL.
+    """
+
+    url: str
+
+
+Step = Say | Listen | Pause | HangUp | Stream
+
+STREAM_CONTENT_TYPE = "audio/x-mulaw;rate=8000"
 
 
 def callback_url(base: str, **params: str | None) -> str:
@@ -326,7 +339,7 @@ def _redirect(
 
 
 def render(steps: Sequence[Step], ctx: XmlContext) -> str:
-    """Plivo XML for `steps`, ending in a listen loop, a hang-up or a keep-alive."""
+    """Plivo XML for `steps`, ending in a listen loop, a hang-up, a stream or a keep-alive."""
     response = plivoxml.ResponseElement()
     for step in steps:
         if isinstance(step, Say):
@@ -336,6 +349,19 @@ def render(steps: Sequence[Step], ctx: XmlContext) -> str:
                 response.add(plivoxml.WaitElement(length=step.seconds))
         elif isinstance(step, HangUp):
             response.add(plivoxml.HangupElement(reason=step.reason))
+            return _document(response)
+        elif isinstance(step, Stream):
+            # keepCallAlive: the call stays on the stream until the socket closes; nothing
+            # after it runs before then, so the stream ends the document.
+            response.add(
+                plivoxml.StreamElement(
+                    step.url,
+                    bidirectional=True,
+                    audioTrack="inbound",
+                    contentType=STREAM_CONTENT_TYPE,
+                    keepCallAlive=True,
+                )
+            )
             return _document(response)
         else:
             response.add(_listen(step, ctx))
@@ -366,6 +392,12 @@ def _listen(step: Listen, ctx: XmlContext) -> plivoxml.GetInputElement:
     if step.prompt:
         element.add(_speak(step.prompt, ctx))
     return element
+
+
+def stream_url(base: str, token: str, call_id: str) -> str:
+    """The `<Stream>` URL of one call: `base?token=..&callId=..` (the media server reads
+    `token` from the query; the call is found by Plivo's `start.callId`, the CallUUID)."""
+    return callback_url(base, token=token, callId=call_id)
 
 
 def form_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -35,8 +35,8 @@ import contextlib
 import json
 import secrets
 import time
-from collections import deque
 import xml.etree.ElementTree as ET
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -167,6 +167,275 @@ class SimCall:
         }
 
 
+@dataclass
+class OutboundFrame:
+    """One `media` frame the daemon sent on a stream, as it arrived."""
+
+    at: float
+    """`time.monotonic()` on arrival."""
+    audio: bytes
+
+
+class SimStream:
+    """One bidirectional media stream as Twilio runs it: the websocket client side.
+
+    Records everything the daemon sends (`received`, with arrival times), the outbound audio
+    (`frames`), the marks it sent and Twilio's echoes of them (`marks`, `echoed`), and `clear`s.
+    Outbound audio is buffered and played out in real time (20 ms a frame); a mark is echoed
+    when every frame queued before it has played. Caller audio goes out as 160-byte mu-law
+    `media` frames every 20 ms: what `say_audio()` queued, silence otherwise.
+    """
+
+    def __init__(
+        self,
+        sim: TwilioSimulator,
+        call: SimCall,
+        url: str,
+        parameters: dict[str, str],
+        *,
+        sign: bool = True,
+    ) -> None:
+        self.sim = sim
+        self.call = call
+        self.url = url
+        self.parameters = dict(parameters)
+        self.sign = sign
+        self.stream_sid = "MZ" + secrets.token_hex(16)
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.handshake_status: int | None = None
+        """The HTTP status of a refused upgrade (0: nobody listening); None once upgraded."""
+        self.received: list[tuple[float, dict[str, Any]]] = []
+        """Every message from the daemon, with its arrival time."""
+        self.frames: list[OutboundFrame] = []
+        self.marks: list[tuple[float, str]] = []
+        """Marks the daemon sent (arrival time, name)."""
+        self.echoed: list[tuple[float, str]] = []
+        """Marks echoed back (time, name): played, or pending when a `clear` came."""
+        self.clears: list[float] = []
+        self.played = 0
+        """Outbound frames played out to the caller."""
+        self.dropped = 0
+        """Outbound frames a `clear` dropped before they played."""
+        self.caller_frames = 0
+        """Inbound `media` frames sent (the caller's audio)."""
+        self.opened_at: float | None = None
+        self.closed_at: float | None = None
+        self.close_code: int | None = None
+        self.closed = False
+        self.stop_sent = False
+        self.detached = False
+        """Dropped by the test: the call's `<Connect>` goes on waiting instead of ending."""
+        self._caller_audio = bytearray()
+        self._buffer: deque[bytes | str] = deque()
+        self._wake = asyncio.Event()
+        self._sequence = 0
+        self._reader: asyncio.Task[None] | None = None
+        self._helpers: list[asyncio.Task[None]] = []
+
+    @property
+    def is_open(self) -> bool:
+        """Upgraded and not closed yet."""
+        return self.ws is not None and not self.closed
+
+    def of(self, event: str) -> list[tuple[float, dict[str, Any]]]:
+        """The received messages of one event type."""
+        return [(at, m) for at, m in self.received if m.get("event") == event]
+
+    def say_audio(self, audio: bytes) -> None:
+        """The caller says `audio` (mu-law 8 kHz): sent in the next inbound frames."""
+        self._caller_audio += audio
+
+    # ------------------------------------------------------------------ wire
+
+    def _next_sequence(self) -> str:
+        self._sequence += 1
+        return str(self._sequence)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self.ws is None or self.ws.closed:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+            await self.ws.send_str(json.dumps(message, separators=(",", ":")))
+
+    async def connect(self) -> bool:
+        """Upgrade (signed as Twilio signs it), then `connected` and `start`."""
+        assert self.sim._session is not None
+        headers: dict[str, str] = {}
+        if self.sign:
+            headers["X-Twilio-Signature"] = self.sim.validator.compute_signature(self.url, {})
+        try:
+            self.ws = await self.sim._session.ws_connect(self.url, headers=headers)
+        except aiohttp.WSServerHandshakeError as exc:
+            self.handshake_status = exc.status
+        except (aiohttp.ClientError, OSError):
+            self.handshake_status = 0
+        if self.ws is None:
+            self.closed = True
+            await self.sim.notify()
+            return False
+        self.opened_at = time.monotonic()
+        await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        start = {
+            "accountSid": self.sim.account_sid,
+            "streamSid": self.stream_sid,
+            "callSid": self.call.sid,
+            "tracks": ["inbound"],
+            "customParameters": self.parameters,
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        }
+        await self._send(
+            {
+                "event": "start",
+                "sequenceNumber": self._next_sequence(),
+                "start": start,
+                "streamSid": self.stream_sid,
+            }
+        )
+        self._reader = self.sim._spawn(self._read())
+        self._helpers = [self.sim._spawn(self._play())]
+        if self.sim.stream_caller_audio:
+            self._helpers.append(self.sim._spawn(self._speak()))
+        await self.sim.notify()
+        return True
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for message in self.ws:
+                if message.type is aiohttp.WSMsgType.TEXT:
+                    self._on_message(time.monotonic(), json.loads(message.data))
+                    await self.sim.notify()
+        finally:
+            self.closed = True
+            self.closed_at = time.monotonic()
+            self.close_code = self.ws.close_code
+            for task in self._helpers:
+                task.cancel()
+            await self.sim.notify()
+
+    def _on_message(self, at: float, message: dict[str, Any]) -> None:
+        self.received.append((at, message))
+        event = message.get("event")
+        if event == "media":
+            audio = base64.b64decode(message["media"]["payload"])
+            self.frames.append(OutboundFrame(at, audio))
+            self._buffer.append(audio)
+            self._wake.set()
+        elif event == "mark":
+            name = str(message["mark"]["name"])
+            self.marks.append((at, name))
+            self._buffer.append(name)
+            self._wake.set()
+        elif event == "clear":
+            self.clears.append(at)
+            pending = [item for item in self._buffer if isinstance(item, str)]
+            self.dropped += len(self._buffer) - len(pending)
+            self._buffer.clear()
+            for name in pending:  # Twilio echoes the marks a clear dropped
+                self.sim._spawn(self._echo(name))
+
+    async def _echo(self, name: str) -> None:
+        self.echoed.append((time.monotonic(), name))
+        await self._send(
+            {
+                "event": "mark",
+                "sequenceNumber": self._next_sequence(),
+                "streamSid": self.stream_sid,
+                "mark": {"name": name},
+            }
+        )
+        await self.sim.notify()
+
+    async def _play(self) -> None:
+        """Real-time playout of the outbound buffer; marks echo when they reach its head."""
+        loop = asyncio.get_running_loop()
+        clock = 0.0
+        while True:
+            if not self._buffer:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            item = self._buffer.popleft()
+            if isinstance(item, str):
+                await self._echo(item)
+                continue
+            now = loop.time()
+            clock = max(clock, now) + FRAME_SECONDS * len(item) / FRAME_BYTES
+            await asyncio.sleep(clock - now)
+            self.played += 1
+
+    async def _speak(self) -> None:
+        """The caller's side: one 20 ms mu-law frame per tick on an absolute grid."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        chunk = 0
+        while True:
+            audio = bytes(self._caller_audio[:FRAME_BYTES])
+            del self._caller_audio[:FRAME_BYTES]
+            audio += MULAW_SILENCE * (FRAME_BYTES - len(audio))
+            chunk += 1
+            media = {
+                "track": "inbound",
+                "chunk": str(chunk),
+                "timestamp": str((chunk - 1) * 20),
+                "payload": base64.b64encode(audio).decode("ascii"),
+            }
+            await self._send(
+                {
+                    "event": "media",
+                    "sequenceNumber": self._next_sequence(),
+                    "media": media,
+                    "streamSid": self.stream_sid,
+                }
+            )
+            self.caller_frames += 1
+            due += FRAME_SECONDS
+            await asyncio.sleep(max(0.0, due - loop.time()))
+
+    # ------------------------------------------------------------------ ending
+
+    async def stop(self) -> None:
+        """Twilio ends the stream (hang-up, or new TwiML): `stop`, then close the socket."""
+        if self.stop_sent or not self.is_open:
+            return
+        self.stop_sent = True
+        await self._send(
+            {
+                "event": "stop",
+                "sequenceNumber": self._next_sequence(),
+                "streamSid": self.stream_sid,
+                "stop": {"accountSid": self.sim.account_sid, "callSid": self.call.sid},
+            }
+        )
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the socket (no `stop`) and wait for the reader to finish."""
+        if self.ws is not None and not self.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await self.ws.close()
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._reader)
+
+    async def drop(self, *, send_stop: bool = False) -> None:
+        """The stream goes away while the call stays up at Twilio (a broken media leg):
+        the call's `<Connect>` keeps waiting instead of moving on."""
+        self.detached = True
+        if send_stop:
+            await self.stop()
+        else:
+            await self.close()
+
+    async def ended(self) -> None:
+        """Wait until the daemon closed the socket (forever once the test dropped it)."""
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._reader)
+        if self.detached:
+            await asyncio.Event().wait()
+
+
 class TwilioSimulator(FakeServer):
     """`api_base_url` is the origin; credentials `ACCOUNT_SID`/`AUTH_TOKEN`."""
 
@@ -191,6 +460,11 @@ class TwilioSimulator(FakeServer):
         self.fail_create: tuple[int, int, str] | None = None
         self.fail_updates_21220 = 0
         self.fetch_error: int | None = None
+        self.stream_media = True
+        """Open the websocket of a `<Connect><Stream url="ws(s)://...">` (False: only record it)."""
+        self.sign_streams = True
+        self.stream_caller_audio = True
+        """Send the caller's 20 ms frames (silence unless queued) on every open stream."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         super().__init__()
@@ -461,13 +735,26 @@ class TwilioSimulator(FakeServer):
                     extra = {"SpeechResult": heard, "Confidence": "0.9137"}
                     return verb.get("action") or "", extra, "gather"
             elif verb.tag == "Connect":
+                opened: SimStream | None = None
                 for stream in verb.iter("Stream"):
-                    info = {"url": stream.get("url", "")}
-                    for parameter in stream.iter("Parameter"):
-                        info[parameter.get("name", "")] = parameter.get("value", "")
-                    call.streams.append(info)
+                    url = stream.get("url", "")
+                    parameters = {
+                        p.get("name", ""): p.get("value", "") for p in stream.iter("Parameter")
+                    }
+                    call.streams.append({"url": url, **parameters})
+                    if opened is None and self.stream_media and url.startswith(("ws:", "wss:")):
+                        opened = await self.open_stream(
+                            call, parameters, url, sign=self.sign_streams
+                        )
                 await self.notify()
-                await asyncio.Event().wait()  # until an update or a hang-up replaces it
+                if opened is None or not opened.is_open:
+                    if opened is None:
+                        await asyncio.Event().wait()  # until an update or a hang-up replaces it
+                    continue  # the stream could not connect: Twilio goes on with the TwiML
+                try:
+                    await opened.ended()  # the daemon closed it: the next verb runs
+                finally:
+                    await opened.stop()  # a hang-up or new TwiML ends the stream
         return None, {}, ""
 
     async def _say(self, call: SimCall, text: str) -> None:
@@ -506,6 +793,8 @@ class TwilioSimulator(FakeServer):
             return
         call.ended_by = by
         call.status = status
+        for stream in call.media:
+            await stream.stop()
         await self._status(call, status, "completed")
 
     # ------------------------------------------------------------------ the caller
@@ -534,6 +823,23 @@ class TwilioSimulator(FakeServer):
             self._run(call, url=voice_url, document=None)
         )
         return call
+
+    async def open_stream(
+        self,
+        call: SimCall,
+        parameters: dict[str, str],
+        url: str | None = None,
+        *,
+        sign: bool = True,
+    ) -> SimStream:
+        """Open a media stream for `call` as Twilio does (`url` defaults to the call's last
+        `<Stream url>`); also how a test opens a second, forged or reconnecting stream."""
+        if url is None:
+            url = call.streams[-1]["url"]
+        stream = SimStream(self, call, url, parameters, sign=sign)
+        call.media.append(stream)
+        await stream.connect()
+        return stream
 
     def only_call(self) -> SimCall:
         """The single call so far."""
