@@ -71,9 +71,12 @@ def _command(proc: subprocess.Popen[str], line: str) -> None:
     proc.stdin.flush()
 
 
-def run_level(n: int, seconds: float, warmup: float, log: IO[str]) -> dict[str, Any]:
+def run_level(n: int, seconds: float, warmup: float, log: IO[str],
+              refreeze: bool = False) -> dict[str, Any]:
     """One level: server + client processes, steady window, both reports."""
-    server = subprocess.Popen([sys.executable, str(HERE / "stream_server.py"), "--n", str(n)],
+    extra = ["--refreeze"] if refreeze else []
+    server = subprocess.Popen([sys.executable, str(HERE / "stream_server.py"), "--n", str(n),
+                               *extra],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                               text=True)
     client = None
@@ -127,7 +130,8 @@ def summary(r: dict[str, Any]) -> str:
     return (f"streams={r['n']} bound={s['sessions']} "
             f"server_send_jitter p50={s['jitter_p50']:.1f}ms p99={s['jitter_p99']:.1f}ms "
             f"max_gap={s['max_gap']:.0f}ms gaps>60ms={s['gaps_over_60']} "
-            f"tick_late_p99={s['tick_late_p99']:.1f}ms | "
+            f"tick_late_p99={s['tick_late_p99']:.1f}ms "
+            f"gc2={s['gc']['2'][0]}x/max{s['gc']['2'][1]}ms | "
             f"client_recv_jitter p50={c['jitter_p50']:.1f}ms p99={c['jitter_p99']:.1f}ms "
             f"max_gap={c['max_gap']:.0f}ms gaps>60ms={c['gaps_over_60']} | "
             f"server_cpu={r['server_cpu']:.0f}% client_cpu={r['client_cpu']:.0f}% "
@@ -145,10 +149,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds after connecting")
     parser.add_argument("--log", default=os.devnull, help="server/client stderr goes here")
     parser.add_argument("--json", action="store_true", help="also print the raw figures")
+    parser.add_argument("--refreeze", action="store_true",
+                        help="experiment: the server freezes the GC again once streams are up")
     args = parser.parse_args()
     with open(args.log, "a") as log:
         for n in (int(x) for x in args.n.split(",")):
-            result = run_level(n, args.seconds, args.warmup, log)
+            result = run_level(n, args.seconds, args.warmup, log, args.refreeze)
             print(summary(result), flush=True)
             if args.json:
                 print(json.dumps(result), flush=True)

@@ -5,17 +5,19 @@ The whole path through public configuration: a real daemon (`python -m daemon`) 
 on, `inbound_policy = "open"`, `response_model` with `[agent] base_url`, and OpenAI TTS,
 chat and realtime STT all on the local OpenAI fake (tests/fakes/openai.py) with no added
 delay. The simulator places an inbound call; the daemon answers with `<Connect><Stream>` and
-its `<Parameter name="token">`; this program then plays Twilio's side of that stream (signed
-upgrade, connected/start with the token, marks echoed) and waits for the greeting to finish.
+its `<Parameter name="token">`; the simulator then runs Twilio's side of that stream itself
+(signed upgrade, connected/start with the token, 20 ms caller frames of silence in, outbound
+frames time-stamped on arrival and played out in real time, marks echoed once played), and
+this program waits for the greeting to finish.
 
 Each turn: the fake realtime STT sends
 `conversation.item.input_audio_transcription.completed` (clock starts just before the send),
 the daemon stores the transcript, the auto-responder calls the fake chat API, the reply is
 spoken through the call's media session (fake TTS, 24 kHz PCM resampled to mu-law), and the
-clock stops when the first outbound `media` message of the reply arrives on the stream
-websocket. The program then waits for the reply's mark (echoing it) before the next turn.
-The simulator, the fakes and the stream client share this process's event loop, so their
-own cost (tens of microseconds per hop) is inside the figure.
+clock stops when the first outbound `media` message of the reply arrives at the simulator's
+stream websocket. The program then waits until the simulator echoed the reply's mark (played
+out) before the next turn. The simulator, the fakes and the stream client share this
+process's event loop, so their own cost (tens of microseconds per hop) is inside the figure.
 
 Also reported: when the chat request and the TTS request reached the fakes, which splits the
 latency into transcript -> chat request (engine: apply, store write, responder start),
@@ -30,20 +32,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _support import percentile
 
-from daemon.webhooks.security import TwilioVerifier
 from tests.fakes._server import sine_pcm16
 from tests.fakes.openai import API_KEY, TTS_RATE, FakeOpenAI
 from tests.harness import DaemonHarness, short_home
@@ -62,11 +61,11 @@ class TimedOpenAI(FakeOpenAI):
         self.tts_at: list[float] = []
 
     async def _chat(self, request: web.Request) -> web.Response:
-        self.chat_at.append(time.perf_counter())
+        self.chat_at.append(time.monotonic())
         return await super()._chat(request)
 
     async def _speech(self, request: web.Request) -> web.StreamResponse:
-        self.tts_at.append(time.perf_counter())
+        self.tts_at.append(time.monotonic())
         return await super()._speech(request)
 
 
@@ -106,39 +105,6 @@ api_key = "{API_KEY}"
 """
 
 
-class Peer:
-    """Twilio's side of the stream: time-stamps media, echoes marks at once."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, stream_sid: str) -> None:
-        self.ws = ws
-        self.stream_sid = stream_sid
-        self.media: list[float] = []
-        self.marks: list[float] = []
-        self.changed = asyncio.Event()
-        self.reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for message in self.ws:
-            if message.type is not aiohttp.WSMsgType.TEXT:
-                continue
-            now = time.perf_counter()
-            if message.data.startswith('{"event":"media"'):
-                self.media.append(now)
-            else:
-                data = json.loads(message.data)
-                if data.get("event") == "mark":
-                    await self.ws.send_str(json.dumps(
-                        {"event": "mark", "streamSid": self.stream_sid, "mark": data["mark"]}))
-                    self.marks.append(now)
-            self.changed.set()
-
-    async def wait(self, predicate: Any, timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
-
-
 async def _run(turns: int) -> dict[str, Any]:
     async with TwilioSimulator() as sim, TimedOpenAI() as fake:
         fake.tts_pcm = sine_pcm16(440.0, 0.2, TTS_RATE)  # 10 frames: the lead sends 5 at once
@@ -147,48 +113,36 @@ async def _run(turns: int) -> dict[str, Any]:
         fake.chat_reply = "Sure."
         daemon = DaemonHarness(short_home(), _config(sim, fake))
         daemon.env.pop("OPENAI_API_KEY", None)
+        latencies: list[float] = []
+        parts: list[tuple[float, float, float]] = []
         try:
             await asyncio.to_thread(daemon.start)
             status = await asyncio.to_thread(daemon.rpc, "daemon.status")
             call = await sim.inbound(CALLER, FROM, status["webhookUrl"])
-            await sim.wait_for(lambda: bool(call.streams), timeout=10)
-            stream = call.streams[0]
-            url = stream.pop("url")
-            headers = {"X-Twilio-Signature": TwilioVerifier(AUTH_TOKEN).compute_signature(url)}
-            async with aiohttp.ClientSession() as http, \
-                    http.ws_connect(url, headers=headers, autoping=True) as ws:
-                stream_sid = "MZ" + "1" * 32
-                peer = Peer(ws, stream_sid)
-                await ws.send_str(json.dumps({"event": "connected", "protocol": "Call",
-                                              "version": "1.0.0"}))
-                await ws.send_str(json.dumps({
-                    "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-                    "start": {"accountSid": ACCOUNT_SID, "streamSid": stream_sid,
-                              "callSid": call.sid, "tracks": ["inbound"],
-                              "customParameters": stream,
-                              "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
-                                              "channels": 1}}}))
-                await fake.wait_for(lambda: bool(fake.connections), timeout=10)
-                await peer.wait(lambda: peer.marks)  # the greeting was played
-                await asyncio.sleep(0.3)
-                latencies: list[float] = []
-                parts: list[tuple[float, float, float]] = []
-                for turn in range(turns):
-                    media_before, marks_before = len(peer.media), len(peer.marks)
-                    chats, speeches = len(fake.chat_at), len(fake.tts_at)
-                    started = time.perf_counter()
-                    await fake.transcript_completed(f"Question number {turn}?",
-                                                    item_id=f"item_{turn}")
-                    await peer.wait(lambda m=media_before: len(peer.media) > m)
-                    first = peer.media[media_before]
-                    latencies.append((first - started) * 1000)
-                    if len(fake.chat_at) > chats and len(fake.tts_at) > speeches:
-                        chat, tts = fake.chat_at[chats], fake.tts_at[speeches]
-                        parts.append(((chat - started) * 1000, (tts - chat) * 1000,
-                                      (first - tts) * 1000))
-                    await peer.wait(lambda m=marks_before: len(peer.marks) > m)
-                    await asyncio.sleep(0.05)  # the mark echo settles the utterance
-                await ws.close()
+            await sim.wait_for(lambda: bool(call.media) and call.media[0].is_open, timeout=10)
+            stream = call.media[0]
+            await fake.wait_for(lambda: bool(fake.connections), timeout=10)
+            await sim.wait_for(lambda: bool(stream.echoed), timeout=15)  # greeting played
+            await asyncio.sleep(0.2)
+            for turn in range(turns):
+                frames, echoed = len(stream.frames), len(stream.echoed)
+                chats, speeches = len(fake.chat_at), len(fake.tts_at)
+                started = time.monotonic()
+                await fake.transcript_completed(f"Question number {turn}?",
+                                                item_id=f"item_{turn}")
+                await sim.wait_for(lambda n=frames: len(stream.frames) > n, timeout=10)
+                first = stream.frames[frames].at
+                latencies.append((first - started) * 1000)
+                if len(fake.chat_at) > chats and len(fake.tts_at) > speeches:
+                    chat, tts = fake.chat_at[chats], fake.tts_at[speeches]
+                    parts.append(((chat - started) * 1000, (tts - chat) * 1000,
+                                  (first - tts) * 1000))
+                # the reply played out and its mark came back: the utterance is settled
+                await sim.wait_for(lambda n=echoed: len(stream.echoed) > n, timeout=10)
+                await asyncio.sleep(0.02)
+        except BaseException:
+            print(daemon.log_text()[-6000:], file=sys.stderr)
+            raise
         finally:
             log = daemon.log_text()
             await asyncio.to_thread(daemon.cleanup)

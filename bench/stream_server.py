@@ -27,6 +27,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -129,6 +130,19 @@ def _rss_kib() -> int:
     return 0
 
 
+GC_PAUSES: dict[int, list[float]] = {0: [], 1: [], 2: []}
+"""Collector pauses (ms) per generation since the mark: the stalls SPEC 12 warns about."""
+_gc_started = 0.0
+
+
+def _gc_timer(phase: str, info: dict[str, int]) -> None:
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    else:
+        GC_PAUSES[info["generation"]].append((time.perf_counter() - _gc_started) * 1000)
+
+
 def _stats(hub: MediaHub, sessions: list[MediaSession], since: float) -> dict[str, Any]:
     """Send-interval jitter (|interval - 20 ms|) and gaps from every stream's trace."""
     jitter: list[float] = []
@@ -165,10 +179,11 @@ def _stats(hub: MediaHub, sessions: list[MediaSession], since: float) -> dict[st
         "sessions": hub.sessions,
         "stt_frames": NullStt.frames,
         "rss_kib": _rss_kib(),
+        "gc": {gen: [len(p), round(max(p, default=0.0), 1)] for gen, p in GC_PAUSES.items()},
     }
 
 
-async def _main(n: int) -> None:
+async def _main(n: int, refreeze: bool) -> None:
     daemon = FakeDaemon(_config(n))
     hub = install_media(cast(Any, daemon))
     assert hub is not None
@@ -201,6 +216,7 @@ async def _main(n: int) -> None:
         calls.append([call_id, sid, hub.issue_token(call_id, sid)])
     gc.collect()
     gc.freeze()
+    gc.callbacks.append(_gc_timer)
     loop = asyncio.get_running_loop()
     print("READY " + json.dumps({"port": port, "pid": os.getpid(), "calls": calls}), flush=True)
     reader = asyncio.StreamReader()
@@ -208,10 +224,15 @@ async def _main(n: int) -> None:
     since = math.inf
     while line := (await reader.readline()).decode().strip():
         if line == "mark":
+            if refreeze:  # experiment: also keep the per-stream objects out of collections
+                gc.collect()
+                gc.freeze()
             since = loop.time()
             lateness = hub.pacer.lateness
             if lateness is not None:
                 del lateness[:]
+            for pauses in GC_PAUSES.values():
+                pauses.clear()
             print(f"MARKED {since}", flush=True)
         elif line == "report":
             stats = _stats(hub, sessions, since)
@@ -224,13 +245,15 @@ def main() -> None:
     """Parse arguments and serve until `report`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500, help="calls to issue stream tokens for")
+    parser.add_argument("--refreeze", action="store_true",
+                        help="gc.collect() + gc.freeze() again once every stream is bound")
     args = parser.parse_args()
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_main(args.n))
+        asyncio.run(_main(args.n, args.refreeze))
     else:
-        uvloop.run(_main(args.n))
+        uvloop.run(_main(args.n, args.refreeze))
 
 
 if __name__ == "__main__":

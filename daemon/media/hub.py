@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from daemon.engine.record import CallRecord
 from daemon.events import CallMode, Direction, ProviderEvent
+from daemon.media.gcpolicy import GcPolicy
 from daemon.media.pacer import DEFAULT_LEAD_SECONDS, Pacer
 from daemon.media.playback import DEFAULT_CAPACITY_FRAMES
 from daemon.media.session import MediaSession, UtteranceResult
@@ -108,6 +109,7 @@ class MediaHub:
         self._waiters: dict[str, list[asyncio.Future[MediaSession]]] = {}
         self._end_timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks = TaskSet("media")
+        self.gc_policy = GcPolicy()
         self._dummy = self.new_token()
 
     # ------------------------------------------------------------------ tokens
@@ -212,6 +214,7 @@ class MediaHub:
             timer.cancel()
         old = self._sessions.get(session.call_id)
         self._sessions[session.call_id] = session
+        self.gc_policy.stream_bound()
         if old is not None and old is not session:
             old.replaced = True
             old.request_close(1000, "Replaced by a newer stream")
@@ -223,6 +226,8 @@ class MediaHub:
         """The session's socket closed; end its call after the grace unless one comes back."""
         if self._sessions.get(session.call_id) is session:
             del self._sessions[session.call_id]
+            if not self._sessions:
+                self.gc_policy.idle()
         if not end_call or session.replaced or session.revoked or self.calls is None:
             return
         if session.call_id not in self._grants or session.call_id in self._sessions:
@@ -263,6 +268,7 @@ class MediaHub:
             session.request_close(1001, "Server shutting down")
             await session.close()
         self._sessions.clear()
+        self.gc_policy.close()
         await self._tasks.drain(5)
         await self._tasks.cancel()
         self.pacer.close()

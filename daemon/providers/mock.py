@@ -94,16 +94,23 @@ class MockProvider:
             answered = ProviderEvent(EventType.ANSWERED, provider_id, call_id=request.call_id)
             self._later(delay, [answered])
         else:
-            ended = ProviderEvent(EventType.ENDED, provider_id, call_id=request.call_id,
-                                  end_state=outcome)
+            ended = ProviderEvent(
+                EventType.ENDED, provider_id, call_id=request.call_id, end_state=outcome
+            )
             self._later(delay, [ended])
         return provider_id
 
     async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
         """Playback is instant; hang up `delay_seconds` later."""
         pid = self._pid(call)
-        self._later(delay_seconds, [ProviderEvent(EventType.ENDED, pid, call_id=call.call_id,
-                                                  end_state=CallState.HANGUP_BOT)])
+        self._later(
+            delay_seconds,
+            [
+                ProviderEvent(
+                    EventType.ENDED, pid, call_id=call.call_id, end_state=CallState.HANGUP_BOT
+                )
+            ],
+        )
 
     async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
         """Instant playback; with a turn token the caller answers with the next reply."""
@@ -112,9 +119,20 @@ class MockProvider:
         pid = self._pid(call)
         reply = self._next_reply(pid)
         if reply is not None:
-            self._later(0, [ProviderEvent(EventType.SPEECH, pid, call_id=call.call_id,
-                                          transcript=reply, is_final=True, confidence=1.0,
-                                          turn_token=turn_token)])
+            self._later(
+                0,
+                [
+                    ProviderEvent(
+                        EventType.SPEECH,
+                        pid,
+                        call_id=call.call_id,
+                        transcript=reply,
+                        is_final=True,
+                        confidence=1.0,
+                        turn_token=turn_token,
+                    )
+                ],
+            )
 
     def _next_reply(self, pid: str) -> str | None:
         if pid in self._utterances:
@@ -131,8 +149,17 @@ class MockProvider:
 
     async def answer(self, call: CallRecord) -> None:
         """Pick up an admitted inbound call."""
-        self._later(0, [ProviderEvent(EventType.ANSWERED, self._pid(call), call_id=call.call_id,
-                                      direction=Direction.INBOUND)])
+        self._later(
+            0,
+            [
+                ProviderEvent(
+                    EventType.ANSWERED,
+                    self._pid(call),
+                    call_id=call.call_id,
+                    direction=Direction.INBOUND,
+                )
+            ],
+        )
 
     async def reject(self, call: CallRecord) -> None:
         """Hang up a rejected inbound call."""
@@ -154,14 +181,24 @@ class MockProvider:
 
     # ------------------------------------------------------------------ simulated inbound
 
-    async def simulate_inbound(self, from_number: str, to_number: str,
-                               utterances: Sequence[str]) -> str:
+    async def simulate_inbound(
+        self, from_number: str, to_number: str, utterances: Sequence[str]
+    ) -> str:
         """Start a simulated inbound call; returns its provider call id."""
         pid = f"mock-in-{uuid.uuid4()}"
         self._utterances[pid] = [u for u in utterances if u.strip()]
         assert self._sink is not None
-        await self._sink([ProviderEvent(EventType.INITIATED, pid, direction=Direction.INBOUND,
-                                        from_number=from_number, to_number=to_number)])
+        await self._sink(
+            [
+                ProviderEvent(
+                    EventType.INITIATED,
+                    pid,
+                    direction=Direction.INBOUND,
+                    from_number=from_number,
+                    to_number=to_number,
+                )
+            ]
+        )
         return pid
 
     # ------------------------------------------------------------------ webhooks

@@ -350,12 +350,13 @@ class PlivoProvider:
 
     async def hangup(self, call: CallRecord) -> None:
         """`DELETE /Call/{uuid}/`, then `/Request/{uuid}/` for an unanswered request; 404 ok."""
-        self._stream_ended(call.call_id)
         pid = call.provider_call_id
-        if not pid:
-            return
-        if await self._request("DELETE", f"/Call/{pid}/", tolerate_404=True) is None:
-            await self._request("DELETE", f"/Request/{pid}/", tolerate_404=True)
+        try:
+            if pid and await self._request("DELETE", f"/Call/{pid}/", tolerate_404=True) is None:
+                await self._request("DELETE", f"/Request/{pid}/", tolerate_404=True)
+        finally:
+            # After the hang-up: closing the stream first would let Plivo run out of XML.
+            self._stream_ended(call.call_id)
 
     async def fetch_status(self, call: CallRecord) -> RemoteStatus:
         """Live call, queued request, then call detail record; an error is UNKNOWN, never ENDED.

@@ -18,6 +18,13 @@ Behaviour:
 - hang-up tolerates a call that already ended (HTTP 404; 422 with code 90018);
 - duplicate webhooks are dropped by the engine on `data.id`; a `call.initiated` that arrives
   after the same call's `call.hangup` (Telnyx does not order webhooks) is ignored.
+
+Media streams (SPEC 9): with `streaming.enabled` and a TTS engine in the media hub
+(`context.extras["media"]`), conversation and inbound calls are dialled/answered with
+`stream_url` (bidirectional RTP, PCMU); speech then goes through the call's media session
+(waiting for the stream to start if needed, falling back to `actions/speak` if it never does)
+and caller turns come from the stream's STT, so `transcription_start` is not used. Notify
+calls keep `actions/speak`, whose `call.speak.ended` drives the hang-up.
 """
 
 from __future__ import annotations
@@ -31,8 +38,14 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from daemon.engine.record import CallRecord
 from daemon.engine.state import CallState
-from daemon.errors import ConfigError, ProviderAuthError, ProviderError, ProviderRequestError
-from daemon.events import EventType, ProviderEvent
+from daemon.errors import (
+    ConfigError,
+    MediaError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRequestError,
+)
+from daemon.events import CallMode, EventType, ProviderEvent
 from daemon.providers.base import (
     DialRequest,
     EventSink,
@@ -68,14 +81,33 @@ REQUEST_TIMEOUT_SECONDS = 10.0
 MAX_RETRIES = 1
 """The SDK retries 408/409/429/5xx and connection errors; dial stays idempotent (command_id)."""
 REMEMBERED_HANGUPS = 10_000
+STREAM_WAIT_SECONDS = 10.0
+"""How long speech waits for a call's media stream to start before using `actions/speak`."""
 
 
 @runtime_checkable
-class StreamTokenIssuer(Protocol):
+class MediaSessionLike(Protocol):
+    """A live media stream of one call (`daemon.media.session.MediaSession`)."""
+
+    async def speak(self, text: str, *, turn_token: str | None = None) -> None:
+        """Queue `text` to be synthesised and streamed."""
+
+
+@runtime_checkable
+class MediaHubLike(Protocol):
     """The media hub (`context.extras["media"]`) as far as this provider needs it."""
 
     def issue_token(self, call_id: str, provider_call_id: str | None) -> str:
         """A per-call token the media websocket checks."""
+
+    def revoke(self, call_id: str) -> None:
+        """Forget the token of a call that ended (and close its stream)."""
+
+    def session(self, call_id: str) -> Any:
+        """The call's live `MediaSessionLike`, or None."""
+
+    async def wait_session(self, call_id: str) -> Any:
+        """The call's session once its stream has started."""
 
 
 def _error_codes(exc: APIStatusError) -> set[str]:
@@ -111,6 +143,8 @@ class TelnyxProvider:
         self._bot_hangups: set[str] = set()
         self._notify_scheduled: set[str] = set()
         self._ended: OrderedDict[str, None] = OrderedDict()
+        self._streamed: set[str] = set()
+        """Call ids dialled/answered with a media stream, until they end."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -220,17 +254,30 @@ class TelnyxProvider:
             raise ProviderRequestError(f"call {call.call_id} has no Telnyx call_control_id yet")
         return call.provider_call_id
 
-    def _stream(self, call_id: str, provider_call_id: str | None) -> dict[str, Any] | None:
+    def _media(self) -> MediaHubLike | None:
+        """The media hub, when streaming is on and the hub can speak (else Telnyx speaks)."""
         context = self._context
         if context is None or not context.config.streaming.enabled or not context.stream_url:
             return None
         hub = context.extras.get("media")
-        token = (
-            hub.issue_token(call_id, provider_call_id)
-            if isinstance(hub, StreamTokenIssuer)
-            else None
-        )
-        return stream_fields(context.stream_url, token)
+        if not isinstance(hub, MediaHubLike) or getattr(hub, "tts", None) is None:
+            return None
+        return hub
+
+    def _stream(self, call_id: str, provider_call_id: str | None) -> dict[str, Any] | None:
+        """The stream fields of a dial/answer (token in the URL), or None without streaming."""
+        hub = self._media()
+        if hub is None or self._context is None or self._context.stream_url is None:
+            return None
+        self._streamed.add(call_id)
+        return stream_fields(self._context.stream_url, hub.issue_token(call_id, provider_call_id))
+
+    def _stream_ended(self, call_id: str | None) -> None:
+        if call_id and call_id in self._streamed:
+            self._streamed.discard(call_id)
+            hub = self._media()
+            if hub is not None:
+                hub.revoke(call_id)
 
     # ------------------------------------------------------------------ control plane
 
@@ -247,7 +294,7 @@ class TelnyxProvider:
             from_=request.from_number,
             webhook_url=self._context.webhook_url,
             ring_timeout_seconds=request.ring_timeout_seconds,
-            stream=self._stream(request.call_id, None),
+            stream=None if request.mode is CallMode.NOTIFY else self._stream(request.call_id, None),
         )
         result = await self._request("POST", "/calls", payload) or {}
         data = result.get("data")
@@ -270,7 +317,62 @@ class TelnyxProvider:
         await self._action(call, "speak", self._speak(call, text, state))
 
     async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
-        """Speak; with a turn token, make sure the caller's track is being transcribed."""
+        """Speak through the call's media stream (its STT hears the caller) when it has one;
+        else `actions/speak`, and with a turn token make sure the caller's track is being
+        transcribed."""
+        hub = self._media()
+        if hub is not None and call.call_id in self._streamed:
+            session = hub.session(call.call_id)
+            if isinstance(session, MediaSessionLike):
+                try:
+                    await session.speak(text, turn_token=turn_token)
+                    return
+                except MediaError as exc:
+                    logger.info("call %s: %s; using actions/speak", call.call_id, exc.message)
+                    self._streamed.discard(call.call_id)
+            else:
+                self._spawn(
+                    self._speak_when_streaming(hub, call, text, turn_token),
+                    f"telnyx-stream-speak-{call.call_id}",
+                )
+                return
+        await self._speak_rest(call, text, turn_token)
+
+    async def _speak_when_streaming(
+        self, hub: MediaHubLike, call: CallRecord, text: str, turn_token: str | None
+    ) -> None:
+        try:
+            async with asyncio.timeout(STREAM_WAIT_SECONDS):
+                session = await hub.wait_session(call.call_id)
+            await session.speak(text, turn_token=turn_token)
+            return
+        except TimeoutError:
+            logger.warning(
+                "call %s: its media stream did not start within %gs; using actions/speak",
+                call.call_id,
+                STREAM_WAIT_SECONDS,
+            )
+        except MediaError as exc:
+            logger.warning("call %s: %s; using actions/speak", call.call_id, exc.message)
+        if call.call_id in self._streamed:  # not ended meanwhile
+            self._streamed.discard(call.call_id)
+            await self._speak_rest(call, text, turn_token)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        async def guard() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("telnyx background task %s failed", name)
+
+        task = asyncio.create_task(guard(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _speak_rest(self, call: CallRecord, text: str, turn_token: str | None) -> None:
+        """`actions/speak`; with a turn token, `transcription_start` once per call."""
         kind, value = ("turn", turn_token) if turn_token else ("speak", "")
         state = encode_client_state(call.call_id, kind, value)
         await self._action(call, "speak", self._speak(call, text, state))
@@ -332,11 +434,18 @@ class TelnyxProvider:
     async def hangup(self, call: CallRecord) -> None:
         """`actions/hangup`; a call already gone (404, 422/90018) is not an error."""
         if not call.provider_call_id:
+            self._stream_ended(call.call_id)
             return
         self._bot_hangups.add(call.provider_call_id)
-        await self._action(
-            call, "hangup", {"command_id": f"voicecall-hangup-{call.call_id}"}, tolerate_gone=True
-        )
+        try:
+            await self._action(
+                call,
+                "hangup",
+                {"command_id": f"voicecall-hangup-{call.call_id}"},
+                tolerate_gone=True,
+            )
+        finally:
+            self._stream_ended(call.call_id)
 
     async def fetch_status(self, call: CallRecord) -> RemoteStatus:
         """`GET /calls/{id}`: `is_alive` false or 404 -> ended; anything else unclear -> unknown."""
@@ -379,6 +488,7 @@ class TelnyxProvider:
         events = to_events(hook, bot_hangup=pid in self._bot_hangups)
         if hook.event_type == "call.hangup":
             self._remember_ended(pid)
+            self._stream_ended(hook.client_state.call_id if hook.client_state else None)
         if events and self._sink is not None:
             await self._sink(events)
         state = hook.client_state

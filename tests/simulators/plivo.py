@@ -8,12 +8,20 @@ form-encoded and signed with `X-Plivo-Signature-V3` and a nonce, computed with t
 own `plivo.utils.signature_v3` helpers. Tests script the caller: `replies` (one per GetInput),
 `caller_says()`, `caller_hangup()`, `inbound()`, `outcome` (busy, no-answer, failed), and
 `replay()` re-sends a delivery byte for byte.
+
+`<Stream bidirectional="true">` opens the websocket like Plivo's audio streams: a `start`
+(`start.callId` = CallUUID, `start.streamId`, `mediaFormat` mu-law 8 kHz, `extra_headers`),
+caller audio as compact `media` messages (`send_audio()`); it records `playAudio` audio,
+answers each `checkpoint` with `playedStream` and each `clearAudio` with `clearedAudio`, and
+sends `stop` when the call ends. With `keepCallAlive` the XML goes on once the socket closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import secrets
 import time
 import uuid
@@ -40,6 +48,34 @@ _OUTCOMES = {
 
 
 @dataclass
+class SimStream:
+    """One audio stream (`<Stream>`) as the simulated Plivo plays it."""
+
+    url: str
+    attributes: dict[str, str]
+    stream_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    ws: aiohttp.ClientWebSocketResponse | None = None
+    events: list[tuple[str, Any]] = field(default_factory=list)
+    """What the daemon sent, in order: ("audio", bytes), ("checkpoint", name), ("clear", None)."""
+    open: bool = False
+    close_code: int | None = None
+    sequence: int = 0
+
+    def audio(self) -> list[bytes]:
+        """Every `playAudio` payload, decoded."""
+        return [value for kind, value in self.events if kind == "audio"]
+
+    def checkpoints(self) -> list[str]:
+        """Every `checkpoint` name."""
+        return [value for kind, value in self.events if kind == "checkpoint"]
+
+    @property
+    def cleared(self) -> int:
+        """How many `clearAudio` arrived."""
+        return sum(1 for kind, _ in self.events if kind == "clear")
+
+
+@dataclass
 class SimCall:
     """One call as the simulated Plivo sees it."""
 
@@ -58,6 +94,7 @@ class SimCall:
     dtmf: list[str] = field(default_factory=list)
     documents: list[str] = field(default_factory=list)
     """Every XML document the call ran, in order."""
+    streams: list[SimStream] = field(default_factory=list)
     inbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     listening: bool = False
     runner: asyncio.Task[None] | None = None
@@ -387,6 +424,8 @@ class PlivoSimulator(FakeServer):
                 return None, {}
             elif element.tag == "Redirect":
                 return (element.text or "").strip(), {"CallStatus": "in-progress"}
+            elif element.tag == "Stream":
+                await self._stream(call, element)
             elif element.tag == "GetInput":
                 heard = await self._get_input(call, element)
                 if heard is not None:
@@ -401,6 +440,107 @@ class PlivoSimulator(FakeServer):
                         return action, params
                     self._spawn(self.callback(call, action, params))
         return None, {}
+
+    async def _stream(self, call: SimCall, element: ET.Element) -> None:
+        """Run a `<Stream>`: until the daemon closes the socket or the call ends."""
+        assert self._session is not None
+        stream = SimStream((element.text or "").strip(), dict(element.attrib))
+        call.streams.append(stream)
+        try:
+            async with self._session.ws_connect(stream.url, autoclose=True) as ws:
+                stream.ws = ws
+                stream.open = True
+                await self._stream_send(
+                    stream,
+                    {
+                        "event": "start",
+                        "sequenceNumber": 0,
+                        "start": {
+                            "callId": call.call_uuid,
+                            "streamId": stream.stream_id,
+                            "accountId": self.auth_id,
+                            "tracks": ["inbound"],
+                            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+                        },
+                        "extra_headers": "{}",
+                    },
+                )
+                await self.notify()
+                try:
+                    async for message in ws:
+                        if message.type is aiohttp.WSMsgType.TEXT:
+                            await self._stream_message(stream, json.loads(message.data))
+                except asyncio.CancelledError:
+                    with contextlib.suppress(Exception):
+                        await self._stream_send(
+                            stream,
+                            {
+                                "event": "stop",
+                                "sequenceNumber": stream.sequence,
+                                "streamId": stream.stream_id,
+                            },
+                        )
+                    raise
+                stream.close_code = ws.close_code
+        except aiohttp.ClientError:
+            pass  # nobody listening: Plivo goes on with the XML
+        finally:
+            stream.open = False
+            with contextlib.suppress(Exception):
+                await self.notify()
+
+    async def _stream_send(self, stream: SimStream, message: dict[str, Any]) -> None:
+        assert stream.ws is not None
+        stream.sequence += 1
+        await stream.ws.send_str(json.dumps(message, separators=(",", ":")))
+
+    async def _stream_message(self, stream: SimStream, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if event == "playAudio":
+            stream.events.append(("audio", base64.b64decode(message["media"]["payload"])))
+        elif event == "checkpoint":
+            stream.events.append(("checkpoint", message["name"]))
+            await self._stream_send(
+                stream,
+                {
+                    "event": "playedStream",
+                    "sequenceNumber": stream.sequence,
+                    "streamId": stream.stream_id,
+                    "name": message["name"],
+                },
+            )
+        elif event == "clearAudio":
+            stream.events.append(("clear", None))
+            await self._stream_send(
+                stream,
+                {
+                    "event": "clearedAudio",
+                    "sequenceNumber": stream.sequence,
+                    "streamId": stream.stream_id,
+                },
+            )
+        await self.notify()
+
+    async def send_audio(self, call: SimCall, audio: bytes) -> None:
+        """The caller's voice: mu-law 8 kHz in 20 ms `media` messages on the live stream."""
+        stream = call.streams[-1]
+        for offset in range(0, len(audio), 160):
+            chunk = audio[offset : offset + 160]
+            await self._stream_send(
+                stream,
+                {
+                    "event": "media",
+                    "sequenceNumber": stream.sequence,
+                    "streamId": stream.stream_id,
+                    "media": {
+                        "track": "inbound",
+                        "timestamp": str(offset // 8),
+                        "chunk": offset // 160 + 1,
+                        "payload": base64.b64encode(chunk).decode(),
+                    },
+                    "extra_headers": "{}",
+                },
+            )
 
     async def _speak(self, call: SimCall, text: str) -> None:
         call.spoken.append(text)

@@ -7,12 +7,19 @@ It speaks Telnyx's wire format (`/v2/calls`, `/v2/calls/{id}/actions/{action}`,
 hangs up with a chosen cause. Tests script it: `inbound()`, `caller_says()`, `caller_hangup()`,
 `resend()` (a Telnyx retry: same event id, fresh signature), `replay()` (byte-identical), and
 `hold`/`release()` for out-of-order delivery. Every REST request is recorded.
+
+Media streaming: a dial or answer carrying `stream_url` makes it open that websocket once the
+call is answered, like Telnyx: `connected`, `start` (`stream_id`, `start.call_control_id`,
+`start.client_state`, `start.media_format` PCMU 8 kHz), caller audio as `media` messages
+(`send_audio()`), `stop` when the call ends. It records the daemon's `media` audio, echoes
+each `mark` back (played), and counts `clear`s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import time
@@ -31,6 +38,36 @@ CONNECTION_ID = "1494404757140276705"
 
 
 @dataclass
+class SimStream:
+    """One media stream as the simulated Telnyx runs it."""
+
+    url: str
+    fields: dict[str, Any]
+    """The `stream_*` fields of the dial/answer command."""
+    stream_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    ws: aiohttp.ClientWebSocketResponse | None = None
+    events: list[tuple[str, Any]] = field(default_factory=list)
+    """What the daemon sent, in order: ("audio", bytes), ("mark", name), ("clear", None)."""
+    open: bool = False
+    close_code: int | None = None
+    sequence: int = 0
+    task: asyncio.Task[None] | None = None
+
+    def audio(self) -> list[bytes]:
+        """Every outbound `media` payload, decoded."""
+        return [value for kind, value in self.events if kind == "audio"]
+
+    def marks(self) -> list[str]:
+        """Every `mark` name."""
+        return [value for kind, value in self.events if kind == "mark"]
+
+    @property
+    def cleared(self) -> int:
+        """How many `clear`s arrived."""
+        return sum(1 for kind, _ in self.events if kind == "clear")
+
+
+@dataclass
 class SimCall:
     """One call leg as the simulated Telnyx sees it."""
 
@@ -46,6 +83,9 @@ class SimCall:
     spoken: list[str] = field(default_factory=list)
     dtmf: list[str] = field(default_factory=list)
     commands: set[str] = field(default_factory=set)
+    stream_request: dict[str, Any] | None = None
+    """The `stream_*` fields of the dial/answer, opened once the call is answered."""
+    streams: list[SimStream] = field(default_factory=list)
     leg_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -166,6 +206,7 @@ class TelnyxSimulator(FakeServer):
             body["webhook_url"],
             client_state=body.get("client_state"),
         )
+        call.stream_request = _stream_fields(body)
         self.calls[call.call_control_id] = call
         self._spawn(self._outbound_flow(call))
         return web.json_response(
@@ -188,6 +229,7 @@ class TelnyxSimulator(FakeServer):
         if self.outcome is None:
             call.answered = True
             await self.send(call, "call.answered", {"state": "answered"})
+            self._open_stream(call)
         else:
             await self._end(call, self.outcome, "callee")
 
@@ -229,8 +271,123 @@ class TelnyxSimulator(FakeServer):
         if call.direction != "incoming" or call.answered:
             return self._error(422, "90061", "Call already answered")
         call.answered = True
-        self._spawn(self.send(call, "call.answered", {"state": "answered"}))
+        call.stream_request = _stream_fields(body)
+
+        async def answered() -> None:
+            await self.send(call, "call.answered", {"state": "answered"})
+            self._open_stream(call)
+
+        self._spawn(answered())
         return self._ok()
+
+    # ------------------------------------------------------------------ media streams
+
+    def _open_stream(self, call: SimCall) -> None:
+        if call.stream_request is None or call.ended:
+            return
+        stream = SimStream(call.stream_request["stream_url"], dict(call.stream_request))
+        call.streams.append(stream)
+        stream.task = asyncio.get_running_loop().create_task(self._run_stream(call, stream))
+        self._tasks.add(stream.task)
+        stream.task.add_done_callback(self._tasks.discard)
+
+    async def _run_stream(self, call: SimCall, stream: SimStream) -> None:
+        assert self._session is not None
+        try:
+            async with self._session.ws_connect(stream.url) as ws:
+                stream.ws = ws
+                stream.open = True
+                await self._stream_send(stream, {"event": "connected", "version": "1.0.0"})
+                await self._stream_send(
+                    stream,
+                    {
+                        "event": "start",
+                        "sequence_number": str(stream.sequence + 1),
+                        "start": {
+                            "user_id": str(uuid.uuid4()),
+                            "call_control_id": call.call_control_id,
+                            "client_state": call.client_state,
+                            "media_format": {
+                                "encoding": "PCMU",
+                                "sample_rate": 8000,
+                                "channels": 1,
+                            },
+                        },
+                        "stream_id": stream.stream_id,
+                    },
+                )
+                await self.notify()
+                async for message in ws:
+                    if message.type is aiohttp.WSMsgType.TEXT:
+                        await self._stream_message(stream, json.loads(message.data))
+                stream.close_code = ws.close_code
+        except aiohttp.ClientError:
+            pass
+        finally:
+            stream.open = False
+            with contextlib.suppress(Exception):
+                await self.notify()
+
+    async def _stream_send(self, stream: SimStream, message: dict[str, Any]) -> None:
+        assert stream.ws is not None
+        stream.sequence += 1
+        await stream.ws.send_str(json.dumps(message, separators=(",", ":")))
+
+    async def _stream_message(self, stream: SimStream, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if event == "media":
+            stream.events.append(("audio", base64.b64decode(message["media"]["payload"])))
+        elif event == "mark":
+            name = message["mark"]["name"]
+            stream.events.append(("mark", name))
+            await self._stream_send(
+                stream,
+                {
+                    "event": "mark",
+                    "sequence_number": str(stream.sequence + 1),
+                    "stream_id": stream.stream_id,
+                    "mark": {"name": name},
+                },
+            )
+        elif event == "clear":
+            stream.events.append(("clear", None))
+        await self.notify()
+
+    async def send_audio(self, call: SimCall, audio: bytes) -> None:
+        """The caller's voice: PCMU 8 kHz in 20 ms `media` messages on the live stream."""
+        stream = call.streams[-1]
+        for offset in range(0, len(audio), 160):
+            await self._stream_send(
+                stream,
+                {
+                    "event": "media",
+                    "sequence_number": str(stream.sequence + 1),
+                    "media": {
+                        "track": "inbound",
+                        "chunk": str(offset // 160 + 1),
+                        "timestamp": str(offset // 8),
+                        "payload": base64.b64encode(audio[offset : offset + 160]).decode(),
+                    },
+                    "stream_id": stream.stream_id,
+                },
+            )
+
+    async def _close_streams(self, call: SimCall) -> None:
+        """The call is over: `stop`, then close, every open stream."""
+        for stream in call.streams:
+            if stream.ws is None or stream.ws.closed:
+                continue
+            with contextlib.suppress(Exception):
+                await self._stream_send(
+                    stream,
+                    {
+                        "event": "stop",
+                        "sequence_number": str(stream.sequence + 1),
+                        "stop": {"user_id": "sim", "call_control_id": call.call_control_id},
+                        "stream_id": stream.stream_id,
+                    },
+                )
+                await stream.ws.close()
 
     async def _speak(self, call: SimCall, body: dict[str, Any]) -> web.Response:
         if not body.get("payload") or not body.get("voice"):
@@ -445,6 +602,7 @@ class TelnyxSimulator(FakeServer):
 
     async def _end(self, call: SimCall, cause: str, source: str) -> Delivery | None:
         call.ended = True
+        await self._close_streams(call)
         return await self.send(
             call,
             "call.hangup",
@@ -459,6 +617,13 @@ class TelnyxSimulator(FakeServer):
         """The single call placed so far."""
         assert len(self.calls) == 1, list(self.calls)
         return next(iter(self.calls.values()))
+
+
+def _stream_fields(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The `stream_*` fields of a dial/answer command, when it asks for a stream."""
+    if not body.get("stream_url"):
+        return None
+    return {k: v for k, v in body.items() if k.startswith("stream_")}
 
 
 def _decode(client_state: object) -> str:

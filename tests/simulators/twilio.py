@@ -347,21 +347,28 @@ class SimStream:
         await self.sim.notify()
 
     async def _play(self) -> None:
-        """Real-time playout of the outbound buffer; marks echo when they reach its head."""
+        """Real-time playout of the outbound buffer; marks echo when they reach its head.
+
+        Frames play back to back on one clock (a late wake-up does not shift it); the clock
+        restarts only after an underrun (the buffer ran dry) or a stall of over 100 ms.
+        """
         loop = asyncio.get_running_loop()
         clock = 0.0
         while True:
-            if not self._buffer:
+            waited = False
+            while not self._buffer:
+                waited = True
                 self._wake.clear()
                 await self._wake.wait()
-                continue
             item = self._buffer.popleft()
             if isinstance(item, str):
                 await self._echo(item)
                 continue
             now = loop.time()
-            clock = max(clock, now) + FRAME_SECONDS * len(item) / FRAME_BYTES
-            await asyncio.sleep(clock - now)
+            if waited or clock < now - 0.1:
+                clock = max(clock, now)
+            clock += FRAME_SECONDS * len(item) / FRAME_BYTES
+            await asyncio.sleep(max(0.0, clock - now))
             self.played += 1
 
     async def _speak(self) -> None:
@@ -415,8 +422,7 @@ class SimStream:
             with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
                 await self.ws.close()
         if self._reader is not None and self._reader is not asyncio.current_task():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._reader)
+            await asyncio.wait({self._reader})  # a cancellation of *this* task propagates
 
     async def drop(self, *, send_stop: bool = False) -> None:
         """The stream goes away while the call stays up at Twilio (a broken media leg):
@@ -430,8 +436,7 @@ class SimStream:
     async def ended(self) -> None:
         """Wait until the daemon closed the socket (forever once the test dropped it)."""
         if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._reader)
+            await asyncio.wait({self._reader})  # a cancellation of *this* task propagates
         if self.detached:
             await asyncio.Event().wait()
 

@@ -1,0 +1,204 @@
+"""Telnyx media streaming end to end: the real daemon against the Telnyx simulator and a fake
+OpenAI.
+
+With `[streaming] enabled` and an OpenAI TTS, conversation calls are dialled (and inbound calls
+answered) with `stream_url` + bidirectional RTP PCMU; the simulator opens that websocket like
+Telnyx once the call is answered. The greeting arrives as mu-law `media` frames followed by a
+`mark`, and `continue` takes its transcript from the streaming STT (the fake OpenAI realtime
+API): no `actions/speak`, no `transcription_start`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.fakes.openai import API_KEY as OPENAI_KEY
+from tests.fakes.openai import FakeOpenAI
+from tests.harness import DaemonHarness, wait_for
+from tests.simulators.telnyx import API_KEY, CONNECTION_ID, SimCall, SimStream, TelnyxSimulator
+
+pytestmark = pytest.mark.e2e
+
+TO = "+15550001234"
+FROM = "+15550100000"
+FRAMES_PER_SENTENCE = 50
+"""The fake TTS says 1 s of audio per request: 8000 mu-law bytes, 50 frames of 20 ms."""
+
+
+def config(sim: TelnyxSimulator, openai: FakeOpenAI, extra: str = "") -> str:
+    """Telnyx at the simulator, streaming on, TTS and STT at the fake OpenAI."""
+    return f"""
+provider = "telnyx"
+from_number = "{FROM}"
+{extra}
+[serve]
+port = 0
+
+[telnyx]
+api_key = "{API_KEY}"
+connection_id = "{CONNECTION_ID}"
+public_key = "{sim.public_key}"
+api_base_url = "{sim.api_base_url}"
+
+[outbound]
+notify_hangup_delay_seconds = 0
+
+[streaming]
+enabled = true
+api_key = "{OPENAI_KEY}"
+stt_url = "{openai.realtime_url}"
+
+[tts]
+provider = "openai"
+
+[tts.openai]
+api_key = "{OPENAI_KEY}"
+base_url = "{openai.base_url}"
+"""
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[TelnyxSimulator]:
+    """A running Telnyx simulator."""
+    async with TelnyxSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def openai() -> AsyncIterator[FakeOpenAI]:
+    """A running fake OpenAI (speech and realtime transcription)."""
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+async def start(make_daemon: Callable[..., DaemonHarness], text: str) -> DaemonHarness:
+    """Start a daemon without blocking the simulators' event loop."""
+    d = make_daemon(text, start=False)
+    await asyncio.to_thread(d.start)
+    return d
+
+
+async def rpc(d: DaemonHarness, method: str, params: dict[str, Any] | None = None) -> Any:
+    """One RPC call, off the event loop."""
+    return await asyncio.to_thread(d.rpc, method, params)
+
+
+def query(url: str) -> dict[str, str]:
+    """The query parameters of a URL, first values."""
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def live_stream(call: SimCall) -> SimStream | None:
+    """The call's open stream, if any."""
+    return call.streams[-1] if call.streams and call.streams[-1].open else None
+
+
+def assert_sentence_frames(frames: list[bytes]) -> None:
+    """One fake-TTS sentence: 50 frames of 160 bytes of (non-silent) mu-law."""
+    assert len(frames) == FRAMES_PER_SENTENCE
+    assert all(len(frame) == 160 for frame in frames)
+    assert len(set(b"".join(frames))) > 16  # a sine, not a constant silence byte
+
+
+def assert_stream_fields(fields: dict[str, Any], stream_url: str) -> None:
+    """Bidirectional RTP in PCMU at 8 kHz, the token in the URL and as stream_auth_token."""
+    assert fields["stream_url"].split("?")[0] == stream_url
+    token = query(fields["stream_url"])["token"]
+    assert fields["stream_auth_token"] == token
+    assert fields["stream_bidirectional_mode"] == "rtp"
+    assert fields["stream_codec"] == fields["stream_bidirectional_codec"] == "PCMU"
+    assert fields["stream_bidirectional_sampling_rate"] == 8000
+
+
+async def test_telnyx_stream_greeting_frames_and_a_continue_turn_via_stt(
+    sim: TelnyxSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """The dial asks for a bidirectional RTP stream; the greeting is streamed with a mark; a
+    `continue` returns the streaming STT's transcript; Telnyx never speaks or transcribes."""
+    d = await start(make_daemon, config(sim, openai))
+    status = await rpc(d, "daemon.status")
+    greeting, prompt = "Hi, it is the clinic.", "Does Tuesday work?"
+    call_id = (
+        await rpc(d, "voicecall.initiate", {"message": greeting, "to": TO, "mode": "conversation"})
+    )["callId"]
+    await sim.wait_for(lambda: bool(sim.calls) and live_stream(sim.only_call()) is not None)
+    call = sim.only_call()
+    stream = call.streams[0]
+    assert_stream_fields(sim.commands("dial")[0].body, status["streamUrl"])
+
+    await sim.wait_for(lambda: len(stream.marks()) >= 1, timeout=10)
+    kinds = [kind for kind, _ in stream.events]
+    assert kinds == ["audio"] * FRAMES_PER_SENTENCE + ["mark"]
+    assert_sentence_frames(stream.audio())
+    assert [r["input"] for r in openai.tts_requests] == [greeting]
+    await openai.wait_for(lambda: bool(openai.connections))  # STT is listening
+
+    turn = asyncio.create_task(rpc(d, "voicecall.continue", {"callId": call_id, "message": prompt}))
+    await sim.wait_for(lambda: len(stream.marks()) >= 2, timeout=10)
+    assert_sentence_frames(stream.audio()[FRAMES_PER_SENTENCE:])
+    await sim.send_audio(call, b"\x7f" * 1600)  # the caller's 200 ms, PCMU
+    await openai.wait_for(lambda: len(openai.current.audio) >= 1600)
+    await openai.transcript_completed("Yes, Tuesday works.")
+    assert await asyncio.wait_for(turn, 10) == {
+        "success": True,
+        "transcript": "Yes, Tuesday works.",
+    }
+
+    record = (await rpc(d, "voicecall.status", {"callId": call_id}))["call"]
+    assert [(t["speaker"], t["text"]) for t in record["transcript"]] == [
+        ("bot", greeting),
+        ("bot", prompt),
+        ("user", "Yes, Tuesday works."),
+    ]
+    assert call.spoken == []
+    assert sim.commands("speak") == [] and sim.commands("transcription_start") == []
+
+    assert await rpc(d, "voicecall.end", {"callId": call_id}) == {"success": True}
+    await sim.wait_for(lambda: call.ended and not stream.open)
+    assert len(sim.commands("hangup")) == 1
+
+
+async def test_telnyx_inbound_answer_streams_the_greeting_and_notify_is_not_streamed(
+    sim: TelnyxSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """An inbound call is answered with the stream fields and greeted over the stream; the
+    caller's words reach the transcript via STT. A notify call keeps `actions/speak`."""
+    extra = 'inbound_policy = "open"\ninbound_greeting = "Hello, clinic here."\n'
+    d = await start(make_daemon, config(sim, openai, extra))
+    status = await rpc(d, "daemon.status")
+    call = await sim.inbound("+14155550123", FROM, status["webhookUrl"])
+    await sim.wait_for(lambda: live_stream(call) is not None)
+    stream = call.streams[0]
+    assert_stream_fields(sim.commands("answer")[0].body, status["streamUrl"])
+    await sim.wait_for(lambda: len(stream.marks()) >= 1, timeout=10)
+    assert_sentence_frames(stream.audio())
+    assert call.spoken == [] and sim.commands("speak") == []
+    call_id = (await rpc(d, "voicecall.status"))["calls"][0]["callId"]
+
+    await openai.wait_for(lambda: bool(openai.connections))
+    await sim.send_audio(call, b"\x7f" * 320)
+    await openai.wait_for(lambda: len(openai.current.audio) >= 320)
+    await openai.transcript_completed("I need a table")
+
+    def heard() -> bool:
+        transcript = d.call_record(call_id)["transcript"]
+        return any(t["speaker"] == "user" and t["text"] == "I need a table" for t in transcript)
+
+    await asyncio.to_thread(wait_for, heard, 10.0, 0.02, "the caller's words")
+    await sim.caller_hangup(call, "normal_clearing", "caller")
+    await asyncio.to_thread(d.wait_state, call_id, "completed", "hangup-user", timeout=10)
+    await sim.wait_for(lambda: not stream.open)
+
+    notify = (await rpc(d, "voicecall.initiate", {"message": "Your table is ready", "to": TO}))[
+        "callId"
+    ]
+    await asyncio.to_thread(d.wait_state, notify, "hangup-bot", timeout=10)
+    dial = sim.commands("dial")[0].body
+    assert "stream_url" not in dial
+    placed = next(c for c in sim.calls.values() if c.direction == "outgoing")
+    assert placed.spoken == ["Your table is ready"] and placed.streams == []

@@ -1,0 +1,379 @@
+"""Twilio media streams end to end: the real daemon, the Twilio simulator opening the
+`<Connect><Stream>` websocket as Twilio does, and FakeOpenAI for TTS, realtime STT and chat."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from tests.fakes.openai import API_KEY, FakeOpenAI
+from tests.harness import DaemonHarness
+from tests.simulators.twilio import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    FRAME_BYTES,
+    SimCall,
+    SimStream,
+    TwilioSimulator,
+)
+
+pytestmark = pytest.mark.e2e
+
+TO = "+15550001234"
+FROM = "+15550100000"
+CALLER = "+15550109999"
+ENDED = ("completed", "hangup-user", "hangup-bot", "timeout", "error", "failed")
+FRAMES_PER_SENTENCE = 50
+"""FakeOpenAI synthesises 1 s of audio per request: 50 frames of 20 ms."""
+
+
+def config(sim: TwilioSimulator, openai: FakeOpenAI, extra: str = "") -> str:
+    """Twilio at the simulator, streaming on, TTS/STT (and the agent) at FakeOpenAI."""
+    return f"""
+provider = "twilio"
+from_number = "{FROM}"
+{extra}
+[serve]
+port = 0
+
+[twilio]
+account_sid = "{ACCOUNT_SID}"
+auth_token = "{AUTH_TOKEN}"
+api_base_url = "{sim.api_base_url}"
+
+[streaming]
+enabled = true
+stt_url = "{openai.realtime_url}"
+api_key = "{API_KEY}"
+
+[messages.tts]
+provider = "openai"
+
+[messages.tts.openai]
+base_url = "{openai.base_url}"
+api_key = "{API_KEY}"
+
+[agent]
+base_url = "{openai.base_url}"
+api_key = "{API_KEY}"
+"""
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[TwilioSimulator]:
+    """A running Twilio simulator."""
+    async with TwilioSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def openai() -> AsyncIterator[FakeOpenAI]:
+    """A running fake OpenAI (TTS, realtime STT, chat)."""
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+async def start(make_daemon: Callable[..., DaemonHarness], text: str) -> DaemonHarness:
+    """Start a daemon without blocking the simulators' event loop."""
+    d = make_daemon(text, start=False)
+    d.env.pop("OPENAI_API_KEY", None)
+    await asyncio.to_thread(d.start)
+    return d
+
+
+async def rpc(d: DaemonHarness, method: str, params: dict[str, Any] | None = None) -> Any:
+    """One RPC call, off the event loop."""
+    return await asyncio.to_thread(d.rpc, method, params)
+
+
+async def record(d: DaemonHarness, call_id: str) -> dict[str, Any]:
+    """The call record."""
+    return await asyncio.to_thread(d.call_record, call_id)
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "it") -> Any:
+    """Poll a (cheap, local) condition every 5 ms."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
+    return value
+
+
+async def until_record(
+    d: DaemonHarness,
+    call_id: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float = 8.0,
+) -> dict[str, Any]:
+    """Poll the call record until `predicate` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        call = await record(d, call_id)
+        if predicate(call):
+            return call
+        if time.monotonic() > deadline:
+            raise AssertionError(f"call record never matched: {call}")
+        await asyncio.sleep(0.02)
+
+
+async def conversation(
+    d: DaemonHarness, sim: TwilioSimulator, openai: FakeOpenAI, message: str
+) -> tuple[str, SimCall, SimStream]:
+    """Place an outbound conversation call; return once its stream is up and STT connected."""
+    result = await rpc(
+        d, "voicecall.initiate", {"message": message, "to": TO, "mode": "conversation"}
+    )
+    call_id = result["callId"]
+    await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().media))
+    call = sim.only_call()
+    stream = call.media[0]
+    await until(lambda: openai.connections, what="the STT connection")
+    return call_id, call, stream
+
+
+def utterance_frames(stream: SimStream, after: int) -> list[tuple[float, bytes]]:
+    """Outbound frames received after the first `after` frames."""
+    return [(f.at, f.audio) for f in stream.frames[after:]]
+
+
+def marks_heard(stream: SimStream) -> set[str]:
+    """Names of the marks echoed back."""
+    return {name for _, name in stream.echoed}
+
+
+async def test_streamed_conversation_paced_frames_marks_and_continue(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """Answered -> `<Connect><Stream>` -> the simulator opens the stream (signed, token and
+    callId parameters); the greeting streams as 160-byte frames while TTS is still
+    synthesising; its mark is echoed after playout; `continue` speaks the question paced at
+    20 ms and returns the fake STT's final transcript, which lands in the call record."""
+    d = await start(make_daemon, config(sim, openai))
+    openai.tts_hold = hold = asyncio.Event()
+    call_id, call, stream = await conversation(d, sim, openai, "Hi, it's the clinic.")
+
+    assert stream.is_open and stream.handshake_status is None
+    url = call.streams[0]["url"]
+    assert url.startswith("ws://127.0.0.1:") and url.endswith("/voice/stream")
+    assert call.streams[0]["callId"] == call_id and call.streams[0]["token"]
+    assert "<Connect>" in call.documents[0] and "<Gather" not in call.documents[0]
+
+    # The first frames arrive while the synthesis is held after its first chunk.
+    await sim.wait_for(lambda: len(stream.frames) >= 3)
+    assert openai.tts_completed == 0
+    openai.tts_hold = None
+    hold.set()
+    await sim.wait_for(lambda: bool(stream.marks))
+    greeting = len(stream.frames)
+    assert greeting == FRAMES_PER_SENTENCE
+    assert all(len(f.audio) == FRAME_BYTES for f in stream.frames)
+    first_mark = stream.marks[0][1]
+    assert stream.of("mark")[0][0] >= stream.frames[-1].at  # the mark follows its audio
+    await sim.wait_for(lambda: first_mark in marks_heard(stream))
+    echo_at = next(at for at, name in stream.echoed if name == first_mark)
+    # Echoed only once the audio had played (real-time playout from the first frame).
+    assert echo_at - stream.frames[0].at >= 0.9
+    assert stream.played == greeting
+
+    turn = asyncio.create_task(
+        rpc(d, "voicecall.continue", {"callId": call_id, "message": "Does Tuesday work?"})
+    )
+    await sim.wait_for(lambda: len(stream.marks) >= 2, timeout=5)
+    question = utterance_frames(stream, greeting)
+    assert len(question) == FRAMES_PER_SENTENCE
+    assert all(len(audio) == FRAME_BYTES for _, audio in question)
+    times = [at for at, _ in question]
+    paced = times[5:]  # the first lead-worth (80 ms) leaves at once, by design
+    intervals = [b - a for a, b in itertools.pairwise(paced)]
+    mean = sum(intervals) / len(intervals)
+    print(
+        f"\nquestion: {len(question)} frames over {times[-1] - times[0]:.3f}s, "
+        f"mean interval {mean * 1000:.1f} ms, max {max(intervals) * 1000:.1f} ms"
+    )
+    assert 0.017 <= mean <= 0.023
+    assert 0.85 <= times[-1] - times[0] <= 1.3
+    await sim.wait_for(lambda: stream.marks[1][1] in marks_heard(stream))
+
+    assert stream.caller_frames > 0
+    await until(lambda: len(openai.current.audio) >= FRAME_BYTES, what="caller audio at STT")
+    await openai.transcript_completed("Yes, Tuesday works.")
+    result = await asyncio.wait_for(turn, 5)
+    assert result == {"success": True, "transcript": "Yes, Tuesday works."}
+    call_record = await record(d, call_id)
+    assert [(t["speaker"], t["text"]) for t in call_record["transcript"]] == [
+        ("bot", "Hi, it's the clinic."),
+        ("bot", "Does Tuesday work?"),
+        ("user", "Yes, Tuesday works."),
+    ]
+    assert call_record["metadata"]["turnCount"] == 1
+    assert call.spoken == []  # nothing went through <Say>: all speech was streamed
+    assert sim.recorded("POST", f"/Calls/{call.sid}.json") == []  # and no live TwiML update
+
+    # Hanging up revokes the token: the daemon closes the stream itself (1000) and the call
+    # ends at Twilio (REST hang-up, or the `<Connect>` verb ending with nothing after it).
+    await rpc(d, "voicecall.end", {"callId": call_id})
+    await sim.wait_for(lambda: stream.closed and call.ended)
+    assert stream.close_code == 1000
+    assert (await record(d, call_id))["state"] == "hangup-bot"
+
+
+async def test_barge_in_clears_within_a_frame_and_cuts_the_transcript(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """Speech start from STT during a long utterance: `clear` within a frame or two, no frame
+    after it; the transcript keeps only what was heard (interruptedUtterances)."""
+    d = await start(make_daemon, config(sim, openai))
+    call_id, _, stream = await conversation(d, sim, openai, "Hello.")
+    await sim.wait_for(lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream))
+    greeting = len(stream.frames)
+
+    text = "The first sentence is here. The second one runs long. And a third follows it."
+    await rpc(d, "voicecall.speak", {"callId": call_id, "message": text})
+    # Barge in during the second sentence: the first was heard in full (its mark echoed).
+    await sim.wait_for(
+        lambda: (
+            len(stream.marks) >= 2
+            and stream.marks[1][1] in marks_heard(stream)
+            and len(stream.frames) >= greeting + 60
+        )
+    )
+    sent_at = time.monotonic()
+    await openai.speech_started()
+    await sim.wait_for(lambda: bool(stream.clears))
+    clear_at = stream.clears[0]
+    in_between = [f for f in stream.frames if sent_at <= f.at <= clear_at]
+    print(
+        f"\nclear {1000 * (clear_at - sent_at):.1f} ms after speech_started; "
+        f"{len(in_between)} frames in between; {stream.dropped} buffered frames dropped"
+    )
+    assert len(in_between) <= 2
+    assert clear_at - sent_at < 0.1
+    assert stream.of("clear")[0][1] == {"event": "clear", "streamSid": stream.stream_sid}
+
+    call_record = await until_record(
+        d, call_id, lambda c: c["metadata"].get("interruptedUtterances") == 1
+    )
+    assert all(f.at <= clear_at for f in stream.frames)  # nothing was sent after the clear
+    bot = [t["text"] for t in call_record["transcript"] if t["speaker"] == "bot"]
+    assert bot[0] == "Hello."
+    heard = bot[1]
+    assert heard != text and text.startswith(heard)
+    assert heard.startswith("The first sentence is here.")
+    assert "third" not in heard
+
+
+async def test_stream_token_close_and_grace(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """A forged stream (bad token) is closed 1008 and an unsigned upgrade refused 401, while the
+    call's own stream keeps working. A stream that goes away and comes back within the 2 s
+    grace keeps the call; `stop` without a new stream ends it after the grace."""
+    d = await start(make_daemon, config(sim, openai))
+    call_id, call, stream = await conversation(d, sim, openai, "Hello.")
+    await sim.wait_for(lambda: bool(stream.marks))
+    params = {k: v for k, v in call.streams[0].items() if k != "url"}
+
+    forged = await sim.open_stream(call, {**params, "token": "not-the-token"})
+    await sim.wait_for(lambda: forged.closed)
+    assert forged.close_code == 1008
+    unsigned = await sim.open_stream(call, params, sign=False)
+    assert unsigned.handshake_status == 401 and unsigned.ws is None
+
+    before = len(stream.frames)
+    await rpc(d, "voicecall.speak", {"callId": call_id, "message": "Still here."})
+    await sim.wait_for(lambda: len(stream.frames) >= before + FRAMES_PER_SENTENCE)
+    assert forged.frames == []
+
+    # The media leg breaks (no stop) and Twilio's stream comes back within the grace.
+    await stream.drop()
+    dropped_at = time.monotonic()
+    again = await sim.open_stream(call, params)
+    assert again.is_open
+    await until(lambda: len(openai.connections) >= 2, what="the new stream's STT")
+    while time.monotonic() - dropped_at < 2.6:  # past the grace: the call must stay up
+        assert (await record(d, call_id))["state"] not in ENDED
+        await asyncio.sleep(0.1)
+    await rpc(d, "voicecall.speak", {"callId": call_id, "message": "Back again."})
+    await sim.wait_for(lambda: len(again.frames) >= FRAMES_PER_SENTENCE)
+
+    # `stop` and no new stream: the call ends once the grace is over.
+    await again.drop(send_stop=True)
+    stopped_at = time.monotonic()
+    ended = await until_record(d, call_id, lambda c: c["state"] in ENDED, timeout=6)
+    waited = time.monotonic() - stopped_at
+    print(f"\ncall ended {waited:.2f}s after stop ({ended['state']})")
+    assert 1.9 <= waited <= 4.0
+    assert ended["state"] == "hangup-bot"
+    await sim.wait_for(lambda: call.ended)
+    assert call.ended_by == "api"
+
+
+async def test_inbound_streamed_call_auto_responder_latency(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """An inbound call is answered with `<Connect><Stream>`; the greeting streams; the caller's
+    final transcript goes to the chat model and its reply is spoken over the stream."""
+    extra = (
+        'inbound_policy = "open"\n'
+        'inbound_greeting = "Hello, Acme clinic."\n'
+        'response_model = "openai/gpt-4o-mini"\n'
+        "response_timeout_ms = 5000\n"
+    )
+    d = await start(make_daemon, config(sim, openai, extra))
+    openai.chat_reply = "We open at nine."
+    webhook = str((await rpc(d, "daemon.status"))["webhookUrl"])
+    call = await sim.inbound(CALLER, FROM, webhook)
+    await sim.wait_for(lambda: bool(call.media) and bool(call.media[0].marks))
+    stream = call.media[0]
+    assert "<Connect>" in call.documents[0] and call.streams[0]["token"]
+    await sim.wait_for(lambda: stream.marks[0][1] in marks_heard(stream))
+    greeting = len(stream.frames)
+    assert greeting == FRAMES_PER_SENTENCE
+    await until(lambda: openai.connections, what="the STT connection")
+
+    said_at = time.monotonic()
+    await openai.transcript_completed("When do you open?")
+    await sim.wait_for(lambda: len(stream.frames) > greeting, timeout=5)
+    latency = stream.frames[greeting].at - said_at
+    print(f"\ntranscript_completed -> first reply frame: {latency * 1000:.1f} ms")
+    assert latency < 0.5
+    await sim.wait_for(lambda: len(stream.marks) >= 2)
+    assert all(len(f.audio) == FRAME_BYTES for f in stream.frames)
+    assert len(stream.frames) == greeting + FRAMES_PER_SENTENCE
+    assert {"role": "user", "content": "When do you open?"} in openai.chat_requests[0]["messages"]
+
+    listed = (await rpc(d, "voicecall.list", {}))["calls"]
+    (found,) = [c for c in listed if c["providerCallId"] == call.sid]
+    assert [(t["speaker"], t["text"]) for t in found["transcript"]] == [
+        ("bot", "Hello, Acme clinic."),
+        ("user", "When do you open?"),
+        ("bot", "We open at nine."),
+    ]
+    await sim.callee_hangup(call.sid)
+    await sim.wait_for(lambda: stream.closed)
+    assert stream.stop_sent
+    await until_record(d, found["callId"], lambda c: c["state"] in ENDED)
+
+
+async def test_dtmf_on_a_streamed_call_reconnects_the_stream(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """DTMF live-updates the call with `<Play digits>` + `<Connect><Stream>`: Twilio stops the
+    old stream, plays the tones and opens a new one, which the daemon speaks on."""
+    d = await start(make_daemon, config(sim, openai))
+    call_id, call, stream = await conversation(d, sim, openai, "Hello.")
+    await sim.wait_for(lambda: bool(stream.marks))
+    await rpc(d, "voicecall.dtmf", {"callId": call_id, "digits": "12"})
+    await sim.wait_for(lambda: len(call.media) >= 2 and call.media[1].is_open)
+    assert call.digits == ["12"] and stream.stop_sent and stream.closed
+    assert '<Play digits="12" /><Connect>' in call.documents[-1]
+    await rpc(d, "voicecall.speak", {"callId": call_id, "message": "After the tones."})
+    await sim.wait_for(lambda: len(call.media[1].frames) >= FRAMES_PER_SENTENCE)
+    assert (await record(d, call_id))["state"] not in ENDED and not call.ended
