@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS replay (
 );
 """
 
+REPLAY_MEMORY_MAX = 200_000
+"""How many replay identities are kept in memory (about 10 minutes at 300 webhooks/s)."""
+
 PROCESSED_KEEP = 50_000
 """How many processed provider-event ids are kept (oldest pruned first)."""
 
@@ -70,6 +73,8 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._db: sqlite3.Connection | None = None
         self._writes = 0
+        self._replay: dict[str, tuple[float, WebhookReply]] = {}
+        self._replay_complete = True
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         db = self._db
@@ -100,6 +105,14 @@ class SqliteStore:
             self._db = await loop.run_in_executor(self._executor, _open)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+        now = self._clock()
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT key, expires_at, status, content_type, body FROM replay "
+                "WHERE expires_at >= ? ORDER BY expires_at", (now,)).fetchall())
+        for key, expires, status, content_type, body in rows:
+            self._remember_in_memory(key, float(expires),
+                                     WebhookReply(int(status), str(content_type), bytes(body)))
 
     async def close(self) -> None:
         """Checkpoint and close."""
@@ -173,7 +186,10 @@ class SqliteStore:
         return event
 
     def _prune(self, db: sqlite3.Connection) -> None:
-        db.execute("DELETE FROM replay WHERE expires_at < ?", (self._clock(),))
+        now = self._clock()
+        db.execute("DELETE FROM replay WHERE expires_at < ?", (now,))
+        for key in [k for k, (expires, _) in list(self._replay.items()) if expires < now]:
+            self._replay.pop(key, None)
         db.execute(
             "DELETE FROM processed WHERE key IN (SELECT key FROM processed ORDER BY at DESC "
             "LIMIT -1 OFFSET ?)",
@@ -253,8 +269,20 @@ class SqliteStore:
         return [(float(a), float(b or 0.0)) for a, b in rows]
 
     async def replay_lookup(self, key: str) -> WebhookReply | None:
-        """The first delivery's reply for a verified identity seen within its window, or None."""
+        """The first delivery's reply for a verified identity seen within its window, or None.
+
+        Answered from memory: one daemon owns the store (it holds the store lock), so the index
+        loaded at open plus what this process remembered is complete, and the webhook hot path
+        makes no trip to the database thread for a new delivery.
+        """
         now = self._clock()
+        hit = self._replay.get(key)
+        if hit is not None:
+            if hit[0] >= now:
+                return hit[1]
+            del self._replay[key]
+        if self._replay_complete:
+            return None
         row = await self._run(
             lambda db: db.execute(
                 "SELECT status, content_type, body FROM replay WHERE key = ? AND expires_at >= ?",
@@ -266,8 +294,9 @@ class SqliteStore:
         return WebhookReply(int(row[0]), str(row[1]), bytes(row[2]))
 
     async def replay_remember(self, key: str, reply: WebhookReply, ttl_seconds: float) -> None:
-        """Remember the reply of a verified delivery under its identity."""
+        """Remember the reply of a verified delivery under its identity (memory and disk)."""
         expires = self._clock() + ttl_seconds
+        self._remember_in_memory(key, expires, reply)
         await self._run(
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO replay (key, expires_at, status, content_type, body) "
@@ -275,3 +304,11 @@ class SqliteStore:
                 (key, expires, reply.status, reply.content_type, reply.body),
             )
         )
+
+    def _remember_in_memory(self, key: str, expires: float, reply: WebhookReply) -> None:
+        self._replay[key] = (expires, reply)
+        if len(self._replay) > REPLAY_MEMORY_MAX:
+            # Too many to hold: drop the oldest half and fall back to the database for misses.
+            for old in list(self._replay)[: REPLAY_MEMORY_MAX // 2]:
+                del self._replay[old]
+            self._replay_complete = False
