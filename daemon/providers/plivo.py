@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -77,6 +77,12 @@ from daemon.providers.plivo_wire import (
     stream_url,
     to_events,
 )
+from daemon.providers.streaming import (
+    MediaHubLike,
+    MediaSessionLike,
+    media_hub,
+    speak_over_stream,
+)
 from daemon.webhooks.security import PlivoVerifier, has_signature_headers, parse_form
 
 if TYPE_CHECKING:
@@ -92,32 +98,6 @@ STREAM_WAIT_SECONDS = 10.0
 """How long speech waits for a call's stream to start before falling back to `<Speak>`."""
 
 
-@runtime_checkable
-class MediaSessionLike(Protocol):
-    """A live media stream of one call (`daemon.media.session.MediaSession`)."""
-
-    async def speak(self, text: str, *, turn_token: str | None = None) -> None:
-        """Queue `text` to be synthesised and streamed."""
-
-    async def wait_idle(self) -> None:
-        """Return once everything queued has been heard."""
-
-
-@runtime_checkable
-class MediaHubLike(Protocol):
-    """The media hub (`context.extras["media"]`) as far as this provider needs it."""
-
-    def issue_token(self, call_id: str, provider_call_id: str | None) -> str:
-        """The call's stream token."""
-
-    def revoke(self, call_id: str) -> None:
-        """Forget the token of a call that ended (and close its stream)."""
-
-    def session(self, call_id: str) -> Any:
-        """The call's live `MediaSessionLike`, or None."""
-
-    async def wait_session(self, call_id: str) -> Any:
-        """The call's session once its stream has started."""
 
 
 @dataclass(slots=True)
@@ -428,13 +408,7 @@ class PlivoProvider:
 
     def _media(self) -> MediaHubLike | None:
         """The media hub, when streaming is on and the hub can speak (else XML is used)."""
-        context = self._context
-        if context is None or not context.config.streaming.enabled or not context.stream_url:
-            return None
-        hub = context.extras.get("media")
-        if not isinstance(hub, MediaHubLike) or getattr(hub, "tts", None) is None:
-            return None
-        return hub
+        return media_hub(self._context)
 
     def _session_of(self, call: CallRecord) -> MediaSessionLike | None:
         hub = self._media()
@@ -490,19 +464,9 @@ class PlivoProvider:
     async def _speak_when_streaming(
         self, hub: MediaHubLike, call: CallRecord, text: str, turn_token: str | None
     ) -> None:
-        try:
-            async with asyncio.timeout(STREAM_WAIT_SECONDS):
-                session = await hub.wait_session(call.call_id)
-            await session.speak(text, turn_token=turn_token)
+        if await speak_over_stream(hub, call, text, turn_token, wait_seconds=STREAM_WAIT_SECONDS,
+                                   fallback="<Speak>"):
             return
-        except TimeoutError:
-            logger.warning(
-                "call %s: its audio stream did not start within %gs; using <Speak>",
-                call.call_id,
-                STREAM_WAIT_SECONDS,
-            )
-        except MediaError as exc:
-            logger.warning("call %s: %s; using <Speak>", call.call_id, exc.message)
         if call.call_id in self._streamed:  # not ended meanwhile
             del self._streamed[call.call_id]
             await self._deliver(call, self._xml_speech(text, turn_token))

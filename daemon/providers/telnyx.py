@@ -34,7 +34,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from daemon.engine.record import CallRecord
 from daemon.engine.state import CallState
@@ -54,6 +54,12 @@ from daemon.providers.base import (
     RemoteStatus,
     WebhookReply,
     WebhookRequest,
+)
+from daemon.providers.streaming import (
+    MediaHubLike,
+    MediaSessionLike,
+    media_hub,
+    speak_over_stream,
 )
 from daemon.providers.telnyx_wire import (
     ALREADY_ENDED_CODES,
@@ -85,29 +91,6 @@ STREAM_WAIT_SECONDS = 10.0
 """How long speech waits for a call's media stream to start before using `actions/speak`."""
 
 
-@runtime_checkable
-class MediaSessionLike(Protocol):
-    """A live media stream of one call (`daemon.media.session.MediaSession`)."""
-
-    async def speak(self, text: str, *, turn_token: str | None = None) -> None:
-        """Queue `text` to be synthesised and streamed."""
-
-
-@runtime_checkable
-class MediaHubLike(Protocol):
-    """The media hub (`context.extras["media"]`) as far as this provider needs it."""
-
-    def issue_token(self, call_id: str, provider_call_id: str | None) -> str:
-        """A per-call token the media websocket checks."""
-
-    def revoke(self, call_id: str) -> None:
-        """Forget the token of a call that ended (and close its stream)."""
-
-    def session(self, call_id: str) -> Any:
-        """The call's live `MediaSessionLike`, or None."""
-
-    async def wait_session(self, call_id: str) -> Any:
-        """The call's session once its stream has started."""
 
 
 def _error_codes(exc: APIStatusError) -> set[str]:
@@ -256,13 +239,7 @@ class TelnyxProvider:
 
     def _media(self) -> MediaHubLike | None:
         """The media hub, when streaming is on and the hub can speak (else Telnyx speaks)."""
-        context = self._context
-        if context is None or not context.config.streaming.enabled or not context.stream_url:
-            return None
-        hub = context.extras.get("media")
-        if not isinstance(hub, MediaHubLike) or getattr(hub, "tts", None) is None:
-            return None
-        return hub
+        return media_hub(self._context)
 
     def _stream(self, call_id: str, provider_call_id: str | None) -> dict[str, Any] | None:
         """The stream fields of a dial/answer (token in the URL), or None without streaming."""
@@ -341,19 +318,9 @@ class TelnyxProvider:
     async def _speak_when_streaming(
         self, hub: MediaHubLike, call: CallRecord, text: str, turn_token: str | None
     ) -> None:
-        try:
-            async with asyncio.timeout(STREAM_WAIT_SECONDS):
-                session = await hub.wait_session(call.call_id)
-            await session.speak(text, turn_token=turn_token)
+        if await speak_over_stream(hub, call, text, turn_token, wait_seconds=STREAM_WAIT_SECONDS,
+                                   fallback="actions/speak"):
             return
-        except TimeoutError:
-            logger.warning(
-                "call %s: its media stream did not start within %gs; using actions/speak",
-                call.call_id,
-                STREAM_WAIT_SECONDS,
-            )
-        except MediaError as exc:
-            logger.warning("call %s: %s; using actions/speak", call.call_id, exc.message)
         if call.call_id in self._streamed:  # not ended meanwhile
             self._streamed.discard(call.call_id)
             await self._speak_rest(call, text, turn_token)

@@ -27,7 +27,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Coroutine, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from daemon.engine.record import CallRecord
 from daemon.errors import ConfigError, ProviderError, ProviderRequestError
@@ -41,6 +41,7 @@ from daemon.providers.base import (
     WebhookReply,
     WebhookRequest,
 )
+from daemon.providers.streaming import MediaHubLike, MediaSessionLike, media_hub
 from daemon.providers.twilio_parse import TwilioCallback, end_state, parse_callback, to_events
 from daemon.providers.twilio_rest import TwilioRest
 from daemon.providers.twilio_twiml import (
@@ -81,32 +82,6 @@ STREAM_WAIT_SECONDS = 15.0
 # ---------------------------------------------------------------------- media hub surface
 
 
-@runtime_checkable
-class MediaSessionLike(Protocol):
-    """A live media stream of one call (`daemon.media.session.MediaSession`)."""
-
-    async def speak(self, text: str, *, turn_token: str | None = None) -> None:
-        """Queue `text` to be synthesised and streamed."""
-
-    async def wait_idle(self) -> None:
-        """Return once everything queued has been heard."""
-
-
-@runtime_checkable
-class MediaHubLike(Protocol):
-    """The media hub (`context.extras["media"]`) as far as this provider needs it."""
-
-    def issue_token(self, call_id: str, provider_call_id: str | None) -> str:
-        """The call's stream token (`<Parameter name="token">`)."""
-
-    def revoke(self, call_id: str) -> None:
-        """Forget the token of a call that ended."""
-
-    def session(self, call_id: str) -> Any:
-        """The call's live `MediaSessionLike`, or None."""
-
-    async def wait_session(self, call_id: str) -> Any:
-        """The call's session once its stream has started."""
 
 
 # ---------------------------------------------------------------------- the reply being built
@@ -394,13 +369,7 @@ class TwilioProvider:
 
     def _media(self) -> MediaHubLike | None:
         """The media hub, when streaming is on and the hub can speak (else TwiML is used)."""
-        context = self._context
-        if context is None or not context.config.streaming.enabled or not context.stream_url:
-            return None
-        hub = context.extras.get("media")
-        if not isinstance(hub, MediaHubLike) or getattr(hub, "tts", None) is None:
-            return None
-        return hub
+        return media_hub(self._context)
 
     def _session(self, call: CallRecord) -> MediaSessionLike | None:
         hub = self._media()

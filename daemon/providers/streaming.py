@@ -1,0 +1,75 @@
+"""What every provider needs of the media plane, in one place.
+
+Providers reach the media hub only through `context.extras["media"]` and these structural
+protocols, so `daemon.media` stays an implementation detail (and tests can stand in for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol, runtime_checkable
+
+from daemon.engine.record import CallRecord
+from daemon.errors import MediaError
+from daemon.providers.base import ProviderContext
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class MediaSessionLike(Protocol):
+    """A live media stream of one call (`daemon.media.session.MediaSession`)."""
+
+    async def speak(self, text: str, *, turn_token: str | None = None) -> None:
+        """Queue `text` to be synthesised and streamed."""
+
+    async def wait_idle(self) -> None:
+        """Return once everything queued has been heard."""
+
+
+@runtime_checkable
+class MediaHubLike(Protocol):
+    """The media hub (`context.extras["media"]`) as far as providers need it."""
+
+    def issue_token(self, call_id: str, provider_call_id: str | None) -> str:
+        """The call's stream token, checked when its websocket starts."""
+
+    def revoke(self, call_id: str) -> None:
+        """Forget the token of a call that ended (and close its stream)."""
+
+    def session(self, call_id: str) -> Any:
+        """The call's live `MediaSessionLike`, or None."""
+
+    async def wait_session(self, call_id: str) -> Any:
+        """The call's session once its stream has started."""
+
+
+def media_hub(context: ProviderContext | None) -> MediaHubLike | None:
+    """The hub when streaming is on and it can speak (has a TTS); else None (native voice)."""
+    if context is None or not context.config.streaming.enabled or not context.stream_url:
+        return None
+    hub = context.extras.get("media")
+    if not isinstance(hub, MediaHubLike) or getattr(hub, "tts", None) is None:
+        return None
+    return hub
+
+
+async def speak_over_stream(hub: MediaHubLike, call: CallRecord, text: str,
+                            turn_token: str | None, *, wait_seconds: float,
+                            fallback: str) -> bool:
+    """Speak on the call's stream once it has started; False when the caller must fall back.
+
+    `fallback` names what the provider will use instead, for the log line.
+    """
+    try:
+        async with asyncio.timeout(wait_seconds):
+            session = await hub.wait_session(call.call_id)
+        await session.speak(text, turn_token=turn_token)
+        return True
+    except TimeoutError:
+        logger.warning("call %s: its media stream did not start within %gs; using %s",
+                       call.call_id, wait_seconds, fallback)
+    except MediaError as exc:
+        logger.warning("call %s: %s; using %s", call.call_id, exc.message, fallback)
+    return False
