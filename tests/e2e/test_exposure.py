@@ -97,3 +97,79 @@ def test_real_provider_on_a_local_url_is_refused() -> None:
             assert way in done.stderr
     finally:
         d.cleanup()
+
+
+FAKE_NGROK = '''
+"""A stand-in for the ngrok SDK: records forward() calls and returns a listener."""
+import json, os
+
+
+class _Listener:
+    def __init__(self, url):
+        self._url = url
+
+    def url(self):
+        return self._url
+
+    async def close(self):
+        with open(os.environ["FAKE_NGROK_LOG"], "a") as fh:
+            fh.write(json.dumps(["close"]) + "\\n")
+
+
+async def forward(addr, **options):
+    with open(os.environ["FAKE_NGROK_LOG"], "a") as fh:
+        fh.write(json.dumps(["forward", addr, sorted(options)]) + "\\n")
+    return _Listener("https://" + options.get("domain", "abc123.ngrok-free.app"))
+'''
+
+
+def test_ngrok_url_is_used_for_signature_verification(make_daemon) -> None:
+    """The tunnel's learned URL is what Twilio signatures are checked against."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from twilio.request_validator import RequestValidator
+
+    config = (
+        'provider = "twilio"\nfrom_number = "+15550000001"\n'
+        '[twilio]\naccount_sid = "AC00000000000000000000000000000000"\n'
+        'auth_token = "test-token"\n'
+        "[serve]\nport = 0\n"
+        '[tunnel]\nprovider = "ngrok"\nngrok_domain = "voice.example.ngrok.app"\n'
+    )
+    d: DaemonHarness = make_daemon(config, start=False)
+    fake_dir = d.home / "fakes"
+    fake_dir.mkdir()
+    (fake_dir / "ngrok.py").write_text(FAKE_NGROK)
+    log = d.home / "ngrok.log"
+    d.env.update({"PYTHONPATH": f"{fake_dir}{os.pathsep}{d.env.get('PYTHONPATH', '')}",
+                  "FAKE_NGROK_LOG": str(log), "NGROK_AUTHTOKEN": "ngrok-secret"})
+    d.start()
+    status = d.rpc("daemon.status")
+    public = "https://voice.example.ngrok.app/voice/webhook"
+    assert status["publicUrl"] == public
+    forward = json.loads(log.read_text().splitlines()[0])
+    assert forward[0] == "forward" and forward[1].startswith("http://127.0.0.1:")
+    assert forward[2] == ["authtoken", "domain"]
+    port = forward[1].rsplit(":", 1)[1]
+    params = {"CallSid": "CA" + "1" * 32, "CallStatus": "ringing", "Direction": "outbound-api"}
+    body = urllib.parse.urlencode(params).encode()
+    validator = RequestValidator("test-token")
+
+    def post(signed_url: str) -> int:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/voice/webhook", data=body, method="POST",
+            headers={"X-Twilio-Signature": validator.compute_signature(signed_url, params),
+                     "Content-Type": "application/x-www-form-urlencoded"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    assert post(public) == 200
+    assert post(f"http://127.0.0.1:{port}/voice/webhook") == 401
+    assert "ngrok-secret" not in d.log_text()
+    d.stop()
+    assert json.loads(log.read_text().splitlines()[-1]) == ["close"]
