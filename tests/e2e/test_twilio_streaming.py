@@ -377,3 +377,30 @@ async def test_dtmf_on_a_streamed_call_reconnects_the_stream(
     await rpc(d, "voicecall.speak", {"callId": call_id, "message": "After the tones."})
     await sim.wait_for(lambda: len(call.media[1].frames) >= FRAMES_PER_SENTENCE)
     assert (await record(d, call_id))["state"] not in ENDED and not call.ended
+
+
+async def test_elevenlabs_ulaw_is_streamed_without_transcoding(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """With `[tts] provider = "elevenlabs"` the daemon asks for `ulaw_8000` and the caller
+    receives exactly those bytes, framed in 160-byte frames (the tail padded with silence)."""
+    from tests.fakes.elevenlabs import API_KEY as XI_KEY
+    from tests.fakes.elevenlabs import FakeElevenLabs
+
+    async with FakeElevenLabs() as eleven:
+        extra_tts = (
+            f'\n[tts]\nprovider = "elevenlabs"\n\n[tts.elevenlabs]\n'
+            f'base_url = "{eleven.base_url}"\napi_key = "{XI_KEY}"\nvoice_id = "voice-1"\n'
+        )
+        d = await start(make_daemon, config(sim, openai) + extra_tts)
+        call_id, _call, stream = await conversation(d, sim, openai, "Hello there.")
+        await sim.wait_for(lambda: bool(stream.marks), timeout=5)
+        assert [r.output_format for r in eleven.requests] == ["ulaw_8000"]
+        assert eleven.requests[0].voice_id == "voice-1"
+        assert eleven.requests[0].body["text"] == "Hello there."
+        audio = b"".join(f.audio for f in stream.frames)
+        assert all(len(f.audio) == FRAME_BYTES for f in stream.frames)
+        assert audio[: len(eleven.audio)] == eleven.audio  # byte for byte: no transcoding
+        assert set(audio[len(eleven.audio):]) <= {0xFF}  # mu-law silence pads the last frame
+        assert openai.tts_requests == []
+        await rpc(d, "voicecall.end", {"callId": call_id})
