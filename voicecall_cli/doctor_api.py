@@ -1,0 +1,136 @@
+"""`voicecall doctor`: can the provider's API be reached with the configured credentials?
+
+Kept apart from the other checks because it is the only one that talks to the network; the SDK
+and HTTP client are imported inside the probes.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from daemon.config.exposure import REAL_PROVIDERS, provider_api_base_url
+from daemon.config.loader import REQUIRED
+from daemon.config.model import Config
+from voicecall_cli.doctor_checks import Check, secret_value
+
+API_TIMEOUT_SECONDS = 5.0
+"""How long each provider API probe may take."""
+
+API_SECRET = {"twilio": "twilio.auth_token", "telnyx": "telnyx.api_key",
+              "plivo": "plivo.auth_token"}
+"""The credential each provider's API checks (its name, never its value)."""
+
+
+# --- provider API -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int | None
+    error: str | None = None
+    detail: str = ""
+
+
+def check_provider_api(config: Config, *, offline: bool) -> Check:
+    """Reach the provider's REST API with the configured credentials (5 s)."""
+    provider = config.provider
+    if provider not in REAL_PROVIDERS:
+        return Check("provider.api", "OK", f"provider {provider} has no API to reach")
+    if offline:
+        return Check("provider.api", "OK", "not checked (--offline)")
+    base = provider_api_base_url(config) or ""
+    unset = [k for k in REQUIRED[provider] if k != "telnyx.public_key"
+             and secret_value(config, k) is None]
+    if unset:
+        return Check("provider.api", "WARN", f"not checked: {', '.join(unset)} not set",
+                     "set the credentials (see above), then run `voicecall doctor` again")
+    if provider == "twilio":
+        answer = _probe_twilio(config)
+    elif provider == "telnyx":
+        answer = _probe_http(f"{base.rstrip('/')}/balance",
+                             {"Authorization": f"Bearer {config.telnyx.api_key}"})
+    else:
+        pair = f"{config.plivo.auth_id}:{config.plivo.auth_token}".encode()
+        answer = _probe_http(f"{base.rstrip('/')}/Account/{config.plivo.auth_id}/",
+                             {"Authorization": "Basic " + base64.b64encode(pair).decode()})
+    where = f"{provider} API {base}"
+    if answer.status is None:
+        return Check("provider.api", "FAIL", f"{where}: {answer.error}",
+                     f"check the network and {provider}.api_base_url; `voicecall doctor "
+                     "--offline` skips this check")
+    if answer.status in (401, 403):
+        return Check("provider.api", "FAIL",
+                     f"{where}: credentials rejected (HTTP {answer.status})",
+                     f"store the right ones: `voicecall secrets set {API_SECRET[provider]}`")
+    if not 200 <= answer.status < 300:
+        return Check("provider.api", "FAIL", f"{where} answered HTTP {answer.status}"
+                     + (f": {answer.detail}" if answer.detail else ""),
+                     f"check {provider}.api_base_url and the account in the provider's console")
+    return Check("provider.api", "OK", f"{where}: credentials accepted" + answer.detail)
+
+
+def _probe_twilio(config: Config) -> _Answer:
+    """Fetch our own Account through the twilio SDK, on `twilio.api_base_url`."""
+    import requests
+    from twilio.base.exceptions import TwilioRestException
+    from twilio.http.http_client import TwilioHttpClient
+    from twilio.rest import Client
+
+    sid, base = config.twilio.account_sid, config.twilio.api_base_url.rstrip("/")
+    client = Client(sid, config.twilio.auth_token, region=config.twilio.region,
+                    http_client=TwilioHttpClient(timeout=API_TIMEOUT_SECONDS))
+    if base != "https://api.twilio.com":
+        # A custom endpoint (a simulator, a proxy) is used as given: the SDK would otherwise
+        # rewrite its host for TWILIO_REGION/TWILIO_EDGE.
+        client.region = client.edge = None
+    client.api.base_url = base  # the Domain prefixes every Api request with this
+    try:
+        account = client.api.v2010.accounts(sid).fetch()
+    except TwilioRestException as exc:
+        return _Answer(exc.status, detail=str(exc.msg or "")[:200])
+    except requests.exceptions.Timeout:
+        return _Answer(None, f"unreachable (no answer within {API_TIMEOUT_SECONDS:g}s)")
+    except requests.exceptions.RequestException as exc:
+        return _Answer(None, f"unreachable ({_reason(exc)})")
+    except ValueError:  # not JSON: whatever answered is not a Twilio API
+        return _Answer(None, "the answer is not a Twilio API response")
+    state = getattr(account, "status", None)
+    return _Answer(200, detail=f" (account {sid}" + (f", {state})" if state else ")"))
+
+
+def _probe_http(url: str, headers: dict[str, str]) -> _Answer:
+    """One GET with a deadline; the status code, or why there was none."""
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        return _Answer(None, f"{url} is not an http(s) URL")
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+        url, headers={"Accept": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=API_TIMEOUT_SECONDS) as response:  # noqa: S310
+            return _Answer(int(response.status))
+    except urllib.error.HTTPError as exc:
+        return _Answer(exc.code)
+    except urllib.error.URLError as exc:
+        return _Answer(None, f"unreachable ({_reason(exc.reason)})")
+    except TimeoutError:
+        return _Answer(None, f"unreachable (no answer within {API_TIMEOUT_SECONDS:g}s)")
+    except OSError as exc:
+        return _Answer(None, f"unreachable ({_reason(exc)})")
+
+
+def _reason(exc: BaseException | str) -> str:
+    """A short reason for a failed connection ("Connection refused"), without URLs or secrets."""
+    if isinstance(exc, str):
+        return exc
+    node: object = exc
+    for _ in range(8):  # requests -> urllib3 MaxRetryError -> NewConnectionError -> OSError
+        if isinstance(node, OSError) and node.strerror:
+            return node.strerror
+        if not isinstance(node, BaseException):
+            break
+        inner = node.args[0] if node.args else None
+        node = (node.__cause__ or node.__context__ or getattr(node, "reason", None)
+                or (inner if isinstance(inner, BaseException) else None))
+    return type(exc).__name__
