@@ -33,7 +33,6 @@ from daemon.errors import (
     InvalidParamsError,
     LimitReachedError,
     OperationTimeoutError,
-    ProviderError,
     VoicecallError,
 )
 from daemon.events import CallEvent, CallMode, Direction, EventType, ProviderEvent
@@ -81,6 +80,8 @@ class CallEngine:
         self.responder = responder
         self._live: dict[str, LiveCall] = {}
         self._by_provider_id: dict[str, str] = {}
+        self._offering: dict[str, asyncio.Future[None]] = {}
+        """Provider ids of new inbound calls being admitted right now."""
         self._subscribers: set[Subscriber] = set()
         self._tasks = TaskSet("engine")
         self._reaper: asyncio.Task[None] | None = None
@@ -91,8 +92,10 @@ class CallEngine:
 
     async def start(self) -> None:
         """Restore live calls from the store and reconcile them with the provider."""
-        for record in await self.store.list_calls(live=True, limit=100_000):
-            await self._restore(record)
+        restored = [self._register(record)
+                    for record in await self.store.list_calls(live=True, limit=100_000)]
+        # All at once: a provider whose status API hangs costs one timeout, not one per call.
+        await asyncio.gather(*(self._reconcile(live) for live in restored))
         if self.config.stale_call_reaper_seconds > 0:
             self._reaper = asyncio.create_task(self._reap_loop(), name="stale-call-reaper")
 
@@ -111,8 +114,11 @@ class CallEngine:
         """Run a background task the engine owns (cancelled at stop)."""
         return self._tasks.spawn(coro, name)
 
-    async def _restore(self, record: CallRecord) -> None:
-        live = self._register(record)
+    async def _reconcile(self, live: LiveCall) -> None:
+        """Ask the provider about a restored call: closed there -> closed here; else kept."""
+        record = live.record
+        if record.is_connected:
+            live.settled.set()
         status = None
         if record.provider == self.provider.name and record.provider_call_id:
             try:
@@ -120,7 +126,7 @@ class CallEngine:
                     status = await self.provider.fetch_status(record)
             except (VoicecallError, TimeoutError, OSError) as exc:
                 logger.warning("call %s: provider status unknown after restart (%s)",
-                               record.call_id, exc)
+                               record.call_id, getattr(exc, "message", None) or repr(exc))
         if status is not None and status.state is RemoteState.ENDED:
             logger.info("call %s ended at the provider while we were down", record.call_id)
             await self._finish(live, status.end_state or CallState.COMPLETED)
@@ -257,11 +263,12 @@ class CallEngine:
         )
         try:
             provider_call_id = await self.provider.place_call(request)
-        except ProviderError as exc:
-            async with live.lock:
-                if not live.record.is_ended:
-                    await self._record(live, EventType.ERROR, {"error": exc.message})
-                    await self._finish_locked(live, CallState.FAILED)
+        except BaseException as exc:
+            # Whatever stopped the dial (provider refusal, a bug, cancellation at shutdown),
+            # the call must not stay "live" with no provider id: it would hold a slot forever.
+            reason = (exc.message if isinstance(exc, VoicecallError)
+                      else f"dialling was interrupted ({type(exc).__name__})")
+            await asyncio.shield(self._fail_dial(live, reason))
             raise
         async with live.lock:
             if record.provider_call_id is None:
@@ -270,6 +277,12 @@ class CallEngine:
                     self._by_provider_id[provider_call_id] = record.call_id
                 await self._record(live, None)
         return record
+
+    async def _fail_dial(self, live: LiveCall, reason: str) -> None:
+        async with live.lock:
+            if not live.record.is_ended:
+                await self._record(live, EventType.ERROR, {"error": reason})
+                await self._finish_locked(live, CallState.FAILED)
 
     def _check_capacity(self) -> None:
         limit = self.config.max_concurrent_calls
@@ -285,7 +298,12 @@ class CallEngine:
     async def speak(self, call_id: str, message: str) -> None:
         """Say something on a connected call without waiting for an answer."""
         live = await self._require_connected(call_id)
-        token = self._new_turn(live) if live.record.direction is Direction.INBOUND else None
+        if live.record.direction is Direction.INBOUND:
+            token: str | None = self._new_turn(live)
+        elif live.waiter is not None and not live.waiter.future.done():
+            token = live.turn_token  # a `continue` is listening: keep its turn open
+        else:
+            token = None
         await self._say(live, message, token)
 
     async def continue_call(self, call_id: str, message: str, timeout_ms: int | None) -> str:
@@ -393,10 +411,24 @@ class CallEngine:
         if live is None and event.previous_provider_call_id:
             live = self._find_live(event.previous_provider_call_id)
         if live is None:
+            pid = event.provider_call_id
             if (event.direction is Direction.INBOUND
                     and event.type in (EventType.INITIATED, EventType.RINGING, EventType.ANSWERED)
-                    and await self.store.find_by_provider_id(event.provider_call_id) is None):
-                await self._inbound(event)
+                    and pid not in self._offering):
+                # Claim the provider id before any await: a second delivery of the same new
+                # call arriving meanwhile waits for the first to register it.
+                self._offering[pid] = asyncio.get_running_loop().create_future()
+                try:
+                    if await self.store.find_by_provider_id(pid) is None:
+                        await self._inbound(event)
+                finally:
+                    self._offering.pop(pid).set_result(None)
+                return
+            if pid in self._offering:
+                await asyncio.shield(self._offering[pid])
+                if self._find_live(pid) is not None:
+                    await self._apply_one(event)
+                return
             else:
                 logger.debug("ignoring %s for unknown or ended call %s", event.type.value,
                             event.call_id or event.provider_call_id)
@@ -429,12 +461,15 @@ class CallEngine:
                 await self._record(live, kind, dedupe_key=event.dedupe_key)
         elif kind is EventType.ANSWERED:
             if record.answered_at is None:
+                previous = record.state
                 record.state = CallState.ANSWERED
                 record.answered_at = utc_now()
                 stored = await self._record(live, kind, dedupe_key=event.dedupe_key)
-                if stored is not None:
-                    self._arm_max_duration(live, float(self.config.max_duration_seconds))
-                    return lambda: self._answered_then_settle(live)
+                if stored is None:  # a retried delivery: undo
+                    record.state, record.answered_at = previous, None
+                    return None
+                self._arm_max_duration(live, float(self.config.max_duration_seconds))
+                return lambda: self._answered_then_settle(live)
         elif kind is EventType.ACTIVE:
             if can_transition(record.state, CallState.ACTIVE) and record.state not in (
                     _SPEAKING_STATES):
@@ -498,13 +533,14 @@ class CallEngine:
         record = live.record
         if record.is_ended:
             return
+        previous = record.state
         record.state = state
         record.ended_at = utc_now()
         record.end_reason = state.value
         stored = await self._record(live, EventType.ENDED, {"reason": state.value},
                                     dedupe_key=dedupe_key)
         if stored is None and dedupe_key is not None:
-            record.state, record.ended_at, record.end_reason = CallState.ACTIVE, None, None
+            record.state, record.ended_at, record.end_reason = previous, None, None
             return
         live.cancel_timers()
         live.settled.set()
@@ -564,10 +600,15 @@ class CallEngine:
         live = self._register(record)
         # An ANSWERED event keeps its dedupe key for its own application below.
         initiated_key = None if event.type is EventType.ANSWERED else event.dedupe_key
-        await self._record(live, EventType.INITIATED,
-                           {"direction": "inbound", "from": record.from_number,
-                            "to": record.to_number, "accepted": accepted, "reason": reason},
-                           dedupe_key=initiated_key)
+        stored = await self._record(live, EventType.INITIATED,
+                                    {"direction": "inbound", "from": record.from_number,
+                                     "to": record.to_number, "accepted": accepted,
+                                     "reason": reason},
+                                    dedupe_key=initiated_key)
+        if stored is None:  # an already-processed delivery: nothing to admit or answer
+            self._live.pop(record.call_id, None)
+            self._by_provider_id.pop(event.provider_call_id, None)
+            return
         if not accepted:
             logger.info("inbound call %s rejected: %s", record.call_id, reason)
             async with live.lock:

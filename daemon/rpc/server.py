@@ -123,7 +123,7 @@ class RpcServer:
         if self._sock is None:
             self.bind()
         self._server = await asyncio.start_unix_server(
-            self._serve, sock=self._sock, limit=protocol.MAX_MESSAGE_BYTES + 1
+            self._serve, sock=self._sock, limit=protocol.MAX_MESSAGE_BYTES
         )
 
     def _bind(self) -> socket.socket:
@@ -258,6 +258,7 @@ class RpcServer:
                 'not a JSON-RPC 2.0 request: need {"jsonrpc":"2.0","method":...,"id":...}'))
         req_id = message.get("id")
         is_notification = "id" not in message
+        # Numbers with fractions "SHOULD NOT" be ids (JSON-RPC 2.0 section 4): refused.
         if req_id is not None and (isinstance(req_id, bool) or not isinstance(req_id, str | int)):
             return protocol.error(None, RpcErrorInfo.standard(
                 RpcCode.INVALID_REQUEST, "id must be a string, a number or null"))

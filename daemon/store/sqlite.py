@@ -183,13 +183,12 @@ class SqliteStore:
         self._writes += 1
         if self._writes % 1000 == 0:
             await self._run(self._prune)
+            self._prune_memory()
         return event
 
     def _prune(self, db: sqlite3.Connection) -> None:
         now = self._clock()
         db.execute("DELETE FROM replay WHERE expires_at < ?", (now,))
-        for key in [k for k, (expires, _) in list(self._replay.items()) if expires < now]:
-            self._replay.pop(key, None)
         db.execute(
             "DELETE FROM processed WHERE key IN (SELECT key FROM processed ORDER BY at DESC "
             "LIMIT -1 OFFSET ?)",
@@ -304,6 +303,12 @@ class SqliteStore:
                 (key, expires, reply.status, reply.content_type, reply.body),
             )
         )
+
+    def _prune_memory(self) -> None:
+        """Drop expired replay identities (on the event loop: the only thread using them)."""
+        now = self._clock()
+        for key in [k for k, (expires, _) in self._replay.items() if expires < now]:
+            del self._replay[key]
 
     def _remember_in_memory(self, key: str, expires: float, reply: WebhookReply) -> None:
         self._replay[key] = (expires, reply)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -322,3 +323,30 @@ async def test_twilio_speak_and_dtmf_through_the_cli_with_21220_retried(
     assert len(updates) == 4  # 2 refused + speak + dtmf
     assert all("flow=hold" in (u.get("Twiml") or "") for u in updates)
     assert not call.ended
+
+
+async def test_twilio_speak_during_a_pending_continue_keeps_listening(
+    sim: TwilioSimulator, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """`speak` while a `continue` waits re-issues the same turn's Gather, so the caller's
+    answer still reaches the waiting `continue` (it used to replace the Gather with a Say)."""
+    d = await start(make_daemon, config(sim))
+    call_id = (
+        await rpc(d, "voicecall.initiate", {"message": "Hello.", "to": TO, "mode": "conversation"})
+    )["callId"]
+    await sim.wait_for(lambda: bool(sim.calls) and sim.only_call().spoken != [])
+    call = sim.only_call()
+    waiting = asyncio.create_task(
+        rpc(d, "voicecall.continue", {"callId": call_id, "message": "Which day suits you?"}))
+    updates_path = f"/Calls/{call.sid}.json"
+    await sim.wait_for(lambda: len(sim.recorded("POST", updates_path)) == 1)
+    first = sim.recorded("POST", updates_path)[0].get("Twiml") or ""
+    token = first.split("turnToken=")[1].split("&")[0].split('"')[0]
+    await rpc(d, "voicecall.speak", {"callId": call_id, "message": "Take your time."})
+    second = sim.recorded("POST", updates_path)[1].get("Twiml") or ""
+    assert "Take your time." in second and "<Gather" in second
+    assert f"turnToken={token}" in second
+    assert not waiting.done()
+    await rpc(d, "voicecall.end", {"callId": call_id})
+    with contextlib.suppress(Exception):
+        await waiting
