@@ -404,3 +404,46 @@ async def test_elevenlabs_ulaw_is_streamed_without_transcoding(
         assert set(audio[len(eleven.audio):]) <= {0xFF}  # mu-law silence pads the last frame
         assert openai.tts_requests == []
         await rpc(d, "voicecall.end", {"callId": call_id})
+
+
+async def test_a_newer_caller_turn_cancels_a_stale_reply(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """While the model is still answering the caller's first turn, a second final transcript
+    cancels that reply: only the answer to the newer turn is spoken."""
+    extra = (
+        'inbound_policy = "open"\n'
+        'inbound_greeting = "Hello, Acme clinic."\n'
+        'response_model = "openai/gpt-4o-mini"\n'
+        "response_timeout_ms = 5000\n"
+    )
+    d = await start(make_daemon, config(sim, openai, extra))
+    openai.chat_reply = "We open at nine."
+    webhook = str((await rpc(d, "daemon.status"))["webhookUrl"])
+    call = await sim.inbound(CALLER, FROM, webhook)
+    await sim.wait_for(lambda: bool(call.media) and bool(call.media[0].marks))
+    stream = call.media[0]
+    await sim.wait_for(lambda: stream.marks[0][1] in marks_heard(stream))
+    await until(lambda: openai.connections, what="the STT connection")
+
+    openai.chat_hold = hold = asyncio.Event()
+    await openai.transcript_completed("When do you open?", item_id="item_1")
+    await until(lambda: len(openai.chat_requests) == 1, what="the first chat request")
+    await openai.transcript_completed("Actually, are you open on Sunday?", item_id="item_2")
+    await until(lambda: len(openai.chat_requests) == 2, what="the second chat request")
+    openai.chat_reply = "Yes, from ten to four."
+    openai.chat_hold = None
+    hold.set()
+
+    listed = (await rpc(d, "voicecall.list", {}))["calls"]
+    (found,) = [c for c in listed if c["providerCallId"] == call.sid]
+    final = await until_record(
+        d, found["callId"], lambda c: any(t["text"] == "Yes, from ten to four."
+                                         for t in c["transcript"]))
+    # Give a reply that was not cancelled time to show up: the one we saw has played out.
+    await sim.wait_for(lambda: len(stream.echoed) >= 2, timeout=5)
+    final = await record(d, found["callId"])
+    bot_lines = [t["text"] for t in final["transcript"] if t["speaker"] == "bot"]
+    assert bot_lines == ["Hello, Acme clinic.", "Yes, from ten to four."]
+    last = openai.chat_requests[1]["messages"]
+    assert {"role": "user", "content": "Actually, are you open on Sunday?"} in last
