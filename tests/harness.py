@@ -135,8 +135,14 @@ class DaemonHarness:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        """Stop the daemon cleanly, or kill it."""
+        """Stop the daemon cleanly, or kill it (also one the CLI autostarted)."""
         if self.proc is None or self.proc.poll() is not None:
+            try:
+                self.rpc("daemon.shutdown", timeout=5.0)
+                wait_for(lambda: not self.socket.exists(), 10, message="autostarted daemon")
+            except (DaemonUnreachableError, ConnectionError, RpcRemoteError, OSError,
+                    AssertionError):
+                pass
             return
         try:
             self.rpc("daemon.shutdown", timeout=5.0)

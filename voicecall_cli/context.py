@@ -78,6 +78,9 @@ class CliContext:
         while time.monotonic() < deadline:
             code = proc.poll()
             if code is not None:
+                racer = self._running_pid()  # another CLI may have started one just before us
+                if racer is not None:
+                    return racer
                 raise DaemonUnreachable(
                     f"the daemon exited with status {code} while starting"
                     + _new_errors(log, offset)
@@ -93,6 +96,14 @@ class CliContext:
             f"the daemon did not answer on {self.paths.socket} within "
             f"{READY_TIMEOUT_SECONDS:.0f}s; see {log}"
         )
+
+    def _running_pid(self) -> int | None:
+        """The pid of a daemon answering on our socket, if one does."""
+        try:
+            with RpcClient(self.paths.socket, timeout=2.0) as client:
+                return int(client.call("daemon.status")["pid"])
+        except (DaemonUnreachableError, ConnectionError, RpcRemoteError, TimeoutError):
+            return None
 
     def rpc(self, method: str, params: dict[str, Any] | None = None, *,
             timeout: float | None = 30.0) -> Any:
@@ -111,6 +122,9 @@ def call_or_fail(client: RpcClient, method: str, params: dict[str, Any] | None) 
         raise CliError(exc.message) from None
     except TimeoutError:
         raise CliError(f"the daemon did not answer {method} in time") from None
+    except ConnectionError as exc:  # the daemon stopped or crashed mid-request
+        raise CliError(f"{exc} during {method}; its outcome is unknown: check "
+                       "`voicecall status` and `voicecall daemon logs`") from None
 
 
 def _new_errors(log: Path, offset: int) -> str:

@@ -323,7 +323,12 @@ class MediaSession:
     async def _drain(self) -> None:
         try:
             while self._outbox:
-                await self.hub.sink([self._outbox.popleft()])
+                event = self._outbox.popleft()
+                try:
+                    await self.hub.sink([event])
+                except Exception:  # one bad event must not strand the ones behind it
+                    logger.exception("call %s: the engine refused a %s event", self.call_id,
+                                     event.type.value)
         finally:
             self._emitter = None
 

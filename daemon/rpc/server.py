@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from daemon.errors import RpcCode, VoicecallError
 from daemon.rpc import protocol
@@ -107,6 +108,8 @@ class RpcServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sock: socket.socket | None = None
         self._owns_path = False
+        self._lock: IO[str] | None = None
+        self._inode = -1
 
     def bind(self, sock: socket.socket | None = None) -> None:
         """Claim the socket (or adopt one passed by systemd) without serving yet.
@@ -130,6 +133,19 @@ class RpcServer:
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         folder.chmod(0o700)
+        # Two daemons started at once (two CLIs autostarting) must not both probe, unlink and
+        # bind: the loser would later remove the winner's socket. A lock beside the socket,
+        # held for the daemon's life, makes the second one fail at once.
+        lock = open(self.path.with_name(self.path.name + ".lock"), "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise SocketInUseError(
+                f"another voicecall daemon is already running on {self.path}; stop it with "
+                "`voicecall daemon stop` or pick another socket with --socket"
+            ) from None
+        self._lock = lock
         if self.path.exists() or self.path.is_symlink():
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             probe.settimeout(1.0)
@@ -148,9 +164,13 @@ class RpcServer:
         old_umask = os.umask(0o177)
         try:
             sock.bind(str(self.path))
+        except OSError as exc:
+            sock.close()
+            raise SocketInUseError(f"cannot bind the socket {self.path}: {exc.strerror}") from None
         finally:
             os.umask(old_umask)
         self.path.chmod(0o600)
+        self._inode = self.path.stat().st_ino
         sock.listen(socket.SOMAXCONN)
         sock.setblocking(False)
         return sock
@@ -170,9 +190,14 @@ class RpcServer:
         elif self._sock is not None:
             self._sock.close()
         if self._owns_path:
+            # Only our own socket file: never one another daemon has bound since.
             with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+                if self.path.stat().st_ino == self._inode:
+                    self.path.unlink()
             self._owns_path = False
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")

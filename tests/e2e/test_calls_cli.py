@@ -192,3 +192,17 @@ def test_cli_import_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_concurrent_autostarts_end_with_one_daemon(make_daemon) -> None:
+    """Six CLIs autostarting at once all succeed against one daemon; its socket stays."""
+    d = make_daemon(FAST_MOCK, start=False)
+    procs = [subprocess.Popen([sys.executable, "-m", "voicecall_cli", "--socket", str(d.socket),
+                               "status", "--json"], env=d.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO) for _ in range(6)]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err for _, err in results]
+    pid = d.rpc("daemon.status")["pid"]
+    assert d.socket.exists()
+    assert d.cli_json("daemon", "status")["pid"] == pid
+    d.cli("daemon", "stop")

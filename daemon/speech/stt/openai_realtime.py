@@ -79,9 +79,13 @@ class OpenAiRealtimeStt:
         Raises:
             SpeechError: the socket could not be opened (network, HTTP status, timeout).
         """
-        if self._tasks:
+        if self._tasks or self._closing:
             return
-        self._ws = await self._open()
+        ws = await self._open()
+        if self._closing:  # close() ran while we were connecting: nobody will use this socket
+            await ws.close()
+            return
+        self._ws = ws
         self._tasks = [
             asyncio.create_task(self._run(self._ws), name="stt-reader"),
             asyncio.create_task(self._write_loop(), name="stt-writer"),
@@ -172,6 +176,9 @@ class OpenAiRealtimeStt:
                         return
                     logger.warning("%s reconnect %d failed: %s", VENDOR, attempt, exc.message)
                     continue
+                if self._closing:
+                    await ws.close()
+                    return
                 logger.info("%s reconnected (attempt %d)", VENDOR, attempt)
                 self._ws = ws
                 break
