@@ -139,6 +139,14 @@ class CallEngine:
                 await self._end_by_timer(live, CallState.TIMEOUT)
                 return
             self._arm_max_duration(live, remaining)
+            if record.mode is CallMode.NOTIFY and record.direction is Direction.OUTBOUND:
+                # Its message was handed over before the restart, but the hang-up that follows
+                # playback lived in the old process: finish the call rather than hold the line
+                # open until max_duration_seconds.
+                delay = float(self.config.outbound.notify_hangup_delay_seconds)
+                live.resume_timer = asyncio.get_running_loop().call_later(
+                    delay, lambda: self.spawn(self._end_by_timer(live, CallState.HANGUP_BOT),
+                                              f"notify-resume-{record.call_id}"))
 
     # ------------------------------------------------------------------ subscriptions
 

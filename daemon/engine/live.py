@@ -31,6 +31,8 @@ class LiveCall:
     """The token of the current listening turn; transcripts with another token are stale."""
     waiter: TranscriptWaiter | None = None
     max_duration_timer: asyncio.TimerHandle | None = None
+    resume_timer: asyncio.TimerHandle | None = None
+    """A restored notify call's pending hang-up."""
     responder_task: asyncio.Task[None] | None = None
     initial_message: str | None = None
     """What to say once answered (outbound message or inbound greeting)."""
@@ -40,9 +42,10 @@ class LiveCall:
 
     def cancel_timers(self) -> None:
         """Stop every timer and background task of this call."""
-        if self.max_duration_timer is not None:
-            self.max_duration_timer.cancel()
-            self.max_duration_timer = None
+        for timer in (self.max_duration_timer, self.resume_timer):
+            if timer is not None:
+                timer.cancel()
+        self.max_duration_timer = self.resume_timer = None
         if self.responder_task is not None and not self.responder_task.done():
             self.responder_task.cancel()
         self.responder_task = None

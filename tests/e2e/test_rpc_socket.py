@@ -204,3 +204,15 @@ def test_mock_inbound_through_the_policy(make_daemon) -> None:
         rejected = d.rpc("mock.inbound", {"from": caller})
         assert rejected["accepted"] is False
         assert d.call_record(rejected["callId"])["state"] == "hangup-bot"
+
+
+def test_notify_call_interrupted_by_kill_9_still_hangs_up(make_daemon) -> None:
+    """A notify call answered before a crash is hung up after restart, not held open."""
+    d = make_daemon("max_duration_seconds = 300\n" + FAST_MOCK
+                    + "[outbound]\nnotify_hangup_delay_seconds = 1\n")
+    call_id = d.rpc("voicecall.initiate", {"message": "Reminder", "to": "+15550001234"})["callId"]
+    d.wait_state(call_id, "speaking")
+    d.kill9()
+    d.start()
+    call = d.wait_state(call_id, "hangup-bot", timeout=10)
+    assert [t["text"] for t in call["transcript"]] == ["Reminder"]
