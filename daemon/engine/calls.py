@@ -26,6 +26,7 @@ from daemon.engine.live import LiveCall, TranscriptWaiter
 from daemon.engine.policy import admits
 from daemon.engine.record import CallRecord, TranscriptEntry, parse_time, utc_now
 from daemon.engine.state import CallState, can_transition
+from daemon.engine.timers import REAPER_INTERVAL_SECONDS, CallTimers
 from daemon.errors import (
     CallError,
     CallNotFoundError,
@@ -49,7 +50,6 @@ logger = logging.getLogger(__name__)
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 MOCK_FROM_NUMBER = "+15550000000"
 RECONCILE_TIMEOUT_SECONDS = 5.0
-REAPER_INTERVAL_SECONDS = 30.0
 _SPEAKING_STATES = frozenset({CallState.SPEAKING, CallState.LISTENING})
 
 Subscriber = Callable[[CallEvent], None]
@@ -84,8 +84,8 @@ class CallEngine:
         """Provider ids of new inbound calls being admitted right now."""
         self._subscribers: set[Subscriber] = set()
         self._tasks = TaskSet("engine")
-        self._reaper: asyncio.Task[None] | None = None
-        self._reaper_interval = reaper_interval
+        self.timers = CallTimers(self._end_by_timer, self.spawn, lambda: self._live.values(),
+                                 reaper_interval=reaper_interval)
         self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -97,13 +97,12 @@ class CallEngine:
         # All at once: a provider whose status API hangs costs one timeout, not one per call.
         await asyncio.gather(*(self._reconcile(live) for live in restored))
         if self.config.stale_call_reaper_seconds > 0:
-            self._reaper = asyncio.create_task(self._reap_loop(), name="stale-call-reaper")
+            self.timers.start_reaper(float(self.config.stale_call_reaper_seconds))
 
     async def stop(self) -> None:
         """Stop timers and background work; live calls stay live in the store."""
         self._stopping = True
-        if self._reaper is not None:
-            self._reaper.cancel()
+        self.timers.stop()
         for live in self._live.values():
             live.cancel_timers()
             if live.waiter is not None and not live.waiter.future.done():
@@ -138,15 +137,13 @@ class CallEngine:
             if remaining <= 0:
                 await self._end_by_timer(live, CallState.TIMEOUT)
                 return
-            self._arm_max_duration(live, remaining)
+            self.timers.arm_max_duration(live, remaining)
             if record.mode is CallMode.NOTIFY and record.direction is Direction.OUTBOUND:
                 # Its message was handed over before the restart, but the hang-up that follows
                 # playback lived in the old process: finish the call rather than hold the line
                 # open until max_duration_seconds.
                 delay = float(self.config.outbound.notify_hangup_delay_seconds)
-                live.resume_timer = asyncio.get_running_loop().call_later(
-                    delay, lambda: self.spawn(self._end_by_timer(live, CallState.HANGUP_BOT),
-                                              f"notify-resume-{record.call_id}"))
+                self.timers.resume_notify(live, delay)
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -476,7 +473,7 @@ class CallEngine:
                 if stored is None:  # a retried delivery: undo
                     record.state, record.answered_at = previous, None
                     return None
-                self._arm_max_duration(live, float(self.config.max_duration_seconds))
+                self.timers.arm_max_duration(live, float(self.config.max_duration_seconds))
                 return lambda: self._answered_then_settle(live)
         elif kind is EventType.ACTIVE:
             if can_transition(record.state, CallState.ACTIVE) and record.state not in (
@@ -671,14 +668,6 @@ class CallEngine:
 
     # ------------------------------------------------------------------ timers
 
-    def _arm_max_duration(self, live: LiveCall, seconds: float) -> None:
-        if live.max_duration_timer is not None:
-            live.max_duration_timer.cancel()
-        loop = asyncio.get_running_loop()
-        live.max_duration_timer = loop.call_later(
-            seconds, lambda: self.spawn(self._end_by_timer(live, CallState.TIMEOUT),
-                                        f"max-duration-{live.record.call_id}"))
-
     async def _end_by_timer(self, live: LiveCall, state: CallState) -> None:
         if live.record.is_ended:
             return
@@ -688,24 +677,3 @@ class CallEngine:
         except VoicecallError as exc:
             logger.warning("call %s: hang-up failed: %s", live.record.call_id, exc.message)
         await self._finish(live, state)
-
-    async def _reap_loop(self) -> None:
-        threshold = float(self.config.stale_call_reaper_seconds)
-        interval = min(self._reaper_interval, max(threshold / 2, 0.05))
-        while True:
-            await asyncio.sleep(interval)
-            await self.reap_stale(threshold)
-
-    async def reap_stale(self, threshold: float) -> int:
-        """End calls never answered within `threshold` seconds; return how many."""
-        now = time.time()
-        reaped = 0
-        for live in list(self._live.values()):
-            record = live.record
-            if record.answered_at is not None or live.reaping:
-                continue
-            if now - parse_time(record.started_at).timestamp() > threshold:
-                live.reaping = True
-                await self._end_by_timer(live, CallState.TIMEOUT)
-                reaped += 1
-        return reaped
