@@ -83,6 +83,7 @@ from daemon.providers.streaming import (
     media_hub,
     speak_over_stream,
 )
+from daemon.tasks import TaskSet
 from daemon.webhooks.security import PlivoVerifier, has_signature_headers, parse_form
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ class PlivoProvider:
         self._stash: OrderedDict[str, tuple[str, list[Step]]] = OrderedDict()
         self._streamed: dict[str, str | None] = {}
         """Calls sent to a `<Stream>` (call id -> CallUUID), until they end."""
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("plivo")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -167,9 +168,7 @@ class PlivoProvider:
 
     async def close(self) -> None:
         """Stop background speech and close the HTTP session."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -479,18 +478,8 @@ class PlivoProvider:
         await asyncio.sleep(delay)
         await self.hangup(call)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        async def guard() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("plivo background task %s failed", name)
-
-        task = asyncio.create_task(guard(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        self._tasks.spawn(coro, name)
 
 
 def basic_auth(user: str, password: str) -> str:

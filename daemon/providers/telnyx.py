@@ -33,7 +33,7 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from daemon.engine.record import CallRecord
@@ -74,6 +74,7 @@ from daemon.providers.telnyx_wire import (
     to_events,
     transcription_payload,
 )
+from daemon.tasks import TaskSet
 from daemon.webhooks.security import TelnyxVerifier, has_signature_headers
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class TelnyxProvider:
         self._context: ProviderContext | None = None
         self._client: AsyncTelnyx | None = None
         self._verifier = TelnyxVerifier(None)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("telnyx")
         self._transcribing: set[str] = set()
         self._bot_hangups: set[str] = set()
         self._notify_scheduled: set[str] = set()
@@ -162,9 +163,7 @@ class TelnyxProvider:
 
     async def close(self) -> None:
         """Cancel notify timers and close the HTTP client."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -325,18 +324,8 @@ class TelnyxProvider:
             self._streamed.discard(call.call_id)
             await self._speak_rest(call, text, turn_token)
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        async def guard() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("telnyx background task %s failed", name)
-
-        task = asyncio.create_task(guard(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        self._tasks.spawn(coro, name)
 
     async def _speak_rest(self, call: CallRecord, text: str, turn_token: str | None) -> None:
         """`actions/speak`; with a turn token, `transcription_start` once per call."""
@@ -484,11 +473,8 @@ class TelnyxProvider:
         except ValueError:
             delay = float(self._config.outbound.notify_hangup_delay_seconds)
         self._notify_scheduled.add(pid)
-        task = asyncio.create_task(
-            self._notify_hangup(pid, call_id, delay), name=f"telnyx-notify-hangup-{call_id}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._notify_hangup(pid, call_id, delay),
+                          f"telnyx-notify-hangup-{call_id}")
 
     async def _notify_hangup(self, pid: str, call_id: str, delay: float) -> None:
         """Hang up `delay` s after playback ended, then report the bot's hang-up."""
