@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from daemon.rpc.client import DaemonUnreachableError, RpcClient
 from daemon.rpc.protocol import RpcRemoteError
@@ -165,3 +167,31 @@ port = 0
 [mock]
 answer_delay_ms = 30
 """
+
+
+# ---------------------------------------------------------------------- async test helpers
+# Provider tests run simulators on the test's event loop, so the blocking harness calls go
+# through a thread.
+
+
+async def start_async(make_daemon: Callable[..., DaemonHarness], text: str) -> DaemonHarness:
+    """Start a daemon without blocking the simulators' event loop."""
+    d = make_daemon(text, start=False)
+    d.env.pop("OPENAI_API_KEY", None)  # vendor keys come from the test's config only
+    await asyncio.to_thread(d.start)
+    return d
+
+
+async def rpc_async(d: DaemonHarness, method: str, params: dict[str, Any] | None = None) -> Any:
+    """One RPC call, off the event loop."""
+    return await asyncio.to_thread(d.rpc, method, params)
+
+
+async def until_state_async(d: DaemonHarness, call_id: str, *states: str) -> dict[str, Any]:
+    """Poll the call record until it reaches one of `states` (15 s)."""
+    return await asyncio.to_thread(d.wait_state, call_id, *states, timeout=15)
+
+
+def query(url: str) -> dict[str, str]:
+    """The query parameters of a URL, first values."""
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}

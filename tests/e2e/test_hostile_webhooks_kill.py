@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 
 from tests.harness import DaemonHarness
+from tests.harness import rpc_async as rpc
 from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
@@ -81,11 +82,6 @@ async def sim() -> AsyncIterator[TwilioSimulator]:
     async with TwilioSimulator() as simulator:
         simulator.auto_answer = False
         yield simulator
-
-
-async def rpc(d: DaemonHarness, method: str, params: dict[str, Any] | None = None) -> Any:
-    """One RPC call, off the event loop."""
-    return await asyncio.to_thread(d.rpc, method, params)
 
 
 def signed(sim: TwilioSimulator, call_id: str, url: str, params: dict[str, str]) -> Delivery:

@@ -6,12 +6,13 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.harness import DaemonHarness, wait_for
+from tests.harness import DaemonHarness, query, wait_for
+from tests.harness import rpc_async as rpc
+from tests.harness import start_async as start
+from tests.harness import until_state_async as until_state
 from tests.simulators.plivo import AUTH_ID, AUTH_TOKEN, Delivery, PlivoSimulator
 
 pytestmark = pytest.mark.e2e
@@ -51,28 +52,6 @@ async def sim() -> AsyncIterator[PlivoSimulator]:
     """A running Plivo simulator."""
     async with PlivoSimulator() as simulator:
         yield simulator
-
-
-async def start(make_daemon: Callable[..., DaemonHarness], text: str) -> DaemonHarness:
-    """Start a daemon without blocking the simulator's event loop."""
-    d = make_daemon(text, start=False)
-    await asyncio.to_thread(d.start)
-    return d
-
-
-async def rpc(d: DaemonHarness, method: str, params: dict[str, Any] | None = None) -> Any:
-    """One RPC call, off the event loop."""
-    return await asyncio.to_thread(d.rpc, method, params)
-
-
-async def until_state(d: DaemonHarness, call_id: str, *states: str) -> dict[str, Any]:
-    """Poll the call record until it reaches one of `states`."""
-    return await asyncio.to_thread(d.wait_state, call_id, *states, timeout=15)
-
-
-def query(url: str) -> dict[str, str]:
-    """The query parameters of a URL, first values."""
-    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 def getinputs(sim: PlivoSimulator) -> list[Delivery]:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.fakes.openai import API_KEY as OPENAI_KEY
 from tests.fakes.openai import FakeOpenAI
-from tests.harness import DaemonHarness, wait_for
+from tests.harness import DaemonHarness, query, wait_for
+from tests.harness import rpc_async as rpc
+from tests.harness import start_async as start
 from tests.simulators.plivo import AUTH_ID, AUTH_TOKEN, PlivoSimulator, SimCall, SimStream
 
 pytestmark = pytest.mark.e2e
@@ -69,23 +69,6 @@ async def openai() -> AsyncIterator[FakeOpenAI]:
     """A running fake OpenAI (speech and realtime transcription)."""
     async with FakeOpenAI() as fake:
         yield fake
-
-
-async def start(make_daemon: Callable[..., DaemonHarness], text: str) -> DaemonHarness:
-    """Start a daemon without blocking the simulators' event loop."""
-    d = make_daemon(text, start=False)
-    await asyncio.to_thread(d.start)
-    return d
-
-
-async def rpc(d: DaemonHarness, method: str, params: dict[str, Any] | None = None) -> Any:
-    """One RPC call, off the event loop."""
-    return await asyncio.to_thread(d.rpc, method, params)
-
-
-def query(url: str) -> dict[str, str]:
-    """The query parameters of a URL, first values."""
-    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 def live_stream(call: SimCall) -> SimStream | None:

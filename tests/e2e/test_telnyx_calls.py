@@ -7,11 +7,13 @@ import base64
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
 from tests.harness import DaemonHarness
+from tests.harness import rpc_async as rpc
+from tests.harness import start_async as start
+from tests.harness import until_state_async as until_state
 from tests.simulators.telnyx import API_KEY, CONNECTION_ID, TelnyxSimulator
 
 pytestmark = pytest.mark.e2e
@@ -52,23 +54,6 @@ async def sim() -> AsyncIterator[TelnyxSimulator]:
     """A running Telnyx simulator."""
     async with TelnyxSimulator() as simulator:
         yield simulator
-
-
-async def start(make_daemon: Callable[..., DaemonHarness], text: str) -> DaemonHarness:
-    """Start a daemon without blocking the simulator's event loop."""
-    d = make_daemon(text, start=False)
-    await asyncio.to_thread(d.start)
-    return d
-
-
-async def rpc(d: DaemonHarness, method: str, params: dict[str, Any] | None = None) -> Any:
-    """One RPC call, off the event loop."""
-    return await asyncio.to_thread(d.rpc, method, params)
-
-
-async def until_state(d: DaemonHarness, call_id: str, *states: str) -> dict[str, Any]:
-    """Poll the call record until it reaches one of `states`."""
-    return await asyncio.to_thread(d.wait_state, call_id, *states, timeout=15)
 
 
 def b64(text: str) -> str:

@@ -13,6 +13,8 @@ import pytest
 
 from tests.fakes.openai import API_KEY, FakeOpenAI
 from tests.harness import DaemonHarness
+from tests.harness import rpc_async as rpc
+from tests.harness import start_async as start
 from tests.simulators.twilio import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -76,19 +78,6 @@ async def openai() -> AsyncIterator[FakeOpenAI]:
     """A running fake OpenAI (TTS, realtime STT, chat)."""
     async with FakeOpenAI() as fake:
         yield fake
-
-
-async def start(make_daemon: Callable[..., DaemonHarness], text: str) -> DaemonHarness:
-    """Start a daemon without blocking the simulators' event loop."""
-    d = make_daemon(text, start=False)
-    d.env.pop("OPENAI_API_KEY", None)
-    await asyncio.to_thread(d.start)
-    return d
-
-
-async def rpc(d: DaemonHarness, method: str, params: dict[str, Any] | None = None) -> Any:
-    """One RPC call, off the event loop."""
-    return await asyncio.to_thread(d.rpc, method, params)
 
 
 async def record(d: DaemonHarness, call_id: str) -> dict[str, Any]:
