@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from daemon.engine.calls import CallEngine
 from daemon.errors import VoicecallError
 from daemon.tool_schema import ACTIONS
+
+logger = logging.getLogger(__name__)
 
 
 def _text(args: dict[str, Any], name: str) -> str | None:
@@ -46,3 +49,6 @@ async def run_tool(engine: CallEngine, args: dict[str, Any]) -> dict[str, Any]:
         return {"success": True}
     except VoicecallError as exc:
         return {"error": exc.message}
+    except Exception:  # SPEC 7: a bad call is an {error}, never a crash
+        logger.exception("voice_call %s failed", action)
+        return {"error": f"{action} failed unexpectedly; see the daemon log"}

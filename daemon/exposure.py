@@ -112,6 +112,12 @@ class ExposureManager:
 
     async def expose(self, mode: str, path: str | None) -> dict[str, Any]:
         """Switch Tailscale exposure at run time (`voicecall expose`)."""
+        if mode != "off" and self.config.skip_signature_verification:
+            # SPEC 3: unsigned webhooks are only accepted while nothing is exposed publicly.
+            raise ConfigError(
+                f"refusing to publish the webhook with tailscale {mode} while "
+                "skip_signature_verification = true: anyone could then post unsigned webhooks; "
+                "set skip_signature_verification = false and restart the daemon")
         if mode == "off":
             from daemon.tunnels.tailscale import tailscale_off
 

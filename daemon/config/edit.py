@@ -54,11 +54,23 @@ def parse_value(key: str, text: str) -> Any:
     return value
 
 
+def _parse(text: str | None) -> Any:
+    """The tomlkit document of `text`; a file that is not TOML is a ConfigError, not a crash."""
+    import tomlkit
+    from tomlkit.exceptions import ParseError
+
+    try:
+        return tomlkit.parse(text or "")
+    except ParseError as exc:
+        raise ConfigError(f"the config file is not valid TOML ({exc}); fix it by hand or start "
+                          "over with `voicecall config init --force`") from None
+
+
 def set_key(text: str | None, key: str, value: Any) -> str:
     """The document `text` (None = empty) with `key` set to `value`, comments kept."""
     import tomlkit  # lazy: only `config set` needs it
 
-    doc = tomlkit.parse(text or "")
+    doc = _parse(text)
     *parents, leaf = key.split(".")
     node: Any = doc
     for i, part in enumerate(parents):
@@ -77,7 +89,7 @@ def unset_key(text: str | None, key: str) -> tuple[str, bool]:
     """The document with `key` removed (it falls back to its default); and whether it was there."""
     import tomlkit
 
-    doc = tomlkit.parse(text or "")
+    doc = _parse(text)
     *parents, leaf = key.split(".")
     node: Any = doc
     for part in parents:

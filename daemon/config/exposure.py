@@ -74,7 +74,11 @@ def is_local_only_host(host: str) -> bool:
     if name == "localhost" or name.endswith(".localhost"):
         return True
     addr = _parse_ip(name)
-    return addr is not None and any(addr in net for net in _LOCAL_NETWORKS)
+    if addr is None:
+        return False
+    # Beyond the named ranges, any address that is not globally routable (IPv4-compatible,
+    # NAT64 or 6to4 forms of private space, documentation ranges) cannot be a public webhook.
+    return any(addr in net for net in _LOCAL_NETWORKS) or not addr.is_global
 
 
 def is_local_api(url: str) -> bool:

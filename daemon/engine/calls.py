@@ -48,6 +48,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+_UNSPEAKABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")
+
+
+def speakable(text: str) -> str:
+    """`text` without control characters: no TTS says them, and XML (TwiML, Plivo XML)
+    cannot carry them, so one would turn a webhook answer into an error and drop the call."""
+    return _UNSPEAKABLE.sub(" ", text).strip()
 MOCK_FROM_NUMBER = "+15550000000"
 RECONCILE_TIMEOUT_SECONDS = 5.0
 _SPEAKING_STATES = frozenset({CallState.SPEAKING, CallState.LISTENING})
@@ -224,7 +231,8 @@ class CallEngine:
 
     async def initiate(self, message: str, to: str | None, mode: str | None) -> CallRecord:
         """Place an outbound call; returns once the provider accepted it."""
-        if not message or not message.strip():
+        message = speakable(message or "")
+        if not message:
             raise InvalidParamsError("message is empty; say what the call should say")
         to_number = to or self.config.to_number
         if not to_number:
@@ -384,7 +392,7 @@ class CallEngine:
         return live.turn_token
 
     async def _say(self, live: LiveCall, text: str, turn_token: str | None) -> None:
-        text = text.strip()
+        text = speakable(text)
         if not text:
             raise InvalidParamsError("message is empty; say what to say")
         async with live.lock:

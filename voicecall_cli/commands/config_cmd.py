@@ -265,7 +265,10 @@ def unset_cmd(ctx: CliContext, key: str) -> None:
     except ConfigError as exc:
         raise CliError(exc.message) from None
     text = path.read_text(encoding="utf-8") if path.exists() else None
-    new_text, removed = edit.unset_key(text, key)
+    try:
+        new_text, removed = edit.unset_key(text, key)
+    except ConfigError as exc:
+        raise CliError(exc.message) from None
     if not removed:
         click.echo(f"{key} was not set in {path}", err=True)
         return

@@ -50,7 +50,7 @@ def voicecall_argv() -> list[str]:
 
 def _quote(arg: str) -> str:
     """Quote one word for a systemd command line (systemd.syntax(7), systemd.unit(5) `%`)."""
-    arg = arg.replace("%", "%%")
+    arg = arg.replace("%", "%%").replace("$", "$$")  # systemd expands both in ExecStart
     if arg and not any(c in arg for c in " \t\"'\\;$"):
         return arg
     escaped = arg.replace("\\", "\\\\").replace('"', '\\"')
