@@ -361,7 +361,11 @@ def _unknown(path: str, name: str, value: Any, table: Table, prefix: str) -> str
     known = list(table.keys)
     hint = suggest(name, known)
     where = f"[{prefix[:-1]}]" if prefix else "the top level"
-    secretish = bool(re.search(r"token|key|secret|password", name, re.IGNORECASE)) or (
+    # An unknown key in a table that holds secrets may be a misspelt secret under any name
+    # (`[twilio] auth = "..."`): never echo its text there.
+    in_secret_table = bool(prefix) and any(key.startswith(prefix) for key in SECRET_KEYS)
+    secretish = (isinstance(value, str) and in_secret_table) or bool(
+        re.search(r"token|key|secret|password", name, re.IGNORECASE)) or (
         f"{prefix}{hint}" in SECRET_KEYS)
     shown = "a table" if isinstance(value, dict) else show(value, secret=secretish)
     if hint:

@@ -359,3 +359,13 @@ def test_repr_never_shows_secrets(paths: Paths) -> None:
     assert config is not None
     assert config.twilio.auth_token == "tok" and config.agent.api_key == "sk-live-123"
     assert "tok'" not in repr(config) and "sk-live-123" not in repr(config)
+
+
+def test_unknown_key_in_a_secret_table_never_echoes_its_value(tmp_path: Path) -> None:
+    """`[twilio] auth = "..."` may be a misspelt secret: the error names it but masks it."""
+    (tmp_path / "config.toml").write_text('[twilio]\nauth = "s3cr3t-value"\n')
+    paths = resolve_paths({"VOICECALL_HOME": str(tmp_path)})
+    with pytest.raises(ConfigError) as info:
+        load_config(paths, {}, use_keyring=False)
+    text = "\n".join(info.value.problems)
+    assert "twilio.auth" in text and "s3cr3t-value" not in text
