@@ -342,5 +342,10 @@ def to_events(hook: TelnyxWebhook, *, bot_hangup: bool = False) -> list[Provider
         end_state = map_hangup_cause(_text(payload.get("hangup_cause")))
         if bot_hangup and end_state is CallState.COMPLETED:
             end_state = CallState.HANGUP_BOT
+        elif end_state is CallState.HANGUP_BOT and not bot_hangup and (
+                _text(payload.get("hangup_source")) == "caller"
+                and _direction(payload.get("direction")) is Direction.INBOUND):
+            # originator_cancel from the caller of an inbound call: they gave up, not us.
+            end_state = CallState.HANGUP_USER
         return [ProviderEvent(EventType.ENDED, end_state=end_state, **common)]
     return []

@@ -215,3 +215,19 @@ async def test_simulator_signatures_verify_with_the_sdk_and_our_verifier() -> No
         "POST", "/voice/webhook", (), headers, body, "127.0.0.1", "http://h/voice/webhook"
     )
     assert TelnyxVerifier(sim.public_key).verify_request(request).startswith("telnyx:")
+
+
+def test_an_inbound_caller_who_gives_up_is_hangup_user() -> None:
+    """originator_cancel is our hang-up, except when the caller of an inbound call cancels."""
+    def ended(direction: str, source: str) -> object:
+        body = json.dumps({"data": {"id": "e1", "event_type": "call.hangup", "payload": {
+            "call_control_id": "v3:abc", "hangup_cause": "originator_cancel",
+            "hangup_source": source, "direction": direction}}}).encode()
+        hook = parse_webhook(body)
+        assert hook is not None
+        (event,) = to_events(hook)
+        return event.end_state
+
+    assert ended("incoming", "caller") is CallState.HANGUP_USER
+    assert ended("outgoing", "caller") is CallState.HANGUP_BOT
+    assert ended("incoming", "callee") is CallState.HANGUP_BOT
