@@ -460,6 +460,10 @@ class CallEngine:
         if provider_call_id and record.provider_call_id != provider_call_id:
             if record.provider_call_id:
                 self._by_provider_id.pop(record.provider_call_id, None)
+                # Kept (and persisted with the record): a provider may still need the old id,
+                # e.g. Plivo cancels a still-ringing call by its request_uuid.
+                previous = record.metadata.setdefault("previousProviderCallIds", [])
+                previous.append(record.provider_call_id)
             record.provider_call_id = provider_call_id
             self._by_provider_id[provider_call_id] = record.call_id
 

@@ -332,7 +332,10 @@ class PlivoProvider:
         pid = call.provider_call_id
         try:
             if pid and await self._request("DELETE", f"/Call/{pid}/", tolerate_404=True) is None:
-                await self._request("DELETE", f"/Request/{pid}/", tolerate_404=True)
+                # Not a live call (yet): cancel the request, whose id may be the one we had
+                # before the callbacks re-keyed the call to its CallUUID.
+                for request_id in [pid, *call.metadata.get("previousProviderCallIds", [])]:
+                    await self._request("DELETE", f"/Request/{request_id}/", tolerate_404=True)
         finally:
             # After the hang-up: closing the stream first would let Plivo run out of XML.
             self._stream_ended(call.call_id)

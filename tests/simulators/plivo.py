@@ -274,7 +274,8 @@ class PlivoSimulator(FakeServer):
         if isinstance(body, web.Response):
             return body
         call = self.calls.get(request.match_info["uuid"])
-        if call is None or call.ended:
+        if call is None or call.ended or not call.answered:
+            # Like Plivo: a call that is still ringing is a request, cancelled at /Request/.
             return self._not_found()
         self._stop(call)
         self._spawn(self._end(call, "completed", "API Request", "Normal Hangup", "4000"))
