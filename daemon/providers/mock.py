@@ -22,14 +22,12 @@ from daemon.errors import CallNotFoundError, WebhookSignatureError
 from daemon.events import Direction, EventType, ProviderEvent
 from daemon.providers.base import (
     DialRequest,
-    EventSink,
-    ProviderContext,
     RemoteState,
     RemoteStatus,
     WebhookReply,
     WebhookRequest,
 )
-from daemon.tasks import TaskSet
+from daemon.providers.bound import BoundProvider
 
 logger = logging.getLogger(__name__)
 
@@ -40,28 +38,20 @@ _OUTCOMES = {
 }
 
 
-class MockProvider:
+class MockProvider(BoundProvider):
     """A provider whose carrier is a handful of timers."""
 
     name = "mock"
 
     def __init__(self) -> None:
-        self._sink: EventSink | None = None
-        self._context: ProviderContext | None = None
-        self._tasks = TaskSet("mock")
+        super().__init__()
         self._replies: dict[str, itertools.cycle[str] | None] = {}
         self._utterances: dict[str, list[str]] = {}
         self._ended: set[str] = set()
 
-    def bind(self, sink: EventSink, context: ProviderContext) -> None:
-        """Attach the engine."""
-        self._sink = sink
-        self._context = context
-
     @property
-    def _config(self) -> Any:
-        assert self._context is not None
-        return self._context.config.mock
+    def _mock(self) -> Any:
+        return self._config.mock
 
     async def start(self) -> None:
         """Nothing to open."""
@@ -84,10 +74,10 @@ class MockProvider:
     async def place_call(self, request: DialRequest) -> str:
         """'Dial': schedule ringing, then the configured outcome."""
         provider_id = f"mock-{request.call_id}"
-        replies = tuple(self._config.replies)
+        replies = tuple(self._mock.replies)
         self._replies[provider_id] = itertools.cycle(replies) if replies else None
-        delay = self._config.answer_delay_ms / 1000.0
-        outcome = _OUTCOMES.get(self._config.outcome)
+        delay = self._mock.answer_delay_ms / 1000.0
+        outcome = _OUTCOMES.get(self._mock.outcome)
         ringing = ProviderEvent(EventType.RINGING, provider_id, call_id=request.call_id)
         self._later(0, [ringing])
         if outcome is None:
@@ -139,7 +129,7 @@ class MockProvider:
             queue = self._utterances[pid]
             return queue.pop(0) if queue else None
         if pid not in self._replies:  # restored after a restart
-            replies = tuple(self._config.replies)
+            replies = tuple(self._mock.replies)
             self._replies[pid] = itertools.cycle(replies) if replies else None
         cycle = self._replies[pid]
         return next(cycle) if cycle is not None else None

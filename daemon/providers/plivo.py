@@ -34,7 +34,7 @@ import base64
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -52,13 +52,13 @@ from daemon.errors import (
 from daemon.events import CallMode, Direction
 from daemon.providers.base import (
     DialRequest,
-    EventSink,
     ProviderContext,
     RemoteState,
     RemoteStatus,
     WebhookReply,
     WebhookRequest,
 )
+from daemon.providers.bound import BoundProvider
 from daemon.providers.plivo_wire import (
     EMPTY_RESPONSE,
     HangUp,
@@ -83,11 +83,10 @@ from daemon.providers.streaming import (
     media_hub,
     speak_over_stream,
 )
-from daemon.tasks import TaskSet
 from daemon.webhooks.security import PlivoVerifier, has_signature_headers, parse_form
 
 if TYPE_CHECKING:
-    from daemon.config.model import Config
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -122,34 +121,24 @@ _CURRENT_REPLY: ContextVar[_PendingReply | None] = ContextVar("plivo_reply", def
 """Per-task: the reply under construction. Tasks spawned meanwhile inherit it, hence `open`."""
 
 
-class PlivoProvider:
+class PlivoProvider(BoundProvider):
     """Plivo Voice API behind the `Provider` protocol."""
 
     name = "plivo"
 
     def __init__(self) -> None:
-        self._sink: EventSink | None = None
-        self._context: ProviderContext | None = None
+        super().__init__()
         self._session: aiohttp.ClientSession | None = None
         self._verifier = PlivoVerifier("")
         self._stash: OrderedDict[str, tuple[str, list[Step]]] = OrderedDict()
         self._streamed: dict[str, str | None] = {}
         """Calls sent to a `<Stream>` (call id -> CallUUID), until they end."""
-        self._tasks = TaskSet("plivo")
 
     # ------------------------------------------------------------------ lifecycle
 
-    def bind(self, sink: EventSink, context: ProviderContext) -> None:
-        """Attach the engine; prepare the V3/V2 verifier from `plivo.auth_token`."""
-        self._sink = sink
-        self._context = context
+    def _on_bind(self, context: ProviderContext) -> None:
+        """The V3/V2 webhook verifier, keyed by `plivo.auth_token`."""
         self._verifier = PlivoVerifier(context.config.plivo.auth_token or "")
-
-    @property
-    def _config(self) -> Config:
-        if self._context is None:
-            raise ConfigError("the plivo provider is not bound to the daemon yet")
-        return self._context.config
 
     async def start(self) -> None:
         """Open the HTTP session (Basic auth with `plivo.auth_id`/`plivo.auth_token`)."""
@@ -480,9 +469,6 @@ class PlivoProvider:
         await session.wait_idle()
         await asyncio.sleep(delay)
         await self.hangup(call)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        self._tasks.spawn(coro, name)
 
 
 def basic_auth(user: str, password: str) -> str:

@@ -33,7 +33,7 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from daemon.engine.record import CallRecord
@@ -48,13 +48,13 @@ from daemon.errors import (
 from daemon.events import CallMode, EventType, ProviderEvent
 from daemon.providers.base import (
     DialRequest,
-    EventSink,
     ProviderContext,
     RemoteState,
     RemoteStatus,
     WebhookReply,
     WebhookRequest,
 )
+from daemon.providers.bound import BoundProvider
 from daemon.providers.streaming import (
     MediaHubLike,
     MediaSessionLike,
@@ -74,13 +74,11 @@ from daemon.providers.telnyx_wire import (
     to_events,
     transcription_payload,
 )
-from daemon.tasks import TaskSet
 from daemon.webhooks.security import TelnyxVerifier, has_signature_headers
 
 if TYPE_CHECKING:
     from telnyx import APIStatusError, AsyncTelnyx
 
-    from daemon.config.model import Config
 
 logger = logging.getLogger(__name__)
 
@@ -112,17 +110,15 @@ def _is_gone(exc: APIStatusError) -> bool:
     return exc.status_code == 422 and bool(_error_codes(exc) & ALREADY_ENDED_CODES)
 
 
-class TelnyxProvider:
+class TelnyxProvider(BoundProvider):
     """Telnyx Call Control v2 behind the `Provider` protocol."""
 
     name = "telnyx"
 
     def __init__(self) -> None:
-        self._sink: EventSink | None = None
-        self._context: ProviderContext | None = None
+        super().__init__()
         self._client: AsyncTelnyx | None = None
         self._verifier = TelnyxVerifier(None)
-        self._tasks = TaskSet("telnyx")
         self._transcribing: set[str] = set()
         self._bot_hangups: set[str] = set()
         self._notify_scheduled: set[str] = set()
@@ -132,17 +128,9 @@ class TelnyxProvider:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def bind(self, sink: EventSink, context: ProviderContext) -> None:
-        """Attach the engine; prepare the webhook verifier from `telnyx.public_key`."""
-        self._sink = sink
-        self._context = context
+    def _on_bind(self, context: ProviderContext) -> None:
+        """The Ed25519 webhook verifier, keyed by `telnyx.public_key`."""
         self._verifier = TelnyxVerifier(context.config.telnyx.public_key)
-
-    @property
-    def _config(self) -> Config:
-        if self._context is None:
-            raise ConfigError("the telnyx provider is not bound to the daemon yet")
-        return self._context.config
 
     async def start(self) -> None:
         """Create the SDK client (lazy import: see the module docstring)."""
@@ -323,9 +311,6 @@ class TelnyxProvider:
         if call.call_id in self._streamed:  # not ended meanwhile
             self._streamed.discard(call.call_id)
             await self._speak_rest(call, text, turn_token)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        self._tasks.spawn(coro, name)
 
     async def _speak_rest(self, call: CallRecord, text: str, turn_token: str | None) -> None:
         """`actions/speak`; with a turn token, `transcription_start` once per call."""

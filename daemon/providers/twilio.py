@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -34,13 +34,13 @@ from daemon.errors import ConfigError, ProviderError, ProviderRequestError
 from daemon.events import CallMode, Direction
 from daemon.providers.base import (
     DialRequest,
-    EventSink,
     ProviderContext,
     RemoteState,
     RemoteStatus,
     WebhookReply,
     WebhookRequest,
 )
+from daemon.providers.bound import BoundProvider
 from daemon.providers.streaming import MediaHubLike, MediaSessionLike, media_hub
 from daemon.providers.twilio_parse import TwilioCallback, end_state, parse_callback, to_events
 from daemon.providers.twilio_rest import TwilioRest
@@ -62,11 +62,10 @@ from daemon.providers.twilio_twiml import (
     notify_twiml,
     render,
 )
-from daemon.tasks import TaskSet
 from daemon.webhooks.security import TwilioVerifier, has_signature_headers, parse_form
 
 if TYPE_CHECKING:
-    from daemon.config.model import Config
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +94,13 @@ def _xml(text: str) -> WebhookReply:
     return WebhookReply(200, XML_CONTENT_TYPE, text.encode("utf-8"))
 
 
-class TwilioProvider:
+class TwilioProvider(BoundProvider):
     """Twilio Programmable Voice behind the `Provider` protocol."""
 
     name = "twilio"
 
     def __init__(self) -> None:
-        self._sink: EventSink | None = None
-        self._context: ProviderContext | None = None
+        super().__init__()
         self._rest: TwilioRest | None = None
         self._verifier = TwilioVerifier("")
         self._ended: OrderedDict[str, None] = OrderedDict()
@@ -110,21 +108,12 @@ class TwilioProvider:
         self._hung_up: OrderedDict[str, None] = OrderedDict()
         """CallSids we hung up: their `completed` is `hangup-bot`, whichever arrives first."""
         self._streamed: set[str] = set()
-        self._tasks = TaskSet("twilio")
 
     # ------------------------------------------------------------------ lifecycle
 
-    def bind(self, sink: EventSink, context: ProviderContext) -> None:
-        """Attach the engine; prepare the HMAC verifier from `twilio.auth_token`."""
-        self._sink = sink
-        self._context = context
+    def _on_bind(self, context: ProviderContext) -> None:
+        """The HMAC webhook verifier, keyed by `twilio.auth_token`."""
         self._verifier = TwilioVerifier(context.config.twilio.auth_token or "")
-
-    @property
-    def _config(self) -> Config:
-        if self._context is None:
-            raise ConfigError("the twilio provider is not bound to the daemon yet")
-        return self._context.config
 
     async def start(self) -> None:
         """Build the SDK client (no request is made)."""
@@ -172,9 +161,6 @@ class TwilioProvider:
             table[sid] = None
             while len(table) > REMEMBERED_CALLS:
                 table.popitem(last=False)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        self._tasks.spawn(coro, name)
 
     # ------------------------------------------------------------------ control plane
 
