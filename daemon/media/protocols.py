@@ -138,6 +138,7 @@ class _JsonFraming:
         self.stream_id: str | None = None
         self._prefix = ""
         self._suffix = '"}}'
+        self._table = self._handlers()  # built once: decode runs for every non-fast message
 
     def media_payload(self, text: str) -> str | None:
         """Fast path for inbound audio; see the module docstring for why it is safe."""
@@ -155,11 +156,26 @@ class _JsonFraming:
         if message is None:
             return None
         event = message.get("event")
-        handler = self._handlers().get(event if isinstance(event, str) else "")
+        handler = self._table.get(event if isinstance(event, str) else "")
         return handler(message) if handler is not None else None
 
     def _handlers(self) -> Mapping[str, Callable[[dict[str, Any]], StreamMessage | None]]:
+        """Event name -> parser; Twilio's and Telnyx's shared vocabulary by default."""
+        return {
+            "connected": self._simple(StreamEvent.CONNECTED),
+            "start": self._start,
+            "media": self._media,
+            "dtmf": self._dtmf,
+            "mark": self._mark,
+            "stop": self._simple(StreamEvent.STOP),
+        }
+
+    def _start(self, message: dict[str, Any]) -> StreamMessage | None:
         raise NotImplementedError
+
+    def _mark(self, message: dict[str, Any]) -> StreamMessage | None:
+        name = _str(_sub(message, "mark").get("name"))
+        return StreamMessage(StreamEvent.MARK, name=name) if name else None
 
     def _media(self, message: dict[str, Any]) -> StreamMessage | None:
         media = _sub(message, "media")
@@ -184,16 +200,6 @@ class TwilioFraming(_JsonFraming):
 
     provider = "twilio"
 
-    def _handlers(self) -> Mapping[str, Callable[[dict[str, Any]], StreamMessage | None]]:
-        return {
-            "connected": self._simple(StreamEvent.CONNECTED),
-            "start": self._start,
-            "media": self._media,
-            "dtmf": self._dtmf,
-            "mark": self._mark,
-            "stop": self._simple(StreamEvent.STOP),
-        }
-
     def _start(self, message: dict[str, Any]) -> StreamMessage | None:
         start = _sub(message, "start")
         sid = _str(start.get("streamSid")) or _str(message.get("streamSid"))
@@ -208,10 +214,6 @@ class TwilioFraming(_JsonFraming):
             parameters=_params(start.get("customParameters")),
             encoding=_str(_sub(start, "mediaFormat").get("encoding")),
         )
-
-    def _mark(self, message: dict[str, Any]) -> StreamMessage | None:
-        name = _str(_sub(message, "mark").get("name"))
-        return StreamMessage(StreamEvent.MARK, name=name) if name else None
 
     def encode_mark(self, name: str) -> str:
         """``{"event":"mark","streamSid":...,"mark":{"name":...}}``."""
@@ -232,16 +234,6 @@ class TelnyxFraming(_JsonFraming):
         super().__init__()
         self._prefix = '{"event":"media","media":{"payload":"'
 
-    def _handlers(self) -> Mapping[str, Callable[[dict[str, Any]], StreamMessage | None]]:
-        return {
-            "connected": self._simple(StreamEvent.CONNECTED),
-            "start": self._start,
-            "media": self._media,
-            "dtmf": self._dtmf,
-            "mark": self._mark,
-            "stop": self._simple(StreamEvent.STOP),
-        }
-
     def _start(self, message: dict[str, Any]) -> StreamMessage | None:
         start = _sub(message, "start")
         sid = _str(message.get("stream_id")) or _str(start.get("stream_id"))
@@ -259,10 +251,6 @@ class TelnyxFraming(_JsonFraming):
             parameters=params,
             encoding=_str(_sub(start, "media_format").get("encoding")),
         )
-
-    def _mark(self, message: dict[str, Any]) -> StreamMessage | None:
-        name = _str(_sub(message, "mark").get("name"))
-        return StreamMessage(StreamEvent.MARK, name=name) if name else None
 
     def encode_mark(self, name: str) -> str:
         """``{"event":"mark","mark":{"name":...}}``."""
