@@ -83,6 +83,7 @@ class Daemon:
         if isinstance(hub, MediaHub):
             hub.on_utterance = lambda call_id, result: self.engine.note_heard(
                 call_id, result.text, result.heard_text)
+            self.engine.streams_speech = lambda call_id: hub.session(call_id) is not None
         self.provider.bind(self.engine.apply, self.context)
         await self.provider.start()
         await self.engine.start()

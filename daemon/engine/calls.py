@@ -14,12 +14,13 @@ provider can fold them into the webhook reply it is rendering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon.engine.live import LiveCall, TranscriptWaiter
@@ -65,8 +66,10 @@ Subscriber = Callable[[CallEvent], None]
 class Responder(Protocol):
     """The auto-responder (daemon.speech.responder.AutoResponder)."""
 
-    async def reply(self, history: list[tuple[str, str]], from_number: str) -> str:
-        """Produce the bot's next utterance."""
+    def sentences(
+        self, history: Sequence[tuple[str, str]], from_number: str
+    ) -> AsyncGenerator[str, None]:
+        """The bot's next utterance, sentence by sentence as the model writes it."""
 
 
 class CallEngine:
@@ -85,6 +88,10 @@ class CallEngine:
         self.store = store
         self.provider = provider
         self.responder = responder
+        self.streams_speech: Callable[[str], bool] | None = None
+        """True when a call's speech goes out over its media stream (set by the daemon): each
+        reply sentence is then spoken as soon as it exists. Without one, the provider's own
+        voice takes the whole reply at once (a live TwiML update would cut the sentence before)."""
         self._live: dict[str, LiveCall] = {}
         self._by_provider_id: dict[str, str] = {}
         self._offering: dict[str, asyncio.Future[None]] = {}
@@ -643,16 +650,32 @@ class CallEngine:
         live.responder_task = self.spawn(self._respond(live), f"respond-{live.record.call_id}")
 
     async def _respond(self, live: LiveCall) -> None:
+        """Answer the caller's last turn; cancelled (mid-stream too) by a newer turn."""
         assert self.responder is not None
         record = live.record
         history = [(t.speaker, t.text) for t in record.transcript]
+        streamed = self.streams_speech is not None and self.streams_speech(record.call_id)
+        spoken = False
+        held: list[str] = []
         try:
-            reply = await self.responder.reply(history, record.from_number)
+            async with contextlib.aclosing(
+                    self.responder.sentences(history, record.from_number)) as sentences:
+                async for sentence in sentences:
+                    if record.is_ended:
+                        return
+                    if not streamed:
+                        held.append(sentence)
+                        continue
+                    token = live.turn_token if spoken else self._new_turn(live)
+                    await self._say(live, sentence, token)
+                    spoken = True
         except VoicecallError as exc:
             logger.warning("auto-responder failed on call %s: %s", record.call_id, exc.message)
             async with live.lock:
                 await self._record(live, EventType.ERROR, {"error": exc.message})
-            reply = APOLOGY
+            if not spoken and not held:
+                held = [APOLOGY]
+        reply = " ".join(held)
         if not record.is_ended and reply.strip():
             await self._say(live, reply, self._new_turn(live))
 

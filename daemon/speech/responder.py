@@ -1,21 +1,27 @@
 """The LLM auto-responder: answers each final caller transcript with one short reply.
 
 Calls an OpenAI-compatible ``/chat/completions`` at ``agent.base_url`` (OpenAI, a local
-model server, a router) with the whole conversation so far. Every call is bounded by
-``response_timeout_ms``; the engine speaks :data:`APOLOGY` when it fails, and cancels the
-pending reply when the caller speaks again (the ``async with`` releases the HTTP response, so
-a cancelled request never holds a pooled connection).
+model server, a router) with the whole conversation so far, with ``stream: true``: the reply
+arrives as server-sent events and :meth:`AutoResponder.sentences` yields each sentence the
+moment it is complete (SPEC 11), so the first one is being synthesised and heard while the
+model still writes the rest. A server that ignores ``stream`` and answers with one JSON body
+works too. Every request is bounded by ``response_timeout_ms`` (the whole stream, not each
+chunk); the engine speaks :data:`APOLOGY` when it fails before any sentence, and cancels the
+pending reply when the caller speaks again (closing the generator releases the HTTP response,
+so a cancelled request never holds a pooled connection).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import json
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Literal, Protocol
 
 import aiohttp
 
 from daemon.errors import SpeechError
+from daemon.speech.sentences import SentenceStream
 from daemon.speech.vendor import http_error, transport_error
 
 APOLOGY = "Sorry, I'm having trouble answering right now."
@@ -107,38 +113,92 @@ class AutoResponder:
         return messages
 
     async def reply(self, history: list[tuple[str, str]], from_number: str) -> str:
-        """Return the bot's reply to the conversation so far.
+        """The whole reply at once (the sentences of :meth:`sentences`, joined).
 
         Raises:
-            SpeechError: the API failed, answered without text, or took longer than
-                ``timeout_ms`` (the engine then speaks :data:`APOLOGY`).
+            SpeechError: as :meth:`sentences`.
         """
-        payload = {"model": self.model, "messages": self.messages(history, from_number)}
+        return " ".join([sentence async for sentence in self.sentences(history, from_number)])
+
+    async def sentences(
+        self, history: Sequence[tuple[str, str]], from_number: str
+    ) -> AsyncGenerator[str, None]:
+        """Yield the reply sentence by sentence, each as soon as the model has written it.
+
+        Close the generator (``contextlib.aclosing``) when abandoning it early.
+
+        Raises:
+            SpeechError: the API failed, answered without text, or the reply took longer
+                than ``timeout_ms`` (sentences already yielded stay said).
+        """
+        payload = {"model": self.model, "messages": self.messages(history, from_number),
+                   "stream": True}
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        # A deadline rather than `asyncio.timeout` around the loop: the timeout must never fire
+        # while the consumer (speaking a sentence) holds the generator suspended at a yield.
+        deadline = asyncio.get_running_loop().time() + self.timeout_ms / 1000
+        splitter = SentenceStream()
+        produced = False
         try:
-            async with (
-                asyncio.timeout(self.timeout_ms / 1000),
-                self._session.post(self.url, json=payload, headers=headers) as response,
-            ):
+            async with asyncio.timeout_at(deadline):
+                response = await self._session.post(self.url, json=payload, headers=headers)
+            try:
                 if response.status >= 400:
                     raise await http_error(VENDOR, response, self.url, self._api_key)
-                body = await response.json(content_type=None)
+                if not response.content_type.startswith("text/event-stream"):
+                    async with asyncio.timeout_at(deadline):
+                        body = await response.json(content_type=None)
+                    for sentence in splitter.push(_reply_text(body)):
+                        produced = True
+                        yield sentence
+                else:
+                    while True:
+                        async with asyncio.timeout_at(deadline):
+                            line = await response.content.readline()
+                        if not line:
+                            break
+                        delta = _sse_delta(line)
+                        if delta is None:
+                            break  # data: [DONE]
+                        for sentence in splitter.push(delta):
+                            produced = True
+                            yield sentence
+            finally:
+                response.release()
         except TimeoutError:
             raise SpeechError(
-                f"{VENDOR} ({self.model} at {self.url}) gave no answer within {self.timeout_ms} ms",
+                f"{VENDOR} ({self.model} at {self.url}) gave no answer within "
+                f"{self.timeout_ms} ms",
                 vendor=VENDOR,
                 url=self.url,
             ) from None
         except (aiohttp.ClientError, ValueError) as exc:
             raise transport_error(VENDOR, self.url, exc, self._api_key) from None
-        text = _reply_text(body)
-        if not text:
+        tail = splitter.flush()
+        if tail:
+            yield tail
+        elif not produced:
             raise SpeechError(
                 f"{VENDOR} ({self.model} at {self.url}) answered without any text",
                 vendor=VENDOR,
                 url=self.url,
             )
-        return text
+
+
+def _sse_delta(line: bytes) -> str | None:
+    """The text one server-sent-events line adds: "" for anything else, None at ``[DONE]``."""
+    text = line.decode("utf-8", "replace").strip()
+    if not text.startswith("data:"):
+        return ""  # blank separator lines, comments (": keep-alive"), "event:" lines
+    data = text[5:].strip()
+    if data == "[DONE]":
+        return None
+    try:
+        chunk = json.loads(data)
+        content = chunk["choices"][0]["delta"].get("content")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return ""
+    return content if isinstance(content, str) else ""
 
 
 def _reply_text(body: Any) -> str:

@@ -80,3 +80,58 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]
     if pending:
         sentences.extend(_break_long(pending, max_chars) if len(pending) > max_chars else [pending])
     return sentences
+
+
+STREAM_MAX_CHARS = 200
+"""A streamed reply with no sentence end this long is cut anyway (SPEC 11), at a space."""
+# A sentence end in a stream: the punctuation must be followed by whitespace (a "." at the end
+# of what has arrived may be "3." of "3.5"), or a newline, or a CJK ender.
+_STREAM_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)|\n|[\u3002\uff01\uff1f]+")
+
+
+class SentenceStream:
+    """Cuts a reply that arrives in pieces (an LLM stream) into sentences as soon as each ends.
+
+    A sentence ends at ``.``, ``!`` or ``?`` followed by whitespace, at a newline, or once 200
+    characters have arrived without an end (cut at the last space). "Dr. Smith" and "e.g. this"
+    are not cut, as in :func:`split_sentences`.
+    """
+
+    __slots__ = ("_buffer", "max_chars")
+
+    def __init__(self, max_chars: int = STREAM_MAX_CHARS) -> None:
+        self._buffer = ""
+        self.max_chars = max_chars
+
+    def push(self, delta: str) -> list[str]:
+        """Add the next piece of text; return the sentences it completed, in order."""
+        self._buffer += delta
+        out: list[str] = []
+        while (sentence := self._next()) is not None:
+            if sentence:
+                out.append(sentence)
+        return out
+
+    def flush(self) -> str:
+        """The text after the last complete sentence (the stream ended), stripped."""
+        rest, self._buffer = self._buffer.strip(), ""
+        return rest
+
+    def _next(self) -> str | None:
+        buffer = self._buffer = self._buffer.lstrip()
+        for match in _STREAM_END.finditer(buffer):
+            end = match.end()
+            piece = buffer[:end].strip()
+            if len(piece) > self.max_chars:
+                break
+            if match.group() != "\n" and _ends_with_abbreviation(piece):
+                continue
+            self._buffer = buffer[end:]
+            return piece
+        if len(buffer) <= self.max_chars:
+            return None
+        cut = buffer.rfind(" ", 0, self.max_chars + 1)
+        if cut <= 0:
+            cut = self.max_chars
+        self._buffer = buffer[cut:]
+        return buffer[:cut].strip()

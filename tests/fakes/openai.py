@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +54,11 @@ class FakeOpenAI(FakeServer):
         self.chat_delay = 0.0
         self.chat_hold: asyncio.Event | None = None
         self.chat_requests: list[dict[str, Any]] = []
+        self.chat_stream: list[tuple[float, str]] | None = None
+        """For ``stream: true`` requests: (seconds to wait, text) per SSE chunk; None sends
+        ``chat_reply`` in word-sized chunks at once."""
+        self.chat_finished: list[float] = []
+        """``time.monotonic()`` when each chat answer was complete (its last byte written)."""
         # /v1/realtime
         self.realtime_reject: list[int] = []
         """HTTP statuses to refuse the next handshakes with, one per attempt."""
@@ -133,9 +140,38 @@ class FakeOpenAI(FakeServer):
         if self.chat_status != 200:
             failure = {"error": {"message": "fake model failure"}}
             return web.json_response(failure, status=self.chat_status)
+        if self.chat_requests[-1].get("stream"):
+            return await self._chat_stream(request)
         message = {"role": "assistant", "content": self.chat_reply}
         body = {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+        self.chat_finished.append(time.monotonic())
         return web.json_response(body)
+
+    async def _chat_stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events as OpenAI streams them: a role chunk, content deltas, a
+        finish chunk, ``data: [DONE]``."""
+        schedule = self.chat_stream
+        if schedule is None:
+            schedule = [(0.0, piece) for piece in re.findall(r"\S+\s*", self.chat_reply)]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def send(delta: dict[str, Any], finish: str | None = None) -> None:
+            chunk = {"object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        await send({"role": "assistant", "content": ""})
+        for delay, text in schedule:
+            if delay:
+                await asyncio.sleep(delay)
+            await send({"content": text})
+        await send({}, "stop")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        self.chat_finished.append(time.monotonic())
+        await self.notify()
+        return response
 
     # -- realtime ----------------------------------------------------------------------------
 

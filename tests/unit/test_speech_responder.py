@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
+import aiohttp.web
 import pytest
 
 from daemon.errors import SpeechError
@@ -151,3 +152,44 @@ async def test_create_responder(session: aiohttp.ClientSession) -> None:
     default = create_responder(Cfg(agent=None), session)
     assert default is not None and default.url == "https://api.openai.com/v1/chat/completions"
     assert "sk-agent" not in repr(responder)
+
+
+async def test_sentences_arrive_while_the_model_still_writes(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    """`stream: true` is requested and each sentence is yielded as soon as it is complete:
+    the first long before the model has finished the reply."""
+    fake.chat_stream = [(0.0, "Sure, "), (0.05, "one moment. "), (0.6, "Here it is."),
+                        (0.0, " Bye")]
+    responder = _responder(fake, session)
+    got: list[tuple[str, bool]] = []
+    async for sentence in responder.sentences(HISTORY, "+1555"):
+        got.append((sentence, bool(fake.chat_finished)))
+    assert got == [("Sure, one moment.", False), ("Here it is.", True), ("Bye", True)]
+    assert fake.chat_requests[0]["stream"] is True
+
+
+async def test_a_non_streaming_server_still_works(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    """A server that ignores `stream` and answers with one JSON body is split the same way."""
+    fake.chat_reply = "One. Two."
+
+    async def plain(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        body = {"choices": [{"message": {"role": "assistant", "content": fake.chat_reply}}]}
+        return aiohttp.web.json_response(body)
+
+    async with aiohttp.ClientSession() as client:
+        app = aiohttp.web.Application()
+        app.router.add_post("/v1/chat/completions", plain)
+        runner = aiohttp.web.AppRunner(app)
+        await runner.setup()
+        site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            responder = AutoResponder(client, response_model="openai/x",
+                                      base_url=f"http://127.0.0.1:{port}/v1")
+            assert [s async for s in responder.sentences(HISTORY, "")] == ["One.", "Two."]
+        finally:
+            await runner.cleanup()

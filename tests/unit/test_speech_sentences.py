@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.speech.sentences import split_sentences
+from daemon.speech.sentences import STREAM_MAX_CHARS, SentenceStream, split_sentences
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,31 @@ def test_words_are_preserved() -> None:
     """Joining the pieces gives back every word in order."""
     text = "Yes. Mr. Brown will call at 5.30 p.m. tomorrow! Is that fine? Great."
     assert " ".join(split_sentences(text)).split() == text.split()
+
+
+def _stream(pieces: list[str]) -> list[list[str]]:
+    """What each pushed piece completed, then the flushed rest as a last list."""
+    stream = SentenceStream()
+    out = [stream.push(piece) for piece in pieces]
+    rest = stream.flush()
+    return [*out, [rest] if rest else []]
+
+
+def test_stream_cuts_at_a_sentence_end_once_whitespace_follows() -> None:
+    """"Sure." is complete only when the next piece shows a space (it could be "3.5")."""
+    assert _stream(["Sure.", " It costs 3", ".5 dollars", ". Bye"]) == [
+        [], ["Sure."], [], ["It costs 3.5 dollars."], ["Bye"]]
+
+
+def test_stream_cuts_at_newlines_and_keeps_abbreviations() -> None:
+    assert _stream(["Ask Dr. Smith", "\nOr e.g. me! Ok"]) == [
+        [], ["Ask Dr. Smith", "Or e.g. me!"], ["Ok"]]
+
+
+def test_stream_cuts_a_long_run_after_200_characters_at_a_space() -> None:
+    words = ("word " * 60).strip()  # 299 characters without a sentence end
+    pieces = _stream([words[:150], words[150:]])
+    first = pieces[1][0]
+    assert pieces[0] == [] and len(first) <= STREAM_MAX_CHARS and first.endswith("word")
+    assert " ".join([first, *pieces[2]]) == words
+    assert _stream(["x" * 250]) == [["x" * 200], ["x" * 50]]
