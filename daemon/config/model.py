@@ -53,6 +53,8 @@ class PlivoConfig:
     auth_id: str | None = None
     auth_token: str | None = field(default=None, repr=False)
     api_base_url: str = "https://api.plivo.com/v1"
+    accept_v2_signatures: bool = False
+    """V2 signs only the URL and nonce (not the body), so it is refused unless enabled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,14 @@ class ServeConfig:
     port: int = 3334
     """0 = any free port."""
     path: str = "/voice/webhook"
+    header_timeout_ms: int = 10000
+    """A request's headers must arrive within this (slow-loris defence)."""
+    idle_timeout_ms: int = 15000
+    """An idle keep-alive connection is closed after this."""
+    max_connections: int = 1024
+    """Open connections in all; a new one beyond is closed at once."""
+    max_connections_per_ip: int = 64
+    """Open connections per socket address; a new one beyond is closed at once."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,6 +226,8 @@ SCHEMA = Table({
         "auth_id": string(),
         "auth_token": string(),
         "api_base_url": url(*HTTP, default="https://api.plivo.com/v1"),
+        "accept_v2_signatures": boolean(doc="V2 signs only URL + nonce, not the body: refused "
+                                        "unless true"),
     }),
     "mock": Table({
         "answer_delay_ms": integer(0, default=200),
@@ -237,6 +239,12 @@ SCHEMA = Table({
                        lambda v: bool(HOST.match(v)), "127.0.0.1"),
         "port": integer(0, 65535, default=3334, doc="0 = any free port"),
         "path": url_path("/voice/webhook"),
+        "header_timeout_ms": integer(1, default=10000, doc="a request's headers must arrive "
+                                     "within this; a trickling or silent client is closed"),
+        "idle_timeout_ms": integer(1, default=15000, doc="an idle keep-alive connection closes"),
+        "max_connections": integer(1, default=1024, doc="beyond it a new connection is closed"),
+        "max_connections_per_ip": integer(1, default=64, doc="per socket address; a trusted "
+                                          "proxy or tunnel agent is bounded by max_connections"),
     }),
     "webhook_security": Table({
         "allowed_hosts": str_list(lambda v: bool(HOST.match(v)), 'host names such as '

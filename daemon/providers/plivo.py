@@ -138,7 +138,10 @@ class PlivoProvider(BoundProvider):
 
     def _on_bind(self, context: ProviderContext) -> None:
         """The V3/V2 webhook verifier, keyed by `plivo.auth_token`."""
-        self._verifier = PlivoVerifier(context.config.plivo.auth_token or "")
+        plivo = context.config.plivo
+        self._verifier = PlivoVerifier(
+            plivo.auth_token or "", accept_v2=plivo.accept_v2_signatures
+        )
 
     async def start(self) -> None:
         """Open the HTTP session (Basic auth with `plivo.auth_id`/`plivo.auth_token`)."""
@@ -358,7 +361,8 @@ class PlivoProvider(BoundProvider):
         return has_signature_headers(self.name, headers)
 
     def verify(self, request: WebhookRequest) -> str:
-        """V3 (several comma-separated signatures allowed), else V2; returns the replay key."""
+        """V3 (several comma-separated signatures allowed), else V2 when
+        `plivo.accept_v2_signatures`; returns the replay key."""
         return self._verifier.verify_request(request)
 
     async def handle_webhook(self, request: WebhookRequest) -> WebhookReply:

@@ -21,7 +21,7 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from urllib.parse import parse_qsl, urlparse, urlsplit, urlunparse
+from urllib.parse import parse_qsl, urlencode, urlparse, urlsplit, urlunparse, urlunsplit
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
@@ -359,15 +359,22 @@ def plivo_v3_base(method: str, url: str, params: Params) -> str:
 
 
 class PlivoVerifier:
-    """Plivo `X-Plivo-Signature-V3` (HMAC-SHA256 with nonce), falling back to V2."""
+    """Plivo `X-Plivo-Signature-V3` (HMAC-SHA256 with nonce); V2 only when opted in.
 
-    __slots__ = ("_mac",)
+    V2 signs the URL without its query plus the nonce, never the body: a V2 header pair copied
+    from one genuine delivery verifies any forged body sent to the same path. It is therefore
+    refused unless `plivo.accept_v2_signatures` is set (`accept_v2`), and even then every nonce
+    seen on a verified delivery is remembered (`plivo_nonce_keys`), so such a copy is a replay.
+    """
 
-    def __init__(self, auth_token: str) -> None:
+    __slots__ = ("_accept_v2", "_mac")
+
+    def __init__(self, auth_token: str, *, accept_v2: bool = False) -> None:
         """Prepare the HMAC key; an empty token makes every verification fail (fail closed)."""
         self._mac = (
             hmac.new(auth_token.encode("utf-8"), digestmod=hashlib.sha256) if auth_token else None
         )
+        self._accept_v2 = accept_v2
 
     def _digest(self, data: str) -> bytes:
         if self._mac is None:
@@ -401,7 +408,11 @@ class PlivoVerifier:
     def verify_v3(
         self, method: str, url: str, params: Params, signatures: str | None, nonce: str | None
     ) -> str:
-        """Verify V3; return `plivo:v3:` + sha256(url, nonce)."""
+        """Verify V3; return `plivo:v3:` + sha256(canonical URL, nonce).
+
+        The canonical URL has its query sorted (what V3 signs), so a replay with its query
+        parameters reordered has the same key.
+        """
         sig, nce = (signatures or "").strip(), (nonce or "").strip()
         if not sig or not nce:
             raise WebhookSignatureError("missing Plivo V3 signature headers")
@@ -410,10 +421,18 @@ class PlivoVerifier:
         expected = self._digest(f"{plivo_v3_base(method, url, params)}.{nce}")
         if not self._matches(expected, sig):
             raise WebhookSignatureError(f"invalid plivo V3 signature for URL {url}")
-        return "plivo:v3:" + _sha256_hex(url.encode(), nce.encode())
+        return "plivo:v3:" + _sha256_hex(canonical_url(url).encode(), nce.encode())
 
     def verify_v2(self, url: str, signature: str | None, nonce: str | None) -> str:
-        """Verify V2; return `plivo:v2:` + sha256(url without query, nonce)."""
+        """Verify V2; return `plivo:v2:` + sha256(url without query, nonce).
+
+        Raises WebhookSignatureError unless V2 was accepted at construction.
+        """
+        if not self._accept_v2:
+            raise WebhookSignatureError(
+                "plivo V2 signature refused: V2 signs only the URL and nonce, not the body "
+                "(set plivo.accept_v2_signatures = true to accept it, or enable V3 signatures)"
+            )
         sig, nce = (signature or "").strip(), (nonce or "").strip()
         if not sig or not nce:
             raise WebhookSignatureError("missing Plivo V2 signature headers")
@@ -423,7 +442,10 @@ class PlivoVerifier:
         return "plivo:v2:" + _sha256_hex(base.encode(), nce.encode())
 
     def verify_request(self, request: WebhookRequest) -> str:
-        """Verify a webhook the server read: V3 when its header pair is present, else V2."""
+        """Verify a webhook the server read: V3 when its header pair is present, else V2.
+
+        A request carrying V3 headers must verify by V3: it never falls back to V2.
+        """
         headers = request.headers
         if _header(headers, PLIVO_V3_SIGNATURE_HEADER) and _header(headers, PLIVO_V3_NONCE_HEADER):
             params = parse_form(request.body) if request.method.upper() == "POST" else []
@@ -441,6 +463,40 @@ class PlivoVerifier:
                 headers.get(PLIVO_V2_NONCE_HEADER),
             )
         raise WebhookSignatureError("missing Plivo signature headers (V3 or V2)")
+
+
+def canonical_url(url: str) -> str:
+    """`url` with its query pairs sorted (by name, then value) and no fragment.
+
+    Plivo V3 signs the query sorted, so two orders of one query are one signed request.
+    """
+    parts = urlsplit(url)
+    pairs = sorted(parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs), ""))
+
+
+def plivo_nonce_keys(url: str, headers: Mapping[str, str]) -> tuple[str, ...]:
+    """Replay keys for every nonce in a verified Plivo delivery's signature headers.
+
+    Plivo sends a V2 and a V3 pair on each callback. Remembering both nonces (keyed by the URL
+    without its query, which is all V2 signs) means a V2 pair lifted from a delivery that
+    verified by V3 is caught as a replay even where V2 is accepted.
+    """
+    base = _without_query(url).encode()
+    nonces = {_header(headers, PLIVO_V3_NONCE_HEADER), _header(headers, PLIVO_V2_NONCE_HEADER)}
+    return tuple(
+        "plivo:nonce:" + _sha256_hex(base, nonce.encode()) for nonce in sorted(nonces) if nonce
+    )
+
+
+def replay_aliases(provider_name: str, url: str, headers: Mapping[str, str]) -> tuple[str, ...]:
+    """Further replay keys of a verified delivery besides the verifier's own (SPEC 8.6).
+
+    Only Plivo has any: the nonce of each of its signature headers.
+    """
+    if provider_name == "plivo":
+        return plivo_nonce_keys(url, headers)
+    return ()
 
 
 def _without_query(url: str) -> str:

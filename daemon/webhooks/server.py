@@ -28,7 +28,7 @@ from aiohttp import web
 from daemon.errors import WebhookSignatureError
 from daemon.providers.base import Provider, WebhookReply, WebhookRequest
 from daemon.webhooks.limits import InFlightLimiter, WebhookLimits
-from daemon.webhooks.security import skip_replay_key
+from daemon.webhooks.security import replay_aliases, skip_replay_key
 from daemon.webhooks.urls import UrlPolicy, client_ip, verification_url
 
 logger = logging.getLogger(__name__)
@@ -249,15 +249,19 @@ class WebhookServer:
                 return self._reject(request, 401, exc.message)
             if not key:
                 return self._reject(request, 401, "verifier gave no replay key")
-        return await self._once(key, webhook)
+        aliases = replay_aliases(self.provider.name, webhook.verify_url, request.headers)
+        return await self._once((key, *aliases), webhook)
 
-    async def _once(self, key: str, webhook: WebhookRequest) -> web.StreamResponse:
-        """Handle a verified delivery once per replay key.
+    async def _once(self, keys: tuple[str, ...], webhook: WebhookRequest) -> web.StreamResponse:
+        """Handle a verified delivery once per replay identity.
 
-        A duplicate that arrives while the first is still being handled (a provider retry after
-        its own timeout) waits for the first and answers as a replay, instead of racing it.
+        `keys` are every identity of the delivery (the verifier's key first, then aliases such
+        as each Plivo nonce): a delivery matching any known one is a replay, and all are
+        remembered. A duplicate that arrives while the first is still being handled (a provider
+        retry after its own timeout) waits for the first and answers as a replay, instead of
+        racing it.
         """
-        pending = self._pending.get(key)
+        pending = next((p for k in keys if (p := self._pending.get(k)) is not None), None)
         if pending is not None:
             first = await asyncio.shield(pending)
             if first is None:
@@ -265,10 +269,14 @@ class WebhookServer:
             logger.info("duplicate %s webhook delivery answered as a replay", self.provider.name)
             return _to_response(self.provider.replay_reply(_first_reply(first)))
         future: asyncio.Future[WebhookReply | None] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
+        for key in keys:
+            self._pending[key] = future
         outcome: WebhookReply | None = None
         try:
-            seen = await self.replay.replay_lookup(key)
+            seen = None
+            for key in keys:
+                if (seen := await self.replay.replay_lookup(key)) is not None:
+                    break
             if seen is not None:
                 outcome = seen
                 logger.info("replayed %s webhook delivery ignored", self.provider.name)
@@ -276,14 +284,16 @@ class WebhookServer:
             reply = await self.provider.handle_webhook(webhook)
             outcome = reply
             try:
-                await self.replay.replay_remember(key, reply, self.limits.replay_ttl_seconds)
+                for key in keys:
+                    await self.replay.replay_remember(key, reply, self.limits.replay_ttl_seconds)
             except Exception:
                 # The events are applied: answering an error would only make the provider retry
                 # a delivery we could then no longer recognise.
                 logger.exception("could not remember a webhook delivery for replay protection")
             return _to_response(reply)
         finally:
-            del self._pending[key]
+            for key in keys:
+                self._pending.pop(key, None)
             future.set_result(outcome)
 
 

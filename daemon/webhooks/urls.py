@@ -55,9 +55,11 @@ def parse_host(value: str | None) -> tuple[str, str] | None:
     The hostname is RFC 1123 (at most 253 characters, labels of letters, digits and inner
     hyphens, at most 63 each) or a bracketed IPv6 literal; an optional `:port` is kept in the
     authority. Anything with `@`, spaces or other characters is refused, so a header can never
-    smuggle userinfo or a path into the rebuilt URL.
+    smuggle userinfo or a path into the rebuilt URL. Only ASCII is considered, and before
+    lower-casing: `str.lower` folds some non-ASCII letters into ASCII ones (the Kelvin sign
+    U+212A becomes `k`), which would let a look-alike pass an `allowed_hosts` filter.
     """
-    if not value:
+    if not value or not value.isascii():
         return None
     text = value.strip().lower()
     if text.startswith("["):

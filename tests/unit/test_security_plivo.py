@@ -30,6 +30,7 @@ NONCE = "05429567804466091622"
 PARAMS = {"CallUUID": "c1d2", "CallStatus": "in-progress", "From": "14155551234", "Empty": ""}
 
 ours = PlivoVerifier(TOKEN)
+ours_v2 = PlivoVerifier(TOKEN, accept_v2=True)
 
 
 def sdk_v3(method: str, url: str, params: dict[str, object], nonce: str = NONCE) -> str:
@@ -112,11 +113,32 @@ def test_v2_matches_sdk_and_ignores_query() -> None:
     ).decode()
     assert validate_signature(URL, NONCE, signature, TOKEN)
     assert ours.compute_v2(URL, NONCE) == signature
-    first = ours.verify_v2(URL, signature, NONCE)
-    again = ours.verify_v2("https://example.com/voice/webhook?other=1", signature, NONCE)
+    first = ours_v2.verify_v2(URL, signature, NONCE)
+    again = ours_v2.verify_v2("https://example.com/voice/webhook?other=1", signature, NONCE)
     assert first == again and first.startswith("plivo:v2:")
     with pytest.raises(WebhookSignatureError):
-        ours.verify_v2(URL, signature, "other-nonce")
+        ours_v2.verify_v2(URL, signature, "other-nonce")
+
+
+def test_v2_is_refused_unless_accepted() -> None:
+    """A V2 pair the SDK calls valid still fails by default: V2 does not sign the body."""
+    signature = ours.compute_v2(URL, NONCE)
+    assert validate_signature(URL, NONCE, signature, TOKEN)
+    with pytest.raises(WebhookSignatureError, match="accept_v2_signatures"):
+        ours.verify_v2(URL, signature, NONCE)
+    v2 = {"X-Plivo-Signature-V2": signature, "X-Plivo-Signature-V2-Nonce": NONCE}
+    with pytest.raises(WebhookSignatureError, match="V2 signature refused"):
+        ours.verify_request(request(v2, b"CallUUID=forged"))
+
+
+def test_v3_replay_key_ignores_query_order() -> None:
+    """The same V3 delivery with its query reordered verifies (the SDK agrees) to one key."""
+    reordered = "https://example.com/voice/webhook?type=status&callId=abc"
+    signature = sdk_v3("POST", URL, PARAMS)
+    assert validate_v3_signature("POST", reordered, NONCE, TOKEN, signature, dict(PARAMS))
+    first = ours.verify_v3("POST", URL, pairs(PARAMS), signature, NONCE)
+    again = ours.verify_v3("POST", reordered, pairs(PARAMS), signature, NONCE)
+    assert first == again
 
 
 def request(headers: dict[str, str], body: bytes = b"") -> WebhookRequest:
@@ -137,7 +159,9 @@ def test_verify_request_prefers_v3_then_v2() -> None:
     v3 = {"X-Plivo-Signature-V3": sdk_v3("POST", URL, PARAMS), "X-Plivo-Signature-V3-Nonce": NONCE}
     assert ours.verify_request(request(v3, body)).startswith("plivo:v3:")
     v2 = {"X-Plivo-Signature-V2": ours.compute_v2(URL, NONCE), "X-Plivo-Signature-V2-Nonce": NONCE}
-    assert ours.verify_request(request(v2, body)).startswith("plivo:v2:")
+    assert ours_v2.verify_request(request(v2, body)).startswith("plivo:v2:")
+    with pytest.raises(WebhookSignatureError, match="V3"):
+        ours_v2.verify_request(request({**v3, **v2}, b"CallUUID=forged"))
     with pytest.raises(WebhookSignatureError, match="missing"):
         ours.verify_request(request({"X-Plivo-Signature-V3": "x"}, body))
 

@@ -187,11 +187,22 @@ def test_ngrok_bypass_still_filters_allowed_hosts() -> None:
         ("a" * 64 + ".com", None),
         (".".join(["a" * 50] * 6), None),
         ("", None),
+        ("\u212aey.example.com", None),  # Kelvin sign: lower() would make it "key..."
+        ("example.co\u0130", None),
+        ("\uff45xample.com", None),
     ],
 )
 def test_parse_host(value: str, expected) -> None:
     """RFC 1123 names, bracketed IPv6, optional port; nothing else."""
     assert parse_host(value) == expected
+
+
+def test_unicode_look_alike_host_never_passes_allowed_hosts() -> None:
+    """The ASCII check runs before lower-casing: a Kelvin-sign host is not `key.example.com`."""
+    policy = UrlPolicy(allowed_hosts=("key.example.com",))
+    expected = "https://key.example.com" + TARGET
+    assert url(policy, "10.0.0.1", {"Host": "key.example.com"}) == expected
+    assert url(policy, "10.0.0.1", {"Host": "\u212aEY.example.com"}) is None
 
 
 def test_stream_url_uses_wss() -> None:
