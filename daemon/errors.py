@@ -93,6 +93,10 @@ class OperationTimeoutError(VoicecallError):
     rpc_code = RpcCode.TIMED_OUT
 
 
+class WaitCancelledError(OperationTimeoutError):
+    """A client gave up waiting (`voicecall.cancel`, sent by Ctrl-C): the wait ends at once."""
+
+
 class ProviderError(VoicecallError):
     """The telephony provider refused or failed a request."""
 

@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,10 @@ from daemon.paths import Paths, resolve_paths
 from daemon.rpc.client import DaemonUnreachableError, RpcClient
 from daemon.rpc.protocol import RpcRemoteError
 from voicecall_cli.errors import CliError, DaemonUnreachable, RemoteUsageError, exit_status_for_rpc
+from voicecall_cli.progress import waiting
+
+if TYPE_CHECKING:
+    import subprocess
 
 READY_TIMEOUT_SECONDS = 15.0
 
@@ -74,6 +78,11 @@ class CliContext:
                 start_new_session=True,
                 close_fds=True,
             )
+        with waiting(f"starting the voicecall daemon ({self.paths.socket})"):
+            return self._await_ready(proc, log, offset)
+
+    def _await_ready(self, proc: subprocess.Popen[bytes], log: Path, offset: int) -> int:
+        """Poll until the daemon we started answers; its pid."""
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             code = proc.poll()

@@ -7,6 +7,7 @@ everything heavy lives in the daemon, reached over the Unix socket.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -26,6 +27,9 @@ COMMAND_MODULES: dict[str, str] = {
     "dtmf": "calls",
     "latency": "calls",
     "expose": "calls",
+    "calls": "history_cmd",
+    "mock": "mock_cmd",
+    "smoke": "smoke_cmd",
     "daemon": "daemon_cmd",
     "config": "config_cmd",
     "secrets": "secrets_cmd",
@@ -54,6 +58,16 @@ class LazyGroup(click.Group):
             module.register(self)
         return self.commands.get(cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Suggest among every command, loaded or not (`stauts` -> `status`)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            raise click.exceptions.NoSuchCommand(
+                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx) from None
+
 
 @click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.option("--config", "config", metavar="FILE", envvar="VOICECALL_CONFIG",
@@ -81,10 +95,34 @@ def cli(ctx: click.Context, config: str | None, socket: str | None, no_autostart
 
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether an Abort came from Ctrl-C (Click turns a KeyboardInterrupt into one)."""
+    return isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt | EOFError)
+
+
 def main() -> None:
-    """Entry point: run the CLI and map failures to exit statuses."""
+    """Entry point: run the CLI and map failures to exit statuses (SPEC section 4).
+
+    Click's standalone mode would print `Aborted!` and exit 1 on Ctrl-C; here Ctrl-C exits
+    130 (128 + SIGINT), as shells expect, after the command cancelled what it waited for.
+    """
     try:
-        cli.main(prog_name="voicecall", standalone_mode=True)
+        code = cli.main(prog_name="voicecall", standalone_mode=False)
     except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(ExitStatus.CTRL_C)
+        _exit_interrupted()
+    except click.exceptions.Abort as exc:
+        if _interrupted(exc):
+            _exit_interrupted()
+        click.echo("Aborted.", err=True)
+        sys.exit(ExitStatus.ERROR)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:  # `voicecall tail | head`: the reader left; not an error
+        os._exit(0)  # skip the interpreter's final flush, which would fail again
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _exit_interrupted() -> None:
+    click.echo("Interrupted.", err=True)
+    sys.exit(ExitStatus.CTRL_C)

@@ -15,9 +15,14 @@ def use_color() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
+def json_text(data: Any) -> str:
+    """One compact JSON document on one line."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
 def emit_json(data: Any) -> None:
     """Print one JSON document (or one JSON line for streams)."""
-    click.echo(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    click.echo(json_text(data))
 
 
 def style(text: str, **kwargs: Any) -> str:

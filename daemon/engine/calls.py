@@ -36,6 +36,7 @@ from daemon.errors import (
     LimitReachedError,
     OperationTimeoutError,
     VoicecallError,
+    WaitCancelledError,
 )
 from daemon.events import CallEvent, CallMode, Direction, EventType, ProviderEvent
 from daemon.providers.base import DialRequest, Provider, RemoteState
@@ -355,6 +356,28 @@ class CallEngine:
         finally:
             if live.waiter is waiter:
                 live.waiter = None
+
+    async def cancel_wait(self, call_id: str) -> bool:
+        """Fail the call's pending `continue` at once; the call itself stays up.
+
+        What a CLI sends when Ctrl-C interrupts `continue`: without it the abandoned waiter
+        would block every further `continue` until it timed out. Returns whether a wait was
+        pending.
+        """
+        live = self._find_live(call_id)
+        if live is None:
+            if await self.get(call_id) is None:
+                raise CallNotFoundError(call_id)
+            return False
+        waiter = live.waiter
+        if waiter is None or waiter.future.done():
+            return False
+        logger.info("call %s: the pending continue was cancelled by its client",
+                    live.record.call_id)
+        waiter.future.set_exception(WaitCancelledError(
+            f"the wait for a reply on call {live.record.call_id} was cancelled",
+            callId=live.record.call_id))
+        return True
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:
         """Send DTMF digits."""

@@ -54,6 +54,10 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
                                                 p.integer("timeoutMs", minimum=1))
         return {"success": True, "transcript": transcript}
 
+    async def cancel(raw: dict[str, Any], conn: Connection) -> Any:
+        cancelled = await engine.cancel_wait(Params(raw).req("callId"))
+        return {"success": True, "cancelled": cancelled}
+
     async def speak(raw: dict[str, Any], conn: Connection) -> Any:
         p = Params(raw)
         await engine.speak(p.req("callId"), p.req("message"))
@@ -150,6 +154,7 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
     return {
         "voicecall.initiate": initiate,
         "voicecall.continue": continue_,
+        "voicecall.cancel": cancel,
         "voicecall.speak": speak,
         "voicecall.end": end,
         "voicecall.status": status,

@@ -40,9 +40,10 @@ def test_call_wait_prints_events_until_the_end(make_daemon) -> None:
     d = make_daemon(FAST_MOCK + "[outbound]\nnotify_hangup_delay_seconds = 0\n")
     done = d.cli("call", "--to", "+15550001234", "-m", "Hi there", "--wait")
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert lines[0].startswith("Calling +15550001234 (notify)")
-    assert any("call.speaking bot: Hi there" in ln for ln in lines)
+    call_id = done.stdout.strip()  # stdout: the bare id; the events are progress (stderr)
+    lines = done.stderr.splitlines()
+    assert lines[0] == f"Calling +15550001234 (notify): call {call_id}"
+    assert any("call.speaking bot: Hi there" in ln and call_id in ln for ln in lines)
     assert lines[-1].endswith("call.ended reason=hangup-bot")
 
 

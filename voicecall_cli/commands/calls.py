@@ -7,7 +7,9 @@ from typing import Any, TypeVar
 
 import click
 
-from voicecall_cli import output
+from daemon.rpc.protocol import RpcRemoteError
+from voicecall_cli import message as message_arg
+from voicecall_cli import output, progress
 from voicecall_cli.completion import complete_call_id
 from voicecall_cli.context import CliContext, call_or_fail, pass_ctx
 from voicecall_cli.errors import CliError
@@ -35,43 +37,56 @@ def _render(as_json: bool, data: Any, human: Callable[[Any], str]) -> None:
 
 @click.command("call", short_help="Place an outbound call.")
 @click.option("--to", metavar="E164", help="Number to call (default: to_number from the config).")
-@click.option("--message", "-m", required=True, help="What to say when the call is answered.")
+@click.option("--message", "-m", required=True,
+              help="What to say when the call is answered." + message_arg.HELP_SUFFIX)
 @click.option("--mode", type=click.Choice(["notify", "conversation"]),
               help="notify: speak, then hang up. conversation: stay on the line for `continue`. "
                    "Default: outbound.default_mode.")
 @click.option("--wait", is_flag=True,
-              help="Follow the call's events until it ends (exit 1 unless it was answered).")
+              help="Follow the call's events (on stderr) until it ends; exit 1 unless it was "
+                   "answered.")
 @json_option
 @pass_ctx
 def call_cmd(ctx: CliContext, to: str | None, message: str, mode: str | None, wait: bool,
              as_json: bool) -> None:
     """Place an outbound call and speak MESSAGE when it is answered.
 
-    In notify mode the call hangs up a few seconds after the message has played; in
-    conversation mode it stays up for `continue`, `speak` and `end`.
+    Prints the new call's id alone on stdout (progress goes to stderr), so that
+    `ID=$(voicecall call ...)` captures it. In notify mode the call hangs up a few seconds
+    after the message has played; in conversation mode it stays up for `continue`, `speak`
+    and `end`.
 
     \b
     Examples:
       $ voicecall call --to +15550001234 --message "Your package has arrived."
-      $ voicecall call --to +15550001234 -m "Hi, it's the clinic." --mode conversation
+      $ ID=$(voicecall call --to +15550001234 -m "Hi, it's the clinic." --mode conversation)
       $ voicecall call -m "Reminder: standup in 5 minutes." --wait
+      $ voicecall call --to +15550001234 -m @reminder.txt
     """
-    params: dict[str, Any] = {"message": message}
+    params: dict[str, Any] = {"message": message_arg.resolve(message)}
     if to:
         params["to"] = to
     if mode:
         params["mode"] = mode
-    result = ctx.rpc("voicecall.initiate", params)
-    _render(as_json, result, lambda r: f"Calling {r['to']} ({r['mode']}): call {r['callId']}")
+    with progress.waiting(f"placing the call to {to or 'to_number'}"):
+        result = ctx.rpc("voicecall.initiate", params)
+    if as_json:
+        output.emit_json(result)
+    else:
+        click.echo(f"Calling {result['to']} ({result['mode']}): call {result['callId']}",
+                   err=True)
+        click.echo(result["callId"])
     if wait:
-        ended = _follow(ctx, result["callId"], as_json, until_end=True)
+        with progress.waiting(f"following call {result['callId']} until it ends") as status:
+            ended = _follow(ctx, result["callId"], as_json, until_end=True, status=status)
         if ended not in ("hangup-bot", "hangup-user", "completed"):
             raise CliError(f"call {result['callId']} ended: {ended}")
 
 
 @click.command("continue", short_help="Speak, then wait for the caller's reply.")
 @call_id_option()
-@click.option("--message", "-m", required=True, help="What to say before listening.")
+@click.option("--message", "-m", required=True,
+              help="What to say before listening." + message_arg.HELP_SUFFIX)
 @click.option("--timeout", type=click.FloatRange(min=0.1), metavar="SECONDS",
               help="How long to wait for the reply (default: transcript_timeout_ms).")
 @json_option
@@ -80,21 +95,43 @@ def continue_cmd(ctx: CliContext, call_id: str, message: str, timeout: float | N
                  as_json: bool) -> None:
     """Say MESSAGE on a live call, wait for the caller's next turn and print what they said.
 
+    Ctrl-C stops waiting (exit 130) and frees the call for the next `continue`; the call
+    itself stays up.
+
     \b
     Examples:
       $ voicecall continue --call-id CALL_ID --message "Does Tuesday work?"
       $ voicecall continue --call-id CALL_ID -m "Anything else?" --timeout 30 --json
+      $ echo "Which day suits you?" | voicecall continue --call-id CALL_ID -m -
     """
-    params: dict[str, Any] = {"callId": call_id, "message": message}
+    params: dict[str, Any] = {"callId": call_id, "message": message_arg.resolve(message)}
     if timeout is not None:
         params["timeoutMs"] = int(timeout * 1000)
-    result = ctx.rpc("voicecall.continue", params, timeout=None)
+    try:
+        with progress.waiting(f"waiting for the caller's reply on call {call_id}"):
+            result = ctx.rpc("voicecall.continue", params, timeout=None)
+    except KeyboardInterrupt:
+        _cancel_wait(ctx, call_id)
+        raise
     _render(as_json, result, lambda r: r["transcript"])
+
+
+def _cancel_wait(ctx: CliContext, call_id: str) -> None:
+    """Tell the daemon to drop the transcript waiter we leave behind (best effort).
+
+    Without this the call stays "already waiting" until the abandoned wait times out.
+    """
+    try:
+        with ctx.connect(timeout=3.0, autostart=False) as client:
+            client.call("voicecall.cancel", {"callId": call_id})
+    except (click.ClickException, OSError, ValueError, RpcRemoteError):
+        click.echo(f"Warning: could not cancel the wait on call {call_id}; the next "
+                   "`continue` may find it still waiting", err=True)
 
 
 @click.command("speak", short_help="Speak on a live call without waiting.")
 @call_id_option()
-@click.option("--message", "-m", required=True, help="What to say.")
+@click.option("--message", "-m", required=True, help="What to say." + message_arg.HELP_SUFFIX)
 @json_option
 @pass_ctx
 def speak_cmd(ctx: CliContext, call_id: str, message: str, as_json: bool) -> None:
@@ -104,7 +141,8 @@ def speak_cmd(ctx: CliContext, call_id: str, message: str, as_json: bool) -> Non
     Examples:
       $ voicecall speak --call-id CALL_ID --message "One moment, please."
     """
-    result = ctx.rpc("voicecall.speak", {"callId": call_id, "message": message})
+    result = ctx.rpc("voicecall.speak", {"callId": call_id,
+                                         "message": message_arg.resolve(message)})
     _render(as_json, result, lambda r: "Spoken.")
 
 
@@ -154,8 +192,13 @@ def status_cmd(ctx: CliContext, call_id: str | None, as_json: bool) -> None:
 
 
 def _follow(ctx: CliContext, call_id: str | None, as_json: bool, *, since: int | None = None,
-            follow: bool = True, until_end: bool = False) -> str | None:
-    """Print events (backlog, then live); return the end reason when following to the end."""
+            follow: bool = True, until_end: bool = False,
+            status: progress.Status | None = None) -> str | None:
+    """Print events (backlog, then live); return the end reason when following to the end.
+
+    With a status line (`call --wait`) human event lines are progress and go to stderr;
+    JSON lines always go to stdout.
+    """
     params: dict[str, Any] = {}
     if call_id:
         params["callId"] = call_id
@@ -170,10 +213,11 @@ def _follow(ctx: CliContext, call_id: str | None, as_json: bool, *, since: int |
             return None
         for message in client.notifications():
             event = (message.get("params") or {}).get("event") or {}
-            if as_json:
-                output.emit_json(event)
+            line = output.json_text(event) if as_json else output.event_line(event)
+            if status is not None:
+                status.echo(line, err=not as_json)
             else:
-                click.echo(output.event_line(event))
+                click.echo(line)
             remaining -= 1
             if until_end and event.get("type") == "call.ended":
                 return str(event.get("reason"))
