@@ -82,7 +82,8 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
     async def list_(raw: dict[str, Any], conn: Connection) -> Any:
         p = Params(raw)
         limit = p.integer("limit", minimum=1, maximum=10_000) or 50
-        calls = await daemon.store.list_calls(live=p.flag("active") or None, limit=limit)
+        calls = await daemon.store.list_calls(live=p.flag("active") or None, limit=limit,
+                                              since=p.timestamp("since"))
         return {"calls": [c.to_wire() for c in calls]}
 
     async def tail(raw: dict[str, Any], conn: Connection) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import reprlib
+from datetime import UTC, datetime
 from typing import Any
 
 from daemon.errors import InvalidParamsError
@@ -69,6 +70,23 @@ class Params:
             raise InvalidParamsError(
                 f"parameter {name!r} must be true or false, not {_show(value)}")
         return value
+
+    def timestamp(self, name: str) -> str | None:
+        """An optional ISO 8601 date or date-time (UTC when it has no zone), returned in the
+        store's own format (`2026-01-02T03:04:05.000Z`) so that it compares as text."""
+        value = self.text(name, required=False)
+        if value is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidParamsError(
+                f"parameter {name!r} = {_show(value)} is not an ISO 8601 date or date-time; "
+                "use e.g. 2026-01-31 or 2026-01-31T09:30:00Z") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
+        return text.replace("+00:00", "Z")
 
     def texts(self, name: str) -> list[str]:
         """An optional list of strings."""

@@ -220,13 +220,19 @@ class SqliteStore:
         calls = self._calls(rows)
         return calls[0] if calls else None
 
-    async def list_calls(self, *, live: bool | None = None, limit: int = 50) -> list[CallRecord]:
-        """Calls, newest first."""
-        where = "" if live is None else f"WHERE live = {1 if live else 0}"
+    async def list_calls(self, *, live: bool | None = None, limit: int = 50,
+                         since: str | None = None) -> list[CallRecord]:
+        """Calls, newest first (timestamps share one format, so text order is time order)."""
+        clauses = [] if live is None else [f"live = {1 if live else 0}"]
+        args: list[Any] = []
+        if since is not None:
+            clauses.append("started_at >= ?")
+            args.append(since)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = await self._run(
             lambda db: db.execute(
                 f"SELECT record FROM calls {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",  # noqa: S608
-                (limit,),
+                (*args, limit),
             ).fetchall()
         )
         return self._calls(rows)
