@@ -27,6 +27,7 @@ from daemon.providers.registry import create_provider
 from daemon.rpc.methods import build_methods
 from daemon.rpc.server import RpcServer, SocketInUseError
 from daemon.speech.responder import create_responder
+from daemon.speech.vendor import open_vendor_session
 from daemon.store.sqlite import SqliteStore
 from daemon.webhooks.mount import url_policy
 from daemon.webhooks.server import WebhookServer
@@ -74,7 +75,8 @@ class Daemon:
         self.rpc.bind(rpc_socket)
         self._lock_store()
         await self.store.open()
-        self.http = aiohttp.ClientSession()
+        self.http = open_vendor_session(self.config.max_concurrent_calls,
+                                        self.config.streaming.max_connections)
         self.engine.responder = create_responder(self.config, self.http)
         await self._start_web()
         await self.exposures.start(self.port)

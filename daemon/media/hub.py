@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from daemon.engine.record import CallRecord
+from daemon.errors import MediaError
 from daemon.events import CallMode, Direction, ProviderEvent
 from daemon.media.gcpolicy import GcPolicy
 from daemon.media.pacer import DEFAULT_LEAD_SECONDS, Pacer
@@ -141,6 +142,10 @@ class MediaHub:
         timer = self._end_timers.pop(call_id, None)
         if timer is not None:
             timer.cancel()
+        for future in self._waiters.pop(call_id, []):
+            if not future.done():  # speech waiting for a stream that will never come
+                future.set_exception(MediaError(f"call {call_id} ended before its media "
+                                                "stream started"))
         session = self._sessions.get(call_id)
         if session is not None:
             session.revoked = True
@@ -186,8 +191,11 @@ class MediaHub:
 
     async def wait_session(self, call_id: str) -> MediaSession:
         """The call's session, waiting for its stream to start if needed (a provider asked to
-        speak right after answering may be ahead of the stream). Bound it with
-        ``asyncio.timeout``."""
+        speak right after answering may be ahead of the stream).
+
+        Raises:
+            MediaError: the call ended (its token was revoked) before a stream started.
+        """
         session = self._sessions.get(call_id)
         if session is not None:
             return session

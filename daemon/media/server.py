@@ -30,6 +30,7 @@ from daemon.media.session import CLOSE_TRY_AGAIN, MediaSession
 from daemon.media.wire import FrameWriter
 from daemon.speech.stt.factory import create_stt
 from daemon.speech.tts.factory import create_tts
+from daemon.speech.vendor import open_vendor_session
 from daemon.webhooks.mount import url_policy
 from daemon.webhooks.security import TwilioVerifier
 from daemon.webhooks.urls import UrlPolicy, client_ip, stream_verification_url
@@ -268,7 +269,7 @@ def install_media(daemon: Daemon) -> MediaHub | None:
         if isinstance(shared, aiohttp.ClientSession):
             session = shared
         else:
-            session = aiohttp.ClientSession()
+            session = open_vendor_session(config.max_concurrent_calls, settings.max_connections)
             http.append(session)
         try:
             hub.tts = create_tts(config.tts, session)

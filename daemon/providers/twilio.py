@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from daemon.engine.record import CallRecord
-from daemon.errors import ConfigError, ProviderError, ProviderRequestError
+from daemon.errors import ConfigError, MediaError, ProviderError, ProviderRequestError
 from daemon.events import CallMode, Direction
 from daemon.providers.base import (
     DialRequest,
@@ -399,18 +399,24 @@ class TwilioProvider(BoundProvider):
     async def _speak_when_streaming(
         self, hub: MediaHubLike, call_id: str, text: str, turn_token: str | None
     ) -> None:
+        """Speak once the call's stream starts, however late: a stream that binds after
+        `STREAM_WAIT_SECONDS` (a busy daemon, a slow media leg) still hears what is pending.
+        The wait ends with the call (the hub fails the waiter when it revokes the token)."""
+        waiter = asyncio.ensure_future(hub.wait_session(call_id))
         try:
-            async with asyncio.timeout(STREAM_WAIT_SECONDS):
-                session = await hub.wait_session(call_id)
-        except TimeoutError:
-            logger.warning(
-                "call %s: its media stream did not start within %gs; %r was not said",
-                call_id,
-                STREAM_WAIT_SECONDS,
-                text[:40],
-            )
-            return
-        await session.speak(text, turn_token=turn_token)
+            try:
+                session = await asyncio.wait_for(asyncio.shield(waiter), STREAM_WAIT_SECONDS)
+            except TimeoutError:
+                logger.warning(
+                    "call %s: its media stream has not started %gs after <Connect><Stream>; "
+                    "%r will be said when it does", call_id, STREAM_WAIT_SECONDS, text[:40])
+                session = await waiter
+            await session.speak(text, turn_token=turn_token)
+        except MediaError as exc:
+            logger.warning("call %s: %s; %r was not said", call_id, exc.message, text[:40])
+        finally:
+            if not waiter.done():
+                waiter.cancel()
 
     async def _stream_notify(
         self, call: CallRecord, session: MediaSessionLike, text: str, delay: float

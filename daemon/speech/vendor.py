@@ -1,4 +1,12 @@
-"""What every speech vendor client shares: error messages that never leak a key.
+"""What every speech vendor client shares: one sized HTTP client, and errors that never leak a key.
+
+Connections (SPEC 11): every live streamed call holds one STT websocket for its whole life and
+opens TTS (and chat) requests while it talks. aiohttp's default connector allows 100
+connections per session, and a request past that waits for a free slot with no time limit: at
+about 50 streamed calls new calls got no STT socket and no audio, and nothing was logged. So
+the one vendor session is sized from the config (:func:`vendor_connection_limit`), never below
+``max_concurrent_calls`` x 2, and :data:`ACQUIRE_TIMEOUT_SECONDS` bounds any wait for a slot
+(the request then fails with a :class:`SpeechError`, reported on the call) should it fill anyway.
 
 Vendor error bodies can echo credentials (OpenAI's 401 says "Incorrect API key provided:
 sk-abc***xyz"), so the body excerpt is scrubbed of the key itself and of anything shaped like
@@ -14,8 +22,43 @@ import aiohttp
 
 from daemon.errors import SpeechError
 
+CONNECTIONS_PER_CALL = 3
+"""A streamed call holds its STT socket and may have a TTS and a chat request open at once."""
+SPARE_CONNECTIONS = 16
+"""For requests that belong to no call (start-up checks, agent tools)."""
+ACQUIRE_TIMEOUT_SECONDS = 10.0
+"""The longest a vendor request waits for a pooled connection plus its TCP/TLS connect."""
+
 _KEYLIKE = re.compile(r"\b(sk|xi|key)[-_][A-Za-z0-9*_\-]{4,}", re.IGNORECASE)
 _EXCERPT_CHARS = 200
+
+
+def vendor_connection_limit(max_concurrent_calls: int, max_streams: int) -> int:
+    """Connections the vendor session may hold: 3 per call that can stream, plus spares.
+
+    ``max_streams`` (``streaming.max_connections``) counts too: a stream that outlives its
+    call's slot, or a config with more streams than calls, must not starve the others.
+    """
+    calls = max(max_concurrent_calls, max_streams, 1)
+    return calls * CONNECTIONS_PER_CALL + SPARE_CONNECTIONS
+
+
+def open_vendor_session(max_concurrent_calls: int, max_streams: int) -> aiohttp.ClientSession:
+    """The daemon's one HTTP client for speech vendors and the chat model (call on the loop).
+
+    No per-host cap: TTS, STT and chat usually share one host (api.openai.com).
+    """
+    limit = vendor_connection_limit(max_concurrent_calls, max_streams)
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0)
+    return aiohttp.ClientSession(connector=connector)
+
+
+def request_timeout(read_seconds: float = 15.0) -> aiohttp.ClientTimeout:
+    """No total limit (a long reply streams for a while); a slot, a connect and every read
+    are each bounded, so an unreachable or stalled vendor fails the request instead of
+    leaving the call silent."""
+    return aiohttp.ClientTimeout(total=None, connect=ACQUIRE_TIMEOUT_SECONDS,
+                                 sock_connect=ACQUIRE_TIMEOUT_SECONDS, sock_read=read_seconds)
 
 
 def redact(text: str, secret: str | None) -> str:

@@ -487,7 +487,8 @@ class TwilioSimulator(FakeServer):
     async def start(self) -> None:
         """Listen, and open the client that calls the webhooks."""
         await super().start()
-        self._session = aiohttp.ClientSession()
+        # Twilio has no client-side connection cap: one websocket per streamed call.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def _before_close(self) -> None:
         runners = [c.runner for c in self.calls.values() if c.runner is not None]

@@ -172,6 +172,18 @@ async def test_bind_wait_and_grace_end() -> None:
     assert calls.ended == ["c1"]
 
 
+async def test_revoking_a_call_fails_speech_still_waiting_for_its_stream() -> None:
+    """A call that ends before its stream started: a waiter gets a MediaError naming the call
+    (the speech waiting on it is dropped with a log line instead of waiting forever)."""
+    hub = make_hub(Calls(), FakeTts())
+    hub.issue_token("c1", "CA1")
+    waiting = asyncio.ensure_future(hub.wait_session("c1"))
+    await asyncio.sleep(0)
+    hub.revoke("c1")
+    with pytest.raises(MediaError, match="call c1 ended before its media stream started"):
+        await asyncio.wait_for(waiting, 1)
+
+
 async def test_a_newer_stream_replaces_the_older_one() -> None:
     """Binding a second stream closes the first; its close does not end the call."""
     calls = Calls()

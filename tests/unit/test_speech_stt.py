@@ -95,6 +95,7 @@ def _client(
         vad_threshold=0.6,
         silence_duration_ms=700,
         backoff_base=0.01,
+        backoff_max=0.05,
     )
 
 
@@ -186,7 +187,8 @@ async def test_empty_transcript_and_error_events_are_not_finals(
 async def test_reconnects_after_a_drop_and_drops_audio_meanwhile(
     fake: FakeOpenAI, stt: OpenAiRealtimeStt, listener: Listener
 ) -> None:
-    """A dropped socket is reopened (with the session update); audio sent while down is lost."""
+    """A dropped socket is reopened (with the session update); audio sent while down is lost;
+    the outage is reported once, however many attempts it took."""
     fake.realtime_reject = [503, 503]  # the first two reconnect attempts fail
     await fake.drop()
     await fake.wait_for(lambda: fake.handshakes >= 2)
@@ -198,20 +200,62 @@ async def test_reconnects_after_a_drop_and_drops_audio_meanwhile(
     stt.send_audio(b"\x02" * 160)
     await fake.wait_for(lambda: len(fake.current.audio) == 160)
     assert bytes(fake.current.audio) == b"\x02" * 160
-    assert fake.handshakes == 4 and not listener.errors
+    assert fake.handshakes == 4
+    assert len(listener.errors) == 1 and stt.outages == 1
+    assert "HTTP 503" in listener.errors[0].message
+    assert "retrying" in listener.errors[0].message
+    assert listener.errors[0].details["retrying"] is True
 
 
-async def test_gives_up_after_five_reconnects(
+async def test_keeps_reconnecting_for_the_life_of_the_call(
     fake: FakeOpenAI, stt: OpenAiRealtimeStt, listener: Listener
 ) -> None:
-    """Five failed reconnects end the session with one on_error naming the URL."""
-    fake.realtime_reject = [503] * 10
+    """Far more failed attempts than the old limit of five: still retrying, then back; a
+    second outage later is reported again."""
+    fake.realtime_reject = [503] * 12
     await fake.drop()
-    await listener.wait_for(lambda: bool(listener.errors))
-    assert fake.handshakes == 1 + 5
-    assert "gave up after 5 reconnects" in listener.errors[0].message
-    assert fake.realtime_url in listener.errors[0].message
-    assert not stt.connected
+    await fake.wait_for(lambda: len(fake.connections) == 2 and bool(fake.current.updates),
+                        timeout=10)
+    assert fake.handshakes == 1 + 12 + 1
+    await _until(lambda: stt.connected)
+    assert len(listener.errors) == 1
+    await fake.transcript_completed("Back again.")
+    await listener.wait_for(lambda: bool(listener.finals))
+    fake.realtime_reject = [503]
+    await fake.drop()
+    await fake.wait_for(lambda: len(fake.connections) == 3 and bool(fake.current.updates))
+    assert len(listener.errors) == 2 and stt.outages == 2
+
+
+async def test_unreachable_at_connect_is_reported_and_retried(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, listener: Listener
+) -> None:
+    """The first connect fails (the vendor is down): connect() returns, the listener hears of
+    it once, and the session connects when the vendor is back, without the caller's help."""
+    fake.realtime_reject = [502, 502, 502]
+    client = _client(fake, session, listener)
+    try:
+        await client.connect()
+        assert not client.connected
+        assert len(listener.errors) == 1 and "HTTP 502" in listener.errors[0].message
+        await fake.wait_for(lambda: bool(fake.connections and fake.current.updates))
+        await _until(lambda: client.connected)
+        client.send_audio(b"\x05" * 160)
+        await fake.wait_for(lambda: len(fake.current.audio) == 160)
+        assert len(listener.errors) == 1
+    finally:
+        await client.close()
+
+
+async def test_backoff_doubles_up_to_the_cap_with_jitter(
+    session: aiohttp.ClientSession, listener: Listener
+) -> None:
+    """Delays double from the base and stop at the cap; each is jittered in its upper half."""
+    client = OpenAiRealtimeStt(session, listener, api_key="k", backoff_base=0.5,
+                               backoff_max=10.0)
+    for attempt, ceiling in [(0, 0.5), (1, 1.0), (2, 2.0), (4, 8.0), (5, 10.0), (40, 10.0)]:
+        delays = [client._backoff(attempt) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays), (attempt, delays)
 
 
 async def test_refused_credentials_stop_reconnecting(
@@ -222,6 +266,7 @@ async def test_refused_credentials_stop_reconnecting(
     await fake.drop()
     await listener.wait_for(lambda: bool(listener.errors))
     assert "HTTP 401" in listener.errors[0].message
+    assert "retrying" not in listener.errors[0].message
     assert fake.handshakes == 2
 
 

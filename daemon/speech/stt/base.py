@@ -20,7 +20,9 @@ class SttListener(Protocol):
         """The utterance ended; ``text`` is its final, non-empty transcript."""
 
     def on_error(self, error: SpeechError) -> None:
-        """The session failed for good (reconnects exhausted or credentials refused)."""
+        """The vendor cannot be reached (the session goes on retrying with backoff, reported
+        once per outage, ``error.details["retrying"]`` set) or refused the credentials (for
+        good). Either way the caller is not heard meanwhile: report it on the call."""
 
 
 class SttSession(Protocol):
@@ -31,7 +33,8 @@ class SttSession(Protocol):
         """True while audio is being delivered to the vendor."""
 
     async def connect(self) -> None:
-        """Open the session; raises :class:`SpeechError` when the vendor cannot be reached."""
+        """Open the session (an unreachable vendor is retried in the background); raises
+        :class:`SpeechError` only when retrying cannot help (credentials refused)."""
 
     def send_audio(self, ulaw: bytes) -> None:
         """Queue mu-law 8 kHz audio. Never blocks; audio is dropped while disconnected."""

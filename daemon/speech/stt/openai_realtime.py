@@ -2,9 +2,11 @@
 
 The vendor takes ``g711_ulaw`` directly, so call audio is forwarded without decoding. Audio
 is batched: ``send_audio`` only appends to a bounded buffer and wakes a writer task, so the
-media path pays a few hundred nanoseconds per frame and never waits on the network. A dropped
-socket is reopened up to ``max_reconnects`` times with exponential backoff; audio that arrives
-meanwhile is discarded (late audio would only confuse the server's turn detection).
+media path pays a few hundred nanoseconds per frame and never waits on the network. A socket
+that cannot be opened, or drops, is reopened with capped exponential backoff for as long as the
+call lasts (only refused credentials end it); each outage is reported once to the listener, and
+audio that arrives meanwhile is discarded (late audio would only confuse the server's turn
+detection).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import base64
 import json
 import logging
 import math
+import random
 from typing import Any
 
 import aiohttp
@@ -27,6 +30,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_URL = "wss://api.openai.com/v1/realtime?intent=transcription"
 DEFAULT_MODEL = "gpt-4o-transcribe"
 VENDOR = "OpenAI realtime STT"
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 10.0
 MAX_BUFFERED_BYTES = 16000
 """Audio kept while the writer catches up: 2 s of 8 kHz mu-law; older audio is dropped."""
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
@@ -45,8 +50,8 @@ class OpenAiRealtimeStt:
         model: str = DEFAULT_MODEL,
         vad_threshold: float = 0.5,
         silence_duration_ms: int = 800,
-        max_reconnects: int = 5,
-        backoff_base: float = 1.0,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+        backoff_max: float = BACKOFF_MAX_SECONDS,
         connect_timeout: float = 10.0,
     ) -> None:
         self._session = session
@@ -56,11 +61,13 @@ class OpenAiRealtimeStt:
         self.model = model
         self.vad_threshold = vad_threshold
         self.silence_duration_ms = silence_duration_ms
-        self.max_reconnects = max_reconnects
         self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
         self.connect_timeout = connect_timeout
         self.dropped_bytes = 0
         """Audio discarded while disconnected or behind (for diagnostics)."""
+        self.outages = 0
+        """Times the vendor could not be reached (each reported once to the listener)."""
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._buffer = bytearray()
         self._wake = asyncio.Event()
@@ -74,20 +81,32 @@ class OpenAiRealtimeStt:
         return self._ws is not None and not self._ws.closed
 
     async def connect(self) -> None:
-        """Open the first socket and start the reader and writer tasks.
+        """Open the first socket and start the reader (which reconnects) and writer tasks.
+
+        A vendor that cannot be reached now is reported to the listener (``on_error``) and
+        retried in the background with backoff, like a socket that drops later.
 
         Raises:
-            SpeechError: the socket could not be opened (network, HTTP status, timeout).
+            SpeechError: the vendor refused the credentials (HTTP 401/403): retrying is
+                pointless.
         """
         if self._tasks or self._closing:
             return
-        ws = await self._open()
+        ws: aiohttp.ClientWebSocketResponse | None
+        try:
+            ws = await self._open()
+        except SpeechError as exc:
+            if _refused(exc):
+                raise
+            self._outage(exc.message, attempt=1)
+            ws = None
         if self._closing:  # close() ran while we were connecting: nobody will use this socket
-            await ws.close()
+            if ws is not None:
+                await ws.close()
             return
         self._ws = ws
         self._tasks = [
-            asyncio.create_task(self._run(self._ws), name="stt-reader"),
+            asyncio.create_task(self._run(ws), name="stt-reader"),
             asyncio.create_task(self._write_loop(), name="stt-writer"),
         ]
 
@@ -151,37 +170,56 @@ class OpenAiRealtimeStt:
             },
         }
 
-    async def _run(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """Read until the socket drops, then reconnect; give up after ``max_reconnects``."""
-        attempt = 0
-        while True:
-            if await self._read(ws):
-                attempt = 0  # the server confirmed the session: this socket was healthy
-            self._ws = None
-            self._buffer.clear()
-            self._partials.clear()
-            if self._closing:
-                return
-            while True:
-                attempt += 1
-                if attempt > self.max_reconnects:
-                    self._fail(f"gave up after {self.max_reconnects} reconnects to {self.url}")
-                    return
-                await asyncio.sleep(self.backoff_base * 2 ** (attempt - 1))
-                try:
-                    ws = await self._open()
-                except SpeechError as exc:
-                    if exc.details.get("status") in (401, 403):
-                        self._fail(exc.message)
-                        return
-                    logger.warning("%s reconnect %d failed: %s", VENDOR, attempt, exc.message)
-                    continue
-                if self._closing:
-                    await ws.close()
-                    return
-                logger.info("%s reconnected (attempt %d)", VENDOR, attempt)
+    async def _run(self, ws: aiohttp.ClientWebSocketResponse | None) -> None:
+        """Read until the socket drops, then reopen it with backoff, for the life of the call.
+
+        Only a refusal of the credentials ends the session early. The first failed attempt of
+        each outage is reported to the listener (a ``call.error`` on the call); every attempt
+        is logged; so is the recovery.
+        """
+        attempt = 1 if ws is None else 0  # connect() already failed once when ws is None
+        while not self._closing:
+            if ws is not None:
                 self._ws = ws
-                break
+                if await self._read(ws):
+                    attempt = 0  # the server confirmed the session: this socket was healthy
+                self._ws = None
+                self._buffer.clear()
+                self._partials.clear()
+                ws = None
+                if self._closing:
+                    return
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+            try:
+                ws = await self._open()
+            except SpeechError as exc:
+                if _refused(exc):
+                    self._fail(exc.message)
+                    return
+                self._outage(exc.message, attempt)
+                continue
+            if self._closing:
+                await ws.close()
+                return
+            if attempt > 1:
+                logger.info("%s reconnected to %s after %d attempts", VENDOR, self.url, attempt)
+
+    def _backoff(self, attempt: int) -> float:
+        """Seconds before attempt ``attempt + 1``: doubling from ``backoff_base`` up to
+        ``backoff_max``, each drawn from its upper half so that many calls losing the vendor
+        at once do not come back in lockstep."""
+        delay = min(self.backoff_max, self.backoff_base * 2.0 ** attempt)
+        return delay * random.uniform(0.5, 1.0)  # jitter, not a secret
+
+    def _outage(self, message: str, attempt: int) -> None:
+        """Log every failed attempt; tell the listener once per outage (its first attempt)."""
+        logger.warning("%s attempt %d failed: %s; retrying with backoff", VENDOR, attempt, message)
+        if attempt == 1:
+            self.outages += 1
+            self._listener.on_error(SpeechError(
+                f"{message}; the caller is not heard until it reconnects (retrying with backoff)",
+                vendor=VENDOR, url=self.url, retrying=True))
 
     def _fail(self, message: str) -> None:
         logger.error("%s: %s", VENDOR, message)
@@ -242,6 +280,11 @@ class OpenAiRealtimeStt:
                 await ws.send_str(_APPEND_PREFIX + audio + '"}')
             except (aiohttp.ClientError, ConnectionError):
                 self.dropped_bytes += len(audio) * 3 // 4  # the reader notices and reconnects
+
+
+def _refused(error: SpeechError) -> bool:
+    """The vendor refused our credentials: final, unlike any network or server failure."""
+    return error.details.get("status") in (401, 403)
 
 
 def _confidence(logprobs: object) -> float | None:

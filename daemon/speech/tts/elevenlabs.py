@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator
 import aiohttp
 from yarl import URL
 
-from daemon.speech.vendor import http_error, transport_error
+from daemon.speech.vendor import http_error, request_timeout, transport_error
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_MODEL_ID = "eleven_multilingual_v2"
@@ -44,7 +44,7 @@ class ElevenLabsTts:
                 output_format=OUTPUT_FORMAT
             )
         )
-        self._timeout = timeout or aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=15)
+        self._timeout = timeout or request_timeout()
 
     def __repr__(self) -> str:
         return f"ElevenLabsTts(url={self.url!r}, model_id={self.model_id!r})"

@@ -13,7 +13,7 @@ import aiohttp
 
 from daemon.media.codecs import SAMPLE_RATE, pcm16_to_ulaw
 from daemon.media.resample import StreamResampler
-from daemon.speech.vendor import http_error, transport_error
+from daemon.speech.vendor import http_error, request_timeout, transport_error
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ class OpenAiTts:
         self.url = f"{base_url.rstrip('/')}/audio/speech"
         self.model = model
         self.voice = voice
-        # No total limit (a long reply streams for a while); stalls are caught per read.
-        self._timeout = timeout or aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=15)
+        self._timeout = timeout or request_timeout()
 
     def __repr__(self) -> str:
         return f"OpenAiTts(url={self.url!r}, model={self.model!r}, voice={self.voice!r})"
