@@ -49,6 +49,7 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload_in_background)
     activated = systemd.listen_fds()
     await daemon.start(activated[0] if activated else None)
     # Start-up objects live for the daemon's life: keep them out of full collections, whose

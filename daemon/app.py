@@ -60,6 +60,8 @@ class Daemon:
         self.extras: dict[str, object] = {}
         self.context = ProviderContext(config, "", None, self.extras)
         self._lock_handle: IO[str] | None = None
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -195,6 +197,35 @@ class Daemon:
             "socket": str(self.paths.socket),
             "store": str(self.store.path),
         }
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file (`daemon.reload`, SIGHUP); one reload at a time."""
+        from daemon.reload import reload_config
+
+        async with self._reload_lock:
+            return await reload_config(self)
+
+    def reload_in_background(self) -> None:
+        """SIGHUP: reload, logging the outcome (there is no one to answer)."""
+        async def _run() -> None:
+            try:
+                await self.reload()
+            except ConfigError as exc:
+                logger.error("%s", exc.message)
+
+        task = asyncio.get_running_loop().create_task(_run(), name="reload")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def apply_config(self, config: Config, *, rebuild_responder: bool) -> None:
+        """Make every part that reads the config per use read `config` from now on."""
+        self.config = config
+        self.engine.config = config
+        self.context.config = config
+        self.exposures.config = config
+        if rebuild_responder and self.http is not None:
+            self.engine.responder = create_responder(self.config, self.http)
+        self._apply_exposure()
 
     async def expose(self, mode: str, path: str | None) -> dict[str, Any]:
         """Publish the webhook through Tailscale (`voicecall expose`)."""

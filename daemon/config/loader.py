@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,10 +70,40 @@ def read_document(path: Path) -> dict[str, Any] | None:
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from None
     try:
-        return tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        message = f"{path} is not valid TOML: {exc}; fix the file or run `voicecall config init`"
-        raise ConfigError(message) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: it is not UTF-8 text (byte "
+                          f"{exc.start + 1}); save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(toml_syntax_message(path, text, str(exc))) from None
+
+
+_WHERE = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of document)\)$")
+_KEY_TUPLE = re.compile(r"\(((?:'[^']*',?\s*)+)\)")
+
+
+def toml_syntax_message(path: Path, text: str, error: str) -> str:
+    """One clear sentence for a TOML syntax error: where (line, column, the line itself), what,
+    and the fix. Shared by the daemon, `config validate` and `config set/unset`."""
+    where = _WHERE.search(error)
+    reason = error[:where.start()] if where else error
+    # tomllib names keys as Python tuples: ('serve',) -> [serve]
+    reason = _KEY_TUPLE.sub(
+        lambda m: "[" + ".".join(re.findall(r"'([^']*)'", m.group(1))) + "]", reason)
+    reason = reason.replace("Cannot declare", "the table").replace(" twice", " is declared twice")
+    reason = reason.replace("Cannot overwrite a value", "this key is already set above")
+    lines = text.splitlines()
+    if where and where.group(1):
+        line_no, column = int(where.group(1)), int(where.group(2))
+    else:  # at the end of the document
+        line_no, column = max(1, len(lines)), len(lines[-1]) + 1 if lines else 1
+    shown = lines[line_no - 1].strip() if 0 < line_no <= len(lines) else ""
+    context = f" (`{shown}`)" if shown else ""
+    return (f"{path} is not valid TOML at line {line_no}, column {column}{context}: "
+            f"{reason[:1].lower()}{reason[1:]}; fix that line, or start over with "
+            "`voicecall config init --force`")
 
 
 def load_config(

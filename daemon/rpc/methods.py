@@ -134,6 +134,9 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
     async def daemon_status(raw: dict[str, Any], conn: Connection) -> Any:
         return daemon.status()
 
+    async def reload(raw: dict[str, Any], conn: Connection) -> Any:
+        return await daemon.reload()
+
     async def shutdown(raw: dict[str, Any], conn: Connection) -> Any:
         asyncio.get_running_loop().call_later(0.05, daemon.request_stop)
         return {"ok": True}
@@ -167,5 +170,6 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
         "tool.voice_call": tool,
         "daemon.status": daemon_status,
         "daemon.shutdown": shutdown,
+        "daemon.reload": reload,
         "mock.inbound": mock_inbound,
     }

@@ -31,6 +31,8 @@ METHODS = (
     "tool.voice_call",
     "daemon.status",
     "daemon.shutdown",
+    "daemon.reload",
+    "voicecall.cancel",
     "mock.inbound",
 )
 """Every method the daemon answers (SPEC section 5, plus `mock.inbound` of section 10)."""

@@ -67,7 +67,7 @@ def test_install_without_systemctl_prints_commands(env: dict[str, str]) -> None:
     assert done.returncode == 0, done.stderr
     unit = (unit_dir(env) / "voicecall.service").read_text()
     for line in ("Type=notify", "NotifyAccess=main", "Restart=on-failure", "WatchdogSec=30",
-                 "WantedBy=default.target"):
+                 "WantedBy=default.target", "ExecReload=/bin/kill -HUP $MAINPID"):
         assert line in unit.splitlines()
     exec_start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
     assert exec_start.endswith(" daemon run")

@@ -206,7 +206,7 @@ def set_cmd(ctx: CliContext, key: str, value: str, as_json: bool) -> None:
     path = ctx.paths.config
     try:
         parsed = edit.parse_value(key, value)
-        old_text = path.read_text(encoding="utf-8") if path.exists() else None
+        old_text = _read_valid(ctx)
         new_text = edit.set_key(old_text, key, parsed)
     except ConfigError as exc:
         raise CliError(exc.message) from None
@@ -224,13 +224,40 @@ def set_cmd(ctx: CliContext, key: str, value: str, as_json: bool) -> None:
         notes.append(f"{key} is now stored in {path} (mode 0600); the OS keyring is safer: "
                      f"`voicecall secrets set {key}`")
     shown = schema.show(parsed, secret=is_secret_key(key))
+    apply_with = _apply_with(ctx, key)
     if as_json:
         emit_json({"key": key, "value": "********" if is_secret_key(key) else parsed,
-                   "path": str(path), "written": True, "warnings": notes})
+                   "path": str(path), "written": True, "warnings": notes,
+                   "applyWith": apply_with})
         return
     for note in notes:
         click.echo(f"Warning: {note}", err=True)
     click.echo(f"set {key} = {shown} in {path}")
+    _say_how_to_apply(key, apply_with)
+
+
+def _apply_with(ctx: CliContext, key: str) -> str | None:
+    """How a running daemon takes a change to `key`: None when no daemon runs."""
+    from daemon.config.live import is_live
+
+    try:
+        with ctx.connect(timeout=2.0, autostart=False) as client:
+            client.call("daemon.status")
+    except Exception:  # no daemon, or one that does not answer: nothing to tell
+        return None
+    return "voicecall daemon reload" if is_live(key) else "voicecall daemon restart"
+
+
+def _say_how_to_apply(key: str, apply_with: str | None) -> None:
+    if apply_with is None:
+        return
+    if apply_with.endswith("reload"):
+        click.echo(f"Note: the running daemon still uses the old {key}; `{apply_with}` "
+                   "applies it without dropping calls", err=True)
+    else:
+        click.echo(f"Note: the running daemon still uses the old {key}, which a reload cannot "
+                   f"change; `{apply_with}` applies it (live calls are restored after it)",
+                   err=True)
 
 
 def _errors_of(text: str, ctx: CliContext) -> set[str]:
@@ -247,8 +274,9 @@ def _errors_of(text: str, ctx: CliContext) -> set[str]:
 
 @config_group.command("unset")
 @click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_ctx
-def unset_cmd(ctx: CliContext, key: str) -> None:
+def unset_cmd(ctx: CliContext, key: str, as_json: bool) -> None:
     """Remove one dotted KEY from the config file, so its default applies again.
 
     \b
@@ -264,16 +292,35 @@ def unset_cmd(ctx: CliContext, key: str) -> None:
         edit.leaf_key(key)
     except ConfigError as exc:
         raise CliError(exc.message) from None
-    text = path.read_text(encoding="utf-8") if path.exists() else None
+    text = _read_valid(ctx)
     try:
         new_text, removed = edit.unset_key(text, key)
     except ConfigError as exc:
         raise CliError(exc.message) from None
-    if not removed:
+    if removed:
+        edit.write_atomic(path, new_text, private=False)
+    apply_with = _apply_with(ctx, key) if removed else None
+    if as_json:
+        emit_json({"key": key, "path": str(path), "removed": removed, "applyWith": apply_with})
+    elif not removed:
         click.echo(f"{key} was not set in {path}", err=True)
-        return
-    edit.write_atomic(path, new_text, private=False)
-    click.echo(f"removed {key} from {path}")
+    else:
+        click.echo(f"removed {key} from {path}")
+        _say_how_to_apply(key, apply_with)
+
+
+def _read_valid(ctx: CliContext) -> str | None:
+    """The config file's text (None if absent); a TOML syntax error is one clear CliError,
+    the same one `config validate` prints."""
+    from daemon.config.loader import read_document
+    from daemon.errors import ConfigError
+
+    path = ctx.paths.config
+    try:
+        read_document(path)
+    except ConfigError as exc:
+        raise CliError(exc.message) from None
+    return path.read_text(encoding="utf-8") if path.exists() else None
 
 
 @config_group.command("validate")

@@ -1,8 +1,9 @@
-"""`voicecall daemon start|stop|restart|status|run|logs`."""
+"""`voicecall daemon start|stop|restart|reload|status|run|logs`."""
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -13,7 +14,7 @@ from daemon.rpc.client import DaemonUnreachableError, RpcClient
 from daemon.rpc.protocol import RpcRemoteError
 from voicecall_cli import output
 from voicecall_cli.context import CliContext, pass_ctx
-from voicecall_cli.errors import CliError, ExitStatus
+from voicecall_cli.errors import CliError, DaemonUnreachable, ExitStatus
 
 STOP_TIMEOUT_SECONDS = 15.0
 
@@ -94,29 +95,104 @@ def _alive(pid: int) -> bool:
 
 
 @daemon_group.command("stop", short_help="Stop the daemon.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"stopped": true|false}.')
 @pass_ctx
-def stop_cmd(ctx: CliContext) -> None:
+def stop_cmd(ctx: CliContext, as_json: bool) -> None:
     """Stop the daemon cleanly. Live calls stay in the store and are reconciled at next start.
 
     \b
     Examples:
       $ voicecall daemon stop
     """
-    click.echo("voicecall daemon stopped" if _stop(ctx) else "voicecall daemon was not running")
+    stopped = _stop(ctx)
+    if as_json:
+        output.emit_json({"stopped": stopped})
+    else:
+        click.echo("voicecall daemon stopped" if stopped else "voicecall daemon was not running")
+
+
+def _validate_config(ctx: CliContext, action: str) -> None:
+    """Refuse to go on with a config the daemon would refuse to start with."""
+    from daemon.config.loader import load_config
+    from daemon.errors import ConfigError
+
+    try:
+        load_config(ctx.paths)
+    except ConfigError as exc:
+        raise CliError("\n".join([f"not {action}: {exc.message}; the running daemon (if any) "
+                                  "was left alone:", *(f"  - {p}" for p in exc.problems
+                                                       if p != exc.message)])) from None
 
 
 @daemon_group.command("restart", short_help="Restart the daemon.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"pid": N}.')
 @pass_ctx
-def restart_cmd(ctx: CliContext) -> None:
-    """Stop the daemon if it runs, then start it again.
+def restart_cmd(ctx: CliContext, as_json: bool) -> None:
+    """Check the config, then stop the daemon if it runs and start it again.
+
+    A config the new daemon would refuse is reported (every problem) before anything is
+    stopped, so a broken edit never leaves you without a daemon. Keys that `daemon reload`
+    cannot change (serve.*, store, provider, ...) need this.
 
     \b
     Examples:
       $ voicecall daemon restart
     """
+    _validate_config(ctx, "restarted")
     _stop(ctx)
     pid = ctx.start_daemon()
-    click.echo(f"voicecall daemon restarted (pid {pid})")
+    if as_json:
+        output.emit_json({"pid": pid})
+    else:
+        click.echo(f"voicecall daemon restarted (pid {pid})")
+
+
+@daemon_group.command("reload", short_help="Re-read the config without dropping calls.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"reloaded", "changed", "needsRestart", "warnings"}.')
+@pass_ctx
+def reload_cmd(ctx: CliContext, as_json: bool) -> None:
+    """Make the running daemon re-read its config file; live calls continue.
+
+    The whole file is checked first: with any problem nothing changes, every problem is
+    listed, and the daemon keeps the config it had. Keys that need a restart (serve.*, store,
+    provider and the others listed in docs/config.md) are reported and keep their old values
+    until `voicecall daemon restart`. Sending SIGHUP to the daemon does the same.
+
+    \b
+    Examples:
+      $ voicecall config set inbound_policy open && voicecall daemon reload
+      $ voicecall daemon reload --json
+    """
+    try:
+        client = ctx.connect(timeout=30.0, autostart=False)
+    except DaemonUnreachable:
+        raise DaemonUnreachable(f"no daemon answers on {ctx.paths.socket}: nothing to reload "
+                                "(a daemon started later reads the config file anyway)") from None
+    with client:
+        try:
+            result = client.call("daemon.reload")
+        except RpcRemoteError as exc:
+            problems = (exc.data.get("details") or {}).get("problems") or [exc.message]
+            raise CliError("\n".join([
+                f"config not reloaded: {len(problems)} problem"
+                f"{'s' if len(problems) != 1 else ''} in {ctx.paths.config}; the daemon keeps "
+                "its current config:", *(f"  - {p}" for p in problems)])) from None
+        except (ConnectionError, TimeoutError) as exc:
+            raise CliError(f"{exc} during daemon.reload; check `voicecall daemon logs`") from None
+    if as_json:
+        output.emit_json(result)
+        return
+    for warning in result.get("warnings", []):
+        click.echo(f"Warning: {warning}", err=True)
+    if result["needsRestart"]:
+        click.echo("Warning: not applied until `voicecall daemon restart`: "
+                   + ", ".join(result["needsRestart"]), err=True)
+    if result["changed"]:
+        click.echo("config reloaded; applied: " + ", ".join(result["changed"]))
+    else:
+        click.echo("config reloaded; nothing to apply" + (" without a restart"
+                                                         if result["needsRestart"] else ""))
 
 
 @daemon_group.command("status", short_help="Show whether the daemon runs.")
@@ -164,29 +240,48 @@ def run_cmd(ctx: CliContext) -> None:
 @click.option("-n", "lines", type=click.IntRange(min=1), default=50, show_default=True,
               help="How many of the last lines to print.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+@click.option("--json", "as_json", is_flag=True,
+              help='One JSON object per line: {"time", "level", "logger", "message", "line"}.')
 @pass_ctx
-def logs_cmd(ctx: CliContext, lines: int, follow: bool) -> None:
+def logs_cmd(ctx: CliContext, lines: int, follow: bool, as_json: bool) -> None:
     """Print the last lines of the daemon log (when started in the background).
 
     \b
     Examples:
       $ voicecall daemon logs -n 100
       $ voicecall daemon logs --follow
+      $ voicecall daemon logs --json | jq 'select(.level == "ERROR")'
     """
     log = ctx.paths.log_file
     if not log.exists():
         raise CliError(f"no daemon log at {log}; the daemon has not been started in the "
                        "background (under systemd, use `journalctl --user -u voicecall`)")
+
+    def show(raw: bytes) -> None:
+        text = raw.decode(errors="replace").rstrip("\n")
+        click.echo(output.json_text(log_record(text)) if as_json else text)
+
     with open(log, "rb") as handle:
-        tail = handle.read().splitlines()[-lines:]
-        for line in tail:
-            click.echo(line.decode(errors="replace"))
+        for line in handle.read().splitlines()[-lines:]:
+            show(line)
         while follow:
             chunk = handle.readline()
             if chunk:
-                click.echo(chunk.decode(errors="replace").rstrip("\n"))
+                show(chunk)
             else:
                 time.sleep(0.2)
+
+
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ([A-Z]+) ([\w.]+): (.*)$")
+
+
+def log_record(line: str) -> dict[str, Any]:
+    """One daemon log line as JSON; a line of another shape (a traceback) keeps only `line`."""
+    match = _LOG_LINE.match(line)
+    if match is None:
+        return {"time": None, "level": None, "logger": None, "message": None, "line": line}
+    stamp, level, name, message = match.groups()
+    return {"time": stamp, "level": level, "logger": name, "message": message, "line": line}
 
 
 def register(cli: click.Group) -> None:

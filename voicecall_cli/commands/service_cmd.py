@@ -88,6 +88,7 @@ def service_unit(
         "Type=notify",
         "NotifyAccess=main",
         "ExecStart=" + " ".join(_quote(a) for a in argv),
+        "ExecReload=/bin/kill -HUP $MAINPID",  # `systemctl --user reload`: daemon reload
         "Restart=on-failure",
         "RestartSec=2",
         "WatchdogSec=30",
