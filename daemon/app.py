@@ -196,6 +196,7 @@ class Daemon:
             "tailSubscribers": self.engine.subscriber_count,
             "socket": str(self.paths.socket),
             "store": str(self.store.path),
+            "storeFault": fault.to_wire() if (fault := self.store.fault) else None,
         }
 
     async def reload(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ class RpcCode:
     CONFIG_ERROR = -32004
     TIMED_OUT = -32005
     LIMIT_REACHED = -32006
+    STORE_UNAVAILABLE = -32007
 
 
 class VoicecallError(Exception):
@@ -132,4 +133,9 @@ class SpeechError(VoicecallError):
 
 
 class StoreError(VoicecallError):
-    """The durable store could not be opened or written."""
+    """The durable store could not be opened or written (disk full, I/O error, locked).
+
+    Whatever raised it was not made durable, so it was not done: the caller may retry later.
+    """
+
+    rpc_code = RpcCode.STORE_UNAVAILABLE

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from daemon.errors import StoreError
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,6 +30,9 @@ class TaskSet:
                 await coro
             except asyncio.CancelledError:
                 raise
+            except StoreError as exc:
+                # The store logs its own faults, once a minute: not once per task.
+                logger.debug("%s background task %s: %s", self.owner, name, exc.message)
             except Exception:
                 logger.exception("%s background task %s failed", self.owner, name)
 

@@ -83,6 +83,8 @@ def run_checks(paths: Paths, *, offline: bool,
         checks += check_exposure(config)
         checks.append(check_stream(config))
     checks.append(daemon_check)
+    if daemon_status is not None:
+        checks.append(check_store(daemon_status))
     if config is not None:
         checks.append(check_port(config, daemon_status))
         from voicecall_cli.doctor_api import check_provider_api
@@ -391,6 +393,19 @@ def check_daemon(sock: Path, config: Config | None) -> tuple[Check, dict[str, An
         return Check("daemon", "WARN", f"{what}, but the config says provider {config.provider}",
                      "`voicecall daemon restart` to apply the config"), status
     return Check("daemon", "OK", what), status
+
+
+def check_store(status: dict[str, Any]) -> Check:
+    """Whether the running daemon's store accepts writes (SPEC section 6: faults of the store)."""
+    store = status.get("store") or "the store"
+    fault = status.get("storeFault")
+    if isinstance(fault, dict):
+        return Check("store", "FAIL",
+                     f"{store} refuses writes since {fault.get('since')}: {fault.get('error')}; "
+                     "webhooks get 503 (the provider retries) and call commands fail",
+                     f"free disk space (or fix the disk) where {store} lives; the daemon "
+                     "recovers by itself at the next write")
+    return Check("store", "OK", f"{store} accepts writes")
 
 
 def _try_bind(host: str, port: int) -> OSError | None:

@@ -1,7 +1,11 @@
 """The call engine: applies provider events, runs turns and timers, publishes events.
 
 Rules it keeps (SPEC section 6):
-- every event is written to the store before it is acted on or published;
+- every event is written to the store before it is acted on or published: a change is made on a
+  draft of the record, the draft is stored, and only then adopted by the live record, published
+  and acted on (:meth:`CallEngine._commit`). A write the store refuses (disk full) raises
+  StoreError and leaves memory as it was: no live call, slot, waiter or state that the store
+  does not also hold;
 - a call is never re-dialled automatically, also not after a restart;
 - one transcript waiter per call, and each listening turn has a fresh token: a transcript with a
   stale or foreign token is ignored.
@@ -21,6 +25,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon.engine.live import LiveCall, TranscriptWaiter
@@ -35,6 +40,7 @@ from daemon.errors import (
     InvalidParamsError,
     LimitReachedError,
     OperationTimeoutError,
+    StoreError,
     VoicecallError,
     WaitCancelledError,
 )
@@ -59,6 +65,8 @@ def speakable(text: str) -> str:
     return _UNSPEAKABLE.sub(" ", text).strip()
 MOCK_FROM_NUMBER = "+15550000000"
 RECONCILE_TIMEOUT_SECONDS = 5.0
+STORE_RETRY_SECONDS = 5.0
+"""How soon a timer whose end could not be stored (store fault) tries again."""
 _SPEAKING_STATES = frozenset({CallState.SPEAKING, CallState.LISTENING})
 
 Subscriber = Callable[[CallEvent], None]
@@ -97,6 +105,8 @@ class CallEngine:
         self._by_provider_id: dict[str, str] = {}
         self._offering: dict[str, asyncio.Future[None]] = {}
         """Provider ids of new inbound calls being admitted right now."""
+        self._reserved = 0
+        """Slots held by new calls whose first record is being written (not yet live)."""
         self._subscribers: set[Subscriber] = set()
         self._tasks = TaskSet("engine")
         self.timers = CallTimers(self._end_by_timer, self.spawn, lambda: self._live.values(),
@@ -109,6 +119,16 @@ class CallEngine:
         """Restore live calls from the store and reconcile them with the provider."""
         restored = [self._register(record)
                     for record in await self.store.list_calls(live=True, limit=100_000)]
+        orphans = [live for live in restored if live.record.provider_call_id is None
+                   and live.record.direction is Direction.OUTBOUND
+                   and live.record.state is CallState.INITIATED]
+        for live in orphans:
+            # Stored before the dial, but the provider's answer never was: we cannot know or
+            # reach the call, so it must not hold a slot (SPEC section 6). Never re-dialled.
+            logger.warning("call %s was being dialled when the daemon stopped; it has no provider "
+                           "call id and ends as failed", live.record.call_id)
+            await self._fail_dial(live, "the daemon stopped while dialling; not re-dialled")
+        restored = [live for live in restored if live not in orphans]
         # All at once: a provider whose status API hangs costs one timeout, not one per call.
         await asyncio.gather(*(self._reconcile(live) for live in restored))
         if self.config.stale_call_reaper_seconds > 0:
@@ -175,18 +195,41 @@ class CallEngine:
                 logger.exception("event subscriber failed; dropping it")
                 self._subscribers.discard(subscriber)
 
-    async def _record(
+    async def _commit(
         self,
         live: LiveCall,
-        event_type: EventType | None,
+        change: Callable[[CallRecord], None] | None,
+        event_type: EventType | None = None,
         data: dict[str, Any] | None = None,
         *,
         dedupe_key: str | None = None,
-    ) -> CallEvent | None:
-        event = await self.store.record(live.record, event_type, data, dedupe_key=dedupe_key)
+    ) -> bool:
+        """Apply `change` to a draft of the record, store it with the event, then adopt it.
+
+        Returns False when `dedupe_key` was already processed (nothing written or changed).
+        Raises StoreError when the store refuses the write: the live record is untouched.
+        """
+        draft = live.record.draft()
+        if change is not None:
+            change(draft)
+        event = await self.store.record(draft, event_type, data, dedupe_key=dedupe_key)
+        if event is None and event_type is not None:
+            return False
+        live.record.adopt(draft)
         if event is not None:
             self._publish(event)
-        return event
+        return True
+
+    def _forget(self, live: LiveCall) -> None:
+        """Drop a call from memory without storing anything (its store write failed)."""
+        live.cancel_timers()
+        live.settled.set()
+        if live.waiter is not None and not live.waiter.future.done():
+            live.waiter.future.set_exception(
+                StoreError("the call could not be stored; it was dropped"))
+        self._live.pop(live.record.call_id, None)
+        if live.record.provider_call_id:
+            self._by_provider_id.pop(live.record.provider_call_id, None)
 
     @property
     def subscriber_count(self) -> int:
@@ -268,11 +311,17 @@ class CallEngine:
             to_number=to_number,
             metadata={"turnCount": 0, "initialMessage": message},
         )
+        self._reserved += 1  # hold the slot across the write, released whatever happens
+        try:
+            event = await self.store.record(
+                record, EventType.INITIATED, {"direction": "outbound", "from": from_number,
+                                              "to": to_number, "mode": call_mode.value})
+        finally:
+            self._reserved -= 1
         live = self._register(record)
+        if event is not None:
+            self._publish(event)
         live.initial_message = message.strip()
-        await self._record(live, EventType.INITIATED,
-                           {"direction": "outbound", "from": from_number, "to": to_number,
-                            "mode": call_mode.value})
         request = DialRequest(
             call_id=record.call_id,
             to_number=to_number,
@@ -293,23 +342,44 @@ class CallEngine:
             raise
         async with live.lock:
             if record.provider_call_id is None:
-                record.provider_call_id = provider_call_id
+                try:
+                    await self._commit(live, lambda r: setattr(r, "provider_call_id",
+                                                               provider_call_id))
+                except StoreError:
+                    # The carrier dials a call we cannot keep a record of: hang it up rather
+                    # than run it blind. The store still says `initiated` with no provider id,
+                    # which the next start ends as failed.
+                    with contextlib.suppress(VoicecallError, OSError):
+                        await self.provider.hangup(replace(record,
+                                                           provider_call_id=provider_call_id))
+                    self._forget(live)
+                    raise
                 if not record.is_ended:
                     self._by_provider_id[provider_call_id] = record.call_id
-                await self._record(live, None)
         return record
 
     async def _fail_dial(self, live: LiveCall, reason: str) -> None:
         async with live.lock:
-            if not live.record.is_ended:
-                await self._record(live, EventType.ERROR, {"error": reason})
+            if live.record.is_ended:
+                return
+            try:
+                await self._commit(live, None, EventType.ERROR, {"error": reason})
                 await self._finish_locked(live, CallState.FAILED)
+            except StoreError:
+                # Stored `initiated` with no provider id: the next start ends it as failed.
+                # Meanwhile it must not hold a slot here.
+                self._forget(live)
+
+    @property
+    def _occupied(self) -> int:
+        """Slots in use: live calls plus new calls being stored right now."""
+        return len(self._live) + self._reserved
 
     def _check_capacity(self) -> None:
         limit = self.config.max_concurrent_calls
-        if len(self._live) >= limit:
+        if self._occupied >= limit:
             raise LimitReachedError(
-                f"max_concurrent_calls ({limit}) reached: {len(self._live)} calls are live; "
+                f"max_concurrent_calls ({limit}) reached: {self._occupied} calls are live; "
                 "end one with `voicecall end` or raise max_concurrent_calls",
                 limit=limit,
             )
@@ -343,8 +413,7 @@ class CallEngine:
             async with live.lock:
                 if not live.record.is_ended and can_transition(live.record.state,
                                                                CallState.LISTENING):
-                    live.record.state = CallState.LISTENING
-                    await self._record(live, None)
+                    await self._commit(live, lambda r: setattr(r, "state", CallState.LISTENING))
             try:
                 async with asyncio.timeout(timeout):
                     return await waiter.future
@@ -425,13 +494,15 @@ class CallEngine:
         text = speakable(text)
         if not text:
             raise InvalidParamsError("message is empty; say what to say")
+        def change(record: CallRecord) -> None:
+            if can_transition(record.state, CallState.SPEAKING):
+                record.state = CallState.SPEAKING
+            record.transcript.append(TranscriptEntry(utc_now(), "bot", text))
+
         async with live.lock:
             if live.record.is_ended:
                 raise CallError(f"call {live.record.call_id} has ended")
-            if can_transition(live.record.state, CallState.SPEAKING):
-                live.record.state = CallState.SPEAKING
-            live.record.transcript.append(TranscriptEntry(utc_now(), "bot", text))
-            await self._record(live, EventType.SPEAKING, {"text": text})
+            await self._commit(live, change, EventType.SPEAKING, {"text": text})
         await self.provider.speak(live.record, text, turn_token=turn_token)
 
     # ------------------------------------------------------------------ provider events
@@ -441,6 +512,8 @@ class CallEngine:
         for event in events:
             try:
                 await self._apply_one(event)
+            except StoreError:
+                raise  # not durable, so not done: the webhook answers 503 and is retried
             except VoicecallError as exc:
                 logger.warning("event %s for %s not applied: %s", event.type,
                                event.call_id or event.provider_call_id, exc.message)
@@ -480,22 +553,27 @@ class CallEngine:
         async with live.lock:
             if live.record.is_ended:
                 return
-            self._rekey(live, event.provider_call_id)
+            await self._rekey(live, event.provider_call_id)
             followup = await self._apply_locked(live, event)
         if followup is not None:
             await followup()
 
-    def _rekey(self, live: LiveCall, provider_call_id: str) -> None:
-        record = live.record
-        if provider_call_id and record.provider_call_id != provider_call_id:
-            if record.provider_call_id:
-                self._by_provider_id.pop(record.provider_call_id, None)
+    async def _rekey(self, live: LiveCall, provider_call_id: str) -> None:
+        old = live.record.provider_call_id
+        if not provider_call_id or old == provider_call_id:
+            return
+
+        def change(record: CallRecord) -> None:
+            if old:
                 # Kept (and persisted with the record): a provider may still need the old id,
                 # e.g. Plivo cancels a still-ringing call by its request_uuid.
-                previous = record.metadata.setdefault("previousProviderCallIds", [])
-                previous.append(record.provider_call_id)
+                record.metadata.setdefault("previousProviderCallIds", []).append(old)
             record.provider_call_id = provider_call_id
-            self._by_provider_id[provider_call_id] = record.call_id
+
+        await self._commit(live, change)
+        if old:
+            self._by_provider_id.pop(old, None)
+        self._by_provider_id[provider_call_id] = live.record.call_id
 
     async def _apply_locked(
         self, live: LiveCall, event: ProviderEvent
@@ -504,34 +582,33 @@ class CallEngine:
         kind = event.type
         if kind is EventType.RINGING:
             if record.state is CallState.INITIATED:
-                record.state = CallState.RINGING
-                await self._record(live, kind, dedupe_key=event.dedupe_key)
+                await self._commit(live, lambda r: setattr(r, "state", CallState.RINGING), kind,
+                                   dedupe_key=event.dedupe_key)
         elif kind is EventType.ANSWERED:
             if record.answered_at is None:
-                previous = record.state
-                record.state = CallState.ANSWERED
-                record.answered_at = utc_now()
-                stored = await self._record(live, kind, dedupe_key=event.dedupe_key)
-                if stored is None:  # a retried delivery: undo
-                    record.state, record.answered_at = previous, None
-                    return None
+                def answered(r: CallRecord) -> None:
+                    r.state = CallState.ANSWERED
+                    r.answered_at = utc_now()
+
+                if not await self._commit(live, answered, kind, dedupe_key=event.dedupe_key):
+                    return None  # a retried delivery
                 self.timers.arm_max_duration(live, float(self.config.max_duration_seconds))
                 return lambda: self._answered_then_settle(live)
         elif kind is EventType.ACTIVE:
             if can_transition(record.state, CallState.ACTIVE) and record.state not in (
                     _SPEAKING_STATES):
-                record.state = CallState.ACTIVE
-                await self._record(live, kind, dedupe_key=event.dedupe_key)
+                await self._commit(live, lambda r: setattr(r, "state", CallState.ACTIVE), kind,
+                                   dedupe_key=event.dedupe_key)
         elif kind is EventType.SPEECH:
             return await self._on_speech(live, event)
         elif kind is EventType.DTMF:
-            await self._record(live, kind, {"digits": event.digits or ""},
+            await self._commit(live, None, kind, {"digits": event.digits or ""},
                                dedupe_key=event.dedupe_key)
         elif kind is EventType.ENDED:
             await self._finish_locked(live, event.end_state or CallState.COMPLETED,
                                       dedupe_key=event.dedupe_key)
         elif kind is EventType.ERROR:
-            await self._record(live, kind, {"error": event.error or "unknown error"},
+            await self._commit(live, None, kind, {"error": event.error or "unknown error"},
                                dedupe_key=event.dedupe_key)
         return None
 
@@ -549,24 +626,24 @@ class CallEngine:
         if event.confidence is not None:
             data["confidence"] = event.confidence
         if not event.is_final:
-            await self._record(live, EventType.SPEECH, data, dedupe_key=event.dedupe_key)
+            await self._commit(live, None, EventType.SPEECH, data, dedupe_key=event.dedupe_key)
             return None
         waiter = live.waiter
         now = time.monotonic()
         if waiter is not None and not waiter.future.done():
             data["turnLatencyMs"] = round((now - waiter.started) * 1000, 1)
             data["listenWaitMs"] = round((now - waiter.listen_started) * 1000, 1)
-        saved_metadata = dict(record.metadata)
-        record.transcript.append(TranscriptEntry(utc_now(), "user", text))
-        if "turnLatencyMs" in data:
-            record.metadata["turnCount"] = int(record.metadata.get("turnCount", 0)) + 1
-            record.metadata["lastTurnLatencyMs"] = data["turnLatencyMs"]
-            record.metadata["lastTurnListenWaitMs"] = data["listenWaitMs"]
-        stored = await self._record(live, EventType.SPEECH, data, dedupe_key=event.dedupe_key)
-        if stored is None:  # a retried delivery: undo what it would have added
-            record.transcript.pop()
-            record.metadata = saved_metadata
-            return None
+
+        def heard(r: CallRecord) -> None:
+            r.transcript.append(TranscriptEntry(utc_now(), "user", text))
+            if "turnLatencyMs" in data:
+                r.metadata["turnCount"] = int(r.metadata.get("turnCount", 0)) + 1
+                r.metadata["lastTurnLatencyMs"] = data["turnLatencyMs"]
+                r.metadata["lastTurnListenWaitMs"] = data["listenWaitMs"]
+
+        if not await self._commit(live, heard, EventType.SPEECH, data,
+                                  dedupe_key=event.dedupe_key):
+            return None  # a retried delivery
         if waiter is not None and not waiter.future.done():
             waiter.future.set_result(text)
             return None
@@ -580,15 +657,15 @@ class CallEngine:
         record = live.record
         if record.is_ended:
             return
-        previous = record.state
-        record.state = state
-        record.ended_at = utc_now()
-        record.end_reason = state.value
-        stored = await self._record(live, EventType.ENDED, {"reason": state.value},
-                                    dedupe_key=dedupe_key)
-        if stored is None and dedupe_key is not None:
-            record.state, record.ended_at, record.end_reason = previous, None, None
-            return
+
+        def ended(r: CallRecord) -> None:
+            r.state = state
+            r.ended_at = utc_now()
+            r.end_reason = state.value
+
+        if not await self._commit(live, ended, EventType.ENDED, {"reason": state.value},
+                                  dedupe_key=dedupe_key):
+            return  # a retried delivery
         live.cancel_timers()
         live.settled.set()
         if live.waiter is not None and not live.waiter.future.done():
@@ -618,12 +695,14 @@ class CallEngine:
         if record.direction is Direction.INBOUND:
             await self._say(live, message or self.config.inbound_greeting, self._new_turn(live))
         elif record.mode is CallMode.NOTIFY:
+            def speaking(r: CallRecord) -> None:
+                r.state = CallState.SPEAKING
+                r.transcript.append(TranscriptEntry(utc_now(), "bot", message))
+
             async with live.lock:
                 if record.is_ended:
                     return
-                record.state = CallState.SPEAKING
-                record.transcript.append(TranscriptEntry(utc_now(), "bot", message))
-                await self._record(live, EventType.SPEAKING, {"text": message})
+                await self._commit(live, speaking, EventType.SPEAKING, {"text": message})
             await self.provider.play_and_hangup(
                 record, message, float(self.config.outbound.notify_hangup_delay_seconds))
         elif message:
@@ -642,20 +721,23 @@ class CallEngine:
             provider_call_id=event.provider_call_id,
             metadata={"turnCount": 0},
         )
-        if accepted and len(self._live) >= self.config.max_concurrent_calls:
+        if accepted and self._occupied >= self.config.max_concurrent_calls:
             accepted, reason = False, "max_concurrent_calls reached"
-        live = self._register(record)
         # An ANSWERED event keeps its dedupe key for its own application below.
         initiated_key = None if event.type is EventType.ANSWERED else event.dedupe_key
-        stored = await self._record(live, EventType.INITIATED,
-                                    {"direction": "inbound", "from": record.from_number,
-                                     "to": record.to_number, "accepted": accepted,
-                                     "reason": reason},
-                                    dedupe_key=initiated_key)
+        self._reserved += 1  # hold the slot across the write, released whatever happens
+        try:
+            stored = await self.store.record(
+                record, EventType.INITIATED,
+                {"direction": "inbound", "from": record.from_number, "to": record.to_number,
+                 "accepted": accepted, "reason": reason},
+                dedupe_key=initiated_key)
+        finally:
+            self._reserved -= 1
         if stored is None:  # an already-processed delivery: nothing to admit or answer
-            self._live.pop(record.call_id, None)
-            self._by_provider_id.pop(event.provider_call_id, None)
             return
+        live = self._register(record)
+        self._publish(stored)
         if not accepted:
             logger.info("inbound call %s rejected: %s", record.call_id, reason)
             async with live.lock:
@@ -695,7 +777,7 @@ class CallEngine:
         except VoicecallError as exc:
             logger.warning("auto-responder failed on call %s: %s", record.call_id, exc.message)
             async with live.lock:
-                await self._record(live, EventType.ERROR, {"error": exc.message})
+                await self._commit(live, None, EventType.ERROR, {"error": exc.message})
             if not spoken and not held:
                 held = [APOLOGY]
         reply = " ".join(held)
@@ -712,15 +794,19 @@ class CallEngine:
         if live is None or heard_text == text:
             return
 
+        def rewrite(record: CallRecord) -> None:
+            for index in range(len(record.transcript) - 1, -1, -1):
+                entry = record.transcript[index]
+                if entry.speaker == "bot" and entry.text == text:
+                    record.transcript[index] = replace(entry, text=heard_text.strip() or "…")
+                    record.metadata["interruptedUtterances"] = int(
+                        record.metadata.get("interruptedUtterances", 0)) + 1
+                    return
+
         async def _rewrite() -> None:
             async with live.lock:
-                for entry in reversed(live.record.transcript):
-                    if entry.speaker == "bot" and entry.text == text:
-                        entry.text = heard_text.strip() or "…"
-                        live.record.metadata["interruptedUtterances"] = int(
-                            live.record.metadata.get("interruptedUtterances", 0)) + 1
-                        await self._record(live, None)
-                        return
+                if any(e.speaker == "bot" and e.text == text for e in live.record.transcript):
+                    await self._commit(live, rewrite)
 
         self.spawn(_rewrite(), f"heard-{call_id}")
 
@@ -734,4 +820,10 @@ class CallEngine:
             await self.provider.hangup(live.record)
         except VoicecallError as exc:
             logger.warning("call %s: hang-up failed: %s", live.record.call_id, exc.message)
-        await self._finish(live, state)
+        try:
+            await self._finish(live, state)
+        except StoreError:
+            # The end is not durable, so the call is still live here: try again soon (the
+            # store logs its fault; the reaper would otherwise skip a call it marked).
+            live.reaping = False
+            self.timers.retry_end(live, state, STORE_RETRY_SECONDS)

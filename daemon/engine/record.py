@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from copy import deepcopy
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,9 +21,9 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class TranscriptEntry:
-    """One line of what was said."""
+    """One line of what was said (never changed in place: a changed line is a new entry)."""
 
     timestamp: str
     speaker: str  # "bot" | "user"
@@ -61,6 +62,23 @@ class CallRecord:
     def is_connected(self) -> bool:
         """True while the call is answered and not over."""
         return self.state in CONNECTED_STATES
+
+    def draft(self) -> CallRecord:
+        """A copy to change, store, and only then :meth:`adopt` (SPEC section 6: what could not
+        be stored leaves no trace in memory).
+
+        The transcript list is copied but its entries are shared: an entry is never changed in
+        place, only replaced.
+        """
+        copy = replace(self, transcript=list(self.transcript),
+                       metadata=deepcopy(self.metadata))
+        return copy
+
+    def adopt(self, stored: CallRecord) -> None:
+        """Take every field of `stored` (a draft that is now durable), keeping this object's
+        identity so every holder of the live record sees the change."""
+        for name in self.__slots__:
+            setattr(self, name, getattr(stored, name))
 
     def to_wire(self) -> dict[str, Any]:
         """The camelCase JSON shape of SPEC section 5."""

@@ -48,6 +48,12 @@ class CallTimers:
         """A restored notify call: its hang-up lived in the old process; do it after `delay`."""
         live.resume_timer = self._later(live, delay, CallState.HANGUP_BOT, "notify-resume")
 
+    def retry_end(self, live: LiveCall, state: CallState, seconds: float) -> None:
+        """An end could not be stored (store fault): ask for it again after `seconds`."""
+        if live.resume_timer is not None:
+            live.resume_timer.cancel()
+        live.resume_timer = self._later(live, seconds, state, "end-retry")
+
     def start_reaper(self, threshold: float) -> None:
         """End calls never answered within `threshold` seconds, checking every
         min(30 s, threshold / 2)."""

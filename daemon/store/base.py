@@ -12,10 +12,19 @@ from typing import Any, Protocol
 from daemon.engine.record import CallRecord
 from daemon.events import CallEvent, EventType
 from daemon.providers.base import WebhookReply
+from daemon.store.health import StoreFault
 
 
 class Store(Protocol):
-    """Durable calls, events, processed provider-event ids and the webhook replay cache."""
+    """Durable calls, events, processed provider-event ids and the webhook replay cache.
+
+    Every method raises :class:`daemon.errors.StoreError` when the store cannot do it (disk
+    full, I/O error, locked); a failed `record()` changed nothing.
+    """
+
+    @property
+    def fault(self) -> StoreFault | None:
+        """Why writes fail right now, or None when the last write succeeded."""
 
     async def open(self) -> None:
         """Create or migrate the schema."""

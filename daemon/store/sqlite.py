@@ -22,6 +22,7 @@ from daemon.engine.record import CallRecord, utc_now
 from daemon.errors import StoreError
 from daemon.events import CallEvent, EventType
 from daemon.providers.base import WebhookReply
+from daemon.store.health import StoreFault, StoreHealth
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +76,32 @@ class SqliteStore:
         self._writes = 0
         self._replay: dict[str, tuple[float, WebhookReply]] = {}
         self._replay_complete = True
+        self.health = StoreHealth(str(self.path))
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    @property
+    def fault(self) -> StoreFault | None:
+        """Why writes fail right now (disk full, I/O error, locked), or None."""
+        return self.health.fault
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        """Run `fn` on the store thread; any SQLite or OS failure becomes a StoreError.
+
+        A failed operation starts (or continues) the store's fault; a successful write ends it.
+        """
         db = self._db
         if db is None:
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, db)
+        try:
+            value = await loop.run_in_executor(self._executor, fn, db)
+        except (sqlite3.Error, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self.health.failed(error)
+            raise StoreError(f"the store {self.path} is unavailable ({exc}); nothing was "
+                             "changed: retry once it works again", error=error) from exc
+        if write:
+            self.health.succeeded()
+        return value
 
     async def open(self) -> None:
         """Open the database, switch to WAL and create the schema."""
@@ -176,13 +196,10 @@ class SqliteStore:
                 raise
             return event
 
-        try:
-            event = await self._run(_write)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot write call {call.call_id} to {self.path}: {exc}") from exc
+        event = await self._run(_write, write=True)
         self._writes += 1
         if self._writes % 1000 == 0:
-            await self._run(self._prune)
+            await self._run(self._prune, write=True)
             self._prune_memory()
         return event
 
@@ -299,7 +316,12 @@ class SqliteStore:
         return WebhookReply(int(row[0]), str(row[1]), bytes(row[2]))
 
     async def replay_remember(self, key: str, reply: WebhookReply, ttl_seconds: float) -> None:
-        """Remember the reply of a verified delivery under its identity (memory and disk)."""
+        """Remember the reply of a verified delivery under its identity (memory and disk).
+
+        Called only once the delivery's effects are stored: if this write then fails, the
+        identity is still known to this process (memory), and the events' processed ids keep a
+        retry after a restart from applying them twice.
+        """
         expires = self._clock() + ttl_seconds
         self._remember_in_memory(key, expires, reply)
         await self._run(
@@ -307,7 +329,8 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO replay (key, expires_at, status, content_type, body) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (key, expires, reply.status, reply.content_type, reply.body),
-            )
+            ),
+            write=True,
         )
 
     def _prune_memory(self) -> None:

@@ -11,7 +11,8 @@ server to read a body it will not verify, nor to verify a body larger than 64 Ki
 5. replay of a verified delivery within 10 minutes: 200 with `provider.replay_reply(...)` and
    no side effects;
 6. `provider.handle_webhook`, whose reply is remembered under the replay key once it succeeded.
-   Any uncaught error is 500 "Internal Server Error" and nothing is remembered.
+   A store fault (its effects could not be made durable) is 503, so the provider retries;
+   any other uncaught error is 500 "Internal Server Error"; either way nothing is remembered.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from daemon.errors import WebhookSignatureError
+from daemon.errors import StoreError, WebhookSignatureError
 from daemon.providers.base import Provider, WebhookReply, WebhookRequest
 from daemon.webhooks.limits import InFlightLimiter, WebhookLimits
 from daemon.webhooks.security import replay_aliases, skip_replay_key
@@ -281,11 +282,18 @@ class WebhookServer:
                 outcome = seen
                 logger.info("replayed %s webhook delivery ignored", self.provider.name)
                 return _to_response(self.provider.replay_reply(_first_reply(seen)))
-            reply = await self.provider.handle_webhook(webhook)
+            try:
+                reply = await self.provider.handle_webhook(webhook)
+            except StoreError:
+                # Not durable, so not done (SPEC section 6): the provider retries, and the
+                # retry is handled afresh. The store logs the fault once a minute.
+                return _plain(503, "Service Unavailable")
             outcome = reply
             try:
                 for key in keys:
                     await self.replay.replay_remember(key, reply, self.limits.replay_ttl_seconds)
+            except StoreError:
+                pass  # the events are stored; this process still knows the keys (memory)
             except Exception:
                 # The events are applied: answering an error would only make the provider retry
                 # a delivery we could then no longer recognise.

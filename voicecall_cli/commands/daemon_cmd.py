@@ -221,6 +221,10 @@ def status_cmd(ctx: CliContext, as_json: bool) -> None:
                f"public    {status.get('publicUrl') or '-'}\n"
                f"calls     {status['activeCalls']} active\n"
                f"socket    {status['socket']}")
+    fault = status.get("storeFault")
+    if fault:
+        click.echo(f"store     FAULT since {fault['since']}: {fault['error']} (webhooks get 503 "
+                   "and commands fail until it is fixed: free disk space, check the disk)")
 
 
 @daemon_group.command("run", short_help="Run the daemon in the foreground.")
