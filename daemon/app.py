@@ -1,7 +1,10 @@
 """The composition root: builds every part of the daemon and owns start/stop order.
 
-Start: store -> provider -> engine restore -> webhook server -> exposure -> RPC socket (last, so
-a client that can connect finds everything up). Stop mirrors it: RPC first, store last.
+Start: store (locked and opened before anything else, so a store another process holds fails
+start before any socket exists) -> RPC socket claimed -> webhook server -> exposure -> provider ->
+engine restore -> RPC served (last, so a client that can connect finds everything up). Stop
+mirrors it: RPC first, store last; a daemon is stopped once its socket is gone and its store lock
+is free (what `voicecall daemon stop` waits for).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from daemon.engine.calls import CallEngine
 from daemon.errors import ConfigError
 from daemon.exposure import Exposure, ExposureManager
 from daemon.media.hub import MediaHub
-from daemon.paths import Paths
+from daemon.paths import STORE_LOCK_NAME, Paths
 from daemon.providers.base import ProviderContext
 from daemon.providers.registry import create_provider
 from daemon.rpc.methods import build_methods
@@ -74,9 +77,9 @@ class Daemon:
             raise
 
     async def _start(self, rpc_socket: socket.socket | None) -> None:
-        self.rpc.bind(rpc_socket)
         self._lock_store()
         await self.store.open()
+        self.rpc.bind(rpc_socket)
         self.http = open_vendor_session(self.config.max_concurrent_calls,
                                         self.config.streaming.max_connections)
         self.engine.responder = create_responder(self.config, self.http)
@@ -120,14 +123,16 @@ class Daemon:
         """One daemon per store: two would both reconcile and time out the same calls."""
         folder = self.config.store
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle = open(folder / "daemon.lock", "a+")  # noqa: SIM115 - held for the daemon's life
+        handle = open(folder / STORE_LOCK_NAME, "a+")  # noqa: SIM115 - held for the daemon's life
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
             handle.close()
             raise SocketInUseError(
-                f"another voicecall daemon is already running on the store {folder}; stop it "
-                "with `voicecall daemon stop` or point `store` elsewhere"
+                f"another voicecall daemon (pid {holder}) is already running on the store "
+                f"{folder}; stop it with `voicecall daemon stop` or point `store` elsewhere"
             ) from None
         handle.seek(0)
         handle.truncate()

@@ -10,6 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+STORE_LOCK_NAME = "daemon.lock"
+"""The file in the store folder a running daemon holds an exclusive flock on (with its pid).
+
+Free lock + no socket = the daemon is stopped (also when it is a zombie its parent has not
+reaped yet, which `kill(pid, 0)` still counts as alive)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Paths:

@@ -104,32 +104,42 @@ class SqliteStore:
         return value
 
     async def open(self) -> None:
-        """Open the database, switch to WAL and create the schema."""
+        """Open the database, switch to WAL, create the schema and load the replay index."""
+        now = self._clock()
+        Row = tuple[str, float, int, str, bytes]
 
-        def _open() -> sqlite3.Connection:
+        def _open() -> tuple[sqlite3.Connection, list[Row]]:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(SCHEMA)
-            db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-            self.path.chmod(0o600)
-            return db
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA busy_timeout=5000")
+                db.executescript(SCHEMA)
+                db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+                self.path.chmod(0o600)
+                rows: list[Row] = db.execute(
+                    "SELECT key, expires_at, status, content_type, body FROM replay "
+                    "WHERE expires_at >= ? ORDER BY expires_at", (now,)).fetchall()
+            except BaseException:
+                db.close()
+                raise
+            return db, rows
 
         loop = asyncio.get_running_loop()
         try:
-            self._db = await loop.run_in_executor(self._executor, _open)
+            self._db, rows = await loop.run_in_executor(self._executor, _open)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
-        now = self._clock()
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT key, expires_at, status, content_type, body FROM replay "
-                "WHERE expires_at >= ? ORDER BY expires_at", (now,)).fetchall())
+            if "locked" in str(exc):
+                raise StoreError(
+                    f"cannot open the store {self.path}: another process holds it locked ({exc}); "
+                    "close that process (another voicecall daemon? a sqlite3 shell?) or point "
+                    "`store` elsewhere") from exc
+            raise StoreError(f"cannot open the store {self.path}: {exc}; check the folder's "
+                             "permissions and free space, or point `store` elsewhere") from exc
         for key, expires, status, content_type, body in rows:
             self._remember_in_memory(key, float(expires),
                                      WebhookReply(int(status), str(content_type), bytes(body)))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
+from daemon.paths import STORE_LOCK_NAME
 from daemon.rpc.client import DaemonUnreachableError, RpcClient
 from daemon.rpc.protocol import RpcRemoteError
 from voicecall_cli import output
@@ -76,12 +79,33 @@ def _stop(ctx: CliContext) -> bool:
         pass
     deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
     pid = int(status["pid"])
+    store = status.get("store")
+    lock = Path(store).parent / STORE_LOCK_NAME if store else None
     while time.monotonic() < deadline:
-        if not _alive(pid) and not ctx.paths.socket.exists():
+        # Stopped = its socket is gone and its store lock is free. Not `kill(pid, 0)`: a daemon
+        # that exited but that its parent has not reaped yet (a zombie) still counts as alive.
+        if not ctx.paths.socket.exists() and (_lock_free(lock) if lock else not _alive(pid)):
             return True
         time.sleep(0.02)
     raise CliError(f"the daemon (pid {pid}) did not stop within {STOP_TIMEOUT_SECONDS:.0f}s; "
                    f"kill it with `kill {pid}`")
+
+
+def _lock_free(lock: Path) -> bool:
+    """True when no process holds the store lock (the daemon released it, or is gone)."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing also drops our probe's lock
+    return True
 
 
 def _alive(pid: int) -> bool:
