@@ -149,7 +149,7 @@ class Daemon:
         """Make verification, provider callbacks and stream URLs follow the exposure."""
         exposure = self.exposures.current
         if self.webhooks is not None:
-            self.webhooks.policy = url_policy(self.config, exposure.webhook_url)
+            self.webhooks.policy = url_policy(self.config, exposure.webhook_url, exposure.mode)
         self.context.webhook_url = exposure.webhook_url
         self.context.stream_url = exposure.stream_url
 

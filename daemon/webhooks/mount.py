@@ -16,9 +16,16 @@ if TYPE_CHECKING:
 WEBHOOK_SERVER = web.AppKey("webhook_server", WebhookServer)
 
 
-def url_policy(config: Config, public_url: str | None) -> UrlPolicy:
-    """The URL-verification policy for an effective public URL."""
+TUNNEL_MODES = frozenset({"ngrok", "serve", "funnel"})
+"""Exposure modes whose agent connects from loopback and forwards the client's address."""
+
+
+def url_policy(config: Config, public_url: str | None, mode: str | None = None) -> UrlPolicy:
+    """The URL-verification policy for an effective public URL (and exposure `mode`)."""
     security = config.webhook_security
+    tunnel_agent = (
+        mode in TUNNEL_MODES or config.tunnel.provider == "ngrok" or config.tailscale.mode != "off"
+    )
     return UrlPolicy(
         public_url=public_url,
         allowed_hosts=tuple(security.allowed_hosts),
@@ -27,6 +34,7 @@ def url_policy(config: Config, public_url: str | None) -> UrlPolicy:
         tunnel_provider=config.tunnel.provider,
         allow_ngrok_free_tier_loopback_bypass=config.tunnel.allow_ngrok_free_tier_loopback_bypass,
         bind=config.serve.bind,
+        tunnel_agent=tunnel_agent,
     )
 
 

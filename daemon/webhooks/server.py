@@ -28,7 +28,8 @@ from aiohttp import web
 
 from daemon.errors import StoreError, WebhookSignatureError
 from daemon.providers.base import Provider, WebhookReply, WebhookRequest
-from daemon.webhooks.limits import InFlightLimiter, WebhookLimits
+from daemon.webhooks.limits import AddressLimiter, WebhookLimits
+from daemon.webhooks.rejections import RejectionLog
 from daemon.webhooks.security import replay_aliases, skip_replay_key
 from daemon.webhooks.urls import UrlPolicy, client_ip, verification_url
 
@@ -132,6 +133,33 @@ def _first_reply(seen: WebhookReply) -> WebhookReply | None:
     return None if seen.status == REPLAY_SEEN.status else seen
 
 
+class _Slot:
+    """One request's hold on its address's budget, given back exactly once."""
+
+    __slots__ = ("_limiter", "bucket", "held")
+
+    def __init__(self, limiter: AddressLimiter, bucket: str) -> None:
+        self._limiter = limiter
+        self.bucket = bucket
+        self.held = True
+
+    def release(self, *, failed: bool) -> None:
+        """Give the slot back; `failed` makes it keep counting for the penalty window."""
+        if self.held:
+            self.held = False
+            self._limiter.release(self.bucket, failed=failed)
+
+
+def _signature_reason(exc: WebhookSignatureError) -> str:
+    """The summary-log reason of a failed verification: its message, the URL without query.
+
+    Messages name the URL that was verified (the usual cause is a URL mismatch); its query may
+    differ on every request, which would defeat one summary line per reason.
+    """
+    message, sep, url = exc.message.partition(" for URL ")
+    return message + sep + url.split("?", 1)[0]
+
+
 class WebhookServer:
     """One provider's webhook endpoint. `policy` may be replaced when a tunnel learns its URL."""
 
@@ -152,7 +180,11 @@ class WebhookServer:
         self.policy = policy
         self.skip_signature = skip_signature
         self.limits = limits or WebhookLimits()
-        self._in_flight = InFlightLimiter(self.limits.max_in_flight_per_address)
+        self._limiter = AddressLimiter(
+            self.limits.max_in_flight_per_address,
+            penalty_seconds=self.limits.failure_penalty_seconds,
+        )
+        self.rejections = RejectionLog(logger)
         self._pending: dict[str, asyncio.Future[WebhookReply | None]] = {}
         if skip_signature:
             logger.warning(
@@ -167,19 +199,19 @@ class WebhookServer:
             app.router.add_route("*", self.path + "/", self.handle)
 
     def _reject(
-        self, request: web.Request, status: int, reason: str, *, close: bool = False
+        self,
+        request: web.Request,
+        status: int,
+        reason: str,
+        *,
+        close: bool = False,
+        address: str | None = None,
     ) -> web.Response:
-        """Log a refusal (never with secrets or signatures) and answer it.
+        """Count a refusal for the summary log (never with secrets or signatures); answer it.
 
         `close` drops the connection after the answer when the body was left unread.
         """
-        logger.warning(
-            "webhook rejected with %d: %s (peer %s, path %s)",
-            status,
-            reason,
-            request.remote,
-            request.path,
-        )
+        self.rejections.record("webhook", status, reason, address or request.remote)
         return _plain(status, _STATUS_TEXT[status], close=close)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -200,13 +232,17 @@ class WebhookServer:
         if not self.skip_signature and not self.provider.has_signature_headers(request.headers):
             return self._reject(request, 401, "missing signature headers", close=True)
         policy = self.policy
-        bucket = self._in_flight.acquire(client_ip(request.remote, request.headers, policy))
+        address = client_ip(request.remote, request.headers, policy)
+        bucket = self._limiter.acquire(address)
         if bucket is None:
-            return self._reject(request, 429, "too many requests in flight", close=True)
+            return self._reject(
+                request, 429, "too many unverified requests", close=True, address=address
+            )
+        slot = _Slot(self._limiter, bucket)
         try:
-            return await self._verified(request, policy)
+            return await self._verified(request, policy, slot)
         finally:
-            self._in_flight.release(bucket)
+            slot.release(failed=True)
 
     async def _read_body(self, request: web.Request) -> bytes | int:
         """The body, or the status refusing it (413 over the cap, 408 too slow)."""
@@ -224,14 +260,22 @@ class WebhookServer:
             return 408
         return bytes(body)
 
-    async def _verified(self, request: web.Request, policy: UrlPolicy) -> web.StreamResponse:
+    async def _verified(
+        self, request: web.Request, policy: UrlPolicy, slot: _Slot
+    ) -> web.StreamResponse:
+        """Read, verify (then free the address's slot: verified requests never count), handle.
+
+        Every early return is a failure, which `_handle` counts against the address.
+        """
+        address = slot.bucket
         body = await self._read_body(request)
         if isinstance(body, int):
-            return self._reject(request, body, "body too large or too slow", close=True)
+            reason = "body too large" if body == 413 else "body too slow"
+            return self._reject(request, body, reason, close=True, address=address)
         target = request.raw_path
         url = verification_url(policy, target=target, peer=request.remote, headers=request.headers)
         if url is None and not self.skip_signature:
-            return self._reject(request, 401, "no acceptable host for the URL")
+            return self._reject(request, 401, "no acceptable host for the URL", address=address)
         webhook = WebhookRequest(
             method=request.method,
             path=request.path,
@@ -247,9 +291,10 @@ class WebhookServer:
             try:
                 key = self.provider.verify(webhook)
             except WebhookSignatureError as exc:
-                return self._reject(request, 401, exc.message)
+                return self._reject(request, 401, _signature_reason(exc), address=address)
             if not key:
-                return self._reject(request, 401, "verifier gave no replay key")
+                return self._reject(request, 401, "verifier gave no replay key", address=address)
+        slot.release(failed=False)
         aliases = replay_aliases(self.provider.name, webhook.verify_url, request.headers)
         return await self._once((key, *aliases), webhook)
 
@@ -267,7 +312,10 @@ class WebhookServer:
             first = await asyncio.shield(pending)
             if first is None:
                 return _plain(500, "Internal Server Error")
-            logger.info("duplicate %s webhook delivery answered as a replay", self.provider.name)
+            self.rejections.record(
+                "webhook", 200, f"duplicate {self.provider.name} delivery answered as a replay",
+                webhook.remote,
+            )
             return _to_response(self.provider.replay_reply(_first_reply(first)))
         future: asyncio.Future[WebhookReply | None] = asyncio.get_running_loop().create_future()
         for key in keys:
@@ -280,7 +328,10 @@ class WebhookServer:
                     break
             if seen is not None:
                 outcome = seen
-                logger.info("replayed %s webhook delivery ignored", self.provider.name)
+                self.rejections.record(
+                    "webhook", 200, f"replayed {self.provider.name} webhook delivery ignored",
+                    webhook.remote,
+                )
                 return _to_response(self.provider.replay_reply(_first_reply(seen)))
             try:
                 reply = await self.provider.handle_webhook(webhook)

@@ -105,6 +105,9 @@ class UrlPolicy:
     tunnel_provider: str = "none"
     allow_ngrok_free_tier_loopback_bypass: bool = False
     bind: str = "127.0.0.1"
+    tunnel_agent: bool = False
+    """An ngrok tunnel or Tailscale serve/funnel forwards to us: its agent connects from
+    loopback and appends the real client to `X-Forwarded-For` (see `client_ip`)."""
     _origin: str | None = field(init=False, repr=False, compare=False, default=None)
     _allowed: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
     _proxies: tuple[IpNetwork, ...] = field(init=False, repr=False, compare=False, default=())
@@ -216,12 +219,19 @@ def client_ip(peer: str | None, headers: Mapping[str, str], policy: UrlPolicy) -
     `X-Forwarded-For` (else `X-Real-IP`) counts only when `trust_forwarding_headers` is on and
     the peer is a trusted proxy: the list is walked right to left, skipping trusted proxies, and
     the first other address is the client (the leftmost if all are trusted). `allowed_hosts`
-    alone never trusts forwarded addresses. Otherwise the socket address, with IPv4-mapped IPv6
-    folded to IPv4.
+    alone never trusts forwarded addresses. Under an ngrok tunnel or Tailscale serve/funnel
+    (`tunnel_agent`) a loopback peer is the agent, so the client is the last `X-Forwarded-For`
+    entry, the one the agent appended (entries left of it are the client's own claims): an
+    attacker behind the tunnel never shares the provider's bucket. Otherwise the socket
+    address, with IPv4-mapped IPv6 folded to IPv4.
     """
     address = parse_ip(peer)
     own = str(address) if address is not None else peer
     if not (policy.trust_forwarding_headers and policy.is_trusted_proxy(peer)):
+        if policy.tunnel_agent and _is_loopback(address):
+            forwarded = (headers.get("X-Forwarded-For") or "").rsplit(",", 1)[-1]
+            client = parse_ip(forwarded)
+            return str(client) if client is not None else own
         return own
     hops = [h.strip() for h in (headers.get("X-Forwarded-For") or "").split(",") if h.strip()]
     if not hops:

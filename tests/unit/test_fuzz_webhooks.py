@@ -84,7 +84,9 @@ class ThreadedServer:
         app = web.Application(client_max_size=CAP)
         add_webhook_routes(app, path=PATH, provider=self.provider, replay=MemoryReplayCache(),
                            policy=UrlPolicy(public_url=PUBLIC), skip_signature=False,
-                           limits=WebhookLimits(body_timeout_seconds=1.0))
+                           # failures would count for 10 s and turn later cases into 429
+                           limits=WebhookLimits(body_timeout_seconds=1.0,
+                                                    failure_penalty_seconds=0.0))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

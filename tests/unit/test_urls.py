@@ -227,6 +227,7 @@ def test_bad_policy_values_raise() -> None:
         UrlPolicy(trusted_proxy_ips=("not-an-ip",))
 
 
+TUNNEL = UrlPolicy(tunnel_agent=True)
 TRUSTING = UrlPolicy(trust_forwarding_headers=True, trusted_proxy_ips=("10.0.0.1", "10.0.0.2"))
 
 
@@ -254,6 +255,16 @@ TRUSTING = UrlPolicy(trust_forwarding_headers=True, trusted_proxy_ips=("10.0.0.1
         # Garbage in the chain stops the walk at the peer.
         (TRUSTING, "10.0.0.1", {"X-Forwarded-For": "1.1.1.1, garbage"}, "10.0.0.1"),
         (UrlPolicy(), None, {}, None),
+        # Behind ngrok / Tailscale the loopback agent appends the client: the last entry wins,
+        # the client's own claims to its left are ignored.
+        (TUNNEL, "127.0.0.1", {"X-Forwarded-For": "6.6.6.6, 5.5.5.5"}, "5.5.5.5"),
+        (TUNNEL, "::1", {"X-Forwarded-For": "5.5.5.5"}, "5.5.5.5"),
+        (TUNNEL, "127.0.0.1", {}, "127.0.0.1"),
+        (TUNNEL, "127.0.0.1", {"X-Forwarded-For": "garbage"}, "127.0.0.1"),
+        # ... but only from loopback: a remote peer cannot claim an address.
+        (TUNNEL, "9.9.9.9", {"X-Forwarded-For": "5.5.5.5"}, "9.9.9.9"),
+        # No tunnel: a loopback peer is just itself.
+        (UrlPolicy(), "127.0.0.1", {"X-Forwarded-For": "5.5.5.5"}, "127.0.0.1"),
     ],
 )
 def test_client_ip(policy, peer, headers, expected) -> None:

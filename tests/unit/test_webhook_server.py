@@ -160,26 +160,63 @@ async def test_missing_signature_is_401_before_the_body_is_read(aiohttp_client) 
     assert provider.entered == 0
 
 
-async def test_too_many_in_flight_is_429(aiohttp_client) -> None:
-    """Eight requests from one address may be in flight; the ninth gets 429."""
+async def slow_request(client, headers: dict[str, str]) -> asyncio.StreamWriter:
+    """Open a request whose body never finishes: it stays unverified, in flight."""
+    _reader, writer = await asyncio.open_connection(client.host, client.port)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: 100\r\n\r\nA".encode()
+    )
+    await writer.drain()
+    return writer
+
+
+async def test_too_many_unverified_in_flight_is_429(aiohttp_client) -> None:
+    """Eight unverified requests from one address may be in flight; the ninth gets 429."""
     client, provider = await start(aiohttp_client)
-    provider.gate = asyncio.Event()
-    held = []
-    for i in range(8):
-        body, headers = form(CallSid=f"CA{i}")
-        held.append(asyncio.create_task(client.post(PATH, data=body, headers=headers)))
-    for _ in range(200):
-        if provider.entered == 8:
+    server = client.app[WEBHOOK_SERVER_KEY]
+    writers = [await slow_request(client, {"X-Twilio-Signature": "bogus"}) for _ in range(8)]
+    for _ in range(500):
+        if server._limiter.in_use("127.0.0.1") == 8:
             break
         await asyncio.sleep(0.01)
-    assert provider.entered == 8
     body, headers = form(CallSid="CA-ninth")
     ninth = await client.post(PATH, data=body, headers=headers)
     assert ninth.status == 429
+    assert provider.entered == 0
+    for writer in writers:
+        writer.close()
+
+
+async def test_verified_requests_never_count(aiohttp_client) -> None:
+    """Eight verified requests still being handled leave the address's budget untouched."""
+    client, provider = await start(aiohttp_client)
+    provider.gate = asyncio.Event()
+    held = []
+    for i in range(12):
+        body, headers = form(CallSid=f"CA{i}")
+        held.append(asyncio.create_task(client.post(PATH, data=body, headers=headers)))
+    for _ in range(500):
+        if provider.entered == 12:
+            break
+        await asyncio.sleep(0.01)
+    assert provider.entered == 12
     provider.gate.set()
-    assert [r.status for r in await asyncio.gather(*held)] == [200] * 8
-    after = await client.post(PATH, data=body, headers=headers)
-    assert after.status == 200
+    assert [r.status for r in await asyncio.gather(*held)] == [200] * 12
+
+
+async def test_failed_verifications_count_for_the_penalty_window(aiohttp_client) -> None:
+    """Eight bad signatures from one address make its next request 429 until they expire."""
+    limits = WebhookLimits(failure_penalty_seconds=0.5)
+    client, provider = await start(aiohttp_client, limits=limits)
+    body, headers = form(CallSid="CA1")
+    bad = {**headers, "X-Twilio-Signature": "forged"}
+    for _ in range(8):
+        assert (await client.post(PATH, data=body, headers=bad)).status == 401
+    assert (await client.post(PATH, data=body, headers=headers)).status == 429
+    await asyncio.sleep(0.6)
+    assert (await client.post(PATH, data=body, headers=headers)).status == 200
+    assert len(provider.handled) == 1
 
 
 async def test_body_over_64k_is_413(aiohttp_client) -> None:
