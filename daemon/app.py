@@ -27,6 +27,7 @@ from daemon.media.hub import MediaHub
 from daemon.paths import STORE_LOCK_NAME, Paths
 from daemon.providers.base import ProviderContext
 from daemon.providers.registry import create_provider
+from daemon.realtime.service import RealtimeService
 from daemon.rpc.methods import build_methods
 from daemon.rpc.server import RpcServer, SocketInUseError
 from daemon.speech.responder import create_responder
@@ -91,6 +92,9 @@ class Daemon:
             hub.on_utterance = lambda call_id, result: self.engine.note_heard(
                 call_id, result.text, result.heard_text)
             self.engine.streams_speech = lambda call_id: hub.session(call_id) is not None
+        realtime = self.extras.get("realtime")
+        if isinstance(realtime, RealtimeService):
+            self.engine.answers_itself = realtime.is_active
         self.provider.bind(self.engine.apply, self.context)
         await self.provider.start()
         await self.engine.start()

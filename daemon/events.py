@@ -26,6 +26,7 @@ class EventType(StrEnum):
     DTMF = "call.dtmf"
     ENDED = "call.ended"
     ERROR = "call.error"
+    TOOL = "call.tool"
 
 
 class Direction(StrEnum):

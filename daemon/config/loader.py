@@ -352,6 +352,12 @@ def _warnings(config: Config, warnings: list[str]) -> None:
     if config.streaming.enabled and not config.streaming.api_key:
         warnings.append("streaming.enabled = true but streaming.api_key is not set; set "
                         "OPENAI_API_KEY or run `voicecall secrets set streaming.api_key`")
+    if config.realtime.enabled and not config.streaming.enabled:
+        warnings.append("realtime.enabled = true has no effect without streaming.enabled = true "
+                        "(realtime mode bridges media streams); set streaming.enabled = true")
+    if config.realtime.enabled and not config.realtime.api_key:
+        warnings.append("realtime.enabled = true but realtime.api_key is not set; set "
+                        "OPENAI_API_KEY or run `voicecall secrets set realtime.api_key`")
     if (config.response_model and not config.agent.api_key
             and "api.openai.com" in config.agent.base_url):
         warnings.append(f'response_model = "{config.response_model}" but agent.api_key is not '

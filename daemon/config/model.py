@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 DEFAULT_GREETING = "Hello! How can I help you today?"
 
@@ -23,6 +24,7 @@ DEFAULT_SYSTEM_PROMPT = (
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_REALTIME_STT_URL = "wss://api.openai.com/v1/realtime?intent=transcription"
+OPENAI_REALTIME_URL = "wss://api.openai.com/v1/realtime"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,25 @@ class AgentConfig:
     api_key: str | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class RealtimeConfig:
+    """`[realtime]`: voice-to-voice mode (SPEC 15), a speech-to-speech model per streamed call."""
+
+    enabled: bool = False
+    provider: str = "openai"
+    model: str = "gpt-realtime"
+    voice: str = "alloy"
+    instructions: str | None = None
+    """The model's instructions; unset = `response_system_prompt`."""
+    base_url: str = OPENAI_REALTIME_URL
+    api_key: str | None = field(default=None, repr=False)
+    vad_threshold: float = 0.5
+    silence_duration_ms: int = 500
+    tools: tuple[Mapping[str, Any], ...] = ()
+    """Function tools (`name`, `description`, `parameters`) relayed to the agent as call.tool."""
+    tool_timeout_ms: int = 10000
+
+
 def _no_sources() -> Mapping[str, str]:
     return MappingProxyType({})
 
@@ -213,6 +234,7 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
     warnings: tuple[str, ...] = ()
     """Things that are allowed but probably not what was meant (`edge` TTS, ...)."""
     source: Path | None = None

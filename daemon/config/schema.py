@@ -149,6 +149,30 @@ def _is_public_key(value: str) -> bool:
     return len(raw) in (32, 44)  # raw Ed25519 key, or its DER SubjectPublicKeyInfo
 
 
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TOOL_KEYS = frozenset({"type", "name", "description", "parameters"})
+
+
+def _valid_tools(tools: list[Any]) -> bool:
+    """`[realtime] tools`: function tools as the Realtime API takes them; `end_call` is ours."""
+    names: set[str] = set()
+    for tool in tools:
+        if not isinstance(tool, dict) or not set(tool) <= _TOOL_KEYS:
+            return False
+        name = tool.get("name")
+        if (not isinstance(name, str) or not TOOL_NAME.match(name) or name == "end_call"
+                or name in names):
+            return False
+        names.add(name)
+        if tool.get("type", "function") != "function":
+            return False
+        if not isinstance(tool.get("description", ""), str):
+            return False
+        if not isinstance(tool.get("parameters", {}), dict):
+            return False
+    return True
+
+
 def _is_public_url(value: str) -> bool:
     try:
         parts = urlsplit(value)
@@ -287,6 +311,22 @@ SCHEMA = Table({
     "agent": Table({
         "base_url": url(*HTTP, default=model.OPENAI_BASE_URL),
         "api_key": string(),
+    }),
+    "realtime": Table({
+        "enabled": boolean(),
+        "provider": choice("openai", default="openai"),
+        "model": string("gpt-realtime"),
+        "voice": string("alloy"),
+        "instructions": string(doc="the model's instructions (default: response_system_prompt)"),
+        "base_url": url("ws", "wss", default=model.OPENAI_REALTIME_URL),
+        "api_key": string(doc="Realtime API key"),
+        "vad_threshold": number(0, 1, 0.5),
+        "silence_duration_ms": integer(1, default=500),
+        "tools": _typed("list", 'a list of function tools such as [{name = "lookup", '
+                        'description = "...", parameters = {type = "object"}}] (names of '
+                        'letters, digits, "_" or "-", not "end_call"; no duplicates)',
+                        _valid_tools, (), "function tools relayed to the agent as call.tool"),
+        "tool_timeout_ms": integer(1, default=10000),
     }),
 })
 """Every key the config file may hold."""

@@ -38,6 +38,7 @@ SECRET_KEYS: dict[str, str | None] = {
     "tts.elevenlabs.api_key": "ELEVENLABS_API_KEY",
     "messages.tts.openai.api_key": "OPENAI_API_KEY",
     "messages.tts.elevenlabs.api_key": "ELEVENLABS_API_KEY",
+    "realtime.api_key": "OPENAI_API_KEY",
 }
 """Every secret's dotted config key and the environment variable that overrides it."""
 

@@ -101,6 +101,9 @@ class CallEngine:
         """True when a call's speech goes out over its media stream (set by the daemon): each
         reply sentence is then spoken as soon as it exists. Without one, the provider's own
         voice takes the whole reply at once (a live TwiML update would cut the sentence before)."""
+        self.answers_itself: Callable[[str], bool] | None = None
+        """True when a call's own voice agent (the realtime model) answers the caller, so the
+        auto-responder stays out of it (set by the daemon)."""
         self._live: dict[str, LiveCall] = {}
         self._by_provider_id: dict[str, str] = {}
         self._offering: dict[str, asyncio.Future[None]] = {}
@@ -647,7 +650,9 @@ class CallEngine:
         if waiter is not None and not waiter.future.done():
             waiter.future.set_result(text)
             return None
-        if record.direction is Direction.INBOUND and self.responder is not None:
+        if (record.direction is Direction.INBOUND and self.responder is not None
+                and not (self.answers_itself is not None
+                         and self.answers_itself(record.call_id))):
             self._schedule_response(live)
         return None
 
@@ -809,6 +814,32 @@ class CallEngine:
                     await self._commit(live, rewrite)
 
         self.spawn(_rewrite(), f"heard-{call_id}")
+
+    def note_spoken(self, call_id: str, text: str) -> None:
+        """A line the call's voice agent (the realtime model) said of its own accord, as much
+        of it as was heard: a bot transcript line and a ``call.speaking`` event."""
+        live = self._find_live(call_id)
+        text = speakable(text)
+        if live is None or not text:
+            return
+
+        async def _record_line() -> None:
+            async with live.lock:
+                if live.record.is_ended:
+                    return
+                live.record.transcript.append(TranscriptEntry(utc_now(), "bot", text))
+                await self._record(live, EventType.SPEAKING, {"text": text})
+
+        self.spawn(_record_line(), f"spoken-{call_id}")
+
+    async def record_tool_call(self, call_id: str, tool_call_id: str, name: str,
+                               arguments: dict[str, Any]) -> None:
+        """The realtime model called a relayed tool: store and publish ``call.tool`` for the
+        agent, who answers with ``voicecall.tool_result``."""
+        live = await self._require_live(call_id)
+        async with live.lock:
+            await self._record(live, EventType.TOOL, {"toolCallId": tool_call_id, "name": name,
+                                                      "arguments": arguments})
 
     # ------------------------------------------------------------------ timers
 

@@ -41,6 +41,13 @@ SttFactory = Callable[[SttListener], SttSession]
 UtteranceListener = Callable[[str, UtteranceResult], None]
 
 
+class RealtimeAttacher(Protocol):
+    """Realtime mode (``daemon.realtime.service.RealtimeService``)."""
+
+    async def attach(self, session: MediaSession) -> bool:
+        """Bridge the session to a speech-to-speech model if its call uses one."""
+
+
 class CallDirectory(Protocol):
     """What the hub asks the engine (``CallEngine`` satisfies it)."""
 
@@ -102,6 +109,8 @@ class MediaHub:
         self.lead = lead
         self.capacity = capacity
         self.end_grace_seconds = end_grace_seconds
+        self.realtime: RealtimeAttacher | None = None
+        """Realtime mode: offered every new stream before it is bound."""
         self.on_utterance: UtteranceListener | None = None
         """Told what the caller heard of each utterance (for the transcript)."""
         self._grants: dict[str, _Grant] = {}

@@ -28,6 +28,7 @@ from daemon.media.hub import MediaHub
 from daemon.media.protocols import StreamEvent, framing_for
 from daemon.media.session import CLOSE_TRY_AGAIN, MediaSession
 from daemon.media.wire import FrameWriter
+from daemon.realtime.service import RealtimeService
 from daemon.speech.stt.factory import create_stt
 from daemon.speech.tts.factory import create_tts
 from daemon.speech.vendor import open_vendor_session
@@ -186,8 +187,11 @@ class MediaServer:
             suppress_first=admission.suppress_first,
             barge_in=admission.barge_in,
         )
+        if self.hub.realtime is not None:
+            await self.hub.realtime.attach(session)  # before bind: speech waits for the model
         self.hub.bind(session)
-        self._start_stt(session)
+        if session.agent is None:
+            self._start_stt(session)
         logger.info("media stream %s bound to call %s", session.stream_id, session.call_id)
         return session
 
@@ -280,6 +284,10 @@ def install_media(daemon: Daemon) -> MediaHub | None:
             hub.stt_factory = lambda listener: create_stt(settings, session, listener)
         except ConfigError as exc:
             logger.error("media streams cannot listen: %s", exc.message)
+        if config.realtime.enabled:
+            service = RealtimeService(config, session, daemon.engine)
+            hub.realtime = service
+            daemon.extras["realtime"] = service
 
     async def handle(request: web.Request) -> web.StreamResponse:
         server.policy = _policy(daemon)  # follows the exposure (tunnel learned, `expose`)

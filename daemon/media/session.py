@@ -21,7 +21,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from daemon.errors import MediaError, SpeechError
 from daemon.events import EventType, ProviderEvent
@@ -56,6 +56,25 @@ class UtteranceResult:
     interrupted: bool
     """True when barge-in, a hang-up or a synthesis failure stopped it early."""
     heard_ms: int
+
+
+class SpeechAgent(Protocol):
+    """A voice that speaks for the call instead of TTS: the realtime model (SPEC 15).
+
+    It plays through the session's :class:`Playback` (same pacer, marks and ``clear``), is
+    told when each of its segments settles, and keeps the session busy while it has speech
+    requested or playing, so ``wait_idle`` covers it.
+    """
+
+    @property
+    def busy(self) -> bool:
+        """True while speech is requested, being generated or still playing."""
+
+    async def say(self, text: str) -> None:
+        """Have ``text`` said (returns once it is requested)."""
+
+    def segment_done(self, segment: Segment) -> None:
+        """One of its segments was heard, cut or failed."""
 
 
 class _Utterance:
@@ -121,6 +140,8 @@ class MediaSession:
         self._outbox: deque[ProviderEvent] = deque()
         self._emitter: asyncio.Task[None] | None = None
         self.stt: SttSession | None = None
+        self.agent: SpeechAgent | None = None
+        """Set in realtime mode: it speaks instead of TTS (and is also ``stt``, the audio sink)."""
         self.closed = False
         self.replaced = False
         """A newer stream of the same call took over (its close does not end the call)."""
@@ -143,6 +164,9 @@ class MediaSession:
         """
         if self.closed:
             raise MediaError(f"media stream of call {self.call_id} has closed")
+        if self.agent is not None:
+            await self.agent.say(text)
+            return
         if self.hub.tts is None:
             raise MediaError("no TTS engine is configured for media streams; set tts.provider")
         sentences = split_sentences(text) or ([text.strip()] if text.strip() else [])
@@ -219,6 +243,8 @@ class MediaSession:
         self._check_idle()
 
     def _segment_done(self, segment: Segment) -> None:
+        if self.agent is not None:
+            self.agent.segment_done(segment)
         while self._utterances and all(s.done for s in self._utterances[0].segments):
             utterance = self._utterances.popleft()
             result = utterance.result()
@@ -229,8 +255,16 @@ class MediaSession:
         self._check_idle()
 
     def _check_idle(self) -> None:
-        if not (self._pending or self._speaker is not None or self.playback.busy):
+        if not (self._pending or self._speaker is not None or self.playback.busy
+                or (self.agent is not None and self.agent.busy)):
             self._idle.set()
+
+    def refresh_idle(self) -> None:
+        """The agent's busy state changed: follow it."""
+        if self.agent is not None and self.agent.busy and not self.closed:
+            self._idle.clear()
+        else:
+            self._check_idle()
 
     def _write(self, frame: bytes) -> bool:
         if self._writer.write(frame):
@@ -313,6 +347,10 @@ class MediaSession:
                                  error=error.message))
 
     # ------------------------------------------------------------------ events, close
+
+    def emit(self, event: ProviderEvent) -> None:
+        """Deliver an event to the engine, in order with the session's own."""
+        self._emit(event)
 
     def _emit(self, event: ProviderEvent) -> None:
         """Deliver events to the engine in order, without blocking the caller."""

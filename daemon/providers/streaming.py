@@ -46,11 +46,13 @@ class MediaHubLike(Protocol):
 
 
 def media_hub(context: ProviderContext | None) -> MediaHubLike | None:
-    """The hub when streaming is on and it can speak (has a TTS); else None (native voice)."""
+    """The hub when streaming is on and it can speak (a TTS, or realtime mode's model); else
+    None (native voice)."""
     if context is None or not context.config.streaming.enabled or not context.stream_url:
         return None
     hub = context.extras.get("media")
-    if not isinstance(hub, MediaHubLike) or getattr(hub, "tts", None) is None:
+    if not isinstance(hub, MediaHubLike) or (getattr(hub, "tts", None) is None
+                                             and getattr(hub, "realtime", None) is None):
         return None
     return hub
 

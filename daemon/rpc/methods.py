@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from daemon.agent_tool import run_tool
 from daemon.errors import ConfigError, InvalidParamsError
 from daemon.events import CallEvent
+from daemon.realtime.service import RealtimeService
 from daemon.rpc import protocol
 from daemon.rpc.params import Params
 from daemon.rpc.server import AfterReply, Connection, Handler
@@ -155,6 +156,17 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
             raise ConfigError("the simulated inbound call was not recorded")
         return {"callId": record.call_id, "accepted": not record.is_ended}
 
+    async def tool_result(raw: dict[str, Any], conn: Connection) -> Any:
+        p = Params(raw)
+        if "output" not in raw:
+            raise InvalidParamsError("output is required: the tool's result, any JSON value")
+        realtime = daemon.extras.get("realtime")
+        if not isinstance(realtime, RealtimeService):
+            raise ConfigError("voicecall.tool_result needs realtime mode: set realtime.enabled "
+                              "= true and streaming.enabled = true")
+        await realtime.tool_result(p.req("callId"), p.req("toolCallId"), raw["output"])
+        return {"success": True}
+
     return {
         "voicecall.initiate": initiate,
         "voicecall.continue": continue_,
@@ -172,4 +184,5 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
         "daemon.shutdown": shutdown,
         "daemon.reload": reload,
         "mock.inbound": mock_inbound,
+        "voicecall.tool_result": tool_result,
     }

@@ -123,7 +123,8 @@ def test_set_secret_makes_file_private_and_show_masks(home: Path) -> None:
     assert "from-env" not in env_shown.stdout and "sk-x" not in env_shown.stdout
     assert data["secretSources"] == {"twilio.auth_token": "env", "streaming.api_key": "env",
                                      "agent.api_key": "env", "tts.openai.api_key": "env",
-                                     "messages.tts.openai.api_key": "env"}
+                                     "messages.tts.openai.api_key": "env",
+                                     "realtime.api_key": "env"}
     config = data["config"]
     assert isinstance(config, dict) and config["twilio"]["auth_token"] == "********"
     assert config["serve"] == {"bind": "127.0.0.1", "port": 3334, "path": "/voice/webhook"}

@@ -1,0 +1,170 @@
+"""One websocket to the Realtime API: ordered sends, batched caller audio, a reader task.
+
+Caller audio is on the hot path (50 frames a second per call): ``send_audio`` appends to a
+buffer and wakes the writer task, which sends what has accumulated as one
+``input_audio_buffer.append`` (usually one frame: the writer runs on the next loop turn).
+Control events are sent in order before any audio that was queued after them. Events queued
+before the socket is open wait for it. The socket is not reopened when it drops: a new one
+would be a new conversation without its history, so the owner is told (``on_lost``) and ends
+the call's speech loudly instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from daemon.errors import SpeechError
+from daemon.realtime.protocol import AUDIO_APPEND_PREFIX
+from daemon.speech.vendor import redact
+
+logger = logging.getLogger(__name__)
+
+VENDOR = "OpenAI Realtime"
+MAX_BUFFERED_BYTES = 16000
+"""Caller audio kept while the writer catches up (2 s); older audio is dropped."""
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+def realtime_url(base_url: str, model: str) -> str:
+    """``base_url`` with ``model=<model>`` in its query (kept if the URL already names one)."""
+    if "model=" in base_url:
+        return base_url
+    return f"{base_url}{'&' if '?' in base_url else '?'}model={model}"
+
+
+class RealtimeSocket:
+    """The connection of one call."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        *,
+        url: str,
+        api_key: str,
+        on_event: Callable[[dict[str, Any]], None],
+        on_lost: Callable[[str], None],
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    ) -> None:
+        self._http = http
+        self.url = url
+        self._api_key = api_key
+        self._on_event = on_event
+        self._on_lost = on_lost
+        self.connect_timeout = connect_timeout
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._outbox: deque[str] = deque()
+        self._audio = bytearray()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self.dropped_bytes = 0
+
+    @property
+    def connected(self) -> bool:
+        """True while the socket is open."""
+        return self._ws is not None and not self._ws.closed
+
+    async def open(self) -> None:
+        """Connect and start the reader and writer.
+
+        Raises:
+            SpeechError: refused (HTTP status), unreachable or too slow; the key never appears.
+        """
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                ws = await self._http.ws_connect(self.url, headers=headers, heartbeat=20,
+                                                 max_msg_size=16 * 1024 * 1024)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise SpeechError(f"{VENDOR} refused the websocket at {self.url}: HTTP {exc.status}",
+                              vendor=VENDOR, status=exc.status, url=self.url) from None
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            reason = redact(str(exc) or type(exc).__name__, self._api_key)
+            raise SpeechError(f"{VENDOR} could not connect to {self.url}: {reason}",
+                              vendor=VENDOR, url=self.url) from None
+        if self._closing:
+            await ws.close()
+            return
+        self._ws = ws
+        self._tasks = [asyncio.create_task(self._read(ws), name="realtime-reader"),
+                       asyncio.create_task(self._write(ws), name="realtime-writer")]
+        self._wake.set()
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Queue a client event (sent in order, after the socket opens)."""
+        self._outbox.append(json.dumps(event, ensure_ascii=False))
+        self._wake.set()
+
+    def send_audio(self, ulaw: bytes) -> None:
+        """Queue caller audio (mu-law 8 kHz); dropped while not connected."""
+        if self._ws is None:
+            self.dropped_bytes += len(ulaw)
+            return
+        audio = self._audio
+        audio += ulaw
+        excess = len(audio) - MAX_BUFFERED_BYTES
+        if excess > 0:
+            del audio[:excess]
+            self.dropped_bytes += excess
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop both tasks and close the socket; idempotent, never reports a loss."""
+        self._closing = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await ws.close()
+
+    async def _write(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        outbox, audio = self._outbox, self._audio
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while outbox:
+                    await ws.send_str(outbox.popleft())
+                if audio:
+                    payload = base64.b64encode(audio).decode("ascii")
+                    audio.clear()
+                    await ws.send_str(AUDIO_APPEND_PREFIX + payload + '"}')
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            if not self._closing:
+                logger.warning("%s: sending failed: %s", VENDOR, exc)  # the reader reports it
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        reason = "the connection closed"
+        try:
+            async for message in ws:
+                if message.type is aiohttp.WSMsgType.TEXT:
+                    try:
+                        event = json.loads(message.data)
+                    except ValueError:
+                        logger.warning("%s sent a frame that is not JSON; ignored", VENDOR)
+                        continue
+                    if isinstance(event, dict):
+                        try:
+                            self._on_event(event)
+                        except Exception:
+                            logger.exception("%s: handling a %s event failed", VENDOR,
+                                             event.get("type"))
+                elif message.type is aiohttp.WSMsgType.ERROR:
+                    reason = f"the connection failed ({ws.exception()})"
+            if ws.close_code is not None:
+                reason = f"the connection closed (code {ws.close_code})"
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            reason = f"the connection failed ({type(exc).__name__})"
+        if not self._closing:
+            self._closing = True
+            self._on_lost(redact(reason, self._api_key))
