@@ -285,7 +285,7 @@ def install_media(daemon: Daemon) -> MediaHub | None:
         except ConfigError as exc:
             logger.error("media streams cannot listen: %s", exc.message)
         if config.realtime.enabled:
-            service = RealtimeService(config, session, daemon.engine)
+            service = RealtimeService(lambda: daemon.config, session, daemon.engine)
             hub.realtime = service
             daemon.extras["realtime"] = service
 

@@ -10,6 +10,7 @@ bridge of that call.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -48,9 +49,11 @@ class RealtimeEngine(Protocol):
 class RealtimeService:
     """Every realtime bridge of the daemon."""
 
-    def __init__(self, config: Config, http: aiohttp.ClientSession,
+    def __init__(self, config: Callable[[], Config], http: aiohttp.ClientSession,
                  engine: RealtimeEngine) -> None:
-        self.config = config
+        """``config`` returns the config in force (a reload may swap it; `[realtime]` itself
+        is restart-only, the prompt it falls back to is not)."""
+        self._config = config
         self.http = http
         self.engine = engine
         self._bridges: dict[str, RealtimeBridge] = {}
@@ -64,7 +67,8 @@ class RealtimeService:
         record = await self.engine.get(session.call_id)
         if record is None:
             return False
-        settings = effective_realtime(self.config, record)
+        config = self._config()
+        settings = effective_realtime(config, record)
         if not settings.enabled:
             return False
         if not settings.api_key:
@@ -78,9 +82,9 @@ class RealtimeService:
         notify = record.direction is Direction.OUTBOUND and record.mode is CallMode.NOTIFY
         bridge = RealtimeBridge(
             session, settings, http=self.http, owner=self,
-            instructions=instructions(self.config, settings),
+            instructions=instructions(config, settings),
             tools=tool_definitions(settings.tools),
-            transcription_model=self.config.streaming.stt_model,
+            transcription_model=config.streaming.stt_model,
             barge_in=not notify)
         session.stt = bridge
         session.agent = bridge
