@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from daemon.config.ports import may_fall_back
 from daemon.engine.calls import CallEngine
 from daemon.errors import ConfigError
 from daemon.exposure import Exposure, ExposureManager
@@ -113,15 +115,24 @@ class Daemon:
         try:
             await site.start()
         except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {serve.bind}:{serve.port} for webhooks ({exc.strerror}); "
-                "another program (or daemon) uses it: set serve.port to a free port, or 0 for "
-                "any free port"
-            ) from None
+            if exc.errno != errno.EADDRINUSE or not may_fall_back(self.config):
+                raise ConfigError(
+                    f"cannot listen on {serve.bind}:{serve.port} for webhooks ({exc.strerror}); "
+                    "another program (or daemon) uses it: set serve.port to a free port, or 0 "
+                    "for any free port"
+                ) from None
+            await site.stop()
+            site = web.TCPSite(self._runner, serve.bind, 0, reuse_address=True)
+            await site.start()
         server = site._server
         assert server is not None
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else serve.port
+        if serve.port not in (0, self.port):
+            logger.warning("port %s on %s is busy (another program, or the daemon of another "
+                           "voicecall home); the mock provider's webhook listens on port %s "
+                           "instead (set serve.port to choose one)", serve.port, serve.bind,
+                           self.port)
 
     def _lock_store(self) -> None:
         """One daemon per store: two would both reconcile and time out the same calls."""

@@ -476,6 +476,12 @@ def check_port(config: Config, daemon: dict[str, Any] | None) -> Check:
             owns = _pid_listens_on(pid, port)
             if owns is not False:
                 return Check("port", "OK", f"{where} is in use by the running daemon (pid {pid})")
+        from daemon.config.ports import may_fall_back
+
+        if may_fall_back(config):
+            return Check("port", "OK", f"{where} is in use by another program; with the mock "
+                                       "provider and no serve.port set, the daemon listens on a "
+                                       "free port instead")
         return Check("port", "FAIL", f"{where} is in use by another program",
                      f"stop it (`ss -ltnp 'sport = :{port}'` shows which), or choose another "
                      "port: `voicecall config set serve.port 3335` (0 = any free port)")

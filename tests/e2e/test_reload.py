@@ -116,6 +116,13 @@ def test_config_set_and_unset_say_how_a_running_daemon_takes_the_change(make_dae
     d.stop()
     quiet = d.cli("config", "set", "inbound_greeting", "Hi", "--json")
     assert json.loads(quiet.stdout)["applyWith"] is None
+    # no daemon: reload only checks the file, so `set ... && daemon reload` works either way
+    idle = d.cli("daemon", "reload", "--json")
+    assert idle.returncode == 0, idle.stderr
+    assert json.loads(idle.stdout) == {"reloaded": False, "running": False}
+    assert not d.socket.exists()  # and it started nothing
+    d.write_config("max_duration_seconds = -5\n")
+    assert d.cli("daemon", "reload").returncode == 1
 
 
 def test_restart_validates_before_stopping_anything(make_daemon) -> None:

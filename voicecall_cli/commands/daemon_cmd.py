@@ -181,7 +181,8 @@ def reload_cmd(ctx: CliContext, as_json: bool) -> None:
     The whole file is checked first: with any problem nothing changes, every problem is
     listed, and the daemon keeps the config it had. Keys that need a restart (serve.*, store,
     provider and the others listed in docs/config.md) are reported and keep their old values
-    until `voicecall daemon restart`. Sending SIGHUP to the daemon does the same.
+    until `voicecall daemon restart`. Sending SIGHUP to the daemon does the same. With no
+    daemon running it only checks the file (exit 0 when it is valid).
 
     \b
     Examples:
@@ -191,8 +192,15 @@ def reload_cmd(ctx: CliContext, as_json: bool) -> None:
     try:
         client = ctx.connect(timeout=30.0, autostart=False)
     except DaemonUnreachable:
-        raise DaemonUnreachable(f"no daemon answers on {ctx.paths.socket}: nothing to reload "
-                                "(a daemon started later reads the config file anyway)") from None
+        # Nothing runs the old config, so there is nothing to bring up to date: a success, so
+        # that `config set ... && voicecall daemon reload` works whether a daemon runs or not.
+        _validate_config(ctx, "reloaded")
+        if as_json:
+            output.emit_json({"reloaded": False, "running": False})
+        else:
+            click.echo(f"no daemon runs on {ctx.paths.socket}; the next one reads the config "
+                       "file as it is", err=True)
+        return
     with client:
         try:
             result = client.call("daemon.reload")
