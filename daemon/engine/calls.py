@@ -823,12 +823,13 @@ class CallEngine:
         if live is None or not text:
             return
 
+        def change(record: CallRecord) -> None:
+            record.transcript.append(TranscriptEntry(utc_now(), "bot", text))
+
         async def _record_line() -> None:
             async with live.lock:
-                if live.record.is_ended:
-                    return
-                live.record.transcript.append(TranscriptEntry(utc_now(), "bot", text))
-                await self._record(live, EventType.SPEAKING, {"text": text})
+                if not live.record.is_ended:
+                    await self._commit(live, change, EventType.SPEAKING, {"text": text})
 
         self.spawn(_record_line(), f"spoken-{call_id}")
 
@@ -838,8 +839,8 @@ class CallEngine:
         agent, who answers with ``voicecall.tool_result``."""
         live = await self._require_live(call_id)
         async with live.lock:
-            await self._record(live, EventType.TOOL, {"toolCallId": tool_call_id, "name": name,
-                                                      "arguments": arguments})
+            await self._commit(live, None, EventType.TOOL,
+                               {"toolCallId": tool_call_id, "name": name, "arguments": arguments})
 
     # ------------------------------------------------------------------ timers
 
