@@ -56,6 +56,8 @@ class ProviderEvent:
     to_number: str | None = None
     transcript: str | None = None
     is_final: bool = True
+    """Speech: a final transcript. DTMF: a complete entry (False: one key of a key-by-key
+    report, more may follow)."""
     confidence: float | None = None
     digits: str | None = None
     end_state: CallState | None = None

@@ -67,6 +67,8 @@ MOCK_FROM_NUMBER = "+15550000000"
 RECONCILE_TIMEOUT_SECONDS = 5.0
 STORE_RETRY_SECONDS = 5.0
 """How soon a timer whose end could not be stored (store fault) tries again."""
+DTMF_ENTRY_GAP_SECONDS = 2.0
+"""Keys reported one at a time end an entry after this long without another key."""
 _SPEAKING_STATES = frozenset({CallState.SPEAKING, CallState.LISTENING})
 
 Subscriber = Callable[[CallEvent], None]
@@ -428,6 +430,7 @@ class CallEngine:
         finally:
             if live.waiter is waiter:
                 live.waiter = None
+                live.reset_dtmf()
 
     async def cancel_wait(self, call_id: str) -> bool:
         """Fail the call's pending `continue` at once; the call itself stays up.
@@ -605,8 +608,7 @@ class CallEngine:
         elif kind is EventType.SPEECH:
             return await self._on_speech(live, event)
         elif kind is EventType.DTMF:
-            await self._commit(live, None, kind, {"digits": event.digits or ""},
-                               dedupe_key=event.dedupe_key)
+            await self._on_dtmf(live, event)
         elif kind is EventType.ENDED:
             await self._finish_locked(live, event.end_state or CallState.COMPLETED,
                                       dedupe_key=event.dedupe_key)
@@ -655,6 +657,55 @@ class CallEngine:
                          and self.answers_itself(record.call_id))):
             self._schedule_response(live)
         return None
+
+    async def _on_dtmf(self, live: LiveCall, event: ProviderEvent) -> None:
+        """Record `call.dtmf`; keys pressed during a `continue` answer it (docs/behaviour.md).
+
+        A provider that collected a whole entry (Twilio `<Gather>`, Plivo `<GetInput>`: a final
+        event) answers at once. Keys reported one by one (stream `dtmf`, Telnyx
+        `call.dtmf.received`: `is_final` False) are collected: `#` ends the entry, else it ends
+        `DTMF_ENTRY_GAP_SECONDS` after the last key. The answer is the keys as pressed.
+        """
+        digits = event.digits or ""
+        stored = await self._commit(live, None, EventType.DTMF, {"digits": digits},
+                                    dedupe_key=event.dedupe_key)
+        waiter = live.waiter
+        if (not stored or not digits or waiter is None or waiter.future.done()
+                or (event.turn_token is not None and event.turn_token != waiter.turn_token)):
+            return
+        live.dtmf_entry += digits
+        if live.dtmf_timer is not None:
+            live.dtmf_timer.cancel()
+            live.dtmf_timer = None
+        if event.is_final or digits.endswith("#"):
+            await self._answer_with_keys(live, waiter)
+            return
+        live.dtmf_timer = asyncio.get_running_loop().call_later(
+            DTMF_ENTRY_GAP_SECONDS,
+            lambda: self.spawn(self._keys_done(live, waiter), f"dtmf-{live.record.call_id}"))
+
+    async def _keys_done(self, live: LiveCall, waiter: TranscriptWaiter) -> None:
+        async with live.lock:
+            live.dtmf_timer = None
+            if not live.record.is_ended and live.waiter is waiter and not waiter.future.done():
+                try:
+                    await self._answer_with_keys(live, waiter)
+                except VoicecallError as exc:
+                    logger.warning("call %s: keys not applied: %s", live.record.call_id,
+                                   exc.message)
+
+    async def _answer_with_keys(self, live: LiveCall, waiter: TranscriptWaiter) -> None:
+        """Answer the waiting `continue` with the keys collected (a caller turn, lock held)."""
+        keys, live.dtmf_entry = live.dtmf_entry, ""
+        if not keys:
+            return
+
+        def pressed(r: CallRecord) -> None:
+            r.transcript.append(TranscriptEntry(utc_now(), "user", keys))
+            r.metadata["turnCount"] = int(r.metadata.get("turnCount", 0)) + 1
+
+        await self._commit(live, pressed)
+        waiter.future.set_result(keys)
 
     async def _finish_locked(
         self, live: LiveCall, state: CallState, *, dedupe_key: str | None = None

@@ -39,6 +39,17 @@ class LiveCall:
     reaping: bool = False
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the call is answered or has ended (operations wait for it while it rings)."""
+    dtmf_entry: str = ""
+    """Keys pressed so far during the current `continue` (answered as one entry)."""
+    dtmf_timer: asyncio.TimerHandle | None = None
+    """Ends a key-by-key entry after a gap."""
+
+    def reset_dtmf(self) -> None:
+        """Forget a half-typed entry (its turn is over)."""
+        self.dtmf_entry = ""
+        if self.dtmf_timer is not None:
+            self.dtmf_timer.cancel()
+            self.dtmf_timer = None
 
     def cancel_timers(self) -> None:
         """Stop every timer and background task of this call."""
@@ -46,6 +57,7 @@ class LiveCall:
             if timer is not None:
                 timer.cancel()
         self.max_duration_timer = self.resume_timer = None
+        self.reset_dtmf()
         if self.responder_task is not None and not self.responder_task.done():
             self.responder_task.cancel()
         self.responder_task = None

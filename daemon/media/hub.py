@@ -39,6 +39,8 @@ TOKEN_BYTES = 16
 EventSink = Callable[[Sequence[ProviderEvent]], Awaitable[None]]
 SttFactory = Callable[[SttListener], SttSession]
 UtteranceListener = Callable[[str, UtteranceResult], None]
+FailureListener = Callable[[str, str, bool], None]
+"""(call id, reason, speech still unheard): a stream failed and the provider takes over."""
 
 
 class RealtimeAttacher(Protocol):
@@ -113,6 +115,8 @@ class MediaHub:
         """Realtime mode: offered every new stream before it is bound."""
         self.on_utterance: UtteranceListener | None = None
         """Told what the caller heard of each utterance (for the transcript)."""
+        self.on_stream_failure: FailureListener | None = None
+        """The provider's fallback when a stream reports an error (Telnyx ``error`` frames)."""
         self._grants: dict[str, _Grant] = {}
         self._by_provider: dict[str, str] = {}
         self._sessions: dict[str, MediaSession] = {}
@@ -260,6 +264,25 @@ class MediaHub:
         logger.info("call %s: media stream closed and did not come back; ending the call",
                     call_id)
         self.spawn(self.calls.end(call_id), f"media-end-{call_id}")
+
+    def stream_failed(self, session: MediaSession, reason: str) -> None:
+        """The provider says the stream failed: hand the call to the provider's own voice.
+
+        Without a listener the error is only logged (the stream may well go on). With one, the
+        stream is closed without ending the call, and the listener is told whether speech was
+        still unheard, so it can say it again its own way (SPEC 10: no silent wait).
+        """
+        listener = self.on_stream_failure
+        if listener is None or session.revoked or session.replaced:
+            logger.warning("call %s: media stream error: %s", session.call_id, reason)
+            return
+        unheard = session.speaking
+        session.revoked = True  # its close must not end the call
+        session.request_close(1000, "Stream error; provider speech takes over")
+        try:
+            listener(session.call_id, reason, unheard)
+        except Exception:
+            logger.exception("stream failure listener failed")
 
     def utterance_finished(self, session: MediaSession, result: UtteranceResult) -> None:
         """A session settled an utterance: tell the listener, if any."""

@@ -35,6 +35,8 @@ class StreamEvent(StrEnum):
     """A mark (Plivo: checkpoint) we sent was reached: the audio before it has been played."""
     CLEARED = "cleared"
     """The provider confirmed a clear (Plivo ``clearedAudio``)."""
+    ERROR = "error"
+    """The provider reports the stream failed (Telnyx ``error`` frames)."""
     STOP = "stop"
 
 
@@ -55,6 +57,8 @@ class StreamMessage:
     """The mark / checkpoint name."""
     encoding: str | None = None
     """The inbound media encoding announced on ``start`` (e.g. ``audio/x-mulaw``)."""
+    error: str | None = None
+    """What an ``error`` frame says (``code title: detail``)."""
 
 
 class MediaFraming(Protocol):
@@ -110,6 +114,14 @@ def _params(value: object) -> dict[str, str]:
     if isinstance(value, dict):
         return {str(k): str(v) for k, v in value.items() if isinstance(v, str | int | float)}
     return {}
+
+
+def _extra_headers(value: object) -> dict[str, str]:
+    """Plivo ``extra_headers``: ``k=v;k=v`` (a JSON object or dict is read too)."""
+    if isinstance(value, str) and not value.lstrip().startswith("{"):
+        pairs = (item.partition("=") for item in value.split(";"))
+        return {k.strip(): v.strip() for k, sep, v in pairs if sep and k.strip()}
+    return _params(value)
 
 
 def _fast_payload(text: str, head: str, outbound_track: str) -> str | None:
@@ -252,6 +264,19 @@ class TelnyxFraming(_JsonFraming):
             encoding=_str(_sub(start, "media_format").get("encoding")),
         )
 
+    def _handlers(self) -> Mapping[str, Callable[[dict[str, Any]], StreamMessage | None]]:
+        return {**super()._handlers(), "error": self._error}
+
+    def _error(self, message: dict[str, Any]) -> StreamMessage:
+        """``{"event":"error","error":{"code":"100005","title":...,"detail":...}}``."""
+        error = _sub(message, "error")
+        code = str(error.get("code") or "?")
+        title = _str(error.get("title")) or "error"
+        detail = _str(error.get("detail"))
+        text = f"{code} {title}" + (f": {detail}" if detail else "")
+        return StreamMessage(StreamEvent.ERROR, stream_id=_str(message.get("stream_id")),
+                             error=text[:200])
+
     def encode_mark(self, name: str) -> str:
         """``{"event":"mark","mark":{"name":...}}``."""
         return _dumps({"event": "mark", "mark": {"name": name}})
@@ -263,7 +288,9 @@ class TelnyxFraming(_JsonFraming):
 
 class PlivoFraming(_JsonFraming):
     """Plivo audio streams (``bidirectional="true"``, ``audio/x-mulaw;rate=8000``): out
-    ``playAudio checkpoint clearAudio``, in ``playedStream clearedAudio``."""
+    ``playAudio checkpoint clearAudio``, in ``start media dtmf playedStream``/``played``
+    ``clearedAudio``. Plivo reports the end of a stream on the status callback, not on the
+    socket (a ``stop`` is still honoured)."""
 
     provider = "plivo"
 
@@ -280,6 +307,7 @@ class PlivoFraming(_JsonFraming):
             "media": self._media,
             "dtmf": self._dtmf,
             "playedStream": self._played,
+            "played": self._played,  # the name one Plivo support article gives the echo
             "clearedAudio": self._simple(StreamEvent.CLEARED),
             "stop": self._simple(StreamEvent.STOP),
         }
@@ -294,7 +322,8 @@ class PlivoFraming(_JsonFraming):
             StreamEvent.START,
             stream_id=sid,
             provider_call_id=_str(start.get("callId")),
-            parameters=_params(message.get("extra_headers") or start.get("extra_headers")),
+            parameters=_extra_headers(message.get("extra_headers")
+                                      or start.get("extra_headers")),
             encoding=_str(_sub(start, "mediaFormat").get("encoding")),
         )
 

@@ -320,7 +320,10 @@ class MediaSession:
                 self._check_idle()
         elif kind is StreamEvent.DTMF and message.digit:
             self._emit(ProviderEvent(EventType.DTMF, self.provider_call_id,
-                                     call_id=self.call_id, digits=message.digit))
+                                     call_id=self.call_id, digits=message.digit,
+                                     is_final=False))
+        elif kind is StreamEvent.ERROR:
+            self.hub.stream_failed(self, message.error or "error frame")
 
     # ------------------------------------------------------------------ STT listener
 

@@ -292,7 +292,7 @@ class PlivoProvider(BoundProvider):
 
     async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
         """Through the call's media stream when streaming is on; else `<Speak>`, and with a
-        turn token the prompt inside `<GetInput inputType="speech">`."""
+        turn token the prompt inside `<GetInput inputType="dtmf speech">` (voice or keypad)."""
         if await self._speak_streamed(call, text, turn_token):
             return
         await self._deliver(call, self._xml_speech(text, turn_token))
@@ -351,7 +351,8 @@ class PlivoProvider(BoundProvider):
             return RemoteStatus(RemoteState.UNKNOWN, detail=exc.message)
         if cdr is None or (not cdr.get("end_time") and not cdr.get("call_state")):
             return RemoteStatus(RemoteState.UNKNOWN, detail="plivo knows no such call yet")
-        state = map_cdr_state(_text(cdr.get("call_state")), _text(cdr.get("hangup_source")))
+        state = map_cdr_state(_text(cdr.get("call_state")), _text(cdr.get("hangup_source")),
+                              answered=bool(cdr.get("answer_time")))
         return RemoteStatus(RemoteState.ENDED, state, "call detail record found")
 
     # ------------------------------------------------------------------ webhooks

@@ -85,17 +85,19 @@ def map_voice(voice: str | None) -> str:
 def map_end_state(status: str | None, hangup_source: str | None = None) -> CallState:
     """Our end state for a Plivo hang-up callback (`CallStatus`, `HangupSource`).
 
-    `busy`, `no-answer`/`timeout`, `failed` and `cancel` (hangup cause 1000, canceled through
-    the API before answer) map directly; a `completed` call is refined by who hung up: "API
-    Request" and "Answer XML" (our `<Hangup/>`) are the bot, "Caller", "Callee"/"Call
-    recipient" and "Carrier" the person on the phone.
+    `busy`, `no-answer`, `failed` and `cancel` (hangup cause 1000, canceled through the API
+    before answer) map directly; `timeout` is the carrier or network giving up while connecting
+    (hangup cause 3000), not a callee who let it ring, so it is `failed` (SPEC 10). A
+    `completed` call is refined by who hung up: "API Request" and "Answer XML" (our
+    `<Hangup/>`) are the bot, "Caller", "Callee"/"Call recipient" and "Carrier" the person on
+    the phone.
     """
     value = (status or "").strip().lower()
     if value == "busy":
         return CallState.BUSY
-    if value in ("no-answer", "no_answer", "timeout"):
+    if value in ("no-answer", "no_answer"):
         return CallState.NO_ANSWER
-    if value == "failed":
+    if value in ("failed", "timeout"):
         return CallState.FAILED
     if value in ("cancel", "canceled", "cancelled"):
         return CallState.HANGUP_BOT
@@ -107,18 +109,26 @@ def map_end_state(status: str | None, hangup_source: str | None = None) -> CallS
     return CallState.COMPLETED
 
 
-def map_cdr_state(call_state: str | None, hangup_source: str | None) -> CallState:
-    """Our end state from a call detail record (`GET /Call/{uuid}/`) after a restart."""
+def map_cdr_state(call_state: str | None, hangup_source: str | None,
+                  *, answered: bool) -> CallState:
+    """Our end state from a call detail record (`GET /Call/{uuid}/`) after a restart.
+
+    A record whose `call_state` says nothing decisive is `completed` only if the call was
+    answered (`answer_time` set); Plivo's own fixture of an unanswered call has neither, and
+    that call is `no-answer`.
+    """
     value = (call_state or "").strip().upper().replace("-", "_")
     status = {
         "BUSY": "busy",
         "NO_ANSWER": "no-answer",
-        "TIMEOUT": "no-answer",
+        "TIMEOUT": "timeout",
         "EXPIRED": "no-answer",
         "CANCEL": "cancel",
         "CANCELED": "cancel",
         "FAILED": "failed",
-    }.get(value, "completed")
+    }.get(value)
+    if status is None:
+        status = "completed" if answered else "no-answer"
     return map_end_state(status, hangup_source)
 
 
@@ -240,7 +250,16 @@ def to_events(cb: PlivoCallback) -> list[ProviderEvent]:
                 )
             )
         if cb.digits:
-            events.append(ProviderEvent(EventType.DTMF, pid, digits=cb.digits, **common))
+            events.append(
+                ProviderEvent(
+                    EventType.DTMF,
+                    pid,
+                    digits=cb.digits,
+                    turn_token=cb.turn_token,
+                    dedupe_key=f"plivo:dtmf:{pid}:{cb.turn_token or '-'}:{cb.digits}",
+                    **common,
+                )
+            )
         return events
     if cb.flow == "ring" or (cb.status == "ringing" and cb.direction is not Direction.INBOUND):
         return [ProviderEvent(EventType.RINGING, pid, **common)]
@@ -383,7 +402,7 @@ def _listen(step: Listen, ctx: XmlContext) -> plivoxml.GetInputElement:
     element = plivoxml.GetInputElement(
         action=action,
         method="POST",
-        input_type="speech",
+        input_type="dtmf speech",
         execution_timeout=LISTEN_TIMEOUT_SECONDS,
         speech_end_timeout=SPEECH_END_TIMEOUT_SECONDS,
         language=ctx.language,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from daemon.engine.record import CallRecord
@@ -45,6 +46,13 @@ class MediaHubLike(Protocol):
         """The call's session once its stream has started."""
 
 
+@runtime_checkable
+class ReportsStreamFailures(Protocol):
+    """A hub that tells the provider when a stream fails (`MediaHub.on_stream_failure`)."""
+
+    on_stream_failure: Callable[[str, str, bool], None] | None
+
+
 def media_hub(context: ProviderContext | None) -> MediaHubLike | None:
     """The hub when streaming is on and it can speak (a TTS, or realtime mode's model); else
     None (native voice)."""
@@ -59,14 +67,18 @@ def media_hub(context: ProviderContext | None) -> MediaHubLike | None:
 
 async def speak_over_stream(hub: MediaHubLike, call: CallRecord, text: str,
                             turn_token: str | None, *, wait_seconds: float,
-                            fallback: str) -> bool:
+                            fallback: str, abandon: asyncio.Event | None = None) -> bool:
     """Speak on the call's stream once it has started; False when the caller must fall back.
 
-    `fallback` names what the provider will use instead, for the log line.
+    `fallback` names what the provider will use instead, for the log line. `abandon`, when set
+    meanwhile, stops the wait at once (the provider learnt that the stream failed).
     """
     try:
         async with asyncio.timeout(wait_seconds):
-            session = await hub.wait_session(call.call_id)
+            session = await _session_unless(hub, call.call_id, abandon)
+        if session is None:
+            logger.warning("call %s: its media stream failed; using %s", call.call_id, fallback)
+            return False
         await session.speak(text, turn_token=turn_token)
         return True
     except TimeoutError:
@@ -75,3 +87,24 @@ async def speak_over_stream(hub: MediaHubLike, call: CallRecord, text: str,
     except MediaError as exc:
         logger.warning("call %s: %s; using %s", call.call_id, exc.message, fallback)
     return False
+
+
+async def _session_unless(hub: MediaHubLike, call_id: str,
+                          abandon: asyncio.Event | None) -> Any:
+    """The call's session once started, or None as soon as `abandon` is set."""
+    if abandon is None:
+        return await hub.wait_session(call_id)
+    if abandon.is_set():
+        return None
+    waiting = asyncio.ensure_future(hub.wait_session(call_id))
+    gone = asyncio.ensure_future(abandon.wait())
+    try:
+        await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (waiting, gone):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(waiting, gone, return_exceptions=True)
+    if abandon.is_set() or waiting.cancelled():
+        return None
+    return waiting.result()

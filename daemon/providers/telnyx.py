@@ -1,12 +1,13 @@
 """Telnyx Call Control v2 provider (SPEC section 10).
 
-REST goes through the official SDK's `AsyncTelnyx` client: it honours `telnyx.api_base_url`
-(`base_url=`), is native asyncio (httpx), authenticates with the Bearer key and maps HTTP errors
-to typed exceptions. It is imported in `start()`, not at module import, because importing it
-costs most of a second that `voicecall status` and the other providers should not pay. We send
-our own payload dicts through the client's generic `post`/`get` (built and unit-tested in
-`daemon.providers.telnyx_wire`) rather than its per-endpoint methods, so a payload is one
-inspectable dict and a field the SDK's typed signature lacks still goes through.
+REST is plain aiohttp against the documented Call Control v2 endpoints (`POST /calls`,
+`POST /calls/{id}/actions/{action}`, `GET /calls/{id}`) under `telnyx.api_base_url`, with the
+Bearer key. Not the telnyx SDK: importing it costs over a second and ~55 MiB for what is two
+generic requests, and its typed methods would hide the exact bodies. Each command body is one
+dict built in `daemon.providers.telnyx_wire`; tests check every one against the SDK's own
+parameter types (the SDK stays a test oracle). A request that fails with a connection error,
+408, 429 or 5xx is retried once: every command carries a `command_id`, which Telnyx
+deduplicates, so a retry never acts twice.
 
 Behaviour:
 - dial with `client_state` = base64(callId) and `timeout_secs` = `ring_timeout_seconds`;
@@ -24,7 +25,14 @@ Media streams (SPEC 9): with `streaming.enabled` and a TTS engine in the media h
 `stream_url` (bidirectional RTP, PCMU); speech then goes through the call's media session
 (waiting for the stream to start if needed, falling back to `actions/speak` if it never does)
 and caller turns come from the stream's STT, so `transcription_start` is not used. Notify
-calls keep `actions/speak`, whose `call.speak.ended` drives the hang-up.
+calls keep `actions/speak`, whose `call.speak.ended` drives the hang-up. A `streaming.failed`
+webhook or a stream `error` frame falls back at once (SPEC 10): the stream is dropped, an
+utterance still unheard is spoken again with `actions/speak`, and a listening turn is carried
+on by `transcription_start`.
+
+Who hung up: `call.hangup` has no `direction`, so the provider keeps, per call leg, its
+direction (our dial, `call.initiated`, or the stored record it is handed), whether it was
+answered and whether we commanded the hang-up (`telnyx_wire.LegFacts`).
 """
 
 from __future__ import annotations
@@ -34,7 +42,10 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
 
 from daemon.engine.record import CallRecord
 from daemon.engine.state import CallState
@@ -45,7 +56,7 @@ from daemon.errors import (
     ProviderError,
     ProviderRequestError,
 )
-from daemon.events import CallMode, EventType, ProviderEvent
+from daemon.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.providers.base import (
     DialRequest,
     ProviderContext,
@@ -58,56 +69,71 @@ from daemon.providers.bound import BoundProvider
 from daemon.providers.streaming import (
     MediaHubLike,
     MediaSessionLike,
+    ReportsStreamFailures,
     media_hub,
     speak_over_stream,
 )
 from daemon.providers.telnyx_wire import (
     ALREADY_ENDED_CODES,
+    LegFacts,
     TelnyxPayloadError,
     answer_payload,
     dial_payload,
+    direction_of,
     encode_client_state,
     map_voice,
     parse_webhook,
     speak_payload,
+    stream_failure,
     stream_fields,
     to_events,
     transcription_payload,
 )
 from daemon.webhooks.security import TelnyxVerifier, has_signature_headers
 
-if TYPE_CHECKING:
-    from telnyx import APIStatusError, AsyncTelnyx
-
-
 logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_SECONDS = 10.0
-MAX_RETRIES = 1
-"""The SDK retries 408/409/429/5xx and connection errors; dial stays idempotent (command_id)."""
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+"""Worth one more try; commands are idempotent through `command_id`."""
+RETRY_DELAY_SECONDS = 0.5
 REMEMBERED_HANGUPS = 10_000
 STREAM_WAIT_SECONDS = 10.0
 """How long speech waits for a call's media stream to start before using `actions/speak`."""
 
 
+@dataclass(frozen=True, slots=True)
+class _HttpError:
+    """A non-2xx Telnyx answer: its status and `errors[].code` values."""
+
+    status: int
+    codes: frozenset[str]
+
+    @property
+    def gone(self) -> bool:
+        """404, or 422 with 90018/90055: the call leg no longer exists at Telnyx."""
+        return self.status == 404 or (self.status == 422 and bool(self.codes & ALREADY_ENDED_CODES))
 
 
-def _error_codes(exc: APIStatusError) -> set[str]:
-    """The `errors[].code` values of a Telnyx error body (`{"errors":[{"code":"90018",...}]}`)."""
-    body = exc.body
+def error_codes(body: object) -> frozenset[str]:
+    """The `errors[].code` values of a Telnyx error body (`{"errors":[{"code":"90018",...}]}`;
+    a lone `{"error": {...}}` is read too)."""
     if isinstance(body, dict) and "errors" not in body and isinstance(body.get("error"), dict):
         body = {"errors": [body["error"]]}
     errors = body.get("errors") if isinstance(body, dict) else None
     if not isinstance(errors, list):
-        return set()
-    return {str(e.get("code")) for e in errors if isinstance(e, dict) and e.get("code")}
+        return frozenset()
+    return frozenset(str(e.get("code")) for e in errors if isinstance(e, dict) and e.get("code"))
 
 
-def _is_gone(exc: APIStatusError) -> bool:
-    """404, or 422 with 90018/90055: the call leg no longer exists at Telnyx."""
-    if exc.status_code == 404:
-        return True
-    return exc.status_code == 422 and bool(_error_codes(exc) & ALREADY_ENDED_CODES)
+@dataclass(slots=True)
+class _Leg:
+    """What we know of one call leg beyond its webhooks (see the module docstring)."""
+
+    call_id: str | None = None
+    direction: Direction | None = None
+    answered: bool = False
+    bot_hangup: bool = False
 
 
 class TelnyxProvider(BoundProvider):
@@ -117,14 +143,20 @@ class TelnyxProvider(BoundProvider):
 
     def __init__(self) -> None:
         super().__init__()
-        self._client: AsyncTelnyx | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._verifier = TelnyxVerifier(None)
         self._transcribing: set[str] = set()
-        self._bot_hangups: set[str] = set()
         self._notify_scheduled: set[str] = set()
         self._ended: OrderedDict[str, None] = OrderedDict()
-        self._streamed: set[str] = set()
-        """Call ids dialled/answered with a media stream, until they end."""
+        self._legs: OrderedDict[str, _Leg] = OrderedDict()
+        """call_control_id -> what we know of it, until its `call.hangup`."""
+        self._streamed: dict[str, str | None] = {}
+        """Call ids dialled/answered with a media stream (-> call_control_id), until they end
+        or their stream fails."""
+        self._stream_gone: dict[str, asyncio.Event] = {}
+        """Set when a call's stream failed: speech waiting for that stream stops waiting."""
+        self._last_stream_speech: dict[str, tuple[str, str | None]] = {}
+        """The latest text (and turn token) each call spoke on its stream (for a fallback)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -133,28 +165,31 @@ class TelnyxProvider(BoundProvider):
         self._verifier = TelnyxVerifier(context.config.telnyx.public_key)
 
     async def start(self) -> None:
-        """Create the SDK client (lazy import: see the module docstring)."""
+        """Open the HTTP session (Bearer `telnyx.api_key`); listen for stream failures."""
         settings = self._config.telnyx
         if not settings.api_key:
             raise ConfigError(
                 "telnyx.api_key is not set; set TELNYX_API_KEY or "
                 "`voicecall secrets set telnyx.api_key`"
             )
-        from telnyx import AsyncTelnyx
-
-        self._client = AsyncTelnyx(
-            api_key=settings.api_key,
-            base_url=settings.api_base_url.rstrip("/"),
-            timeout=REQUEST_TIMEOUT_SECONDS,
-            max_retries=MAX_RETRIES,
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS),
+            headers={
+                "Authorization": f"Bearer {settings.api_key}",
+                "Accept": "application/json",
+                "User-Agent": "voicecall",
+            },
         )
+        hub = self._media()
+        if isinstance(hub, ReportsStreamFailures):
+            hub.on_stream_failure = self._on_stream_error
 
     async def close(self) -> None:
-        """Cancel notify timers and close the HTTP client."""
+        """Cancel notify timers and close the HTTP session."""
         await self._tasks.cancel()
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     # ------------------------------------------------------------------ REST
 
@@ -172,57 +207,93 @@ class TelnyxProvider(BoundProvider):
             ProviderAuthError: Telnyx refused the API key (401/403).
             ProviderRequestError: any other HTTP error, a timeout or a network failure.
         """
-        from telnyx import APIConnectionError, APIStatusError
-
-        if self._client is None:
-            raise ProviderRequestError("the telnyx client is not started")
-        try:
-            if method == "GET":
-                result = await self._client.get(path, cast_to=object)
-            else:
-                result = await self._client.post(path, body=dict(body or {}), cast_to=object)
-        except APIStatusError as exc:
-            if tolerate_gone and _is_gone(exc):
-                logger.info(
-                    "telnyx %s %s: call already ended (%d %s)",
-                    method,
-                    path,
-                    exc.status_code,
-                    ",".join(sorted(_error_codes(exc))),
-                )
-                return None
-            codes = ",".join(sorted(_error_codes(exc))) or "no code"
-            message = f"telnyx {method} {path} failed with HTTP {exc.status_code} ({codes})"
-            if exc.status_code in (401, 403):
-                raise ProviderAuthError(
-                    message + "; check telnyx.api_key", status=exc.status_code
+        for attempt in (1, 2):
+            try:
+                status, data = await self._send(method, path, body)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if attempt == 1:
+                    await asyncio.sleep(RETRY_DELAY_SECONDS)
+                    continue
+                raise ProviderRequestError(
+                    f"telnyx {method} {path} failed: {type(exc).__name__}; is "
+                    f"telnyx.api_base_url ({self._config.telnyx.api_base_url}) reachable?"
                 ) from None
-            raise ProviderRequestError(message, status=exc.status_code, codes=codes) from None
-        except APIConnectionError as exc:
-            raise ProviderRequestError(
-                f"telnyx {method} {path} failed: {type(exc).__name__}; is "
-                f"telnyx.api_base_url ({self._config.telnyx.api_base_url}) reachable?"
-            ) from None
-        return result if isinstance(result, dict) else {}
+            if status in RETRY_STATUSES and attempt == 1:
+                await asyncio.sleep(RETRY_DELAY_SECONDS)
+                continue
+            if status < 300:
+                return data if isinstance(data, dict) else {}
+            return self._refused(method, path, _HttpError(status, error_codes(data)),
+                                 tolerate_gone=tolerate_gone)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(
+        self, method: str, path: str, body: Mapping[str, Any] | None
+    ) -> tuple[int, object]:
+        if self._session is None:
+            raise ProviderRequestError("the telnyx client is not started")
+        url = self._config.telnyx.api_base_url.rstrip("/") + path
+        payload = dict(body or {}) if method != "GET" else None
+        async with self._session.request(method, url, json=payload) as response:
+            try:
+                data: object = await response.json(content_type=None)
+            except ValueError:
+                data = None
+            return response.status, data
+
+    def _refused(
+        self, method: str, path: str, error: _HttpError, *, tolerate_gone: bool
+    ) -> dict[str, Any] | None:
+        codes = ",".join(sorted(error.codes))
+        if tolerate_gone and error.gone:
+            logger.info("telnyx %s %s: call already ended (%d %s)", method, path, error.status,
+                        codes)
+            return None
+        message = f"telnyx {method} {path} failed with HTTP {error.status} ({codes or 'no code'})"
+        if error.status in (401, 403):
+            raise ProviderAuthError(message + "; check telnyx.api_key", status=error.status)
+        raise ProviderRequestError(message, status=error.status, codes=codes or "no code")
 
     async def _action(
         self,
-        call: CallRecord | str,
+        pid: str,
         action: str,
         body: Mapping[str, Any],
         *,
         tolerate_gone: bool = False,
     ) -> dict[str, Any] | None:
-        pid = call if isinstance(call, str) else self._pid(call)
         return await self._request(
             "POST", f"/calls/{pid}/actions/{action}", body, tolerate_gone=tolerate_gone
         )
 
-    @staticmethod
-    def _pid(call: CallRecord) -> str:
+    def _pid(self, call: CallRecord) -> str:
+        """The call's call_control_id (noting what the record tells about the leg)."""
         if not call.provider_call_id:
             raise ProviderRequestError(f"call {call.call_id} has no Telnyx call_control_id yet")
+        self._note(call)
         return call.provider_call_id
+
+    # ------------------------------------------------------------------ leg facts
+
+    def _leg(self, pid: str) -> _Leg:
+        leg = self._legs.get(pid)
+        if leg is None:
+            leg = self._legs[pid] = _Leg()
+            while len(self._legs) > REMEMBERED_HANGUPS:
+                self._legs.popitem(last=False)
+        return leg
+
+    def _note(self, call: CallRecord) -> None:
+        """Learn the direction and answer of a leg from its stored record (e.g. after a
+        restart, when no `call.initiated` will come again)."""
+        if not call.provider_call_id or call.provider_call_id in self._ended:
+            return
+        leg = self._leg(call.provider_call_id)
+        leg.call_id = call.call_id
+        leg.direction = call.direction
+        leg.answered = leg.answered or call.answered_at is not None
+
+    # ------------------------------------------------------------------ media streams
 
     def _media(self) -> MediaHubLike | None:
         """The media hub, when streaming is on and the hub can speak (else Telnyx speaks)."""
@@ -233,15 +304,56 @@ class TelnyxProvider(BoundProvider):
         hub = self._media()
         if hub is None or self._context is None or self._context.stream_url is None:
             return None
-        self._streamed.add(call_id)
-        return stream_fields(self._context.stream_url, hub.issue_token(call_id, provider_call_id))
+        self._streamed[call_id] = provider_call_id
+        self._stream_gone[call_id] = asyncio.Event()
+        token = hub.issue_token(call_id, provider_call_id)
+        return stream_fields(self._context.stream_url, token, dial=provider_call_id is None)
 
     def _stream_ended(self, call_id: str | None) -> None:
+        """The call is over: forget its stream and revoke its token (closes the socket)."""
         if call_id and call_id in self._streamed:
-            self._streamed.discard(call_id)
+            self._forget_stream(call_id)
             hub = self._media()
             if hub is not None:
                 hub.revoke(call_id)
+
+    def _forget_stream(self, call_id: str) -> None:
+        self._streamed.pop(call_id, None)
+        self._last_stream_speech.pop(call_id, None)
+        gone = self._stream_gone.pop(call_id, None)
+        if gone is not None:
+            gone.set()
+
+    def _on_stream_error(self, call_id: str, reason: str, unheard: bool) -> None:
+        """The hub's report of a stream `error` frame: fall back now (SPEC 10)."""
+        self._fall_back(call_id, reason, unheard=unheard)
+
+    def _fall_back(self, call_id: str, reason: str, *, unheard: bool) -> None:
+        """Stop using the call's stream; Telnyx speaks and transcribes from here on.
+
+        An utterance the caller had not heard yet is spoken again with `actions/speak`; a
+        listening turn gets `transcription_start`, so a pending `continue` still hears the
+        caller. Speech that was waiting for the stream to start stops waiting and does the same.
+        """
+        if call_id not in self._streamed:
+            return
+        pid = self._streamed.get(call_id)
+        last = self._last_stream_speech.get(call_id)
+        logger.warning("call %s: media stream failed (%s); Telnyx speaks and transcribes "
+                       "instead", call_id, reason)
+        self._forget_stream(call_id)  # wakes a speaker waiting for the stream
+        hub = self._media()
+        if hub is not None:
+            hub.revoke(call_id)
+        if last is None or not pid or pid in self._ended:
+            return
+        text, turn_token = last
+        if unheard:
+            self._spawn(self._speak_rest(call_id, pid, text, turn_token),
+                        f"telnyx-fallback-speak-{call_id}")
+        elif turn_token:
+            self._spawn(self._transcribe(call_id, pid, turn_token),
+                        f"telnyx-fallback-listen-{call_id}")
 
     # ------------------------------------------------------------------ control plane
 
@@ -265,9 +377,13 @@ class TelnyxProvider(BoundProvider):
         pid = data.get("call_control_id") if isinstance(data, dict) else None
         if not isinstance(pid, str) or not pid:
             raise ProviderRequestError("telnyx POST /calls returned no data.call_control_id")
+        leg = self._leg(pid)
+        leg.call_id, leg.direction = request.call_id, Direction.OUTBOUND
+        if request.call_id in self._streamed:
+            self._streamed[request.call_id] = pid
         return pid
 
-    def _speak(self, call: CallRecord, text: str, client_state: str) -> dict[str, Any]:
+    def _speak(self, text: str, client_state: str) -> dict[str, Any]:
         return speak_payload(
             text,
             voice=map_voice(self._config.tts.openai.voice),
@@ -278,75 +394,87 @@ class TelnyxProvider(BoundProvider):
     async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
         """Speak with `notify:<delay>` in client_state; `call.speak.ended` triggers the hang-up."""
         state = encode_client_state(call.call_id, "notify", f"{max(0.0, delay_seconds):g}")
-        await self._action(call, "speak", self._speak(call, text, state))
+        await self._action(self._pid(call), "speak", self._speak(text, state))
 
     async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
         """Speak through the call's media stream (its STT hears the caller) when it has one;
         else `actions/speak`, and with a turn token make sure the caller's track is being
         transcribed."""
+        pid = self._pid(call)
         hub = self._media()
         if hub is not None and call.call_id in self._streamed:
             session = hub.session(call.call_id)
             if isinstance(session, MediaSessionLike):
                 try:
                     await session.speak(text, turn_token=turn_token)
+                    if call.call_id in self._streamed:
+                        self._last_stream_speech[call.call_id] = (text, turn_token)
                     return
                 except MediaError as exc:
                     logger.info("call %s: %s; using actions/speak", call.call_id, exc.message)
-                    self._streamed.discard(call.call_id)
+                    self._forget_stream(call.call_id)
             else:
                 self._spawn(
-                    self._speak_when_streaming(hub, call, text, turn_token),
+                    self._speak_when_streaming(hub, call, pid, text, turn_token),
                     f"telnyx-stream-speak-{call.call_id}",
                 )
                 return
-        await self._speak_rest(call, text, turn_token)
+        await self._speak_rest(call.call_id, pid, text, turn_token)
 
     async def _speak_when_streaming(
-        self, hub: MediaHubLike, call: CallRecord, text: str, turn_token: str | None
+        self, hub: MediaHubLike, call: CallRecord, pid: str, text: str, turn_token: str | None
     ) -> None:
+        gone = self._stream_gone.get(call.call_id)
         if await speak_over_stream(hub, call, text, turn_token, wait_seconds=STREAM_WAIT_SECONDS,
-                                   fallback="actions/speak"):
+                                   fallback="actions/speak", abandon=gone):
+            if call.call_id in self._streamed:
+                self._last_stream_speech[call.call_id] = (text, turn_token)
             return
-        if call.call_id in self._streamed:  # not ended meanwhile
-            self._streamed.discard(call.call_id)
-            await self._speak_rest(call, text, turn_token)
+        if pid in self._ended:
+            return
+        self._forget_stream(call.call_id)
+        await self._speak_rest(call.call_id, pid, text, turn_token)
 
-    async def _speak_rest(self, call: CallRecord, text: str, turn_token: str | None) -> None:
+    async def _speak_rest(
+        self, call_id: str, pid: str, text: str, turn_token: str | None
+    ) -> None:
         """`actions/speak`; with a turn token, `transcription_start` once per call."""
         kind, value = ("turn", turn_token) if turn_token else ("speak", "")
-        state = encode_client_state(call.call_id, kind, value)
-        await self._action(call, "speak", self._speak(call, text, state))
-        pid = self._pid(call)
-        if turn_token and pid not in self._transcribing:
-            try:
-                await self._action(
-                    call,
-                    "transcription_start",
-                    transcription_payload(state, f"voicecall-transcribe-{call.call_id}"),
-                )
-            except ProviderRequestError as exc:
-                if exc.details.get("status") != 422:
-                    raise
-                # 422 here means transcription already runs (e.g. started before a restart).
-                logger.info(
-                    "call %s: transcription_start refused (%s); assuming it runs",
-                    call.call_id,
-                    exc.message,
-                )
-            self._transcribing.add(pid)
+        await self._action(pid, "speak", self._speak(text, encode_client_state(call_id, kind,
+                                                                               value)))
+        if turn_token:
+            await self._transcribe(call_id, pid, turn_token)
+
+    async def _transcribe(self, call_id: str, pid: str, turn_token: str) -> None:
+        """`transcription_start` on the caller's track, once per call."""
+        if pid in self._transcribing:
+            return
+        state = encode_client_state(call_id, "turn", turn_token)
+        try:
+            await self._action(
+                pid, "transcription_start",
+                transcription_payload(state, f"voicecall-transcribe-{call_id}"),
+            )
+        except ProviderRequestError as exc:
+            if exc.details.get("status") != 422:
+                raise
+            # 422 here means transcription already runs (e.g. started before a restart).
+            logger.info("call %s: transcription_start refused (%s); assuming it runs",
+                        call_id, exc.message)
+        self._transcribing.add(pid)
 
     async def send_dtmf(self, call: CallRecord, digits: str) -> None:
         """`actions/send_dtmf` (Telnyx plays w/W as 0.5 s / 1 s pauses)."""
         await self._action(
-            call, "send_dtmf", {"digits": digits, "command_id": f"voicecall-{uuid.uuid4()}"}
+            self._pid(call), "send_dtmf",
+            {"digits": digits, "command_id": f"voicecall-{uuid.uuid4()}"},
         )
 
     async def answer(self, call: CallRecord) -> None:
         """`actions/answer`; a caller who hung up meanwhile ends the call as hangup-user."""
         pid = self._pid(call)
         result = await self._action(
-            call,
+            pid,
             "answer",
             answer_payload(call.call_id, self._stream(call.call_id, pid)),
             tolerate_gone=True,
@@ -363,7 +491,7 @@ class TelnyxProvider(BoundProvider):
     async def reject(self, call: CallRecord) -> None:
         """`actions/reject` (SIP 603-style refusal) for a call the inbound policy refused."""
         await self._action(
-            call,
+            self._pid(call),
             "reject",
             {
                 "cause": "CALL_REJECTED",
@@ -377,10 +505,11 @@ class TelnyxProvider(BoundProvider):
         if not call.provider_call_id:
             self._stream_ended(call.call_id)
             return
-        self._bot_hangups.add(call.provider_call_id)
+        pid = self._pid(call)
+        self._leg(pid).bot_hangup = True
         try:
             await self._action(
-                call,
+                pid,
                 "hangup",
                 {"command_id": f"voicecall-hangup-{call.call_id}"},
                 tolerate_gone=True,
@@ -389,19 +518,23 @@ class TelnyxProvider(BoundProvider):
             self._stream_ended(call.call_id)
 
     async def fetch_status(self, call: CallRecord) -> RemoteStatus:
-        """`GET /calls/{id}`: `is_alive` false or 404 -> ended; anything else unclear -> unknown."""
+        """`GET /calls/{id}`: `is_alive` false or 404 -> ended; anything else unclear -> unknown.
+
+        An ended call that had been answered is `completed`; one that never was, `no-answer`.
+        """
         try:
             result = await self._request("GET", f"/calls/{self._pid(call)}", tolerate_gone=True)
         except ProviderError as exc:
             return RemoteStatus(RemoteState.UNKNOWN, detail=exc.message)
+        ended = CallState.COMPLETED if call.answered_at is not None else CallState.NO_ANSWER
         if result is None:
-            return RemoteStatus(RemoteState.ENDED, CallState.COMPLETED, "not found at telnyx")
+            return RemoteStatus(RemoteState.ENDED, ended, "not found at telnyx")
         data = result.get("data")
         alive = data.get("is_alive") if isinstance(data, dict) else None
         if alive is True:
             return RemoteStatus(RemoteState.LIVE)
         if alive is False:
-            return RemoteStatus(RemoteState.ENDED, CallState.COMPLETED, "is_alive is false")
+            return RemoteStatus(RemoteState.ENDED, ended, "is_alive is false")
         return RemoteStatus(RemoteState.UNKNOWN, detail="telnyx gave no is_alive")
 
     # ------------------------------------------------------------------ webhooks
@@ -423,16 +556,33 @@ class TelnyxProvider(BoundProvider):
         if hook is None:
             return WebhookReply()
         pid = hook.call_control_id
+        state = hook.client_state
         if hook.event_type == "call.initiated" and pid in self._ended:
             logger.info("telnyx call.initiated after call.hangup for %s: ignored", pid)
             return WebhookReply()
-        events = to_events(hook, bot_hangup=pid in self._bot_hangups)
+        failure = stream_failure(hook)
+        if failure is not None:
+            call_id = state.call_id if state else self._call_id_of(pid)
+            if call_id:
+                self._fall_back(call_id, f"streaming.failed: {failure}", unheard=True)
+            return WebhookReply()
+        facts = None
+        if pid not in self._ended:
+            leg = self._leg(pid)
+            if hook.event_type == "call.initiated":
+                leg.direction = direction_of(hook.payload) or leg.direction
+            elif hook.event_type == "call.answered":
+                leg.answered = True
+            if state is not None:
+                leg.call_id = state.call_id
+            facts = LegFacts(leg.direction, leg.answered, leg.bot_hangup)
+        events = to_events(hook, leg=facts)
         if hook.event_type == "call.hangup":
+            call_id = state.call_id if state else self._call_id_of(pid)
             self._remember_ended(pid)
-            self._stream_ended(hook.client_state.call_id if hook.client_state else None)
+            self._stream_ended(call_id)
         if events and self._sink is not None:
             await self._sink(events)
-        state = hook.client_state
         if hook.event_type == "call.speak.ended" and state is not None and state.kind == "notify":
             self._schedule_notify_hangup(pid, state.call_id, state.value)
         return WebhookReply()
@@ -441,12 +591,18 @@ class TelnyxProvider(BoundProvider):
         """Repeat the first answer (always a plain 200 for Telnyx)."""
         return first or WebhookReply()
 
+    def _call_id_of(self, pid: str) -> str | None:
+        leg = self._legs.get(pid)
+        if leg is not None and leg.call_id:
+            return leg.call_id
+        return next((c for c, p in self._streamed.items() if p == pid), None)
+
     def _remember_ended(self, pid: str) -> None:
         self._ended[pid] = None
         self._ended.move_to_end(pid)
         while len(self._ended) > REMEMBERED_HANGUPS:
             self._ended.popitem(last=False)
-        self._bot_hangups.discard(pid)
+        self._legs.pop(pid, None)
         self._transcribing.discard(pid)
         self._notify_scheduled.discard(pid)
 
@@ -464,7 +620,8 @@ class TelnyxProvider(BoundProvider):
     async def _notify_hangup(self, pid: str, call_id: str, delay: float) -> None:
         """Hang up `delay` s after playback ended, then report the bot's hang-up."""
         await asyncio.sleep(delay)
-        self._bot_hangups.add(pid)
+        if pid not in self._ended:
+            self._leg(pid).bot_hangup = True
         try:
             await self._action(
                 pid, "hangup", {"command_id": f"voicecall-hangup-{call_id}"}, tolerate_gone=True

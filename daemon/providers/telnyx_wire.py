@@ -37,40 +37,72 @@ ALREADY_ENDED_CODES = frozenset({"90018", "90055"})
 _FEMALE = frozenset({"alloy", "nova", "shimmer", "coral", "sage", "ballad"})
 _MALE = frozenset({"echo", "onyx", "fable", "ash", "verse"})
 
-HANGUP_CAUSES: Mapping[str, CallState] = {
-    "normal_clearing": CallState.COMPLETED,
-    "normal_unspecified": CallState.COMPLETED,
-    "unspecified": CallState.COMPLETED,
-    "originator_cancel": CallState.HANGUP_BOT,
-    "user_busy": CallState.BUSY,
-    "call_rejected": CallState.BUSY,
-    "no_answer": CallState.NO_ANSWER,
-    "no_user_response": CallState.NO_ANSWER,
+HANGUP_CAUSES = frozenset({
+    "call_rejected", "normal_clearing", "originator_cancel", "timeout", "time_limit", "user_busy",
+    "not_found", "no_answer", "unspecified",
+})
+"""Every `hangup_cause` Telnyx sends: the `call.hangup` schema's enum (telnyx SDK 4.189
+`types/call_hangup.py`). SPEC 10 lists all but `no_answer`, which the schema adds for a dial
+with `retry_on_timeout: false` ("instead of `timeout`"): it maps like `timeout`."""
+
+_FIXED_CAUSES: Mapping[str, CallState] = {
     "timeout": CallState.NO_ANSWER,
+    "no_answer": CallState.NO_ANSWER,
     "time_limit": CallState.TIMEOUT,
-    "user_hangup": CallState.HANGUP_USER,
-    "subscriber_absent": CallState.HANGUP_USER,
-    "machine_detected": CallState.VOICEMAIL,
-    "fax_detected": CallState.VOICEMAIL,
-    "destination_out_of_order": CallState.FAILED,
-    "network_out_of_order": CallState.FAILED,
-    "service_unavailable": CallState.FAILED,
-    "recovery_on_timer_expire": CallState.FAILED,
+    "user_busy": CallState.BUSY,
+    "call_rejected": CallState.FAILED,
     "not_found": CallState.FAILED,
-    "unallocated_number": CallState.FAILED,
 }
-"""Telnyx `call.hangup` `hangup_cause` values -> our end states (SPEC 5)."""
+"""Causes whose end state does not depend on who hung up."""
+_COMMANDED = frozenset({"normal_clearing", "originator_cancel", "unspecified"})
+"""Causes a hang-up we commanded produces (answered call, ringing call, either)."""
 
 
-def map_hangup_cause(cause: str | None) -> CallState:
-    """Our end state for a Telnyx hang-up cause; an unknown cause is `completed` (logged)."""
+@dataclass(frozen=True, slots=True)
+class LegFacts:
+    """What the provider knows about a call leg that `call.hangup` does not say.
+
+    Telnyx puts `direction` only on `call.initiated`, so the direction comes from that webhook,
+    from our own dial or from the stored call record.
+    """
+
+    direction: Direction | None = None
+    answered: bool = False
+    bot_hangup: bool = False
+    """We sent `actions/hangup` (or the notify hang-up) for this leg."""
+
+
+def hangup_end_state(cause: str | None, source: str | None, leg: LegFacts) -> CallState:
+    """Our end state of a `call.hangup` (SPEC 10).
+
+    The person on the phone hung up (`hangup-user`) when the callee of an outbound call, or the
+    caller of an inbound call, cleared it (`normal_clearing`), or when an inbound caller gave up
+    before the answer (`originator_cancel`). A hang-up we commanded is `hangup-bot`. `timeout`
+    is `no-answer`, `time_limit` is `timeout`, `user_busy` is `busy`, `call_rejected` and
+    `not_found` are `failed`; `unspecified` (and any cause Telnyx adds later) is `completed`
+    for an answered call, else `failed`. Outbound, the caller is us: our own `originator_cancel`
+    of a ringing call is `hangup-bot` even when Telnyx, not our command, cancelled it.
+    """
     key = (cause or "").strip().lower()
-    state = HANGUP_CAUSES.get(key)
-    if state is None:
-        if key:
-            logger.warning("unknown telnyx hangup_cause %r; treating the call as completed", key)
+    side = (source or "").strip().lower()
+    if key and key not in HANGUP_CAUSES:
+        logger.warning("unknown telnyx hangup_cause %r; treating it as unspecified", key)
+        key = "unspecified"
+    fixed = _FIXED_CAUSES.get(key)
+    if fixed is not None:
+        return fixed
+    if leg.bot_hangup and key in _COMMANDED:
+        return CallState.HANGUP_BOT
+    person = "callee" if leg.direction is Direction.OUTBOUND else "caller"
+    if key == "normal_clearing":
+        if leg.direction is not None and side == person:
+            return CallState.HANGUP_USER
         return CallState.COMPLETED
-    return state
+    if key == "originator_cancel":
+        if leg.direction is Direction.INBOUND or (leg.direction is None and side == "caller"):
+            return CallState.HANGUP_USER
+        return CallState.HANGUP_BOT
+    return CallState.COMPLETED if leg.answered else CallState.FAILED
 
 
 def map_voice(voice: str | None) -> str:
@@ -185,21 +217,30 @@ def speak_payload(
 
 
 def transcription_payload(client_state: str, command_id: str) -> dict[str, Any]:
-    """`actions/transcription_start` on the caller's audio only (not our own speech)."""
+    """`actions/transcription_start` on the caller's audio only (not our own speech).
+
+    The language goes inside `transcription_engine_config` (the command has no top-level
+    `language`; Telnyx's schema, SPEC 10).
+    """
     return {
-        "language": TRANSCRIPTION_LANGUAGE,
         "transcription_engine": "Telnyx",
+        "transcription_engine_config": {
+            "transcription_engine": "Telnyx",
+            "language": TRANSCRIPTION_LANGUAGE,
+        },
         "transcription_tracks": "inbound",
         "client_state": client_state,
         "command_id": command_id,
     }
 
 
-def stream_fields(stream_url: str, token: str | None) -> dict[str, Any]:
+def stream_fields(stream_url: str, token: str | None, *, dial: bool = True) -> dict[str, Any]:
     """Media streaming on dial/answer: bidirectional RTP in PCMU at 8 kHz.
 
     Without `stream_bidirectional_mode: rtp` Telnyx defaults to MP3 frames and the caller hears
-    nothing we stream (deepgram/deepclaw PR #8).
+    nothing we stream (deepgram/deepclaw PR #8). The token always rides in the URL's query (the
+    media server reads it there); `stream_auth_token` and `stream_bidirectional_sampling_rate`
+    are fields of dial only (`actions/answer` does not define them, and PCMU is 8 kHz anyway).
     """
     url = stream_url
     fields: dict[str, Any] = {
@@ -207,13 +248,15 @@ def stream_fields(stream_url: str, token: str | None) -> dict[str, Any]:
         "stream_codec": "PCMU",
         "stream_bidirectional_mode": "rtp",
         "stream_bidirectional_codec": "PCMU",
-        "stream_bidirectional_sampling_rate": 8000,
         "stream_bidirectional_target_legs": "self",
     }
+    if dial:
+        fields["stream_bidirectional_sampling_rate"] = 8000
     if token:
         separator = "&" if "?" in url else "?"
         url = f"{url}{separator}token={token}"
-        fields["stream_auth_token"] = token
+        if dial:
+            fields["stream_auth_token"] = token
     fields["stream_url"] = url
     return fields
 
@@ -269,14 +312,6 @@ def parse_webhook(body: bytes) -> TelnyxWebhook | None:
     )
 
 
-def _direction(value: object) -> Direction | None:
-    if value in ("incoming", "inbound"):
-        return Direction.INBOUND
-    if value in ("outgoing", "outbound"):
-        return Direction.OUTBOUND
-    return None
-
-
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -287,14 +322,15 @@ def _confidence(value: object) -> float | None:
     return max(0.0, min(1.0, float(value)))
 
 
-def to_events(hook: TelnyxWebhook, *, bot_hangup: bool = False) -> list[ProviderEvent]:
+def to_events(hook: TelnyxWebhook, *, leg: LegFacts | None = None) -> list[ProviderEvent]:
     """The normalised events of one webhook (SPEC 5 event types).
 
-    `bot_hangup` says we asked for this hang-up ourselves, so a `normal_clearing` hang-up is
-    the bot's, not a neutral completion.
+    `leg` is what the provider knows of the call beyond this webhook (direction, answered, our
+    own hang-up): `call.hangup` needs it to say who ended the call.
     """
     payload = hook.payload
     state = hook.client_state
+    turn = state.value if state and state.kind == "turn" and state.value else None
     common: dict[str, Any] = {
         "provider_call_id": hook.call_control_id,
         "call_id": state.call_id if state else None,
@@ -310,7 +346,7 @@ def to_events(hook: TelnyxWebhook, *, bot_hangup: bool = False) -> list[Provider
         return [
             ProviderEvent(
                 event_type,
-                direction=_direction(payload.get("direction")),
+                direction=direction_of(payload),
                 from_number=_text(payload.get("from")),
                 to_number=_text(payload.get("to")),
                 **common,
@@ -331,21 +367,36 @@ def to_events(hook: TelnyxWebhook, *, bot_hangup: bool = False) -> list[Provider
                 transcript=transcript,
                 is_final=is_final if isinstance(is_final, bool) else True,
                 confidence=_confidence(data.get("confidence")),
-                turn_token=state.value if state and state.kind == "turn" and state.value else None,
+                turn_token=turn,
                 **common,
             )
         ]
     if kind == "call.dtmf.received":
         digit = _text(payload.get("digit"))
-        return [ProviderEvent(EventType.DTMF, digits=digit, **common)] if digit else []
+        if digit is None:
+            return []
+        return [ProviderEvent(EventType.DTMF, digits=digit, is_final=False, turn_token=turn,
+                              **common)]
     if kind == "call.hangup":
-        end_state = map_hangup_cause(_text(payload.get("hangup_cause")))
-        if bot_hangup and end_state is CallState.COMPLETED:
-            end_state = CallState.HANGUP_BOT
-        elif end_state is CallState.HANGUP_BOT and not bot_hangup and (
-                _text(payload.get("hangup_source")) == "caller"
-                and _direction(payload.get("direction")) is Direction.INBOUND):
-            # originator_cancel from the caller of an inbound call: they gave up, not us.
-            end_state = CallState.HANGUP_USER
+        end_state = hangup_end_state(
+            _text(payload.get("hangup_cause")), _text(payload.get("hangup_source")),
+            leg or LegFacts())
         return [ProviderEvent(EventType.ENDED, end_state=end_state, **common)]
     return []
+
+
+def direction_of(payload: Mapping[str, Any]) -> Direction | None:
+    """The `direction` of a `call.initiated` payload (absent on every other webhook)."""
+    value = payload.get("direction")
+    if value in ("incoming", "inbound"):
+        return Direction.INBOUND
+    if value in ("outgoing", "outbound"):
+        return Direction.OUTBOUND
+    return None
+
+
+def stream_failure(hook: TelnyxWebhook) -> str | None:
+    """Why the media stream of the call failed (`streaming.failed`), else None."""
+    if hook.event_type != "streaming.failed":
+        return None
+    return _text(hook.payload.get("failure_reason")) or "unknown reason"

@@ -76,7 +76,8 @@ class Say:
 
 @dataclass(frozen=True, slots=True)
 class Listen:
-    """`<Gather input="speech">` whose action carries the turn token, then listen again."""
+    """`<Gather input="dtmf speech">` (the caller answers by voice or keypad) whose action
+    carries the turn token, then listen again."""
 
     turn_token: str
 
@@ -165,7 +166,7 @@ def _url(ctx: TwimlContext, **params: str | None) -> str:
 
 def _listen(response: VoiceResponse, ctx: TwimlContext, token: str) -> None:
     response.gather(
-        input="speech",
+        input="dtmf speech",
         speech_timeout="auto",
         timeout=LISTEN_TIMEOUT_SECONDS,
         action=_url(ctx, turnToken=token),

@@ -147,7 +147,7 @@ async def test_plivo_inbound_allowlist_greets_one_caller_and_hangs_up_on_another
     allowed = await sim.inbound("+14155550123", FROM, url)
     await sim.wait_for(lambda: allowed.listening)
     assert allowed.spoken == ["Hello! How can I help you today?"]
-    assert 'inputType="speech"' in allowed.documents[0]
+    assert 'inputType="dtmf speech"' in allowed.documents[0]
     calls = (await rpc(d, "voicecall.status"))["calls"]
     assert [c["providerCallId"] for c in calls] == [allowed.call_uuid]
     await sim.caller_says(allowed, "I need a table")

@@ -220,7 +220,7 @@ async def test_telnyx_hangup_causes_map_to_end_states(
     live = await rpc(d, "voicecall.initiate", {"message": "Hi", "to": TO, "mode": "conversation"})
     await until_state(d, live["callId"], "speaking", "active", "answered")
     call = next(c for c in sim.calls.values() if not c.ended)
-    await sim.caller_hangup(call, "user_hangup", "callee")
+    await sim.caller_hangup(call, "normal_clearing", "callee")
     assert (await until_state(d, live["callId"], "hangup-user"))["state"] == "hangup-user"
 
 

@@ -89,14 +89,19 @@ def assert_sentence_frames(frames: list[bytes]) -> None:
     assert len(set(b"".join(frames))) > 16  # a sine, not a constant silence byte
 
 
-def assert_stream_fields(fields: dict[str, Any], stream_url: str) -> None:
-    """Bidirectional RTP in PCMU at 8 kHz, the token in the URL and as stream_auth_token."""
+def assert_stream_fields(fields: dict[str, Any], stream_url: str, *, dial: bool) -> None:
+    """Bidirectional RTP in PCMU, the token in the URL; on dial also as stream_auth_token and
+    an explicit 8 kHz (`actions/answer` defines neither field)."""
     assert fields["stream_url"].split("?")[0] == stream_url
     token = query(fields["stream_url"])["token"]
-    assert fields["stream_auth_token"] == token
     assert fields["stream_bidirectional_mode"] == "rtp"
     assert fields["stream_codec"] == fields["stream_bidirectional_codec"] == "PCMU"
-    assert fields["stream_bidirectional_sampling_rate"] == 8000
+    if dial:
+        assert fields["stream_auth_token"] == token
+        assert fields["stream_bidirectional_sampling_rate"] == 8000
+    else:
+        assert "stream_auth_token" not in fields
+        assert "stream_bidirectional_sampling_rate" not in fields
 
 
 async def test_telnyx_stream_greeting_frames_and_a_continue_turn_via_stt(
@@ -113,7 +118,7 @@ async def test_telnyx_stream_greeting_frames_and_a_continue_turn_via_stt(
     await sim.wait_for(lambda: bool(sim.calls) and live_stream(sim.only_call()) is not None)
     call = sim.only_call()
     stream = call.streams[0]
-    assert_stream_fields(sim.commands("dial")[0].body, status["streamUrl"])
+    assert_stream_fields(sim.commands("dial")[0].body, status["streamUrl"], dial=True)
 
     await sim.wait_for(lambda: len(stream.marks()) >= 1, timeout=10)
     kinds = [kind for kind, _ in stream.events]
@@ -158,7 +163,7 @@ async def test_telnyx_inbound_answer_streams_the_greeting_and_notify_is_not_stre
     call = await sim.inbound("+14155550123", FROM, status["webhookUrl"])
     await sim.wait_for(lambda: live_stream(call) is not None)
     stream = call.streams[0]
-    assert_stream_fields(sim.commands("answer")[0].body, status["streamUrl"])
+    assert_stream_fields(sim.commands("answer")[0].body, status["streamUrl"], dial=False)
     await sim.wait_for(lambda: len(stream.marks()) >= 1, timeout=10)
     assert_sentence_frames(stream.audio())
     assert call.spoken == [] and sim.commands("speak") == []

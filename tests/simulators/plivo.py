@@ -1,19 +1,26 @@
 """A local Plivo: Voice API REST (Basic auth) plus a Plivo XML interpreter, on 127.0.0.1:0.
 
 Like Plivo it rings (`ring_url`), answers by fetching `answer_url`, runs the XML it gets back
-(`<Speak>`, `<Wait>`, `<GetInput inputType="speech">`, `<Redirect>`, `<Hangup>`), posts speech
-results to the GetInput `action` and runs that answer, fetches the `aleg_url` of a transfer
-(`POST /Call/{uuid}/ legs=aleg`), and reports the end on `hangup_url`. Every request it makes is
-form-encoded and signed with `X-Plivo-Signature-V3` and a nonce, computed with the plivo SDK's
-own `plivo.utils.signature_v3` helpers. Tests script the caller: `replies` (one per GetInput),
-`caller_says()`, `caller_hangup()`, `inbound()`, `outcome` (busy, no-answer, failed), and
-`replay()` re-sends a delivery byte for byte.
+(`<Speak>`, `<Wait>`, `<GetInput inputType="dtmf speech">`, `<Redirect>`, `<Hangup>`), posts
+speech (`InputType=speech`, `Speech`) or keys (`InputType=dtmf`, `Digits`) to the GetInput
+`action` and runs that answer, fetches the `aleg_url` of a transfer (`POST /Call/{uuid}/
+legs=aleg`), and reports the end on `hangup_url` with Plivo's CallStatus, HangupSource and
+HangupCause / HangupCauseName / HangupCauseCode triples (`../shared/vendor_samples/`). Every
+request it makes is form-encoded and signed with `X-Plivo-Signature-V3` and a nonce, computed
+with the plivo SDK's own `plivo.utils.signature_v3` helpers. Tests script the caller: `replies`
+(one per GetInput), `caller_says()`, `press()`, `caller_hangup()`, `inbound()`, `outcome`
+(busy, no-answer, timeout, failed), and `replay()` re-sends a delivery byte for byte. A call
+detail record (`GET /Call/{uuid}/`) has Plivo's fields: `answer_time` (null if never
+answered), no `call_state`.
 
 `<Stream bidirectional="true">` opens the websocket like Plivo's audio streams: a `start`
-(`start.callId` = CallUUID, `start.streamId`, `mediaFormat` mu-law 8 kHz, `extra_headers`),
-caller audio as compact `media` messages (`send_audio()`); it records `playAudio` audio,
-answers each `checkpoint` with `playedStream` and each `clearAudio` with `clearedAudio`, and
-sends `stop` when the call ends. With `keepCallAlive` the XML goes on once the socket closes.
+(`sequenceNumber` 1, `start.callId` = CallUUID, `start.streamId`, `mediaFormat` mu-law 8 kHz;
+`extra_headers` as `k=v;k=v` when the element has `extraHeaders`), caller audio as `media`
+messages (`send_audio()`), keys as `dtmf` frames (`press(..., via="stream")`); it records
+`playAudio` audio, answers each `checkpoint` with `playedStream` (or `played`, as one Plivo
+article names it: `checkpoint_echo`) and each `clearAudio` with `clearedAudio`. When the call
+ends the socket just closes: Plivo reports a stream's end on the HTTP callbacks, never with a
+socket `stop`. With `keepCallAlive` the XML goes on once the socket closes.
 """
 
 from __future__ import annotations
@@ -41,10 +48,16 @@ AUTH_ID = "MAZDQ1ZJIYMDZKMMZKYM"
 AUTH_TOKEN = "ZDU3YjU0ZjBkM2NmYmU3NWY1NjhhOWI3Y2Q5ZjUz"
 
 _OUTCOMES = {
-    "busy": ("busy", "Busy Line", "3000"),
-    "no-answer": ("no-answer", "No Answer", "3010"),
-    "failed": ("failed", "Destination Out Of Service", "2010"),
+    "busy": ("busy", "Call recipient", "USER_BUSY", "Busy Line", "3010"),
+    "no-answer": ("no-answer", "Plivo", "NO_ANSWER", "No Answer", "3020"),
+    "timeout": ("timeout", "Plivo", "RECOVERY_ON_TIMER_EXPIRE", "Ring Timeout Reached", "3000"),
+    "failed": ("failed", "Carrier", "UNALLOCATED_NUMBER", "Invalid Destination Address", "2000"),
 }
+"""`outcome` -> CallStatus, HangupSource, HangupCause, HangupCauseName, HangupCauseCode (the
+rows of Plivo's hangup-causes table in the vendor samples)."""
+NORMAL = ("NORMAL_CLEARING", "Normal Hangup", "4000")
+END_OF_XML = ("NORMAL_CLEARING", "End Of XML Instructions", "4010")
+CANCELED = ("ORIGINATOR_CANCEL", "Canceled", "1000")
 
 
 @dataclass
@@ -60,6 +73,12 @@ class SimStream:
     open: bool = False
     close_code: int | None = None
     sequence: int = 0
+
+    @property
+    def extra_headers(self) -> str:
+        """The element's `extraHeaders` as Plivo delivers them: `k=v;k=v`."""
+        return ";".join(p.strip() for p in self.attributes.get("extraHeaders", "").split(",")
+                        if p.strip())
 
     def audio(self) -> list[bytes]:
         """Every `playAudio` payload, decoded."""
@@ -95,7 +114,8 @@ class SimCall:
     documents: list[str] = field(default_factory=list)
     """Every XML document the call ran, in order."""
     streams: list[SimStream] = field(default_factory=list)
-    inbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    inbox: asyncio.Queue[tuple[str, str]] = field(default_factory=asyncio.Queue)
+    """What the caller gives the next `<GetInput>`: ("speech", words) or ("dtmf", keys)."""
     listening: bool = False
     runner: asyncio.Task[None] | None = None
 
@@ -139,6 +159,8 @@ class PlivoSimulator(FakeServer):
         self.max_wait_seconds = 30.0
         """A cap on `<Wait>` so a keep-alive loop still ends in a test."""
         self.outcome: str | None = None
+        self.checkpoint_echo = "playedStream"
+        """The event that answers a `checkpoint` (`played` in one Plivo support article)."""
         self.replies: list[str] = []
         self.status_error: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -241,8 +263,8 @@ class PlivoSimulator(FakeServer):
         if call.ended:
             return
         if self.outcome in _OUTCOMES:
-            status, name, code = _OUTCOMES[self.outcome]
-            await self._end(call, status, "Callee", name, code)
+            status, source, *cause = _OUTCOMES[self.outcome]
+            await self._end(call, status, source, *cause)
             return
         call.answered = True
         call.runner = asyncio.get_running_loop().create_task(
@@ -278,7 +300,7 @@ class PlivoSimulator(FakeServer):
             # Like Plivo: a call that is still ringing is a request, cancelled at /Request/.
             return self._not_found()
         self._stop(call)
-        self._spawn(self._end(call, "completed", "API Request", "Normal Hangup", "4000"))
+        self._spawn(self._end(call, "completed", "API Request", *NORMAL))
         return web.Response(status=204)
 
     async def _delete_request(self, request: web.Request) -> web.Response:
@@ -289,7 +311,7 @@ class PlivoSimulator(FakeServer):
         if call is None or call.ended or call.answered:
             return self._not_found()
         call.ended = True
-        self._spawn(self._end(call, "cancel", "API Request", "Canceled", "1000"))
+        self._spawn(self._end(call, "cancel", "API Request", *CANCELED))
         return web.Response(status=204)
 
     async def _dtmf(self, request: web.Request) -> web.Response:
@@ -331,11 +353,18 @@ class PlivoSimulator(FakeServer):
             return web.json_response({"call_status": "queued", "request_uuid": call.request_uuid})
         if not call.ended:
             return self._not_found()
-        return web.json_response(
+        return web.json_response(  # the fields of plivo-python's callGetResponse fixture
             {
+                "answer_time": "2024-01-01 00:00:01+00:00" if call.answered else None,
+                "api_id": str(uuid.uuid4()),
+                "bill_duration": 60 if call.answered else 0,
+                "call_direction": call.direction,
+                "call_duration": 1 if call.answered else 0,
                 "call_uuid": call.call_uuid,
-                "call_state": "ANSWER" if call.answered else "NO_ANSWER",
-                "end_time": "2024-01-01 00:00:00+00:00",
+                "end_time": "2024-01-01 00:00:02+00:00",
+                "from_number": call.from_,
+                "initiation_time": "2024-01-01 00:00:00+00:00",
+                "to_number": call.to,
                 "hangup_source": call.end_source,
             }
         )
@@ -400,13 +429,14 @@ class PlivoSimulator(FakeServer):
             while next_url is not None and not call.ended:
                 delivery = await self.callback(call, next_url, params)
                 if delivery.status != 200:
-                    await self._end(call, "completed", "Error", "XML Fetch Error", "6000")
+                    await self._end(call, "completed", "Error", "SERVICE_UNAVAILABLE",
+                                    "XML Fetch Error", "6000")
                     return
                 call.documents.append(delivery.reply)
                 await self.notify()
                 next_url, params = await self._execute(call, delivery.reply)
             if next_url is None and not call.ended:
-                await self._end(call, "completed", "Plivo", "End Of XML Instructions", "4010")
+                await self._end(call, "completed", "Plivo", *END_OF_XML)
 
     async def _execute(self, call: SimCall, document: str) -> tuple[str | None, dict[str, str]]:
         """Run one document; return where it leads (redirect/action) or (None, {})."""
@@ -420,7 +450,7 @@ class PlivoSimulator(FakeServer):
                 length = float(element.get("length", "1"))
                 await asyncio.sleep(min(length, self.max_wait_seconds))
             elif element.tag == "Hangup":
-                self._spawn(self._end(call, "completed", "Answer XML", "Normal Hangup", "4000"))
+                self._spawn(self._end(call, "completed", "Answer XML", *NORMAL))
                 call.ended = True
                 return None, {}
             elif element.tag == "Redirect":
@@ -431,12 +461,12 @@ class PlivoSimulator(FakeServer):
                 heard = await self._get_input(call, element)
                 if heard is not None:
                     action = element.get("action", "")
-                    params = {
-                        "CallStatus": "in-progress",
-                        "InputType": "speech",
-                        "Speech": heard,
-                        "SpeechConfidenceScore": "0.91",
-                    }
+                    kind, value = heard
+                    params = {"CallStatus": "in-progress", "InputType": kind, "Event": "GetInput"}
+                    if kind == "dtmf":
+                        params["Digits"] = value
+                    else:
+                        params.update({"Speech": value, "SpeechConfidenceScore": "0.91"})
                     if element.get("redirect", "true") == "true":
                         return action, params
                     self._spawn(self.callback(call, action, params))
@@ -451,37 +481,26 @@ class PlivoSimulator(FakeServer):
             async with self._session.ws_connect(stream.url, autoclose=True) as ws:
                 stream.ws = ws
                 stream.open = True
-                await self._stream_send(
-                    stream,
-                    {
-                        "event": "start",
-                        "sequenceNumber": 0,
-                        "start": {
-                            "callId": call.call_uuid,
-                            "streamId": stream.stream_id,
-                            "accountId": self.auth_id,
-                            "tracks": ["inbound"],
-                            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
-                        },
-                        "extra_headers": "{}",
+                start: dict[str, Any] = {
+                    "event": "start",
+                    "sequenceNumber": stream.sequence + 1,
+                    "start": {
+                        "callId": call.call_uuid,
+                        "streamId": stream.stream_id,
+                        "accountId": self.auth_id,
+                        "tracks": ["inbound"],
+                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
                     },
-                )
+                }
+                if stream.extra_headers:
+                    start["extra_headers"] = stream.extra_headers
+                await self._stream_send(stream, start)
                 await self.notify()
-                try:
-                    async for message in ws:
-                        if message.type is aiohttp.WSMsgType.TEXT:
-                            await self._stream_message(stream, json.loads(message.data))
-                except asyncio.CancelledError:
-                    with contextlib.suppress(Exception):
-                        await self._stream_send(
-                            stream,
-                            {
-                                "event": "stop",
-                                "sequenceNumber": stream.sequence,
-                                "streamId": stream.stream_id,
-                            },
-                        )
-                    raise
+                # No `stop` ever: when the call ends the runner is cancelled and the socket
+                # closes (Plivo reports the end on the hangup/status callbacks).
+                async for message in ws:
+                    if message.type is aiohttp.WSMsgType.TEXT:
+                        await self._stream_message(stream, json.loads(message.data))
                 stream.close_code = ws.close_code
         except aiohttp.ClientError:
             pass  # nobody listening: Plivo goes on with the XML
@@ -504,8 +523,7 @@ class PlivoSimulator(FakeServer):
             await self._stream_send(
                 stream,
                 {
-                    "event": "playedStream",
-                    "sequenceNumber": stream.sequence,
+                    "event": self.checkpoint_echo,
                     "streamId": stream.stream_id,
                     "name": message["name"],
                 },
@@ -515,8 +533,8 @@ class PlivoSimulator(FakeServer):
             await self._stream_send(
                 stream,
                 {
+                    "sequenceNumber": stream.sequence + 1,
                     "event": "clearedAudio",
-                    "sequenceNumber": stream.sequence,
                     "streamId": stream.stream_id,
                 },
             )
@@ -527,19 +545,37 @@ class PlivoSimulator(FakeServer):
         stream = call.streams[-1]
         for offset in range(0, len(audio), 160):
             chunk = audio[offset : offset + 160]
+            message: dict[str, Any] = {
+                "event": "media",
+                "sequenceNumber": stream.sequence + 1,
+                "streamId": stream.stream_id,
+                "media": {
+                    "track": "inbound",
+                    "timestamp": str(int(time.time() * 1000)),
+                    "chunk": offset // 160 + 1,
+                    "payload": base64.b64encode(chunk).decode(),
+                },
+            }
+            if stream.extra_headers:
+                message["extra_headers"] = stream.extra_headers
+            await self._stream_send(stream, message)
+
+    async def press(self, call: SimCall, digits: str, *, via: str = "getinput") -> None:
+        """The caller presses keys: one `Digits` entry for the current (or next) `<GetInput>`
+        (`via="getinput"`), or one `dtmf` frame per key on the live stream (`via="stream"`)."""
+        if via != "stream":
+            await call.inbox.put(("dtmf", digits))
+            return
+        stream = call.streams[-1]
+        for digit in digits:
             await self._stream_send(
                 stream,
                 {
-                    "event": "media",
-                    "sequenceNumber": stream.sequence,
+                    "event": "dtmf",
+                    "sequenceNumber": stream.sequence + 1,
                     "streamId": stream.stream_id,
-                    "media": {
-                        "track": "inbound",
-                        "timestamp": str(offset // 8),
-                        "chunk": offset // 160 + 1,
-                        "payload": base64.b64encode(chunk).decode(),
-                    },
-                    "extra_headers": "{}",
+                    "dtmf": {"track": "inbound", "digit": digit,
+                             "timestamp": str(int(time.time() * 1000))},
                 },
             )
 
@@ -548,14 +584,16 @@ class PlivoSimulator(FakeServer):
         await self.notify()
         await asyncio.sleep(self.speak_seconds)
 
-    async def _get_input(self, call: SimCall, element: ET.Element) -> str | None:
+    async def _get_input(self, call: SimCall, element: ET.Element) -> tuple[str, str] | None:
+        """What the caller gives the `<GetInput>`: ("speech", words) or ("dtmf", keys)."""
         for child in element:
             if child.tag == "Speak":
                 await self._speak(call, child.text or "")
-        if element.get("inputType") != "speech":
+        kinds = set(element.get("inputType", "dtmf").split())
+        if not kinds & {"speech", "dtmf"}:
             return None
-        if self.replies:
-            return self.replies.pop(0)
+        if self.replies and "speech" in kinds:
+            return ("speech", self.replies.pop(0))
         call.listening = True
         await self.notify()
         try:
@@ -588,19 +626,20 @@ class PlivoSimulator(FakeServer):
 
     async def caller_says(self, call: SimCall, text: str) -> None:
         """The caller speaks; heard by the current (or next) `<GetInput>`."""
-        await call.inbox.put(text)
+        await call.inbox.put(("speech", text))
 
     async def caller_hangup(self, call: SimCall) -> None:
-        """The person on the phone hangs up."""
+        """The person on the phone hangs up (Plivo names the callee "Call recipient")."""
         self._stop(call)
-        source = "Caller" if call.direction == "inbound" else "Callee"
-        await self._end(call, "completed", source, "Normal Hangup", "4000")
+        source = "Caller" if call.direction == "inbound" else "Call recipient"
+        await self._end(call, "completed", source, *NORMAL)
 
     def _stop(self, call: SimCall) -> None:
         if call.runner is not None and call.runner is not asyncio.current_task():
             call.runner.cancel()
 
-    async def _end(self, call: SimCall, status: str, source: str, name: str, code: str) -> None:
+    async def _end(self, call: SimCall, status: str, source: str, cause: str, name: str,
+                   code: str) -> None:
         if call.end_source:
             return
         call.ended = True
@@ -613,7 +652,7 @@ class PlivoSimulator(FakeServer):
                     "CallStatus": status,
                     "Event": "Hangup",
                     "HangupSource": source,
-                    "HangupCause": name,
+                    "HangupCause": cause,
                     "HangupCauseName": name,
                     "HangupCauseCode": code,
                     "Duration": "1",

@@ -5,14 +5,23 @@ It speaks Telnyx's wire format (`/v2/calls`, `/v2/calls/{id}/actions/{action}`,
 `telnyx-signature-ed25519` over `f"{timestamp}|{body}"`) and plays the carrier: it answers, speaks
 (`call.speak.started`/`ended`), transcribes the caller (`call.transcription` from `replies`), and
 hangs up with a chosen cause. Tests script it: `inbound()`, `caller_says()`, `caller_hangup()`,
-`resend()` (a Telnyx retry: same event id, fresh signature), `replay()` (byte-identical), and
-`hold`/`release()` for out-of-order delivery. Every REST request is recorded.
+`press()` (DTMF), `resend()` (a Telnyx retry: same event id, fresh signature), `replay()`
+(byte-identical), and `hold`/`release()` for out-of-order delivery. Every REST request is
+recorded, and a command carrying a field the Call Control schema does not define for it (the
+telnyx SDK's parameter types, `tests.simulators.telnyx_schema`) is refused with 422.
+
+Webhook shapes follow `../shared/vendor_samples/` (real captures): `direction` only on
+`call.initiated`; `call.hangup` carries `hangup_cause` (only the schema's values),
+`hangup_source` (`caller`/`callee`/`unknown`) and `sip_hangup_cause`; `client_state` is null
+until a command sets one.
 
 Media streaming: a dial or answer carrying `stream_url` makes it open that websocket once the
 call is answered, like Telnyx: `connected`, `start` (`stream_id`, `start.call_control_id`,
 `start.client_state`, `start.media_format` PCMU 8 kHz), caller audio as `media` messages
-(`send_audio()`), `stop` when the call ends. It records the daemon's `media` audio, echoes
-each `mark` back (played), and counts `clear`s.
+(`send_audio()`), keys as `dtmf` frames (`press(..., via="stream")`), `stop` when the call
+ends. It records the daemon's `media` audio, echoes each `mark` back (played), and counts
+`clear`s. Failure paths: `stream_outcome = "failed"` sends `streaming.failed` instead of
+connecting; `stream_error()` sends an `error` frame.
 """
 
 from __future__ import annotations
@@ -32,9 +41,16 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from tests.fakes._server import FakeServer
+from tests.simulators.telnyx_schema import check_command
 
 API_KEY = "KEYtest-telnyx-0001"
 CONNECTION_ID = "1494404757140276705"
+SIP_CAUSES = {
+    "normal_clearing": "200", "originator_cancel": "487", "timeout": "487", "no_answer": "480",
+    "time_limit": "unspecified", "user_busy": "486", "call_rejected": "603", "not_found": "404",
+    "unspecified": "unspecified",
+}
+"""`sip_hangup_cause` Telnyx puts beside each `hangup_cause` (as in the vendor samples)."""
 
 
 @dataclass
@@ -88,6 +104,8 @@ class SimCall:
     streams: list[SimStream] = field(default_factory=list)
     leg_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: str = field(
+        default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()))
 
 
 @dataclass
@@ -131,6 +149,12 @@ class TelnyxSimulator(FakeServer):
         self.speak_seconds = 0.05
         self.status_error: int | None = None
         """When set, `GET /calls/{id}` answers this HTTP status."""
+        self.outcome_source = "callee"
+        """The `hangup_source` of an `outcome` hang-up (`unknown` for timeout, not_found)."""
+        self.stream_outcome: str | None = None
+        """"failed": a stream is never connected; `streaming.failed` is sent instead."""
+        self.schema_errors: list[str] = []
+        """Fields of refused commands that the Call Control schema does not define."""
         self.hold = False
         """When True, webhooks are queued in `held` instead of sent (see `release`)."""
         self.held: list[tuple[SimCall, str, dict[str, Any]]] = []
@@ -198,6 +222,9 @@ class TelnyxSimulator(FakeServer):
         for key in ("connection_id", "to", "from", "webhook_url"):
             if not body.get(key):
                 return self._error(422, "10032", f"{key} is required")
+        refused = self._schema("dial", body)
+        if refused is not None:
+            return refused
         call = SimCall(
             f"v3:{uuid.uuid4().hex}",
             "outgoing",
@@ -228,10 +255,13 @@ class TelnyxSimulator(FakeServer):
             return
         if self.outcome is None:
             call.answered = True
-            await self.send(call, "call.answered", {"state": "answered"})
+            await self.send(call, "call.answered", {})
             self._open_stream(call)
         else:
-            await self._end(call, self.outcome, "callee")
+            source = self.outcome_source
+            if self.outcome in ("timeout", "no_answer", "not_found", "unspecified"):
+                source = "unknown"
+            await self._end(call, self.outcome, source)
 
     async def _action(self, request: web.Request) -> web.Response:
         body = await self._authorised(request)
@@ -250,6 +280,9 @@ class TelnyxSimulator(FakeServer):
         if body.get("client_state"):
             call.client_state = body["client_state"]
         action = request.match_info["action"]
+        refused = self._schema(action, body)
+        if refused is not None:
+            return refused
         handler = {
             "answer": self._answer,
             "speak": self._speak,
@@ -263,6 +296,17 @@ class TelnyxSimulator(FakeServer):
             return self._error(422, "10015", f"unsupported action {action}")
         return await handler(call, body)
 
+    def _schema(self, command: str, body: dict[str, Any]) -> web.Response | None:
+        """422 for a field the Call Control schema does not define for `command`."""
+        try:
+            problems = check_command(command, body)
+        except KeyError:
+            return None  # an action the simulator does not know is refused below
+        if not problems:
+            return None
+        self.schema_errors.extend(f"{command}: {p}" for p in problems)
+        return self._error(422, "10015", "; ".join(problems))
+
     @staticmethod
     def _ok() -> web.Response:
         return web.json_response({"data": {"result": "ok"}})
@@ -274,7 +318,7 @@ class TelnyxSimulator(FakeServer):
         call.stream_request = _stream_fields(body)
 
         async def answered() -> None:
-            await self.send(call, "call.answered", {"state": "answered"})
+            await self.send(call, "call.answered", {})
             self._open_stream(call)
 
         self._spawn(answered())
@@ -287,6 +331,14 @@ class TelnyxSimulator(FakeServer):
             return
         stream = SimStream(call.stream_request["stream_url"], dict(call.stream_request))
         call.streams.append(stream)
+        if self.stream_outcome == "failed":
+            self._spawn(self.send(call, "streaming.failed", {
+                "failure_reason": "connection_failed",
+                "stream_id": stream.stream_id,
+                "stream_type": "websocket",
+                "stream_params": {"stream_url": stream.url},
+            }))
+            return
         stream.task = asyncio.get_running_loop().create_task(self._run_stream(call, stream))
         self._tasks.add(stream.task)
         stream.task.add_done_callback(self._tasks.discard)
@@ -372,6 +424,42 @@ class TelnyxSimulator(FakeServer):
                 },
             )
 
+    async def stream_error(
+        self, call: SimCall, code: str = "100005", title: str = "rate_limit_reached",
+        detail: str = "Too many requests",
+    ) -> None:
+        """An `error` frame on the live stream (Telnyx's sample shape)."""
+        stream = call.streams[-1]
+        await self._stream_send(
+            stream,
+            {
+                "stream_id": stream.stream_id,
+                "event": "error",
+                "sequence_number": str(stream.sequence + 1),
+                "error": {"title": title, "code": code, "detail": detail},
+            },
+        )
+
+    async def press(self, call: SimCall, digits: str, *, via: str = "webhook") -> None:
+        """The caller presses keys, one report per key: `call.dtmf.received` webhooks
+        (`via="webhook"`) or `dtmf` frames on the live stream (`via="stream"`)."""
+        for digit in digits:
+            if via == "stream":
+                stream = call.streams[-1]
+                await self._stream_send(
+                    stream,
+                    {
+                        "event": "dtmf",
+                        "stream_id": stream.stream_id,
+                        "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+                        "sequence_number": str(stream.sequence + 1),
+                        "dtmf": {"digit": digit},
+                    },
+                )
+            else:
+                await self.send(call, "call.dtmf.received",
+                                {"digit": digit, "from": call.from_, "to": call.to})
+
     async def _close_streams(self, call: SimCall) -> None:
         """The call is over: `stop`, then close, every open stream."""
         for stream in call.streams:
@@ -412,7 +500,10 @@ class TelnyxSimulator(FakeServer):
                 await self.caller_says(call, self.replies.pop(0))
 
     async def _hangup(self, call: SimCall, body: dict[str, Any]) -> web.Response:
-        self._spawn(self._end(call, "normal_clearing", "caller"))
+        # We are the caller of an outbound call and the callee of an inbound one.
+        source = "caller" if call.direction == "outgoing" else "callee"
+        cause = "normal_clearing" if call.answered else "originator_cancel"
+        self._spawn(self._end(call, cause, source))
         call.ended = True
         return self._ok()
 
@@ -473,17 +564,21 @@ class TelnyxSimulator(FakeServer):
     ) -> tuple[str, bytes]:
         """A webhook document for `call` (payload fields plus `extra`)."""
         eid = event_id or str(uuid.uuid4())
-        payload = {
+        payload: dict[str, Any] = {
             "call_control_id": call.call_control_id,
             "call_leg_id": call.leg_id,
             "call_session_id": call.session_id,
-            "connection_id": CONNECTION_ID,
+            "calling_party_type": "pstn",
             "client_state": call.client_state,
-            "direction": call.direction,
-            "from": call.from_,
-            "to": call.to,
-            **extra,
+            "connection_id": CONNECTION_ID,
         }
+        if event_type == "call.initiated":  # the only webhook that says which way it goes
+            payload.update({"direction": call.direction, "state": "parked"
+                            if call.direction == "incoming" else "bridging",
+                            "caller_id_name": call.from_, "start_time": call.started})
+        if event_type in ("call.initiated", "call.answered", "call.hangup"):
+            payload.update({"from": call.from_, "to": call.to, "start_time": call.started})
+        payload.update(extra)
         document = {
             "data": {
                 "record_type": "event",
@@ -575,7 +670,7 @@ class TelnyxSimulator(FakeServer):
         """Someone calls our number: `call.initiated` with direction `incoming`."""
         call = SimCall(f"v3:{uuid.uuid4().hex}", "incoming", from_, to, webhook_url)
         self.calls[call.call_control_id] = call
-        await self.send(call, "call.initiated", {"state": "parked"})
+        await self.send(call, "call.initiated", {})
         return call
 
     async def caller_says(
@@ -590,17 +685,23 @@ class TelnyxSimulator(FakeServer):
                     "transcript": text,
                     "is_final": is_final,
                     "confidence": confidence,
+                    "transcription_track": "inbound",
                 }
             },
         )
 
     async def caller_hangup(
-        self, call: SimCall, cause: str = "normal_clearing", source: str = "callee"
+        self, call: SimCall, cause: str = "normal_clearing", source: str | None = None
     ) -> Delivery | None:
-        """The other side hangs up."""
+        """The person on the phone hangs up: the callee of an outbound call, the caller of an
+        inbound one (unless `source` says otherwise)."""
+        if source is None:
+            source = "callee" if call.direction == "outgoing" else "caller"
         return await self._end(call, cause, source)
 
     async def _end(self, call: SimCall, cause: str, source: str) -> Delivery | None:
+        assert cause in SIP_CAUSES, f"Telnyx never sends hangup_cause {cause!r}"
+        assert source in ("caller", "callee", "unknown"), source
         call.ended = True
         await self._close_streams(call)
         return await self.send(
@@ -609,7 +710,8 @@ class TelnyxSimulator(FakeServer):
             {
                 "hangup_cause": cause,
                 "hangup_source": source,
-                "sip_hangup_cause": "200",
+                "sip_hangup_cause": SIP_CAUSES[cause],
+                "end_time": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
             },
         )
 

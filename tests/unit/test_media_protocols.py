@@ -33,7 +33,7 @@ PLIVO_START = json.dumps({
     "start": {"callId": "pl-call", "streamId": "pl-stream", "accountId": "MA1",
               "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw",
                                                      "sampleRate": 8000}},
-    "extra_headers": "token=tok,callId=c-1"})
+    "extra_headers": "token=tok;callId=c-1"})
 
 
 def test_twilio_start_is_normalised() -> None:
@@ -127,7 +127,8 @@ def test_telnyx_framing() -> None:
 
 
 def test_plivo_framing() -> None:
-    """Plivo: playAudio / checkpoint / clearAudio out; playedStream and clearedAudio in."""
+    """Plivo: playAudio / checkpoint / clearAudio out; playedStream, played and clearedAudio
+    in; extra_headers are `k=v;k=v`."""
     framing = PlivoFraming()
     assert framing.decode(PLIVO_START) == StreamMessage(
         StreamEvent.START, stream_id="pl-stream", provider_call_id="pl-call",
@@ -140,6 +141,8 @@ def test_plivo_framing() -> None:
     assert framing.encode_clear() == '{"event":"clearAudio","streamId":"pl-stream"}'
     assert framing.decode('{"event":"playedStream","streamId":"pl-stream","name":"vc-1"}') == (
         StreamMessage(StreamEvent.MARK, name="vc-1"))
+    assert framing.decode('{"event":"played","streamId":"pl-stream","name":"vc-2"}') == (
+        StreamMessage(StreamEvent.MARK, name="vc-2"))
     assert framing.decode('{"event":"clearedAudio","streamId":"pl-stream"}') == (
         StreamMessage(StreamEvent.CLEARED))
 

@@ -83,14 +83,14 @@ def test_getinput_speech_carries_turn_token_and_dedupe_key() -> None:
 @pytest.mark.parametrize(
     ("status", "source", "state"),
     [
-        ("completed", "Callee", CallState.HANGUP_USER),
+        ("completed", "Call recipient", CallState.HANGUP_USER),
         ("completed", "Caller", CallState.HANGUP_USER),
         ("completed", "API Request", CallState.HANGUP_BOT),
         ("completed", "Answer XML", CallState.HANGUP_BOT),
         ("completed", "Plivo", CallState.COMPLETED),
-        ("busy", "Callee", CallState.BUSY),
+        ("busy", "Call recipient", CallState.BUSY),
         ("no-answer", None, CallState.NO_ANSWER),
-        ("timeout", None, CallState.NO_ANSWER),
+        ("timeout", None, CallState.FAILED),
         ("failed", "Carrier", CallState.FAILED),
         ("cancel", "API Request", CallState.HANGUP_BOT),
     ],
@@ -107,10 +107,14 @@ def test_hangup_callbacks_map_to_end_states(
 
 
 def test_cdr_states() -> None:
-    """Call detail records map like callbacks."""
-    assert map_cdr_state("BUSY", None) is CallState.BUSY
-    assert map_cdr_state("ANSWER", "Callee") is CallState.HANGUP_USER
-    assert map_cdr_state("NO_ANSWER", None) is CallState.NO_ANSWER
+    """Call detail records map like callbacks; without a decisive call_state the answer time
+    decides between completed (refined by the source) and no-answer."""
+    assert map_cdr_state("BUSY", None, answered=False) is CallState.BUSY
+    assert map_cdr_state("ANSWER", "Callee", answered=True) is CallState.HANGUP_USER
+    assert map_cdr_state("NO_ANSWER", None, answered=False) is CallState.NO_ANSWER
+    assert map_cdr_state("TIMEOUT", None, answered=False) is CallState.FAILED
+    assert map_cdr_state(None, None, answered=False) is CallState.NO_ANSWER
+    assert map_cdr_state(None, None, answered=True) is CallState.COMPLETED
 
 
 def test_ringing_inbound_answer_url_is_an_inbound_answer() -> None:
@@ -146,10 +150,11 @@ def test_render_speech_ends_in_a_keepalive() -> None:
 
 
 def test_render_listen_puts_the_prompt_in_getinput_and_loops() -> None:
-    """GetInput inputType=speech with the turn token in its action, then a re-listen redirect."""
+    """GetInput inputType="dtmf speech" with the turn token in its action, then a re-listen
+    redirect."""
     assert render([Listen("Ready?", "T1")], CTX) == HEAD + (
         f'<GetInput action="{HOOK}?flow=getinput&amp;callId=c1&amp;turnToken=T1" method="POST" '
-        'inputType="speech" executionTimeout="60" speechEndTimeout="2" language="en-US" '
+        'inputType="dtmf speech" executionTimeout="60" speechEndTimeout="2" language="en-US" '
         'redirect="true"><Speak voice="Polly.Joanna" language="en-US">Ready?</Speak></GetInput>'
         f'<Redirect method="POST">{HOOK}?flow=listen&amp;callId=c1&amp;turnToken=T1</Redirect>'
         "</Response>"

@@ -11,16 +11,20 @@ from daemon.engine.state import CallState
 from daemon.events import Direction, EventType, ProviderEvent
 from daemon.providers.base import WebhookRequest
 from daemon.providers.telnyx_wire import (
+    HANGUP_CAUSES,
+    LegFacts,
     TelnyxPayloadError,
     answer_payload,
     decode_client_state,
     dial_payload,
     encode_client_state,
-    map_hangup_cause,
+    hangup_end_state,
     map_voice,
     parse_webhook,
+    speak_payload,
     stream_fields,
     to_events,
+    transcription_payload,
 )
 from daemon.webhooks.security import TelnyxVerifier
 from tests.simulators.telnyx import SimCall, TelnyxSimulator
@@ -64,14 +68,54 @@ def test_dial_payload_carries_call_id_ring_timeout_and_idempotent_command_id() -
 
 
 def test_answer_payload_is_deterministic_and_adds_streaming_fields() -> None:
-    """The answer command_id depends only on the call id; streaming asks for RTP PCMU."""
-    fields = stream_fields("wss://h/voice/stream", "tok")
+    """The answer command_id depends only on the call id; streaming asks for RTP PCMU, with
+    the token in the URL only (answer defines no `stream_auth_token`)."""
+    fields = stream_fields("wss://h/voice/stream", "tok", dial=False)
     payload = answer_payload("c1", fields)
     assert payload["command_id"] == "voicecall-answer-c1" == answer_payload("c1")["command_id"]
     assert payload["stream_bidirectional_mode"] == "rtp"
     assert payload["stream_bidirectional_codec"] == payload["stream_codec"] == "PCMU"
     assert payload["stream_url"] == "wss://h/voice/stream?token=tok"
-    assert payload["stream_auth_token"] == "tok"
+    assert "stream_auth_token" not in payload
+    assert "stream_bidirectional_sampling_rate" not in payload
+
+
+def test_every_command_sends_only_fields_the_call_control_schema_defines() -> None:
+    """The telnyx SDK's parameter types (generated from Telnyx's OpenAPI spec) are the oracle:
+    dial, answer (with and without a stream), speak, transcription_start (language inside
+    transcription_engine_config), send_dtmf, reject, hangup."""
+    from tests.simulators.telnyx_schema import check_command
+
+    stream_dial = stream_fields("wss://h/voice/stream", "tok")
+    stream_answer = stream_fields("wss://h/voice/stream", "tok", dial=False)
+    bodies = {
+        "dial": [
+            dial_payload(call_id="c1", connection_id="conn", to="+15550001234",
+                         from_="+15550100000", webhook_url="https://x/voice/webhook",
+                         ring_timeout_seconds=25),
+            dial_payload(call_id="c1", connection_id="conn", to="+15550001234",
+                         from_="+15550100000", webhook_url="https://x/voice/webhook",
+                         ring_timeout_seconds=25, stream=stream_dial),
+        ],
+        "answer": [answer_payload("c1"), answer_payload("c1", stream_answer)],
+        "speak": [speak_payload("Hi", voice=map_voice("alloy"), client_state="eA==",
+                                command_id="x")],
+        "transcription_start": [transcription_payload("eA==", "voicecall-transcribe-c1")],
+        "send_dtmf": [{"digits": "12#", "command_id": "x"}],
+        "reject": [{"cause": "CALL_REJECTED", "command_id": "x"}],
+        "hangup": [{"command_id": "x"}],
+    }
+    for command, payloads in bodies.items():
+        for body in payloads:
+            assert check_command(command, body) == [], (command, body)
+    # The oracle does refuse what the old payloads sent.
+    assert check_command("answer", {**answer_payload("c1"), **stream_dial}) == [
+        "stream_bidirectional_sampling_rate: not a field of ActionAnswerParams",
+        "stream_auth_token: not a field of ActionAnswerParams",
+    ]
+    assert check_command("transcription_start", {"language": "en"}) == [
+        "language: not a field of ActionStartTranscriptionParams"]
+    assert transcription_payload("eA==", "x")["transcription_engine_config"]["language"] == "en"
 
 
 @pytest.mark.parametrize(
@@ -94,28 +138,54 @@ def test_foreign_client_state_is_not_ours(foreign: object) -> None:
     assert decode_client_state(foreign) is None
 
 
+IN, OUT = Direction.INBOUND, Direction.OUTBOUND
+
+
 @pytest.mark.parametrize(
-    ("cause", "state"),
+    ("cause", "source", "leg", "state"),
     [
-        ("normal_clearing", CallState.COMPLETED),
-        ("originator_cancel", CallState.HANGUP_BOT),
-        ("user_busy", CallState.BUSY),
-        ("call_rejected", CallState.BUSY),
-        ("no_answer", CallState.NO_ANSWER),
-        ("no_user_response", CallState.NO_ANSWER),
-        ("user_hangup", CallState.HANGUP_USER),
-        ("machine_detected", CallState.VOICEMAIL),
-        ("fax_detected", CallState.VOICEMAIL),
-        ("network_out_of_order", CallState.FAILED),
-        ("destination_out_of_order", CallState.FAILED),
-        ("time_limit", CallState.TIMEOUT),
-        ("something_new", CallState.COMPLETED),
-        (None, CallState.COMPLETED),
+        # the person on the phone hung up
+        ("normal_clearing", "callee", LegFacts(OUT, answered=True), CallState.HANGUP_USER),
+        ("normal_clearing", "caller", LegFacts(IN, answered=True), CallState.HANGUP_USER),
+        ("originator_cancel", "caller", LegFacts(IN), CallState.HANGUP_USER),
+        # we hung up
+        ("normal_clearing", "caller", LegFacts(OUT, True, bot_hangup=True), CallState.HANGUP_BOT),
+        ("normal_clearing", "callee", LegFacts(IN, True, bot_hangup=True), CallState.HANGUP_BOT),
+        ("originator_cancel", "caller", LegFacts(OUT, bot_hangup=True), CallState.HANGUP_BOT),
+        ("originator_cancel", "caller", LegFacts(OUT), CallState.HANGUP_BOT),
+        ("unspecified", "unknown", LegFacts(OUT, True, bot_hangup=True), CallState.HANGUP_BOT),
+        # neither side of the person: a neutral end
+        ("normal_clearing", "caller", LegFacts(OUT, answered=True), CallState.COMPLETED),
+        ("normal_clearing", "unknown", LegFacts(IN, answered=True), CallState.COMPLETED),
+        ("normal_clearing", "callee", LegFacts(None, answered=True), CallState.COMPLETED),
+        # causes whose end does not depend on the side (even after our own hang-up command)
+        ("timeout", "unknown", LegFacts(OUT), CallState.NO_ANSWER),
+        ("time_limit", "unknown", LegFacts(OUT, True), CallState.TIMEOUT),
+        ("user_busy", "callee", LegFacts(OUT, bot_hangup=True), CallState.BUSY),
+        ("call_rejected", "callee", LegFacts(OUT), CallState.FAILED),
+        ("not_found", "unknown", LegFacts(OUT), CallState.FAILED),
+        ("unspecified", "unknown", LegFacts(OUT, answered=True), CallState.COMPLETED),
+        ("unspecified", "unknown", LegFacts(OUT), CallState.FAILED),
+        ("something_new", "unknown", LegFacts(IN, answered=True), CallState.COMPLETED),
+        (None, None, LegFacts(IN), CallState.FAILED),
     ],
 )
-def test_hangup_causes_map_to_end_states(cause: str | None, state: CallState) -> None:
-    """Each documented cause has its end state; unknown is completed."""
-    assert map_hangup_cause(cause) is state
+def test_hangup_end_state_follows_cause_source_and_stored_direction(
+    cause: str | None, source: str | None, leg: LegFacts, state: CallState
+) -> None:
+    """SPEC 10: cause + hangup_source + the leg's direction (never on call.hangup) decide."""
+    assert hangup_end_state(cause, source, leg) is state
+
+
+def test_only_the_causes_telnyx_sends_are_known() -> None:
+    """The cause list is the SDK's `call.hangup` enum: nothing Telnyx never sends."""
+    from typing import get_args
+
+    from telnyx.types.call_hangup import Payload
+
+    cause_type = Payload.model_fields["hangup_cause"].annotation
+    literal = next(t for t in get_args(cause_type) if t is not type(None))
+    assert set(get_args(literal)) == HANGUP_CAUSES
 
 
 @pytest.mark.parametrize(
@@ -175,18 +245,6 @@ def test_transcription_carries_the_turn_token_from_client_state() -> None:
     ]
 
 
-def test_hangup_we_asked_for_is_the_bots() -> None:
-    """normal_clearing after our own hangup command ends hangup-bot."""
-    assert (
-        events(hook("call.hangup", hangup_cause="normal_clearing"), bot_hangup=True)[0].end_state
-        is CallState.HANGUP_BOT
-    )
-    assert (
-        events(hook("call.hangup", hangup_cause="user_busy"), bot_hangup=True)[0].end_state
-        is CallState.BUSY
-    )
-
-
 def test_other_events() -> None:
     """bridged -> active, dtmf -> digits; speak and streaming events produce nothing."""
     assert events(hook("call.bridged"))[0].type is EventType.ACTIVE
@@ -215,19 +273,3 @@ async def test_simulator_signatures_verify_with_the_sdk_and_our_verifier() -> No
         "POST", "/voice/webhook", (), headers, body, "127.0.0.1", "http://h/voice/webhook"
     )
     assert TelnyxVerifier(sim.public_key).verify_request(request).startswith("telnyx:")
-
-
-def test_an_inbound_caller_who_gives_up_is_hangup_user() -> None:
-    """originator_cancel is our hang-up, except when the caller of an inbound call cancels."""
-    def ended(direction: str, source: str) -> object:
-        body = json.dumps({"data": {"id": "e1", "event_type": "call.hangup", "payload": {
-            "call_control_id": "v3:abc", "hangup_cause": "originator_cancel",
-            "hangup_source": source, "direction": direction}}}).encode()
-        hook = parse_webhook(body)
-        assert hook is not None
-        (event,) = to_events(hook)
-        return event.end_state
-
-    assert ended("incoming", "caller") is CallState.HANGUP_USER
-    assert ended("outgoing", "caller") is CallState.HANGUP_BOT
-    assert ended("incoming", "callee") is CallState.HANGUP_BOT

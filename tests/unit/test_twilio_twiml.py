@@ -85,14 +85,14 @@ def test_say_then_keep_alive() -> None:
 
 
 def test_say_and_gather_carry_the_turn_token() -> None:
-    """Speak with a token: Say, Gather(speech, auto) whose action carries the token, then a
+    """Speak with a token: Say, Gather(dtmf speech, auto) whose action carries the token, then a
     Redirect that listens again with the same token."""
     document = render([Say("Does Tuesday work?"), Listen("tok-1")], CTX)
     root = ET.fromstring(document)
     assert [child.tag for child in root] == ["Say", "Gather", "Redirect"]
     gather = root[1]
     assert gather.attrib == {
-        "input": "speech",
+        "input": "dtmf speech",
         "speechTimeout": "auto",
         "timeout": "10",
         "method": "POST",
