@@ -35,7 +35,7 @@ from daemon.paths import Paths
 from daemon.rpc.client import DaemonUnreachableError, RpcClient
 from daemon.rpc.protocol import RpcRemoteError
 
-Status = Literal["OK", "WARN", "FAIL"]
+Status = Literal["OK", "WARN", "FAIL", "SKIP"]
 
 DAEMON_TIMEOUT_SECONDS = 1.0
 """How long the daemon may take to answer `daemon.status` before it counts as hung."""

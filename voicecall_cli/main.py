@@ -29,6 +29,7 @@ COMMAND_MODULES: dict[str, str] = {
     "expose": "calls",
     "calls": "history_cmd",
     "mock": "mock_cmd",
+    "smoke": "smoke_cmd",
     "daemon": "daemon_cmd",
     "config": "config_cmd",
     "secrets": "secrets_cmd",

@@ -483,6 +483,7 @@ class TwilioSimulator(FakeServer):
         app.router.add_post(API + "/Calls.json", self._create)
         app.router.add_post(API + "/Calls/{sid}.json", self._update)
         app.router.add_get(API + "/Calls/{sid}.json", self._fetch)
+        app.router.add_get(API + ".json", self._account)
 
     async def start(self) -> None:
         """Listen, and open the client that calls the webhooks."""
@@ -577,6 +578,17 @@ class TwilioSimulator(FakeServer):
                 self._run(call, url=url, document=twiml)
             )
         return web.json_response(call.to_json(self.account_sid))
+
+    async def _account(self, request: web.Request) -> web.Response:
+        """GET the Account resource (what `doctor`/`smoke` fetch to test credentials)."""
+        recorded = await self._authorised(request)
+        if isinstance(recorded, web.Response):
+            return recorded
+        return web.json_response({
+            "sid": self.account_sid, "friendly_name": "simulated account", "status": "active",
+            "type": "Full", "owner_account_sid": self.account_sid,
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}.json",
+        })
 
     async def _fetch(self, request: web.Request) -> web.Response:
         rec = await self._authorised(request)
