@@ -32,7 +32,7 @@ from daemon.providers.registry import create_provider
 from daemon.realtime.service import RealtimeService
 from daemon.rpc.methods import build_methods
 from daemon.rpc.server import RpcServer, SocketInUseError
-from daemon.speech.responder import create_responder
+from daemon.speech.responder import create_responder, number_responders
 from daemon.speech.vendor import open_vendor_session
 from daemon.store.sqlite import SqliteStore
 from daemon.webhooks.mount import url_policy
@@ -86,6 +86,7 @@ class Daemon:
         self.http = open_vendor_session(self.config.max_concurrent_calls,
                                         self.config.streaming.max_connections)
         self.engine.responder = create_responder(self.config, self.http)
+        self.engine.number_responders = number_responders(self.config, self.http)
         await self._start_web()
         await self.exposures.start(self.port)
         self._apply_exposure()

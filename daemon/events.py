@@ -24,6 +24,7 @@ class EventType(StrEnum):
     SPEAKING = "call.speaking"
     SPEECH = "call.speech"
     DTMF = "call.dtmf"
+    MACHINE = "call.machine"
     ENDED = "call.ended"
     ERROR = "call.error"
     TOOL = "call.tool"
@@ -41,6 +42,29 @@ class CallMode(StrEnum):
 
     NOTIFY = "notify"
     CONVERSATION = "conversation"
+
+
+class MachineResult(StrEnum):
+    """Who answered an outbound call, as machine detection normalises it (SPEC 13)."""
+
+    HUMAN = "human"
+    MACHINE = "machine"
+    FAX = "fax"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class MachineReport:
+    """One machine-detection fact: a verdict, the end of a machine's greeting, or both
+    (Twilio `machine_end_beep` says both at once)."""
+
+    result: MachineResult
+    raw: str
+    """The vendor's own value (`machine_end_beep`, `human_business`, `Machine=true`)."""
+    beep_detected: bool | None = None
+    greeting_ended: bool = False
+    verdict: bool = True
+    """False for a greeting-ended signal alone (Telnyx `call.machine.greeting.ended`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +93,8 @@ class ProviderEvent:
     """A provider-unique id of this fact; a repeated key is ignored."""
     previous_provider_call_id: str | None = None
     """Set when the provider re-keys a call (Plivo request_uuid -> CallUUID)."""
+    machine: MachineReport | None = None
+    """For MACHINE: what machine detection found."""
 
 
 @dataclass(frozen=True, slots=True)

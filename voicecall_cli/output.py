@@ -41,6 +41,13 @@ def call_summary(call: dict[str, Any]) -> str:
         + (f", answered {call['answeredAt']}" if call.get("answeredAt") else "")
         + (f", ended {call['endedAt']} ({call.get('endReason')})" if call.get("endedAt") else ""),
     ]
+    metadata = call.get("metadata") or {}
+    if metadata.get("number"):
+        lines.append(f"  number table [numbers.\"{metadata['number']}\"]")
+    if metadata.get("answeredBy"):
+        raw = metadata.get("answeredByRaw")
+        lines.append(f"  answered by {metadata['answeredBy']}"
+                     + (f" ({raw})" if raw and raw != metadata["answeredBy"] else ""))
     for entry in call.get("transcript") or []:
         who = "bot " if entry["speaker"] == "bot" else "user"
         lines.append(f"  {who}: {entry['text']}")
@@ -67,6 +74,9 @@ def event_line(event: dict[str, Any]) -> str:
         extra = f" user: {event.get('transcript', '')}{final}"
     elif kind == "call.dtmf":
         extra = f" digits={event.get('digits', '')}"
+    elif kind == "call.machine":
+        beep = event.get("beepDetected")
+        extra = f" result={event.get('result', '')}" + ("" if beep is None else f" beep={beep}")
     elif kind == "call.ended":
         extra = f" reason={event.get('reason', '')}"
     elif kind == "call.error":

@@ -71,7 +71,7 @@ def set_key(text: str | None, key: str, value: Any) -> str:
     import tomlkit  # lazy: only `config set` needs it
 
     doc = _parse(text)
-    *parents, leaf = key.split(".")
+    *parents, leaf = schema.split_path(key)
     node: Any = doc
     for i, part in enumerate(parents):
         if part not in node:
@@ -90,7 +90,7 @@ def unset_key(text: str | None, key: str) -> tuple[str, bool]:
     import tomlkit
 
     doc = _parse(text)
-    *parents, leaf = key.split(".")
+    *parents, leaf = schema.split_path(key)
     node: Any = doc
     for part in parents:
         if not isinstance(node, Mapping) or part not in node:
@@ -106,7 +106,7 @@ def has_secret(data: Mapping[str, Any]) -> bool:
     """Whether a parsed document holds any secret value (then the file must be private)."""
     for key in SECRET_KEYS:
         node: Any = data
-        for part in key.split("."):
+        for part in schema.split_path(key):
             node = node.get(part) if isinstance(node, Mapping) else None
         if node:
             return True

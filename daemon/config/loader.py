@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, get_type_hints
+from typing import Any, cast, get_type_hints
 
 from daemon.config import schema
 from daemon.config.exposure import (
@@ -26,7 +26,7 @@ from daemon.config.exposure import (
     is_loopback_host,
     local_webhook_url,
 )
-from daemon.config.model import Config
+from daemon.config.model import Config, NumberConfig, TtsConfig
 from daemon.config.secrets import NON_SECRET_ENV, SECRET_KEYS, resolve_secrets
 from daemon.errors import ConfigError
 from daemon.paths import Paths
@@ -143,6 +143,7 @@ def check_document(
     env = os.environ if env is None else env
     errors: list[str] = []
     checked = schema.check_table(data, errors)
+    numbers = checked.pop("numbers", {})
     flat = _flatten(checked)
     _apply_env_fallbacks(flat, env, errors)
     sources = _apply_secrets(flat, env, use_keyring, errors)
@@ -155,7 +156,8 @@ def check_document(
     values["store"] = _store_path(values["store"], paths, source)
     config = _build(Config, values)
     config = dataclasses.replace(config, source=source,
-                                 secret_sources=MappingProxyType(sources))
+                                 secret_sources=MappingProxyType(sources),
+                                 numbers=_numbers(numbers, tree["tts"]))
     missing: list[str] = []
     warnings: list[str] = []
     _check_semantics(config, bad, errors, missing, warnings)
@@ -163,6 +165,29 @@ def check_document(
     if errors:
         return None, report
     return dataclasses.replace(config, warnings=report.warnings), report
+
+
+def _numbers(checked: Mapping[str, Any], call_tts: Mapping[str, Any]) -> Mapping[str, NumberConfig]:
+    """The `[numbers."+E164"]` tables, each with its effective TTS (deep-merged over the call
+    TTS, API keys included: the override itself cannot hold any)."""
+    out: dict[str, NumberConfig] = {}
+    for key, table in checked.items():
+        tts = dict(table.get("tts") or {})
+        effective = None
+        if tts:
+            merged = schema.with_defaults(schema.deep_merge(call_tts, tts),
+                                          cast(schema.Table, schema.SCHEMA.keys["tts"]))
+            effective = _build(TtsConfig, merged)
+        out[key] = NumberConfig(
+            inbound_greeting=table.get("inbound_greeting"),
+            response_model=table.get("response_model"),
+            response_system_prompt=table.get("response_system_prompt"),
+            response_timeout_ms=table.get("response_timeout_ms"),
+            tts=MappingProxyType(tts),
+            realtime=MappingProxyType(dict(table.get("realtime") or {})),
+            effective_tts=effective,
+        )
+    return MappingProxyType(out)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

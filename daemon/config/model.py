@@ -123,6 +123,21 @@ class OutboundConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MachineDetectionConfig:
+    """`[machine_detection]`: answering-machine detection on outbound calls (SPEC 13)."""
+
+    enabled: bool = False
+    mode: str = "detect-beep"
+    """`detect-beep`: also learn when the greeting ends; `detect`: human/machine only."""
+    timeout_seconds: int = 30
+    """How long the provider may take to decide."""
+    greeting_timeout_seconds: int = 20
+    """The longest wait for the end of a machine's greeting."""
+    on_machine_notify: str = "leave-message"
+    on_machine_conversation: str = "hangup"
+
+
+@dataclass(frozen=True, slots=True)
 class StreamingConfig:
     """`[streaming]`: media-stream websockets and streaming speech-to-text."""
 
@@ -200,6 +215,33 @@ def _no_sources() -> Mapping[str, str]:
     return MappingProxyType({})
 
 
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class NumberConfig:
+    """`[numbers."+E164"]`: overrides for inbound calls to one of our numbers (SPEC 14).
+
+    Unset keys (None, empty tables) keep the top-level value.
+    """
+
+    inbound_greeting: str | None = None
+    response_model: str | None = None
+    response_system_prompt: str | None = None
+    response_timeout_ms: int | None = None
+    tts: Mapping[str, Any] = field(default_factory=_empty)
+    """The override as written (no API keys); deep-merged over the call TTS."""
+    realtime: Mapping[str, Any] = field(default_factory=_empty)
+    """The override as written; merged over `[realtime]`."""
+    effective_tts: TtsConfig | None = field(default=None, repr=False, compare=False)
+    """The call TTS with `tts` deep-merged over it (None when `tts` is empty)."""
+
+
+def _no_numbers() -> Mapping[str, NumberConfig]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole effective configuration of one daemon or CLI invocation."""
@@ -231,10 +273,13 @@ class Config:
     tunnel: TunnelConfig = field(default_factory=TunnelConfig)
     tailscale: TailscaleConfig = field(default_factory=TailscaleConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    machine_detection: MachineDetectionConfig = field(default_factory=MachineDetectionConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
+    numbers: Mapping[str, NumberConfig] = field(default_factory=_no_numbers)
+    """`[numbers."+E164"]` tables by their E.164 key."""
     warnings: tuple[str, ...] = ()
     """Things that are allowed but probably not what was meant (`edge` TTS, ...)."""
     source: Path | None = None

@@ -27,10 +27,18 @@ def config_to_dict(config: Config, *, mask: bool = True) -> dict[str, Any]:
         for f in dataclasses.fields(obj):
             if not prefix and f.name in _META_FIELDS:
                 continue
+            if f.name.startswith("effective_"):
+                continue  # derived from the other fields, shown through them
             value = getattr(obj, f.name)
             path = prefix + f.name
             if dataclasses.is_dataclass(value):
                 out[f.name] = convert(value, path + ".")
+            elif isinstance(value, Mapping):  # [numbers."+E164"], its tts/realtime overrides
+                out[f.name] = {
+                    key: convert(item, f"{path}.{key}.") if dataclasses.is_dataclass(item)
+                    else _plain(item)
+                    for key, item in value.items()
+                }
             elif isinstance(value, tuple):
                 out[f.name] = list(value)
             elif isinstance(value, Path):
@@ -44,14 +52,24 @@ def config_to_dict(config: Config, *, mask: bool = True) -> dict[str, Any]:
     return convert(config, "")
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def get_path(tree: Mapping[str, Any], key: str) -> Any:
     """The value at a dotted key in nested data.
 
     Raises:
         KeyError: no such key.
     """
+    from daemon.config.schema import split_path
+
     node: Any = tree
-    for part in key.split("."):
+    for part in split_path(key):
         if not isinstance(node, Mapping) or part not in node:
             raise KeyError(key)
         node = node[part]
@@ -167,5 +185,13 @@ replies = ["Yes, that works for me.", "Thanks, bye!"]
 # provider = "openai"           # or "elevenlabs"
 # [tts.openai]
 # voice = "alloy"
+
+# [machine_detection]
+# enabled = true                # outbound calls detect answering machines
+# on_machine_notify = "leave-message"   # speak after the beep, end "voicemail"; or "hangup"
+
+# [numbers."+15550001234"]      # inbound calls to this number of ours
+# inbound_greeting = "Thanks for calling the bakery."
+# response_system_prompt = "You answer questions about opening hours."
 '''
 """What `voicecall config init` writes: valid as it is, and a commented tour of the common keys."""

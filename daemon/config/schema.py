@@ -23,7 +23,7 @@ from daemon.config.exposure import is_local_only_host
 from daemon.config.secrets import MASK, SECRET_KEYS
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-Kind = Literal["str", "int", "float", "bool", "list"]
+Kind = Literal["str", "int", "float", "bool", "list", "table"]
 
 
 class Invalid(ValueError):
@@ -45,7 +45,20 @@ class Key:
 class Table:
     """A TOML table: its keys (leaves or sub-tables)."""
 
-    keys: Mapping[str, Key | Table]
+    keys: Mapping[str, Key | Table | Dynamic]
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Dynamic:
+    """A table whose keys the user chooses (`[numbers."+15550001234"]`), each one a `value`
+    table. A key that breaks `key_ok` is an error naming it; nothing is filled in by default."""
+
+    key_ok: Callable[[str], bool]
+    key_expected: str
+    value: Table
+    placeholder: str
+    """How the docs and `config show` name any one key (`+E164`)."""
     doc: str = ""
 
 
@@ -190,23 +203,55 @@ REGION = re.compile(r"^[a-z]{2}\d$")
 HTTP = ("http", "https")
 
 
-def _tts_table(doc: str) -> Table:
+def _tts_table(doc: str, *, keys: bool = True, defaults: bool = True) -> Table:
+    """The TTS settings; a per-number override has no API keys (they are secrets, kept in the
+    call TTS) and no defaults (an unset key keeps the call TTS value)."""
+    def d(value: str) -> str | None:
+        return value if defaults else None
+
+    openai = {
+        "api_key": string(doc="OpenAI API key"),
+        "base_url": url(*HTTP, default=d(model.OPENAI_BASE_URL)),
+        "model": string(d("gpt-4o-mini-tts")),
+        "voice": string(d("alloy")),
+    }
+    elevenlabs = {
+        "api_key": string(doc="ElevenLabs API key"),
+        "base_url": url(*HTTP, default=d("https://api.elevenlabs.io")),
+        "voice_id": string(),
+        "model_id": string(d("eleven_multilingual_v2")),
+    }
+    if not keys:
+        del openai["api_key"], elevenlabs["api_key"]
     return Table({
-        "provider": choice("openai", "elevenlabs", "edge", default="openai",
+        "provider": choice("openai", "elevenlabs", "edge", default=d("openai"),
                            doc="`edge` is accepted and ignored for calls, with a warning"),
-        "openai": Table({
-            "api_key": string(doc="OpenAI API key"),
-            "base_url": url(*HTTP, default=model.OPENAI_BASE_URL),
-            "model": string("gpt-4o-mini-tts"),
-            "voice": string("alloy"),
-        }),
-        "elevenlabs": Table({
-            "api_key": string(doc="ElevenLabs API key"),
-            "base_url": url(*HTTP, default="https://api.elevenlabs.io"),
-            "voice_id": string(),
-            "model_id": string("eleven_multilingual_v2"),
-        }),
+        "openai": Table(openai),
+        "elevenlabs": Table(elevenlabs),
     }, doc)
+
+
+def _is_e164(value: str) -> bool:
+    return bool(E164.match(value))
+
+
+def _free_table(value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise Invalid("a table such as { enabled = true }")
+    return dict(value)
+
+
+NUMBER = Table({
+    "inbound_greeting": string(doc="greeting of inbound calls to this number"),
+    "response_model": _typed("str", 'a "provider/model" name such as "openai/gpt-4o-mini"',
+                             lambda v: bool(RESPONSE_MODEL.match(v))),
+    "response_system_prompt": string(),
+    "response_timeout_ms": integer(1),
+    "tts": _tts_table("deep-merged over the call TTS", keys=False, defaults=False),
+    "realtime": Key("table", "a table of [realtime] settings", _free_table, None,
+                    "merged over [realtime]"),
+}, "overrides for inbound calls to this number")
+"""One `[numbers."+E164"]` table: every key optional, unset keys keep the top-level value."""
 
 
 SCHEMA = Table({
@@ -256,7 +301,7 @@ SCHEMA = Table({
     "mock": Table({
         "answer_delay_ms": integer(0, default=200),
         "replies": str_list(lambda _v: True, "strings (caller utterances)"),
-        "outcome": choice("answer", "busy", "no-answer", "failed", default="answer"),
+        "outcome": choice("answer", "busy", "no-answer", "failed", "machine", default="answer"),
     }),
     "serve": Table({
         "bind": _typed("str", 'an IP address or host name such as "127.0.0.1"',
@@ -291,6 +336,19 @@ SCHEMA = Table({
     "outbound": Table({
         "default_mode": choice("notify", "conversation", default="notify"),
         "notify_hangup_delay_seconds": integer(0, default=3),
+    }),
+    "machine_detection": Table({
+        "enabled": boolean(doc="outbound calls ask the provider to detect answering machines"),
+        "mode": choice("detect-beep", "detect", default="detect-beep",
+                       doc="`detect-beep` also learns when the greeting ends; `detect` = "
+                           "human/machine only"),
+        "timeout_seconds": integer(1, default=30,
+                                   doc="how long the provider may take to decide"),
+        "greeting_timeout_seconds": integer(
+            1, default=20, doc="the longest wait for the end of a machine's greeting"),
+        "on_machine_notify": choice("leave-message", "hangup", default="leave-message"),
+        "on_machine_conversation": choice("hangup", "leave-message", "continue",
+                                          default="hangup"),
     }),
     "streaming": Table({
         "api_key": string(doc="STT key"),
@@ -328,6 +386,8 @@ SCHEMA = Table({
                         _valid_tools, (), "function tools relayed to the agent as call.tool"),
         "tool_timeout_ms": integer(1, default=10000),
     }),
+    "numbers": Dynamic(_is_e164, 'an E.164 phone number such as "+15550001234"', NUMBER, "+E164",
+                       "per-number overrides for inbound calls (section 14)"),
 })
 """Every key the config file may hold."""
 
@@ -348,21 +408,37 @@ def show(value: Any, *, secret: bool = False) -> str:
 
 
 def lookup(path: str) -> Key | Table | None:
-    """The schema entry of a dotted key path, or None when there is no such key."""
-    node: Key | Table = SCHEMA
-    for part in path.split("."):
-        if not isinstance(node, Table) or part not in node.keys:
+    """The schema entry of a dotted key path, or None when there is no such key.
+
+    Under a `Dynamic` table any key its rule accepts leads on (`numbers.+15550001234.tts`).
+    """
+    node: Key | Table | Dynamic = SCHEMA
+    for part in split_path(path):
+        if isinstance(node, Dynamic):
+            if not node.key_ok(part):
+                return None
+            node = node.value
+        elif isinstance(node, Table) and part in node.keys:
+            node = node.keys[part]
+        else:
             return None
-        node = node.keys[part]
-    return node
+    return None if isinstance(node, Dynamic) else node
+
+
+def split_path(path: str) -> list[str]:
+    """`numbers."+15550001234".tts` -> ["numbers", "+15550001234", "tts"] (quotes optional)."""
+    return [part.strip('"') for part in re.findall(r'"[^"]*"|[^.]+', path)]
 
 
 def leaf_paths(table: Table = SCHEMA, prefix: str = "") -> list[tuple[str, Key]]:
-    """Every leaf key as `(dotted path, Key)`, in schema order."""
+    """Every leaf key as `(dotted path, Key)`, in schema order; a dynamic key is named by its
+    placeholder (`numbers.+E164.inbound_greeting`)."""
     out: list[tuple[str, Key]] = []
     for name, node in table.keys.items():
         if isinstance(node, Table):
             out.extend(leaf_paths(node, f"{prefix}{name}."))
+        elif isinstance(node, Dynamic):
+            out.extend(leaf_paths(node.value, f"{prefix}{name}.{node.placeholder}."))
         else:
             out.append((prefix + name, node))
     return out
@@ -390,6 +466,12 @@ def check_table(raw: Mapping[str, Any], problems: list[str], table: Table = SCHE
         node = table.keys.get(name)
         if node is None:
             problems.append(_unknown(path, name, value, table, prefix))
+        elif isinstance(node, Dynamic):
+            if isinstance(value, dict):
+                out[name] = _check_dynamic(value, problems, node, path)
+            else:
+                problems.append(f"{path} = {show(value)}: expected a table of tables such as "
+                                f'[{path}."{node.placeholder}"]')
         elif isinstance(node, Table):
             if isinstance(value, dict):
                 out[name] = check_table(value, problems, node, path + ".")
@@ -402,6 +484,29 @@ def check_table(raw: Mapping[str, Any], problems: list[str], table: Table = SCHE
             except Invalid as exc:
                 problems.append(f"{path} = {show(value, secret=path in SECRET_KEYS)}: "
                                 f"expected {exc}")
+    return out
+
+
+def _check_dynamic(raw: Mapping[str, Any], problems: list[str], node: Dynamic,
+                   path: str) -> dict[str, Any]:
+    """Each key must pass the rule (a bad key is named, its table not checked further)."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f'{path}."{key}"'
+        if not node.key_ok(key):
+            problems.append(f"{where} = a table: expected its key {json.dumps(key)} to be "
+                            f"{node.key_expected}")
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"{where} = {show(value)}: expected a table; write it as [{where}] "
+                            "with its keys below")
+            continue
+        checked = check_table(value, problems, node.value, where + ".")
+        realtime = SCHEMA.keys.get("realtime")
+        if isinstance(checked.get("realtime"), dict) and isinstance(realtime, Table):
+            checked["realtime"] = check_table(checked["realtime"], problems, realtime,
+                                              where + ".realtime.")
+        out[key] = checked
     return out
 
 
@@ -425,7 +530,9 @@ def with_defaults(checked: Mapping[str, Any], table: Table = SCHEMA) -> dict[str
     """The checked values with every missing key filled with its default."""
     out: dict[str, Any] = {}
     for name, node in table.keys.items():
-        if isinstance(node, Table):
+        if isinstance(node, Dynamic):
+            out[name] = dict(checked.get(name) or {})  # overrides only: no defaults
+        elif isinstance(node, Table):
             sub = checked.get(name)
             out[name] = with_defaults(sub if isinstance(sub, Mapping) else {}, node)
         else:

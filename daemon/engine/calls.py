@@ -28,9 +28,11 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequ
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from daemon.engine import machine as amd
 from daemon.engine.live import LiveCall, TranscriptWaiter
 from daemon.engine.policy import admits
 from daemon.engine.record import CallRecord, TranscriptEntry, parse_time, utc_now
+from daemon.engine.routing import greeting, number_key
 from daemon.engine.state import CallState, can_transition
 from daemon.engine.timers import REAPER_INTERVAL_SECONDS, CallTimers
 from daemon.errors import (
@@ -44,7 +46,14 @@ from daemon.errors import (
     VoicecallError,
     WaitCancelledError,
 )
-from daemon.events import CallEvent, CallMode, Direction, EventType, ProviderEvent
+from daemon.events import (
+    CallEvent,
+    CallMode,
+    Direction,
+    EventType,
+    MachineResult,
+    ProviderEvent,
+)
 from daemon.providers.base import DialRequest, Provider, RemoteState
 from daemon.speech.responder import APOLOGY
 from daemon.store.base import Store
@@ -106,6 +115,8 @@ class CallEngine:
         self.answers_itself: Callable[[str], bool] | None = None
         """True when a call's own voice agent (the realtime model) answers the caller, so the
         auto-responder stays out of it (set by the daemon)."""
+        self.number_responders: dict[str, Responder | None] = {}
+        """Auto-responders of `[numbers."+E164"]` tables that override its settings."""
         self._live: dict[str, LiveCall] = {}
         self._by_provider_id: dict[str, str] = {}
         self._offering: dict[str, asyncio.Future[None]] = {}
@@ -307,6 +318,10 @@ class CallEngine:
         if not from_number:
             raise ConfigError("from_number is not set; set it with "
                               "`voicecall config set from_number +15550001234`")
+        detection = self.config.machine_detection
+        metadata: dict[str, Any] = {"turnCount": 0, "initialMessage": message}
+        if detection.enabled:
+            metadata["machineDetection"] = detection.mode
         record = CallRecord(
             call_id=str(uuid.uuid4()),
             provider=self.provider.name,
@@ -314,7 +329,7 @@ class CallEngine:
             mode=call_mode,
             from_number=from_number,
             to_number=to_number,
-            metadata={"turnCount": 0, "initialMessage": message},
+            metadata=metadata,
         )
         self._reserved += 1  # hold the slot across the write, released whatever happens
         try:
@@ -327,6 +342,8 @@ class CallEngine:
         if event is not None:
             self._publish(event)
         live.initial_message = message.strip()
+        if detection.enabled:
+            live.machine = amd.MachineWatch()
         request = DialRequest(
             call_id=record.call_id,
             to_number=to_number,
@@ -335,6 +352,7 @@ class CallEngine:
             message=live.initial_message,
             ring_timeout_seconds=self.config.ring_timeout_seconds,
             notify_hangup_delay_seconds=self.config.outbound.notify_hangup_delay_seconds,
+            machine_detection=detection if detection.enabled else None,
         )
         try:
             provider_call_id = await self.provider.place_call(request)
@@ -475,9 +493,14 @@ class CallEngine:
     async def _require_connected(self, call_id: str) -> LiveCall:
         """A connected call; one still ringing is waited for, up to the ring timeout."""
         live = await self._require_live(call_id)
-        if live.record.state in (CallState.INITIATED, CallState.RINGING):
+        held = live.machine is not None and not live.settled.is_set()
+        if live.record.state in (CallState.INITIATED, CallState.RINGING) or held:
+            wait = self.config.ring_timeout_seconds + 1.0
+            if live.machine is not None:  # answered, waiting for the machine verdict
+                detection = self.config.machine_detection
+                wait += amd.hold_seconds(detection) + detection.greeting_timeout_seconds
             try:
-                async with asyncio.timeout(self.config.ring_timeout_seconds + 1):
+                async with asyncio.timeout(wait):
                     await live.settled.wait()
             except TimeoutError:
                 pass
@@ -609,6 +632,8 @@ class CallEngine:
             return await self._on_speech(live, event)
         elif kind is EventType.DTMF:
             await self._on_dtmf(live, event)
+        elif kind is EventType.MACHINE:
+            return await self._on_machine(live, event)
         elif kind is EventType.ENDED:
             await self._finish_locked(live, event.end_state or CallState.COMPLETED,
                                       dedupe_key=event.dedupe_key)
@@ -652,7 +677,7 @@ class CallEngine:
         if waiter is not None and not waiter.future.done():
             waiter.future.set_result(text)
             return None
-        if (record.direction is Direction.INBOUND and self.responder is not None
+        if (record.direction is Direction.INBOUND and self._responder_for(record) is not None
                 and not (self.answers_itself is not None
                          and self.answers_itself(record.call_id))):
             self._schedule_response(live)
@@ -713,6 +738,8 @@ class CallEngine:
         record = live.record
         if record.is_ended:
             return
+        if live.machine is not None:
+            state = live.machine.end_state(state)
 
         def ended(r: CallRecord) -> None:
             r.state = state
@@ -722,6 +749,10 @@ class CallEngine:
         if not await self._commit(live, ended, EventType.ENDED, {"reason": state.value},
                                   dedupe_key=dedupe_key):
             return  # a retried delivery
+        if live.machine is not None:
+            if not live.machine.verdict.done():
+                live.machine.verdict.cancel()  # ends a hold still waiting for it
+            live.machine.greeting_ended.set()
         live.cancel_timers()
         live.settled.set()
         if live.waiter is not None and not live.waiter.future.done():
@@ -739,34 +770,119 @@ class CallEngine:
     # ------------------------------------------------------------------ answered / inbound
 
     async def _answered_then_settle(self, live: LiveCall) -> None:
-        """Speak the opening line, then release operations that waited for the answer."""
+        """Speak the opening line, then release operations that waited for the answer.
+
+        With machine detection the opening line waits for the verdict, in the background: the
+        webhook that reported the answer must not be held that long.
+        """
+        if live.machine is not None and not live.machine.decided:
+            self.spawn(self._machine_hold(live), f"machine-{live.record.call_id}")
+            return
         try:
             await self._on_answered(live)
         finally:
             live.settled.set()
 
+    # ------------------------------------------------------------------ machine detection
+
+    async def _on_machine(
+        self, live: LiveCall, event: ProviderEvent
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Record a `call.machine` fact; a verdict after the hold may still hang up."""
+        report, watch, record = event.machine, live.machine, live.record
+        if report is None:
+            return None
+        if not await self._commit(live, lambda r: amd.note_metadata(r, report), EventType.MACHINE,
+                                  amd.event_data(report), dedupe_key=event.dedupe_key):
+            return None  # a retried delivery
+        if watch is None:
+            return None
+        first = watch.report(report)
+        if first and watch.decided and not watch.voicemail:
+            action = amd.late_action(report.result, record.mode, self.config.machine_detection)
+            if action is amd.MachineAction.HANGUP:
+                watch.voicemail = True
+                return lambda: self._end_as_voicemail(live)
+        return None
+
+    async def _machine_hold(self, live: LiveCall) -> None:
+        """Wait for the verdict, then act on it (SPEC 13); releases waiting operations."""
+        watch, record = live.machine, live.record
+        assert watch is not None
+        settings = self.config.machine_detection
+        try:
+            try:
+                async with asyncio.timeout(amd.hold_seconds(settings)):
+                    report = await asyncio.shield(watch.verdict)
+                result = report.result
+            except TimeoutError:
+                logger.info("call %s: no machine-detection verdict in time; going on",
+                            record.call_id)
+                result = MachineResult.UNKNOWN
+            watch.decided = True
+            if record.is_ended:
+                return
+            action = amd.decide(result, record.mode, settings)
+            if action is amd.MachineAction.PROCEED:
+                await self._on_answered(live)
+                return
+            watch.voicemail = True
+            if action is amd.MachineAction.HANGUP:
+                await self._end_as_voicemail(live)
+                return
+            if not watch.greeting_ended.is_set():
+                try:
+                    async with asyncio.timeout(settings.greeting_timeout_seconds):
+                        await watch.greeting_ended.wait()
+                except TimeoutError:
+                    logger.info("call %s: no end-of-greeting signal; speaking after %ss",
+                                record.call_id, settings.greeting_timeout_seconds)
+            if not record.is_ended:
+                await self._speak_then_hang_up(live, self._opening(live))
+        finally:
+            live.settled.set()
+
+    async def _end_as_voicemail(self, live: LiveCall) -> None:
+        try:
+            await self.provider.hangup(live.record)
+        except VoicecallError as exc:
+            logger.warning("call %s: hang-up failed: %s", live.record.call_id, exc.message)
+        await self._finish(live, CallState.VOICEMAIL)
+
+    def _opening(self, live: LiveCall) -> str:
+        return live.initial_message or str(live.record.metadata.get("initialMessage") or "")
+
     async def _on_answered(self, live: LiveCall) -> None:
         record = live.record
-        message = live.initial_message or str(record.metadata.get("initialMessage") or "")
+        message = self._opening(live)
         if record.direction is Direction.INBOUND:
             await self._say(live, message or self.config.inbound_greeting, self._new_turn(live))
         elif record.mode is CallMode.NOTIFY:
-            def speaking(r: CallRecord) -> None:
-                r.state = CallState.SPEAKING
-                r.transcript.append(TranscriptEntry(utc_now(), "bot", message))
-
-            async with live.lock:
-                if record.is_ended:
-                    return
-                await self._commit(live, speaking, EventType.SPEAKING, {"text": message})
-            await self.provider.play_and_hangup(
-                record, message, float(self.config.outbound.notify_hangup_delay_seconds))
+            await self._speak_then_hang_up(live, message)
         elif message:
             await self._say(live, message, None)
+
+    async def _speak_then_hang_up(self, live: LiveCall, message: str) -> None:
+        """Say `message`, hang up `notify_hangup_delay_seconds` after it has played."""
+        record = live.record
+        def speaking(r: CallRecord) -> None:
+            r.state = CallState.SPEAKING
+            r.transcript.append(TranscriptEntry(utc_now(), "bot", message))
+
+        async with live.lock:
+            if record.is_ended:
+                return
+            await self._commit(live, speaking, EventType.SPEAKING, {"text": message})
+        await self.provider.play_and_hangup(
+            record, message, float(self.config.outbound.notify_hangup_delay_seconds))
 
     async def _inbound(self, event: ProviderEvent) -> None:
         accepted, reason = admits(self.config.inbound_policy, event.from_number,
                                   self.config.allow_from)
+        metadata: dict[str, Any] = {"turnCount": 0}
+        number = number_key(self.config.numbers, event.to_number)
+        if number is not None:
+            metadata["number"] = number  # which [numbers."+E164"] table applies
         record = CallRecord(
             call_id=str(uuid.uuid4()),
             provider=self.provider.name,
@@ -775,7 +891,7 @@ class CallEngine:
             from_number=event.from_number or "",
             to_number=event.to_number or "",
             provider_call_id=event.provider_call_id,
-            metadata={"turnCount": 0},
+            metadata=metadata,
         )
         if accepted and self._occupied >= self.config.max_concurrent_calls:
             accepted, reason = False, "max_concurrent_calls reached"
@@ -800,7 +916,7 @@ class CallEngine:
                 await self._finish_locked(live, CallState.HANGUP_BOT)
             await self.provider.reject(record)
             return
-        live.initial_message = self.config.inbound_greeting
+        live.initial_message = greeting(self.config, number)
         await self.provider.answer(record)
         if event.type is EventType.ANSWERED:
             await self._apply_one(event)
@@ -810,17 +926,25 @@ class CallEngine:
             live.responder_task.cancel()  # a newer caller turn replaces a stale reply
         live.responder_task = self.spawn(self._respond(live), f"respond-{live.record.call_id}")
 
+    def _responder_for(self, record: CallRecord) -> Responder | None:
+        """The number table's auto-responder when it overrides one, else the top-level one."""
+        key = record.metadata.get("number")
+        if isinstance(key, str) and key in self.number_responders:
+            return self.number_responders[key]
+        return self.responder
+
     async def _respond(self, live: LiveCall) -> None:
         """Answer the caller's last turn; cancelled (mid-stream too) by a newer turn."""
-        assert self.responder is not None
         record = live.record
+        responder = self._responder_for(record)
+        assert responder is not None
         history = [(t.speaker, t.text) for t in record.transcript]
         streamed = self.streams_speech is not None and self.streams_speech(record.call_id)
         spoken = False
         held: list[str] = []
         try:
             async with contextlib.aclosing(
-                    self.responder.sentences(history, record.from_number)) as sentences:
+                    responder.sentences(history, record.from_number)) as sentences:
                 async for sentence in sentences:
                     if record.is_ended:
                         return

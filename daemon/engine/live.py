@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from daemon.engine.machine import MachineWatch
 from daemon.engine.record import CallRecord
 
 
@@ -39,6 +40,8 @@ class LiveCall:
     reaping: bool = False
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the call is answered or has ended (operations wait for it while it rings)."""
+    machine: MachineWatch | None = None
+    """Machine detection of an outbound call that asked for it (SPEC 13)."""
     dtmf_entry: str = ""
     """Keys pressed so far during the current `continue` (answered as one entry)."""
     dtmf_timer: asyncio.TimerHandle | None = None

@@ -17,7 +17,7 @@ from daemon.engine.state import CallState
 from daemon.events import CallMode, ProviderEvent
 
 if TYPE_CHECKING:
-    from daemon.config.model import Config
+    from daemon.config.model import Config, MachineDetectionConfig
 
 EventSink = Callable[[Sequence[ProviderEvent]], Awaitable[None]]
 """How a provider hands events to the engine; returns once they are stored and applied."""
@@ -34,6 +34,8 @@ class DialRequest:
     message: str
     ring_timeout_seconds: int
     notify_hangup_delay_seconds: int
+    machine_detection: MachineDetectionConfig | None = None
+    """Set when the provider must detect answering machines on this call (SPEC 13)."""
 
 
 class RemoteState(StrEnum):

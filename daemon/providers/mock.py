@@ -19,7 +19,7 @@ from typing import Any
 from daemon.engine.record import CallRecord
 from daemon.engine.state import CallState
 from daemon.errors import CallNotFoundError, WebhookSignatureError
-from daemon.events import Direction, EventType, ProviderEvent
+from daemon.events import Direction, EventType, MachineReport, MachineResult, ProviderEvent
 from daemon.providers.base import (
     DialRequest,
     RemoteState,
@@ -36,6 +36,12 @@ _OUTCOMES = {
     "no-answer": CallState.NO_ANSWER,
     "failed": CallState.FAILED,
 }
+
+
+MOCK_VERDICT_SECONDS = 0.05
+"""How long after answering the mock's machine detection decides."""
+MOCK_BEEP_SECONDS = 0.5
+"""How long after the verdict the mock voicemail greeting ends with its beep (SPEC 13)."""
 
 
 class MockProvider(BoundProvider):
@@ -83,12 +89,34 @@ class MockProvider(BoundProvider):
         if outcome is None:
             answered = ProviderEvent(EventType.ANSWERED, provider_id, call_id=request.call_id)
             self._later(delay, [answered])
+            if request.machine_detection is not None:
+                self._detect(request, provider_id, delay)
         else:
             ended = ProviderEvent(
                 EventType.ENDED, provider_id, call_id=request.call_id, end_state=outcome
             )
             self._later(delay, [ended])
         return provider_id
+
+    def _detect(self, request: DialRequest, provider_id: str, answered_after: float) -> None:
+        """Machine detection: `outcome = "machine"` is a voicemail box whose greeting ends with
+        a beep 500 ms after its verdict (reported only in `detect-beep` mode); anything that
+        answers otherwise is a person."""
+        settings = request.machine_detection
+        assert settings is not None
+        after = answered_after + MOCK_VERDICT_SECONDS
+        machine = self._mock.outcome == "machine"
+        verdict = MachineReport(MachineResult.MACHINE if machine else MachineResult.HUMAN,
+                                "machine" if machine else "human")
+        self._later(after, [ProviderEvent(EventType.MACHINE, provider_id,
+                                          call_id=request.call_id, machine=verdict,
+                                          dedupe_key=f"mock:{provider_id}:verdict")])
+        if machine and settings.mode == "detect-beep":
+            beep = MachineReport(MachineResult.MACHINE, "beep", beep_detected=True,
+                                 greeting_ended=True, verdict=False)
+            self._later(after + MOCK_BEEP_SECONDS,
+                        [ProviderEvent(EventType.MACHINE, provider_id, call_id=request.call_id,
+                                       machine=beep, dedupe_key=f"mock:{provider_id}:beep")])
 
     async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
         """Playback is instant; hang up `delay_seconds` later."""

@@ -16,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import aiohttp
 
 from daemon.errors import SpeechError
 from daemon.speech.sentences import SentenceStream
 from daemon.speech.vendor import http_error, transport_error
+
+if TYPE_CHECKING:
+    from daemon.config.model import Config
 
 APOLOGY = "Sorry, I'm having trouble answering right now."
 """Spoken instead of a reply when the model fails or times out."""
@@ -225,3 +228,12 @@ def create_responder(
         system_prompt=settings.response_system_prompt,
         timeout_ms=settings.response_timeout_ms,
     )
+
+
+def number_responders(config: Config, session: aiohttp.ClientSession) -> dict[str, Any]:
+    """An auto-responder (or None: none configured) for each `[numbers."+E164"]` table that
+    overrides the model, prompt or timeout (SPEC 14); other numbers use the top-level one."""
+    from daemon.engine.routing import has_responder_override, responder_settings
+
+    return {key: create_responder(responder_settings(config, key), session)
+            for key, table in config.numbers.items() if has_responder_override(table)}
