@@ -117,6 +117,9 @@ class MediaHub:
         """Told what the caller heard of each utterance (for the transcript)."""
         self.on_stream_failure: FailureListener | None = None
         """The provider's fallback when a stream reports an error (Telnyx ``error`` frames)."""
+        self.number_tts: dict[str, TtsEngine | None] = {}
+        """TTS engines of `[numbers."+E164"]` tables with their own TTS (SPEC 14)."""
+        self._call_numbers: dict[str, str] = {}
         self._grants: dict[str, _Grant] = {}
         self._by_provider: dict[str, str] = {}
         self._sessions: dict[str, MediaSession] = {}
@@ -147,8 +150,14 @@ class MediaHub:
             self._by_provider[provider_call_id] = call_id
         return grant.token
 
+    def tts_for(self, call_id: str) -> TtsEngine | None:
+        """The call's TTS: its number table's engine when it has one, else the call TTS."""
+        key = self._call_numbers.get(call_id)
+        return self.number_tts.get(key, self.tts) if key is not None else self.tts
+
     def revoke(self, call_id: str) -> None:
         """Forget the call's token (it ended); a live stream of it is closed."""
+        self._call_numbers.pop(call_id, None)
         grant = self._grants.pop(call_id, None)
         if grant is not None and grant.provider_call_id:
             self._by_provider.pop(grant.provider_call_id, None)
@@ -189,6 +198,9 @@ class MediaHub:
             return None
         outbound = record is not None and record.direction is Direction.OUTBOUND
         notify = outbound and record is not None and record.mode is CallMode.NOTIFY
+        number = record.metadata.get("number") if record is not None else None
+        if isinstance(number, str) and number in self.number_tts:
+            self._call_numbers[call_id] = number
         return Admission(
             call_id=call_id,
             provider_call_id=provider_call_id or grant.provider_call_id or call_id,

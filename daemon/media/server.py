@@ -279,6 +279,13 @@ def install_media(daemon: Daemon) -> MediaHub | None:
             hub.tts = create_tts(config.tts, session)
         except ConfigError as exc:
             logger.error("media streams cannot speak: %s", exc.message)
+        for key, table in config.numbers.items():
+            if table.effective_tts is None:
+                continue
+            try:
+                hub.number_tts[key] = create_tts(table.effective_tts, session)
+            except ConfigError as exc:
+                logger.error('calls to [numbers."%s"] use the call TTS: %s', key, exc.message)
         try:
             create_stt(settings, session, _NullListener())
             hub.stt_factory = lambda listener: create_stt(settings, session, listener)

@@ -167,7 +167,7 @@ class MediaSession:
         if self.agent is not None:
             await self.agent.say(text)
             return
-        if self.hub.tts is None:
+        if self.hub.tts_for(self.call_id) is None:
             raise MediaError("no TTS engine is configured for media streams; set tts.provider")
         sentences = split_sentences(text) or ([text.strip()] if text.strip() else [])
         if not sentences:
@@ -207,7 +207,7 @@ class MediaSession:
         self._check_idle()
 
     async def _speak_loop(self) -> None:
-        tts = self.hub.tts
+        tts = self.hub.tts_for(self.call_id)
         assert tts is not None
         playback = self.playback
         while self._pending:

@@ -3,6 +3,7 @@ own background tasks, once `bind()` has been called."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,10 @@ from daemon.tasks import TaskSet
 
 if TYPE_CHECKING:
     from daemon.config.model import Config
+    from daemon.engine.record import CallRecord
+
+REMEMBERED_VOICES = 10_000
+"""Per-call voices kept (oldest forgotten first): far more than live calls."""
 
 
 class BoundProvider:
@@ -23,6 +28,7 @@ class BoundProvider:
         self._sink: EventSink | None = None
         self._context: ProviderContext | None = None
         self._tasks = TaskSet(self.name)
+        self._number_voices: OrderedDict[str, str] = OrderedDict()
 
     def bind(self, sink: EventSink, context: ProviderContext) -> None:
         """Attach the engine's event sink and the daemon context (once, before `start`)."""
@@ -41,3 +47,17 @@ class BoundProvider:
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         self._tasks.spawn(coro, name)
+
+    def _note_number(self, call: CallRecord) -> None:
+        """Remember the TTS voice of an inbound call's `[numbers."+E164"]` table (SPEC 14), for
+        the provider's own voice (`<Say>`, `speak`) on that call."""
+        key = call.metadata.get("number")
+        table = self._config.numbers.get(key) if isinstance(key, str) else None
+        if table is not None and table.effective_tts is not None:
+            self._number_voices[call.call_id] = table.effective_tts.openai.voice
+            while len(self._number_voices) > REMEMBERED_VOICES:
+                self._number_voices.popitem(last=False)
+
+    def _tts_voice(self, call_id: str | None) -> str:
+        """The TTS voice setting of a call: its number table's, else the call TTS's."""
+        return self._number_voices.get(call_id or "") or self._config.tts.openai.voice

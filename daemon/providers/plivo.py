@@ -216,9 +216,7 @@ class PlivoProvider(BoundProvider):
 
     def _xml_context(self, call_id: str | None) -> XmlContext:
         assert self._context is not None
-        return XmlContext(
-            self._context.webhook_url, call_id, map_voice(self._config.tts.openai.voice)
-        )
+        return XmlContext(self._context.webhook_url, call_id, map_voice(self._tts_voice(call_id)))
 
     def _url(self, **params: str | None) -> str:
         assert self._context is not None
@@ -309,6 +307,7 @@ class PlivoProvider(BoundProvider):
 
     async def answer(self, call: CallRecord) -> None:
         """Nothing to send: Plivo answers an inbound call when our XML starts to run."""
+        self._note_number(call)
 
     async def reject(self, call: CallRecord) -> None:
         """`<Hangup reason="rejected"/>` as the answer, or `DELETE /Call/{uuid}/` outside one."""

@@ -386,7 +386,7 @@ class TelnyxProvider(BoundProvider):
     def _speak(self, text: str, client_state: str) -> dict[str, Any]:
         return speak_payload(
             text,
-            voice=map_voice(self._config.tts.openai.voice),
+            voice=map_voice(self._tts_voice(call.call_id)),
             client_state=client_state,
             command_id=f"voicecall-{uuid.uuid4()}",
         )
@@ -472,6 +472,7 @@ class TelnyxProvider(BoundProvider):
 
     async def answer(self, call: CallRecord) -> None:
         """`actions/answer`; a caller who hung up meanwhile ends the call as hangup-user."""
+        self._note_number(call)
         pid = self._pid(call)
         result = await self._action(
             pid,

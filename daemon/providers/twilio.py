@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.engine.record import CallRecord
 from daemon.errors import ConfigError, MediaError, ProviderError, ProviderRequestError
-from daemon.events import CallMode, Direction
+from daemon.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.providers.base import (
     DialRequest,
     ProviderContext,
@@ -41,6 +41,7 @@ from daemon.providers.base import (
     WebhookRequest,
 )
 from daemon.providers.bound import BoundProvider
+from daemon.providers.machine import twilio_dial_params, twilio_report
 from daemon.providers.streaming import MediaHubLike, MediaSessionLike, media_hub
 from daemon.providers.twilio_parse import TwilioCallback, end_state, parse_callback, to_events
 from daemon.providers.twilio_rest import TwilioRest
@@ -146,9 +147,7 @@ class TwilioProvider(BoundProvider):
 
     def _ctx(self, call_id: str | None) -> TwimlContext:
         assert self._context is not None
-        return TwimlContext(
-            self._context.webhook_url, call_id, map_voice(self._config.tts.openai.voice)
-        )
+        return TwimlContext(self._context.webhook_url, call_id, map_voice(self._tts_voice(call_id)))
 
     @staticmethod
     def _pid(call: CallRecord) -> str:
@@ -181,7 +180,12 @@ class TwilioProvider(BoundProvider):
             # Twilio's own cap, a safety net should our max-duration timer be lost.
             "time_limit": min(self._config.max_duration_seconds + 60, MAX_TIME_LIMIT_SECONDS),
         }
-        if request.mode is CallMode.NOTIFY:
+        if request.machine_detection is not None:
+            # The message waits for the verdict (SPEC 13), so even a notify call fetches our
+            # webhook on answer and is told what to say by a live update.
+            params.update(twilio_dial_params(
+                request.machine_detection, callback_url(webhook, callId=cid, type="amd")))
+        if request.mode is CallMode.NOTIFY and request.machine_detection is None:
             params["twiml"] = notify_twiml(
                 request.message,
                 map_voice(self._config.tts.openai.voice),
@@ -211,7 +215,8 @@ class TwilioProvider(BoundProvider):
             pending.listen = None
             pending.end = HangUp()
             return
-        if call.direction is Direction.OUTBOUND and call.mode is CallMode.NOTIFY:
+        if (call.direction is Direction.OUTBOUND and call.mode is CallMode.NOTIFY
+                and not call.metadata.get("machineDetection")):
             logger.debug("call %s: notify TwiML was sent with the call", call.call_id)
             return
         await self._update(call, steps)
@@ -241,6 +246,7 @@ class TwilioProvider(BoundProvider):
 
     async def answer(self, call: CallRecord) -> None:
         """Nothing to send: Twilio answers an inbound call when our TwiML has verbs."""
+        self._note_number(call)
 
     async def reject(self, call: CallRecord) -> None:
         """`<Reject/>` as the voice request's answer; outside one, one REST hang-up at most."""
@@ -311,6 +317,8 @@ class TwilioProvider(BoundProvider):
 
     async def handle_webhook(self, request: WebhookRequest) -> WebhookReply:
         """Apply the request's events, then answer TwiML for the call's next step."""
+        if request.query_value("type") == "amd":
+            return await self._amd_callback(request)
         cb = parse_callback(request.query, parse_form(request.body))
         events = to_events(cb, bot_hangup=cb.call_sid in self._hung_up)
         if cb.is_terminal:
@@ -336,6 +344,21 @@ class TwilioProvider(BoundProvider):
             return _xml(empty_response())
         steps = pending.document() or self._idle_steps(cb)
         return _xml(render(steps, self._ctx(pending.call_id or cb.call_id)))
+
+    async def _amd_callback(self, request: WebhookRequest) -> WebhookReply:
+        """`AsyncAmdStatusCallback`: the verdict (`AnsweredBy`). Twilio ignores the answer."""
+        form = dict(parse_form(request.body))
+        sid = form.get("CallSid", "").strip()
+        report = twilio_report(form.get("AnsweredBy", ""))
+        if sid and report is not None and self._sink is not None:
+            reset = _CURRENT_REPLY.set(None)  # nothing may be said through this answer
+            try:
+                await self._sink([ProviderEvent(
+                    EventType.MACHINE, sid, call_id=request.query_value("callId"),
+                    machine=report, dedupe_key=f"twilio:{sid}:amd:{report.raw}")])
+            finally:
+                _CURRENT_REPLY.reset(reset)
+        return _xml(empty_response())
 
     def _idle_steps(self, cb: TwilioCallback) -> list[Step]:
         """What a request that made the engine say nothing gets: mostly, keep the line open."""

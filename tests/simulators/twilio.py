@@ -47,6 +47,7 @@ from twilio.request_validator import RequestValidator
 
 from daemon.providers.twilio_rest import basic_auth
 from tests.fakes._server import FakeServer
+from tests.simulators.amd import Callee, Heard, fixture
 
 ACCOUNT_SID = "AC" + "5ef8732a3c49700934481addd5ce1659"
 FRAME_BYTES = 160
@@ -55,6 +56,8 @@ FRAME_SECONDS = 0.02
 MULAW_SILENCE = b"\xff"
 AUTH_TOKEN = "12345678901234567890123456789012"
 API = "/2010-04-01/Accounts/{account}"
+AMD_PARAMS = ("MachineDetection", "AsyncAmd", "AsyncAmdStatusCallback",
+              "AsyncAmdStatusCallbackMethod", "MachineDetectionTimeout")
 
 
 def twilio_error(status: int, code: int, message: str) -> web.Response:
@@ -127,6 +130,9 @@ class SimCall:
     inbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     sequence: int = 0
     runner: asyncio.Task[None] | None = None
+    amd: dict[str, str] = field(default_factory=dict)
+    """The create request's machine-detection parameters (`MachineDetection`, ...)."""
+    heard: Heard = field(default_factory=Heard)
 
     @property
     def ended(self) -> bool:
@@ -458,6 +464,8 @@ class TwilioSimulator(FakeServer):
         self.listen_seconds: float | None = None
         """Caps a `<Gather timeout>` wait for the caller (None = the Gather's own timeout)."""
         self.auto_answer = True
+        self.callee = Callee()
+        """Who picks up: a person, a voicemail box or a fax (for machine detection)."""
         self.outcome: str | None = None
         """busy, no-answer or failed instead of answering."""
         self.replies: list[str] = []
@@ -551,6 +559,7 @@ class TwilioSimulator(FakeServer):
             status_callback=rec.get("StatusCallback"),
             status_events=rec.values("StatusCallbackEvent") or ["completed"],
         )
+        call.amd = {name: value for name in AMD_PARAMS if (value := rec.get(name))}
         self.calls[call.sid] = call
         call.runner = asyncio.get_running_loop().create_task(self._outbound(call))
         return web.json_response(call.to_json(self.account_sid), status=201)
@@ -691,7 +700,10 @@ class TwilioSimulator(FakeServer):
             return
         call.answered = True
         call.status = "in-progress"
+        call.heard.answer(self.callee)
         self._spawn(self._status(call, "in-progress", "answered"))
+        if call.amd.get("MachineDetection") and call.amd.get("AsyncAmd") == "true":
+            self._spawn(self._detect(call))
         runner = self._run(call, url=call.url, document=call.twiml)
         if call.runner is asyncio.current_task():
             await runner
@@ -776,6 +788,7 @@ class TwilioSimulator(FakeServer):
         return None, {}, ""
 
     async def _say(self, call: SimCall, text: str) -> None:
+        call.heard.say(text)
         call.spoken.append(text)
         await self.notify()
         await asyncio.sleep(self.say_seconds)
@@ -814,6 +827,28 @@ class TwilioSimulator(FakeServer):
         for stream in call.media:
             await stream.stop()
         await self._status(call, status, "completed")
+
+    async def _detect(self, call: SimCall) -> None:
+        """Async AMD: `AnsweredBy` posted to `AsyncAmdStatusCallback` (the fixture's shape).
+
+        `DetectMessageEnd` reports a machine only once its greeting ended (`machine_end_beep`);
+        `Enable` reports `machine_start` as soon as it decided.
+        """
+        callee = self.callee
+        if callee.kind == "machine" and call.amd["MachineDetection"] == "DetectMessageEnd":
+            await asyncio.sleep(callee.greeting_seconds)
+            answered_by = "machine_end_beep"
+        else:
+            await asyncio.sleep(callee.decide_seconds)
+            answered_by = {"machine": "machine_start", "fax": "fax"}.get(callee.kind, "human")
+        url = call.amd.get("AsyncAmdStatusCallback")
+        if call.ended or not url:
+            return
+        params = fixture("twilio_amd_callbacks.json")["callback"]
+        elapsed = time.monotonic() - (call.heard.answered_at or time.monotonic())
+        params.update(AccountSid=self.account_sid, CallSid=call.sid, AnsweredBy=answered_by,
+                      MachineDetectionDuration=str(round(elapsed * 1000)))
+        await self.post(Delivery(url, params, self.sign(url, params), "amd"))
 
     # ------------------------------------------------------------------ the caller
 
