@@ -33,6 +33,7 @@ LIVE_TOP_LEVEL = frozenset({
     "response_system_prompt",
     "response_timeout_ms",
     "outbound",
+    "machine_detection",
     "mock",
     "agent",
 })
