@@ -504,7 +504,12 @@ def _check_dynamic(raw: Mapping[str, Any], problems: list[str], node: Dynamic,
         checked = check_table(value, problems, node.value, where + ".")
         realtime = SCHEMA.keys.get("realtime")
         if isinstance(checked.get("realtime"), dict) and isinstance(realtime, Table):
-            checked["realtime"] = check_table(checked["realtime"], problems, realtime,
+            override = dict(checked["realtime"])
+            if "api_key" in override:  # a secret: it stays in [realtime] (env, keyring)
+                del override["api_key"]
+                problems.append(f"{where}.realtime.api_key = \"{MASK}\": a number table holds "
+                                "no secrets; set realtime.api_key (or OPENAI_API_KEY) instead")
+            checked["realtime"] = check_table(override, problems, realtime,
                                               where + ".realtime.")
         out[key] = checked
     return out

@@ -291,7 +291,8 @@ def install_media(daemon: Daemon) -> MediaHub | None:
             hub.stt_factory = lambda listener: create_stt(settings, session, listener)
         except ConfigError as exc:
             logger.error("media streams cannot listen: %s", exc.message)
-        if config.realtime.enabled:
+        if config.realtime.enabled or any(
+                table.realtime.get("enabled") for table in config.numbers.values()):
             service = RealtimeService(lambda: daemon.config, session, daemon.engine)
             hub.realtime = service
             daemon.extras["realtime"] = service

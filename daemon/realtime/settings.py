@@ -7,6 +7,7 @@ place.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from daemon.config.model import RealtimeConfig
@@ -22,10 +23,13 @@ PHONE_STYLE = (
 
 
 def effective_realtime(config: Config, call: CallRecord | None = None) -> RealtimeConfig:
-    """The realtime settings that apply to ``call``: ``[realtime]`` (the per-number
-    ``realtime`` table is merged over it here once ``[numbers]`` exists)."""
-    del call
-    return config.realtime
+    """The realtime settings that apply to ``call``: ``[realtime]`` with the ``realtime`` table
+    of the call's ``[numbers."+E164"]`` (``metadata.number``) merged over it."""
+    key = call.metadata.get("number") if call is not None else None
+    table = config.numbers.get(key) if isinstance(key, str) else None
+    if table is None or not table.realtime:
+        return config.realtime
+    return dataclasses.replace(config.realtime, **dict(table.realtime))
 
 
 def instructions(config: Config, settings: RealtimeConfig) -> str:

@@ -114,3 +114,26 @@ def test_config_set_reaches_a_number_table() -> None:
     assert schema.lookup("numbers.5550001234.inbound_greeting") is None
     text = set_key(None, "numbers.+15550001234.inbound_greeting", "Hi")
     assert '[numbers."+15550001234"]' in text and 'inbound_greeting = "Hi"' in text
+
+
+def test_number_realtime_is_checked_against_realtime_and_merged(paths: Paths) -> None:
+    """`[numbers."+E164".realtime]` takes `[realtime]` keys only, no secrets, and is merged over
+    `[realtime]` for calls to that number."""
+    from daemon.engine.record import CallRecord
+    from daemon.events import CallMode, Direction
+    from daemon.realtime.settings import effective_realtime
+
+    _, report = check(paths, {"numbers": {"+15550001234": {"realtime": {
+        "voice": 3, "api_key": "sk-leak", "bogus": True}}}})
+    assert len(report.errors) == 3 and not any("sk-leak" in e for e in report.errors)
+    assert any(e.startswith('numbers."+15550001234".realtime.voice = 3') for e in report.errors)
+    config, report = check(paths, {"realtime": {"model": "gpt-realtime", "voice": "alloy"},
+                                   "numbers": {"+15550001234": {"realtime": {
+                                       "enabled": True, "voice": "marin"}}}})
+    assert report.errors == ()
+    call = CallRecord("c1", "mock", Direction.INBOUND, CallMode.CONVERSATION, "+1555", "+1556",
+                      metadata={"number": "+15550001234"})
+    merged = effective_realtime(config, call)
+    assert (merged.enabled, merged.voice, merged.model) == (True, "marin", "gpt-realtime")
+    call.metadata.clear()
+    assert effective_realtime(config, call) == config.realtime
