@@ -383,10 +383,10 @@ class TelnyxProvider(BoundProvider):
             self._streamed[request.call_id] = pid
         return pid
 
-    def _speak(self, text: str, client_state: str) -> dict[str, Any]:
+    def _speak(self, call_id: str, text: str, client_state: str) -> dict[str, Any]:
         return speak_payload(
             text,
-            voice=map_voice(self._tts_voice(call.call_id)),
+            voice=map_voice(self._tts_voice(call_id)),
             client_state=client_state,
             command_id=f"voicecall-{uuid.uuid4()}",
         )
@@ -394,7 +394,7 @@ class TelnyxProvider(BoundProvider):
     async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
         """Speak with `notify:<delay>` in client_state; `call.speak.ended` triggers the hang-up."""
         state = encode_client_state(call.call_id, "notify", f"{max(0.0, delay_seconds):g}")
-        await self._action(self._pid(call), "speak", self._speak(text, state))
+        await self._action(self._pid(call), "speak", self._speak(call.call_id, text, state))
 
     async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
         """Speak through the call's media stream (its STT hears the caller) when it has one;
@@ -440,8 +440,8 @@ class TelnyxProvider(BoundProvider):
     ) -> None:
         """`actions/speak`; with a turn token, `transcription_start` once per call."""
         kind, value = ("turn", turn_token) if turn_token else ("speak", "")
-        await self._action(pid, "speak", self._speak(text, encode_client_state(call_id, kind,
-                                                                               value)))
+        await self._action(pid, "speak",
+                           self._speak(call_id, text, encode_client_state(call_id, kind, value)))
         if turn_token:
             await self._transcribe(call_id, pid, turn_token)
 
