@@ -134,3 +134,65 @@ def _reason(exc: BaseException | str) -> str:
         node = (node.__cause__ or node.__context__ or getattr(node, "reason", None)
                 or (inner if isinstance(inner, BaseException) else None))
     return type(exc).__name__
+
+
+# --- realtime API -------------------------------------------------------------------------------
+
+def check_realtime_api(config: Config, *, offline: bool) -> Check:
+    """Realtime mode: the URL is sane, streaming is on, and the model's websocket accepts the
+    key (an upgrade handshake: 101 = accepted, 401/403 = key refused)."""
+    from daemon.config.exposure import is_local_api
+    from daemon.realtime.settings import realtime_url
+
+    rt = config.realtime
+    url = realtime_url(rt.base_url, rt.model)
+    if not config.streaming.enabled:
+        return Check("realtime.api", "FAIL", "realtime.enabled = true but streaming is off, so "
+                     "no call is bridged to the model", "set streaming.enabled = true")
+    if url.startswith("ws://") and not is_local_api(url):
+        return Check("realtime.api", "FAIL", f"realtime.base_url {rt.base_url} is plain ws:// to "
+                     "a remote host: the key and the call audio would travel unencrypted",
+                     "use a wss:// URL")
+    if offline:
+        return Check("realtime.api", "OK", f"{rt.base_url} not checked (--offline)")
+    if not rt.api_key and not is_local_api(url):
+        return Check("realtime.api", "WARN", "not checked: realtime.api_key is not set",
+                     "set it (see above), then run `voicecall doctor` again")
+    status, error = _probe_websocket(url, rt.api_key)
+    where = f"realtime model {rt.model} at {rt.base_url}"
+    if status is None:
+        return Check("realtime.api", "FAIL", f"{where}: {error}",
+                     "check the network and realtime.base_url; `voicecall doctor --offline` "
+                     "skips this check")
+    if status == 101:
+        return Check("realtime.api", "OK", f"{where}: the websocket accepts the key")
+    if status in (401, 403):
+        return Check("realtime.api", "FAIL", f"{where}: the key was refused (HTTP {status})",
+                     "check realtime.api_key (or OPENAI_API_KEY)")
+    return Check("realtime.api", "FAIL", f"{where}: the websocket upgrade got HTTP {status}",
+                 "check realtime.base_url and realtime.model")
+
+
+def _probe_websocket(url: str, key: str | None) -> tuple[int | None, str | None]:
+    """The status of a websocket upgrade request to ``url`` (stdlib only: the CLI stays light)."""
+    import http.client
+    import os
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    host = parts.hostname or ""
+    conn_class = http.client.HTTPSConnection if secure else http.client.HTTPConnection
+    conn = conn_class(host, parts.port, timeout=API_TIMEOUT_SECONDS)
+    headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request("GET", path, headers=headers)
+        return conn.getresponse().status, None
+    except (OSError, http.client.HTTPException) as exc:
+        return None, _reason(exc)
+    finally:
+        conn.close()

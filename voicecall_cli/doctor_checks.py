@@ -87,9 +87,11 @@ def run_checks(paths: Paths, *, offline: bool,
         checks.append(check_store(daemon_status))
     if config is not None:
         checks.append(check_port(config, daemon_status))
-        from voicecall_cli.doctor_api import check_provider_api
+        from voicecall_cli.doctor_api import check_provider_api, check_realtime_api
 
         checks.append(check_provider_api(config, offline=offline))
+        if config.realtime.enabled:
+            checks.append(check_realtime_api(config, offline=offline))
     return checks
 
 
@@ -206,6 +208,9 @@ def _needs(config: Config) -> list[_Need]:
     if config.response_model:
         needs.append(_Need("agent.api_key", f'the auto-responder ("{config.response_model}")',
                            False, config.agent.base_url))
+    if config.realtime.enabled:
+        needs.append(_Need("realtime.api_key", "realtime voice-to-voice mode",
+                           not is_local_api(config.realtime.base_url), config.realtime.base_url))
     return needs
 
 

@@ -37,7 +37,8 @@ from daemon.media.pacer import FRAME_SECONDS
 from daemon.media.playback import Segment, SegmentState
 from daemon.media.session import UtteranceResult
 from daemon.realtime import protocol
-from daemon.realtime.client import RealtimeSocket, realtime_url
+from daemon.realtime.client import RealtimeSocket
+from daemon.realtime.settings import realtime_url
 from daemon.realtime.tools import END_CALL, PendingTools
 
 if TYPE_CHECKING:

@@ -33,13 +33,6 @@ MAX_BUFFERED_BYTES = 16000
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 
-def realtime_url(base_url: str, model: str) -> str:
-    """``base_url`` with ``model=<model>`` in its query (kept if the URL already names one)."""
-    if "model=" in base_url:
-        return base_url
-    return f"{base_url}{'&' if '?' in base_url else '?'}model={model}"
-
-
 class RealtimeSocket:
     """The connection of one call."""
 

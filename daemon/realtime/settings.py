@@ -32,6 +32,13 @@ def effective_realtime(config: Config, call: CallRecord | None = None) -> Realti
     return dataclasses.replace(config.realtime, **dict(table.realtime))
 
 
+def realtime_url(base_url: str, model: str) -> str:
+    """``base_url`` with ``model=<model>`` in its query (kept if the URL already names one)."""
+    if "model=" in base_url:
+        return base_url
+    return f"{base_url}{'&' if '?' in base_url else '?'}model={model}"
+
+
 def instructions(config: Config, settings: RealtimeConfig) -> str:
     """The session instructions: ``realtime.instructions``, else the auto-responder prompt,
     plus the phone-call rules (short answers, ``end_call`` to hang up)."""

@@ -415,3 +415,51 @@ def test_tailscale_down_fails(home: Path, tmp_path: Path) -> None:
     status, message, fix = result.by_id("exposure")[0]
     assert status == "FAIL" and "tailscale" in message.lower()
     assert fix is not None and "tailscale up" in fix
+
+
+# --- realtime mode --------------------------------------------------------------------------------
+
+def _realtime_config(url: str, *, key: str | None, streaming: bool = True) -> str:
+    key_line = f'api_key = "{key}"\n' if key else ""
+    return (f"[streaming]\nenabled = {'true' if streaming else 'false'}\n"
+            f'[realtime]\nenabled = true\nbase_url = "{url}"\n{key_line}')
+
+
+async def test_realtime_key_and_url_accepted_and_refused(home: Path) -> None:
+    """With realtime on, doctor opens the model's websocket with the key: accepted is OK,
+    refused is FAIL naming the status, and the key never appears in the output."""
+    from tests.fakes.openai_realtime import API_KEY, FakeRealtime
+
+    async with FakeRealtime() as model:
+        write(home, _realtime_config(model.url, key=API_KEY))
+        result = await adoctor(home)
+        assert result.status("realtime.api") == "OK", result.stdout
+        assert "accepts the key" in result.by_id("realtime.api")[0][1]
+        assert result.status("secret.realtime.api_key") == "WARN"  # in the config file
+        assert model.handshakes == 1
+
+        write(home, _realtime_config(model.url, key="sk-wrong-realtime-key"))
+        refused = await adoctor(home)
+        assert refused.status("realtime.api") == "FAIL"
+        assert "HTTP 401" in refused.by_id("realtime.api")[0][1]
+        assert "sk-wrong-realtime-key" not in refused.stdout + refused.stderr
+
+
+def test_realtime_needs_streaming_a_key_and_an_encrypted_url(home: Path) -> None:
+    """Realtime without streaming, without a key for OpenAI, or over plain ws:// to a remote
+    host each fail with the fix; --offline skips the network probe only."""
+    write(home, _realtime_config("wss://api.openai.com/v1/realtime", key=None, streaming=False))
+    result = doctor(home, "--offline")
+    assert result.status("realtime.api") == "FAIL"
+    assert result.by_id("realtime.api")[0][2] == "set streaming.enabled = true"
+    assert result.status("secret.realtime.api_key") == "FAIL"
+
+    write(home, _realtime_config("ws://models.example.com/v1/realtime", key="sk-x"))
+    plain = doctor(home, "--offline")
+    assert plain.status("realtime.api") == "FAIL"
+    assert "unencrypted" in plain.by_id("realtime.api")[0][1]
+
+    write(home, _realtime_config("wss://api.openai.com/v1/realtime", key="sk-x"))
+    offline = doctor(home, "--offline")
+    assert offline.status("realtime.api") == "OK"
+    assert "not checked (--offline)" in offline.by_id("realtime.api")[0][1]
