@@ -45,6 +45,7 @@ max_concurrent_calls = {calls}
 {extra}
 [serve]
 port = 0
+max_connections_per_ip = {max(64, 2 * calls)}
 
 [twilio]
 account_sid = "{ACCOUNT_SID}"

@@ -13,7 +13,7 @@ import pytest
 
 from daemon.errors import ConfigError, SpeechError
 from daemon.speech.stt.factory import create_stt
-from daemon.speech.stt.openai_realtime import MAX_BUFFERED_BYTES, OpenAiRealtimeStt
+from daemon.speech.stt.openai_realtime import BATCH_BYTES, MAX_BUFFERED_BYTES, OpenAiRealtimeStt
 from tests.fakes.openai import FakeOpenAI
 
 
@@ -134,6 +134,19 @@ async def test_audio_is_forwarded_unchanged(fake: FakeOpenAI, stt: OpenAiRealtim
     assert stt.dropped_bytes == 0
 
 
+async def test_caller_audio_goes_out_in_100_ms_appends(
+    fake: FakeOpenAI, stt: OpenAiRealtimeStt
+) -> None:
+    """Four 20 ms frames wait; the fifth completes 100 ms and all five leave as one append."""
+    for _ in range(4):
+        stt.send_audio(b"\x07" * 160)
+        await asyncio.sleep(0.01)
+    assert len(fake.current.audio) == 0
+    stt.send_audio(b"\x07" * 160)
+    await fake.wait_for(lambda: len(fake.current.audio) == BATCH_BYTES)
+    assert BATCH_BYTES == 800
+
+
 async def test_send_audio_never_blocks_and_bounds_the_backlog(
     fake: FakeOpenAI, stt: OpenAiRealtimeStt
 ) -> None:
@@ -197,9 +210,9 @@ async def test_reconnects_after_a_drop_and_drops_audio_meanwhile(
     assert stt.dropped_bytes == 160
     await fake.wait_for(lambda: len(fake.connections) == 2 and bool(fake.current.updates))
     await _until(lambda: stt.connected)  # client-side state: poll, nothing to await
-    stt.send_audio(b"\x02" * 160)
-    await fake.wait_for(lambda: len(fake.current.audio) == 160)
-    assert bytes(fake.current.audio) == b"\x02" * 160
+    stt.send_audio(b"\x02" * BATCH_BYTES)
+    await fake.wait_for(lambda: len(fake.current.audio) == BATCH_BYTES)
+    assert bytes(fake.current.audio) == b"\x02" * BATCH_BYTES
     assert fake.handshakes == 4
     assert len(listener.errors) == 1 and stt.outages == 1
     assert "HTTP 503" in listener.errors[0].message
@@ -240,8 +253,8 @@ async def test_unreachable_at_connect_is_reported_and_retried(
         assert len(listener.errors) == 1 and "HTTP 502" in listener.errors[0].message
         await fake.wait_for(lambda: bool(fake.connections and fake.current.updates))
         await _until(lambda: client.connected)
-        client.send_audio(b"\x05" * 160)
-        await fake.wait_for(lambda: len(fake.current.audio) == 160)
+        client.send_audio(b"\x05" * BATCH_BYTES)
+        await fake.wait_for(lambda: len(fake.current.audio) == BATCH_BYTES)
         assert len(listener.errors) == 1
     finally:
         await client.close()

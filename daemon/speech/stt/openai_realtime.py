@@ -1,8 +1,9 @@
 """OpenAI realtime transcription over a websocket: mu-law in, server VAD, transcripts out.
 
 The vendor takes ``g711_ulaw`` directly, so call audio is forwarded without decoding. Audio
-is batched: ``send_audio`` only appends to a bounded buffer and wakes a writer task, so the
-media path pays a few hundred nanoseconds per frame and never waits on the network. A socket
+is batched: ``send_audio`` only appends to a bounded buffer and wakes a writer task once
+100 ms have gathered, so the media path pays a few hundred nanoseconds per frame and never
+waits on the network. A socket
 that cannot be opened, or drops, is reopened with capped exponential backoff for as long as the
 call lasts (only refused credentials end it); each outage is reported once to the listener, and
 audio that arrives meanwhile is discarded (late audio would only confuse the server's turn
@@ -32,6 +33,11 @@ DEFAULT_MODEL = "gpt-4o-transcribe"
 VENDOR = "OpenAI realtime STT"
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 10.0
+BATCH_BYTES = 800
+"""Caller audio goes to the vendor in 100 ms appends (8 kHz mu-law), not one per 20 ms frame:
+a fifth of the writer wake-ups, websocket frames and base64 calls per call (SPEC 12), for at
+most 100 ms more before the vendor hears the end of an utterance (its VAD waits
+``silence_duration_ms``, 800 ms by default, anyway)."""
 MAX_BUFFERED_BYTES = 16000
 """Audio kept while the writer catches up: 2 s of 8 kHz mu-law; older audio is dropped."""
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
@@ -111,17 +117,19 @@ class OpenAiRealtimeStt:
         ]
 
     def send_audio(self, ulaw: bytes) -> None:
-        """Queue audio for the writer task; drops it while disconnected."""
+        """Queue audio; the writer sends it once :data:`BATCH_BYTES` have gathered. Drops it
+        while disconnected."""
         if self._ws is None:
             self.dropped_bytes += len(ulaw)
             return
         buffer = self._buffer
         buffer += ulaw
-        excess = len(buffer) - MAX_BUFFERED_BYTES
-        if excess > 0:
-            del buffer[:excess]
-            self.dropped_bytes += excess
-        self._wake.set()
+        size = len(buffer)
+        if size >= BATCH_BYTES:
+            if size > MAX_BUFFERED_BYTES:
+                del buffer[:size - MAX_BUFFERED_BYTES]
+                self.dropped_bytes += size - MAX_BUFFERED_BYTES
+            self._wake.set()
 
     async def close(self) -> None:
         """Stop the tasks and close the socket; safe to call more than once."""
@@ -266,7 +274,8 @@ class OpenAiRealtimeStt:
         return False
 
     async def _write_loop(self) -> None:
-        """Send whatever audio has accumulated each time ``send_audio`` wakes us."""
+        """Send whatever audio has accumulated each time ``send_audio`` wakes us (a batch is
+        due), in one ``input_audio_buffer.append``."""
         while True:
             await self._wake.wait()
             self._wake.clear()

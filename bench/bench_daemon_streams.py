@@ -1,0 +1,318 @@
+"""Concurrent streamed calls on the REAL daemon, one core (SPEC 12: >= 400 healthy streams,
+outbound p99 jitter <= 10 ms, <= 1 MiB per call; first reply audio p99 <= 50 ms at 200 calls;
+webhook p99 <= 50 ms during a 50 calls/s ramp).
+
+For each level of --n, three processes:
+- `voicecall daemon run` (the real CLI entry point, exec'd into the daemon: real engine, SQLite
+  store, webhook server, media plane, vendor clients), Twilio provider, streaming on, pinned to
+  core --daemon-core with `taskset`;
+- bench/daemon_fakes.py: Twilio REST, OpenAI TTS (pcm 24 kHz: resampled) or ElevenLabs TTS
+  (`ulaw_8000`: passed through), OpenAI realtime STT and the chat model, pinned to --other-core;
+- bench/daemon_loadgen.py: N inbound calls by signed voice webhooks at --rate per second, each
+  answered with `<Connect><Stream>`, whose websocket it opens as Twilio does, then caller audio
+  every 20 ms per stream and mark echoes; pinned to --other-core too.
+Every call is greeted with a long text (the TTS fake returns --tts-seconds of audio per
+sentence), and the STT fake sends each connection a final transcript every --turn-every
+seconds, which the auto-responder answers through the chat fake: the daemon talks all the time.
+
+After the ramp and --warmup seconds, a --seconds window: per stream the generator counts
+frames and gaps; healthy = >= 90 % of real-time audio in the window and no gap > 100 ms.
+Jitter is |interval - 20 ms| between consecutive outbound frames, pooled. First audio is the
+time from the stream's `start` to its first outbound frame (the greeting). CPU % is from
+/proc/<pid>/stat over the window (100 % = one core); RSS per call = (daemon RSS at the end of
+the window - RSS before any call) / N. "waited" is the share of the window the daemon was
+runnable but not running (/proc/<pid>/schedstat): above 10 % the shared machine starved it and
+the level is marked STARVED. "us/media msg" is the daemon's CPU time over the window divided
+by the media messages it handled (caller frames in + frames out): the figure to compare
+between runs on a busy machine. A level where the generator missed or was late on its
+own 20 ms clock (p99 > 10 ms) is INVALID: the daemon cannot be judged by it.
+
+Run: python bench/bench_daemon_streams.py --tts openai --n 120,200,300,400
+Prints one line per level (and --json the raw figures); `uptime` is printed first and last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from daemon.rpc.client import DaemonUnreachableError, RpcClient  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+AUTH_TOKEN = "bench-twilio-auth-token-0123456789"
+ACCOUNT_SID = "AC" + "b" * 32
+API_KEY = "sk-bench-openai-key-0001"
+XI_KEY = "xi-bench-elevenlabs-key-0001"
+FROM = "+15550100000"
+STARVED_PCT = 10.0
+"""A daemon that waited for its core more than this share of the window was starved by other
+work on the machine: its figures say little about the daemon."""
+GREETING = " ".join(["Thank you for calling the Acme clinic, this is the automated assistant."]
+                    + [f"Part {i} of our opening hours and services follows now." for i in
+                       range(1, 8)])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size in KiB, from /proc/<pid>/statm."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE_KIB
+
+
+def runqueue_wait(pid: int) -> float:
+    """Seconds the process's main thread spent runnable but not running (/proc schedstat):
+    on a shared machine, the share of the window the daemon was starved by other work."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
+def uptime() -> str:
+    """The load averages, to say how busy the shared machine was."""
+    with open("/proc/loadavg") as f:
+        return "load " + " ".join(f.read().split()[:3])
+
+
+def _expect(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"process exited ({proc.poll()}) before {prefix!r}")
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+    raise RuntimeError(f"timed out waiting for {prefix!r}")
+
+
+def _command(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
+def _pinned(core: int | None, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(core), *argv] if core is not None else argv
+
+
+def daemon_config(fakes: str, n: int, tts: str, turns: bool) -> str:
+    """Twilio at the fakes (a local api_base_url lets the local webhook URL stand), streaming
+    on with every vendor at the fakes; overall limits sized for n calls, per-address limits
+    left at their defaults (the generator spreads calls over many source addresses)."""
+    tts_table = (f'[tts]\nprovider = "elevenlabs"\n\n[tts.elevenlabs]\nbase_url = "{fakes}"\n'
+                 f'api_key = "{XI_KEY}"\nvoice_id = "bench-voice"\n' if tts == "elevenlabs"
+                 else f'[tts]\nprovider = "openai"\n\n[tts.openai]\nbase_url = "{fakes}/v1"\n'
+                 f'api_key = "{API_KEY}"\n')
+    responder = 'response_model = "openai/gpt-4o-mini"\n' if turns else ""
+    return f"""
+provider = "twilio"
+from_number = "{FROM}"
+inbound_policy = "open"
+inbound_greeting = "{GREETING}"
+max_concurrent_calls = {n + 16}
+max_duration_seconds = 3600
+{responder}
+[serve]
+port = 0
+max_connections = {4 * n + 256}
+
+[twilio]
+account_sid = "{ACCOUNT_SID}"
+auth_token = "{AUTH_TOKEN}"
+api_base_url = "{fakes}"
+
+[streaming]
+enabled = true
+api_key = "{API_KEY}"
+stt_url = "{fakes.replace('http://', 'ws://')}/v1/realtime?intent=transcription"
+max_connections = {n + 64}
+max_pending_connections = {n + 64}
+
+[agent]
+base_url = "{fakes}/v1"
+api_key = "{API_KEY}"
+
+{tts_table}"""
+
+
+def _status(socket: Path, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the daemon exited {proc.returncode}")
+        try:
+            with RpcClient(socket, timeout=2.0) as client:
+                status: dict[str, Any] = client.call("daemon.status")
+                return status
+        except (DaemonUnreachableError, ConnectionError, OSError):
+            time.sleep(0.1)
+    raise RuntimeError("the daemon did not answer daemon.status")
+
+
+def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
+    """One level: fakes, daemon, generator; ramp, warm-up, window; every process's report."""
+    home = Path(tempfile.mkdtemp(prefix="vcb-", dir="/tmp"))
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        fakes = subprocess.Popen(
+            _pinned(args.other_core, [sys.executable, str(HERE / "daemon_fakes.py"),
+                                      "--tts-seconds", str(args.tts_seconds),
+                                      "--turn-every", str(args.turn_every)]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+        procs.append(fakes)
+        port = json.loads(_expect(fakes, "READY ", 30))["port"]
+        origin = f"http://127.0.0.1:{port}"
+        (home / "config.toml").write_text(
+            daemon_config(origin, n, args.tts, args.turn_every > 0))
+        socket = home / "run" / "daemon.sock"
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("VOICECALL_", "OPENAI_", "ELEVENLABS_", "TWILIO_"))}
+        env.update(VOICECALL_HOME=str(home), VOICECALL_NO_KEYRING="1",
+                   VOICECALL_LOG_LEVEL=args.log_level)
+        daemon_log = open(home / "daemon.log", "wb")  # noqa: SIM115 - closed below
+        daemon = subprocess.Popen(
+            _pinned(args.daemon_core, [sys.executable, "-m", "voicecall_cli", "--socket",
+                                       str(socket), "daemon", "run"]),
+            env=env, cwd=REPO, stdout=daemon_log, stderr=daemon_log)
+        daemon_log.close()
+        procs.append(daemon)
+        status = _status(socket, daemon, 30)
+        time.sleep(1.0)
+        idle_rss = rss_kib(daemon.pid)
+        gen = subprocess.Popen(
+            _pinned(args.other_core, [sys.executable, str(HERE / "daemon_loadgen.py"),
+                                      "--webhook", status["webhookUrl"], "--auth-token",
+                                      AUTH_TOKEN, "--to", FROM, "--n", str(n),
+                                      "--rate", str(args.rate)]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
+        procs.append(gen)
+        ramped = json.loads(_expect(gen, "RAMPED ", n / args.rate + 120))
+        time.sleep(args.warmup)
+        before = {p.pid: cpu_seconds(p.pid) for p in procs}
+        waited0 = runqueue_wait(daemon.pid)
+        wall0 = time.monotonic()
+        _command(gen, "mark")
+        _expect(gen, "MARKED", 10)
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(_pinned(args.other_core, [
+                "py-spy", "record", "--pid", str(daemon.pid), "--rate", "250",
+                "--duration", str(int(args.seconds)), "--format", "raw", "--nonblocking",
+                "-o", f"{args.py_spy}-{args.tts}-{n}.txt"]), stdout=log, stderr=log)
+        time.sleep(args.seconds)
+        if spy is not None:
+            spy.wait(60)
+        wall = time.monotonic() - wall0
+        cpu = {p.pid: (cpu_seconds(p.pid) - before[p.pid]) / wall * 100 for p in procs}
+        starved = (runqueue_wait(daemon.pid) - waited0) / wall * 100
+        end_rss = rss_kib(daemon.pid)
+        _command(gen, "report")
+        report = json.loads(_expect(gen, "REPORT ", 60))
+        _command(fakes, "report")
+        vendor = json.loads(_expect(fakes, "REPORT ", 30))
+        load = uptime()
+        log_text = (home / "daemon.log").read_text(errors="replace")
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(procs):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if args.keep_logs:
+            print(f"# logs kept in {home}", flush=True)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+    errors = sum(1 for line in log_text.splitlines() if " ERROR " in line)
+    warnings = sum(1 for line in log_text.splitlines() if " WARNING " in line)
+    messages = report["frames_out_window"] + report["frames_in_window"]
+    return {
+        "us_per_message": cpu[daemon.pid] / 100 * wall / max(1, messages) * 1e6,
+        "n": n, "tts": args.tts, "ramp": ramped, "gen": report, "vendor": vendor,
+        "daemon_cpu": cpu[daemon.pid], "daemon_runqueue_wait_pct": starved,
+        "fakes_cpu": cpu[fakes.pid], "gen_cpu": cpu[gen.pid],
+        "idle_rss_mib": idle_rss / 1024, "end_rss_mib": end_rss / 1024,
+        "rss_per_call_mib": (end_rss - idle_rss) / 1024 / n, "window_s": wall,
+        "log_errors": errors, "log_warnings": warnings, "machine": load,
+    }
+
+
+def summary(r: dict[str, Any]) -> str:
+    """One line per level."""
+    g, v = r["gen"], r["vendor"]
+    invalid = " INVALID (load generator lagged)" if g["lagging"] or r["gen_cpu"] > 90 else ""
+    if r["daemon_runqueue_wait_pct"] > STARVED_PCT:
+        invalid += " STARVED (the daemon waited for its core: machine busy)"
+    return (f"tts={r['tts']} n={r['n']} healthy={g['healthy']}/{g['streams']} "
+            f"jitter p50={g['jitter_p50_ms']:.1f}ms p99={g['jitter_p99_ms']:.1f}ms "
+            f"worst_gap={g['worst_gap_ms']:.0f}ms "
+            f"first_audio p50={g['first_audio_p50_ms']:.0f}ms p99={g['first_audio_p99_ms']:.0f}ms "
+            f"webhook p50={g['webhook_p50_ms']:.1f}ms p99={g['webhook_p99_ms']:.1f}ms | "
+            f"daemon cpu={r['daemon_cpu']:.0f}% ({r['us_per_message']:.1f}us/media msg) "
+            f"waited={r['daemon_runqueue_wait_pct']:.0f}% rss={r['end_rss_mib']:.0f}MiB "
+            f"({r['rss_per_call_mib']:.2f}MiB/call) | fakes cpu={r['fakes_cpu']:.0f}% "
+            f"gen cpu={r['gen_cpu']:.0f}% gen tick p99={g['tick_late_p99_ms']:.1f}ms "
+            f"skipped={g['ticks_skipped']} | stt_open={v['stt_open']} "
+            f"tts={v['tts_requests']} transcripts={v['transcripts']} chat={v['chat_requests']} "
+            f"failures={g['failures'] or '-'} silent={g['silent']} closed={g['closed']} "
+            f"log E/W={r['log_errors']}/{r['log_warnings']} | {r['machine']}{invalid}")
+
+
+def main() -> None:
+    """Parse arguments, run each level, print one line per level."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", default="200,400", help="calls per level, comma separated")
+    parser.add_argument("--tts", choices=("openai", "elevenlabs"), default="openai")
+    parser.add_argument("--rate", type=float, default=50.0, help="new calls per second")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=3.0, help="after the ramp")
+    parser.add_argument("--tts-seconds", type=float, default=20.0,
+                        help="audio per TTS request")
+    parser.add_argument("--turn-every", type=float, default=10.0,
+                        help="seconds between caller transcripts per call (0: none)")
+    parser.add_argument("--daemon-core", type=int, default=0)
+    parser.add_argument("--other-core", type=int, default=1)
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log", default=os.devnull, help="fakes/generator stderr")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the daemon's home")
+    parser.add_argument("--json", action="store_true", help="also print the raw figures")
+    parser.add_argument("--py-spy", metavar="PREFIX",
+                        help="profile the daemon over the window: PREFIX-<tts>-<n>.txt "
+                             "(collapsed stacks; see bench/pyspy_breakdown.py)")
+    args = parser.parse_args()
+    print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {uptime()} "
+          f"(before); daemon on core {args.daemon_core}, fakes+generator on "
+          f"core {args.other_core}", flush=True)
+    with open(args.log, "a") as log:
+        for n in (int(x) for x in args.n.split(",")):
+            result = run_level(n, args, log)
+            print(summary(result), flush=True)
+            if args.json:
+                print(json.dumps(result), flush=True)
+    print(f"# {uptime()} (after)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""Twilio's side of bench_daemon_streams.py: inbound calls by signed webhook, then media streams.
+
+For each call, at `--rate` calls per second: a signed voice webhook (`X-Twilio-Signature` over
+the daemon's webhook URL and form, as Twilio signs it), its TwiML parsed for the
+`<Connect><Stream url>` and its `token`/`callId` parameters, then the websocket opened as
+Twilio opens it (signed upgrade, `connected`, `start`). From then on every stream sends 160 bytes
+of caller audio every 20 ms and echoes the daemon's marks.
+
+The generator must stay cheap (it shares a core with the vendor fakes): it reuses the raw
+RFC 6455 client of stream_client.py (pre-encoded inbound frames written straight to the
+transport, outbound frames only split and time-stamped), and one timer sends every stream's
+frame. That timer's lateness is recorded: a generator that cannot keep its own 20 ms clock
+would blame the daemon for its own lag, so such a run is reported as lagging (INVALID).
+
+Driven over stdin/stdout: prints `RAMPED {json}` once every call was set up (or failed);
+`mark` answers `MARKED`, and arrivals count from there; `report` answers `REPORT {json}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import json
+import math
+import os
+import re
+import secrets
+import sys
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _support import percentile
+from stream_client import FRAME, Stream
+
+from daemon.webhooks.security import TwilioVerifier
+
+ACCOUNT_SID = "AC" + "b" * 32
+CALLER = "+15550109999"
+STREAM_URL = re.compile(r'<Stream[^>]*\burl="([^"]+)"')
+PARAMETER = re.compile(r'<Parameter name="([^"]+)" value="([^"]*)"')
+HEALTHY_SHARE = 0.9
+HEALTHY_GAP = 0.1
+LAG_LIMIT = 0.010
+"""A generator tick later than this at p99 (or any skipped tick) makes the run invalid."""
+
+
+class CallStream(Stream):
+    """A stream that also remembers when its `start` went out."""
+
+    started_at = 0.0
+
+    def start(self) -> None:
+        self.started_at = self.time()
+        super().start()
+
+
+class Ticker:
+    """One absolute 20 ms clock sending every live stream's caller frame; records lateness."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.streams: list[CallStream] = []
+        self.epoch = loop.time()
+        self.index = 0
+        self.sent = 0
+        self.skipped = 0
+        self.lateness = array("d")
+        self._arm()
+
+    def _arm(self) -> None:
+        self.index += 1
+        self.loop.call_at(self.epoch + self.index * FRAME, self._tick)
+
+    def _tick(self) -> None:
+        due = self.epoch + self.index * FRAME
+        now = self.loop.time()
+        self.lateness.append(max(0.0, now - due))
+        behind = int((now - self.epoch) / FRAME) - self.index
+        if behind > 0:
+            self.skipped += behind
+            self.index += behind
+        for stream in self.streams:
+            transport = stream.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(stream.media)
+                self.sent += 1
+        self._arm()
+
+
+class LoadGen:
+    """Sets calls up and keeps their streams going."""
+
+    def __init__(self, args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
+        self.args = args
+        self.loop = loop
+        self.verifier = TwilioVerifier(args.auth_token)
+        self.ticker = Ticker(loop)
+        self.webhook_ms = array("d")
+        self.failures: dict[str, int] = {}
+        self.sources = [f"127.0.{1 + i // 250}.{2 + i % 250}" for i in range(args.sources)]
+        """Twilio reaches the daemon from many addresses; so does the generator (all of
+        127/8 is loopback), so the daemon's per-address limits see what they would in use."""
+        self.http: list[aiohttp.ClientSession] = []
+        self.sent_at_mark = 0
+
+    def _fail(self, why: str) -> None:
+        self.failures[why] = self.failures.get(why, 0) + 1
+
+    async def call(self, index: int) -> None:
+        source = index % len(self.sources)
+        http = self.http[source]
+        sid = "CA" + secrets.token_hex(16)
+        params = {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "CallSid": sid,
+                  "CallStatus": "ringing", "Called": self.args.to, "Caller": CALLER,
+                  "Direction": "inbound", "From": CALLER, "To": self.args.to}
+        url = self.args.webhook
+        headers = {"X-Twilio-Signature": self.verifier.compute_signature(url, params.items()),
+                   "Content-Type": "application/x-www-form-urlencoded",
+                   "I-Twilio-Idempotency-Token": secrets.token_hex(16)}
+        sent = time.perf_counter()
+        try:
+            async with http.post(url, data=urlencode(params), headers=headers) as response:
+                twiml = await response.text()
+                status = response.status
+        except (aiohttp.ClientError, OSError):
+            self._fail("webhook unreachable")
+            return
+        self.webhook_ms.append((time.perf_counter() - sent) * 1000)
+        if status != 200:
+            self._fail(f"webhook HTTP {status}")
+            return
+        found = STREAM_URL.search(twiml)
+        if found is None:
+            self._fail("no <Stream> in the TwiML")
+            return
+        stream_url = found.group(1).replace("&amp;", "&")
+        parameters = dict(PARAMETER.findall(twiml))
+        await self.stream(index, sid, stream_url, parameters, self.sources[source])
+
+    async def stream(self, index: int, sid: str, url: str, parameters: dict[str, str],
+                     source: str) -> None:
+        parts = urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        signature = self.verifier.compute_signature(url)
+        request = (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                   f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+                   f"X-Twilio-Signature: {signature}\r\n\r\n").encode()
+        stream = CallStream(index, parameters.get("callId", ""), sid,
+                            parameters.get("token", ""), request, self.loop)
+        try:
+            await self.loop.create_connection(lambda: stream, parts.hostname,
+                                              parts.port or 80, local_addr=(source, 0))
+            await asyncio.wait_for(stream.upgraded, 30)
+        except (OSError, ConnectionError, TimeoutError):
+            self._fail("stream upgrade failed")
+            return
+        stream.start()
+        self.ticker.streams.append(stream)
+
+    async def ramp(self) -> float:
+        self.http = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+            limit=0, local_addr=(source, 0))) for source in self.sources]
+        started = self.loop.time()
+        tasks = []
+        for index in range(self.args.n):
+            due = started + index / self.args.rate
+            delay = due - self.loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(self.call(index)))
+        await asyncio.gather(*tasks)
+        return self.loop.time() - started
+
+    def report(self, since: float, until: float) -> dict[str, Any]:
+        streams = self.ticker.streams
+        window = until - since
+        needed = HEALTHY_SHARE * window / FRAME
+        jitter: list[float] = []
+        worst_gap = 0.0
+        healthy = 0
+        first_audio: list[float] = []
+        silent = 0
+        for stream in streams:
+            arrivals = stream.arrivals
+            if arrivals:
+                first_audio.append((arrivals[0] - stream.started_at) * 1000)
+            else:
+                silent += 1
+            frames = 0
+            previous = since
+            gap = 0.0
+            for at in arrivals:
+                if at < since or at > until:
+                    continue
+                interval = at - previous
+                if frames:
+                    jitter.append(abs(interval - FRAME) * 1000)
+                gap = max(gap, interval)
+                previous = at
+                frames += 1
+            gap = max(gap, until - previous)
+            worst_gap = max(worst_gap, gap)
+            if frames >= needed and gap <= HEALTHY_GAP and not stream.closed.done():
+                healthy += 1
+        frames_out = sum(1 for st in streams for at in st.arrivals if since <= at <= until)
+        lateness = list(self.ticker.lateness)
+        late_p99 = percentile(lateness, 99)
+        return {
+            "streams": len(streams), "healthy": healthy, "silent": silent,
+            "closed": sum(1 for s in streams if s.closed.done()),
+            "jitter_p50_ms": percentile(jitter, 50), "jitter_p99_ms": percentile(jitter, 99),
+            "worst_gap_ms": worst_gap * 1000,
+            "first_audio_p50_ms": percentile(first_audio, 50),
+            "first_audio_p99_ms": percentile(first_audio, 99),
+            "first_audio_max_ms": max(first_audio, default=math.nan),
+            "webhook_p50_ms": percentile(self.webhook_ms, 50),
+            "webhook_p99_ms": percentile(self.webhook_ms, 99),
+            "webhook_max_ms": max(self.webhook_ms, default=math.nan),
+            "failures": self.failures, "marks_echoed": sum(s.marks for s in streams),
+            "inbound_sent": self.ticker.sent, "frames_out_window": frames_out,
+            "frames_in_window": self.ticker.sent - self.sent_at_mark,
+            "ticks_skipped": self.ticker.skipped,
+            "tick_late_p99_ms": late_p99 * 1000,
+            "lagging": self.ticker.skipped > 0 or late_p99 > LAG_LIMIT,
+            "window_s": window,
+        }
+
+
+async def _main(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    gen = LoadGen(args, loop)
+    ramp = await gen.ramp()
+    gc.collect()
+    gc.freeze()
+    gc.disable()  # its own collections would show up as lag; the generator makes no cycles
+    print("RAMPED " + json.dumps({"streams": len(gen.ticker.streams), "ramp_s": ramp,
+                                  "failures": gen.failures}), flush=True)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    since = math.inf
+    while line := (await reader.readline()).decode().strip():
+        if line == "mark":
+            since = loop.time()
+            gen.ticker.lateness = array("d")  # the ramp's own lateness is not the window's
+            gen.ticker.skipped = 0
+            gen.sent_at_mark = gen.ticker.sent
+            print("MARKED", flush=True)
+        elif line == "report":
+            print("REPORT " + json.dumps(gen.report(since, loop.time())), flush=True)
+            break
+    os._exit(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--webhook", required=True, help="the daemon's webhook URL")
+    parser.add_argument("--auth-token", required=True)
+    parser.add_argument("--to", default="+15550100000")
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--rate", type=float, default=50.0, help="new calls per second")
+    parser.add_argument("--sources", type=int, default=64,
+                        help="source addresses the calls come from (127.0.x.y)")
+    args = parser.parse_args()
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_main(args))
+    else:
+        uvloop.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()
