@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
+IDLE_WORKER = "_worker (concurrent/futures/thread.py:81)"
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("TTS: resample 24->8 kHz (soxr)", ("media/resample.py",)),
     ("TTS: G.711 encode", ("media/codecs.py",)),
@@ -48,6 +49,8 @@ def breakdown(path: str) -> tuple[Counter[str], int]:
             if not number.isdigit():
                 continue
             samples = int(number)
+            if stack.endswith(IDLE_WORKER):
+                continue  # an executor thread waiting for work: py-spy cannot tell it is idle
             total += samples
             for name, markers in CATEGORIES:
                 if any(marker in stack for marker in markers):

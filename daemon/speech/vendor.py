@@ -26,6 +26,9 @@ CONNECTIONS_PER_CALL = 3
 """A streamed call holds its STT socket and may have a TTS and a chat request open at once."""
 SPARE_CONNECTIONS = 16
 """For requests that belong to no call (start-up checks, agent tools)."""
+READ_BUFFER_BYTES = 16 * 1024
+"""Per response, aiohttp stops reading the socket once twice this much is buffered (its
+default, 64 KiB, let a fast TTS vendor park 128 KiB per call in the daemon)."""
 ACQUIRE_TIMEOUT_SECONDS = 10.0
 """The longest a vendor request waits for a pooled connection plus its TCP/TLS connect."""
 
@@ -46,11 +49,12 @@ def vendor_connection_limit(max_concurrent_calls: int, max_streams: int) -> int:
 def open_vendor_session(max_concurrent_calls: int, max_streams: int) -> aiohttp.ClientSession:
     """The daemon's one HTTP client for speech vendors and the chat model (call on the loop).
 
-    No per-host cap: TTS, STT and chat usually share one host (api.openai.com).
+    No per-host cap: TTS, STT and chat usually share one host (api.openai.com). A small read
+    buffer per response bounds what a vendor that runs ahead of real time parks in memory.
     """
     limit = vendor_connection_limit(max_concurrent_calls, max_streams)
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0)
-    return aiohttp.ClientSession(connector=connector)
+    return aiohttp.ClientSession(connector=connector, read_bufsize=READ_BUFFER_BYTES)
 
 
 def request_timeout(read_seconds: float = 15.0) -> aiohttp.ClientTimeout:

@@ -69,6 +69,21 @@ async def test_openai_first_audio_arrives_before_synthesis_ends(
     assert len(first) + len(rest) == 8000  # 1 s at 24 kHz in, exactly 1 s at 8 kHz out
 
 
+async def test_a_vendor_far_ahead_of_real_time_is_read_in_bounded_chunks(
+    openai_fake: FakeOpenAI, elevenlabs_fake: FakeElevenLabs, session: aiohttp.ClientSession
+) -> None:
+    """A whole second of audio in one body write is still handed over 200 ms at a time at
+    most, so a call never holds (and frames) more than that per step."""
+    openai_fake.tts_chunks = 1
+    sizes = [len(c) async for c in _openai(openai_fake, session).synthesize("Hello there.")]
+    # 200 ms of 8 kHz mu-law a step; the last also carries the resampler's flushed tail
+    assert sum(sizes) == 8000 and max(sizes) <= 2 * 1600, sizes
+    elevenlabs_fake.chunks = 1
+    elevenlabs_fake.audio = bytes(range(256)) * 40  # 10240 bytes: 1.28 s
+    sizes = [len(c) async for c in _eleven(elevenlabs_fake, session).synthesize("Hi.")]
+    assert sum(sizes) == 10240 and max(sizes) <= 1600, sizes
+
+
 async def test_openai_request_on_the_wire(
     openai_fake: FakeOpenAI, session: aiohttp.ClientSession
 ) -> None:

@@ -17,6 +17,9 @@ DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_MODEL_ID = "eleven_multilingual_v2"
 OUTPUT_FORMAT = "ulaw_8000"
 VENDOR = "ElevenLabs TTS"
+READ_BYTES = 1600
+"""At most 200 ms of mu-law per read: what is buffered beyond stays in the bounded HTTP
+reader instead of being framed all at once (see ``openai.READ_BYTES``)."""
 
 
 class ElevenLabsTts:
@@ -60,7 +63,8 @@ class ElevenLabsTts:
             ) as response:
                 if response.status >= 400:
                     raise await http_error(VENDOR, response, self.url, self._api_key)
-                async for chunk in response.content.iter_any():
+                read = response.content.read
+                while chunk := await read(READ_BYTES):
                     produced += len(chunk)
                     yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:

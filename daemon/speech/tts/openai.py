@@ -2,6 +2,8 @@
 
 ``response_format: "pcm"`` is raw 24 kHz s16le mono: no container to parse, so every body
 chunk can be resampled and encoded immediately (the first frame leaves before synthesis ends).
+Reads are bounded (:data:`READ_BYTES`), so resampling runs per 200 ms chunk at most and memory
+per call stays small however far ahead the vendor is.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ DEFAULT_VOICE = "alloy"
 PCM_RATE = 24000
 """Sample rate of OpenAI's ``pcm`` response format."""
 VENDOR = "OpenAI TTS"
+READ_BYTES = 9600
+"""At most 200 ms of 24 kHz PCM per read (whatever has arrived, up to this). ``iter_any``
+hands over everything buffered at once: a vendor that runs ahead of real time then put
+seconds of audio (and its resampled, encoded and framed copies) in memory per call, and
+frames past the playback queue's capacity (SPEC 12: <= 1 MiB per call)."""
 
 
 class OpenAiTts:
@@ -67,7 +74,8 @@ class OpenAiTts:
             ) as response:
                 if response.status >= 400:
                     raise await http_error(VENDOR, response, self.url, self._api_key)
-                async for chunk in response.content.iter_any():
+                read = response.content.read
+                while chunk := await read(READ_BYTES):
                     pcm = resampler.feed(chunk)
                     if pcm:
                         produced += len(pcm)
