@@ -32,6 +32,7 @@ from daemon.config.model import Config
 from daemon.config.secrets import SECRET_KEYS, keyring_disabled
 from daemon.errors import ConfigError, TunnelError
 from daemon.paths import Paths
+from daemon.realtime.settings import realtime_in_use
 from daemon.rpc.client import DaemonUnreachableError, RpcClient
 from daemon.rpc.protocol import RpcRemoteError
 
@@ -90,7 +91,7 @@ def run_checks(paths: Paths, *, offline: bool,
         from voicecall_cli.doctor_api import check_provider_api, check_realtime_api
 
         checks.append(check_provider_api(config, offline=offline))
-        if config.realtime.enabled:
+        if realtime_in_use(config):
             checks.append(check_realtime_api(config, offline=offline))
     return checks
 
@@ -208,7 +209,7 @@ def _needs(config: Config) -> list[_Need]:
     if config.response_model:
         needs.append(_Need("agent.api_key", f'the auto-responder ("{config.response_model}")',
                            False, config.agent.base_url))
-    if config.realtime.enabled:
+    if realtime_in_use(config):
         needs.append(_Need("realtime.api_key", "realtime voice-to-voice mode",
                            not is_local_api(config.realtime.base_url), config.realtime.base_url))
     return needs

@@ -29,6 +29,7 @@ from daemon.media.protocols import StreamEvent, framing_for
 from daemon.media.session import CLOSE_TRY_AGAIN, MediaSession
 from daemon.media.wire import FrameWriter
 from daemon.realtime.service import RealtimeService
+from daemon.realtime.settings import realtime_in_use
 from daemon.speech.stt.factory import create_stt
 from daemon.speech.tts.factory import create_tts
 from daemon.speech.vendor import open_vendor_session
@@ -291,8 +292,7 @@ def install_media(daemon: Daemon) -> MediaHub | None:
             hub.stt_factory = lambda listener: create_stt(settings, session, listener)
         except ConfigError as exc:
             logger.error("media streams cannot listen: %s", exc.message)
-        if config.realtime.enabled or any(
-                table.realtime.get("enabled") for table in config.numbers.values()):
+        if realtime_in_use(config):
             service = RealtimeService(lambda: daemon.config, session, daemon.engine)
             hub.realtime = service
             daemon.extras["realtime"] = service

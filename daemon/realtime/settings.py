@@ -32,6 +32,12 @@ def effective_realtime(config: Config, call: CallRecord | None = None) -> Realti
     return dataclasses.replace(config.realtime, **dict(table.realtime))
 
 
+def realtime_in_use(config: Config) -> bool:
+    """True when realtime is on globally or for any number table."""
+    return config.realtime.enabled or any(
+        table.realtime.get("enabled") for table in config.numbers.values())
+
+
 def realtime_url(base_url: str, model: str) -> str:
     """``base_url`` with ``model=<model>`` in its query (kept if the URL already names one)."""
     if "model=" in base_url:

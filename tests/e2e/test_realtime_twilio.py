@@ -365,3 +365,32 @@ async def test_inbound_call_greets_through_the_model_without_the_auto_responder(
     assert len(session.of("response.create")) == 1  # nobody but the model answers
     assert "auto-responder failed" not in d.log_text()
     assert FRAME == FRAME_BYTES
+
+
+async def test_per_number_realtime_table_turns_it_on_for_that_number_only(
+    sim: TwilioSimulator, model: FakeRealtime, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """`[realtime]` off, `[numbers."+E164".realtime]` on with its own voice and instructions:
+    a call to that number is bridged with the merged settings (the key still from
+    [realtime]); calls to other numbers are not bridged."""
+    d = await start(make_daemon, config(sim, model, 'inbound_policy = "open"\n').replace(
+        "[realtime]\nenabled = true\n", "[realtime]\nenabled = false\n") + f"""
+[numbers."{FROM}".realtime]
+enabled = true
+voice = "verse"
+instructions = "You are the Acme night line."
+""")
+    webhook = str((await rpc(d, "daemon.status"))["webhookUrl"])
+    await sim.inbound(CALLER, FROM, webhook)
+    await model.wait_for(lambda: bool(model.sessions) and bool(
+        model.current.of("session.update")), timeout=10)
+    update = model.current.session
+    assert update["audio"]["output"]["voice"] == "verse"
+    assert update["instructions"].startswith("You are the Acme night line.")
+    assert update["audio"]["input"]["turn_detection"]["threshold"] == 0.6  # from [realtime]
+
+    await sim.inbound(CALLER, "+15550177777", webhook)
+    # Realtime is decided before a stream is bound: once the second is bound, it was not.
+    await until(lambda: d.log_text().count("bound to call") >= 2, timeout=10,
+                what="the second call's stream")
+    assert len(model.sessions) == 1 and model.handshakes == 1
