@@ -75,6 +75,7 @@ from daemon.providers.streaming import (
 )
 from daemon.providers.telnyx_wire import (
     ALREADY_ENDED_CODES,
+    ClientState,
     LegFacts,
     TelnyxPayloadError,
     answer_payload,
@@ -567,6 +568,9 @@ class TelnyxProvider(BoundProvider):
             if call_id:
                 self._fall_back(call_id, f"streaming.failed: {failure}", unheard=True)
             return WebhookReply()
+        if hook.event_type == "call.dtmf.received" and self._stream_live(state, pid):
+            # The live stream reports the same key as a `dtmf` frame: count it once.
+            return WebhookReply()
         facts = None
         if pid not in self._ended:
             leg = self._leg(pid)
@@ -591,6 +595,13 @@ class TelnyxProvider(BoundProvider):
     def replay_reply(self, first: WebhookReply | None) -> WebhookReply:
         """Repeat the first answer (always a plain 200 for Telnyx)."""
         return first or WebhookReply()
+
+    def _stream_live(self, state: ClientState | None, pid: str) -> bool:
+        """The call has a started media stream right now."""
+        call_id = state.call_id if state else self._call_id_of(pid)
+        hub = self._media()
+        return bool(call_id and call_id in self._streamed and hub is not None
+                    and hub.session(call_id) is not None)
 
     def _call_id_of(self, pid: str) -> str | None:
         leg = self._legs.get(pid)

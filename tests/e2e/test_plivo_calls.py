@@ -243,3 +243,17 @@ async def test_plivo_end_while_ringing_cancels_the_request(
     await sim.wait_for(lambda: call.ended)
     deletes = [r for r in sim.requests if r.method == "DELETE"]
     assert any("/Request/" in r.path for r in deletes), [r.path for r in deletes]
+
+
+async def test_plivo_carrier_timeout_is_failed(
+    sim: PlivoSimulator, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """CallStatus=timeout (HangupCause RECOVERY_ON_TIMER_EXPIRE, 3000: the carrier gave up
+    connecting) ends `failed`, not `no-answer` (SPEC 10)."""
+    d = await start(make_daemon, config(sim))
+    sim.outcome = "timeout"
+    placed = await rpc(d, "voicecall.initiate", {"message": "Hi", "to": TO})
+    assert (await until_state(d, placed["callId"], "failed"))["endReason"] == "failed"
+    hangup = [dl for dl in sim.deliveries if dl.params.get("Event") == "Hangup"][-1]
+    assert (hangup.params["HangupCause"], hangup.params["HangupCauseCode"]) == (
+        "RECOVERY_ON_TIMER_EXPIRE", "3000")

@@ -278,3 +278,25 @@ async def test_telnyx_kill9_restart_reconciles_without_redialling(
     assert len(sim.commands("dial")) == 2
     status_gets = [r for r in sim.requests if r.method == "GET"]
     assert {r.path for r in status_gets} == {f"/v2/calls/{c}" for c in sim.calls}
+
+
+async def test_telnyx_who_hung_up_follows_source_and_the_calls_direction(
+    sim: TelnyxSimulator, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """`call.hangup` carries no direction (the real captures): an inbound caller's
+    normal_clearing is hangup-user (was completed); an outbound call the carrier timed out is
+    no-answer; a `not_found` number is failed (was completed/unknown)."""
+    d = await start(make_daemon, config(sim, 'inbound_policy = "open"\n'))
+    url = (await rpc(d, "daemon.status"))["webhookUrl"]
+    call = await sim.inbound("+14155550123", FROM, url)
+    await sim.wait_for(lambda: call.answered and bool(call.spoken), timeout=10)
+    assert all("direction" not in json.loads(dl.body)["data"]["payload"]
+               for dl in sim.deliveries if dl.event_type != "call.initiated")
+    inbound_id = (await rpc(d, "voicecall.list", {}))["calls"][0]["callId"]
+    await sim.caller_hangup(call)  # normal_clearing from the caller
+    assert (await until_state(d, inbound_id, "hangup-user"))["endReason"] == "hangup-user"
+    for outcome, state in (("timeout", "no-answer"), ("not_found", "failed")):
+        sim.outcome = outcome
+        placed = await rpc(d, "voicecall.initiate", {"message": "Hi", "to": TO})
+        assert (await until_state(d, placed["callId"], state))["state"] == state
+    assert sim.schema_errors == []

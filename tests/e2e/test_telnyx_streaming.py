@@ -11,6 +11,7 @@ API): no `actions/speak`, no `transcription_start`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from tests.fakes.openai import FakeOpenAI
 from tests.harness import DaemonHarness, query, wait_for
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
+from tests.harness import until_state_async as until_state
 from tests.simulators.telnyx import API_KEY, CONNECTION_ID, SimCall, SimStream, TelnyxSimulator
 
 pytestmark = pytest.mark.e2e
@@ -191,3 +193,64 @@ async def test_telnyx_inbound_answer_streams_the_greeting_and_notify_is_not_stre
     assert "stream_url" not in dial
     placed = next(c for c in sim.calls.values() if c.direction == "outgoing")
     assert placed.spoken == ["Your table is ready"] and placed.streams == []
+
+
+async def test_telnyx_streaming_failed_falls_back_to_telnyx_speech_at_once(
+    sim: TelnyxSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """`streaming.failed` (the schema sample's shape): the greeting waiting for the stream is
+    spoken with `actions/speak` at once, not after the 10 s stream wait, and a `continue` is
+    heard through `transcription_start` (language inside transcription_engine_config)."""
+    sim.stream_outcome = "failed"
+    sim.replies = ["Yes, Tuesday works."]
+    d = await start(make_daemon, config(sim, openai))
+    greeting = "Hi, it is the clinic."
+    call_id = (
+        await rpc(d, "voicecall.initiate", {"message": greeting, "to": TO, "mode": "conversation"})
+    )["callId"]
+    await sim.wait_for(lambda: bool(sim.delivered("streaming.failed")), timeout=10)
+    failed_at = time.monotonic()
+    await sim.wait_for(lambda: bool(sim.commands("speak")), timeout=10)
+    assert time.monotonic() - failed_at < 3.0  # not the 10 s STREAM_WAIT_SECONDS
+    call = sim.only_call()
+    assert call.spoken == [greeting]
+    answer = await rpc(d, "voicecall.continue", {"callId": call_id, "message": "Tuesday?"})
+    assert answer == {"success": True, "transcript": "Yes, Tuesday works."}
+    (transcribe,) = sim.commands("transcription_start")
+    assert transcribe.body["transcription_engine_config"] == {
+        "transcription_engine": "Telnyx", "language": "en"}
+    assert sim.schema_errors == []
+    assert openai.tts_requests == []  # nothing went to the stream's TTS
+
+
+async def test_telnyx_stream_error_frame_hands_the_turn_to_telnyx(
+    sim: TelnyxSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """A stream `error` frame (Telnyx's rate_limit_reached sample) while a `continue` listens:
+    the stream is dropped without ending the call and Telnyx transcribes the caller at once."""
+    d = await start(make_daemon, config(sim, openai))
+    call_id = (
+        await rpc(d, "voicecall.initiate",
+                  {"message": "Hi, it is the clinic.", "to": TO, "mode": "conversation"})
+    )["callId"]
+    await sim.wait_for(lambda: bool(sim.calls) and live_stream(sim.only_call()) is not None)
+    call = sim.only_call()
+    stream = call.streams[0]
+    await sim.wait_for(lambda: len(stream.marks()) >= 1, timeout=10)
+    turn = asyncio.create_task(rpc(d, "voicecall.continue",
+                                   {"callId": call_id, "message": "Does Tuesday work?"}))
+    await sim.wait_for(lambda: len(stream.marks()) >= 2, timeout=10)
+    await until_state(d, call_id, "listening")
+    await sim.stream_error(call)
+    await sim.wait_for(lambda: call.transcribing, timeout=5)
+    await sim.wait_for(lambda: not stream.open, timeout=5)
+    await sim.caller_says(call, "Yes, Tuesday works.")
+    answer = await asyncio.wait_for(turn, 10)
+    assert answer == {"success": True, "transcript": "Yes, Tuesday works."}
+    assert sim.commands("speak") == []  # the prompt had been heard: not said twice
+    assert (await rpc(d, "voicecall.status", {"callId": call_id}))["call"]["state"] not in (
+        "completed", "hangup-bot", "hangup-user")
+    # Later speech goes through Telnyx's own voice.
+    assert await rpc(d, "voicecall.speak", {"callId": call_id, "message": "Booked."}) == {
+        "success": True}
+    await sim.wait_for(lambda: call.spoken == ["Booked."], timeout=5)

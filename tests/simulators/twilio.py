@@ -127,7 +127,8 @@ class SimCall:
     media: list[SimStream] = field(default_factory=list)
     """The media-stream websockets opened for this call, in order."""
     gathering: bool = False
-    inbox: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    inbox: asyncio.Queue[tuple[str, str]] = field(default_factory=asyncio.Queue)
+    """What the caller gives the next `<Gather>`: ("speech", words) or ("dtmf", keys)."""
     sequence: int = 0
     runner: asyncio.Task[None] | None = None
     amd: dict[str, str] = field(default_factory=dict)
@@ -406,6 +407,18 @@ class SimStream:
             await asyncio.sleep(max(0.0, due - loop.time()))
 
     # ------------------------------------------------------------------ ending
+
+    async def press(self, digits: str) -> None:
+        """The caller presses keys: one `dtmf` message per key, as Twilio sends them."""
+        for digit in digits:
+            await self._send(
+                {
+                    "event": "dtmf",
+                    "streamSid": self.stream_sid,
+                    "sequenceNumber": self._next_sequence(),
+                    "dtmf": {"track": "inbound_track", "digit": digit},
+                }
+            )
 
     async def stop(self) -> None:
         """Twilio ends the stream (hang-up, or new TwiML): `stop`, then close the socket."""
@@ -762,7 +775,11 @@ class TwilioSimulator(FakeServer):
             elif verb.tag == "Gather":
                 heard = await self._gather(call, verb)
                 if heard is not None:
-                    extra = {"SpeechResult": heard, "Confidence": "0.9137"}
+                    kind, value = heard
+                    if kind == "dtmf":  # Twilio leaves out the finishOnKey (#)
+                        extra = {"Digits": value.removesuffix(verb.get("finishOnKey", "#"))}
+                    else:
+                        extra = {"SpeechResult": value, "Confidence": "0.9137"}
                     return verb.get("action") or "", extra, "gather"
             elif verb.tag == "Connect":
                 opened: SimStream | None = None
@@ -793,14 +810,14 @@ class TwilioSimulator(FakeServer):
         await self.notify()
         await asyncio.sleep(self.say_seconds)
 
-    async def _gather(self, call: SimCall, verb: ET.Element) -> str | None:
+    async def _gather(self, call: SimCall, verb: ET.Element) -> tuple[str, str] | None:
+        """What the caller gives the `<Gather>`: ("speech", words) or ("dtmf", keys)."""
         for child in verb:
             if child.tag == "Say":
                 await self._say(call, child.text or "")
-        if "speech" not in verb.get("input", "dtmf"):
-            return None
-        if self.replies:
-            return self.replies.pop(0)
+        inputs = verb.get("input", "dtmf").split()
+        if self.replies and "speech" in inputs:
+            return ("speech", self.replies.pop(0))
         wait = float(verb.get("timeout", "5"))
         if self.listen_seconds is not None:
             wait = min(wait, self.listen_seconds)
@@ -858,7 +875,12 @@ class TwilioSimulator(FakeServer):
 
     async def caller_says(self, call: SimCall, text: str) -> None:
         """The caller speaks; heard by the current (or next) `<Gather>` of `call`."""
-        await call.inbox.put(text)
+        await call.inbox.put(("speech", text))
+
+    async def press(self, call: SimCall, digits: str) -> None:
+        """The caller types keys (ending with `#`) into the current (or next) `<Gather>`;
+        on a streamed call use `SimStream.press`."""
+        await call.inbox.put(("dtmf", digits))
 
     async def callee_hangup(self, sid: str) -> None:
         """The person on the phone hangs up."""
