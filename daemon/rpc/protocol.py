@@ -34,6 +34,7 @@ METHODS = (
     "daemon.reload",
     "voicecall.cancel",
     "mock.inbound",
+    "voicecall.tool_result",
 )
 """Every method the daemon answers (SPEC section 5, plus `mock.inbound` of section 10)."""
 

@@ -57,6 +57,7 @@ METHOD_PARAMS: dict[str, dict[str, str]] = {
                         "callId": "text"},
     "daemon.status": {},
     "mock.inbound": {"from": "text", "to": "text", "utterances": "texts"},
+    "voicecall.tool_result": {"callId": "text", "toolCallId": "text"},
 }
 
 SETTINGS = settings(max_examples=60, deadline=None,
