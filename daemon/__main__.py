@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from daemon.errors import ConfigError, VoicecallError
 from daemon.paths import resolve_paths
@@ -24,14 +25,22 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="config file")
     parser.add_argument("--socket", help="Unix socket path")
     parser.add_argument("--log-level", default=os.environ.get("VOICECALL_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-file", help="log to this file, rotated by size (default: stderr)")
     return parser.parse_args(argv)
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, log_file: str | None) -> None:
+    handler: logging.Handler
+    if log_file:
+        from daemon.logfile import DaemonLogHandler, log_max_bytes
+
+        handler = DaemonLogHandler(Path(log_file), log_max_bytes())
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
@@ -77,8 +86,11 @@ async def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `voicecalld`."""
+    # Private from the first byte (SPEC section 2): the state folder, the store and its -wal and
+    # -shm files, the log, the socket are all created after this line, readable by us alone.
+    os.umask(0o077)
     args = _parse_args(argv)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_file)
     log = logging.getLogger("daemon")
     try:
         import uvloop

@@ -139,6 +139,13 @@ class Daemon:
         """One daemon per store: two would both reconcile and time out the same calls."""
         folder = self.config.store
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = folder.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            # Our own state folder, left readable by an older version: the store in it holds
+            # transcripts. (A socket folder is never fixed this way: see RpcServer._bind.)
+            logger.warning("made the store folder %s private (mode %o -> 700)", folder,
+                           info.st_mode & 0o777)
+            folder.chmod(0o700)
         handle = open(folder / STORE_LOCK_NAME, "a+")  # noqa: SIM115 - held for the daemon's life
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from daemon.rpc.client import DaemonUnreachableError, RpcClient
 from daemon.rpc.protocol import RpcRemoteError
+from daemon.rpc.trust import UntrustedSocketError
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -84,8 +85,8 @@ class DaemonHarness:
                 with RpcClient(self.socket, timeout=2.0) as client:
                     client.call("daemon.status")
                 return True
-            except (DaemonUnreachableError, ConnectionError, RpcRemoteError):
-                return False
+            except (DaemonUnreachableError, ConnectionError, RpcRemoteError, TimeoutError):
+                return False  # TimeoutError: listening, but still restoring calls
 
         wait_for(ready, timeout, message="the daemon to answer")
 
@@ -143,14 +144,14 @@ class DaemonHarness:
                 self.rpc("daemon.shutdown", timeout=5.0)
                 wait_for(lambda: not self.socket.exists(), 10, message="autostarted daemon")
             except (DaemonUnreachableError, ConnectionError, RpcRemoteError, OSError,
-                    AssertionError):
+                    UntrustedSocketError, AssertionError):
                 pass
             return
         try:
             self.rpc("daemon.shutdown", timeout=5.0)
             self.proc.wait(10)
         except (DaemonUnreachableError, ConnectionError, RpcRemoteError, OSError,
-                subprocess.TimeoutExpired):
+                UntrustedSocketError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait(10)
 

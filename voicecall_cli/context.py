@@ -66,18 +66,25 @@ class CliContext:
         """Start the daemon in the background and wait until it answers; return its pid."""
         import subprocess  # only this path needs it; keep start-up fast
 
-        self.paths.state.mkdir(parents=True, exist_ok=True)
+        # Private from the first byte (SPEC section 2), also what this process creates.
+        self.paths.state.mkdir(parents=True, exist_ok=True, mode=0o700)
         log = self.paths.log_file
-        offset = log.stat().st_size if log.exists() else 0
-        with open(log, "ab") as out:
+        out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            offset = os.fstat(out).st_size
+            # The daemon rotates the log itself; what it prints before its logging is set up
+            # (or outside it) lands here too.
             proc = subprocess.Popen(
-                self.daemon_argv(),
+                [*self.daemon_argv(), "--log-file", str(log)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
                 close_fds=True,
+                umask=0o077,
             )
+        finally:
+            os.close(out)
         with waiting(f"starting the voicecall daemon ({self.paths.socket})"):
             return self._await_ready(proc, log, offset)
 
@@ -99,8 +106,8 @@ class CliContext:
                 with RpcClient(self.paths.socket, timeout=2.0) as client:
                     client.call("daemon.status")
                 return proc.pid
-            except (DaemonUnreachableError, ConnectionError, RpcRemoteError):
-                time.sleep(0.02)
+            except (DaemonUnreachableError, ConnectionError, RpcRemoteError, TimeoutError):
+                time.sleep(0.02)  # not listening yet, or still restoring calls: not an answer
         raise DaemonUnreachable(
             f"the daemon did not answer on {self.paths.socket} within "
             f"{READY_TIMEOUT_SECONDS:.0f}s; see {log}"
@@ -140,6 +147,8 @@ def _new_errors(log: Path, offset: int) -> str:
     """The ERROR lines the daemon logged since `offset`, without their log prefix."""
     try:
         with open(log, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size < offset:
+                offset = 0  # rotated meanwhile: the live file is new
             handle.seek(offset)
             text = handle.read().decode(errors="replace")
     except OSError:

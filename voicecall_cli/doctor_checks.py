@@ -35,6 +35,7 @@ from daemon.paths import Paths
 from daemon.realtime.settings import realtime_in_use
 from daemon.rpc.client import DaemonUnreachableError, RpcClient
 from daemon.rpc.protocol import RpcRemoteError
+from daemon.rpc.trust import UntrustedSocketError
 
 Status = Literal["OK", "WARN", "FAIL", "SKIP"]
 
@@ -386,6 +387,9 @@ def check_daemon(sock: Path, config: Config | None) -> tuple[Check, dict[str, An
             status = client.call("daemon.status")
     except DaemonUnreachableError:
         return Check("daemon", "OK", f"not running (stale socket {sock})"), None
+    except UntrustedSocketError as exc:
+        message, _, fix = exc.message.partition("; ")
+        return Check("daemon", "FAIL", message, fix or None), None
     except (OSError, ValueError, RpcRemoteError) as exc:
         return Check("daemon", "WARN", f"{sock} did not answer daemon.status within "
                                        f"{DAEMON_TIMEOUT_SECONDS:g}s ({type(exc).__name__})",

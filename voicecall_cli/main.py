@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from daemon.rpc.trust import UntrustedSocketError
 from voicecall_cli.context import CliContext
 from voicecall_cli.errors import ExitStatus
 
@@ -118,6 +119,9 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except UntrustedSocketError as exc:  # from any command that reaches for the socket
+        click.echo(f"Error: {exc.message}", err=True)
+        sys.exit(ExitStatus.ERROR)
     except BrokenPipeError:  # `voicecall tail | head`: the reader left; not an error
         os._exit(0)  # skip the interpreter's final flush, which would fail again
     sys.exit(code if isinstance(code, int) else 0)

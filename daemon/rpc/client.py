@@ -15,6 +15,7 @@ from typing import Any
 
 from daemon.rpc import protocol
 from daemon.rpc.protocol import RpcRemoteError
+from daemon.rpc.trust import UntrustedSocketError, check_listener, check_socket_folder
 
 
 class DaemonUnreachableError(ConnectionError):
@@ -32,16 +33,24 @@ class RpcClient:
     def __init__(self, path: Path, *, timeout: float | None = 30.0) -> None:
         self.path = Path(path)
         self._ids = itertools.count(1)
+        # SPEC section 2: a folder another user made (or can write) is never trusted, and
+        # nothing is sent to a listener of another uid. UntrustedSocketError is not a
+        # ConnectionError on purpose: it must not read as "no daemon" (and autostart one).
+        check_socket_folder(self.path.parent)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
             self._connect(timeout)
+            check_listener(self._sock, self.path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             self._sock.close()
             raise DaemonUnreachableError(self.path, exc.strerror or type(exc).__name__) from None
         except OSError as exc:
             self._sock.close()
             raise DaemonUnreachableError(self.path, str(exc)) from None
+        except UntrustedSocketError:
+            self._sock.close()
+            raise
         self._file = self._sock.makefile("rb")
 
     def _connect(self, timeout: float | None) -> None:

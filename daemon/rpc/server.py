@@ -1,6 +1,7 @@
 """The gateway socket: JSON-RPC 2.0, one JSON value per line, over a Unix socket.
 
-Security: the socket's folder is 0700 and the socket 0600, and every connection's peer uid
+Security: the socket's folder is 0700 (one that another user owns, or that has group/other bits,
+is refused, never fixed: daemon.rpc.trust) and the socket 0600, and every connection's peer uid
 (SO_PEERCRED) must be ours. Messages over 1 MiB are refused and the connection closed (there is
 no way to find the next message boundary reliably after an over-long line).
 """
@@ -14,7 +15,6 @@ import json
 import logging
 import os
 import socket
-import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +22,7 @@ from typing import IO, Any
 from daemon.errors import RpcCode, VoicecallError
 from daemon.rpc import protocol
 from daemon.rpc.protocol import RpcErrorInfo
+from daemon.rpc.trust import check_socket_folder, peer_uid
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +89,6 @@ class Connection:
         self._writer.close()
 
 
-def _peer_uid(sock: socket.socket) -> int | None:
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except (OSError, AttributeError):
-        return None
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
-
-
 class RpcServer:
     """Serves a dispatch table on a Unix socket."""
 
@@ -132,7 +124,9 @@ class RpcServer:
     def _bind(self) -> socket.socket:
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        folder.chmod(0o700)
+        # Never chmod a folder found loose: a stranger may already have planted something in
+        # it. Refuse it, naming it, its owner and mode and the fix (SPEC section 2).
+        check_socket_folder(folder)
         # Two daemons started at once (two CLIs autostarting) must not both probe, unlink and
         # bind: the loser would later remove the winner's socket. A lock beside the socket,
         # held for the daemon's life, makes the second one fail at once.
@@ -201,7 +195,7 @@ class RpcServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
-        uid = _peer_uid(sock) if sock is not None else None
+        uid = peer_uid(sock) if sock is not None else None
         if uid is not None and uid != os.getuid():
             logger.warning("refused a connection from uid %s", uid)
             writer.close()

@@ -112,6 +112,9 @@ class SqliteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             try:
+                # Before the first write: SQLite gives the -wal and -shm files the database
+                # file's mode, and one made by an older version may be 0644.
+                self.path.chmod(0o600)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA busy_timeout=5000")
@@ -120,7 +123,6 @@ class SqliteStore:
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
-                self.path.chmod(0o600)
                 rows: list[Row] = db.execute(
                     "SELECT key, expires_at, status, content_type, body FROM replay "
                     "WHERE expires_at >= ? ORDER BY expires_at", (now,)).fetchall()

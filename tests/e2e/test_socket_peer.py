@@ -49,4 +49,5 @@ def test_other_uid_is_refused_even_if_the_mode_lets_it_in(make_daemon) -> None:
     outcome = os.read(read_fd, 100)
     os.close(read_fd)
     assert outcome == b"closed"
+    d.socket.parent.chmod(0o700)  # our own client trusts only a private folder (SPEC 2)
     assert d.rpc("daemon.status")["running"] is True  # our own uid is still served

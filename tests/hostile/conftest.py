@@ -1,14 +1,17 @@
-"""Real faults for hostile tests: a small tmpfs that can be filled to the last byte."""
+"""Real faults for hostile tests: a small tmpfs filled to the last byte, a real second user."""
 
 from __future__ import annotations
 
 import errno
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +60,54 @@ def small_disk() -> Iterator[SmallDisk]:
     finally:
         subprocess.run(["umount", "-l", str(root)], capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+OTHER_USER = "vc-hostile"
+"""A real second local user for the tests that play another user of the machine."""
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+"""A Python the other user can run (the test's own may live under /root)."""
+
+
+@dataclass(frozen=True)
+class OtherUser:
+    """Another local account, and a way to run a stdlib Python script as it."""
+
+    name: str
+    uid: int
+    gid: int
+
+    def argv(self, *command: str) -> list[str]:
+        """`command` run as this user (real uid, gid and groups), via setpriv."""
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+                "--reset-env", *command]
+
+    def python(self, script: str, *args: str, **popen: Any) -> subprocess.Popen[str]:
+        """Start `script` (stdlib only, isolated mode) as this user."""
+        return subprocess.Popen(self.argv(SYSTEM_PYTHON, "-I", "-c", script, *args),
+                                text=True, **popen)
+
+
+@pytest.fixture(scope="session")
+def other_user() -> Iterator[OtherUser]:
+    """A real second user (created with useradd when absent, removed again if we made it)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create and act as a second local user")
+    if not (shutil.which("useradd") and shutil.which("setpriv")
+            and os.access(SYSTEM_PYTHON, os.X_OK)):
+        pytest.skip("needs useradd, setpriv and /usr/bin/python3 to play a second user")
+    created = False
+    try:
+        entry = pwd.getpwnam(OTHER_USER)
+    except KeyError:
+        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                               "/usr/sbin/nologin", OTHER_USER], capture_output=True, text=True,
+                              check=False)
+        try:
+            entry = pwd.getpwnam(OTHER_USER)  # (another test run may have made it meanwhile)
+        except KeyError:
+            pytest.skip(f"cannot create a second user: {made.stderr.strip()}")
+        created = made.returncode == 0
+    yield OtherUser(OTHER_USER, entry.pw_uid, entry.pw_gid)
+    if created:
+        subprocess.run(["userdel", OTHER_USER], capture_output=True, check=False)
