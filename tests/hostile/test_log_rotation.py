@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 
 import pytest
 
-from tests.harness import FAST_MOCK, DaemonHarness
+from tests.harness import FAST_MOCK, REPO, DaemonHarness, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -28,15 +31,30 @@ def test_daemon_log_is_rotated_by_size_and_keeps_five(
     assert started.returncode == 0, started.stderr
     state = d.home / "state"
     live = state / "daemon.log"
-    with d.client() as client:
-        for count in range(1, 3001):
-            accepted = client.call("mock.inbound", {"from": "+15550109999"})["accepted"]
-            assert accepted is False  # inbound_policy defaults to disabled: a line per call
-            if (state / "daemon.log.5").exists() and count % 50 == 0:
-                break
-        for _ in range(100):  # well past the fifth rotation: the oldest must be dropped
-            client.call("mock.inbound", {"from": "+15550109999"})
-        pid = client.call("daemon.status")["pid"]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "voicecall_cli", "--socket", str(d.socket), "daemon", "logs",
+         "-n", "1", "--follow"], env=d.env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    followed: list[str] = []
+    assert follower.stdout is not None
+    reader = threading.Thread(target=lambda: followed.extend(follower.stdout or []), daemon=True)
+    reader.start()
+    try:
+        with d.client() as client:
+            for count in range(1, 3001):
+                accepted = client.call("mock.inbound", {"from": "+15550109999"})["accepted"]
+                assert accepted is False  # inbound_policy defaults to disabled: a line per call
+                if (state / "daemon.log.5").exists() and count % 50 == 0:
+                    break
+            for _ in range(100):  # well past the fifth rotation: the oldest must be dropped
+                last = client.call("mock.inbound", {"from": "+15550109999"})["callId"]
+            pid = client.call("daemon.status")["pid"]
+        # `daemon logs --follow` followed the live file across every rotation.
+        wait_for(lambda: any(f"inbound call {last} rejected" in line for line in followed), 30,
+                 message="the follower to print the last line")
+    finally:
+        follower.kill()
+        follower.wait()
+        reader.join(10)
     logs = sorted(p.name for p in state.iterdir() if p.name.startswith("daemon.log"))
     assert logs == ["daemon.log", *(f"daemon.log.{n}" for n in range(1, 6))], logs
     for name in logs:

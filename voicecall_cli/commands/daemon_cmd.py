@@ -297,15 +297,31 @@ def logs_cmd(ctx: CliContext, lines: int, follow: bool, as_json: bool) -> None:
         text = raw.decode(errors="replace").rstrip("\n")
         click.echo(output.json_text(log_record(text)) if as_json else text)
 
-    with open(log, "rb") as handle:
+    handle = open(log, "rb")  # noqa: SIM115 - reopened when the daemon rotates the log
+    try:
         for line in handle.read().splitlines()[-lines:]:
             show(line)
         while follow:
             chunk = handle.readline()
             if chunk:
                 show(chunk)
+            elif _rotated(log, handle.fileno()):
+                # The daemon rotated it (10 MiB): what is left of the old file was read; go
+                # on with the new live file from its start.
+                handle.close()
+                handle = open(log, "rb")  # noqa: SIM115
             else:
                 time.sleep(0.2)
+    finally:
+        handle.close()
+
+
+def _rotated(log: Path, fd: int) -> bool:
+    """Whether `log` is now another file than the one open on `fd`."""
+    try:
+        return os.stat(log).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False  # between the rename and the new file: look again shortly
 
 
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ([A-Z]+) ([\w.]+): (.*)$")
