@@ -159,8 +159,8 @@ async def test_plivo_inbound_stream_greets_hears_and_barge_in_clears(
     call_id = (await rpc(d, "voicecall.status"))["calls"][0]["callId"]
 
     await openai.wait_for(lambda: bool(openai.connections))
-    await sim.send_audio(call, b"\x7f" * 320)
-    await openai.wait_for(lambda: len(openai.current.audio) >= 320)
+    await sim.send_audio(call, b"\x7f" * 1600)  # 200 ms: STT hears audio in 100 ms appends
+    await openai.wait_for(lambda: len(openai.current.audio) >= 1600)
     await openai.transcript_completed("I need a table")
 
     def heard() -> bool:

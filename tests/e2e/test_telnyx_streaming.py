@@ -172,8 +172,8 @@ async def test_telnyx_inbound_answer_streams_the_greeting_and_notify_is_not_stre
     call_id = (await rpc(d, "voicecall.status"))["calls"][0]["callId"]
 
     await openai.wait_for(lambda: bool(openai.connections))
-    await sim.send_audio(call, b"\x7f" * 320)
-    await openai.wait_for(lambda: len(openai.current.audio) >= 320)
+    await sim.send_audio(call, b"\x7f" * 1600)  # 200 ms: STT hears audio in 100 ms appends
+    await openai.wait_for(lambda: len(openai.current.audio) >= 1600)
     await openai.transcript_completed("I need a table")
 
     def heard() -> bool:
