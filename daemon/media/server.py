@@ -276,10 +276,13 @@ def install_media(daemon: Daemon) -> MediaHub | None:
         else:
             session = open_vendor_session(config.max_concurrent_calls, settings.max_connections)
             http.append(session)
+        # With [realtime] on, the model speaks and listens: a missing TTS or STT key only
+        # matters to numbers that turn realtime off, so it is not an error then.
+        cascade_problem = logger.info if config.realtime.enabled else logger.error
         try:
             hub.tts = create_tts(config.tts, session)
         except ConfigError as exc:
-            logger.error("media streams cannot speak: %s", exc.message)
+            cascade_problem("media streams cannot speak: %s", exc.message)
         for key, table in config.numbers.items():
             if table.effective_tts is None:
                 continue
@@ -291,7 +294,7 @@ def install_media(daemon: Daemon) -> MediaHub | None:
             create_stt(settings, session, _NullListener())
             hub.stt_factory = lambda listener: create_stt(settings, session, listener)
         except ConfigError as exc:
-            logger.error("media streams cannot listen: %s", exc.message)
+            cascade_problem("media streams cannot listen: %s", exc.message)
         if realtime_in_use(config):
             service = RealtimeService(lambda: daemon.config, session, daemon.engine)
             hub.realtime = service

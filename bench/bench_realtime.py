@@ -1,0 +1,221 @@
+"""Realtime voice-to-voice mode on the REAL daemon: the toolkit's added latency per frame,
+each way, at N concurrent calls (SPEC 12: p99 <= 5 ms at 100 calls).
+
+Three processes, as in bench_daemon_streams.py (whose process plumbing this reuses):
+- `voicecall daemon run` (the real CLI entry point exec'd into the daemon: engine, SQLite store,
+  webhook server, media plane, realtime bridges), Twilio provider, `[streaming]` and
+  `[realtime]` on, pinned to --daemon-core;
+- bench/realtime_fake.py: the OpenAI Realtime API, every connection a model that talks all the
+  time at exactly real time (one delta = one 20 ms frame), plus Twilio REST; pinned to
+  --other-core;
+- bench/realtime_loadgen.py: N inbound calls by signed webhooks, each answered with
+  `<Connect><Stream>`, whose websocket it opens as Twilio does; caller audio every 20 ms and
+  mark echoes; pinned to --other-core too.
+
+Every frame carries the monotonic time (one clock for the whole machine) at which its sender
+built it: caller frames from the generator, model frames from the fake. So:
+- caller frame in -> vendor: fake's arrival time of each caller frame in an
+  `input_audio_buffer.append`, minus the generator's send time;
+- vendor audio -> caller frame out: generator's arrival time of each `media` frame, minus the
+  fake's send time. The model speaks at real time and the daemon's play clock sends a frame as
+  soon as it is due, so this is pure forwarding latency, not pacing.
+Both include two loopback websocket hops and the fake's and generator's own scheduling delays
+(they share a core), so they bound the daemon's own share from above.
+
+Run: python bench/bench_realtime.py --n 100
+Prints `uptime` before and after and one line per level (and --json the raw figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+from bench_daemon_streams import (  # noqa: E402
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    FROM,
+    STARVED_PCT,
+    _command,
+    _expect,
+    _pinned,
+    _status,
+    cpu_seconds,
+    rss_kib,
+    runqueue_wait,
+    uptime,
+)
+
+API_KEY = "sk-bench-realtime-key-0001"
+
+
+def daemon_config(fakes: str, n: int) -> str:
+    """Twilio at the fake's REST, streaming and realtime on; no TTS, no STT, no chat model."""
+    return f"""
+provider = "twilio"
+from_number = "{FROM}"
+inbound_policy = "open"
+inbound_greeting = "Thank you for calling the Acme clinic."
+max_concurrent_calls = {n + 16}
+max_duration_seconds = 3600
+
+[serve]
+port = 0
+max_connections = {4 * n + 256}
+
+[twilio]
+account_sid = "{ACCOUNT_SID}"
+auth_token = "{AUTH_TOKEN}"
+api_base_url = "{fakes}"
+
+[streaming]
+enabled = true
+max_connections = {n + 64}
+max_pending_connections = {n + 64}
+
+[realtime]
+enabled = true
+base_url = "{fakes.replace('http://', 'ws://')}/v1/realtime"
+api_key = "{API_KEY}"
+"""
+
+
+def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
+    """One level: fake, daemon, generator; ramp, warm-up, window; every process's report."""
+    home = Path(tempfile.mkdtemp(prefix="vcr-", dir="/tmp"))
+    procs: list[subprocess.Popen[Any]] = []
+    try:
+        fake = subprocess.Popen(
+            _pinned(args.other_core, [sys.executable, str(HERE / "realtime_fake.py")]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+        procs.append(fake)
+        port = json.loads(_expect(fake, "READY ", 30))["port"]
+        (home / "config.toml").write_text(daemon_config(f"http://127.0.0.1:{port}", n))
+        socket = home / "run" / "daemon.sock"
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("VOICECALL_", "OPENAI_", "ELEVENLABS_", "TWILIO_"))}
+        env.update(VOICECALL_HOME=str(home), VOICECALL_NO_KEYRING="1",
+                   VOICECALL_LOG_LEVEL=args.log_level)
+        daemon_log = open(home / "daemon.log", "wb")  # noqa: SIM115 - closed below
+        daemon = subprocess.Popen(
+            _pinned(args.daemon_core, [sys.executable, "-m", "voicecall_cli", "--socket",
+                                       str(socket), "daemon", "run"]),
+            env=env, cwd=REPO, stdout=daemon_log, stderr=daemon_log)
+        daemon_log.close()
+        procs.append(daemon)
+        status = _status(socket, daemon, 30)
+        time.sleep(1.0)
+        idle_rss = rss_kib(daemon.pid)
+        gen = subprocess.Popen(
+            _pinned(args.other_core, [sys.executable, str(HERE / "realtime_loadgen.py"),
+                                      "--webhook", status["webhookUrl"], "--auth-token",
+                                      AUTH_TOKEN, "--to", FROM, "--n", str(n),
+                                      "--rate", str(args.rate)]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
+        procs.append(gen)
+        ramped = json.loads(_expect(gen, "RAMPED ", n / args.rate + 120))
+        time.sleep(args.warmup)
+        before = {p.pid: cpu_seconds(p.pid) for p in procs}
+        waited0 = runqueue_wait(daemon.pid)
+        wall0 = time.monotonic()
+        _command(gen, "mark")
+        _expect(gen, "MARKED", 10)
+        _command(fake, "mark")
+        _expect(fake, "MARKED", 10)
+        load_during = ""
+        time.sleep(args.seconds / 2)
+        load_during = uptime()
+        time.sleep(args.seconds / 2)
+        wall = time.monotonic() - wall0
+        cpu = {p.pid: (cpu_seconds(p.pid) - before[p.pid]) / wall * 100 for p in procs}
+        starved = (runqueue_wait(daemon.pid) - waited0) / wall * 100
+        end_rss = rss_kib(daemon.pid)
+        _command(fake, "report")
+        vendor = json.loads(_expect(fake, "REPORT ", 30))
+        _command(gen, "report")
+        report = json.loads(_expect(gen, "REPORT ", 60))
+        log_text = (home / "daemon.log").read_text(errors="replace")
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(procs):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(home, ignore_errors=True)
+    return {
+        "n": n, "ramp": ramped, "gen": report, "vendor": vendor,
+        "daemon_cpu": cpu[daemon.pid], "daemon_runqueue_wait_pct": starved,
+        "fake_cpu": cpu[fake.pid], "gen_cpu": cpu[gen.pid],
+        "rss_per_call_mib": (end_rss - idle_rss) / 1024 / n, "window_s": wall,
+        "log_errors": sum(1 for line in log_text.splitlines() if " ERROR " in line),
+        "log_error_lines": [line for line in log_text.splitlines() if " ERROR " in line][:5],
+        "machine": load_during,
+    }
+
+
+def summary(r: dict[str, Any]) -> str:
+    """One line per level."""
+    g, v = r["gen"], r["vendor"]
+    flags = " INVALID (load generator lagged)" if g["lagging"] else ""
+    if r["daemon_runqueue_wait_pct"] > STARVED_PCT:
+        flags += " STARVED (the daemon waited for its core: machine busy)"
+    return (f"realtime n={r['n']} calls={g['streams']} | caller->vendor "
+            f"p50={v['inbound_p50_ms']:.2f}ms p99={v['inbound_p99_ms']:.2f}ms "
+            f"max={v['inbound_max_ms']:.1f}ms (frames={v['inbound_frames']}) | vendor->caller "
+            f"p50={g['outbound_p50_ms']:.2f}ms p99={g['outbound_p99_ms']:.2f}ms "
+            f"max={g['outbound_max_ms']:.1f}ms (frames={g['outbound_frames']}) | "
+            f"healthy={g['healthy']}/{g['streams']} jitter p99={g['jitter_p99_ms']:.1f}ms | "
+            f"daemon cpu={r['daemon_cpu']:.0f}% waited={r['daemon_runqueue_wait_pct']:.0f}% "
+            f"rss/call={r['rss_per_call_mib']:.2f}MiB | fake cpu={r['fake_cpu']:.0f}% "
+            f"(tick p99 late {v['tick_late_p99_ms']:.1f}ms) gen cpu={r['gen_cpu']:.0f}% "
+            f"(tick p99 late {g['tick_late_p99_ms']:.1f}ms) | failures={g['failures'] or '-'} "
+            f"log errors={r['log_errors']} | {r['machine']} (mid-window){flags}")
+
+
+def main() -> None:
+    """Parse arguments, run each level, print one line per level."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", default="100", help="calls per level, comma separated")
+    parser.add_argument("--rate", type=float, default=20.0, help="new calls per second")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=3.0, help="after the ramp")
+    parser.add_argument("--daemon-core", type=int, default=0, help="-1: not pinned")
+    parser.add_argument("--other-core", type=int, default=1, help="-1: not pinned")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log", default=os.devnull, help="fake/generator stderr")
+    parser.add_argument("--json", action="store_true", help="also print the raw figures")
+    args = parser.parse_args()
+    args.daemon_core = None if args.daemon_core < 0 else args.daemon_core
+    args.other_core = None if args.other_core < 0 else args.other_core
+    print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {uptime()} (before); "
+          f"daemon on core {args.daemon_core}, fake+generator on core {args.other_core}",
+          flush=True)
+    with open(args.log, "a") as log:
+        for n in (int(x) for x in args.n.split(",")):
+            result = run_level(n, args, log)
+            print(summary(result), flush=True)
+            if args.json:
+                print(json.dumps(result), flush=True)
+    print(f"# {uptime()} (after)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
