@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import socket
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -26,15 +25,15 @@ from daemon.engine.calls import CallEngine
 from daemon.errors import ConfigError
 from daemon.exposure import Exposure, ExposureManager
 from daemon.media.hub import MediaHub
-from daemon.paths import STORE_LOCK_NAME, Paths
+from daemon.paths import Paths
 from daemon.providers.base import ProviderContext
 from daemon.providers.registry import create_provider
 from daemon.realtime.service import RealtimeService
 from daemon.rpc.methods import build_methods
-from daemon.rpc.server import RpcServer, SocketInUseError
+from daemon.rpc.server import RpcServer
 from daemon.speech.responder import create_responder, number_responders
 from daemon.speech.vendor import open_vendor_session
-from daemon.store.sqlite import SqliteStore
+from daemon.store.factory import create_store
 from daemon.webhooks.mount import url_policy
 from daemon.webhooks.server import WebhookServer
 
@@ -52,7 +51,7 @@ class Daemon:
     def __init__(self, config: Config, paths: Paths) -> None:
         self.config = config
         self.paths = paths
-        self.store = SqliteStore(config.store)
+        self.store = create_store(config.store)
         self.provider = create_provider(config.provider)
         self.engine = CallEngine(config, self.store, self.provider)
         self.web_app = web.Application(client_max_size=64 * 1024)
@@ -65,7 +64,6 @@ class Daemon:
         self.port = 0
         self.extras: dict[str, object] = {}
         self.context = ProviderContext(config, "", None, self.extras)
-        self._lock_handle: IO[str] | None = None
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -80,8 +78,7 @@ class Daemon:
             raise
 
     async def _start(self, rpc_socket: socket.socket | None) -> None:
-        self._lock_store()
-        await self.store.open()
+        await self.store.open()  # claims the store (one daemon per store) before anything else
         self.rpc.bind(rpc_socket)
         self.http = open_vendor_session(self.config.max_concurrent_calls,
                                         self.config.streaming.max_connections)
@@ -102,8 +99,9 @@ class Daemon:
         await self.provider.start()
         await self.engine.start()
         await self.rpc.start()
-        logger.info("voicecall daemon %s ready: provider %s, webhook %s, socket %s", VERSION,
-                    self.provider.name, self.exposure.webhook_url, self.paths.socket)
+        logger.info("voicecall daemon %s ready: provider %s, webhook %s, socket %s, store %s",
+                    VERSION, self.provider.name, self.exposure.webhook_url, self.paths.socket,
+                    self.store.description)
 
     async def _start_web(self) -> None:
         from daemon.webhooks.install import install_routes
@@ -134,34 +132,6 @@ class Daemon:
                            "voicecall home); the mock provider's webhook listens on port %s "
                            "instead (set serve.port to choose one)", serve.port, serve.bind,
                            self.port)
-
-    def _lock_store(self) -> None:
-        """One daemon per store: two would both reconcile and time out the same calls."""
-        folder = self.config.store
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        info = folder.stat()
-        if info.st_uid == os.getuid() and info.st_mode & 0o077:
-            # Our own state folder, left readable by an older version: the store in it holds
-            # transcripts. (A socket folder is never fixed this way: see RpcServer._bind.)
-            logger.warning("made the store folder %s private (mode %o -> 700)", folder,
-                           info.st_mode & 0o777)
-            folder.chmod(0o700)
-        handle = open(folder / STORE_LOCK_NAME, "a+")  # noqa: SIM115 - held for the daemon's life
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            handle.close()
-            raise SocketInUseError(
-                f"another voicecall daemon (pid {holder}) is already running on the store "
-                f"{folder}; stop it with `voicecall daemon stop` or point `store` elsewhere"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._lock_handle = handle
 
     @property
     def exposure(self) -> Exposure:
@@ -202,10 +172,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self.http.close()
         with contextlib.suppress(Exception):
-            await self.store.close()
-        if self._lock_handle is not None:
-            self._lock_handle.close()
-            self._lock_handle = None
+            await self.store.close()  # releases the store's claim too
         logger.info("voicecall daemon stopped")
 
     # ------------------------------------------------------------------ RPC helpers
@@ -223,7 +190,8 @@ class Daemon:
             "activeCalls": self.engine.live_count,
             "tailSubscribers": self.engine.subscriber_count,
             "socket": str(self.paths.socket),
-            "store": str(self.store.path),
+            "store": self.store.description,
+            "storeLock": str(lock) if (lock := self.store.lock_file) else None,
             "storeFault": fault.to_wire() if (fault := self.store.fault) else None,
         }
 

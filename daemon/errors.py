@@ -139,3 +139,7 @@ class StoreError(VoicecallError):
     """
 
     rpc_code = RpcCode.STORE_UNAVAILABLE
+
+
+class StoreInUseError(StoreError):
+    """Another daemon holds the store (one daemon per store, until daemons share one)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.harness import DaemonHarness, short_home
+from tests.pg_cluster import PgServer, Unavailable, start_server
 
 
 @pytest.fixture
@@ -24,3 +26,23 @@ def make_daemon() -> Iterator[Callable[..., DaemonHarness]]:
     yield factory
     for harness in made:
         harness.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server for the session (see tests/pg_cluster.py); skips without one,
+    except under CI, where `.ci/run` provides one and its absence is a failure."""
+    try:
+        server = start_server()
+    except Unavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {exc}")
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of a new, empty database on the test server."""
+    return pg_server.new_database()

@@ -36,6 +36,7 @@ from daemon.realtime.settings import realtime_in_use
 from daemon.rpc.client import DaemonUnreachableError, RpcClient
 from daemon.rpc.protocol import RpcRemoteError
 from daemon.rpc.trust import UntrustedSocketError
+from daemon.store.location import StoreKind
 
 Status = Literal["OK", "WARN", "FAIL", "SKIP"]
 
@@ -43,6 +44,8 @@ DAEMON_TIMEOUT_SECONDS = 1.0
 """How long the daemon may take to answer `daemon.status` before it counts as hung."""
 TAILSCALE_TIMEOUT_SECONDS = 5.0
 """How long `tailscale status --json` may take."""
+STORE_TIMEOUT_SECONDS = 5.0
+"""How long connecting to a PostgreSQL store may take."""
 
 
 THREE_WAYS = ('set public_url = "https://<your host>/voice/webhook" (behind your own proxy), '
@@ -84,6 +87,8 @@ def run_checks(paths: Paths, *, offline: bool,
         checks += check_secrets(config)
         checks += check_exposure(config)
         checks.append(check_stream(config))
+        if config.store.kind is StoreKind.POSTGRESQL:
+            checks.append(check_database(config))
     checks.append(daemon_check)
     if daemon_status is not None:
         checks.append(check_store(daemon_status))
@@ -374,6 +379,37 @@ def check_stream(config: Config) -> Check:
                                               f"too: wss://{host}{path}")
     return Check("exposure.stream", "FAIL", f"{stream_url_for(config, local)} is not public",
                  f"publish the webhook (see exposure): {THREE_WAYS}")
+
+
+# --- store --------------------------------------------------------------------------------------
+
+def check_database(config: Config) -> Check:
+    """A PostgreSQL store: reachable with these credentials, and a schema this version can use.
+
+    Read-only (the daemon creates and migrates the schema); the driver is imported only here.
+    """
+    from daemon.errors import StoreError
+    from daemon.store import pg_schema
+
+    cid = "store.database"
+    try:
+        found = asyncio.run(pg_schema.probe(config.store, STORE_TIMEOUT_SECONDS))
+    except StoreError as exc:
+        return Check(cid, "FAIL", *_split(exc.message, "check the `store` URL"))
+    server = f"PostgreSQL {found.server_version.split()[0]} at {config.store.display}"
+    version, known = found.schema_version, found.known
+    if version is None:
+        return Check(cid, "OK", f"{server} answers; no voicecall schema yet (the daemon creates "
+                                f"version {known} at start)")
+    if version > known:
+        return Check(cid, "FAIL", f"{server} has voicecall schema version {version}, newer than "
+                                  f"this voicecall knows ({known})",
+                     "upgrade voicecall here: every daemon sharing a database must run the same "
+                     "version")
+    if version < known:
+        return Check(cid, "OK", f"{server}: schema version {version} (the daemon migrates it to "
+                                f"{known} at start)")
+    return Check(cid, "OK", f"{server}: schema version {version} (current)")
 
 
 # --- daemon and port ----------------------------------------------------------------------------

@@ -38,6 +38,8 @@ ENVIRONMENT_TEXT: list[tuple[str, str]] = [
                        "DIR/run/daemon.sock."),
     ("VOICECALL_CONFIG", "The config file (as --config)."),
     ("VOICECALL_SOCKET", "The daemon socket (as --socket)."),
+    ("VOICECALL_STORE", "The store, overriding the store key: a folder (SQLite) or a "
+                        "postgresql:// URL (its password is never shown)."),
     ("VOICECALL_NO_AUTOSTART", "Set to 1 to never start the daemon (as --no-autostart)."),
     ("VOICECALL_NO_KEYRING", "Set to 1 so the daemon never reads the OS keyring."),
     ("XDG_CONFIG_HOME", "Base of the default config file and of the systemd user units "
@@ -64,7 +66,8 @@ def _secret_env() -> list[tuple[str, str]]:
 
 FILES_TEXT: list[tuple[str, str]] = [
     ("$XDG_CONFIG_HOME/voicecall/config.toml", "The config file (TOML); none means defaults."),
-    ("$XDG_STATE_HOME/voicecall/", "The call store (SQLite) and daemon.log."),
+    ("$XDG_STATE_HOME/voicecall/", "The call store (SQLite, unless store names another "
+                                  "folder or a PostgreSQL URL) and daemon.log."),
     ("$XDG_RUNTIME_DIR/voicecall/daemon.sock", "The daemon socket (0600, in a 0700 folder); "
                                                "/tmp/voicecall-UID/daemon.sock without "
                                                "XDG_RUNTIME_DIR."),

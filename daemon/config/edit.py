@@ -19,6 +19,7 @@ from typing import Any
 from daemon.config import schema
 from daemon.config.secrets import SECRET_KEYS
 from daemon.errors import ConfigError
+from daemon.store.location import mask_url_passwords
 
 
 def leaf_key(key: str) -> schema.Key:
@@ -103,7 +104,11 @@ def unset_key(text: str | None, key: str) -> tuple[str, bool]:
 
 
 def has_secret(data: Mapping[str, Any]) -> bool:
-    """Whether a parsed document holds any secret value (then the file must be private)."""
+    """Whether a parsed document holds any secret value (then the file must be private): a
+    secret key, or a `store` URL that carries a password."""
+    store = data.get("store")
+    if isinstance(store, str) and mask_url_passwords(store) != store:
+        return True
     for key in SECRET_KEYS:
         node: Any = data
         for part in schema.split_path(key):

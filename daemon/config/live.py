@@ -19,6 +19,8 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
+from daemon.store.location import StoreLocation
+
 LIVE_TOP_LEVEL = frozenset({
     "from_number",
     "to_number",
@@ -53,7 +55,7 @@ def is_live(key: str) -> bool:
 
 
 def _leaves(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type | StoreLocation):
         for f in dataclasses.fields(value):
             if f.name in IGNORED_FIELDS:
                 continue

@@ -30,6 +30,7 @@ from daemon.config.model import Config, NumberConfig, TtsConfig
 from daemon.config.secrets import NON_SECRET_ENV, SECRET_KEYS, resolve_secrets
 from daemon.errors import ConfigError
 from daemon.paths import Paths
+from daemon.store.location import StoreLocation, is_postgres_url
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     "twilio": ("twilio.account_sid", "twilio.auth_token"),
@@ -153,7 +154,7 @@ def check_document(
     tree["tts"] = schema.deep_merge(core, tree.get("tts", {}))
     values = schema.with_defaults(tree)
     del values["messages"]
-    values["store"] = _store_path(values["store"], paths, source)
+    values["store"] = _store_location(values["store"], paths, source, env, errors)
     config = _build(Config, values)
     config = dataclasses.replace(config, source=source,
                                  secret_sources=MappingProxyType(sources),
@@ -257,13 +258,32 @@ def _check_external(key: str, value: str, origin: str, errors: list[str]) -> Any
         return None
 
 
-def _store_path(value: str | None, paths: Paths, source: Path | None) -> Path:
+STORE_ENV = "VOICECALL_STORE"
+"""Overrides the `store` key (like VOICECALL_SOCKET overrides the socket): a deployment can keep
+the database URL, and its password, out of the config file."""
+
+
+def _store_location(value: str | None, paths: Paths, source: Path | None,
+                    env: Mapping[str, str], errors: list[str]) -> StoreLocation:
+    """The effective store: VOICECALL_STORE, else the `store` key, else the state folder.
+
+    A relative folder in the file is relative to the file; in the environment, to the current
+    directory (where the variable was set).
+    """
+    base = (source or paths.config).parent
+    override = env.get(STORE_ENV, "").strip()
+    if override:
+        checked = _check_external("store", override, f"from {STORE_ENV}", errors)
+        if checked is not None:
+            value, base = checked, Path.cwd()
     if not value:
-        return paths.state
+        return StoreLocation.sqlite(paths.state)
+    if is_postgres_url(value):
+        return StoreLocation.postgres(value)
     path = Path(value).expanduser()
     if not path.is_absolute():  # relative to the config file, not to wherever we were started
-        path = (source or paths.config).parent / path
-    return path
+        path = base / path
+    return StoreLocation.sqlite(path)
 
 
 def _build(cls: type[Any], values: Mapping[str, Any]) -> Any:
@@ -274,7 +294,8 @@ def _build(cls: type[Any], values: Mapping[str, Any]) -> Any:
             continue
         hint = hints[f.name]
         value = values[f.name]
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint) \
+                and not isinstance(value, hint):
             value = _build(hint, value)
         kwargs[f.name] = value
     return cls(**kwargs)

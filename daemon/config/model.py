@@ -14,6 +14,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from daemon.store.location import StoreLocation
+
 DEFAULT_GREETING = "Hello! How can I help you today?"
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -21,6 +23,9 @@ DEFAULT_SYSTEM_PROMPT = (
     "conversational: one or two short sentences, no lists, markdown or emoji, because every "
     "word is spoken aloud. Be natural and friendly, and ask one question at a time."
 )
+
+CURRENT_FOLDER_STORE = StoreLocation(folder=Path("."))
+"""A placeholder default: the loader always sets the real store location."""
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_REALTIME_STT_URL = "wss://api.openai.com/v1/realtime?intent=transcription"
@@ -262,8 +267,9 @@ class Config:
     response_timeout_ms: int = 30000
     public_url: str | None = None
     skip_signature_verification: bool = False
-    store: Path = Path(".")
-    """The store folder: the `store` key (with `~` expanded), else the state directory."""
+    store: StoreLocation = CURRENT_FOLDER_STORE
+    """Where the store is: `VOICECALL_STORE`, else the `store` key (a folder, `~` expanded and
+    relative to the config file, or a `postgresql://` URL), else the state directory."""
     twilio: TwilioConfig = field(default_factory=TwilioConfig)
     telnyx: TelnyxConfig = field(default_factory=TelnyxConfig)
     plivo: PlivoConfig = field(default_factory=PlivoConfig)
@@ -290,4 +296,4 @@ class Config:
     @classmethod
     def defaults(cls, store: Path) -> Config:
         """The configuration of "no config file": the mock provider, everything else default."""
-        return cls(store=store)
+        return cls(store=StoreLocation.sqlite(store))

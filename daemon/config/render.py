@@ -13,6 +13,7 @@ from typing import Any
 
 from daemon.config.model import Config
 from daemon.config.secrets import MASK, SECRET_KEYS
+from daemon.store.location import StoreLocation
 
 _META_FIELDS = ("warnings", "source", "secret_sources")
 
@@ -20,7 +21,8 @@ _META_FIELDS = ("warnings", "source", "secret_sources")
 def config_to_dict(config: Config, *, mask: bool = True) -> dict[str, Any]:
     """The effective config as nested plain data keyed by TOML names (unset values are None).
 
-    Tuples become lists and paths strings; with `mask`, every set secret becomes "********".
+    Tuples become lists and paths strings; with `mask`, every set secret becomes "********" (the
+    password of a `store` URL too).
     """
     def convert(obj: Any, prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -31,7 +33,9 @@ def config_to_dict(config: Config, *, mask: bool = True) -> dict[str, Any]:
                 continue  # derived from the other fields, shown through them
             value = getattr(obj, f.name)
             path = prefix + f.name
-            if dataclasses.is_dataclass(value):
+            if isinstance(value, StoreLocation):  # a URL's password is a secret
+                out[f.name] = value.display if mask else (value.url or str(value.folder))
+            elif dataclasses.is_dataclass(value):
                 out[f.name] = convert(value, path + ".")
             elif isinstance(value, Mapping):  # [numbers."+E164"], its tts/realtime overrides
                 out[f.name] = {

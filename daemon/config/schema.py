@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from daemon.config import model
 from daemon.config.exposure import is_local_only_host
 from daemon.config.secrets import MASK, SECRET_KEYS
+from daemon.store import location as store_location
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 Kind = Literal["str", "int", "float", "bool", "list", "table"]
@@ -130,6 +131,26 @@ def url(*schemes: str, default: str | None = None, doc: str = "") -> Key:
             return False
 
     return _typed("str", expected, ok, default, doc)
+
+
+def store_key(doc: str = "") -> Key:
+    """The `store` key: a folder for SQLite, or a `postgresql://` URL (its password is masked
+    in every message, like any URL's)."""
+    expected = store_location.EXPECTED
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, str) or not value.strip():
+            raise Invalid(expected)
+        if store_location.is_postgres_url(value):
+            why = store_location.check_postgres_url(value)
+            if why is not None:
+                raise Invalid(f"a usable PostgreSQL URL, but {why}")
+            return value.strip()
+        if store_location.looks_like_url(value):
+            raise Invalid(expected)
+        return value
+
+    return Key("str", expected, check, None, doc)
 
 
 def url_path(default: str, doc: str = "") -> Key:
@@ -275,7 +296,8 @@ SCHEMA = Table({
                          "(http only for a local address)", _is_public_url,
                          doc="https URL of the webhook as the provider sees it"),
     "skip_signature_verification": boolean(),
-    "store": string(doc="folder of the SQLite store (default: the state directory)"),
+    "store": store_key(doc="folder of the SQLite store, or a postgresql:// URL (default: the "
+                           "state directory; VOICECALL_STORE overrides it)"),
     "twilio": Table({
         "account_sid": _typed("str", 'a Twilio account SID such as "AC0123..."',
                               lambda v: v.startswith("AC") and len(v) > 2),
@@ -398,8 +420,8 @@ def show(value: Any, *, secret: bool = False) -> str:
         return f'"{MASK}"'
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):  # a URL's password is a secret wherever it appears
+        return json.dumps(store_location.mask_url_passwords(value), ensure_ascii=False)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(show(v) for v in value) + "]"
     if isinstance(value, dict):

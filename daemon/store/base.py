@@ -1,18 +1,24 @@
 """The store interface the engine and webhook server use (SPEC sections 6 and 12).
 
-The embedded default is SQLite (:mod:`daemon.store.sqlite`); a Redis-backed store is the planned
-second backend for several daemons behind a load balancer. Nothing outside `daemon/store/` may
-reach past this interface to SQLite itself.
+The embedded default is SQLite (:mod:`daemon.store.sqlite`); PostgreSQL
+(:mod:`daemon.store.postgres`) is the backend for daemons that outgrow one machine (SPEC section
+16). :func:`daemon.store.factory.create_store` picks one from the `store` setting. Nothing outside
+`daemon/store/` may reach past this interface to a database; every backend passes the same
+contract tests (`tests/store_contract.py`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from daemon.engine.record import CallRecord
-from daemon.events import CallEvent, EventType
-from daemon.providers.base import WebhookReply
-from daemon.store.health import StoreFault
+if TYPE_CHECKING:  # annotations only: the interface pulls in no engine code at run time
+    from pathlib import Path
+
+    from daemon.engine.record import CallRecord
+    from daemon.events import CallEvent, EventType
+    from daemon.providers.base import WebhookReply
+    from daemon.store.health import StoreFault
+    from daemon.store.location import StoreLocation
 
 
 class Store(Protocol):
@@ -26,11 +32,31 @@ class Store(Protocol):
     def fault(self) -> StoreFault | None:
         """Why writes fail right now, or None when the last write succeeded."""
 
+    @property
+    def location(self) -> StoreLocation:
+        """The `store` setting this store serves (print it with `.display`: password masked)."""
+
+    @property
+    def description(self) -> str:
+        """Where the data is, for people: the database file, or the URL with its password
+        masked (`daemon.status` `store`, log lines, errors)."""
+
+    @property
+    def lock_file(self) -> Path | None:
+        """The file whose lock this daemon holds while the store is open (`voicecall daemon
+        stop` waits for it to be free), or None when the claim lives elsewhere (PostgreSQL: an
+        advisory lock on the server, dropped with the daemon's connection)."""
+
     async def open(self) -> None:
-        """Create or migrate the schema."""
+        """Claim the store for this daemon, then create or migrate the schema.
+
+        Raises:
+            StoreInUseError: another daemon holds the store.
+            StoreError: it cannot be opened, or its schema is newer than this version knows.
+        """
 
     async def close(self) -> None:
-        """Flush and release."""
+        """Flush and release (the claim too); safe to call on a store that never opened."""
 
     async def record(
         self,

@@ -9,20 +9,24 @@ only a power loss can drop the last transactions.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from daemon.engine.record import CallRecord, utc_now
-from daemon.errors import StoreError
+from daemon.errors import StoreError, StoreInUseError
 from daemon.events import CallEvent, EventType
+from daemon.paths import STORE_LOCK_NAME
 from daemon.providers.base import WebhookReply
 from daemon.store.health import StoreFault, StoreHealth
+from daemon.store.location import StoreLocation
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +69,30 @@ PROCESSED_KEEP = 50_000
 """How many processed provider-event ids are kept (oldest pruned first)."""
 
 
+def _schema_version(db: sqlite3.Connection) -> int:
+    """The schema version recorded in the database; 0 for a new one."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+class _NewerSchemaError(Exception):
+    """The database was written by a newer voicecall (raised on the store thread)."""
+
+    def __init__(self, found: int) -> None:
+        super().__init__(found)
+        self.found = found
+
+
 class SqliteStore:
     """The SQLite implementation of :class:`daemon.store.base.Store`."""
 
     def __init__(self, folder: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(folder) / "voicecall.db"
+        self._location = StoreLocation.sqlite(Path(folder))
+        self._lock_path = Path(folder) / STORE_LOCK_NAME
+        self._lock_handle: IO[str] | None = None
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._db: sqlite3.Connection | None = None
@@ -82,6 +105,59 @@ class SqliteStore:
     def fault(self) -> StoreFault | None:
         """Why writes fail right now (disk full, I/O error, locked), or None."""
         return self.health.fault
+
+    @property
+    def location(self) -> StoreLocation:
+        """The store's folder."""
+        return self._location
+
+    @property
+    def description(self) -> str:
+        """The database file."""
+        return str(self.path)
+
+    @property
+    def lock_file(self) -> Path | None:
+        """`daemon.lock` in the store's folder: flocked while the store is open."""
+        return self._lock_path
+
+    def _lock(self) -> None:
+        """One daemon per store: two would both reconcile and time out the same calls."""
+        folder = self._lock_path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            info = folder.stat()
+            if info.st_uid == os.getuid() and info.st_mode & 0o077:
+                # Our own state folder, left readable by an older version: the store in it
+                # holds transcripts. (A socket folder is never fixed this way: see
+                # RpcServer._bind.)
+                logger.warning("made the store folder %s private (mode %o -> 700)", folder,
+                               info.st_mode & 0o777)
+                folder.chmod(0o700)
+            handle = open(self._lock_path, "a+")  # noqa: SIM115 - held while the store is open
+        except OSError as exc:
+            raise StoreError(f"cannot open the store in {folder}: {exc.strerror}; check the "
+                             "folder's permissions, or point `store` elsewhere") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise StoreInUseError(
+                f"another voicecall daemon (pid {holder}) is already running on the store "
+                f"{folder}; stop it with `voicecall daemon stop` or point `store` elsewhere"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock_handle = handle
+
+    def _unlock(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
         """Run `fn` on the store thread; any SQLite or OS failure becomes a StoreError.
@@ -104,6 +180,15 @@ class SqliteStore:
         return value
 
     async def open(self) -> None:
+        """Claim the folder (its lock file), then open the database."""
+        self._lock()
+        try:
+            await self._open()
+        except BaseException:
+            self._unlock()
+            raise
+
+    async def _open(self) -> None:
         """Open the database, switch to WAL, create the schema and load the replay index."""
         now = self._clock()
         Row = tuple[str, float, int, str, bytes]
@@ -118,6 +203,9 @@ class SqliteStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA busy_timeout=5000")
+                found = _schema_version(db)
+                if found > SCHEMA_VERSION:
+                    raise _NewerSchemaError(found)
                 db.executescript(SCHEMA)
                 db.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
@@ -134,6 +222,11 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         try:
             self._db, rows = await loop.run_in_executor(self._executor, _open)
+        except _NewerSchemaError as exc:
+            raise StoreError(
+                f"the SQLite store {self.path} has voicecall schema version {exc.found}, newer "
+                f"than this voicecall knows ({SCHEMA_VERSION}): a newer voicecall has used it; "
+                "upgrade voicecall, or point `store` at another folder") from None
         except (sqlite3.Error, OSError) as exc:
             if "locked" in str(exc):
                 raise StoreError(
@@ -147,17 +240,21 @@ class SqliteStore:
                                      WebhookReply(int(status), str(content_type), bytes(body)))
 
     async def close(self) -> None:
-        """Checkpoint and close."""
+        """Checkpoint, close and release the folder."""
         if self._db is None:
+            self._unlock()
             return
 
         def _close(db: sqlite3.Connection) -> None:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             db.close()
 
-        await self._run(_close)
-        self._db = None
-        self._executor.shutdown(wait=True)
+        try:
+            await self._run(_close)
+        finally:
+            self._db = None
+            self._executor.shutdown(wait=True)
+            self._unlock()
 
     async def record(
         self,

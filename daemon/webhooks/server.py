@@ -44,7 +44,7 @@ and the server still treats the delivery as a replay.
 
 
 class ReplayCache(Protocol):
-    """Remembers verified deliveries: the SQLite (later Redis) store implements it.
+    """Remembers verified deliveries: the SQLite and PostgreSQL stores implement it.
 
     The store, not the process, holds it so that a replay after a daemon restart, or one that
     reaches another daemon behind the same load balancer, is still recognised.

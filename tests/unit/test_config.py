@@ -63,7 +63,7 @@ def test_missing_file_gives_mock_defaults(paths: Paths) -> None:
     assert config.tts.elevenlabs.model_id == "eleven_multilingual_v2"
     assert config.tts.elevenlabs.base_url == "https://api.elevenlabs.io"
     assert config.agent.base_url == "https://api.openai.com/v1"
-    assert config.store == paths.state
+    assert config.store.folder == paths.state
 
 
 def test_file_values_are_read(paths: Paths) -> None:
@@ -81,9 +81,9 @@ def test_store_is_expanded_and_relative_to_the_file(paths: Paths) -> None:
     """`store` expands `~` and resolves a relative folder against the config file's folder."""
     config, _ = check_document({"store": "calls"}, paths, {}, use_keyring=False,
                                source=paths.config)
-    assert config is not None and config.store == paths.config.parent / "calls"
+    assert config is not None and config.store.folder == paths.config.parent / "calls"
     config, _ = check(paths, {"store": "~/vc"})
-    assert config is not None and config.store == Path("~/vc").expanduser()
+    assert config is not None and config.store.folder == Path("~/vc").expanduser()
 
 
 def test_invalid_toml_names_the_file(paths: Paths) -> None:

@@ -226,7 +226,10 @@ def set_cmd(ctx: CliContext, key: str, value: str, as_json: bool) -> None:
     shown = schema.show(parsed, secret=is_secret_key(key))
     apply_with = _apply_with(ctx, key)
     if as_json:
-        emit_json({"key": key, "value": "********" if is_secret_key(key) else parsed,
+        from daemon.store.location import mask_url_passwords
+
+        value = mask_url_passwords(parsed) if isinstance(parsed, str) else parsed
+        emit_json({"key": key, "value": "********" if is_secret_key(key) else value,
                    "path": str(path), "written": True, "warnings": notes,
                    "applyWith": apply_with})
         return

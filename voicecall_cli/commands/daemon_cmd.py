@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 
-from daemon.paths import STORE_LOCK_NAME
 from daemon.rpc.client import DaemonUnreachableError, RpcClient
 from daemon.rpc.protocol import RpcRemoteError
 from voicecall_cli import output
@@ -79,8 +78,8 @@ def _stop(ctx: CliContext) -> bool:
         pass
     deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
     pid = int(status["pid"])
-    store = status.get("store")
-    lock = Path(store).parent / STORE_LOCK_NAME if store else None
+    lock_file = status.get("storeLock")  # None: the store's claim is not a file (PostgreSQL)
+    lock = Path(lock_file) if isinstance(lock_file, str) else None
     while time.monotonic() < deadline:
         # Stopped = its socket is gone and its store lock is free. Not `kill(pid, 0)`: a daemon
         # that exited but that its parent has not reaped yet (a zombie) still counts as alive.

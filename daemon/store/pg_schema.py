@@ -1,0 +1,167 @@
+"""The PostgreSQL store's schema: numbered migrations, the version table, and a read-only probe.
+
+The daemon creates and migrates the schema at start (:func:`migrate`), under a transaction-level
+advisory lock so that daemons starting together on one database apply each step once. Every
+applied step is a row of `voicecall_schema`; a database whose highest version is newer than
+:data:`SCHEMA_VERSION` was written by a newer voicecall and is refused rather than misread.
+
+The driver (asyncpg) is imported only inside functions: `voicecall doctor` imports this module to
+probe the database without putting asyncpg on the CLI's import path for other commands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.errors import StoreError
+from daemon.store.location import StoreLocation
+
+VERSION_TABLE = "voicecall_schema"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: calls, events with a global sequence, processed provider-event ids, the replay cache.
+    # JSON is kept as text: PostgreSQL's jsonb refuses "\u0000", which a caller's transcript or a
+    # provider's field may hold; what SQL needs to filter on has its own column. Timestamps are
+    # one ISO 8601 format compared bytewise (COLLATE "C"), whatever the database's locale.
+    """
+    CREATE TABLE voicecall_calls (
+        call_id text PRIMARY KEY,
+        provider_call_id text,
+        live boolean NOT NULL,
+        started_at text COLLATE "C" NOT NULL,
+        created bigint GENERATED ALWAYS AS IDENTITY,
+        record text NOT NULL
+    );
+    CREATE INDEX voicecall_calls_provider ON voicecall_calls (provider_call_id);
+    CREATE INDEX voicecall_calls_newest ON voicecall_calls (started_at DESC, created DESC);
+    CREATE INDEX voicecall_calls_live ON voicecall_calls (live, started_at DESC, created DESC);
+    CREATE TABLE voicecall_events (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        call_id text NOT NULL,
+        type text NOT NULL,
+        at text NOT NULL,
+        data text NOT NULL,
+        turn_latency_ms double precision,
+        listen_wait_ms double precision
+    );
+    CREATE INDEX voicecall_events_call ON voicecall_events (call_id, seq);
+    CREATE INDEX voicecall_events_turns ON voicecall_events (seq)
+        WHERE turn_latency_ms IS NOT NULL;
+    CREATE TABLE voicecall_processed (key text PRIMARY KEY, at double precision NOT NULL);
+    CREATE INDEX voicecall_processed_at ON voicecall_processed (at);
+    CREATE TABLE voicecall_replay (
+        key text PRIMARY KEY,
+        expires_at double precision NOT NULL,
+        status integer NOT NULL,
+        content_type text NOT NULL,
+        body bytea NOT NULL
+    );
+    CREATE INDEX voicecall_replay_expires ON voicecall_replay (expires_at);
+    """,
+)
+"""Migration N (1-based) is `MIGRATIONS[N - 1]`; append, never edit a released step."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The newest schema this version of voicecall knows."""
+
+MIGRATION_LOCK = 0x766F_6963_616C_6C01
+"""Advisory lock key held (per transaction) while the schema is checked and migrated."""
+
+CREATE_VERSION_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
+    version integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    applied_by text NOT NULL
+)
+"""
+
+
+def newer_schema_error(location: StoreLocation, found: int) -> StoreError:
+    """The refusal of a database written by a newer voicecall."""
+    return StoreError(
+        f"the PostgreSQL store {location.display} has voicecall schema version {found}, newer "
+        f"than this voicecall knows ({SCHEMA_VERSION}): a newer voicecall has used it; upgrade "
+        "voicecall on this machine (every daemon sharing a database must run the same version) "
+        "or point `store` at another database")
+
+
+async def current_version(conn: Any) -> int | None:
+    """The highest applied migration, or None when the schema was never created."""
+    exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", VERSION_TABLE)
+    if not exists:
+        return None
+    version = await conn.fetchval(f"SELECT max(version) FROM {VERSION_TABLE}")  # noqa: S608
+    return int(version) if version is not None else None
+
+
+async def migrate(conn: Any, location: StoreLocation, applied_by: str) -> int:
+    """Create or migrate the schema to :data:`SCHEMA_VERSION`; return the version found before.
+
+    Raises:
+        StoreError: the schema is newer than this version knows (nothing is changed).
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(CREATE_VERSION_TABLE)
+        found = await current_version(conn) or 0
+        if found > SCHEMA_VERSION:
+            raise newer_schema_error(location, found)
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            await conn.execute(MIGRATIONS[version - 1])
+            await conn.execute(
+                f"INSERT INTO {VERSION_TABLE} (version, applied_by) VALUES ($1, $2)",  # noqa: S608
+                version, applied_by)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaProbe:
+    """What a read-only look at a PostgreSQL store found (for `voicecall doctor`)."""
+
+    server_version: str
+    schema_version: int | None
+    """None: the schema was never created (the daemon creates it at start)."""
+
+    @property
+    def known(self) -> int:
+        """The newest schema this voicecall knows."""
+        return SCHEMA_VERSION
+
+
+async def probe(location: StoreLocation, deadline_seconds: float) -> SchemaProbe:
+    """Connect once, read the server and schema versions, change nothing.
+
+    Raises:
+        StoreError: the database cannot be reached or refused us (password masked).
+    """
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(location.url, timeout=deadline_seconds,
+                                     server_settings={"application_name": "voicecall doctor"})
+    except Exception as exc:
+        raise connect_error(location, exc) from None
+    try:
+        server = await conn.fetchval("SHOW server_version")
+        return SchemaProbe(str(server), await current_version(conn))
+    except Exception as exc:
+        raise StoreError(f"cannot read the PostgreSQL store {location.display}: "
+                         f"{describe(location, exc)}") from None
+    finally:
+        await conn.close(timeout=deadline_seconds)
+
+
+def describe(location: StoreLocation, exc: BaseException) -> str:
+    """A driver error as one line, with the password scrubbed out."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    return location.scrub(f"{name}: {text}" if text else name)
+
+
+def connect_error(location: StoreLocation, exc: BaseException) -> StoreError:
+    """The error for a failed connection, with what to check."""
+    return StoreError(
+        f"cannot connect to the PostgreSQL store {location.display}: {describe(location, exc)}; "
+        "check that the server runs and accepts this host, and the user, password (in the URL, "
+        "PGPASSWORD or ~/.pgpass) and database name")

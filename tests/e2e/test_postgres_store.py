@@ -1,0 +1,219 @@
+"""The real daemon on a PostgreSQL store (SPEC sections 3 and 16), against a real server.
+
+`kill -9` and restart on the same database loses nothing and re-dials nothing; the URL's password
+is masked everywhere it could show; an unreachable database, a newer schema and a second daemon
+are refused with a clear `Error:`; `voicecall doctor` reports the connection and schema version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from tests.harness import FAST_MOCK, DaemonHarness
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "pg-Secret-4711"
+REPLIES = 'replies = ["Yes, Tuesday works.", "No, that is all."]\n'
+
+
+def with_password(url: str, password: str = PASSWORD) -> str:
+    """The URL with a password (the test server trusts loopback, so any password works)."""
+    parts = urlsplit(url)
+    netloc = f"{parts.username}:{password}@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def config_for(url: str) -> str:
+    return f'store = "{url}"\n' + FAST_MOCK + REPLIES
+
+
+def query(url: str, sql: str) -> list[Any]:
+    """Rows straight from the database (not through voicecall)."""
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(url)
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+    return asyncio.run(run())
+
+
+def events(d: DaemonHarness, call_id: str) -> list[dict[str, Any]]:
+    """Every stored event of one call, via voicecall.tail's backlog."""
+    with d.client(timeout=10) as client:
+        backlog = client.call("voicecall.tail", {"callId": call_id, "since": 1000})["backlog"]
+        got: list[dict[str, Any]] = []
+        if backlog:
+            for message in client.notifications():
+                got.append(message["params"]["event"])
+                if len(got) == backlog:
+                    break
+    return got
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_kill_9_and_restart_on_postgres_loses_nothing(make_daemon, pg_url: str) -> None:
+    """A conversation call's record, transcript and events survive kill -9; no re-dial."""
+    d = make_daemon(config_for(pg_url))
+    call_id = d.rpc("voicecall.initiate", {"to": "+15550001234", "message": "Hi, the clinic.",
+                                           "mode": "conversation"})["callId"]
+    d.wait_state(call_id, "speaking", "active", "answered", "listening")
+    turn = d.rpc("voicecall.continue", {"callId": call_id, "message": "Does Tuesday work?"})
+    assert turn == {"success": True, "transcript": "Yes, Tuesday works."}
+    before = d.call_record(call_id)
+    before_events = events(d, call_id)
+    assert before_events and before_events[0]["type"] == "call.initiated"
+    stored = query(pg_url, "SELECT call_id FROM voicecall_calls")
+    assert [r["call_id"] for r in stored] == [call_id], "the call is in PostgreSQL"
+    assert not (d.home / "state" / "voicecall.db").exists(), "nothing went to SQLite"
+
+    d.kill9()
+    d.start()
+
+    after = d.call_record(call_id)
+    assert after["transcript"] == before["transcript"]
+    assert [(t["speaker"], t["text"]) for t in after["transcript"]][-2:] == [
+        ("bot", "Does Tuesday work?"), ("user", "Yes, Tuesday works.")]
+    for key in ("callId", "providerCallId", "direction", "mode", "from", "to", "startedAt",
+                "answeredAt"):
+        assert after[key] == before[key], key
+    time.sleep(0.5)  # give the restarted daemon the chance to (wrongly) dial again
+    after_events = events(d, call_id)
+    assert after_events[:len(before_events)] == before_events, "an event was lost or changed"
+    kinds = [e["type"] for e in after_events]
+    assert kinds.count("call.initiated") == 1 and kinds.count("call.ringing") <= 1, kinds
+    listed = d.rpc("voicecall.list", {"limit": 100})["calls"]
+    assert [c["callId"] for c in listed] == [call_id], "no second call was placed"
+    # And it carries on: another turn on the restored call, if the call is still up.
+    if after["state"] in ("active", "listening", "speaking", "answered"):
+        again = d.rpc("voicecall.continue", {"callId": call_id, "message": "Anything else?"})
+        assert again["success"] is True  # (the mock's reply cycle restarts with the process)
+        assert d.call_record(call_id)["transcript"][:len(before["transcript"])] \
+            == before["transcript"]
+        assert d.rpc("voicecall.end", {"callId": call_id}) == {"success": True}
+
+
+def test_the_password_never_shows(make_daemon, pg_url: str) -> None:
+    """status, config show/get, the daemon log: the URL with its password masked."""
+    url = with_password(pg_url)
+    d = make_daemon(config_for(url))
+    status = d.rpc("daemon.status")
+    assert PASSWORD not in json.dumps(status)
+    assert status["store"] == url.replace(PASSWORD, "********")
+    shown = d.cli("config", "show")
+    assert shown.returncode == 0, shown.stderr
+    got = d.cli("config", "get", "store")
+    as_json = d.cli("config", "show", "--json")
+    for out in (shown.stdout, got.stdout, as_json.stdout):
+        assert PASSWORD not in out and "********@127.0.0.1" in out, out
+    call_id = d.rpc("voicecall.initiate", {"to": "+15550001234", "message": "Hi",
+                                           "mode": "notify"})["callId"]
+    d.wait_state(call_id, "hangup-bot", "completed", timeout=20)
+    d.stop()
+    log = d.log_text()
+    assert "store postgresql://postgres:********@127.0.0.1" in log, log[-2000:]
+    assert PASSWORD not in log
+
+
+def test_voicecall_store_environment_variable(make_daemon, pg_url: str) -> None:
+    """VOICECALL_STORE points the daemon at PostgreSQL and wins over the file's `store`."""
+    d = make_daemon(f'store = "{"/tmp/never-used-by-this-test"}"\n' + FAST_MOCK, start=False)
+    d.env["VOICECALL_STORE"] = pg_url
+    d.start()
+    assert d.rpc("daemon.status")["store"] == pg_url
+    call_id = d.rpc("voicecall.initiate", {"to": "+15550001234", "message": "Hi",
+                                           "mode": "notify"})["callId"]
+    rows = query(pg_url, "SELECT call_id FROM voicecall_calls")
+    assert [r["call_id"] for r in rows] == [call_id]
+
+
+def test_an_unreachable_database_is_a_clear_error(make_daemon, pg_url: str) -> None:
+    """`daemon start` fails with an Error: naming the masked URL and what to check."""
+    parts = urlsplit(pg_url)
+    dead = urlunsplit(parts._replace(netloc=f"vc:{PASSWORD}@127.0.0.1:{closed_port()}"))
+    d = make_daemon(config_for(dead), start=False)
+    done = d.cli("daemon", "start", timeout=90)
+    assert done.returncode != 0
+    assert "Error:" in done.stderr
+    assert "cannot connect to the PostgreSQL store postgresql://vc:********@127.0.0.1" \
+        in done.stderr, done.stderr
+    assert PASSWORD not in done.stderr + done.stdout
+    assert PASSWORD not in (d.home / "state" / "daemon.log").read_text()
+
+
+def test_a_newer_schema_is_refused(make_daemon, pg_url: str) -> None:
+    """A database a newer voicecall migrated is refused at start, untouched; doctor says so."""
+    d = make_daemon(config_for(pg_url))
+    d.stop()
+    query(pg_url, "INSERT INTO voicecall_schema (version, applied_by) VALUES (7, 'future')")
+    done = d.cli("daemon", "start", timeout=90)
+    assert done.returncode != 0
+    assert "Error:" in done.stderr
+    assert "schema version 7, newer than this voicecall knows (1)" in done.stderr, done.stderr
+    doctor = d.cli("doctor", "--offline", "--json")
+    store = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "store.database"]
+    assert store and store[0]["status"] == "FAIL" and "version 7" in store[0]["message"]
+    assert doctor.returncode == 1
+    rows = query(pg_url, "SELECT version FROM voicecall_schema ORDER BY version")
+    assert [r["version"] for r in rows] == [1, 7]
+
+
+def test_a_second_daemon_on_the_same_database_is_refused(make_daemon, pg_url: str) -> None:
+    """Until daemons share a database (SPEC 16, next step), one database has one daemon."""
+    first = make_daemon(config_for(pg_url))
+    second = make_daemon(config_for(pg_url), start=False)
+    second.start(expect_ready=False)
+    assert second.proc is not None
+    second.proc.wait(60)
+    assert second.proc.returncode != 0
+    assert "another voicecall daemon is already running on the store" in second.log_text()
+    assert first.rpc("daemon.status")["running"] is True
+
+
+def test_doctor_checks_the_database(make_daemon, pg_url: str) -> None:
+    """doctor: reachable and schema created (OK); unreachable (FAIL, password masked)."""
+    d = make_daemon(config_for(pg_url), start=False)
+    fresh = json.loads(d.cli("doctor", "--offline", "--json").stdout)
+    [store] = [c for c in fresh["checks"] if c["id"] == "store.database"]
+    assert store["status"] == "OK" and "no voicecall schema yet" in store["message"], store
+    d.start()
+    current = json.loads(d.cli("doctor", "--offline", "--json").stdout)
+    [store] = [c for c in current["checks"] if c["id"] == "store.database"]
+    assert store["status"] == "OK" and "schema version 1 (current)" in store["message"], store
+
+    parts = urlsplit(pg_url)
+    dead = urlunsplit(parts._replace(netloc=f"vc:{PASSWORD}@127.0.0.1:{closed_port()}"))
+    other = make_daemon(config_for(dead), start=False)
+    done = other.cli("doctor", "--offline")
+    assert done.returncode == 1
+    line = next(ln for ln in done.stdout.splitlines() if " store.database: " in ln)
+    assert line.startswith("FAIL store.database: cannot connect to the PostgreSQL store "
+                           "postgresql://vc:********@127.0.0.1"), line
+    assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_cli_stays_off_the_driver(make_daemon, pg_url: str) -> None:
+    """With a PostgreSQL store, ordinary CLI commands still never import asyncpg."""
+    d = make_daemon(config_for(pg_url))
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "voicecall_cli", "--socket",
+                           str(d.socket), "status", "--json"], env=d.env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "voicecall_cli" in done.stderr, "importtime output expected"
+    assert "asyncpg" not in done.stderr

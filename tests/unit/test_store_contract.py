@@ -1,0 +1,82 @@
+"""The store contract (tests/store_contract.py) against every backend, on real storage:
+SQLite in a temporary folder, PostgreSQL on a real server (tests/pg_cluster.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from daemon.store.location import StoreLocation
+from daemon.store.pg_schema import VERSION_TABLE
+from tests.store_contract import StoreContract
+
+
+class SqliteBackend:
+    """A SQLite store in a temporary folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.location = StoreLocation.sqlite(folder)
+
+    async def set_schema_version(self, version: int) -> None:
+        assert self.location.folder is not None
+        with sqlite3.connect(self.location.folder / "voicecall.db") as db:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+
+    async def break_writes(self, broken: bool) -> None:
+        assert self.location.folder is not None
+        with sqlite3.connect(self.location.folder / "voicecall.db") as db:
+            if broken:
+                db.execute("CREATE TRIGGER refuse BEFORE INSERT ON events "
+                           "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+            else:
+                db.execute("DROP TRIGGER refuse")
+
+
+class PostgresBackend:
+    """A PostgreSQL store in a new database of the test server."""
+
+    def __init__(self, url: str) -> None:
+        self.location = StoreLocation.postgres(url)
+
+    async def set_schema_version(self, version: int) -> None:
+        conn = await asyncpg.connect(self.location.url)
+        try:
+            await conn.execute(f"DELETE FROM {VERSION_TABLE} WHERE version > $1", version)
+            await conn.execute(f"INSERT INTO {VERSION_TABLE} (version, applied_by) "
+                               "VALUES ($1, 'test') ON CONFLICT DO NOTHING", version)
+        finally:
+            await conn.close()
+
+    async def break_writes(self, broken: bool) -> None:
+        conn = await asyncpg.connect(self.location.url)
+        try:
+            if broken:
+                await conn.execute(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;"
+                    "CREATE TRIGGER refuse BEFORE INSERT ON voicecall_events "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse()")
+            else:
+                await conn.execute("DROP TRIGGER refuse ON voicecall_events;"
+                                   "DROP FUNCTION refuse()")
+        finally:
+            await conn.close()
+
+
+class TestSqliteStore(StoreContract):
+    """SQLite, the embedded default."""
+
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> SqliteBackend:
+        return SqliteBackend(tmp_path / "store")
+
+
+class TestPostgresStore(StoreContract):
+    """PostgreSQL (asyncpg) on a real server."""
+
+    @pytest.fixture
+    def backend(self, pg_url: str) -> PostgresBackend:
+        return PostgresBackend(pg_url)
