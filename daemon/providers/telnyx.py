@@ -66,6 +66,7 @@ from daemon.providers.base import (
     WebhookRequest,
 )
 from daemon.providers.bound import BoundProvider
+from daemon.providers.machine import telnyx_dial_fields, telnyx_report
 from daemon.providers.streaming import (
     MediaHubLike,
     MediaSessionLike,
@@ -373,6 +374,8 @@ class TelnyxProvider(BoundProvider):
             ring_timeout_seconds=request.ring_timeout_seconds,
             stream=None if request.mode is CallMode.NOTIFY else self._stream(request.call_id, None),
         )
+        if request.machine_detection is not None:
+            payload.update(telnyx_dial_fields(request.machine_detection))
         result = await self._request("POST", "/calls", payload) or {}
         data = result.get("data")
         pid = data.get("call_control_id") if isinstance(data, dict) else None
@@ -582,6 +585,11 @@ class TelnyxProvider(BoundProvider):
                 leg.call_id = state.call_id
             facts = LegFacts(leg.direction, leg.answered, leg.bot_hangup)
         events = to_events(hook, leg=facts)
+        report = telnyx_report(hook.event_type, hook.payload)
+        if report is not None:
+            events = [ProviderEvent(
+                EventType.MACHINE, pid, call_id=state.call_id if state else self._call_id_of(pid),
+                machine=report, dedupe_key=f"telnyx:{hook.event_id}" if hook.event_id else None)]
         if hook.event_type == "call.hangup":
             call_id = state.call_id if state else self._call_id_of(pid)
             self._remember_ended(pid)

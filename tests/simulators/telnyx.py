@@ -41,6 +41,7 @@ from aiohttp import web
 from nacl.signing import SigningKey
 
 from tests.fakes._server import FakeServer
+from tests.simulators.amd import Callee, Heard, fixture
 from tests.simulators.telnyx_schema import check_command
 
 API_KEY = "KEYtest-telnyx-0001"
@@ -106,6 +107,9 @@ class SimCall:
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     started: str = field(
         default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()))
+    amd: str = "disabled"
+    """The dial's `answering_machine_detection`."""
+    heard: Heard = field(default_factory=Heard)
 
 
 @dataclass
@@ -142,6 +146,8 @@ class TelnyxSimulator(FakeServer):
         self.calls: dict[str, SimCall] = {}
         self.deliveries: list[Delivery] = []
         self.answer_delay = 0.05
+        self.callee = Callee()
+        """Who picks up outbound calls: a person, a voicemail box or a fax (for AMD)."""
         self.outcome: str | None = None
         """None answers outbound calls; a hangup cause (`user_busy`) ends them unanswered."""
         self.replies: list[str] = []
@@ -234,6 +240,7 @@ class TelnyxSimulator(FakeServer):
             client_state=body.get("client_state"),
         )
         call.stream_request = _stream_fields(body)
+        call.amd = str(body.get("answering_machine_detection") or "disabled")
         self.calls[call.call_control_id] = call
         self._spawn(self._outbound_flow(call))
         return web.json_response(
@@ -255,8 +262,11 @@ class TelnyxSimulator(FakeServer):
             return
         if self.outcome is None:
             call.answered = True
+            call.heard.answer(self.callee)
             await self.send(call, "call.answered", {})
             self._open_stream(call)
+            if call.amd != "disabled":
+                self._spawn(self._detect(call))
         else:
             source = self.outcome_source
             if self.outcome in ("timeout", "no_answer", "not_found", "unspecified"):
@@ -481,6 +491,7 @@ class TelnyxSimulator(FakeServer):
         if not body.get("payload") or not body.get("voice"):
             return self._error(422, "10032", "payload and voice are required")
         call.spoken.append(body["payload"])
+        call.heard.say(body["payload"])
         listens = ":turn:" in _decode(body.get("client_state"))
         self._spawn(self._speak_flow(call, listens))
         return self._ok()
@@ -558,6 +569,32 @@ class TelnyxSimulator(FakeServer):
             "telnyx-timestamp": ts,
             "telnyx-signature-ed25519": base64.b64encode(signature).decode(),
         }
+
+    async def _detect(self, call: SimCall) -> None:
+        """Answering-machine detection as Telnyx reports it (shapes: the AMD fixture): the
+        verdict (`call.machine[.premium].detection.ended`), then for a machine in a mode that
+        learns the greeting's end, `call.machine[.premium].greeting.ended` at its beep."""
+        premium = call.amd.startswith("premium")
+        prefix = "call.machine.premium." if premium else "call.machine."
+        kind = self.callee.kind
+        results = ({"human": "human_residence", "machine": "machine", "fax": "fax_detected"}
+                   if premium else {"human": "human", "machine": "machine", "fax": "not_sure"})
+        await asyncio.sleep(self.callee.decide_seconds)
+        if call.ended:
+            return
+        shape = {e["data"]["event_type"]: e["data"]["payload"]
+                 for e in fixture("telnyx_amd_webhooks.json")["events"]}
+        fields = {k: v for k, v in shape[prefix + "detection.ended"].items()
+                  if k in ("from", "to", "result")}
+        fields.update({"from": call.from_, "to": call.to, "result": results[kind]})
+        await self.send(call, prefix + "detection.ended", fields)
+        if kind != "machine" or call.amd == "detect":
+            return
+        ends_at = call.heard.greeting_ends_at or time.monotonic()
+        await asyncio.sleep(max(0.0, ends_at - time.monotonic()))
+        if not call.ended:
+            await self.send(call, prefix + "greeting.ended",
+                            dict(fields, result="beep_detected"))
 
     def event_body(
         self, call: SimCall, event_type: str, extra: dict[str, Any], event_id: str | None = None
