@@ -55,6 +55,7 @@ from daemon.events import (
     ProviderEvent,
 )
 from daemon.providers.base import DialRequest, Provider, RemoteState
+from daemon.providers.machine import decision_seconds
 from daemon.speech.responder import APOLOGY
 from daemon.store.base import Store
 from daemon.tasks import TaskSet
@@ -498,7 +499,7 @@ class CallEngine:
             wait = self.config.ring_timeout_seconds + 1.0
             if live.machine is not None:  # answered, waiting for the machine verdict
                 detection = self.config.machine_detection
-                wait += amd.hold_seconds(detection) + detection.greeting_timeout_seconds
+                wait += self._hold_seconds() + detection.greeting_timeout_seconds
             try:
                 async with asyncio.timeout(wait):
                     await live.settled.wait()
@@ -812,7 +813,7 @@ class CallEngine:
         settings = self.config.machine_detection
         try:
             try:
-                async with asyncio.timeout(amd.hold_seconds(settings)):
+                async with asyncio.timeout(self._hold_seconds()):
                     report = await asyncio.shield(watch.verdict)
                 result = report.result
             except TimeoutError:
@@ -841,6 +842,10 @@ class CallEngine:
                 await self._speak_then_hang_up(live, self._opening(live))
         finally:
             live.settled.set()
+
+    def _hold_seconds(self) -> float:
+        return amd.hold_seconds(decision_seconds(self.provider.name,
+                                                 self.config.machine_detection))
 
     async def _end_as_voicemail(self, live: LiveCall) -> None:
         try:

@@ -2,9 +2,10 @@
 
 Pure decisions and the per-call bookkeeping; the engine (`daemon.engine.calls`) does the
 waiting, speaking and hanging up. The rules:
-- an outbound call with detection on says nothing until the verdict (at most
-  `timeout_seconds` plus a grace), so neither a person nor a voicemail box hears half a message;
-  no verdict in time counts as `unknown` and the call goes on as for a person;
+- an outbound call with detection on says nothing until the verdict (at most the provider's
+  decision time, `timeout_seconds` as it applies it, plus a grace), so neither a person nor a
+  voicemail box hears half a message; no verdict in time counts as `unknown` and the call goes
+  on as for a person;
 - `human` and `unknown` go on as usual; `fax` is hung up at once (state `voicemail`): nothing
   can be said to a fax; `machine` follows `on_machine_notify` (notify calls) or
   `on_machine_conversation` (conversation calls);
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
     from daemon.config.model import MachineDetectionConfig
     from daemon.engine.record import CallRecord
 
-VERDICT_GRACE_SECONDS = 5.0
-"""Added to `timeout_seconds`: the provider's verdict still has to travel to us."""
+VERDICT_GRACE_SECONDS = 2.0
+"""Added to the provider's decision time: its verdict still has to travel to us."""
 VOICEMAIL_ENDINGS = frozenset({CallState.COMPLETED, CallState.HANGUP_BOT, CallState.HANGUP_USER})
 """End states that become `voicemail` once a call was handled as reaching a machine."""
 
@@ -70,9 +71,10 @@ def late_action(result: MachineResult, mode: CallMode,
     return MachineAction.HANGUP if action is MachineAction.HANGUP else MachineAction.PROCEED
 
 
-def hold_seconds(settings: MachineDetectionConfig) -> float:
-    """How long an answered call waits for the verdict before going on as for a person."""
-    return settings.timeout_seconds + VERDICT_GRACE_SECONDS
+def hold_seconds(decision_seconds: float) -> float:
+    """How long an answered call waits for the verdict before going on as for a person: the
+    provider's decision time (`timeout_seconds`, as the provider applies it) plus a grace."""
+    return decision_seconds + VERDICT_GRACE_SECONDS
 
 
 @dataclass(slots=True)

@@ -114,13 +114,24 @@ PLIVO_MIN_MS, PLIVO_MAX_MS = 2000, 10000
 
 def plivo_dial_params(settings: MachineDetectionConfig, callback: str) -> dict[str, Any]:
     """The `POST /Call/` fields that ask for asynchronous machine detection."""
-    millis = min(PLIVO_MAX_MS, max(PLIVO_MIN_MS, settings.timeout_seconds * 1000))
     return {
         "machine_detection": "true",
-        "machine_detection_time": millis,
+        "machine_detection_time": round(plivo_decision_seconds(settings) * 1000),
         "machine_detection_url": callback,
         "machine_detection_method": "POST",
     }
+
+
+def plivo_decision_seconds(settings: MachineDetectionConfig) -> float:
+    """How long Plivo may take: `machine_detection_time`, as clamped for the dial."""
+    return min(PLIVO_MAX_MS, max(PLIVO_MIN_MS, settings.timeout_seconds * 1000)) / 1000
+
+
+def decision_seconds(provider: str, settings: MachineDetectionConfig) -> float:
+    """The longest a provider may take to decide (the engine adds a grace for delivery)."""
+    if provider == "plivo":
+        return plivo_decision_seconds(settings)
+    return float(settings.timeout_seconds)
 
 
 def plivo_report(machine: str | None) -> MachineReport | None:

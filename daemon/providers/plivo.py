@@ -49,7 +49,7 @@ from daemon.errors import (
     ProviderError,
     ProviderRequestError,
 )
-from daemon.events import CallMode, Direction
+from daemon.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.providers.base import (
     DialRequest,
     ProviderContext,
@@ -59,11 +59,13 @@ from daemon.providers.base import (
     WebhookRequest,
 )
 from daemon.providers.bound import BoundProvider
+from daemon.providers.machine import plivo_dial_params, plivo_report
 from daemon.providers.plivo_wire import (
     EMPTY_RESPONSE,
     HangUp,
     Listen,
     Pause,
+    PlivoCallback,
     Say,
     Step,
     Stream,
@@ -237,6 +239,9 @@ class PlivoProvider(BoundProvider):
             "ring_timeout": request.ring_timeout_seconds,
             "time_limit": self._config.max_duration_seconds + 60,
         }
+        if request.machine_detection is not None:
+            payload.update(plivo_dial_params(request.machine_detection,
+                                             self._url(flow="machine", callId=cid)))
         result = await self._request("POST", "/Call/", payload) or {}
         request_uuid = result.get("request_uuid")
         if isinstance(request_uuid, list):
@@ -367,7 +372,10 @@ class PlivoProvider(BoundProvider):
 
     async def handle_webhook(self, request: WebhookRequest) -> WebhookReply:
         """Apply the callback's events, then answer Plivo XML for the call's next step."""
-        cb = parse_callback(dict(request.query), form_dict(parse_form(request.body)))
+        form = form_dict(parse_form(request.body))
+        cb = parse_callback(dict(request.query), form)
+        if cb.flow == "machine":
+            return await self._machine_callback(cb, form.get("Machine"))
         if cb.is_terminal:
             self._stream_ended(cb.call_id, cb.call_uuid, cb.request_uuid)
         pending = _PendingReply(cb.provider_call_id or None, cb.call_id)
@@ -386,6 +394,21 @@ class PlivoProvider(BoundProvider):
         if not closed_by_reject and not steps:
             steps = self._idle_steps(cb.flow, cb.key, cb.turn_token)
         return _xml(render(steps, self._xml_context(pending.call_id)))
+
+    async def _machine_callback(self, cb: PlivoCallback, machine: str | None) -> WebhookReply:
+        """`machine_detection_url`: `Machine=true|false` (SPEC 13); the answer runs no XML."""
+        report = plivo_report(machine)
+        pid = cb.provider_call_id
+        if report is not None and pid and self._sink is not None:
+            previous = cb.request_uuid if cb.call_uuid and cb.request_uuid != cb.call_uuid else None
+            reset = _CURRENT_REPLY.set(None)
+            try:
+                await self._sink([ProviderEvent(
+                    EventType.MACHINE, pid, call_id=cb.call_id, machine=report,
+                    previous_provider_call_id=previous, dedupe_key=f"plivo:machine:{pid}")])
+            finally:
+                _CURRENT_REPLY.reset(reset)
+        return _xml(EMPTY_RESPONSE)
 
     def _idle_steps(self, flow: str, key: str | None, turn_token: str | None) -> list[Step]:
         """What to run when nothing new was asked: a stashed transfer, or keep listening."""

@@ -43,6 +43,7 @@ from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
 
 from daemon.providers.plivo import basic_auth
 from tests.fakes._server import FakeServer
+from tests.simulators.amd import Callee, Heard, fixture
 
 AUTH_ID = "MAZDQ1ZJIYMDZKMMZKYM"
 AUTH_TOKEN = "ZDU3YjU0ZjBkM2NmYmU3NWY1NjhhOWI3Y2Q5ZjUz"
@@ -118,6 +119,9 @@ class SimCall:
     """What the caller gives the next `<GetInput>`: ("speech", words) or ("dtmf", keys)."""
     listening: bool = False
     runner: asyncio.Task[None] | None = None
+    amd: dict[str, str] = field(default_factory=dict)
+    """The create request's `machine_detection*` parameters."""
+    heard: Heard = field(default_factory=Heard)
 
 
 @dataclass
@@ -159,6 +163,11 @@ class PlivoSimulator(FakeServer):
         self.max_wait_seconds = 30.0
         """A cap on `<Wait>` so a keep-alive loop still ends in a test."""
         self.outcome: str | None = None
+        self.callee = Callee()
+        """Who picks up outbound calls: a person, a voicemail box or a fax (for AMD)."""
+        self.report_humans = False
+        """Plivo's docs describe the machine_detection_url call on *detecting a machine*; True
+        also reports a person (`Machine=false`) when detection ends."""
         self.checkpoint_echo = "playedStream"
         """The event that answers a `checkpoint` (`played` in one Plivo support article)."""
         self.replies: list[str] = []
@@ -245,6 +254,7 @@ class PlivoSimulator(FakeServer):
             body.get("hangup_url"),
             ring_url=body.get("ring_url"),
         )
+        call.amd = {k: str(v) for k, v in body.items() if k.startswith("machine_detection")}
         self.by_request[request_uuid] = call
         self._spawn(self._outbound(call))
         return web.json_response(
@@ -267,6 +277,9 @@ class PlivoSimulator(FakeServer):
             await self._end(call, status, source, *cause)
             return
         call.answered = True
+        call.heard.answer(self.callee)
+        if call.amd.get("machine_detection") in ("true", "hangup"):
+            self._spawn(self._detect(call))
         call.runner = asyncio.get_running_loop().create_task(
             self._run_from(
                 call, call.answer_url, {"CallStatus": "in-progress", "Event": "StartApp"}
@@ -395,6 +408,22 @@ class PlivoSimulator(FakeServer):
             params["ALegRequestUUID"] = call.request_uuid
         params.update(extra)
         return params
+
+    async def _detect(self, call: SimCall) -> None:
+        """Asynchronous machine detection: `machine_detection_url` gets the fixture's form
+        (`Machine=true`, `Event=MachineDetection`) within `machine_detection_time`."""
+        limit = int(call.amd.get("machine_detection_time", "5000")) / 1000
+        await asyncio.sleep(min(self.callee.decide_seconds, limit))
+        url = call.amd.get("machine_detection_url")
+        machine = self.callee.kind in ("machine", "fax")
+        if call.ended or not url or not (machine or self.report_humans):
+            return
+        params = fixture("plivo_amd_callbacks.json")["callback"]
+        params.update(self._params(call, {}))
+        params.update(Machine="true" if machine else "false", CallStatus="in-progress",
+                      IfMachine="hangup" if call.amd["machine_detection"] == "hangup"
+                      else "continue")
+        await self.post(Delivery(url, params, self.sign(url, params)))
 
     async def callback(self, call: SimCall, url: str, extra: dict[str, str]) -> Delivery:
         """POST a signed form callback for `call` and record the answer."""
@@ -580,6 +609,7 @@ class PlivoSimulator(FakeServer):
             )
 
     async def _speak(self, call: SimCall, text: str) -> None:
+        call.heard.say(text)
         call.spoken.append(text)
         await self.notify()
         await asyncio.sleep(self.speak_seconds)
