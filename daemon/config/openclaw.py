@@ -2,8 +2,9 @@
 
 Accepts the whole OpenClaw config (`plugins.entries.voice-call.config`, plus the core
 `messages.tts`), the plugin entry (`{enabled, config}`) or the plugin config object itself. Every
-leaf is mapped through one table; whatever has no counterpart (realtime voice, per-number
-overrides, Edge TTS tuning, ...) is reported by its OpenClaw path rather than silently dropped.
+leaf is mapped through one table; whatever has no counterpart (the plugin's realtime options,
+agent ids, Edge TTS tuning, ...) is reported by its OpenClaw path rather than silently dropped.
+Per-number tables (`numbers["+E164"]`) become `[numbers."+E164"]`.
 """
 
 from __future__ import annotations
@@ -82,6 +83,14 @@ _TTS: dict[str, str] = {
     "elevenlabs.voiceId": "elevenlabs.voice_id",
     "elevenlabs.modelId": "elevenlabs.model_id",
 }
+
+_NUMBER: dict[str, str] = {
+    "inboundGreeting": "inbound_greeting",
+    "responseModel": "response_model",
+    "responseSystemPrompt": "response_system_prompt",
+    "responseTimeoutMs": "response_timeout_ms",
+}
+"""The plugin's per-number keys (`numbers["+E164"].*`) with a voicecall counterpart."""
 
 _STT_PROVIDERS = {"openai": "openai-realtime", "openai-realtime": "openai-realtime"}
 
@@ -169,6 +178,12 @@ def _convert_leaf(path: str, value: Any, leaves: Mapping[str, Any], out: Convers
         _put(out.values, "streaming.stt_provider", _STT_PROVIDERS[value])
     elif path.startswith("tts."):
         _map_tts("tts.", path[4:], value, out)
+    elif path.startswith("numbers.") and path.count(".") >= 2:
+        _map_number(path, value, out)
+    elif path.startswith("voicemail."):
+        out.unmapped.append(f"{path}: the plugin's voicemail (Twilio AMD) options have no "
+                            "one-to-one key; set [machine_detection] (enabled, mode, "
+                            "on_machine_notify, on_machine_conversation) by hand")
     else:
         out.unmapped.append(f"{path}: no voicecall equivalent")
 
@@ -180,6 +195,21 @@ def _map_tts(prefix: str, path: str, value: Any, out: Conversion) -> None:
     else:
         out.unmapped.append(f"{source}: no voicecall equivalent (call TTS supports provider, "
                             "openai.* and elevenlabs.* api_key/base_url/voice/model only)")
+
+
+def _map_number(path: str, value: Any, out: Conversion) -> None:
+    """`numbers.<E164>.<key>` -> `[numbers."<E164>"]` (a bad number is left for `config
+    validate` to name; API keys stay in [tts], a per-number table holds none)."""
+    _, number, key = path.split(".", 2)
+    if key in _NUMBER:
+        _put(out.values, f"numbers.{number}.{_NUMBER[key]}", value)
+    elif key.startswith("tts.") and key[4:] in _TTS and not key.endswith("apiKey"):
+        _put(out.values, f"numbers.{number}.tts.{_TTS[key[4:]]}", value)
+    elif key.startswith("tts.") and key.endswith("apiKey"):
+        out.unmapped.append(f"{path}: a per-number TTS key is not imported; API keys live in "
+                            "[tts] (`voicecall secrets set tts.openai.api_key`)")
+    else:
+        out.unmapped.append(f"{path}: no voicecall equivalent")
 
 
 def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -111,7 +111,10 @@ def test_openclaw_whole_config() -> None:
             "streaming": {"streamPath": "/s", "openaiApiKey": "sk"},
             "tunnel": {"provider": "tailscale-funnel", "ngrokAuthToken": "n"},
             "twilio": {"authToken": {"source": "env", "id": "TOKEN"}},
-            "numbers": {"+15550001111": {"inboundGreeting": "hi"}},
+            "numbers": {"+15550001111": {"inboundGreeting": "hi", "agentId": "sales",
+                                         "responseTimeoutMs": 9000,
+                                         "tts": {"openai": {"voice": "nova", "apiKey": "k"}}}},
+            "voicemail": {"enabled": True},
         }}}},
     })
     v = result.values
@@ -123,7 +126,13 @@ def test_openclaw_whole_config() -> None:
     assert v["tunnel"] == {"provider": "none", "ngrok_authtoken": "n"}
     assert v["tailscale"]["mode"] == "funnel"
     assert v["messages"]["tts"] == {"provider": "openai", "openai": {"voice": "nova"}}
-    assert any(u.startswith("numbers.+15550001111.inboundGreeting") for u in result.unmapped)
+    assert v["numbers"] == {"+15550001111": {"inbound_greeting": "hi",
+                                             "response_timeout_ms": 9000,
+                                             "tts": {"openai": {"voice": "nova"}}}}
+    assert any(u.startswith("numbers.+15550001111.agentId") for u in result.unmapped)
+    assert any(u.startswith("numbers.+15550001111.tts.openai.apiKey") for u in result.unmapped)
+    assert any(u.startswith("voicemail.enabled") and "[machine_detection]" in u
+               for u in result.unmapped)
     assert any(u.startswith("messages.tts.auto") for u in result.unmapped)
     assert any("twilio.authToken" in u and "secrets set twilio.auth_token" in u
                for u in result.unmapped)
