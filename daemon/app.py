@@ -104,13 +104,19 @@ class Daemon:
                     self.store.description)
 
     async def _start_web(self) -> None:
+        from daemon.webhooks.connections import GuardedSite, ensure_fd_limit, install_guard
         from daemon.webhooks.install import install_routes
+        from daemon.webhooks.mount import connection_guard
 
         self.webhooks = install_routes(self)
-        self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False)
-        await self._runner.setup()
+        guard = connection_guard(self)
+        install_guard(self.web_app, guard)
         serve = self.config.serve
-        site = web.TCPSite(self._runner, serve.bind, serve.port, reuse_address=True)
+        ensure_fd_limit(serve.max_connections)
+        self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False,
+                                     keepalive_timeout=serve.idle_timeout_ms / 1000)
+        await self._runner.setup()
+        site = GuardedSite(self._runner, serve.bind, serve.port, guard=guard)
         try:
             await site.start()
         except OSError as exc:
@@ -121,7 +127,7 @@ class Daemon:
                     "for any free port"
                 ) from None
             await site.stop()
-            site = web.TCPSite(self._runner, serve.bind, 0, reuse_address=True)
+            site = GuardedSite(self._runner, serve.bind, 0, guard=guard)
             await site.start()
         server = site._server
         assert server is not None

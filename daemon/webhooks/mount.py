@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from daemon.webhooks.connections import ConnectionGuard, ConnectionLimits
 from daemon.webhooks.server import WebhookServer, add_webhook_routes
-from daemon.webhooks.urls import UrlPolicy
+from daemon.webhooks.urls import UrlPolicy, parse_ip
 
 if TYPE_CHECKING:
     from daemon.app import Daemon
@@ -36,6 +37,32 @@ def url_policy(config: Config, public_url: str | None, mode: str | None = None) 
         bind=config.serve.bind,
         tunnel_agent=tunnel_agent,
     )
+
+
+def connection_guard(daemon: Daemon) -> ConnectionGuard:
+    """The `[serve]` connection caps and timeouts for the daemon's public port.
+
+    Trusted proxies, and the loopback agent of a tunnel, carry many clients: only
+    `serve.max_connections` bounds them (see `daemon.webhooks.connections`).
+    """
+    serve = daemon.config.serve
+    limits = ConnectionLimits(
+        header_timeout=serve.header_timeout_ms / 1000,
+        idle_timeout=serve.idle_timeout_ms / 1000,
+        max_connections=serve.max_connections,
+        max_connections_per_ip=serve.max_connections_per_ip,
+    )
+
+    def exempt(address: str) -> bool:
+        webhooks = daemon.webhooks
+        policy = webhooks.policy if webhooks is not None else url_policy(daemon.config, None)
+        if policy.is_trusted_proxy(address):
+            return True
+        parsed = parse_ip(address)
+        return policy.tunnel_agent and parsed is not None and parsed.is_loopback
+
+    rejections = daemon.webhooks.rejections if daemon.webhooks is not None else None
+    return ConnectionGuard(limits, exempt=exempt, rejections=rejections)
 
 
 def mount_webhook(daemon: Daemon) -> WebhookServer:

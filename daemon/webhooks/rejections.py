@@ -18,7 +18,7 @@ from collections.abc import Callable
 OTHER_ADDRESSES = "other addresses"
 """The address of every kind beyond `max_keys` in one window."""
 
-Kind = tuple[str, int, str, str]
+Kind = tuple[str, int | None, str, str]
 """(what was rejected, status, reason, client address)."""
 
 
@@ -45,12 +45,13 @@ class RejectionLog:
         self._window_end = 0.0
         self._flush_handle: asyncio.TimerHandle | None = None
 
-    def record(self, what: str, status: int, reason: str, address: str | None) -> None:
+    def record(self, what: str, status: int | None, reason: str, address: str | None) -> None:
         """Note one rejection; log it now if it is the first of its kind in the window.
 
         Args:
             what: the refused thing, e.g. "webhook" or "media stream upgrade".
-            status: the HTTP status (or websocket close code) answered.
+            status: the HTTP status (or websocket close code) answered; None when the
+                connection was closed without an answer.
             reason: a short reason, never a secret, signature or body.
             address: the client address the limits use.
         """
@@ -63,8 +64,8 @@ class RejectionLog:
         if count is None:
             self._counts[kind] = 0
             self._logger.warning(
-                "%s rejected with %d: %s (client %s); more like it are summarised every %g s",
-                what, status, reason, kind[3], self._window,
+                "%s rejected%s: %s (client %s); more like it are summarised every %g s",
+                what, _with(status), reason, kind[3], self._window,
             )
             return
         self._counts[kind] = count + 1
@@ -95,9 +96,13 @@ class RejectionLog:
             if count:
                 what, status, reason, address = kind
                 self._logger.warning(
-                    "%s rejected with %d: %s (client %s): %d more in the last %g s",
-                    what, status, reason, address, count, self._window,
+                    "%s rejected%s: %s (client %s): %d more in the last %g s",
+                    what, _with(status), reason, address, count, self._window,
                 )
                 active[kind] = 0
         self._counts = active
         self._window_end = self._clock() + self._window
+
+
+def _with(status: int | None) -> str:
+    return f" with {status}" if status is not None else ""

@@ -73,6 +73,7 @@ def test_install_without_systemctl_prints_commands(env: dict[str, str]) -> None:
     assert exec_start.endswith(" daemon run")
     first = exec_start.removeprefix("ExecStart=").split()[0]
     assert Path(first).is_absolute()
+    assert "LimitNOFILE=65536" in unit.splitlines()  # far above serve.max_connections
     assert not (unit_dir(env) / "voicecall.socket").exists()
     assert "systemctl --user daemon-reload" in done.stdout
     assert "systemctl --user enable --now voicecall.service" in done.stdout
@@ -154,3 +155,13 @@ def test_status_without_systemctl(env: dict[str, str]) -> None:
     done = voicecall(env, "service", "status")
     assert done.returncode == 0
     assert "voicecall.service: not installed" in done.stdout
+
+
+def test_unit_file_limit_follows_max_connections(env: dict[str, str], tmp_path: Path) -> None:
+    """A large `serve.max_connections` raises LimitNOFILE above twice it."""
+    cfg = tmp_path / "big.toml"
+    cfg.write_text("[serve]\nmax_connections = 50000\n")
+    done = voicecall(env, "--config", str(cfg), "service", "install")
+    assert done.returncode == 0, done.stderr
+    unit = (unit_dir(env) / "voicecall.service").read_text().splitlines()
+    assert "LimitNOFILE=101024" in unit

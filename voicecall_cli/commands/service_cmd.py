@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,27 @@ def _quote(arg: str) -> str:
     return f'"{escaped}"'
 
 
+NOFILE_FLOOR = 65536
+"""`LimitNOFILE=` of the unit at least: far above the default `serve.max_connections` (1024)."""
+NOFILE_HEADROOM = 1024
+"""Descriptors beyond the connection cap: store, RPC clients, vendor sockets, logs."""
+
+
+def nofile_limit(config_path: Path) -> int:
+    """`LimitNOFILE=` for the unit: above twice `serve.max_connections` plus headroom.
+
+    Read from the config file with tomllib (the CLI stays light); an unreadable file or key
+    means the default cap, which the floor covers. The daemon checks its own limit at start too.
+    """
+    try:
+        with config_path.open("rb") as handle:
+            serve = tomllib.load(handle).get("serve", {})
+        cap = int(serve.get("max_connections", 1024))
+    except (OSError, ValueError, TypeError, AttributeError, tomllib.TOMLDecodeError):
+        cap = 1024
+    return max(NOFILE_FLOOR, 2 * cap + NOFILE_HEADROOM)
+
+
 def service_unit(
     exec_argv: list[str],
     *,
@@ -64,8 +86,9 @@ def service_unit(
     socket: str | None,
     socket_activation: bool,
     env: Mapping[str, str],
+    nofile: int = NOFILE_FLOOR,
 ) -> str:
-    """The text of voicecall.service."""
+    """The text of voicecall.service; `nofile` is its `LimitNOFILE=`."""
     argv = list(exec_argv)
     if config:
         argv += ["--config", str(Path(config).expanduser().absolute())]
@@ -93,6 +116,7 @@ def service_unit(
         "RestartSec=2",
         "WatchdogSec=30",
         "TimeoutStopSec=20",
+        f"LimitNOFILE={nofile}",  # above serve.max_connections: see nofile_limit
         "Environment=PYTHONUNBUFFERED=1",
     ]
     for var in ("VOICECALL_HOME", "XDG_STATE_HOME"):
@@ -203,7 +227,7 @@ def install(obj: CliContext, socket_activation: bool, no_start: bool, as_json: b
     service_path = folder / SERVICE_NAME
     service_path.write_text(service_unit(voicecall_argv(), config=obj.config_flag,
                                          socket=socket, socket_activation=socket_activation,
-                                         env=os.environ))
+                                         env=os.environ, nofile=nofile_limit(obj.paths.config)))
     written = [service_path]
     socket_path = folder / SOCKET_NAME
     if socket_activation:

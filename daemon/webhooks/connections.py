@@ -1,0 +1,289 @@
+"""Connection hygiene of the public port: header timeout, idle timeout, connection caps (SPEC 8).
+
+aiohttp on its own keeps a connection that never completes its headers for an hour, and accepts
+connections until the process runs out of file descriptors; then genuine webhooks fail. Here
+every accepted socket is wrapped in a :class:`GuardedProtocol` before aiohttp's request handler:
+
+- beyond `max_connections` in all, or `max_connections_per_ip` from one address, a new connection
+  is closed at once (reset, before any byte is read or a handler is built);
+- a request's headers must be complete within `header_timeout` of the connection opening, or of
+  the first byte of the next request on a kept-alive connection (slow-loris clients are closed);
+- an idle keep-alive connection is closed after `idle_timeout` (aiohttp's keep-alive timer).
+
+"Headers complete" is learnt from :func:`request_started_middleware`, which runs when aiohttp
+hands the parsed request to the application. A websocket (media stream) is a request that never
+ends: once started, its own limits (SPEC 9) apply.
+
+The per-address cap counts socket peers. A peer that forwards many clients (a trusted proxy, or
+the loopback agent of an ngrok / Tailscale tunnel) is bounded only by `max_connections`, since
+capping it would let one client behind it lock out every other, the provider included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiohttp import web
+
+from daemon.webhooks.rejections import RejectionLog
+from daemon.webhooks.urls import parse_ip
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """The `[serve]` connection keys, in seconds and counts."""
+
+    header_timeout: float = 10.0
+    idle_timeout: float = 15.0
+    max_connections: int = 1024
+    max_connections_per_ip: int = 64
+
+
+class ConnectionGuard:
+    """Counts open connections (in all and per address) and owns the guards of live ones.
+
+    `exempt(address)` names peers that the per-address cap does not apply to (proxies and tunnel
+    agents); it is asked on every connection so it follows a policy that changes at run time.
+    """
+
+    def __init__(
+        self,
+        limits: ConnectionLimits,
+        *,
+        exempt: Callable[[str], bool] = lambda _address: False,
+        rejections: RejectionLog | None = None,
+    ) -> None:
+        """Enforce `limits`; rejections are summarised through `rejections`."""
+        self.limits = limits
+        self._exempt = exempt
+        self.rejections = rejections or RejectionLog(logger)
+        self.total = 0
+        self._per_address: dict[str, int] = {}
+        self._by_transport: dict[asyncio.BaseTransport, GuardedProtocol] = {}
+
+    def open_for(self, address: str) -> int:
+        """Connections open from one address."""
+        return self._per_address.get(address, 0)
+
+    def admit(self, address: str) -> str | None:
+        """Count a new connection, or return why it must be closed at once."""
+        if self.total >= self.limits.max_connections:
+            return "over serve.max_connections"
+        count = self._per_address.get(address, 0)
+        if count >= self.limits.max_connections_per_ip and not self._exempt(address):
+            return "over serve.max_connections_per_ip"
+        self.total += 1
+        self._per_address[address] = count + 1
+        return None
+
+    def release(self, address: str) -> None:
+        """Forget a connection counted by `admit`."""
+        self.total -= 1
+        count = self._per_address.get(address, 0) - 1
+        if count > 0:
+            self._per_address[address] = count
+        else:
+            self._per_address.pop(address, None)
+
+    def protocol_factory(self, handler_factory: Callable[[], asyncio.Protocol]) -> Callable[
+        [], asyncio.Protocol
+    ]:
+        """What to give `loop.create_server`: guarded aiohttp request handlers."""
+        return lambda: GuardedProtocol(self, handler_factory)
+
+    def guard_of(self, transport: asyncio.BaseTransport | None) -> GuardedProtocol | None:
+        """The guard of a live connection, by its transport."""
+        return self._by_transport.get(transport) if transport is not None else None
+
+
+class GuardedProtocol(asyncio.Protocol):
+    """Admits a connection, times its headers, then passes everything to aiohttp's handler."""
+
+    __slots__ = ("_address", "_guard", "_inner", "_inner_factory", "_timer", "_transport",
+                 "_waiting")
+
+    def __init__(
+        self, guard: ConnectionGuard, inner_factory: Callable[[], asyncio.Protocol]
+    ) -> None:
+        self._guard = guard
+        self._inner_factory = inner_factory
+        self._inner: asyncio.Protocol | None = None
+        self._transport: asyncio.Transport | None = None
+        self._address = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting = True
+        """No request is being handled: the next bytes start one, under the header timer."""
+
+    # ------------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Close at once beyond the caps; else build aiohttp's handler and start the clock."""
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) and peer else None
+        parsed = parse_ip(host) if isinstance(host, str) else None
+        self._address = str(parsed) if parsed is not None else str(host or "unknown")
+        refusal = self._guard.admit(self._address)
+        if refusal is not None:
+            self._guard.rejections.record("connection", None, refusal + ": closed at once",
+                                          self._address)
+            transport.abort()
+            return
+        self._transport = transport
+        self._guard._by_transport[transport] = self
+        self._inner = self._inner_factory()
+        self._arm()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Forward; the first byte after an idle spell starts the header clock."""
+        if self._inner is None:
+            return
+        if self._waiting and self._timer is None:
+            self._arm()
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        """Forward."""
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forward, and give the connection's slot back."""
+        if self._inner is None:
+            return
+        self._disarm()
+        if self._transport is not None:
+            self._guard._by_transport.pop(self._transport, None)
+        self._guard.release(self._address)
+        inner, self._inner = self._inner, None
+        inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """Forward (aiohttp's flow control)."""
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        """Forward (aiohttp's flow control)."""
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    # ------------------------------------------------------------------ request boundaries
+
+    def request_started(self) -> None:
+        """aiohttp parsed a request's headers: the header clock stops."""
+        self._waiting = False
+        self._disarm()
+
+    def request_finished(self) -> None:
+        """The answer is out: the connection is idle (aiohttp's keep-alive timer runs)."""
+        self._waiting = True
+
+    def _arm(self) -> None:
+        self._disarm()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._guard.limits.header_timeout, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _headers_late(self) -> None:
+        self._timer = None
+        if not self._waiting or self._transport is None:
+            return
+        self._guard.rejections.record(
+            "connection", None, "headers not complete within serve.header_timeout_ms: closed",
+            self._address,
+        )
+        self._transport.abort()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+GUARD_KEY = web.AppKey("voicecall_connection_guard", ConnectionGuard)
+
+
+@web.middleware
+async def request_started_middleware(request: web.Request, handler: Handler) -> Any:
+    """Tell the connection's guard that headers arrived, and when the answer is done."""
+    guard = request.app[GUARD_KEY].guard_of(request.transport)
+    if guard is None:
+        return await handler(request)
+    guard.request_started()
+    try:
+        return await handler(request)
+    finally:
+        guard.request_finished()
+
+
+class GuardedSite(web.TCPSite):
+    """`web.TCPSite` whose accepted sockets go through a :class:`ConnectionGuard` first."""
+
+    __slots__ = ("_guard",)
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
+                 guard: ConnectionGuard, reuse_address: bool = True,
+                 reuse_port: bool | None = None) -> None:
+        super().__init__(runner, host, port, reuse_address=reuse_address, reuse_port=reuse_port)
+        self._guard = guard
+
+    async def start(self) -> None:
+        """Listen like `TCPSite.start`, with the guard in front of aiohttp's handler."""
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._guard.protocol_factory(server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
+FD_HEADROOM = 1024
+"""Descriptors the daemon needs besides public connections: store, RPC, vendor sockets, logs."""
+
+
+def ensure_fd_limit(max_connections: int) -> int:
+    """Raise the soft RLIMIT_NOFILE so `max_connections` cannot exhaust descriptors.
+
+    Outside systemd (whose unit sets `LimitNOFILE=`) the soft limit is often 1024, equal to the
+    default cap: the daemon raises it toward the hard limit, and warns when even the hard limit
+    is too low. Returns the soft limit in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = max_connections + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        if target > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError) as exc:
+                logger.warning("cannot raise the open-file limit to %d: %s", target, exc)
+        if soft < needed:
+            logger.warning(
+                "serve.max_connections = %d needs about %d open files but the limit is %d: "
+                "raise it (LimitNOFILE= in the systemd unit, `ulimit -n`) or lower "
+                "serve.max_connections", max_connections, needed, soft,
+            )
+    return int(soft)
+
+
+def install_guard(app: web.Application, guard: ConnectionGuard) -> None:
+    """Attach `guard` to `app` (before the app is frozen) so requests report their start."""
+    app[GUARD_KEY] = guard
+    app.middlewares.append(request_started_middleware)
