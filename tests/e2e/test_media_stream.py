@@ -280,6 +280,7 @@ async def test_full_stream(build: Any, openai: FakeOpenAI) -> None:
     await peer.media(b"\x7f" * 160)
     await wait_until(lambda: len(openai.current.audio) >= 160)
     await openai.transcript_completed("I need help")
+    await wait_until(lambda: len(daemon.engine.events) >= 1)  # STT and media: two sockets
     await peer.send({"event": "dtmf", "streamSid": "MZ1", "sequenceNumber": "5",
                      "dtmf": {"track": "inbound_track", "digit": "7"}})
     await wait_until(lambda: len(daemon.engine.events) >= 2)

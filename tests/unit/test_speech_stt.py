@@ -137,7 +137,8 @@ async def test_audio_is_forwarded_unchanged(fake: FakeOpenAI, stt: OpenAiRealtim
 async def test_caller_audio_goes_out_in_100_ms_appends(
     fake: FakeOpenAI, stt: OpenAiRealtimeStt
 ) -> None:
-    """Four 20 ms frames wait; the fifth completes 100 ms and all five leave as one append."""
+    """Four 20 ms frames wait; the fifth completes 100 ms and all five leave as one append.
+    A partial batch whose audio stopped flowing is sent after 200 ms anyway."""
     for _ in range(4):
         stt.send_audio(b"\x07" * 160)
         await asyncio.sleep(0.01)
@@ -145,6 +146,11 @@ async def test_caller_audio_goes_out_in_100_ms_appends(
     stt.send_audio(b"\x07" * 160)
     await fake.wait_for(lambda: len(fake.current.audio) == BATCH_BYTES)
     assert BATCH_BYTES == 800
+    started = asyncio.get_running_loop().time()
+    stt.send_audio(b"\x08" * 320)
+    await fake.wait_for(lambda: len(fake.current.audio) == BATCH_BYTES + 320)
+    waited = asyncio.get_running_loop().time() - started
+    assert 0.15 <= waited <= 1.0, waited
 
 
 async def test_send_audio_never_blocks_and_bounds_the_backlog(

@@ -2,12 +2,11 @@
 
 The vendor takes ``g711_ulaw`` directly, so call audio is forwarded without decoding. Audio
 is batched: ``send_audio`` only appends to a bounded buffer and wakes a writer task once
-100 ms have gathered, so the media path pays a few hundred nanoseconds per frame and never
-waits on the network. A socket
-that cannot be opened, or drops, is reopened with capped exponential backoff for as long as the
-call lasts (only refused credentials end it); each outage is reported once to the listener, and
-audio that arrives meanwhile is discarded (late audio would only confuse the server's turn
-detection).
+100 ms have gathered (or a partial batch has waited 200 ms), so the media path pays a few
+hundred nanoseconds per frame and never waits on the network. A socket that cannot be opened,
+or drops, is reopened with capped exponential backoff for as long as the call lasts (only
+refused credentials end it); each outage is reported once to the listener, and audio that
+arrives meanwhile is discarded (late audio would only confuse the server's turn detection).
 """
 
 from __future__ import annotations
@@ -38,6 +37,8 @@ BATCH_BYTES = 800
 a fifth of the writer wake-ups, websocket frames and base64 calls per call (SPEC 12), for at
 most 100 ms more before the vendor hears the end of an utterance (its VAD waits
 ``silence_duration_ms``, 800 ms by default, anyway)."""
+FLUSH_SECONDS = 0.2
+"""A partial batch still waiting this long is sent as it is (audio that stopped flowing)."""
 MAX_BUFFERED_BYTES = 16000
 """Audio kept while the writer catches up: 2 s of 8 kHz mu-law; older audio is dropped."""
 _APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
@@ -77,6 +78,7 @@ class OpenAiRealtimeStt:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._buffer = bytearray()
         self._wake = asyncio.Event()
+        self._flush: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._partials: dict[str, str] = {}
         self._closing = False
@@ -130,10 +132,23 @@ class OpenAiRealtimeStt:
                 del buffer[:size - MAX_BUFFERED_BYTES]
                 self.dropped_bytes += size - MAX_BUFFERED_BYTES
             self._wake.set()
+            if self._flush is not None:
+                self._flush.cancel()
+                self._flush = None
+        elif self._flush is None:  # a provider that pauses must not strand a partial batch
+            self._flush = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush = None
+        if self._buffer:
+            self._wake.set()
 
     async def close(self) -> None:
         """Stop the tasks and close the socket; safe to call more than once."""
         self._closing = True
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
