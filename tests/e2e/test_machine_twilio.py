@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from daemon.rpc.protocol import RpcRemoteError
 from tests.harness import DaemonHarness, query
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
@@ -187,3 +188,27 @@ async def test_inbound_call_to_a_number_table_uses_its_greeting_and_voice(
     listed = (await rpc(d, "voicecall.list", {}))["calls"]
     (record,) = [c for c in listed if c["providerCallId"] == call.sid]
     assert record["metadata"]["number"] == "+15550102222"
+
+
+async def test_a_late_machine_verdict_fails_the_pending_continue(
+    sim: TwilioSimulator, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """No verdict within `timeout_seconds` (+ grace): the conversation goes on as for a person;
+    a `continue` is listening when `machine_start` finally arrives, and with the default
+    `on_machine_conversation = "hangup"` the call is hung up and that `continue` fails with
+    -32002 naming voicemail."""
+    sim.callee.kind = "machine"
+    sim.callee.decide_seconds = 5.0
+    sim.listen_seconds = 30.0
+    d = await start(make_daemon, config(sim, 'mode = "detect"\ntimeout_seconds = 1'))
+    call_id = (await rpc(d, "voicecall.initiate",
+                         {"message": "Hi there", "to": TO, "mode": "conversation"}))["callId"]
+    await sim.wait_for(lambda: bool(sim.calls) and sim.only_call().spoken == ["Hi there"],
+                       timeout=15)
+    with pytest.raises(RpcRemoteError) as failure:
+        await rpc(d, "voicecall.continue", {"callId": call_id, "message": "Hello?"})
+    assert failure.value.code == -32002 and "voicemail" in failure.value.message
+    assert sim.only_call().spoken == ["Hi there", "Hello?"]  # it was listening
+    record = await until_state(d, call_id, "voicemail")
+    assert record["metadata"]["answeredBy"] == "machine"
+    assert sim.only_call().ended_by == "api"

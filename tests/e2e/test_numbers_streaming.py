@@ -1,0 +1,125 @@
+"""Per-number routing (SPEC 14) on a streamed Twilio call: the number table's greeting, TTS
+voice (deep-merged over the call TTS) and auto-responder model/prompt, end to end against the
+Twilio simulator and a fake OpenAI (TTS, STT, chat)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from tests.fakes.openai import API_KEY, FakeOpenAI
+from tests.harness import DaemonHarness
+from tests.harness import rpc_async as rpc
+from tests.harness import start_async as start
+from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioSimulator
+
+pytestmark = pytest.mark.e2e
+
+FROM = "+15550100000"
+BAKERY = "+15550102222"
+CALLER = "+15550109999"
+
+
+def config(sim: TwilioSimulator, openai: FakeOpenAI) -> str:
+    """Streaming Twilio with a top-level TTS (alloy, no auto-responder) and one number table
+    that has its own greeting, voice, model and prompt."""
+    return f"""
+provider = "twilio"
+from_number = "{FROM}"
+inbound_policy = "open"
+inbound_greeting = "Main line."
+
+[serve]
+port = 0
+
+[twilio]
+account_sid = "{ACCOUNT_SID}"
+auth_token = "{AUTH_TOKEN}"
+api_base_url = "{sim.api_base_url}"
+
+[streaming]
+enabled = true
+stt_url = "{openai.realtime_url}"
+api_key = "{API_KEY}"
+
+[messages.tts]
+provider = "openai"
+[messages.tts.openai]
+base_url = "{openai.base_url}"
+api_key = "{API_KEY}"
+voice = "alloy"
+model = "tts-main"
+
+[agent]
+base_url = "{openai.base_url}"
+api_key = "{API_KEY}"
+
+[numbers."{BAKERY}"]
+inbound_greeting = "Bakery, good morning."
+response_model = "openai/bakery-model"
+response_system_prompt = "You sell bread."
+[numbers."{BAKERY}".tts.openai]
+voice = "nova"
+"""
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[TwilioSimulator]:
+    """A running Twilio simulator."""
+    async with TwilioSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def openai() -> AsyncIterator[FakeOpenAI]:
+    """A running fake OpenAI."""
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "it") -> Any:
+    """Poll a local condition."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+    return value
+
+
+async def test_number_table_greeting_voice_and_responder_on_a_streamed_call(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """A call to the bakery number: greeting synthesised with voice nova (model inherited
+    from the call TTS), the caller's turn answered by the number's model and prompt although
+    the top level has no auto-responder; a call to another number keeps the top level."""
+    d = await start(make_daemon, config(sim, openai))
+    openai.chat_reply = "We have sourdough."
+    webhook = str((await rpc(d, "daemon.status"))["webhookUrl"])
+    call = await sim.inbound(CALLER, BAKERY, webhook)
+    await sim.wait_for(lambda: bool(call.media) and bool(call.media[0].marks), timeout=10)
+    greeting = next(r for r in openai.tts_requests if r["input"] == "Bakery, good morning.")
+    assert (greeting["voice"], greeting["model"]) == ("nova", "tts-main")
+    await until(lambda: openai.connections, what="the STT connection")
+    await openai.transcript_completed("Any bread left?")
+    await until(lambda: openai.chat_requests, what="the chat request")
+    chat = openai.chat_requests[0]
+    assert chat["model"] == "bakery-model"
+    assert chat["messages"][0]["content"].startswith("You sell bread.")
+    await until(lambda: any(r["input"] == "We have sourdough." for r in openai.tts_requests),
+                what="the reply's synthesis")
+    reply = next(r for r in openai.tts_requests if r["input"] == "We have sourdough.")
+    assert reply["voice"] == "nova"
+    await sim.callee_hangup(call.sid)
+
+    other = await sim.inbound(CALLER, "+15550103333", webhook)
+    await sim.wait_for(lambda: bool(other.media) and bool(other.media[0].marks), timeout=10)
+    main = next(r for r in openai.tts_requests if r["input"] == "Main line.")
+    assert main["voice"] == "alloy"
+    listed = (await rpc(d, "voicecall.list", {}))["calls"]
+    numbers = {c["to"]: c["metadata"].get("number") for c in listed}
+    assert numbers == {BAKERY: BAKERY, "+15550103333": None}
