@@ -38,6 +38,8 @@ def config_to_dict(config: Config, *, mask: bool = True) -> dict[str, Any]:
             elif dataclasses.is_dataclass(value):
                 out[f.name] = convert(value, path + ".")
             elif isinstance(value, Mapping):  # [numbers."+E164"], its tts/realtime overrides
+                if prefix and not value:
+                    continue  # an override left empty: nothing to show
                 out[f.name] = {
                     key: convert(item, f"{path}.{key}.") if dataclasses.is_dataclass(item)
                     else _plain(item)
