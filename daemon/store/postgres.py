@@ -44,6 +44,9 @@ DAEMON_LOCK = 0x766F_6963_616C_6C02
 CONNECT_TIMEOUT_SECONDS = 10.0
 """How long connecting to the server may take."""
 
+RECLAIM_INTERVAL_SECONDS = 1.0
+"""How often a daemon that lost its lock (its connection ended) tries to take it back."""
+
 CLAIM_WAIT_SECONDS = 5.0
 """How long `open` retries the daemon lock: after a `kill -9` the server may take a moment to
 notice the dead daemon's connection and drop its lock."""
@@ -60,6 +63,31 @@ PROCESSED_KEEP = 50_000
 PRUNE_EVERY = 1000
 """Prune expired replay entries and old processed ids once per this many writes."""
 
+RECORD_SQL = """
+WITH claimed AS (
+    INSERT INTO voicecall_processed (key, at)
+    SELECT $1::text, $2::double precision WHERE $1::text IS NOT NULL
+    ON CONFLICT (key) DO NOTHING
+    RETURNING 1
+), go AS (
+    SELECT 1 WHERE $1::text IS NULL OR EXISTS (SELECT 1 FROM claimed)
+), snapshot AS (
+    INSERT INTO voicecall_calls (call_id, provider_call_id, live, started_at, record)
+    SELECT $3, $4, $5, $6, $7 FROM go
+    ON CONFLICT (call_id) DO UPDATE SET provider_call_id = excluded.provider_call_id,
+        live = excluded.live, record = excluded.record
+    RETURNING 1
+), event AS (
+    INSERT INTO voicecall_events (call_id, type, at, data, turn_latency_ms, listen_wait_ms)
+    SELECT $3, $8::text, $9, $10, $11, $12 FROM go WHERE $8::text IS NOT NULL
+    RETURNING seq
+)
+SELECT EXISTS (SELECT 1 FROM go) AS written, (SELECT seq FROM event) AS seq
+"""
+"""One `record()`: claim the provider-event id, upsert the snapshot, append the event. One
+statement is one transaction, and one round trip instead of five (BEGIN, three statements,
+COMMIT): the claim gates the other two, so a duplicate writes nothing at all."""
+
 SERVER_SETTINGS = {
     "application_name": "voicecalld",
     "synchronous_commit": "on",  # durable before acknowledged, even on a relaxed server
@@ -70,13 +98,18 @@ class PostgresStore:
     """The PostgreSQL implementation of :class:`daemon.store.base.Store`."""
 
     def __init__(self, location: StoreLocation, *, clock: Callable[[], float] = time.time,
-                 claim_wait_seconds: float = CLAIM_WAIT_SECONDS) -> None:
+                 claim_wait_seconds: float = CLAIM_WAIT_SECONDS,
+                 reclaim_interval_seconds: float = RECLAIM_INTERVAL_SECONDS) -> None:
         if location.url is None:
             raise ValueError("a PostgreSQL store needs a postgresql:// URL")
         self._location = location
         self._clock = clock
         self._claim_wait = claim_wait_seconds
         self._claim: Any = None  # the connection holding DAEMON_LOCK
+        self._claim_lost: str | None = None
+        """Why this daemon does not hold the database right now (its lock's connection ended)."""
+        self._reclaim_interval = reclaim_interval_seconds
+        self._reclaimer: asyncio.Task[None] | None = None
         self._pool: Any = None
         self._writes = 0
         self._replay: dict[str, tuple[float, WebhookReply]] = {}
@@ -115,12 +148,12 @@ class PostgresStore:
     async def _open(self) -> None:
         url = self._location.url
         try:
-            self._claim = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS,
-                                                server_settings=SERVER_SETTINGS)
+            self._claim = await self._connect_claim()
         except Exception as exc:
             raise pg_schema.connect_error(self._location, exc) from None
         async with self._guard("open"):
             await self._take_lock()
+            self._claim.add_termination_listener(self._on_claim_lost)
             found = await pg_schema.migrate(self._claim, self._location,
                                             f"voicecalld pid {os.getpid()}")
             if found != pg_schema.SCHEMA_VERSION:
@@ -129,6 +162,53 @@ class PostgresStore:
             self._pool = await asyncpg.create_pool(
                 url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT_SECONDS,
                 server_settings=SERVER_SETTINGS)
+
+    async def _connect_claim(self) -> Any:
+        """A connection of its own for the lock (named, so a DBA can tell it apart)."""
+        return await asyncpg.connect(self._location.url, timeout=CONNECT_TIMEOUT_SECONDS,
+                                     server_settings={**SERVER_SETTINGS,
+                                                      "application_name": "voicecalld lock"})
+
+    def _on_claim_lost(self, conn: Any) -> None:
+        """The lock's connection ended without our asking (server restart, network, a DBA's
+        pg_terminate_backend): the server dropped our lock with it, so another daemon may
+        take the database. Refuse writes until the lock is ours again."""
+        if conn is not self._claim or self._pool is None:
+            return  # closed by close()
+        self._claim = None
+        self._claim_lost = (f"this daemon lost its lock on the PostgreSQL store "
+                            f"{self._location.display} (its connection ended)")
+        self.health.failed(self._claim_lost)
+        self._reclaimer = asyncio.get_running_loop().create_task(self._reclaim(),
+                                                                 name="store-reclaim")
+
+    async def _reclaim(self) -> None:
+        """Reconnect and take the lock again; until then writes are refused."""
+        held_by_other = False
+        while self._pool is not None:
+            await asyncio.sleep(self._reclaim_interval)
+            try:
+                conn = await self._connect_claim()
+            except Exception as exc:
+                logger.warning("store %s: cannot reconnect to take the lock back: %s",
+                               self._location.display, pg_schema.describe(self._location, exc))
+                continue
+            try:
+                got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", DAEMON_LOCK)
+            except Exception:
+                got = False
+            if not got or self._pool is None:
+                await conn.close()
+                if not held_by_other:
+                    logger.error("store %s: another daemon holds the database now; this "
+                                 "daemon refuses writes until it is free", self._location.display)
+                    held_by_other = True
+                continue
+            self._claim = conn
+            conn.add_termination_listener(self._on_claim_lost)
+            self._claim_lost = None
+            logger.warning("store %s: lock taken back; writes resume", self._location.display)
+            return
 
     async def _take_lock(self) -> None:
         deadline = time.monotonic() + self._claim_wait
@@ -144,6 +224,11 @@ class PostgresStore:
         """Close the pool, then the lock's connection (which releases the database)."""
         pool, self._pool = self._pool, None
         claim, self._claim = self._claim, None
+        reclaimer, self._reclaimer = self._reclaimer, None
+        if reclaimer is not None:
+            reclaimer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reclaimer
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT_SECONDS)
@@ -181,6 +266,11 @@ class PostgresStore:
         pool = self._pool
         if pool is None:
             raise StoreError("the store is not open")
+        if write and self._claim_lost is not None:
+            self.health.failed(self._claim_lost)
+            raise StoreError(f"cannot {action} the PostgreSQL store: {self._claim_lost}; "
+                             "nothing was changed: retry once it is taken back",
+                             error=self._claim_lost)
         async with self._guard(action, write=write), pool.acquire() as conn:
             yield conn
 
@@ -194,34 +284,23 @@ class PostgresStore:
         *,
         dedupe_key: str | None = None,
     ) -> CallEvent | None:
-        """Claim `dedupe_key`, save the snapshot and append the event: one committed transaction."""
+        """Claim `dedupe_key`, save the snapshot and append the event: one committed statement."""
         snapshot = json.dumps(call.to_wire(), separators=(",", ":"))
         payload = dict(data or {})
         timestamp = utc_now()
         now = self._clock()
         turn, wait = _turn_figures(event_type, payload)
-        async with self._conn(f"write call {call.call_id} to", write=True) as conn, \
-                conn.transaction():
-            if dedupe_key is not None:
-                claimed = await conn.fetchval(
-                    "INSERT INTO voicecall_processed (key, at) VALUES ($1, $2) "
-                    "ON CONFLICT (key) DO NOTHING RETURNING true", dedupe_key, now)
-                if claimed is None:
-                    return None
-            await conn.execute(
-                "INSERT INTO voicecall_calls (call_id, provider_call_id, live, started_at, record)"
-                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (call_id) DO UPDATE SET "
-                "provider_call_id = excluded.provider_call_id, live = excluded.live, "
-                "record = excluded.record",
-                call.call_id, call.provider_call_id, not call.is_ended, call.started_at, snapshot)
-            event = None
-            if event_type is not None:
-                seq = await conn.fetchval(
-                    "INSERT INTO voicecall_events (call_id, type, at, data, turn_latency_ms, "
-                    "listen_wait_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-                    call.call_id, event_type.value, timestamp,
-                    json.dumps(payload, separators=(",", ":")), turn, wait)
-                event = CallEvent(int(seq), timestamp, call.call_id, event_type, payload)
+        async with self._conn(f"write call {call.call_id} to", write=True) as conn:
+            row = await conn.fetchrow(
+                RECORD_SQL, dedupe_key, now, call.call_id, call.provider_call_id,
+                not call.is_ended, call.started_at, snapshot,
+                event_type.value if event_type is not None else None, timestamp,
+                json.dumps(payload, separators=(",", ":")), turn, wait)
+        if not row["written"]:
+            return None
+        event = None
+        if event_type is not None:
+            event = CallEvent(int(row["seq"]), timestamp, call.call_id, event_type, payload)
         self._writes += 1
         if self._writes % PRUNE_EVERY == 0:
             await self._prune()
