@@ -101,7 +101,11 @@ class RealtimeBridge:
         tools: list[dict[str, Any]],
         transcription_model: str,
         barge_in: bool,
+        protect_opening: bool = False,
     ) -> None:
+        """``barge_in`` False: caller speech never cuts the model (notify calls).
+        ``protect_opening``: nor does it during the first line the engine asks for (an
+        outbound call's message: the callee's "hello?" must not cut it, as in the cascade)."""
         self.session = session
         self.call_id = session.call_id
         self.settings = settings
@@ -131,11 +135,13 @@ class RealtimeBridge:
         self.failed: str | None = None
         """Why the session failed (the call's voice has stopped), or None."""
         self._closed = False
+        self._protecting = protect_opening and barge_in
         self._socket.send(protocol.session_update(
             model=settings.model, voice=settings.voice, instructions=instructions,
             vad_threshold=settings.vad_threshold,
             silence_duration_ms=settings.silence_duration_ms, tools=tools,
-            interrupt=barge_in, transcription_model=transcription_model))
+            interrupt=barge_in and not self._protecting,
+            transcription_model=transcription_model))
 
     # ------------------------------------------------------------------ SttSession (audio in)
 
@@ -304,7 +310,7 @@ class RealtimeBridge:
     def _barge_in(self) -> None:
         """The caller started talking: stop the model's audio, cut its items where heard."""
         playback = self.session.playback
-        if not self.barge_in or self._closed or not playback.busy:
+        if not self.barge_in or self._protecting or self._closed or not playback.busy:
             return
         playing = list(self._items.values())
         playback.clear(self.session.hub.pacer.now(), send=True)
@@ -379,6 +385,7 @@ class RealtimeBridge:
             if request_id in self._requested:  # our response.create was refused
                 self._requested.discard(request_id)
                 text = self._say_texts.pop(request_id, None)
+                self._end_protection()
                 if text is not None:
                     self._emit_error(f"the realtime model refused to say {text[:60]!r}: "
                                      f"{message}")
@@ -414,11 +421,19 @@ class RealtimeBridge:
             heard = " ".join(words[:round(len(words) * min(1.0, segment.heard_frames / total))])
         heard_ms = round(segment.heard_frames * FRAME_SECONDS * 1000)
         if item.say_text is not None:
+            self._end_protection()
             result = UtteranceResult(item.say_text, item.say_text if heard_all else heard,
                                      not heard_all, heard_ms)
             self.session.hub.utterance_finished(self.session, result)
         elif heard:
             self._owner.note_spoken(self.call_id, heard)
+
+    def _end_protection(self) -> None:
+        """The opening line has been heard (or cut short): the caller may interrupt now."""
+        if self._protecting:
+            self._protecting = False
+            self._socket.send(protocol.vad_update(
+                self.settings.vad_threshold, self.settings.silence_duration_ms, interrupt=True))
 
     def _maybe_end(self) -> None:
         """``end_call`` (or a failure) ends the call once the last words have been heard."""

@@ -57,7 +57,8 @@ def session_update(
 ) -> dict[str, Any]:
     """``session.update`` for a phone call: audio only, PCMU both ways, server VAD, tools.
 
-    ``interrupt`` False (a one-way notify call) keeps the model talking over the callee.
+    ``interrupt`` False (a one-way notify call, or an outbound call's opening line) keeps the
+    model talking over the callee and answering nobody.
     """
     return {
         "type": "session.update",
@@ -70,13 +71,8 @@ def session_update(
                 "input": {
                     "format": AUDIO_FORMAT,
                     "transcription": {"model": transcription_model},
-                    "turn_detection": {
-                        "type": "server_vad",
-                        "threshold": vad_threshold,
-                        "silence_duration_ms": silence_duration_ms,
-                        "create_response": interrupt,
-                        "interrupt_response": interrupt,
-                    },
+                    "turn_detection": turn_detection(vad_threshold, silence_duration_ms,
+                                                     interrupt=interrupt),
                 },
                 "output": {"format": AUDIO_FORMAT, "voice": voice},
             },
@@ -84,6 +80,22 @@ def session_update(
             "tool_choice": "auto",
         },
     }
+
+
+def turn_detection(vad_threshold: float, silence_duration_ms: int, *,
+                   interrupt: bool) -> dict[str, Any]:
+    """Server VAD; ``interrupt`` lets caller speech cut the model and start its answer."""
+    return {"type": "server_vad", "threshold": vad_threshold,
+            "silence_duration_ms": silence_duration_ms, "create_response": interrupt,
+            "interrupt_response": interrupt}
+
+
+def vad_update(vad_threshold: float, silence_duration_ms: int, *,
+               interrupt: bool) -> dict[str, Any]:
+    """``session.update`` changing only the turn detection."""
+    return {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+        "turn_detection": turn_detection(vad_threshold, silence_duration_ms,
+                                         interrupt=interrupt)}}}}
 
 
 def say_instructions(text: str) -> str:

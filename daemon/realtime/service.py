@@ -79,13 +79,14 @@ class RealtimeService:
             session.emit(ProviderEvent(EventType.ERROR, session.provider_call_id,
                                        call_id=session.call_id, error=message))
             return False
-        notify = record.direction is Direction.OUTBOUND and record.mode is CallMode.NOTIFY
+        outbound = record.direction is Direction.OUTBOUND
+        notify = outbound and record.mode is CallMode.NOTIFY
         bridge = RealtimeBridge(
             session, settings, http=self.http, owner=self,
             instructions=instructions(config, settings),
             tools=tool_definitions(settings.tools),
             transcription_model=config.streaming.stt_model,
-            barge_in=not notify)
+            barge_in=not notify, protect_opening=outbound)
         session.stt = bridge
         session.agent = bridge
         self._bridges[session.call_id] = bridge

@@ -143,6 +143,7 @@ async def test_call_is_bridged_both_ways_in_pcmu_without_resampling(
     vad = update["audio"]["input"]["turn_detection"]
     assert vad["type"] == "server_vad" and vad["threshold"] == 0.6
     assert vad["silence_duration_ms"] == 400
+    assert vad["interrupt_response"] is False  # the opening line is not interruptible
     assert [t["name"] for t in update["tools"]] == ["end_call", "lookup"]
     assert update["tools"][1]["parameters"]["properties"] == {"day": {"type": "string"}}
     first = session.of("response.create")[0]["response"]
@@ -216,6 +217,32 @@ async def test_barge_in_clears_and_truncates_at_what_was_played(
     assert abs(fraction - truncate["audio_end_ms"] / 3000) <= 0.1
     (speaking,) = [e for e in await events(d, call_id, "call.speaking") if e["text"] == heard]
     assert speaking
+
+
+async def test_the_outbound_opening_line_is_not_cut_by_the_callee(
+    sim: TwilioSimulator, model: FakeRealtime, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """The callee's "hello?" during the call's message neither clears nor truncates it (as in
+    the cascade); once it was heard, the session turns interruption on and barge-in works."""
+    d = await start(make_daemon, config(sim, model))
+    model.reply_frames = 100  # a 2 s opening line
+    _call_id, _call, stream = await outbound(d, sim, model, "This is the Acme clinic calling.")
+    session = model.current
+    await until(lambda: stream.played >= 20, timeout=10, what="the opening to play")
+    await model.speech_started()
+    await sim.wait_for(lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream),
+                       timeout=10)
+    assert stream.clears == [] and session.of("conversation.item.truncate") == []
+    assert stream.played == 100
+    await model.wait_for(lambda: len(session.of("session.update")) >= 2, timeout=5)
+    vad = session.of("session.update")[1]["session"]["audio"]["input"]["turn_detection"]
+    assert vad["interrupt_response"] is True and vad["create_response"] is True
+
+    await model.respond("A second line that the callee interrupts.", frames=100)
+    await until(lambda: stream.played >= 120, timeout=10, what="the second line to play")
+    await model.speech_started()
+    await sim.wait_for(lambda: bool(stream.clears), timeout=5)
+    await model.wait_for(lambda: bool(session.of("conversation.item.truncate")), timeout=5)
 
 
 async def test_relayed_tool_is_answered_by_the_agent_and_times_out_otherwise(

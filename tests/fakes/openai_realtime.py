@@ -55,9 +55,9 @@ class RealtimeSession:
 
     @property
     def session(self) -> dict[str, Any]:
-        """The latest ``session.update`` payload."""
+        """The first ``session.update`` payload (the whole configuration)."""
         updates = self.of("session.update")
-        return dict(updates[-1]["session"]) if updates else {}
+        return dict(updates[0]["session"]) if updates else {}
 
 
 class FakeRealtime(FakeServer):
