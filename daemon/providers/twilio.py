@@ -411,6 +411,11 @@ class TwilioProvider(BoundProvider):
             assert stream is not None
             pending.call_id = call.call_id
             pending.end = stream
+        elif call.call_id not in self._streamed and call.metadata.get("machineDetection"):
+            # Held for the machine verdict, the call got no stream on answer: connect it now.
+            stream = self._stream_step(call, force=True)
+            assert stream is not None
+            await self._update(call, [stream])
         elif call.call_id not in self._streamed:
             return False
         self._spawn(

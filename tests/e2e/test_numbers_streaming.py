@@ -123,3 +123,22 @@ async def test_number_table_greeting_voice_and_responder_on_a_streamed_call(
     listed = (await rpc(d, "voicecall.list", {}))["calls"]
     numbers = {c["to"]: c["metadata"].get("number") for c in listed}
     assert numbers == {BAKERY: BAKERY, "+15550103333": None}
+
+
+async def test_a_streamed_conversation_held_for_the_machine_verdict_still_streams(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """With machine detection the answer fetch only holds the line; once `AnsweredBy=human`
+    arrives the call is updated to `<Connect><Stream>` and the opening line is streamed."""
+    text = config(sim, openai) + "\n[machine_detection]\nenabled = true\n"
+    d = await start(make_daemon, text)
+    call_id = (await rpc(d, "voicecall.initiate", {
+        "message": "Hello from the clinic.", "to": "+15550001234", "mode": "conversation"}))[
+        "callId"]
+    await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().media), timeout=10)
+    stream = sim.only_call().media[0]
+    await sim.wait_for(lambda: bool(stream.marks), timeout=10)
+    assert sim.only_call().spoken == []  # nothing went through <Say>
+    assert any(r["input"] == "Hello from the clinic." for r in openai.tts_requests)
+    record = await asyncio.to_thread(d.call_record, call_id)
+    assert record["metadata"]["answeredBy"] == "human"
