@@ -77,11 +77,12 @@ CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
 """
 
 
-def newer_schema_error(location: StoreLocation, found: int) -> StoreError:
+def newer_schema_error(location: StoreLocation, found: int,
+                       known: int = SCHEMA_VERSION) -> StoreError:
     """The refusal of a database written by a newer voicecall."""
     return StoreError(
         f"the PostgreSQL store {location.display} has voicecall schema version {found}, newer "
-        f"than this voicecall knows ({SCHEMA_VERSION}): a newer voicecall has used it; upgrade "
+        f"than this voicecall knows ({known}): a newer voicecall has used it; upgrade "
         "voicecall on this machine (every daemon sharing a database must run the same version) "
         "or point `store` at another database")
 
@@ -95,20 +96,24 @@ async def current_version(conn: Any) -> int | None:
     return int(version) if version is not None else None
 
 
-async def migrate(conn: Any, location: StoreLocation, applied_by: str) -> int:
-    """Create or migrate the schema to :data:`SCHEMA_VERSION`; return the version found before.
+async def migrate(conn: Any, location: StoreLocation, applied_by: str,
+                  migrations: tuple[str, ...] = MIGRATIONS) -> int:
+    """Create or migrate the schema to the last of `migrations`; return the version found before.
+
+    All steps run in one transaction: a failing step leaves the database as it was.
 
     Raises:
-        StoreError: the schema is newer than this version knows (nothing is changed).
+        StoreError: the schema is newer than `migrations` know (nothing is changed).
     """
+    known = len(migrations)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         await conn.execute(CREATE_VERSION_TABLE)
         found = await current_version(conn) or 0
-        if found > SCHEMA_VERSION:
-            raise newer_schema_error(location, found)
-        for version in range(found + 1, SCHEMA_VERSION + 1):
-            await conn.execute(MIGRATIONS[version - 1])
+        if found > known:
+            raise newer_schema_error(location, found, known)
+        for version in range(found + 1, known + 1):
+            await conn.execute(migrations[version - 1])
             await conn.execute(
                 f"INSERT INTO {VERSION_TABLE} (version, applied_by) VALUES ($1, $2)",  # noqa: S608
                 version, applied_by)

@@ -217,3 +217,17 @@ def test_cli_stays_off_the_driver(make_daemon, pg_url: str) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "voicecall_cli" in done.stderr, "importtime output expected"
     assert "asyncpg" not in done.stderr
+
+
+def test_daemon_stop_and_start_again_on_postgres(make_daemon, pg_url: str) -> None:
+    """`daemon stop` needs no lock file here (storeLock is null): it returns once the daemon is
+    gone, and the next start on the same database gets the lock at once."""
+    d = make_daemon(config_for(pg_url))
+    status = d.rpc("daemon.status")
+    assert status["storeLock"] is None and status["store"] == pg_url
+    stopped = d.cli("daemon", "stop", "--json")
+    assert stopped.returncode == 0 and json.loads(stopped.stdout)["stopped"] is True, stopped
+    started = time.monotonic()
+    d.start()
+    assert time.monotonic() - started < 4.5, "the lock should be free at once, not after a retry"
+    assert d.rpc("daemon.status")["running"] is True

@@ -82,3 +82,35 @@ async def test_a_lock_taken_meanwhile_keeps_writes_refused(pg_url: str) -> None:
     finally:
         await rival.close()
         await store.close()
+
+
+async def test_migrations_apply_once_in_order_and_atomically(pg_url: str) -> None:
+    """A fresh database gets every step; a later version applies only the new ones; daemons
+    starting together apply each once; a failing step changes nothing."""
+    from daemon.store import pg_schema
+
+    location = StoreLocation.postgres(pg_url)
+    first = ("CREATE TABLE vc_t (a int);",)
+    second = (*first, "ALTER TABLE vc_t ADD COLUMN b int;")
+    broken = (*second, "ALTER TABLE vc_t ADD COLUMN c int; SELECT 1/0;")
+    conns = [await asyncpg.connect(pg_url) for _ in range(3)]
+    try:
+        found = await asyncio.gather(*(pg_schema.migrate(c, location, f"d{i}", first)
+                                       for i, c in enumerate(conns)))
+        assert sorted(found) == [0, 1, 1], "exactly one of three concurrent starts migrated"
+        assert await pg_schema.migrate(conns[0], location, "later", second) == 1
+        rows = await conns[0].fetch("SELECT version, applied_by FROM voicecall_schema "
+                                    "ORDER BY version")
+        assert [r["version"] for r in rows] == [1, 2] and rows[1]["applied_by"] == "later"
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await pg_schema.migrate(conns[0], location, "broken", broken)
+        assert await pg_schema.current_version(conns[0]) == 2
+        columns = await conns[0].fetch("SELECT column_name FROM information_schema.columns "
+                                       "WHERE table_name = 'vc_t' ORDER BY column_name")
+        assert [c["column_name"] for c in columns] == ["a", "b"]
+        with pytest.raises(StoreError, match="schema version 2, newer than this voicecall "
+                                             r"knows \(1\)"):
+            await pg_schema.migrate(conns[1], location, "older", first)
+    finally:
+        for c in conns:
+            await c.close()

@@ -108,6 +108,19 @@ def _lock_free(lock: Path) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs. An exited process its parent has not reaped yet (a
+    zombie: a daemon started by a supervisor or a test harness) does not: on Linux /proc says
+    so; elsewhere only `kill(pid, 0)` is available, which counts it as alive."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return False  # /proc is there and the process is not
+    except OSError:
+        pass
+    else:
+        fields = stat.rsplit(")", 1)[-1].split()
+        return not fields or fields[0] not in ("Z", "X")
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
