@@ -5,9 +5,9 @@ Three processes, as in bench_daemon_streams.py (whose process plumbing this reus
 - `voicecall daemon run` (the real CLI entry point exec'd into the daemon: engine, SQLite store,
   webhook server, media plane, realtime bridges), Twilio provider, `[streaming]` and
   `[realtime]` on, pinned to --daemon-core;
-- bench/realtime_fake.py: the OpenAI Realtime API, every connection a model that talks all the
-  time at exactly real time (one delta = one 20 ms frame), plus Twilio REST; pinned to
-  --other-core;
+- bench/realtime_fake.py: the OpenAI Realtime API, every connection a model that talks at
+  exactly real time (one delta = one 20 ms frame) in 5 s items with 1 s pauses (the caller's
+  turns), plus Twilio REST; pinned to --other-core;
 - bench/realtime_loadgen.py: N inbound calls by signed webhooks, each answered with
   `<Connect><Stream>`, whose websocket it opens as Twilio does; caller audio every 20 ms and
   mark echoes; pinned to --other-core too.
@@ -160,8 +160,10 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(home, ignore_errors=True)
+    frames = vendor["inbound_frames"] + report["outbound_frames"]
     return {
         "n": n, "ramp": ramped, "gen": report, "vendor": vendor,
+        "us_per_frame": cpu[daemon.pid] / 100 * wall / max(1, frames) * 1e6,
         "daemon_cpu": cpu[daemon.pid], "daemon_runqueue_wait_pct": starved,
         "fake_cpu": cpu[fake.pid], "gen_cpu": cpu[gen.pid],
         "rss_per_call_mib": (end_rss - idle_rss) / 1024 / n, "window_s": wall,
@@ -182,8 +184,9 @@ def summary(r: dict[str, Any]) -> str:
             f"max={v['inbound_max_ms']:.1f}ms (frames={v['inbound_frames']}) | vendor->caller "
             f"p50={g['outbound_p50_ms']:.2f}ms p99={g['outbound_p99_ms']:.2f}ms "
             f"max={g['outbound_max_ms']:.1f}ms (frames={g['outbound_frames']}) | "
-            f"healthy={g['healthy']}/{g['streams']} jitter p99={g['jitter_p99_ms']:.1f}ms | "
-            f"daemon cpu={r['daemon_cpu']:.0f}% waited={r['daemon_runqueue_wait_pct']:.0f}% "
+            f"silent streams={g['silent']} closed={g['closed']} | "
+            f"daemon cpu={r['daemon_cpu']:.0f}% ({r['us_per_frame']:.0f}us/frame) "
+            f"waited={r['daemon_runqueue_wait_pct']:.0f}% "
             f"rss/call={r['rss_per_call_mib']:.2f}MiB | fake cpu={r['fake_cpu']:.0f}% "
             f"(tick p99 late {v['tick_late_p99_ms']:.1f}ms) gen cpu={r['gen_cpu']:.0f}% "
             f"(tick p99 late {g['tick_late_p99_ms']:.1f}ms) | failures={g['failures'] or '-'} "

@@ -4,7 +4,8 @@ Each websocket at `/v1/realtime` is a model that talks all the time: after the d
 `session.update` and first `response.create` (the opening line) it streams audio as a real
 model does but at exactly real time, one 160-byte mu-law delta per 20 ms for every connection
 (one timer for all), in items of `--item-frames` frames (`response.created` ...
-`response.output_audio.done`, `response.done`, then the next response at once). The first 8
+`response.output_audio.done`, `response.done`), with `--pause-frames` ticks of silence between
+them (the caller's turn). The first 8
 bytes of every frame are `time.monotonic()` when the delta was built (CLOCK_MONOTONIC is one
 clock for all processes of the machine), so the load generator measures vendor -> caller frame
 latency per frame. It decodes the caller audio the daemon appends and reads the load
@@ -46,7 +47,7 @@ _APPEND = '"type":"input_audio_buffer.append"'
 class Model:
     """One connection: its websocket and where it is in its current item."""
 
-    __slots__ = ("frames", "item", "response", "talking", "ws")
+    __slots__ = ("frames", "item", "pause", "response", "talking", "ws")
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
@@ -54,13 +55,16 @@ class Model:
         self.item = ""
         self.response = ""
         self.frames = 0
+        self.pause = 0
+        """Ticks of silence left before the next item (the caller's turn)."""
 
 
 class Fake:
     """Every model connection, the shared 20 ms clock and the latency records."""
 
-    def __init__(self, item_frames: int) -> None:
+    def __init__(self, item_frames: int, pause_frames: int) -> None:
         self.item_frames = item_frames
+        self.pause_frames = pause_frames
         self.models: list[Model] = []
         self.inbound_ms = array("d")
         self.window = False
@@ -125,7 +129,7 @@ class Fake:
                                 '"transcript":""}')
         await model.ws.send_str(f'{{"type":"response.done","response":{{"id":'
                                 f'"{model.response}","status":"completed"}}}}')
-        await self._new_response(model, None)
+        model.pause = self.pause_frames
 
     async def clock(self) -> None:
         """One delta per talking connection every 20 ms, on an absolute grid."""
@@ -139,6 +143,11 @@ class Fake:
                 self.tick_late.append(late * 1000)
             for model in list(self.models):
                 if not model.talking or model.ws.closed:
+                    continue
+                if model.pause:
+                    model.pause -= 1
+                    if model.pause == 0:
+                        await self._new_response(model, None)
                     continue
                 frame = _STAMP.pack(time.monotonic()) + _FILLER
                 payload = base64.b64encode(frame).decode()
@@ -167,7 +176,7 @@ async def _twilio(request: web.Request) -> web.Response:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    fake = Fake(args.item_frames)
+    fake = Fake(args.item_frames, args.pause_frames)
     app = web.Application()
     app.router.add_get("/v1/realtime", fake.realtime)
     app.router.add_route("*", "/2010-04-01/{tail:.*}", _twilio)
@@ -197,6 +206,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--item-frames", type=int, default=250,
                         help="frames per model audio item (250 = 5 s)")
+    parser.add_argument("--pause-frames", type=int, default=50,
+                        help="silent ticks between items (the caller's turn; 50 = 1 s)")
     args = parser.parse_args()
     try:
         import uvloop
