@@ -77,6 +77,10 @@ def event_line(event: dict[str, Any]) -> str:
     elif kind == "call.machine":
         beep = event.get("beepDetected")
         extra = f" result={event.get('result', '')}" + ("" if beep is None else f" beep={beep}")
+    elif kind == "call.tool":
+        arguments = json.dumps(event.get("arguments", {}), ensure_ascii=False,
+                               separators=(",", ":"))
+        extra = f" {event.get('name', '')}({arguments}) toolCallId={event.get('toolCallId', '')}"
     elif kind == "call.ended":
         extra = f" reason={event.get('reason', '')}"
     elif kind == "call.error":

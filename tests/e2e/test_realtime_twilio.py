@@ -260,6 +260,9 @@ async def test_relayed_tool_is_answered_by_the_agent_and_times_out_otherwise(
     (tool,) = await until_events(d, call_id, "call.tool")
     assert tool["toolCallId"] == "call_42" and tool["name"] == "lookup"
     assert tool["arguments"] == {"day": "Tuesday"}
+    tail = await asyncio.to_thread(d.cli, "tail", "--call-id", call_id, "--since", "100",
+                                   "--no-follow")
+    assert 'call.tool lookup({"day":"Tuesday"}) toolCallId=call_42' in tail.stdout, tail.stdout
     creates = len(session.of("response.create"))
     output = {"slots": ["9:00", "14:30"], "note": "café"}
     result = await rpc(d, "voicecall.tool_result",
