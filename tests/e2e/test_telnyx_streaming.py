@@ -182,7 +182,7 @@ async def test_telnyx_inbound_answer_streams_the_greeting_and_notify_is_not_stre
 
     await asyncio.to_thread(wait_for, heard, 10.0, 0.02, "the caller's words")
     await sim.caller_hangup(call, "normal_clearing", "caller")
-    await asyncio.to_thread(d.wait_state, call_id, "completed", "hangup-user", timeout=10)
+    await asyncio.to_thread(d.wait_state, call_id, "hangup-user", timeout=10)
     await sim.wait_for(lambda: not stream.open)
 
     notify = (await rpc(d, "voicecall.initiate", {"message": "Your table is ready", "to": TO}))[

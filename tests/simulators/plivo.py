@@ -168,6 +168,8 @@ class PlivoSimulator(FakeServer):
         self.report_humans = False
         """Plivo's docs describe the machine_detection_url call on *detecting a machine*; True
         also reports a person (`Machine=false`) when detection ends."""
+        self.sent_frames: dict[str, dict[str, Any]] = {}
+        """The first stream message of each event this simulator sent (shape checks)."""
         self.checkpoint_echo = "playedStream"
         """The event that answers a `checkpoint` (`played` in one Plivo support article)."""
         self.replies: list[str] = []
@@ -396,16 +398,20 @@ class PlivoSimulator(FakeServer):
         }
 
     def _params(self, call: SimCall, extra: dict[str, str]) -> dict[str, str]:
+        """Plivo's parameters: the request ids only where its samples show them (the answer and
+        hang-up of an outbound call carry the A-leg's, the ring its RequestUUID)."""
         params = {
             "CallUUID": call.call_uuid,
             "From": call.from_,
             "To": call.to,
             "Direction": call.direction,
-            "ALegUUID": call.call_uuid,
         }
-        if call.request_uuid:
+        event = extra.get("Event")
+        if call.request_uuid and event in ("StartApp", "Hangup", "Ring"):
             params["RequestUUID"] = call.request_uuid
-            params["ALegRequestUUID"] = call.request_uuid
+            if event != "Ring":
+                params["ALegUUID"] = call.call_uuid
+                params["ALegRequestUUID"] = call.request_uuid
         params.update(extra)
         return params
 
@@ -541,6 +547,7 @@ class PlivoSimulator(FakeServer):
     async def _stream_send(self, stream: SimStream, message: dict[str, Any]) -> None:
         assert stream.ws is not None
         stream.sequence += 1
+        self.sent_frames.setdefault(str(message.get("event")), message)
         await stream.ws.send_str(json.dumps(message, separators=(",", ":")))
 
     async def _stream_message(self, stream: SimStream, message: dict[str, Any]) -> None:

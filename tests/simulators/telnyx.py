@@ -52,6 +52,9 @@ SIP_CAUSES = {
     "unspecified": "unspecified",
 }
 """`sip_hangup_cause` Telnyx puts beside each `hangup_cause` (as in the vendor samples)."""
+CAPTURED_EVENTS = frozenset({"call.initiated", "call.answered", "call.speak.started",
+                             "call.speak.ended", "call.hangup"})
+"""Event types seen in real captures, which carry `calling_party_type`."""
 
 
 @dataclass
@@ -159,6 +162,8 @@ class TelnyxSimulator(FakeServer):
         """The `hangup_source` of an `outcome` hang-up (`unknown` for timeout, not_found)."""
         self.stream_outcome: str | None = None
         """"failed": a stream is never connected; `streaming.failed` is sent instead."""
+        self.sent_frames: dict[str, dict[str, Any]] = {}
+        """The first stream message of each event this simulator sent (shape checks)."""
         self.schema_errors: list[str] = []
         """Fields of refused commands that the Call Control schema does not define."""
         self.hold = False
@@ -393,6 +398,7 @@ class TelnyxSimulator(FakeServer):
     async def _stream_send(self, stream: SimStream, message: dict[str, Any]) -> None:
         assert stream.ws is not None
         stream.sequence += 1
+        self.sent_frames.setdefault(str(message.get("event")), message)
         await stream.ws.send_str(json.dumps(message, separators=(",", ":")))
 
     async def _stream_message(self, stream: SimStream, message: dict[str, Any]) -> None:
@@ -605,10 +611,11 @@ class TelnyxSimulator(FakeServer):
             "call_control_id": call.call_control_id,
             "call_leg_id": call.leg_id,
             "call_session_id": call.session_id,
-            "calling_party_type": "pstn",
             "client_state": call.client_state,
             "connection_id": CONNECTION_ID,
         }
+        if event_type in CAPTURED_EVENTS:
+            payload["calling_party_type"] = "pstn"
         if event_type == "call.initiated":  # the only webhook that says which way it goes
             payload.update({"direction": call.direction, "state": "parked"
                             if call.direction == "incoming" else "bridging",

@@ -60,6 +60,10 @@ AMD_PARAMS = ("MachineDetection", "AsyncAmd", "AsyncAmdStatusCallback",
               "AsyncAmdStatusCallbackMethod", "MachineDetectionTimeout")
 
 
+SIP_RESPONSE_CODES = {"completed": "200", "busy": "486", "no-answer": "487", "failed": "404",
+                      "canceled": "487"}
+"""`SipResponseCode` of each final status callback (the vendor samples' values)."""
+
 def twilio_error(status: int, code: int, message: str) -> web.Response:
     """An error answer in Twilio's format."""
     return web.json_response(
@@ -261,6 +265,7 @@ class SimStream:
     async def _send(self, message: dict[str, Any]) -> None:
         if self.ws is None or self.ws.closed:
             return
+        self.sim.sent_frames.setdefault(str(message.get("event")), message)
         with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
             await self.ws.send_str(json.dumps(message, separators=(",", ":")))
 
@@ -493,6 +498,8 @@ class TwilioSimulator(FakeServer):
         """Send the caller's 20 ms frames (silence unless queued) on every open stream."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self.sent_frames: dict[str, dict[str, Any]] = {}
+        """The first stream message of each event any stream sent (shape checks)."""
         super().__init__()
 
     @property
@@ -685,9 +692,10 @@ class TwilioSimulator(FakeServer):
             "SequenceNumber": str(call.sequence - 1),
             "Timestamp": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
         }
-        if status in ("completed", "busy", "no-answer", "failed", "canceled"):
+        if status in SIP_RESPONSE_CODES:
             extra["CallDuration"] = "1" if call.answered else "0"
             extra["Duration"] = "1" if call.answered else "0"
+            extra["SipResponseCode"] = SIP_RESPONSE_CODES[status]
         await self.webhook(call, call.status_callback, extra, "status")
 
     # ------------------------------------------------------------------ carrier
