@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from daemon.errors import ConfigError, SpeechError, WebhookSignatureError
+from daemon.media.direct import attach, direct_response
 from daemon.media.hub import MediaHub
 from daemon.media.protocols import StreamEvent, framing_for
 from daemon.media.session import CLOSE_TRY_AGAIN, MediaSession
@@ -116,8 +117,8 @@ class MediaServer:
             return web.Response(status=401, text="Unauthorized")
         self.sockets += 1
         try:
-            ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, compress=False,
-                                       timeout=CLOSE_TIMEOUT_SECONDS)
+            ws = direct_response(max_msg_size=MAX_MESSAGE_BYTES, compress=False,
+                                 timeout=CLOSE_TIMEOUT_SECONDS)
             await ws.prepare(request)
             await self._serve(request, ws)
             return ws
@@ -216,10 +217,17 @@ class MediaServer:
         self.hub.spawn(connect(), f"stt-connect-{session.call_id}")
 
     async def _run(self, ws: web.WebSocketResponse, session: MediaSession) -> None:
-        """Feed messages to the session until ``stop`` or close; then settle and unbind."""
+        """Feed messages to the session until ``stop`` or close; then settle and unbind.
+
+        Once nothing is queued, text goes to the session directly from the parser
+        (:mod:`daemon.media.direct`); this loop then only wakes for the end of the stream.
+        """
         feed = session.feed
+        direct = False
         try:
             while True:
+                if not direct:
+                    direct = attach(ws, feed)
                 message = await ws.receive()
                 if message.type is WSMsgType.TEXT:
                     if not feed(message.data):
