@@ -185,6 +185,18 @@ def _status(socket: Path, proc: subprocess.Popen[bytes], timeout: float) -> dict
     raise RuntimeError("the daemon did not answer daemon.status")
 
 
+def _spy(args: argparse.Namespace, pid: int, n: int, phase: str, seconds: float,
+         log: IO[str]) -> subprocess.Popen[bytes] | None:
+    """py-spy on the daemon for one phase (--py-spy-phase), collapsed stacks to a file."""
+    if not args.py_spy or args.py_spy_phase != phase:
+        return None
+    out = f"{args.py_spy}-{args.tts}-{n}{'-ramp' if phase == 'ramp' else ''}.txt"
+    return subprocess.Popen(_pinned(args.other_core, [
+        "py-spy", "record", "--pid", str(pid), "--rate", "250", "--duration",
+        str(max(1, round(seconds))), "--format", "raw", "--nonblocking", "-o", out]),
+        stdout=log, stderr=log)
+
+
 def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
     """One level: fakes, daemon, generator; ramp, warm-up, window; every process's report."""
     home = Path(tempfile.mkdtemp(prefix="vcb-", dir="/tmp"))
@@ -218,6 +230,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         status = _status(socket, daemon, 30)
         time.sleep(1.0)
         idle_rss = rss_kib(daemon.pid)
+        ramp_spy = _spy(args, daemon.pid, n, "ramp", n / args.rate + 2, log)
         gen = subprocess.Popen(
             _pinned(args.other_core, [sys.executable, str(HERE / "daemon_loadgen.py"),
                                       "--webhook", status["webhookUrl"], "--auth-token",
@@ -228,18 +241,15 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         _prioritise(gen)
         procs.append(gen)
         ramped = json.loads(_expect(gen, "RAMPED ", n / args.rate + 120))
+        if ramp_spy is not None:
+            ramp_spy.wait(60)
         time.sleep(args.warmup)
         before = {p.pid: cpu_seconds(p.pid) for p in procs}
         waited0 = runqueue_wait(daemon.pid)
         wall0 = time.monotonic()
         _command(gen, "mark")
         _expect(gen, "MARKED", 10)
-        spy = None
-        if args.py_spy:
-            spy = subprocess.Popen(_pinned(args.other_core, [
-                "py-spy", "record", "--pid", str(daemon.pid), "--rate", "250",
-                "--duration", str(int(args.seconds)), "--format", "raw", "--nonblocking",
-                "-o", f"{args.py_spy}-{args.tts}-{n}.txt"]), stdout=log, stderr=log)
+        spy = _spy(args, daemon.pid, n, "window", args.seconds, log)
         time.sleep(args.seconds)
         if spy is not None:
             spy.wait(60)
@@ -328,6 +338,8 @@ def main() -> None:
     parser.add_argument("--py-spy", metavar="PREFIX",
                         help="profile the daemon over the window: PREFIX-<tts>-<n>.txt "
                              "(collapsed stacks; see bench/pyspy_breakdown.py)")
+    parser.add_argument("--py-spy-phase", choices=("window", "ramp"), default="window",
+                        help="profile the measured window or the ramp (webhooks, set-up)")
     args = parser.parse_args()
     global NICE
     NICE = args.nice
