@@ -32,7 +32,7 @@ from daemon.realtime.service import RealtimeService
 from daemon.rpc.methods import build_methods
 from daemon.rpc.server import RpcServer
 from daemon.speech.responder import create_responder, number_responders
-from daemon.speech.vendor import open_vendor_session
+from daemon.speech.vendor import open_vendor_session, widen_vendor_session
 from daemon.store.factory import create_store
 from daemon.webhooks.mount import url_policy
 from daemon.webhooks.server import WebhookServer
@@ -226,6 +226,9 @@ class Daemon:
         self.engine.config = config
         self.context.config = config
         self.exposures.config = config
+        if self.http is not None:
+            widen_vendor_session(self.http, config.max_concurrent_calls,
+                                 config.streaming.max_connections)
         if rebuild_responder and self.http is not None:
             self.engine.responder = create_responder(self.config, self.http)
         self._apply_exposure()

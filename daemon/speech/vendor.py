@@ -57,6 +57,23 @@ def open_vendor_session(max_concurrent_calls: int, max_streams: int) -> aiohttp.
     return aiohttp.ClientSession(connector=connector, read_bufsize=READ_BUFFER_BYTES)
 
 
+def widen_vendor_session(session: aiohttp.ClientSession, max_concurrent_calls: int,
+                         max_streams: int) -> int:
+    """Raise the session's connection cap after a reload raised ``max_concurrent_calls``
+    (never lowers it: connections in use stay valid). Returns the cap in force.
+
+    aiohttp has no public setter; ``BaseConnector`` reads ``_limit`` on every acquire, so
+    raising it takes effect for the next request.
+    """
+    connector = session.connector
+    wanted = vendor_connection_limit(max_concurrent_calls, max_streams)
+    current = getattr(connector, "_limit", None)
+    if isinstance(current, int) and 0 < current < wanted:
+        connector._limit = wanted  # type: ignore[union-attr]
+        return wanted
+    return current if isinstance(current, int) else wanted
+
+
 def request_timeout(read_seconds: float = 15.0) -> aiohttp.ClientTimeout:
     """No total limit (a long reply streams for a while); a slot, a connect and every read
     are each bounded, so an unreachable or stalled vendor fails the request instead of
