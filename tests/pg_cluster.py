@@ -58,6 +58,7 @@ class PgServer:
     """The throwaway cluster's folder (None for an external server)."""
     run_as: str | None = None
     pg_ctl: str | None = None
+    options: str = ""
     _names: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def url_for(self, database: str) -> str:
@@ -83,6 +84,24 @@ class PgServer:
         asyncio.run(create())
         return self.url_for(name)
 
+    def _ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert self.folder is not None and self.pg_ctl is not None, "not a throwaway cluster"
+        return subprocess.run(
+            _as(self.run_as, [self.pg_ctl, "-D", str(self.folder / "data"), *args]),
+            capture_output=True, text=True, timeout=90, check=False)
+
+    def pause(self) -> None:
+        """Shut the server down (fast: sessions are terminated), as a restart or crash would."""
+        done = self._ctl("-m", "fast", "-w", "stop")
+        assert done.returncode == 0, done.stderr
+
+    def resume(self) -> None:
+        """Start the server again on the same port, with the same data."""
+        assert self.folder is not None
+        done = self._ctl("-l", str(self.folder / "server.log"), "-o", self.options, "-w",
+                         "-t", "60", "start")
+        assert done.returncode == 0, done.stderr
+
     def stop(self) -> None:
         """Stop and remove a throwaway cluster (an external server is left alone)."""
         if self.folder is None or self.pg_ctl is None:
@@ -105,6 +124,15 @@ def start_server() -> PgServer:
     url = os.environ.get(URL_ENV, "").strip()
     if url:
         return PgServer(admin_url=url)
+    return start_cluster()
+
+
+def start_cluster() -> PgServer:
+    """A new throwaway cluster of our own (a test that restarts its server needs one).
+
+    Raises:
+        Unavailable: PostgreSQL's programs are not installed, or it cannot run here.
+    """
     initdb, pg_ctl = _find("initdb"), _find("pg_ctl")
     if not initdb or not pg_ctl:
         raise Unavailable(f"no PostgreSQL server: set {URL_ENV}, or install PostgreSQL "
@@ -139,6 +167,7 @@ def start_server() -> PgServer:
             capture_output=True, text=True, timeout=90, check=False)
         if start.returncode == 0:
             server.admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            server.options = options
             return server
         time.sleep(0.2)
     log = (folder / "server.log").read_text(errors="replace")[-800:] \

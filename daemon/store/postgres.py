@@ -47,6 +47,9 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 RECLAIM_INTERVAL_SECONDS = 1.0
 """How often a daemon that lost its lock (its connection ended) tries to take it back."""
 
+RECLAIM_LOG_INTERVAL_SECONDS = 60.0
+"""While the lock cannot be taken back, the reason is logged at most this often."""
+
 CLAIM_WAIT_SECONDS = 5.0
 """How long `open` retries the daemon lock: after a `kill -9` the server may take a moment to
 notice the dead daemon's connection and drop its lock."""
@@ -183,26 +186,34 @@ class PostgresStore:
                                                                  name="store-reclaim")
 
     async def _reclaim(self) -> None:
-        """Reconnect and take the lock again; until then writes are refused."""
-        held_by_other = False
+        """Reconnect and take the lock again; until then writes are refused. Logged when it
+        starts failing and then once a minute at most (the server may be down for a while)."""
+        logged: dict[str, float] = {}
+
+        def note(kind: str, message: str, *args: object) -> None:
+            now, every = time.monotonic(), RECLAIM_LOG_INTERVAL_SECONDS
+            if now - logged.get(kind, -every) >= every:
+                logged[kind] = now
+                logger.error(message, self._location.display, *args)
+
         while self._pool is not None:
             await asyncio.sleep(self._reclaim_interval)
             try:
                 conn = await self._connect_claim()
             except Exception as exc:
-                logger.warning("store %s: cannot reconnect to take the lock back: %s",
-                               self._location.display, pg_schema.describe(self._location, exc))
+                note("connect", "store %s: cannot reconnect to take the lock back (%s); "
+                     "retrying every %gs", pg_schema.describe(self._location, exc),
+                     self._reclaim_interval)
                 continue
             try:
                 got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", DAEMON_LOCK)
             except Exception:
                 got = False
             if not got or self._pool is None:
-                await conn.close()
-                if not held_by_other:
-                    logger.error("store %s: another daemon holds the database now; this "
-                                 "daemon refuses writes until it is free", self._location.display)
-                    held_by_other = True
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                note("held", "store %s: another daemon holds the database now; this daemon "
+                     "refuses writes until it is free")
                 continue
             self._claim = conn
             conn.add_termination_listener(self._on_claim_lost)

@@ -19,7 +19,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from tests.harness import FAST_MOCK, DaemonHarness
+from daemon.errors import RpcCode
+from daemon.rpc.protocol import RpcRemoteError
+from tests.harness import FAST_MOCK, DaemonHarness, wait_for
+from tests.pg_cluster import PgServer, Unavailable, start_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -231,3 +234,60 @@ def test_daemon_stop_and_start_again_on_postgres(make_daemon, pg_url: str) -> No
     d.start()
     assert time.monotonic() - started < 4.5, "the lock should be free at once, not after a retry"
     assert d.rpc("daemon.status")["running"] is True
+
+
+@pytest.fixture
+def own_server() -> Any:
+    """A PostgreSQL server of this test's own, which it may shut down and start again."""
+    import os
+
+    try:
+        server = start_cluster()
+    except Unavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {exc}")
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+def test_the_database_restarting_under_a_running_daemon(make_daemon, own_server: PgServer) -> None:
+    """While the server is down, call commands fail cleanly (-32007, nothing half done) and
+    status shows the fault; when it is back the daemon takes its lock back by itself and works,
+    with the calls from before intact."""
+    url = with_password(own_server.new_database())
+    d = make_daemon(config_for(url))
+    first = d.rpc("voicecall.initiate", {"to": "+15550001234", "message": "Hi, the clinic.",
+                                         "mode": "conversation"})["callId"]
+    d.wait_state(first, "listening", "speaking", "active", timeout=20)
+    before = d.call_record(first)
+
+    own_server.pause()
+    with pytest.raises(RpcRemoteError) as refused:
+        d.rpc("voicecall.initiate", {"to": "+15550005678", "message": "During the outage",
+                                     "mode": "notify"})
+    assert refused.value.code == RpcCode.STORE_UNAVAILABLE, refused.value
+    assert "PostgreSQL store postgresql://postgres:********@" in refused.value.message
+    assert PASSWORD not in refused.value.message
+    fault = wait_for(lambda: d.rpc("daemon.status")["storeFault"], 10, message="a store fault")
+    assert PASSWORD not in json.dumps(fault)
+
+    own_server.resume()
+
+    def placed() -> str | None:
+        try:
+            return str(d.rpc("voicecall.initiate", {"to": "+15550005678", "message": "After",
+                                                    "mode": "notify"})["callId"])
+        except RpcRemoteError as exc:
+            assert exc.code == RpcCode.STORE_UNAVAILABLE, exc
+            time.sleep(0.3)
+            return None
+
+    after = wait_for(placed, 30, message="the daemon to write again")
+    wait_for(lambda: d.rpc("daemon.status")["storeFault"] is None, 10, message="fault to clear")
+    assert d.call_record(first)["transcript"] == before["transcript"]
+    calls = {c["callId"] for c in d.rpc("voicecall.list", {"limit": 10})["calls"]}
+    assert calls == {first, after}, "the refused initiate left nothing behind"
+    log = d.log_text()
+    assert "lost its lock" in log and "lock taken back" in log
+    assert PASSWORD not in log
