@@ -424,3 +424,28 @@ instructions = "You are the Acme night line."
     await until(lambda: d.log_text().count("bound to call") >= 2, timeout=10,
                 what="the second call's stream")
     assert len(model.sessions) == 1 and model.handshakes == 1
+
+
+async def test_a_spoken_line_cut_by_the_caller_keeps_what_was_heard(
+    sim: TwilioSimulator, model: FakeRealtime, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """`voicecall speak` recorded its text when asked; a barge-in during it rewrites that
+    transcript line to the words heard (interruptedUtterances) and truncates the item."""
+    d = await start(make_daemon, config(sim, model))
+    call_id, _call, stream = await outbound(d, sim, model, "Hello.")
+    await sim.wait_for(lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream),
+                       timeout=10)
+    session = model.current
+    await model.wait_for(lambda: len(session.of("session.update")) >= 2, timeout=5)
+    text = " ".join(f"part{i}" for i in range(20))
+    model.reply_frames = 150
+    await rpc(d, "voicecall.speak", {"callId": call_id, "message": text})
+    await until(lambda: stream.played >= 25 + 40, timeout=10, what="the line to play")
+    await model.speech_started()
+    await model.wait_for(lambda: bool(session.of("conversation.item.truncate")), timeout=5)
+    current = await until_record(
+        d, call_id, lambda c: c["metadata"].get("interruptedUtterances") == 1)
+    heard = bot_lines(current)[1]
+    assert heard != text and text.startswith(heard) and heard.startswith("part0")
+    ms = session.of("conversation.item.truncate")[0]["audio_end_ms"]
+    assert abs(len(heard.split()) / 20 - ms / 3000) <= 0.1
