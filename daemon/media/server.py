@@ -6,7 +6,9 @@ Every limit is checked as early as it can be, so an unauthenticated client costs
 2. Twilio signs the upgrade (``X-Twilio-Signature`` over the ``wss://`` URL): verified before
    the upgrade when the provider is twilio and signatures are on; failure is HTTP 401;
 3. more than ``max_pending_connections`` (or ``..._per_ip``) sockets without a valid
-   ``start``: close 1013;
+   ``start``: the OLDEST pending socket of that scope is closed with 1013 to admit the new one
+   (genuine streams send ``start`` within milliseconds, so a flood of sockets that never do,
+   even with a replayed upgrade signature, cannot starve them);
 4. no valid ``start`` within ``pre_start_timeout_ms``: close 1008;
 5. unknown call or bad token on ``start``: close 1008;
 6. after that, a peer that stops reading (send buffer over 1 MiB): close 1013.
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -35,6 +39,7 @@ from daemon.speech.stt.factory import create_stt
 from daemon.speech.tts.factory import create_tts
 from daemon.speech.vendor import open_vendor_session
 from daemon.webhooks.mount import url_policy
+from daemon.webhooks.rejections import RejectionLog
 from daemon.webhooks.security import TwilioVerifier
 from daemon.webhooks.urls import UrlPolicy, client_ip, stream_verification_url
 
@@ -58,6 +63,17 @@ def _reason(text: str) -> str:
     return "".join(c if c.isprintable() else " " for c in text)[:120]
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A socket waiting for its ``start``."""
+
+    key: int
+    address: str
+    ws: web.WebSocketResponse
+    eviction: asyncio.Task[bool] | None = None
+    """The 1013 close of an evicted socket, awaited by its own handler before it returns."""
+
+
 class MediaServer:
     """The aiohttp handler of the stream path, with its connection accounting."""
 
@@ -79,10 +95,17 @@ class MediaServer:
         """Replace it when the public URL changes (tunnel learned, Tailscale)."""
         self.sockets = 0
         """Sockets open or upgrading (the 503 limit)."""
-        self.pending = 0
-        """Sockets without an accepted ``start``."""
-        self._pending_by_ip: dict[str, int] = {}
+        self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        """Sockets without an accepted ``start``, oldest first."""
+        self._pending_by_ip: dict[str, OrderedDict[int, _Pending]] = {}
+        self._next_pending = 0
         self.closing = False
+        self.rejections = RejectionLog(logger)
+
+    @property
+    def pending(self) -> int:
+        """Sockets without an accepted ``start``."""
+        return len(self._pending)
 
     # ------------------------------------------------------------------ pre-upgrade
 
@@ -108,12 +131,12 @@ class MediaServer:
         if self.closing:
             return web.Response(status=503, text="Media stream handler is shutting down")
         if self.sockets >= self.settings.max_connections:
-            logger.warning("media stream refused: %d sockets open (max_connections)",
-                           self.sockets)
+            self.rejections.record("media stream upgrade", 503,
+                                   "over streaming.max_connections", request.remote)
             return web.Response(status=503, text="Too many media stream connections")
         if not self._signature_ok(request):
-            logger.warning("media stream upgrade refused: bad or missing X-Twilio-Signature "
-                           "(peer %s)", request.remote)
+            self.rejections.record("media stream upgrade", 401,
+                                   "bad or missing X-Twilio-Signature", request.remote)
             return web.Response(status=401, text="Unauthorized")
         self.sockets += 1
         try:
@@ -127,30 +150,61 @@ class MediaServer:
 
     # ------------------------------------------------------------------ websocket
 
-    async def _close(self, ws: web.WebSocketResponse, code: int, reason: str) -> None:
-        logger.info("media stream closed with %d: %s", code, _reason(reason))
+    async def _close(
+        self, ws: web.WebSocketResponse, code: int, reason: str, *, address: str | None = None
+    ) -> None:
+        """Close; a refusal of an unauthenticated socket (`address` given) goes to the
+        summary log instead of one line per socket."""
+        if address is None:
+            logger.info("media stream closed with %d: %s", code, _reason(reason))
+        else:
+            self.rejections.record("media stream", code, reason, address)
         await ws.close(code=code, message=reason.encode(), drain=False)
 
     async def _serve(self, request: web.Request, ws: web.WebSocketResponse) -> None:
         address = client_ip(request.remote, request.headers, self.policy) or NO_ADDRESS
-        per_ip = self._pending_by_ip.get(address, 0)
-        if (self.pending >= self.settings.max_pending_connections
-                or per_ip >= self.settings.max_pending_connections_per_ip):
-            await self._close(ws, CLOSE_TRY_AGAIN, "Too many pending media stream connections")
-            return
-        self.pending += 1
-        self._pending_by_ip[address] = per_ip + 1
+        entry = self._admit_pending(address, ws)
         try:
             session = await self._start(request, ws)
         finally:
-            self.pending -= 1
-            left = self._pending_by_ip[address] - 1
-            if left:
-                self._pending_by_ip[address] = left
-            else:
-                del self._pending_by_ip[address]
+            self._forget_pending(entry)
+            if entry.eviction is not None:
+                # let the close handshake finish before aiohttp drops the connection
+                await asyncio.shield(entry.eviction)
         if session is not None:
             await self._run(ws, session)
+
+    def _admit_pending(self, address: str, ws: web.WebSocketResponse) -> _Pending:
+        """Count a new pending socket, first evicting the oldest of each full scope."""
+        mine = self._pending_by_ip.get(address)
+        if mine is not None and len(mine) >= self.settings.max_pending_connections_per_ip:
+            self._evict(next(iter(mine.values())))
+        if len(self._pending) >= self.settings.max_pending_connections:
+            self._evict(next(iter(self._pending.values())))
+        self._next_pending += 1
+        entry = _Pending(self._next_pending, address, ws)
+        self._pending[entry.key] = entry
+        self._pending_by_ip.setdefault(address, OrderedDict())[entry.key] = entry
+        return entry
+
+    def _forget_pending(self, entry: _Pending) -> None:
+        self._pending.pop(entry.key, None)
+        mine = self._pending_by_ip.get(entry.address)
+        if mine is not None:
+            mine.pop(entry.key, None)
+            if not mine:
+                del self._pending_by_ip[entry.address]
+
+    def _evict(self, entry: _Pending) -> None:
+        """Close a pending socket with 1013 to make room; its slot is free at once."""
+        self._forget_pending(entry)
+        self.rejections.record("media stream", CLOSE_TRY_AGAIN,
+                               "oldest pending socket evicted for a newer one", entry.address)
+        entry.eviction = self.hub.spawn(
+            entry.ws.close(code=CLOSE_TRY_AGAIN,
+                           message=b"Too many pending media stream connections", drain=False),
+            "media-evict",
+        )
 
     async def _start(
         self, request: web.Request, ws: web.WebSocketResponse
@@ -171,12 +225,13 @@ class MediaServer:
                     if start is not None and start.kind is StreamEvent.START:
                         break
         except TimeoutError:
-            await self._close(ws, CLOSE_POLICY, "Start timeout")
+            await self._close(ws, CLOSE_POLICY, "Start timeout", address=request.remote or "")
             return None
         admission = await self.hub.admit(start.provider_call_id, start.parameters,
                                          request.query.get("token"))
         if admission is None:
-            await self._close(ws, CLOSE_POLICY, "Unknown call or bad token")
+            await self._close(ws, CLOSE_POLICY, "Unknown call or bad token",
+                              address=request.remote or "")
             return None
         session = MediaSession(
             self.hub,

@@ -1,0 +1,104 @@
+"""Pending media-stream sockets evict the oldest, so a replayed upgrade signature cannot starve
+genuine streams (SPEC 9). Real daemon, Twilio simulator opening the stream as Twilio does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+
+from tests.fakes.openai import API_KEY, FakeOpenAI
+from tests.harness import DaemonHarness, wait_for
+from tests.harness import rpc_async as rpc
+from tests.harness import start_async as start
+from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioSimulator
+
+pytestmark = pytest.mark.e2e
+
+TO = "+15550001234"
+FROM = "+15550100000"
+ATTACKERS = ["127.0.0.2", "127.0.0.3"]
+
+
+def config(sim: TwilioSimulator, openai: FakeOpenAI) -> str:
+    return f"""
+provider = "twilio"
+from_number = "{FROM}"
+[serve]
+port = 0
+[twilio]
+account_sid = "{ACCOUNT_SID}"
+auth_token = "{AUTH_TOKEN}"
+api_base_url = "{sim.api_base_url}"
+[streaming]
+enabled = true
+stt_url = "{openai.realtime_url}"
+api_key = "{API_KEY}"
+pre_start_timeout_ms = 30000
+max_pending_connections = 8
+max_pending_connections_per_ip = 4
+[messages.tts]
+provider = "openai"
+[messages.tts.openai]
+base_url = "{openai.base_url}"
+api_key = "{API_KEY}"
+"""
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[TwilioSimulator]:
+    async with TwilioSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def openai() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+async def test_replayed_upgrade_signature_cannot_starve_genuine_streams(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """8 sockets with a replayed (valid) upgrade signature fill every pending slot and never
+    send `start`; genuine calls' streams still bind, the oldest attacker socket of the full
+    scope being closed with 1013 instead of the newcomer."""
+    d = await start(make_daemon, config(sim, openai))
+    stream_url = (await rpc(d, "daemon.status"))["streamUrl"]
+    replayed = {"X-Twilio-Signature": sim.validator.compute_signature(stream_url, {})}
+    sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(ip, 0)))
+                for ip in ATTACKERS]
+    attackers: list[aiohttp.ClientWebSocketResponse] = []
+    call_ids: list[str] = []
+    try:
+        for n in range(8):
+            attackers.append(await sessions[n % 2].ws_connect(stream_url, headers=replayed))
+        for n in range(3):
+            result = await rpc(d, "voicecall.initiate",
+                               {"message": f"Call {n}", "to": TO, "mode": "conversation"})
+            await sim.wait_for(lambda want=n + 1: len(sim.calls) == want
+                               and all(c.media for c in sim.calls.values()))
+            call_ids.append(result["callId"])
+            record = await asyncio.to_thread(d.call_record, result["callId"])
+            assert record["state"] not in ("failed", "error"), record
+        streams = [c.media[0] for c in sim.calls.values()]
+        await asyncio.to_thread(
+            wait_for,
+            lambda: all(f"bound to call {i}" in d.log_text() for i in call_ids),
+            30.0,
+            message="every genuine stream to bind",
+        )
+        assert all(s.is_open and s.close_code is None for s in streams), [
+            (s.is_open, s.close_code, s.handshake_status) for s in streams]
+        # the first genuine stream found every pending slot taken: the oldest attacker
+        # socket made room, with 1013; the others bound and left the pending set at once
+        message = await attackers[0].receive(timeout=10)
+        assert (message.type, message.data) == (aiohttp.WSMsgType.CLOSE, 1013)
+        assert not any(ws.closed for ws in attackers[1:])
+    finally:
+        for ws in attackers:
+            await ws.close()
+        for session in sessions:
+            await session.close()
