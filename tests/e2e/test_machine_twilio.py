@@ -198,7 +198,7 @@ async def test_a_late_machine_verdict_fails_the_pending_continue(
     `on_machine_conversation = "hangup"` the call is hung up and that `continue` fails with
     -32002 naming voicemail."""
     sim.callee.kind = "machine"
-    sim.callee.decide_seconds = 5.0
+    sim.callee.decide_seconds = 8.0  # well after the 3 s hold, with room for a busy machine
     sim.listen_seconds = 30.0
     d = await start(make_daemon, config(sim, 'mode = "detect"\ntimeout_seconds = 1'))
     call_id = (await rpc(d, "voicecall.initiate",
