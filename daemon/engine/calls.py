@@ -183,6 +183,9 @@ class CallEngine:
             await self._finish(live, status.end_state or CallState.COMPLETED)
             return
         logger.info("restored live call %s (%s); left to its timers", record.call_id, record.state)
+        live.machine = amd.restore_watch(record)
+        if live.machine is not None:
+            live.settled.clear()  # operations wait for the verdict again
         if record.answered_at is not None:
             elapsed = time.time() - parse_time(record.answered_at).timestamp()
             remaining = self.config.max_duration_seconds - elapsed
@@ -190,6 +193,9 @@ class CallEngine:
                 await self._end_by_timer(live, CallState.TIMEOUT)
                 return
             self.timers.arm_max_duration(live, remaining)
+            if live.machine is not None:  # the verdict was still awaited: wait for it again
+                self.spawn(self._machine_hold(live), f"machine-{record.call_id}")
+                return
             if record.mode is CallMode.NOTIFY and record.direction is Direction.OUTBOUND:
                 # Its message was handed over before the restart, but the hang-up that follows
                 # playback lived in the old process: finish the call rather than hold the line

@@ -13,7 +13,9 @@ waiting, speaking and hanging up. The rules:
   signal, else `greeting_timeout_seconds`), speaks the call's message, hangs up: `voicemail`;
 - `hangup` hangs up at once: `voicemail`; `continue` only publishes the event;
 - a verdict that arrives after the call went on as for a person still hangs up a conversation
-  call whose policy is `hangup` (and any fax); otherwise it is only recorded.
+  call whose policy is `hangup` (and any fax); otherwise it is only recorded;
+- a call restored after a restart while detection was deciding is held again (a verdict stored
+  before the restart is acted on at once).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from daemon.engine.state import CallState
-from daemon.events import CallMode, MachineReport, MachineResult
+from daemon.events import CallMode, Direction, MachineReport, MachineResult
 
 if TYPE_CHECKING:
     from daemon.config.model import MachineDetectionConfig
@@ -101,6 +103,28 @@ class MachineWatch:
     def end_state(self, state: CallState) -> CallState:
         """The state a call ends in, `voicemail` once it was handled as a machine."""
         return CallState.VOICEMAIL if self.voicemail and state in VOICEMAIL_ENDINGS else state
+
+
+def restore_watch(record: CallRecord) -> MachineWatch | None:
+    """The watch of a call restored after a restart while detection was still deciding for it
+    (an outbound call with detection that has said nothing yet); None for any other call.
+
+    A verdict stored before the restart (`metadata.answeredBy`) is taken as already reported,
+    so the restored hold acts on it at once.
+    """
+    if record.direction is not Direction.OUTBOUND or not record.metadata.get("machineDetection"):
+        return None
+    if any(entry.speaker == "bot" for entry in record.transcript):
+        return None  # the call already went on (or left its message)
+    watch = MachineWatch()
+    answered_by = record.metadata.get("answeredBy")
+    if answered_by in set(MachineResult):
+        beep = record.metadata.get("beepDetected")
+        watch.report(MachineReport(MachineResult(answered_by),
+                                   str(record.metadata.get("answeredByRaw") or answered_by),
+                                   beep_detected=beep if isinstance(beep, bool) else None,
+                                   greeting_ended=isinstance(beep, bool)))
+    return watch
 
 
 def event_data(report: MachineReport) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -22,14 +23,21 @@ TO = "+15550001234"
 FROM = "+15550100000"
 
 
-def config(sim: TwilioSimulator, machine: str = "", top: str = "") -> str:
+def free_port() -> int:
+    """A TCP port nobody listens on right now (a restarted daemon must keep its webhook URL)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def config(sim: TwilioSimulator, machine: str = "", top: str = "", port: int = 0) -> str:
     """A daemon config pointing at the simulator, machine detection on."""
     return f"""
 provider = "twilio"
 from_number = "{FROM}"
 {top}
 [serve]
-port = 0
+port = {port}
 
 [twilio]
 account_sid = "{ACCOUNT_SID}"
@@ -212,3 +220,27 @@ async def test_a_late_machine_verdict_fails_the_pending_continue(
     record = await until_state(d, call_id, "voicemail")
     assert record["metadata"]["answeredBy"] == "machine"
     assert sim.only_call().ended_by == "api"
+
+
+async def test_a_call_held_for_its_verdict_is_held_again_after_kill9(
+    sim: TwilioSimulator, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """kill -9 while detection is still deciding: the restored call waits for the verdict
+    again (not hung up as a notify call whose message was played) and leaves the message after
+    the beep; nothing is re-dialled."""
+    sim.callee.kind = "machine"
+    sim.callee.greeting_seconds = 6.0
+    d = await start(make_daemon, config(sim, port=free_port()))
+    call_id = (await rpc(d, "voicecall.initiate", {"message": "After the restart", "to": TO}))[
+        "callId"]
+    await until_state(d, call_id, "answered")  # held: answered, nothing said yet
+    await sim.wait_for(lambda: any(dl.kind == "voice" and dl.status == 200
+                                   for dl in sim.deliveries), timeout=10)
+    await asyncio.to_thread(d.kill9)
+    await asyncio.to_thread(d.start)
+    record = await until_state(d, call_id, "voicemail")
+    assert record["metadata"]["answeredBy"] == "machine"
+    call = sim.only_call()
+    assert call.heard.said_after_greeting() == ["After the restart"]
+    assert call.heard.said_into_greeting() == []
+    assert len(sim.creates) == 1
