@@ -630,6 +630,11 @@ class CallEngine:
                     return None  # a retried delivery
                 self.timers.arm_max_duration(live, float(self.config.max_duration_seconds))
                 return lambda: self._answered_then_settle(live)
+            if live.opening_lost:
+                # The answer was stored but its opening line was not (a store fault): the
+                # provider's retry of that delivery says it now (SPEC 6: the retry is processed).
+                live.opening_lost = False
+                return lambda: self._answered_then_settle(live)
         elif kind is EventType.ACTIVE:
             if can_transition(record.state, CallState.ACTIVE) and record.state not in (
                     _SPEAKING_STATES):
@@ -787,6 +792,9 @@ class CallEngine:
             return
         try:
             await self._on_answered(live)
+        except StoreError:
+            live.opening_lost = True
+            raise
         finally:
             live.settled.set()
 

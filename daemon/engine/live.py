@@ -38,6 +38,9 @@ class LiveCall:
     initial_message: str | None = None
     """What to say once answered (outbound message or inbound greeting)."""
     reaping: bool = False
+    opening_lost: bool = False
+    """The answer was stored but the opening line after it could not be (store fault): the
+    next delivery of the answer (the provider's retry) says it."""
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the call is answered or has ended (operations wait for it while it rings)."""
     machine: MachineWatch | None = None

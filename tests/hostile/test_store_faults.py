@@ -10,14 +10,22 @@ show it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from daemon.errors import RpcCode
+from daemon.config.model import Config
+from daemon.engine.calls import CallEngine
+from daemon.engine.record import CallRecord
+from daemon.errors import RpcCode, StoreError
+from daemon.events import Direction, EventType, ProviderEvent
+from daemon.providers.base import ProviderContext
+from daemon.providers.mock import MockProvider
 from daemon.rpc.protocol import RpcRemoteError
+from daemon.store.sqlite import SqliteStore
 from tests.harness import DaemonHarness, wait_for
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
@@ -158,3 +166,48 @@ def test_full_disk_rpc_gets_32007_and_leaves_no_waiter(
     assert answer == {"success": True, "transcript": "Tuesday works."}
     wait_for(lambda: d.rpc("daemon.status")["storeFault"] is None, 10, message="fault to clear")
     assert d.log_text().count(FAULT_LINE) == 1
+
+
+class QuietAnswerProvider(MockProvider):
+    """The mock carrier, answering an inbound call in the webhook's reply (as Twilio does)
+    instead of with a later event of its own."""
+
+    async def answer(self, call: CallRecord) -> None:
+        """Nothing to send."""
+
+
+async def test_answer_stored_but_not_its_greeting_is_greeted_on_the_retry(
+    small_disk: SmallDisk,
+) -> None:
+    """One delivery offers and answers an inbound call (Twilio's voice request). The disk fills
+    right after the answer is stored, so the greeting cannot be: the delivery fails (503). Its
+    retry, once space is back, says the greeting instead of leaving the caller in silence."""
+    folder = small_disk.root / "store"
+    config = dataclasses.replace(Config.defaults(folder), inbound_policy="open",
+                                 inbound_greeting=GREETING)
+    store = SqliteStore(folder)
+    await store.open()
+    provider = QuietAnswerProvider()
+    engine = CallEngine(config, store, provider)
+    provider.bind(engine.apply, ProviderContext(config, "", None, {}))
+    # A tail subscriber fills the disk the moment the answer is stored and published.
+    engine.subscribe(lambda event: small_disk.fill() if event.type is EventType.ANSWERED
+                     else None)
+    delivery = [ProviderEvent(kind, "CA-1", direction=Direction.INBOUND, from_number=CALLER,
+                              to_number=FROM, dedupe_key=f"{key}:CA-1")
+                for kind, key in ((EventType.INITIATED, "offered"), (EventType.ANSWERED,
+                                                                     "answered"))]
+    try:
+        with pytest.raises(StoreError):
+            await engine.apply(delivery)
+        (record,) = engine.live_calls()
+        assert record.state.value == "answered" and record.transcript == []
+        small_disk.free()
+        await engine.apply(delivery)  # the provider's retry of the very same delivery
+        (record,) = engine.live_calls()
+        assert [(t.speaker, t.text) for t in record.transcript] == [("bot", GREETING)]
+        stored = await store.get_call(record.call_id)
+        assert stored is not None and stored.transcript == record.transcript
+    finally:
+        await engine.stop()
+        await store.close()
