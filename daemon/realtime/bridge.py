@@ -113,7 +113,7 @@ class RealtimeBridge:
         self._owner = owner
         self._socket = RealtimeSocket(http, url=realtime_url(settings.base_url, settings.model),
                                       api_key=settings.api_key or "", on_event=self._on_event,
-                                      on_lost=self._lost)
+                                      on_lost=self._lost, on_audio=self._audio)
         self._tools = PendingTools(settings.tool_timeout_ms / 1000, self._tool_expired)
         self._relayed = {str(tool["name"]) for tool in settings.tools}
         self._items: dict[str, _Item] = {}
@@ -246,7 +246,8 @@ class RealtimeBridge:
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = protocol.event_type(event)
         if kind == protocol.AUDIO_DELTA:
-            self._audio(event)
+            self._audio(str(event.get("item_id", "")), str(event.get("response_id", "")),
+                        str(event.get("delta", "")))
         elif kind == protocol.TRANSCRIPT_DELTA:
             item = self._items.get(str(event.get("item_id", "")))
             if item is not None:
@@ -272,19 +273,18 @@ class RealtimeBridge:
         elif kind == protocol.ERROR:
             self._vendor_error(event.get("error"))
 
-    def _audio(self, event: dict[str, Any]) -> None:
-        item_id = str(event.get("item_id", ""))
+    def _audio(self, item_id: str, response_id: str, delta: str) -> None:
+        """A chunk of the model's audio (base64 mu-law) for ``item_id``."""
         if item_id in self._cut_items or self._closed:
             return
         item = self._items.get(item_id)
         if item is None:
-            response_id = str(event.get("response_id", ""))
             item = _Item(item_id, response_id, self._response_says.pop(response_id, None))
             self._items[item_id] = item
             self._by_segment[item.segment] = item
             self.session.playback.begin(item.segment)
         try:
-            audio = base64.b64decode(str(event.get("delta", "")), validate=True)
+            audio = base64.b64decode(delta, validate=True)
         except (binascii.Error, ValueError):
             return  # a corrupt delta is dropped, like a lost packet
         frames = item.framer.push(audio)

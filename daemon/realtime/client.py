@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from daemon.errors import SpeechError
-from daemon.realtime.protocol import AUDIO_APPEND_PREFIX
+from daemon.realtime.protocol import AUDIO_APPEND_PREFIX, audio_delta_fields
 from daemon.speech.vendor import redact
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class RealtimeSocket:
         api_key: str,
         on_event: Callable[[dict[str, Any]], None],
         on_lost: Callable[[str], None],
+        on_audio: Callable[[str, str, str], None] | None = None,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         self._http = http
@@ -51,6 +52,8 @@ class RealtimeSocket:
         self._api_key = api_key
         self._on_event = on_event
         self._on_lost = on_lost
+        self._on_audio = on_audio
+        """Audio deltas, ``(item_id, response_id, base64)``, without a JSON parse."""
         self.connect_timeout = connect_timeout
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._outbox: deque[str] = deque()
@@ -139,8 +142,17 @@ class RealtimeSocket:
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         reason = "the connection closed"
         try:
+            on_audio = self._on_audio
             async for message in ws:
                 if message.type is aiohttp.WSMsgType.TEXT:
+                    if on_audio is not None:
+                        fields = audio_delta_fields(message.data)
+                        if fields is not None:
+                            try:
+                                on_audio(*fields)
+                            except Exception:
+                                logger.exception("%s: handling an audio delta failed", VENDOR)
+                            continue
                     try:
                         event = json.loads(message.data)
                     except ValueError:

@@ -149,3 +149,33 @@ def parse_arguments(raw: Any) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise ValueError("the arguments must be a JSON object")
     return parsed
+
+
+_DELTA_HEADS = ('{"type":"response.output_audio.delta"', '{"type":"response.audio.delta"')
+
+
+def _field(text: str, key: str) -> str | None:
+    start = text.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    end = text.find('"', start)
+    return text[start:end] if end >= 0 else None
+
+
+def audio_delta_fields(text: str) -> tuple[str, str, str] | None:
+    """Fast path for the one hot server event: ``(item_id, response_id, delta)`` of an audio
+    delta whose ``type`` comes first, found by substring search (no ``json.loads`` of the
+    audio); None for anything else, which is then parsed as JSON.
+
+    The values are plain ids and base64, which need no JSON escaping; any backslash sends the
+    message to the JSON parser.
+    """
+    if not text.startswith(_DELTA_HEADS):
+        return None
+    item_id = _field(text, '"item_id":"')
+    response_id = _field(text, '"response_id":"') or ""
+    delta = _field(text, '"delta":"')
+    if item_id is None or delta is None or "\\" in item_id or "\\" in delta:
+        return None
+    return item_id, response_id, delta

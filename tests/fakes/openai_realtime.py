@@ -180,7 +180,12 @@ class FakeRealtime(FakeServer):
         response_id, item_id = self._id("resp"), self._id("item")
         base = {"response_id": response_id, "item_id": item_id, "output_index": 0,
                 "content_index": 0}
-        send = session.ws.send_json
+        ws = session.ws
+
+        async def send(event: dict[str, Any]) -> None:
+            # compact, "type" first, as the API sends it (the daemon's fast path for deltas)
+            await ws.send_str(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+
         await send({"type": "response.created", "event_id": self._id("event"),
                     "response": {"id": response_id, "object": "realtime.response",
                                  "status": "in_progress", "metadata": metadata}})

@@ -88,3 +88,16 @@ def test_protocol_helpers() -> None:
     assert protocol.truncate("i1", 840) == {"type": "conversation.item.truncate",
                                             "item_id": "i1", "content_index": 0,
                                             "audio_end_ms": 840}
+
+
+def test_audio_delta_fast_path() -> None:
+    """Compact GA or beta deltas are read without a JSON parse; anything else is left to it."""
+    text = ('{"type":"response.output_audio.delta","event_id":"e1","response_id":"resp_1",'
+            '"item_id":"item_2","output_index":0,"content_index":0,"delta":"AAEC/w=="}')
+    assert protocol.audio_delta_fields(text) == ("item_2", "resp_1", "AAEC/w==")
+    beta = text.replace("response.output_audio.delta", "response.audio.delta")
+    assert protocol.audio_delta_fields(beta) == ("item_2", "resp_1", "AAEC/w==")
+    assert protocol.audio_delta_fields(text.replace('"delta":"AAEC', '"delta":"\\u0041')) is None
+    assert protocol.audio_delta_fields('{"type": "response.output_audio.delta"}') is None
+    assert protocol.audio_delta_fields('{"type":"response.output_audio.done"}') is None
+    assert protocol.audio_delta_fields('{"type":"response.output_audio.delta"}') is None
