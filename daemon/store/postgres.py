@@ -1,14 +1,16 @@
 """The PostgreSQL store (asyncpg): the same contract as SQLite, on a server (SPEC section 16).
 
-Durability: every `record()` is one transaction that may claim the provider-event id, rewrites
-the call snapshot and appends the event; it is committed (with `synchronous_commit = on`, whatever
-the server's default, so the commit is flushed to the server's WAL) before `record()` returns,
-and the engine acts on or publishes an event only after that.
+Durability: every `record()` is one SQL statement, so one transaction, that may claim the
+provider-event id, rewrites the call snapshot and appends the event; it is committed (with
+`synchronous_commit = on`, whatever the server's default, so the commit is flushed to the
+server's WAL) before `record()` returns, and the engine acts on or publishes an event only
+after that.
 
 For now one daemon owns a database, as one owns a SQLite folder: the daemon holds a session-level
 advisory lock on a connection of its own for its whole life; the server drops it when that
-connection ends, even after a `kill -9`. (Several daemons sharing one database, with heartbeats
-and call hand-over, is the next step of SPEC section 16.)
+connection ends, even after a `kill -9`. If that connection ends, or stops answering, while the
+daemon runs, writes are refused until the lock is taken back. (Several daemons sharing one
+database, with heartbeats and call hand-over, is the next step of SPEC section 16.)
 
 The replay cache is read from the database on a miss, so it stays right if several daemons ever
 share it; what this daemon remembered itself is answered from memory.
@@ -49,6 +51,12 @@ RECLAIM_INTERVAL_SECONDS = 1.0
 
 RECLAIM_LOG_INTERVAL_SECONDS = 60.0
 """While the lock cannot be taken back, the reason is logged at most this often."""
+
+WATCH_INTERVAL_SECONDS = 5.0
+"""How often the lock's connection is pinged (and how long the answer may take)."""
+
+COMMAND_TIMEOUT_SECONDS = 30.0
+"""The longest any one query may take before it fails as a store fault (a hung connection)."""
 
 CLAIM_WAIT_SECONDS = 5.0
 """How long `open` retries the daemon lock: after a `kill -9` the server may take a moment to
@@ -102,7 +110,8 @@ class PostgresStore:
 
     def __init__(self, location: StoreLocation, *, clock: Callable[[], float] = time.time,
                  claim_wait_seconds: float = CLAIM_WAIT_SECONDS,
-                 reclaim_interval_seconds: float = RECLAIM_INTERVAL_SECONDS) -> None:
+                 reclaim_interval_seconds: float = RECLAIM_INTERVAL_SECONDS,
+                 watch_interval_seconds: float = WATCH_INTERVAL_SECONDS) -> None:
         if location.url is None:
             raise ValueError("a PostgreSQL store needs a postgresql:// URL")
         self._location = location
@@ -113,6 +122,8 @@ class PostgresStore:
         """Why this daemon does not hold the database right now (its lock's connection ended)."""
         self._reclaim_interval = reclaim_interval_seconds
         self._reclaimer: asyncio.Task[None] | None = None
+        self._watch_interval = watch_interval_seconds
+        self._watchdog: asyncio.Task[None] | None = None
         self._pool: Any = None
         self._writes = 0
         self._replay: dict[str, tuple[float, WebhookReply]] = {}
@@ -164,7 +175,27 @@ class PostgresStore:
                             self._location.display, found, pg_schema.SCHEMA_VERSION)
             self._pool = await asyncpg.create_pool(
                 url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT_SECONDS,
-                server_settings=SERVER_SETTINGS)
+                command_timeout=COMMAND_TIMEOUT_SECONDS, server_settings=SERVER_SETTINGS)
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch(),
+                                                                name="store-lock-watch")
+
+    async def _watch(self) -> None:
+        """Ping the lock's connection. A network cut does not end a TCP connection by itself,
+        while the server may well drop ours, and the lock with it: a ping that gets no answer
+        in time counts as a lost connection (then `_on_claim_lost` takes over)."""
+        while True:
+            await asyncio.sleep(self._watch_interval)
+            claim = self._claim
+            if claim is None:
+                continue  # being taken back
+            try:
+                await claim.fetchval("SELECT 1", timeout=self._watch_interval)
+            except Exception as exc:
+                if claim is self._claim:
+                    logger.error("store %s: the lock's connection did not answer (%s); "
+                                 "dropping it", self._location.display,
+                                 pg_schema.describe(self._location, exc))
+                    claim.terminate()  # calls _on_claim_lost
 
     async def _connect_claim(self) -> Any:
         """A connection of its own for the lock (named, so a DBA can tell it apart)."""
@@ -235,11 +266,12 @@ class PostgresStore:
         """Close the pool, then the lock's connection (which releases the database)."""
         pool, self._pool = self._pool, None
         claim, self._claim = self._claim, None
-        reclaimer, self._reclaimer = self._reclaimer, None
-        if reclaimer is not None:
-            reclaimer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reclaimer
+        for task in (self._reclaimer, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reclaimer = self._watchdog = None
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT_SECONDS)

@@ -114,3 +114,41 @@ async def test_migrations_apply_once_in_order_and_atomically(pg_url: str) -> Non
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_a_lock_connection_that_stops_answering_is_dropped(pg_url: str) -> None:
+    """A frozen server process (what a network cut looks like from the daemon: nothing comes
+    back, nothing is closed) still holds the lock: the store notices within its watch interval,
+    refuses writes, and takes the lock back once the old session is really gone."""
+    import os
+    import signal
+
+    admin = await asyncpg.connect(pg_url)
+    store = PostgresStore(StoreLocation.postgres(pg_url), reclaim_interval_seconds=0.5,
+                          watch_interval_seconds=1.0)
+    await store.open()
+    backend = await admin.fetchval(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'voicecalld lock' "
+        "AND datname = current_database()")
+    try:
+        os.kill(backend, signal.SIGSTOP)
+    except (PermissionError, ProcessLookupError) as exc:
+        await store.close()
+        await admin.close()
+        pytest.skip(f"cannot freeze the server's process here (a remote server?): {exc}")
+    try:
+        record = call()
+        await until(lambda: store._claim_lost is not None)
+        with pytest.raises(StoreError, match="lost its lock"):
+            await store.record(record, EventType.INITIATED)
+        await asyncio.sleep(1.5)
+        assert store._claim_lost is not None, "the frozen session still holds the lock"
+    finally:
+        os.kill(backend, signal.SIGCONT)
+    try:
+        await until(lambda: store._claim_lost is None)
+        assert await store.record(record, EventType.INITIATED) is not None
+        assert store.fault is None
+    finally:
+        await store.close()
+        await admin.close()
