@@ -616,6 +616,11 @@ class CallEngine:
     ) -> Callable[[], Awaitable[None]] | None:
         record = live.record
         kind = event.type
+        if kind is EventType.INITIATED and live.rejection_lost:
+            # Refused and stored, but its end was not (a store fault): the retried offer
+            # finishes the rejection.
+            live.rejection_lost = False
+            return lambda: self._reject(live)
         if kind is EventType.RINGING:
             if record.state is CallState.INITIATED:
                 await self._commit(live, lambda r: setattr(r, "state", CallState.RINGING), kind,
@@ -931,14 +936,22 @@ class CallEngine:
         self._publish(stored)
         if not accepted:
             logger.info("inbound call %s rejected: %s", record.call_id, reason)
-            async with live.lock:
-                await self._finish_locked(live, CallState.HANGUP_BOT)
-            await self.provider.reject(record)
+            await self._reject(live)
             return
         live.initial_message = greeting(self.config, number)
         await self.provider.answer(record)
         if event.type is EventType.ANSWERED:
             await self._apply_one(event)
+
+    async def _reject(self, live: LiveCall) -> None:
+        """End a refused inbound call, then hang it up once at the provider."""
+        try:
+            async with live.lock:
+                await self._finish_locked(live, CallState.HANGUP_BOT)
+        except StoreError:
+            live.rejection_lost = True  # the provider's retry of the offer rejects it
+            raise
+        await self.provider.reject(live.record)
 
     def _schedule_response(self, live: LiveCall) -> None:
         if live.responder_task is not None and not live.responder_task.done():

@@ -41,6 +41,9 @@ class LiveCall:
     opening_lost: bool = False
     """The answer was stored but the opening line after it could not be (store fault): the
     next delivery of the answer (the provider's retry) says it."""
+    rejection_lost: bool = False
+    """An inbound call the policy refused whose end could not be stored (store fault): the
+    provider's retry of the offer finishes the rejection."""
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the call is answered or has ended (operations wait for it while it rings)."""
     machine: MachineWatch | None = None

@@ -211,3 +211,34 @@ async def test_answer_stored_but_not_its_greeting_is_greeted_on_the_retry(
     finally:
         await engine.stop()
         await store.close()
+
+
+async def test_refused_call_whose_end_was_not_stored_is_rejected_on_the_retry(
+    small_disk: SmallDisk,
+) -> None:
+    """The policy refuses an inbound call; the offer is stored, then the disk fills, so its end
+    is not. The delivery fails (503); its retry ends the call and rejects it at the provider."""
+    folder = small_disk.root / "store"
+    config = dataclasses.replace(Config.defaults(folder), inbound_policy="disabled")
+    store = SqliteStore(folder)
+    await store.open()
+    provider = QuietAnswerProvider()
+    engine = CallEngine(config, store, provider)
+    provider.bind(engine.apply, ProviderContext(config, "", None, {}))
+    engine.subscribe(lambda event: small_disk.fill() if event.type is EventType.INITIATED
+                     else None)
+    offer = [ProviderEvent(EventType.INITIATED, "CA-2", direction=Direction.INBOUND,
+                           from_number=CALLER, to_number=FROM, dedupe_key="offered:CA-2")]
+    try:
+        with pytest.raises(StoreError):
+            await engine.apply(offer)
+        (record,) = engine.live_calls()
+        assert record.state.value == "initiated"
+        small_disk.free()
+        await engine.apply(offer)  # the provider's retry
+        assert engine.live_calls() == []
+        stored = await store.get_call(record.call_id)
+        assert stored is not None and stored.state.value == "hangup-bot"
+    finally:
+        await engine.stop()
+        await store.close()
