@@ -2,8 +2,9 @@
 
 REST is plain aiohttp against the documented Call Control v2 endpoints (`POST /calls`,
 `POST /calls/{id}/actions/{action}`, `GET /calls/{id}`) under `telnyx.api_base_url`, with the
-Bearer key. Not the telnyx SDK: importing it costs over a second and ~55 MiB for what is two
-generic requests, and its typed methods would hide the exact bodies. Each command body is one
+Bearer key. Not the telnyx SDK: importing it costs over a second and ~36 MiB (measured, see
+docs/providers-telnyx-plivo.md) for what is two generic requests, and its typed methods would
+hide the exact bodies. Each command body is one
 dict built in `daemon.providers.telnyx_wire`; tests check every one against the SDK's own
 parameter types (the SDK stays a test oracle). A request that fails with a connection error,
 408, 429 or 5xx is retried once: every command carries a `command_id`, which Telnyx

@@ -164,6 +164,8 @@ class TelnyxSimulator(FakeServer):
         """"failed": a stream is never connected; `streaming.failed` is sent instead."""
         self.sent_frames: dict[str, dict[str, Any]] = {}
         """The first stream message of each event this simulator sent (shape checks)."""
+        self.fail_next: list[int] = []
+        """HTTP statuses the next REST requests get instead of being served (one each)."""
         self.schema_errors: list[str] = []
         """Fields of refused commands that the Call Control schema does not define."""
         self.hold = False
@@ -218,6 +220,8 @@ class TelnyxSimulator(FakeServer):
         await self.notify()
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return self._error(401, "10009", "Authentication failed")
+        if self.fail_next:
+            return self._error(self.fail_next.pop(0), "10007", "Unexpected error")
         return body
 
     def commands(self, action: str) -> list[Recorded]:

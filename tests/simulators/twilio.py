@@ -12,9 +12,12 @@ REST, as `api.twilio.com` answers it (form-encoded requests, JSON answers, Twili
 The carrier side sends every webhook form-encoded and signed with `X-Twilio-Signature`, computed
 by the SDK's own `twilio.request_validator.RequestValidator` over the exact URL it posts to:
 status callbacks (initiated, ringing, answered, completed/busy/no-answer/failed/canceled) to
-`StatusCallback`, the `Url` fetch on answer, `<Redirect>`s, `<Gather>` results (SpeechResult +
-the action URL as rendered, turnToken included) and inbound voice requests. Tests script the
-caller: `say_next()`/`caller_says()`, `answer()`, `callee_hangup()`, `inbound()`, `outcome`.
+`StatusCallback` (final ones with CallDuration, Duration and SipResponseCode), the `Url` fetch
+on answer, `<Redirect>`s, `<Gather>` results (SpeechResult + Confidence, or Digits without the
+finishing `#`, to the action URL as rendered, turnToken included) and inbound voice requests;
+only fields the vendor samples show (`tests/e2e/test_simulator_shapes.py`). Tests script the
+caller: `say_next()`/`caller_says()`, `press()`, `answer()`, `callee_hangup()`, `inbound()`,
+`outcome`; on a stream, `SimStream.press()` sends one `dtmf` message per key.
 
 Media streams, as Twilio runs `<Connect><Stream url>` (bidirectional): a websocket to that URL,
 its upgrade signed with `X-Twilio-Signature` over the ws(s) URL alone; `connected`, `start`
