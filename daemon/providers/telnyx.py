@@ -570,7 +570,12 @@ class TelnyxProvider(BoundProvider):
         if failure is not None:
             call_id = state.call_id if state else self._call_id_of(pid)
             if call_id:
-                self._fall_back(call_id, f"streaming.failed: {failure}", unheard=True)
+                # Usually the stream never connected (speech still waiting for it falls back
+                # by itself); if one was live, what it still had to say is said again.
+                hub = self._media()
+                session = hub.session(call_id) if hub is not None else None
+                unheard = bool(getattr(session, "speaking", False))
+                self._fall_back(call_id, f"streaming.failed: {failure}", unheard=unheard)
             return WebhookReply()
         if hook.event_type == "call.dtmf.received" and self._stream_live(state, pid):
             # The live stream reports the same key as a `dtmf` frame: count it once.

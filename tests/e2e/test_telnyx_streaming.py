@@ -254,3 +254,28 @@ async def test_telnyx_stream_error_frame_hands_the_turn_to_telnyx(
     assert await rpc(d, "voicecall.speak", {"callId": call_id, "message": "Booked."}) == {
         "success": True}
     await sim.wait_for(lambda: call.spoken == ["Booked."], timeout=5)
+
+
+async def test_telnyx_stream_error_while_speaking_says_it_again_with_telnyx(
+    sim: TelnyxSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """An `error` frame while the prompt is still streaming: the prompt is said again with
+    `actions/speak` (turn client_state) and the caller's answer comes by transcription."""
+    d = await start(make_daemon, config(sim, openai))
+    call_id = (
+        await rpc(d, "voicecall.initiate",
+                  {"message": "Hi, it is the clinic.", "to": TO, "mode": "conversation"})
+    )["callId"]
+    await sim.wait_for(lambda: bool(sim.calls) and live_stream(sim.only_call()) is not None)
+    call = sim.only_call()
+    stream = call.streams[0]
+    await sim.wait_for(lambda: len(stream.marks()) >= 1, timeout=10)
+    prompt = "Does Tuesday work?"
+    turn = asyncio.create_task(rpc(d, "voicecall.continue", {"callId": call_id, "message": prompt}))
+    await sim.wait_for(lambda: len(stream.audio()) > FRAMES_PER_SENTENCE + 5, timeout=10)
+    assert len(stream.marks()) == 1  # the prompt is still playing
+    await sim.stream_error(call, "100004", "invalid_media", "Invalid media")
+    await sim.wait_for(lambda: call.spoken == [prompt], timeout=5)
+    await sim.wait_for(lambda: call.transcribing, timeout=5)
+    await sim.caller_says(call, "Yes.")
+    assert await asyncio.wait_for(turn, 10) == {"success": True, "transcript": "Yes."}
