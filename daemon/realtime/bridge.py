@@ -349,8 +349,12 @@ class RealtimeBridge:
         self._active.discard(response_id)
         self._response_says.pop(response_id, None)
         for item in list(self._items.values()):
-            if item.response_id == response_id and not item.transcript_done:
-                item.transcript_done = True  # no transcript is coming any more
+            if item.response_id == response_id:
+                # No more audio or words are coming for it (also when the response was
+                # cancelled or failed before its audio.done): let it play out and settle.
+                if item.item_id not in self._cut_items:
+                    self._end_item(item)
+                item.transcript_done = True
                 self._report_when_ready(item)
         self._pump()
         self._maybe_end()

@@ -4,6 +4,7 @@ media stream as the caller, and FakeRealtime speaking the OpenAI Realtime API's 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -449,3 +450,29 @@ async def test_a_spoken_line_cut_by_the_caller_keeps_what_was_heard(
     assert heard != text and text.startswith(heard) and heard.startswith("part0")
     ms = session.of("conversation.item.truncate")[0]["audio_end_ms"]
     assert abs(len(heard.split()) / 20 - ms / 3000) <= 0.1
+
+
+async def test_a_response_that_stops_without_audio_done_still_settles(
+    sim: TwilioSimulator, model: FakeRealtime, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """A response that ends (response.done, cancelled) before its output_audio.done: what
+    arrived plays out with its mark, and an end_call after it still hangs up (the call is
+    never stuck waiting for audio that will not come)."""
+    d = await start(make_daemon, config(sim, model))
+    call_id, call, stream = await outbound(d, sim, model, "Hello.")
+    await sim.wait_for(lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream),
+                       timeout=10)
+    base = {"response_id": "resp_x", "item_id": "item_x", "output_index": 0,
+            "content_index": 0}
+    await model.emit({"type": "response.created", "response": {"id": "resp_x"}})
+    for chunk in range(3):
+        await model.emit({"type": "response.output_audio.delta", **base,
+                          "delta": base64.b64encode(speech_audio(5, chunk)).decode()})
+    await model.emit({"type": "response.done",
+                      "response": {"id": "resp_x", "status": "cancelled"}})
+    await sim.wait_for(lambda: len(stream.marks) >= 2, timeout=10)
+    await model.call_function("end_call", "{}", call_id="call_end")
+    await sim.wait_for(lambda: call.ended, timeout=10)
+    assert stream.played == model.reply_frames + 15
+    assert (await until_record(d, call_id, lambda c: c["state"] in ENDED))["state"] == \
+        "hangup-bot"
