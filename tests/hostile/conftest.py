@@ -89,14 +89,17 @@ class OtherUser:
 
 
 @pytest.fixture(scope="session")
-def other_user() -> Iterator[OtherUser]:
-    """A real second user (created with useradd when absent, removed again if we made it)."""
+def other_user() -> OtherUser:
+    """A real second user, created with useradd when absent.
+
+    It is kept afterwards (a system account with no home and no login shell): removing it
+    would break another test session that uses it at the same time.
+    """
     if os.geteuid() != 0:
         pytest.skip("needs root to create and act as a second local user")
     if not (shutil.which("useradd") and shutil.which("setpriv")
             and os.access(SYSTEM_PYTHON, os.X_OK)):
         pytest.skip("needs useradd, setpriv and /usr/bin/python3 to play a second user")
-    created = False
     try:
         entry = pwd.getpwnam(OTHER_USER)
     except KeyError:
@@ -107,7 +110,4 @@ def other_user() -> Iterator[OtherUser]:
             entry = pwd.getpwnam(OTHER_USER)  # (another test run may have made it meanwhile)
         except KeyError:
             pytest.skip(f"cannot create a second user: {made.stderr.strip()}")
-        created = made.returncode == 0
-    yield OtherUser(OTHER_USER, entry.pw_uid, entry.pw_gid)
-    if created:
-        subprocess.run(["userdel", OTHER_USER], capture_output=True, check=False)
+    return OtherUser(OTHER_USER, entry.pw_uid, entry.pw_gid)
