@@ -13,6 +13,7 @@ server's own crash safety is not what they measure, and a busy CI machine is spa
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -60,6 +61,7 @@ class PgServer:
     pg_ctl: str | None = None
     options: str = ""
     _names: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _made: list[str] = field(default_factory=list)
 
     def url_for(self, database: str) -> str:
         """The admin URL pointed at another database."""
@@ -82,7 +84,25 @@ class PgServer:
                 await conn.close()
 
         asyncio.run(create())
+        self._made.append(name)
         return self.url_for(name)
+
+    def _drop_made(self) -> None:
+        import asyncio
+
+        import asyncpg
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(self.admin_url, timeout=30)
+            try:
+                for name in self._made:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+        if self._made:
+            with contextlib.suppress(Exception):
+                asyncio.run(drop())
 
     def _ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         assert self.folder is not None and self.pg_ctl is not None, "not a throwaway cluster"
@@ -103,8 +123,10 @@ class PgServer:
         assert done.returncode == 0, done.stderr
 
     def stop(self) -> None:
-        """Stop and remove a throwaway cluster (an external server is left alone)."""
+        """Stop and remove a throwaway cluster; on an external server, drop the databases made
+        (best effort: a leftover test database harms nothing)."""
         if self.folder is None or self.pg_ctl is None:
+            self._drop_made()
             return
         cmd = [self.pg_ctl, "-D", str(self.folder / "data"), "-m", "immediate", "-w", "stop"]
         subprocess.run(_as(self.run_as, cmd), capture_output=True, timeout=60, check=False)
