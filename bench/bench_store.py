@@ -20,8 +20,8 @@ from pathlib import Path
 
 from _support import percentile
 
-from daemon.engine.record import CallRecord
-from daemon.events import CallMode, Direction, EventType
+from daemon.model.events import CallMode, Direction, EventType
+from daemon.model.record import CallRecord
 from daemon.store.factory import create_store
 from daemon.store.location import StoreLocation
 

@@ -40,13 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _support import percentile
 
 from daemon.config.model import Config, StreamingConfig, TwilioConfig
-from daemon.engine.record import CallRecord
-from daemon.events import CallMode, Direction, ProviderEvent
 from daemon.exposure import Exposure
 from daemon.media.codecs import pcm16_to_ulaw
 from daemon.media.hub import MediaHub
 from daemon.media.server import install_media
 from daemon.media.session import MediaSession
+from daemon.model.events import CallMode, Direction, ProviderEvent
+from daemon.model.record import CallRecord
 
 AUTH_TOKEN = "bench-streams-auth-token"
 FRAME = 0.02
@@ -209,7 +209,7 @@ async def _main(n: int, refreeze: bool) -> None:
     calls = []
     for i in range(n):
         call_id, sid = f"bench-{i:05d}", f"CA{i:032x}"
-        daemon.engine.records[call_id] = CallRecord(
+        daemon.model.records[call_id] = CallRecord(
             call_id=call_id, provider="twilio", direction=Direction.INBOUND,
             mode=CallMode.CONVERSATION, from_number="+15550001111", to_number="+15550002222",
             provider_call_id=sid)

@@ -14,11 +14,11 @@ from typing import Protocol
 
 import pytest
 
-from daemon.engine.record import CallRecord, TranscriptEntry
-from daemon.engine.state import CallState
 from daemon.errors import StoreError, StoreInUseError
-from daemon.events import CallMode, Direction, EventType
-from daemon.providers.base import WebhookReply
+from daemon.model.events import CallMode, Direction, EventType
+from daemon.model.record import CallRecord, TranscriptEntry
+from daemon.model.state import CallState
+from daemon.model.webhook import WebhookReply
 from daemon.store.base import Store
 from daemon.store.factory import create_store
 from daemon.store.location import StoreLocation

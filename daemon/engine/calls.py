@@ -31,9 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from daemon.engine import machine as amd
 from daemon.engine.live import LiveCall, TranscriptWaiter
 from daemon.engine.policy import admits
-from daemon.engine.record import CallRecord, TranscriptEntry, parse_time, utc_now
 from daemon.engine.routing import greeting, number_key
-from daemon.engine.state import CallState, can_transition
 from daemon.engine.timers import REAPER_INTERVAL_SECONDS, CallTimers
 from daemon.errors import (
     CallError,
@@ -46,7 +44,7 @@ from daemon.errors import (
     VoicecallError,
     WaitCancelledError,
 )
-from daemon.events import (
+from daemon.model.events import (
     CallEvent,
     CallMode,
     Direction,
@@ -54,6 +52,8 @@ from daemon.events import (
     MachineResult,
     ProviderEvent,
 )
+from daemon.model.record import CallRecord, TranscriptEntry, parse_time, utc_now
+from daemon.model.state import CallState, can_transition
 from daemon.providers.base import DialRequest, Provider, RemoteState
 from daemon.providers.machine import decision_seconds
 from daemon.speech.responder import APOLOGY

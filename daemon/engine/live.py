@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from daemon.engine.machine import MachineWatch
-from daemon.engine.record import CallRecord
+from daemon.model.record import CallRecord
 
 
 @dataclass(slots=True)

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from daemon.engine.state import CallState
-from daemon.events import CallMode, Direction, MachineReport, MachineResult
+from daemon.model.events import CallMode, Direction, MachineReport, MachineResult
+from daemon.model.state import CallState
 
 if TYPE_CHECKING:
     from daemon.config.model import MachineDetectionConfig
-    from daemon.engine.record import CallRecord
+    from daemon.model.record import CallRecord
 
 VERDICT_GRACE_SECONDS = 2.0
 """Added to the provider's decision time: its verdict still has to travel to us."""

@@ -13,8 +13,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from daemon.engine.live import LiveCall
-from daemon.engine.record import parse_time
-from daemon.engine.state import CallState
+from daemon.model.record import parse_time
+from daemon.model.state import CallState
 
 EndCall = Callable[[LiveCall, CallState], Coroutine[Any, Any, None]]
 Spawn = Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]

@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from daemon.engine.record import CallRecord
 from daemon.errors import MediaError
-from daemon.events import CallMode, Direction, ProviderEvent
 from daemon.media.gcpolicy import GcPolicy
 from daemon.media.pacer import DEFAULT_LEAD_SECONDS, Pacer
 from daemon.media.playback import DEFAULT_CAPACITY_FRAMES
 from daemon.media.session import MediaSession, UtteranceResult
+from daemon.model.events import CallMode, Direction, ProviderEvent
+from daemon.model.record import CallRecord
 from daemon.speech.stt.base import SttListener, SttSession
 from daemon.speech.tts.base import TtsEngine
 from daemon.tasks import TaskSet

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from daemon.errors import MediaError, SpeechError
-from daemon.events import EventType, ProviderEvent
 from daemon.media.framing import Framer
 from daemon.media.pacer import FRAME_SECONDS
 from daemon.media.playback import Playback, Segment, SegmentState
 from daemon.media.protocols import MediaFraming, StreamEvent, StreamMessage
 from daemon.media.wire import FrameWriter, text_frame
+from daemon.model.events import EventType, ProviderEvent
 from daemon.speech.sentences import split_sentences
 
 if TYPE_CHECKING:

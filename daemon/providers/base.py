@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from daemon.engine.record import CallRecord
-from daemon.engine.state import CallState
-from daemon.events import CallMode, ProviderEvent
+from daemon.model.events import CallMode, ProviderEvent
+from daemon.model.record import CallRecord
+from daemon.model.state import CallState
+from daemon.model.webhook import WebhookReply
 
 if TYPE_CHECKING:
     from daemon.config.model import Config, MachineDetectionConfig
@@ -75,15 +76,6 @@ class WebhookRequest:
             if key == name:
                 return value
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookReply:
-    """What the webhook server answers."""
-
-    status: int = 200
-    content_type: str = "text/plain"
-    body: bytes = b"OK"
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from daemon.tasks import TaskSet
 
 if TYPE_CHECKING:
     from daemon.config.model import Config
-    from daemon.engine.record import CallRecord
+    from daemon.model.record import CallRecord
 
 REMEMBERED_VOICES = 10_000
 """Per-call voices kept (oldest forgotten first): far more than live calls."""

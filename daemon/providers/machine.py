@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from daemon.events import MachineReport, MachineResult
+from daemon.model.events import MachineReport, MachineResult
 
 if TYPE_CHECKING:
     from daemon.config.model import MachineDetectionConfig

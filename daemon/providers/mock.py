@@ -16,15 +16,15 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from daemon.engine.record import CallRecord
-from daemon.engine.state import CallState
 from daemon.errors import CallNotFoundError, WebhookSignatureError
-from daemon.events import Direction, EventType, MachineReport, MachineResult, ProviderEvent
+from daemon.model.events import Direction, EventType, MachineReport, MachineResult, ProviderEvent
+from daemon.model.record import CallRecord
+from daemon.model.state import CallState
+from daemon.model.webhook import WebhookReply
 from daemon.providers.base import (
     DialRequest,
     RemoteState,
     RemoteStatus,
-    WebhookReply,
     WebhookRequest,
 )
 from daemon.providers.bound import BoundProvider

@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from daemon.engine.record import CallRecord
 from daemon.errors import (
     ConfigError,
     MediaError,
@@ -49,13 +48,14 @@ from daemon.errors import (
     ProviderError,
     ProviderRequestError,
 )
-from daemon.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.record import CallRecord
+from daemon.model.webhook import WebhookReply
 from daemon.providers.base import (
     DialRequest,
     ProviderContext,
     RemoteState,
     RemoteStatus,
-    WebhookReply,
     WebhookRequest,
 )
 from daemon.providers.bound import BoundProvider

@@ -23,8 +23,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from plivo import plivoxml
 
-from daemon.engine.state import CallState
-from daemon.events import Direction, EventType, ProviderEvent
+from daemon.model.events import Direction, EventType, ProviderEvent
+from daemon.model.state import CallState
 
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 EMPTY_RESPONSE = XML_DECLARATION + "<Response></Response>"

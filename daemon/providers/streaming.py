@@ -11,8 +11,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from daemon.engine.record import CallRecord
 from daemon.errors import MediaError
+from daemon.model.record import CallRecord
 from daemon.providers.base import ProviderContext
 
 logger = logging.getLogger(__name__)

@@ -48,8 +48,6 @@ from typing import Any
 
 import aiohttp
 
-from daemon.engine.record import CallRecord
-from daemon.engine.state import CallState
 from daemon.errors import (
     ConfigError,
     MediaError,
@@ -57,13 +55,15 @@ from daemon.errors import (
     ProviderError,
     ProviderRequestError,
 )
-from daemon.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.record import CallRecord
+from daemon.model.state import CallState
+from daemon.model.webhook import WebhookReply
 from daemon.providers.base import (
     DialRequest,
     ProviderContext,
     RemoteState,
     RemoteStatus,
-    WebhookReply,
     WebhookRequest,
 )
 from daemon.providers.bound import BoundProvider

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.engine.state import CallState
-from daemon.events import Direction, EventType, ProviderEvent
+from daemon.model.events import Direction, EventType, ProviderEvent
+from daemon.model.state import CallState
 
 logger = logging.getLogger(__name__)
 

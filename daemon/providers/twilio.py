@@ -29,15 +29,15 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from daemon.engine.record import CallRecord
 from daemon.errors import ConfigError, MediaError, ProviderError, ProviderRequestError
-from daemon.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.record import CallRecord
+from daemon.model.webhook import WebhookReply
 from daemon.providers.base import (
     DialRequest,
     ProviderContext,
     RemoteState,
     RemoteStatus,
-    WebhookReply,
     WebhookRequest,
 )
 from daemon.providers.bound import BoundProvider

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from daemon.engine.state import CallState
-from daemon.events import Direction, EventType, ProviderEvent
+from daemon.model.events import Direction, EventType, ProviderEvent
+from daemon.model.state import CallState
 
 TERMINAL_STATES: Mapping[str, CallState] = {
     "completed": CallState.COMPLETED,

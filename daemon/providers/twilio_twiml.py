@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from twilio.twiml.voice_response import VoiceResponse
 
 if TYPE_CHECKING:
-    from daemon.engine.record import CallRecord
+    from daemon.model.record import CallRecord
 
 XML_CONTENT_TYPE = "application/xml"
 HOLD_SECONDS = 30

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 
 from daemon.errors import CallError, MediaError, SpeechError
-from daemon.events import EventType, ProviderEvent
 from daemon.media.framing import Framer
 from daemon.media.pacer import FRAME_SECONDS
 from daemon.media.playback import Segment, SegmentState
 from daemon.media.session import UtteranceResult
+from daemon.model.events import EventType, ProviderEvent
 from daemon.realtime import protocol
 from daemon.realtime.client import RealtimeSocket
 from daemon.realtime.settings import realtime_url

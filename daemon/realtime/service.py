@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
-from daemon.engine.record import CallRecord
 from daemon.errors import CallError, CallNotFoundError, VoicecallError
-from daemon.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.record import CallRecord
 from daemon.realtime.bridge import RealtimeBridge
 from daemon.realtime.settings import effective_realtime, instructions
 from daemon.realtime.tools import tool_definitions

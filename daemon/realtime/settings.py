@@ -14,7 +14,7 @@ from daemon.config.model import RealtimeConfig
 
 if TYPE_CHECKING:
     from daemon.config.model import Config
-    from daemon.engine.record import CallRecord
+    from daemon.model.record import CallRecord
 
 PHONE_STYLE = (
     " You are speaking on a phone call: keep answers short and natural, one or two sentences, "

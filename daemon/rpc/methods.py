@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.agent_tool import run_tool
 from daemon.errors import ConfigError, InvalidParamsError
-from daemon.events import CallEvent
+from daemon.model.events import CallEvent
 from daemon.realtime.service import RealtimeService
 from daemon.rpc import protocol
 from daemon.rpc.params import Params

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # annotations only: the interface pulls in no engine code at run time
     from pathlib import Path
 
-    from daemon.engine.record import CallRecord
-    from daemon.events import CallEvent, EventType
-    from daemon.providers.base import WebhookReply
+    from daemon.model.events import CallEvent, EventType
+    from daemon.model.record import CallRecord
+    from daemon.model.webhook import WebhookReply
     from daemon.store.health import StoreFault
     from daemon.store.location import StoreLocation
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from daemon.engine.record import utc_now
+from daemon.model.record import utc_now
 
 logger = logging.getLogger(__name__)
 

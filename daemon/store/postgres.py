@@ -30,10 +30,10 @@ from typing import Any
 
 import asyncpg
 
-from daemon.engine.record import CallRecord, utc_now
 from daemon.errors import StoreError, StoreInUseError
-from daemon.events import CallEvent, EventType
-from daemon.providers.base import WebhookReply
+from daemon.model.events import CallEvent, EventType
+from daemon.model.record import CallRecord, utc_now
+from daemon.model.webhook import WebhookReply
 from daemon.store import pg_schema
 from daemon.store.health import StoreFault, StoreHealth
 from daemon.store.location import StoreLocation

@@ -20,11 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from daemon.engine.record import CallRecord, utc_now
 from daemon.errors import StoreError, StoreInUseError
-from daemon.events import CallEvent, EventType
+from daemon.model.events import CallEvent, EventType
+from daemon.model.record import CallRecord, utc_now
+from daemon.model.webhook import WebhookReply
 from daemon.paths import STORE_LOCK_NAME
-from daemon.providers.base import WebhookReply
 from daemon.store.health import StoreFault, StoreHealth
 from daemon.store.location import StoreLocation
 

@@ -27,7 +27,8 @@ from typing import Protocol
 from aiohttp import web
 
 from daemon.errors import StoreError, WebhookSignatureError
-from daemon.providers.base import Provider, WebhookReply, WebhookRequest
+from daemon.model.webhook import WebhookReply
+from daemon.providers.base import Provider, WebhookRequest
 from daemon.webhooks.limits import AddressLimiter, WebhookLimits
 from daemon.webhooks.rejections import RejectionLog
 from daemon.webhooks.security import replay_aliases, skip_replay_key

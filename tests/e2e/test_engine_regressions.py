@@ -13,9 +13,9 @@ from pathlib import Path
 
 from daemon.config.model import Config
 from daemon.engine.calls import CallEngine
-from daemon.engine.record import CallRecord
-from daemon.engine.state import CallState
-from daemon.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.record import CallRecord
+from daemon.model.state import CallState
 from daemon.providers.base import ProviderContext, RemoteState, RemoteStatus
 from daemon.providers.mock import MockProvider
 from daemon.store.sqlite import SqliteStore

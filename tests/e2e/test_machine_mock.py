@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from daemon.engine.record import parse_time
+from daemon.model.record import parse_time
 from daemon.rpc.protocol import RpcRemoteError
 from tests.harness import FAST_MOCK, DaemonHarness
 

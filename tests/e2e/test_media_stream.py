@@ -18,11 +18,11 @@ from aiohttp.test_utils import TestClient
 
 from daemon.app import Daemon
 from daemon.config.model import Config, OpenAITtsConfig, StreamingConfig, TtsConfig
-from daemon.engine.record import CallRecord
-from daemon.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.exposure import Exposure
 from daemon.media.hub import MediaHub
 from daemon.media.server import install_media
+from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.record import CallRecord
 from tests.fakes.openai import API_KEY, FakeOpenAI
 
 

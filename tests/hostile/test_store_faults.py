@@ -19,9 +19,9 @@ import pytest
 
 from daemon.config.model import Config
 from daemon.engine.calls import CallEngine
-from daemon.engine.record import CallRecord
 from daemon.errors import RpcCode, StoreError
-from daemon.events import Direction, EventType, ProviderEvent
+from daemon.model.events import Direction, EventType, ProviderEvent
+from daemon.model.record import CallRecord
 from daemon.providers.base import ProviderContext
 from daemon.providers.mock import MockProvider
 from daemon.rpc.protocol import RpcRemoteError

@@ -119,8 +119,8 @@ def test_config_set_reaches_a_number_table() -> None:
 def test_number_realtime_is_checked_against_realtime_and_merged(paths: Paths) -> None:
     """`[numbers."+E164".realtime]` takes `[realtime]` keys only, no secrets, and is merged over
     `[realtime]` for calls to that number."""
-    from daemon.engine.record import CallRecord
-    from daemon.events import CallMode, Direction
+    from daemon.model.events import CallMode, Direction
+    from daemon.model.record import CallRecord
     from daemon.realtime.settings import effective_realtime
 
     _, report = check(paths, {"numbers": {"+15550001234": {"realtime": {

@@ -12,8 +12,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.events import ProviderEvent
 from daemon.media.protocols import PlivoFraming, TelnyxFraming, TwilioFraming
+from daemon.model.events import ProviderEvent
 from daemon.providers import plivo_wire, telnyx_wire, twilio_parse
 
 SETTINGS = settings(max_examples=300, deadline=None,

@@ -20,7 +20,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from daemon.providers.base import WebhookReply, WebhookRequest
+from daemon.model.webhook import WebhookReply
+from daemon.providers.base import WebhookRequest
 from daemon.webhooks.limits import WebhookLimits
 from daemon.webhooks.security import TwilioVerifier, has_signature_headers
 from daemon.webhooks.server import MemoryReplayCache, add_webhook_routes, normalize_path

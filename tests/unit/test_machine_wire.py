@@ -10,8 +10,8 @@ import pytest
 
 from daemon.config.model import MachineDetectionConfig
 from daemon.engine.machine import MachineAction, decide, late_action
-from daemon.engine.state import CallState
-from daemon.events import CallMode, MachineResult
+from daemon.model.events import CallMode, MachineResult
+from daemon.model.state import CallState
 from daemon.providers import machine
 from daemon.providers.telnyx_wire import parse_webhook
 

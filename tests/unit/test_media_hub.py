@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from daemon.engine.record import CallRecord
-from daemon.engine.state import CallState
 from daemon.errors import MediaError, SpeechError
-from daemon.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.media.hub import MediaHub
 from daemon.media.protocols import TwilioFraming
 from daemon.media.session import CLOSE_TRY_AGAIN, MediaSession
 from daemon.media.wire import SEND_BUFFER_LIMIT, FrameWriter, text_frame
+from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.record import CallRecord
+from daemon.model.state import CallState
 
 
 @dataclass

@@ -7,8 +7,8 @@ from urllib.parse import urlencode
 import pytest
 from plivo.utils.signature_v3 import validate_v3_signature
 
-from daemon.engine.state import CallState
-from daemon.events import Direction, EventType, ProviderEvent
+from daemon.model.events import Direction, EventType, ProviderEvent
+from daemon.model.state import CallState
 from daemon.providers.base import WebhookRequest
 from daemon.providers.plivo_wire import (
     HangUp,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.engine.state import (
+from daemon.errors import InvalidTransitionError
+from daemon.model.state import (
     ENDED_STATES,
     LIVE_ORDER,
     TRANSITIONS,
@@ -12,7 +13,6 @@ from daemon.engine.state import (
     can_transition,
     transition,
 )
-from daemon.errors import InvalidTransitionError
 
 S = CallState
 

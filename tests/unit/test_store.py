@@ -5,10 +5,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from daemon.engine.record import CallRecord, TranscriptEntry
-from daemon.engine.state import CallState
-from daemon.events import CallMode, Direction, EventType
-from daemon.providers.base import WebhookReply
+from daemon.model.events import CallMode, Direction, EventType
+from daemon.model.record import CallRecord, TranscriptEntry
+from daemon.model.state import CallState
+from daemon.model.webhook import WebhookReply
 from daemon.store.sqlite import SqliteStore
 
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from daemon.engine.record import CallRecord
 from daemon.errors import StoreError
-from daemon.events import CallMode, Direction, EventType
+from daemon.model.events import CallMode, Direction, EventType
+from daemon.model.record import CallRecord
 from daemon.store.location import StoreLocation
 from daemon.store.postgres import DAEMON_LOCK, PostgresStore
 

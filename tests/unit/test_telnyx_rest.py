@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from daemon.config.model import Config, TelnyxConfig
-from daemon.engine.record import CallRecord
 from daemon.errors import ProviderAuthError, ProviderRequestError
-from daemon.events import CallMode, Direction, ProviderEvent
+from daemon.model.events import CallMode, Direction, ProviderEvent
+from daemon.model.record import CallRecord
 from daemon.providers.base import DialRequest, ProviderContext, RemoteState
 from daemon.providers.telnyx import TelnyxProvider
 from tests.simulators.telnyx import API_KEY, CONNECTION_ID, TelnyxSimulator

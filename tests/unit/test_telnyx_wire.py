@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from daemon.engine.state import CallState
-from daemon.events import Direction, EventType, ProviderEvent
+from daemon.model.events import Direction, EventType, ProviderEvent
+from daemon.model.state import CallState
 from daemon.providers.base import WebhookRequest
 from daemon.providers.telnyx_wire import (
     HANGUP_CAUSES,

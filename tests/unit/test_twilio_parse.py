@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.engine.state import CallState
-from daemon.events import Direction, EventType, ProviderEvent
+from daemon.model.events import Direction, EventType, ProviderEvent
+from daemon.model.state import CallState
 from daemon.providers.twilio_parse import end_state, parse_callback, to_events
 
 SID = "CA0123456789abcdef0123456789abcdef"

@@ -17,9 +17,9 @@ import pytest
 from multidict import CIMultiDict
 
 from daemon.config.model import Config, StreamingConfig, TwilioConfig
-from daemon.engine.record import CallRecord
-from daemon.engine.state import CallState
-from daemon.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.record import CallRecord
+from daemon.model.state import CallState
 from daemon.providers.base import (
     DialRequest,
     ProviderContext,

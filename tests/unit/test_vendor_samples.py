@@ -19,10 +19,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from daemon.config.model import Config, PlivoConfig, TelnyxConfig
-from daemon.engine.record import CallRecord
-from daemon.engine.state import CallState
-from daemon.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.media.protocols import StreamEvent, StreamMessage, framing_for
+from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
+from daemon.model.record import CallRecord
+from daemon.model.state import CallState
 from daemon.providers import plivo_wire, telnyx_wire, twilio_parse
 from daemon.providers.base import DialRequest, ProviderContext, RemoteState, WebhookRequest
 from daemon.providers.plivo import PlivoProvider

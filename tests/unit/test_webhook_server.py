@@ -10,7 +10,8 @@ import pytest
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from daemon.providers.base import WebhookReply, WebhookRequest
+from daemon.model.webhook import WebhookReply
+from daemon.providers.base import WebhookRequest
 from daemon.webhooks.limits import WebhookLimits
 from daemon.webhooks.security import TwilioVerifier, has_signature_headers
 from daemon.webhooks.server import (

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from daemon.engine.state import CallState
+from daemon.model.state import CallState
 
 
 class EventType(StrEnum):

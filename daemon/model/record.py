@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.engine.state import CONNECTED_STATES, CallState
-from daemon.events import CallMode, Direction
+from daemon.model.events import CallMode, Direction
+from daemon.model.state import CONNECTED_STATES, CallState
 
 
 def utc_now() -> str:

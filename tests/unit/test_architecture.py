@@ -1,0 +1,72 @@
+"""Which way the imports go (docs/architecture.md), read from the source with `ast`.
+
+A rule broken here is a layering mistake, not a style nit: a store that imports the engine cannot
+be reused by a worker process, and a model that imports a provider drags vendor code everywhere.
+Imports under `if TYPE_CHECKING:` count too: they are still a dependency a reader must follow.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted((ROOT / package.replace(".", "/")).rglob("*.py"))
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module `path` imports from, absolute names only."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import (the project uses absolute ones)"
+            assert node.module is not None
+            found.append(node.module)
+    return found
+
+
+def _violations(package: str, allowed: tuple[str, ...]) -> list[str]:
+    """`file: module` for each import of a `daemon.*` module outside `allowed` prefixes."""
+    bad: list[str] = []
+    for path in _modules(package):
+        for module in _imports(path):
+            if not (module == "daemon" or module.startswith("daemon.")):
+                continue
+            if not any(module == a or module.startswith(a + ".") for a in allowed):
+                bad.append(f"{path.relative_to(ROOT)}: {module}")
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("package", "allowed"),
+    [
+        # The model is the bottom layer: records, states, events, webhook replies.
+        ("daemon.model", ("daemon.model", "daemon.errors")),
+        # A store backend owns persistence of the model and nothing else.
+        ("daemon.store", ("daemon.store", "daemon.model", "daemon.errors", "daemon.paths")),
+    ],
+)
+def test_lower_layers_import_nothing_above_them(package: str, allowed: tuple[str, ...]) -> None:
+    assert _violations(package, allowed) == []
+
+
+def test_nothing_below_the_engine_imports_the_engine() -> None:
+    """Providers, stores, media, webhooks and the model are driven by the engine; none calls
+    back into it by import (they get narrow callables instead)."""
+    bad: list[str] = []
+    for package in ("daemon.model", "daemon.store", "daemon.providers"):
+        for path in _modules(package):
+            bad.extend(
+                f"{path.relative_to(ROOT)}: {m}"
+                for m in _imports(path)
+                if m == "daemon.engine" or m.startswith("daemon.engine.")
+            )
+    assert bad == []
