@@ -39,7 +39,9 @@ COMMAND_MODULES: dict[str, str] = {
     "completion": "completion_cmd",
     "mcp": "mcp_cmd",
 }
-"""Which module of `voicecall_cli.commands` defines each command (imported on first use)."""
+"""Which module of `voicecall_cli.commands` defines each command (imported on first use).
+
+`tests/unit/test_one_source.py` checks it against what each module's `register()` adds."""
 
 
 class LazyGroup(click.Group):

@@ -36,7 +36,10 @@ METHODS = (
     "mock.inbound",
     "voicecall.tool_result",
 )
-"""Every method the daemon answers (SPEC section 5, plus `mock.inbound` of section 10)."""
+"""Every method the daemon answers (SPEC section 5, plus `mock.inbound` of section 10).
+
+Kept here, stdlib-only, for the CLI and MCP; `tests/unit/test_one_source.py` ties it to
+:func:`daemon.rpc.methods.build_methods`."""
 
 EVENT_NOTIFICATION = "voicecall.event"
 
