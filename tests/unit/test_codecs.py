@@ -1,4 +1,5 @@
-"""G.711 tables against the stdlib reference (audioop, present up to 3.12), golden bytes."""
+"""G.711 tables against the reference `audioop` (stdlib up to 3.12; from 3.13 the `audioop-lts`
+package of the test extra provides the same module), golden bytes."""
 
 from __future__ import annotations
 

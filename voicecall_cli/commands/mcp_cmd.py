@@ -46,8 +46,8 @@ def mcp_cmd(ctx: CliContext, print_schema: bool) -> None:
         from voicecall_cli.mcp_server import serve_stdio
     except ImportError as exc:
         raise click.ClickException(
-            f"the MCP server needs the mcp package ({exc}); install it with "
-            "`pip install 'mcp>=2'`"
+            f"voicecall mcp needs the optional MCP SDK, which is not installed ({exc}); "
+            "install it with: pip install 'voicecall[mcp]'"
         ) from None
 
     def connect(timeout: float | None) -> RpcClient:
