@@ -82,6 +82,8 @@ DTMF_ENTRY_GAP_SECONDS = 2.0
 _SPEAKING_STATES = frozenset({CallState.SPEAKING, CallState.LISTENING})
 
 Subscriber = Callable[[CallEvent], None]
+Followup = Callable[[], Awaitable[None]] | None
+"""What to do after an event is applied, once the call's lock is released."""
 
 
 class Responder(Protocol):
@@ -129,6 +131,19 @@ class CallEngine:
         self.timers = CallTimers(self._end_by_timer, self.spawn, lambda: self._live.values(),
                                  reaper_interval=reaper_interval)
         self._stopping = False
+        self._handlers: dict[EventType, Callable[[LiveCall, ProviderEvent], Awaitable[Followup]]]
+        self._handlers = {
+            EventType.RINGING: self._on_ringing,
+            EventType.ANSWERED: self._on_answer,
+            EventType.ACTIVE: self._on_active,
+            EventType.SPEECH: self._on_speech,
+            EventType.DTMF: self._on_dtmf_event,
+            EventType.MACHINE: self._on_machine,
+            EventType.ENDED: self._on_ended,
+            EventType.ERROR: self._on_error,
+        }
+        """What each provider event type does to a live call (INITIATED, SPEAKING and TOOL
+        have no handler: a known call's repeated offer, and the engine's own events)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -443,7 +458,7 @@ class CallEngine:
             async with live.lock:
                 if not live.record.is_ended and can_transition(live.record.state,
                                                                CallState.LISTENING):
-                    await self._commit(live, lambda r: setattr(r, "state", CallState.LISTENING))
+                    await self._commit(live, lambda r: r.move_to(CallState.LISTENING))
             try:
                 async with asyncio.timeout(timeout):
                     return await waiter.future
@@ -531,8 +546,7 @@ class CallEngine:
         if not text:
             raise InvalidParamsError("message is empty; say what to say")
         def change(record: CallRecord) -> None:
-            if can_transition(record.state, CallState.SPEAKING):
-                record.state = CallState.SPEAKING
+            record.move_to(CallState.SPEAKING, unless_behind=True)
             record.transcript.append(TranscriptEntry(utc_now(), "bot", text))
 
         async with live.lock:
@@ -585,7 +599,7 @@ class CallEngine:
                 logger.debug("ignoring %s for unknown or ended call %s", event.type.value,
                             event.call_id or event.provider_call_id)
             return
-        followup: Callable[[], Awaitable[None]] | None = None
+        followup: Followup = None
         async with live.lock:
             if live.record.is_ended:
                 return
@@ -611,57 +625,63 @@ class CallEngine:
             self._by_provider_id.pop(old, None)
         self._by_provider_id[provider_call_id] = live.record.call_id
 
-    async def _apply_locked(
-        self, live: LiveCall, event: ProviderEvent
-    ) -> Callable[[], Awaitable[None]] | None:
-        record = live.record
-        kind = event.type
-        if kind is EventType.INITIATED and live.rejection_lost:
+    async def _apply_locked(self, live: LiveCall, event: ProviderEvent) -> Followup:
+        """Apply one event to a live call (its lock held) through the per-type table; return
+        what to do once the lock is released."""
+        if event.type is EventType.INITIATED and live.rejection_lost:
             # Refused and stored, but its end was not (a store fault): the retried offer
             # finishes the rejection.
             live.rejection_lost = False
             return lambda: self._reject(live)
-        if kind is EventType.RINGING:
-            if record.state is CallState.INITIATED:
-                await self._commit(live, lambda r: setattr(r, "state", CallState.RINGING), kind,
-                                   dedupe_key=event.dedupe_key)
-        elif kind is EventType.ANSWERED:
-            if record.answered_at is None:
-                def answered(r: CallRecord) -> None:
-                    r.state = CallState.ANSWERED
-                    r.answered_at = utc_now()
+        handler = self._handlers.get(event.type)
+        return None if handler is None else await handler(live, event)
 
-                if not await self._commit(live, answered, kind, dedupe_key=event.dedupe_key):
-                    return None  # a retried delivery
-                self.timers.arm_max_duration(live, float(self.config.max_duration_seconds))
-                return lambda: self._answered_then_settle(live)
-            if live.opening_lost:
-                # The answer was stored but its opening line was not (a store fault): the
-                # provider's retry of that delivery says it now (SPEC 6: the retry is processed).
-                live.opening_lost = False
-                return lambda: self._answered_then_settle(live)
-        elif kind is EventType.ACTIVE:
-            if can_transition(record.state, CallState.ACTIVE) and record.state not in (
-                    _SPEAKING_STATES):
-                await self._commit(live, lambda r: setattr(r, "state", CallState.ACTIVE), kind,
-                                   dedupe_key=event.dedupe_key)
-        elif kind is EventType.SPEECH:
-            return await self._on_speech(live, event)
-        elif kind is EventType.DTMF:
-            await self._on_dtmf(live, event)
-        elif kind is EventType.MACHINE:
-            return await self._on_machine(live, event)
-        elif kind is EventType.ENDED:
-            await self._finish_locked(live, event.end_state or CallState.COMPLETED,
-                                      dedupe_key=event.dedupe_key)
-        elif kind is EventType.ERROR:
-            await self._commit(live, None, kind, {"error": event.error or "unknown error"},
+    async def _on_ringing(self, live: LiveCall, event: ProviderEvent) -> Followup:
+        if live.record.state is CallState.INITIATED:
+            await self._commit(live, lambda r: r.move_to(CallState.RINGING), event.type,
                                dedupe_key=event.dedupe_key)
         return None
 
-    async def _on_speech(
-        self, live: LiveCall, event: ProviderEvent
-    ) -> Callable[[], Awaitable[None]] | None:
+    async def _on_answer(self, live: LiveCall, event: ProviderEvent) -> Followup:
+        if live.record.answered_at is None:
+            def answered(r: CallRecord) -> None:
+                # A reordered `call.bridged` may have made it active already: no step back.
+                r.move_to(CallState.ANSWERED, unless_behind=True)
+                r.answered_at = utc_now()
+
+            if not await self._commit(live, answered, event.type, dedupe_key=event.dedupe_key):
+                return None  # a retried delivery
+            self.timers.arm_max_duration(live, float(self.config.max_duration_seconds))
+            return lambda: self._answered_then_settle(live)
+        if live.opening_lost:
+            # The answer was stored but its opening line was not (a store fault): the
+            # provider's retry of that delivery says it now (SPEC 6: the retry is processed).
+            live.opening_lost = False
+            return lambda: self._answered_then_settle(live)
+        return None
+
+    async def _on_active(self, live: LiveCall, event: ProviderEvent) -> Followup:
+        state = live.record.state
+        if can_transition(state, CallState.ACTIVE) and state not in _SPEAKING_STATES:
+            await self._commit(live, lambda r: r.move_to(CallState.ACTIVE), event.type,
+                               dedupe_key=event.dedupe_key)
+        return None
+
+    async def _on_dtmf_event(self, live: LiveCall, event: ProviderEvent) -> Followup:
+        await self._on_dtmf(live, event)
+        return None
+
+    async def _on_ended(self, live: LiveCall, event: ProviderEvent) -> Followup:
+        await self._finish_locked(live, event.end_state or CallState.COMPLETED,
+                                  dedupe_key=event.dedupe_key)
+        return None
+
+    async def _on_error(self, live: LiveCall, event: ProviderEvent) -> Followup:
+        await self._commit(live, None, event.type, {"error": event.error or "unknown error"},
+                           dedupe_key=event.dedupe_key)
+        return None
+
+    async def _on_speech(self, live: LiveCall, event: ProviderEvent) -> Followup:
         record = live.record
         text = (event.transcript or "").strip()
         if event.turn_token is not None and event.turn_token != live.turn_token:
@@ -759,7 +779,7 @@ class CallEngine:
             state = live.machine.end_state(state)
 
         def ended(r: CallRecord) -> None:
-            r.state = state
+            r.move_to(state)
             r.ended_at = utc_now()
             r.end_reason = state.value
 
@@ -805,9 +825,7 @@ class CallEngine:
 
     # ------------------------------------------------------------------ machine detection
 
-    async def _on_machine(
-        self, live: LiveCall, event: ProviderEvent
-    ) -> Callable[[], Awaitable[None]] | None:
+    async def _on_machine(self, live: LiveCall, event: ProviderEvent) -> Followup:
         """Record a `call.machine` fact; a verdict after the hold may still hang up."""
         report, watch, record = event.machine, live.machine, live.record
         if report is None:
@@ -890,7 +908,7 @@ class CallEngine:
         """Say `message`, hang up `notify_hangup_delay_seconds` after it has played."""
         record = live.record
         def speaking(r: CallRecord) -> None:
-            r.state = CallState.SPEAKING
+            r.move_to(CallState.SPEAKING)
             r.transcript.append(TranscriptEntry(utc_now(), "bot", message))
 
         async with live.lock:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from daemon.model.events import CallMode, Direction
-from daemon.model.state import CONNECTED_STATES, CallState
+from daemon.model.state import CONNECTED_STATES, CallState, can_transition, transition
 
 
 def utc_now() -> str:
@@ -62,6 +62,18 @@ class CallRecord:
     def is_connected(self) -> bool:
         """True while the call is answered and not over."""
         return self.state in CONNECTED_STATES
+
+    def move_to(self, target: CallState, *, unless_behind: bool = False) -> None:
+        """Change state through the transition table: the one place a record's state is
+        written after it is created (`tests/unit/test_architecture.py` checks that).
+
+        Raises InvalidTransitionError for a move the table forbids; with `unless_behind` such
+        a move (a late or reordered provider event) leaves the state as it is instead.
+        Called on a :meth:`draft`, never on the live record.
+        """
+        if unless_behind and not can_transition(self.state, target):
+            return
+        self.state = transition(self.call_id, self.state, target)
 
     def draft(self) -> CallRecord:
         """A copy to change, store, and only then :meth:`adopt` (SPEC section 6: what could not

@@ -70,3 +70,38 @@ def test_nothing_below_the_engine_imports_the_engine() -> None:
                 if m == "daemon.engine" or m.startswith("daemon.engine.")
             )
     assert bad == []
+
+
+def _state_writes(path: Path) -> list[int]:
+    """Lines that write a `.state` attribute (assignment or `setattr(x, "state", ...)`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    lines: list[int] = []
+    for node in ast.walk(tree):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        lines.extend(t.lineno for t in targets
+                     if isinstance(t, ast.Attribute) and t.attr == "state")
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "setattr" and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant) and node.args[1].value == "state"):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_every_call_state_change_goes_through_the_transition_table() -> None:
+    """A call's state is written in one place, `CallRecord.move_to`, which asks
+    `daemon.model.state.transition`; everything else moves a draft through it.
+
+    `daemon/media` is left out: its `.state` is a playback segment's, not a call's.
+    """
+    writes = {
+        str(path.relative_to(ROOT)): lines
+        for path in _modules("daemon")
+        if "media" not in path.relative_to(ROOT).parts
+        and (lines := _state_writes(path))
+    }
+    assert list(writes) == ["daemon/model/record.py"], writes
+    assert len(writes["daemon/model/record.py"]) == 1

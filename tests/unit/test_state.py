@@ -55,3 +55,22 @@ def test_every_live_state_can_end_and_ended_states_are_final() -> None:
     for state in ENDED_STATES:
         assert TRANSITIONS[state] == frozenset()
         assert state.is_ended
+
+
+def test_a_record_moves_only_through_the_table() -> None:
+    """`CallRecord.move_to` is the one state writer: a forbidden move raises and changes
+    nothing; `unless_behind` turns a late (backward) move into staying put."""
+    from daemon.model.events import CallMode, Direction
+    from daemon.model.record import CallRecord
+
+    record = CallRecord("c1", "mock", Direction.OUTBOUND, CallMode.NOTIFY, "+1555", "+1556")
+    record.move_to(CallState.ACTIVE)
+    assert record.state is CallState.ACTIVE
+    record.move_to(CallState.ANSWERED, unless_behind=True)
+    assert record.state is CallState.ACTIVE
+    with pytest.raises(InvalidTransitionError):
+        record.move_to(CallState.ANSWERED)
+    record.move_to(CallState.COMPLETED)
+    with pytest.raises(InvalidTransitionError):
+        record.move_to(CallState.ACTIVE)
+    assert record.state is CallState.COMPLETED
