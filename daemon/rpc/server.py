@@ -4,6 +4,11 @@ Security: the socket's folder is 0700 (one that another user owns, or that has g
 is refused, never fixed: daemon.rpc.trust) and the socket 0600, and every connection's peer uid
 (SO_PEERCRED) must be ours. Messages over 1 MiB are refused and the connection closed (there is
 no way to find the next message boundary reliably after an over-long line).
+
+Backpressure (SPEC 5): a connection has at most :data:`MAX_IN_FLIGHT` requests in flight (each
+element of a batch counts). At the limit the server stops reading from that connection until
+answers drain; a client that pipelines without ever reading its answers then finds its own
+writes blocked by the kernel, instead of growing the daemon without bound.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -27,6 +33,9 @@ from daemon.rpc.trust import check_socket_folder, peer_uid
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], "Connection"], Awaitable[Any]]
+
+MAX_IN_FLIGHT = 64
+"""Requests of one connection being handled or waiting to write their answer."""
 
 
 class AfterReply:
@@ -203,13 +212,14 @@ class RpcServer:
         conn = Connection(writer)
         self._connections.add(conn)
         mine: set[asyncio.Task[Any]] = set()
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         try:
             while not conn.closed.is_set():
                 try:
                     line = await reader.readuntil(b"\n")
                 except asyncio.IncompleteReadError as exc:
                     if exc.partial.strip():
-                        await self._dispatch_line(conn, exc.partial)
+                        await self._dispatch_line(conn, exc.partial, MAX_IN_FLIGHT)
                     break
                 except asyncio.LimitOverrunError:
                     await conn.send(protocol.error(None, RpcErrorInfo.standard(
@@ -219,11 +229,16 @@ class RpcServer:
                 except ConnectionError:
                     break
                 if line.strip():
-                    task = asyncio.create_task(self._dispatch_line(conn, line))
+                    # Nothing more is read until this line's requests have slots.
+                    weight = _weight(line)
+                    for _ in range(weight):
+                        await slots.acquire()
+                    task = asyncio.create_task(self._dispatch_line(conn, line, weight))
                     self._tasks.add(task)
                     mine.add(task)
                     task.add_done_callback(self._tasks.discard)
                     task.add_done_callback(mine.discard)
+                    task.add_done_callback(functools.partial(_release, slots, weight))
             # Let requests already read finish before closing (a client may half-close).
             if mine and not conn.closed.is_set():
                 await asyncio.wait(list(mine))
@@ -231,7 +246,8 @@ class RpcServer:
             self._connections.discard(conn)
             conn.close()
 
-    async def _dispatch_line(self, conn: Connection, line: bytes) -> None:
+    async def _dispatch_line(self, conn: Connection, line: bytes, slots: int) -> None:
+        """Answer one line; a batch runs at most `slots` of its requests at once."""
         try:
             message = json.loads(line)
         except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
@@ -244,7 +260,15 @@ class RpcServer:
                 await conn.send(protocol.error(None, RpcErrorInfo.standard(
                     RpcCode.INVALID_REQUEST, "an empty batch")))
                 return
-            outcomes = await asyncio.gather(*(self._handle(conn, m) for m in message))
+            limit = asyncio.Semaphore(max(1, slots))
+
+            async def bounded(m: Any) -> tuple[
+                dict[str, Any] | None, Callable[[], Awaitable[None]] | None
+            ]:
+                async with limit:
+                    return await self._handle(conn, m)
+
+            outcomes = await asyncio.gather(*(bounded(m) for m in message))
             answered = [r for r, _ in outcomes if r is not None]
             if answered:
                 await conn.send(answered)
@@ -311,3 +335,21 @@ class RpcServer:
                         value.then)
             return None if is_notification else protocol.result(req_id, value)
         return None if is_notification else protocol.error(req_id, info)
+
+
+def _weight(line: bytes) -> int:
+    """Slots a line takes: 1, or for a batch its element count up to MAX_IN_FLIGHT.
+
+    Weighed without parsing: the number of `{` bounds the number of request objects from
+    above (nested params add some), which errs on the side of fewer requests in flight; a batch
+    never runs more than its weight at once.
+    """
+    text = line.lstrip()
+    if not text.startswith(b"["):
+        return 1
+    return max(1, min(MAX_IN_FLIGHT, text.count(b"{")))
+
+
+def _release(slots: asyncio.Semaphore, count: int, _task: asyncio.Task[Any]) -> None:
+    for _ in range(count):
+        slots.release()

@@ -8,7 +8,12 @@ every accepted socket is wrapped in a :class:`GuardedProtocol` before aiohttp's 
   is closed at once (reset, before any byte is read or a handler is built);
 - a request's headers must be complete within `header_timeout` of the connection opening, or of
   the first byte of the next request on a kept-alive connection (slow-loris clients are closed);
-- an idle keep-alive connection is closed after `idle_timeout` (aiohttp's keep-alive timer).
+- an idle keep-alive connection is closed after `idle_timeout` (aiohttp's keep-alive timer);
+- one connection cannot starve the event loop: the event loop (libuv reads up to 32 buffers per
+  readable socket in one go) may hand over megabytes at once, and a media stream flooding audio
+  at 1000x real time then kept the loop busy for seconds. A connection's bytes reach aiohttp
+  at most :data:`SLICE_BYTES` per loop iteration; the rest waits, with the socket paused, for
+  the next iteration (after every other ready callback: RPC, other streams, timers).
 
 "Headers complete" is learnt from :func:`request_started_middleware`, which runs when aiohttp
 hands the parsed request to the application. A websocket (media stream) is a request that never
@@ -103,11 +108,52 @@ class ConnectionGuard:
         return self._by_transport.get(transport) if transport is not None else None
 
 
-class GuardedProtocol(asyncio.Protocol):
-    """Admits a connection, times its headers, then passes everything to aiohttp's handler."""
+SLICE_BYTES = 8 * 1024
+"""The most of one connection's input handed to aiohttp per loop iteration (about 35 media
+messages: a few milliseconds of parsing), so others get a turn between slices."""
 
-    __slots__ = ("_address", "_guard", "_inner", "_inner_factory", "_timer", "_transport",
-                 "_waiting")
+
+class _PausableTransport:
+    """The transport as aiohttp sees it: its read pauses are remembered, not lost.
+
+    The guard pauses the socket itself while it holds a backlog; when it resumes, it must not
+    undo a pause aiohttp asked for (its buffers are full). Everything else goes straight to the
+    real transport (the hot write path is bound once, no per-call indirection).
+    """
+
+    def __init__(self, real: asyncio.Transport, guard: GuardedProtocol) -> None:
+        self._real = real
+        self._guard = guard
+        self.inner_paused = False
+        self.write = real.write
+        self.writelines = real.writelines
+        self.is_closing = real.is_closing
+        self.get_write_buffer_size = real.get_write_buffer_size
+        self.get_extra_info = real.get_extra_info
+        self.close = real.close
+        self.abort = real.abort
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def pause_reading(self) -> None:
+        self.inner_paused = True
+        self._real.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.inner_paused = False
+        if not self._guard.holding:
+            self._real.resume_reading()
+
+    def is_reading(self) -> bool:
+        return not self.inner_paused and self._real.is_reading()
+
+
+class GuardedProtocol(asyncio.Protocol):
+    """Admits a connection, times its headers, slices its input, then passes it to aiohttp."""
+
+    __slots__ = ("_address", "_backlog", "_eof", "_guard", "_inner", "_inner_factory",
+                 "_proxy", "_timer", "_transport", "_waiting", "holding")
 
     def __init__(
         self, guard: ConnectionGuard, inner_factory: Callable[[], asyncio.Protocol]
@@ -120,6 +166,11 @@ class GuardedProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._waiting = True
         """No request is being handled: the next bytes start one, under the header timer."""
+        self._proxy: _PausableTransport | None = None
+        self._backlog = bytearray()
+        self._eof = False
+        self.holding = False
+        """Input is held back (socket paused) until later loop iterations hand it over."""
 
     # ------------------------------------------------------------------ asyncio callbacks
 
@@ -137,30 +188,65 @@ class GuardedProtocol(asyncio.Protocol):
             transport.abort()
             return
         self._transport = transport
-        self._guard._by_transport[transport] = self
+        self._proxy = _PausableTransport(transport, self)
+        self._guard._by_transport[cast(asyncio.BaseTransport, self._proxy)] = self
         self._inner = self._inner_factory()
         self._arm()
-        self._inner.connection_made(transport)
+        self._inner.connection_made(cast(asyncio.Transport, self._proxy))
 
     def data_received(self, data: bytes) -> None:
-        """Forward; the first byte after an idle spell starts the header clock."""
-        if self._inner is None:
+        """Forward at most a slice now; the first byte after an idle spell starts the header
+        clock."""
+        inner = self._inner
+        if inner is None:
             return
         if self._waiting and self._timer is None:
             self._arm()
-        self._inner.data_received(data)
+        if not self.holding and len(data) <= SLICE_BYTES:
+            inner.data_received(data)
+            return
+        self._backlog += data
+        if not self.holding:
+            self.holding = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give aiohttp the next slice; come back next iteration while more is held."""
+        inner = self._inner
+        if inner is None or self._transport is None:
+            return
+        piece = bytes(self._backlog[:SLICE_BYTES])
+        del self._backlog[:SLICE_BYTES]
+        inner.data_received(piece)
+        if self._backlog:
+            asyncio.get_running_loop().call_soon(self._hand_over)
+            return
+        self.holding = False
+        if self._eof:
+            if not inner.eof_received():
+                self._transport.close()
+        elif self._proxy is not None and not self._proxy.inner_paused:
+            self._transport.resume_reading()
 
     def eof_received(self) -> bool | None:
-        """Forward."""
-        return self._inner.eof_received() if self._inner is not None else None
+        """Forward (after any held input: keep the transport open until it is handed over)."""
+        if self._inner is None:
+            return None
+        if self.holding:
+            self._eof = True
+            return True
+        return self._inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forward, and give the connection's slot back."""
         if self._inner is None:
             return
         self._disarm()
-        if self._transport is not None:
-            self._guard._by_transport.pop(self._transport, None)
+        self._backlog.clear()
+        if self._proxy is not None:
+            self._guard._by_transport.pop(cast(asyncio.BaseTransport, self._proxy), None)
         self._guard.release(self._address)
         inner, self._inner = self._inner, None
         inner.connection_lost(exc)
