@@ -197,21 +197,24 @@ async def test_more_than_max_connections_is_503(build: Any) -> None:
     await first.ws.close()
 
 
-async def test_too_many_pending_per_ip_closes_1013(build: Any) -> None:
-    """A socket beyond max_pending_connections_per_ip without start is closed with 1013."""
+async def test_too_many_pending_per_ip_evicts_the_oldest_with_1013(build: Any) -> None:
+    """Beyond max_pending_connections_per_ip the OLDEST pending socket is closed with 1013."""
     _, _, client = await build(max_pending_connections_per_ip=1)
     first = await connect(client)
     second = await connect(client)
-    assert await second.closed() == 1013
-    await first.ws.close()
+    assert await first.closed() == 1013
+    assert not second.ws.closed
+    await second.ws.close()
 
 
-async def test_too_many_pending_overall_closes_1013(build: Any) -> None:
-    """max_pending_connections counts every address."""
+async def test_too_many_pending_overall_evicts_the_oldest_with_1013(build: Any) -> None:
+    """max_pending_connections counts every address; the oldest makes room."""
     _, _, client = await build(max_pending_connections=1)
     first = await connect(client)
-    assert await (await connect(client)).closed() == 1013
-    await first.ws.close()
+    second = await connect(client)
+    assert await first.closed() == 1013
+    assert not second.ws.closed
+    await second.ws.close()
 
 
 async def test_no_start_in_time_closes_1008(build: Any) -> None:
