@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon.webhooks.rejections import RejectionLog
 from daemon.webhooks.urls import parse_ip
@@ -369,7 +370,38 @@ def ensure_fd_limit(max_connections: int) -> int:
     return int(soft)
 
 
+class MalformedRequestSummary(logging.Filter):
+    """Turns aiohttp's traceback per malformed request into the rejection summaries.
+
+    aiohttp logs every unparsable request (bad header, bad length...) with a traceback on the
+    `aiohttp.server` logger: a few bytes from anyone on the internet bought several log lines.
+    Such records are counted per reason and address instead (`RejectionLog`); every other
+    record passes untouched.
+    """
+
+    def __init__(self, rejections: RejectionLog) -> None:
+        super().__init__()
+        self.rejections = rejections
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop) for a malformed-request record, after counting it."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or not str(record.msg).startswith(
+            "Error handling request"
+        ):
+            return True
+        address = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        self.rejections.record("HTTP request", exc.code or 400,
+                               f"malformed ({type(exc).__name__})", str(address))
+        return False
+
+
 def install_guard(app: web.Application, guard: ConnectionGuard) -> None:
-    """Attach `guard` to `app` (before the app is frozen) so requests report their start."""
+    """Attach `guard` to `app` (before the app is frozen) so requests report their start, and
+    summarise aiohttp's malformed-request tracebacks (one filter per process)."""
     app[GUARD_KEY] = guard
     app.middlewares.append(request_started_middleware)
+    server_logger = logging.getLogger("aiohttp.server")
+    for old in [f for f in server_logger.filters if isinstance(f, MalformedRequestSummary)]:
+        server_logger.removeFilter(old)
+    server_logger.addFilter(MalformedRequestSummary(guard.rejections))

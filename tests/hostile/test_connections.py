@@ -147,3 +147,28 @@ async def test_global_cap_and_idle_keep_alive(make_daemon: Callable[..., DaemonH
         assert received.startswith(b"HTTP/1.1 405") and b"keep-alive" not in received.lower()
         assert 0.7 < idle < 10, idle
         probe.close()
+
+
+async def test_malformed_requests_are_logged_as_summaries(
+    make_daemon: Callable[..., DaemonHarness],
+) -> None:
+    """200 unparsable requests (aiohttp logged a traceback for each) write a few lines."""
+    d = make_daemon(config())
+    url = await asyncio.to_thread(webhook_url, d)
+    port = int(url.split(":")[2].split("/")[0])
+    before = len(d.log_text().splitlines())
+
+    def flood() -> None:
+        for i in range(200):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"POST /voice/webhook HTTP/1.1\r\nHost: x\r\n"
+                             + (b"Content-Length: abc\r\n\r\n" if i % 2 else
+                                b"Content-Length: -5\r\n\r\n"))
+                assert b" 400 Bad Request" in sock.recv(100)
+
+    await asyncio.to_thread(flood)
+    async with aiohttp.ClientSession() as session:
+        assert await genuine(session, url, 1) == 200
+    written = d.log_text().splitlines()[before:]
+    assert len(written) <= 10, "\n".join(written[:40])
+    assert any("malformed" in line for line in written)
