@@ -395,7 +395,7 @@ def _warnings(config: Config, warnings: list[str]) -> None:
     if config.inbound_policy == "allowlist" and not config.allow_from:
         warnings.append('inbound_policy = "allowlist" with an empty allow_from rejects every '
                         'inbound call; add numbers, e.g. allow_from = ["+15550001234"]')
-    if config.streaming.enabled and not config.streaming.api_key:
+    if config.streaming.enabled and not config.streaming.api_key and not config.realtime.enabled:
         warnings.append("streaming.enabled = true but streaming.api_key is not set; set "
                         "OPENAI_API_KEY or run `voicecall secrets set streaming.api_key`")
     if config.realtime.enabled and not config.streaming.enabled:

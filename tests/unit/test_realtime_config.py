@@ -56,6 +56,12 @@ def test_enabled_without_streaming_or_key_warns(paths: Paths) -> None:
     _, report = check(paths, {"realtime": {"enabled": True}})
     assert any("streaming.enabled" in w for w in report.warnings)
     assert any("realtime.api_key is not set" in w for w in report.warnings)
+    # With realtime on, the cascade's STT key is not needed: no warning about it.
+    _, report = check(paths, {"streaming": {"enabled": True},
+                              "realtime": {"enabled": True, "api_key": "sk-x"}})
+    assert report.warnings == ()
+    _, report = check(paths, {"streaming": {"enabled": True}})
+    assert any("streaming.api_key is not set" in w for w in report.warnings)
 
 
 def test_tools_offered_to_the_model(paths: Paths) -> None:
