@@ -106,6 +106,8 @@ class LoadGen:
         self.verifier = TwilioVerifier(args.auth_token)
         self.ticker = Ticker(loop)
         self.webhook_ms = array("d")
+        self.webhook_at = array("d")
+        self.started = time.perf_counter()
         self.failures: dict[str, int] = {}
         self.sources = [f"127.0.{1 + i // 250}.{2 + i % 250}" for i in range(args.sources)]
         """Twilio reaches the daemon from many addresses; so does the generator (all of
@@ -136,6 +138,7 @@ class LoadGen:
             self._fail("webhook unreachable")
             return
         self.webhook_ms.append((time.perf_counter() - sent) * 1000)
+        self.webhook_at.append(sent - self.started)
         if status != 200:
             self._fail(f"webhook HTTP {status}")
             return
@@ -227,6 +230,9 @@ class LoadGen:
             "webhook_p50_ms": percentile(self.webhook_ms, 50),
             "webhook_p99_ms": percentile(self.webhook_ms, 99),
             "webhook_max_ms": max(self.webhook_ms, default=math.nan),
+            "webhook_worst": sorted(((round(ms, 1), round(at, 2)) for ms, at in
+                                     zip(self.webhook_ms, self.webhook_at, strict=True)),
+                                    reverse=True)[:8],
             "failures": self.failures, "marks_echoed": sum(s.marks for s in streams),
             "inbound_sent": self.ticker.sent, "frames_out_window": frames_out,
             "frames_in_window": self.ticker.sent - self.sent_at_mark,
@@ -239,11 +245,15 @@ class LoadGen:
 
 async def _main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
+    # Its own collections would show up as the daemon's latency; the generator makes few
+    # cycles, so it collects only between phases.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     gen = LoadGen(args, loop)
     ramp = await gen.ramp()
     gc.collect()
     gc.freeze()
-    gc.disable()  # its own collections would show up as lag; the generator makes no cycles
     print("RAMPED " + json.dumps({"streams": len(gen.ticker.streams), "ramp_s": ramp,
                                   "failures": gen.failures}), flush=True)
     reader = asyncio.StreamReader()
