@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -85,6 +86,31 @@ def runqueue_wait(pid: int) -> float:
     on a shared machine, the share of the window the daemon was starved by other work."""
     with open(f"/proc/{pid}/schedstat") as f:
         return int(f.read().split()[1]) / 1e9
+
+
+PACER_LINE = re.compile(
+    r"^(\S+ \S+) INFO daemon\.media\.pacer: media pacer: (\d+) streams; tick lateness p50 "
+    r"(\d+) ms, p99 (\d+) ms, max (\d+) ms; tick work p50 ([\d.]+) ms, p99 ([\d.]+) ms, "
+    r"max ([\d.]+) ms")
+
+
+def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]:
+    """The daemon's own pacer reports (every 10 s) that fall in the window: the worst p99 and
+    max of tick lateness and tick work. This is the daemon's share of the jitter the
+    generator sees (which adds its own scheduling and the network)."""
+    worst = {"late_p99": 0.0, "late_max": 0.0, "work_p99": 0.0, "work_max": 0.0, "reports": 0}
+    for line in log_text.splitlines():
+        found = PACER_LINE.match(line)
+        if found is None:
+            continue
+        at = time.mktime(time.strptime(found.group(1).split(",")[0], "%Y-%m-%d %H:%M:%S"))
+        if not since <= at <= until + 1:
+            continue
+        worst["reports"] += 1
+        for key, group in (("late_p99", 4), ("late_max", 5), ("work_p99", 7),
+                           ("work_max", 8)):
+            worst[key] = max(worst[key], float(found.group(group)))
+    return worst
 
 
 def uptime() -> str:
@@ -247,6 +273,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         before = {p.pid: cpu_seconds(p.pid) for p in procs}
         waited0 = runqueue_wait(daemon.pid)
         wall0 = time.monotonic()
+        epoch0 = time.time()
         _command(gen, "mark")
         _expect(gen, "MARKED", 10)
         spy = _spy(args, daemon.pid, n, "window", args.seconds, log)
@@ -261,18 +288,19 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         report = json.loads(_expect(gen, "REPORT ", 60))
         _command(fakes, "report")
         vendor = json.loads(_expect(fakes, "REPORT ", 30))
+        epoch1 = time.time()
         load = uptime()
-        log_text = (home / "daemon.log").read_text(errors="replace")
     finally:
-        for proc in reversed(procs):
+        for proc in reversed(procs):  # generator, daemon, fakes: each gone before the next
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in reversed(procs):
             try:
-                proc.wait(20)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        log_path = home / "daemon.log"
+        log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
         if args.keep_logs:
             print(f"# logs kept in {home}", flush=True)
         else:
@@ -288,6 +316,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         "idle_rss_mib": idle_rss / 1024, "end_rss_mib": end_rss / 1024,
         "rss_per_call_mib": (end_rss - idle_rss) / 1024 / n, "window_s": wall,
         "log_errors": errors, "log_warnings": warnings, "machine": load,
+        "pacer": pacer_figures(log_text, epoch0, epoch1),
     }
 
 
@@ -305,6 +334,8 @@ def summary(r: dict[str, Any]) -> str:
             f"daemon cpu={r['daemon_cpu']:.0f}% ({r['us_per_message']:.1f}us/media msg) "
             f"waited={r['daemon_runqueue_wait_pct']:.0f}% rss={r['end_rss_mib']:.0f}MiB "
             f"({r['rss_per_call_mib']:.2f}MiB/call) | fakes cpu={r['fakes_cpu']:.0f}% "
+            f"daemon tick late p99={r['pacer']['late_p99']:.0f}ms "
+            f"max={r['pacer']['late_max']:.0f}ms work p99={r['pacer']['work_p99']:.1f}ms | "
             f"gen cpu={r['gen_cpu']:.0f}% gen tick p99={g['tick_late_p99_ms']:.1f}ms "
             f"skipped={g['ticks_skipped']} | stt_open={v['stt_open']} "
             f"tts={v['tts_requests']} transcripts={v['transcripts']} chat={v['chat_requests']} "

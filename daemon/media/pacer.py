@@ -15,10 +15,16 @@ The clock and the timer are injectable, so tests drive ticks by hand with a fake
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import time
 from array import array
 from collections.abc import Callable
 from typing import Protocol
+
+from daemon.media.tickstats import REPORT_TICKS, TickStats
+
+logger = logging.getLogger(__name__)
 
 FRAME_SECONDS = 0.02
 """One 160-byte mu-law frame plays for 20 ms."""
@@ -43,7 +49,7 @@ class Pacer:
     """Ticks every ``interval`` seconds on an absolute grid while any stream is active."""
 
     __slots__ = ("_active", "_call_at", "_clock", "_due", "_epoch", "_handle", "_index",
-                 "_tick_cb", "interval", "lateness", "ticks")
+                 "_real_clock", "_tick_cb", "interval", "lateness", "stats", "ticks")
 
     def __init__(
         self,
@@ -65,6 +71,9 @@ class Pacer:
         self.ticks = 0
         self.lateness: array[float] | None = None
         """When recording (see :meth:`record`): how late each tick fired, in seconds."""
+        self._real_clock = clock is None
+        self.stats = TickStats()
+        """Always on (two increments a tick): logged every ``REPORT_TICKS`` busy ticks."""
 
     # ------------------------------------------------------------------ clock
 
@@ -155,9 +164,24 @@ class Pacer:
         lateness = self.lateness
         if lateness is not None:
             lateness.append(now - self._due)
+        # The loop's clock (uvloop: 1 ms steps, read once per loop iteration) would hide part
+        # of the lateness; the stats read the same monotonic clock at full resolution.
+        started = time.monotonic() if self._real_clock else now
         active = self._active
         done = [stream for stream in list(active) if not stream.pump(now)]
         for stream in done:
             active.pop(stream, None)
+        if self._real_clock:
+            stats = self.stats
+            stats.add(started - self._due, time.monotonic() - started)
+            if stats.count >= REPORT_TICKS:
+                self._report(len(active))
         if active and self._handle is None:
             self._schedule(now)
+
+    def _report(self, streams: int) -> None:
+        s = self.stats.take()
+        logger.info("media pacer: %d streams; tick lateness p50 %.0f ms, p99 %.0f ms, max %.0f "
+                    "ms; tick work p50 %.1f ms, p99 %.1f ms, max %.1f ms (last %d ticks)",
+                    streams, s.late_p50, s.late_p99, s.late_max, s.work_p50, s.work_p99,
+                    s.work_max, s.ticks)
