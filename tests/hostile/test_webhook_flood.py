@@ -9,8 +9,10 @@ Twilio SDK over the public URL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from urllib.parse import urlencode
 
@@ -146,3 +148,28 @@ async def test_bogus_flood_is_logged_as_bounded_summaries(
     # per (reason, address): one line at once, then at most one summary per 10 s window
     assert len(lines) - before <= 24, "\n".join(lines[-30:])
     assert not any("forged" in line for line in lines)
+
+
+async def test_tunnel_agent_is_not_capped_per_address(
+    make_daemon: Callable[..., DaemonHarness],
+) -> None:
+    """Behind a tunnel every connection comes from 127.0.0.1 (the agent): more than
+    serve.max_connections_per_ip (64) of them stay open, only the global cap bounds them."""
+    _d, local = await asyncio.to_thread(tunnelled_daemon, make_daemon)
+    host, port_path = local.removeprefix("http://").split(":", 1)
+    port = int(port_path.split("/", 1)[0])
+    held = [socket.create_connection((host, port)) for _ in range(80)]
+    try:
+        for sock in held:
+            sock.setblocking(False)
+        await asyncio.sleep(1.0)
+        for sock in held:
+            with contextlib.suppress(BlockingIOError):
+                assert sock.recv(1) != b"", "a tunnelled connection was closed at once"
+        async with aiohttp.ClientSession() as session:
+            body, headers = signed("CA" + "7" * 32)
+            async with session.post(local, data=body, headers=headers) as response:
+                assert response.status == 200
+    finally:
+        for sock in held:
+            sock.close()
