@@ -7,19 +7,18 @@ and HTTP client are imported inside the probes.
 from __future__ import annotations
 
 import base64
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from daemon.config.exposure import REAL_PROVIDERS, provider_api_base_url
-from daemon.config.loader import REQUIRED
+from daemon.config.exposure import provider_api_base_url
 from daemon.config.model import Config
+from daemon.providers import catalog
 from voicecall_cli.doctor_checks import Check, secret_value
 
 API_TIMEOUT_SECONDS = 5.0
 """How long each provider API probe may take."""
 
-API_SECRET = {"twilio": "twilio.auth_token", "telnyx": "telnyx.api_key",
-              "plivo": "plivo.auth_token"}
-"""The credential each provider's API checks (its name, never its value)."""
 
 
 # --- provider API -------------------------------------------------------------------------------
@@ -34,25 +33,19 @@ class _Answer:
 def check_provider_api(config: Config, *, offline: bool) -> Check:
     """Reach the provider's REST API with the configured credentials (5 s)."""
     provider = config.provider
-    if provider not in REAL_PROVIDERS:
+    declared = catalog.spec(provider)
+    if declared is None or declared.doctor_probe is None or declared.api_credential is None:
         return Check("provider.api", "OK", f"provider {provider} has no API to reach")
     if offline:
         return Check("provider.api", "OK", "not checked (--offline)")
     base = provider_api_base_url(config) or ""
-    unset = [k for k in REQUIRED[provider] if k != "telnyx.public_key"
-             and secret_value(config, k) is None]
+    unset = [k for k in declared.api_credentials if secret_value(config, k) is None]
     if unset:
         return Check("provider.api", "WARN", f"not checked: {', '.join(unset)} not set",
                      "set the credentials (see above), then run `voicecall doctor` again")
-    if provider == "twilio":
-        answer = _probe_twilio(config)
-    elif provider == "telnyx":
-        answer = _probe_http(f"{base.rstrip('/')}/balance",
-                             {"Authorization": f"Bearer {config.telnyx.api_key}"})
-    else:
-        pair = f"{config.plivo.auth_id}:{config.plivo.auth_token}".encode()
-        answer = _probe_http(f"{base.rstrip('/')}/Account/{config.plivo.auth_id}/",
-                             {"Authorization": "Basic " + base64.b64encode(pair).decode()})
+    module, _, name = declared.doctor_probe.partition(":")
+    probe: Callable[[Config], _Answer] = getattr(importlib.import_module(module), name)
+    answer = probe(config)
     where = f"{provider} API {base}"
     if answer.status is None:
         return Check("provider.api", "FAIL", f"{where}: {answer.error}",
@@ -61,7 +54,7 @@ def check_provider_api(config: Config, *, offline: bool) -> Check:
     if answer.status in (401, 403):
         return Check("provider.api", "FAIL",
                      f"{where}: credentials rejected (HTTP {answer.status})",
-                     f"store the right ones: `voicecall secrets set {API_SECRET[provider]}`")
+                     f"store the right ones: `voicecall secrets set {declared.api_credential}`")
     if not 200 <= answer.status < 300:
         return Check("provider.api", "FAIL", f"{where} answered HTTP {answer.status}"
                      + (f": {answer.detail}" if answer.detail else ""),
@@ -69,7 +62,21 @@ def check_provider_api(config: Config, *, offline: bool) -> Check:
     return Check("provider.api", "OK", f"{where}: credentials accepted" + answer.detail)
 
 
-def _probe_twilio(config: Config) -> _Answer:
+def probe_telnyx(config: Config) -> _Answer:
+    """GET `/balance` with the API key (Bearer)."""
+    base = config.telnyx.api_base_url.rstrip("/")
+    return _probe_http(f"{base}/balance", {"Authorization": f"Bearer {config.telnyx.api_key}"})
+
+
+def probe_plivo(config: Config) -> _Answer:
+    """GET our own Account with auth id and token (Basic)."""
+    base = config.plivo.api_base_url.rstrip("/")
+    pair = f"{config.plivo.auth_id}:{config.plivo.auth_token}".encode()
+    return _probe_http(f"{base}/Account/{config.plivo.auth_id}/",
+                       {"Authorization": "Basic " + base64.b64encode(pair).decode()})
+
+
+def probe_twilio(config: Config) -> _Answer:
     """Fetch our own Account through the twilio SDK, on `twilio.api_base_url`."""
     import requests
     from twilio.base.exceptions import TwilioRestException

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from daemon.config.exposure import (
-    REAL_PROVIDERS,
     check_public_webhook,
     is_local_api,
     is_loopback_host,
@@ -32,6 +31,7 @@ from daemon.config.model import Config
 from daemon.config.secrets import SECRET_KEYS, keyring_disabled
 from daemon.errors import ConfigError, TunnelError
 from daemon.paths import Paths
+from daemon.providers.catalog import REAL_PROVIDERS, spec
 from daemon.realtime.settings import realtime_in_use
 from daemon.rpc.client import DaemonUnreachableError, RpcClient
 from daemon.rpc.protocol import RpcRemoteError
@@ -196,8 +196,10 @@ def _needs(config: Config) -> list[_Need]:
     """The secrets this configuration uses: provider, tunnel, streaming STT/TTS, agent."""
     needs: list[_Need] = []
     provider = config.provider
+    declared = spec(provider)
+    verify_credential = declared.verify_credential if declared else None
     for key in REQUIRED.get(provider, ()):
-        if key in SECRET_KEYS and not (key == "telnyx.public_key"
+        if key in SECRET_KEYS and not (key == verify_credential
                                        and config.skip_signature_verification):
             needs.append(_Need(key, f'provider "{provider}"', True))
     if config.tunnel.provider == "ngrok":

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from daemon.config.exposure import REAL_PROVIDERS, is_local_api, provider_api_base_url
+from daemon.config.exposure import is_local_api, provider_api_base_url
 from daemon.config.loader import load_config
 from daemon.config.model import Config
 from daemon.errors import ConfigError
 from daemon.paths import Paths
+from daemon.providers.catalog import REAL_PROVIDERS
 from daemon.rpc.protocol import RpcRemoteError
 from voicecall_cli.doctor_checks import Check, check_secrets
 

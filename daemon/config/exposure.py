@@ -15,8 +15,7 @@ from urllib.parse import urlsplit
 
 from daemon.config.model import Config
 from daemon.errors import ConfigError
-
-REAL_PROVIDERS = ("twilio", "telnyx", "plivo")
+from daemon.providers.catalog import REAL_PROVIDERS, spec
 
 _LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "0.0.0.0/8",        # "this network", includes the unspecified 0.0.0.0
@@ -99,15 +98,11 @@ def local_webhook_url(config: Config) -> str:
 
 
 def provider_api_base_url(config: Config) -> str | None:
-    """The REST endpoint of the selected provider; None for mock."""
-    match config.provider:
-        case "twilio":
-            return config.twilio.api_base_url
-        case "telnyx":
-            return config.telnyx.api_base_url
-        case "plivo":
-            return config.plivo.api_base_url
-    return None
+    """The REST endpoint of the selected provider (its `[name] api_base_url`); None for mock."""
+    declared = spec(config.provider)
+    if declared is None or not declared.calls_from_the_internet:
+        return None
+    return str(getattr(config, declared.name).api_base_url)
 
 
 def check_public_webhook(config: Config, webhook_url: str) -> None:

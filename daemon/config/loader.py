@@ -21,7 +21,6 @@ from typing import Any, cast, get_type_hints
 
 from daemon.config import schema
 from daemon.config.exposure import (
-    REAL_PROVIDERS,
     check_public_webhook,
     is_loopback_host,
     local_webhook_url,
@@ -30,14 +29,15 @@ from daemon.config.model import Config, NumberConfig, TtsConfig
 from daemon.config.secrets import NON_SECRET_ENV, SECRET_KEYS, resolve_secrets
 from daemon.errors import ConfigError
 from daemon.paths import Paths
+from daemon.providers.catalog import REAL_PROVIDERS, SPECS
 from daemon.store.location import StoreLocation, is_postgres_url
 
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "twilio": ("twilio.account_sid", "twilio.auth_token"),
-    "telnyx": ("telnyx.api_key", "telnyx.connection_id", "telnyx.public_key"),
-    "plivo": ("plivo.auth_id", "plivo.auth_token"),
-}
-"""The settings each real provider cannot work without."""
+REQUIRED: dict[str, tuple[str, ...]] = {s.name: s.required for s in SPECS if s.required}
+"""The settings each real provider cannot work without (from its declaration)."""
+
+_ENV_OWNER: dict[str, str] = {key: s.name for s in SPECS for key in s.plain_env}
+"""The provider that declared each plain environment fallback; one outside its own table
+(`from_number`) applies only while that provider is selected."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +218,8 @@ def _apply_env_fallbacks(flat: dict[str, Any], env: Mapping[str, str], errors: l
         value = env.get(var, "").strip()
         if not value or flat.get(key) is not None:
             continue
-        if key == "from_number" and flat.get("provider", "mock") != "twilio":
+        owner = _ENV_OWNER[key]
+        if not key.startswith(f"{owner}.") and flat.get("provider", "mock") != owner:
             continue  # TWILIO_FROM_NUMBER is Twilio's caller ID, not everybody's
         checked = _check_external(key, value, f"from {var}", errors)
         if checked is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.errors import ConfigError
+from daemon.providers.catalog import SPECS
 
 Convert = Callable[[Any], Any]
 
@@ -35,14 +36,7 @@ _SIMPLE: dict[str, str] = {
     "publicUrl": "public_url",
     "skipSignatureVerification": "skip_signature_verification",
     "store": "store",
-    "twilio.accountSid": "twilio.account_sid",
-    "twilio.authToken": "twilio.auth_token",
-    "twilio.region": "twilio.region",
-    "telnyx.apiKey": "telnyx.api_key",
-    "telnyx.connectionId": "telnyx.connection_id",
-    "telnyx.publicKey": "telnyx.public_key",
-    "plivo.authId": "plivo.auth_id",
-    "plivo.authToken": "plivo.auth_token",
+    **{theirs: ours for spec in SPECS for theirs, ours in spec.openclaw.items()},
     "outbound.defaultMode": "outbound.default_mode",
     "outbound.notifyHangupDelaySec": "outbound.notify_hangup_delay_seconds",
     "serve.port": "serve.port",

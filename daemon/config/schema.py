@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from daemon.config import model
 from daemon.config.exposure import is_local_only_host
 from daemon.config.secrets import MASK, SECRET_KEYS
+from daemon.providers import catalog as provider_catalog
 from daemon.store import location as store_location
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
@@ -276,7 +277,7 @@ NUMBER = Table({
 
 
 SCHEMA = Table({
-    "provider": choice("twilio", "telnyx", "plivo", "mock", default="mock"),
+    "provider": choice(*provider_catalog.NAMES, default="mock"),
     "from_number": e164("caller ID of outbound calls; required except for mock"),
     "to_number": e164("default callee of `voicecall call`"),
     "max_duration_seconds": integer(1, default=300),

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
+from daemon.providers.catalog import SPECS
+
 logger = logging.getLogger(__name__)
 
 KEYRING_SERVICE = "voicecall"
@@ -27,10 +29,7 @@ NO_KEYRING_ENV = "VOICECALL_NO_KEYRING"
 """Set to 1 (or true/yes/on) to never ask the OS keyring (tests, headless servers)."""
 
 SECRET_KEYS: dict[str, str | None] = {
-    "twilio.auth_token": "TWILIO_AUTH_TOKEN",
-    "telnyx.api_key": "TELNYX_API_KEY",
-    "telnyx.public_key": "TELNYX_PUBLIC_KEY",
-    "plivo.auth_token": "PLIVO_AUTH_TOKEN",
+    **{key: var for spec in SPECS for key, var in spec.secrets.items()},
     "tunnel.ngrok_authtoken": "NGROK_AUTHTOKEN",
     "streaming.api_key": "OPENAI_API_KEY",
     "agent.api_key": "OPENAI_API_KEY",
@@ -43,10 +42,7 @@ SECRET_KEYS: dict[str, str | None] = {
 """Every secret's dotted config key and the environment variable that overrides it."""
 
 NON_SECRET_ENV: dict[str, str] = {
-    "twilio.account_sid": "TWILIO_ACCOUNT_SID",
-    "from_number": "TWILIO_FROM_NUMBER",
-    "telnyx.connection_id": "TELNYX_CONNECTION_ID",
-    "plivo.auth_id": "PLIVO_AUTH_ID",
+    key: var for spec in SPECS for key, var in spec.plain_env.items()
 }
 """Plain settings with an environment fallback; unlike secrets, the config file wins over these.
 

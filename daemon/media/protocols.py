@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from daemon.media.codecs import SAMPLE_RATE
+from daemon.providers import catalog
 
 
 class StreamEvent(StrEnum):
@@ -344,9 +345,9 @@ FRAMINGS: Mapping[str, Callable[[], MediaFraming]] = {
     "twilio": TwilioFraming,
     "telnyx": TelnyxFraming,
     "plivo": PlivoFraming,
-    "mock": TwilioFraming,
 }
-"""Framing per provider name; `mock` speaks Twilio's protocol (what test clients use)."""
+"""Framing per stream protocol; each provider declares the one it speaks
+(:attr:`daemon.providers.catalog.ProviderSpec.framing`; `mock` speaks Twilio's)."""
 
 
 def framing_for(provider: str) -> MediaFraming:
@@ -355,8 +356,8 @@ def framing_for(provider: str) -> MediaFraming:
     Raises:
         ValueError: the provider has no media-stream framing.
     """
-    try:
-        return FRAMINGS[provider]()
-    except KeyError:
+    declared = catalog.spec(provider)
+    if declared is None or declared.framing not in FRAMINGS:
         raise ValueError(f"provider {provider!r} has no media-stream framing; expected one of "
-                         f"{', '.join(sorted(FRAMINGS))}") from None
+                         f"{', '.join(sorted(catalog.NAMES))}")
+    return FRAMINGS[declared.framing]()

@@ -6,13 +6,10 @@ import importlib
 
 from daemon.errors import ConfigError
 from daemon.providers.base import Provider
+from daemon.providers.catalog import SPECS
 
-PROVIDERS: dict[str, str] = {
-    "mock": "daemon.providers.mock:MockProvider",
-    "twilio": "daemon.providers.twilio:TwilioProvider",
-    "telnyx": "daemon.providers.telnyx:TelnyxProvider",
-    "plivo": "daemon.providers.plivo:PlivoProvider",
-}
+PROVIDERS: dict[str, str] = {spec.name: spec.factory for spec in SPECS}
+"""Provider names to `module:Class`, from the declarations in :mod:`daemon.providers.catalog`."""
 
 
 def create_provider(name: str) -> Provider:
