@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from daemon.cluster.wiring import ClusterNode, shared_store_identity, start_cluster_node
 from daemon.config.ports import may_fall_back
 from daemon.engine.calls import CallEngine
 from daemon.errors import ConfigError
@@ -51,7 +52,8 @@ class Daemon:
     def __init__(self, config: Config, paths: Paths) -> None:
         self.config = config
         self.paths = paths
-        self.store = create_store(config.store)
+        self.store = create_store(config.store, **shared_store_identity(config, paths))
+        self.cluster: ClusterNode | None = None
         self.provider = create_provider(config.provider)
         self.engine = CallEngine(config, self.store, self.provider)
         self.web_app = web.Application(client_max_size=64 * 1024)
@@ -98,6 +100,7 @@ class Daemon:
         self.provider.bind(self.engine.apply, self.context)
         await self.provider.start()
         await self.engine.start()
+        self.cluster = start_cluster_node(self.store, self.engine)
         await self.rpc.start()
         logger.info("voicecall daemon %s ready: provider %s, webhook %s, socket %s, store %s",
                     VERSION, self.provider.name, self.exposure.webhook_url, self.paths.socket,
@@ -170,6 +173,9 @@ class Daemon:
             self._runner = None
         with contextlib.suppress(Exception):
             await self.exposures.stop()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                await self.cluster.stop()
         with contextlib.suppress(Exception):
             await self.engine.stop()
         with contextlib.suppress(Exception):

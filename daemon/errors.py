@@ -142,4 +142,10 @@ class StoreError(VoicecallError):
 
 
 class StoreInUseError(StoreError):
-    """Another daemon holds the store (one daemon per store, until daemons share one)."""
+    """Another daemon holds the store (a SQLite folder), or runs with this daemon's id on a
+    shared PostgreSQL store."""
+
+
+class CallMovedError(StoreError):
+    """The call is run by another daemon sharing the store now (this one was presumed dead and
+    its calls were taken over): nothing was written."""

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from daemon.engine import machine as amd
 from daemon.engine.core import RECONCILE_TIMEOUT_SECONDS, STORE_RETRY_SECONDS, EngineCore
 from daemon.engine.live import LiveCall
 from daemon.errors import CallError, StoreError, VoicecallError
 from daemon.model.events import CallMode, Direction
-from daemon.model.record import parse_time
+from daemon.model.record import CallRecord, parse_time
 from daemon.model.state import CallState
 from daemon.providers.base import RemoteState
 
@@ -24,8 +25,16 @@ class Lifecycle(EngineCore):
 
     async def start(self) -> None:
         """Restore live calls from the store and reconcile them with the provider."""
-        restored = [self._register(record)
-                    for record in await self.store.list_calls(live=True, limit=100_000)]
+        await self.adopt(await self.store.claim_live_calls())
+        if self.config.stale_call_reaper_seconds > 0:
+            self.timers.start_reaper(float(self.config.stale_call_reaper_seconds))
+
+    async def adopt(self, records: Sequence[CallRecord]) -> None:
+        """Run live calls this process did not start under the restart rules (SPEC section 6):
+        its own after a restart, or a dead daemon's taken over (SPEC section 16). Each is
+        reconciled with the provider's status API, and never re-dialled."""
+        restored = [self._register(record) for record in records
+                    if record.call_id not in self._live]
         orphans = [live for live in restored if live.record.provider_call_id is None
                    and live.record.direction is Direction.OUTBOUND
                    and live.record.state is CallState.INITIATED]
@@ -38,8 +47,13 @@ class Lifecycle(EngineCore):
         restored = [live for live in restored if live not in orphans]
         # All at once: a provider whose status API hangs costs one timeout, not one per call.
         await asyncio.gather(*(self._reconcile(live) for live in restored))
-        if self.config.stale_call_reaper_seconds > 0:
-            self.timers.start_reaper(float(self.config.stale_call_reaper_seconds))
+
+    def release(self, call_id: str) -> None:
+        """Let go of a live call another daemon runs now (this one was presumed dead while it
+        could not reach the shared store): dropped from memory, nothing written."""
+        live = self._live.get(call_id)
+        if live is not None:
+            self._forget(live)
 
     async def stop(self) -> None:
         """Stop timers and background work; live calls stay live in the store."""

@@ -72,6 +72,10 @@ class Store(Protocol):
         is written).
         """
 
+    async def claim_live_calls(self) -> list[CallRecord]:
+        """At start: the live calls this daemon runs from now on, newest first (SQLite: all of
+        them; PostgreSQL: its own from before a restart and those of dead daemons)."""
+
     async def get_call(self, call_id: str) -> CallRecord | None:
         """One call by our id."""
 

@@ -59,6 +59,28 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX voicecall_replay_expires ON voicecall_replay (expires_at);
     """,
+    # 2: several daemons on one database (SPEC section 16). Each daemon is a row it refreshes
+    # (heartbeat_at, the server's clock, so machines' clocks never matter); each call has the
+    # daemon that runs it (owner). Only the owner writes a call: `voicecall_moved` aborts a write
+    # by anyone else (a daemon that was presumed dead while its calls were taken over), and with
+    # it the whole statement, so nothing of it is kept.
+    """
+    CREATE TABLE voicecall_daemons (
+        daemon_id text PRIMARY KEY,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        started_at timestamptz NOT NULL DEFAULT now(),
+        heartbeat_at timestamptz NOT NULL DEFAULT now()
+    );
+    ALTER TABLE voicecall_calls ADD COLUMN owner text;
+    CREATE INDEX voicecall_calls_owner ON voicecall_calls (owner) WHERE live;
+    CREATE FUNCTION voicecall_moved(call_id text) RETURNS boolean LANGUAGE plpgsql AS $fn$
+    BEGIN
+        RAISE EXCEPTION 'call % is run by another voicecall daemon', call_id
+            USING ERRCODE = 'VC001';
+    END
+    $fn$;
+    """,
 )
 """Migration N (1-based) is `MIGRATIONS[N - 1]`; append, never edit a released step."""
 

@@ -6,11 +6,16 @@ provider-event id, rewrites the call snapshot and appends the event; it is commi
 server's WAL) before `record()` returns, and the engine acts on or publishes an event only
 after that.
 
-For now one daemon owns a database, as one owns a SQLite folder: the daemon holds a session-level
-advisory lock on a connection of its own for its whole life; the server drops it when that
-connection ends, even after a `kill -9`. If that connection ends, or stops answering, while the
-daemon runs, writes are refused until the lock is taken back. (Several daemons sharing one
-database, with heartbeats and call hand-over, is the next step of SPEC section 16.)
+Several daemons share one database (SPEC section 16). Each has a daemon id (kept in its state
+folder, see :mod:`daemon.cluster.identity`) and, on a connection of its own for its whole life,
+holds a session-level advisory lock on that id, so two processes never act as the same daemon;
+the server drops the lock when that connection ends, even after a `kill -9`. On the same
+connection the daemon writes its heartbeat into `voicecall_daemons` every 5 s (the server's clock);
+a daemon whose heartbeat is older than 20 s is dead. Every call has an owner, the daemon that runs
+it; only the owner writes it (a write by anyone else is refused as a whole, :data:`RECORD_SQL`),
+and :meth:`PostgresStore.take_over` hands a dead daemon's live calls to a living one, one call to
+exactly one taker. If the lock's connection ends, or stops answering, while the daemon runs,
+writes are refused until the lock is taken back.
 
 The replay cache is read from the database on a miss, so it stays right if several daemons ever
 share it; what this daemon remembered itself is answered from memory.
@@ -20,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -30,7 +37,7 @@ from typing import Any
 
 import asyncpg
 
-from daemon.errors import StoreError, StoreInUseError
+from daemon.errors import CallMovedError, StoreError, StoreInUseError
 from daemon.model.events import CallEvent, EventType
 from daemon.model.record import CallRecord, utc_now
 from daemon.model.webhook import WebhookReply
@@ -41,7 +48,16 @@ from daemon.store.location import StoreLocation
 logger = logging.getLogger(__name__)
 
 DAEMON_LOCK = 0x766F_6963_616C_6C02
-"""Advisory lock key the owning daemon holds for its life (one daemon per database for now)."""
+"""Mixed into each daemon's advisory lock key (:func:`lock_key`)."""
+
+DEFAULT_DAEMON_ID = "voicecalld"
+"""The id of a store opened without one (tests, tools); a daemon passes its own."""
+
+HEARTBEAT_SECONDS = 5.0
+"""How often a daemon writes its heartbeat (SPEC section 16)."""
+
+DEAD_AFTER_HEARTBEATS = 4
+"""A daemon silent for this many heartbeat intervals (20 s) is dead; its calls are taken over."""
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 """How long connecting to the server may take."""
@@ -52,8 +68,8 @@ RECLAIM_INTERVAL_SECONDS = 1.0
 RECLAIM_LOG_INTERVAL_SECONDS = 60.0
 """While the lock cannot be taken back, the reason is logged at most this often."""
 
-WATCH_INTERVAL_SECONDS = 5.0
-"""How often the lock's connection is pinged (and how long the answer may take)."""
+WATCH_INTERVAL_SECONDS = HEARTBEAT_SECONDS
+"""How often the lock's connection writes the heartbeat (and how long the answer may take)."""
 
 COMMAND_TIMEOUT_SECONDS = 30.0
 """The longest any one query may take before it fails as a store fault (a hung connection)."""
@@ -83,21 +99,63 @@ WITH claimed AS (
 ), go AS (
     SELECT 1 WHERE $1::text IS NULL OR EXISTS (SELECT 1 FROM claimed)
 ), snapshot AS (
-    INSERT INTO voicecall_calls (call_id, provider_call_id, live, started_at, record)
-    SELECT $3, $4, $5, $6, $7 FROM go
+    INSERT INTO voicecall_calls (call_id, provider_call_id, live, started_at, record, owner)
+    SELECT $3, $4, $5, $6, $7, $13 FROM go
     ON CONFLICT (call_id) DO UPDATE SET provider_call_id = excluded.provider_call_id,
-        live = excluded.live, record = excluded.record
+        live = excluded.live, record = excluded.record, owner = excluded.owner
+    WHERE voicecall_calls.owner IS NULL OR voicecall_calls.owner = excluded.owner
     RETURNING 1
 ), event AS (
     INSERT INTO voicecall_events (call_id, type, at, data, turn_latency_ms, listen_wait_ms)
     SELECT $3, $8::text, $9, $10, $11, $12 FROM go WHERE $8::text IS NOT NULL
     RETURNING seq
 )
-SELECT EXISTS (SELECT 1 FROM go) AS written, (SELECT seq FROM event) AS seq
+SELECT EXISTS (SELECT 1 FROM go) AS written, (SELECT seq FROM event) AS seq,
+    CASE WHEN EXISTS (SELECT 1 FROM go) AND NOT EXISTS (SELECT 1 FROM snapshot)
+         THEN voicecall_moved($3) END AS moved
 """
 """One `record()`: claim the provider-event id, upsert the snapshot, append the event. One
 statement is one transaction, and one round trip instead of five (BEGIN, three statements,
-COMMIT): the claim gates the other two, so a duplicate writes nothing at all."""
+COMMIT): the claim gates the other two, so a duplicate writes nothing at all. A call another
+daemon owns is not updated, and `voicecall_moved` then aborts the statement, claim and event
+included (SQLSTATE VC001)."""
+
+MOVED_SQLSTATE = "VC001"
+"""What `voicecall_moved` raises: the call is run by another daemon now."""
+
+CLAIM_SQL = """
+UPDATE voicecall_calls c SET owner = $1
+WHERE c.live AND (c.owner IS NULL OR c.owner = $1 OR NOT EXISTS (
+    SELECT 1 FROM voicecall_daemons d WHERE d.daemon_id = c.owner
+    AND d.heartbeat_at >= now() - make_interval(secs => $2)))
+RETURNING c.record
+"""
+"""At start: this daemon's own live calls from before a restart, and any dead daemon's (an owner
+is alive while its heartbeat is younger than $2 seconds, on the server's clock)."""
+
+TAKE_OVER_SQL = """
+WITH dead AS (
+    SELECT c.call_id, c.owner FROM voicecall_calls c
+    WHERE c.live AND c.owner IS DISTINCT FROM $1 AND (c.owner IS NULL OR NOT EXISTS (
+        SELECT 1 FROM voicecall_daemons d WHERE d.daemon_id = c.owner
+        AND d.heartbeat_at >= now() - make_interval(secs => $2)))
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE voicecall_calls c SET owner = $1 FROM dead WHERE c.call_id = dead.call_id
+RETURNING c.record, dead.owner AS previous
+"""
+"""While running: the live calls of dead daemons, with their previous owner. Each row goes to one
+taker only: a row another taker holds is skipped, and one it changed meanwhile is re-checked and
+found to have a living owner."""
+
+HEARTBEAT_SQL = """
+INSERT INTO voicecall_daemons AS d (daemon_id, host, pid) VALUES ($1, $2, $3)
+ON CONFLICT (daemon_id) DO UPDATE SET heartbeat_at = now(), host = excluded.host,
+    pid = excluded.pid
+RETURNING (xmax = 0) AS inserted
+"""
+"""Register or refresh this daemon; `inserted` says the row was gone (presumed dead and removed
+by another daemon, or a first start)."""
 
 SERVER_SETTINGS = {
     "application_name": "voicecalld",
@@ -109,12 +167,20 @@ class PostgresStore:
     """The PostgreSQL implementation of :class:`daemon.store.base.Store`."""
 
     def __init__(self, location: StoreLocation, *, clock: Callable[[], float] = time.time,
+                 daemon_id: str = DEFAULT_DAEMON_ID,
                  claim_wait_seconds: float = CLAIM_WAIT_SECONDS,
                  reclaim_interval_seconds: float = RECLAIM_INTERVAL_SECONDS,
                  watch_interval_seconds: float = WATCH_INTERVAL_SECONDS) -> None:
         if location.url is None:
             raise ValueError("a PostgreSQL store needs a postgresql:// URL")
         self._location = location
+        self.daemon_id = daemon_id
+        self.lock_key = lock_key(daemon_id)
+        self.dead_after_seconds = watch_interval_seconds * DEAD_AFTER_HEARTBEATS
+        self.evicted = asyncio.Event()
+        """Set when a heartbeat found this daemon's row gone: the others presumed it dead and
+        may have taken its calls (the cluster node then lets go of those)."""
+        self._registered = False
         self._clock = clock
         self._claim_wait = claim_wait_seconds
         self._claim: Any = None  # the connection holding DAEMON_LOCK
@@ -138,6 +204,11 @@ class PostgresStore:
     def description(self) -> str:
         """The URL with its password masked."""
         return self._location.display
+
+    @property
+    def watch_interval(self) -> float:
+        """The heartbeat interval (seconds)."""
+        return self._watch_interval
 
     @property
     def lock_file(self) -> Path | None:
@@ -170,6 +241,7 @@ class PostgresStore:
             self._claim.add_termination_listener(self._on_claim_lost)
             found = await pg_schema.migrate(self._claim, self._location,
                                             f"voicecalld pid {os.getpid()}")
+            await self._heartbeat(self._claim, None)
             if found != pg_schema.SCHEMA_VERSION:
                 logger.info("store %s: schema migrated from version %d to %d",
                             self._location.display, found, pg_schema.SCHEMA_VERSION)
@@ -179,17 +251,29 @@ class PostgresStore:
         self._watchdog = asyncio.get_running_loop().create_task(self._watch(),
                                                                 name="store-lock-watch")
 
+    async def _heartbeat(self, conn: Any, deadline: float | None) -> None:
+        """Write this daemon's heartbeat (its row comes back if another daemon removed it)."""
+        inserted = await conn.fetchval(HEARTBEAT_SQL, self.daemon_id, socket.gethostname(),
+                                       os.getpid(), timeout=deadline)
+        if inserted and self._registered:
+            logger.error("store %s: this daemon (%s) was presumed dead by the others (no "
+                         "heartbeat for %gs); its calls may have been taken over",
+                         self._location.display, self.daemon_id, self.dead_after_seconds)
+            self.evicted.set()
+        self._registered = True
+
     async def _watch(self) -> None:
-        """Ping the lock's connection. A network cut does not end a TCP connection by itself,
-        while the server may well drop ours, and the lock with it: a ping that gets no answer
-        in time counts as a lost connection (then `_on_claim_lost` takes over)."""
+        """Write the heartbeat on the lock's connection. A network cut does not end a TCP
+        connection by itself, while the server may well drop ours, and the lock with it: a
+        heartbeat that gets no answer in time counts as a lost connection (then
+        `_on_claim_lost` takes over)."""
         while True:
             await asyncio.sleep(self._watch_interval)
             claim = self._claim
             if claim is None:
                 continue  # being taken back
             try:
-                await claim.fetchval("SELECT 1", timeout=self._watch_interval)
+                await self._heartbeat(claim, self._watch_interval)
             except Exception as exc:
                 if claim is self._claim:
                     logger.error("store %s: the lock's connection did not answer (%s); "
@@ -237,14 +321,16 @@ class PostgresStore:
                      self._reclaim_interval)
                 continue
             try:
-                got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", DAEMON_LOCK)
+                got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key)
+                if got:
+                    await self._heartbeat(conn, self._watch_interval)
             except Exception:
                 got = False
             if not got or self._pool is None:
                 with contextlib.suppress(Exception):
                     await conn.close()
-                note("held", "store %s: another daemon holds the database now; this daemon "
-                     "refuses writes until it is free")
+                note("held", "store %s: another process holds this daemon's id (%s) now; "
+                     "this daemon refuses writes until it is free", self.daemon_id)
                 continue
             self._claim = conn
             conn.add_termination_listener(self._on_claim_lost)
@@ -254,16 +340,21 @@ class PostgresStore:
 
     async def _take_lock(self) -> None:
         deadline = time.monotonic() + self._claim_wait
-        while not await self._claim.fetchval("SELECT pg_try_advisory_lock($1)", DAEMON_LOCK):
+        while not await self._claim.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
             if time.monotonic() >= deadline:
                 raise StoreInUseError(
                     f"another voicecall daemon is already running on the store "
-                    f"{self._location.display}; stop it with `voicecall daemon stop` or point "
-                    "`store` at another database")
+                    f"{self._location.display} with this daemon's id ({self.daemon_id}): stop "
+                    "it with `voicecall daemon stop`; a machine cloned with its state folder "
+                    "shares the id: delete `daemon-id` in the clone's state folder")
             await asyncio.sleep(0.2)
 
     async def close(self) -> None:
-        """Close the pool, then the lock's connection (which releases the database)."""
+        """Close the pool, then the lock's connection (which releases the daemon's id).
+
+        A daemon that stops cleanly removes its row: the others take over its live calls at
+        their next check (within a heartbeat), not 20 s later.
+        """
         pool, self._pool = self._pool, None
         claim, self._claim = self._claim, None
         for task in (self._reclaimer, self._watchdog):
@@ -272,6 +363,11 @@ class PostgresStore:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._reclaimer = self._watchdog = None
+        if claim is not None and self._registered:
+            with contextlib.suppress(Exception):
+                await claim.execute("DELETE FROM voicecall_daemons WHERE daemon_id = $1",
+                                    self.daemon_id, timeout=CONNECT_TIMEOUT_SECONDS)
+        self._registered = False
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT_SECONDS)
@@ -334,11 +430,19 @@ class PostgresStore:
         now = self._clock()
         turn, wait = _turn_figures(event_type, payload)
         async with self._conn(f"write call {call.call_id} to", write=True) as conn:
-            row = await conn.fetchrow(
-                RECORD_SQL, dedupe_key, now, call.call_id, call.provider_call_id,
-                not call.is_ended, call.started_at, snapshot,
-                event_type.value if event_type is not None else None, timestamp,
-                json.dumps(payload, separators=(",", ":")), turn, wait)
+            try:
+                row = await conn.fetchrow(
+                    RECORD_SQL, dedupe_key, now, call.call_id, call.provider_call_id,
+                    not call.is_ended, call.started_at, snapshot,
+                    event_type.value if event_type is not None else None, timestamp,
+                    json.dumps(payload, separators=(",", ":")), turn, wait, self.daemon_id)
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) == MOVED_SQLSTATE:
+                    raise CallMovedError(
+                        f"call {call.call_id} is run by another voicecall daemon now (this "
+                        "one was presumed dead); nothing was changed",
+                        callId=call.call_id) from None
+                raise
         if not row["written"]:
             return None
         event = None
@@ -358,6 +462,43 @@ class PostgresStore:
                 "voicecall_processed ORDER BY at DESC OFFSET $1)", PROCESSED_KEEP)
         for key in [k for k, (expires, _) in self._replay.items() if expires < now]:
             del self._replay[key]
+
+    # ------------------------------------------------------------------ calls across daemons
+
+    async def claim_live_calls(self) -> list[CallRecord]:
+        """At start: the live calls this daemon runs from now on (its own from before a
+        restart, and those of dead daemons), newest first."""
+        async with self._conn("claim the live calls of", write=True) as conn:
+            rows = await conn.fetch(CLAIM_SQL, self.daemon_id, self.dead_after_seconds)
+        return sorted(self._calls(rows), key=lambda r: r.started_at, reverse=True)
+
+    async def take_over(self) -> list[tuple[CallRecord, str | None]]:
+        """The live calls of daemons silent for longer than `dead_after_seconds`, now this
+        daemon's, with each one's previous owner; the dead daemons' rows are removed."""
+        async with self._conn("take over calls in", write=True) as conn:
+            rows = await conn.fetch(TAKE_OVER_SQL, self.daemon_id, self.dead_after_seconds)
+            await conn.execute(
+                "DELETE FROM voicecall_daemons WHERE daemon_id <> $1 "
+                "AND heartbeat_at < now() - make_interval(secs => $2)",
+                self.daemon_id, self.dead_after_seconds)
+        return [(CallRecord.from_wire(json.loads(r["record"])), r["previous"]) for r in rows]
+
+    async def owners(self, call_ids: list[str]) -> dict[str, str | None]:
+        """Who runs each of these calls now (calls not stored are left out)."""
+        async with self._conn("read") as conn:
+            rows = await conn.fetch("SELECT call_id, owner FROM voicecall_calls "
+                                    "WHERE call_id = ANY($1::text[])", call_ids)
+        return {r["call_id"]: r["owner"] for r in rows}
+
+    async def daemons(self) -> list[dict[str, Any]]:
+        """The daemons registered on this database, with how long each has been silent."""
+        async with self._conn("read") as conn:
+            rows = await conn.fetch(
+                "SELECT daemon_id, host, pid, extract(epoch FROM now() - heartbeat_at) AS "
+                "silent FROM voicecall_daemons ORDER BY daemon_id")
+        return [{"daemonId": r["daemon_id"], "host": r["host"], "pid": r["pid"],
+                 "silentSeconds": round(float(r["silent"]), 1),
+                 "alive": float(r["silent"]) <= self.dead_after_seconds} for r in rows]
 
     # ------------------------------------------------------------------ reads
 
@@ -468,3 +609,9 @@ def _turn_figures(event_type: EventType | None,
         return None, None
     return float(turn), (float(wait) if isinstance(wait, int | float)
                          and not isinstance(wait, bool) else None)
+
+
+def lock_key(daemon_id: str) -> int:
+    """The advisory lock key of one daemon id (a signed 64-bit number, as PostgreSQL takes)."""
+    digest = hashlib.sha256(f"{DAEMON_LOCK}:{daemon_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

@@ -325,6 +325,10 @@ class SqliteStore:
     def _calls(rows: list[tuple[str]]) -> list[CallRecord]:
         return [CallRecord.from_wire(json.loads(row[0])) for row in rows]
 
+    async def claim_live_calls(self) -> list[CallRecord]:
+        """Every live call: one daemon runs everything in its SQLite store."""
+        return await self.list_calls(live=True, limit=100_000)
+
     async def get_call(self, call_id: str) -> CallRecord | None:
         """One call by our id."""
         rows = await self._run(

@@ -2,7 +2,8 @@
 
 `kill -9` and restart on the same database loses nothing and re-dials nothing; the URL's password
 is masked everywhere it could show; an unreachable database, a newer schema and a second daemon
-are refused with a clear `Error:`; `voicecall doctor` reports the connection and schema version.
+are refused with a clear `Error:` (a second daemon only when it has the first's id);
+`voicecall doctor` reports the connection and schema version.
 """
 
 from __future__ import annotations
@@ -168,25 +169,36 @@ def test_a_newer_schema_is_refused(make_daemon, pg_url: str) -> None:
     done = d.cli("daemon", "start", timeout=90)
     assert done.returncode != 0
     assert "Error:" in done.stderr
-    assert "schema version 7, newer than this voicecall knows (1)" in done.stderr, done.stderr
+    assert "schema version 7, newer than this voicecall knows (2)" in done.stderr, done.stderr
     doctor = d.cli("doctor", "--offline", "--json")
     store = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "store.database"]
     assert store and store[0]["status"] == "FAIL" and "version 7" in store[0]["message"]
     assert doctor.returncode == 1
     rows = query(pg_url, "SELECT version FROM voicecall_schema ORDER BY version")
-    assert [r["version"] for r in rows] == [1, 7]
+    assert [r["version"] for r in rows] == [1, 2, 7]
 
 
-def test_a_second_daemon_on_the_same_database_is_refused(make_daemon, pg_url: str) -> None:
-    """Until daemons share a database (SPEC 16, next step), one database has one daemon."""
+def test_a_second_daemon_with_the_same_id_is_refused(make_daemon, pg_url: str) -> None:
+    """Daemons share a database (SPEC 16), each under its own id (state/daemon-id): a second
+    home with a copy of the first's id (a cloned machine) is refused with a clear error, while
+    one with its own id runs beside the first."""
     first = make_daemon(config_for(pg_url))
-    second = make_daemon(config_for(pg_url), start=False)
-    second.start(expect_ready=False)
-    assert second.proc is not None
-    second.proc.wait(60)
-    assert second.proc.returncode != 0
-    assert "another voicecall daemon is already running on the store" in second.log_text()
+    own_id = (first.home / "state" / "daemon-id").read_text()
+    clone = make_daemon(config_for(pg_url), start=False)
+    (clone.home / "state").mkdir(parents=True, exist_ok=True)
+    (clone.home / "state" / "daemon-id").write_text(own_id)
+    clone.start(expect_ready=False)
+    assert clone.proc is not None
+    clone.proc.wait(60)
+    assert clone.proc.returncode != 0
+    log = clone.log_text()
+    assert "another voicecall daemon is already running on the store" in log, log[-2000:]
+    assert f"with this daemon's id ({own_id.strip()})" in log
+    beside = make_daemon(config_for(pg_url))
+    assert beside.rpc("daemon.status")["running"] is True
     assert first.rpc("daemon.status")["running"] is True
+    rows = query(pg_url, "SELECT daemon_id FROM voicecall_daemons ORDER BY daemon_id")
+    assert len(rows) == 2 and own_id.strip() in {r["daemon_id"] for r in rows}
 
 
 def test_doctor_checks_the_database(make_daemon, pg_url: str) -> None:
@@ -198,7 +210,7 @@ def test_doctor_checks_the_database(make_daemon, pg_url: str) -> None:
     d.start()
     current = json.loads(d.cli("doctor", "--offline", "--json").stdout)
     [store] = [c for c in current["checks"] if c["id"] == "store.database"]
-    assert store["status"] == "OK" and "schema version 1 (current)" in store["message"], store
+    assert store["status"] == "OK" and "schema version 2 (current)" in store["message"], store
 
     parts = urlsplit(pg_url)
     dead = urlunsplit(parts._replace(netloc=f"vc:{PASSWORD}@127.0.0.1:{closed_port()}"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from daemon.store import pg_schema, sqlite
 from daemon.store.location import StoreLocation
 from daemon.store.pg_schema import VERSION_TABLE
 from tests.store_contract import StoreContract
@@ -19,6 +20,7 @@ class SqliteBackend:
 
     def __init__(self, folder: Path) -> None:
         self.location = StoreLocation.sqlite(folder)
+        self.schema_version = sqlite.SCHEMA_VERSION
 
     async def set_schema_version(self, version: int) -> None:
         assert self.location.folder is not None
@@ -40,6 +42,7 @@ class PostgresBackend:
 
     def __init__(self, url: str) -> None:
         self.location = StoreLocation.postgres(url)
+        self.schema_version = pg_schema.SCHEMA_VERSION
 
     async def set_schema_version(self, version: int) -> None:
         conn = await asyncpg.connect(self.location.url)

@@ -1,5 +1,7 @@
-"""PostgreSQL-only behaviour of the store, on a real server: the daemon's lock on the database
-survives a dropped connection, and is not taken back while another holder has it."""
+"""PostgreSQL-only behaviour of the store, on a real server: the daemon's lock on its id survives
+a dropped connection, and is not taken back while another holder has it; several daemons share one
+database: each call has one owner, only the owner writes it, and a dead daemon's live calls go to
+exactly one living one (SPEC section 16)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from daemon.errors import StoreError
+from daemon.errors import CallMovedError, StoreError, StoreInUseError
 from daemon.model.events import CallMode, Direction, EventType
 from daemon.model.record import CallRecord
+from daemon.model.state import CallState
 from daemon.store.location import StoreLocation
-from daemon.store.postgres import DAEMON_LOCK, PostgresStore
+from daemon.store.postgres import PostgresStore
 
 
 def call() -> CallRecord:
@@ -59,8 +62,8 @@ async def test_a_dropped_lock_connection_is_taken_back(pg_url: str) -> None:
 
 
 async def test_a_lock_taken_meanwhile_keeps_writes_refused(pg_url: str) -> None:
-    """If another holder takes the database while the lock is down, this store writes nothing
-    until that holder lets go: two daemons never write one database."""
+    """If another process takes this daemon's id while the lock is down, this store writes
+    nothing until that holder lets go: two processes never act as one daemon."""
     store = PostgresStore(StoreLocation.postgres(pg_url), reclaim_interval_seconds=2.0)
     await store.open()
     rival = await asyncpg.connect(pg_url)
@@ -69,7 +72,7 @@ async def test_a_lock_taken_meanwhile_keeps_writes_refused(pg_url: str) -> None:
         await store.record(record, EventType.INITIATED)
         await kill_lock_connection(pg_url)
         deadline = time.monotonic() + 1.5
-        while not await rival.fetchval("SELECT pg_try_advisory_lock($1)", DAEMON_LOCK):
+        while not await rival.fetchval("SELECT pg_try_advisory_lock($1)", store.lock_key):
             assert time.monotonic() < deadline, "the rival never got the lock"
             await asyncio.sleep(0.02)
         await asyncio.sleep(2.5)  # the store has tried to take it back at least once
@@ -149,6 +152,98 @@ async def test_a_lock_connection_that_stops_answering_is_dropped(pg_url: str) ->
         await until(lambda: store._claim_lost is None)
         assert await store.record(record, EventType.INITIATED) is not None
         assert store.fault is None
+    finally:
+        await store.close()
+        await admin.close()
+
+
+def call_of(call_id: str) -> CallRecord:
+    return CallRecord(call_id, "mock", Direction.OUTBOUND, CallMode.CONVERSATION, "+15550001111",
+                      "+15550002222", provider_call_id=f"p-{call_id}")
+
+
+async def test_daemons_share_a_database_and_only_the_owner_writes_a_call(pg_url: str) -> None:
+    """Two daemon ids open one database; a call is written by its owner only: another daemon's
+    write is refused as a whole (no event, no processed id kept), nothing of it stored."""
+    location = StoreLocation.postgres(pg_url)
+    a = PostgresStore(location, daemon_id="a")
+    b = PostgresStore(location, daemon_id="b")
+    await a.open()
+    await b.open()
+    try:
+        record = call_of("c1")
+        assert await a.record(record, EventType.INITIATED) is not None
+        assert await b.get_call("c1") == record, "b reads what a wrote"
+        with pytest.raises(CallMovedError, match="run by another voicecall daemon"):
+            await b.record(record, EventType.RINGING, dedupe_key="twilio:e1")
+        assert [e.type for e in await a.recent_events("c1", 10)] == [EventType.INITIATED]
+        assert await a.record(record, EventType.RINGING, dedupe_key="twilio:e1") is not None, \
+            "the refused write kept no processed id"
+        assert await a.owners(["c1", "nope"]) == {"c1": "a"}
+        ids = {d["daemonId"]: d["alive"] for d in await a.daemons()}
+        assert ids == {"a": True, "b": True}
+        same = PostgresStore(location, daemon_id="a", claim_wait_seconds=0.3)
+        with pytest.raises(StoreInUseError, match="with this daemon's id"):
+            await same.open()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_dead_daemons_live_calls_go_to_exactly_one_taker(pg_url: str) -> None:
+    """A daemon silent for four heartbeats is dead: its live calls (not its ended ones) are
+    taken over once, by one of two racing daemons, who then writes them; a living owner's calls
+    are never taken."""
+    location = StoreLocation.postgres(pg_url)
+    dead = PostgresStore(location, daemon_id="dead", watch_interval_seconds=0.2)
+    await dead.open()
+    live_ones = [call_of(f"c{i}") for i in range(20)]
+    for record in live_ones:
+        await dead.record(record, EventType.INITIATED)
+    ended = call_of("ended")
+    ended.state = CallState.COMPLETED
+    await dead.record(ended, EventType.ENDED)
+    takers = [PostgresStore(location, daemon_id=f"t{i}", watch_interval_seconds=0.2)
+              for i in range(2)]
+    for taker in takers:
+        await taker.open()
+    try:
+        assert [await t.take_over() for t in takers] == [[], []], "the owner is alive"
+        # Silence `dead` the way a kill -9 does: its heartbeats stop (its row stays).
+        assert dead._watchdog is not None
+        dead._watchdog.cancel()
+        await asyncio.sleep(dead.dead_after_seconds + 0.3)
+        got = await asyncio.gather(*(t.take_over() for t in takers))
+        taken = [record.call_id for batch in got for record, _ in batch]
+        assert sorted(taken) == sorted(r.call_id for r in live_ones), "each exactly once"
+        assert {previous for batch in got for _, previous in batch} == {"dead"}
+        assert [await t.take_over() for t in takers] == [[], []]
+        owner_of = await takers[0].owners([r.call_id for r in live_ones] + ["ended"])
+        assert owner_of["ended"] == "dead", "ended calls are not taken"
+        first = live_ones[0]
+        winner = takers[0] if owner_of[first.call_id] == "t0" else takers[1]
+        assert await winner.record(first, EventType.ANSWERED) is not None
+        with pytest.raises(CallMovedError):
+            await dead.record(first, EventType.ANSWERED)
+        assert "dead" not in {d["daemonId"] for d in await takers[0].daemons()}
+    finally:
+        for store in (dead, *takers):
+            await store.close()
+
+
+async def test_a_daemon_presumed_dead_learns_it_at_its_next_heartbeat(pg_url: str) -> None:
+    """Another daemon removed this one's row (taking its calls): the next heartbeat puts the row
+    back and sets `evicted`, so the daemon lets go of what it no longer owns."""
+    location = StoreLocation.postgres(pg_url)
+    store = PostgresStore(location, daemon_id="a", watch_interval_seconds=0.2)
+    await store.open()
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await asyncio.sleep(0.5)
+        assert not store.evicted.is_set(), "its own first heartbeats are no eviction"
+        await admin.execute("DELETE FROM voicecall_daemons WHERE daemon_id = 'a'")
+        await until(store.evicted.is_set, timeout=5)
+        assert await admin.fetchval("SELECT count(*) FROM voicecall_daemons") == 1
     finally:
         await store.close()
         await admin.close()
