@@ -64,8 +64,11 @@ class Daemon:
         self.http: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
         self.port = 0
-        self.extras: dict[str, object] = {}
-        self.context = ProviderContext(config, "", None, self.extras)
+        self.media: MediaHub | None = None
+        """The media hub, set by `install_media` when streaming is on."""
+        self.realtime: RealtimeService | None = None
+        """The realtime voice service, set by `install_media` when realtime mode is in use."""
+        self.context = ProviderContext(config, "", None)
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -89,13 +92,14 @@ class Daemon:
         await self._start_web()
         await self.exposures.start(self.port)
         self._apply_exposure()
-        hub = self.extras.get("media")
-        if isinstance(hub, MediaHub):
+        hub = self.media
+        self.context.media = hub
+        if hub is not None:
             hub.on_utterance = lambda call_id, result: self.engine.note_heard(
                 call_id, result.text, result.heard_text)
             self.engine.streams_speech = lambda call_id: hub.session(call_id) is not None
-        realtime = self.extras.get("realtime")
-        if isinstance(realtime, RealtimeService):
+        realtime = self.realtime
+        if realtime is not None:
             self.engine.answers_itself = realtime.is_active
         self.provider.bind(self.engine.apply, self.context)
         await self.provider.start()

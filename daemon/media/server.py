@@ -311,7 +311,7 @@ def _policy(daemon: Daemon) -> UrlPolicy:
 
 
 def install_media(daemon: Daemon) -> MediaHub | None:
-    """Create the hub (into ``daemon.extras["media"]``) and route ``streaming.stream_path``.
+    """Create the hub (into ``daemon.media``) and route ``streaming.stream_path``.
 
     Does nothing when streaming is off. The TTS engine and STT factory need an HTTP client,
     which is opened on application start-up; a TTS or STT configuration problem is logged and
@@ -322,12 +322,11 @@ def install_media(daemon: Daemon) -> MediaHub | None:
     if not settings.enabled:
         return None
     hub = MediaHub(daemon.engine.apply, calls=daemon.engine)
-    daemon.extras["media"] = hub
+    daemon.media = hub
     verifier = None
     if config.provider == "twilio" and not config.skip_signature_verification:
         verifier = TwilioVerifier(config.twilio.auth_token or "")
     server = MediaServer(hub, settings, provider=config.provider, verifier=verifier)
-    daemon.extras["media_server"] = server
     app = daemon.web_app
     app[MEDIA_HUB_KEY] = hub
     http: list[aiohttp.ClientSession] = []
@@ -361,7 +360,7 @@ def install_media(daemon: Daemon) -> MediaHub | None:
         if realtime_in_use(config):
             service = RealtimeService(lambda: daemon.config, session, daemon.engine)
             hub.realtime = service
-            daemon.extras["realtime"] = service
+            daemon.realtime = service
 
     async def handle(request: web.Request) -> web.StreamResponse:
         server.policy = _policy(daemon)  # follows the exposure (tunnel learned, `expose`)

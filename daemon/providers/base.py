@@ -8,7 +8,7 @@ live in `daemon.webhooks`; a provider only verifies, parses and answers.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -19,6 +19,7 @@ from daemon.model.webhook import WebhookReply
 
 if TYPE_CHECKING:
     from daemon.config.model import Config, MachineDetectionConfig
+    from daemon.providers.streaming import MediaHubLike
 
 EventSink = Callable[[Sequence[ProviderEvent]], Awaitable[None]]
 """How a provider hands events to the engine; returns once they are stored and applied."""
@@ -87,8 +88,8 @@ class ProviderContext:
     """The webhook URL as the provider must call it (public URL, tunnel or local)."""
     stream_url: str | None = None
     """The media-stream websocket URL (wss://...) when streaming is enabled."""
-    extras: dict[str, object] = field(default_factory=dict)
-    """Shared daemon services a provider may use (media hub, speech), keyed by name."""
+    media: MediaHubLike | None = None
+    """The media hub when streaming is on (the daemon sets it once the hub exists)."""
 
 
 @runtime_checkable

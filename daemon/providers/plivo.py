@@ -19,7 +19,7 @@ Call flow:
   known; 404 means it is already over.
 
 Audio streams (SPEC 9): with `streaming.enabled` and a TTS engine in the media hub
-(`context.extras["media"]`), conversation and inbound calls get `<Stream bidirectional="true"
+(`context.media`), conversation and inbound calls get `<Stream bidirectional="true"
 keepCallAlive="true" contentType="audio/x-mulaw;rate=8000">` instead of `<Speak>`/`<GetInput>`
 (in the answer, or by a transfer), and speech goes through the call's media session. The token
 and our call id ride in the stream URL's query (Plivo has no per-stream parameters). Until the

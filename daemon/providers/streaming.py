@@ -1,6 +1,6 @@
 """What every provider needs of the media plane, in one place.
 
-Providers reach the media hub only through `context.extras["media"]` and these structural
+Providers reach the media hub only through `context.media` and these structural
 protocols, so `daemon.media` stays an implementation detail (and tests can stand in for it).
 """
 
@@ -31,7 +31,7 @@ class MediaSessionLike(Protocol):
 
 @runtime_checkable
 class MediaHubLike(Protocol):
-    """The media hub (`context.extras["media"]`) as far as providers need it."""
+    """The media hub (`context.media`) as far as providers need it."""
 
     def issue_token(self, call_id: str, provider_call_id: str | None) -> str:
         """The call's stream token, checked when its websocket starts."""
@@ -58,7 +58,7 @@ def media_hub(context: ProviderContext | None) -> MediaHubLike | None:
     None (native voice)."""
     if context is None or not context.config.streaming.enabled or not context.stream_url:
         return None
-    hub = context.extras.get("media")
+    hub = context.media
     if not isinstance(hub, MediaHubLike) or (getattr(hub, "tts", None) is None
                                              and getattr(hub, "realtime", None) is None):
         return None

@@ -22,7 +22,7 @@ Behaviour:
   after the same call's `call.hangup` (Telnyx does not order webhooks) is ignored.
 
 Media streams (SPEC 9): with `streaming.enabled` and a TTS engine in the media hub
-(`context.extras["media"]`), conversation and inbound calls are dialled/answered with
+(`context.media`), conversation and inbound calls are dialled/answered with
 `stream_url` (bidirectional RTP, PCMU); speech then goes through the call's media session
 (waiting for the stream to start if needed, falling back to `actions/speak` if it never does)
 and caller turns come from the stream's STT, so `transcription_start` is not used. Notify

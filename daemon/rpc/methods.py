@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from daemon.agent_tool import run_tool
 from daemon.errors import ConfigError, InvalidParamsError
 from daemon.model.events import CallEvent
-from daemon.realtime.service import RealtimeService
 from daemon.rpc import protocol
 from daemon.rpc.params import Params
 from daemon.rpc.server import AfterReply, Connection, Handler
@@ -160,8 +159,8 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
         p = Params(raw)
         if "output" not in raw:
             raise InvalidParamsError("output is required: the tool's result, any JSON value")
-        realtime = daemon.extras.get("realtime")
-        if not isinstance(realtime, RealtimeService):
+        realtime = daemon.realtime
+        if realtime is None:
             raise ConfigError("voicecall.tool_result needs realtime mode: set realtime.enabled "
                               "= true and streaming.enabled = true")
         await realtime.tool_result(p.req("callId"), p.req("toolCallId"), raw["output"])

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 def install_routes(daemon: Daemon) -> WebhookServer:
     """Add the media-stream route (`daemon.media.server.install_media`) and the webhook route.
 
-    The media hub is installed first so that it is in `daemon.extras["media"]` before the
+    The media hub is installed first so that it is in `daemon.media` before the
     provider is bound.
     """
     try:

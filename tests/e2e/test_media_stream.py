@@ -71,7 +71,8 @@ class FakeDaemon:
         self.config = config
         self.web_app = web.Application()
         self.engine = FakeEngine()
-        self.extras: dict[str, object] = {}
+        self.media: object = None
+        self.realtime: object = None
         self.exposure = Exposure("http://127.0.0.1:1/voice/webhook", None, None)
 
 
@@ -184,7 +185,7 @@ async def test_streaming_off_installs_nothing() -> None:
     """With streaming disabled there is no hub and no route."""
     daemon = FakeDaemon(media_config("http://x", "ws://x", "k", enabled=False))
     assert install_media(cast(Daemon, daemon)) is None
-    assert "media" not in daemon.extras
+    assert daemon.media is None
 
 
 async def test_more_than_max_connections_is_503(build: Any) -> None:

@@ -150,9 +150,8 @@ def make_provider(
         ),
         streaming=StreamingConfig(enabled=hub is not None),
     )
-    extras: dict[str, object] = {"media": hub} if hub is not None else {}
     provider, engine = TwilioProvider(), Engine()
-    provider.bind(engine, ProviderContext(config, WEBHOOK, STREAM if hub else None, extras))
+    provider.bind(engine, ProviderContext(config, WEBHOOK, STREAM if hub else None, media=hub))
     return provider, engine
 
 
