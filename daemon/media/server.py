@@ -38,6 +38,7 @@ from daemon.realtime.settings import realtime_in_use
 from daemon.speech.stt.factory import create_stt
 from daemon.speech.tts.factory import create_tts
 from daemon.speech.vendor import open_vendor_session
+from daemon.webhooks.connections import GUARD_KEY
 from daemon.webhooks.mount import url_policy
 from daemon.webhooks.rejections import RejectionLog
 from daemon.webhooks.security import TwilioVerifier
@@ -233,6 +234,10 @@ class MediaServer:
             await self._close(ws, CLOSE_POLICY, "Unknown call or bad token",
                               address=request.remote or "")
             return None
+        guard = request.app.get(GUARD_KEY)
+        connection = guard.guard_of(request.transport) if guard is not None else None
+        if connection is not None:
+            connection.authenticated()
         session = MediaSession(
             self.hub,
             call_id=admission.call_id,

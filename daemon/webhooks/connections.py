@@ -89,9 +89,10 @@ class ConnectionGuard:
         self._per_address[address] = count + 1
         return None
 
-    def release(self, address: str) -> None:
-        """Forget a connection counted by `admit`."""
-        self.total -= 1
+    def release(self, address: str, *, per_address_only: bool = False) -> None:
+        """Forget a connection counted by `admit` (only its per-address slot when told)."""
+        if not per_address_only:
+            self.total -= 1
         count = self._per_address.get(address, 0) - 1
         if count > 0:
             self._per_address[address] = count
@@ -154,7 +155,7 @@ class GuardedProtocol(asyncio.Protocol):
     """Admits a connection, times its headers, slices its input, then passes it to aiohttp."""
 
     __slots__ = ("_address", "_backlog", "_eof", "_guard", "_inner", "_inner_factory",
-                 "_proxy", "_timer", "_transport", "_waiting", "holding")
+                 "_per_address", "_proxy", "_timer", "_transport", "_waiting", "holding")
 
     def __init__(
         self, guard: ConnectionGuard, inner_factory: Callable[[], asyncio.Protocol]
@@ -164,6 +165,8 @@ class GuardedProtocol(asyncio.Protocol):
         self._inner: asyncio.Protocol | None = None
         self._transport: asyncio.Transport | None = None
         self._address = ""
+        self._per_address = True
+        """The connection holds a slot of its address's `max_connections_per_ip`."""
         self._timer: asyncio.TimerHandle | None = None
         self._waiting = True
         """No request is being handled: the next bytes start one, under the header timer."""
@@ -248,7 +251,10 @@ class GuardedProtocol(asyncio.Protocol):
         self._backlog.clear()
         if self._proxy is not None:
             self._guard._by_transport.pop(cast(asyncio.BaseTransport, self._proxy), None)
-        self._guard.release(self._address)
+        if self._per_address:
+            self._guard.release(self._address)
+        else:
+            self._guard.total -= 1  # its per-address slot went back in `authenticated`
         inner, self._inner = self._inner, None
         inner.connection_lost(exc)
 
@@ -261,6 +267,14 @@ class GuardedProtocol(asyncio.Protocol):
         """Forward (aiohttp's flow control)."""
         if self._inner is not None:
             self._inner.resume_writing()
+
+    def authenticated(self) -> None:
+        """The peer proved itself (a media stream's authorised `start`): its per-address slot
+        is given back, so a provider's media servers, which open every call's stream from a
+        handful of addresses, are bounded by `max_connections` and the stream limits alone."""
+        if self._per_address and self._inner is not None:
+            self._per_address = False
+            self._guard.release(self._address, per_address_only=True)
 
     # ------------------------------------------------------------------ request boundaries
 
