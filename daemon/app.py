@@ -10,11 +10,11 @@ is free (what `voicecall daemon stop` waits for).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -44,6 +44,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
+
+
+async def stop_step(what: str, step: Callable[[], Awaitable[object]]) -> bool:
+    """Run one shutdown step; log its failure (with the traceback at debug) and go on.
+
+    Returns whether it succeeded. Cancellation is not swallowed.
+    """
+    try:
+        await step()
+    except Exception as exc:
+        logger.warning("stopping %s failed: %s", what,
+                       getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+        logger.debug("stopping %s failed", what, exc_info=True)
+        return False
+    return True
 
 
 class Daemon:
@@ -168,27 +183,23 @@ class Daemon:
         await self._stop.wait()
 
     async def stop(self) -> None:
-        """Stop everything in reverse order; safe to call twice."""
-        with contextlib.suppress(Exception):
-            await self.rpc.stop()
+        """Stop everything in reverse order; safe to call twice.
+
+        A step that fails is logged with its error and the next step still runs: a stuck
+        tunnel must not keep the store claimed.
+        """
+        await stop_step("the RPC socket", self.rpc.stop)
         if self._runner is not None:
-            with contextlib.suppress(Exception):
-                await self._runner.cleanup()
+            await stop_step("the webhook server", self._runner.cleanup)
             self._runner = None
-        with contextlib.suppress(Exception):
-            await self.exposures.stop()
+        await stop_step("the exposure (tunnel, tailscale)", self.exposures.stop)
         if self.cluster is not None:
-            with contextlib.suppress(Exception):
-                await self.cluster.stop()
-        with contextlib.suppress(Exception):
-            await self.engine.stop()
-        with contextlib.suppress(Exception):
-            await self.provider.close()
+            await stop_step("the cluster membership", self.cluster.stop)
+        await stop_step("the call engine", self.engine.stop)
+        await stop_step("the provider", self.provider.close)
         if self.http is not None:
-            with contextlib.suppress(Exception):
-                await self.http.close()
-        with contextlib.suppress(Exception):
-            await self.store.close()  # releases the store's claim too
+            await stop_step("the vendor HTTP session", self.http.close)
+        await stop_step("the store", self.store.close)  # releases the store's claim too
         logger.info("voicecall daemon stopped")
 
     # ------------------------------------------------------------------ RPC helpers

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 
 import click
 
@@ -42,6 +43,10 @@ COMMAND_MODULES: dict[str, str] = {
 """Which module of `voicecall_cli.commands` defines each command (imported on first use).
 
 `tests/unit/test_one_source.py` checks it against what each module's `register()` adds."""
+
+
+_SHOW: dict[str, bool] = {"traceback": False}
+"""Whether `--traceback` was given (read by :func:`main` after the command failed)."""
 
 
 class LazyGroup(click.Group):
@@ -79,6 +84,9 @@ class LazyGroup(click.Group):
               help="Daemon socket (default: $XDG_RUNTIME_DIR/voicecall/daemon.sock).")
 @click.option("--no-autostart", is_flag=True,
               help="Do not start the daemon when none runs; exit with status 3 instead.")
+@click.option("--traceback", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda _ctx, _param, value: _SHOW.update(traceback=bool(value)),
+              help="On an unexpected error, print the full Python traceback.")
 @click.version_option(package_name="voicecall", prog_name="voicecall")
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, socket: str | None, no_autostart: bool) -> None:
@@ -126,7 +134,18 @@ def main() -> None:
         sys.exit(ExitStatus.ERROR)
     except BrokenPipeError:  # `voicecall tail | head`: the reader left; not an error
         os._exit(0)  # skip the interpreter's final flush, which would fail again
+    except Exception as exc:  # a bug or an unforeseen failure: one line, not a traceback
+        _exit_unexpected(exc)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _exit_unexpected(exc: Exception) -> None:
+    if _SHOW["traceback"]:
+        traceback.print_exception(exc)
+    else:
+        click.echo(f"Error: unexpected {type(exc).__name__}: {exc} (run again with --traceback "
+                   "for the details, and report it if it persists)", err=True)
+    sys.exit(ExitStatus.ERROR)
 
 
 def _exit_interrupted() -> None:
