@@ -39,6 +39,8 @@ class ProviderSpec:
     """Plain keys with an environment fallback (the file wins over these)."""
     openclaw: Mapping[str, str] = field(default_factory=_map)
     """OpenClaw `plugins.entries.voice-call.config` keys (camelCase) to ours."""
+    auth_keys: tuple[str, ...] = ()
+    """The keys its REST API authenticates with: what a 401/403 tells the user to check."""
     api_credential: str | None = None
     """The credential its REST API checks: what `voicecall doctor` names when it is rejected."""
     doctor_probe: str | None = None
@@ -70,6 +72,7 @@ SPECS: tuple[ProviderSpec, ...] = (
         openclaw=_map({"twilio.accountSid": "twilio.account_sid",
                        "twilio.authToken": "twilio.auth_token",
                        "twilio.region": "twilio.region"}),
+        auth_keys=("twilio.account_sid", "twilio.auth_token"),
         api_credential="twilio.auth_token",
         doctor_probe="voicecall_cli.doctor_api:probe_twilio",
     ),
@@ -84,6 +87,7 @@ SPECS: tuple[ProviderSpec, ...] = (
         openclaw=_map({"telnyx.apiKey": "telnyx.api_key",
                        "telnyx.connectionId": "telnyx.connection_id",
                        "telnyx.publicKey": "telnyx.public_key"}),
+        auth_keys=("telnyx.api_key",),
         api_credential="telnyx.api_key",
         doctor_probe="voicecall_cli.doctor_api:probe_telnyx",
         verify_credential="telnyx.public_key",
@@ -97,6 +101,7 @@ SPECS: tuple[ProviderSpec, ...] = (
         plain_env=_map({"plivo.auth_id": "PLIVO_AUTH_ID"}),
         openclaw=_map({"plivo.authId": "plivo.auth_id",
                        "plivo.authToken": "plivo.auth_token"}),
+        auth_keys=("plivo.auth_id", "plivo.auth_token"),
         api_credential="plivo.auth_token",
         doctor_probe="voicecall_cli.doctor_api:probe_plivo",
     ),

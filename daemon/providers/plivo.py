@@ -44,7 +44,6 @@ import aiohttp
 from daemon.errors import (
     ConfigError,
     MediaError,
-    ProviderAuthError,
     ProviderError,
     ProviderRequestError,
 )
@@ -79,6 +78,7 @@ from daemon.providers.plivo_wire import (
     stream_url,
     to_events,
 )
+from daemon.providers.refusal import refusal
 from daemon.providers.streaming import (
     MediaHubLike,
     MediaSessionLike,
@@ -207,11 +207,7 @@ class PlivoProvider(BoundProvider):
             message = f"plivo {method} {path} failed with HTTP {status}"
             if detail:
                 message += f": {detail}"
-            if status in (401, 403):
-                raise ProviderAuthError(
-                    message + "; check plivo.auth_id and plivo.auth_token", status=status
-                )
-            raise ProviderRequestError(message, status=status)
+            raise refusal("plivo", message, status)
         return data if isinstance(data, dict) else {}
 
     # ------------------------------------------------------------------ control plane

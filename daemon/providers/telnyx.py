@@ -51,7 +51,6 @@ import aiohttp
 from daemon.errors import (
     ConfigError,
     MediaError,
-    ProviderAuthError,
     ProviderError,
     ProviderRequestError,
 )
@@ -68,6 +67,7 @@ from daemon.providers.base import (
 )
 from daemon.providers.bound import BoundProvider
 from daemon.providers.machine import telnyx_dial_fields, telnyx_report
+from daemon.providers.refusal import AUTH_STATUSES, refusal
 from daemon.providers.streaming import (
     MediaHubLike,
     MediaSessionLike,
@@ -253,9 +253,9 @@ class TelnyxProvider(BoundProvider):
                         codes)
             return None
         message = f"telnyx {method} {path} failed with HTTP {error.status} ({codes or 'no code'})"
-        if error.status in (401, 403):
-            raise ProviderAuthError(message + "; check telnyx.api_key", status=error.status)
-        raise ProviderRequestError(message, status=error.status, codes=codes or "no code")
+        if error.status in AUTH_STATUSES:
+            raise refusal("telnyx", message, error.status)
+        raise refusal("telnyx", message, error.status, codes=codes or "no code")
 
     async def _action(
         self,

@@ -29,7 +29,8 @@ from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from daemon.errors import ProviderAuthError, ProviderError, ProviderRequestError
+from daemon.errors import ProviderError, ProviderRequestError
+from daemon.providers.refusal import refusal
 
 logger = logging.getLogger(__name__)
 
@@ -203,11 +204,5 @@ def _mapped(action: str, exc: TwilioException) -> ProviderError:
         sentence = f"twilio refused to {action} (HTTP {status}, Twilio error {code})"
         if text:
             sentence += f": {text.strip()}"
-        if status in (401, 403) or code == AUTH_FAILED:
-            return ProviderAuthError(
-                sentence + "; check twilio.account_sid and twilio.auth_token",
-                status=status,
-                code=code,
-            )
-        return ProviderRequestError(sentence, status=status, code=code)
+        return refusal("twilio", sentence, status, auth_failed=code == AUTH_FAILED, code=code)
     return ProviderRequestError(f"twilio: could not {action}: {type(exc).__name__}: {exc}")

@@ -83,3 +83,21 @@ def test_no_module_outside_the_catalog_lists_the_providers() -> None:
     # framing (protocols) and signature scheme (security).
     assert offenders == ["daemon/config/schema.py", "daemon/media/protocols.py",
                          "daemon/webhooks/security.py"]
+
+
+def test_a_refusal_is_mapped_the_same_way_for_every_provider() -> None:
+    from daemon.errors import ProviderAuthError, ProviderRequestError
+    from daemon.providers.refusal import refusal
+
+    for spec in catalog.SPECS:
+        if not spec.calls_from_the_internet:
+            continue
+        for status in (401, 403):
+            error = refusal(spec.name, f"{spec.name} POST /x failed", status)
+            assert isinstance(error, ProviderAuthError)
+            assert error.message.endswith("; check " + " and ".join(spec.auth_keys))
+            assert error.details["status"] == status
+        error = refusal(spec.name, f"{spec.name} POST /x failed", 500)
+        assert type(error) is ProviderRequestError
+        assert error.message == f"{spec.name} POST /x failed"
+    assert isinstance(refusal("twilio", "m", 400, auth_failed=True), ProviderAuthError)
