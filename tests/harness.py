@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from daemon.rpc.client import DaemonUnreachableError, RpcClient
@@ -24,14 +24,17 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
-             message: str = "condition") -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+def wait_for(predicate: Callable[[], T | Literal[False] | None], timeout: float = 10.0,
+             interval: float = 0.02, message: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds.
+
+    `cond and value` predicates are typed as such: the falsy `False`/`None` is never returned.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
-            return value
+            return value  # type: ignore[return-value]  # truthy, so not False/None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)

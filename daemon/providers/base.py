@@ -92,6 +92,27 @@ class ProviderContext:
     """The media hub when streaming is on (the daemon sets it once the hub exists)."""
 
 
+class WebhookPlane(Protocol):
+    """What the webhook server needs of a provider, and nothing more: verify, handle, replay.
+
+    :class:`Provider` includes it; the server is typed against this narrow part.
+    """
+
+    name: str
+
+    def has_signature_headers(self, headers: Mapping[str, str]) -> bool:
+        """True when the request carries this provider's signature headers (checked pre-body)."""
+
+    def verify(self, request: WebhookRequest) -> str:
+        """Check the signature; return the replay key. Raise WebhookSignatureError."""
+
+    async def handle_webhook(self, request: WebhookRequest) -> WebhookReply:
+        """Parse a verified webhook, feed its events to the sink, render the reply."""
+
+    def replay_reply(self, first: WebhookReply | None) -> WebhookReply:
+        """The answer to a replayed delivery, given the first delivery's answer if remembered."""
+
+
 @runtime_checkable
 class Provider(Protocol):
     """A telephony provider: control plane (REST) and webhook plane."""

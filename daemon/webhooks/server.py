@@ -28,7 +28,7 @@ from aiohttp import web
 
 from daemon.errors import StoreError, WebhookSignatureError
 from daemon.model.webhook import WebhookReply
-from daemon.providers.base import Provider, WebhookRequest
+from daemon.providers.base import WebhookPlane, WebhookRequest
 from daemon.webhooks.limits import AddressLimiter, WebhookLimits
 from daemon.webhooks.rejections import RejectionLog
 from daemon.webhooks.security import replay_aliases, skip_replay_key
@@ -168,7 +168,7 @@ class WebhookServer:
         self,
         *,
         path: str,
-        provider: Provider,
+        provider: WebhookPlane,
         replay: ReplayCache,
         policy: UrlPolicy,
         skip_signature: bool = False,
@@ -365,7 +365,7 @@ def add_webhook_routes(
     app: web.Application,
     *,
     path: str,
-    provider: Provider,
+    provider: WebhookPlane,
     replay: ReplayCache,
     policy: UrlPolicy,
     skip_signature: bool,

@@ -48,7 +48,7 @@ async def _engine(provider: MockProvider, folder: Path, **overrides: object) -> 
     store = SqliteStore(folder)
     await store.open()
     engine = CallEngine(config, store, provider)
-    provider.bind(engine.apply, ProviderContext(config, "", None, {}))
+    provider.bind(engine.apply, ProviderContext(config, "", None))
     return engine
 
 

@@ -127,7 +127,10 @@ async def test_kill_9_during_a_signed_webhook_burst(
                 {"message": f"Hello {i}.", "to": TO, "mode": "conversation"},
             )
         )["callId"]
-        await sim.wait_for(lambda n=i: len(sim.creates) == n + 1)
+        def created(n: int = i) -> bool:
+            return len(sim.creates) == n + 1
+
+        await sim.wait_for(created)
         create = sim.creates[-1]
         sid = next(s for s, c in sim.calls.items() if c.url == create.get("Url"))
         sids[call_id] = sid

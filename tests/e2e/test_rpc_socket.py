@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from tests.harness import FAST_MOCK, DaemonHarness, wait_for
 pytestmark = pytest.mark.e2e
 
 
-def _raw(d: DaemonHarness, payload: bytes, *, lines: int = 1) -> list[object]:
+def _raw(d: DaemonHarness, payload: bytes, *, lines: int = 1) -> list[Any]:
     sock = socket.socket(socket.AF_UNIX)
     sock.settimeout(10)
     sock.connect(str(d.socket))
@@ -179,7 +180,7 @@ def test_kill_9_mid_call_loses_nothing(make_daemon) -> None:
     d.rpc("voicecall.end", {"callId": call_id})
 
 
-def _take(client, n: int) -> list[dict[str, object]]:
+def _take(client, n: int) -> list[dict[str, Any]]:
     out = []
     for message in client.notifications():
         out.append(message)

@@ -126,7 +126,7 @@ class FakeOpenAI(FakeServer):
 
     # -- chat --------------------------------------------------------------------------------
 
-    async def _chat(self, request: web.Request) -> web.Response:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.chat_requests.append(await request.json())
         await self.notify()
         if not self._authorized(request):

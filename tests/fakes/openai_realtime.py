@@ -47,7 +47,7 @@ class RealtimeSession:
     audio_arrivals: list[tuple[float, int]] = field(default_factory=list)
     """(monotonic arrival time, total audio bytes after it) per append."""
     closed: bool = False
-    responding: asyncio.Task[None] | None = None
+    responding: asyncio.Task[str] | None = None
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         """The client events of one type, in order."""

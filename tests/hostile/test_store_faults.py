@@ -189,7 +189,7 @@ async def test_answer_stored_but_not_its_greeting_is_greeted_on_the_retry(
     await store.open()
     provider = QuietAnswerProvider()
     engine = CallEngine(config, store, provider)
-    provider.bind(engine.apply, ProviderContext(config, "", None, {}))
+    provider.bind(engine.apply, ProviderContext(config, "", None))
     # A tail subscriber fills the disk the moment the answer is stored and published.
     engine.subscribe(lambda event: small_disk.fill() if event.type is EventType.ANSWERED
                      else None)
@@ -224,7 +224,7 @@ async def test_refused_call_whose_end_was_not_stored_is_rejected_on_the_retry(
     await store.open()
     provider = QuietAnswerProvider()
     engine = CallEngine(config, store, provider)
-    provider.bind(engine.apply, ProviderContext(config, "", None, {}))
+    provider.bind(engine.apply, ProviderContext(config, "", None))
     engine.subscribe(lambda event: small_disk.fill() if event.type is EventType.INITIATED
                      else None)
     offer = [ProviderEvent(EventType.INITIATED, "CA-2", direction=Direction.INBOUND,

@@ -73,8 +73,10 @@ async def test_streams_past_the_per_address_cap_all_bind_and_webhooks_still_pass
         result = await rpc(d, "voicecall.initiate",
                            {"message": f"Call {n}", "to": TO, "mode": "conversation"})
         call_ids.append(result["callId"])
-        await sim.wait_for(lambda want=n + 1: len(sim.calls) == want
-                           and all(c.media for c in sim.calls.values()), timeout=30)
+        def streaming(want: int = n + 1) -> bool:
+            return len(sim.calls) == want and all(c.media for c in sim.calls.values())
+
+        await sim.wait_for(streaming, timeout=30)
     await asyncio.to_thread(
         wait_for, lambda: all(f"bound to call {i}" in d.log_text() for i in call_ids), 30.0,
         message="every stream to bind")

@@ -78,8 +78,10 @@ async def test_replayed_upgrade_signature_cannot_starve_genuine_streams(
         for n in range(3):
             result = await rpc(d, "voicecall.initiate",
                                {"message": f"Call {n}", "to": TO, "mode": "conversation"})
-            await sim.wait_for(lambda want=n + 1: len(sim.calls) == want
-                               and all(c.media for c in sim.calls.values()))
+            def streaming(want: int = n + 1) -> bool:
+                return len(sim.calls) == want and all(c.media for c in sim.calls.values())
+
+            await sim.wait_for(streaming)
             call_ids.append(result["callId"])
             record = await asyncio.to_thread(d.call_record, result["callId"])
             assert record["state"] not in ("failed", "error"), record

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SAMPLES = Path("/work/shared/vendor_samples")
 
 
-def load(name: str) -> dict:
+def load(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / name).read_text())
 
 
@@ -64,7 +65,9 @@ def test_telnyx_fixture_webhooks() -> None:
         hook = parse_webhook(json.dumps(event).encode())
         assert hook is not None and hook.client_state is not None
         assert hook.client_state.call_id == "call-1"
-        reports.append(machine.telnyx_report(hook.event_type, hook.payload))
+        report = machine.telnyx_report(hook.event_type, hook.payload)
+        assert report is not None
+        reports.append(report)
     assert [(r.result, r.beep_detected, r.greeting_ended, r.verdict) for r in reports] == [
         (MachineResult.MACHINE, None, False, True),
         (MachineResult.MACHINE, True, True, False),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 from daemon.config import openclaw, schema
 from daemon.config.exposure import provider_api_base_url
@@ -17,7 +18,7 @@ from daemon.providers import catalog
 from daemon.providers.registry import PROVIDERS
 
 
-def _load(target: str) -> object:
+def _load(target: str) -> Any:
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -33,14 +34,14 @@ ours = PlivoVerifier(TOKEN)
 ours_v2 = PlivoVerifier(TOKEN, accept_v2=True)
 
 
-def sdk_v3(method: str, url: str, params: dict[str, object], nonce: str = NONCE) -> str:
+def sdk_v3(method: str, url: str, params: Mapping[str, object], nonce: str = NONCE) -> str:
     """The SDK's V3 signature for a request (the same code its validator runs)."""
     build = construct_get_url if method == "GET" else construct_post_url
     base = build(url, dict(params)).decode()
     return get_signature_v3(TOKEN.encode(), base, nonce.encode()).decode()
 
 
-def pairs(params: dict[str, object]) -> list[tuple[str, str]]:
+def pairs(params: Mapping[str, object]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for name, value in params.items():
         for v in value if isinstance(value, list) else [value]:
@@ -93,7 +94,7 @@ def test_several_comma_separated_signatures() -> None:
     ],
     ids=["param", "query", "host", "nonce", "token"],
 )
-def test_v3_tampering_fails(url: str, params: dict[str, object], nonce: str, token: str) -> None:
+def test_v3_tampering_fails(url: str, params: Mapping[str, object], nonce: str, token: str) -> None:
     """Changing params, URL or nonce, or another account's token, fails, like the SDK."""
     signature = sdk_v3("POST", URL, PARAMS)
     assert not validate_v3_signature("POST", url, nonce, token, signature, dict(params))

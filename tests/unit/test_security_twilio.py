@@ -177,7 +177,7 @@ def test_header_gate() -> None:
 
 
 _text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=12
 )
 _hosts = st.sampled_from(["example.com", "a.b.example.org", "127.0.0.1", "[::1]"])
 _ports = st.sampled_from(["", ":443", ":80", ":8080"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def hook(event_type: str, **payload: object) -> bytes:
     ).encode()
 
 
-def events(body: bytes, **kwargs: bool) -> list[ProviderEvent]:
+def events(body: bytes, **kwargs: Any) -> list[ProviderEvent]:
     """Parse and normalise one body."""
     parsed = parse_webhook(body)
     assert parsed is not None

@@ -27,6 +27,7 @@ from daemon.providers.base import (
     WebhookRequest,
 )
 from daemon.providers.twilio import TwilioProvider
+from daemon.store.location import StoreLocation
 from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioSimulator
 
 WEBHOOK = "https://voice.example.com/voice/webhook"
@@ -144,7 +145,7 @@ def make_provider(
 ) -> tuple[TwilioProvider, Engine]:
     config = Config(
         provider="twilio",
-        store=Path("/nonexistent"),
+        store=StoreLocation.sqlite(Path("/nonexistent")),
         twilio=TwilioConfig(
             account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, api_base_url=sim.api_base_url
         ),

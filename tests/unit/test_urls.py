@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from multidict import CIMultiDict
 
@@ -134,7 +136,7 @@ def test_verification_url_table(policy, peer, headers, expected) -> None:
     assert url(policy, peer, headers) == expected
 
 
-NGROK = dict(tunnel_provider="ngrok", allow_ngrok_free_tier_loopback_bypass=True)
+NGROK: dict[str, Any] = dict(tunnel_provider="ngrok", allow_ngrok_free_tier_loopback_bypass=True)
 
 
 @pytest.mark.parametrize(

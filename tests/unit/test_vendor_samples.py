@@ -19,7 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from daemon.config.model import Config, PlivoConfig, TelnyxConfig
-from daemon.media.protocols import StreamEvent, StreamMessage, framing_for
+from daemon.media.protocols import PlivoFraming, StreamEvent, StreamMessage, framing_for
 from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.model.record import CallRecord
 from daemon.model.state import CallState
@@ -308,6 +308,7 @@ def test_plivo_audio_stream_messages() -> None:
     confirm playback), clearedAudio; and our playAudio/checkpoint/clearAudio shapes."""
     messages = sample("plivo_audio_stream_messages.json")
     framing = framing_for("plivo")
+    assert isinstance(framing, PlivoFraming)
     decoded = [framing.decode(json.dumps(m)) for m in messages["from_plivo"]]
     assert decoded == [
         StreamMessage(StreamEvent.START, stream_id="87654321-4321-4321-4321-cba987654321",
