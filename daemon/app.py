@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from daemon.cluster.wiring import ClusterNode, shared_store_identity, start_cluster_node
+from daemon.cluster.wiring import (
+    Cluster,
+    install_webhook_forwarding,
+    rpc_methods,
+    shared_store_identity,
+    start_cluster,
+)
 from daemon.config.ports import may_fall_back
 from daemon.engine.calls import CallEngine
 from daemon.errors import ConfigError
@@ -68,12 +74,14 @@ class Daemon:
         self.config = config
         self.paths = paths
         self.store = create_store(config.store, **shared_store_identity(config, paths))
-        self.cluster: ClusterNode | None = None
+        self.cluster: Cluster | None = None
+        """This daemon's part in a group sharing a PostgreSQL store (None with SQLite)."""
         self.provider = create_provider(config.provider)
         self.engine = CallEngine(config, self.store, self.provider)
         self.web_app = web.Application(client_max_size=64 * 1024)
         self._runner: web.AppRunner | None = None
-        self.rpc = RpcServer(paths.socket, build_methods(self))
+        self._methods = build_methods(self)
+        self.rpc = RpcServer(paths.socket, rpc_methods(self, self._methods))
         self.exposures = ExposureManager(config)
         self.webhooks: WebhookServer | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -119,7 +127,7 @@ class Daemon:
         self.provider.bind(self.engine.apply, self.context)
         await self.provider.start()
         await self.engine.start()
-        self.cluster = start_cluster_node(self.store, self.engine)
+        self.cluster = await start_cluster(self, self._methods)
         await self.rpc.start()
         logger.info("voicecall daemon %s ready: provider %s, webhook %s, socket %s, store %s",
                     VERSION, self.provider.name, self.exposure.webhook_url, self.paths.socket,
@@ -133,6 +141,7 @@ class Daemon:
         self.webhooks = install_routes(self)
         guard = connection_guard(self)
         install_guard(self.web_app, guard)
+        install_webhook_forwarding(self)
         serve = self.config.serve
         ensure_fd_limit(serve.max_connections)
         self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False,

@@ -1,22 +1,56 @@
-"""How the daemon (daemon/app.py) plugs the cluster in: only when its store is shared."""
+"""How the daemon (daemon/app.py) plugs the cluster in: only when its store is shared.
+
+With SQLite none of this runs and nothing here is imported past this module's own names.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from daemon.cluster import forward_rpc, forward_webhook
+from daemon.cluster.bus import ClusterBus
 from daemon.cluster.identity import daemon_id
 from daemon.cluster.node import ClusterNode
+from daemon.cluster.relay import EventRelay
+from daemon.cluster.routing import owner_elsewhere
 from daemon.cluster.timing import heartbeat_seconds
+from daemon.rpc.server import Handler
 from daemon.store.location import StoreKind
 
 if TYPE_CHECKING:
+    from daemon.app import Daemon
     from daemon.config.model import Config
-    from daemon.engine.calls import CallEngine
     from daemon.paths import Paths
-    from daemon.store.base import Store
+    from daemon.store.postgres import PostgresStore
 
-__all__ = ["ClusterNode", "shared_store_identity", "start_cluster_node"]
+
+class Cluster:
+    """This daemon's part in a group sharing one PostgreSQL store: take-over, the bus to the
+    other daemons, and the relay of their events."""
+
+    def __init__(self, store: PostgresStore, node: ClusterNode, relay: EventRelay) -> None:
+        self.store = store
+        self.node = node
+        self.bus = ClusterBus(store)
+        self.relay = relay
+
+    async def owner_elsewhere(self, ref: str) -> str | None:
+        """The other living daemon that runs live call `ref`, or None (handle it here)."""
+        return await owner_elsewhere(self.store, ref)
+
+    async def start(self) -> None:
+        """Listen to the others, then start taking over the dead's calls."""
+        await self.bus.start()
+        await self.relay.start()
+        self.node.start()
+
+    async def stop(self) -> None:
+        """Stop all three (the engine keeps what it runs)."""
+        await self.node.stop()
+        await self.relay.stop()
+        await self.bus.stop()
 
 
 def shared_store_identity(config: Config, paths: Paths) -> dict[str, Any]:
@@ -28,14 +62,59 @@ def shared_store_identity(config: Config, paths: Paths) -> dict[str, Any]:
             "heartbeat_seconds": heartbeat_seconds(os.environ)}
 
 
-def start_cluster_node(store: Store, engine: CallEngine) -> ClusterNode | None:
-    """Start taking over dead daemons' calls, when the store is shared."""
-    if store.location.kind is not StoreKind.POSTGRESQL:
-        return None  # (a SQLite daemon never imports the PostgreSQL driver)
-    from daemon.store.postgres import PostgresStore
+def _shared(daemon: Daemon) -> bool:
+    return daemon.config.store.kind is StoreKind.POSTGRESQL
 
+
+def _local_origin(daemon: Daemon) -> str:
+    """Where this daemon's own webhook port answers on this machine."""
+    bind = daemon.config.serve.bind
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)
+    return f"http://[{host}]:{daemon.port}" if ":" in host else f"http://{host}:{daemon.port}"
+
+
+def _deadline(daemon: Daemon) -> Any:
+    def deadline(name: str, raw: dict[str, Any]) -> float:
+        config = daemon.config
+        wait = config.ring_timeout_seconds + forward_rpc.MARGIN_SECONDS
+        if name == "voicecall.continue":
+            given = raw.get("timeoutMs")
+            wait += (given if isinstance(given, int) and given > 0
+                     else config.transcript_timeout_ms) / 1000
+        return float(wait)
+    return deadline
+
+
+def rpc_methods(daemon: Daemon, methods: Mapping[str, Handler]) -> dict[str, Handler]:
+    """The socket's dispatch table: the call methods go to the call's owner on a shared store."""
+    if not _shared(daemon):
+        return dict(methods)
+    return forward_rpc.forwarding_methods(methods, lambda: daemon.cluster, daemon.engine.runs,
+                                          _deadline(daemon))
+
+
+def install_webhook_forwarding(daemon: Daemon) -> None:
+    """Send verified webhooks about other daemons' calls to them."""
+    if _shared(daemon) and daemon.webhooks is not None:
+        daemon.webhooks.forward = forward_webhook.forwarder(lambda: daemon.cluster,
+                                                            daemon.engine.runs)
+
+
+async def start_cluster(daemon: Daemon, methods: Mapping[str, Handler]) -> Cluster | None:
+    """Join the group, when the store is shared (`methods`: the local call methods)."""
+    if not _shared(daemon):
+        return None  # (a SQLite daemon never imports the PostgreSQL driver)
+    from daemon.store.postgres import EVENTS_CHANNEL, PostgresStore
+
+    store = daemon.store
     assert isinstance(store, PostgresStore)
+    engine = daemon.engine
     node = ClusterNode(store, store.watch_interval, engine.adopt,
                        lambda: [record.call_id for record in engine.live_calls()], engine.release)
-    node.start()
-    return node
+    relay = EventRelay(store, EVENTS_CHANNEL, lambda: engine.subscriber_count, engine.relay)
+    cluster = Cluster(store, node, relay)
+    cluster.bus.handle("rpc", forward_rpc.serve_forwarded(methods))
+    cluster.bus.handle("webhook", forward_webhook.serve_forwarded(
+        lambda: _local_origin(daemon), lambda: daemon.http, store.daemon_id))
+    await cluster.start()
+    return cluster

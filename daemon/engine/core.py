@@ -114,6 +114,15 @@ class EngineCore:
         self._subscribers.add(subscriber)
         return lambda: self._subscribers.discard(subscriber)
 
+    def relay(self, event: CallEvent) -> None:
+        """Publish an event another daemon sharing the store stored (so `tail` here sees
+        every call's events, SPEC section 16)."""
+        self._publish(event)
+
+    def runs(self, call_ref: str) -> bool:
+        """True when this daemon runs the live call (by our id or the provider's)."""
+        return self._find_live(call_ref) is not None
+
     def _publish(self, event: CallEvent) -> None:
         for subscriber in list(self._subscribers):
             try:

@@ -81,6 +81,15 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $fn$;
     """,
+    # 3: messages between daemons too large for one NOTIFY payload (8000 bytes): the body waits
+    # here, the NOTIFY carries its number, and the receiver takes it out.
+    """
+    CREATE TABLE voicecall_mailbox (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        body text NOT NULL,
+        at timestamptz NOT NULL DEFAULT now()
+    );
+    """,
 )
 """Migration N (1-based) is `MIGRATIONS[N - 1]`; append, never edit a released step."""
 

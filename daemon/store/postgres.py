@@ -32,6 +32,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,13 +113,25 @@ WITH claimed AS (
 )
 SELECT EXISTS (SELECT 1 FROM go) AS written, (SELECT seq FROM event) AS seq,
     CASE WHEN EXISTS (SELECT 1 FROM go) AND NOT EXISTS (SELECT 1 FROM snapshot)
-         THEN voicecall_moved($3) END AS moved
+         THEN voicecall_moved($3) END AS moved,
+    (SELECT pg_notify('voicecall_events', seq::text || ':' || $13) FROM event) AS told
 """
 """One `record()`: claim the provider-event id, upsert the snapshot, append the event. One
 statement is one transaction, and one round trip instead of five (BEGIN, three statements,
 COMMIT): the claim gates the other two, so a duplicate writes nothing at all. A call another
 daemon owns is not updated, and `voicecall_moved` then aborts the statement, claim and event
-included (SQLSTATE VC001)."""
+included (SQLSTATE VC001). A stored event is announced on the channel `voicecall_events` as
+`seq:daemon id` (PostgreSQL delivers it at commit, never for a rolled-back write), so the other
+daemons' `tail` sees it."""
+
+EVENTS_CHANNEL = "voicecall_events"
+"""Where every stored event is announced (`seq:daemon id`)."""
+
+NOTIFY_LIMIT = 7000
+"""A message longer than this goes through `voicecall_mailbox` (NOTIFY takes < 8000 bytes)."""
+
+MAILBOX_PREFIX = "@"
+"""A NOTIFY payload `@<id>` means: the message is row <id> of `voicecall_mailbox`."""
 
 MOVED_SQLSTATE = "VC001"
 """What `voicecall_moved` raises: the call is run by another daemon now."""
@@ -181,6 +194,8 @@ class PostgresStore:
         """Set when a heartbeat found this daemon's row gone: the others presumed it dead and
         may have taken its calls (the cluster node then lets go of those)."""
         self._registered = False
+        self._listeners: dict[str, Callable[[str], None]] = {}
+        self._collecting: set[asyncio.Task[None]] = set()
         self._clock = clock
         self._claim_wait = claim_wait_seconds
         self._claim: Any = None  # the connection holding DAEMON_LOCK
@@ -332,6 +347,9 @@ class PostgresStore:
                 note("held", "store %s: another process holds this daemon's id (%s) now; "
                      "this daemon refuses writes until it is free", self.daemon_id)
                 continue
+            for channel in self._listeners:
+                with contextlib.suppress(Exception):
+                    await conn.add_listener(channel, self._on_notify)
             self._claim = conn
             conn.add_termination_listener(self._on_claim_lost)
             self._claim_lost = None
@@ -457,6 +475,8 @@ class PostgresStore:
         now = self._clock()
         async with self._conn("prune", write=True) as conn:
             await conn.execute("DELETE FROM voicecall_replay WHERE expires_at < $1", now)
+            await conn.execute("DELETE FROM voicecall_mailbox WHERE at < now() - interval "
+                               "'1 hour'")  # for daemons that died before collecting
             await conn.execute(
                 "DELETE FROM voicecall_processed WHERE key IN (SELECT key FROM "
                 "voicecall_processed ORDER BY at DESC OFFSET $1)", PROCESSED_KEEP)
@@ -489,6 +509,71 @@ class PostgresStore:
             rows = await conn.fetch("SELECT call_id, owner FROM voicecall_calls "
                                     "WHERE call_id = ANY($1::text[])", call_ids)
         return {r["call_id"]: r["owner"] for r in rows}
+
+    async def route(self, ref: str) -> CallRoute | None:
+        """Who runs a call (by our id or the provider's), and whether that daemon is alive."""
+        async with self._conn("read") as conn:
+            row = await conn.fetchrow(
+                "SELECT c.call_id, c.owner, c.live, EXISTS (SELECT 1 FROM voicecall_daemons d "
+                "WHERE d.daemon_id = c.owner AND d.heartbeat_at >= now() - "
+                "make_interval(secs => $2)) AS alive FROM voicecall_calls c "
+                "WHERE c.call_id = $1 OR c.provider_call_id = $1 "
+                "ORDER BY c.started_at DESC LIMIT 1", ref, self.dead_after_seconds)
+        if row is None:
+            return None
+        return CallRoute(row["call_id"], row["owner"], bool(row["live"]), bool(row["alive"]))
+
+    async def events_by_seq(self, seqs: list[int]) -> list[CallEvent]:
+        """Stored events by number, oldest first (those announced by other daemons)."""
+        async with self._conn("read") as conn:
+            rows = await conn.fetch(
+                "SELECT seq, at, call_id, type, data FROM voicecall_events "
+                "WHERE seq = ANY($1::bigint[]) ORDER BY seq", seqs)
+        return [CallEvent(int(r["seq"]), r["at"], r["call_id"], EventType(r["type"]),
+                          json.loads(r["data"])) for r in rows]
+
+    async def send(self, channel: str, message: str) -> None:
+        """Deliver `message` to whoever listens on `channel` (any length: a long one goes
+        through the mailbox table)."""
+        async with self._conn("send a message through") as conn:
+            if len(message.encode()) <= NOTIFY_LIMIT:
+                await conn.execute("SELECT pg_notify($1, $2)", channel, message)
+                return
+            async with conn.transaction():
+                box = await conn.fetchval(
+                    "INSERT INTO voicecall_mailbox (body) VALUES ($1) RETURNING id", message)
+                await conn.execute("SELECT pg_notify($1, $2)", channel,
+                                   f"{MAILBOX_PREFIX}{box}")
+
+    async def listen(self, channel: str, on_message: Callable[[str], None]) -> None:
+        """Call `on_message` with every message sent to `channel` (in the event loop). Kept
+        across a lost connection (messages sent while it was down are not)."""
+        self._listeners[channel] = on_message
+        if self._claim is not None:
+            await self._claim.add_listener(channel, self._on_notify)
+
+    def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        on_message = self._listeners.get(channel)
+        if on_message is None:
+            return
+        if not payload.startswith(MAILBOX_PREFIX):
+            on_message(payload)
+            return
+        task = asyncio.get_running_loop().create_task(self._collect(payload[1:], on_message),
+                                                      name="store-mailbox")
+        self._collecting.add(task)
+        task.add_done_callback(self._collecting.discard)
+
+    async def _collect(self, box: str, on_message: Callable[[str], None]) -> None:
+        try:
+            async with self._conn("read a message from") as conn:
+                body = await conn.fetchval(
+                    "DELETE FROM voicecall_mailbox WHERE id = $1 RETURNING body", int(box))
+        except (StoreError, ValueError) as exc:
+            logger.warning("a message between daemons was lost: %s", exc)
+            return
+        if body is not None:
+            on_message(str(body))
 
     async def daemons(self) -> list[dict[str, Any]]:
         """The daemons registered on this database, with how long each has been silent."""
@@ -615,3 +700,13 @@ def lock_key(daemon_id: str) -> int:
     """The advisory lock key of one daemon id (a signed 64-bit number, as PostgreSQL takes)."""
     digest = hashlib.sha256(f"{DAEMON_LOCK}:{daemon_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRoute:
+    """Where a call runs, for a daemon that got a request about it."""
+
+    call_id: str
+    owner: str | None
+    live: bool
+    owner_alive: bool

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiohttp import web
@@ -161,6 +161,11 @@ def _signature_reason(exc: WebhookSignatureError) -> str:
     return message + sep + url.split("?", 1)[0]
 
 
+Forwarder = Callable[[str, WebhookRequest], Awaitable[WebhookReply | None]]
+"""(request target, verified delivery) -> the answer of the daemon that handled it, or None to
+handle it here."""
+
+
 class WebhookServer:
     """One provider's webhook endpoint. `policy` may be replaced when a tunnel learns its URL."""
 
@@ -186,6 +191,9 @@ class WebhookServer:
             penalty_seconds=self.limits.failure_penalty_seconds,
         )
         self.rejections = RejectionLog(logger)
+        self.forward: Forwarder | None = None
+        """Set by a daemon sharing its store with others: sends a verified delivery about a
+        call another daemon runs to that daemon (`daemon.cluster.forward_webhook`)."""
         self._pending: dict[str, asyncio.Future[WebhookReply | None]] = {}
         if skip_signature:
             logger.warning(
@@ -296,6 +304,10 @@ class WebhookServer:
             if not key:
                 return self._reject(request, 401, "verifier gave no replay key", address=address)
         slot.release(failed=False)
+        if self.forward is not None:
+            forwarded = await self.forward(request.raw_path, webhook)
+            if forwarded is not None:
+                return _to_response(forwarded)
         aliases = replay_aliases(self.provider.name, webhook.verify_url, request.headers)
         return await self._once((key, *aliases), webhook)
 

@@ -1,5 +1,7 @@
 """Several real daemons on one real PostgreSQL database (SPEC section 16), the Twilio simulator as
-the carrier: each daemon its own VOICECALL_HOME, socket and webhook port.
+the carrier: each daemon its own VOICECALL_HOME, socket and webhook port. Where the provider must
+reach "the daemons", a loopback load balancer (tests/fakes/balancer.py) stands in front of them
+and every daemon has its URL as `public_url` (signatures are over that URL).
 
 The heartbeat is shortened with VOICECALL_CLUSTER_HEARTBEAT_SECONDS (0.5 s: dead after 2 s of
 silence) so a take-over is seen in seconds; the rules are the same as with the default 5 s/20 s.
@@ -8,16 +10,21 @@ silence) so a take-over is seen in seconds; the rules are the same as with the d
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
+from daemon.errors import RpcCode
+from daemon.rpc.protocol import RpcRemoteError
+from tests.fakes.balancer import Balancer
 from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
 from tests.harness import until_state_async as until_state
-from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioSimulator
+from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, Delivery, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +33,16 @@ FROM = "+15550100000"
 BEAT = "0.5"
 
 
-def config(sim: TwilioSimulator, pg_url: str) -> str:
+def config(sim: TwilioSimulator, pg_url: str, *, port: int = 0, public_url: str = "") -> str:
+    public = f'public_url = "{public_url}"' if public_url else ""
     return f"""
 store = "{pg_url}"
 provider = "twilio"
 from_number = "{FROM}"
+{public}
 
 [serve]
-port = 0
+port = {port}
 
 [twilio]
 account_sid = "{ACCOUNT_SID}"
@@ -118,3 +127,151 @@ async def test_kill_9_one_daemon_mid_call_and_another_takes_its_calls_over(
     assert len(sim.creates) == 2, "nothing was dialled again"
     log = b.log_text()
     assert f"taking over call {keep}" in log and f"taking over call {gone}" in log
+
+
+# ---------------------------------------------------------------------- behind a load balancer
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+async def balancer() -> AsyncIterator[Balancer]:
+    async with Balancer() as lb:
+        yield lb
+
+
+async def pair(make_daemon: Callable[..., DaemonHarness], sim: TwilioSimulator, pg_url: str,
+               lb: Balancer) -> tuple[DaemonHarness, DaemonHarness]:
+    """Daemons A and B behind `lb`, sharing `pg_url` and one public_url (the balancer's)."""
+    ports = [free_port(), free_port()]
+    public = f"{lb.origin}/voice/webhook"
+    a = await daemon(make_daemon, config(sim, pg_url, port=ports[0], public_url=public))
+    b = await daemon(make_daemon, config(sim, pg_url, port=ports[1], public_url=public))
+    lb.backends = [f"http://127.0.0.1:{port}" for port in ports]
+    return a, b
+
+
+def handled_by(lb: Balancer, call_id: str) -> set[int]:
+    """Which backends the balancer gave the webhooks of one call to."""
+    return {index for path, index in lb.handled if call_id in path}
+
+
+async def test_tail_on_any_daemon_sees_every_calls_events(
+    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness],
+    pg_url: str
+) -> None:
+    """`tail` on B shows, live, the events of a call A placed and runs."""
+    a, b = await pair(make_daemon, sim, pg_url, balancer)
+    seen: list[dict[str, Any]] = []
+    subscribed = threading.Event()
+
+    def follow() -> None:
+        with b.client(timeout=30) as client:
+            client.call("voicecall.tail", {"since": 0})
+            subscribed.set()
+            for message in client.notifications():
+                seen.append(message["params"]["event"])
+                if message["params"]["event"]["type"] == "call.ended":
+                    return
+
+    follower = asyncio.create_task(asyncio.to_thread(follow))
+    assert await asyncio.to_thread(subscribed.wait, 10)
+    call_id = (await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hello",
+                                                   "mode": "conversation"}))["callId"]
+    await until_state(a, call_id, "listening", "active", "speaking")
+    assert await rpc(a, "voicecall.end", {"callId": call_id}) == {"success": True}
+    await asyncio.wait_for(follower, 30)
+    kinds = [e["type"] for e in seen if e["callId"] == call_id]
+    assert kinds[0] == "call.initiated" and kinds[-1] == "call.ended", kinds
+    assert {"call.ringing", "call.answered", "call.speaking"} <= set(kinds), kinds
+    seqs = [e["seq"] for e in seen]
+    assert seqs == sorted(seqs), "in the order they were stored"
+    assert await active_calls(b) == 0, "B only watched: A ran the call"
+
+
+async def test_continue_on_a_returns_the_transcript_that_reached_b(
+    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness],
+    pg_url: str
+) -> None:
+    """Every webhook of A's call lands on B; A's `continue` still returns what the caller said
+    (B sends each webhook to A, and A's TwiML answers go back through B)."""
+    a, b = await pair(make_daemon, sim, pg_url, balancer)
+    balancer.route = lambda path: 1  # everything to B
+    call_id = (await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hi, the clinic.",
+                                                   "mode": "conversation"}))["callId"]
+    await until_state(a, call_id, "listening", "active", "speaking")
+    sim.say_next("Tuesday works.")
+    turn = await rpc(a, "voicecall.continue", {"callId": call_id,
+                                               "message": "Does Tuesday work?"})
+    assert turn == {"success": True, "transcript": "Tuesday works."}
+    assert handled_by(balancer, call_id) == {1}, "the call's webhooks all reached B"
+    assert await active_calls(a) == 1 and await active_calls(b) == 0
+    transcript = [(t["speaker"], t["text"]) for t in (await record(b, call_id))["transcript"]]
+    assert transcript[-2:] == [("bot", "Does Tuesday work?"), ("user", "Tuesday works.")]
+    sid = (await record(a, call_id))["providerCallId"]
+    assert "Does Tuesday work?" in sim.calls[sid].spoken, "A's TwiML reached Twilio via B"
+
+
+async def test_speak_dtmf_and_end_on_b_reach_the_daemon_running_the_call(
+    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness],
+    pg_url: str
+) -> None:
+    """`speak`, `dtmf` and `end` sent to B act on the call A runs; errors come back as A
+    gives them."""
+    a, b = await pair(make_daemon, sim, pg_url, balancer)
+    call_id = (await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hello",
+                                                   "mode": "conversation"}))["callId"]
+    await until_state(a, call_id, "listening", "active", "speaking")
+    sid = (await record(a, call_id))["providerCallId"]
+    assert await rpc(b, "voicecall.speak", {"callId": call_id, "message": "Said via B"}) \
+        == {"success": True}
+    await until(lambda: "Said via B" in sim.calls[sid].spoken, 15, "Twilio to say it")
+    assert await rpc(b, "voicecall.dtmf", {"callId": call_id, "digits": "42"}) \
+        == {"success": True}
+    await until(lambda: "42" in sim.calls[sid].digits, 15, "Twilio to play the digits")
+    with pytest.raises(RpcRemoteError) as bad:
+        await rpc(b, "voicecall.dtmf", {"callId": call_id, "digits": "x"})
+    assert bad.value.code == RpcCode.INVALID_PARAMS
+    assert await rpc(b, "voicecall.end", {"callId": call_id}) == {"success": True}
+    await until(lambda: sim.calls[sid].ended_by == "api", 15, "Twilio to end the call")
+    assert (await until_state(a, call_id, "hangup-bot"))["state"] == "hangup-bot"
+    assert await active_calls(b) == 0
+
+
+@pytest.mark.parametrize("policy", ["open", "disabled"])
+async def test_a_replay_is_caught_whichever_daemon_saw_the_first_delivery(
+    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness],
+    pg_url: str, policy: str
+) -> None:
+    """An inbound call's voice request reaches A; the same delivery, byte for byte, sent to B is
+    answered as a replay (an empty `<Response/>`, SPEC 8.6): no second call, nothing applied
+    twice. `open`: A runs the call, so B hands the replay to A, which recognises it; `disabled`:
+    A refused the call (it is over), so B answers itself from the shared replay cache."""
+    ports = [free_port(), free_port()]
+    public = f"{balancer.origin}/voice/webhook"
+    extra = f'inbound_policy = "{policy}"\n'
+    a = await daemon(make_daemon, extra + config(sim, pg_url, port=ports[0], public_url=public))
+    b = await daemon(make_daemon, extra + config(sim, pg_url, port=ports[1], public_url=public))
+    balancer.backends = [f"http://127.0.0.1:{port}" for port in ports]
+    balancer.route = lambda path: 0  # the first delivery to A
+    call = await sim.inbound("+15550009999", FROM, public)
+    await sim.wait_for(lambda: any(d.kind == "voice" and d.status for d in sim.deliveries), 15)
+    first = next(d for d in sim.deliveries if d.kind == "voice")
+    assert first.status == 200, first
+    [placed] = (await rpc(a, "voicecall.list", {}))["calls"]
+    assert placed["direction"] == "inbound" and placed["providerCallId"] == call.sid
+    assert (await active_calls(a)) == (1 if policy == "open" else 0)
+    b_url = balancer.backends[1] + "/voice/webhook"
+    again = await sim.post(Delivery(b_url, dict(first.params), dict(first.headers), "voice"))
+    assert again.status == 200, again
+    assert again.reply.endswith("<Response />"), again.reply
+    assert again.reply != first.reply, "the call's TwiML is not run again"
+    calls = (await rpc(b, "voicecall.list", {}))["calls"]
+    assert [c["callId"] for c in calls] == [placed["callId"]], "the replay made no second call"
+    assert await active_calls(b) == 0
+    replays = "replayed twilio webhook delivery ignored"
+    log = (a if policy == "open" else b).log_text
+    await until(lambda: replays in log(), 15, "the replay to be logged")

@@ -247,3 +247,41 @@ async def test_a_daemon_presumed_dead_learns_it_at_its_next_heartbeat(pg_url: st
     finally:
         await store.close()
         await admin.close()
+
+
+async def test_messages_between_daemons_of_any_length_and_event_announcements(
+        pg_url: str) -> None:
+    """`send` reaches the other daemon's `listen`, short (one NOTIFY) or long (through the
+    mailbox, which is emptied); each stored event is announced as `seq:daemon id`, a refused
+    write announces nothing."""
+    location = StoreLocation.postgres(pg_url)
+    a = PostgresStore(location, daemon_id="a")
+    b = PostgresStore(location, daemon_id="b")
+    await a.open()
+    await b.open()
+    got: list[str] = []
+    announced: list[str] = []
+    try:
+        await b.listen("voicecall_d_test", got.append)
+        await b.listen("voicecall_events", announced.append)
+        long = "x" * 20_000 + "é"
+        await a.send("voicecall_d_test", "short")
+        await a.send("voicecall_d_test", long)
+        await until(lambda: len(got) == 2)
+        assert got == ["short", long]
+        event = await a.record(call_of("c1"), EventType.INITIATED)
+        assert event is not None
+        await until(lambda: announced == [f"{event.seq}:a"])
+        with pytest.raises(CallMovedError):
+            await b.record(call_of("c1"), EventType.RINGING)
+        assert [e.seq for e in await b.events_by_seq([event.seq])] == [event.seq]
+        await asyncio.sleep(0.3)
+        assert announced == [f"{event.seq}:a"], "the refused write announced nothing"
+        admin = await asyncpg.connect(pg_url)
+        try:
+            assert await admin.fetchval("SELECT count(*) FROM voicecall_mailbox") == 0
+        finally:
+            await admin.close()
+    finally:
+        await a.close()
+        await b.close()
