@@ -143,14 +143,25 @@ def _convert_leaf(path: str, value: Any, leaves: Mapping[str, Any], out: Convers
                             f"with `voicecall secrets set {target}`")
         return
     if path in _SIMPLE:
-        if path == "provider" and value == "log":
-            out.notes.append('provider "log" is called "mock" in voicecall')
-            value = "mock"
-        if path == "inboundPolicy" and value == "pairing":
-            out.notes.append('inboundPolicy "pairing" became "allowlist" (it behaved the same)')
-            value = "allowlist"
-        _put(out.values, _SIMPLE[path], value)
-    elif path == "enabled":
+        _convert_simple(path, value, out)
+    else:
+        _convert_special(path, value, leaves, out)
+
+
+def _convert_simple(path: str, value: Any, out: Conversion) -> None:
+    """A key with a one-to-one counterpart (two of its old values were renamed)."""
+    if path == "provider" and value == "log":
+        out.notes.append('provider "log" is called "mock" in voicecall')
+        value = "mock"
+    if path == "inboundPolicy" and value == "pairing":
+        out.notes.append('inboundPolicy "pairing" became "allowlist" (it behaved the same)')
+        value = "allowlist"
+    _put(out.values, _SIMPLE[path], value)
+
+
+def _convert_special(path: str, value: Any, leaves: Mapping[str, Any], out: Conversion) -> None:
+    """A key that changed shape, unit or place, or has no counterpart (noted as unmapped)."""
+    if path == "enabled":
         if value is False:
             out.notes.append("the plugin was disabled (enabled = false); voicecall has no such "
                              "switch: just do not start the daemon")

@@ -29,20 +29,7 @@ class Admission(EngineCore):
 
     async def initiate(self, message: str, to: str | None, mode: str | None) -> CallRecord:
         """Place an outbound call; returns once the provider accepted it."""
-        message = speakable(message or "")
-        if not message:
-            raise InvalidParamsError("message is empty; say what the call should say")
-        to_number = to or self.config.to_number
-        if not to_number:
-            raise ConfigError("no number to call: pass --to (the `to` parameter) or set "
-                              "`to_number` in the config")
-        if not E164.match(to_number):
-            raise InvalidParamsError(f"to = {to_number!r} is not an E.164 number; "
-                                     "use the form +15550001234")
-        try:
-            call_mode = CallMode(mode or self.config.outbound.default_mode)
-        except ValueError:
-            raise InvalidParamsError(f"mode = {mode!r}: expected notify or conversation") from None
+        message, to_number, call_mode = self._outbound_request(message, to, mode)
         self._check_capacity()
         from_number = self.config.from_number or (
             MOCK_FROM_NUMBER if self.provider.name == "mock" else None)
@@ -111,6 +98,25 @@ class Admission(EngineCore):
                 if not record.is_ended:
                     self._by_provider_id[provider_call_id] = record.call_id
         return record
+
+    def _outbound_request(self, message: str, to: str | None,
+                          mode: str | None) -> tuple[str, str, CallMode]:
+        """The checked message, callee and mode of an `initiate` (InvalidParams/ConfigError)."""
+        message = speakable(message or "")
+        if not message:
+            raise InvalidParamsError("message is empty; say what the call should say")
+        to_number = to or self.config.to_number
+        if not to_number:
+            raise ConfigError("no number to call: pass --to (the `to` parameter) or set "
+                              "`to_number` in the config")
+        if not E164.match(to_number):
+            raise InvalidParamsError(f"to = {to_number!r} is not an E.164 number; "
+                                     "use the form +15550001234")
+        try:
+            call_mode = CallMode(mode or self.config.outbound.default_mode)
+        except ValueError:
+            raise InvalidParamsError(f"mode = {mode!r}: expected notify or conversation") from None
+        return message, to_number, call_mode
 
     async def _fail_dial(self, live: LiveCall, reason: str) -> None:
         async with live.lock:

@@ -343,29 +343,7 @@ def install_media(daemon: Daemon) -> MediaHub | None:
         else:
             session = open_vendor_session(config.max_concurrent_calls, settings.max_connections)
             http.append(session)
-        # With [realtime] on, the model speaks and listens: a missing TTS or STT key only
-        # matters to numbers that turn realtime off, so it is not an error then.
-        cascade_problem = logger.info if config.realtime.enabled else logger.error
-        try:
-            hub.tts = create_tts(config.tts, session)
-        except ConfigError as exc:
-            cascade_problem("media streams cannot speak: %s", exc.message)
-        for key, table in config.numbers.items():
-            if table.effective_tts is None:
-                continue
-            try:
-                hub.number_tts[key] = create_tts(table.effective_tts, session)
-            except ConfigError as exc:
-                logger.error('calls to [numbers."%s"] use the call TTS: %s', key, exc.message)
-        try:
-            create_stt(settings, session, _NullListener())
-            hub.stt_factory = lambda listener: create_stt(settings, session, listener)
-        except ConfigError as exc:
-            cascade_problem("media streams cannot listen: %s", exc.message)
-        if realtime_in_use(config):
-            service = RealtimeService(lambda: daemon.config, session, daemon.engine)
-            hub.realtime = service
-            daemon.realtime = service
+        _start_speech(daemon, hub, session)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         server.policy = _policy(daemon)  # follows the exposure (tunnel learned, `expose`)
@@ -384,6 +362,36 @@ def install_media(daemon: Daemon) -> MediaHub | None:
     app.on_cleanup.append(on_cleanup)
     app.router.add_get(settings.stream_path, handle)
     return hub
+
+
+def _start_speech(daemon: Daemon, hub: MediaHub, session: aiohttp.ClientSession) -> None:
+    """Give the hub its TTS engines, STT factory and (realtime mode) voice service, on the
+    shared vendor session; a configuration problem is logged and leaves that part off."""
+    config = daemon.config
+    settings = config.streaming
+    # With [realtime] on, the model speaks and listens: a missing TTS or STT key only
+    # matters to numbers that turn realtime off, so it is not an error then.
+    cascade_problem = logger.info if config.realtime.enabled else logger.error
+    try:
+        hub.tts = create_tts(config.tts, session)
+    except ConfigError as exc:
+        cascade_problem("media streams cannot speak: %s", exc.message)
+    for key, table in config.numbers.items():
+        if table.effective_tts is None:
+            continue
+        try:
+            hub.number_tts[key] = create_tts(table.effective_tts, session)
+        except ConfigError as exc:
+            logger.error('calls to [numbers."%s"] use the call TTS: %s', key, exc.message)
+    try:
+        create_stt(settings, session, _NullListener())
+        hub.stt_factory = lambda listener: create_stt(settings, session, listener)
+    except ConfigError as exc:
+        cascade_problem("media streams cannot listen: %s", exc.message)
+    if realtime_in_use(config):
+        service = RealtimeService(lambda: daemon.config, session, daemon.engine)
+        hub.realtime = service
+        daemon.realtime = service
 
 
 class _NullListener:

@@ -38,7 +38,13 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 
 def build_methods(daemon: Daemon) -> dict[str, Handler]:
-    """The dispatch table of the gateway socket."""
+    """The dispatch table of the gateway socket (every name of :data:`protocol.METHODS`)."""
+    return {**_call_methods(daemon), **_agent_methods(daemon), **_tail_method(daemon),
+            **_daemon_methods(daemon)}
+
+
+def _call_methods(daemon: Daemon) -> dict[str, Handler]:
+    """Placing, driving and inspecting calls."""
     engine = daemon.engine
 
     async def initiate(raw: dict[str, Any], conn: Connection) -> Any:
@@ -86,6 +92,54 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
                                               since=p.timestamp("since"))
         return {"calls": [c.to_wire() for c in calls]}
 
+    return {
+        "voicecall.initiate": initiate,
+        "voicecall.continue": continue_,
+        "voicecall.cancel": cancel,
+        "voicecall.speak": speak,
+        "voicecall.end": end,
+        "voicecall.status": status,
+        "voicecall.dtmf": dtmf,
+        "voicecall.list": list_,
+    }
+
+
+def _agent_methods(daemon: Daemon) -> dict[str, Handler]:
+    """The agent tool, its relayed results (realtime mode) and turn-latency figures."""
+    engine = daemon.engine
+
+    async def latency(raw: dict[str, Any], conn: Connection) -> Any:
+        last = Params(raw).integer("last", minimum=1, maximum=100_000) or 200
+        samples = await daemon.store.turn_latencies(last)
+        return {"recordsScanned": len(samples),
+                "turnLatency": _stats([a for a, _ in samples]),
+                "listenWait": _stats([b for _, b in samples])}
+
+    async def tool(raw: dict[str, Any], conn: Connection) -> Any:
+        return await run_tool(engine, raw)
+
+    async def tool_result(raw: dict[str, Any], conn: Connection) -> Any:
+        p = Params(raw)
+        if "output" not in raw:
+            raise InvalidParamsError("output is required: the tool's result, any JSON value")
+        realtime = daemon.realtime
+        if realtime is None:
+            raise ConfigError("voicecall.tool_result needs realtime mode: set realtime.enabled "
+                              "= true and streaming.enabled = true")
+        await realtime.tool_result(p.req("callId"), p.req("toolCallId"), raw["output"])
+        return {"success": True}
+
+    return {
+        "voicecall.latency": latency,
+        "tool.voice_call": tool,
+        "voicecall.tool_result": tool_result,
+    }
+
+
+def _tail_method(daemon: Daemon) -> dict[str, Handler]:
+    """`voicecall.tail`: the backlog, then live events, in order and without a gap."""
+    engine = daemon.engine
+
     async def tail(raw: dict[str, Any], conn: Connection) -> Any:
         p = Params(raw)
         call_id = p.text("callId", required=False)
@@ -114,22 +168,19 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
 
         return AfterReply({"subscribed": True, "backlog": len(backlog)}, send_backlog)
 
+    return {"voicecall.tail": tail}
+
+
+def _daemon_methods(daemon: Daemon) -> dict[str, Handler]:
+    """The daemon itself: status, reload, shutdown, exposure and the mock's inbound call."""
+    engine = daemon.engine
+
     async def expose(raw: dict[str, Any], conn: Connection) -> Any:
         p = Params(raw)
         mode = p.req("mode")
         if mode not in ("funnel", "serve", "off"):
             raise InvalidParamsError(f"mode = {mode!r}: expected funnel, serve or off")
         return await daemon.expose(mode, p.text("path", required=False))
-
-    async def latency(raw: dict[str, Any], conn: Connection) -> Any:
-        last = Params(raw).integer("last", minimum=1, maximum=100_000) or 200
-        samples = await daemon.store.turn_latencies(last)
-        return {"recordsScanned": len(samples),
-                "turnLatency": _stats([a for a, _ in samples]),
-                "listenWait": _stats([b for _, b in samples])}
-
-    async def tool(raw: dict[str, Any], conn: Connection) -> Any:
-        return await run_tool(engine, raw)
 
     async def daemon_status(raw: dict[str, Any], conn: Connection) -> Any:
         return daemon.status()
@@ -155,33 +206,10 @@ def build_methods(daemon: Daemon) -> dict[str, Handler]:
             raise ConfigError("the simulated inbound call was not recorded")
         return {"callId": record.call_id, "accepted": not record.is_ended}
 
-    async def tool_result(raw: dict[str, Any], conn: Connection) -> Any:
-        p = Params(raw)
-        if "output" not in raw:
-            raise InvalidParamsError("output is required: the tool's result, any JSON value")
-        realtime = daemon.realtime
-        if realtime is None:
-            raise ConfigError("voicecall.tool_result needs realtime mode: set realtime.enabled "
-                              "= true and streaming.enabled = true")
-        await realtime.tool_result(p.req("callId"), p.req("toolCallId"), raw["output"])
-        return {"success": True}
-
     return {
-        "voicecall.initiate": initiate,
-        "voicecall.continue": continue_,
-        "voicecall.cancel": cancel,
-        "voicecall.speak": speak,
-        "voicecall.end": end,
-        "voicecall.status": status,
-        "voicecall.dtmf": dtmf,
-        "voicecall.list": list_,
-        "voicecall.tail": tail,
         "voicecall.expose": expose,
-        "voicecall.latency": latency,
-        "tool.voice_call": tool,
         "daemon.status": daemon_status,
         "daemon.shutdown": shutdown,
         "daemon.reload": reload,
         "mock.inbound": mock_inbound,
-        "voicecall.tool_result": tool_result,
     }

@@ -20,6 +20,7 @@ from voicecall_cli.output import emit_json
 if TYPE_CHECKING:
     from daemon.config.loader import Report
     from daemon.config.model import Config
+    from daemon.config.openclaw import Conversion
     from daemon.errors import ConfigError
 
 JSON_HELP = "Print one JSON document instead of text."
@@ -382,6 +383,24 @@ def path_cmd(ctx: CliContext, as_json: bool) -> None:
         click.echo(str(path))
 
 
+def _read_openclaw(file: Path) -> Conversion:
+    """Parse an OpenClaw JSON5 file and convert it; any problem is a CliError naming the file."""
+    import json5
+
+    from daemon.config.openclaw import convert_openclaw
+    from daemon.errors import ConfigError
+
+    try:
+        data = json5.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file} holds a JSON {type(data).__name__}, not an object")
+        return convert_openclaw(data)
+    except ValueError as exc:  # json5 syntax errors
+        raise CliError(f"{file} is not valid JSON5: {exc}") from None
+    except ConfigError as exc:
+        raise CliError(exc.message) from None
+
+
 @config_group.command("import-openclaw")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--write", is_flag=True, help="Write the result to the config file instead of "
@@ -404,24 +423,12 @@ def import_cmd(ctx: CliContext, file: Path, write: bool, force: bool, as_json: b
     """
     import tomllib
 
-    import json5
-
     from daemon.config.edit import has_secret, write_atomic
     from daemon.config.loader import check_document
-    from daemon.config.openclaw import convert_openclaw
     from daemon.config.render import get_path, to_toml
     from daemon.config.secrets import SECRET_KEYS
-    from daemon.errors import ConfigError
 
-    try:
-        data = json5.loads(file.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ConfigError(f"{file} holds a JSON {type(data).__name__}, not an object")
-        result = convert_openclaw(data)
-    except ValueError as exc:  # json5 syntax errors
-        raise CliError(f"{file} is not valid JSON5: {exc}") from None
-    except ConfigError as exc:
-        raise CliError(exc.message) from None
+    result = _read_openclaw(file)
     text = to_toml(result.values, header=f"imported from {file} by voicecall config "
                    "import-openclaw")
     _, report = check_document(tomllib.loads(text), ctx.paths, use_keyring=False)

@@ -218,23 +218,7 @@ def install(obj: CliContext, socket_activation: bool, no_start: bool, as_json: b
       $ voicecall --config ~/voicecall/prod.toml service install --no-start
       $ voicecall service install --socket-activation
     """
-    folder = unit_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    # The daemon and the socket unit must agree on the socket: pass it explicitly whenever it
-    # is not the default under $XDG_RUNTIME_DIR (%t), which both find on their own.
-    socket = obj.socket_flag or (str(obj.paths.socket) if os.environ.get("VOICECALL_HOME")
-                                 else None)
-    service_path = folder / SERVICE_NAME
-    service_path.write_text(service_unit(voicecall_argv(), config=obj.config_flag,
-                                         socket=socket, socket_activation=socket_activation,
-                                         env=os.environ, nofile=nofile_limit(obj.paths.config)))
-    written = [service_path]
-    socket_path = folder / SOCKET_NAME
-    if socket_activation:
-        socket_path.write_text(socket_unit(socket))
-        written.append(socket_path)
-    elif socket_path.exists():
-        socket_path.unlink()  # left by an earlier --socket-activation install
+    written = _write_units(obj, socket_activation)
     commands = [["daemon-reload"]]
     if not no_start:
         commands.append(["enable", "--now", *_units(socket_activation)])
@@ -263,6 +247,28 @@ def install(obj: CliContext, socket_activation: bool, no_start: bool, as_json: b
     for line in todo:
         click.echo(f"  {line}")
     click.echo("To keep it running after logout: loginctl enable-linger $USER")
+
+
+def _write_units(obj: CliContext, socket_activation: bool) -> list[Path]:
+    """Write the service unit (and the socket unit, or remove a stale one); the files written."""
+    folder = unit_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    # The daemon and the socket unit must agree on the socket: pass it explicitly whenever it
+    # is not the default under $XDG_RUNTIME_DIR (%t), which both find on their own.
+    socket = obj.socket_flag or (str(obj.paths.socket) if os.environ.get("VOICECALL_HOME")
+                                 else None)
+    service_path = folder / SERVICE_NAME
+    service_path.write_text(service_unit(voicecall_argv(), config=obj.config_flag,
+                                         socket=socket, socket_activation=socket_activation,
+                                         env=os.environ, nofile=nofile_limit(obj.paths.config)))
+    written = [service_path]
+    socket_path = folder / SOCKET_NAME
+    if socket_activation:
+        socket_path.write_text(socket_unit(socket))
+        written.append(socket_path)
+    elif socket_path.exists():
+        socket_path.unlink()  # left by an earlier --socket-activation install
+    return written
 
 
 @service_group.command("uninstall", short_help="Stop, disable and remove the unit files.")
