@@ -205,9 +205,11 @@ async def test_barge_in_clears_and_truncates_at_what_was_played(
     await model.wait_for(lambda: bool(session.of("conversation.item.truncate")), timeout=5)
     (truncate,) = session.of("conversation.item.truncate")
     assert truncate["item_id"] == item_id and truncate["content_index"] == 0
-    print(f"\nplayed {played_ms} ms when speech started; truncated at "
+    heard_ms = (stream.played - greeting) * 20  # the simulator played nothing after `clear`
+    print(f"\nplayed {played_ms} ms when speech started, {heard_ms} ms in all; truncated at "
           f"{truncate['audio_end_ms']} ms; {len(stream.frames) - greeting} frames were sent")
-    assert played_ms <= truncate["audio_end_ms"] <= played_ms + 200
+    # The daemon's play clock and the simulator's playout agree within the 80 ms lead.
+    assert played_ms - 100 <= truncate["audio_end_ms"] <= heard_ms + 100
     assert truncate["audio_end_ms"] < (len(stream.frames) - greeting) * 20  # sent > played
     assert all(f.at <= stream.clears[0] for f in stream.frames)
 
@@ -286,7 +288,7 @@ async def test_relayed_tool_is_answered_by_the_agent_and_times_out_otherwise(
     waited = time.monotonic() - started
     late = session.of("conversation.item.create")[1]["item"]
     assert late["call_id"] == "call_43" and "error" in json.loads(late["output"])
-    assert 1.4 <= waited <= 4.0
+    assert 1.4 <= waited <= 8.0  # tool_timeout_ms = 1500, on a busy machine
     errors = await until_events(d, call_id, "call.error")
     assert any("lookup" in e["error"] and "call_43" in e["error"] for e in errors)
 

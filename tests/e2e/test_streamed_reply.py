@@ -74,8 +74,8 @@ async def test_first_sentence_is_heard_before_the_model_finishes(
     finished = openai.chat_finished[0]
     print(f"\nlast word -> first reply frame {1000 * (first_frame - said_at):.0f} ms; "
           f"model finished at {1000 * (finished - said_at):.0f} ms")
-    assert first_frame < finished - 1.0  # heard more than a second before the model was done
-    assert first_frame - said_at < 1.5
+    assert first_frame < finished - 0.5  # heard well before the model was done (2.3 s)
+    assert first_frame - said_at < 1.8
     assert openai.chat_requests[0]["stream"] is True
 
     # The sentences were synthesised one by one, in order, and both are in the transcript.
