@@ -229,6 +229,7 @@ class Daemon:
             "store": self.store.description,
             "storeLock": str(lock) if (lock := self.store.lock_file) else None,
             "storeFault": fault.to_wire() if (fault := self.store.fault) else None,
+            "daemonId": self.cluster.store.daemon_id if self.cluster is not None else None,
         }
 
     async def reload(self) -> dict[str, Any]:

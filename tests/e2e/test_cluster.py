@@ -190,6 +190,8 @@ async def test_tail_on_any_daemon_sees_every_calls_events(
     seqs = [e["seq"] for e in seen]
     assert seqs == sorted(seqs), "in the order they were stored"
     assert await active_calls(b) == 0, "B only watched: A ran the call"
+    ids = {(await rpc(d, "daemon.status"))["daemonId"] for d in (a, b)}
+    assert len(ids) == 2 and None not in ids, ids
 
 
 async def test_continue_on_a_returns_the_transcript_that_reached_b(
