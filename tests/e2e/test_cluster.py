@@ -277,3 +277,24 @@ async def test_a_replay_is_caught_whichever_daemon_saw_the_first_delivery(
     replays = "replayed twilio webhook delivery ignored"
     log = (a if policy == "open" else b).log_text
     await until(lambda: replays in log(), 15, "the replay to be logged")
+
+
+async def test_a_daemon_stopped_cleanly_hands_its_calls_over_at_once(
+    sim: TwilioSimulator, make_daemon: Callable[..., DaemonHarness], pg_url: str
+) -> None:
+    """`daemon stop` on A removes A from the group: B takes A's live call at its next check,
+    well before A could have been presumed dead (four heartbeats), and can end it."""
+    a = await daemon(make_daemon, config(sim, pg_url))
+    b = await daemon(make_daemon, config(sim, pg_url))
+    call_id = (await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hello",
+                                                   "mode": "conversation"}))["callId"]
+    await until_state(a, call_id, "listening", "active", "speaking")
+    await asyncio.to_thread(a.stop)
+    stopped = time.monotonic()
+    while await active_calls(b) != 1:
+        assert time.monotonic() - stopped < 30, "B never took the call"
+        await asyncio.sleep(0.05)
+    took = time.monotonic() - stopped
+    assert took < 4 * float(BEAT), f"took {took:.2f} s: the call waited for A to look dead"
+    assert await rpc(b, "voicecall.end", {"callId": call_id}) == {"success": True}
+    assert len(sim.creates) == 1
