@@ -114,7 +114,10 @@ async def test_plivo_conversation_turns_via_transfer_ignore_a_stale_turn_token(
     users = [t["text"] for t in record["transcript"] if t["speaker"] == "user"]
     assert users == ["Yes, Tuesday works.", "No, that is all."]
     # The second turn listened with a fresh token (the replayed stale action is also recorded).
-    assert {query(g.url)["turnToken"] for g in getinputs(sim)} - {stale_token}
+    # (the simulator records a delivery once the daemon has answered it, which may be after
+    # the daemon resolved the `continue`: poll)
+    await sim.wait_for(
+        lambda: bool({query(g.url)["turnToken"] for g in getinputs(sim)} - {stale_token}))
     assert await rpc(d, "voicecall.end", {"callId": call_id}) == {"success": True}
     await sim.wait_for(lambda: call.ended)
     assert call.end_source == "API Request"

@@ -209,7 +209,10 @@ async def test_streamed_conversation_paced_frames_marks_and_continue(
     # ends at Twilio (REST hang-up, or the `<Connect>` verb ending with nothing after it).
     await rpc(d, "voicecall.end", {"callId": call_id})
     await sim.wait_for(lambda: stream.closed and call.ended)
-    assert stream.close_code == 1000
+    # 1000 from the daemon; when the simulator's own hang-up `stop` crossed the daemon's close
+    # frame on the wire (both sides closing at once), aiohttp reports the cut as 1006.
+    assert stream.close_code == 1000 or (stream.close_code == 1006 and stream.stop_sent), (
+        stream.close_code)
     assert (await record(d, call_id))["state"] == "hangup-bot"
 
 
