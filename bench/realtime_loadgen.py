@@ -50,20 +50,25 @@ class StampedStream(CallStream):
     window = False
     outbound_ms: array[float]
 
+    def _upgrade(self, buffer: bytearray) -> bool:
+        """Consume the HTTP upgrade answer; True once frames may follow in `buffer`."""
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        status = bytes(buffer[:end]).split(b"\r\n", 1)[0]
+        del buffer[:end + 4]
+        self.handshake = False
+        if b" 101 " not in status:
+            self.upgraded.set_exception(ConnectionError(f"upgrade refused: {status!r}"))
+            return False
+        self.upgraded.set_result(None)
+        return True
+
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
         buffer += data
-        if self.handshake:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            status = bytes(buffer[:end]).split(b"\r\n", 1)[0]
-            del buffer[:end + 4]
-            self.handshake = False
-            if b" 101 " not in status:
-                self.upgraded.set_exception(ConnectionError(f"upgrade refused: {status!r}"))
-                return
-            self.upgraded.set_result(None)
+        if self.handshake and not self._upgrade(buffer):
+            return
         now = time.monotonic()
         pos, size = 0, len(buffer)
         while size - pos >= 2:

@@ -103,20 +103,25 @@ class Stream(asyncio.Protocol):
                       "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
                                       "channels": 1}}})))
 
+    def _upgrade(self, buffer: bytearray) -> bool:
+        """Consume the HTTP upgrade answer; True once frames may follow in `buffer`."""
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        status = bytes(buffer[:end]).split(b"\r\n", 1)[0]
+        del buffer[:end + 4]
+        self.handshake = False
+        if b" 101 " not in status:
+            self.upgraded.set_exception(ConnectionError(f"upgrade refused: {status!r}"))
+            return False
+        self.upgraded.set_result(None)
+        return True
+
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
         buffer += data
-        if self.handshake:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            status = bytes(buffer[:end]).split(b"\r\n", 1)[0]
-            del buffer[:end + 4]
-            self.handshake = False
-            if b" 101 " not in status:
-                self.upgraded.set_exception(ConnectionError(f"upgrade refused: {status!r}"))
-                return
-            self.upgraded.set_result(None)
+        if self.handshake and not self._upgrade(buffer):
+            return
         now = self.time()
         pos = 0
         size = len(buffer)
@@ -144,13 +149,19 @@ class Stream(asyncio.Protocol):
                     self.arrivals.append(now)
                 else:
                     self._control(bytes(buffer[start:pos]))
-            elif opcode == 0x8:
-                if self.transport is not None:
-                    self.transport.close()
-            elif opcode == 0x9 and self.transport is not None:
-                self.transport.write(client_frame(bytes(buffer[start:pos]), 0xA))
+            else:
+                self._other_frame(opcode, buffer, start, pos)
         if pos:
             del buffer[:pos]
+
+    def _other_frame(self, opcode: int, buffer: bytearray, start: int, end: int) -> None:
+        """A close (0x8) or ping (0x9, answered with a pong); other frames are ignored."""
+        if self.transport is None:
+            return
+        if opcode == 0x8:
+            self.transport.close()
+        elif opcode == 0x9:
+            self.transport.write(client_frame(bytes(buffer[start:end]), 0xA))
 
     def _control(self, text: bytes) -> None:
         at = text.find(MARK_KEY)

@@ -80,6 +80,7 @@ from daemon.providers.telnyx_wire import (
     ClientState,
     LegFacts,
     TelnyxPayloadError,
+    TelnyxWebhook,
     answer_payload,
     dial_payload,
     direction_of,
@@ -553,6 +554,31 @@ class TelnyxProvider(BoundProvider):
         """Ed25519 over `timestamp|raw body`, 300 s window; returns the replay key."""
         return self._verifier.verify_request(request)
 
+    def _on_stream_failed(self, call_id: str | None, failure: str) -> None:
+        """`streaming.failed`: usually the stream never connected (speech still waiting for it
+        falls back by itself); if one was live, what it still had to say is said again."""
+        if not call_id:
+            return
+        hub = self._media()
+        session = hub.session(call_id) if hub is not None else None
+        unheard = bool(getattr(session, "speaking", False))
+        self._fall_back(call_id, f"streaming.failed: {failure}", unheard=unheard)
+
+    def _leg_facts(self, hook: TelnyxWebhook) -> LegFacts | None:
+        """Note what this webhook says about its leg; what we know of the leg, None once it
+        ended."""
+        pid, state = hook.call_control_id, hook.client_state
+        if pid in self._ended:
+            return None
+        leg = self._leg(pid)
+        if hook.event_type == "call.initiated":
+            leg.direction = direction_of(hook.payload) or leg.direction
+        elif hook.event_type == "call.answered":
+            leg.answered = True
+        if state is not None:
+            leg.call_id = state.call_id
+        return LegFacts(leg.direction, leg.answered, leg.bot_hangup)
+
     async def handle_webhook(self, request: WebhookRequest) -> WebhookReply:
         """Parse, apply, answer 200 (Telnyx ignores the body); a non-JSON body is 400."""
         try:
@@ -568,29 +594,12 @@ class TelnyxProvider(BoundProvider):
             return WebhookReply()
         failure = stream_failure(hook)
         if failure is not None:
-            call_id = state.call_id if state else self._call_id_of(pid)
-            if call_id:
-                # Usually the stream never connected (speech still waiting for it falls back
-                # by itself); if one was live, what it still had to say is said again.
-                hub = self._media()
-                session = hub.session(call_id) if hub is not None else None
-                unheard = bool(getattr(session, "speaking", False))
-                self._fall_back(call_id, f"streaming.failed: {failure}", unheard=unheard)
+            self._on_stream_failed(state.call_id if state else self._call_id_of(pid), failure)
             return WebhookReply()
         if hook.event_type == "call.dtmf.received" and self._stream_live(state, pid):
             # The live stream reports the same key as a `dtmf` frame: count it once.
             return WebhookReply()
-        facts = None
-        if pid not in self._ended:
-            leg = self._leg(pid)
-            if hook.event_type == "call.initiated":
-                leg.direction = direction_of(hook.payload) or leg.direction
-            elif hook.event_type == "call.answered":
-                leg.answered = True
-            if state is not None:
-                leg.call_id = state.call_id
-            facts = LegFacts(leg.direction, leg.answered, leg.bot_hangup)
-        events = to_events(hook, leg=facts)
+        events = to_events(hook, leg=self._leg_facts(hook))
         report = telnyx_report(hook.event_type, hook.payload)
         if report is not None:
             events = [ProviderEvent(

@@ -26,6 +26,8 @@ import binascii
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -245,7 +247,7 @@ class RealtimeBridge:
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = protocol.event_type(event)
-        if kind == protocol.AUDIO_DELTA:
+        if kind == protocol.AUDIO_DELTA:  # the hot one, first
             self._audio(str(event.get("item_id", "")), str(event.get("response_id", "")),
                         str(event.get("delta", "")))
         elif kind == protocol.TRANSCRIPT_DELTA:
@@ -253,25 +255,32 @@ class RealtimeBridge:
             if item is not None:
                 item.transcript += str(event.get("delta", ""))
         elif kind == protocol.TRANSCRIPT_DONE:
-            item = self._items.get(str(event.get("item_id", "")))
-            if item is not None:
-                item.transcript = str(event.get("transcript", item.transcript))
-                item.transcript_done = True
-                self._report_when_ready(item)
-        elif kind == protocol.AUDIO_DONE:
-            self._audio_done(str(event.get("item_id", "")))
-        elif kind == protocol.SPEECH_STARTED:
-            self._barge_in()
-        elif kind == protocol.INPUT_TRANSCRIPT_DONE:
-            self._caller_said(str(event.get("transcript", "")).strip())
-        elif kind == protocol.RESPONSE_CREATED:
-            self._response_created(event.get("response"))
-        elif kind == protocol.RESPONSE_DONE:
-            self._response_done(event.get("response"))
-        elif kind == protocol.FUNCTION_CALL_DONE:
-            self._function_call(event)
-        elif kind == protocol.ERROR:
-            self._vendor_error(event.get("error"))
+            self._transcript_done(event)
+        else:
+            handler = self._handlers.get(kind)
+            if handler is not None:
+                handler(event)
+
+    @cached_property
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
+        """The server events other than audio and transcript deltas, by type."""
+        return {
+            protocol.AUDIO_DONE: lambda e: self._audio_done(str(e.get("item_id", ""))),
+            protocol.SPEECH_STARTED: lambda _e: self._barge_in(),
+            protocol.INPUT_TRANSCRIPT_DONE:
+                lambda e: self._caller_said(str(e.get("transcript", "")).strip()),
+            protocol.RESPONSE_CREATED: lambda e: self._response_created(e.get("response")),
+            protocol.RESPONSE_DONE: lambda e: self._response_done(e.get("response")),
+            protocol.FUNCTION_CALL_DONE: self._function_call,
+            protocol.ERROR: lambda e: self._vendor_error(e.get("error")),
+        }
+
+    def _transcript_done(self, event: dict[str, Any]) -> None:
+        item = self._items.get(str(event.get("item_id", "")))
+        if item is not None:
+            item.transcript = str(event.get("transcript", item.transcript))
+            item.transcript_done = True
+            self._report_when_ready(item)
 
     def _audio(self, item_id: str, response_id: str, delta: str) -> None:
         """A chunk of the model's audio (base64 mu-law) for ``item_id``."""

@@ -139,6 +139,19 @@ class RealtimeSocket:
             if not self._closing:
                 logger.warning("%s: sending failed: %s", VENDOR, exc)  # the reader reports it
 
+    def _on_text(self, data: str) -> None:
+        """A server event other than a fast-pathed audio delta: parsed and handed on."""
+        try:
+            event = json.loads(data)
+        except ValueError:
+            logger.warning("%s sent a frame that is not JSON; ignored", VENDOR)
+            return
+        if isinstance(event, dict):
+            try:
+                self._on_event(event)
+            except Exception:
+                logger.exception("%s: handling a %s event failed", VENDOR, event.get("type"))
+
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         reason = "the connection closed"
         try:
@@ -153,17 +166,7 @@ class RealtimeSocket:
                             except Exception:
                                 logger.exception("%s: handling an audio delta failed", VENDOR)
                             continue
-                    try:
-                        event = json.loads(message.data)
-                    except ValueError:
-                        logger.warning("%s sent a frame that is not JSON; ignored", VENDOR)
-                        continue
-                    if isinstance(event, dict):
-                        try:
-                            self._on_event(event)
-                        except Exception:
-                            logger.exception("%s: handling a %s event failed", VENDOR,
-                                             event.get("type"))
+                    self._on_text(message.data)
                 elif message.type is aiohttp.WSMsgType.ERROR:
                     reason = f"the connection failed ({ws.exception()})"
             if ws.close_code is not None:

@@ -108,16 +108,9 @@ def user_lines(record: dict[str, Any]) -> list[str]:
     return [t["text"] for t in record["transcript"] if t["speaker"] == "user"]
 
 
-async def test_kill_9_during_a_signed_webhook_burst(
-    sim: TwilioSimulator, make_daemon: Callable[..., DaemonHarness]
-) -> None:
-    """Acknowledged webhooks survive kill -9; every re-delivery is answered 200 and applies
-    nothing twice; no call is dialled again."""
-    d = make_daemon(config(sim, free_port()), start=False)
-    await asyncio.to_thread(d.start)
-    webhook = (await rpc(d, "daemon.status"))["webhookUrl"]
-
-    # Several live calls, answered by a signed voice request on each call's Url.
+async def answered_calls(sim: TwilioSimulator, d: DaemonHarness) -> dict[str, str]:
+    """Several live calls, answered by a signed voice request on each call's Url: call id to
+    CallSid."""
     sids: dict[str, str] = {}
     for i in range(CALLS):
         call_id = (
@@ -146,9 +139,13 @@ async def test_kill_9_during_a_signed_webhook_burst(
         async with aiohttp.ClientSession() as http:
             assert await send(http, answer) == 200
         await asyncio.to_thread(d.wait_state, call_id, "speaking", "active", "listening")
+    return sids
 
-    # The burst: per call, LINES Gather results (each on its own action URL, as Twilio posts
-    # them), and for the first call a `completed` status callback last.
+
+def burst_plan(sim: TwilioSimulator, webhook: str,
+               sids: dict[str, str]) -> dict[str, list[Delivery]]:
+    """Per call, LINES Gather results (each on its own action URL, as Twilio posts them), and
+    for the first call a `completed` status callback last."""
     plan: dict[str, list[Delivery]] = {}
     for index, (call_id, sid) in enumerate(sids.items()):
         base = {
@@ -179,7 +176,13 @@ async def test_kill_9_during_a_signed_webhook_burst(
             }
             deliveries.append(signed(sim, call_id, url, params))
         plan[call_id] = deliveries
-    every = [dl for deliveries in plan.values() for dl in deliveries]
+    return plan
+
+
+async def burst_until_killed(d: DaemonHarness,
+                             plan: dict[str, list[Delivery]]) -> list[Delivery]:
+    """Send every call's deliveries concurrently; kill -9 the daemon once KILL_AFTER were
+    acknowledged. Returns the acknowledged ones."""
     acked: list[Delivery] = []
 
     async def sender(http: aiohttp.ClientSession, deliveries: list[Delivery]) -> None:
@@ -201,7 +204,33 @@ async def test_kill_9_during_a_signed_webhook_burst(
         kill = asyncio.create_task(killer())
         await asyncio.gather(*(sender(http, deliveries) for deliveries in plan.values()))
         await asyncio.wait_for(kill, 20)
-    before_kill = list(acked)
+    return list(acked)
+
+
+async def redeliver(plan: dict[str, list[Delivery]]) -> None:
+    """Re-deliver every webhook, in each call's order, from concurrent senders."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+
+        async def resend(deliveries: list[Delivery]) -> None:
+            for delivery in deliveries:
+                delivery.status = await send(http, delivery)
+
+        await asyncio.gather(*(resend(deliveries) for deliveries in plan.values()))
+
+
+async def test_kill_9_during_a_signed_webhook_burst(
+    sim: TwilioSimulator, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """Acknowledged webhooks survive kill -9; every re-delivery is answered 200 and applies
+    nothing twice; no call is dialled again."""
+    d = make_daemon(config(sim, free_port()), start=False)
+    await asyncio.to_thread(d.start)
+    webhook = (await rpc(d, "daemon.status"))["webhookUrl"]
+
+    sids = await answered_calls(sim, d)
+    plan = burst_plan(sim, webhook, sids)
+    every = [dl for deliveries in plan.values() for dl in deliveries]
+    before_kill = await burst_until_killed(d, plan)
     assert KILL_AFTER <= len(before_kill) < len(every), "the kill did not land mid-burst"
 
     # Restart: every acknowledged delivery has its effect, once.
@@ -216,13 +245,7 @@ async def test_kill_9_during_a_signed_webhook_burst(
 
     # Re-deliver every webhook, in each call's order, from concurrent senders.
     first_status = {id(dl): dl.status for dl in every}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-
-        async def resend(deliveries: list[Delivery]) -> None:
-            for delivery in deliveries:
-                delivery.status = await send(http, delivery)
-
-        await asyncio.gather(*(resend(deliveries) for deliveries in plan.values()))
+    await redeliver(plan)
     assert all(dl.status == 200 for dl in every), [dl.status for dl in every]
     for delivery in every:
         if first_status[id(delivery)] == 200:

@@ -72,6 +72,23 @@ def _check_dict(typed_dict: Any, value: Mapping[str, Any], path: str) -> list[st
     return problems
 
 
+def _is_int(value: Any) -> tuple[bool, str]:
+    return isinstance(value, int) and not isinstance(value, bool), "an integer"
+
+
+def _is_number(value: Any) -> tuple[bool, str]:
+    return isinstance(value, int | float) and not isinstance(value, bool), "a number"
+
+
+_SCALARS: dict[Any, Any] = {
+    bool: lambda value: (isinstance(value, bool), "a boolean"),
+    int: _is_int,
+    float: _is_number,
+    str: lambda value: (isinstance(value, str), "a string"),
+}
+"""Scalar hints: whether a value fits, and what was expected."""
+
+
 def _check(hint: Any, value: Any, path: str) -> list[str]:
     origin = get_origin(hint)
     if origin in (typing.Annotated, typing.Required, typing.NotRequired):
@@ -86,16 +103,9 @@ def _check(hint: Any, value: Any, path: str) -> list[str]:
         if not isinstance(value, Mapping):
             return [f"{path}: expected an object"]
         return _check_dict(hint, value, f"{path}.")
-    if hint is bool:
-        return [] if isinstance(value, bool) else [f"{path}: expected a boolean"]
-    if hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return [] if ok else [f"{path}: expected an integer"]
-    if hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return [] if ok else [f"{path}: expected a number"]
-    if hint is str:
-        return [] if isinstance(value, str) else [f"{path}: expected a string"]
+    if hint in _SCALARS:
+        ok, expected = _SCALARS[hint](value)
+        return [] if ok else [f"{path}: expected {expected}"]
     if origin in (list, Sequence, Iterable, typing.Iterable):
         if not isinstance(value, list):
             return [f"{path}: expected a list"]

@@ -786,34 +786,34 @@ class TwilioSimulator(FakeServer):
             elif verb.tag == "Gather":
                 heard = await self._gather(call, verb)
                 if heard is not None:
-                    kind, value = heard
-                    if kind == "dtmf":  # Twilio leaves out the finishOnKey (#)
-                        extra = {"Digits": value.removesuffix(verb.get("finishOnKey", "#"))}
-                    else:
-                        extra = {"SpeechResult": value, "Confidence": "0.9137"}
-                    return verb.get("action") or "", extra, "gather"
+                    return verb.get("action") or "", _gathered(verb, *heard), "gather"
             elif verb.tag == "Connect":
-                opened: SimStream | None = None
-                for stream in verb.iter("Stream"):
-                    url = stream.get("url", "")
-                    parameters = {
-                        p.get("name", ""): p.get("value", "") for p in stream.iter("Parameter")
-                    }
-                    call.streams.append({"url": url, **parameters})
-                    if opened is None and self.stream_media and url.startswith(("ws:", "wss:")):
-                        opened = await self.open_stream(
-                            call, parameters, url, sign=self.sign_streams
-                        )
-                await self.notify()
-                if opened is None or not opened.is_open:
-                    if opened is None:
-                        await asyncio.Event().wait()  # until an update or a hang-up replaces it
-                    continue  # the stream could not connect: Twilio goes on with the TwiML
-                try:
-                    await opened.ended()  # the daemon closed it: the next verb runs
-                finally:
-                    await opened.stop()  # a hang-up or new TwiML ends the stream
+                await self._connect(call, verb)
         return None, {}, ""
+
+    async def _connect(self, call: SimCall, verb: ET.Element) -> None:
+        """`<Connect><Stream>`: open the stream; return once the daemon closed it (or it could
+        not connect: Twilio goes on with the TwiML)."""
+        opened: SimStream | None = None
+        for stream in verb.iter("Stream"):
+            url = stream.get("url", "")
+            parameters = {
+                p.get("name", ""): p.get("value", "") for p in stream.iter("Parameter")
+            }
+            call.streams.append({"url": url, **parameters})
+            if opened is None and self.stream_media and url.startswith(("ws:", "wss:")):
+                opened = await self.open_stream(
+                    call, parameters, url, sign=self.sign_streams
+                )
+        await self.notify()
+        if opened is None or not opened.is_open:
+            if opened is None:
+                await asyncio.Event().wait()  # until an update or a hang-up replaces it
+            return  # the stream could not connect: Twilio goes on with the TwiML
+        try:
+            await opened.ended()  # the daemon closed it: the next verb runs
+        finally:
+            await opened.stop()  # a hang-up or new TwiML ends the stream
 
     async def _say(self, call: SimCall, text: str) -> None:
         call.heard.say(text)
@@ -931,3 +931,10 @@ class TwilioSimulator(FakeServer):
         """The single call so far."""
         assert len(self.calls) == 1, self.calls
         return next(iter(self.calls.values()))
+
+
+def _gathered(verb: ET.Element, kind: str, value: str) -> dict[str, str]:
+    """The parameters Twilio posts to a `<Gather>` action for what the caller gave."""
+    if kind == "dtmf":  # Twilio leaves out the finishOnKey (#)
+        return {"Digits": value.removesuffix(verb.get("finishOnKey", "#"))}
+    return {"SpeechResult": value, "Confidence": "0.9137"}
