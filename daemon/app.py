@@ -22,6 +22,7 @@ from aiohttp import web
 
 from daemon.cluster.wiring import (
     Cluster,
+    forward_pass,
     install_webhook_forwarding,
     rpc_methods,
     shared_store_identity,
@@ -76,6 +77,7 @@ class Daemon:
         self.store = create_store(config.store, **shared_store_identity(config, paths))
         self.cluster: Cluster | None = None
         """This daemon's part in a group sharing a PostgreSQL store (None with SQLite)."""
+        self.forward_pass = forward_pass()
         self.provider = create_provider(config.provider)
         self.engine = CallEngine(config, self.store, self.provider)
         self.web_app = web.Application(client_max_size=64 * 1024)

@@ -7,15 +7,19 @@ daemon runs that call, sends the request as it came (method, target, headers, bo
 cluster bus. The owner replays it against its own webhook port on loopback, so it passes the very
 same checks and handlers (and the shared replay cache) as if it had landed there, and the owner's
 answer (TwiML, XML, JSON) goes back to the provider unchanged. A webhook for a new call, or for
-one this daemon runs, is handled here. A request replayed for another daemon carries
-`X-Voicecall-Forwarded-By` and is handled where it arrives, so nothing is forwarded twice.
+one this daemon runs, is handled here. A request this daemon replays for another carries
+`X-Voicecall-Forwarded-By` with a random pass known only to this process, and is handled where
+it arrives, so nothing is forwarded twice; the header from anyone else means nothing (it cannot
+make a daemon skip forwarding and answer a delivery meant for the call's owner).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -74,13 +78,25 @@ def call_ref(webhook: WebhookRequest) -> str | None:
     return control if isinstance(control, str) and control else None
 
 
-def forwarder(cluster: Callable[[], Cluster | None], runs: Callable[[str], bool]
+class ForwardPass:
+    """The random value this daemon puts on the requests it replays for other daemons."""
+
+    def __init__(self) -> None:
+        self.value = secrets.token_urlsafe(24)
+
+    def matches(self, given: str | None) -> bool:
+        """True for a request this process replayed itself (constant-time comparison)."""
+        return given is not None and hmac.compare_digest(given.encode(), self.value.encode())
+
+
+def forwarder(cluster: Callable[[], Cluster | None], runs: Callable[[str], bool],
+              own_pass: ForwardPass
               ) -> Callable[[str, WebhookRequest], Awaitable[WebhookReply | None]]:
     """The webhook server's `forward` hook."""
 
     async def forward(target: str, webhook: WebhookRequest) -> WebhookReply | None:
         group = cluster()
-        if group is None or FORWARDED_HEADER in webhook.headers:
+        if group is None or own_pass.matches(webhook.headers.get(FORWARDED_HEADER)):
             return None
         ref = call_ref(webhook)
         if ref is None or runs(ref):
@@ -92,7 +108,8 @@ def forwarder(cluster: Callable[[], Cluster | None], runs: Callable[[str], bool]
             message = {
                 "method": webhook.method, "target": target,
                 "headers": [[k, v] for k, v in webhook.headers.items()
-                            if k.lower() not in _HOP_BY_HOP],
+                            if k.lower() not in _HOP_BY_HOP
+                            and k.lower() != FORWARDED_HEADER.lower()],
                 "host": webhook.headers.get("Host", ""),
                 "body": base64.b64encode(webhook.body).decode("ascii"),
             }
@@ -106,7 +123,7 @@ def forwarder(cluster: Callable[[], Cluster | None], runs: Callable[[str], bool]
 
 
 def serve_forwarded(origin: Callable[[], str], http: Callable[[], aiohttp.ClientSession | None],
-                    daemon_id: str) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+                    own_pass: ForwardPass) -> Callable[[dict[str, Any]], Awaitable[Any]]:
     """The bus handler of `webhook` requests: replay one against this daemon's own port."""
     async def run(body: dict[str, Any]) -> Any:
         session = http()
@@ -115,7 +132,7 @@ def serve_forwarded(origin: Callable[[], str], http: Callable[[], aiohttp.Client
         headers = [(str(k), str(v)) for k, v in body.get("headers") or []]
         if body.get("host"):
             headers.append(("Host", str(body["host"])))
-        headers.append((FORWARDED_HEADER, daemon_id))
+        headers.append((FORWARDED_HEADER, own_pass.value))
         async with session.request(
                 str(body["method"]), origin() + str(body["target"]),
                 data=base64.b64decode(str(body.get("body") or "")), headers=headers,

@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from daemon.store.postgres import PostgresStore
 
 
+def forward_pass() -> forward_webhook.ForwardPass:
+    """The pass this daemon puts on webhooks it replays for other daemons."""
+    return forward_webhook.ForwardPass()
+
+
 class Cluster:
     """This daemon's part in a group sharing one PostgreSQL store: take-over, the bus to the
     other daemons, and the relay of their events."""
@@ -35,6 +40,7 @@ class Cluster:
         self.node = node
         self.bus = ClusterBus(store)
         self.relay = relay
+
 
     async def owner_elsewhere(self, ref: str) -> str | None:
         """The other living daemon that runs live call `ref`, or None (handle it here)."""
@@ -96,8 +102,9 @@ def rpc_methods(daemon: Daemon, methods: Mapping[str, Handler]) -> dict[str, Han
 def install_webhook_forwarding(daemon: Daemon) -> None:
     """Send verified webhooks about other daemons' calls to them."""
     if _shared(daemon) and daemon.webhooks is not None:
+        own_pass = daemon.forward_pass
         daemon.webhooks.forward = forward_webhook.forwarder(lambda: daemon.cluster,
-                                                            daemon.engine.runs)
+                                                            daemon.engine.runs, own_pass)
 
 
 async def start_cluster(daemon: Daemon, methods: Mapping[str, Handler]) -> Cluster | None:
@@ -115,6 +122,6 @@ async def start_cluster(daemon: Daemon, methods: Mapping[str, Handler]) -> Clust
     cluster = Cluster(store, node, relay)
     cluster.bus.handle("rpc", forward_rpc.serve_forwarded(methods))
     cluster.bus.handle("webhook", forward_webhook.serve_forwarded(
-        lambda: _local_origin(daemon), lambda: daemon.http, store.daemon_id))
+        lambda: _local_origin(daemon), lambda: daemon.http, daemon.forward_pass))
     await cluster.start()
     return cluster

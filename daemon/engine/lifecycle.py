@@ -52,8 +52,13 @@ class Lifecycle(EngineCore):
         """Let go of a live call another daemon runs now (this one was presumed dead while it
         could not reach the shared store): dropped from memory, nothing written."""
         live = self._live.get(call_id)
-        if live is not None:
-            self._forget(live)
+        if live is None:
+            return
+        if live.waiter is not None and not live.waiter.future.done():
+            live.waiter.future.set_exception(CallError(
+                f"call {call_id} is run by another daemon now (this one lost the shared store "
+                "for too long); ask again: the request reaches that daemon", callId=call_id))
+        self._forget(live)
 
     async def stop(self) -> None:
         """Stop timers and background work; live calls stay live in the store."""
