@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 
+# Imported now, at collection, not lazily by the hypothesis plugin's end-of-run summary: on
+# CPython 3.11.7 that late import (through pytest's assertion rewriter's ast.parse) can die with
+# "SystemError: AST constructor recursion depth mismatch" after a run that never imported
+# hypothesis (e.g. `pytest tests/e2e/test_media_stream.py`), turning a green run red.
+import hypothesis  # noqa: F401
 import pytest
 
 from tests.harness import DaemonHarness, short_home
