@@ -36,6 +36,7 @@ from daemon.realtime.settings import realtime_in_use
 from daemon.rpc.client import DaemonUnreachableError, RpcClient
 from daemon.rpc.protocol import RpcRemoteError
 from daemon.rpc.trust import UntrustedSocketError
+from daemon.speech.tts import catalog as tts_catalog
 from daemon.store.location import StoreKind
 
 Status = Literal["OK", "WARN", "FAIL", "SKIP"]
@@ -209,12 +210,10 @@ def _needs(config: Config) -> list[_Need]:
         needs.append(_Need("streaming.api_key", "streaming speech-to-text", False,
                            config.streaming.stt_url))
         tts = config.tts
-        if tts.provider == "openai":
-            needs.append(_Need("tts.openai.api_key", "OpenAI TTS on media streams", False,
-                               tts.openai.base_url))
-        elif tts.provider == "elevenlabs":
-            needs.append(_Need("tts.elevenlabs.api_key", "ElevenLabs TTS on media streams",
-                               False, tts.elevenlabs.base_url))
+        vendor = tts_catalog.vendor(tts.provider or "")
+        if vendor is not None:
+            needs.append(_Need(f"tts.{vendor.name}.api_key", f"{vendor.title} TTS on media "
+                               "streams", False, getattr(tts, vendor.name).base_url))
     if config.response_model:
         needs.append(_Need("agent.api_key", f'the auto-responder ("{config.response_model}")',
                            False, config.agent.base_url))

@@ -30,6 +30,7 @@ from daemon.config.secrets import NON_SECRET_ENV, SECRET_KEYS, resolve_secrets
 from daemon.errors import ConfigError
 from daemon.paths import Paths
 from daemon.providers.catalog import REAL_PROVIDERS, SPECS
+from daemon.speech.tts import catalog as tts_catalog
 from daemon.store.location import StoreLocation, is_postgres_url
 
 REQUIRED: dict[str, tuple[str, ...]] = {s.name: s.required for s in SPECS if s.required}
@@ -230,7 +231,7 @@ def _apply_secrets(flat: dict[str, Any], env: Mapping[str, str], use_keyring: bo
                    errors: list[str]) -> dict[str, str]:
     """Resolve every secret (env, file, keyring) into `flat`; return where each came from."""
     file_values = {key: flat.get(key) for key in SECRET_KEYS}
-    for vendor in ("openai", "elevenlabs"):  # the file's effective call TTS key
+    for vendor in tts_catalog.NAMES:  # the file's effective call TTS key
         file_values[f"tts.{vendor}.api_key"] = (flat.get(f"tts.{vendor}.api_key")
                                                 or flat.get(f"messages.tts.{vendor}.api_key"))
     resolved = resolve_secrets(file_values, env, use_keyring=use_keyring)
@@ -240,7 +241,7 @@ def _apply_secrets(flat: dict[str, Any], env: Mapping[str, str], use_keyring: bo
             continue
         flat[key] = value
         sources[key] = origin
-    for vendor in ("openai", "elevenlabs"):
+    for vendor in tts_catalog.NAMES:
         call_key, core_key = f"tts.{vendor}.api_key", f"messages.tts.{vendor}.api_key"
         if call_key not in sources and core_key in sources:
             flat[call_key] = flat[core_key]
@@ -390,9 +391,10 @@ def _warnings(config: Config, warnings: list[str]) -> None:
         elif not is_loopback_host(config.serve.bind):
             warnings.append("tunnel.allow_ngrok_free_tier_loopback_bypass = true has no effect "
                             f'with serve.bind = "{config.serve.bind}"; it needs a loopback bind')
-    if config.tts.provider == "edge":
-        warnings.append('tts.provider = "edge" is ignored for calls (telephony needs PCM audio); '
-                        'calls use the provider\'s own voice; choose "openai" or "elevenlabs"')
+    if config.tts.provider in tts_catalog.IGNORED:
+        choose = " or ".join(f'"{name}"' for name in tts_catalog.NAMES)
+        warnings.append(f'tts.provider = "{config.tts.provider}" is ignored for calls (telephony '
+                        "needs PCM audio); calls use the provider's own voice; choose " + choose)
     if config.inbound_policy == "allowlist" and not config.allow_from:
         warnings.append('inbound_policy = "allowlist" with an empty allow_from rejects every '
                         'inbound call; add numbers, e.g. allow_from = ["+15550001234"]')

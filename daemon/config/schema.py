@@ -22,6 +22,7 @@ from daemon.config import model
 from daemon.config.exposure import is_local_only_host
 from daemon.config.secrets import MASK, SECRET_KEYS
 from daemon.providers import catalog as provider_catalog
+from daemon.speech.tts import catalog as tts_catalog
 from daemon.store import location as store_location
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
@@ -246,7 +247,7 @@ def _tts_table(doc: str, *, keys: bool = True, defaults: bool = True) -> Table:
     if not keys:
         del openai["api_key"], elevenlabs["api_key"]
     return Table({
-        "provider": choice("openai", "elevenlabs", "edge", default=d("openai"),
+        "provider": choice(*tts_catalog.NAMES, *tts_catalog.IGNORED, default=d("openai"),
                            doc="`edge` is accepted and ignored for calls, with a warning"),
         "openai": Table(openai),
         "elevenlabs": Table(elevenlabs),

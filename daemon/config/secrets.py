@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from daemon.providers.catalog import SPECS
+from daemon.speech.tts import catalog as tts_catalog
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,8 @@ SECRET_KEYS: dict[str, str | None] = {
     "tunnel.ngrok_authtoken": "NGROK_AUTHTOKEN",
     "streaming.api_key": "OPENAI_API_KEY",
     "agent.api_key": "OPENAI_API_KEY",
-    "tts.openai.api_key": "OPENAI_API_KEY",
-    "tts.elevenlabs.api_key": "ELEVENLABS_API_KEY",
-    "messages.tts.openai.api_key": "OPENAI_API_KEY",
-    "messages.tts.elevenlabs.api_key": "ELEVENLABS_API_KEY",
+    **{f"tts.{v.name}.api_key": v.env_var for v in tts_catalog.VENDORS},
+    **{f"messages.tts.{v.name}.api_key": v.env_var for v in tts_catalog.VENDORS},
     "realtime.api_key": "OPENAI_API_KEY",
 }
 """Every secret's dotted config key and the environment variable that overrides it."""

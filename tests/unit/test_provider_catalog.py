@@ -102,3 +102,24 @@ def test_a_refusal_is_mapped_the_same_way_for_every_provider() -> None:
         assert type(error) is ProviderRequestError
         assert error.message == f"{spec.name} POST /x failed"
     assert isinstance(refusal("twilio", "m", 400, auth_failed=True), ProviderAuthError)
+
+
+def test_tts_vendors_are_declared_once_and_read_everywhere() -> None:
+    from daemon.speech.tts import catalog as tts_catalog
+    from daemon.speech.tts.factory import PROVIDERS as TTS_PROVIDERS
+
+    leaves = dict(schema.leaf_paths())
+    provider_key = schema.lookup("tts.provider")
+    assert isinstance(provider_key, schema.Key)
+    assert TTS_PROVIDERS == tts_catalog.NAMES
+    for vendor in tts_catalog.VENDORS:
+        assert callable(_load(vendor.factory))
+        assert provider_key.check(vendor.name) == vendor.name
+        for prefix in ("tts.", "messages.tts."):
+            key = f"{prefix}{vendor.name}.api_key"
+            assert key in leaves and SECRET_KEYS[key] == vendor.env_var
+        assert f"tts.{vendor.name}.base_url" in leaves
+    root = Path(__file__).resolve().parents[2]
+    listing = [str(p.relative_to(root)) for p in sorted((root / "daemon").rglob("*.py"))
+               if '"openai", "elevenlabs"' in p.read_text(encoding="utf-8")]
+    assert listing == []

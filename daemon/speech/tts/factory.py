@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+from collections.abc import Callable
 
 import aiohttp
 
 from daemon.errors import ConfigError
-from daemon.speech.tts import elevenlabs, openai
+from daemon.speech.tts import catalog, elevenlabs, openai
 from daemon.speech.tts.base import TtsEngine, TtsSettings
 
 logger = logging.getLogger(__name__)
 
-PROVIDERS = ("openai", "elevenlabs")
-"""TTS providers that can speak on a media stream."""
-IGNORED_PROVIDERS = ("edge",)
+PROVIDERS = catalog.NAMES
+"""TTS providers that can speak on a media stream (declared in :mod:`.catalog`)."""
+IGNORED_PROVIDERS = catalog.IGNORED
 """Accepted in the shared TTS config but unusable on calls (no telephony output)."""
 
 
@@ -34,17 +36,20 @@ def create_tts(settings: TtsSettings, session: aiohttp.ClientSession) -> TtsEngi
             provider,
         )
         return None
-    if provider == "openai":
-        return _openai(settings, session)
-    if provider == "elevenlabs":
-        return _elevenlabs(settings, session)
+    declared = catalog.vendor(provider)
+    if declared is not None:
+        module, _, name = declared.factory.partition(":")
+        build: Callable[[TtsSettings, aiohttp.ClientSession], TtsEngine] = getattr(
+            importlib.import_module(module), name)
+        return build(settings, session)
     raise ConfigError(
         f"tts.provider: unknown TTS provider {provider!r}; expected one of "
         f"{', '.join(PROVIDERS + IGNORED_PROVIDERS)}"
     )
 
 
-def _openai(settings: TtsSettings, session: aiohttp.ClientSession) -> TtsEngine:
+def create_openai(settings: TtsSettings, session: aiohttp.ClientSession) -> TtsEngine:
+    """OpenAI speech (`/v1/audio/speech`)."""
     cfg = settings.openai
     if cfg is None or not cfg.api_key:
         raise ConfigError(
@@ -60,7 +65,8 @@ def _openai(settings: TtsSettings, session: aiohttp.ClientSession) -> TtsEngine:
     )
 
 
-def _elevenlabs(settings: TtsSettings, session: aiohttp.ClientSession) -> TtsEngine:
+def create_elevenlabs(settings: TtsSettings, session: aiohttp.ClientSession) -> TtsEngine:
+    """ElevenLabs text-to-speech."""
     cfg = settings.elevenlabs
     if cfg is None or not cfg.api_key:
         raise ConfigError(
