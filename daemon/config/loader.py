@@ -29,7 +29,7 @@ from daemon.config.model import Config, NumberConfig, TtsConfig
 from daemon.config.secrets import NON_SECRET_ENV, SECRET_KEYS, resolve_secrets
 from daemon.errors import ConfigError
 from daemon.paths import Paths
-from daemon.providers.catalog import REAL_PROVIDERS, SPECS
+from daemon.providers.catalog import REAL_PROVIDERS, SPECS, spec
 from daemon.speech.tts import catalog as tts_catalog
 from daemon.store.location import StoreLocation, is_postgres_url
 
@@ -307,14 +307,16 @@ def _check_semantics(config: Config, bad: set[str], errors: list[str], missing: 
                      warnings: list[str]) -> None:
     """The rules that span several keys: what a provider needs, what is safe to combine."""
     if "provider" not in bad and config.provider != "mock":
+        declared = spec(config.provider)
         if config.from_number is None and "from_number" not in bad:
-            extra = " or the TWILIO_FROM_NUMBER environment variable" \
-                if config.provider == "twilio" else ""
+            var = declared.plain_env.get("from_number") if declared else None
+            extra = f" or the {var} environment variable" if var else ""
             missing.append(f'from_number is not set: provider "{config.provider}" places calls '
                            "from it; set it with `voicecall config set from_number +15550001234`"
                            + extra)
+        verify_key = declared.verify_credential if declared else None
         for key in REQUIRED.get(config.provider, ()):
-            if key == "telnyx.public_key" and config.skip_signature_verification:
+            if key == verify_key and config.skip_signature_verification:
                 continue
             if key not in bad and _get(config, key) is None:
                 missing.append(_missing_message(config.provider, key))
