@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon.agent_tool import run_tool
 from daemon.errors import ConfigError, InvalidParamsError
@@ -14,7 +14,33 @@ from daemon.rpc.params import Params
 from daemon.rpc.server import AfterReply, Connection, Handler
 
 if TYPE_CHECKING:
-    from daemon.app import Daemon
+    from daemon.config.model import Config
+    from daemon.engine.calls import CallEngine
+    from daemon.providers.base import Provider
+    from daemon.realtime.service import RealtimeService
+    from daemon.store.base import Store
+
+
+class RpcHost(Protocol):
+    """What the RPC methods use of the daemon (`daemon.app.Daemon` is one), and no more."""
+
+    config: Config
+    engine: CallEngine
+    store: Store
+    provider: Provider
+    realtime: RealtimeService | None
+
+    def status(self) -> dict[str, Any]:
+        """The `daemon.status` result."""
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file and apply what can change live."""
+
+    async def expose(self, mode: str, path: str | None) -> dict[str, Any]:
+        """Switch the Tailscale exposure."""
+
+    def request_stop(self) -> None:
+        """Ask the daemon to stop."""
 
 DEFAULT_TAIL = 25
 
@@ -37,13 +63,13 @@ def _stats(values: list[float]) -> dict[str, Any]:
     }
 
 
-def build_methods(daemon: Daemon) -> dict[str, Handler]:
+def build_methods(daemon: RpcHost) -> dict[str, Handler]:
     """The dispatch table of the gateway socket (every name of :data:`protocol.METHODS`)."""
     return {**_call_methods(daemon), **_agent_methods(daemon), **_tail_method(daemon),
             **_daemon_methods(daemon)}
 
 
-def _call_methods(daemon: Daemon) -> dict[str, Handler]:
+def _call_methods(daemon: RpcHost) -> dict[str, Handler]:
     """Placing, driving and inspecting calls."""
     engine = daemon.engine
 
@@ -104,7 +130,7 @@ def _call_methods(daemon: Daemon) -> dict[str, Handler]:
     }
 
 
-def _agent_methods(daemon: Daemon) -> dict[str, Handler]:
+def _agent_methods(daemon: RpcHost) -> dict[str, Handler]:
     """The agent tool, its relayed results (realtime mode) and turn-latency figures."""
     engine = daemon.engine
 
@@ -136,7 +162,7 @@ def _agent_methods(daemon: Daemon) -> dict[str, Handler]:
     }
 
 
-def _tail_method(daemon: Daemon) -> dict[str, Handler]:
+def _tail_method(daemon: RpcHost) -> dict[str, Handler]:
     """`voicecall.tail`: the backlog, then live events, in order and without a gap."""
     engine = daemon.engine
 
@@ -171,7 +197,7 @@ def _tail_method(daemon: Daemon) -> dict[str, Handler]:
     return {"voicecall.tail": tail}
 
 
-def _daemon_methods(daemon: Daemon) -> dict[str, Handler]:
+def _daemon_methods(daemon: RpcHost) -> dict[str, Handler]:
     """The daemon itself: status, reload, shutdown, exposure and the mock's inbound call."""
     engine = daemon.engine
 
