@@ -31,7 +31,7 @@ from daemon.errors import ConfigError
 from daemon.paths import Paths
 from daemon.providers.catalog import REAL_PROVIDERS, SPECS, spec
 from daemon.speech.tts import catalog as tts_catalog
-from daemon.store.location import StoreLocation, is_postgres_url
+from daemon.store.location import StoreKind, StoreLocation, is_postgres_url
 
 REQUIRED: dict[str, tuple[str, ...]] = {s.name: s.required for s in SPECS if s.required}
 """The settings each real provider cannot work without (from its declaration)."""
@@ -321,6 +321,7 @@ def _check_semantics(config: Config, bad: set[str], errors: list[str], missing: 
             if key not in bad and _get(config, key) is None:
                 missing.append(_missing_message(config.provider, key))
     _check_skip_signature(config, errors)
+    _check_workers(config, bad, errors)
     _check_exposure(config, bad, missing, warnings)
     _warnings(config, warnings)
 
@@ -341,6 +342,23 @@ def _missing_message(provider: str, key: str) -> str:
     return (f'{key} is not set: provider "{provider}" needs it; set it with '
             f"`voicecall config set {key} VALUE` or the {NON_SECRET_ENV[key]} environment "
             "variable")
+
+
+def _check_workers(config: Config, bad: set[str], errors: list[str]) -> None:
+    """`serve.workers` above 1: refused with what to do instead (worker processes need a media
+    stream to follow its call across processes, which this version does not do yet)."""
+    workers = config.serve.workers
+    if workers == 1 or "serve.workers" in bad:
+        return
+    needs = ("" if config.store.kind is StoreKind.POSTGRESQL else
+             "; several processes would also need store = \"postgresql://...\" (SQLite is one "
+             "daemon's)")
+    errors.append(
+        f"serve.workers = {workers}: worker processes are not available in this version (a "
+        "call's media stream cannot yet follow it to another process)" + needs + "; set "
+        "serve.workers = 1 and, for more cores or machines, run several daemons (each its own "
+        "VOICECALL_HOME and serve.port) on one PostgreSQL store behind a load balancer: "
+        "docs/operations.md section 10.6")
 
 
 def _check_skip_signature(config: Config, errors: list[str]) -> None:

@@ -90,6 +90,8 @@ class ServeConfig:
     """Open connections in all; a new one beyond is closed at once."""
     max_connections_per_ip: int = 64
     """Open connections per socket address; a new one beyond is closed at once."""
+    workers: int = 1
+    """Worker processes sharing the ports (SPEC section 16); only 1 in this version."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -338,6 +338,8 @@ SCHEMA = Table({
         "max_connections": integer(1, default=1024, doc="beyond it a new connection is closed"),
         "max_connections_per_ip": integer(1, default=64, doc="per socket address; a trusted "
                                           "proxy or tunnel agent is bounded by max_connections"),
+        "workers": integer(1, default=1, doc="worker processes sharing the ports (SPEC 16); "
+                           "only 1 in this version"),
     }),
     "webhook_security": Table({
         "allowed_hosts": str_list(lambda v: bool(HOST.match(v)), 'host names such as '
