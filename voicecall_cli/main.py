@@ -42,7 +42,8 @@ COMMAND_MODULES: dict[str, str] = {
 }
 """Which module of `voicecall_cli.commands` defines each command (imported on first use).
 
-`tests/unit/test_one_source.py` checks it against what each module's `register()` adds."""
+The one list of top-level commands: :meth:`LazyGroup._load` adds, from the module named here,
+the command of that name (`tests/unit/test_one_source.py` checks every entry resolves)."""
 
 
 _SHOW: dict[str, bool] = {"traceback": False}
@@ -62,9 +63,17 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         """Import the command's module on first use."""
         if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
-            module = importlib.import_module(f"voicecall_cli.commands.{COMMAND_MODULES[cmd_name]}")
-            module.register(self)
+            self._load(COMMAND_MODULES[cmd_name])
         return self.commands.get(cmd_name)
+
+    def _load(self, module_name: str) -> None:
+        """Import a command module and add the commands the index assigns to it, found by
+        name among the module's top-level Click commands: the index is the only list."""
+        module = importlib.import_module(f"voicecall_cli.commands.{module_name}")
+        for value in vars(module).values():
+            if (isinstance(value, click.Command) and value.name is not None
+                    and COMMAND_MODULES.get(value.name) == module_name):
+                self.add_command(value)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]

@@ -3,8 +3,8 @@ are tied here, so a change to one side fails a test instead of drifting (issue 1
 
 - `daemon.rpc.protocol.METHODS` (stdlib-only, read by the CLI and MCP) vs the daemon's
   dispatch table `build_methods`.
-- `voicecall_cli.main.COMMAND_MODULES` (the lazy index, so `voicecall status` imports one module)
-  vs what each command module's `register()` adds.
+- `voicecall_cli.main.COMMAND_MODULES` (the lazy index, so `voicecall status` imports one module):
+  the commands are found from it, so every entry must resolve to its module's command.
 - Configuration defaults: the schema (the one source the loader fills from) vs the model's
   dataclass defaults vs the starter file `config init` writes.
 """
@@ -35,17 +35,24 @@ def test_protocol_methods_are_exactly_the_dispatch_table() -> None:
     assert len(set(protocol.METHODS)) == len(protocol.METHODS)
 
 
-def test_command_index_matches_what_each_module_registers() -> None:
-    by_module: dict[str, set[str]] = {}
-    for command, module in COMMAND_MODULES.items():
-        by_module.setdefault(module, set()).add(command)
+def test_command_index_is_the_one_list_of_commands() -> None:
+    """Each index entry loads exactly that command, from its module's top level (not a
+    subcommand of one of its groups); no command module is left out of the index."""
+    from voicecall_cli.main import cli
+
     modules = {p.stem for p in Path(importlib.import_module("voicecall_cli.commands").__path__[0])
                .glob("*.py") if p.stem != "__init__"}
-    assert set(by_module) == modules, "a command module the index does not name, or the reverse"
-    for module, expected in sorted(by_module.items()):
-        group = click.Group()
-        importlib.import_module(f"voicecall_cli.commands.{module}").register(group)
-        assert set(group.commands) == expected, module
+    assert set(COMMAND_MODULES.values()) == modules, "a module the index does not name"
+    ctx = click.Context(cli)
+    for name, module_name in sorted(COMMAND_MODULES.items()):
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name, name
+        module = importlib.import_module(f"voicecall_cli.commands.{module_name}")
+        assert command in vars(module).values(), name
+        nested = [c for v in vars(module).values() if isinstance(v, click.Group)
+                  for c in v.commands.values()]
+        assert command not in nested, f"{name}: a subcommand was taken for a top-level one"
+    assert sorted(cli.list_commands(ctx)) == sorted(COMMAND_MODULES)
 
 
 def _model_value(config: Config, path: str) -> Any:

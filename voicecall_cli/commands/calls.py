@@ -311,10 +311,3 @@ def expose_cmd(ctx: CliContext, mode: str, path: str | None, as_json: bool) -> N
         params["path"] = path
     result = ctx.rpc("voicecall.expose", params, timeout=60)
     _render(as_json, result, lambda r: f"Exposure {r['mode']}: {r.get('publicUrl') or '-'}")
-
-
-def register(cli: click.Group) -> None:
-    """Add the call commands to the root group."""
-    for command in (call_cmd, continue_cmd, speak_cmd, end_cmd, status_cmd, tail_cmd, dtmf_cmd,
-                    latency_cmd, expose_cmd):
-        cli.add_command(command)

@@ -28,8 +28,3 @@ def completion(ctx: click.Context, shell: str) -> None:
       $ eval "$(voicecall completion bash)"
     """
     click.echo(completion_source(ctx.find_root().command, shell), nl=False)
-
-
-def register(cli: click.Group) -> None:
-    """Add the `completion` command to the root group."""
-    cli.add_command(completion)

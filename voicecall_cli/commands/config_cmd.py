@@ -461,8 +461,3 @@ def import_cmd(ctx: CliContext, file: Path, write: bool, force: bool, as_json: b
     write_atomic(path, text, private=has_secret(result.values))
     if not as_json:
         click.echo(f"wrote {path}")
-
-
-def register(cli: click.Group) -> None:
-    """Add `voicecall config` to the root group."""
-    cli.add_command(config_group)

@@ -346,8 +346,3 @@ def log_record(line: str) -> dict[str, Any]:
         return {"time": None, "level": None, "logger": None, "message": None, "line": line}
     stamp, level, name, message = match.groups()
     return {"time": stamp, "level": level, "logger": name, "message": message, "line": line}
-
-
-def register(cli: click.Group) -> None:
-    """Add the daemon group to the root group."""
-    cli.add_command(daemon_group)

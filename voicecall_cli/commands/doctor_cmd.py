@@ -61,8 +61,3 @@ def doctor_cmd(ctx: CliContext, offline: bool, as_json: bool) -> None:
                        + line[len(check.status):])
     if failed:
         raise SystemExit(ExitStatus.ERROR)
-
-
-def register(cli: click.Group) -> None:
-    """Add the `doctor` command to the root group."""
-    cli.add_command(doctor_cmd)

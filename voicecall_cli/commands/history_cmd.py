@@ -184,8 +184,3 @@ def export_cmd(ctx: CliContext, call_id: str, fmt: str) -> None:
         click.echo(json.dumps(call, ensure_ascii=False, indent=2))
     else:
         click.echo(transcript_text(call))
-
-
-def register(cli: click.Group) -> None:
-    """Add `voicecall calls` to the root group."""
-    cli.add_command(calls_group)

@@ -54,8 +54,3 @@ def mcp_cmd(ctx: CliContext, print_schema: bool) -> None:
         return ctx.connect(timeout=timeout)
 
     serve_stdio(connect)
-
-
-def register(cli: click.Group) -> None:
-    """Add this module's commands to the root group."""
-    cli.add_command(mcp_cmd)

@@ -57,8 +57,3 @@ def inbound_cmd(ctx: CliContext, from_number: str, to_number: str | None,
                    "inbound_policy/allow_from (or max_concurrent_calls); admit callers with "
                    "`voicecall config set inbound_policy open` or add the number to allow_from, "
                    "then `voicecall daemon reload`")
-
-
-def register(cli: click.Group) -> None:
-    """Add `voicecall mock` to the root group."""
-    cli.add_command(mock_group)

@@ -261,8 +261,3 @@ def backend_info(as_json: bool) -> None:
             click.echo(FALLBACK_HELP)
     if not state.usable:
         raise SystemExit(1)
-
-
-def register(cli: click.Group) -> None:
-    """Add the `secrets` group to the root group."""
-    cli.add_command(secrets_group)

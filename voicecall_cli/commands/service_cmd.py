@@ -346,8 +346,3 @@ def status(as_json: bool) -> None:
         click.echo(f"{info['unit']}: {state}{active_text} ({info['path']})")
     if exe is None:
         click.echo("systemctl --user is not available here; activity unknown.", err=True)
-
-
-def register(cli: click.Group) -> None:
-    """Add the `service` group to the root group."""
-    cli.add_command(service_group)

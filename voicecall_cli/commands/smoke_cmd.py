@@ -90,8 +90,3 @@ def _call(ctx: CliContext, run: Any, timeout: float) -> None:
                 return client.call("voicecall.initiate", params)
 
         run.place_call(events, initiate, deadline)
-
-
-def register(cli: click.Group) -> None:
-    """Add `voicecall smoke` to the root group."""
-    cli.add_command(smoke_cmd)
