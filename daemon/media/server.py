@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -45,8 +45,9 @@ from daemon.webhooks.security import TwilioVerifier
 from daemon.webhooks.urls import UrlPolicy, client_ip, stream_verification_url
 
 if TYPE_CHECKING:
-    from daemon.app import Daemon
-    from daemon.config.model import StreamingConfig
+    from daemon.config.model import Config, StreamingConfig
+    from daemon.engine.calls import CallEngine
+    from daemon.exposure import Exposure
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +304,21 @@ class MediaServer:
             logger.info("media stream %s of call %s ended", session.stream_id, session.call_id)
 
 
-def _policy(daemon: Daemon) -> UrlPolicy:
+class MediaHost(Protocol):
+    """What `install_media` uses of the daemon (`daemon.app.Daemon` is one), and no more."""
+
+    config: Config
+    engine: CallEngine
+    web_app: web.Application
+    media: MediaHub | None
+    realtime: RealtimeService | None
+
+    @property
+    def exposure(self) -> Exposure:
+        """Where the webhook and stream URLs are published right now."""
+
+
+def _policy(daemon: MediaHost) -> UrlPolicy:
     """The webhook server's URL policy (it follows the exposure), else one built the same way.
 
     The effective public URL (or the local one for a simulator) is what Twilio signed.
@@ -315,7 +330,7 @@ def _policy(daemon: Daemon) -> UrlPolicy:
     return url_policy(daemon.config, daemon.exposure.webhook_url or None)
 
 
-def install_media(daemon: Daemon) -> MediaHub | None:
+def install_media(daemon: MediaHost) -> MediaHub | None:
     """Create the hub (into ``daemon.media``) and route ``streaming.stream_path``.
 
     Does nothing when streaming is off. The TTS engine and STT factory need an HTTP client,
@@ -364,7 +379,7 @@ def install_media(daemon: Daemon) -> MediaHub | None:
     return hub
 
 
-def _start_speech(daemon: Daemon, hub: MediaHub, session: aiohttp.ClientSession) -> None:
+def _start_speech(daemon: MediaHost, hub: MediaHub, session: aiohttp.ClientSession) -> None:
     """Give the hub its TTS engines, STT factory and (realtime mode) voice service, on the
     shared vendor session; a configuration problem is logged and leaves that part off."""
     config = daemon.config
