@@ -47,6 +47,7 @@ from daemon.webhooks.server import WebhookServer
 
 if TYPE_CHECKING:
     from daemon.config.model import Config
+    from daemon.media.server import MediaServer
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class Daemon:
         self.port = 0
         self.media: MediaHub | None = None
         """The media hub, set by `install_media` when streaming is on."""
+        self.media_server: MediaServer | None = None
+        """Its websocket endpoint (also set by `install_media`)."""
         self.realtime: RealtimeService | None = None
         """The realtime voice service, set by `install_media` when realtime mode is in use."""
         self.context = ProviderContext(config, "", None)

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from daemon.cluster import forward_rpc, forward_webhook
+from daemon.cluster import forward_media, forward_rpc, forward_webhook
 from daemon.cluster.bus import ClusterBus
 from daemon.cluster.identity import daemon_id
 from daemon.cluster.node import ClusterNode
@@ -123,5 +123,22 @@ async def start_cluster(daemon: Daemon, methods: Mapping[str, Handler]) -> Clust
     cluster.bus.handle("rpc", forward_rpc.serve_forwarded(methods))
     cluster.bus.handle("webhook", forward_webhook.serve_forwarded(
         lambda: _local_origin(daemon), lambda: daemon.http, daemon.forward_pass))
+    await store.advertise(advertised_address(daemon))
+    if daemon.media_server is not None:
+        daemon.media_server.relay = forward_media.media_relay(
+            lambda: daemon.cluster, engine.runs, lambda: daemon.http)
     await cluster.start()
     return cluster
+
+
+ADDRESS_ENV = "VOICECALL_CLUSTER_ADDRESS"
+
+
+def advertised_address(daemon: Daemon) -> str:
+    """host:port where the other daemons reach this daemon's webhook port (media streams):
+    `VOICECALL_CLUSTER_ADDRESS`, else this machine's loopback or `serve.bind` (right for
+    daemons on one machine; set it when they run on several)."""
+    given = os.environ.get(ADDRESS_ENV, "").strip()
+    if given:
+        return given
+    return _local_origin(daemon).removeprefix("http://")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -50,6 +51,11 @@ if TYPE_CHECKING:
     from daemon.exposure import Exposure
 
 logger = logging.getLogger(__name__)
+
+Relay = Callable[[web.Request, web.WebSocketResponse, str | None, Mapping[str, str], list[str]],
+                 Awaitable[Callable[[], Awaitable[None]] | None]]
+"""(request, socket, provider call id, start parameters, messages so far) -> the relay to run
+when another daemon runs the stream's call, or None to admit it here."""
 
 MAX_MESSAGE_BYTES = 64 * 1024
 CLOSE_POLICY = 1008
@@ -103,6 +109,9 @@ class MediaServer:
         self._next_pending = 0
         self.closing = False
         self.rejections = RejectionLog(logger)
+        self.relay: Relay | None = None
+        """Set by a daemon sharing its store with others: passes a stream whose call another
+        daemon runs to that daemon (`daemon.cluster.forward_media`)."""
 
     @property
     def pending(self) -> int:
@@ -173,8 +182,10 @@ class MediaServer:
             if entry.eviction is not None:
                 # let the close handshake finish before aiohttp drops the connection
                 await asyncio.shield(entry.eviction)
-        if session is not None:
+        if isinstance(session, MediaSession):
             await self._run(ws, session)
+        elif session is not None:
+            await session()  # relayed to the daemon that runs the call, until it ends
 
     def _admit_pending(self, address: str, ws: web.WebSocketResponse) -> _Pending:
         """Count a new pending socket, first evicting the oldest of each full scope."""
@@ -210,9 +221,11 @@ class MediaServer:
 
     async def _start(
         self, request: web.Request, ws: web.WebSocketResponse
-    ) -> MediaSession | None:
-        """Wait for a valid ``start``; close 1008 on timeout, unknown call or bad token."""
+    ) -> MediaSession | Callable[[], Awaitable[None]] | None:
+        """Wait for a valid ``start``; close 1008 on timeout, unknown call or bad token (or
+        hand the stream to the daemon that runs its call: the relay to run is returned)."""
         framing = framing_for(self.provider)
+        seen: list[str] = []
         timeout = self.settings.pre_start_timeout_ms / 1000
         try:
             async with asyncio.timeout(timeout):
@@ -223,12 +236,18 @@ class MediaServer:
                                             WSMsgType.CLOSED, WSMsgType.ERROR):
                             return None
                         continue
+                    seen.append(message.data)
                     start = framing.decode(message.data)
                     if start is not None and start.kind is StreamEvent.START:
                         break
         except TimeoutError:
             await self._close(ws, CLOSE_POLICY, "Start timeout", address=request.remote or "")
             return None
+        if self.relay is not None:
+            relayed = await self.relay(request, ws, start.provider_call_id, start.parameters,
+                                       seen)
+            if relayed is not None:
+                return relayed
         admission = await self.hub.admit(start.provider_call_id, start.parameters,
                                          request.query.get("token"))
         if admission is None:
@@ -347,6 +366,7 @@ def install_media(daemon: MediaHost) -> MediaHub | None:
     if config.provider == "twilio" and not config.skip_signature_verification:
         verifier = TwilioVerifier(config.twilio.auth_token or "")
     server = MediaServer(hub, settings, provider=config.provider, verifier=verifier)
+    daemon.media_server = server
     app = daemon.web_app
     app[MEDIA_HUB_KEY] = hub
     http: list[aiohttp.ClientSession] = []

@@ -90,6 +90,11 @@ MIGRATIONS: tuple[str, ...] = (
         at timestamptz NOT NULL DEFAULT now()
     );
     """,
+    # 4: where the other daemons reach a daemon's webhook port (host:port), for media streams
+    # that land on one daemon while another runs their call.
+    """
+    ALTER TABLE voicecall_daemons ADD COLUMN address text;
+    """,
 )
 """Migration N (1-based) is `MIGRATIONS[N - 1]`; append, never edit a released step."""
 

@@ -162,9 +162,9 @@ taker only: a row another taker holds is skipped, and one it changed meanwhile i
 found to have a living owner."""
 
 HEARTBEAT_SQL = """
-INSERT INTO voicecall_daemons AS d (daemon_id, host, pid) VALUES ($1, $2, $3)
+INSERT INTO voicecall_daemons AS d (daemon_id, host, pid, address) VALUES ($1, $2, $3, $4)
 ON CONFLICT (daemon_id) DO UPDATE SET heartbeat_at = now(), host = excluded.host,
-    pid = excluded.pid
+    pid = excluded.pid, address = coalesce(excluded.address, d.address)
 RETURNING (xmax = 0) AS inserted
 """
 """Register or refresh this daemon; `inserted` says the row was gone (presumed dead and removed
@@ -194,6 +194,7 @@ class PostgresStore:
         """Set when a heartbeat found this daemon's row gone: the others presumed it dead and
         may have taken its calls (the cluster node then lets go of those)."""
         self._registered = False
+        self._address: str | None = None
         self._listeners: dict[str, Callable[[str], None]] = {}
         self._collecting: set[asyncio.Task[None]] = set()
         self._clock = clock
@@ -269,7 +270,7 @@ class PostgresStore:
     async def _heartbeat(self, conn: Any, deadline: float | None) -> None:
         """Write this daemon's heartbeat (its row comes back if another daemon removed it)."""
         inserted = await conn.fetchval(HEARTBEAT_SQL, self.daemon_id, socket.gethostname(),
-                                       os.getpid(), timeout=deadline)
+                                       os.getpid(), self._address, timeout=deadline)
         if inserted and self._registered:
             logger.error("store %s: this daemon (%s) was presumed dead by the others (no "
                          "heartbeat for %gs); its calls may have been taken over",
@@ -574,6 +575,20 @@ class PostgresStore:
             return
         if body is not None:
             on_message(str(body))
+
+    async def advertise(self, address: str) -> None:
+        """Record where the other daemons reach this daemon's webhook port (host:port)."""
+        self._address = address
+        async with self._conn("advertise in", write=True) as conn:
+            await conn.execute("UPDATE voicecall_daemons SET address = $2 WHERE daemon_id = $1",
+                               self.daemon_id, address)
+
+    async def address_of(self, daemon_id: str) -> str | None:
+        """Where another daemon's webhook port is reached, if it said."""
+        async with self._conn("read") as conn:
+            found = await conn.fetchval(
+                "SELECT address FROM voicecall_daemons WHERE daemon_id = $1", daemon_id)
+        return str(found) if found else None
 
     async def daemons(self) -> list[dict[str, Any]]:
         """The daemons registered on this database, with how long each has been silent."""

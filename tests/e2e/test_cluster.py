@@ -20,7 +20,9 @@ import pytest
 
 from daemon.errors import RpcCode
 from daemon.rpc.protocol import RpcRemoteError
+from tests.e2e.test_twilio_streaming import config as twilio_stream_config
 from tests.fakes.balancer import Balancer
+from tests.fakes.openai import FakeOpenAI
 from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
 from tests.harness import until_state_async as until_state
@@ -298,3 +300,41 @@ async def test_a_daemon_stopped_cleanly_hands_its_calls_over_at_once(
     assert took < 4 * float(BEAT), f"took {took:.2f} s: the call waited for A to look dead"
     assert await rpc(b, "voicecall.end", {"callId": call_id}) == {"success": True}
     assert len(sim.creates) == 1
+
+
+@pytest.fixture
+async def openai() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+async def test_a_media_stream_landing_on_b_reaches_the_daemon_running_the_call(
+    sim: TwilioSimulator, balancer: Balancer, openai: FakeOpenAI,
+    make_daemon: Callable[..., DaemonHarness], pg_url: str
+) -> None:
+    """Webhooks reach A, which runs the call; the call's media websocket reaches B. B passes
+    the stream through to A: A's speech reaches the caller over it, the keys the caller presses
+    on it answer A's `continue`, and B runs no session of its own."""
+    ports = [free_port(), free_port()]
+    public = f"{balancer.origin}/voice/webhook"
+    text = twilio_stream_config(sim, openai).replace("[serve]\nport = 0",
+                                                     "[serve]\nport = {port}")
+    text = f'store = "{pg_url}"\npublic_url = "{public}"\n' + text
+    a = await daemon(make_daemon, text.replace("{port}", str(ports[0])))
+    b = await daemon(make_daemon, text.replace("{port}", str(ports[1])))
+    balancer.backends = [f"http://127.0.0.1:{port}" for port in ports]
+    balancer.route = lambda path: 1 if path.startswith("/voice/stream") else 0
+    call_id = (await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hi, the clinic.",
+                                                   "mode": "conversation"}))["callId"]
+    await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().media), 20)
+    stream = sim.only_call().media[-1]
+    await until(lambda: any(path.startswith("/voice/stream") and index == 1
+                            for path, index in balancer.handled), 20, "the stream to reach B")
+    pending = asyncio.create_task(rpc(a, "voicecall.continue",
+                                      {"callId": call_id, "message": "Which option?"}))
+    await until_state(a, call_id, "listening")
+    await until(lambda: len(stream.frames) > 0, 20, "A's speech to reach the caller")
+    await stream.press("73#")
+    assert await asyncio.wait_for(pending, 30) == {"success": True, "transcript": "73#"}
+    assert "passed to daemon" in b.log_text()
+    assert "bound to call" in a.log_text() and "bound to call" not in b.log_text()

@@ -169,13 +169,13 @@ def test_a_newer_schema_is_refused(make_daemon, pg_url: str) -> None:
     done = d.cli("daemon", "start", timeout=90)
     assert done.returncode != 0
     assert "Error:" in done.stderr
-    assert "schema version 7, newer than this voicecall knows (3)" in done.stderr, done.stderr
+    assert "schema version 7, newer than this voicecall knows (4)" in done.stderr, done.stderr
     doctor = d.cli("doctor", "--offline", "--json")
     store = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "store.database"]
     assert store and store[0]["status"] == "FAIL" and "version 7" in store[0]["message"]
     assert doctor.returncode == 1
     rows = query(pg_url, "SELECT version FROM voicecall_schema ORDER BY version")
-    assert [r["version"] for r in rows] == [1, 2, 3, 7]
+    assert [r["version"] for r in rows] == [1, 2, 3, 4, 7]
 
 
 def test_a_second_daemon_with_the_same_id_is_refused(make_daemon, pg_url: str) -> None:
@@ -210,7 +210,7 @@ def test_doctor_checks_the_database(make_daemon, pg_url: str) -> None:
     d.start()
     current = json.loads(d.cli("doctor", "--offline", "--json").stdout)
     [store] = [c for c in current["checks"] if c["id"] == "store.database"]
-    assert store["status"] == "OK" and "schema version 3 (current)" in store["message"], store
+    assert store["status"] == "OK" and "schema version 4 (current)" in store["message"], store
 
     parts = urlsplit(pg_url)
     dead = urlunsplit(parts._replace(netloc=f"vc:{PASSWORD}@127.0.0.1:{closed_port()}"))
