@@ -39,7 +39,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,11 +49,22 @@ from typing import IO, Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
 
-from daemon.rpc.client import DaemonUnreachableError, RpcClient  # noqa: E402
+from _procs import (  # noqa: E402
+    command,
+    cpu_seconds,
+    daemon_status,
+    expect,
+    pinned,
+    prioritise,
+    rss_kib,
+    runqueue_wait,
+    start_daemon,
+    stop_all,
+    uptime,
+)
 
-TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 AUTH_TOKEN = "bench-twilio-auth-token-0123456789"
 ACCOUNT_SID = "AC" + "b" * 32
 API_KEY = "sk-bench-openai-key-0001"
@@ -66,26 +76,6 @@ work on the machine: its figures say little about the daemon."""
 GREETING = " ".join(["Thank you for calling the Acme clinic, this is the automated assistant."]
                     + [f"Part {i} of our opening hours and services follows now." for i in
                        range(1, 8)])
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size in KiB, from /proc/<pid>/statm."""
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * PAGE_KIB
-
-
-def runqueue_wait(pid: int) -> float:
-    """Seconds the process's main thread spent runnable but not running (/proc schedstat):
-    on a shared machine, the share of the window the daemon was starved by other work."""
-    with open(f"/proc/{pid}/schedstat") as f:
-        return int(f.read().split()[1]) / 1e9
 
 
 PACER_LINE = re.compile(
@@ -111,50 +101,6 @@ def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]
                            ("work_max", 8)):
             worst[key] = max(worst[key], float(found.group(group)))
     return worst
-
-
-def uptime() -> str:
-    """The load averages, to say how busy the shared machine was."""
-    with open("/proc/loadavg") as f:
-        return "load " + " ".join(f.read().split()[:3])
-
-
-def _expect(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"process exited ({proc.poll()}) before {prefix!r}")
-        if line.startswith(prefix):
-            return line[len(prefix):].strip()
-    raise RuntimeError(f"timed out waiting for {prefix!r}")
-
-
-def _command(proc: subprocess.Popen[str], line: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-
-
-NICE = 0
-
-
-def _pinned(core: int | None, argv: list[str]) -> list[str]:
-    """``argv`` on one core (taskset)."""
-    return ["taskset", "-c", str(core), *argv] if core is not None else argv
-
-
-def _prioritise(proc: subprocess.Popen[Any]) -> None:
-    """With --nice: the process runs in its own session (``start_new_session``), so it has its
-    own scheduler autogroup, whose nice value is set here. With autogroups on (Linux default)
-    a plain ``nice`` only ranks processes within one session, not against other users' work."""
-    if not NICE:
-        return
-    try:
-        Path(f"/proc/{proc.pid}/autogroup").write_text(str(NICE))
-    except OSError:
-        os.setpriority(os.PRIO_PROCESS, proc.pid, NICE)
 
 
 def daemon_config(fakes: str, n: int, tts: str, turns: bool) -> str:
@@ -197,27 +143,13 @@ api_key = "{API_KEY}"
 {tts_table}"""
 
 
-def _status(socket: Path, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the daemon exited {proc.returncode}")
-        try:
-            with RpcClient(socket, timeout=2.0) as client:
-                status: dict[str, Any] = client.call("daemon.status")
-                return status
-        except (DaemonUnreachableError, ConnectionError, OSError):
-            time.sleep(0.1)
-    raise RuntimeError("the daemon did not answer daemon.status")
-
-
 def _spy(args: argparse.Namespace, pid: int, n: int, phase: str, seconds: float,
          log: IO[str]) -> subprocess.Popen[bytes] | None:
     """py-spy on the daemon for one phase (--py-spy-phase), collapsed stacks to a file."""
     if not args.py_spy or args.py_spy_phase != phase:
         return None
     out = f"{args.py_spy}-{args.tts}-{n}{'-ramp' if phase == 'ramp' else ''}.txt"
-    return subprocess.Popen(_pinned(args.other_core, [
+    return subprocess.Popen(pinned(args.other_core, [
         "py-spy", "record", "--pid", str(pid), "--rate", "250", "--duration",
         str(max(1, round(seconds))), "--format", "raw", "--nonblocking", "-o", out]),
         stdout=log, stderr=log)
@@ -229,44 +161,34 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
     procs: list[subprocess.Popen[Any]] = []
     try:
         fakes = subprocess.Popen(
-            _pinned(args.other_core, [sys.executable, str(HERE / "daemon_fakes.py"),
+            pinned(args.other_core, [sys.executable, str(HERE / "daemon_fakes.py"),
                                       "--tts-seconds", str(args.tts_seconds),
                                       "--turn-every", str(args.turn_every)]),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
             start_new_session=True)
-        _prioritise(fakes)
+        prioritise(fakes, args.nice)
         procs.append(fakes)
-        port = json.loads(_expect(fakes, "READY ", 30))["port"]
+        port = json.loads(expect(fakes, "READY ", 30))["port"]
         origin = f"http://127.0.0.1:{port}"
         (home / "config.toml").write_text(
             daemon_config(origin, n, args.tts, args.turn_every > 0))
-        socket = home / "run" / "daemon.sock"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("VOICECALL_", "OPENAI_", "ELEVENLABS_", "TWILIO_"))}
-        env.update(VOICECALL_HOME=str(home), VOICECALL_NO_KEYRING="1",
-                   VOICECALL_LOG_LEVEL=args.log_level)
-        daemon_log = open(home / "daemon.log", "wb")  # noqa: SIM115 - closed below
-        daemon = subprocess.Popen(
-            _pinned(args.daemon_core, [sys.executable, "-m", "voicecall_cli", "--socket",
-                                       str(socket), "daemon", "run"]),
-            env=env, cwd=args.repo, stdout=daemon_log, stderr=daemon_log, start_new_session=True)
-        _prioritise(daemon)
-        daemon_log.close()
+        daemon = start_daemon(home, core=args.daemon_core, nice=args.nice,
+                              log_level=args.log_level, cwd=args.repo)
         procs.append(daemon)
-        status = _status(socket, daemon, 30)
+        status = daemon_status(home, daemon, 30)
         time.sleep(1.0)
         idle_rss = rss_kib(daemon.pid)
         ramp_spy = _spy(args, daemon.pid, n, "ramp", n / args.rate + 2, log)
         gen = subprocess.Popen(
-            _pinned(args.other_core, [sys.executable, str(HERE / "daemon_loadgen.py"),
+            pinned(args.other_core, [sys.executable, str(HERE / "daemon_loadgen.py"),
                                       "--webhook", status["webhookUrl"], "--auth-token",
                                       AUTH_TOKEN, "--to", FROM, "--n", str(n),
                                       "--rate", str(args.rate)]),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
             start_new_session=True)
-        _prioritise(gen)
+        prioritise(gen, args.nice)
         procs.append(gen)
-        ramped = json.loads(_expect(gen, "RAMPED ", n / args.rate + 120))
+        ramped = json.loads(expect(gen, "RAMPED ", n / args.rate + 120))
         if ramp_spy is not None:
             ramp_spy.wait(60)
         time.sleep(args.warmup)
@@ -274,8 +196,8 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         waited0 = runqueue_wait(daemon.pid)
         wall0 = time.monotonic()
         epoch0 = time.time()
-        _command(gen, "mark")
-        _expect(gen, "MARKED", 10)
+        command(gen, "mark")
+        expect(gen, "MARKED", 10)
         spy = _spy(args, daemon.pid, n, "window", args.seconds, log)
         time.sleep(args.seconds)
         if spy is not None:
@@ -284,21 +206,14 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         cpu = {p.pid: (cpu_seconds(p.pid) - before[p.pid]) / wall * 100 for p in procs}
         starved = (runqueue_wait(daemon.pid) - waited0) / wall * 100
         end_rss = rss_kib(daemon.pid)
-        _command(gen, "report")
-        report = json.loads(_expect(gen, "REPORT ", 60))
-        _command(fakes, "report")
-        vendor = json.loads(_expect(fakes, "REPORT ", 30))
+        command(gen, "report")
+        report = json.loads(expect(gen, "REPORT ", 60))
+        command(fakes, "report")
+        vendor = json.loads(expect(fakes, "REPORT ", 30))
         epoch1 = time.time()
         load = uptime()
     finally:
-        for proc in reversed(procs):  # generator, daemon, fakes: each gone before the next
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs)  # generator, daemon, fakes: each gone before the next
         log_path = home / "daemon.log"
         log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
         if args.keep_logs:
@@ -372,8 +287,6 @@ def main() -> None:
     parser.add_argument("--py-spy-phase", choices=("window", "ramp"), default="window",
                         help="profile the measured window or the ramp (webhooks, set-up)")
     args = parser.parse_args()
-    global NICE
-    NICE = args.nice
     print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {uptime()} "
           f"(before); daemon on core {args.daemon_core}, fakes+generator on "
           f"core {args.other_core}, nice {args.nice}", flush=True)

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,20 +44,19 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-from bench_daemon_streams import (  # noqa: E402
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    FROM,
-    STARVED_PCT,
-    _command,
-    _expect,
-    _pinned,
-    _status,
+from _procs import (  # noqa: E402
+    command,
     cpu_seconds,
+    daemon_status,
+    expect,
+    pinned,
     rss_kib,
     runqueue_wait,
+    start_daemon,
+    stop_all,
     uptime,
 )
+from bench_daemon_streams import ACCOUNT_SID, AUTH_TOKEN, FROM, STARVED_PCT  # noqa: E402
 
 API_KEY = "sk-bench-realtime-key-0001"
 
@@ -100,42 +98,32 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
     procs: list[subprocess.Popen[Any]] = []
     try:
         fake = subprocess.Popen(
-            _pinned(args.other_core, [sys.executable, str(HERE / "realtime_fake.py")]),
+            pinned(args.other_core, [sys.executable, str(HERE / "realtime_fake.py")]),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
         procs.append(fake)
-        port = json.loads(_expect(fake, "READY ", 30))["port"]
+        port = json.loads(expect(fake, "READY ", 30))["port"]
         (home / "config.toml").write_text(daemon_config(f"http://127.0.0.1:{port}", n))
-        socket = home / "run" / "daemon.sock"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("VOICECALL_", "OPENAI_", "ELEVENLABS_", "TWILIO_"))}
-        env.update(VOICECALL_HOME=str(home), VOICECALL_NO_KEYRING="1",
-                   VOICECALL_LOG_LEVEL=args.log_level)
-        daemon_log = open(home / "daemon.log", "wb")  # noqa: SIM115 - closed below
-        daemon = subprocess.Popen(
-            _pinned(args.daemon_core, [sys.executable, "-m", "voicecall_cli", "--socket",
-                                       str(socket), "daemon", "run"]),
-            env=env, cwd=REPO, stdout=daemon_log, stderr=daemon_log)
-        daemon_log.close()
+        daemon = start_daemon(home, core=args.daemon_core, nice=0, log_level=args.log_level)
         procs.append(daemon)
-        status = _status(socket, daemon, 30)
+        status = daemon_status(home, daemon, 30)
         time.sleep(1.0)
         idle_rss = rss_kib(daemon.pid)
         gen = subprocess.Popen(
-            _pinned(args.other_core, [sys.executable, str(HERE / "realtime_loadgen.py"),
+            pinned(args.other_core, [sys.executable, str(HERE / "realtime_loadgen.py"),
                                       "--webhook", status["webhookUrl"], "--auth-token",
                                       AUTH_TOKEN, "--to", FROM, "--n", str(n),
                                       "--rate", str(args.rate)]),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
         procs.append(gen)
-        ramped = json.loads(_expect(gen, "RAMPED ", n / args.rate + 120))
+        ramped = json.loads(expect(gen, "RAMPED ", n / args.rate + 120))
         time.sleep(args.warmup)
         before = {p.pid: cpu_seconds(p.pid) for p in procs}
         waited0 = runqueue_wait(daemon.pid)
         wall0 = time.monotonic()
-        _command(gen, "mark")
-        _expect(gen, "MARKED", 10)
-        _command(fake, "mark")
-        _expect(fake, "MARKED", 10)
+        command(gen, "mark")
+        expect(gen, "MARKED", 10)
+        command(fake, "mark")
+        expect(fake, "MARKED", 10)
         load_during = ""
         time.sleep(args.seconds / 2)
         load_during = uptime()
@@ -144,21 +132,13 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         cpu = {p.pid: (cpu_seconds(p.pid) - before[p.pid]) / wall * 100 for p in procs}
         starved = (runqueue_wait(daemon.pid) - waited0) / wall * 100
         end_rss = rss_kib(daemon.pid)
-        _command(fake, "report")
-        vendor = json.loads(_expect(fake, "REPORT ", 30))
-        _command(gen, "report")
-        report = json.loads(_expect(gen, "REPORT ", 60))
+        command(fake, "report")
+        vendor = json.loads(expect(fake, "REPORT ", 30))
+        command(gen, "report")
+        report = json.loads(expect(gen, "REPORT ", 60))
         log_text = (home / "daemon.log").read_text(errors="replace")
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(procs):
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs)
         shutil.rmtree(home, ignore_errors=True)
     frames = vendor["inbound_frames"] + report["outbound_frames"]
     return {

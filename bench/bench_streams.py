@@ -35,40 +35,8 @@ from typing import IO, Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _procs import command, cpu_seconds, expect, rss_kib  # noqa: E402
 from stream_server import AUTH_TOKEN  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process in KiB, from /proc/<pid>/statm."""
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * PAGE_KIB
-
-
-def _expect(stream: IO[str], prefix: str, timeout: float, proc: subprocess.Popen[str]) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            raise RuntimeError(f"process exited ({proc.poll()}) before {prefix!r}")
-        if line.startswith(prefix):
-            return line[len(prefix):].strip()
-    raise RuntimeError(f"timed out waiting for {prefix!r}")
-
-
-def _command(proc: subprocess.Popen[str], line: str) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
 
 
 def run_level(n: int, seconds: float, warmup: float, log: IO[str],
@@ -81,8 +49,7 @@ def run_level(n: int, seconds: float, warmup: float, log: IO[str],
                               text=True)
     client = None
     try:
-        assert server.stdout is not None
-        ready = json.loads(_expect(server.stdout, "READY ", 30, server))
+        ready = json.loads(expect(server, "READY ", 30))
         time.sleep(0.5)
         idle_rss = rss_kib(server.pid)
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -92,26 +59,25 @@ def run_level(n: int, seconds: float, warmup: float, log: IO[str],
             [sys.executable, str(HERE / "stream_client.py"), "--port", str(ready["port"]),
              "--calls", calls_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=log, text=True, env={**os.environ, "BENCH_TWILIO_TOKEN": AUTH_TOKEN})
-        assert client.stdout is not None
-        connected = _expect(client.stdout, "CONNECTED ", 120, client).split()
+        connected = expect(client, "CONNECTED ", 120).split()
         os.unlink(calls_file)
         time.sleep(warmup)
         server_cpu0, client_cpu0 = cpu_seconds(server.pid), cpu_seconds(client.pid)
         wall0 = time.monotonic()
-        _command(server, "mark")
-        _command(client, "mark")
-        _expect(server.stdout, "MARKED ", 10, server)
-        _expect(client.stdout, "MARKED ", 10, client)
+        command(server, "mark")
+        command(client, "mark")
+        expect(server, "MARKED ", 10)
+        expect(client, "MARKED ", 10)
         busy_rss = rss_kib(server.pid)
         time.sleep(seconds)
         wall = time.monotonic() - wall0
         server_cpu = (cpu_seconds(server.pid) - server_cpu0) / wall * 100
         client_cpu = (cpu_seconds(client.pid) - client_cpu0) / wall * 100
         end_rss = rss_kib(server.pid)
-        _command(server, "report")
-        _command(client, "report")
-        srv = json.loads(_expect(server.stdout, "REPORT ", 60, server))
-        cli = json.loads(_expect(client.stdout, "REPORT ", 60, client))
+        command(server, "report")
+        command(client, "report")
+        srv = json.loads(expect(server, "REPORT ", 60))
+        cli = json.loads(expect(client, "REPORT ", 60))
     finally:
         for proc in (client, server):
             if proc is not None and proc.poll() is None:

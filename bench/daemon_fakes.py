@@ -24,12 +24,13 @@ import argparse
 import asyncio
 import json
 import math
-import sys
 import time
 from array import array
 from typing import Any
 
 import numpy as np
+from _driven import commands, run, serve_local
+from _support import percentile
 from aiohttp import WSMsgType, web
 
 TTS_RATE = 24000
@@ -179,9 +180,8 @@ class Fakes:
         self._turn_handle = loop.call_later(0.05, self._turn, loop)
 
     def report(self) -> dict[str, Any]:
-        first = sorted(self.tts_first_byte)
-        p99 = first[max(0, math.ceil(0.99 * len(first)) - 1)] * 1000 if first else math.nan
-        return {**self.counts, "tts_first_byte_p99_ms": p99}
+        return {**self.counts,
+                "tts_first_byte_p99_ms": percentile(self.tts_first_byte, 99) * 1000}
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -189,19 +189,13 @@ async def _main(args: argparse.Namespace) -> None:
     fakes = Fakes(args.tts_seconds, args.turn_every)
     app = web.Application(client_max_size=1024 * 1024)
     fakes.routes(app)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve_local(app, backlog=4096)
     fakes.start_turns(loop)
     print("READY " + json.dumps({"port": port}), flush=True)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := (await reader.readline()).decode():
-        if line.strip() == "report":
+    async for line in commands():
+        if line == "report":
             print("REPORT " + json.dumps(fakes.report()), flush=True)
-        elif line.strip() == "turns-off":
+        elif line == "turns-off":
             fakes.turn_every = 0
     for ws in list(fakes.sockets):
         await ws.close()
@@ -214,13 +208,7 @@ def main() -> None:
                         help="audio per TTS request (a long sentence keeps the daemon talking)")
     parser.add_argument("--turn-every", type=float, default=10.0,
                         help="seconds between final transcripts per STT connection (0: none)")
-    args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_main(args))
-    else:
-        uvloop.run(_main(args))
+    run(_main, parser.parse_args())
 
 
 if __name__ == "__main__":

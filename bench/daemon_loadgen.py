@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import gc
 import json
 import math
@@ -39,8 +38,9 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _driven import commands, run
 from _support import percentile
-from stream_client import FRAME, Stream
+from stream_client import FRAME, Stream, Ticker, upgrade_request
 
 from daemon.webhooks.security import TwilioVerifier
 
@@ -64,41 +64,10 @@ class CallStream(Stream):
         super().start()
 
 
-class Ticker:
-    """One absolute 20 ms clock sending every live stream's caller frame; records lateness."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.streams: list[CallStream] = []
-        self.epoch = loop.time()
-        self.index = 0
-        self.sent = 0
-        self.skipped = 0
-        self.lateness = array("d")
-        self._arm()
-
-    def _arm(self) -> None:
-        self.index += 1
-        self.loop.call_at(self.epoch + self.index * FRAME, self._tick)
-
-    def _tick(self) -> None:
-        due = self.epoch + self.index * FRAME
-        now = self.loop.time()
-        self.lateness.append(max(0.0, now - due))
-        behind = int((now - self.epoch) / FRAME) - self.index
-        if behind > 0:
-            self.skipped += behind
-            self.index += behind
-        for stream in self.streams:
-            transport = stream.transport
-            if transport is not None and not transport.is_closing():
-                transport.write(stream.media)
-                self.sent += 1
-        self._arm()
-
-
 class LoadGen:
     """Sets calls up and keeps their streams going."""
+
+    stream_class: type[CallStream] = CallStream
 
     def __init__(self, args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
         self.args = args
@@ -153,13 +122,8 @@ class LoadGen:
     async def stream(self, index: int, sid: str, url: str, parameters: dict[str, str],
                      source: str) -> None:
         parts = urlsplit(url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        signature = self.verifier.compute_signature(url)
-        request = (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                   f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-                   f"X-Twilio-Signature: {signature}\r\n\r\n").encode()
-        stream = CallStream(index, parameters.get("callId", ""), sid,
+        request = upgrade_request(url, self.verifier.compute_signature(url))
+        stream = self.stream_class(index, parameters.get("callId", ""), sid,
                             parameters.get("token", ""), request, self.loop)
         try:
             await self.loop.create_connection(lambda: stream, parts.hostname,
@@ -256,10 +220,8 @@ async def _main(args: argparse.Namespace) -> None:
     gc.freeze()
     print("RAMPED " + json.dumps({"streams": len(gen.ticker.streams), "ramp_s": ramp,
                                   "failures": gen.failures}), flush=True)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     since = math.inf
-    while line := (await reader.readline()).decode().strip():
+    async for line in commands():
         if line == "mark":
             since = loop.time()
             gen.ticker.lateness = array("d")  # the ramp's own lateness is not the window's
@@ -281,13 +243,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="new calls per second")
     parser.add_argument("--sources", type=int, default=64,
                         help="source addresses the calls come from (127.0.x.y)")
-    args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_main(args))
-    else:
-        uvloop.run(_main(args))
+    run(_main, parser.parse_args())
 
 
 if __name__ == "__main__":

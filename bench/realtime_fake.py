@@ -35,6 +35,7 @@ from aiohttp import WSMsgType, web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _driven import commands, run, serve_local
 from _support import percentile
 
 FRAME = 160
@@ -180,18 +181,11 @@ async def _main(args: argparse.Namespace) -> None:
     app = web.Application()
     app.router.add_get("/v1/realtime", fake.realtime)
     app.router.add_route("*", "/2010-04-01/{tail:.*}", _twilio)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    loop = asyncio.get_running_loop()
-    clock = loop.create_task(fake.clock())
+    runner, port = await serve_local(app)
+    clock = asyncio.get_running_loop().create_task(fake.clock())
     gc.freeze()
     print("READY " + json.dumps({"port": port}), flush=True)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := (await reader.readline()).decode().strip():
+    async for line in commands():
         if line == "mark":
             fake.window = True
             print("MARKED", flush=True)
@@ -208,13 +202,7 @@ def main() -> None:
                         help="frames per model audio item (250 = 5 s)")
     parser.add_argument("--pause-frames", type=int, default=50,
                         help="silent ticks between items (the caller's turn; 50 = 1 s)")
-    args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_main(args))
-    else:
-        uvloop.run(_main(args))
+    run(_main, parser.parse_args())
 
 
 if __name__ == "__main__":

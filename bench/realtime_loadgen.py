@@ -33,9 +33,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _driven import commands, run
 from _support import percentile
-from daemon_loadgen import CallStream, LoadGen, Ticker
-from stream_client import MARK_KEY, client_frame
+from daemon_loadgen import CallStream, LoadGen
+from stream_client import Ticker, client_frame
 
 _STAMP = struct.Struct("<d")
 _FILLER = bytes(range(100, 100 + 160 - _STAMP.size))
@@ -50,66 +51,23 @@ class StampedStream(CallStream):
     window = False
     outbound_ms: array[float]
 
-    def _upgrade(self, buffer: bytearray) -> bool:
-        """Consume the HTTP upgrade answer; True once frames may follow in `buffer`."""
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return False
-        status = bytes(buffer[:end]).split(b"\r\n", 1)[0]
-        del buffer[:end + 4]
-        self.handshake = False
-        if b" 101 " not in status:
-            self.upgraded.set_exception(ConnectionError(f"upgrade refused: {status!r}"))
-            return False
-        self.upgraded.set_result(None)
-        return True
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.time = time.monotonic  # the fake stamps frames with this clock
 
-    def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        if self.handshake and not self._upgrade(buffer):
+    def _media(self, buffer: bytearray, start: int, end: int, now: float) -> None:
+        self.arrivals.append(now)
+        at = buffer.find(_PAYLOAD, start, end)
+        if at < 0:
             return
-        now = time.monotonic()
-        pos, size = 0, len(buffer)
-        while size - pos >= 2:
-            length, head = buffer[pos + 1] & 0x7F, 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length, head = (buffer[pos + 2] << 8) | buffer[pos + 3], 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length, head = int.from_bytes(buffer[pos + 2:pos + 10], "big"), 10
-            if size - pos < head + length:
-                break
-            start, opcode = pos + head, buffer[pos] & 0x0F
-            pos = start + length
-            if opcode == 0x1:
-                self._text(bytes(buffer[start:pos]), now)
-            elif opcode == 0x8 and self.transport is not None:
-                self.transport.close()
-        if pos:
-            del buffer[:pos]
-
-    def _text(self, text: bytes, now: float) -> None:
-        at = text.find(_PAYLOAD)
-        if at >= 0:
-            self.arrivals.append(now)
-            begin = at + len(_PAYLOAD)
-            try:
-                (sent,) = _STAMP.unpack_from(base64.b64decode(text[begin:begin + _STAMP_CHARS]))
-            except (binascii.Error, struct.error):
-                return
-            if StampedStream.window and 0 < now - sent < 60:
-                StampedStream.outbound_ms.append((now - sent) * 1000)
+        begin = at + len(_PAYLOAD)
+        stamp = bytes(buffer[begin:begin + _STAMP_CHARS])
+        try:
+            (sent,) = _STAMP.unpack_from(base64.b64decode(stamp))
+        except (binascii.Error, struct.error):
             return
-        at = text.find(MARK_KEY)
-        if at >= 0 and self.transport is not None:
-            name = text[at + len(MARK_KEY):text.index(b'"', at + len(MARK_KEY))].decode()
-            self.marks += 1
-            self.transport.write(client_frame(json.dumps(
-                {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})))
+        if StampedStream.window and 0 < now - sent < 60:
+            StampedStream.outbound_ms.append((now - sent) * 1000)
 
 
 StampedStream.outbound_ms = array("d")
@@ -118,54 +76,20 @@ StampedStream.outbound_ms = array("d")
 class StampedTicker(Ticker):
     """Every stream's caller frame, time-stamped when it is sent."""
 
-    def _tick(self) -> None:
-        due = self.epoch + self.index * 0.02
-        now = self.loop.time()
-        self.lateness.append(max(0.0, now - due))
-        behind = int((now - self.epoch) / 0.02) - self.index
-        if behind > 0:
-            self.skipped += behind
-            self.index += behind
-        for stream in self.streams:
-            transport = stream.transport
-            if transport is not None and not transport.is_closing():
-                payload = base64.b64encode(_STAMP.pack(time.monotonic()) + _FILLER).decode()
-                transport.write(client_frame(
-                    '{"event":"media","media":{"track":"inbound","payload":"' + payload
-                    + f'"}},"streamSid":"{stream.stream_sid}"}}'))
-                self.sent += 1
-        self._arm()
+    def frame(self, stream: Any) -> bytes:
+        payload = base64.b64encode(_STAMP.pack(time.monotonic()) + _FILLER).decode()
+        return client_frame('{"event":"media","media":{"track":"inbound","payload":"' + payload
+                            + f'"}},"streamSid":"{stream.stream_sid}"}}')
 
 
 class RealtimeLoadGen(LoadGen):
     """LoadGen with time-stamped streams."""
 
+    stream_class = StampedStream
+
     def __init__(self, args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(args, loop)
         self.ticker = StampedTicker(loop)
-
-    async def stream(self, index: int, sid: str, url: str, parameters: dict[str, str],
-                     source: str) -> None:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        signature = self.verifier.compute_signature(url)
-        request = (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                   f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-                   f"X-Twilio-Signature: {signature}\r\n\r\n").encode()
-        stream = StampedStream(index, parameters.get("callId", ""), sid,
-                               parameters.get("token", ""), request, self.loop)
-        try:
-            await self.loop.create_connection(lambda: stream, parts.hostname,
-                                              parts.port or 80, local_addr=(source, 0))
-            await asyncio.wait_for(stream.upgraded, 30)
-        except (OSError, ConnectionError, TimeoutError):
-            self._fail("stream upgrade failed")
-            return
-        stream.start()
-        self.ticker.streams.append(stream)
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -177,10 +101,8 @@ async def _main(args: argparse.Namespace) -> None:
     gc.disable()  # its own collections would show up as latency; it makes no cycles
     print("RAMPED " + json.dumps({"streams": len(gen.ticker.streams), "ramp_s": ramp,
                                   "failures": gen.failures}), flush=True)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     since = math.inf
-    while line := (await reader.readline()).decode().strip():
+    async for line in commands():
         if line == "mark":
             since = loop.time()
             gen.ticker.lateness = array("d")
@@ -209,13 +131,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--rate", type=float, default=20.0, help="new calls per second")
     parser.add_argument("--sources", type=int, default=64)
-    args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_main(args))
-    else:
-        uvloop.run(_main(args))
+    run(_main, parser.parse_args())
 
 
 if __name__ == "__main__":

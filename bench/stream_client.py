@@ -31,9 +31,12 @@ import struct
 import sys
 from array import array
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _driven import commands, run
 from _support import percentile
 
 from daemon.webhooks.security import TwilioVerifier
@@ -146,13 +149,17 @@ class Stream(asyncio.Protocol):
             opcode = b0 & 0x0F
             if opcode == 0x1:
                 if buffer.startswith(MEDIA_HEAD, start):
-                    self.arrivals.append(now)
+                    self._media(buffer, start, pos, now)
                 else:
                     self._control(bytes(buffer[start:pos]))
             else:
                 self._other_frame(opcode, buffer, start, pos)
         if pos:
             del buffer[:pos]
+
+    def _media(self, buffer: bytearray, start: int, end: int, now: float) -> None:
+        """An outbound `media` message (the frame's text is buffer[start:end]): its arrival."""
+        self.arrivals.append(now)
 
     def _other_frame(self, opcode: int, buffer: bytearray, start: int, end: int) -> None:
         """A close (0x8) or ping (0x9, answered with a pong); other frames are ignored."""
@@ -175,32 +182,51 @@ class Stream(asyncio.Protocol):
 
 
 class Ticker:
-    """Sends every stream's inbound media frame on one absolute 20 ms clock."""
+    """Sends every live stream's inbound media frame on one absolute 20 ms clock, and records
+    its own lateness: a client that cannot keep its clock would blame the server for its lag."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, streams: list[Stream]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, streams: list[Any] | None = None) -> None:
         self.loop = loop
-        self.streams = streams
+        self.streams: list[Any] = streams if streams is not None else []
         self.epoch = loop.time()
         self.index = 0
         self.sent = 0
         self.skipped = 0
+        self.lateness = array("d")
         self._arm()
 
     def _arm(self) -> None:
         self.index += 1
         self.loop.call_at(self.epoch + self.index * FRAME, self._tick)
 
+    def frame(self, stream: Any) -> bytes:
+        """The websocket frame to send for `stream` this tick (its pre-built media frame)."""
+        media: bytes = stream.media
+        return media
+
     def _tick(self) -> None:
-        behind = int((self.loop.time() - self.epoch) / FRAME) - self.index
+        now = self.loop.time()
+        self.lateness.append(max(0.0, now - (self.epoch + self.index * FRAME)))
+        behind = int((now - self.epoch) / FRAME) - self.index
         if behind > 0:  # a stalled client skips missed ticks (like a lossy network) and says so
             self.skipped += behind
             self.index += behind
         for stream in self.streams:
             transport = stream.transport
             if transport is not None and not transport.is_closing():
-                transport.write(stream.media)
+                transport.write(self.frame(stream))
                 self.sent += 1
         self._arm()
+
+
+def upgrade_request(url: str, signature: str) -> bytes:
+    """The HTTP upgrade request Twilio sends to open a media stream at `url` (ws://)."""
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+            f"X-Twilio-Signature: {signature}\r\n\r\n").encode()
 
 
 def _stats(streams: list[Stream], since: float) -> dict[str, float | int]:
@@ -229,16 +255,13 @@ def _stats(streams: list[Stream], since: float) -> dict[str, float | int]:
     }
 
 
-async def _main(port: int, calls_file: str, connect_concurrency: int) -> None:
+async def _main(args: argparse.Namespace) -> None:
+    port, connect_concurrency = args.port, args.connect_concurrency
     loop = asyncio.get_running_loop()
-    calls = json.loads(Path(calls_file).read_text())
-    path = "/voice/stream"
-    signature = TwilioVerifier(os.environ.get("BENCH_TWILIO_TOKEN", "")).compute_signature(
-        f"ws://127.0.0.1:{port}{path}")
-    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-               f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-               f"X-Twilio-Signature: {signature}\r\n\r\n").encode()
+    calls = json.loads(Path(args.calls).read_text())
+    url = f"ws://127.0.0.1:{port}/voice/stream"
+    request = upgrade_request(url, TwilioVerifier(
+        os.environ.get("BENCH_TWILIO_TOKEN", "")).compute_signature(url))
     streams: list[Stream] = []
     gate = asyncio.Semaphore(connect_concurrency)
     started = loop.time()
@@ -259,10 +282,8 @@ async def _main(port: int, calls_file: str, connect_concurrency: int) -> None:
     gc.freeze()
     gc.disable()  # the client's own collections would show up as jitter; it makes no cycles
     print(f"CONNECTED {len(streams)} {loop.time() - started:.2f}", flush=True)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     since = math.inf
-    while line := (await reader.readline()).decode().strip():
+    async for line in commands():
         if line == "mark":
             since = loop.time()
             print(f"MARKED {since}", flush=True)
@@ -281,13 +302,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--calls", required=True, help="JSON file: [[callId, callSid, token]]")
     parser.add_argument("--connect-concurrency", type=int, default=16)
-    args = parser.parse_args()
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_main(args.port, args.calls, args.connect_concurrency))
-    else:
-        uvloop.run(_main(args.port, args.calls, args.connect_concurrency))
+    run(_main, parser.parse_args())
 
 
 if __name__ == "__main__":

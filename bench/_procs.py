@@ -1,0 +1,135 @@
+"""Process plumbing of the multi-process benches (bench_streams, bench_daemon_streams,
+bench_realtime): /proc figures of a child, the stdin/stdout line protocol the children speak,
+core pinning and priority, and stopping them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from daemon.rpc.client import DaemonUnreachableError, RpcClient  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size in KiB, from /proc/<pid>/statm."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE_KIB
+
+
+def runqueue_wait(pid: int) -> float:
+    """Seconds the process's main thread spent runnable but not running (/proc schedstat):
+    on a shared machine, the share of the window the process was starved by other work."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
+def uptime() -> str:
+    """The load averages, to say how busy the shared machine was."""
+    with open("/proc/loadavg") as f:
+        return "load " + " ".join(f.read().split()[:3])
+
+
+def expect(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
+    """Read the child's stdout until a line starting with `prefix`; the rest of that line.
+
+    The timeout is checked between lines: a child that says nothing at all blocks the read
+    (every child prints its lines promptly or exits)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"process exited ({proc.poll()}) before {prefix!r}")
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+    raise RuntimeError(f"timed out waiting for {prefix!r}")
+
+
+def command(proc: subprocess.Popen[str], line: str) -> None:
+    """Send the child one command line (`mark`, `report` ...)."""
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
+def pinned(core: int | None, argv: list[str]) -> list[str]:
+    """``argv`` on one core (taskset); unchanged when `core` is None."""
+    return ["taskset", "-c", str(core), *argv] if core is not None else argv
+
+
+def prioritise(proc: subprocess.Popen[Any], nice: int) -> None:
+    """Give a child started with ``start_new_session`` the nice value `nice` (0: leave it).
+
+    The child has its own session, hence its own scheduler autogroup, whose nice value is set
+    here: with autogroups on (the Linux default) a plain ``nice`` only ranks processes within
+    one session, not against other users' work."""
+    if not nice:
+        return
+    try:
+        Path(f"/proc/{proc.pid}/autogroup").write_text(str(nice))
+    except OSError:
+        os.setpriority(os.PRIO_PROCESS, proc.pid, nice)
+
+
+def start_daemon(home: Path, *, core: int | None, nice: int, log_level: str,
+                 cwd: Path = REPO) -> subprocess.Popen[bytes]:
+    """`voicecall daemon run` (the real CLI entry point, exec'd into the daemon) on `home`'s
+    config.toml, pinned to `core`, logging to home/daemon.log; no vendor key or voicecall
+    setting of the caller's environment leaks in."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("VOICECALL_", "OPENAI_", "ELEVENLABS_", "TWILIO_"))}
+    env.update(VOICECALL_HOME=str(home), VOICECALL_NO_KEYRING="1", VOICECALL_LOG_LEVEL=log_level)
+    with open(home / "daemon.log", "wb") as daemon_log:
+        daemon = subprocess.Popen(
+            pinned(core, [sys.executable, "-m", "voicecall_cli", "--socket",
+                          str(home / "run" / "daemon.sock"), "daemon", "run"]),
+            env=env, cwd=cwd, stdout=daemon_log, stderr=daemon_log, start_new_session=True)
+    prioritise(daemon, nice)
+    return daemon
+
+
+def daemon_status(home: Path, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    """Poll `daemon.status` on the daemon of `home` until it answers; its answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the daemon exited {proc.returncode}")
+        try:
+            with RpcClient(home / "run" / "daemon.sock", timeout=2.0) as client:
+                status: dict[str, Any] = client.call("daemon.status")
+                return status
+        except (DaemonUnreachableError, ConnectionError, OSError):
+            time.sleep(0.1)
+    raise RuntimeError("the daemon did not answer daemon.status")
+
+
+def stop_all(procs: list[subprocess.Popen[Any]], timeout: float = 30.0) -> None:
+    """Stop the children, last started first, each gone before the next is told (the load
+    generator before the daemon before the fakes): SIGTERM, wait, kill what lingers."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
