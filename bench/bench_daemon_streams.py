@@ -103,23 +103,20 @@ def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]
     return worst
 
 
-def daemon_config(fakes: str, n: int, tts: str, turns: bool) -> str:
-    """Twilio at the fakes (a local api_base_url lets the local webhook URL stand), streaming
-    on with every vendor at the fakes; overall limits sized for n calls, per-address limits
-    left at their defaults (the generator spreads calls over many source addresses)."""
-    tts_table = (f'[tts]\nprovider = "elevenlabs"\n\n[tts.elevenlabs]\nbase_url = "{fakes}"\n'
-                 f'api_key = "{XI_KEY}"\nvoice_id = "bench-voice"\n' if tts == "elevenlabs"
-                 else f'[tts]\nprovider = "openai"\n\n[tts.openai]\nbase_url = "{fakes}/v1"\n'
-                 f'api_key = "{API_KEY}"\n')
-    responder = 'response_model = "openai/gpt-4o-mini"\n' if turns else ""
+def twilio_config(fakes: str, n: int, greeting: str, *, top: str = "", streaming: str = "",
+                  tail: str = "") -> str:
+    """Twilio at the fakes (a local api_base_url lets the local webhook URL stand), inbound
+    calls open, streaming on; overall limits sized for n calls, per-address limits left at
+    their defaults (the generator spreads calls over many source addresses). `top`: more
+    top-level keys, `streaming`: more [streaming] keys, `tail`: more tables."""
     return f"""
 provider = "twilio"
 from_number = "{FROM}"
 inbound_policy = "open"
-inbound_greeting = "{GREETING}"
+inbound_greeting = "{greeting}"
 max_concurrent_calls = {n + 16}
 max_duration_seconds = 3600
-{responder}
+{top}
 [serve]
 port = 0
 max_connections = {4 * n + 256}
@@ -131,16 +128,24 @@ api_base_url = "{fakes}"
 
 [streaming]
 enabled = true
-api_key = "{API_KEY}"
-stt_url = "{fakes.replace('http://', 'ws://')}/v1/realtime?intent=transcription"
 max_connections = {n + 64}
 max_pending_connections = {n + 64}
+{streaming}
+{tail}"""
 
-[agent]
-base_url = "{fakes}/v1"
-api_key = "{API_KEY}"
 
-{tts_table}"""
+def daemon_config(fakes: str, n: int, tts: str, turns: bool) -> str:
+    """Every vendor at the fakes: STT, the chat model (with `turns`), and `tts`."""
+    tts_table = (f'[tts]\nprovider = "elevenlabs"\n\n[tts.elevenlabs]\nbase_url = "{fakes}"\n'
+                 f'api_key = "{XI_KEY}"\nvoice_id = "bench-voice"\n' if tts == "elevenlabs"
+                 else f'[tts]\nprovider = "openai"\n\n[tts.openai]\nbase_url = "{fakes}/v1"\n'
+                 f'api_key = "{API_KEY}"\n')
+    responder = 'response_model = "openai/gpt-4o-mini"\n' if turns else ""
+    stt = fakes.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+    return twilio_config(
+        fakes, n, GREETING, top=responder,
+        streaming=f'api_key = "{API_KEY}"\nstt_url = "{stt}"\n',
+        tail=f'[agent]\nbase_url = "{fakes}/v1"\napi_key = "{API_KEY}"\n\n{tts_table}')
 
 
 def _spy(args: argparse.Namespace, pid: int, n: int, phase: str, seconds: float,

@@ -56,40 +56,19 @@ from _procs import (  # noqa: E402
     stop_all,
     uptime,
 )
-from bench_daemon_streams import ACCOUNT_SID, AUTH_TOKEN, FROM, STARVED_PCT  # noqa: E402
+from bench_daemon_streams import AUTH_TOKEN, FROM, STARVED_PCT, twilio_config  # noqa: E402
 
 API_KEY = "sk-bench-realtime-key-0001"
 
 
 def daemon_config(fakes: str, n: int) -> str:
     """Twilio at the fake's REST, streaming and realtime on; no TTS, no STT, no chat model."""
-    return f"""
-provider = "twilio"
-from_number = "{FROM}"
-inbound_policy = "open"
-inbound_greeting = "Thank you for calling the Acme clinic."
-max_concurrent_calls = {n + 16}
-max_duration_seconds = 3600
-
-[serve]
-port = 0
-max_connections = {4 * n + 256}
-
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{fakes}"
-
-[streaming]
-enabled = true
-max_connections = {n + 64}
-max_pending_connections = {n + 64}
-
+    return twilio_config(fakes, n, "Thank you for calling the Acme clinic.", tail=f"""
 [realtime]
 enabled = true
 base_url = "{fakes.replace('http://', 'ws://')}/v1/realtime"
 api_key = "{API_KEY}"
-"""
+""")
 
 
 def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
