@@ -149,6 +149,12 @@ class LoadGen:
         await asyncio.gather(*tasks)
         return self.loop.time() - started
 
+    def mark(self) -> None:
+        """The measured window starts: the ramp's own lateness is not the window's."""
+        self.ticker.lateness = array("d")
+        self.ticker.skipped = 0
+        self.sent_at_mark = self.ticker.sent
+
     def report(self, since: float, until: float) -> dict[str, Any]:
         streams = self.ticker.streams
         window = until - since
@@ -207,14 +213,14 @@ class LoadGen:
         }
 
 
-async def _main(args: argparse.Namespace) -> None:
-    loop = asyncio.get_running_loop()
+async def drive(gen: LoadGen) -> None:
+    """Ramp, say `RAMPED`, then answer the driver's `mark` and `report`; exit after the report."""
+    loop = gen.loop
     # Its own collections would show up as the daemon's latency; the generator makes few
     # cycles, so it collects only between phases.
     gc.collect()
     gc.freeze()
     gc.disable()
-    gen = LoadGen(args, loop)
     ramp = await gen.ramp()
     gc.collect()
     gc.freeze()
@@ -224,9 +230,7 @@ async def _main(args: argparse.Namespace) -> None:
     async for line in commands():
         if line == "mark":
             since = loop.time()
-            gen.ticker.lateness = array("d")  # the ramp's own lateness is not the window's
-            gen.ticker.skipped = 0
-            gen.sent_at_mark = gen.ticker.sent
+            gen.mark()
             print("MARKED", flush=True)
         elif line == "report":
             print("REPORT " + json.dumps(gen.report(since, loop.time())), flush=True)
@@ -234,16 +238,25 @@ async def _main(args: argparse.Namespace) -> None:
     os._exit(0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str, rate: float) -> argparse.Namespace:
+    """The command line of a load generator (`rate`: the default calls per second)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--webhook", required=True, help="the daemon's webhook URL")
     parser.add_argument("--auth-token", required=True)
     parser.add_argument("--to", default="+15550100000")
     parser.add_argument("--n", type=int, required=True)
-    parser.add_argument("--rate", type=float, default=50.0, help="new calls per second")
+    parser.add_argument("--rate", type=float, default=rate, help="new calls per second")
     parser.add_argument("--sources", type=int, default=64,
                         help="source addresses the calls come from (127.0.x.y)")
-    run(_main, parser.parse_args())
+    return parser.parse_args()
+
+
+async def _main(args: argparse.Namespace) -> None:
+    await drive(LoadGen(args, asyncio.get_running_loop()))
+
+
+def main() -> None:
+    run(_main, arguments(__doc__ or "", 50.0))
 
 
 if __name__ == "__main__":

@@ -19,10 +19,7 @@ import argparse
 import asyncio
 import base64
 import binascii
-import gc
-import json
 import math
-import os
 import struct
 import sys
 import time
@@ -33,9 +30,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _driven import commands, run
+from _driven import run
 from _support import percentile
-from daemon_loadgen import CallStream, LoadGen
+from daemon_loadgen import CallStream, LoadGen, arguments, drive
 from stream_client import Ticker, client_frame
 
 _STAMP = struct.Struct("<d")
@@ -91,47 +88,27 @@ class RealtimeLoadGen(LoadGen):
         super().__init__(args, loop)
         self.ticker = StampedTicker(loop)
 
+    def mark(self) -> None:
+        super().mark()
+        StampedStream.window = True
+
+    def report(self, since: float, until: float) -> dict[str, Any]:
+        """LoadGen's report, and the vendor -> caller frame latencies."""
+        StampedStream.window = False
+        report = super().report(since, until)
+        values = StampedStream.outbound_ms
+        report.update(outbound_frames=len(values), outbound_p50_ms=percentile(values, 50),
+                      outbound_p99_ms=percentile(values, 99),
+                      outbound_max_ms=max(values, default=math.nan))
+        return report
+
 
 async def _main(args: argparse.Namespace) -> None:
-    loop = asyncio.get_running_loop()
-    gen = RealtimeLoadGen(args, loop)
-    ramp = await gen.ramp()
-    gc.collect()
-    gc.freeze()
-    gc.disable()  # its own collections would show up as latency; it makes no cycles
-    print("RAMPED " + json.dumps({"streams": len(gen.ticker.streams), "ramp_s": ramp,
-                                  "failures": gen.failures}), flush=True)
-    since = math.inf
-    async for line in commands():
-        if line == "mark":
-            since = loop.time()
-            gen.ticker.lateness = array("d")
-            gen.ticker.skipped = 0
-            gen.sent_at_mark = gen.ticker.sent
-            StampedStream.window = True
-            print("MARKED", flush=True)
-        elif line == "report":
-            StampedStream.window = False
-            report: dict[str, Any] = gen.report(since, loop.time())
-            values = StampedStream.outbound_ms
-            report.update(outbound_frames=len(values),
-                          outbound_p50_ms=percentile(values, 50),
-                          outbound_p99_ms=percentile(values, 99),
-                          outbound_max_ms=max(values, default=math.nan))
-            print("REPORT " + json.dumps(report), flush=True)
-            break
-    os._exit(0)
+    await drive(RealtimeLoadGen(args, asyncio.get_running_loop()))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--webhook", required=True, help="the daemon's webhook URL")
-    parser.add_argument("--auth-token", required=True)
-    parser.add_argument("--to", default="+15550100000")
-    parser.add_argument("--n", type=int, required=True)
-    parser.add_argument("--rate", type=float, default=20.0, help="new calls per second")
-    parser.add_argument("--sources", type=int, default=64)
-    run(_main, parser.parse_args())
+    run(_main, arguments(__doc__ or "", 20.0))
 
 
 if __name__ == "__main__":
