@@ -330,6 +330,7 @@ class MediaHost(Protocol):
     engine: CallEngine
     web_app: web.Application
     media: MediaHub | None
+    media_server: MediaServer | None
     realtime: RealtimeService | None
 
     @property
