@@ -16,6 +16,7 @@ from daemon.cluster.node import ClusterNode
 from daemon.cluster.relay import EventRelay
 from daemon.cluster.routing import owner_elsewhere
 from daemon.cluster.timing import heartbeat_seconds
+from daemon.errors import ConfigError
 from daemon.rpc.server import Handler
 from daemon.store.location import StoreKind
 
@@ -140,5 +141,16 @@ def advertised_address(daemon: Daemon) -> str:
     daemons on one machine; set it when they run on several)."""
     given = os.environ.get(ADDRESS_ENV, "").strip()
     if given:
-        return given
+        return check_address(given)
     return _local_origin(daemon).removeprefix("http://")
+
+
+def check_address(value: str) -> str:
+    """`host:port` (an IPv6 host in brackets), else a ConfigError naming the variable."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 \
+            or any(c.isspace() or c in "/?#@" for c in host):
+        raise ConfigError(f"{ADDRESS_ENV} = {value!r}: expected host:port where the other "
+                          "daemons reach this daemon's webhook port, such as voice-1:3334 or "
+                          "[fd00::1]:3334")
+    return value
