@@ -50,6 +50,7 @@ from _procs import (  # noqa: E402
     daemon_status,
     expect,
     pinned,
+    prioritise,
     rss_kib,
     runqueue_wait,
     start_daemon,
@@ -78,11 +79,13 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
     try:
         fake = subprocess.Popen(
             pinned(args.other_core, [sys.executable, str(HERE / "realtime_fake.py")]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+            start_new_session=True)
+        prioritise(fake, args.nice)
         procs.append(fake)
         port = json.loads(expect(fake, "READY ", 30))["port"]
         (home / "config.toml").write_text(daemon_config(f"http://127.0.0.1:{port}", n))
-        daemon = start_daemon(home, core=args.daemon_core, nice=0, log_level=args.log_level)
+        daemon = start_daemon(home, core=args.daemon_core, nice=args.nice, log_level=args.log_level)
         procs.append(daemon)
         status = daemon_status(home, daemon, 30)
         time.sleep(1.0)
@@ -92,7 +95,9 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
                                       "--webhook", status["webhookUrl"], "--auth-token",
                                       AUTH_TOKEN, "--to", FROM, "--n", str(n),
                                       "--rate", str(args.rate)]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
+            start_new_session=True)
+        prioritise(gen, args.nice)
         procs.append(gen)
         ramped = json.loads(expect(gen, "RAMPED ", n / args.rate + 120))
         time.sleep(args.warmup)
@@ -164,11 +169,16 @@ def main() -> None:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log", default=os.devnull, help="fake/generator stderr")
     parser.add_argument("--json", action="store_true", help="also print the raw figures")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="scheduler nice of the three processes' own autogroups (root: "
+                        "-10 shields a level from other work on a shared machine, as in "
+                        "bench_daemon_streams.py)")
     args = parser.parse_args()
     args.daemon_core = None if args.daemon_core < 0 else args.daemon_core
     args.other_core = None if args.other_core < 0 else args.other_core
     print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {uptime()} (before); "
-          f"daemon on core {args.daemon_core}, fake+generator on core {args.other_core}",
+          f"daemon on core {args.daemon_core}, fake+generator on core {args.other_core}, "
+          f"nice {args.nice}",
           flush=True)
     with open(args.log, "a") as log:
         for n in (int(x) for x in args.n.split(",")):

@@ -1,9 +1,12 @@
 """One websocket to the Realtime API: ordered sends, batched caller audio, a reader task.
 
-Caller audio is on the hot path (50 frames a second per call): ``send_audio`` appends to a
-buffer and wakes the writer task, which sends what has accumulated as one
-``input_audio_buffer.append`` (usually one frame: the writer runs on the next loop turn).
-Control events are sent in order before any audio that was queued after them. Events queued
+Caller audio is on the hot path (50 frames a second per call). While the writer task is idle
+(nothing queued, nothing waiting for the socket to drain), ``send_audio`` writes the
+``input_audio_buffer.append`` at once, from the caller's own packet handler: no event, no task
+wake-up and no loop turn between the caller's frame and the model's socket (SPEC 12, toolkit
+latency per frame). Otherwise it appends to a buffer and wakes the writer task, which sends
+what has accumulated as one append once what is ahead of it is out. Control events are sent
+in order before any audio that was queued after them. Events queued
 before the socket is open wait for it. The socket is not reopened when it drops: a new one
 would be a new conversation without its history, so the owner is told (``on_lost``) and ends
 the call's speech loudly instead.
@@ -28,6 +31,7 @@ from daemon.speech.vendor import redact
 logger = logging.getLogger(__name__)
 
 VENDOR = "OpenAI Realtime"
+_TEXT = int(aiohttp.WSMsgType.TEXT)
 MAX_BUFFERED_BYTES = 16000
 """Caller audio kept while the writer catches up (2 s); older audio is dropped."""
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -62,6 +66,13 @@ class RealtimeSocket:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.dropped_bytes = 0
+        self._idle = False
+        """The writer task waits for work with nothing in hand (the direct path may write)."""
+        self._frames: Any = None
+        """aiohttp's websocket frame writer of the open socket, when the direct path can use it
+        (see :func:`_direct_writer`)."""
+        self.direct_sends = 0
+        """Audio appends written by ``send_audio`` itself (the rest went through the task)."""
 
     @property
     def connected(self) -> bool:
@@ -90,6 +101,7 @@ class RealtimeSocket:
             await ws.close()
             return
         self._ws = ws
+        self._frames = _direct_writer(ws)
         self._tasks = [asyncio.create_task(self._read(ws), name="realtime-reader"),
                        asyncio.create_task(self._write(ws), name="realtime-writer")]
         self._wake.set()
@@ -110,11 +122,28 @@ class RealtimeSocket:
         if excess > 0:
             del audio[:excess]
             self.dropped_bytes += excess
+        frames = self._frames
+        if (self._idle and frames is not None and not self._outbox and not frames._closing
+                and not frames.protocol._paused):
+            # What send_str -> send_frame does for an uncompressed frame, minus the coroutine.
+            message = (AUDIO_APPEND_PREFIX + base64.b64encode(audio).decode("ascii")
+                       + '"}').encode("ascii")
+            try:
+                frames._write_websocket_frame(message, _TEXT, 0)
+            except (aiohttp.ClientError, ConnectionError):
+                self._frames = None  # the socket is going: the reader reports it
+            else:
+                audio.clear()
+                self.direct_sends += 1
+                if frames._output_size > frames._limit:
+                    frames._output_size = 0  # as send_frame does (the transport is not paused)
+                return
         self._wake.set()
 
     async def close(self) -> None:
         """Stop both tasks and close the socket; idempotent, never reports a loss."""
         self._closing = True
+        self._frames = None
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -127,7 +156,10 @@ class RealtimeSocket:
         outbox, audio = self._outbox, self._audio
         try:
             while True:
-                await self._wake.wait()
+                if not self._wake.is_set():
+                    self._idle = True
+                    await self._wake.wait()
+                self._idle = False
                 self._wake.clear()
                 while outbox:
                     await ws.send_str(outbox.popleft())
@@ -136,6 +168,7 @@ class RealtimeSocket:
                     audio.clear()
                     await ws.send_str(AUDIO_APPEND_PREFIX + payload + '"}')
         except (aiohttp.ClientError, ConnectionError) as exc:
+            self._frames = None
             if not self._closing:
                 logger.warning("%s: sending failed: %s", VENDOR, exc)  # the reader reports it
 
@@ -176,3 +209,18 @@ class RealtimeSocket:
         if not self._closing:
             self._closing = True
             self._on_lost(redact(reason, self._api_key))
+
+
+def _direct_writer(ws: aiohttp.ClientWebSocketResponse) -> Any:
+    """aiohttp's frame writer of ``ws`` if ``send_audio`` may write through it directly: an
+    uncompressed socket whose writer has the internals this relies on (aiohttp 3.11+). On an
+    aiohttp that differs, None: every append goes through the writer task (slower, same
+    behaviour)."""
+    writer = getattr(ws, "_writer", None)
+    protocol = getattr(writer, "protocol", None)
+    if (writer is None or getattr(writer, "compress", None) != 0
+            or not callable(getattr(writer, "_write_websocket_frame", None))
+            or not all(hasattr(writer, name) for name in ("_closing", "_output_size", "_limit"))
+            or not isinstance(getattr(protocol, "_paused", None), bool)):
+        return None
+    return writer

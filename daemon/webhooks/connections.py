@@ -154,8 +154,9 @@ class _PausableTransport:
 class GuardedProtocol(asyncio.Protocol):
     """Admits a connection, times its headers, slices its input, then passes it to aiohttp."""
 
-    __slots__ = ("_address", "_backlog", "_eof", "_guard", "_inner", "_inner_factory",
-                 "_per_address", "_proxy", "_timer", "_transport", "_waiting", "holding")
+    __slots__ = ("_address", "_backlog", "_eof", "_feed", "_guard", "_handler", "_inner",
+                 "_inner_factory", "_per_address", "_proxy", "_timer", "_transport", "_waiting",
+                 "holding")
 
     def __init__(
         self, guard: ConnectionGuard, inner_factory: Callable[[], asyncio.Protocol]
@@ -175,6 +176,10 @@ class GuardedProtocol(asyncio.Protocol):
         self._eof = False
         self.holding = False
         """Input is held back (socket paused) until later loop iterations hand it over."""
+        self._feed: Callable[[bytes], tuple[bool, bytes]] | None = None
+        """An admitted media stream's websocket parser (see :meth:`_media_fast_path`)."""
+        self._handler: Any = None
+        """aiohttp's request handler of this connection (``_inner``, untyped)."""
 
     # ------------------------------------------------------------------ asyncio callbacks
 
@@ -201,6 +206,17 @@ class GuardedProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Forward at most a slice now; the first byte after an idle spell starts the header
         clock."""
+        feed = self._feed
+        if feed is not None and not self.holding and len(data) <= SLICE_BYTES:
+            # An admitted media stream (50 packets a second each): straight to its websocket
+            # parser, as aiohttp's own data_received would do after its checks.
+            handler = self._handler
+            if handler._close or handler._force_close:
+                return
+            if feed(data)[0]:  # the parser failed: aiohttp closes the connection then
+                self._feed = None
+                handler.close()
+            return
         inner = self._inner
         if inner is None:
             return
@@ -256,6 +272,7 @@ class GuardedProtocol(asyncio.Protocol):
         else:
             self._guard.total -= 1  # its per-address slot went back in `authenticated`
         inner, self._inner = self._inner, None
+        self._feed = self._handler = None
         inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -275,6 +292,35 @@ class GuardedProtocol(asyncio.Protocol):
         if self._per_address and self._inner is not None:
             self._per_address = False
             self._guard.release(self._address, per_address_only=True)
+        self._media_fast_path()
+
+    @property
+    def media_fast_path(self) -> bool:
+        """True once input goes straight to the websocket parser (an admitted media stream)."""
+        return self._feed is not None
+
+    def _media_fast_path(self) -> None:
+        """From now on hand this upgraded websocket's input straight to its parser.
+
+        Per inbound packet aiohttp's ``RequestHandler.data_received`` (a Python frame with a
+        handful of checks) stood between the guard and the websocket parser (C); at 400 media
+        streams that is 20 000 calls a second (SPEC 12). The slicing above still applies: a
+        packet over :data:`SLICE_BYTES`, or any input while a backlog is held, takes the
+        ordinary path. This mirrors what aiohttp does for an upgraded connection with a
+        payload parser, and is used only when the handler looks exactly like that (an aiohttp
+        whose internals differ keeps the ordinary path); a ``data_received_cb`` (websocket
+        heartbeat) keeps it too.
+        """
+        handler = self._inner
+        parser = getattr(handler, "_payload_parser", None)
+        if (parser is None or getattr(handler, "_upgraded", False) is not True
+                or getattr(handler, "_data_received_cb", True) is not None
+                or bool(getattr(handler, "_message_tail", None))
+                or not all(hasattr(handler, name) for name in ("_close", "_force_close",
+                                                               "close"))):
+            return
+        self._handler = handler
+        self._feed = parser.feed_data
 
     # ------------------------------------------------------------------ request boundaries
 

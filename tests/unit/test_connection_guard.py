@@ -26,3 +26,66 @@ def test_exempt_peer_is_bounded_by_the_global_cap_only() -> None:
     for _ in range(10):
         guard.release("127.0.0.1")
     assert guard.total == 0 and guard.open_for("127.0.0.1") == 0
+
+
+async def test_admitted_stream_bypasses_aiohttp_handler_and_floods_are_still_sliced() -> None:
+    """Once a websocket is authenticated its packets go straight to the websocket parser (the
+    guard's fast path), every message still arrives in order, and a burst larger than a slice
+    still takes the sliced path (the guard holds a backlog and hands it over piece by piece)."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import WSMsgType, web
+
+    from daemon.webhooks.connections import SLICE_BYTES, GuardedSite, install_guard
+
+    guard = ConnectionGuard(ConnectionLimits())
+    received: list[str] = []
+    states: dict[str, object] = {}
+    authenticated = asyncio.Event()
+    done = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        connection = guard.guard_of(request.transport)
+        assert connection is not None
+        states["before"] = connection.media_fast_path
+        first = await ws.receive()
+        received.append(first.data)
+        connection.authenticated()
+        states["after"] = connection.media_fast_path
+        authenticated.set()
+        async for message in ws:
+            if message.type is not WSMsgType.TEXT:
+                break
+            received.append(message.data)
+            if message.data == "end":
+                break
+        done.set()
+        return ws
+
+    app = web.Application()
+    install_guard(app, guard)
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = GuardedSite(runner, "127.0.0.1", 0, guard=guard)
+    await site.start()
+    port = runner.addresses[0][1]
+    big = "x" * (4 * SLICE_BYTES)
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                f"http://127.0.0.1:{port}/ws") as ws:
+            await ws.send_str("start")
+            await asyncio.wait_for(authenticated.wait(), 10)
+            for index in range(50):
+                await ws.send_str(f"m{index}")
+            await ws.send_str(big)
+            await ws.send_str("end")
+            await asyncio.wait_for(done.wait(), 10)
+    finally:
+        await runner.cleanup()
+    assert states["before"] is False and states["after"] is True
+    assert received == ["start", *[f"m{i}" for i in range(50)], big, "end"]
+    assert guard.total == 0
