@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from daemon.app import Daemon
+    from daemon.media.server import MediaHost
+    from daemon.webhooks.mount import WebhookHost
     from daemon.webhooks.server import WebhookServer
 
+    class RouteHost(MediaHost, WebhookHost, Protocol):
+        """What mounting every route uses of the daemon (`daemon.app.Daemon` is one)."""
 
-def install_routes(daemon: Daemon) -> WebhookServer:
+
+def install_routes(daemon: RouteHost) -> WebhookServer:
     """Add the media-stream route (`daemon.media.server.install_media`) and the webhook route.
 
     The media hub is installed first so that it is in `daemon.media` before the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -11,8 +11,9 @@ from daemon.webhooks.server import WebhookServer, add_webhook_routes
 from daemon.webhooks.urls import UrlPolicy, parse_ip
 
 if TYPE_CHECKING:
-    from daemon.app import Daemon
     from daemon.config.model import Config
+    from daemon.providers.base import WebhookPlane
+    from daemon.webhooks.server import ReplayCache
 
 WEBHOOK_SERVER = web.AppKey("webhook_server", WebhookServer)
 
@@ -39,7 +40,23 @@ def url_policy(config: Config, public_url: str | None, mode: str | None = None) 
     )
 
 
-def connection_guard(daemon: Daemon) -> ConnectionGuard:
+class WebhookHost(Protocol):
+    """What mounting the webhook route uses of the daemon (`daemon.app.Daemon` is one)."""
+
+    config: Config
+    web_app: web.Application
+    webhooks: WebhookServer | None
+
+    @property
+    def provider(self) -> WebhookPlane:
+        """The provider's webhook plane (verify, handle, replay)."""
+
+    @property
+    def store(self) -> ReplayCache:
+        """Where replayed deliveries are remembered."""
+
+
+def connection_guard(daemon: WebhookHost) -> ConnectionGuard:
     """The `[serve]` connection caps and timeouts for the daemon's public port.
 
     Trusted proxies, and the loopback agent of a tunnel, carry many clients: only
@@ -65,7 +82,7 @@ def connection_guard(daemon: Daemon) -> ConnectionGuard:
     return ConnectionGuard(limits, exempt=exempt, rejections=rejections)
 
 
-def mount_webhook(daemon: Daemon) -> WebhookServer:
+def mount_webhook(daemon: WebhookHost) -> WebhookServer:
     """Serve `serve.path` through the security pipeline of SPEC section 8.
 
     Mounted before the catch-all 404 route: aiohttp matches routes in the order they were added.
