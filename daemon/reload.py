@@ -11,19 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon.config import live
 from daemon.config.loader import load_config
 from daemon.errors import ConfigError
 
 if TYPE_CHECKING:
-    from daemon.app import Daemon
+    from daemon.config.model import Config
+    from daemon.paths import Paths
 
 logger = logging.getLogger(__name__)
 
 
-async def reload_config(daemon: Daemon) -> dict[str, Any]:
+class ReloadHost(Protocol):
+    """What a reload uses of the daemon (`daemon.app.Daemon` is one), and no more."""
+
+    paths: Paths
+    config: Config
+
+    def apply_config(self, config: Config, *, rebuild_responder: bool) -> None:
+        """Switch every part that reads the config per use to `config`."""
+
+
+async def reload_config(daemon: ReloadHost) -> dict[str, Any]:
     """Apply the config file to `daemon`; the `daemon.reload` result.
 
     Raises:
