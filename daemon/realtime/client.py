@@ -27,11 +27,11 @@ import aiohttp
 from daemon.errors import SpeechError
 from daemon.realtime.protocol import AUDIO_APPEND_PREFIX, audio_delta_fields
 from daemon.speech.vendor import redact
+from daemon.speech.wsdirect import direct_writer, write_text
 
 logger = logging.getLogger(__name__)
 
 VENDOR = "OpenAI Realtime"
-_TEXT = int(aiohttp.WSMsgType.TEXT)
 MAX_BUFFERED_BYTES = 16000
 """Caller audio kept while the writer catches up (2 s); older audio is dropped."""
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -70,7 +70,7 @@ class RealtimeSocket:
         """The writer task waits for work with nothing in hand (the direct path may write)."""
         self._frames: Any = None
         """aiohttp's websocket frame writer of the open socket, when the direct path can use it
-        (see :func:`_direct_writer`)."""
+        (see :mod:`daemon.speech.wsdirect`)."""
         self.direct_sends = 0
         """Audio appends written by ``send_audio`` itself (the rest went through the task)."""
 
@@ -101,7 +101,7 @@ class RealtimeSocket:
             await ws.close()
             return
         self._ws = ws
-        self._frames = _direct_writer(ws)
+        self._frames = direct_writer(ws)
         self._tasks = [asyncio.create_task(self._read(ws), name="realtime-reader"),
                        asyncio.create_task(self._write(ws), name="realtime-writer")]
         self._wake.set()
@@ -123,21 +123,11 @@ class RealtimeSocket:
             del audio[:excess]
             self.dropped_bytes += excess
         frames = self._frames
-        if (self._idle and frames is not None and not self._outbox and not frames._closing
-                and not frames.protocol._paused):
-            # What send_str -> send_frame does for an uncompressed frame, minus the coroutine.
-            message = (AUDIO_APPEND_PREFIX + base64.b64encode(audio).decode("ascii")
-                       + '"}').encode("ascii")
-            try:
-                frames._write_websocket_frame(message, _TEXT, 0)
-            except (aiohttp.ClientError, ConnectionError):
-                self._frames = None  # the socket is going: the reader reports it
-            else:
-                audio.clear()
-                self.direct_sends += 1
-                if frames._output_size > frames._limit:
-                    frames._output_size = 0  # as send_frame does (the transport is not paused)
-                return
+        if (self._idle and frames is not None and not self._outbox and write_text(
+                frames, AUDIO_APPEND_PREFIX + base64.b64encode(audio).decode("ascii") + '"}')):
+            audio.clear()
+            self.direct_sends += 1
+            return
         self._wake.set()
 
     async def close(self) -> None:
@@ -210,17 +200,3 @@ class RealtimeSocket:
             self._closing = True
             self._on_lost(redact(reason, self._api_key))
 
-
-def _direct_writer(ws: aiohttp.ClientWebSocketResponse) -> Any:
-    """aiohttp's frame writer of ``ws`` if ``send_audio`` may write through it directly: an
-    uncompressed socket whose writer has the internals this relies on (aiohttp 3.11+). On an
-    aiohttp that differs, None: every append goes through the writer task (slower, same
-    behaviour)."""
-    writer = getattr(ws, "_writer", None)
-    protocol = getattr(writer, "protocol", None)
-    if (writer is None or getattr(writer, "compress", None) != 0
-            or not callable(getattr(writer, "_write_websocket_frame", None))
-            or not all(hasattr(writer, name) for name in ("_closing", "_output_size", "_limit"))
-            or not isinstance(getattr(protocol, "_paused", None), bool)):
-        return None
-    return writer

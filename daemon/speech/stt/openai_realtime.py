@@ -1,12 +1,14 @@
 """OpenAI realtime transcription over a websocket: mu-law in, server VAD, transcripts out.
 
 The vendor takes ``g711_ulaw`` directly, so call audio is forwarded without decoding. Audio
-is batched: ``send_audio`` only appends to a bounded buffer and wakes a writer task once
-100 ms have gathered (or a partial batch has waited 200 ms), so the media path pays a few
-hundred nanoseconds per frame and never waits on the network. A socket that cannot be opened,
-or drops, is reopened with capped exponential backoff for as long as the call lasts (only
-refused credentials end it); each outage is reported once to the listener, and audio that
-arrives meanwhile is discarded (late audio would only confuse the server's turn detection).
+is batched: ``send_audio`` only appends to a bounded buffer until 100 ms have gathered, then
+writes the batch at once while the writer task is idle (:mod:`daemon.speech.wsdirect`: no task
+wake-up), or else wakes the writer task (also for a partial batch that waited 200 ms), so the
+media path pays a few hundred nanoseconds per frame and never waits on the network. A socket
+that cannot be opened, or drops, is reopened with capped exponential backoff for as long as
+the call lasts (only refused credentials end it); each outage is reported once to the listener,
+and audio that arrives meanwhile is discarded (late audio would only confuse the server's turn
+detection).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import aiohttp
 from daemon.errors import SpeechError
 from daemon.speech.stt.base import SttListener
 from daemon.speech.vendor import redact
+from daemon.speech.wsdirect import direct_writer, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,13 @@ class OpenAiRealtimeStt:
         self._buffer = bytearray()
         self._wake = asyncio.Event()
         self._flush: asyncio.TimerHandle | None = None
+        self._idle = False
+        """The writer task waits with nothing in hand: a full batch may be written at once."""
+        self._frames: Any = None
+        self._frames_ws: aiohttp.ClientWebSocketResponse | None = None
+        """The socket whose frame writer ``_frames`` is (see :mod:`daemon.speech.wsdirect`)."""
+        self.direct_sends = 0
+        """Batches written by ``send_audio`` itself (the rest went through the writer task)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._partials: dict[str, str] = {}
         self._closing = False
@@ -131,10 +141,21 @@ class OpenAiRealtimeStt:
             if size > MAX_BUFFERED_BYTES:
                 del buffer[:size - MAX_BUFFERED_BYTES]
                 self.dropped_bytes += size - MAX_BUFFERED_BYTES
-            self._wake.set()
             if self._flush is not None:
                 self._flush.cancel()
                 self._flush = None
+            if self._idle:  # written now, without waking the writer task (SPEC 12)
+                ws = self._ws
+                if self._frames_ws is not ws:
+                    self._frames_ws = ws
+                    self._frames = direct_writer(ws)
+                frames = self._frames
+                if frames is not None and write_text(
+                        frames, _APPEND_PREFIX + base64.b64encode(buffer).decode("ascii") + '"}'):
+                    buffer.clear()
+                    self.direct_sends += 1
+                    return
+            self._wake.set()
         elif self._flush is None:  # a provider that pauses must not strand a partial batch
             self._flush = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush_due)
 
@@ -292,7 +313,10 @@ class OpenAiRealtimeStt:
         """Send whatever audio has accumulated each time ``send_audio`` wakes us (a batch is
         due), in one ``input_audio_buffer.append``."""
         while True:
-            await self._wake.wait()
+            if not self._wake.is_set():
+                self._idle = True
+                await self._wake.wait()
+            self._idle = False
             self._wake.clear()
             ws = self._ws
             if ws is None or not self._buffer:
