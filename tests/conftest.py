@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 # Imported now, at collection, not lazily by the hypothesis plugin's end-of-run summary: on
 # CPython 3.11.7 that late import (through pytest's assertion rewriter's ast.parse) can die with
@@ -12,6 +13,8 @@ from collections.abc import Callable, Iterator
 import hypothesis  # noqa: F401
 import pytest
 
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai_realtime import FakeRealtime
 from tests.harness import DaemonHarness, short_home
 from tests.pg_cluster import PgServer, Unavailable, start_server
 
@@ -31,6 +34,32 @@ def make_daemon() -> Iterator[Callable[..., DaemonHarness]]:
     yield factory
     for harness in made:
         harness.cleanup()
+
+
+@pytest.fixture
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A running provider simulator: the class the test module names in `SIMULATOR`
+    (TwilioSimulator, TelnyxSimulator or PlivoSimulator)."""
+    simulator_class = getattr(request.module, "SIMULATOR", None)
+    if simulator_class is None:
+        raise LookupError(f"{request.module.__name__} uses the `sim` fixture: it must say which "
+                          "simulator in a module constant, e.g. SIMULATOR = TwilioSimulator")
+    async with simulator_class() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def openai() -> AsyncIterator[FakeOpenAI]:
+    """A running fake OpenAI (TTS, realtime STT, chat)."""
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[FakeRealtime]:
+    """A running fake OpenAI Realtime model (realtime voice-to-voice mode)."""
+    async with FakeRealtime() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="session")

@@ -129,6 +129,25 @@ class DaemonHarness:
         call: dict[str, Any] = result["call"]
         return call
 
+    def call_events(self, call_id: str, since: int = 1000) -> list[dict[str, Any]]:
+        """Every stored event of one call, oldest first: the `voicecall.tail` backlog (up to
+        `since` events), read off the notifications that replay it."""
+        with self.client() as client:
+            backlog = client.call("voicecall.tail", {"callId": call_id, "since": since})["backlog"]
+            events: list[dict[str, Any]] = []
+            if backlog:
+                for message in client.notifications():
+                    events.append(message["params"]["event"])
+                    if len(events) == backlog:
+                        break
+        return events
+
+    def wait_streams_bound(self, call_ids: list[str], timeout: float = 30.0) -> None:
+        """Poll the daemon's log until every call's media stream has bound to it (the media
+        plane logs `bound to call <id>` once a stream's `start` is accepted)."""
+        wait_for(lambda: all(f"bound to call {i}" in self.log_text() for i in call_ids),
+                 timeout, message="every stream to bind")
+
     def wait_state(self, call_id: str, *states: str, timeout: float = 10.0) -> dict[str, Any]:
         """Poll until the call is in one of `states`."""
         return wait_for(lambda: (c := self.call_record(call_id))["state"] in states and c,
@@ -189,6 +208,25 @@ async def start_async(make_daemon: Callable[..., DaemonHarness], text: str) -> D
 async def rpc_async(d: DaemonHarness, method: str, params: dict[str, Any] | None = None) -> Any:
     """One RPC call, off the event loop."""
     return await asyncio.to_thread(d.rpc, method, params)
+
+
+async def until_async(predicate: Callable[[], T | Literal[False] | None], timeout: float = 10.0,
+                      what: str = "it", interval: float = 0.01) -> T:
+    """Poll a cheap, local condition (a simulator's or fake's state) on the event loop; return
+    its first truthy value, fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+    return value
+
+
+async def call_id_of(d: DaemonHarness, provider_call_id: str) -> str:
+    """Our call id of the (one) call the provider knows as `provider_call_id`."""
+    listed = (await rpc_async(d, "voicecall.list", {}))["calls"]
+    (found,) = [c for c in listed if c["providerCallId"] == provider_call_id]
+    return str(found["callId"])
 
 
 async def until_state_async(d: DaemonHarness, call_id: str, *states: str) -> dict[str, Any]:

@@ -20,15 +20,18 @@ import pytest
 
 from daemon.errors import RpcCode
 from daemon.rpc.protocol import RpcRemoteError
+from tests.configs import twilio_config
 from tests.e2e.test_twilio_streaming import config as twilio_stream_config
 from tests.fakes.balancer import Balancer
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
+from tests.harness import until_async as until
 from tests.harness import until_state_async as until_state
-from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, Delivery, TwilioSimulator
+from tests.simulators.twilio import Delivery, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 FROM = "+15550100000"
@@ -36,27 +39,8 @@ BEAT = "0.5"
 
 
 def config(sim: TwilioSimulator, pg_url: str, *, port: int = 0, public_url: str = "") -> str:
-    public = f'public_url = "{public_url}"' if public_url else ""
-    return f"""
-store = "{pg_url}"
-provider = "twilio"
-from_number = "{FROM}"
-{public}
-
-[serve]
-port = {port}
-
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    async with TwilioSimulator() as simulator:
-        yield simulator
+    public = f'public_url = "{public_url}"\n' if public_url else ""
+    return twilio_config(sim, port=port, top=f'store = "{pg_url}"\n{public}')
 
 
 async def daemon(make_daemon: Callable[..., DaemonHarness], text: str) -> DaemonHarness:
@@ -66,13 +50,6 @@ async def daemon(make_daemon: Callable[..., DaemonHarness], text: str) -> Daemon
     d.env.pop("OPENAI_API_KEY", None)  # vendor keys come from the test's config only
     await asyncio.to_thread(d.start, timeout=60)
     return d
-
-
-async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def record(d: DaemonHarness, call_id: str) -> dict[str, Any]:
@@ -300,12 +277,6 @@ async def test_a_daemon_stopped_cleanly_hands_its_calls_over_at_once(
     assert took < 4 * float(BEAT), f"took {took:.2f} s: the call waited for A to look dead"
     assert await rpc(b, "voicecall.end", {"callId": call_id}) == {"success": True}
     assert len(sim.creates) == 1
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
 
 
 async def test_a_media_stream_landing_on_b_reaches_the_daemon_running_the_call(

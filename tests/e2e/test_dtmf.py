@@ -53,12 +53,6 @@ async def plivo() -> AsyncIterator[PlivoSimulator]:
         yield simulator
 
 
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
-
-
 def dtmf_events(d: DaemonHarness, call_id: str) -> list[str]:
     """The `call.dtmf` digits stored for the call, through `voicecall tail --no-follow`."""
     done = d.cli("tail", "--call-id", call_id, "--no-follow", "--json")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import pytest
 
@@ -56,19 +55,6 @@ def _burst(d: DaemonHarness, acked: list[str], stop: threading.Event, index: int
         return  # the daemon was killed under us: expected
 
 
-def _events(d: DaemonHarness, call_id: str) -> list[dict[str, Any]]:
-    """Every stored event of one call, via voicecall.tail's backlog."""
-    with d.client(timeout=10) as client:
-        backlog = client.call("voicecall.tail", {"callId": call_id, "since": 1000})["backlog"]
-        events: list[dict[str, Any]] = []
-        if backlog:
-            for message in client.notifications():
-                events.append(message["params"]["event"])
-                if len(events) == backlog:
-                    break
-    return events
-
-
 def test_kill_9_during_an_initiate_burst(make_daemon) -> None:
     """Every acknowledged call survives, once, with one call.initiated, and is not re-dialled."""
     d = make_daemon(BURST)
@@ -101,7 +87,7 @@ def test_kill_9_during_an_initiate_burst(make_daemon) -> None:
     # Give the restarted daemon time to (wrongly) re-dial or re-ring anything.
     time.sleep(0.5)
     for call_id in ids:
-        kinds = [e["type"] for e in _events(d, call_id)]
+        kinds = [e["type"] for e in d.call_events(call_id)]
         assert kinds.count("call.initiated") == 1, (call_id, kinds)
         assert kinds.count("call.ringing") <= 1, (call_id, kinds)
         assert kinds.count("call.answered") <= 1, (call_id, kinds)

@@ -24,9 +24,10 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
+from tests.configs import twilio_config
 from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
-from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioSimulator
+from tests.simulators.twilio import ACCOUNT_SID, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
 
@@ -47,19 +48,7 @@ def free_port() -> int:
 
 def config(sim: TwilioSimulator, port: int) -> str:
     """Twilio at the simulator, on a fixed webhook port."""
-    return f"""
-provider = "twilio"
-from_number = "{FROM}"
-max_concurrent_calls = 20
-
-[serve]
-port = {port}
-
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-"""
+    return twilio_config(sim, port=port, top="max_concurrent_calls = 20\n")
 
 
 @dataclass

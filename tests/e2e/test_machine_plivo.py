@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
+from tests.configs import plivo_config
 from tests.harness import DaemonHarness, query
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
 from tests.harness import until_state_async as until_state
-from tests.simulators.plivo import AUTH_ID, AUTH_TOKEN, Delivery, PlivoSimulator
+from tests.simulators.plivo import Delivery, PlivoSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = PlivoSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 FROM = "+15550100000"
@@ -24,33 +26,9 @@ FROM = "+15550100000"
 
 def config(sim: PlivoSimulator, machine: str = "") -> str:
     """A daemon config pointing at the simulator, machine detection on (2 s to decide)."""
-    return f"""
-provider = "plivo"
-from_number = "{FROM}"
-[serve]
-port = 0
-
-[plivo]
-auth_id = "{AUTH_ID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-
-[outbound]
-notify_hangup_delay_seconds = 0
-
-[machine_detection]
-enabled = true
-timeout_seconds = 2
-greeting_timeout_seconds = 1
-{machine}
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[PlivoSimulator]:
-    """A running Plivo simulator."""
-    async with PlivoSimulator() as simulator:
-        yield simulator
+    return plivo_config(sim, hangup_delay=0, extra=(
+        "[machine_detection]\nenabled = true\ntimeout_seconds = 2\n"
+        f"greeting_timeout_seconds = 1\n{machine}"))
 
 
 def machine_deliveries(sim: PlivoSimulator) -> list[Delivery]:

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import aiohttp
 import pytest
 
+from tests.configs import telnyx_config
 from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
 from tests.harness import until_state_async as until_state
-from tests.simulators.telnyx import API_KEY, CONNECTION_ID, TelnyxSimulator
+from tests.simulators.telnyx import TelnyxSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TelnyxSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 FROM = "+15550100000"
@@ -24,33 +26,8 @@ FROM = "+15550100000"
 
 def config(sim: TelnyxSimulator, machine: str = "") -> str:
     """A daemon config pointing at the simulator, machine detection on."""
-    return f"""
-provider = "telnyx"
-from_number = "{FROM}"
-[serve]
-port = 0
-
-[telnyx]
-api_key = "{API_KEY}"
-connection_id = "{CONNECTION_ID}"
-public_key = "{sim.public_key}"
-api_base_url = "{sim.api_base_url}"
-
-[outbound]
-notify_hangup_delay_seconds = 0
-
-[machine_detection]
-enabled = true
-greeting_timeout_seconds = 2
-{machine}
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TelnyxSimulator]:
-    """A running Telnyx simulator."""
-    async with TelnyxSimulator() as simulator:
-        yield simulator
+    return telnyx_config(sim, hangup_delay=0, extra=(
+        f"[machine_detection]\nenabled = true\ngreeting_timeout_seconds = 2\n{machine}"))
 
 
 async def events_of(d: DaemonHarness, call_id: str, kind: str) -> list[dict[str, object]]:

@@ -6,18 +6,20 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
 from daemon.rpc.protocol import RpcRemoteError
+from tests.configs import twilio_config
 from tests.harness import DaemonHarness, query
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
 from tests.harness import until_state_async as until_state
-from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, Delivery, TwilioSimulator
+from tests.simulators.twilio import ACCOUNT_SID, Delivery, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 FROM = "+15550100000"
@@ -32,33 +34,8 @@ def free_port() -> int:
 
 def config(sim: TwilioSimulator, machine: str = "", top: str = "", port: int = 0) -> str:
     """A daemon config pointing at the simulator, machine detection on."""
-    return f"""
-provider = "twilio"
-from_number = "{FROM}"
-{top}
-[serve]
-port = {port}
-
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-
-[outbound]
-notify_hangup_delay_seconds = 0
-
-[machine_detection]
-enabled = true
-greeting_timeout_seconds = 2
-{machine}
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    """A running Twilio simulator."""
-    async with TwilioSimulator() as simulator:
-        yield simulator
+    return twilio_config(sim, top=top, port=port, hangup_delay=0, extra=(
+        f"[machine_detection]\nenabled = true\ngreeting_timeout_seconds = 2\n{machine}"))
 
 
 def amd_deliveries(sim: TwilioSimulator) -> list[Delivery]:

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -151,15 +151,8 @@ class TwilioPeer:
                          "stop": {"accountSid": "AC1", "callSid": "CA1"}})
 
 
-
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Awaitable[Client]]
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -5,19 +5,20 @@ Twilio simulator and a fake OpenAI (TTS, STT, chat)."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
-from tests.fakes.openai import API_KEY, FakeOpenAI
+from tests.configs import twilio_config
+from tests.fakes.openai import FakeOpenAI
 from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
-from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioSimulator
+from tests.harness import until_async as until
+from tests.simulators.twilio import TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 FROM = "+15550100000"
 BAKERY = "+15550102222"
@@ -27,68 +28,18 @@ CALLER = "+15550109999"
 def config(sim: TwilioSimulator, openai: FakeOpenAI) -> str:
     """Streaming Twilio with a top-level TTS (alloy, no auto-responder) and one number table
     that has its own greeting, voice, model and prompt."""
-    return f"""
-provider = "twilio"
-from_number = "{FROM}"
-inbound_policy = "open"
-inbound_greeting = "Main line."
-
-[serve]
-port = 0
-
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-
-[streaming]
-enabled = true
-stt_url = "{openai.realtime_url}"
-api_key = "{API_KEY}"
-
-[messages.tts]
-provider = "openai"
-[messages.tts.openai]
-base_url = "{openai.base_url}"
-api_key = "{API_KEY}"
-voice = "alloy"
-model = "tts-main"
-
-[agent]
-base_url = "{openai.base_url}"
-api_key = "{API_KEY}"
-
+    return twilio_config(
+        sim, openai, streaming=True, agent=True,
+        top='inbound_policy = "open"\ninbound_greeting = "Main line."\n',
+        tts='voice = "alloy"\nmodel = "tts-main"\n',
+        extra=f"""
 [numbers."{BAKERY}"]
 inbound_greeting = "Bakery, good morning."
 response_model = "openai/bakery-model"
 response_system_prompt = "You sell bread."
 [numbers."{BAKERY}".tts.openai]
 voice = "nova"
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    """A running Twilio simulator."""
-    async with TwilioSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    """A running fake OpenAI."""
-    async with FakeOpenAI() as fake:
-        yield fake
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "it") -> Any:
-    """Poll a local condition."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return value
+""")
 
 
 async def test_number_table_greeting_voice_and_responder_on_a_streamed_call(

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
+from tests.configs import plivo_config
 from tests.harness import DaemonHarness, query, wait_for
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
 from tests.harness import until_state_async as until_state
-from tests.simulators.plivo import AUTH_ID, AUTH_TOKEN, Delivery, PlivoSimulator
+from tests.simulators.plivo import AUTH_ID, Delivery, PlivoSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = PlivoSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 FROM = "+15550100000"
@@ -29,29 +31,8 @@ def free_port() -> int:
 
 
 def config(sim: PlivoSimulator, extra: str = "", port: int = 0) -> str:
-    """A daemon config pointing at the simulator."""
-    return f"""
-provider = "plivo"
-from_number = "{FROM}"
-{extra}
-[serve]
-port = {port}
-
-[plivo]
-auth_id = "{AUTH_ID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-
-[outbound]
-notify_hangup_delay_seconds = 0
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[PlivoSimulator]:
-    """A running Plivo simulator."""
-    async with PlivoSimulator() as simulator:
-        yield simulator
+    """A daemon config pointing at the simulator; `extra`: top-level keys."""
+    return plivo_config(sim, top=extra, port=port, hangup_delay=0)
 
 
 def getinputs(sim: PlivoSimulator) -> list[Delivery]:

@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
+from tests.configs import plivo_config
 from tests.harness import DaemonHarness, query
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
 from tests.harness import until_state_async as until_state
-from tests.simulators.plivo import AUTH_ID, AUTH_TOKEN, PlivoSimulator
+from tests.simulators.plivo import PlivoSimulator
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[PlivoSimulator]:
-    async with PlivoSimulator() as simulator:
-        yield simulator
+SIMULATOR = PlivoSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 
 def _config(sim: PlivoSimulator) -> str:
-    return f"""
-provider = "plivo"
-from_number = "+15550100000"
-[serve]
-port = 0
-[plivo]
-auth_id = "{AUTH_ID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-[outbound]
-notify_hangup_delay_seconds = 0
-"""
+    return plivo_config(sim, hangup_delay=0)
 
 
 async def test_plivo_notify_message_with_a_control_character_is_still_spoken(

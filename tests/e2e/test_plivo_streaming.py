@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
-from tests.fakes.openai import API_KEY as OPENAI_KEY
+from tests.configs import plivo_config
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import DaemonHarness, query, wait_for
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
-from tests.simulators.plivo import AUTH_ID, AUTH_TOKEN, PlivoSimulator, SimCall, SimStream
+from tests.simulators.plivo import PlivoSimulator, SimCall, SimStream
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = PlivoSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 FROM = "+15550100000"
@@ -30,45 +31,9 @@ FRAMES_PER_SENTENCE = 50
 
 
 def config(sim: PlivoSimulator, openai: FakeOpenAI, extra: str = "") -> str:
-    """Plivo at the simulator, streaming on, TTS and STT at the fake OpenAI."""
-    return f"""
-provider = "plivo"
-from_number = "{FROM}"
-{extra}
-[serve]
-port = 0
-
-[plivo]
-auth_id = "{AUTH_ID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-
-[streaming]
-enabled = true
-api_key = "{OPENAI_KEY}"
-stt_url = "{openai.realtime_url}"
-
-[tts]
-provider = "openai"
-
-[tts.openai]
-api_key = "{OPENAI_KEY}"
-base_url = "{openai.base_url}"
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[PlivoSimulator]:
-    """A running Plivo simulator."""
-    async with PlivoSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    """A running fake OpenAI (speech and realtime transcription)."""
-    async with FakeOpenAI() as fake:
-        yield fake
+    """Plivo at the simulator, streaming on, TTS and STT at the fake OpenAI;
+    `extra`: top-level keys."""
+    return plivo_config(sim, openai, top=extra, streaming=True)
 
 
 def live_stream(call: SimCall) -> SimStream | None:

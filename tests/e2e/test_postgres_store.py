@@ -22,7 +22,7 @@ import pytest
 
 from daemon.errors import RpcCode
 from daemon.rpc.protocol import RpcRemoteError
-from tests.harness import FAST_MOCK, DaemonHarness, wait_for
+from tests.harness import FAST_MOCK, wait_for
 from tests.pg_cluster import PgServer, Unavailable, start_cluster
 
 pytestmark = pytest.mark.e2e
@@ -53,19 +53,6 @@ def query(url: str, sql: str) -> list[Any]:
     return asyncio.run(run())
 
 
-def events(d: DaemonHarness, call_id: str) -> list[dict[str, Any]]:
-    """Every stored event of one call, via voicecall.tail's backlog."""
-    with d.client(timeout=10) as client:
-        backlog = client.call("voicecall.tail", {"callId": call_id, "since": 1000})["backlog"]
-        got: list[dict[str, Any]] = []
-        if backlog:
-            for message in client.notifications():
-                got.append(message["params"]["event"])
-                if len(got) == backlog:
-                    break
-    return got
-
-
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -81,7 +68,7 @@ def test_kill_9_and_restart_on_postgres_loses_nothing(make_daemon, pg_url: str) 
     turn = d.rpc("voicecall.continue", {"callId": call_id, "message": "Does Tuesday work?"})
     assert turn == {"success": True, "transcript": "Yes, Tuesday works."}
     before = d.call_record(call_id)
-    before_events = events(d, call_id)
+    before_events = d.call_events(call_id)
     assert before_events and before_events[0]["type"] == "call.initiated"
     stored = query(pg_url, "SELECT call_id FROM voicecall_calls")
     assert [r["call_id"] for r in stored] == [call_id], "the call is in PostgreSQL"
@@ -98,7 +85,7 @@ def test_kill_9_and_restart_on_postgres_loses_nothing(make_daemon, pg_url: str) 
                 "answeredAt"):
         assert after[key] == before[key], key
     time.sleep(0.5)  # give the restarted daemon the chance to (wrongly) dial again
-    after_events = events(d, call_id)
+    after_events = d.call_events(call_id)
     assert after_events[:len(before_events)] == before_events, "an event was lost or changed"
     kinds = [e["type"] for e in after_events]
     assert kinds.count("call.initiated") == 1 and kinds.count("call.ringing") <= 1, kinds

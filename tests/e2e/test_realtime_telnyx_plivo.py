@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -32,12 +32,6 @@ enabled = true
 base_url = "{url}"
 api_key = "{key}"
 """
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[FakeRealtime]:
-    async with FakeRealtime() as fake:
-        yield fake
 
 
 async def _barge_in(model: FakeRealtime, played: Callable[[], int],

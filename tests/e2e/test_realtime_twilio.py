@@ -7,20 +7,28 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from daemon.rpc.protocol import RpcRemoteError
-from tests.e2e.test_twilio_streaming import marks_heard, record, until, until_record
+from tests.configs import twilio_config
+from tests.e2e.test_twilio_streaming import (
+    CALLER,
+    ENDED,
+    FROM,
+    TO,
+    marks_heard,
+    record,
+    until_record,
+)
 from tests.fakes.openai_realtime import API_KEY, FRAME, FakeRealtime, speech_audio
 from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
+from tests.harness import until_async as until
 from tests.simulators.twilio import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
     FRAME_BYTES,
     SimCall,
     SimStream,
@@ -28,11 +36,8 @@ from tests.simulators.twilio import (
 )
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
-TO = "+15550001234"
-FROM = "+15550100000"
-CALLER = "+15550109999"
-ENDED = ("completed", "hangup-user", "hangup-bot", "timeout", "error", "failed")
 TOOLS = ('tools = [{name = "lookup", description = "Find free slots", parameters = '
          '{type = "object", properties = {day = {type = "string"}}}}]\n')
 
@@ -40,21 +45,7 @@ TOOLS = ('tools = [{name = "lookup", description = "Find free slots", parameters
 def config(sim: TwilioSimulator, model: FakeRealtime, extra: str = "",
            realtime: str = "") -> str:
     """Twilio at the simulator, streaming on, realtime mode at FakeRealtime; no TTS, no STT."""
-    return f"""
-provider = "twilio"
-from_number = "{FROM}"
-{extra}
-[serve]
-port = 0
-
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-
-[streaming]
-enabled = true
-
+    return twilio_config(sim, top=extra, streaming=True, extra=f"""
 [realtime]
 enabled = true
 base_url = "{model.url}"
@@ -62,37 +53,11 @@ api_key = "{API_KEY}"
 silence_duration_ms = 400
 vad_threshold = 0.6
 tool_timeout_ms = 1500
-{TOOLS}{realtime}
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    async with TwilioSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[FakeRealtime]:
-    async with FakeRealtime() as fake:
-        yield fake
-
-
-def events_of(d: DaemonHarness, call_id: str) -> list[dict[str, Any]]:
-    """Every stored event of one call (voicecall.tail's backlog)."""
-    with d.client(timeout=10) as client:
-        backlog = client.call("voicecall.tail", {"callId": call_id, "since": 1000})["backlog"]
-        events: list[dict[str, Any]] = []
-        if backlog:
-            for message in client.notifications():
-                events.append(message["params"]["event"])
-                if len(events) == backlog:
-                    break
-    return events
+{TOOLS}{realtime}""")
 
 
 async def events(d: DaemonHarness, call_id: str, kind: str) -> list[dict[str, Any]]:
-    return [e for e in await asyncio.to_thread(events_of, d, call_id) if e["type"] == kind]
+    return [e for e in await asyncio.to_thread(d.call_events, call_id) if e["type"] == kind]
 
 
 async def until_events(d: DaemonHarness, call_id: str, kind: str, count: int = 1,

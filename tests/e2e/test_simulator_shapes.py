@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +69,6 @@ def merged(shapes: Iterable[dict[str, Any]]) -> dict[str, Any]:
             elif key not in result or isinstance(value, dict):
                 result[key] = value
     return result
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
 
 
 # ---------------------------------------------------------------------------------- Telnyx

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from twilio.request_validator import RequestValidator
 
+from tests.configs import twilio_config
 from tests.harness import DaemonHarness
 from tests.harness import start_async as start
-from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioSimulator
+from tests.simulators.twilio import AUTH_TOKEN, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 SETUP_STEPS = ["config", "provider", "secrets", "provider.api", "daemon", "webhook"]
@@ -22,28 +24,7 @@ SETUP_STEPS = ["config", "provider", "secrets", "provider.api", "daemon", "webho
 
 def config(sim: TwilioSimulator, token: str = AUTH_TOKEN) -> str:
     """Twilio against the local simulator (whose local API lets the local webhook URL be used)."""
-    return f"""
-provider = "twilio"
-from_number = "+15550100000"
-
-[serve]
-port = 0
-
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{token}"
-api_base_url = "{sim.api_base_url}"
-
-[outbound]
-notify_hangup_delay_seconds = 0
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    """A running Twilio simulator."""
-    async with TwilioSimulator() as simulator:
-        yield simulator
+    return twilio_config(sim, auth_token=token, hangup_delay=0)
 
 
 async def smoke(d: DaemonHarness, *args: str) -> tuple[int, dict[str, Any], str]:

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.test_twilio_streaming import config, marks_heard, record, until, until_record
+from tests.e2e.test_twilio_streaming import config, marks_heard, record, until_record
 from tests.fakes.openai import FakeOpenAI
-from tests.harness import DaemonHarness
+from tests.harness import DaemonHarness, call_id_of
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
+from tests.harness import until_async as until
 from tests.simulators.twilio import SimCall, SimStream, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 FROM = "+15550100000"
 CALLER = "+15550109999"
@@ -27,18 +29,6 @@ INBOUND = (
     'response_model = "openai/gpt-4o-mini"\n'
     "response_timeout_ms = 10000\n"
 )
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    async with TwilioSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
 
 
 async def inbound_call(
@@ -51,9 +41,7 @@ async def inbound_call(
     stream = call.media[0]
     await sim.wait_for(lambda: stream.marks[0][1] in marks_heard(stream), timeout=10)
     await until(lambda: openai.connections, what="the STT connection")
-    listed = (await rpc(d, "voicecall.list", {}))["calls"]
-    (found,) = [c for c in listed if c["providerCallId"] == call.sid]
-    return call, stream, str(found["callId"])
+    return call, stream, await call_id_of(d, call.sid)
 
 
 async def test_first_sentence_is_heard_before_the_model_finishes(

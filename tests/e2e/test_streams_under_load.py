@@ -11,18 +11,21 @@ import asyncio
 import socket
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from tests.configs import twilio_config
 from tests.fakes.openai import API_KEY, FakeOpenAI
-from tests.harness import DaemonHarness
+from tests.harness import DaemonHarness, call_id_of
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
-from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, SimCall, TwilioSimulator
+from tests.harness import until_async as until
+from tests.simulators.twilio import SimCall, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 FROM = "+15550100000"
 CALLER = "+15550109999"
@@ -36,78 +39,14 @@ FRAMES_PER_SENTENCE = 50
 def config(sim: TwilioSimulator, openai: FakeOpenAI, *, tts_url: str | None = None,
            calls: int = 8, extra: str = "") -> str:
     """Inbound calls answered with a streamed greeting; TTS and STT at FakeOpenAI."""
-    return f"""
-provider = "twilio"
-from_number = "{FROM}"
-inbound_policy = "open"
-inbound_greeting = "{GREETING}"
-max_concurrent_calls = {calls}
-{extra}
-[serve]
-port = 0
-max_connections_per_ip = {max(64, 2 * calls)}
-
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-
-[streaming]
-enabled = true
-stt_url = "{openai.realtime_url}"
-api_key = "{API_KEY}"
-max_connections = {max(128, calls + 8)}
-max_pending_connections = {max(32, calls)}
-max_pending_connections_per_ip = {max(4, calls)}
-
-[messages.tts]
-provider = "openai"
-
-[messages.tts.openai]
-base_url = "{tts_url or openai.base_url}"
-api_key = "{API_KEY}"
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    async with TwilioSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
-
-
-async def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll a cheap local condition."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
-
-
-def call_events(d: DaemonHarness, call_id: str) -> list[dict[str, Any]]:
-    """Every recorded event of a call (the `voicecall.tail` backlog)."""
-    with d.client() as client:
-        backlog = client.call("voicecall.tail", {"callId": call_id, "since": 100})["backlog"]
-        events: list[dict[str, Any]] = []
-        if backlog:
-            for message in client.notifications():
-                events.append(message["params"]["event"])
-                if len(events) == backlog:
-                    break
-    return events
-
-
-async def call_id_of(d: DaemonHarness, call: SimCall) -> str:
-    listed = (await rpc(d, "voicecall.list", {}))["calls"]
-    (found,) = [c for c in listed if c["providerCallId"] == call.sid]
-    return str(found["callId"])
+    return twilio_config(
+        sim, openai, streaming=True, tts_url=tts_url,
+        top=f'inbound_policy = "open"\ninbound_greeting = "{GREETING}"\n'
+            f"max_concurrent_calls = {calls}\n{extra}",
+        serve=f"max_connections_per_ip = {max(64, 2 * calls)}\n",
+        stream=f"max_connections = {max(128, calls + 8)}\n"
+               f"max_pending_connections = {max(32, calls)}\n"
+               f"max_pending_connections_per_ip = {max(4, calls)}\n")
 
 
 async def test_more_streamed_calls_than_the_old_pool_each_get_stt_and_audio(
@@ -164,7 +103,7 @@ async def test_stt_down_at_call_start_is_reported_then_recovers(
     webhook = str((await rpc(d, "daemon.status"))["webhookUrl"])
     call = await sim.inbound(CALLER, FROM, webhook)
     await sim.wait_for(lambda: bool(call.media) and bool(call.media[0].frames), timeout=10)
-    call_id = await call_id_of(d, call)
+    call_id = await call_id_of(d, call.sid)
     await openai.wait_for(lambda: bool(openai.connections and openai.current.updates),
                           timeout=20)
     assert openai.handshakes == 4
@@ -173,7 +112,7 @@ async def test_stt_down_at_call_start_is_reported_then_recovers(
     await until(lambda: any(t["text"] == "Are you open today?"
                             for t in d.call_record(call_id)["transcript"]), 10, "transcript")
 
-    errors = [e for e in await asyncio.to_thread(call_events, d, call_id)
+    errors = [e for e in await asyncio.to_thread(d.call_events, call_id, 100)
               if e["type"] == "call.error"]
     assert len(errors) == 1, errors
     message = errors[0]["error"]
@@ -193,7 +132,7 @@ async def test_stt_drop_then_recovery_hears_the_caller_again(
     call = await sim.inbound(CALLER, FROM, webhook)
     await openai.wait_for(lambda: bool(openai.connections and openai.current.updates),
                           timeout=10)
-    call_id = await call_id_of(d, call)
+    call_id = await call_id_of(d, call.sid)
     openai.realtime_reject = [502, 502]
     await openai.drop()
     await openai.wait_for(lambda: len(openai.connections) == 2 and bool(openai.current.updates),
@@ -202,7 +141,7 @@ async def test_stt_drop_then_recovery_hears_the_caller_again(
     await openai.transcript_completed("Hello again.")
     await until(lambda: any(t["text"] == "Hello again."
                             for t in d.call_record(call_id)["transcript"]), 10, "transcript")
-    errors = [e for e in await asyncio.to_thread(call_events, d, call_id)
+    errors = [e for e in await asyncio.to_thread(d.call_events, call_id, 100)
               if e["type"] == "call.error"]
     assert len(errors) == 1 and "HTTP 502" in errors[0]["error"], errors
 
@@ -219,10 +158,10 @@ async def test_unreachable_tts_fails_the_calls_speech_loudly(
     webhook = str((await rpc(d, "daemon.status"))["webhookUrl"])
     call = await sim.inbound(CALLER, FROM, webhook)
     await sim.wait_for(lambda: bool(call.media) and call.media[0].is_open, timeout=10)
-    call_id = await call_id_of(d, call)
+    call_id = await call_id_of(d, call.sid)
 
     def error_events() -> list[dict[str, Any]]:
-        return [e for e in call_events(d, call_id) if e["type"] == "call.error"]
+        return [e for e in d.call_events(call_id, 100) if e["type"] == "call.error"]
 
     errors = await until(lambda: error_events(), 20, "a call.error")
     message = errors[0]["error"]
@@ -249,6 +188,6 @@ async def test_a_stream_binding_late_still_hears_its_greeting(
     stream = await sim.open_stream(call, params, call.streams[0]["url"])
     await sim.wait_for(lambda: len(stream.frames) >= FRAMES_PER_SENTENCE, timeout=10)
     assert [r["input"] for r in openai.tts_requests] == [GREETING]
-    call_id = await call_id_of(d, call)
+    call_id = await call_id_of(d, call.sid)
     bot = [t["text"] for t in d.call_record(call_id)["transcript"] if t["speaker"] == "bot"]
     assert bot == [GREETING]

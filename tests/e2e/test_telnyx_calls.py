@@ -6,17 +6,19 @@ import asyncio
 import base64
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
+from tests.configs import telnyx_config
 from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
 from tests.harness import until_state_async as until_state
-from tests.simulators.telnyx import API_KEY, CONNECTION_ID, TelnyxSimulator
+from tests.simulators.telnyx import CONNECTION_ID, TelnyxSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TelnyxSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 FROM = "+15550100000"
@@ -30,30 +32,8 @@ def free_port() -> int:
 
 
 def config(sim: TelnyxSimulator, extra: str = "", port: int = 0) -> str:
-    """A daemon config pointing at the simulator."""
-    return f"""
-provider = "telnyx"
-from_number = "{FROM}"
-{extra}
-[serve]
-port = {port}
-
-[telnyx]
-api_key = "{API_KEY}"
-connection_id = "{CONNECTION_ID}"
-public_key = "{sim.public_key}"
-api_base_url = "{sim.api_base_url}"
-
-[outbound]
-notify_hangup_delay_seconds = 0
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TelnyxSimulator]:
-    """A running Telnyx simulator."""
-    async with TelnyxSimulator() as simulator:
-        yield simulator
+    """A daemon config pointing at the simulator; `extra`: top-level keys."""
+    return telnyx_config(sim, top=extra, port=port, hangup_delay=0)
 
 
 def b64(text: str) -> str:

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.fakes.openai import API_KEY as OPENAI_KEY
+from tests.configs import telnyx_config
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import DaemonHarness, query, wait_for
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
 from tests.harness import until_state_async as until_state
-from tests.simulators.telnyx import API_KEY, CONNECTION_ID, SimCall, SimStream, TelnyxSimulator
+from tests.simulators.telnyx import SimCall, SimStream, TelnyxSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TelnyxSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 FROM = "+15550100000"
@@ -34,49 +35,9 @@ FRAMES_PER_SENTENCE = 50
 
 
 def config(sim: TelnyxSimulator, openai: FakeOpenAI, extra: str = "") -> str:
-    """Telnyx at the simulator, streaming on, TTS and STT at the fake OpenAI."""
-    return f"""
-provider = "telnyx"
-from_number = "{FROM}"
-{extra}
-[serve]
-port = 0
-
-[telnyx]
-api_key = "{API_KEY}"
-connection_id = "{CONNECTION_ID}"
-public_key = "{sim.public_key}"
-api_base_url = "{sim.api_base_url}"
-
-[outbound]
-notify_hangup_delay_seconds = 0
-
-[streaming]
-enabled = true
-api_key = "{OPENAI_KEY}"
-stt_url = "{openai.realtime_url}"
-
-[tts]
-provider = "openai"
-
-[tts.openai]
-api_key = "{OPENAI_KEY}"
-base_url = "{openai.base_url}"
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TelnyxSimulator]:
-    """A running Telnyx simulator."""
-    async with TelnyxSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    """A running fake OpenAI (speech and realtime transcription)."""
-    async with FakeOpenAI() as fake:
-        yield fake
+    """Telnyx at the simulator, streaming on, TTS and STT at the fake OpenAI;
+    `extra`: top-level keys."""
+    return telnyx_config(sim, openai, top=extra, hangup_delay=0, streaming=True)
 
 
 def live_stream(call: SimCall) -> SimStream | None:

@@ -5,46 +5,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
+from tests.configs import twilio_config
 from tests.harness import DaemonHarness, query
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
 from tests.harness import until_state_async as until_state
-from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, Delivery, SimCall, TwilioSimulator
+from tests.simulators.twilio import AUTH_TOKEN, Delivery, SimCall, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 FROM = "+15550100000"
 
 
 def config(sim: TwilioSimulator, extra: str = "", delay: int = 0) -> str:
-    """A daemon config pointing at the simulator."""
-    return f"""
-provider = "twilio"
-from_number = "{FROM}"
-{extra}
-[serve]
-port = 0
-
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-
-[outbound]
-notify_hangup_delay_seconds = {delay}
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    """A running Twilio simulator."""
-    async with TwilioSimulator() as simulator:
-        yield simulator
+    """A daemon config pointing at the simulator; `extra`: top-level keys."""
+    return twilio_config(sim, top=extra, hangup_delay=delay)
 
 
 def kinds(sim: TwilioSimulator, kind: str) -> list[Delivery]:

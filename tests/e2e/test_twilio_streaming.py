@@ -6,18 +6,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.fakes.openai import API_KEY, FakeOpenAI
+from tests.configs import twilio_config
+from tests.fakes.openai import FakeOpenAI
 from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
+from tests.harness import until_async as until
 from tests.simulators.twilio import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
     FRAME_BYTES,
     SimCall,
     SimStream,
@@ -25,6 +25,7 @@ from tests.simulators.twilio import (
 )
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 FROM = "+15550100000"
@@ -35,64 +36,14 @@ FRAMES_PER_SENTENCE = 50
 
 
 def config(sim: TwilioSimulator, openai: FakeOpenAI, extra: str = "") -> str:
-    """Twilio at the simulator, streaming on, TTS/STT (and the agent) at FakeOpenAI."""
-    return f"""
-provider = "twilio"
-from_number = "{FROM}"
-{extra}
-[serve]
-port = 0
-
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-
-[streaming]
-enabled = true
-stt_url = "{openai.realtime_url}"
-api_key = "{API_KEY}"
-
-[messages.tts]
-provider = "openai"
-
-[messages.tts.openai]
-base_url = "{openai.base_url}"
-api_key = "{API_KEY}"
-
-[agent]
-base_url = "{openai.base_url}"
-api_key = "{API_KEY}"
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    """A running Twilio simulator."""
-    async with TwilioSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    """A running fake OpenAI (TTS, realtime STT, chat)."""
-    async with FakeOpenAI() as fake:
-        yield fake
+    """Twilio at the simulator, streaming on, TTS/STT (and the agent) at FakeOpenAI;
+    `extra`: top-level keys."""
+    return twilio_config(sim, openai, top=extra, streaming=True, agent=True)
 
 
 async def record(d: DaemonHarness, call_id: str) -> dict[str, Any]:
     """The call record."""
     return await asyncio.to_thread(d.call_record, call_id)
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "it") -> Any:
-    """Poll a (cheap, local) condition every 5 ms."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
-    return value
 
 
 async def until_record(

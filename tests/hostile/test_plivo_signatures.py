@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -21,12 +21,14 @@ import pytest
 from plivo.utils import validate_signature
 from plivo.utils.signature_v3 import construct_post_url, get_signature_v3, validate_v3_signature
 
+from tests.configs import plivo_config
 from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
-from tests.simulators.plivo import AUTH_ID, AUTH_TOKEN, PlivoSimulator
+from tests.simulators.plivo import AUTH_TOKEN, PlivoSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = PlivoSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 FROM = "+15550100000"
 CALLER = "+14155550123"
@@ -39,18 +41,8 @@ def free_port() -> int:
 
 
 def config(sim: PlivoSimulator, port: int, *, accept_v2: bool = False) -> str:
-    return f"""
-provider = "plivo"
-from_number = "{FROM}"
-inbound_policy = "open"
-[serve]
-port = {port}
-[plivo]
-auth_id = "{AUTH_ID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-{"accept_v2_signatures = true" if accept_v2 else ""}
-"""
+    return plivo_config(sim, port=port, top='inbound_policy = "open"\n',
+                        provider_keys="accept_v2_signatures = true\n" if accept_v2 else "")
 
 
 def nonce() -> str:
@@ -84,12 +76,6 @@ def answer(call_uuid: str) -> dict[str, str]:
         "CallStatus": "ringing",
         "Event": "StartApp",
     }
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[PlivoSimulator]:
-    async with PlivoSimulator() as simulator:
-        yield simulator
 
 
 async def post(url: str, params: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:

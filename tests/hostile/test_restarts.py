@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,15 +19,9 @@ from tests.harness import rpc_async as rpc
 from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    """A running Twilio simulator."""
-    async with TwilioSimulator() as simulator:
-        yield simulator
 
 
 @pytest.fixture

@@ -9,15 +9,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
-from tests.fakes.openai import API_KEY, FakeOpenAI
+from tests.configs import twilio_config
+from tests.fakes.openai import FakeOpenAI
 from tests.harness import FAST_MOCK, REPO, DaemonHarness, start_async
-from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioSimulator
+from tests.simulators.twilio import TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 REQUEST = b'{"jsonrpc":"2.0","method":"daemon.status","id":1}\n'
 
@@ -81,37 +83,7 @@ def test_pipelining_client_that_never_reads_is_held_back(make_daemon) -> None:
 
 
 def streaming_config(sim: TwilioSimulator, openai: FakeOpenAI) -> str:
-    return f"""
-provider = "twilio"
-from_number = "+15550100000"
-[serve]
-port = 0
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-[streaming]
-enabled = true
-stt_url = "{openai.realtime_url}"
-api_key = "{API_KEY}"
-[messages.tts]
-provider = "openai"
-[messages.tts.openai]
-base_url = "{openai.base_url}"
-api_key = "{API_KEY}"
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    async with TwilioSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
+    return twilio_config(sim, openai, streaming=True)
 
 
 PROBE = """

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -26,13 +26,15 @@ from daemon.providers.base import ProviderContext
 from daemon.providers.mock import MockProvider
 from daemon.rpc.protocol import RpcRemoteError
 from daemon.store.sqlite import SqliteStore
+from tests.configs import twilio_config
 from tests.harness import DaemonHarness, wait_for
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
 from tests.hostile.conftest import SmallDisk
-from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, SimCall, TwilioSimulator
+from tests.simulators.twilio import SimCall, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 FROM = "+15550100000"
 CALLER = "+15550109999"
@@ -40,30 +42,10 @@ GREETING = "Hello from the store fault test"
 FAULT_LINE = "refuses writes"
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    """A running Twilio simulator."""
-    async with TwilioSimulator() as simulator:
-        yield simulator
-
-
-def twilio_config(sim: TwilioSimulator, disk: SmallDisk) -> str:
-    return f"""
-provider = "twilio"
-from_number = "{FROM}"
-store = "{disk.root / 'store'}"
-max_concurrent_calls = 1
-inbound_policy = "open"
-inbound_greeting = "{GREETING}"
-
-[serve]
-port = 0
-
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-"""
+def store_config(sim: TwilioSimulator, disk: SmallDisk) -> str:
+    store = disk.root / "store"
+    return twilio_config(sim, top=f'store = "{store}"\nmax_concurrent_calls = 1\n'
+                                  f'inbound_policy = "open"\ninbound_greeting = "{GREETING}"\n')
 
 
 async def rpc_error(d: DaemonHarness, method: str, params: dict[str, object]) -> RpcRemoteError:
@@ -77,7 +59,7 @@ async def rpc_error(d: DaemonHarness, method: str, params: dict[str, object]) ->
 async def test_full_disk_webhook_is_503_not_remembered_and_its_retry_succeeds(
     small_disk: SmallDisk, make_daemon: Callable[..., DaemonHarness], sim: TwilioSimulator
 ) -> None:
-    d = await start(make_daemon, twilio_config(sim, small_disk))
+    d = await start(make_daemon, store_config(sim, small_disk))
     url = str((await rpc(d, "daemon.status"))["webhookUrl"])
     small_disk.fill()
 

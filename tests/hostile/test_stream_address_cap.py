@@ -9,17 +9,19 @@ simulator opening each stream (and sending each webhook) from 127.0.0.1 as Twili
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
-from tests.fakes.openai import API_KEY, FakeOpenAI
-from tests.harness import DaemonHarness, wait_for
+from tests.configs import twilio_config
+from tests.fakes.openai import FakeOpenAI
+from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
-from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioSimulator
+from tests.simulators.twilio import TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 PER_IP = 3
@@ -27,39 +29,8 @@ CALLS = 6
 
 
 def config(sim: TwilioSimulator, openai: FakeOpenAI) -> str:
-    return f"""
-provider = "twilio"
-from_number = "+15550100000"
-max_concurrent_calls = 10
-[serve]
-port = 0
-max_connections_per_ip = {PER_IP}
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-[streaming]
-enabled = true
-stt_url = "{openai.realtime_url}"
-api_key = "{API_KEY}"
-[messages.tts]
-provider = "openai"
-[messages.tts.openai]
-base_url = "{openai.base_url}"
-api_key = "{API_KEY}"
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    async with TwilioSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
+    return twilio_config(sim, openai, streaming=True, top="max_concurrent_calls = 10\n",
+                         serve=f"max_connections_per_ip = {PER_IP}\n")
 
 
 async def test_streams_past_the_per_address_cap_all_bind_and_webhooks_still_pass(
@@ -77,9 +48,7 @@ async def test_streams_past_the_per_address_cap_all_bind_and_webhooks_still_pass
             return len(sim.calls) == want and all(c.media for c in sim.calls.values())
 
         await sim.wait_for(streaming, timeout=30)
-    await asyncio.to_thread(
-        wait_for, lambda: all(f"bound to call {i}" in d.log_text() for i in call_ids), 30.0,
-        message="every stream to bind")
+    await asyncio.to_thread(d.wait_streams_bound, call_ids)
     streams = [c.media[0] for c in sim.calls.values()]
     assert all(s.is_open and s.close_code is None for s in streams), [
         (s.is_open, s.close_code) for s in streams]

@@ -4,18 +4,20 @@ genuine streams (SPEC 9). Real daemon, Twilio simulator opening the stream as Tw
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import aiohttp
 import pytest
 
-from tests.fakes.openai import API_KEY, FakeOpenAI
-from tests.harness import DaemonHarness, wait_for
+from tests.configs import twilio_config
+from tests.fakes.openai import FakeOpenAI
+from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
 from tests.harness import start_async as start
-from tests.simulators.twilio import ACCOUNT_SID, AUTH_TOKEN, TwilioSimulator
+from tests.simulators.twilio import TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 TO = "+15550001234"
 FROM = "+15550100000"
@@ -23,40 +25,9 @@ ATTACKERS = ["127.0.0.2", "127.0.0.3"]
 
 
 def config(sim: TwilioSimulator, openai: FakeOpenAI) -> str:
-    return f"""
-provider = "twilio"
-from_number = "{FROM}"
-[serve]
-port = 0
-[twilio]
-account_sid = "{ACCOUNT_SID}"
-auth_token = "{AUTH_TOKEN}"
-api_base_url = "{sim.api_base_url}"
-[streaming]
-enabled = true
-stt_url = "{openai.realtime_url}"
-api_key = "{API_KEY}"
-pre_start_timeout_ms = 30000
-max_pending_connections = 8
-max_pending_connections_per_ip = 4
-[messages.tts]
-provider = "openai"
-[messages.tts.openai]
-base_url = "{openai.base_url}"
-api_key = "{API_KEY}"
-"""
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[TwilioSimulator]:
-    async with TwilioSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def openai() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
+    return twilio_config(sim, openai, streaming=True, stream=(
+        "pre_start_timeout_ms = 30000\nmax_pending_connections = 8\n"
+        "max_pending_connections_per_ip = 4\n"))
 
 
 async def test_replayed_upgrade_signature_cannot_starve_genuine_streams(
@@ -86,12 +57,7 @@ async def test_replayed_upgrade_signature_cannot_starve_genuine_streams(
             record = await asyncio.to_thread(d.call_record, result["callId"])
             assert record["state"] not in ("failed", "error"), record
         streams = [c.media[0] for c in sim.calls.values()]
-        await asyncio.to_thread(
-            wait_for,
-            lambda: all(f"bound to call {i}" in d.log_text() for i in call_ids),
-            30.0,
-            message="every genuine stream to bind",
-        )
+        await asyncio.to_thread(d.wait_streams_bound, call_ids)
         assert all(s.is_open and s.close_code is None for s in streams), [
             (s.is_open, s.close_code, s.handshake_status) for s in streams]
         # the first genuine stream found every pending slot taken: the oldest attacker
