@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_realtime import FakeRealtime
 from tests.harness import DaemonHarness, short_home
-from tests.pg_cluster import PgServer, Unavailable, start_server
+from tests.pg_cluster import PgServer, server_for_test, start_server
 
 
 @pytest.fixture
@@ -66,12 +65,7 @@ async def model() -> AsyncIterator[FakeRealtime]:
 def pg_server() -> Iterator[PgServer]:
     """A real PostgreSQL server for the session (see tests/pg_cluster.py); skips without one,
     except under CI, where `.ci/run` provides one and its absence is a failure."""
-    try:
-        server = start_server()
-    except Unavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the PostgreSQL tests: {exc}")
-        pytest.skip(str(exc))
+    server = server_for_test(start_server)
     yield server
     server.stop()
 

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -196,3 +197,16 @@ def start_cluster() -> PgServer:
         if (folder / "server.log").exists() else start.stderr
     shutil.rmtree(folder, ignore_errors=True)
     raise Unavailable(f"the throwaway PostgreSQL server did not start: {log}")
+
+
+def server_for_test(start: Callable[[], PgServer]) -> PgServer:
+    """`start()`'s server for a test; the test skips, saying why, where PostgreSQL is not
+    available, except under CI, where `.ci/run` provides one and its absence is a failure."""
+    import pytest  # here: the benchmarks use this module without pytest
+
+    try:
+        return start()
+    except Unavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {exc}")
+        pytest.skip(str(exc))

@@ -23,7 +23,7 @@ import pytest
 from daemon.errors import RpcCode
 from daemon.rpc.protocol import RpcRemoteError
 from tests.harness import FAST_MOCK, wait_for
-from tests.pg_cluster import PgServer, Unavailable, start_cluster
+from tests.pg_cluster import PgServer, server_for_test, start_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -238,14 +238,7 @@ def test_daemon_stop_and_start_again_on_postgres(make_daemon, pg_url: str) -> No
 @pytest.fixture
 def own_server() -> Any:
     """A PostgreSQL server of this test's own, which it may shut down and start again."""
-    import os
-
-    try:
-        server = start_cluster()
-    except Unavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the PostgreSQL tests: {exc}")
-        pytest.skip(str(exc))
+    server = server_for_test(start_cluster)
     yield server
     server.stop()
 
