@@ -209,7 +209,7 @@ async def _main(n: int, refreeze: bool) -> None:
     calls = []
     for i in range(n):
         call_id, sid = f"bench-{i:05d}", f"CA{i:032x}"
-        daemon.model.records[call_id] = CallRecord(
+        daemon.engine.records[call_id] = CallRecord(
             call_id=call_id, provider="twilio", direction=Direction.INBOUND,
             mode=CallMode.CONVERSATION, from_number="+15550001111", to_number="+15550002222",
             provider_call_id=sid)
