@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from daemon.errors import ConfigError, VoicecallError
-from daemon.paths import resolve_paths
+from daemon.paths import Paths, resolve_paths
+
+if TYPE_CHECKING:
+    from daemon.config.model import Config
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,10 +32,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--socket", help="Unix socket path")
     parser.add_argument("--log-level", default=os.environ.get("VOICECALL_LOG_LEVEL", "INFO"))
     parser.add_argument("--log-file", help="log to this file, rotated by size (default: stderr)")
+    parser.add_argument("--workers", type=int, help="worker processes (serve.workers; SPEC 16)")
+    # Set by the parent of --workers on each worker it starts (daemon/workers/parent.py).
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rpc-fd", type=int, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def _setup_logging(level: str, log_file: str | None) -> None:
+def _setup_logging(level: str, log_file: str | None, worker: int | None = None) -> None:
+    from daemon.workers.parent import RawLineFormatter
+
     handler: logging.Handler
     if log_file:
         from daemon.logfile import DaemonLogHandler, log_max_bytes
@@ -37,30 +50,35 @@ def _setup_logging(level: str, log_file: str | None) -> None:
         handler = DaemonLogHandler(Path(log_file), log_max_bytes())
     else:
         handler = logging.StreamHandler(sys.stderr)
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[handler],
-    )
+    tag = f"w{worker} " if worker is not None else ""
+    handler.setFormatter(RawLineFormatter(f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-async def _serve(args: argparse.Namespace) -> int:
+async def _serve(args: argparse.Namespace, config: Config, paths: Paths) -> int:
     from daemon.app import Daemon
-    from daemon.config.loader import load_config
     from daemon.ops import systemd
 
-    paths = resolve_paths(config=args.config, socket=args.socket)
-    config = load_config(paths)
-    for warning in config.warnings:
-        logging.getLogger("daemon").warning("config: %s", warning)
-    daemon = Daemon(config, paths)
+    role = None
+    if args.worker is not None:
+        from daemon.workers.role import WorkerRole
+
+        role = WorkerRole(args.worker, args.worker_port, os.getppid())
+    else:
+        for warning in config.warnings:
+            logging.getLogger("daemon").warning("config: %s", warning)
+    daemon = Daemon(config, paths, role)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload_in_background)
-    activated = systemd.listen_fds()
-    await daemon.start(activated[0] if activated else None)
+    if args.rpc_fd is not None:
+        rpc_socket: socket.socket | None = socket.socket(fileno=args.rpc_fd)
+    else:
+        activated = systemd.listen_fds()
+        rpc_socket = activated[0] if activated else None
+    await daemon.start(rpc_socket)
     # Start-up objects live for the daemon's life: keep them out of full collections, whose
     # pauses would stall every media stream at once (SPEC section 12 notes).
     gc.collect()
@@ -84,13 +102,48 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace, paths: Paths) -> Config:
+    """The config, with `--workers` in place of serve.workers (checked like the key)."""
+    from daemon.config.loader import check_workers, load_config
+
+    config = load_config(paths)
+    if args.workers is not None and args.worker is None:
+        config = dataclasses.replace(config, serve=dataclasses.replace(config.serve,
+                                                                      workers=args.workers))
+        problem = check_workers(config)
+        if problem:
+            raise ConfigError(problem.replace("serve.workers =", "--workers", 1))
+    return config
+
+
+def _run_parent(args: argparse.Namespace, config: Config, paths: Paths) -> int:
+    """`--workers N` (N > 1): this process starts and watches N worker daemons."""
+    from daemon.ops import systemd
+    from daemon.workers.parent import Parent
+
+    for warning in config.warnings:
+        logging.getLogger("daemon").warning("config: %s", warning)
+
+    def worker_argv(index: int, port: int, fd: int) -> list[str]:
+        argv = [sys.executable, "-m", "daemon", "--socket", str(paths.socket), "--config",
+                str(paths.config), "--log-level", args.log_level, "--worker", str(index),
+                "--worker-port", str(port), "--rpc-fd", str(fd)]
+        return argv
+
+    parent = Parent(config.serve.workers, paths, config.serve.bind, config.serve.port,
+                    worker_argv)
+    activated = systemd.listen_fds()
+    systemd.notify("READY=1\nSTATUS=voicecall daemon workers started")
+    return parent.run(activated[0] if activated else None)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `voicecalld`."""
     # Private from the first byte (SPEC section 2): the state folder, the store and its -wal and
     # -shm files, the log, the socket are all created after this line, readable by us alone.
     os.umask(0o077)
     args = _parse_args(argv)
-    _setup_logging(args.log_level, args.log_file)
+    _setup_logging(args.log_level, args.log_file, args.worker)
     log = logging.getLogger("daemon")
     try:
         import uvloop
@@ -99,8 +152,13 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS
         loop_factory = None
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            code = runner.run(_serve(args))
+        paths = resolve_paths(config=args.config, socket=args.socket)
+        config = _load(args, paths)
+        if config.serve.workers > 1 and args.worker is None:
+            code = _run_parent(args, config, paths)
+        else:
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                code = runner.run(_serve(args, config, paths))
     except ConfigError as exc:
         log.error("configuration error: %s", exc.message)
         for problem in exc.problems:

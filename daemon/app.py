@@ -48,6 +48,7 @@ from daemon.webhooks.server import WebhookServer
 if TYPE_CHECKING:
     from daemon.config.model import Config
     from daemon.media.server import MediaServer
+    from daemon.workers.role import WorkerRole
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +73,15 @@ async def stop_step(what: str, step: Callable[[], Awaitable[object]]) -> bool:
 class Daemon:
     """One running voicecall daemon."""
 
-    def __init__(self, config: Config, paths: Paths) -> None:
+    def __init__(self, config: Config, paths: Paths, worker: WorkerRole | None = None) -> None:
         self.config = config
         self.paths = paths
-        self.store = create_store(config.store, **shared_store_identity(config, paths))
+        self.worker = worker
+        """Set when this daemon is one of `--workers N` (daemon/workers)."""
+        self.private_port = 0
+        """A worker's own loopback port (forwarded webhooks and media reach it, not a sibling)."""
+        identity = shared_store_identity(config, paths, *([worker.id_file] if worker else []))
+        self.store = create_store(config.store, **identity)
         self.cluster: Cluster | None = None
         """This daemon's part in a group sharing a PostgreSQL store (None with SQLite)."""
         self.forward_pass = forward_pass()
@@ -152,6 +158,9 @@ class Daemon:
         self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False,
                                      keepalive_timeout=serve.idle_timeout_ms / 1000)
         await self._runner.setup()
+        if self.worker is not None:
+            await self._start_worker_sites(guard)
+            return
         site = GuardedSite(self._runner, serve.bind, serve.port, guard=guard)
         try:
             await site.start()
@@ -175,6 +184,27 @@ class Daemon:
                            "instead (set serve.port to choose one)", serve.port, serve.bind,
                            self.port)
 
+    async def _start_worker_sites(self, guard: Any) -> None:
+        """A worker listens on the port its parent reserved, beside its siblings
+        (SO_REUSEPORT: the kernel spreads connections), and on a private port of its own."""
+        from daemon.webhooks.connections import GuardedSite
+
+        assert self._runner is not None and self.worker is not None
+        serve = self.config.serve
+        shared = GuardedSite(self._runner, serve.bind, self.worker.port, guard=guard,
+                             reuse_port=True)
+        private = GuardedSite(self._runner, serve.bind, 0, guard=guard)
+        for site in (shared, private):
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(f"worker {self.worker.index} cannot listen on {serve.bind} "
+                                  f"({exc.strerror})") from None
+        self.port = self.worker.port
+        server = private._server
+        assert server is not None
+        self.private_port = (getattr(server, "sockets", None) or [])[0].getsockname()[1]
+
     @property
     def exposure(self) -> Exposure:
         """The current effective URLs."""
@@ -189,8 +219,15 @@ class Daemon:
         self.context.stream_url = exposure.stream_url
 
     def request_stop(self) -> None:
-        """Ask the daemon to stop (signal handler, `daemon.shutdown`)."""
+        """Ask the daemon to stop (signal handler)."""
         self._stop.set()
+
+    def request_shutdown(self) -> None:
+        """`daemon.shutdown`: stop this daemon; a worker stops its parent, which stops all."""
+        if self.worker is not None:
+            self.worker.stop_all()
+        else:
+            self._stop.set()
 
     async def wait_stopped(self) -> None:
         """Block until a stop is requested."""
@@ -222,7 +259,9 @@ class Daemon:
         """The `daemon.status` result."""
         return {
             "running": True,
-            "pid": os.getpid(),
+            "pid": self.worker.parent_pid if self.worker else os.getpid(),
+            "worker": ({"index": self.worker.index, "pid": os.getpid(),
+                        "privatePort": self.private_port} if self.worker else None),
             "version": VERSION,
             "provider": self.provider.name,
             "webhookUrl": self.exposure.webhook_url,

@@ -18,9 +18,10 @@ ID_FILE = "daemon-id"
 MAX_LENGTH = 200
 
 
-def daemon_id(state: Path) -> str:
-    """The id kept in `state`/daemon-id, created on first use."""
-    path = state / ID_FILE
+def daemon_id(state: Path, file_name: str = ID_FILE) -> str:
+    """The id kept in `state`/`file_name` (daemon-id; a worker's daemon-id-w<i>), created on
+    first use."""
+    path = state / file_name
     try:
         text = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -35,7 +36,7 @@ def daemon_id(state: Path) -> str:
         return text
     made = f"{socket.gethostname()[:60]}-{secrets.token_hex(4)}"
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    partial = path.with_name(f".{ID_FILE}.{os.getpid()}")
+    partial = path.with_name(f".{file_name}.{os.getpid()}")
     partial.write_text(made + "\n", encoding="utf-8")
     os.replace(partial, path)
     return made

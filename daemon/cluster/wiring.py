@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.cluster import forward_media, forward_rpc, forward_webhook
 from daemon.cluster.bus import ClusterBus
-from daemon.cluster.identity import daemon_id
+from daemon.cluster.identity import ID_FILE, daemon_id
 from daemon.cluster.node import ClusterNode
 from daemon.cluster.relay import EventRelay
 from daemon.cluster.routing import owner_elsewhere
@@ -60,12 +60,13 @@ class Cluster:
         await self.bus.stop()
 
 
-def shared_store_identity(config: Config, paths: Paths) -> dict[str, Any]:
-    """`create_store` arguments for a shared store: this daemon's id and heartbeat; none for
-    SQLite (nothing is read or made then)."""
+def shared_store_identity(config: Config, paths: Paths,
+                          id_file: str = ID_FILE) -> dict[str, Any]:
+    """`create_store` arguments for a shared store: this daemon's id (kept in `id_file`; a
+    worker's is its own) and heartbeat; none for SQLite (nothing is read or made then)."""
     if config.store.kind is not StoreKind.POSTGRESQL:
         return {}
-    return {"daemon_id": daemon_id(paths.state),
+    return {"daemon_id": daemon_id(paths.state, id_file),
             "heartbeat_seconds": heartbeat_seconds(os.environ)}
 
 
@@ -74,10 +75,12 @@ def _shared(daemon: Daemon) -> bool:
 
 
 def _local_origin(daemon: Daemon) -> str:
-    """Where this daemon's own webhook port answers on this machine."""
+    """Where this daemon's own webhook port answers on this machine. A worker's is its private
+    port: the shared one would hand a forwarded webhook or stream to a random sibling."""
     bind = daemon.config.serve.bind
     host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)
-    return f"http://[{host}]:{daemon.port}" if ":" in host else f"http://{host}:{daemon.port}"
+    port = daemon.private_port or daemon.port
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _deadline(daemon: Daemon) -> Any:
@@ -138,10 +141,14 @@ ADDRESS_ENV = "VOICECALL_CLUSTER_ADDRESS"
 def advertised_address(daemon: Daemon) -> str:
     """host:port where the other daemons reach this daemon's webhook port (media streams):
     `VOICECALL_CLUSTER_ADDRESS`, else this machine's loopback or `serve.bind` (right for
-    daemons on one machine; set it when they run on several)."""
+    daemons on one machine; set it when they run on several). A worker advertises its private
+    port, on the variable's host when it is set."""
     given = os.environ.get(ADDRESS_ENV, "").strip()
     if given:
-        return check_address(given)
+        checked = check_address(given)
+        if daemon.private_port:
+            return f"{checked.rpartition(':')[0]}:{daemon.private_port}"
+        return checked
     return _local_origin(daemon).removeprefix("http://")
 
 

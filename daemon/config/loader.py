@@ -345,20 +345,28 @@ def _missing_message(provider: str, key: str) -> str:
 
 
 def _check_workers(config: Config, bad: set[str], errors: list[str]) -> None:
-    """`serve.workers` above 1: refused with what to do instead (worker processes need a media
-    stream to follow its call across processes, which this version does not do yet)."""
+    if "serve.workers" not in bad and (problem := check_workers(config)):
+        errors.append(problem)
+
+
+def check_workers(config: Config) -> str | None:
+    """What is wrong with `serve.workers` (or `--workers`) above 1, or None.
+
+    Workers are daemons of one cluster: they need the shared PostgreSQL store (SQLite is one
+    daemon's), and one tunnel for all of them (each worker would open its own).
+    """
     workers = config.serve.workers
-    if workers == 1 or "serve.workers" in bad:
-        return
-    needs = ("" if config.store.kind is StoreKind.POSTGRESQL else
-             "; several processes would also need store = \"postgresql://...\" (SQLite is one "
-             "daemon's)")
-    errors.append(
-        f"serve.workers = {workers}: worker processes are not available in this version (a "
-        "call's media stream cannot yet follow it to another process)" + needs + "; set "
-        "serve.workers = 1 and, for more cores or machines, run several daemons (each its own "
-        "VOICECALL_HOME and serve.port) on one PostgreSQL store behind a load balancer: "
-        "docs/operations.md section 10.6")
+    if workers == 1:
+        return None
+    if config.store.kind is not StoreKind.POSTGRESQL:
+        return (f"serve.workers = {workers}: worker processes share one PostgreSQL store, and "
+                "the store is SQLite (one daemon's); set store = \"postgresql://...\" "
+                "(docs/operations.md section 10), or serve.workers = 1")
+    if config.tunnel.provider != "none" or config.tailscale.mode != "off":
+        return (f"serve.workers = {workers}: each worker would open its own tunnel "
+                "(tunnel.provider / tailscale.mode); publish the port once yourself (public_url) "
+                "and leave them off, or set serve.workers = 1")
+    return None
 
 
 def _check_skip_signature(config: Config, errors: list[str]) -> None:

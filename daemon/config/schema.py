@@ -339,7 +339,7 @@ SCHEMA = Table({
         "max_connections_per_ip": integer(1, default=64, doc="per socket address; a trusted "
                                           "proxy or tunnel agent is bounded by max_connections"),
         "workers": integer(1, default=1, doc="worker processes sharing the ports (SPEC 16); "
-                           "only 1 in this version"),
+                           "above 1 needs a PostgreSQL store"),
     }),
     "webhook_security": Table({
         "allowed_hosts": str_list(lambda v: bool(HOST.match(v)), 'host names such as '

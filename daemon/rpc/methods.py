@@ -42,6 +42,9 @@ class RpcHost(Protocol):
     def request_stop(self) -> None:
         """Ask the daemon to stop."""
 
+    def request_shutdown(self) -> None:
+        """`daemon.shutdown`: stop the daemon (a worker: every worker)."""
+
 DEFAULT_TAIL = 25
 
 
@@ -215,7 +218,7 @@ def _daemon_methods(daemon: RpcHost) -> dict[str, Handler]:
         return await daemon.reload()
 
     async def shutdown(raw: dict[str, Any], conn: Connection) -> Any:
-        asyncio.get_running_loop().call_later(0.05, daemon.request_stop)
+        asyncio.get_running_loop().call_later(0.05, daemon.request_shutdown)
         return {"ok": True}
 
     async def mock_inbound(raw: dict[str, Any], conn: Connection) -> Any:

@@ -371,19 +371,20 @@ def test_unknown_key_in_a_secret_table_never_echoes_its_value(tmp_path: Path) ->
     assert "twilio.auth" in text and "s3cr3t-value" not in text
 
 
-@pytest.mark.parametrize(("store", "sqlite_note"), [(None, True),
-                                                     ("postgresql://vc@db.example.com/vc", False)])
-def test_serve_workers_above_one_is_refused_with_what_to_do(paths: Paths, store: str | None,
-                                                            sqlite_note: bool) -> None:
-    """`serve.workers` exists (SPEC 3, default 1); more than one is a clear error naming the
-    key, the value and the alternative, and with SQLite also why SQLite cannot serve it."""
-    data: dict[str, Any] = {"serve": {"workers": 2}}
-    if store:
-        data["store"] = store
-    [error] = [e for e in errors_of(paths, data) if "serve.workers" in e]
-    assert error.startswith("serve.workers = 2: worker processes are not available")
-    assert "docs/operations.md section 10.6" in error
-    assert ('store = "postgresql://..."' in error) is sqlite_note
+def test_serve_workers_above_one_needs_the_postgresql_store(paths: Paths) -> None:
+    """`serve.workers` (SPEC 3, default 1): above 1 with SQLite is a clear error naming the key,
+    the value and the fix; with a PostgreSQL store it is accepted; a tunnel (one per worker)
+    is refused with what to do instead."""
+    [error] = [e for e in errors_of(paths, {"serve": {"workers": 2}}) if "serve.workers" in e]
+    assert error.startswith("serve.workers = 2: worker processes share one PostgreSQL store")
+    assert 'store = "postgresql://..."' in error and "serve.workers = 1" in error
+    shared = {"serve": {"workers": 2}, "store": "postgresql://vc@db.example.com/vc"}
+    config, report = check(paths, shared)
+    assert not [e for e in report.errors if "serve.workers" in e]
+    assert config.serve.workers == 2
+    [error] = [e for e in errors_of(paths, {**shared, "tailscale": {"mode": "funnel"}})
+               if "serve.workers" in e]
+    assert "its own tunnel" in error
     config, report = check(paths, {"serve": {"workers": 1}})
     assert not report.errors and config.serve.workers == 1
     assert any("serve.workers" in e for e in errors_of(paths, {"serve": {"workers": 0}}))

@@ -272,15 +272,22 @@ def status_cmd(ctx: CliContext, as_json: bool) -> None:
 
 
 @daemon_group.command("run", short_help="Run the daemon in the foreground.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes sharing the ports (default: serve.workers); above 1 needs "
+                   'store = "postgresql://...".')
 @pass_ctx
-def run_cmd(ctx: CliContext) -> None:
+def run_cmd(ctx: CliContext, workers: int | None) -> None:
     """Run the daemon in the foreground, logging to stderr (for systemd and debugging).
+
+    With --workers N (N > 1) this process starts N worker daemons on the shared PostgreSQL
+    store, all serving one socket and one webhook port, and restarts any that dies.
 
     \b
     Examples:
       $ voicecall daemon run
+      $ voicecall daemon run --workers 2
     """
-    argv = ctx.daemon_argv()
+    argv = ctx.daemon_argv() + ([] if workers is None else ["--workers", str(workers)])
     os.execv(argv[0], argv)  # noqa: S606 - replace this process with the daemon
 
 

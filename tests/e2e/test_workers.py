@@ -1,0 +1,218 @@
+"""`voicecall daemon run --workers N` (SPEC section 16): one parent, N worker daemons on a real
+PostgreSQL database, one RPC socket and one webhook port between them, the mock provider as the
+carrier (its webhooks go to the shared port, so they land on either worker).
+
+Everything runs through the real entry point (`python -m voicecall_cli daemon run --workers 2`,
+which execs the daemon); worker pids are read from /proc (the parent's children).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_postgres_store import REPLIES
+from tests.harness import FAST_MOCK, REPO, DaemonHarness, wait_for
+
+pytestmark = pytest.mark.e2e
+
+BEAT = "0.5"
+LIVE = ("speaking", "active", "answered", "listening")
+
+
+def children(pid: int) -> list[int]:
+    """The live (not zombie) child processes of `pid`."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    alive = []
+    for child in text.split():
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        if stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X"):
+            alive.append(int(child))
+    return alive
+
+
+def start_workers(make_daemon: Callable[..., DaemonHarness], pg_url: str,
+                  workers: int = 2) -> DaemonHarness:
+    """`voicecall daemon run --workers N` on `pg_url`; returns once N workers answer."""
+    d: DaemonHarness = make_daemon(f'store = "{pg_url}"\n' + FAST_MOCK + REPLIES, start=False)
+    d.env["VOICECALL_CLUSTER_HEARTBEAT_SECONDS"] = BEAT
+    out = open(d.log, "ab")  # noqa: SIM115 - closed once the process has it
+    d.proc = subprocess.Popen(
+        [sys.executable, "-m", "voicecall_cli", "--socket", str(d.socket), "daemon", "run",
+         "--workers", str(workers)], env=d.env, stdout=out, stderr=out, cwd=REPO)
+    out.close()
+    parent = d.proc.pid
+
+    def up() -> bool:
+        assert d.proc is not None
+        if d.proc.poll() is not None:
+            raise AssertionError(f"parent exited {d.proc.returncode}:\n{d.log_text()}")
+        if len(children(parent)) != workers:
+            return False
+        seen = {s["worker"]["pid"] for s in statuses(d, 12)}
+        return seen <= set(children(parent)) and len(seen) >= 1
+
+    wait_for(up, 90, message=f"{workers} workers to answer")
+    wait_for(lambda: all(f"w{i} " in d.log_text() for i in range(1, workers + 1))
+             and d.log_text().count("voicecall daemon 0.1.0 ready") >= workers, 90,
+             message="every worker ready")
+    return d
+
+
+def statuses(d: DaemonHarness, count: int) -> list[dict[str, Any]]:
+    """`daemon.status` on `count` fresh connections (any worker may accept each)."""
+    got = []
+    for _ in range(count):
+        try:
+            got.append(d.rpc("daemon.status", timeout=5.0))
+        except Exception:  # a worker still starting
+            continue
+    return got
+
+
+def test_workers_serve_one_socket_and_stop_together(make_daemon, pg_url: str) -> None:
+    """Two workers: status answers with the parent's pid from either worker; calls placed on
+    several connections run to the end whichever worker owns them; `tail` on any connection
+    sees every call's events; `daemon stop` stops the parent and both workers."""
+    d = start_workers(make_daemon, pg_url)
+    assert d.proc is not None
+    parent = d.proc.pid
+    workers = children(parent)
+    assert len(workers) == 2
+
+    status = d.cli_json("daemon", "status")
+    assert status["pid"] == parent and status["worker"]["pid"] in workers
+    assert status["daemonId"].endswith(("-w1", "-w2")) or status["daemonId"]
+    ids = {(d.home / "state" / f"daemon-id-w{i}").read_text().strip() for i in (1, 2)}
+    assert len(ids) == 2, "each worker has its own cluster id"
+
+    # A tail subscriber on its own connection, started before the calls.
+    seen: list[dict[str, Any]] = []
+    tail_ready = threading.Event()
+
+    def tail() -> None:
+        with d.client(timeout=60) as client:
+            client.call("voicecall.tail", {})
+            tail_ready.set()
+            for message in client.notifications():
+                seen.append(message["params"]["event"])
+                if sum(e["type"] == "call.ended" for e in seen) >= 4:
+                    return
+
+    tailer = threading.Thread(target=tail, daemon=True)
+    tailer.start()
+    assert tail_ready.wait(30)
+
+    placed: list[str] = []
+    owners: set[str] = set()
+    for _ in range(4):
+        with d.client(timeout=60) as client:
+            call_id = client.call("voicecall.initiate", {"to": "+15550001234",
+                                                         "message": "Hello from a worker.",
+                                                         "mode": "conversation"})["callId"]
+            placed.append(call_id)
+            owners.add(client.call("daemon.status")["worker"]["pid"])
+    for call_id in placed:
+        d.wait_state(call_id, *LIVE, timeout=60)
+        with d.client(timeout=60) as client:
+            turn = client.call("voicecall.continue", {"callId": call_id,
+                                                      "message": "Does Tuesday work?"})
+        assert turn == {"success": True, "transcript": "Yes, Tuesday works."}, turn
+        with d.client(timeout=60) as client:
+            ended = client.call("voicecall.end", {"callId": call_id})
+        assert ended["success"] is True, ended
+    tailer.join(60)
+    ended_ids = {e["callId"] for e in seen if e["type"] == "call.ended"}
+    assert ended_ids == set(placed), (ended_ids, placed)
+    for call_id in placed:
+        kinds = [e["type"] for e in seen if e["callId"] == call_id]
+        assert kinds.count("call.initiated") == 1, kinds
+
+    stopped = d.cli("daemon", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped" in stopped.stdout
+    assert d.proc.wait(30) == 0
+    assert not children(parent) and not d.socket.exists()
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_a_killed_worker_is_restarted_and_its_call_goes_on(make_daemon, pg_url: str) -> None:
+    """`kill -9` of the worker that owns a live call: the parent starts it again under the same
+    id, the call is reconciled (never re-dialled) and answers the next turn."""
+    d = start_workers(make_daemon, pg_url)
+    assert d.proc is not None
+    parent = d.proc.pid
+    call_id = d.rpc("voicecall.initiate", {"to": "+15550001234", "message": "Hi, the clinic.",
+                                           "mode": "conversation"})["callId"]
+    d.wait_state(call_id, *LIVE, timeout=60)
+    owner_id = _owner(pg_url, call_id)
+    index = next(i for i in (1, 2) if (d.home / "state" / f"daemon-id-w{i}")
+                 .read_text().strip() == owner_id)
+    victim = next(pid for pid in children(parent)
+                  if f"--worker\0{index}\0" in Path(f"/proc/{pid}/cmdline").read_text())
+    os.kill(victim, signal.SIGKILL)
+
+    wait_for(lambda: len(children(parent)) == 2 and victim not in children(parent), 60,
+             message="the parent to start the worker again")
+    wait_for(lambda: "starting it again" in d.log_text(), 30, message="the restart logged")
+
+    def turn() -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = d.rpc("voicecall.continue",
+                                           {"callId": call_id, "message": "Does Tuesday work?"},
+                                           timeout=60)
+        except Exception:  # the call's owner is still coming back
+            return None
+        return result
+
+    result = wait_for(turn, 90, message="a turn on the call after the restart")
+    assert result["success"] is True, result
+    listed = d.rpc("voicecall.list", {"limit": 100})["calls"]
+    assert [c["callId"] for c in listed] == [call_id], "no second call was placed"
+    assert _owner(pg_url, call_id) == owner_id, "the restarted worker took its call back"
+    stopped = d.cli("daemon", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert d.proc.wait(30) == 0 and not children(parent)
+
+
+def test_daemon_shutdown_on_any_worker_stops_all(make_daemon, pg_url: str) -> None:
+    """`daemon.shutdown` is answered by one worker; the parent and both workers exit."""
+    d = start_workers(make_daemon, pg_url)
+    assert d.proc is not None
+    parent = d.proc.pid
+    assert d.rpc("daemon.shutdown") == {"ok": True}
+    assert d.proc.wait(60) == 0
+    assert not children(parent) and not d.socket.exists()
+
+
+def test_workers_on_sqlite_are_refused_naming_the_fix(make_daemon) -> None:
+    """`--workers 2` on the default SQLite store: exit 78 with the key and the fix."""
+    d: DaemonHarness = make_daemon(FAST_MOCK, start=False)
+    done = d.cli("daemon", "run", "--workers", "2", timeout=60)
+    assert done.returncode == 78, done
+    assert "--workers 2: worker processes share one PostgreSQL store" in done.stderr
+    assert 'store = "postgresql://..."' in done.stderr
+    assert not d.socket.exists()
+
+
+def _owner(pg_url: str, call_id: str) -> str:
+    from tests.e2e.test_postgres_store import query
+
+    rows = query(pg_url, f"SELECT owner FROM voicecall_calls WHERE call_id = '{call_id}'")
+    owner: str = rows[0]["owner"]
+    return owner
