@@ -8,6 +8,7 @@ which execs the daemon); worker pids are read from /proc (the parent's children)
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,10 +20,16 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_postgres_store import REPLIES
+from tests.e2e.test_cluster import FROM, TO, sim, until
+from tests.e2e.test_cluster import config as twilio_config
+from tests.e2e.test_postgres_store import REPLIES, query
 from tests.harness import FAST_MOCK, REPO, DaemonHarness, wait_for
+from tests.harness import rpc_async as rpc
+from tests.harness import until_state_async as until_state
+from tests.simulators.twilio import Delivery, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
+__all__ = ["sim"]  # the Twilio simulator fixture, shared with the cluster tests
 
 BEAT = "0.5"
 LIVE = ("speaking", "active", "answered", "listening")
@@ -46,9 +53,12 @@ def children(pid: int) -> list[int]:
 
 
 def start_workers(make_daemon: Callable[..., DaemonHarness], pg_url: str,
-                  workers: int = 2) -> DaemonHarness:
-    """`voicecall daemon run --workers N` on `pg_url`; returns once N workers answer."""
-    d: DaemonHarness = make_daemon(f'store = "{pg_url}"\n' + FAST_MOCK + REPLIES, start=False)
+                  workers: int = 2, text: str | None = None) -> DaemonHarness:
+    """`voicecall daemon run --workers N` on `pg_url` (config `text`, else the mock's);
+    returns once N workers answer."""
+    text = text if text is not None else f'store = "{pg_url}"\n' + FAST_MOCK + REPLIES
+    d: DaemonHarness = make_daemon(text, start=False)
+    d.env.pop("OPENAI_API_KEY", None)
     d.env["VOICECALL_CLUSTER_HEARTBEAT_SECONDS"] = BEAT
     out = open(d.log, "ab")  # noqa: SIM115 - closed once the process has it
     d.proc = subprocess.Popen(
@@ -170,17 +180,22 @@ def test_a_killed_worker_is_restarted_and_its_call_goes_on(make_daemon, pg_url: 
     wait_for(lambda: len(children(parent)) == 2 and victim not in children(parent), 60,
              message="the parent to start the worker again")
     wait_for(lambda: "starting it again" in d.log_text(), 30, message="the restart logged")
+    # A call RPC forwarded to the owner while it is down waits for its deadline (the owner is
+    # gone from the bus): ask once the restarted worker is ready again.
+    wait_for(lambda: d.log_text().count("voicecall daemon 0.1.0 ready") >= 3, 60,
+             message="the restarted worker ready")
+    assert f"restored live call {call_id}" in d.log_text()
 
     def turn() -> dict[str, Any] | None:
         try:
             result: dict[str, Any] = d.rpc("voicecall.continue",
                                            {"callId": call_id, "message": "Does Tuesday work?"},
-                                           timeout=60)
+                                           timeout=30)
         except Exception:  # the call's owner is still coming back
             return None
         return result
 
-    result = wait_for(turn, 90, message="a turn on the call after the restart")
+    result = wait_for(turn, 60, message="a turn on the call after the restart")
     assert result["success"] is True, result
     listed = d.rpc("voicecall.list", {"limit": 100})["calls"]
     assert [c["callId"] for c in listed] == [call_id], "no second call was placed"
@@ -211,8 +226,57 @@ def test_workers_on_sqlite_are_refused_naming_the_fix(make_daemon) -> None:
 
 
 def _owner(pg_url: str, call_id: str) -> str:
-    from tests.e2e.test_postgres_store import query
-
     rows = query(pg_url, f"SELECT owner FROM voicecall_calls WHERE call_id = '{call_id}'")
     owner: str = rows[0]["owner"]
     return owner
+
+
+async def test_signed_twilio_webhooks_land_on_either_worker(
+    sim: TwilioSimulator, make_daemon: Callable[..., DaemonHarness], pg_url: str
+) -> None:
+    """The Twilio simulator as the carrier, its signed webhooks sent to the one shared port:
+    outbound calls placed on several connections are answered, run and hung up; an inbound
+    call's voice request, sent again byte for byte to the worker that does NOT run the call
+    (its private port), is recognised as a replay there (handed to the owner): no second call,
+    its TwiML not run again."""
+    text = 'inbound_policy = "open"\n' + twilio_config(sim, pg_url)
+    d = await asyncio.to_thread(start_workers, make_daemon, pg_url, 2, text)
+    ids = []
+    for n in range(3):
+        result = await rpc(d, "voicecall.initiate", {"to": TO, "message": f"Call {n}",
+                                                     "mode": "conversation"})
+        ids.append(result["callId"])
+    for call_id in ids:
+        await until_state(d, call_id, "listening", "active", "speaking")
+    for call_id in ids:
+        assert await rpc(d, "voicecall.end", {"callId": call_id}) == {"success": True}
+        await until_state(d, call_id, "hangup-bot")
+    assert len(sim.creates) == 3 and all(c.ended_by == "api" for c in sim.calls.values())
+
+    webhook = (await rpc(d, "daemon.status"))["webhookUrl"]
+    call = await sim.inbound("+15550009999", FROM, webhook)
+    def voice() -> Delivery | None:
+        return next((x for x in sim.deliveries if x.kind == "voice" and x.status
+                     and x.params.get("CallSid") == call.sid), None)
+
+    await sim.wait_for(lambda: voice() is not None, 30)
+    first = voice()
+    assert first is not None
+    assert first.status == 200 and "<Response />" not in first.reply, first
+    [placed] = [c for c in (await rpc(d, "voicecall.list", {"limit": 100}))["calls"]
+                if c["providerCallId"] == call.sid]
+    owner = await asyncio.to_thread(_owner, pg_url, placed["callId"])
+    rows = await asyncio.to_thread(query, pg_url, "SELECT daemon_id, address FROM "
+                                   "voicecall_daemons")
+    [other] = [r["address"] for r in rows if r["daemon_id"] != owner]
+    again = await sim.post(Delivery(f"http://{other}/voice/webhook", dict(first.params),
+                                    dict(first.headers), "voice"))
+    assert again.status == 200, again
+    assert again.reply.endswith("<Response />"), again.reply
+    calls = (await rpc(d, "voicecall.list", {"limit": 100}))["calls"]
+    assert [c["callId"] for c in calls if c["providerCallId"] == call.sid] \
+        == [placed["callId"]], "the replay made no second call"
+    await until(lambda: "replayed twilio webhook delivery ignored" in d.log_text(), 15,
+                "the replay to be logged")
+    stopped = await asyncio.to_thread(d.cli, "daemon", "stop")
+    assert stopped.returncode == 0, stopped.stderr
