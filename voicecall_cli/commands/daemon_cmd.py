@@ -343,13 +343,17 @@ def _rotated(log: Path, fd: int) -> bool:
         return False  # between the rename and the new file: look again shortly
 
 
-_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ([A-Z]+) ([\w.]+): (.*)$")
+_LOG_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ([A-Z]+) (?:(w\d+) )?([\w.]+): (.*)$")
 
 
 def log_record(line: str) -> dict[str, Any]:
-    """One daemon log line as JSON; a line of another shape (a traceback) keeps only `line`."""
+    """One daemon log line as JSON; a line of another shape (a traceback) keeps only `line`.
+    `worker` is the `w<i>` tag of a line written by one of `--workers N` (else null)."""
     match = _LOG_LINE.match(line)
     if match is None:
-        return {"time": None, "level": None, "logger": None, "message": None, "line": line}
-    stamp, level, name, message = match.groups()
-    return {"time": stamp, "level": level, "logger": name, "message": message, "line": line}
+        return {"time": None, "level": None, "logger": None, "message": None, "worker": None,
+                "line": line}
+    stamp, level, worker, name, message = match.groups()
+    return {"time": stamp, "level": level, "logger": name, "message": message,
+            "worker": worker, "line": line}
