@@ -20,16 +20,17 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_cluster import FROM, TO, sim, until
+from tests.e2e.test_cluster import FROM, TO
 from tests.e2e.test_cluster import config as twilio_config
 from tests.e2e.test_postgres_store import REPLIES, query
 from tests.harness import FAST_MOCK, REPO, DaemonHarness, wait_for
 from tests.harness import rpc_async as rpc
+from tests.harness import until_async as until
 from tests.harness import until_state_async as until_state
 from tests.simulators.twilio import Delivery, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
-__all__ = ["sim"]  # the Twilio simulator fixture, shared with the cluster tests
+SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
 BEAT = "0.5"
 LIVE = ("speaking", "active", "answered", "listening")
