@@ -9,6 +9,7 @@ which execs the daemon); worker pids are read from /proc (the parent's children)
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -281,3 +282,30 @@ async def test_signed_twilio_webhooks_land_on_either_worker(
                 "the replay to be logged")
     stopped = await asyncio.to_thread(d.cli, "daemon", "stop")
     assert stopped.returncode == 0, stopped.stderr
+
+
+def test_serve_workers_with_daemon_start_logs_and_stop(make_daemon, pg_url: str) -> None:
+    """`serve.workers = 2` in the config and `voicecall daemon start` (in the background): the
+    pid it prints is the parent's, both workers' lines are in the one log with their tags
+    (`daemon logs --json` gives `worker`), and `daemon stop` stops all three processes."""
+    d: DaemonHarness = make_daemon(f'store = "{pg_url}"\n[serve]\nport = 0\nworkers = 2\n',
+                                   start=False)
+    started = d.cli("daemon", "start", timeout=120)
+    assert started.returncode == 0, started.stderr
+    parent = int(started.stdout.split("(pid ")[1].split(")")[0])
+    wait_for(lambda: len(children(parent)) == 2, 60, message="two workers")
+
+    def both_tagged() -> bool:
+        done = d.cli("daemon", "logs", "-n", "200", "--json")
+        lines = [json.loads(x) for x in done.stdout.splitlines() if x.strip()]
+        ready = {r["worker"] for r in lines if (r["message"] or "").startswith(
+            "voicecall daemon 0.1.0 ready")}
+        return ready == {"w1", "w2"}
+
+    wait_for(both_tagged, 60, message="both workers' ready lines, tagged, in the log")
+    status = d.cli_json("daemon", "status")
+    assert status["pid"] == parent and status["worker"]["index"] in (1, 2)
+    stopped = d.cli("daemon", "stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped
+    assert not Path(f"/proc/{parent}").exists() or not children(parent)
+    assert not d.socket.exists()
