@@ -56,6 +56,7 @@ from _procs import (  # noqa: E402
     cpu_seconds,
     daemon_status,
     expect,
+    family,
     pinned,
     prioritise,
     rss_kib,
@@ -79,7 +80,7 @@ GREETING = " ".join(["Thank you for calling the Acme clinic, this is the automat
 
 
 PACER_LINE = re.compile(
-    r"^(\S+ \S+) INFO daemon\.media\.pacer: media pacer: (\d+) streams; tick lateness p50 "
+    r"^(\S+ \S+) INFO (?:w\d+ )?daemon\.media\.pacer: media pacer: (\d+) streams; tick lateness p50 "
     r"(\d+) ms, p99 (\d+) ms, max (\d+) ms; tick work p50 ([\d.]+) ms, p99 ([\d.]+) ms, "
     r"max ([\d.]+) ms")
 
@@ -134,7 +135,7 @@ max_pending_connections = {n + 64}
 {tail}"""
 
 
-def daemon_config(fakes: str, n: int, tts: str, turns: bool) -> str:
+def daemon_config(fakes: str, n: int, tts: str, turns: bool, store: str = "") -> str:
     """Every vendor at the fakes: STT, the chat model (with `turns`), and `tts`."""
     tts_table = (f'[tts]\nprovider = "elevenlabs"\n\n[tts.elevenlabs]\nbase_url = "{fakes}"\n'
                  f'api_key = "{XI_KEY}"\nvoice_id = "bench-voice"\n' if tts == "elevenlabs"
@@ -143,7 +144,7 @@ def daemon_config(fakes: str, n: int, tts: str, turns: bool) -> str:
     responder = 'response_model = "openai/gpt-4o-mini"\n' if turns else ""
     stt = fakes.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
     return twilio_config(
-        fakes, n, GREETING, top=responder,
+        fakes, n, GREETING, top=responder + (f'store = "{store}"\n' if store else ""),
         streaming=f'api_key = "{API_KEY}"\nstt_url = "{stt}"\n',
         tail=f'[agent]\nbase_url = "{fakes}/v1"\napi_key = "{API_KEY}"\n\n{tts_table}')
 
@@ -176,13 +177,20 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         port = json.loads(expect(fakes, "READY ", 30))["port"]
         origin = f"http://127.0.0.1:{port}"
         (home / "config.toml").write_text(
-            daemon_config(origin, n, args.tts, args.turn_every > 0))
-        daemon = start_daemon(home, core=args.daemon_core, nice=args.nice,
-                              log_level=args.log_level, cwd=args.repo)
+            daemon_config(origin, n, args.tts, args.turn_every > 0, store_url(args)))
+        core = args.daemon_core if args.workers == 1 else None  # workers: every core
+        daemon = start_daemon(home, core=core, nice=args.nice,
+                              log_level=args.log_level, cwd=args.repo, workers=args.workers)
         procs.append(daemon)
-        status = daemon_status(home, daemon, 30)
-        time.sleep(1.0)
-        idle_rss = rss_kib(daemon.pid)
+        status = daemon_status(home, daemon, 60)
+        deadline = time.monotonic() + 60
+        while len(family(daemon.pid)) < args.workers + (args.workers > 1):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not start")
+            time.sleep(0.1)
+        time.sleep(1.0 if args.workers == 1 else 3.0)
+        pids = family(daemon.pid) if args.workers > 1 else [daemon.pid]
+        idle_rss = sum(rss_kib(pid) for pid in pids)
         ramp_spy = _spy(args, daemon.pid, n, "ramp", n / args.rate + 2, log)
         gen = subprocess.Popen(
             pinned(args.other_core, [sys.executable, str(HERE / "daemon_loadgen.py"),
@@ -198,7 +206,8 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
             ramp_spy.wait(60)
         time.sleep(args.warmup)
         before = {p.pid: cpu_seconds(p.pid) for p in procs}
-        waited0 = runqueue_wait(daemon.pid)
+        daemon_cpu0 = sum(cpu_seconds(pid) for pid in pids)
+        waited0 = sum(runqueue_wait(pid) for pid in pids)
         wall0 = time.monotonic()
         epoch0 = time.time()
         command(gen, "mark")
@@ -209,8 +218,9 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
             spy.wait(60)
         wall = time.monotonic() - wall0
         cpu = {p.pid: (cpu_seconds(p.pid) - before[p.pid]) / wall * 100 for p in procs}
-        starved = (runqueue_wait(daemon.pid) - waited0) / wall * 100
-        end_rss = rss_kib(daemon.pid)
+        cpu[daemon.pid] = (sum(cpu_seconds(pid) for pid in pids) - daemon_cpu0) / wall * 100
+        starved = (sum(runqueue_wait(pid) for pid in pids) - waited0) / wall * 100 / len(pids)
+        end_rss = sum(rss_kib(pid) for pid in pids)
         command(gen, "report")
         report = json.loads(expect(gen, "REPORT ", 60))
         command(fakes, "report")
@@ -238,6 +248,22 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         "log_errors": errors, "log_warnings": warnings, "machine": load,
         "pacer": pacer_figures(log_text, epoch0, epoch1),
     }
+
+
+_THROWAWAY: list[Any] = []
+
+
+def store_url(args: argparse.Namespace) -> str:
+    """--store; with --workers and none given, a new database on a throwaway PostgreSQL server
+    (tests/pg_cluster.py: Debian's programs, loopback, trust), one per level."""
+    if args.store or args.workers == 1:
+        return str(args.store)
+    if not _THROWAWAY:
+        sys.path.insert(0, str(REPO))
+        from tests.pg_cluster import start_server
+
+        _THROWAWAY.append(start_server())
+    return str(_THROWAWAY[0].new_database())
 
 
 def summary(r: dict[str, Any]) -> str:
@@ -276,6 +302,10 @@ def main() -> None:
     parser.add_argument("--turn-every", type=float, default=10.0,
                         help="seconds between caller transcripts per call (0: none)")
     parser.add_argument("--daemon-core", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="`daemon run --workers N` (N > 1: on every core, not pinned; a "
+                             "PostgreSQL store: --store, else a throwaway server)")
+    parser.add_argument("--store", default="", help="store URL (postgresql://...)")
     parser.add_argument("--other-core", type=int, default=1)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--repo", default=str(REPO),
@@ -293,7 +323,8 @@ def main() -> None:
                         help="profile the measured window or the ramp (webhooks, set-up)")
     args = parser.parse_args()
     print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {uptime()} "
-          f"(before); daemon on core {args.daemon_core}, fakes+generator on "
+          f"(before); daemon on core {args.daemon_core if args.workers == 1 else 'any'}"
+          f" ({args.workers} worker{'s' if args.workers > 1 else ''}), fakes+generator on "
           f"core {args.other_core}, nice {args.nice}", flush=True)
     with open(args.log, "a") as log:
         for n in (int(x) for x in args.n.split(",")):
@@ -302,6 +333,8 @@ def main() -> None:
             if args.json:
                 print(json.dumps(result), flush=True)
     print(f"# {uptime()} (after)", flush=True)
+    for server in _THROWAWAY:
+        server.stop()
 
 
 if __name__ == "__main__":
