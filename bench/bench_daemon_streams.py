@@ -80,9 +80,9 @@ GREETING = " ".join(["Thank you for calling the Acme clinic, this is the automat
 
 
 PACER_LINE = re.compile(
-    r"^(\S+ \S+) INFO (?:w\d+ )?daemon\.media\.pacer: media pacer: (\d+) streams; tick lateness p50 "
-    r"(\d+) ms, p99 (\d+) ms, max (\d+) ms; tick work p50 ([\d.]+) ms, p99 ([\d.]+) ms, "
-    r"max ([\d.]+) ms")
+    r"^(\S+ \S+) INFO (?:w\d+ )?daemon\.media\.pacer: media pacer: (\d+) streams; "
+    r"tick lateness p50 (\d+) ms, p99 (\d+) ms, max (\d+) ms; "
+    r"tick work p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms")
 
 
 def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]:
