@@ -254,9 +254,9 @@ _THROWAWAY: list[Any] = []
 
 
 def store_url(args: argparse.Namespace) -> str:
-    """--store; with --workers and none given, a new database on a throwaway PostgreSQL server
-    (tests/pg_cluster.py: Debian's programs, loopback, trust), one per level."""
-    if args.store or args.workers == 1:
+    """--store; `--store throwaway`, or --workers and none given: a new database on a throwaway
+    PostgreSQL server (tests/pg_cluster.py: Debian's programs, loopback, trust), one per level."""
+    if args.store != "throwaway" and (args.store or args.workers == 1):
         return str(args.store)
     if not _THROWAWAY:
         sys.path.insert(0, str(REPO))
@@ -305,7 +305,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="`daemon run --workers N` (N > 1: on every core, not pinned; a "
                              "PostgreSQL store: --store, else a throwaway server)")
-    parser.add_argument("--store", default="", help="store URL (postgresql://...)")
+    parser.add_argument("--store", default="", help="store URL (postgresql://...), or `throwaway` (a local PostgreSQL server)")
     parser.add_argument("--other-core", type=int, default=1)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--repo", default=str(REPO),
