@@ -176,8 +176,10 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         procs.append(fakes)
         port = json.loads(expect(fakes, "READY ", 30))["port"]
         origin = f"http://127.0.0.1:{port}"
-        (home / "config.toml").write_text(
-            daemon_config(origin, n, args.tts, args.turn_every > 0, store_url(args)))
+        text = daemon_config(origin, n, args.tts, args.turn_every > 0, store_url(args))
+        if args.workers > 1:  # streams a worker passes to its sibling come from loopback
+            text += '\n[webhook_security]\ntrusted_proxy_ips = ["127.0.0.1"]\n'
+        (home / "config.toml").write_text(text)
         core = args.daemon_core if args.workers == 1 else None  # workers: every core
         daemon = start_daemon(home, core=core, nice=args.nice,
                               log_level=args.log_level, cwd=args.repo, workers=args.workers)
@@ -305,7 +307,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="`daemon run --workers N` (N > 1: on every core, not pinned; a "
                              "PostgreSQL store: --store, else a throwaway server)")
-    parser.add_argument("--store", default="", help="store URL (postgresql://...), or `throwaway` (a local PostgreSQL server)")
+    parser.add_argument("--store", default="",
+                        help="store URL (postgresql://...), or `throwaway` (a local server)")
     parser.add_argument("--other-core", type=int, default=1)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--repo", default=str(REPO),
