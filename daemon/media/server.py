@@ -174,7 +174,10 @@ class MediaServer:
 
     async def _serve(self, request: web.Request, ws: web.WebSocketResponse) -> None:
         address = client_ip(request.remote, request.headers, self.policy) or NO_ADDRESS
-        entry = self._admit_pending(address, ws)
+        # A trusted proxy's own address (a sibling worker or daemon passing streams on, a
+        # balancer) stands for many callers: only the overall pending cap applies to it.
+        per_ip = not (address == request.remote and self.policy.is_trusted_proxy(address))
+        entry = self._admit_pending(address, ws, per_ip=per_ip)
         try:
             session = await self._start(request, ws)
         finally:
@@ -187,10 +190,13 @@ class MediaServer:
         elif session is not None:
             await session()  # relayed to the daemon that runs the call, until it ends
 
-    def _admit_pending(self, address: str, ws: web.WebSocketResponse) -> _Pending:
-        """Count a new pending socket, first evicting the oldest of each full scope."""
+    def _admit_pending(self, address: str, ws: web.WebSocketResponse, *,
+                       per_ip: bool = True) -> _Pending:
+        """Count a new pending socket, first evicting the oldest of each full scope (the
+        per-address one only with `per_ip`)."""
         mine = self._pending_by_ip.get(address)
-        if mine is not None and len(mine) >= self.settings.max_pending_connections_per_ip:
+        if per_ip and mine is not None \
+                and len(mine) >= self.settings.max_pending_connections_per_ip:
             self._evict(next(iter(mine.values())))
         if len(self._pending) >= self.settings.max_pending_connections:
             self._evict(next(iter(self._pending.values())))

@@ -70,3 +70,35 @@ async def test_replayed_upgrade_signature_cannot_starve_genuine_streams(
             await ws.close()
         for session in sessions:
             await session.close()
+
+
+async def test_a_trusted_proxy_is_not_capped_per_address_while_pending(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """A trusted proxy's address (a sibling worker passing streams on, a balancer) stands for
+    many callers: 4 pending sockets from it under a per-address cap of 2 all stay open, while
+    the 3rd from an untrusted address evicts that address's oldest with 1013."""
+    text = twilio_config(sim, openai, streaming=True, stream=(
+        "pre_start_timeout_ms = 30000\nmax_pending_connections = 16\n"
+        "max_pending_connections_per_ip = 2\n"))
+    d = await start(make_daemon, text + '\n[webhook_security]\ntrusted_proxy_ips = '
+                    f'["{ATTACKERS[0]}"]\n')
+    stream_url = (await rpc(d, "daemon.status"))["streamUrl"]
+    signed = {"X-Twilio-Signature": sim.validator.compute_signature(stream_url, {})}
+    proxy, stranger = (aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(ip, 0)))
+                       for ip in ATTACKERS)
+    opened: list[aiohttp.ClientWebSocketResponse] = []
+    try:
+        relayed = [await proxy.ws_connect(stream_url, headers=signed) for _ in range(4)]
+        direct = [await stranger.ws_connect(stream_url, headers=signed) for _ in range(3)]
+        opened = relayed + direct
+        message = await direct[0].receive(timeout=10)
+        assert (message.type, message.data) == (aiohttp.WSMsgType.CLOSE, 1013)
+        for ws in relayed + direct[1:]:  # nothing (no 1013 close) arrives on the others
+            with pytest.raises(TimeoutError):
+                await ws.receive(timeout=0.5)
+    finally:
+        for ws in opened:
+            await ws.close()
+        await proxy.close()
+        await stranger.close()
