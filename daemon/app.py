@@ -281,7 +281,10 @@ class Daemon:
         from daemon.reload import reload_config
 
         async with self._reload_lock:
-            return await reload_config(self)
+            result = await reload_config(self)
+        if self.worker is not None:
+            self.worker.reload_all()  # the siblings read the same file (this one again: a no-op)
+        return result
 
     def reload_in_background(self) -> None:
         """SIGHUP: reload, logging the outcome (there is no one to answer)."""

@@ -7,7 +7,8 @@ connection) so every worker can listen on the same port even when `serve.port = 
 that dies is started again with the same index, so the same cluster id: it takes its own live
 calls back at once (the cluster's restart rules reconcile them; nothing is re-dialled). SIGTERM
 or SIGINT, or `daemon.shutdown` on any worker (it signals the parent), stops every worker; the
-socket file is removed once the last one has exited. SIGHUP is passed on (each worker reloads).
+socket file is removed once the last one has exited. SIGHUP is passed on (each worker reloads);
+`daemon reload` on any worker sends the parent SIGHUP after its own reload.
 
 Workers' stderr comes through a pipe and is written to the parent's log by the parent alone
 (one log, each line tagged `w<i>`, rotated by one process).

@@ -34,3 +34,7 @@ class WorkerRole:
     def stop_all(self) -> None:
         """Ask the parent to stop every worker (it sends each one SIGTERM)."""
         os.kill(self.parent_pid, signal.SIGTERM)
+
+    def reload_all(self) -> None:
+        """Ask the parent to make every worker re-read the config (it sends each SIGHUP)."""
+        os.kill(self.parent_pid, signal.SIGHUP)

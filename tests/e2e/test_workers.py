@@ -309,3 +309,21 @@ def test_serve_workers_with_daemon_start_logs_and_stop(make_daemon, pg_url: str)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped
     assert not Path(f"/proc/{parent}").exists() or not children(parent)
     assert not d.socket.exists()
+
+
+def test_daemon_reload_on_one_connection_reloads_every_worker(make_daemon, pg_url: str) -> None:
+    """`voicecall daemon reload` reaches one worker; that worker has the parent pass SIGHUP to
+    every worker, so both apply the edited file (each logs `config reloaded ... inbound_policy`)."""
+    d = start_workers(make_daemon, pg_url)
+    text = (d.home / "config.toml").read_text()
+    d.write_config('inbound_policy = "open"\n' + text)
+    done = d.cli("daemon", "reload")
+    assert done.returncode == 0, done.stderr
+    assert "inbound_policy" in done.stdout
+
+    def reloaded() -> set[str]:
+        return {tag for tag in ("w1", "w2") if any(
+            f" {tag} daemon.reload: config reloaded" in line and "inbound_policy" in line
+            for line in d.log_text().splitlines())}
+
+    wait_for(lambda: reloaded() == {"w1", "w2"}, 30, message="both workers to reload")
