@@ -13,8 +13,9 @@ from typing import Any
 from aiohttp import web
 
 
-def run(main: Callable[[argparse.Namespace], Coroutine[Any, Any, None]],
-        args: argparse.Namespace) -> None:
+def run(
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, None]], args: argparse.Namespace
+) -> None:
     """`main(args)` on uvloop (what the daemon runs on), or on asyncio without it."""
     try:
         import uvloop

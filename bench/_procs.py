@@ -60,7 +60,7 @@ def expect(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
         if not line:
             raise RuntimeError(f"process exited ({proc.poll()}) before {prefix!r}")
         if line.startswith(prefix):
-            return line[len(prefix):].strip()
+            return line[len(prefix) :].strip()
     raise RuntimeError(f"timed out waiting for {prefix!r}")
 
 
@@ -99,21 +99,40 @@ def family(pid: int) -> list[int]:
     return [pid, *(int(c) for c in children)]
 
 
-def start_daemon(home: Path, *, core: int | None, nice: int, log_level: str,
-                 cwd: Path = REPO, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_daemon(
+    home: Path, *, core: int | None, nice: int, log_level: str, cwd: Path = REPO, workers: int = 1
+) -> subprocess.Popen[bytes]:
     """`voicecall daemon run` (the real CLI entry point, exec'd into the daemon) on `home`'s
     config.toml, pinned to `core`, logging to home/daemon.log; no vendor key or voicecall
     setting of the caller's environment leaks in. `workers` > 1: `--workers N` (the workers
     inherit the pinning)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("VOICECALL_", "OPENAI_", "ELEVENLABS_", "TWILIO_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VOICECALL_", "OPENAI_", "ELEVENLABS_", "TWILIO_"))
+    }
     env.update(VOICECALL_HOME=str(home), VOICECALL_NO_KEYRING="1", VOICECALL_LOG_LEVEL=log_level)
     with open(home / "daemon.log", "wb") as daemon_log:
         daemon = subprocess.Popen(
-            pinned(core, [sys.executable, "-m", "voicecall_cli", "--socket",
-                          str(home / "run" / "daemon.sock"), "daemon", "run",
-                          *(["--workers", str(workers)] if workers > 1 else [])]),
-            env=env, cwd=cwd, stdout=daemon_log, stderr=daemon_log, start_new_session=True)
+            pinned(
+                core,
+                [
+                    sys.executable,
+                    "-m",
+                    "voicecall_cli",
+                    "--socket",
+                    str(home / "run" / "daemon.sock"),
+                    "daemon",
+                    "run",
+                    *(["--workers", str(workers)] if workers > 1 else []),
+                ],
+            ),
+            env=env,
+            cwd=cwd,
+            stdout=daemon_log,
+            stderr=daemon_log,
+            start_new_session=True,
+        )
     prioritise(daemon, nice)
     return daemon
 

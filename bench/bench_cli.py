@@ -56,9 +56,11 @@ def main() -> None:
         _time_runs(argv, 2, daemon.env)  # warm the page cache and .pyc files
         cli = _time_runs(argv, n, daemon.env)
         base = _time_runs([sys.executable, "-c", "pass"], n, daemon.env)
-    print(f"cli_status median={median(cli):.1f}ms p90={percentile(cli, 90):.1f}ms "
-          f"min={min(cli):.1f}ms n={n} target_median<=120ms "
-          f"python_startup median={median(base):.1f}ms p90={percentile(base, 90):.1f}ms")
+    print(
+        f"cli_status median={median(cli):.1f}ms p90={percentile(cli, 90):.1f}ms "
+        f"min={min(cli):.1f}ms n={n} target_median<=120ms "
+        f"python_startup median={median(base):.1f}ms p90={percentile(base, 90):.1f}ms"
+    )
 
 
 if __name__ == "__main__":

@@ -74,15 +74,17 @@ FROM = "+15550100000"
 STARVED_PCT = 10.0
 """A daemon that waited for its core more than this share of the window was starved by other
 work on the machine: its figures say little about the daemon."""
-GREETING = " ".join(["Thank you for calling the Acme clinic, this is the automated assistant."]
-                    + [f"Part {i} of our opening hours and services follows now." for i in
-                       range(1, 8)])
+GREETING = " ".join(
+    ["Thank you for calling the Acme clinic, this is the automated assistant."]
+    + [f"Part {i} of our opening hours and services follows now." for i in range(1, 8)]
+)
 
 
 PACER_LINE = re.compile(
     r"^(\S+ \S+) INFO (?:w\d+ )?daemon\.media\.pacer: media pacer: (\d+) streams; "
     r"tick lateness p50 (\d+) ms, p99 (\d+) ms, max (\d+) ms; "
-    r"tick work p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms")
+    r"tick work p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms"
+)
 
 
 def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]:
@@ -98,14 +100,14 @@ def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]
         if not since <= at <= until + 1:
             continue
         worst["reports"] += 1
-        for key, group in (("late_p99", 4), ("late_max", 5), ("work_p99", 7),
-                           ("work_max", 8)):
+        for key, group in (("late_p99", 4), ("late_max", 5), ("work_p99", 7), ("work_max", 8)):
             worst[key] = max(worst[key], float(found.group(group)))
     return worst
 
 
-def twilio_config(fakes: str, n: int, greeting: str, *, top: str = "", streaming: str = "",
-                  tail: str = "") -> str:
+def twilio_config(
+    fakes: str, n: int, greeting: str, *, top: str = "", streaming: str = "", tail: str = ""
+) -> str:
     """Twilio at the fakes (a local api_base_url lets the local webhook URL stand), inbound
     calls open, streaming on; overall limits sized for n calls, per-address limits left at
     their defaults (the generator spreads calls over many source addresses). `top`: more
@@ -137,28 +139,54 @@ max_pending_connections = {n + 64}
 
 def daemon_config(fakes: str, n: int, tts: str, turns: bool, store: str = "") -> str:
     """Every vendor at the fakes: STT, the chat model (with `turns`), and `tts`."""
-    tts_table = (f'[tts]\nprovider = "elevenlabs"\n\n[tts.elevenlabs]\nbase_url = "{fakes}"\n'
-                 f'api_key = "{XI_KEY}"\nvoice_id = "bench-voice"\n' if tts == "elevenlabs"
-                 else f'[tts]\nprovider = "openai"\n\n[tts.openai]\nbase_url = "{fakes}/v1"\n'
-                 f'api_key = "{API_KEY}"\n')
+    tts_table = (
+        f'[tts]\nprovider = "elevenlabs"\n\n[tts.elevenlabs]\nbase_url = "{fakes}"\n'
+        f'api_key = "{XI_KEY}"\nvoice_id = "bench-voice"\n'
+        if tts == "elevenlabs"
+        else f'[tts]\nprovider = "openai"\n\n[tts.openai]\nbase_url = "{fakes}/v1"\n'
+        f'api_key = "{API_KEY}"\n'
+    )
     responder = 'response_model = "openai/gpt-4o-mini"\n' if turns else ""
     stt = fakes.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
     return twilio_config(
-        fakes, n, GREETING, top=responder + (f'store = "{store}"\n' if store else ""),
+        fakes,
+        n,
+        GREETING,
+        top=responder + (f'store = "{store}"\n' if store else ""),
         streaming=f'api_key = "{API_KEY}"\nstt_url = "{stt}"\n',
-        tail=f'[agent]\nbase_url = "{fakes}/v1"\napi_key = "{API_KEY}"\n\n{tts_table}')
+        tail=f'[agent]\nbase_url = "{fakes}/v1"\napi_key = "{API_KEY}"\n\n{tts_table}',
+    )
 
 
-def _spy(args: argparse.Namespace, pid: int, n: int, phase: str, seconds: float,
-         log: IO[str]) -> subprocess.Popen[bytes] | None:
+def _spy(
+    args: argparse.Namespace, pid: int, n: int, phase: str, seconds: float, log: IO[str]
+) -> subprocess.Popen[bytes] | None:
     """py-spy on the daemon for one phase (--py-spy-phase), collapsed stacks to a file."""
     if not args.py_spy or args.py_spy_phase != phase:
         return None
     out = f"{args.py_spy}-{args.tts}-{n}{'-ramp' if phase == 'ramp' else ''}.txt"
-    return subprocess.Popen(pinned(args.other_core, [
-        "py-spy", "record", "--pid", str(pid), "--rate", "250", "--duration",
-        str(max(1, round(seconds))), "--format", "raw", "--nonblocking", "-o", out]),
-        stdout=log, stderr=log)
+    return subprocess.Popen(
+        pinned(
+            args.other_core,
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "250",
+                "--duration",
+                str(max(1, round(seconds))),
+                "--format",
+                "raw",
+                "--nonblocking",
+                "-o",
+                out,
+            ],
+        ),
+        stdout=log,
+        stderr=log,
+    )
 
 
 def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
@@ -167,11 +195,23 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
     procs: list[subprocess.Popen[Any]] = []
     try:
         fakes = subprocess.Popen(
-            pinned(args.other_core, [sys.executable, str(HERE / "daemon_fakes.py"),
-                                      "--tts-seconds", str(args.tts_seconds),
-                                      "--turn-every", str(args.turn_every)]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-            start_new_session=True)
+            pinned(
+                args.other_core,
+                [
+                    sys.executable,
+                    str(HERE / "daemon_fakes.py"),
+                    "--tts-seconds",
+                    str(args.tts_seconds),
+                    "--turn-every",
+                    str(args.turn_every),
+                ],
+            ),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )
         prioritise(fakes, args.nice)
         procs.append(fakes)
         port = json.loads(expect(fakes, "READY ", 30))["port"]
@@ -181,8 +221,14 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
             text += '\n[webhook_security]\ntrusted_proxy_ips = ["127.0.0.1"]\n'
         (home / "config.toml").write_text(text)
         core = args.daemon_core if args.workers == 1 else None  # workers: every core
-        daemon = start_daemon(home, core=core, nice=args.nice,
-                              log_level=args.log_level, cwd=args.repo, workers=args.workers)
+        daemon = start_daemon(
+            home,
+            core=core,
+            nice=args.nice,
+            log_level=args.log_level,
+            cwd=args.repo,
+            workers=args.workers,
+        )
         procs.append(daemon)
         status = daemon_status(home, daemon, 60)
         deadline = time.monotonic() + 60
@@ -195,12 +241,30 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         idle_rss = sum(rss_kib(pid) for pid in pids)
         ramp_spy = _spy(args, daemon.pid, n, "ramp", n / args.rate + 2, log)
         gen = subprocess.Popen(
-            pinned(args.other_core, [sys.executable, str(HERE / "daemon_loadgen.py"),
-                                      "--webhook", status["webhookUrl"], "--auth-token",
-                                      AUTH_TOKEN, "--to", FROM, "--n", str(n),
-                                      "--rate", str(args.rate)]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
-            start_new_session=True)
+            pinned(
+                args.other_core,
+                [
+                    sys.executable,
+                    str(HERE / "daemon_loadgen.py"),
+                    "--webhook",
+                    status["webhookUrl"],
+                    "--auth-token",
+                    AUTH_TOKEN,
+                    "--to",
+                    FROM,
+                    "--n",
+                    str(n),
+                    "--rate",
+                    str(args.rate),
+                ],
+            ),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=REPO,
+            start_new_session=True,
+        )
         prioritise(gen, args.nice)
         procs.append(gen)
         ramped = json.loads(expect(gen, "RAMPED ", n / args.rate + 120))
@@ -242,12 +306,22 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
     messages = report["frames_out_window"] + report["frames_in_window"]
     return {
         "us_per_message": cpu[daemon.pid] / 100 * wall / max(1, messages) * 1e6,
-        "n": n, "tts": args.tts, "ramp": ramped, "gen": report, "vendor": vendor,
-        "daemon_cpu": cpu[daemon.pid], "daemon_runqueue_wait_pct": starved,
-        "fakes_cpu": cpu[fakes.pid], "gen_cpu": cpu[gen.pid],
-        "idle_rss_mib": idle_rss / 1024, "end_rss_mib": end_rss / 1024,
-        "rss_per_call_mib": (end_rss - idle_rss) / 1024 / n, "window_s": wall,
-        "log_errors": errors, "log_warnings": warnings, "machine": load,
+        "n": n,
+        "tts": args.tts,
+        "ramp": ramped,
+        "gen": report,
+        "vendor": vendor,
+        "daemon_cpu": cpu[daemon.pid],
+        "daemon_runqueue_wait_pct": starved,
+        "fakes_cpu": cpu[fakes.pid],
+        "gen_cpu": cpu[gen.pid],
+        "idle_rss_mib": idle_rss / 1024,
+        "end_rss_mib": end_rss / 1024,
+        "rss_per_call_mib": (end_rss - idle_rss) / 1024 / n,
+        "window_s": wall,
+        "log_errors": errors,
+        "log_warnings": warnings,
+        "machine": load,
         "pacer": pacer_figures(log_text, epoch0, epoch1),
     }
 
@@ -274,21 +348,23 @@ def summary(r: dict[str, Any]) -> str:
     invalid = " INVALID (load generator lagged)" if g["lagging"] or r["gen_cpu"] > 90 else ""
     if r["daemon_runqueue_wait_pct"] > STARVED_PCT:
         invalid += " STARVED (the daemon waited for its core: machine busy)"
-    return (f"tts={r['tts']} n={r['n']} healthy={g['healthy']}/{g['streams']} "
-            f"jitter p50={g['jitter_p50_ms']:.1f}ms p99={g['jitter_p99_ms']:.1f}ms "
-            f"worst_gap={g['worst_gap_ms']:.0f}ms "
-            f"first_audio p50={g['first_audio_p50_ms']:.0f}ms p99={g['first_audio_p99_ms']:.0f}ms "
-            f"webhook p50={g['webhook_p50_ms']:.1f}ms p99={g['webhook_p99_ms']:.1f}ms | "
-            f"daemon cpu={r['daemon_cpu']:.0f}% ({r['us_per_message']:.1f}us/media msg) "
-            f"waited={r['daemon_runqueue_wait_pct']:.0f}% rss={r['end_rss_mib']:.0f}MiB "
-            f"({r['rss_per_call_mib']:.2f}MiB/call) | fakes cpu={r['fakes_cpu']:.0f}% "
-            f"daemon tick late p99={r['pacer']['late_p99']:.0f}ms "
-            f"max={r['pacer']['late_max']:.0f}ms work p99={r['pacer']['work_p99']:.1f}ms | "
-            f"gen cpu={r['gen_cpu']:.0f}% gen tick p99={g['tick_late_p99_ms']:.1f}ms "
-            f"skipped={g['ticks_skipped']} | stt_open={v['stt_open']} "
-            f"tts={v['tts_requests']} transcripts={v['transcripts']} chat={v['chat_requests']} "
-            f"failures={g['failures'] or '-'} silent={g['silent']} closed={g['closed']} "
-            f"log E/W={r['log_errors']}/{r['log_warnings']} | {r['machine']}{invalid}")
+    return (
+        f"tts={r['tts']} n={r['n']} healthy={g['healthy']}/{g['streams']} "
+        f"jitter p50={g['jitter_p50_ms']:.1f}ms p99={g['jitter_p99_ms']:.1f}ms "
+        f"worst_gap={g['worst_gap_ms']:.0f}ms "
+        f"first_audio p50={g['first_audio_p50_ms']:.0f}ms p99={g['first_audio_p99_ms']:.0f}ms "
+        f"webhook p50={g['webhook_p50_ms']:.1f}ms p99={g['webhook_p99_ms']:.1f}ms | "
+        f"daemon cpu={r['daemon_cpu']:.0f}% ({r['us_per_message']:.1f}us/media msg) "
+        f"waited={r['daemon_runqueue_wait_pct']:.0f}% rss={r['end_rss_mib']:.0f}MiB "
+        f"({r['rss_per_call_mib']:.2f}MiB/call) | fakes cpu={r['fakes_cpu']:.0f}% "
+        f"daemon tick late p99={r['pacer']['late_p99']:.0f}ms "
+        f"max={r['pacer']['late_max']:.0f}ms work p99={r['pacer']['work_p99']:.1f}ms | "
+        f"gen cpu={r['gen_cpu']:.0f}% gen tick p99={g['tick_late_p99_ms']:.1f}ms "
+        f"skipped={g['ticks_skipped']} | stt_open={v['stt_open']} "
+        f"tts={v['tts_requests']} transcripts={v['transcripts']} chat={v['chat_requests']} "
+        f"failures={g['failures'] or '-'} silent={g['silent']} closed={g['closed']} "
+        f"log E/W={r['log_errors']}/{r['log_warnings']} | {r['machine']}{invalid}"
+    )
 
 
 def main() -> None:
@@ -299,36 +375,61 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="new calls per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=3.0, help="after the ramp")
-    parser.add_argument("--tts-seconds", type=float, default=20.0,
-                        help="audio per TTS request")
-    parser.add_argument("--turn-every", type=float, default=10.0,
-                        help="seconds between caller transcripts per call (0: none)")
+    parser.add_argument("--tts-seconds", type=float, default=20.0, help="audio per TTS request")
+    parser.add_argument(
+        "--turn-every",
+        type=float,
+        default=10.0,
+        help="seconds between caller transcripts per call (0: none)",
+    )
     parser.add_argument("--daemon-core", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="`daemon run --workers N` (N > 1: on every core, not pinned; a "
-                             "PostgreSQL store: --store, else a throwaway server)")
-    parser.add_argument("--store", default="",
-                        help="store URL (postgresql://...), or `throwaway` (a local server)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="`daemon run --workers N` (N > 1: on every core, not pinned; a "
+        "PostgreSQL store: --store, else a throwaway server)",
+    )
+    parser.add_argument(
+        "--store", default="", help="store URL (postgresql://...), or `throwaway` (a local server)"
+    )
     parser.add_argument("--other-core", type=int, default=1)
     parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--repo", default=str(REPO),
-                        help="checkout whose daemon runs (compare commits: a git worktree)")
+    parser.add_argument(
+        "--repo",
+        default=str(REPO),
+        help="checkout whose daemon runs (compare commits: a git worktree)",
+    )
     parser.add_argument("--log", default=os.devnull, help="fakes/generator stderr")
     parser.add_argument("--keep-logs", action="store_true", help="keep the daemon's home")
     parser.add_argument("--json", action="store_true", help="also print the raw figures")
-    parser.add_argument("--nice", type=int, default=0,
-                        help="scheduler nice of the three processes' own autogroups (root: "
-                             "-10 shields a level from other work on a shared machine)")
-    parser.add_argument("--py-spy", metavar="PREFIX",
-                        help="profile the daemon over the window: PREFIX-<tts>-<n>.txt "
-                             "(collapsed stacks; see bench/pyspy_breakdown.py)")
-    parser.add_argument("--py-spy-phase", choices=("window", "ramp"), default="window",
-                        help="profile the measured window or the ramp (webhooks, set-up)")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="scheduler nice of the three processes' own autogroups (root: "
+        "-10 shields a level from other work on a shared machine)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="PREFIX",
+        help="profile the daemon over the window: PREFIX-<tts>-<n>.txt "
+        "(collapsed stacks; see bench/pyspy_breakdown.py)",
+    )
+    parser.add_argument(
+        "--py-spy-phase",
+        choices=("window", "ramp"),
+        default="window",
+        help="profile the measured window or the ramp (webhooks, set-up)",
+    )
     args = parser.parse_args()
-    print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {uptime()} "
-          f"(before); daemon on core {args.daemon_core if args.workers == 1 else 'any'}"
-          f" ({args.workers} worker{'s' if args.workers > 1 else ''}), fakes+generator on "
-          f"core {args.other_core}, nice {args.nice}", flush=True)
+    print(
+        f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {uptime()} "
+        f"(before); daemon on core {args.daemon_core if args.workers == 1 else 'any'}"
+        f" ({args.workers} worker{'s' if args.workers > 1 else ''}), fakes+generator on "
+        f"core {args.other_core}, nice {args.nice}",
+        flush=True,
+    )
     with open(args.log, "a") as log:
         for n in (int(x) for x in args.n.split(",")):
             result = run_level(n, args, log)

@@ -64,12 +64,17 @@ API_KEY = "sk-bench-realtime-key-0001"
 
 def daemon_config(fakes: str, n: int) -> str:
     """Twilio at the fake's REST, streaming and realtime on; no TTS, no STT, no chat model."""
-    return twilio_config(fakes, n, "Thank you for calling the Acme clinic.", tail=f"""
+    return twilio_config(
+        fakes,
+        n,
+        "Thank you for calling the Acme clinic.",
+        tail=f"""
 [realtime]
 enabled = true
-base_url = "{fakes.replace('http://', 'ws://')}/v1/realtime"
+base_url = "{fakes.replace("http://", "ws://")}/v1/realtime"
 api_key = "{API_KEY}"
-""")
+""",
+    )
 
 
 def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
@@ -79,8 +84,12 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
     try:
         fake = subprocess.Popen(
             pinned(args.other_core, [sys.executable, str(HERE / "realtime_fake.py")]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-            start_new_session=True)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )
         prioritise(fake, args.nice)
         procs.append(fake)
         port = json.loads(expect(fake, "READY ", 30))["port"]
@@ -91,12 +100,30 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         time.sleep(1.0)
         idle_rss = rss_kib(daemon.pid)
         gen = subprocess.Popen(
-            pinned(args.other_core, [sys.executable, str(HERE / "realtime_loadgen.py"),
-                                      "--webhook", status["webhookUrl"], "--auth-token",
-                                      AUTH_TOKEN, "--to", FROM, "--n", str(n),
-                                      "--rate", str(args.rate)]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
-            start_new_session=True)
+            pinned(
+                args.other_core,
+                [
+                    sys.executable,
+                    str(HERE / "realtime_loadgen.py"),
+                    "--webhook",
+                    status["webhookUrl"],
+                    "--auth-token",
+                    AUTH_TOKEN,
+                    "--to",
+                    FROM,
+                    "--n",
+                    str(n),
+                    "--rate",
+                    str(args.rate),
+                ],
+            ),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=REPO,
+            start_new_session=True,
+        )
         prioritise(gen, args.nice)
         procs.append(gen)
         ramped = json.loads(expect(gen, "RAMPED ", n / args.rate + 120))
@@ -126,11 +153,17 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         shutil.rmtree(home, ignore_errors=True)
     frames = vendor["inbound_frames"] + report["outbound_frames"]
     return {
-        "n": n, "ramp": ramped, "gen": report, "vendor": vendor,
+        "n": n,
+        "ramp": ramped,
+        "gen": report,
+        "vendor": vendor,
         "us_per_frame": cpu[daemon.pid] / 100 * wall / max(1, frames) * 1e6,
-        "daemon_cpu": cpu[daemon.pid], "daemon_runqueue_wait_pct": starved,
-        "fake_cpu": cpu[fake.pid], "gen_cpu": cpu[gen.pid],
-        "rss_per_call_mib": (end_rss - idle_rss) / 1024 / n, "window_s": wall,
+        "daemon_cpu": cpu[daemon.pid],
+        "daemon_runqueue_wait_pct": starved,
+        "fake_cpu": cpu[fake.pid],
+        "gen_cpu": cpu[gen.pid],
+        "rss_per_call_mib": (end_rss - idle_rss) / 1024 / n,
+        "window_s": wall,
         "log_errors": sum(1 for line in log_text.splitlines() if " ERROR " in line),
         "log_error_lines": [line for line in log_text.splitlines() if " ERROR " in line][:5],
         "machine": load_during,
@@ -143,18 +176,20 @@ def summary(r: dict[str, Any]) -> str:
     flags = " INVALID (load generator lagged)" if g["lagging"] else ""
     if r["daemon_runqueue_wait_pct"] > STARVED_PCT:
         flags += " STARVED (the daemon waited for its core: machine busy)"
-    return (f"realtime n={r['n']} calls={g['streams']} | caller->vendor "
-            f"p50={v['inbound_p50_ms']:.2f}ms p99={v['inbound_p99_ms']:.2f}ms "
-            f"max={v['inbound_max_ms']:.1f}ms (frames={v['inbound_frames']}) | vendor->caller "
-            f"p50={g['outbound_p50_ms']:.2f}ms p99={g['outbound_p99_ms']:.2f}ms "
-            f"max={g['outbound_max_ms']:.1f}ms (frames={g['outbound_frames']}) | "
-            f"silent streams={g['silent']} closed={g['closed']} | "
-            f"daemon cpu={r['daemon_cpu']:.0f}% ({r['us_per_frame']:.0f}us/frame) "
-            f"waited={r['daemon_runqueue_wait_pct']:.0f}% "
-            f"rss/call={r['rss_per_call_mib']:.2f}MiB | fake cpu={r['fake_cpu']:.0f}% "
-            f"(tick p99 late {v['tick_late_p99_ms']:.1f}ms) gen cpu={r['gen_cpu']:.0f}% "
-            f"(tick p99 late {g['tick_late_p99_ms']:.1f}ms) | failures={g['failures'] or '-'} "
-            f"log errors={r['log_errors']} | {r['machine']} (mid-window){flags}")
+    return (
+        f"realtime n={r['n']} calls={g['streams']} | caller->vendor "
+        f"p50={v['inbound_p50_ms']:.2f}ms p99={v['inbound_p99_ms']:.2f}ms "
+        f"max={v['inbound_max_ms']:.1f}ms (frames={v['inbound_frames']}) | vendor->caller "
+        f"p50={g['outbound_p50_ms']:.2f}ms p99={g['outbound_p99_ms']:.2f}ms "
+        f"max={g['outbound_max_ms']:.1f}ms (frames={g['outbound_frames']}) | "
+        f"silent streams={g['silent']} closed={g['closed']} | "
+        f"daemon cpu={r['daemon_cpu']:.0f}% ({r['us_per_frame']:.0f}us/frame) "
+        f"waited={r['daemon_runqueue_wait_pct']:.0f}% "
+        f"rss/call={r['rss_per_call_mib']:.2f}MiB | fake cpu={r['fake_cpu']:.0f}% "
+        f"(tick p99 late {v['tick_late_p99_ms']:.1f}ms) gen cpu={r['gen_cpu']:.0f}% "
+        f"(tick p99 late {g['tick_late_p99_ms']:.1f}ms) | failures={g['failures'] or '-'} "
+        f"log errors={r['log_errors']} | {r['machine']} (mid-window){flags}"
+    )
 
 
 def main() -> None:
@@ -169,17 +204,23 @@ def main() -> None:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log", default=os.devnull, help="fake/generator stderr")
     parser.add_argument("--json", action="store_true", help="also print the raw figures")
-    parser.add_argument("--nice", type=int, default=0,
-                        help="scheduler nice of the three processes' own autogroups (root: "
-                        "-10 shields a level from other work on a shared machine, as in "
-                        "bench_daemon_streams.py)")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="scheduler nice of the three processes' own autogroups (root: "
+        "-10 shields a level from other work on a shared machine, as in "
+        "bench_daemon_streams.py)",
+    )
     args = parser.parse_args()
     args.daemon_core = None if args.daemon_core < 0 else args.daemon_core
     args.other_core = None if args.other_core < 0 else args.other_core
-    print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {uptime()} (before); "
-          f"daemon on core {args.daemon_core}, fake+generator on core {args.other_core}, "
-          f"nice {args.nice}",
-          flush=True)
+    print(
+        f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {uptime()} (before); "
+        f"daemon on core {args.daemon_core}, fake+generator on core {args.other_core}, "
+        f"nice {args.nice}",
+        flush=True,
+    )
     with open(args.log, "a") as log:
         for n in (int(x) for x in args.n.split(",")):
             result = run_level(n, args, log)

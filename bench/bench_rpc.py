@@ -37,8 +37,10 @@ def _series(socket_path: Path, n: int, out: list[float]) -> None:
 def _concurrent(socket_path: Path, n: int, clients: int) -> tuple[list[float], float]:
     """`n` calls split over `clients` threads; returns latencies and wall seconds."""
     per = [[] for _ in range(clients)]  # type: list[list[float]]
-    threads = [threading.Thread(target=_series, args=(socket_path, n // clients, per[i]))
-               for i in range(clients)]
+    threads = [
+        threading.Thread(target=_series, args=(socket_path, n // clients, per[i]))
+        for i in range(clients)
+    ]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -49,8 +51,10 @@ def _concurrent(socket_path: Path, n: int, clients: int) -> tuple[list[float], f
 
 
 def _fmt(name: str, values: list[float]) -> str:
-    return (f"{name} p50={percentile(values, 50):.3f}ms p99={percentile(values, 99):.3f}ms "
-            f"max={max(values):.2f}ms")
+    return (
+        f"{name} p50={percentile(values, 50):.3f}ms p99={percentile(values, 99):.3f}ms "
+        f"max={max(values):.2f}ms"
+    )
 
 
 def main() -> None:
@@ -66,9 +70,11 @@ def main() -> None:
         _series(daemon.socket, args.n, single)
         single_wall = time.perf_counter() - started
         many, wall = _concurrent(daemon.socket, args.n, args.clients)
-    print(f"rpc {_fmt('single', single)} rate={args.n / single_wall:.0f}/s | "
-          f"{_fmt(f'concurrent{args.clients}', many)} rate={len(many) / wall:.0f}/s "
-          f"n={args.n} target_p99<=2ms")
+    print(
+        f"rpc {_fmt('single', single)} rate={args.n / single_wall:.0f}/s | "
+        f"{_fmt(f'concurrent{args.clients}', many)} rate={len(many) / wall:.0f}/s "
+        f"n={args.n} target_p99<=2ms"
+    )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,18 @@ from daemon.store.location import StoreLocation
 async def run(location: StoreLocation, events: int, calls: int, concurrency: int) -> None:
     store = create_store(location)
     await store.open()
-    records = [CallRecord(f"bench-{i}", "mock", Direction.OUTBOUND, CallMode.CONVERSATION,
-                          "+15550001111", "+15550002222", provider_call_id=f"p-{i}")
-               for i in range(calls)]
+    records = [
+        CallRecord(
+            f"bench-{i}",
+            "mock",
+            Direction.OUTBOUND,
+            CallMode.CONVERSATION,
+            "+15550001111",
+            "+15550002222",
+            provider_call_id=f"p-{i}",
+        )
+        for i in range(calls)
+    ]
     per_call = events // calls
     latencies: list[float] = []
     gate = asyncio.Semaphore(concurrency)
@@ -40,9 +49,12 @@ async def run(location: StoreLocation, events: int, calls: int, concurrency: int
         for n in range(per_call):
             async with gate:
                 started = time.perf_counter()
-                await store.record(record, EventType.SPEECH,
-                                   {"transcript": f"turn {n}", "turnLatencyMs": 12.5},
-                                   dedupe_key=f"{record.call_id}:{n}")
+                await store.record(
+                    record,
+                    EventType.SPEECH,
+                    {"transcript": f"turn {n}", "turnLatencyMs": 12.5},
+                    dedupe_key=f"{record.call_id}:{n}",
+                )
                 latencies.append((time.perf_counter() - started) * 1000)
 
     started = time.perf_counter()
@@ -50,9 +62,11 @@ async def run(location: StoreLocation, events: int, calls: int, concurrency: int
     elapsed = time.perf_counter() - started
     await store.close()
     done = len(latencies)
-    print(f"{location.kind.value}: {done} records in {elapsed:.2f} s = {done / elapsed:.0f}/s; "
-          f"latency p50 {percentile(latencies, 50):.2f} ms, p99 {percentile(latencies, 99):.2f} "
-          f"ms (concurrency {concurrency}, {calls} calls)")
+    print(
+        f"{location.kind.value}: {done} records in {elapsed:.2f} s = {done / elapsed:.0f}/s; "
+        f"latency p50 {percentile(latencies, 50):.2f} ms, p99 {percentile(latencies, 99):.2f} "
+        f"ms (concurrency {concurrency}, {calls} calls)"
+    )
 
 
 def main() -> None:

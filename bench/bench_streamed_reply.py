@@ -67,8 +67,9 @@ async def _run(turns: int) -> dict[str, Any]:
                 frames, echoed = len(stream.frames), len(stream.echoed)
                 chats, finished = len(fake.chat_at), len(fake.chat_finished)
                 started = time.monotonic()
-                await fake.transcript_completed(f"When do you open, question {turn}?",
-                                                item_id=f"item_{turn}")
+                await fake.transcript_completed(
+                    f"When do you open, question {turn}?", item_id=f"item_{turn}"
+                )
                 await sim.wait_for(lambda n=frames: len(stream.frames) > n, timeout=10)
                 at = stream.frames[frames].at
                 first.append((at - started) * 1000)
@@ -92,17 +93,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=20, help="caller turns")
     args = parser.parse_args()
-    print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {uptime()} (before)",
-          flush=True)
+    print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {uptime()} (before)", flush=True)
     r = asyncio.run(_run(args.turns))
     first, done, own = r["first"], r["done"], r["own"]
     before = sum(1 for f, d in zip(first, done, strict=True) if f < d)
-    print(f"streamed reply transcript->first_reply_frame p50={percentile(first, 50):.0f}ms "
-          f"p95={percentile(first, 95):.0f}ms max={max(first):.0f}ms | model finished "
-          f"p50={percentile(done, 50):.0f}ms | toolkit part (first frame - first sentence "
-          f"sent) p50={percentile(own, 50):.1f}ms p95={percentile(own, 95):.1f}ms | "
-          f"first sentence heard before the model finished: {before}/{len(first)} | "
-          f"daemon_log_errors={r['errors']} | {uptime()} (after)")
+    print(
+        f"streamed reply transcript->first_reply_frame p50={percentile(first, 50):.0f}ms "
+        f"p95={percentile(first, 95):.0f}ms max={max(first):.0f}ms | model finished "
+        f"p50={percentile(done, 50):.0f}ms | toolkit part (first frame - first sentence "
+        f"sent) p50={percentile(own, 50):.1f}ms p95={percentile(own, 95):.1f}ms | "
+        f"first sentence heard before the model finished: {before}/{len(first)} | "
+        f"daemon_log_errors={r['errors']} | {uptime()} (after)"
+    )
 
 
 if __name__ == "__main__":

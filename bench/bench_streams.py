@@ -39,14 +39,18 @@ from _procs import command, cpu_seconds, expect, rss_kib  # noqa: E402
 from stream_server import AUTH_TOKEN  # noqa: E402
 
 
-def run_level(n: int, seconds: float, warmup: float, log: IO[str],
-              refreeze: bool = False) -> dict[str, Any]:
+def run_level(
+    n: int, seconds: float, warmup: float, log: IO[str], refreeze: bool = False
+) -> dict[str, Any]:
     """One level: server + client processes, steady window, both reports."""
     extra = ["--refreeze"] if refreeze else []
-    server = subprocess.Popen([sys.executable, str(HERE / "stream_server.py"), "--n", str(n),
-                               *extra],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                              text=True)
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "stream_server.py"), "--n", str(n), *extra],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     client = None
     try:
         ready = json.loads(expect(server, "READY ", 30))
@@ -56,9 +60,20 @@ def run_level(n: int, seconds: float, warmup: float, log: IO[str],
             json.dump(ready["calls"], f)
             calls_file = f.name
         client = subprocess.Popen(
-            [sys.executable, str(HERE / "stream_client.py"), "--port", str(ready["port"]),
-             "--calls", calls_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=log, text=True, env={**os.environ, "BENCH_TWILIO_TOKEN": AUTH_TOKEN})
+            [
+                sys.executable,
+                str(HERE / "stream_client.py"),
+                "--port",
+                str(ready["port"]),
+                "--calls",
+                calls_file,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env={**os.environ, "BENCH_TWILIO_TOKEN": AUTH_TOKEN},
+        )
         connected = expect(client, "CONNECTED ", 120).split()
         os.unlink(calls_file)
         time.sleep(warmup)
@@ -84,27 +99,39 @@ def run_level(n: int, seconds: float, warmup: float, log: IO[str],
                 proc.kill()
             if proc is not None:
                 proc.wait()
-    return {"n": n, "connected": int(connected[0]), "connect_s": float(connected[1]),
-            "server": srv, "client": cli, "server_cpu": server_cpu, "client_cpu": client_cpu,
-            "idle_rss": idle_rss, "busy_rss": busy_rss, "end_rss": end_rss,
-            "rss_per_stream": (busy_rss - idle_rss) / 1024 / n, "seconds": wall}
+    return {
+        "n": n,
+        "connected": int(connected[0]),
+        "connect_s": float(connected[1]),
+        "server": srv,
+        "client": cli,
+        "server_cpu": server_cpu,
+        "client_cpu": client_cpu,
+        "idle_rss": idle_rss,
+        "busy_rss": busy_rss,
+        "end_rss": end_rss,
+        "rss_per_stream": (busy_rss - idle_rss) / 1024 / n,
+        "seconds": wall,
+    }
 
 
 def summary(r: dict[str, Any]) -> str:
     """The one-line summary of a level."""
     s, c = r["server"], r["client"]
-    return (f"streams={r['n']} bound={s['sessions']} "
-            f"server_send_jitter p50={s['jitter_p50']:.1f}ms p99={s['jitter_p99']:.1f}ms "
-            f"max_gap={s['max_gap']:.0f}ms gaps>60ms={s['gaps_over_60']} "
-            f"tick_late_p99={s['tick_late_p99']:.1f}ms "
-            f"gc2={s['gc']['2'][0]}x/max{s['gc']['2'][1]}ms | "
-            f"client_recv_jitter p50={c['jitter_p50']:.1f}ms p99={c['jitter_p99']:.1f}ms "
-            f"max_gap={c['max_gap']:.0f}ms gaps>60ms={c['gaps_over_60']} | "
-            f"server_cpu={r['server_cpu']:.0f}% client_cpu={r['client_cpu']:.0f}% "
-            f"rss_idle={r['idle_rss'] / 1024:.0f}MiB rss_busy={r['busy_rss'] / 1024:.0f}MiB "
-            f"rss_per_stream={r['rss_per_stream']:.3f}MiB | frames_out={s['frames']} "
-            f"in={c['inbound_sent']} skipped_in_ticks={c['inbound_ticks_skipped']} "
-            f"window={r['seconds']:.0f}s target: n>=500 p99<=10ms gap<=60ms rss<=2MiB")
+    return (
+        f"streams={r['n']} bound={s['sessions']} "
+        f"server_send_jitter p50={s['jitter_p50']:.1f}ms p99={s['jitter_p99']:.1f}ms "
+        f"max_gap={s['max_gap']:.0f}ms gaps>60ms={s['gaps_over_60']} "
+        f"tick_late_p99={s['tick_late_p99']:.1f}ms "
+        f"gc2={s['gc']['2'][0]}x/max{s['gc']['2'][1]}ms | "
+        f"client_recv_jitter p50={c['jitter_p50']:.1f}ms p99={c['jitter_p99']:.1f}ms "
+        f"max_gap={c['max_gap']:.0f}ms gaps>60ms={c['gaps_over_60']} | "
+        f"server_cpu={r['server_cpu']:.0f}% client_cpu={r['client_cpu']:.0f}% "
+        f"rss_idle={r['idle_rss'] / 1024:.0f}MiB rss_busy={r['busy_rss'] / 1024:.0f}MiB "
+        f"rss_per_stream={r['rss_per_stream']:.3f}MiB | frames_out={s['frames']} "
+        f"in={c['inbound_sent']} skipped_in_ticks={c['inbound_ticks_skipped']} "
+        f"window={r['seconds']:.0f}s target: n>=500 p99<=10ms gap<=60ms rss<=2MiB"
+    )
 
 
 def main() -> None:
@@ -115,8 +142,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds after connecting")
     parser.add_argument("--log", default=os.devnull, help="server/client stderr goes here")
     parser.add_argument("--json", action="store_true", help="also print the raw figures")
-    parser.add_argument("--refreeze", action="store_true",
-                        help="experiment: the server freezes the GC again once streams are up")
+    parser.add_argument(
+        "--refreeze",
+        action="store_true",
+        help="experiment: the server freezes the GC again once streams are up",
+    )
     args = parser.parse_args()
     with open(args.log, "a") as log:
         for n in (int(x) for x in args.n.split(",")):

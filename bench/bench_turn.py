@@ -128,15 +128,15 @@ async def _run(turns: int) -> dict[str, Any]:
                 frames, echoed = len(stream.frames), len(stream.echoed)
                 chats, speeches = len(fake.chat_at), len(fake.tts_at)
                 started = time.monotonic()
-                await fake.transcript_completed(f"Question number {turn}?",
-                                                item_id=f"item_{turn}")
+                await fake.transcript_completed(f"Question number {turn}?", item_id=f"item_{turn}")
                 await sim.wait_for(lambda n=frames: len(stream.frames) > n, timeout=10)
                 first = stream.frames[frames].at
                 latencies.append((first - started) * 1000)
                 if len(fake.chat_at) > chats and len(fake.tts_at) > speeches:
                     chat, tts = fake.chat_at[chats], fake.tts_at[speeches]
-                    parts.append(((chat - started) * 1000, (tts - chat) * 1000,
-                                  (first - tts) * 1000))
+                    parts.append(
+                        ((chat - started) * 1000, (tts - chat) * 1000, (first - tts) * 1000)
+                    )
                 # the reply played out and its mark came back: the utterance is settled
                 await sim.wait_for(lambda n=echoed: len(stream.echoed) > n, timeout=10)
                 await asyncio.sleep(0.02)
@@ -160,12 +160,16 @@ def main() -> None:
     parts = result["parts"]
     split = " ".join(
         f"{name}={percentile([p[i] for p in parts], 50):.1f}ms"
-        for i, name in enumerate(("transcript->chat_req", "chat_req->tts_req",
-                                  "tts_req->first_frame")))
-    print(f"turn transcript->first_reply_frame p50={percentile(lat, 50):.1f}ms "
-          f"p95={percentile(lat, 95):.1f}ms p99={percentile(lat, 99):.1f}ms "
-          f"max={max(lat):.1f}ms | medians {split} | n={len(lat)} "
-          f"daemon_log_errors={result['errors']} target_p95<=30ms")
+        for i, name in enumerate(
+            ("transcript->chat_req", "chat_req->tts_req", "tts_req->first_frame")
+        )
+    )
+    print(
+        f"turn transcript->first_reply_frame p50={percentile(lat, 50):.1f}ms "
+        f"p95={percentile(lat, 95):.1f}ms p99={percentile(lat, 99):.1f}ms "
+        f"max={max(lat):.1f}ms | medians {split} | n={len(lat)} "
+        f"daemon_log_errors={result['errors']} target_p95<=30ms"
+    )
 
 
 if __name__ == "__main__":

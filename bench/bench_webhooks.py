@@ -67,11 +67,15 @@ class _Stub(BaseHTTPRequestHandler):
 
 def _config(provider: str, api_base_url: str) -> str:
     if provider == "twilio":
-        table = (f'[twilio]\naccount_sid = "{TWILIO_SID}"\nauth_token = "{TWILIO_TOKEN}"\n'
-                 f'api_base_url = "{api_base_url}"\n')
+        table = (
+            f'[twilio]\naccount_sid = "{TWILIO_SID}"\nauth_token = "{TWILIO_TOKEN}"\n'
+            f'api_base_url = "{api_base_url}"\n'
+        )
     else:
-        table = (f'[plivo]\nauth_id = "{PLIVO_ID}"\nauth_token = "{PLIVO_TOKEN}"\n'
-                 f'api_base_url = "{api_base_url}"\n')
+        table = (
+            f'[plivo]\nauth_id = "{PLIVO_ID}"\nauth_token = "{PLIVO_TOKEN}"\n'
+            f'api_base_url = "{api_base_url}"\n'
+        )
     return f'provider = "{provider}"\nfrom_number = "{FROM}"\n\n[serve]\nport = 0\n\n{table}'
 
 
@@ -81,33 +85,54 @@ def _deliveries(provider: str, webhook_url: str, n: int) -> list[tuple[str, byte
     if provider == "twilio":
         signer = TwilioVerifier(TWILIO_TOKEN)
         for i in range(n):
-            params = [("AccountSid", TWILIO_SID), ("CallSid", "CA" + uuid.uuid4().hex),
-                      ("CallStatus", "completed"), ("Direction", "outbound-api"),
-                      ("From", FROM), ("To", f"+1555{i:07d}"), ("CallDuration", "3")]
-            headers = {"X-Twilio-Signature": signer.compute_signature(webhook_url, params),
-                       "Content-Type": "application/x-www-form-urlencoded"}
+            params = [
+                ("AccountSid", TWILIO_SID),
+                ("CallSid", "CA" + uuid.uuid4().hex),
+                ("CallStatus", "completed"),
+                ("Direction", "outbound-api"),
+                ("From", FROM),
+                ("To", f"+1555{i:07d}"),
+                ("CallDuration", "3"),
+            ]
+            headers = {
+                "X-Twilio-Signature": signer.compute_signature(webhook_url, params),
+                "Content-Type": "application/x-www-form-urlencoded",
+            }
             out.append((webhook_url, urlencode(params).encode(), headers))
         return out
     plivo = PlivoVerifier(PLIVO_TOKEN)
     url = webhook_url + "?flow=hangup"
     for i in range(n):
-        params = [("CallUUID", str(uuid.uuid4())), ("CallStatus", "completed"),
-                  ("Direction", "outbound"), ("From", FROM), ("To", f"+1555{i:07d}"),
-                  ("Event", "Hangup"), ("HangupCause", "NORMAL_CLEARING")]
+        params = [
+            ("CallUUID", str(uuid.uuid4())),
+            ("CallStatus", "completed"),
+            ("Direction", "outbound"),
+            ("From", FROM),
+            ("To", f"+1555{i:07d}"),
+            ("Event", "Hangup"),
+            ("HangupCause", "NORMAL_CLEARING"),
+        ]
         nonce = str(secrets.randbelow(10**20))
-        headers = {"X-Plivo-Signature-V3": plivo.compute_v3("POST", url, params, nonce),
-                   "X-Plivo-Signature-V3-Nonce": nonce,
-                   "Content-Type": "application/x-www-form-urlencoded"}
+        headers = {
+            "X-Plivo-Signature-V3": plivo.compute_v3("POST", url, params, nonce),
+            "X-Plivo-Signature-V3-Nonce": nonce,
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
         out.append((url, urlencode(params).encode(), headers))
     return out
 
 
-async def _flood(deliveries: list[tuple[str, bytes, dict[str, str]]],
-                 concurrency: int) -> tuple[list[float], float, collections.Counter[int]]:
+async def _flood(
+    deliveries: list[tuple[str, bytes, dict[str, str]]], concurrency: int
+) -> tuple[list[float], float, collections.Counter[int]]:
     """Send every delivery with `concurrency` in flight; latencies (ms), wall seconds, statuses."""
     addresses = max(1, -(-concurrency // PER_ADDRESS))
-    sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-        limit=0, local_addr=(f"127.0.0.{2 + k}", 0))) for k in range(addresses)]
+    sessions = [
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, local_addr=(f"127.0.0.{2 + k}", 0))
+        )
+        for k in range(addresses)
+    ]
     latencies: list[float] = []
     statuses: collections.Counter[int] = collections.Counter()
     cursor = iter(range(len(deliveries)))
@@ -137,8 +162,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _measured(pid: int, deliveries: list[tuple[str, bytes, dict[str, str]]],
-              concurrency: int) -> tuple[list[float], float, collections.Counter[int], float]:
+def _measured(
+    pid: int, deliveries: list[tuple[str, bytes, dict[str, str]]], concurrency: int
+) -> tuple[list[float], float, collections.Counter[int], float]:
     """One pass, plus the daemon's CPU use during it (1.0 = one core busy)."""
     cpu = _cpu_seconds(pid)
     latencies, wall, statuses = asyncio.run(_flood(deliveries, concurrency))
@@ -147,9 +173,11 @@ def _measured(pid: int, deliveries: list[tuple[str, bytes, dict[str, str]]],
 
 def _fmt(name: str, run: tuple[list[float], float, collections.Counter[int], float]) -> str:
     latencies, wall, _, cpu = run
-    return (f"{name} rate={len(latencies) / wall:.0f}/s p50={percentile(latencies, 50):.2f}ms "
-            f"p99={percentile(latencies, 99):.2f}ms max={max(latencies):.1f}ms "
-            f"daemon_cpu={cpu:.0%}")
+    return (
+        f"{name} rate={len(latencies) / wall:.0f}/s p50={percentile(latencies, 50):.2f}ms "
+        f"p99={percentile(latencies, 99):.2f}ms max={max(latencies):.1f}ms "
+        f"daemon_cpu={cpu:.0%}"
+    )
 
 
 def main() -> None:
@@ -159,8 +187,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     parser.add_argument("--provider", choices=("twilio", "plivo"), default="twilio")
     args = parser.parse_args()
-    if args.provider == "twilio" and not (
-            Path(__file__).resolve().parent.parent / "daemon/providers/twilio.py").exists():
+    if (
+        args.provider == "twilio"
+        and not (Path(__file__).resolve().parent.parent / "daemon/providers/twilio.py").exists()
+    ):
         raise SystemExit("daemon/providers/twilio.py is not there yet: run with --provider plivo")
     stub = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
     threading.Thread(target=stub.serve_forever, daemon=True).start()
@@ -177,9 +207,11 @@ def main() -> None:
     finally:
         stub.shutdown()
     bad = {s: c for s, c in (unique[2] + replay[2]).items() if s != 200}
-    print(f"webhooks {args.provider} {_fmt('unique', unique)} | {_fmt('replay', replay)} | "
-          f"n={args.n} c={args.concurrency} "
-          f"non200={bad or 0} target>=2000/s p99<=20ms")
+    print(
+        f"webhooks {args.provider} {_fmt('unique', unique)} | {_fmt('replay', replay)} | "
+        f"n={args.n} c={args.concurrency} "
+        f"non200={bad or 0} target>=2000/s p99<=20ms"
+    )
 
 
 if __name__ == "__main__":

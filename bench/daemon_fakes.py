@@ -64,9 +64,16 @@ class Fakes:
         self.ulaw_chunk = int(ULAW_RATE * CHUNK_SECONDS)
         self.turn_every = turn_every
         self.counts: dict[str, int] = {
-            "rest": 0, "tts_requests": 0, "tts_completed": 0, "tts_failed": 0,
-            "stt_handshakes": 0, "stt_open": 0, "stt_appends": 0, "stt_audio_bytes": 0,
-            "transcripts": 0, "chat_requests": 0,
+            "rest": 0,
+            "tts_requests": 0,
+            "tts_completed": 0,
+            "tts_failed": 0,
+            "stt_handshakes": 0,
+            "stt_open": 0,
+            "stt_appends": 0,
+            "stt_audio_bytes": 0,
+            "transcripts": 0,
+            "chat_requests": 0,
         }
         self.tts_first_byte = array("d")
         """Seconds from request to first body chunk written (the fake's own latency)."""
@@ -88,8 +95,9 @@ class Fakes:
         status = "completed" if request.method == "POST" else "in-progress"
         return web.json_response({"sid": sid, "status": status})
 
-    async def _stream(self, request: web.Request, audio: bytes, chunk: int,
-                      content_type: str) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, audio: bytes, chunk: int, content_type: str
+    ) -> web.StreamResponse:
         started = time.perf_counter()
         self.counts["tts_requests"] += 1
         await request.read()
@@ -98,7 +106,7 @@ class Fakes:
             await response.prepare(request)
             first = True
             for start in range(0, len(audio), chunk):
-                await response.write(audio[start:start + chunk])
+                await response.write(audio[start : start + chunk])
                 if first:
                     self.tts_first_byte.append(time.perf_counter() - started)
                     first = False
@@ -120,8 +128,9 @@ class Fakes:
         body = await request.json()
         if not body.get("stream"):
             message = {"role": "assistant", "content": REPLY}
-            return web.json_response({"object": "chat.completion",
-                                      "choices": [{"index": 0, "message": message}]})
+            return web.json_response(
+                {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+            )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for word in REPLY.split(" "):
@@ -173,15 +182,16 @@ class Fakes:
                 ws = sockets[self._turn_index]
                 if not ws.closed:
                     self.counts["transcripts"] += 1
-                    event = {"type": "conversation.item.input_audio_transcription.completed",
-                             "item_id": f"item_{self.counts['transcripts']}",
-                             "transcript": TRANSCRIPT}
+                    event = {
+                        "type": "conversation.item.input_audio_transcription.completed",
+                        "item_id": f"item_{self.counts['transcripts']}",
+                        "transcript": TRANSCRIPT,
+                    }
                     loop.create_task(ws.send_str(json.dumps(event)))
         self._turn_handle = loop.call_later(0.05, self._turn, loop)
 
     def report(self) -> dict[str, Any]:
-        return {**self.counts,
-                "tts_first_byte_p99_ms": percentile(self.tts_first_byte, 99) * 1000}
+        return {**self.counts, "tts_first_byte_p99_ms": percentile(self.tts_first_byte, 99) * 1000}
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -204,10 +214,18 @@ async def _main(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tts-seconds", type=float, default=20.0,
-                        help="audio per TTS request (a long sentence keeps the daemon talking)")
-    parser.add_argument("--turn-every", type=float, default=10.0,
-                        help="seconds between final transcripts per STT connection (0: none)")
+    parser.add_argument(
+        "--tts-seconds",
+        type=float,
+        default=20.0,
+        help="audio per TTS request (a long sentence keeps the daemon talking)",
+    )
+    parser.add_argument(
+        "--turn-every",
+        type=float,
+        default=10.0,
+        help="seconds between final transcripts per STT connection (0: none)",
+    )
     run(_main, parser.parse_args())
 
 

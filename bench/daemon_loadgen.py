@@ -91,13 +91,23 @@ class LoadGen:
         source = index % len(self.sources)
         http = self.http[source]
         sid = "CA" + secrets.token_hex(16)
-        params = {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "CallSid": sid,
-                  "CallStatus": "ringing", "Called": self.args.to, "Caller": CALLER,
-                  "Direction": "inbound", "From": CALLER, "To": self.args.to}
+        params = {
+            "AccountSid": ACCOUNT_SID,
+            "ApiVersion": "2010-04-01",
+            "CallSid": sid,
+            "CallStatus": "ringing",
+            "Called": self.args.to,
+            "Caller": CALLER,
+            "Direction": "inbound",
+            "From": CALLER,
+            "To": self.args.to,
+        }
         url = self.args.webhook
-        headers = {"X-Twilio-Signature": self.verifier.compute_signature(url, params.items()),
-                   "Content-Type": "application/x-www-form-urlencoded",
-                   "I-Twilio-Idempotency-Token": secrets.token_hex(16)}
+        headers = {
+            "X-Twilio-Signature": self.verifier.compute_signature(url, params.items()),
+            "Content-Type": "application/x-www-form-urlencoded",
+            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+        }
         sent = time.perf_counter()
         try:
             async with http.post(url, data=urlencode(params), headers=headers) as response:
@@ -119,15 +129,23 @@ class LoadGen:
         parameters = dict(PARAMETER.findall(twiml))
         await self.stream(index, sid, stream_url, parameters, self.sources[source])
 
-    async def stream(self, index: int, sid: str, url: str, parameters: dict[str, str],
-                     source: str) -> None:
+    async def stream(
+        self, index: int, sid: str, url: str, parameters: dict[str, str], source: str
+    ) -> None:
         parts = urlsplit(url)
         request = upgrade_request(url, self.verifier.compute_signature(url))
-        stream = self.stream_class(index, parameters.get("callId", ""), sid,
-                            parameters.get("token", ""), request, self.loop)
+        stream = self.stream_class(
+            index,
+            parameters.get("callId", ""),
+            sid,
+            parameters.get("token", ""),
+            request,
+            self.loop,
+        )
         try:
-            await self.loop.create_connection(lambda: stream, parts.hostname,
-                                              parts.port or 80, local_addr=(source, 0))
+            await self.loop.create_connection(
+                lambda: stream, parts.hostname, parts.port or 80, local_addr=(source, 0)
+            )
             await asyncio.wait_for(stream.upgraded, 30)
         except (OSError, ConnectionError, TimeoutError):
             self._fail("stream upgrade failed")
@@ -136,8 +154,10 @@ class LoadGen:
         self.ticker.streams.append(stream)
 
     async def ramp(self) -> float:
-        self.http = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            limit=0, local_addr=(source, 0))) for source in self.sources]
+        self.http = [
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, local_addr=(source, 0)))
+            for source in self.sources
+        ]
         started = self.loop.time()
         tasks = []
         for index in range(self.args.n):
@@ -190,9 +210,12 @@ class LoadGen:
         lateness = list(self.ticker.lateness)
         late_p99 = percentile(lateness, 99)
         return {
-            "streams": len(streams), "healthy": healthy, "silent": silent,
+            "streams": len(streams),
+            "healthy": healthy,
+            "silent": silent,
             "closed": sum(1 for s in streams if s.closed.done()),
-            "jitter_p50_ms": percentile(jitter, 50), "jitter_p99_ms": percentile(jitter, 99),
+            "jitter_p50_ms": percentile(jitter, 50),
+            "jitter_p99_ms": percentile(jitter, 99),
             "worst_gap_ms": worst_gap * 1000,
             "first_audio_p50_ms": percentile(first_audio, 50),
             "first_audio_p99_ms": percentile(first_audio, 99),
@@ -200,11 +223,17 @@ class LoadGen:
             "webhook_p50_ms": percentile(self.webhook_ms, 50),
             "webhook_p99_ms": percentile(self.webhook_ms, 99),
             "webhook_max_ms": max(self.webhook_ms, default=math.nan),
-            "webhook_worst": sorted(((round(ms, 1), round(at, 2)) for ms, at in
-                                     zip(self.webhook_ms, self.webhook_at, strict=True)),
-                                    reverse=True)[:8],
-            "failures": self.failures, "marks_echoed": sum(s.marks for s in streams),
-            "inbound_sent": self.ticker.sent, "frames_out_window": frames_out,
+            "webhook_worst": sorted(
+                (
+                    (round(ms, 1), round(at, 2))
+                    for ms, at in zip(self.webhook_ms, self.webhook_at, strict=True)
+                ),
+                reverse=True,
+            )[:8],
+            "failures": self.failures,
+            "marks_echoed": sum(s.marks for s in streams),
+            "inbound_sent": self.ticker.sent,
+            "frames_out_window": frames_out,
             "frames_in_window": self.ticker.sent - self.sent_at_mark,
             "ticks_skipped": self.ticker.skipped,
             "tick_late_p99_ms": late_p99 * 1000,
@@ -224,8 +253,13 @@ async def drive(gen: LoadGen) -> None:
     ramp = await gen.ramp()
     gc.collect()
     gc.freeze()
-    print("RAMPED " + json.dumps({"streams": len(gen.ticker.streams), "ramp_s": ramp,
-                                  "failures": gen.failures}), flush=True)
+    print(
+        "RAMPED "
+        + json.dumps(
+            {"streams": len(gen.ticker.streams), "ramp_s": ramp, "failures": gen.failures}
+        ),
+        flush=True,
+    )
     since = math.inf
     async for line in commands():
         if line == "mark":
@@ -246,8 +280,9 @@ def arguments(doc: str, rate: float) -> argparse.Namespace:
     parser.add_argument("--to", default="+15550100000")
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--rate", type=float, default=rate, help="new calls per second")
-    parser.add_argument("--sources", type=int, default=64,
-                        help="source addresses the calls come from (127.0.x.y)")
+    parser.add_argument(
+        "--sources", type=int, default=64, help="source addresses the calls come from (127.0.x.y)"
+    )
     return parser.parse_args()
 
 

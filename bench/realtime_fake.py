@@ -106,7 +106,7 @@ class Fake:
         now = time.monotonic()
         start = data.index('"audio":"') + 9
         try:
-            audio = base64.b64decode(data[start:data.index('"', start)])
+            audio = base64.b64decode(data[start : data.index('"', start)])
         except (binascii.Error, ValueError):
             return
         self.appends += 1
@@ -119,17 +119,29 @@ class Fake:
 
     async def _new_response(self, model: Model, metadata: Any) -> None:
         model.response, model.item, model.frames = self._id("resp"), self._id("item"), 0
-        await model.ws.send_str(json.dumps({
-            "type": "response.created",
-            "response": {"id": model.response, "status": "in_progress", "metadata": metadata}}))
+        await model.ws.send_str(
+            json.dumps(
+                {
+                    "type": "response.created",
+                    "response": {
+                        "id": model.response,
+                        "status": "in_progress",
+                        "metadata": metadata,
+                    },
+                }
+            )
+        )
 
     async def _end_item(self, model: Model) -> None:
         base = f'"response_id":"{model.response}","item_id":"{model.item}"'
         await model.ws.send_str(f'{{"type":"response.output_audio.done",{base}}}')
-        await model.ws.send_str(f'{{"type":"response.output_audio_transcript.done",{base},'
-                                '"transcript":""}')
-        await model.ws.send_str(f'{{"type":"response.done","response":{{"id":'
-                                f'"{model.response}","status":"completed"}}}}')
+        await model.ws.send_str(
+            f'{{"type":"response.output_audio_transcript.done",{base},"transcript":""}}'
+        )
+        await model.ws.send_str(
+            f'{{"type":"response.done","response":{{"id":'
+            f'"{model.response}","status":"completed"}}}}'
+        )
         model.pause = self.pause_frames
 
     async def clock(self) -> None:
@@ -155,7 +167,8 @@ class Fake:
                 try:
                     await model.ws.send_str(
                         f'{{"type":"response.output_audio.delta","response_id":'
-                        f'"{model.response}","item_id":"{model.item}","delta":"{payload}"}}')
+                        f'"{model.response}","item_id":"{model.item}","delta":"{payload}"}}'
+                    )
                     self.deltas += 1
                     model.frames += 1
                     if model.frames >= self.item_frames:
@@ -165,11 +178,16 @@ class Fake:
 
     def report(self) -> dict[str, Any]:
         values = self.inbound_ms
-        return {"connections": len(self.models), "deltas": self.deltas,
-                "appends": self.appends, "inbound_frames": len(values),
-                "inbound_p50_ms": percentile(values, 50), "inbound_p99_ms": percentile(values, 99),
-                "inbound_max_ms": max(values, default=float("nan")),
-                "tick_late_p99_ms": percentile(self.tick_late, 99)}
+        return {
+            "connections": len(self.models),
+            "deltas": self.deltas,
+            "appends": self.appends,
+            "inbound_frames": len(values),
+            "inbound_p50_ms": percentile(values, 50),
+            "inbound_p99_ms": percentile(values, 99),
+            "inbound_max_ms": max(values, default=float("nan")),
+            "tick_late_p99_ms": percentile(self.tick_late, 99),
+        }
 
 
 async def _twilio(request: web.Request) -> web.Response:
@@ -198,10 +216,15 @@ async def _main(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--item-frames", type=int, default=250,
-                        help="frames per model audio item (250 = 5 s)")
-    parser.add_argument("--pause-frames", type=int, default=50,
-                        help="silent ticks between items (the caller's turn; 50 = 1 s)")
+    parser.add_argument(
+        "--item-frames", type=int, default=250, help="frames per model audio item (250 = 5 s)"
+    )
+    parser.add_argument(
+        "--pause-frames",
+        type=int,
+        default=50,
+        help="silent ticks between items (the caller's turn; 50 = 1 s)",
+    )
     run(_main, parser.parse_args())
 
 

@@ -58,7 +58,7 @@ class StampedStream(CallStream):
         if at < 0:
             return
         begin = at + len(_PAYLOAD)
-        stamp = bytes(buffer[begin:begin + _STAMP_CHARS])
+        stamp = bytes(buffer[begin : begin + _STAMP_CHARS])
         try:
             (sent,) = _STAMP.unpack_from(base64.b64decode(stamp))
         except (binascii.Error, struct.error):
@@ -75,8 +75,11 @@ class StampedTicker(Ticker):
 
     def frame(self, stream: Any) -> bytes:
         payload = base64.b64encode(_STAMP.pack(time.monotonic()) + _FILLER).decode()
-        return client_frame('{"event":"media","media":{"track":"inbound","payload":"' + payload
-                            + f'"}},"streamSid":"{stream.stream_sid}"}}')
+        return client_frame(
+            '{"event":"media","media":{"track":"inbound","payload":"'
+            + payload
+            + f'"}},"streamSid":"{stream.stream_sid}"}}'
+        )
 
 
 class RealtimeLoadGen(LoadGen):
@@ -97,9 +100,12 @@ class RealtimeLoadGen(LoadGen):
         StampedStream.window = False
         report = super().report(since, until)
         values = StampedStream.outbound_ms
-        report.update(outbound_frames=len(values), outbound_p50_ms=percentile(values, 50),
-                      outbound_p99_ms=percentile(values, 99),
-                      outbound_max_ms=max(values, default=math.nan))
+        report.update(
+            outbound_frames=len(values),
+            outbound_p50_ms=percentile(values, 50),
+            outbound_p99_ms=percentile(values, 99),
+            outbound_max_ms=max(values, default=math.nan),
+        )
         return report
 
 

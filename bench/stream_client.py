@@ -64,8 +64,15 @@ def client_frame(text: str | bytes, opcode: int = 0x1) -> bytes:
 class Stream(asyncio.Protocol):
     """One Twilio media stream."""
 
-    def __init__(self, index: int, call_id: str, sid: str, token: str, request: bytes,
-                 clock: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        index: int,
+        call_id: str,
+        sid: str,
+        token: str,
+        request: bytes,
+        clock: asyncio.AbstractEventLoop,
+    ) -> None:
         self.index = index
         self.stream_sid = f"MZ{index:032x}"
         self.call_id, self.sid, self.token = call_id, sid, token
@@ -82,7 +89,8 @@ class Stream(asyncio.Protocol):
         payload = base64.b64encode(b"\xff" * 160).decode()  # mu-law silence
         self.media = client_frame(
             '{"event":"media","sequenceNumber":"2","media":{"track":"inbound","chunk":"1",'
-            f'"timestamp":"20","payload":"{payload}"}},"streamSid":"{self.stream_sid}"}}')
+            f'"timestamp":"20","payload":"{payload}"}},"streamSid":"{self.stream_sid}"}}'
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -96,15 +104,32 @@ class Stream(asyncio.Protocol):
 
     def start(self) -> None:
         assert self.transport is not None
-        self.transport.write(client_frame(json.dumps(
-            {"event": "connected", "protocol": "Call", "version": "1.0.0"})))
-        self.transport.write(client_frame(json.dumps({
-            "event": "start", "sequenceNumber": "1", "streamSid": self.stream_sid,
-            "start": {"accountSid": "AC" + "0" * 32, "streamSid": self.stream_sid,
-                      "callSid": self.sid, "tracks": ["inbound"],
-                      "customParameters": {"token": self.token, "callId": self.call_id},
-                      "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
-                                      "channels": 1}}})))
+        self.transport.write(
+            client_frame(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        )
+        self.transport.write(
+            client_frame(
+                json.dumps(
+                    {
+                        "event": "start",
+                        "sequenceNumber": "1",
+                        "streamSid": self.stream_sid,
+                        "start": {
+                            "accountSid": "AC" + "0" * 32,
+                            "streamSid": self.stream_sid,
+                            "callSid": self.sid,
+                            "tracks": ["inbound"],
+                            "customParameters": {"token": self.token, "callId": self.call_id},
+                            "mediaFormat": {
+                                "encoding": "audio/x-mulaw",
+                                "sampleRate": 8000,
+                                "channels": 1,
+                            },
+                        },
+                    }
+                )
+            )
+        )
 
     def _upgrade(self, buffer: bytearray) -> bool:
         """Consume the HTTP upgrade answer; True once frames may follow in `buffer`."""
@@ -112,7 +137,7 @@ class Stream(asyncio.Protocol):
         if end < 0:
             return False
         status = bytes(buffer[:end]).split(b"\r\n", 1)[0]
-        del buffer[:end + 4]
+        del buffer[: end + 4]
         self.handshake = False
         if b" 101 " not in status:
             self.upgraded.set_exception(ConnectionError(f"upgrade refused: {status!r}"))
@@ -140,7 +165,7 @@ class Stream(asyncio.Protocol):
             elif length == 127:
                 if size - pos < 10:
                     break
-                length = int.from_bytes(buffer[pos + 2:pos + 10], "big")
+                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
                 head = 10
             if size - pos < head + length:
                 break
@@ -173,10 +198,15 @@ class Stream(asyncio.Protocol):
     def _control(self, text: bytes) -> None:
         at = text.find(MARK_KEY)
         if at >= 0 and self.transport is not None:
-            name = text[at + len(MARK_KEY):text.index(b'"', at + len(MARK_KEY))].decode()
+            name = text[at + len(MARK_KEY) : text.index(b'"', at + len(MARK_KEY))].decode()
             self.marks += 1
-            self.transport.write(client_frame(json.dumps(
-                {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})))
+            self.transport.write(
+                client_frame(
+                    json.dumps(
+                        {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}}
+                    )
+                )
+            )
         else:
             self.other += 1
 
@@ -223,10 +253,12 @@ def upgrade_request(url: str, signature: str) -> bytes:
     """The HTTP upgrade request Twilio sends to open a media stream at `url` (ws://)."""
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-            f"X-Twilio-Signature: {signature}\r\n\r\n").encode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+        f"X-Twilio-Signature: {signature}\r\n\r\n"
+    ).encode()
 
 
 def _stats(streams: list[Stream], since: float) -> dict[str, float | int]:
@@ -260,8 +292,9 @@ async def _main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     calls = json.loads(Path(args.calls).read_text())
     url = f"ws://127.0.0.1:{port}/voice/stream"
-    request = upgrade_request(url, TwilioVerifier(
-        os.environ.get("BENCH_TWILIO_TOKEN", "")).compute_signature(url))
+    request = upgrade_request(
+        url, TwilioVerifier(os.environ.get("BENCH_TWILIO_TOKEN", "")).compute_signature(url)
+    )
     streams: list[Stream] = []
     gate = asyncio.Semaphore(connect_concurrency)
     started = loop.time()

@@ -90,8 +90,9 @@ class EndlessTts:
     def __init__(self) -> None:
         import array
 
-        samples = array.array("h", (int(8000 * math.sin(2 * math.pi * 440 * i / 8000))
-                                    for i in range(8000)))
+        samples = array.array(
+            "h", (int(8000 * math.sin(2 * math.pi * 440 * i / 8000)) for i in range(8000))
+        )
         self.chunk = pcm16_to_ulaw(samples.tobytes())
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
@@ -116,10 +117,17 @@ class NullStt:
 
 
 def _config(n: int) -> Config:
-    streaming = StreamingConfig(enabled=True, max_connections=n + 64,
-                                max_pending_connections=64, max_pending_connections_per_ip=64)
-    return Config(provider="twilio", streaming=streaming,
-                  twilio=TwilioConfig(account_sid="AC" + "0" * 32, auth_token=AUTH_TOKEN))
+    streaming = StreamingConfig(
+        enabled=True,
+        max_connections=n + 64,
+        max_pending_connections=64,
+        max_pending_connections_per_ip=64,
+    )
+    return Config(
+        provider="twilio",
+        streaming=streaming,
+        twilio=TwilioConfig(account_sid="AC" + "0" * 32, auth_token=AUTH_TOKEN),
+    )
 
 
 def _rss_kib() -> int:
@@ -192,8 +200,9 @@ async def _main(n: int, refreeze: bool) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0, reuse_address=True)
     await site.start()
     port = runner.addresses[0][1]
-    daemon.exposure = Exposure(f"http://127.0.0.1:{port}/voice/webhook", None,
-                               f"ws://127.0.0.1:{port}/voice/stream")
+    daemon.exposure = Exposure(
+        f"http://127.0.0.1:{port}/voice/webhook", None, f"ws://127.0.0.1:{port}/voice/stream"
+    )
     hub.tts = EndlessTts()
     hub.stt_factory = lambda listener: NullStt()  # type: ignore[assignment,return-value]
     hub.pacer.record()
@@ -210,9 +219,14 @@ async def _main(n: int, refreeze: bool) -> None:
     for i in range(n):
         call_id, sid = f"bench-{i:05d}", f"CA{i:032x}"
         daemon.engine.records[call_id] = CallRecord(
-            call_id=call_id, provider="twilio", direction=Direction.INBOUND,
-            mode=CallMode.CONVERSATION, from_number="+15550001111", to_number="+15550002222",
-            provider_call_id=sid)
+            call_id=call_id,
+            provider="twilio",
+            direction=Direction.INBOUND,
+            mode=CallMode.CONVERSATION,
+            from_number="+15550001111",
+            to_number="+15550002222",
+            provider_call_id=sid,
+        )
         calls.append([call_id, sid, hub.issue_token(call_id, sid)])
     gc.collect()
     gc.freeze()
@@ -245,8 +259,11 @@ def main() -> None:
     """Parse arguments and serve until `report`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500, help="calls to issue stream tokens for")
-    parser.add_argument("--refreeze", action="store_true",
-                        help="gc.collect() + gc.freeze() again once every stream is bound")
+    parser.add_argument(
+        "--refreeze",
+        action="store_true",
+        help="gc.collect() + gc.freeze() again once every stream is bound",
+    )
     args = parser.parse_args()
     try:
         import uvloop

@@ -87,10 +87,12 @@ async def _serve(args: argparse.Namespace, config: Config, paths: Paths) -> int:
     watchdog = systemd.watchdog_interval()
     dog = None
     if watchdog:
+
         async def _feed() -> None:
             while True:
                 systemd.notify("WATCHDOG=1")
                 await asyncio.sleep(watchdog)
+
         dog = asyncio.create_task(_feed())
     try:
         await daemon.wait_stopped()
@@ -108,8 +110,9 @@ def _load(args: argparse.Namespace, paths: Paths) -> Config:
 
     config = load_config(paths)
     if args.workers is not None and args.worker is None:
-        config = dataclasses.replace(config, serve=dataclasses.replace(config.serve,
-                                                                      workers=args.workers))
+        config = dataclasses.replace(
+            config, serve=dataclasses.replace(config.serve, workers=args.workers)
+        )
         problem = check_workers(config)
         if problem:
             raise ConfigError(problem.replace("serve.workers =", "--workers", 1))
@@ -125,13 +128,26 @@ def _run_parent(args: argparse.Namespace, config: Config, paths: Paths) -> int:
         logging.getLogger("daemon").warning("config: %s", warning)
 
     def worker_argv(index: int, port: int, fd: int) -> list[str]:
-        argv = [sys.executable, "-m", "daemon", "--socket", str(paths.socket), "--config",
-                str(paths.config), "--log-level", args.log_level, "--worker", str(index),
-                "--worker-port", str(port), "--rpc-fd", str(fd)]
+        argv = [
+            sys.executable,
+            "-m",
+            "daemon",
+            "--socket",
+            str(paths.socket),
+            "--config",
+            str(paths.config),
+            "--log-level",
+            args.log_level,
+            "--worker",
+            str(index),
+            "--worker-port",
+            str(port),
+            "--rpc-fd",
+            str(fd),
+        ]
         return argv
 
-    parent = Parent(config.serve.workers, paths, config.serve.bind, config.serve.port,
-                    worker_argv)
+    parent = Parent(config.serve.workers, paths, config.serve.bind, config.serve.port, worker_argv)
     activated = systemd.listen_fds()
     systemd.notify("READY=1\nSTATUS=voicecall daemon workers started")
     return parent.run(activated[0] if activated else None)

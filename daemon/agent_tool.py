@@ -29,8 +29,9 @@ async def run_tool(engine: CallEngine, args: dict[str, Any]) -> dict[str, Any]:
             if message is None:
                 return {"error": "message required"}
             mode = args.get("mode")
-            record = await engine.initiate(message, _text(args, "to"),
-                                           mode if isinstance(mode, str) else None)
+            record = await engine.initiate(
+                message, _text(args, "to"), mode if isinstance(mode, str) else None
+            )
             return {"callId": record.call_id, "initiated": True}
         if call_id is None:
             return {"error": "callId required"}

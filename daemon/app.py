@@ -63,8 +63,11 @@ async def stop_step(what: str, step: Callable[[], Awaitable[object]]) -> bool:
     try:
         await step()
     except Exception as exc:
-        logger.warning("stopping %s failed: %s", what,
-                       getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+        logger.warning(
+            "stopping %s failed: %s",
+            what,
+            getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}",
+        )
         logger.debug("stopping %s failed", what, exc_info=True)
         return False
     return True
@@ -119,8 +122,9 @@ class Daemon:
     async def _start(self, rpc_socket: socket.socket | None) -> None:
         await self.store.open()  # claims the store (one daemon per store) before anything else
         self.rpc.bind(rpc_socket)
-        self.http = open_vendor_session(self.config.max_concurrent_calls,
-                                        self.config.streaming.max_connections)
+        self.http = open_vendor_session(
+            self.config.max_concurrent_calls, self.config.streaming.max_connections
+        )
         self.engine.responder = create_responder(self.config, self.http)
         self.engine.number_responders = number_responders(self.config, self.http)
         await self._start_web()
@@ -130,7 +134,8 @@ class Daemon:
         self.context.media = hub
         if hub is not None:
             hub.on_utterance = lambda call_id, result: self.engine.note_heard(
-                call_id, result.text, result.heard_text)
+                call_id, result.text, result.heard_text
+            )
             self.engine.streams_speech = lambda call_id: hub.session(call_id) is not None
         realtime = self.realtime
         if realtime is not None:
@@ -140,9 +145,14 @@ class Daemon:
         await self.engine.start()
         self.cluster = await start_cluster(self, self._methods)
         await self.rpc.start()
-        logger.info("voicecall daemon %s ready: provider %s, webhook %s, socket %s, store %s",
-                    VERSION, self.provider.name, self.exposure.webhook_url, self.paths.socket,
-                    self.store.description)
+        logger.info(
+            "voicecall daemon %s ready: provider %s, webhook %s, socket %s, store %s",
+            VERSION,
+            self.provider.name,
+            self.exposure.webhook_url,
+            self.paths.socket,
+            self.store.description,
+        )
 
     async def _start_web(self) -> None:
         from daemon.webhooks.connections import GuardedSite, ensure_fd_limit, install_guard
@@ -155,8 +165,12 @@ class Daemon:
         install_webhook_forwarding(self)
         serve = self.config.serve
         ensure_fd_limit(serve.max_connections)
-        self._runner = web.AppRunner(self.web_app, access_log=None, handle_signals=False,
-                                     keepalive_timeout=serve.idle_timeout_ms / 1000)
+        self._runner = web.AppRunner(
+            self.web_app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=serve.idle_timeout_ms / 1000,
+        )
         await self._runner.setup()
         if self.worker is not None:
             await self._start_worker_sites(guard)
@@ -179,10 +193,14 @@ class Daemon:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else serve.port
         if serve.port not in (0, self.port):
-            logger.warning("port %s on %s is busy (another program, or the daemon of another "
-                           "voicecall home); the mock provider's webhook listens on port %s "
-                           "instead (set serve.port to choose one)", serve.port, serve.bind,
-                           self.port)
+            logger.warning(
+                "port %s on %s is busy (another program, or the daemon of another "
+                "voicecall home); the mock provider's webhook listens on port %s "
+                "instead (set serve.port to choose one)",
+                serve.port,
+                serve.bind,
+                self.port,
+            )
 
     async def _start_worker_sites(self, guard: Any) -> None:
         """A worker listens on the port its parent reserved, beside its siblings
@@ -191,15 +209,17 @@ class Daemon:
 
         assert self._runner is not None and self.worker is not None
         serve = self.config.serve
-        shared = GuardedSite(self._runner, serve.bind, self.worker.port, guard=guard,
-                             reuse_port=True)
+        shared = GuardedSite(
+            self._runner, serve.bind, self.worker.port, guard=guard, reuse_port=True
+        )
         private = GuardedSite(self._runner, serve.bind, 0, guard=guard)
         for site in (shared, private):
             try:
                 await site.start()
             except OSError as exc:
-                raise ConfigError(f"worker {self.worker.index} cannot listen on {serve.bind} "
-                                  f"({exc.strerror})") from None
+                raise ConfigError(
+                    f"worker {self.worker.index} cannot listen on {serve.bind} ({exc.strerror})"
+                ) from None
         self.port = self.worker.port
         server = private._server
         assert server is not None
@@ -260,8 +280,11 @@ class Daemon:
         return {
             "running": True,
             "pid": self.worker.parent_pid if self.worker else os.getpid(),
-            "worker": ({"index": self.worker.index, "pid": os.getpid(),
-                        "privatePort": self.private_port} if self.worker else None),
+            "worker": (
+                {"index": self.worker.index, "pid": os.getpid(), "privatePort": self.private_port}
+                if self.worker
+                else None
+            ),
             "version": VERSION,
             "provider": self.provider.name,
             "webhookUrl": self.exposure.webhook_url,
@@ -288,6 +311,7 @@ class Daemon:
 
     def reload_in_background(self) -> None:
         """SIGHUP: reload, logging the outcome (there is no one to answer)."""
+
         async def _run() -> None:
             try:
                 await self.reload()
@@ -305,8 +329,9 @@ class Daemon:
         self.context.config = config
         self.exposures.config = config
         if self.http is not None:
-            widen_vendor_session(self.http, config.max_concurrent_calls,
-                                 config.streaming.max_connections)
+            widen_vendor_session(
+                self.http, config.max_concurrent_calls, config.streaming.max_connections
+            )
         if rebuild_responder and self.http is not None:
             self.engine.responder = create_responder(self.config, self.http)
         self._apply_exposure()

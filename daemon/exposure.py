@@ -74,14 +74,21 @@ class ExposureManager:
         self.port = port
         config = self.config
         if config.public_url:
-            exposure = Exposure(config.public_url, config.public_url,
-                                stream_url_for(config, config.public_url), "public_url")
+            exposure = Exposure(
+                config.public_url,
+                config.public_url,
+                stream_url_for(config, config.public_url),
+                "public_url",
+            )
         elif config.tunnel.provider == "ngrok":
             from daemon.tunnels.ngrok import NgrokTunnel
 
-            tunnel = NgrokTunnel(authtoken=config.tunnel.ngrok_authtoken,
-                                 domain=config.tunnel.ngrok_domain, path=config.serve.path,
-                                 stream_path=self._stream_path())
+            tunnel = NgrokTunnel(
+                authtoken=config.tunnel.ngrok_authtoken,
+                domain=config.tunnel.ngrok_domain,
+                path=config.serve.path,
+                stream_path=self._stream_path(),
+            )
             exposure = await self._open(tunnel, "ngrok")
         elif config.tailscale.mode in ("serve", "funnel"):
             exposure = await self._tailscale(config.tailscale.mode, config.tailscale.path)
@@ -106,8 +113,9 @@ class ExposureManager:
     async def _tailscale(self, mode: str, path: str) -> Exposure:
         from daemon.tunnels.tailscale import TailscaleTunnel
 
-        tunnel = TailscaleTunnel("funnel" if mode == "funnel" else "serve", path=path,
-                                 stream_path=self._stream_path())
+        tunnel = TailscaleTunnel(
+            "funnel" if mode == "funnel" else "serve", path=path, stream_path=self._stream_path()
+        )
         return await self._open(tunnel, mode)
 
     async def expose(self, mode: str, path: str | None) -> dict[str, Any]:
@@ -117,7 +125,8 @@ class ExposureManager:
             raise ConfigError(
                 f"refusing to publish the webhook with tailscale {mode} while "
                 "skip_signature_verification = true: anyone could then post unsigned webhooks; "
-                "set skip_signature_verification = false and restart the daemon")
+                "set skip_signature_verification = false and restart the daemon"
+            )
         if mode == "off":
             from daemon.tunnels.tailscale import tailscale_off
 
@@ -128,20 +137,30 @@ class ExposureManager:
                 if self._stream_path():
                     paths.append(self.config.streaming.stream_path)
                 await tailscale_off(paths)
-            if self.config.public_url is None and self.current.mode in ("serve", "funnel",
-                                                                          "local"):
-                self.current = Exposure(self.local_url, None,
-                                        stream_url_for(self.config, self.local_url))
-            return {"ok": True, "mode": "off", "publicUrl": self.current.public_url,
-                    "streamUrl": self.current.stream_url}
+            if self.config.public_url is None and self.current.mode in ("serve", "funnel", "local"):
+                self.current = Exposure(
+                    self.local_url, None, stream_url_for(self.config, self.local_url)
+                )
+            return {
+                "ok": True,
+                "mode": "off",
+                "publicUrl": self.current.public_url,
+                "streamUrl": self.current.stream_url,
+            }
         if self.current.mode in ("public_url", "ngrok"):
-            raise TunnelError(f"the webhook is already published by {self.current.mode} "
-                              f"({self.current.public_url}); remove that first")
+            raise TunnelError(
+                f"the webhook is already published by {self.current.mode} "
+                f"({self.current.public_url}); remove that first"
+            )
         if self._tunnel is not None:
             await self.stop()
         self.current = await self._tailscale(mode, path or self.config.tailscale.path)
-        return {"ok": True, "mode": mode, "publicUrl": self.current.public_url,
-                "streamUrl": self.current.stream_url}
+        return {
+            "ok": True,
+            "mode": mode,
+            "publicUrl": self.current.public_url,
+            "streamUrl": self.current.stream_url,
+        }
 
     async def stop(self) -> None:
         """Remove any tunnel or route we created."""
@@ -150,5 +169,6 @@ class ExposureManager:
             try:
                 await tunnel.stop()
             except TunnelError as exc:
-                logger.warning("could not remove the %s exposure: %s", self.current.mode,
-                               exc.message)
+                logger.warning(
+                    "could not remove the %s exposure: %s", self.current.mode, exc.message
+                )

@@ -49,20 +49,30 @@ async def reload_config(daemon: ReloadHost) -> dict[str, Any]:
         error = ConfigError(
             f"config not reloaded, the running daemon keeps its current config: "
             f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in "
-            f"{daemon.paths.config}: " + "; ".join(problems), problems)
+            f"{daemon.paths.config}: " + "; ".join(problems),
+            problems,
+        )
         error.details["problems"] = problems
         raise error from None
     changed = live.changed_keys(daemon.config, new)
     applied = [key for key in changed if live.is_live(key)]
     restart = [key for key in changed if not live.is_live(key)]
     merged = live.merge_live(daemon.config, new)
-    daemon.apply_config(merged, rebuild_responder=any(
-        key.split(".", 1)[0] in live.RESPONDER_KEYS for key in applied))
+    daemon.apply_config(
+        merged,
+        rebuild_responder=any(key.split(".", 1)[0] in live.RESPONDER_KEYS for key in applied),
+    )
     for warning in new.warnings:
         logger.warning("config: %s", warning)
-    logger.info("config reloaded from %s: applied %s%s", daemon.paths.config,
-                ", ".join(applied) or "nothing (no change)",
-                f"; needs a restart (kept the old values): {', '.join(restart)}"
-                if restart else "")
-    return {"reloaded": True, "changed": applied, "needsRestart": restart,
-            "warnings": list(new.warnings)}
+    logger.info(
+        "config reloaded from %s: applied %s%s",
+        daemon.paths.config,
+        ", ".join(applied) or "nothing (no change)",
+        f"; needs a restart (kept the old values): {', '.join(restart)}" if restart else "",
+    )
+    return {
+        "reloaded": True,
+        "changed": applied,
+        "needsRestart": restart,
+        "warnings": list(new.warnings),
+    }

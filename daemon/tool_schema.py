@@ -17,16 +17,25 @@ ACTIONS = ("initiate_call", "continue_call", "speak_to_user", "end_call", "get_s
 TOOL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "action": {"type": "string", "enum": list(ACTIONS),
-                   "description": "What to do."},
-        "message": {"type": "string",
-                    "description": "What to say (initiate_call, continue_call, speak_to_user)."},
-        "to": {"type": "string", "pattern": r"^\+[1-9]\d{1,14}$",
-               "description": "E.164 number to call (initiate_call; defaults to to_number)."},
-        "mode": {"type": "string", "enum": ["notify", "conversation"],
-                 "description": "initiate_call: notify (speak, hang up) or conversation."},
-        "callId": {"type": "string",
-                   "description": "The call to act on (every action but initiate_call)."},
+        "action": {"type": "string", "enum": list(ACTIONS), "description": "What to do."},
+        "message": {
+            "type": "string",
+            "description": "What to say (initiate_call, continue_call, speak_to_user).",
+        },
+        "to": {
+            "type": "string",
+            "pattern": r"^\+[1-9]\d{1,14}$",
+            "description": "E.164 number to call (initiate_call; defaults to to_number).",
+        },
+        "mode": {
+            "type": "string",
+            "enum": ["notify", "conversation"],
+            "description": "initiate_call: notify (speak, hang up) or conversation.",
+        },
+        "callId": {
+            "type": "string",
+            "description": "The call to act on (every action but initiate_call).",
+        },
     },
     "required": ["action"],
     "additionalProperties": False,

@@ -41,8 +41,10 @@ async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     (TwilioSimulator, TelnyxSimulator or PlivoSimulator)."""
     simulator_class = getattr(request.module, "SIMULATOR", None)
     if simulator_class is None:
-        raise LookupError(f"{request.module.__name__} uses the `sim` fixture: it must say which "
-                          "simulator in a module constant, e.g. SIMULATOR = TwilioSimulator")
+        raise LookupError(
+            f"{request.module.__name__} uses the `sim` fixture: it must say which "
+            "simulator in a module constant, e.g. SIMULATOR = TwilioSimulator"
+        )
     async with simulator_class() as simulator:
         yield simulator
 

@@ -24,8 +24,12 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_for(predicate: Callable[[], T | Literal[False] | None], timeout: float = 10.0,
-             interval: float = 0.02, message: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> T:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds.
 
     `cond and value` predicates are typed as such: the falsy `False`/`None` is never returned.
@@ -61,8 +65,12 @@ class DaemonHarness:
             "VOICECALL_NO_KEYRING": "1",
             "PYTHONUNBUFFERED": "1",
         }
-        for key in ("VOICECALL_CONFIG", "VOICECALL_SOCKET", "XDG_RUNTIME_DIR",
-                    "VOICECALL_NO_AUTOSTART"):
+        for key in (
+            "VOICECALL_CONFIG",
+            "VOICECALL_SOCKET",
+            "XDG_RUNTIME_DIR",
+            "VOICECALL_NO_AUTOSTART",
+        ):
             self.env.pop(key, None)
 
     def write_config(self, text: str) -> None:
@@ -74,7 +82,10 @@ class DaemonHarness:
         out = open(self.log, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon", "--socket", str(self.socket)],
-            env=self.env, stdout=out, stderr=out, cwd=REPO,
+            env=self.env,
+            stdout=out,
+            stderr=out,
+            cwd=REPO,
         )
         out.close()
         if not expect_ready:
@@ -101,20 +112,30 @@ class DaemonHarness:
         """A new RPC connection."""
         return RpcClient(self.socket, timeout=timeout)
 
-    def rpc(self, method: str, params: dict[str, Any] | None = None,
-            timeout: float | None = 30.0) -> Any:
+    def rpc(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float | None = 30.0
+    ) -> Any:
         """One RPC call on a fresh connection."""
         with self.client(timeout) as client:
             return client.call(method, params)
 
-    def cli(self, *args: str, input: str | None = None, timeout: float = 60.0,
-            socket_flag: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, input: str | None = None, timeout: float = 60.0, socket_flag: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real `voicecall` entry point."""
         argv = [sys.executable, "-m", "voicecall_cli"]
         if socket_flag:
             argv += ["--socket", str(self.socket)]
-        return subprocess.run(argv + list(args), env=self.env, input=input, text=True,
-                              capture_output=True, timeout=timeout, cwd=REPO, check=False)
+        return subprocess.run(
+            argv + list(args),
+            env=self.env,
+            input=input,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            cwd=REPO,
+            check=False,
+        )
 
     def cli_json(self, *args: str) -> Any:
         """Run a CLI command with --json and parse its stdout."""
@@ -145,13 +166,19 @@ class DaemonHarness:
     def wait_streams_bound(self, call_ids: list[str], timeout: float = 30.0) -> None:
         """Poll the daemon's log until every call's media stream has bound to it (the media
         plane logs `bound to call <id>` once a stream's `start` is accepted)."""
-        wait_for(lambda: all(f"bound to call {i}" in self.log_text() for i in call_ids),
-                 timeout, message="every stream to bind")
+        wait_for(
+            lambda: all(f"bound to call {i}" in self.log_text() for i in call_ids),
+            timeout,
+            message="every stream to bind",
+        )
 
     def wait_state(self, call_id: str, *states: str, timeout: float = 10.0) -> dict[str, Any]:
         """Poll until the call is in one of `states`."""
-        return wait_for(lambda: (c := self.call_record(call_id))["state"] in states and c,
-                        timeout, message=f"call {call_id} to reach {states}")
+        return wait_for(
+            lambda: (c := self.call_record(call_id))["state"] in states and c,
+            timeout,
+            message=f"call {call_id} to reach {states}",
+        )
 
     def kill9(self) -> None:
         """SIGKILL the daemon (no cleanup at all)."""
@@ -165,15 +192,27 @@ class DaemonHarness:
             try:
                 self.rpc("daemon.shutdown", timeout=5.0)
                 wait_for(lambda: not self.socket.exists(), 10, message="autostarted daemon")
-            except (DaemonUnreachableError, ConnectionError, RpcRemoteError, OSError,
-                    UntrustedSocketError, AssertionError):
+            except (
+                DaemonUnreachableError,
+                ConnectionError,
+                RpcRemoteError,
+                OSError,
+                UntrustedSocketError,
+                AssertionError,
+            ):
                 pass
             return
         try:
             self.rpc("daemon.shutdown", timeout=5.0)
             self.proc.wait(10)
-        except (DaemonUnreachableError, ConnectionError, RpcRemoteError, OSError,
-                UntrustedSocketError, subprocess.TimeoutExpired):
+        except (
+            DaemonUnreachableError,
+            ConnectionError,
+            RpcRemoteError,
+            OSError,
+            UntrustedSocketError,
+            subprocess.TimeoutExpired,
+        ):
             self.proc.kill()
             self.proc.wait(10)
 
@@ -210,8 +249,12 @@ async def rpc_async(d: DaemonHarness, method: str, params: dict[str, Any] | None
     return await asyncio.to_thread(d.rpc, method, params)
 
 
-async def until_async(predicate: Callable[[], T | Literal[False] | None], timeout: float = 10.0,
-                      what: str = "it", interval: float = 0.01) -> T:
+async def until_async(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout: float = 10.0,
+    what: str = "it",
+    interval: float = 0.01,
+) -> T:
     """Poll a cheap, local condition (a simulator's or fake's state) on the event loop; return
     its first truthy value, fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -39,8 +39,10 @@ def _find(program: str) -> str | None:
     found = shutil.which(program)
     if found:
         return found
-    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{program}"),
-                      key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    versions = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{program}"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
     return versions[-1] if versions else None
 
 
@@ -109,7 +111,11 @@ class PgServer:
         assert self.folder is not None and self.pg_ctl is not None, "not a throwaway cluster"
         return subprocess.run(
             _as(self.run_as, [self.pg_ctl, "-D", str(self.folder / "data"), *args]),
-            capture_output=True, text=True, timeout=90, check=False)
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
 
     def pause(self) -> None:
         """Shut the server down (fast: sessions are terminated), as a restart or crash would."""
@@ -119,8 +125,9 @@ class PgServer:
     def resume(self) -> None:
         """Start the server again on the same port, with the same data."""
         assert self.folder is not None
-        done = self._ctl("-l", str(self.folder / "server.log"), "-o", self.options, "-w",
-                         "-t", "60", "start")
+        done = self._ctl(
+            "-l", str(self.folder / "server.log"), "-o", self.options, "-w", "-t", "60", "start"
+        )
         assert done.returncode == 0, done.stderr
 
     def stop(self) -> None:
@@ -158,43 +165,88 @@ def start_cluster() -> PgServer:
     """
     initdb, pg_ctl = _find("initdb"), _find("pg_ctl")
     if not initdb or not pg_ctl:
-        raise Unavailable(f"no PostgreSQL server: set {URL_ENV}, or install PostgreSQL "
-                          "(`apt-get install postgresql`) so the tests can start a throwaway one")
+        raise Unavailable(
+            f"no PostgreSQL server: set {URL_ENV}, or install PostgreSQL "
+            "(`apt-get install postgresql`) so the tests can start a throwaway one"
+        )
     run_as = None
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            raise Unavailable("PostgreSQL refuses to run as root and there is no `postgres` "
-                              f"user to run it as; create one or set {URL_ENV}") from None
+            raise Unavailable(
+                "PostgreSQL refuses to run as root and there is no `postgres` "
+                f"user to run it as; create one or set {URL_ENV}"
+            ) from None
         run_as = "postgres"
     folder = Path(tempfile.mkdtemp(prefix="vc-pg-", dir="/tmp"))
     if run_as:
         shutil.chown(folder, run_as, run_as)
     data = folder / "data"
     init = subprocess.run(
-        _as(run_as, [initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                     "--locale=C", "--no-sync"]),
-        capture_output=True, text=True, timeout=120, check=False)
+        _as(
+            run_as,
+            [
+                initdb,
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     if init.returncode != 0:
         shutil.rmtree(folder, ignore_errors=True)
         raise Unavailable(f"initdb failed: {init.stderr.strip()[-500:]}")
     server = PgServer(admin_url="", folder=folder, run_as=run_as, pg_ctl=pg_ctl)
     for _ in range(5):  # the free port may be taken between the probe and the start
         port = _free_port()
-        options = (f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c full_page_writes=off -c max_connections=200")
+        options = (
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c full_page_writes=off -c max_connections=200"
+        )
         start = subprocess.run(
-            _as(run_as, [pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-o",
-                         options, "-w", "-t", "60", "start"]),
-            capture_output=True, text=True, timeout=90, check=False)
+            _as(
+                run_as,
+                [
+                    pg_ctl,
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(folder / "server.log"),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            ),
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
         if start.returncode == 0:
             server.admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
             server.options = options
             return server
         time.sleep(0.2)
-    log = (folder / "server.log").read_text(errors="replace")[-800:] \
-        if (folder / "server.log").exists() else start.stderr
+    log = (
+        (folder / "server.log").read_text(errors="replace")[-800:]
+        if (folder / "server.log").exists()
+        else start.stderr
+    )
     shutil.rmtree(folder, ignore_errors=True)
     raise Unavailable(f"the throwaway PostgreSQL server did not start: {log}")
 

@@ -74,11 +74,23 @@ def password_free(text: str, backend: Backend) -> bool:
     return password is None or password not in text
 
 
-def call(call_id: str = "c1", *, provider_call_id: str | None = "p1",
-         started_at: str = "2026-01-01T10:00:00.000Z") -> CallRecord:
+def call(
+    call_id: str = "c1",
+    *,
+    provider_call_id: str | None = "p1",
+    started_at: str = "2026-01-01T10:00:00.000Z",
+) -> CallRecord:
     """A fresh outbound call record."""
-    return CallRecord(call_id, "mock", Direction.OUTBOUND, CallMode.CONVERSATION, "+15550001111",
-                      "+15550002222", provider_call_id=provider_call_id, started_at=started_at)
+    return CallRecord(
+        call_id,
+        "mock",
+        Direction.OUTBOUND,
+        CallMode.CONVERSATION,
+        "+15550001111",
+        "+15550002222",
+        provider_call_id=provider_call_id,
+        started_at=started_at,
+    )
 
 
 class StoreContract:
@@ -98,8 +110,11 @@ class StoreContract:
         c1, c2 = call("c1", provider_call_id="p1"), call("c2", provider_call_id="p2")
         first = await store.record(c1, EventType.INITIATED, {"to": "+15550002222"})
         assert first is not None
-        assert (first.call_id, first.type, first.data) == ("c1", EventType.INITIATED,
-                                                           {"to": "+15550002222"})
+        assert (first.call_id, first.type, first.data) == (
+            "c1",
+            EventType.INITIATED,
+            {"to": "+15550002222"},
+        )
         second = await store.record(c2, EventType.INITIATED)
         c1.state = CallState.ANSWERED
         c1.answered_at = "2026-01-01T10:00:05.000Z"
@@ -126,13 +141,15 @@ class StoreContract:
         """Transcript, metadata, unicode and a NUL character come back exactly."""
         store = await stores.open()
         c1 = call()
-        c1.transcript.append(TranscriptEntry("2026-01-01T10:00:01.000Z", "user",
-                                             "héllo \u0000 ☎ \"quoted\" \\ back"))
+        c1.transcript.append(
+            TranscriptEntry("2026-01-01T10:00:01.000Z", "user", 'héllo \u0000 ☎ "quoted" \\ back')
+        )
         c1.metadata = {"nested": {"list": [1, 2.5, None, True]}, "text": "é\u0000"}
         c1.state, c1.end_reason = CallState.COMPLETED, "hangup-user"
         c1.ended_at = "2026-01-01T10:01:00.000Z"
-        event = await store.record(c1, EventType.ENDED, {"reason": "hangup-user",
-                                                         "odd": "\u0000é☎"})
+        event = await store.record(
+            c1, EventType.ENDED, {"reason": "hangup-user", "odd": "\u0000é☎"}
+        )
         assert event is not None
         assert await store.get_call("c1") == c1
         [stored] = await store.recent_events("c1", 1)
@@ -148,19 +165,25 @@ class StoreContract:
         c1.state = CallState.ANSWERED
         assert await store.record(c1, EventType.ANSWERED, dedupe_key="mock:evt-1") is None
         stored = await store.get_call("c1")
-        assert stored is not None and stored.state is CallState.RINGING, \
+        assert stored is not None and stored.state is CallState.RINGING, (
             "a duplicate must not rewrite the snapshot"
+        )
         assert [e.type for e in await store.recent_events("c1", 10)] == [
-            EventType.INITIATED, EventType.RINGING]
+            EventType.INITIATED,
+            EventType.RINGING,
+        ]
         assert await store.record(c1, EventType.ANSWERED, dedupe_key="mock:evt-2") is not None
 
     async def test_concurrent_duplicates_write_once(self, stores) -> None:
         """Two deliveries of one provider event at the same moment: exactly one is stored."""
         store = await stores.open()
         records = [call(f"c{i}", provider_call_id=f"p{i}") for i in range(8)]
-        results = await asyncio.gather(*(
-            store.record(r, EventType.ANSWERED, dedupe_key=f"k{i // 2}")
-            for i, r in enumerate(records)))
+        results = await asyncio.gather(
+            *(
+                store.record(r, EventType.ANSWERED, dedupe_key=f"k{i // 2}")
+                for i, r in enumerate(records)
+            )
+        )
         stored = [r for r in results if r is not None]
         assert len(stored) == 4
         assert len({e.seq for e in stored}) == 4
@@ -171,8 +194,10 @@ class StoreContract:
     async def test_find_by_provider_id(self, stores) -> None:
         """By the provider's id; the newest call when a provider reuses an id."""
         store = await stores.open()
-        await store.record(call("old", provider_call_id="same",
-                                started_at="2026-01-01T09:00:00.000Z"), EventType.INITIATED)
+        await store.record(
+            call("old", provider_call_id="same", started_at="2026-01-01T09:00:00.000Z"),
+            EventType.INITIATED,
+        )
         newer = call("new", provider_call_id="same", started_at="2026-01-01T11:00:00.000Z")
         await store.record(newer, EventType.INITIATED)
         await store.record(call("none", provider_call_id=None), EventType.INITIATED)
@@ -182,11 +207,16 @@ class StoreContract:
     async def test_list_calls_newest_first_with_filters(self, stores) -> None:
         """Newest started first, ties in the order stored (last first); live filter; limit."""
         store = await stores.open()
-        times = {"a": "2026-01-01T10:00:01.000Z", "b": "2026-01-01T10:00:03.000Z",
-                 "c": "2026-01-01T10:00:02.000Z", "d": "2026-01-01T10:00:02.000Z"}
+        times = {
+            "a": "2026-01-01T10:00:01.000Z",
+            "b": "2026-01-01T10:00:03.000Z",
+            "c": "2026-01-01T10:00:02.000Z",
+            "d": "2026-01-01T10:00:02.000Z",
+        }
         for name, started in times.items():
-            await store.record(call(name, provider_call_id=None, started_at=started),
-                               EventType.INITIATED)
+            await store.record(
+                call(name, provider_call_id=None, started_at=started), EventType.INITIATED
+            )
         ended = call("c", provider_call_id=None, started_at=times["c"])
         ended.state, ended.end_reason = CallState.COMPLETED, "hangup-bot"
         await store.record(ended, EventType.ENDED)  # an update keeps its place among ties
@@ -199,7 +229,9 @@ class StoreContract:
         since = "2026-01-01T10:00:02.000Z"
         assert [c.call_id for c in await store.list_calls(since=since)] == ["b", "d", "c"]
         assert [c.call_id for c in await store.list_calls(live=True, since=since, limit=2)] == [
-            "b", "d"]
+            "b",
+            "d",
+        ]
         assert await store.list_calls(since="2026-01-02T00:00:00.000Z") == []
 
     async def test_recent_events_are_the_last_ones_oldest_first(self, stores) -> None:
@@ -224,12 +256,14 @@ class StoreContract:
         store = await stores.open()
         c1 = call()
         await store.record(c1, EventType.SPEECH, {"transcript": "no turn"})
-        await store.record(c1, EventType.SPEECH, {"transcript": "a", "turnLatencyMs": 10.5,
-                                                  "listenWaitMs": 2.0})
+        await store.record(
+            c1, EventType.SPEECH, {"transcript": "a", "turnLatencyMs": 10.5, "listenWaitMs": 2.0}
+        )
         await store.record(c1, EventType.SPEAKING, {"turnLatencyMs": 99.0})
         await store.record(c1, EventType.SPEECH, {"transcript": "b", "turnLatencyMs": 20})
-        await store.record(c1, EventType.SPEECH, {"transcript": "c", "turnLatencyMs": 30.25,
-                                                  "listenWaitMs": 4})
+        await store.record(
+            c1, EventType.SPEECH, {"transcript": "c", "turnLatencyMs": 30.25, "listenWaitMs": 4}
+        )
         assert await store.turn_latencies(10) == [(30.25, 4.0), (20.0, 0.0), (10.5, 2.0)]
         assert await store.turn_latencies(1) == [(30.25, 4.0)]
 
@@ -250,8 +284,9 @@ class StoreContract:
         await store.replay_remember("twilio:req:1", again, 60)
         assert await store.replay_lookup("twilio:req:1") == again
 
-    async def test_a_refused_write_changes_nothing_and_is_a_fault(self, stores,
-                                                                   backend: Backend) -> None:
+    async def test_a_refused_write_changes_nothing_and_is_a_fault(
+        self, stores, backend: Backend
+    ) -> None:
         """A write the database refuses raises StoreError, leaves no trace, and sets `fault`
         until a write succeeds again."""
         store = await stores.open()
@@ -269,8 +304,9 @@ class StoreContract:
         assert stored is not None and stored.state is CallState.INITIATED, "snapshot unchanged"
         assert [e.type for e in await store.recent_events("c1", 10)] == [EventType.INITIATED]
         await backend.break_writes(False)
-        assert await store.record(c1, EventType.ANSWERED, dedupe_key="mock:answered") \
-            is not None, "the refused delivery's id was not consumed"
+        assert await store.record(c1, EventType.ANSWERED, dedupe_key="mock:answered") is not None, (
+            "the refused delivery's id was not consumed"
+        )
         assert store.fault is None
 
     # -------------------------------------------------------------- durability and ownership
@@ -281,10 +317,12 @@ class StoreContract:
         c1 = call()
         c1.transcript.append(TranscriptEntry("2026-01-01T10:00:01.000Z", "user", "hello"))
         await store.record(c1, EventType.INITIATED)
-        last = await store.record(c1, EventType.SPEECH, {"transcript": "hello",
-                                                         "turnLatencyMs": 12.5,
-                                                         "listenWaitMs": 3.0},
-                                  dedupe_key="mock:e1")
+        last = await store.record(
+            c1,
+            EventType.SPEECH,
+            {"transcript": "hello", "turnLatencyMs": 12.5, "listenWaitMs": 3.0},
+            dedupe_key="mock:e1",
+        )
         assert last is not None
         reply = WebhookReply(200, "application/json", b"{}")
         await store.replay_remember("k-live", reply, 600)
@@ -297,7 +335,9 @@ class StoreContract:
         assert await again.find_by_provider_id("p1") == c1
         assert [c.call_id for c in await again.list_calls(live=True)] == ["c1"]
         assert [e.type for e in await again.recent_events("c1", 10)] == [
-            EventType.INITIATED, EventType.SPEECH]
+            EventType.INITIATED,
+            EventType.SPEECH,
+        ]
         assert await again.turn_latencies(5) == [(12.5, 3.0)]
         assert await again.record(c1, EventType.SPEECH, dedupe_key="mock:e1") is None
         assert await again.replay_lookup("k-live") == reply

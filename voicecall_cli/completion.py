@@ -31,8 +31,9 @@ def completion_source(cli: click.Command, shell: str) -> str:
     """
     cls = get_completion_class(shell)
     if cls is None:
-        raise ValueError(f"no completion support for shell {shell!r}; choose from "
-                         f"{', '.join(SHELLS)}")
+        raise ValueError(
+            f"no completion support for shell {shell!r}; choose from {', '.join(SHELLS)}"
+        )
     comp = cls(cli, {}, PROG_NAME, COMPLETE_VAR)
     return str(cls.source_template % comp.source_vars())
 
@@ -63,8 +64,9 @@ def complete_call_id(
             if not call_id.startswith(incomplete):
                 continue
             peer = call.get("to") if call.get("direction") == "outbound" else call.get("from")
-            items.append(CompletionItem(call_id, help=f"{call.get('state', '')} {peer or ''}"
-                                        .strip()))
+            items.append(
+                CompletionItem(call_id, help=f"{call.get('state', '')} {peer or ''}".strip())
+            )
         return items
     except Exception:  # completion must never print a traceback into the user's prompt
         return []

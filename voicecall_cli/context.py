@@ -121,8 +121,9 @@ class CliContext:
         except (DaemonUnreachableError, ConnectionError, RpcRemoteError, TimeoutError):
             return None
 
-    def rpc(self, method: str, params: dict[str, Any] | None = None, *,
-            timeout: float | None = 30.0) -> Any:
+    def rpc(
+        self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = 30.0
+    ) -> Any:
         """Call one method and return its result; errors become CLI errors."""
         with self.connect(timeout=timeout) as client:
             return call_or_fail(client, method, params)
@@ -139,8 +140,10 @@ def call_or_fail(client: RpcClient, method: str, params: dict[str, Any] | None) 
     except TimeoutError:
         raise CliError(f"the daemon did not answer {method} in time") from None
     except ConnectionError as exc:  # the daemon stopped or crashed mid-request
-        raise CliError(f"{exc} during {method}; its outcome is unknown: check "
-                       "`voicecall status` and `voicecall daemon logs`") from None
+        raise CliError(
+            f"{exc} during {method}; its outcome is unknown: check "
+            "`voicecall status` and `voicecall daemon logs`"
+        ) from None
 
 
 def _new_errors(log: Path, offset: int) -> str:

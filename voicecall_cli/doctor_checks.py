@@ -49,8 +49,10 @@ STORE_TIMEOUT_SECONDS = 5.0
 """How long connecting to a PostgreSQL store may take."""
 
 
-THREE_WAYS = ('set public_url = "https://<your host>/voice/webhook" (behind your own proxy), '
-              '[tunnel] provider = "ngrok", or [tailscale] mode = "funnel"')
+THREE_WAYS = (
+    'set public_url = "https://<your host>/voice/webhook" (behind your own proxy), '
+    '[tunnel] provider = "ngrok", or [tailscale] mode = "funnel"'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +73,9 @@ class Check:
         return f"{self.status} {self.id}: {self.message}" + (f" — {self.fix}" if self.fix else "")
 
 
-def run_checks(paths: Paths, *, offline: bool,
-               keyring_probe: Callable[[], tuple[str, bool, str]]) -> list[Check]:
+def run_checks(
+    paths: Paths, *, offline: bool, keyring_probe: Callable[[], tuple[str, bool, str]]
+) -> list[Check]:
     """Every check, in report order.
 
     Args:
@@ -105,6 +108,7 @@ def run_checks(paths: Paths, *, offline: bool,
 
 # --- config -------------------------------------------------------------------------------------
 
+
 def _split(line: str, default_fix: str) -> tuple[str, str]:
     """Loader messages read "<what>; <what to do>": split them into message and fix."""
     what, sep, fix = line.partition("; ")
@@ -128,15 +132,24 @@ def check_config(paths: Paths, *, use_keyring: bool) -> tuple[Config | None, lis
     try:
         data = read_document(path)
     except ConfigError as exc:
-        return None, [Check("config", "FAIL", exc.message,
-                            "fix the file, or move it away and run `voicecall config init`")]
+        return None, [
+            Check(
+                "config",
+                "FAIL",
+                exc.message,
+                "fix the file, or move it away and run `voicecall config init`",
+            )
+        ]
     source = path if data is not None else None
     config, report = check_document(data or {}, paths, use_keyring=use_keyring, source=source)
     checks: list[Check] = []
     for line in report.errors:
         key = line.split(" ", 1)[0]
-        what, fix = _split(line, f"correct {key} in {path} (`voicecall config set {key} VALUE` "
-                                 f"or `voicecall config unset {key}`)")
+        what, fix = _split(
+            line,
+            f"correct {key} in {path} (`voicecall config set {key} VALUE` "
+            f"or `voicecall config unset {key}`)",
+        )
         checks.append(Check("config", "FAIL", what, fix))
     for line in report.missing:
         if not _covered_elsewhere(line, config):
@@ -163,26 +176,39 @@ def _file_mode(path: Path, config: Config) -> list[Check]:
     except OSError:
         return []
     if mode & 0o077:
-        return [Check("config", "WARN",
-                      f"{path} holds secrets and other users can read it (mode {mode:04o})",
-                      f"chmod 600 {path}")]
+        return [
+            Check(
+                "config",
+                "WARN",
+                f"{path} holds secrets and other users can read it (mode {mode:04o})",
+                f"chmod 600 {path}",
+            )
+        ]
     return []
 
 
 # --- secrets ------------------------------------------------------------------------------------
 
+
 def check_keyring(probe: Callable[[], tuple[str, bool, str]]) -> tuple[Check, bool]:
     """Which keyring backend is active and whether it answers; (check, usable)."""
     if keyring_disabled():
-        return Check("secrets.backend", "OK",
-                     "VOICECALL_NO_KEYRING is set: the keyring is not read; secrets come from "
-                     "the environment or the config file"), False
+        return Check(
+            "secrets.backend",
+            "OK",
+            "VOICECALL_NO_KEYRING is set: the keyring is not read; secrets come from "
+            "the environment or the config file",
+        ), False
     name, usable, reason = probe()
     if usable:
         return Check("secrets.backend", "OK", f"keyring backend {name} works"), True
-    return Check("secrets.backend", "WARN", f"no usable keyring ({name}): {reason}",
-                 "see `voicecall secrets backend` for the alternatives (environment variables, "
-                 "a 0600 config file, keyrings.alt)"), False
+    return Check(
+        "secrets.backend",
+        "WARN",
+        f"no usable keyring ({name}): {reason}",
+        "see `voicecall secrets backend` for the alternatives (environment variables, "
+        "a 0600 config file, keyrings.alt)",
+    ), False
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,26 +226,46 @@ def _needs(config: Config) -> list[_Need]:
     declared = spec(provider)
     verify_credential = declared.verify_credential if declared else None
     for key in REQUIRED.get(provider, ()):
-        if key in SECRET_KEYS and not (key == verify_credential
-                                       and config.skip_signature_verification):
+        if key in SECRET_KEYS and not (
+            key == verify_credential and config.skip_signature_verification
+        ):
             needs.append(_Need(key, f'provider "{provider}"', True))
     if config.tunnel.provider == "ngrok":
         needs.append(_Need("tunnel.ngrok_authtoken", '[tunnel] provider = "ngrok"', True))
     if config.streaming.enabled and provider != "mock" and not config.realtime.enabled:
         # (with [realtime] on, the model listens and speaks: no STT or TTS key is needed)
-        needs.append(_Need("streaming.api_key", "streaming speech-to-text", False,
-                           config.streaming.stt_url))
+        needs.append(
+            _Need("streaming.api_key", "streaming speech-to-text", False, config.streaming.stt_url)
+        )
         tts = config.tts
         vendor = tts_catalog.vendor(tts.provider or "")
         if vendor is not None:
-            needs.append(_Need(f"tts.{vendor.name}.api_key", f"{vendor.title} TTS on media "
-                               "streams", False, getattr(tts, vendor.name).base_url))
+            needs.append(
+                _Need(
+                    f"tts.{vendor.name}.api_key",
+                    f"{vendor.title} TTS on media streams",
+                    False,
+                    getattr(tts, vendor.name).base_url,
+                )
+            )
     if config.response_model:
-        needs.append(_Need("agent.api_key", f'the auto-responder ("{config.response_model}")',
-                           False, config.agent.base_url))
+        needs.append(
+            _Need(
+                "agent.api_key",
+                f'the auto-responder ("{config.response_model}")',
+                False,
+                config.agent.base_url,
+            )
+        )
     if realtime_in_use(config):
-        needs.append(_Need("realtime.api_key", "realtime voice-to-voice mode",
-                           not is_local_api(config.realtime.base_url), config.realtime.base_url))
+        needs.append(
+            _Need(
+                "realtime.api_key",
+                "realtime voice-to-voice mode",
+                not is_local_api(config.realtime.base_url),
+                config.realtime.base_url,
+            )
+        )
     return needs
 
 
@@ -234,8 +280,11 @@ def check_secrets(config: Config) -> list[Check]:
     """One line per needed secret: set or not, and where from. Values are never shown."""
     needs = _needs(config)
     if not needs:
-        return [Check("secrets", "OK", f"this configuration needs no secrets (provider "
-                                       f"{config.provider})")]
+        return [
+            Check(
+                "secrets", "OK", f"this configuration needs no secrets (provider {config.provider})"
+            )
+        ]
     checks = []
     for need in needs:
         cid, var = f"secret.{need.key}", SECRET_KEYS[need.key]
@@ -245,8 +294,9 @@ def check_secrets(config: Config) -> list[Check]:
             if need.required:
                 checks.append(Check(cid, "FAIL", f"not set; {need.why} needs it", store))
             elif need.vendor_url and is_local_api(need.vendor_url):
-                checks.append(Check(cid, "OK", f"not set ({need.why} at {need.vendor_url} may "
-                                               "not need one)"))
+                checks.append(
+                    Check(cid, "OK", f"not set ({need.why} at {need.vendor_url} may not need one)")
+                )
             else:
                 checks.append(Check(cid, "WARN", f"not set; {need.why} needs it", store))
         elif origin == "env":
@@ -254,14 +304,20 @@ def check_secrets(config: Config) -> list[Check]:
         elif origin == "keyring":
             checks.append(Check(cid, "OK", "set in the OS keyring"))
         else:
-            checks.append(Check(
-                cid, "WARN", f"set in the config file {config.source}",
-                f"move it to the keyring: `voicecall secrets set {need.key}`, then remove it "
-                "from the file"))
+            checks.append(
+                Check(
+                    cid,
+                    "WARN",
+                    f"set in the config file {config.source}",
+                    f"move it to the keyring: `voicecall secrets set {need.key}`, then remove it "
+                    "from the file",
+                )
+            )
     return checks
 
 
 # --- exposure -----------------------------------------------------------------------------------
+
 
 @functools.cache
 def _tailscale_host() -> tuple[str | None, str | None]:
@@ -279,76 +335,127 @@ def check_exposure(config: Config) -> list[Check]:
     """Whether the provider can reach the webhook; plus signature verification when it is off."""
     checks = [_exposure(config)]
     if config.skip_signature_verification:
-        exposed = bool(config.public_url) or config.tunnel.provider != "none" \
+        exposed = (
+            bool(config.public_url)
+            or config.tunnel.provider != "none"
             or config.tailscale.mode != "off"
+        )
         if exposed or not is_loopback_host(config.serve.bind):
-            checks.append(Check("exposure.signatures", "FAIL",
-                                "skip_signature_verification = true while the webhook is not "
-                                "loopback-only", "set skip_signature_verification = false"))
+            checks.append(
+                Check(
+                    "exposure.signatures",
+                    "FAIL",
+                    "skip_signature_verification = true while the webhook is not loopback-only",
+                    "set skip_signature_verification = false",
+                )
+            )
         else:
-            checks.append(Check("exposure.signatures", "WARN",
-                                "skip_signature_verification = true: webhooks are not "
-                                "verified (acceptable only for local testing)",
-                                "set skip_signature_verification = false"))
+            checks.append(
+                Check(
+                    "exposure.signatures",
+                    "WARN",
+                    "skip_signature_verification = true: webhooks are not "
+                    "verified (acceptable only for local testing)",
+                    "set skip_signature_verification = false",
+                )
+            )
     return checks
 
 
 def _exposure(config: Config) -> Check:
     local = local_webhook_url(config)
     if config.provider not in REAL_PROVIDERS:
-        return Check("exposure", "OK", f"provider {config.provider} needs no public webhook "
-                                       f"(local: {local})")
+        return Check(
+            "exposure", "OK", f"provider {config.provider} needs no public webhook (local: {local})"
+        )
     api = provider_api_base_url(config) or ""
     if is_local_api(api) and not config.public_url:
-        return Check("exposure", "OK", f"the {config.provider} API ({api}) is on this machine "
-                                       f"(a simulator): the local webhook {local} is used")
+        return Check(
+            "exposure",
+            "OK",
+            f"the {config.provider} API ({api}) is on this machine "
+            f"(a simulator): the local webhook {local} is used",
+        )
     if config.public_url:
         try:
             check_public_webhook(config, config.public_url)
         except ConfigError:
-            return Check("exposure", "FAIL", f"public_url {config.public_url} is local-only; "
-                                             f"{config.provider} cannot reach it",
-                         f"publish the webhook one of three ways: {THREE_WAYS}")
+            return Check(
+                "exposure",
+                "FAIL",
+                f"public_url {config.public_url} is local-only; {config.provider} cannot reach it",
+                f"publish the webhook one of three ways: {THREE_WAYS}",
+            )
         return Check("exposure", "OK", f"public_url {config.public_url}")
     if config.tunnel.provider == "ngrok":
         import importlib.util
 
         if importlib.util.find_spec("ngrok") is None:
-            return Check("exposure", "FAIL", "[tunnel] provider = \"ngrok\" but the ngrok "
-                                             "package is not installed", "pip install ngrok")
+            return Check(
+                "exposure",
+                "FAIL",
+                '[tunnel] provider = "ngrok" but the ngrok package is not installed',
+                "pip install ngrok",
+            )
         if not config.tunnel.ngrok_domain:
-            return Check("exposure", "WARN", "an ngrok tunnel publishes the webhook, on a "
-                                             "random URL that changes at every daemon start",
-                         "reserve a domain and set tunnel.ngrok_domain")
-        return Check("exposure", "OK", f"an ngrok tunnel publishes "
-                                       f"https://{config.tunnel.ngrok_domain}{config.serve.path}")
+            return Check(
+                "exposure",
+                "WARN",
+                "an ngrok tunnel publishes the webhook, on a "
+                "random URL that changes at every daemon start",
+                "reserve a domain and set tunnel.ngrok_domain",
+            )
+        return Check(
+            "exposure",
+            "OK",
+            f"an ngrok tunnel publishes https://{config.tunnel.ngrok_domain}{config.serve.path}",
+        )
     if config.tailscale.mode in ("serve", "funnel"):
         return _tailscale_exposure(config)
     if local.startswith("http://") and not is_local_api(local):
-        return Check("exposure", "WARN", f"no public_url, tunnel or Tailscale: {config.provider} "
-                                         f"calls {local} directly, without TLS",
-                     f"put an https proxy in front and set public_url, or {THREE_WAYS}")
-    return Check("exposure", "FAIL", f"no public webhook: {local} is local-only and "
-                                     f"{config.provider} calls from the internet",
-                 f"publish it one of three ways: {THREE_WAYS}")
+        return Check(
+            "exposure",
+            "WARN",
+            f"no public_url, tunnel or Tailscale: {config.provider} "
+            f"calls {local} directly, without TLS",
+            f"put an https proxy in front and set public_url, or {THREE_WAYS}",
+        )
+    return Check(
+        "exposure",
+        "FAIL",
+        f"no public webhook: {local} is local-only and {config.provider} calls from the internet",
+        f"publish it one of three ways: {THREE_WAYS}",
+    )
 
 
 def _tailscale_exposure(config: Config) -> Check:
     mode = config.tailscale.mode
     host, problem = _tailscale_host()
     if host is None:
-        return Check("exposure", "FAIL", f"[tailscale] mode = \"{mode}\": {problem}",
-                     "start Tailscale (`tailscale up`), or choose another way: " + THREE_WAYS)
+        return Check(
+            "exposure",
+            "FAIL",
+            f'[tailscale] mode = "{mode}": {problem}',
+            "start Tailscale (`tailscale up`), or choose another way: " + THREE_WAYS,
+        )
     url = f"https://{host}{config.tailscale.path}"
     if config.tailscale.path.rstrip("/") != config.serve.path.rstrip("/"):
-        return Check("exposure", "FAIL", f"tailscale.path ({config.tailscale.path}) differs from "
-                                         f"serve.path ({config.serve.path}): requests to {url} "
-                                         "would get 404",
-                     f"set tailscale.path = \"{config.serve.path}\"")
+        return Check(
+            "exposure",
+            "FAIL",
+            f"tailscale.path ({config.tailscale.path}) differs from "
+            f"serve.path ({config.serve.path}): requests to {url} "
+            "would get 404",
+            f'set tailscale.path = "{config.serve.path}"',
+        )
     if mode == "serve":
-        return Check("exposure", "WARN", f"tailscale serve publishes {url} inside the tailnet "
-                                         f"only; {config.provider} cannot reach it",
-                     'set [tailscale] mode = "funnel"')
+        return Check(
+            "exposure",
+            "WARN",
+            f"tailscale serve publishes {url} inside the tailnet "
+            f"only; {config.provider} cannot reach it",
+            'set [tailscale] mode = "funnel"',
+        )
     return Check("exposure", "OK", f"tailscale funnel publishes {url}")
 
 
@@ -361,29 +468,44 @@ def check_stream(config: Config) -> Check:
         return Check("exposure.stream", "OK", "streaming is off: no media-stream path to publish")
     path = sc.stream_path
     if path.rstrip("/") == config.serve.path.rstrip("/"):
-        return Check("exposure.stream", "FAIL", f"streaming.stream_path {path} is also "
-                                                "serve.path", "give the stream its own path, "
-                                                "e.g. streaming.stream_path = \"/voice/stream\"")
+        return Check(
+            "exposure.stream",
+            "FAIL",
+            f"streaming.stream_path {path} is also serve.path",
+            'give the stream its own path, e.g. streaming.stream_path = "/voice/stream"',
+        )
     local = local_webhook_url(config)
     api = provider_api_base_url(config) or ""
     if config.provider not in REAL_PROVIDERS or (is_local_api(api) and not config.public_url):
         return Check("exposure.stream", "OK", f"media streams at {stream_url_for(config, local)}")
     if config.public_url:
         url = stream_url_for(config, config.public_url)
-        return Check("exposure.stream", "OK", f"{url} (derived from public_url; your proxy must "
-                                              f"forward {path} with the websocket upgrade)")
+        return Check(
+            "exposure.stream",
+            "OK",
+            f"{url} (derived from public_url; your proxy must "
+            f"forward {path} with the websocket upgrade)",
+        )
     if config.tunnel.provider == "ngrok":
         host = config.tunnel.ngrok_domain or "<ngrok host>"
         return Check("exposure.stream", "OK", f"the ngrok listener carries wss://{host}{path}")
     if config.tailscale.mode in ("serve", "funnel"):
         host = _tailscale_host()[0] or "<node>"
-        return Check("exposure.stream", "OK", f"tailscale {config.tailscale.mode} mounts {path} "
-                                              f"too: wss://{host}{path}")
-    return Check("exposure.stream", "FAIL", f"{stream_url_for(config, local)} is not public",
-                 f"publish the webhook (see exposure): {THREE_WAYS}")
+        return Check(
+            "exposure.stream",
+            "OK",
+            f"tailscale {config.tailscale.mode} mounts {path} too: wss://{host}{path}",
+        )
+    return Check(
+        "exposure.stream",
+        "FAIL",
+        f"{stream_url_for(config, local)} is not public",
+        f"publish the webhook (see exposure): {THREE_WAYS}",
+    )
 
 
 # --- store --------------------------------------------------------------------------------------
+
 
 def check_database(config: Config) -> Check:
     """A PostgreSQL store: reachable with these credentials, and a schema this version can use.
@@ -401,20 +523,31 @@ def check_database(config: Config) -> Check:
     server = f"PostgreSQL {found.server_version.split()[0]} at {config.store.display}"
     version, known = found.schema_version, found.known
     if version is None:
-        return Check(cid, "OK", f"{server} answers; no voicecall schema yet (the daemon creates "
-                                f"version {known} at start)")
+        return Check(
+            cid,
+            "OK",
+            f"{server} answers; no voicecall schema yet (the daemon creates "
+            f"version {known} at start)",
+        )
     if version > known:
-        return Check(cid, "FAIL", f"{server} has voicecall schema version {version}, newer than "
-                                  f"this voicecall knows ({known})",
-                     "upgrade voicecall here: every daemon sharing a database must run the same "
-                     "version")
+        return Check(
+            cid,
+            "FAIL",
+            f"{server} has voicecall schema version {version}, newer than "
+            f"this voicecall knows ({known})",
+            "upgrade voicecall here: every daemon sharing a database must run the same version",
+        )
     if version < known:
-        return Check(cid, "OK", f"{server}: schema version {version} (the daemon migrates it to "
-                                f"{known} at start)")
+        return Check(
+            cid,
+            "OK",
+            f"{server}: schema version {version} (the daemon migrates it to {known} at start)",
+        )
     return Check(cid, "OK", f"{server}: schema version {version} (current)")
 
 
 # --- daemon and port ----------------------------------------------------------------------------
+
 
 def check_daemon(sock: Path, config: Config | None) -> tuple[Check, dict[str, Any] | None]:
     """Ask a running daemon for its status, without starting one; 1 s at most."""
@@ -429,17 +562,28 @@ def check_daemon(sock: Path, config: Config | None) -> tuple[Check, dict[str, An
         message, _, fix = exc.message.partition("; ")
         return Check("daemon", "FAIL", message, fix or None), None
     except (OSError, ValueError, RpcRemoteError) as exc:
-        return Check("daemon", "WARN", f"{sock} did not answer daemon.status within "
-                                       f"{DAEMON_TIMEOUT_SECONDS:g}s ({type(exc).__name__})",
-                     "`voicecall daemon restart`; see `voicecall daemon logs`"), None
+        return Check(
+            "daemon",
+            "WARN",
+            f"{sock} did not answer daemon.status within "
+            f"{DAEMON_TIMEOUT_SECONDS:g}s ({type(exc).__name__})",
+            "`voicecall daemon restart`; see `voicecall daemon logs`",
+        ), None
     if not isinstance(status, dict):
-        return Check("daemon", "WARN", f"{sock} answered daemon.status oddly",
-                     "`voicecall daemon restart`"), None
-    what = (f"running (pid {status.get('pid')}, version {status.get('version')}, provider "
-            f"{status.get('provider')}, webhook {status.get('webhookUrl')})")
+        return Check(
+            "daemon", "WARN", f"{sock} answered daemon.status oddly", "`voicecall daemon restart`"
+        ), None
+    what = (
+        f"running (pid {status.get('pid')}, version {status.get('version')}, provider "
+        f"{status.get('provider')}, webhook {status.get('webhookUrl')})"
+    )
     if config is not None and status.get("provider") != config.provider:
-        return Check("daemon", "WARN", f"{what}, but the config says provider {config.provider}",
-                     "`voicecall daemon restart` to apply the config"), status
+        return Check(
+            "daemon",
+            "WARN",
+            f"{what}, but the config says provider {config.provider}",
+            "`voicecall daemon restart` to apply the config",
+        ), status
     return Check("daemon", "OK", what), status
 
 
@@ -448,11 +592,14 @@ def check_store(status: dict[str, Any]) -> Check:
     store = status.get("store") or "the store"
     fault = status.get("storeFault")
     if isinstance(fault, dict):
-        return Check("store", "FAIL",
-                     f"{store} refuses writes since {fault.get('since')}: {fault.get('error')}; "
-                     "webhooks get 503 (the provider retries) and call commands fail",
-                     f"free disk space (or fix the disk) where {store} lives; the daemon "
-                     "recovers by itself at the next write")
+        return Check(
+            "store",
+            "FAIL",
+            f"{store} refuses writes since {fault.get('since')}: {fault.get('error')}; "
+            "webhooks get 503 (the provider retries) and call commands fail",
+            f"free disk space (or fix the disk) where {store} lives; the daemon "
+            "recovers by itself at the next write",
+        )
     return Check("store", "OK", f"{store} accepts writes")
 
 
@@ -487,8 +634,11 @@ def _pid_listens_on(pid: int, port: int) -> bool | None:
         readable = True
         for row in rows:
             fields = row.split()
-            if len(fields) > 9 and fields[3] == "0A" \
-                    and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
                 inodes.add(fields[9])
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
@@ -516,8 +666,12 @@ def check_port(config: Config, daemon: dict[str, Any] | None) -> Check:
     if failure is None:
         return Check("port", "OK", f"{where} is free")
     if isinstance(failure, socket.gaierror):
-        return Check("port", "FAIL", f"serve.bind = {bind!r} does not resolve ({failure})",
-                     "set serve.bind to an address of this machine, e.g. 127.0.0.1")
+        return Check(
+            "port",
+            "FAIL",
+            f"serve.bind = {bind!r} does not resolve ({failure})",
+            "set serve.bind to an address of this machine, e.g. 127.0.0.1",
+        )
     if failure.errno == errno.EADDRINUSE:
         pid = daemon.get("pid") if daemon else None
         if isinstance(pid, int):
@@ -527,17 +681,37 @@ def check_port(config: Config, daemon: dict[str, Any] | None) -> Check:
         from daemon.config.ports import may_fall_back
 
         if may_fall_back(config):
-            return Check("port", "OK", f"{where} is in use by another program; with the mock "
-                                       "provider and no serve.port set, the daemon listens on a "
-                                       "free port instead")
-        return Check("port", "FAIL", f"{where} is in use by another program",
-                     f"stop it (`ss -ltnp 'sport = :{port}'` shows which), or choose another "
-                     "port: `voicecall config set serve.port 3335` (0 = any free port)")
+            return Check(
+                "port",
+                "OK",
+                f"{where} is in use by another program; with the mock "
+                "provider and no serve.port set, the daemon listens on a "
+                "free port instead",
+            )
+        return Check(
+            "port",
+            "FAIL",
+            f"{where} is in use by another program",
+            f"stop it (`ss -ltnp 'sport = :{port}'` shows which), or choose another "
+            "port: `voicecall config set serve.port 3335` (0 = any free port)",
+        )
     if failure.errno == errno.EADDRNOTAVAIL:
-        return Check("port", "FAIL", f"serve.bind = {bind!r} is not an address of this machine",
-                     "set serve.bind to 127.0.0.1 or one of this machine's addresses")
+        return Check(
+            "port",
+            "FAIL",
+            f"serve.bind = {bind!r} is not an address of this machine",
+            "set serve.bind to 127.0.0.1 or one of this machine's addresses",
+        )
     if failure.errno == errno.EACCES:
-        return Check("port", "FAIL", f"binding {where} needs privileges",
-                     "use a port >= 1024 with `voicecall config set serve.port 3334`")
-    return Check("port", "FAIL", f"cannot bind {where}: {failure.strerror or failure}",
-                 "choose another serve.bind or serve.port")
+        return Check(
+            "port",
+            "FAIL",
+            f"binding {where} needs privileges",
+            "use a port >= 1024 with `voicecall config set serve.port 3334`",
+        )
+    return Check(
+        "port",
+        "FAIL",
+        f"cannot bind {where}: {failure.strerror or failure}",
+        "choose another serve.bind or serve.port",
+    )

@@ -29,25 +29,35 @@ EXIT_STATUS_TEXT: dict[ExitStatus, str] = {
     ExitStatus.ERROR: "The operation failed: unknown call, provider error, timeout.",
     ExitStatus.USAGE: "Usage error: a wrong option, argument or parameter value.",
     ExitStatus.DAEMON_UNREACHABLE: "The daemon is unreachable and was not started "
-                                   "(--no-autostart, VOICECALL_NO_AUTOSTART, or it failed).",
+    "(--no-autostart, VOICECALL_NO_AUTOSTART, or it failed).",
     ExitStatus.CTRL_C: "Interrupted (Ctrl-C).",
 }
 
 ENVIRONMENT_TEXT: list[tuple[str, str]] = [
-    ("VOICECALL_HOME", "Keep everything in one folder: DIR/config.toml, DIR/state/ and "
-                       "DIR/run/daemon.sock."),
+    (
+        "VOICECALL_HOME",
+        "Keep everything in one folder: DIR/config.toml, DIR/state/ and DIR/run/daemon.sock.",
+    ),
     ("VOICECALL_CONFIG", "The config file (as --config)."),
     ("VOICECALL_SOCKET", "The daemon socket (as --socket)."),
-    ("VOICECALL_STORE", "The store, overriding the store key: a folder (SQLite) or a "
-                        "postgresql:// URL (its password is never shown)."),
+    (
+        "VOICECALL_STORE",
+        "The store, overriding the store key: a folder (SQLite) or a "
+        "postgresql:// URL (its password is never shown).",
+    ),
     ("VOICECALL_NO_AUTOSTART", "Set to 1 to never start the daemon (as --no-autostart)."),
     ("VOICECALL_NO_KEYRING", "Set to 1 so the daemon never reads the OS keyring."),
-    ("XDG_CONFIG_HOME", "Base of the default config file and of the systemd user units "
-                        "(default ~/.config)."),
+    (
+        "XDG_CONFIG_HOME",
+        "Base of the default config file and of the systemd user units (default ~/.config).",
+    ),
     ("XDG_STATE_HOME", "Base of the default state folder (default ~/.local/state)."),
     ("XDG_RUNTIME_DIR", "Base of the default socket folder."),
-    ("PYTHON_KEYRING_BACKEND", "Choose the keyring backend, e.g. "
-                               "keyrings.alt.file.PlaintextKeyring on a headless machine."),
+    (
+        "PYTHON_KEYRING_BACKEND",
+        "Choose the keyring backend, e.g. "
+        "keyrings.alt.file.PlaintextKeyring on a headless machine.",
+    ),
     ("NO_COLOR", "Disable coloured output."),
 ]
 
@@ -60,21 +70,30 @@ def _secret_env() -> list[tuple[str, str]]:
     for key, var in SECRET_KEYS.items():
         if var:
             by_var.setdefault(var, []).append(key)
-    return [(var, "Secret for " + ", ".join(keys) + "; wins over the config file and keyring.")
-            for var, keys in sorted(by_var.items())]
+    return [
+        (var, "Secret for " + ", ".join(keys) + "; wins over the config file and keyring.")
+        for var, keys in sorted(by_var.items())
+    ]
 
 
 FILES_TEXT: list[tuple[str, str]] = [
     ("$XDG_CONFIG_HOME/voicecall/config.toml", "The config file (TOML); none means defaults."),
-    ("$XDG_STATE_HOME/voicecall/", "The call store (SQLite, unless store names another "
-                                  "folder or a PostgreSQL URL) and daemon.log."),
-    ("$XDG_RUNTIME_DIR/voicecall/daemon.sock", "The daemon socket (0600, in a 0700 folder); "
-                                               "/tmp/voicecall-UID/daemon.sock without "
-                                               "XDG_RUNTIME_DIR."),
-    ("$XDG_CONFIG_HOME/systemd/user/voicecall.service", "The systemd user unit written by "
-                                                        "voicecall service install."),
-    ("$XDG_CONFIG_HOME/systemd/user/voicecall.socket", "Its socket unit "
-                                                       "(--socket-activation)."),
+    (
+        "$XDG_STATE_HOME/voicecall/",
+        "The call store (SQLite, unless store names another "
+        "folder or a PostgreSQL URL) and daemon.log.",
+    ),
+    (
+        "$XDG_RUNTIME_DIR/voicecall/daemon.sock",
+        "The daemon socket (0600, in a 0700 folder); "
+        "/tmp/voicecall-UID/daemon.sock without "
+        "XDG_RUNTIME_DIR.",
+    ),
+    (
+        "$XDG_CONFIG_HOME/systemd/user/voicecall.service",
+        "The systemd user unit written by voicecall service install.",
+    ),
+    ("$XDG_CONFIG_HOME/systemd/user/voicecall.socket", "Its socket unit (--socket-activation)."),
 ]
 
 
@@ -95,8 +114,9 @@ class Page:
 def walk(cli: click.Command) -> Iterator[Page]:
     """Every visible command, depth first, subcommands in name order."""
 
-    def visit(cmd: click.Command, words: tuple[str, ...], parent: click.Context | None
-              ) -> Iterator[Page]:
+    def visit(
+        cmd: click.Command, words: tuple[str, ...], parent: click.Context | None
+    ) -> Iterator[Page]:
         # context_settings carry the root's `-h` alias and width, as at run time.
         ctx = click.Context(cmd, info_name=words[-1], parent=parent, **cmd.context_settings)
         yield Page(words, cmd, ctx)
@@ -158,8 +178,11 @@ def man_page(page: Page, version: str, children: list[Page]) -> str:
         lines += _section("ARGUMENTS")
         for arg in arguments:
             kind = arg.type
-            text = ("One of: " + ", ".join(map(str, kind.choices)) + "."
-                    if isinstance(kind, click.Choice) else f"A {kind.name} value.")
+            text = (
+                "One of: " + ", ".join(map(str, kind.choices)) + "."
+                if isinstance(kind, click.Choice)
+                else f"A {kind.name} value."
+            )
             lines += _tagged(arg.make_metavar(ctx), text)
     records = [rec for p in cmd.get_params(ctx) if (rec := p.get_help_record(ctx))]
     if records:
@@ -169,8 +192,10 @@ def man_page(page: Page, version: str, children: list[Page]) -> str:
     if children:
         lines += _section("COMMANDS")
         for child in children:
-            lines += _tagged(child.words[-1], child.command.get_short_help_str(limit=300)
-                             + f" See {child.name}(1).")
+            lines += _tagged(
+                child.words[-1],
+                child.command.get_short_help_str(limit=300) + f" See {child.name}(1).",
+            )
     lines += _section("EXIT STATUS")
     for status in ExitStatus:
         lines += _tagged(str(int(status)), EXIT_STATUS_TEXT[status])
@@ -204,8 +229,7 @@ def project_version(root: Path = REPO_ROOT) -> str:
 
 def render(cli: click.Command, version: str) -> dict[str, str]:
     """Every generated file, by path relative to the repository root."""
-    files = {f"completions/{PROG_NAME}.{shell}": completion_source(cli, shell)
-             for shell in SHELLS}
+    files = {f"completions/{PROG_NAME}.{shell}": completion_source(cli, shell) for shell in SHELLS}
     pages = list(walk(cli))
     for page in pages:
         children = [p for p in pages if p.words[:-1] == page.words]
@@ -222,8 +246,11 @@ def _generated_here(root: Path) -> set[str]:
 
 def stale_files(root: Path, expected: dict[str, str]) -> list[str]:
     """Paths whose content differs, that are missing, or that no command generates any more."""
-    stale = [rel for rel, text in expected.items()
-             if not (root / rel).is_file() or (root / rel).read_text() != text]
+    stale = [
+        rel
+        for rel, text in expected.items()
+        if not (root / rel).is_file() or (root / rel).read_text() != text
+    ]
     stale += sorted(_generated_here(root) - set(expected))
     return sorted(stale)
 
@@ -243,12 +270,21 @@ def write(root: Path, expected: dict[str, str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Generate or check; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m voicecall_cli.gendocs",
-                                     description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 listing the files that are out of date")
-    parser.add_argument("--output-dir", type=Path, default=REPO_ROOT,
-                        help="the folder that holds completions/ and man/ (default: the repo)")
+    parser = argparse.ArgumentParser(
+        prog="python -m voicecall_cli.gendocs",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 listing the files that are out of date",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=REPO_ROOT,
+        help="the folder that holds completions/ and man/ (default: the repo)",
+    )
     args = parser.parse_args(argv)
     from voicecall_cli.main import cli
 

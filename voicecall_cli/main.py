@@ -71,8 +71,11 @@ class LazyGroup(click.Group):
         name among the module's top-level Click commands: the index is the only list."""
         module = importlib.import_module(f"voicecall_cli.commands.{module_name}")
         for value in vars(module).values():
-            if (isinstance(value, click.Command) and value.name is not None
-                    and COMMAND_MODULES.get(value.name) == module_name):
+            if (
+                isinstance(value, click.Command)
+                and value.name is not None
+                and COMMAND_MODULES.get(value.name) == module_name
+            ):
                 self.add_command(value)
 
     def resolve_command(
@@ -83,19 +86,38 @@ class LazyGroup(click.Group):
             return super().resolve_command(ctx, args)
         except click.exceptions.NoSuchCommand as exc:
             raise click.exceptions.NoSuchCommand(
-                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx) from None
+                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
 
 
 @click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
-@click.option("--config", "config", metavar="FILE", envvar="VOICECALL_CONFIG",
-              help="Config file (default: $XDG_CONFIG_HOME/voicecall/config.toml).")
-@click.option("--socket", "socket", metavar="PATH", envvar="VOICECALL_SOCKET",
-              help="Daemon socket (default: $XDG_RUNTIME_DIR/voicecall/daemon.sock).")
-@click.option("--no-autostart", is_flag=True,
-              help="Do not start the daemon when none runs; exit with status 3 instead.")
-@click.option("--traceback", is_flag=True, expose_value=False, is_eager=True,
-              callback=lambda _ctx, _param, value: _SHOW.update(traceback=bool(value)),
-              help="On an unexpected error, print the full Python traceback.")
+@click.option(
+    "--config",
+    "config",
+    metavar="FILE",
+    envvar="VOICECALL_CONFIG",
+    help="Config file (default: $XDG_CONFIG_HOME/voicecall/config.toml).",
+)
+@click.option(
+    "--socket",
+    "socket",
+    metavar="PATH",
+    envvar="VOICECALL_SOCKET",
+    help="Daemon socket (default: $XDG_RUNTIME_DIR/voicecall/daemon.sock).",
+)
+@click.option(
+    "--no-autostart",
+    is_flag=True,
+    help="Do not start the daemon when none runs; exit with status 3 instead.",
+)
+@click.option(
+    "--traceback",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda _ctx, _param, value: _SHOW.update(traceback=bool(value)),
+    help="On an unexpected error, print the full Python traceback.",
+)
 @click.version_option(package_name="voicecall", prog_name="voicecall")
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, socket: str | None, no_autostart: bool) -> None:
@@ -112,7 +134,6 @@ def cli(ctx: click.Context, config: str | None, socket: str | None, no_autostart
       $ voicecall tail
     """
     ctx.obj = CliContext.create(config, socket, no_autostart)
-
 
 
 def _interrupted(exc: BaseException) -> bool:
@@ -152,8 +173,11 @@ def _exit_unexpected(exc: Exception) -> None:
     if _SHOW["traceback"]:
         traceback.print_exception(exc)
     else:
-        click.echo(f"Error: unexpected {type(exc).__name__}: {exc} (run again with --traceback "
-                   "for the details, and report it if it persists)", err=True)
+        click.echo(
+            f"Error: unexpected {type(exc).__name__}: {exc} (run again with --traceback "
+            "for the details, and report it if it persists)",
+            err=True,
+        )
     sys.exit(ExitStatus.ERROR)
 
 

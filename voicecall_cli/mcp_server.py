@@ -111,8 +111,9 @@ class DaemonBridge:
         except click.ClickException as exc:
             raise MCPError(types.INTERNAL_ERROR, exc.format_message()) from None
         except (OSError, ValueError) as exc:
-            raise MCPError(types.INTERNAL_ERROR,
-                           f"lost the connection to the voicecall daemon: {exc}") from None
+            raise MCPError(
+                types.INTERNAL_ERROR, f"lost the connection to the voicecall daemon: {exc}"
+            ) from None
 
     def read_resource(self, uri: str) -> str:
         """The JSON text of one resource.
@@ -125,16 +126,20 @@ class DaemonBridge:
         if uri == ACTIVE_CALLS_URI:
             calls = self.status({}).get("calls", [])
             return json.dumps(calls, ensure_ascii=False)
-        call_id = unquote(uri[len(CALL_URI_PREFIX):]) if uri.startswith(CALL_URI_PREFIX) else ""
+        call_id = unquote(uri[len(CALL_URI_PREFIX) :]) if uri.startswith(CALL_URI_PREFIX) else ""
         if not call_id or "/" in call_id:
-            raise MCPError(types.INVALID_PARAMS,
-                           f"unknown resource {uri!r}; use {ACTIVE_CALLS_URI} or "
-                           f"{CALL_URI_TEMPLATE}", {"uri": uri})
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"unknown resource {uri!r}; use {ACTIVE_CALLS_URI} or {CALL_URI_TEMPLATE}",
+                {"uri": uri},
+            )
         found = self.status({"callId": call_id})
         if not found.get("found"):
-            raise MCPError(types.INVALID_PARAMS,
-                           f"no call with id {call_id!r}; list live calls at {ACTIVE_CALLS_URI}",
-                           {"uri": uri})
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"no call with id {call_id!r}; list live calls at {ACTIVE_CALLS_URI}",
+                {"uri": uri},
+            )
         return json.dumps(found["call"], ensure_ascii=False)
 
 
@@ -162,9 +167,13 @@ def build_server(bridge: DaemonBridge) -> Server[Any]:
             title="Phone call",
             description=TOOL_DESCRIPTION,
             input_schema=TOOL_SCHEMA,
-            annotations=types.ToolAnnotations(title="Phone call", read_only_hint=False,
-                                              destructive_hint=False, idempotent_hint=False,
-                                              open_world_hint=True),
+            annotations=types.ToolAnnotations(
+                title="Phone call",
+                read_only_hint=False,
+                destructive_hint=False,
+                idempotent_hint=False,
+                open_world_hint=True,
+            ),
         )
         return types.ListToolsResult(tools=[tool])
 
@@ -172,13 +181,14 @@ def build_server(bridge: DaemonBridge) -> Server[Any]:
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         if params.name != TOOL_NAME:
-            raise MCPError(types.INVALID_PARAMS,
-                           f"unknown tool {params.name!r}; this server has only {TOOL_NAME!r}")
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"unknown tool {params.name!r}; this server has only {TOOL_NAME!r}",
+            )
         arguments = dict(params.arguments or {})
         # abandon_on_cancel: a cancelled request frees the client at once; the worker thread
         # finishes on its own when the daemon answers (the call itself is not cancelled).
-        result = await anyio.to_thread.run_sync(bridge.run_tool, arguments,
-                                                abandon_on_cancel=True)
+        result = await anyio.to_thread.run_sync(bridge.run_tool, arguments, abandon_on_cancel=True)
         return _tool_result(result)
 
     async def list_resources(

@@ -29,8 +29,10 @@ def resolve(value: str, *, option: str = "--message") -> str:
             with open(path, encoding="utf-8") as handle:
                 text = handle.read()
         except FileNotFoundError:
-            raise CliError(f"{option} {value}: no file {path!r}; to say a text that starts "
-                           f"with @, double it: @{value}") from None
+            raise CliError(
+                f"{option} {value}: no file {path!r}; to say a text that starts "
+                f"with @, double it: @{value}"
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
             raise CliError(f"{option} {value}: cannot read {path!r}: {reason}") from None
@@ -39,6 +41,7 @@ def resolve(value: str, *, option: str = "--message") -> str:
         return value
     text = text.strip()
     if not text:
-        raise click.UsageError(f"{option} {value}: {origin or 'the message'} is empty; "
-                               "nothing to say")
+        raise click.UsageError(
+            f"{option} {value}: {origin or 'the message'} is empty; nothing to say"
+        )
     return text

@@ -43,11 +43,13 @@ def call_summary(call: dict[str, Any]) -> str:
     ]
     metadata = call.get("metadata") or {}
     if metadata.get("number"):
-        lines.append(f"  number table [numbers.\"{metadata['number']}\"]")
+        lines.append(f'  number table [numbers."{metadata["number"]}"]')
     if metadata.get("answeredBy"):
         raw = metadata.get("answeredByRaw")
-        lines.append(f"  answered by {metadata['answeredBy']}"
-                     + (f" ({raw})" if raw and raw != metadata["answeredBy"] else ""))
+        lines.append(
+            f"  answered by {metadata['answeredBy']}"
+            + (f" ({raw})" if raw and raw != metadata["answeredBy"] else "")
+        )
     for entry in call.get("transcript") or []:
         who = "bot " if entry["speaker"] == "bot" else "user"
         lines.append(f"  {who}: {entry['text']}")
@@ -78,8 +80,9 @@ def event_line(event: dict[str, Any]) -> str:
         beep = event.get("beepDetected")
         extra = f" result={event.get('result', '')}" + ("" if beep is None else f" beep={beep}")
     elif kind == "call.tool":
-        arguments = json.dumps(event.get("arguments", {}), ensure_ascii=False,
-                               separators=(",", ":"))
+        arguments = json.dumps(
+            event.get("arguments", {}), ensure_ascii=False, separators=(",", ":")
+        )
         extra = f" {event.get('name', '')}({arguments}) toolCallId={event.get('toolCallId', '')}"
     elif kind == "call.ended":
         extra = f" reason={event.get('reason', '')}"

@@ -73,17 +73,21 @@ class SmokeRun:
             config = load_config(self.paths)
         except ConfigError as exc:
             problems = [p for p in exc.problems if p != exc.message] or [exc.message]
-            self.fail("config", f"{exc.message}: " + "; ".join(problems),
-                      "`voicecall config validate` lists them; fix each, then run smoke again")
+            self.fail(
+                "config",
+                f"{exc.message}: " + "; ".join(problems),
+                "`voicecall config validate` lists them; fix each, then run smoke again",
+            )
         self.config = config
         self.step(Check("config", "OK", f"{config.source or 'defaults'} is valid"))
         if config.provider not in REAL_PROVIDERS:
-            self.fail("provider", f"provider = {config.provider!r}: smoke checks a real "
-                      "provider's setup (the mock needs none)",
-                      "`voicecall config set provider twilio` (or telnyx, plivo), then its "
-                      "credentials")
-        self.step(Check("provider", "OK", f"{config.provider}, calling from "
-                                          f"{config.from_number}"))
+            self.fail(
+                "provider",
+                f"provider = {config.provider!r}: smoke checks a real "
+                "provider's setup (the mock needs none)",
+                "`voicecall config set provider twilio` (or telnyx, plivo), then its credentials",
+            )
+        self.step(Check("provider", "OK", f"{config.provider}, calling from {config.from_number}"))
         for check in check_secrets(config):
             if check.status == "FAIL":
                 self.fail("secrets", f"{check.id}: {check.message}", check.fix)
@@ -98,9 +102,12 @@ class SmokeRun:
         """The running daemon serves this provider; its webhook URL."""
         assert self.config is not None
         if status.get("provider") != self.config.provider:
-            self.fail("daemon", f"the running daemon (pid {status.get('pid')}) uses provider "
-                      f"{status.get('provider')}, the config says {self.config.provider}",
-                      "`voicecall daemon restart`")
+            self.fail(
+                "daemon",
+                f"the running daemon (pid {status.get('pid')}) uses provider "
+                f"{status.get('provider')}, the config says {self.config.provider}",
+                "`voicecall daemon restart`",
+            )
         url = str(status.get("publicUrl") or status.get("webhookUrl") or "")
         self.step(Check("daemon", "OK", f"running (pid {status.get('pid')}), webhook {url}"))
         return url
@@ -112,8 +119,11 @@ class SmokeRun:
         api = provider_api_base_url(self.config) or ""
         local_api = is_local_api(api)
         request = urllib.request.Request(  # noqa: S310 - our own webhook URL, http(s) only
-            url, data=b"voicecall=smoke", method="POST",
-            headers={"Content-Type": "application/x-www-form-urlencoded"})
+            url,
+            data=b"voicecall=smoke",
+            method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_SECONDS) as response:  # noqa: S310
                 status = int(response.status)
@@ -121,23 +131,32 @@ class SmokeRun:
             status = exc.code
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            self.fail("webhook", f"{url} cannot be reached from this machine ({reason})",
-                      "check public_url / the tunnel (`voicecall doctor` shows the exposure) "
-                      "and that the daemon runs")
+            self.fail(
+                "webhook",
+                f"{url} cannot be reached from this machine ({reason})",
+                "check public_url / the tunnel (`voicecall doctor` shows the exposure) "
+                "and that the daemon runs",
+            )
         if status != 401:
-            self.fail("webhook", f"{url} answered HTTP {status} to an unsigned request, where "
-                      "our daemon answers 401: something else serves this URL, or the path "
-                      "differs", "make public_url end with serve.path and point the "
-                      "proxy/tunnel at this daemon")
-        where = (f"the {provider} API is on this machine (a simulator), so it reaches it too"
-                 if local_api else f"reached from this machine through its public address, as "
-                                   f"{provider} will")
+            self.fail(
+                "webhook",
+                f"{url} answered HTTP {status} to an unsigned request, where "
+                "our daemon answers 401: something else serves this URL, or the path "
+                "differs",
+                "make public_url end with serve.path and point the proxy/tunnel at this daemon",
+            )
+        where = (
+            f"the {provider} API is on this machine (a simulator), so it reaches it too"
+            if local_api
+            else f"reached from this machine through its public address, as {provider} will"
+        )
         self.step(Check("webhook", "OK", f"{url} refuses unsigned requests (401): {where}"))
 
     # ------------------------------------------------------------------ the real call
 
-    def place_call(self, events: Any, initiate: Callable[[dict[str, Any]], Any],
-                   deadline: float) -> None:
+    def place_call(
+        self, events: Any, initiate: Callable[[dict[str, Any]], Any], deadline: float
+    ) -> None:
         """Place the call and follow its events until it ends or `deadline` passes.
 
         `events` is a connection already subscribed to `voicecall.tail`, so that no event of
@@ -148,12 +167,13 @@ class SmokeRun:
         try:
             result = initiate(params)
         except RpcRemoteError as exc:
-            self.fail("call", f"{self.config.provider} refused the call: {exc.message}",
-                      "check the number, from_number and the account in the provider's "
-                      "console")
+            self.fail(
+                "call",
+                f"{self.config.provider} refused the call: {exc.message}",
+                "check the number, from_number and the account in the provider's console",
+            )
         self.call_id = str(result["callId"])
-        self.step(Check("call", "OK", f"placed call {self.call_id} to {self.to} "
-                                      f"({self.mode})"))
+        self.step(Check("call", "OK", f"placed call {self.call_id} to {self.to} ({self.mode})"))
         self._follow(events, deadline)
 
     def _follow(self, events: Any, deadline: float) -> None:
@@ -171,8 +191,11 @@ class SmokeRun:
             except TimeoutError:
                 self._timed_out(seen, answered)
             except StopIteration:
-                self.fail("end", "the daemon closed the event stream before the call ended",
-                          "see `voicecall daemon logs`")
+                self.fail(
+                    "end",
+                    "the daemon closed the event stream before the call ended",
+                    "see `voicecall daemon logs`",
+                )
             event = (message.get("params") or {}).get("event") or {}
             if event.get("callId") != self.call_id:
                 continue
@@ -180,22 +203,38 @@ class SmokeRun:
             seen.append(kind.removeprefix("call."))
             if kind in ANSWERED_EVENTS and not answered:
                 answered = True
-                self.step(Check("callbacks", "OK", "signed status callbacks arrived and "
-                                "verified: " + ", ".join(seen)))
+                self.step(
+                    Check(
+                        "callbacks",
+                        "OK",
+                        "signed status callbacks arrived and verified: " + ", ".join(seen),
+                    )
+                )
                 if self.mode == "conversation":
                     self._converse(deadline)
             elif kind == "call.ended":
                 reason = str(event.get("reason"))
                 if not answered:
-                    self.fail("callbacks", f"the call ended {reason} before it was answered "
-                              "(events: " + ", ".join(seen) + ")",
-                              "answer the phone when it rings; check the number")
+                    self.fail(
+                        "callbacks",
+                        f"the call ended {reason} before it was answered "
+                        "(events: " + ", ".join(seen) + ")",
+                        "answer the phone when it rings; check the number",
+                    )
                 if reason not in CONNECTED_ENDS:
-                    self.fail("end", f"the call ended {reason}",
-                              f"see `voicecall calls show {self.call_id}` and "
-                              "`voicecall daemon logs`")
-                self.step(Check("end", "OK", f"the call ended ({reason}); its record: "
-                                             f"`voicecall calls show {self.call_id}`"))
+                    self.fail(
+                        "end",
+                        f"the call ended {reason}",
+                        f"see `voicecall calls show {self.call_id}` and `voicecall daemon logs`",
+                    )
+                self.step(
+                    Check(
+                        "end",
+                        "OK",
+                        f"the call ended ({reason}); its record: "
+                        f"`voicecall calls show {self.call_id}`",
+                    )
+                )
                 return
 
     def _converse(self, deadline: float) -> None:
@@ -206,13 +245,24 @@ class SmokeRun:
         wait_ms = int(max(1.0, min(20.0, deadline - time.monotonic() - 10)) * 1000)
         with RpcClient(self.paths.socket, timeout=wait_ms / 1000 + 15) as turn:
             try:
-                reply = turn.call("voicecall.continue", {
-                    "callId": self.call_id, "timeoutMs": wait_ms,
-                    "message": "Please say something after the tone."})
+                reply = turn.call(
+                    "voicecall.continue",
+                    {
+                        "callId": self.call_id,
+                        "timeoutMs": wait_ms,
+                        "message": "Please say something after the tone.",
+                    },
+                )
                 self.step(Check("speech", "OK", f"heard the callee: {reply['transcript']!r}"))
             except RpcRemoteError as exc:
-                self.step(Check("speech", "WARN", f"no reply heard: {exc.message}",
-                                "check [streaming] (speech to text) if you spoke"))
+                self.step(
+                    Check(
+                        "speech",
+                        "WARN",
+                        f"no reply heard: {exc.message}",
+                        "check [streaming] (speech to text) if you spoke",
+                    )
+                )
             try:
                 turn.call("voicecall.end", {"callId": self.call_id})
             except RpcRemoteError:
@@ -222,10 +272,16 @@ class SmokeRun:
         assert self.config is not None
         if not answered:
             got = ", ".join(seen) or "none"
-            self.fail("callbacks", f"no answered status callback from {self.config.provider} "
-                      f"in time (events so far: {got})",
-                      "if it rang, the callbacks did not pass: check that public_url is exactly "
-                      "what the provider calls (signatures cover the URL) and "
-                      "`voicecall daemon logs` for rejected webhooks")
-        self.fail("end", "the call did not end in time",
-                  f"`voicecall end --call-id {self.call_id}`; see `voicecall daemon logs`")
+            self.fail(
+                "callbacks",
+                f"no answered status callback from {self.config.provider} "
+                f"in time (events so far: {got})",
+                "if it rang, the callbacks did not pass: check that public_url is exactly "
+                "what the provider calls (signatures cover the URL) and "
+                "`voicecall daemon logs` for rejected webhooks",
+            )
+        self.fail(
+            "end",
+            "the call did not end in time",
+            f"`voicecall end --call-id {self.call_id}`; see `voicecall daemon logs`",
+        )

@@ -77,8 +77,9 @@ class ClusterBus:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def request(self, daemon_id: str, kind: str, body: dict[str, Any],
-                      deadline: float) -> Any:
+    async def request(
+        self, daemon_id: str, kind: str, body: dict[str, Any], deadline: float
+    ) -> Any:
         """Ask daemon `daemon_id` to run `kind` with `body`; its result, or its error raised
         as :class:`RemoteError`.
 
@@ -89,16 +90,22 @@ class ClusterBus:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         try:
-            await self.store.send(channel_of(daemon_id), json.dumps(
-                {"id": request_id, "replyTo": self.channel, "kind": kind, "body": body},
-                separators=(",", ":")))
+            await self.store.send(
+                channel_of(daemon_id),
+                json.dumps(
+                    {"id": request_id, "replyTo": self.channel, "kind": kind, "body": body},
+                    separators=(",", ":"),
+                ),
+            )
             async with asyncio.timeout(deadline):
                 return await future
         except TimeoutError:
             raise OperationTimeoutError(
                 f"daemon {daemon_id}, which runs this call, did not answer within "
                 f"{deadline:g}s; retry (if it died, another daemon takes its calls over "
-                "within 30 s)", daemon=daemon_id) from None
+                "within 30 s)",
+                daemon=daemon_id,
+            ) from None
         finally:
             self._waiting.pop(request_id, None)
 
@@ -111,8 +118,9 @@ class ClusterBus:
             logger.warning("ignoring a malformed message on %s", self.channel)
             return
         if "kind" in message:
-            task = asyncio.get_running_loop().create_task(self._serve(message),
-                                                          name=f"bus-{message['kind']}")
+            task = asyncio.get_running_loop().create_task(
+                self._serve(message), name=f"bus-{message['kind']}"
+            )
             self._running.add(task)
             task.add_done_callback(self._running.discard)
             return
@@ -121,9 +129,13 @@ class ClusterBus:
             return  # the asker gave up already
         error = message.get("error")
         if isinstance(error, dict):
-            future.set_exception(RemoteError(int(error.get("code", -32603)),
-                                             str(error.get("message", "remote error")),
-                                             **(error.get("data") or {})))
+            future.set_exception(
+                RemoteError(
+                    int(error.get("code", -32603)),
+                    str(error.get("message", "remote error")),
+                    **(error.get("data") or {}),
+                )
+            )
         else:
             future.set_result(message.get("result"))
 
@@ -135,15 +147,15 @@ class ClusterBus:
                 raise VoicecallError(f"this daemon does not handle {message['kind']!r}")
             reply["result"] = await handler(message.get("body") or {})
         except VoicecallError as exc:
-            reply["error"] = {"code": exc.rpc_code, "message": exc.message,
-                              "data": exc.details}
+            reply["error"] = {"code": exc.rpc_code, "message": exc.message, "data": exc.details}
         except Exception as exc:
             logger.exception("a request from another daemon failed")
             reply["error"] = {"code": -32603, "message": f"internal error ({type(exc).__name__})"}
         reply_to = message.get("replyTo")
         if isinstance(reply_to, str) and reply_to.startswith("voicecall_d_"):
             try:
-                await self.store.send(reply_to, json.dumps(reply, separators=(",", ":"),
-                                                           default=str))
+                await self.store.send(
+                    reply_to, json.dumps(reply, separators=(",", ":"), default=str)
+                )
             except VoicecallError as exc:
                 logger.warning("could not answer another daemon: %s", exc.message)

@@ -30,20 +30,38 @@ logger = logging.getLogger(__name__)
 CONNECT_SECONDS = 5.0
 """How long opening the websocket to the call's daemon may take."""
 
-_SKIP = frozenset({"host", "connection", "upgrade", "sec-websocket-key",
-                   "sec-websocket-version", "sec-websocket-extensions", "content-length",
-                   "transfer-encoding", "keep-alive"})
+_SKIP = frozenset(
+    {
+        "host",
+        "connection",
+        "upgrade",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "content-length",
+        "transfer-encoding",
+        "keep-alive",
+    }
+)
 
 
-def media_relay(cluster: Callable[[], Cluster | None], runs: Callable[[str], bool],
-                http: Callable[[], aiohttp.ClientSession | None]) -> Callable[
-        [web.Request, web.WebSocketResponse, str | None, Mapping[str, str], list[str]],
-        Awaitable[Callable[[], Awaitable[None]] | None]]:
+def media_relay(
+    cluster: Callable[[], Cluster | None],
+    runs: Callable[[str], bool],
+    http: Callable[[], aiohttp.ClientSession | None],
+) -> Callable[
+    [web.Request, web.WebSocketResponse, str | None, Mapping[str, str], list[str]],
+    Awaitable[Callable[[], Awaitable[None]] | None],
+]:
     """The media server's `relay` hook."""
 
-    async def relay(request: web.Request, ws: web.WebSocketResponse,
-                    provider_call_id: str | None, parameters: Mapping[str, str],
-                    seen: list[str]) -> Callable[[], Awaitable[None]] | None:
+    async def relay(
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        provider_call_id: str | None,
+        parameters: Mapping[str, str],
+        seen: list[str],
+    ) -> Callable[[], Awaitable[None]] | None:
         group, session = cluster(), http()
         ref = parameters.get("callId") or provider_call_id or ""
         if group is None or session is None or not ref or runs(ref):
@@ -60,14 +78,22 @@ def media_relay(cluster: Callable[[], Cluster | None], runs: Callable[[str], boo
         headers["Host"] = request.headers.get("Host", "")
         try:
             upstream = await session.ws_connect(
-                f"ws://{address}{request.path_qs}", headers=headers, autoping=True,
+                f"ws://{address}{request.path_qs}",
+                headers=headers,
+                autoping=True,
                 timeout=aiohttp.ClientWSTimeout(ws_close=CONNECT_SECONDS),
-                max_msg_size=0)
+                max_msg_size=0,
+            )
             for text in seen:
                 await upstream.send_str(text)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            logger.warning("media stream for call %s: cannot reach daemon %s at %s (%s)",
-                           ref, owner, address, type(exc).__name__)
+            logger.warning(
+                "media stream for call %s: cannot reach daemon %s at %s (%s)",
+                ref,
+                owner,
+                address,
+                type(exc).__name__,
+            )
             return None
         logger.info("media stream for call %s passed to daemon %s", ref, owner)
 
@@ -79,12 +105,15 @@ def media_relay(cluster: Callable[[], Cluster | None], runs: Callable[[str], boo
     return relay
 
 
-async def _splice(downstream: web.WebSocketResponse,
-                  upstream: aiohttp.ClientWebSocketResponse) -> None:
+async def _splice(
+    downstream: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse
+) -> None:
     """Copy messages both ways until one side closes, then close the other."""
 
-    async def pump(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-                   sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
+    async def pump(
+        source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+        sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    ) -> None:
         async for message in source:
             if message.type is WSMsgType.TEXT:
                 await sink.send_str(message.data)
@@ -93,8 +122,10 @@ async def _splice(downstream: web.WebSocketResponse,
             else:
                 break
 
-    tasks = [asyncio.ensure_future(pump(downstream, upstream)),
-             asyncio.ensure_future(pump(upstream, downstream))]
+    tasks = [
+        asyncio.ensure_future(pump(downstream, upstream)),
+        asyncio.ensure_future(pump(upstream, downstream)),
+    ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -18,8 +18,13 @@ from daemon.rpc.server import Connection, Handler
 if TYPE_CHECKING:
     from daemon.cluster.wiring import Cluster
 
-FORWARDED = ("voicecall.continue", "voicecall.cancel", "voicecall.speak", "voicecall.end",
-             "voicecall.dtmf")
+FORWARDED = (
+    "voicecall.continue",
+    "voicecall.cancel",
+    "voicecall.speak",
+    "voicecall.end",
+    "voicecall.dtmf",
+)
 """The methods that act on a call's live session."""
 
 MARGIN_SECONDS = 30.0
@@ -37,9 +42,12 @@ class DetachedConnection(Connection):
         """Dropped: a forwarded request has no subscribers."""
 
 
-def forwarding_methods(methods: Mapping[str, Handler], cluster: Callable[[], Cluster | None],
-                       runs: Callable[[str], bool],
-                       deadline: Callable[[str, dict[str, Any]], float]) -> dict[str, Handler]:
+def forwarding_methods(
+    methods: Mapping[str, Handler],
+    cluster: Callable[[], Cluster | None],
+    runs: Callable[[str], bool],
+    deadline: Callable[[str, dict[str, Any]], float],
+) -> dict[str, Handler]:
     """`methods` with the call methods sent to the call's owner when another daemon runs it."""
     out = dict(methods)
     for name in FORWARDED:
@@ -47,9 +55,13 @@ def forwarding_methods(methods: Mapping[str, Handler], cluster: Callable[[], Clu
     return out
 
 
-def _forwarding(name: str, local: Handler, cluster: Callable[[], Cluster | None],
-                runs: Callable[[str], bool],
-                deadline: Callable[[str, dict[str, Any]], float]) -> Handler:
+def _forwarding(
+    name: str,
+    local: Handler,
+    cluster: Callable[[], Cluster | None],
+    runs: Callable[[str], bool],
+    deadline: Callable[[str, dict[str, Any]], float],
+) -> Handler:
     async def handler(raw: dict[str, Any], conn: Connection) -> Any:
         group = cluster()
         ref = raw.get("callId")
@@ -58,17 +70,20 @@ def _forwarding(name: str, local: Handler, cluster: Callable[[], Cluster | None]
         owner = await group.owner_elsewhere(ref)
         if owner is None:
             return await local(raw, conn)
-        return await group.bus.request(owner, "rpc", {"method": name, "params": raw},
-                                       deadline(name, raw))
+        return await group.bus.request(
+            owner, "rpc", {"method": name, "params": raw}, deadline(name, raw)
+        )
+
     return handler
 
 
-def serve_forwarded(methods: Mapping[str, Handler]) -> Callable[[dict[str, Any]],
-                                                                Awaitable[Any]]:
+def serve_forwarded(methods: Mapping[str, Handler]) -> Callable[[dict[str, Any]], Awaitable[Any]]:
     """The bus handler of `rpc` requests: run one of the call methods here."""
+
     async def run(body: dict[str, Any]) -> Any:
         name, params = body.get("method"), body.get("params")
         if name not in FORWARDED or not isinstance(params, dict):
             raise InvalidParamsError(f"{name!r} is not a method another daemon may send")
         return await methods[str(name)](params, DetachedConnection())
+
     return run

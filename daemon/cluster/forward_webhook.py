@@ -40,8 +40,19 @@ DEADLINE_SECONDS = 10.0
 """How long the daemon the webhook landed on waits for the owner's answer (providers wait
 about 15 s)."""
 
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length",
-                         "upgrade", "te", "trailer", "proxy-connection", "host"})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+        "host",
+    }
+)
 
 
 def call_ref(webhook: WebhookRequest) -> str | None:
@@ -89,9 +100,9 @@ class ForwardPass:
         return given is not None and hmac.compare_digest(given.encode(), self.value.encode())
 
 
-def forwarder(cluster: Callable[[], Cluster | None], runs: Callable[[str], bool],
-              own_pass: ForwardPass
-              ) -> Callable[[str, WebhookRequest], Awaitable[WebhookReply | None]]:
+def forwarder(
+    cluster: Callable[[], Cluster | None], runs: Callable[[str], bool], own_pass: ForwardPass
+) -> Callable[[str, WebhookRequest], Awaitable[WebhookReply | None]]:
     """The webhook server's `forward` hook."""
 
     async def forward(target: str, webhook: WebhookRequest) -> WebhookReply | None:
@@ -106,25 +117,33 @@ def forwarder(cluster: Callable[[], Cluster | None], runs: Callable[[str], bool]
             if owner is None:
                 return None
             message = {
-                "method": webhook.method, "target": target,
-                "headers": [[k, v] for k, v in webhook.headers.items()
-                            if k.lower() not in _HOP_BY_HOP
-                            and k.lower() != FORWARDED_HEADER.lower()],
+                "method": webhook.method,
+                "target": target,
+                "headers": [
+                    [k, v]
+                    for k, v in webhook.headers.items()
+                    if k.lower() not in _HOP_BY_HOP and k.lower() != FORWARDED_HEADER.lower()
+                ],
                 "host": webhook.headers.get("Host", ""),
                 "body": base64.b64encode(webhook.body).decode("ascii"),
             }
             answer = await group.bus.request(owner, "webhook", message, DEADLINE_SECONDS)
         except VoicecallError as exc:  # its daemon died, or did not answer: the provider retries
             return WebhookReply(503, "text/plain; charset=utf-8", exc.message.encode())
-        return WebhookReply(int(answer["status"]), str(answer["contentType"]),
-                            base64.b64decode(str(answer["body"])))
+        return WebhookReply(
+            int(answer["status"]), str(answer["contentType"]), base64.b64decode(str(answer["body"]))
+        )
 
     return forward
 
 
-def serve_forwarded(origin: Callable[[], str], http: Callable[[], aiohttp.ClientSession | None],
-                    own_pass: ForwardPass) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+def serve_forwarded(
+    origin: Callable[[], str],
+    http: Callable[[], aiohttp.ClientSession | None],
+    own_pass: ForwardPass,
+) -> Callable[[dict[str, Any]], Awaitable[Any]]:
     """The bus handler of `webhook` requests: replay one against this daemon's own port."""
+
     async def run(body: dict[str, Any]) -> Any:
         session = http()
         if session is None:
@@ -134,12 +153,19 @@ def serve_forwarded(origin: Callable[[], str], http: Callable[[], aiohttp.Client
             headers.append(("Host", str(body["host"])))
         headers.append((FORWARDED_HEADER, own_pass.value))
         async with session.request(
-                str(body["method"]), origin() + str(body["target"]),
-                data=base64.b64decode(str(body.get("body") or "")), headers=headers,
-                allow_redirects=False, skip_auto_headers=("Content-Type",),
-                timeout=aiohttp.ClientTimeout(total=DEADLINE_SECONDS)) as response:
+            str(body["method"]),
+            origin() + str(body["target"]),
+            data=base64.b64decode(str(body.get("body") or "")),
+            headers=headers,
+            allow_redirects=False,
+            skip_auto_headers=("Content-Type",),
+            timeout=aiohttp.ClientTimeout(total=DEADLINE_SECONDS),
+        ) as response:
             reply = await response.read()
-            return {"status": response.status,
-                    "contentType": response.headers.get("Content-Type", "text/plain"),
-                    "body": base64.b64encode(reply).decode("ascii")}
+            return {
+                "status": response.status,
+                "contentType": response.headers.get("Content-Type", "text/plain"),
+                "body": base64.b64encode(reply).decode("ascii"),
+            }
+
     return run

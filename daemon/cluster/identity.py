@@ -27,12 +27,16 @@ def daemon_id(state: Path, file_name: str = ID_FILE) -> str:
     except FileNotFoundError:
         text = ""
     except OSError as exc:
-        raise ConfigError(f"cannot read the daemon id {path} ({exc.strerror}); fix its "
-                          "permissions or delete it (a new one is made)") from None
+        raise ConfigError(
+            f"cannot read the daemon id {path} ({exc.strerror}); fix its "
+            "permissions or delete it (a new one is made)"
+        ) from None
     if text:
         if len(text) > MAX_LENGTH or not text.isprintable():
-            raise ConfigError(f"the daemon id in {path} is not a short printable line; delete "
-                              "the file (a new one is made)")
+            raise ConfigError(
+                f"the daemon id in {path} is not a short printable line; delete "
+                "the file (a new one is made)"
+            )
         return text
     made = f"{socket.gethostname()[:60]}-{secrets.token_hex(4)}"
     state.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -37,9 +37,14 @@ class SharedStore(Protocol):
 class ClusterNode:
     """The take-over loop of one daemon."""
 
-    def __init__(self, store: SharedStore, interval: float,
-                 adopt: Callable[[Sequence[CallRecord]], Awaitable[None]],
-                 live_ids: Callable[[], list[str]], release: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        store: SharedStore,
+        interval: float,
+        adopt: Callable[[Sequence[CallRecord]], Awaitable[None]],
+        live_ids: Callable[[], list[str]],
+        release: Callable[[str], None],
+    ) -> None:
         self.store = store
         self.interval = interval
         self._adopt = adopt
@@ -77,13 +82,18 @@ class ClusterNode:
             owners = await self.store.owners(ids) if ids else {}
             for call_id, owner in owners.items():
                 if owner != self.store.daemon_id:
-                    logger.warning("call %s is run by daemon %s now; letting go of it",
-                                   call_id, owner)
+                    logger.warning(
+                        "call %s is run by daemon %s now; letting go of it", call_id, owner
+                    )
                     self._release(call_id)
         taken = await self.store.take_over()
         if not taken:
             return
         for record, previous in taken:
-            logger.warning("taking over call %s (%s) from daemon %s, silent too long",
-                           record.call_id, record.state, previous or "unknown")
+            logger.warning(
+                "taking over call %s (%s) from daemon %s, silent too long",
+                record.call_id,
+                record.state,
+                previous or "unknown",
+            )
         await self._adopt([record for record, _ in taken])

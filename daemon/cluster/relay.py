@@ -34,8 +34,13 @@ class EventStore(Protocol):
 class EventRelay:
     """Publishes here the events other daemons stored."""
 
-    def __init__(self, store: EventStore, channel: str, subscribers: Callable[[], int],
-                 publish: Callable[[CallEvent], None]) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        channel: str,
+        subscribers: Callable[[], int],
+        publish: Callable[[CallEvent], None],
+    ) -> None:
         self.store = store
         self.channel = channel
         self._subscribers = subscribers
@@ -71,8 +76,9 @@ class EventRelay:
             try:
                 events = await self.store.events_by_seq(batch)
             except StoreError as exc:
-                logger.warning("%d events of other daemons not shown to tail: %s",
-                               len(batch), exc.message)
+                logger.warning(
+                    "%d events of other daemons not shown to tail: %s", len(batch), exc.message
+                )
                 continue
             for event in events:
                 self._publish(event)

@@ -47,5 +47,7 @@ async def owner_elsewhere(store: RoutingStore, ref: str) -> str | None:
         raise CallError(
             f"call {route.call_id} is run by daemon {route.owner}, which stopped answering; "
             "another daemon takes it over within 30 s: retry then",
-            callId=route.call_id, daemon=route.owner)
+            callId=route.call_id,
+            daemon=route.owner,
+        )
     return route.owner

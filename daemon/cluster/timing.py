@@ -26,6 +26,7 @@ def heartbeat_seconds(env: Mapping[str, str]) -> float:
     except ValueError:
         value = math.nan
     if not 0.1 <= value <= HEARTBEAT_SECONDS:
-        raise ConfigError(f"{ENV} = {raw!r}: expected seconds between 0.1 and 5 (unset it for "
-                          "the default, 5)")
+        raise ConfigError(
+            f"{ENV} = {raw!r}: expected seconds between 0.1 and 5 (unset it for the default, 5)"
+        )
     return value

@@ -42,7 +42,6 @@ class Cluster:
         self.bus = ClusterBus(store)
         self.relay = relay
 
-
     async def owner_elsewhere(self, ref: str) -> str | None:
         """The other living daemon that runs live call `ref`, or None (handle it here)."""
         return await owner_elsewhere(self.store, ref)
@@ -60,14 +59,15 @@ class Cluster:
         await self.bus.stop()
 
 
-def shared_store_identity(config: Config, paths: Paths,
-                          id_file: str = ID_FILE) -> dict[str, Any]:
+def shared_store_identity(config: Config, paths: Paths, id_file: str = ID_FILE) -> dict[str, Any]:
     """`create_store` arguments for a shared store: this daemon's id (kept in `id_file`; a
     worker's is its own) and heartbeat; none for SQLite (nothing is read or made then)."""
     if config.store.kind is not StoreKind.POSTGRESQL:
         return {}
-    return {"daemon_id": daemon_id(paths.state, id_file),
-            "heartbeat_seconds": heartbeat_seconds(os.environ)}
+    return {
+        "daemon_id": daemon_id(paths.state, id_file),
+        "heartbeat_seconds": heartbeat_seconds(os.environ),
+    }
 
 
 def _shared(daemon: Daemon) -> bool:
@@ -89,9 +89,11 @@ def _deadline(daemon: Daemon) -> Any:
         wait = config.ring_timeout_seconds + forward_rpc.MARGIN_SECONDS
         if name == "voicecall.continue":
             given = raw.get("timeoutMs")
-            wait += (given if isinstance(given, int) and given > 0
-                     else config.transcript_timeout_ms) / 1000
+            wait += (
+                given if isinstance(given, int) and given > 0 else config.transcript_timeout_ms
+            ) / 1000
         return float(wait)
+
     return deadline
 
 
@@ -99,16 +101,18 @@ def rpc_methods(daemon: Daemon, methods: Mapping[str, Handler]) -> dict[str, Han
     """The socket's dispatch table: the call methods go to the call's owner on a shared store."""
     if not _shared(daemon):
         return dict(methods)
-    return forward_rpc.forwarding_methods(methods, lambda: daemon.cluster, daemon.engine.runs,
-                                          _deadline(daemon))
+    return forward_rpc.forwarding_methods(
+        methods, lambda: daemon.cluster, daemon.engine.runs, _deadline(daemon)
+    )
 
 
 def install_webhook_forwarding(daemon: Daemon) -> None:
     """Send verified webhooks about other daemons' calls to them."""
     if _shared(daemon) and daemon.webhooks is not None:
         own_pass = daemon.forward_pass
-        daemon.webhooks.forward = forward_webhook.forwarder(lambda: daemon.cluster,
-                                                            daemon.engine.runs, own_pass)
+        daemon.webhooks.forward = forward_webhook.forwarder(
+            lambda: daemon.cluster, daemon.engine.runs, own_pass
+        )
 
 
 async def start_cluster(daemon: Daemon, methods: Mapping[str, Handler]) -> Cluster | None:
@@ -120,17 +124,27 @@ async def start_cluster(daemon: Daemon, methods: Mapping[str, Handler]) -> Clust
     store = daemon.store
     assert isinstance(store, PostgresStore)
     engine = daemon.engine
-    node = ClusterNode(store, store.watch_interval, engine.adopt,
-                       lambda: [record.call_id for record in engine.live_calls()], engine.release)
+    node = ClusterNode(
+        store,
+        store.watch_interval,
+        engine.adopt,
+        lambda: [record.call_id for record in engine.live_calls()],
+        engine.release,
+    )
     relay = EventRelay(store, EVENTS_CHANNEL, lambda: engine.subscriber_count, engine.relay)
     cluster = Cluster(store, node, relay)
     cluster.bus.handle("rpc", forward_rpc.serve_forwarded(methods))
-    cluster.bus.handle("webhook", forward_webhook.serve_forwarded(
-        lambda: _local_origin(daemon), lambda: daemon.http, daemon.forward_pass))
+    cluster.bus.handle(
+        "webhook",
+        forward_webhook.serve_forwarded(
+            lambda: _local_origin(daemon), lambda: daemon.http, daemon.forward_pass
+        ),
+    )
     await store.advertise(advertised_address(daemon))
     if daemon.media_server is not None:
         daemon.media_server.relay = forward_media.media_relay(
-            lambda: daemon.cluster, engine.runs, lambda: daemon.http)
+            lambda: daemon.cluster, engine.runs, lambda: daemon.http
+        )
     await cluster.start()
     return cluster
 
@@ -155,9 +169,16 @@ def advertised_address(daemon: Daemon) -> str:
 def check_address(value: str) -> str:
     """`host:port` (an IPv6 host in brackets), else a ConfigError naming the variable."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 \
-            or any(c.isspace() or c in "/?#@" for c in host):
-        raise ConfigError(f"{ADDRESS_ENV} = {value!r}: expected host:port where the other "
-                          "daemons reach this daemon's webhook port, such as voice-1:3334 or "
-                          "[fd00::1]:3334")
+    if (
+        not sep
+        or not host
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+        or any(c.isspace() or c in "/?#@" for c in host)
+    ):
+        raise ConfigError(
+            f"{ADDRESS_ENV} = {value!r}: expected host:port where the other "
+            "daemons reach this daemon's webhook port, such as voice-1:3334 or "
+            "[fd00::1]:3334"
+        )
     return value

@@ -63,8 +63,10 @@ def _parse(text: str | None) -> Any:
     try:
         return tomlkit.parse(text or "")
     except ParseError as exc:
-        raise ConfigError(f"the config file is not valid TOML ({exc}); fix it by hand or start "
-                          "over with `voicecall config init --force`") from None
+        raise ConfigError(
+            f"the config file is not valid TOML ({exc}); fix it by hand or start "
+            "over with `voicecall config init --force`"
+        ) from None
 
 
 def set_key(text: str | None, key: str, value: Any) -> str:
@@ -80,8 +82,10 @@ def set_key(text: str | None, key: str, value: Any) -> str:
             node.add(part, tomlkit.table(is_super_table=i < len(parents) - 1))
         node = node[part]
         if not isinstance(node, Mapping):
-            raise ConfigError(f"{'.'.join(parents[: i + 1])} is not a table in the config file; "
-                              "fix it by hand first")
+            raise ConfigError(
+                f"{'.'.join(parents[: i + 1])} is not a table in the config file; "
+                "fix it by hand first"
+            )
     node[leaf] = value
     return tomlkit.dumps(doc)
 

@@ -17,19 +17,22 @@ from daemon.config.model import Config
 from daemon.errors import ConfigError
 from daemon.providers.catalog import REAL_PROVIDERS, spec
 
-_LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8",        # "this network", includes the unspecified 0.0.0.0
-    "10.0.0.0/8",       # RFC 1918
-    "100.64.0.0/10",    # carrier-grade NAT (also Tailscale addresses): not reachable publicly
-    "127.0.0.0/8",      # loopback
-    "169.254.0.0/16",   # link-local
-    "172.16.0.0/12",    # RFC 1918
-    "192.168.0.0/16",   # RFC 1918
-    "::/128",           # unspecified
-    "::1/128",          # loopback
-    "fc00::/7",         # unique local addresses
-    "fe80::/10",        # link-local
-))
+_LOCAL_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network", includes the unspecified 0.0.0.0
+        "10.0.0.0/8",  # RFC 1918
+        "100.64.0.0/10",  # carrier-grade NAT (also Tailscale addresses): not reachable publicly
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local
+        "172.16.0.0/12",  # RFC 1918
+        "192.168.0.0/16",  # RFC 1918
+        "::/128",  # unspecified
+        "::1/128",  # loopback
+        "fc00::/7",  # unique local addresses
+        "fe80::/10",  # link-local
+    )
+)
 
 # Legacy numeric IPv4 forms (127.1, 0x7f000001, 2130706433) that resolvers still accept.
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|\d+)(\.(0x[0-9a-f]+|\d+)){0,3}$", re.IGNORECASE)

@@ -21,28 +21,31 @@ from typing import Any
 
 from daemon.store.location import StoreLocation
 
-LIVE_TOP_LEVEL = frozenset({
-    "from_number",
-    "to_number",
-    "max_duration_seconds",
-    "max_concurrent_calls",
-    "ring_timeout_seconds",
-    "transcript_timeout_ms",
-    "inbound_policy",
-    "allow_from",
-    "inbound_greeting",
-    "response_model",
-    "response_system_prompt",
-    "response_timeout_ms",
-    "outbound",
-    "machine_detection",
-    "mock",
-    "agent",
-})
+LIVE_TOP_LEVEL = frozenset(
+    {
+        "from_number",
+        "to_number",
+        "max_duration_seconds",
+        "max_concurrent_calls",
+        "ring_timeout_seconds",
+        "transcript_timeout_ms",
+        "inbound_policy",
+        "allow_from",
+        "inbound_greeting",
+        "response_model",
+        "response_system_prompt",
+        "response_timeout_ms",
+        "outbound",
+        "machine_detection",
+        "mock",
+        "agent",
+    }
+)
 """Top-level keys (or whole tables) a reload applies; every other key needs a restart."""
 
-RESPONDER_KEYS = frozenset({"response_model", "response_system_prompt", "response_timeout_ms",
-                            "agent"})
+RESPONDER_KEYS = frozenset(
+    {"response_model", "response_system_prompt", "response_timeout_ms", "agent"}
+)
 """Keys the auto-responder is built from: a change rebuilds it."""
 
 IGNORED_FIELDS = frozenset({"source", "secret_sources", "warnings"})
@@ -76,6 +79,7 @@ def changed_keys(old: Any, new: Any) -> list[str]:
 
 def merge_live(old: Any, new: Any) -> Any:
     """`old` with the live keys of `new`: what a running daemon switches to on a reload."""
-    live = {f.name: getattr(new, f.name) for f in dataclasses.fields(old)
-            if f.name in LIVE_TOP_LEVEL}
+    live = {
+        f.name: getattr(new, f.name) for f in dataclasses.fields(old) if f.name in LIVE_TOP_LEVEL
+    }
     return dataclasses.replace(old, **live, warnings=new.warnings)

@@ -74,8 +74,10 @@ def read_document(path: Path) -> dict[str, Any] | None:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: it is not UTF-8 text (byte "
-                          f"{exc.start + 1}); save it as UTF-8") from None
+        raise ConfigError(
+            f"{path} is not valid TOML: it is not UTF-8 text (byte "
+            f"{exc.start + 1}); save it as UTF-8"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -90,10 +92,11 @@ def toml_syntax_message(path: Path, text: str, error: str) -> str:
     """One clear sentence for a TOML syntax error: where (line, column, the line itself), what,
     and the fix. Shared by the daemon, `config validate` and `config set/unset`."""
     where = _WHERE.search(error)
-    reason = error[:where.start()] if where else error
+    reason = error[: where.start()] if where else error
     # tomllib names keys as Python tuples: ('serve',) -> [serve]
     reason = _KEY_TUPLE.sub(
-        lambda m: "[" + ".".join(re.findall(r"'([^']*)'", m.group(1))) + "]", reason)
+        lambda m: "[" + ".".join(re.findall(r"'([^']*)'", m.group(1))) + "]", reason
+    )
     reason = reason.replace("Cannot declare", "the table").replace(" twice", " is declared twice")
     reason = reason.replace("Cannot overwrite a value", "this key is already set above")
     lines = text.splitlines()
@@ -103,9 +106,11 @@ def toml_syntax_message(path: Path, text: str, error: str) -> str:
         line_no, column = max(1, len(lines)), len(lines[-1]) + 1 if lines else 1
     shown = lines[line_no - 1].strip() if 0 < line_no <= len(lines) else ""
     context = f" (`{shown}`)" if shown else ""
-    return (f"{path} is not valid TOML at line {line_no}, column {column}{context}: "
-            f"{reason[:1].lower()}{reason[1:]}; fix that line, or start over with "
-            "`voicecall config init --force`")
+    return (
+        f"{path} is not valid TOML at line {line_no}, column {column}{context}: "
+        f"{reason[:1].lower()}{reason[1:]}; fix that line, or start over with "
+        "`voicecall config init --force`"
+    )
 
 
 def load_config(
@@ -118,8 +123,7 @@ def load_config(
     """
     data = read_document(paths.config)
     source = paths.config if data is not None else None
-    config, report = check_document(data or {}, paths, env, use_keyring=use_keyring,
-                                    source=source)
+    config, report = check_document(data or {}, paths, env, use_keyring=use_keyring, source=source)
     if config is None or report.problems:
         count = len(report.problems)
         where = source or "the defaults"
@@ -157,9 +161,12 @@ def check_document(
     del values["messages"]
     values["store"] = _store_location(values["store"], paths, source, env, errors)
     config = _build(Config, values)
-    config = dataclasses.replace(config, source=source,
-                                 secret_sources=MappingProxyType(sources),
-                                 numbers=_numbers(numbers, tree["tts"]))
+    config = dataclasses.replace(
+        config,
+        source=source,
+        secret_sources=MappingProxyType(sources),
+        numbers=_numbers(numbers, tree["tts"]),
+    )
     missing: list[str] = []
     warnings: list[str] = []
     _check_semantics(config, bad, errors, missing, warnings)
@@ -177,8 +184,9 @@ def _numbers(checked: Mapping[str, Any], call_tts: Mapping[str, Any]) -> Mapping
         tts = dict(table.get("tts") or {})
         effective = None
         if tts:
-            merged = schema.with_defaults(schema.deep_merge(call_tts, tts),
-                                          cast(schema.Table, schema.SCHEMA.keys["tts"]))
+            merged = schema.with_defaults(
+                schema.deep_merge(call_tts, tts), cast(schema.Table, schema.SCHEMA.keys["tts"])
+            )
             effective = _build(TtsConfig, merged)
         out[key] = NumberConfig(
             inbound_greeting=table.get("inbound_greeting"),
@@ -227,13 +235,15 @@ def _apply_env_fallbacks(flat: dict[str, Any], env: Mapping[str, str], errors: l
             flat[key] = checked
 
 
-def _apply_secrets(flat: dict[str, Any], env: Mapping[str, str], use_keyring: bool,
-                   errors: list[str]) -> dict[str, str]:
+def _apply_secrets(
+    flat: dict[str, Any], env: Mapping[str, str], use_keyring: bool, errors: list[str]
+) -> dict[str, str]:
     """Resolve every secret (env, file, keyring) into `flat`; return where each came from."""
     file_values = {key: flat.get(key) for key in SECRET_KEYS}
     for vendor in tts_catalog.NAMES:  # the file's effective call TTS key
-        file_values[f"tts.{vendor}.api_key"] = (flat.get(f"tts.{vendor}.api_key")
-                                                or flat.get(f"messages.tts.{vendor}.api_key"))
+        file_values[f"tts.{vendor}.api_key"] = flat.get(f"tts.{vendor}.api_key") or flat.get(
+            f"messages.tts.{vendor}.api_key"
+        )
     resolved = resolve_secrets(file_values, env, use_keyring=use_keyring)
     sources: dict[str, str] = {}
     for key, (value, origin) in resolved.items():
@@ -265,8 +275,9 @@ STORE_ENV = "VOICECALL_STORE"
 the database URL, and its password, out of the config file."""
 
 
-def _store_location(value: str | None, paths: Paths, source: Path | None,
-                    env: Mapping[str, str], errors: list[str]) -> StoreLocation:
+def _store_location(
+    value: str | None, paths: Paths, source: Path | None, env: Mapping[str, str], errors: list[str]
+) -> StoreLocation:
     """The effective store: VOICECALL_STORE, else the `store` key, else the state folder.
 
     A relative folder in the file is relative to the file; in the environment, to the current
@@ -296,24 +307,29 @@ def _build(cls: type[Any], values: Mapping[str, Any]) -> Any:
             continue
         hint = hints[f.name]
         value = values[f.name]
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint) \
-                and not isinstance(value, hint):
+        if (
+            isinstance(hint, type)
+            and dataclasses.is_dataclass(hint)
+            and not isinstance(value, hint)
+        ):
             value = _build(hint, value)
         kwargs[f.name] = value
     return cls(**kwargs)
 
 
-def _check_semantics(config: Config, bad: set[str], errors: list[str], missing: list[str],
-                     warnings: list[str]) -> None:
+def _check_semantics(
+    config: Config, bad: set[str], errors: list[str], missing: list[str], warnings: list[str]
+) -> None:
     """The rules that span several keys: what a provider needs, what is safe to combine."""
     if "provider" not in bad and config.provider != "mock":
         declared = spec(config.provider)
         if config.from_number is None and "from_number" not in bad:
             var = declared.plain_env.get("from_number") if declared else None
             extra = f" or the {var} environment variable" if var else ""
-            missing.append(f'from_number is not set: provider "{config.provider}" places calls '
-                           "from it; set it with `voicecall config set from_number +15550001234`"
-                           + extra)
+            missing.append(
+                f'from_number is not set: provider "{config.provider}" places calls '
+                "from it; set it with `voicecall config set from_number +15550001234`" + extra
+            )
         verify_key = declared.verify_credential if declared else None
         for key in REQUIRED.get(config.provider, ()):
             if key == verify_key and config.skip_signature_verification:
@@ -336,12 +352,16 @@ def _get(config: Config, key: str) -> Any:
 def _missing_message(provider: str, key: str) -> str:
     table, name = key.rsplit(".", 1)
     if key in SECRET_KEYS:
-        return (f'{key} is not set: provider "{provider}" needs it; store it in the keyring with '
-                f"`voicecall secrets set {key}`, or set the {SECRET_KEYS[key]} environment "
-                f"variable, or {name} under [{table}] in the config file")
-    return (f'{key} is not set: provider "{provider}" needs it; set it with '
-            f"`voicecall config set {key} VALUE` or the {NON_SECRET_ENV[key]} environment "
-            "variable")
+        return (
+            f'{key} is not set: provider "{provider}" needs it; store it in the keyring with '
+            f"`voicecall secrets set {key}`, or set the {SECRET_KEYS[key]} environment "
+            f"variable, or {name} under [{table}] in the config file"
+        )
+    return (
+        f'{key} is not set: provider "{provider}" needs it; set it with '
+        f"`voicecall config set {key} VALUE` or the {NON_SECRET_ENV[key]} environment "
+        "variable"
+    )
 
 
 def _check_workers(config: Config, bad: set[str], errors: list[str]) -> None:
@@ -359,13 +379,17 @@ def check_workers(config: Config) -> str | None:
     if workers == 1:
         return None
     if config.store.kind is not StoreKind.POSTGRESQL:
-        return (f"serve.workers = {workers}: worker processes share one PostgreSQL store, and "
-                "the store is SQLite (one daemon's); set store = \"postgresql://...\" "
-                "(docs/operations.md section 10), or serve.workers = 1")
+        return (
+            f"serve.workers = {workers}: worker processes share one PostgreSQL store, and "
+            'the store is SQLite (one daemon\'s); set store = "postgresql://..." '
+            "(docs/operations.md section 10), or serve.workers = 1"
+        )
     if config.tunnel.provider != "none" or config.tailscale.mode != "off":
-        return (f"serve.workers = {workers}: each worker would open its own tunnel "
-                "(tunnel.provider / tailscale.mode); publish the port once yourself (public_url) "
-                "and leave them off, or set serve.workers = 1")
+        return (
+            f"serve.workers = {workers}: each worker would open its own tunnel "
+            "(tunnel.provider / tailscale.mode); publish the port once yourself (public_url) "
+            "and leave them off, or set serve.workers = 1"
+        )
     return None
 
 
@@ -383,15 +407,15 @@ def _check_skip_signature(config: Config, errors: list[str]) -> None:
         reasons.append(f'[tailscale] mode = "{config.tailscale.mode}"')
     if reasons:
         errors.append(
-            "skip_signature_verification = true: refused because " + " and ".join(reasons)
+            "skip_signature_verification = true: refused because "
+            + " and ".join(reasons)
             + "; unsigned webhooks are only accepted on a loopback bind with nothing exposed "
             '(no public_url, [tunnel] provider = "none", [tailscale] mode = "off"); '
             "set skip_signature_verification = false"
         )
 
 
-def _check_exposure(config: Config, bad: set[str], missing: list[str],
-                    warnings: list[str]) -> None:
+def _check_exposure(config: Config, bad: set[str], missing: list[str], warnings: list[str]) -> None:
     """A real provider without a public webhook URL: a gap to fill (like a credential)."""
     if config.provider not in REAL_PROVIDERS or {"provider", "public_url"} & bad:
         return
@@ -407,35 +431,56 @@ def _check_exposure(config: Config, bad: set[str], missing: list[str],
         except ConfigError as exc:
             missing.append(exc.message)
     if config.tailscale.mode == "serve" and not config.public_url:
-        warnings.append('[tailscale] mode = "serve" publishes the webhook inside your tailnet '
-                        f'only, where {config.provider} cannot reach it; use mode = "funnel"')
+        warnings.append(
+            '[tailscale] mode = "serve" publishes the webhook inside your tailnet '
+            f'only, where {config.provider} cannot reach it; use mode = "funnel"'
+        )
 
 
 def _warnings(config: Config, warnings: list[str]) -> None:
     if config.tunnel.allow_ngrok_free_tier_loopback_bypass:
         if config.tunnel.provider != "ngrok":
-            warnings.append("tunnel.allow_ngrok_free_tier_loopback_bypass = true has no effect "
-                            'unless [tunnel] provider = "ngrok"')
+            warnings.append(
+                "tunnel.allow_ngrok_free_tier_loopback_bypass = true has no effect "
+                'unless [tunnel] provider = "ngrok"'
+            )
         elif not is_loopback_host(config.serve.bind):
-            warnings.append("tunnel.allow_ngrok_free_tier_loopback_bypass = true has no effect "
-                            f'with serve.bind = "{config.serve.bind}"; it needs a loopback bind')
+            warnings.append(
+                "tunnel.allow_ngrok_free_tier_loopback_bypass = true has no effect "
+                f'with serve.bind = "{config.serve.bind}"; it needs a loopback bind'
+            )
     if config.tts.provider in tts_catalog.IGNORED:
         choose = " or ".join(f'"{name}"' for name in tts_catalog.NAMES)
-        warnings.append(f'tts.provider = "{config.tts.provider}" is ignored for calls (telephony '
-                        "needs PCM audio); calls use the provider's own voice; choose " + choose)
+        warnings.append(
+            f'tts.provider = "{config.tts.provider}" is ignored for calls (telephony '
+            "needs PCM audio); calls use the provider's own voice; choose " + choose
+        )
     if config.inbound_policy == "allowlist" and not config.allow_from:
-        warnings.append('inbound_policy = "allowlist" with an empty allow_from rejects every '
-                        'inbound call; add numbers, e.g. allow_from = ["+15550001234"]')
+        warnings.append(
+            'inbound_policy = "allowlist" with an empty allow_from rejects every '
+            'inbound call; add numbers, e.g. allow_from = ["+15550001234"]'
+        )
     if config.streaming.enabled and not config.streaming.api_key and not config.realtime.enabled:
-        warnings.append("streaming.enabled = true but streaming.api_key is not set; set "
-                        "OPENAI_API_KEY or run `voicecall secrets set streaming.api_key`")
+        warnings.append(
+            "streaming.enabled = true but streaming.api_key is not set; set "
+            "OPENAI_API_KEY or run `voicecall secrets set streaming.api_key`"
+        )
     if config.realtime.enabled and not config.streaming.enabled:
-        warnings.append("realtime.enabled = true has no effect without streaming.enabled = true "
-                        "(realtime mode bridges media streams); set streaming.enabled = true")
+        warnings.append(
+            "realtime.enabled = true has no effect without streaming.enabled = true "
+            "(realtime mode bridges media streams); set streaming.enabled = true"
+        )
     if config.realtime.enabled and not config.realtime.api_key:
-        warnings.append("realtime.enabled = true but realtime.api_key is not set; set "
-                        "OPENAI_API_KEY or run `voicecall secrets set realtime.api_key`")
-    if (config.response_model and not config.agent.api_key
-            and "api.openai.com" in config.agent.base_url):
-        warnings.append(f'response_model = "{config.response_model}" but agent.api_key is not '
-                        "set; set OPENAI_API_KEY or run `voicecall secrets set agent.api_key`")
+        warnings.append(
+            "realtime.enabled = true but realtime.api_key is not set; set "
+            "OPENAI_API_KEY or run `voicecall secrets set realtime.api_key`"
+        )
+    if (
+        config.response_model
+        and not config.agent.api_key
+        and "api.openai.com" in config.agent.base_url
+    ):
+        warnings.append(
+            f'response_model = "{config.response_model}" but agent.api_key is not '
+            "set; set OPENAI_API_KEY or run `voicecall secrets set agent.api_key`"
+        )

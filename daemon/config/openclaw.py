@@ -113,8 +113,10 @@ def find_plugin_config(data: Mapping[str, Any]) -> tuple[Mapping[str, Any], Any]
         entry = _dig(data, "plugins", "entries", "voice-call")
         plugin = entry.get("config") if isinstance(entry, Mapping) else None
         if not isinstance(plugin, Mapping):
-            raise ConfigError("no plugins.entries.voice-call.config object in this OpenClaw "
-                              "config; pass the whole openclaw.json or the plugin config itself")
+            raise ConfigError(
+                "no plugins.entries.voice-call.config object in this OpenClaw "
+                "config; pass the whole openclaw.json or the plugin config itself"
+            )
         return plugin, core_tts
     if isinstance(data.get("config"), Mapping) and "provider" not in data:
         return data["config"], core_tts  # the plugin entry {enabled, config}
@@ -139,8 +141,10 @@ def _convert_leaf(path: str, value: Any, leaves: Mapping[str, Any], out: Convers
         return  # JSON null: unset
     if isinstance(value, Mapping) and value:
         target = _SIMPLE.get(path, path)
-        out.unmapped.append(f"{path}: a secret reference cannot be imported; store the secret "
-                            f"with `voicecall secrets set {target}`")
+        out.unmapped.append(
+            f"{path}: a secret reference cannot be imported; store the secret "
+            f"with `voicecall secrets set {target}`"
+        )
         return
     if path in _SIMPLE:
         _convert_simple(path, value, out)
@@ -163,8 +167,10 @@ def _convert_special(path: str, value: Any, leaves: Mapping[str, Any], out: Conv
     """A key that changed shape, unit or place, or has no counterpart (noted as unmapped)."""
     if path == "enabled":
         if value is False:
-            out.notes.append("the plugin was disabled (enabled = false); voicecall has no such "
-                             "switch: just do not start the daemon")
+            out.notes.append(
+                "the plugin was disabled (enabled = false); voicecall has no such "
+                "switch: just do not start the daemon"
+            )
     elif path == "ringTimeoutMs" and isinstance(value, int | float):
         seconds = max(1, math.ceil(value / 1000))
         out.notes.append(f"ringTimeoutMs = {value} became ring_timeout_seconds = {seconds}")
@@ -186,9 +192,11 @@ def _convert_special(path: str, value: Any, leaves: Mapping[str, Any], out: Conv
     elif path.startswith("numbers.") and path.count(".") >= 2:
         _map_number(path, value, out)
     elif path.startswith("voicemail."):
-        out.unmapped.append(f"{path}: the plugin's voicemail (Twilio AMD) options have no "
-                            "one-to-one key; set [machine_detection] (enabled, mode, "
-                            "on_machine_notify, on_machine_conversation) by hand")
+        out.unmapped.append(
+            f"{path}: the plugin's voicemail (Twilio AMD) options have no "
+            "one-to-one key; set [machine_detection] (enabled, mode, "
+            "on_machine_notify, on_machine_conversation) by hand"
+        )
     else:
         out.unmapped.append(f"{path}: no voicecall equivalent")
 
@@ -198,8 +206,10 @@ def _map_tts(prefix: str, path: str, value: Any, out: Conversion) -> None:
     if path in _TTS:
         _put(out.values, prefix + _TTS[path], value)
     else:
-        out.unmapped.append(f"{source}: no voicecall equivalent (call TTS supports provider, "
-                            "openai.* and elevenlabs.* api_key/base_url/voice/model only)")
+        out.unmapped.append(
+            f"{source}: no voicecall equivalent (call TTS supports provider, "
+            "openai.* and elevenlabs.* api_key/base_url/voice/model only)"
+        )
 
 
 def _map_number(path: str, value: Any, out: Conversion) -> None:
@@ -211,8 +221,10 @@ def _map_number(path: str, value: Any, out: Conversion) -> None:
     elif key.startswith("tts.") and key[4:] in _TTS and not key.endswith("apiKey"):
         _put(out.values, f"numbers.{number}.tts.{_TTS[key[4:]]}", value)
     elif key.startswith("tts.") and key.endswith("apiKey"):
-        out.unmapped.append(f"{path}: a per-number TTS key is not imported; API keys live in "
-                            "[tts] (`voicecall secrets set tts.openai.api_key`)")
+        out.unmapped.append(
+            f"{path}: a per-number TTS key is not imported; API keys live in "
+            "[tts] (`voicecall secrets set tts.openai.api_key`)"
+        )
     else:
         out.unmapped.append(f"{path}: no voicecall equivalent")
 

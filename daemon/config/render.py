@@ -24,6 +24,7 @@ def config_to_dict(config: Config, *, mask: bool = True) -> dict[str, Any]:
     Tuples become lists and paths strings; with `mask`, every set secret becomes "********" (the
     password of a `store` URL too).
     """
+
     def convert(obj: Any, prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(obj):
@@ -41,7 +42,8 @@ def config_to_dict(config: Config, *, mask: bool = True) -> dict[str, Any]:
                 if prefix and not value:
                     continue  # an override left empty: nothing to show
                 out[f.name] = {
-                    key: convert(item, f"{path}.{key}.") if dataclasses.is_dataclass(item)
+                    key: convert(item, f"{path}.{key}.")
+                    if dataclasses.is_dataclass(item)
                     else _plain(item)
                     for key, item in value.items()
                 }
@@ -82,8 +84,13 @@ def get_path(tree: Mapping[str, Any], key: str) -> Any:
     return node
 
 
-def to_toml(tree: Mapping[str, Any], *, sources: Mapping[str, str] | None = None,
-            header: str | None = None, prefix: str = "") -> str:
+def to_toml(
+    tree: Mapping[str, Any],
+    *,
+    sources: Mapping[str, str] | None = None,
+    header: str | None = None,
+    prefix: str = "",
+) -> str:
     """Render nested data as TOML: unset keys as comments, secrets annotated with their source."""
     import tomlkit  # lazy: the CLI imports this module only for config commands
 
@@ -96,8 +103,7 @@ def to_toml(tree: Mapping[str, Any], *, sources: Mapping[str, str] | None = None
     return tomlkit.dumps(doc)
 
 
-def _fill(container: Any, tree: Mapping[str, Any], prefix: str,
-          sources: Mapping[str, str]) -> None:
+def _fill(container: Any, tree: Mapping[str, Any], prefix: str, sources: Mapping[str, str]) -> None:
     import tomlkit
 
     for name, value in tree.items():
@@ -124,7 +130,7 @@ def _source_label(key: str, source: str) -> str:
     return "config file" if source == "file" else "keyring"
 
 
-STARTER_TOML = '''\
+STARTER_TOML = """\
 # voicecall configuration (TOML). Reference: docs/config.md, or `voicecall config show`.
 # Check it with `voicecall config validate`; change one key with `voicecall config set KEY VALUE`.
 #
@@ -199,5 +205,5 @@ replies = ["Yes, that works for me.", "Thanks, bye!"]
 # [numbers."+15550001234"]      # inbound calls to this number of ours
 # inbound_greeting = "Thanks for calling the bakery."
 # response_system_prompt = "You answer questions about opening hours."
-'''
+"""
 """What `voicecall config init` writes: valid as it is, and a commented tour of the common keys."""

@@ -65,10 +65,20 @@ class Dynamic:
     doc: str = ""
 
 
-def _typed(kind: Kind, expected: str, rule: Callable[[Any], bool] = lambda _v: True,
-           default: Any = None, doc: str = "") -> Key:
-    py: tuple[type, ...] = {"str": (str,), "int": (int,), "float": (int, float),
-                            "bool": (bool,), "list": (list,)}[kind]
+def _typed(
+    kind: Kind,
+    expected: str,
+    rule: Callable[[Any], bool] = lambda _v: True,
+    default: Any = None,
+    doc: str = "",
+) -> Key:
+    py: tuple[type, ...] = {
+        "str": (str,),
+        "int": (int,),
+        "float": (int, float),
+        "bool": (bool,),
+        "list": (list,),
+    }[kind]
 
     def check(value: Any) -> Any:
         if not isinstance(value, py) or (kind in ("int", "float") and isinstance(value, bool)):
@@ -84,8 +94,13 @@ def _typed(kind: Kind, expected: str, rule: Callable[[Any], bool] = lambda _v: T
 
 def string(default: str | None = None, doc: str = "", *, nonempty: bool = True) -> Key:
     """A string (non-empty unless told otherwise)."""
-    return _typed("str", "a non-empty string" if nonempty else "a string",
-                  lambda v: bool(v.strip()) or not nonempty, default, doc)
+    return _typed(
+        "str",
+        "a non-empty string" if nonempty else "a string",
+        lambda v: bool(v.strip()) or not nonempty,
+        default,
+        doc,
+    )
 
 
 def integer(low: int, high: int | None = None, default: int | None = None, doc: str = "") -> Key:
@@ -94,14 +109,14 @@ def integer(low: int, high: int | None = None, default: int | None = None, doc: 
         expected = f"an integer from {low} to {high}"
     else:
         expected = "an integer greater than 0" if low == 1 else f"an integer >= {low}"
-    return _typed("int", expected, lambda v: v >= low and (high is None or v <= high),
-                  default, doc)
+    return _typed("int", expected, lambda v: v >= low and (high is None or v <= high), default, doc)
 
 
 def number(low: float, high: float, default: float, doc: str = "") -> Key:
     """A number (int or float) in [low, high]."""
-    return _typed("float", f"a number from {low:g} to {high:g}", lambda v: low <= v <= high,
-                  default, doc)
+    return _typed(
+        "float", f"a number from {low:g} to {high:g}", lambda v: low <= v <= high, default, doc
+    )
 
 
 def boolean(default: bool = False, doc: str = "") -> Key:
@@ -117,13 +132,18 @@ def choice(*options: str, default: str | None = None, doc: str = "") -> Key:
 
 def e164(doc: str = "") -> Key:
     """A phone number in E.164 form."""
-    return _typed("str", "an E.164 phone number such as \"+15550001234\"",
-                  lambda v: bool(E164.match(v)), None, doc)
+    return _typed(
+        "str",
+        'an E.164 phone number such as "+15550001234"',
+        lambda v: bool(E164.match(v)),
+        None,
+        doc,
+    )
 
 
 def url(*schemes: str, default: str | None = None, doc: str = "") -> Key:
     """An absolute URL with one of the given schemes and a host."""
-    expected = f"an absolute {' or '.join(schemes)} URL such as \"{schemes[-1]}://example.com/path\""
+    expected = f'an absolute {" or ".join(schemes)} URL such as "{schemes[-1]}://example.com/path"'
 
     def ok(value: str) -> bool:
         try:
@@ -157,14 +177,24 @@ def store_key(doc: str = "") -> Key:
 
 def url_path(default: str, doc: str = "") -> Key:
     """A URL path starting with `/`."""
-    return _typed("str", 'a URL path starting with "/" such as "/voice/webhook"',
-                  lambda v: v.startswith("/") and " " not in v and "?" not in v, default, doc)
+    return _typed(
+        "str",
+        'a URL path starting with "/" such as "/voice/webhook"',
+        lambda v: v.startswith("/") and " " not in v and "?" not in v,
+        default,
+        doc,
+    )
 
 
 def str_list(item: Callable[[str], bool], what: str, doc: str = "") -> Key:
     """A list of strings each satisfying `item`."""
-    return _typed("list", f"a list of {what}",
-                  lambda v: all(isinstance(i, str) and item(i) for i in v), (), doc)
+    return _typed(
+        "list",
+        f"a list of {what}",
+        lambda v: all(isinstance(i, str) and item(i) for i in v),
+        (),
+        doc,
+    )
 
 
 def _is_ip_or_net(value: str) -> bool:
@@ -196,8 +226,12 @@ def _valid_tools(tools: list[Any]) -> bool:
         if not isinstance(tool, dict) or not set(tool) <= _TOOL_KEYS:
             return False
         name = tool.get("name")
-        if (not isinstance(name, str) or not TOOL_NAME.match(name) or name == "end_call"
-                or name in names):
+        if (
+            not isinstance(name, str)
+            or not TOOL_NAME.match(name)
+            or name == "end_call"
+            or name in names
+        ):
             return False
         names.add(name)
         if tool.get("type", "function") != "function":
@@ -229,6 +263,7 @@ HTTP = ("http", "https")
 def _tts_table(doc: str, *, keys: bool = True, defaults: bool = True) -> Table:
     """The TTS settings; a per-number override has no API keys (they are secrets, kept in the
     call TTS) and no defaults (an unset key keeps the call TTS value)."""
+
     def d(value: str) -> str | None:
         return value if defaults else None
 
@@ -246,12 +281,19 @@ def _tts_table(doc: str, *, keys: bool = True, defaults: bool = True) -> Table:
     }
     if not keys:
         del openai["api_key"], elevenlabs["api_key"]
-    return Table({
-        "provider": choice(*tts_catalog.NAMES, *tts_catalog.IGNORED, default=d("openai"),
-                           doc="`edge` is accepted and ignored for calls, with a warning"),
-        "openai": Table(openai),
-        "elevenlabs": Table(elevenlabs),
-    }, doc)
+    return Table(
+        {
+            "provider": choice(
+                *tts_catalog.NAMES,
+                *tts_catalog.IGNORED,
+                default=d("openai"),
+                doc="`edge` is accepted and ignored for calls, with a warning",
+            ),
+            "openai": Table(openai),
+            "elevenlabs": Table(elevenlabs),
+        },
+        doc,
+    )
 
 
 def _is_e164(value: str) -> bool:
@@ -264,157 +306,259 @@ def _free_table(value: Any) -> Any:
     return dict(value)
 
 
-NUMBER = Table({
-    "inbound_greeting": string(doc="greeting of inbound calls to this number"),
-    "response_model": _typed("str", 'a "provider/model" name such as "openai/gpt-4o-mini"',
-                             lambda v: bool(RESPONSE_MODEL.match(v))),
-    "response_system_prompt": string(),
-    "response_timeout_ms": integer(1),
-    "tts": _tts_table("deep-merged over the call TTS", keys=False, defaults=False),
-    "realtime": Key("table", "a table of [realtime] settings", _free_table, None,
-                    "merged over [realtime]"),
-}, "overrides for inbound calls to this number")
+NUMBER = Table(
+    {
+        "inbound_greeting": string(doc="greeting of inbound calls to this number"),
+        "response_model": _typed(
+            "str",
+            'a "provider/model" name such as "openai/gpt-4o-mini"',
+            lambda v: bool(RESPONSE_MODEL.match(v)),
+        ),
+        "response_system_prompt": string(),
+        "response_timeout_ms": integer(1),
+        "tts": _tts_table("deep-merged over the call TTS", keys=False, defaults=False),
+        "realtime": Key(
+            "table", "a table of [realtime] settings", _free_table, None, "merged over [realtime]"
+        ),
+    },
+    "overrides for inbound calls to this number",
+)
 """One `[numbers."+E164"]` table: every key optional, unset keys keep the top-level value."""
 
 
-SCHEMA = Table({
-    "provider": choice(*provider_catalog.NAMES, default="mock"),
-    "from_number": e164("caller ID of outbound calls; required except for mock"),
-    "to_number": e164("default callee of `voicecall call`"),
-    "max_duration_seconds": integer(1, default=300),
-    "stale_call_reaper_seconds": integer(0, default=0, doc="0 = off"),
-    "max_concurrent_calls": integer(1, default=8),
-    "ring_timeout_seconds": integer(1, default=30),
-    "transcript_timeout_ms": integer(1, default=180000),
-    "inbound_policy": choice("disabled", "allowlist", "open", default="disabled"),
-    "allow_from": str_list(lambda v: bool(E164.match(v)), 'E.164 phone numbers such as '
-                           '["+15550001234"]'),
-    "inbound_greeting": string(model.DEFAULT_GREETING),
-    "response_model": _typed("str", 'a "provider/model" name such as "openai/gpt-4o-mini"',
-                             lambda v: bool(RESPONSE_MODEL.match(v))),
-    "response_system_prompt": string(model.DEFAULT_SYSTEM_PROMPT),
-    "response_timeout_ms": integer(1, default=30000),
-    "public_url": _typed("str", 'an https URL such as "https://voice.example.com/voice/webhook" '
-                         "(http only for a local address)", _is_public_url,
-                         doc="https URL of the webhook as the provider sees it"),
-    "skip_signature_verification": boolean(),
-    "store": store_key(doc="folder of the SQLite store, or a postgresql:// URL (default: the "
-                           "state directory; VOICECALL_STORE overrides it)"),
-    "twilio": Table({
-        "account_sid": _typed("str", 'a Twilio account SID such as "AC0123..."',
-                              lambda v: v.startswith("AC") and len(v) > 2),
-        "auth_token": string(),
-        "api_base_url": url(*HTTP, default="https://api.twilio.com"),
-        "region": _typed("str", 'a Twilio region such as "us1", "ie1" or "au1"',
-                         lambda v: bool(REGION.match(v))),
-    }),
-    "telnyx": Table({
-        "api_key": string(),
-        "connection_id": string(),
-        "public_key": _typed("str", "a base64 Ed25519 public key (32 raw bytes or DER) or PEM",
-                             _is_public_key),
-        "api_base_url": url(*HTTP, default="https://api.telnyx.com/v2"),
-    }),
-    "plivo": Table({
-        "auth_id": string(),
-        "auth_token": string(),
-        "api_base_url": url(*HTTP, default="https://api.plivo.com/v1"),
-        "accept_v2_signatures": boolean(doc="V2 signs only URL + nonce, not the body: refused "
-                                        "unless true"),
-    }),
-    "mock": Table({
-        "answer_delay_ms": integer(0, default=200),
-        "replies": str_list(lambda _v: True, "strings (caller utterances)"),
-        "outcome": choice("answer", "busy", "no-answer", "failed", "machine", default="answer"),
-    }),
-    "serve": Table({
-        "bind": _typed("str", 'an IP address or host name such as "127.0.0.1"',
-                       lambda v: bool(HOST.match(v)), "127.0.0.1"),
-        "port": integer(0, 65535, default=3334, doc="0 = any free port"),
-        "path": url_path("/voice/webhook"),
-        "header_timeout_ms": integer(1, default=10000, doc="a request's headers must arrive "
-                                     "within this; a trickling or silent client is closed"),
-        "idle_timeout_ms": integer(1, default=15000, doc="an idle keep-alive connection closes"),
-        "max_connections": integer(1, default=1024, doc="beyond it a new connection is closed"),
-        "max_connections_per_ip": integer(1, default=64, doc="per socket address; a trusted "
-                                          "proxy or tunnel agent is bounded by max_connections"),
-        "workers": integer(1, default=1, doc="worker processes sharing the ports (SPEC 16); "
-                           "above 1 needs a PostgreSQL store"),
-    }),
-    "webhook_security": Table({
-        "allowed_hosts": str_list(lambda v: bool(HOST.match(v)), 'host names such as '
-                                  '["voice.example.com"]'),
-        "trust_forwarding_headers": boolean(),
-        "trusted_proxy_ips": str_list(_is_ip_or_net, 'IP addresses or CIDR networks such as '
-                                      '["127.0.0.1", "10.0.0.0/8"]'),
-    }),
-    "tunnel": Table({
-        "provider": choice("none", "ngrok", default="none"),
-        "ngrok_authtoken": string(),
-        "ngrok_domain": _typed("str", 'a host name such as "voice.ngrok.app"',
-                               lambda v: bool(HOST.match(v))),
-        "allow_ngrok_free_tier_loopback_bypass": boolean(),
-    }),
-    "tailscale": Table({
-        "mode": choice("off", "serve", "funnel", default="off"),
-        "path": url_path("/voice/webhook"),
-    }),
-    "outbound": Table({
-        "default_mode": choice("notify", "conversation", default="notify"),
-        "notify_hangup_delay_seconds": integer(0, default=3),
-    }),
-    "machine_detection": Table({
-        "enabled": boolean(doc="outbound calls ask the provider to detect answering machines"),
-        "mode": choice("detect-beep", "detect", default="detect-beep",
-                       doc="`detect-beep` also learns when the greeting ends; `detect` = "
-                           "human/machine only"),
-        "timeout_seconds": integer(1, default=30,
-                                   doc="how long the provider may take to decide"),
-        "greeting_timeout_seconds": integer(
-            1, default=20, doc="the longest wait for the end of a machine's greeting"),
-        "on_machine_notify": choice("leave-message", "hangup", default="leave-message"),
-        "on_machine_conversation": choice("hangup", "leave-message", "continue",
-                                          default="hangup"),
-    }),
-    "streaming": Table({
-        "api_key": string(doc="STT key"),
-        "enabled": boolean(),
-        "stream_path": url_path("/voice/stream"),
-        "pre_start_timeout_ms": integer(1, default=5000),
-        "max_pending_connections": integer(1, default=32),
-        "max_pending_connections_per_ip": integer(1, default=4),
-        "max_connections": integer(1, default=128),
-        "stt_provider": choice("openai-realtime", default="openai-realtime"),
-        "stt_model": string("gpt-4o-transcribe"),
-        "stt_url": url("ws", "wss", default=model.OPENAI_REALTIME_STT_URL),
-        "silence_duration_ms": integer(1, default=800),
-        "vad_threshold": number(0, 1, 0.5),
-    }),
-    "messages": Table({"tts": _tts_table("core TTS settings")}),
-    "tts": _tts_table("call-only TTS, deep-merged over [messages.tts]"),
-    "agent": Table({
-        "base_url": url(*HTTP, default=model.OPENAI_BASE_URL),
-        "api_key": string(),
-    }),
-    "realtime": Table({
-        "enabled": boolean(),
-        "provider": choice("openai", default="openai"),
-        "model": string("gpt-realtime"),
-        "voice": string("alloy"),
-        "instructions": string(doc="the model's instructions (default: response_system_prompt)"),
-        "base_url": url("ws", "wss", default=model.OPENAI_REALTIME_URL),
-        "api_key": string(doc="Realtime API key"),
-        "vad_threshold": number(0, 1, 0.5),
-        "silence_duration_ms": integer(1, default=500),
-        "tools": _typed("list", 'a list of function tools such as [{name = "lookup", '
-                        'description = "...", parameters = {type = "object"}}] (names of '
-                        'letters, digits, "_" or "-", not "end_call"; no duplicates)',
-                        _valid_tools, (), "function tools relayed to the agent as call.tool"),
-        "tool_timeout_ms": integer(1, default=10000),
-    }),
-    "numbers": Dynamic(_is_e164, 'an E.164 phone number such as "+15550001234"', NUMBER, "+E164",
-                       "per-number overrides for inbound calls (section 14)"),
-})
+SCHEMA = Table(
+    {
+        "provider": choice(*provider_catalog.NAMES, default="mock"),
+        "from_number": e164("caller ID of outbound calls; required except for mock"),
+        "to_number": e164("default callee of `voicecall call`"),
+        "max_duration_seconds": integer(1, default=300),
+        "stale_call_reaper_seconds": integer(0, default=0, doc="0 = off"),
+        "max_concurrent_calls": integer(1, default=8),
+        "ring_timeout_seconds": integer(1, default=30),
+        "transcript_timeout_ms": integer(1, default=180000),
+        "inbound_policy": choice("disabled", "allowlist", "open", default="disabled"),
+        "allow_from": str_list(
+            lambda v: bool(E164.match(v)), 'E.164 phone numbers such as ["+15550001234"]'
+        ),
+        "inbound_greeting": string(model.DEFAULT_GREETING),
+        "response_model": _typed(
+            "str",
+            'a "provider/model" name such as "openai/gpt-4o-mini"',
+            lambda v: bool(RESPONSE_MODEL.match(v)),
+        ),
+        "response_system_prompt": string(model.DEFAULT_SYSTEM_PROMPT),
+        "response_timeout_ms": integer(1, default=30000),
+        "public_url": _typed(
+            "str",
+            'an https URL such as "https://voice.example.com/voice/webhook" '
+            "(http only for a local address)",
+            _is_public_url,
+            doc="https URL of the webhook as the provider sees it",
+        ),
+        "skip_signature_verification": boolean(),
+        "store": store_key(
+            doc="folder of the SQLite store, or a postgresql:// URL (default: the "
+            "state directory; VOICECALL_STORE overrides it)"
+        ),
+        "twilio": Table(
+            {
+                "account_sid": _typed(
+                    "str",
+                    'a Twilio account SID such as "AC0123..."',
+                    lambda v: v.startswith("AC") and len(v) > 2,
+                ),
+                "auth_token": string(),
+                "api_base_url": url(*HTTP, default="https://api.twilio.com"),
+                "region": _typed(
+                    "str",
+                    'a Twilio region such as "us1", "ie1" or "au1"',
+                    lambda v: bool(REGION.match(v)),
+                ),
+            }
+        ),
+        "telnyx": Table(
+            {
+                "api_key": string(),
+                "connection_id": string(),
+                "public_key": _typed(
+                    "str",
+                    "a base64 Ed25519 public key (32 raw bytes or DER) or PEM",
+                    _is_public_key,
+                ),
+                "api_base_url": url(*HTTP, default="https://api.telnyx.com/v2"),
+            }
+        ),
+        "plivo": Table(
+            {
+                "auth_id": string(),
+                "auth_token": string(),
+                "api_base_url": url(*HTTP, default="https://api.plivo.com/v1"),
+                "accept_v2_signatures": boolean(
+                    doc="V2 signs only URL + nonce, not the body: refused unless true"
+                ),
+            }
+        ),
+        "mock": Table(
+            {
+                "answer_delay_ms": integer(0, default=200),
+                "replies": str_list(lambda _v: True, "strings (caller utterances)"),
+                "outcome": choice(
+                    "answer", "busy", "no-answer", "failed", "machine", default="answer"
+                ),
+            }
+        ),
+        "serve": Table(
+            {
+                "bind": _typed(
+                    "str",
+                    'an IP address or host name such as "127.0.0.1"',
+                    lambda v: bool(HOST.match(v)),
+                    "127.0.0.1",
+                ),
+                "port": integer(0, 65535, default=3334, doc="0 = any free port"),
+                "path": url_path("/voice/webhook"),
+                "header_timeout_ms": integer(
+                    1,
+                    default=10000,
+                    doc="a request's headers must arrive "
+                    "within this; a trickling or silent client is closed",
+                ),
+                "idle_timeout_ms": integer(
+                    1, default=15000, doc="an idle keep-alive connection closes"
+                ),
+                "max_connections": integer(
+                    1, default=1024, doc="beyond it a new connection is closed"
+                ),
+                "max_connections_per_ip": integer(
+                    1,
+                    default=64,
+                    doc="per socket address; a trusted "
+                    "proxy or tunnel agent is bounded by max_connections",
+                ),
+                "workers": integer(
+                    1,
+                    default=1,
+                    doc="worker processes sharing the ports (SPEC 16); "
+                    "above 1 needs a PostgreSQL store",
+                ),
+            }
+        ),
+        "webhook_security": Table(
+            {
+                "allowed_hosts": str_list(
+                    lambda v: bool(HOST.match(v)), 'host names such as ["voice.example.com"]'
+                ),
+                "trust_forwarding_headers": boolean(),
+                "trusted_proxy_ips": str_list(
+                    _is_ip_or_net,
+                    'IP addresses or CIDR networks such as ["127.0.0.1", "10.0.0.0/8"]',
+                ),
+            }
+        ),
+        "tunnel": Table(
+            {
+                "provider": choice("none", "ngrok", default="none"),
+                "ngrok_authtoken": string(),
+                "ngrok_domain": _typed(
+                    "str", 'a host name such as "voice.ngrok.app"', lambda v: bool(HOST.match(v))
+                ),
+                "allow_ngrok_free_tier_loopback_bypass": boolean(),
+            }
+        ),
+        "tailscale": Table(
+            {
+                "mode": choice("off", "serve", "funnel", default="off"),
+                "path": url_path("/voice/webhook"),
+            }
+        ),
+        "outbound": Table(
+            {
+                "default_mode": choice("notify", "conversation", default="notify"),
+                "notify_hangup_delay_seconds": integer(0, default=3),
+            }
+        ),
+        "machine_detection": Table(
+            {
+                "enabled": boolean(
+                    doc="outbound calls ask the provider to detect answering machines"
+                ),
+                "mode": choice(
+                    "detect-beep",
+                    "detect",
+                    default="detect-beep",
+                    doc="`detect-beep` also learns when the greeting ends; `detect` = "
+                    "human/machine only",
+                ),
+                "timeout_seconds": integer(
+                    1, default=30, doc="how long the provider may take to decide"
+                ),
+                "greeting_timeout_seconds": integer(
+                    1, default=20, doc="the longest wait for the end of a machine's greeting"
+                ),
+                "on_machine_notify": choice("leave-message", "hangup", default="leave-message"),
+                "on_machine_conversation": choice(
+                    "hangup", "leave-message", "continue", default="hangup"
+                ),
+            }
+        ),
+        "streaming": Table(
+            {
+                "api_key": string(doc="STT key"),
+                "enabled": boolean(),
+                "stream_path": url_path("/voice/stream"),
+                "pre_start_timeout_ms": integer(1, default=5000),
+                "max_pending_connections": integer(1, default=32),
+                "max_pending_connections_per_ip": integer(1, default=4),
+                "max_connections": integer(1, default=128),
+                "stt_provider": choice("openai-realtime", default="openai-realtime"),
+                "stt_model": string("gpt-4o-transcribe"),
+                "stt_url": url("ws", "wss", default=model.OPENAI_REALTIME_STT_URL),
+                "silence_duration_ms": integer(1, default=800),
+                "vad_threshold": number(0, 1, 0.5),
+            }
+        ),
+        "messages": Table({"tts": _tts_table("core TTS settings")}),
+        "tts": _tts_table("call-only TTS, deep-merged over [messages.tts]"),
+        "agent": Table(
+            {
+                "base_url": url(*HTTP, default=model.OPENAI_BASE_URL),
+                "api_key": string(),
+            }
+        ),
+        "realtime": Table(
+            {
+                "enabled": boolean(),
+                "provider": choice("openai", default="openai"),
+                "model": string("gpt-realtime"),
+                "voice": string("alloy"),
+                "instructions": string(
+                    doc="the model's instructions (default: response_system_prompt)"
+                ),
+                "base_url": url("ws", "wss", default=model.OPENAI_REALTIME_URL),
+                "api_key": string(doc="Realtime API key"),
+                "vad_threshold": number(0, 1, 0.5),
+                "silence_duration_ms": integer(1, default=500),
+                "tools": _typed(
+                    "list",
+                    'a list of function tools such as [{name = "lookup", '
+                    'description = "...", parameters = {type = "object"}}] (names of '
+                    'letters, digits, "_" or "-", not "end_call"; no duplicates)',
+                    _valid_tools,
+                    (),
+                    "function tools relayed to the agent as call.tool",
+                ),
+                "tool_timeout_ms": integer(1, default=10000),
+            }
+        ),
+        "numbers": Dynamic(
+            _is_e164,
+            'an E.164 phone number such as "+15550001234"',
+            NUMBER,
+            "+E164",
+            "per-number overrides for inbound calls (section 14)",
+        ),
+    }
+)
 """Every key the config file may hold."""
 
 
@@ -479,8 +623,9 @@ def suggest(name: str, known: list[str]) -> str | None:
     return close[0] if close else None
 
 
-def check_table(raw: Mapping[str, Any], problems: list[str], table: Table = SCHEMA,
-                prefix: str = "") -> dict[str, Any]:
+def check_table(
+    raw: Mapping[str, Any], problems: list[str], table: Table = SCHEMA, prefix: str = ""
+) -> dict[str, Any]:
     """Check a parsed TOML table against the schema.
 
     Appends one sentence per problem to `problems` and returns the keys that passed, normalised
@@ -496,36 +641,45 @@ def check_table(raw: Mapping[str, Any], problems: list[str], table: Table = SCHE
             if isinstance(value, dict):
                 out[name] = _check_dynamic(value, problems, node, path)
             else:
-                problems.append(f"{path} = {show(value)}: expected a table of tables such as "
-                                f'[{path}."{node.placeholder}"]')
+                problems.append(
+                    f"{path} = {show(value)}: expected a table of tables such as "
+                    f'[{path}."{node.placeholder}"]'
+                )
         elif isinstance(node, Table):
             if isinstance(value, dict):
                 out[name] = check_table(value, problems, node, path + ".")
             else:
-                problems.append(f"{path} = {show(value)}: expected a table; write it as "
-                                f"[{path}] with its keys below")
+                problems.append(
+                    f"{path} = {show(value)}: expected a table; write it as "
+                    f"[{path}] with its keys below"
+                )
         else:
             try:
                 out[name] = node.check(value)
             except Invalid as exc:
-                problems.append(f"{path} = {show(value, secret=path in SECRET_KEYS)}: "
-                                f"expected {exc}")
+                problems.append(
+                    f"{path} = {show(value, secret=path in SECRET_KEYS)}: expected {exc}"
+                )
     return out
 
 
-def _check_dynamic(raw: Mapping[str, Any], problems: list[str], node: Dynamic,
-                   path: str) -> dict[str, Any]:
+def _check_dynamic(
+    raw: Mapping[str, Any], problems: list[str], node: Dynamic, path: str
+) -> dict[str, Any]:
     """Each key must pass the rule (a bad key is named, its table not checked further)."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
         where = f'{path}."{key}"'
         if not node.key_ok(key):
-            problems.append(f"{where} = a table: expected its key {json.dumps(key)} to be "
-                            f"{node.key_expected}")
+            problems.append(
+                f"{where} = a table: expected its key {json.dumps(key)} to be {node.key_expected}"
+            )
             continue
         if not isinstance(value, dict):
-            problems.append(f"{where} = {show(value)}: expected a table; write it as [{where}] "
-                            "with its keys below")
+            problems.append(
+                f"{where} = {show(value)}: expected a table; write it as [{where}] "
+                "with its keys below"
+            )
             continue
         checked = check_table(value, problems, node.value, where + ".")
         realtime = SCHEMA.keys.get("realtime")
@@ -533,10 +687,11 @@ def _check_dynamic(raw: Mapping[str, Any], problems: list[str], node: Dynamic,
             override = dict(checked["realtime"])
             if "api_key" in override:  # a secret: it stays in [realtime] (env, keyring)
                 del override["api_key"]
-                problems.append(f"{where}.realtime.api_key = \"{MASK}\": a number table holds "
-                                "no secrets; set realtime.api_key (or OPENAI_API_KEY) instead")
-            checked["realtime"] = check_table(override, problems, realtime,
-                                              where + ".realtime.")
+                problems.append(
+                    f'{where}.realtime.api_key = "{MASK}": a number table holds '
+                    "no secrets; set realtime.api_key (or OPENAI_API_KEY) instead"
+                )
+            checked["realtime"] = check_table(override, problems, realtime, where + ".realtime.")
         out[key] = checked
     return out
 
@@ -548,9 +703,11 @@ def _unknown(path: str, name: str, value: Any, table: Table, prefix: str) -> str
     # An unknown key in a table that holds secrets may be a misspelt secret under any name
     # (`[twilio] auth = "..."`): never echo its text there.
     in_secret_table = bool(prefix) and any(key.startswith(prefix) for key in SECRET_KEYS)
-    secretish = (isinstance(value, str) and in_secret_table) or bool(
-        re.search(r"token|key|secret|password", name, re.IGNORECASE)) or (
-        f"{prefix}{hint}" in SECRET_KEYS)
+    secretish = (
+        (isinstance(value, str) and in_secret_table)
+        or bool(re.search(r"token|key|secret|password", name, re.IGNORECASE))
+        or (f"{prefix}{hint}" in SECRET_KEYS)
+    )
     shown = "a table" if isinstance(value, dict) else show(value, secret=secretish)
     if hint:
         return f"{path} = {shown}: unknown key; did you mean {prefix}{hint}?"

@@ -40,9 +40,7 @@ SECRET_KEYS: dict[str, str | None] = {
 }
 """Every secret's dotted config key and the environment variable that overrides it."""
 
-NON_SECRET_ENV: dict[str, str] = {
-    key: var for spec in SPECS for key, var in spec.plain_env.items()
-}
+NON_SECRET_ENV: dict[str, str] = {key: var for spec in SPECS for key, var in spec.plain_env.items()}
 """Plain settings with an environment fallback; unlike secrets, the config file wins over these.
 
 `from_number` falls back to `TWILIO_FROM_NUMBER` only when the provider is twilio.

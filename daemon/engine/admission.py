@@ -32,10 +32,13 @@ class Admission(EngineCore):
         message, to_number, call_mode = self._outbound_request(message, to, mode)
         self._check_capacity()
         from_number = self.config.from_number or (
-            MOCK_FROM_NUMBER if self.provider.name == "mock" else None)
+            MOCK_FROM_NUMBER if self.provider.name == "mock" else None
+        )
         if not from_number:
-            raise ConfigError("from_number is not set; set it with "
-                              "`voicecall config set from_number +15550001234`")
+            raise ConfigError(
+                "from_number is not set; set it with "
+                "`voicecall config set from_number +15550001234`"
+            )
         detection = self.config.machine_detection
         metadata: dict[str, Any] = {"turnCount": 0, "initialMessage": message}
         if detection.enabled:
@@ -52,8 +55,15 @@ class Admission(EngineCore):
         self._reserved += 1  # hold the slot across the write, released whatever happens
         try:
             event = await self.store.record(
-                record, EventType.INITIATED, {"direction": "outbound", "from": from_number,
-                                              "to": to_number, "mode": call_mode.value})
+                record,
+                EventType.INITIATED,
+                {
+                    "direction": "outbound",
+                    "from": from_number,
+                    "to": to_number,
+                    "mode": call_mode.value,
+                },
+            )
         finally:
             self._reserved -= 1
         live = self._register(record)
@@ -77,41 +87,49 @@ class Admission(EngineCore):
         except BaseException as exc:
             # Whatever stopped the dial (provider refusal, a bug, cancellation at shutdown),
             # the call must not stay "live" with no provider id: it would hold a slot forever.
-            reason = (exc.message if isinstance(exc, VoicecallError)
-                      else f"dialling was interrupted ({type(exc).__name__})")
+            reason = (
+                exc.message
+                if isinstance(exc, VoicecallError)
+                else f"dialling was interrupted ({type(exc).__name__})"
+            )
             await asyncio.shield(self._fail_dial(live, reason))
             raise
         async with live.lock:
             if record.provider_call_id is None:
                 try:
-                    await self._commit(live, lambda r: setattr(r, "provider_call_id",
-                                                               provider_call_id))
+                    await self._commit(
+                        live, lambda r: setattr(r, "provider_call_id", provider_call_id)
+                    )
                 except StoreError:
                     # The carrier dials a call we cannot keep a record of: hang it up rather
                     # than run it blind. The store still says `initiated` with no provider id,
                     # which the next start ends as failed.
                     with contextlib.suppress(VoicecallError, OSError):
-                        await self.provider.hangup(replace(record,
-                                                           provider_call_id=provider_call_id))
+                        await self.provider.hangup(
+                            replace(record, provider_call_id=provider_call_id)
+                        )
                     self._forget(live)
                     raise
                 if not record.is_ended:
                     self._by_provider_id[provider_call_id] = record.call_id
         return record
 
-    def _outbound_request(self, message: str, to: str | None,
-                          mode: str | None) -> tuple[str, str, CallMode]:
+    def _outbound_request(
+        self, message: str, to: str | None, mode: str | None
+    ) -> tuple[str, str, CallMode]:
         """The checked message, callee and mode of an `initiate` (InvalidParams/ConfigError)."""
         message = speakable(message or "")
         if not message:
             raise InvalidParamsError("message is empty; say what the call should say")
         to_number = to or self.config.to_number
         if not to_number:
-            raise ConfigError("no number to call: pass --to (the `to` parameter) or set "
-                              "`to_number` in the config")
+            raise ConfigError(
+                "no number to call: pass --to (the `to` parameter) or set `to_number` in the config"
+            )
         if not E164.match(to_number):
-            raise InvalidParamsError(f"to = {to_number!r} is not an E.164 number; "
-                                     "use the form +15550001234")
+            raise InvalidParamsError(
+                f"to = {to_number!r} is not an E.164 number; use the form +15550001234"
+            )
         try:
             call_mode = CallMode(mode or self.config.outbound.default_mode)
         except ValueError:
@@ -131,8 +149,9 @@ class Admission(EngineCore):
                 self._forget(live)
 
     async def _inbound(self, event: ProviderEvent) -> None:
-        accepted, reason = admits(self.config.inbound_policy, event.from_number,
-                                  self.config.allow_from)
+        accepted, reason = admits(
+            self.config.inbound_policy, event.from_number, self.config.allow_from
+        )
         metadata: dict[str, Any] = {"turnCount": 0}
         number = number_key(self.config.numbers, event.to_number)
         if number is not None:
@@ -154,10 +173,17 @@ class Admission(EngineCore):
         self._reserved += 1  # hold the slot across the write, released whatever happens
         try:
             stored = await self.store.record(
-                record, EventType.INITIATED,
-                {"direction": "inbound", "from": record.from_number, "to": record.to_number,
-                 "accepted": accepted, "reason": reason},
-                dedupe_key=initiated_key)
+                record,
+                EventType.INITIATED,
+                {
+                    "direction": "inbound",
+                    "from": record.from_number,
+                    "to": record.to_number,
+                    "accepted": accepted,
+                    "reason": reason,
+                },
+                dedupe_key=initiated_key,
+            )
         finally:
             self._reserved -= 1
         if stored is None:  # an already-processed delivery: nothing to admit or answer

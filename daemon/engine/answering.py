@@ -43,8 +43,13 @@ class Answering(EngineCore):
         report, watch, record = event.machine, live.machine, live.record
         if report is None:
             return None
-        if not await self._commit(live, lambda r: amd.note_metadata(r, report), EventType.MACHINE,
-                                  amd.event_data(report), dedupe_key=event.dedupe_key):
+        if not await self._commit(
+            live,
+            lambda r: amd.note_metadata(r, report),
+            EventType.MACHINE,
+            amd.event_data(report),
+            dedupe_key=event.dedupe_key,
+        ):
             return None  # a retried delivery
         if watch is None:
             return None
@@ -67,8 +72,9 @@ class Answering(EngineCore):
                     report = await asyncio.shield(watch.verdict)
                 result = report.result
             except TimeoutError:
-                logger.info("call %s: no machine-detection verdict in time; going on",
-                            record.call_id)
+                logger.info(
+                    "call %s: no machine-detection verdict in time; going on", record.call_id
+                )
                 result = MachineResult.UNKNOWN
             watch.decided = True
             if record.is_ended:
@@ -86,16 +92,18 @@ class Answering(EngineCore):
                     async with asyncio.timeout(settings.greeting_timeout_seconds):
                         await watch.greeting_ended.wait()
                 except TimeoutError:
-                    logger.info("call %s: no end-of-greeting signal; speaking after %ss",
-                                record.call_id, settings.greeting_timeout_seconds)
+                    logger.info(
+                        "call %s: no end-of-greeting signal; speaking after %ss",
+                        record.call_id,
+                        settings.greeting_timeout_seconds,
+                    )
             if not record.is_ended:
                 await self._speak_then_hang_up(live, self._opening(live))
         finally:
             live.settled.set()
 
     def _hold_seconds(self) -> float:
-        return amd.hold_seconds(decision_seconds(self.provider.name,
-                                                 self.config.machine_detection))
+        return amd.hold_seconds(decision_seconds(self.provider.name, self.config.machine_detection))
 
     async def _end_as_voicemail(self, live: LiveCall) -> None:
         try:
@@ -120,6 +128,7 @@ class Answering(EngineCore):
     async def _speak_then_hang_up(self, live: LiveCall, message: str) -> None:
         """Say `message`, hang up `notify_hangup_delay_seconds` after it has played."""
         record = live.record
+
         def speaking(r: CallRecord) -> None:
             r.move_to(CallState.SPEAKING)
             r.transcript.append(TranscriptEntry(utc_now(), "bot", message))
@@ -129,4 +138,5 @@ class Answering(EngineCore):
                 return
             await self._commit(live, speaking, EventType.SPEAKING, {"text": message})
         await self.provider.play_and_hangup(
-            record, message, float(self.config.outbound.notify_hangup_delay_seconds))
+            record, message, float(self.config.outbound.notify_hangup_delay_seconds)
+        )

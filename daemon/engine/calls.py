@@ -63,8 +63,9 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
         responder: Responder | None = None,
         reaper_interval: float = REAPER_INTERVAL_SECONDS,
     ) -> None:
-        super().__init__(config, store, provider, responder=responder,
-                         reaper_interval=reaper_interval)
+        super().__init__(
+            config, store, provider, responder=responder, reaper_interval=reaper_interval
+        )
         self._handlers: dict[EventType, Callable[[LiveCall, ProviderEvent], Awaitable[Followup]]]
         self._handlers = {
             EventType.RINGING: self._on_ringing,
@@ -87,8 +88,12 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
             except StoreError:
                 raise  # not durable, so not done: the webhook answers 503 and is retried
             except VoicecallError as exc:
-                logger.warning("event %s for %s not applied: %s", event.type,
-                               event.call_id or event.provider_call_id, exc.message)
+                logger.warning(
+                    "event %s for %s not applied: %s",
+                    event.type,
+                    event.call_id or event.provider_call_id,
+                    exc.message,
+                )
 
     async def _apply_one(self, event: ProviderEvent) -> None:
         live = None
@@ -100,9 +105,11 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
             live = self._find_live(event.previous_provider_call_id)
         if live is None:
             pid = event.provider_call_id
-            if (event.direction is Direction.INBOUND
-                    and event.type in (EventType.INITIATED, EventType.RINGING, EventType.ANSWERED)
-                    and pid not in self._offering):
+            if (
+                event.direction is Direction.INBOUND
+                and event.type in (EventType.INITIATED, EventType.RINGING, EventType.ANSWERED)
+                and pid not in self._offering
+            ):
                 # Claim the provider id before any await: a second delivery of the same new
                 # call arriving meanwhile waits for the first to register it.
                 self._offering[pid] = asyncio.get_running_loop().create_future()
@@ -118,8 +125,11 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
                     await self._apply_one(event)
                 return
             else:
-                logger.debug("ignoring %s for unknown or ended call %s", event.type.value,
-                            event.call_id or event.provider_call_id)
+                logger.debug(
+                    "ignoring %s for unknown or ended call %s",
+                    event.type.value,
+                    event.call_id or event.provider_call_id,
+                )
             return
         followup: Followup = None
         async with live.lock:
@@ -160,12 +170,17 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
 
     async def _on_ringing(self, live: LiveCall, event: ProviderEvent) -> Followup:
         if live.record.state is CallState.INITIATED:
-            await self._commit(live, lambda r: r.move_to(CallState.RINGING), event.type,
-                               dedupe_key=event.dedupe_key)
+            await self._commit(
+                live,
+                lambda r: r.move_to(CallState.RINGING),
+                event.type,
+                dedupe_key=event.dedupe_key,
+            )
         return None
 
     async def _on_answer(self, live: LiveCall, event: ProviderEvent) -> Followup:
         if live.record.answered_at is None:
+
             def answered(r: CallRecord) -> None:
                 # A reordered `call.bridged` may have made it active already: no step back.
                 r.move_to(CallState.ANSWERED, unless_behind=True)
@@ -185,8 +200,9 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
     async def _on_active(self, live: LiveCall, event: ProviderEvent) -> Followup:
         state = live.record.state
         if can_transition(state, CallState.ACTIVE) and state not in _SPEAKING_STATES:
-            await self._commit(live, lambda r: r.move_to(CallState.ACTIVE), event.type,
-                               dedupe_key=event.dedupe_key)
+            await self._commit(
+                live, lambda r: r.move_to(CallState.ACTIVE), event.type, dedupe_key=event.dedupe_key
+            )
         return None
 
     async def _on_dtmf_event(self, live: LiveCall, event: ProviderEvent) -> Followup:
@@ -194,11 +210,17 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
         return None
 
     async def _on_ended(self, live: LiveCall, event: ProviderEvent) -> Followup:
-        await self._finish_locked(live, event.end_state or CallState.COMPLETED,
-                                  dedupe_key=event.dedupe_key)
+        await self._finish_locked(
+            live, event.end_state or CallState.COMPLETED, dedupe_key=event.dedupe_key
+        )
         return None
 
     async def _on_error(self, live: LiveCall, event: ProviderEvent) -> Followup:
-        await self._commit(live, None, event.type, {"error": event.error or "unknown error"},
-                           dedupe_key=event.dedupe_key)
+        await self._commit(
+            live,
+            None,
+            event.type,
+            {"error": event.error or "unknown error"},
+            dedupe_key=event.dedupe_key,
+        )
         return None

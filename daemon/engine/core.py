@@ -101,8 +101,12 @@ class EngineCore:
         """Slots held by new calls whose first record is being written (not yet live)."""
         self._subscribers: set[Subscriber] = set()
         self._tasks = TaskSet("engine")
-        self.timers = CallTimers(self._end_by_timer, self.spawn, lambda: self._live.values(),
-                                 reaper_interval=reaper_interval)
+        self.timers = CallTimers(
+            self._end_by_timer,
+            self.spawn,
+            lambda: self._live.values(),
+            reaper_interval=reaper_interval,
+        )
         self._stopping = False
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -162,7 +166,8 @@ class EngineCore:
         live.settled.set()
         if live.waiter is not None and not live.waiter.future.done():
             live.waiter.future.set_exception(
-                StoreError("the call could not be stored; it was dropped"))
+                StoreError("the call could not be stored; it was dropped")
+            )
         self._live.pop(live.record.call_id, None)
         if live.record.provider_call_id:
             self._by_provider_id.pop(live.record.provider_call_id, None)
@@ -179,8 +184,9 @@ class EngineCore:
 
     def live_calls(self) -> list[CallRecord]:
         """Live call records, newest first."""
-        return sorted((lc.record for lc in self._live.values()),
-                      key=lambda r: r.started_at, reverse=True)
+        return sorted(
+            (lc.record for lc in self._live.values()), key=lambda r: r.started_at, reverse=True
+        )
 
     async def get(self, call_id: str) -> CallRecord | None:
         """A call, live or ended, by our id or the provider's."""
@@ -202,8 +208,11 @@ class EngineCore:
         record = await self.get(call_id)
         if record is None:
             raise CallNotFoundError(call_id)
-        raise CallError(f"call {record.call_id} has ended ({record.state}); place a new call",
-                        callId=record.call_id, state=record.state.value)
+        raise CallError(
+            f"call {record.call_id} has ended ({record.state}); place a new call",
+            callId=record.call_id,
+            state=record.state.value,
+        )
 
     def _register(self, record: CallRecord) -> LiveCall:
         live = LiveCall(record)
@@ -234,6 +243,7 @@ class EngineCore:
         text = speakable(text)
         if not text:
             raise InvalidParamsError("message is empty; say what to say")
+
         def change(record: CallRecord) -> None:
             record.move_to(CallState.SPEAKING, unless_behind=True)
             record.transcript.append(TranscriptEntry(utc_now(), "bot", text))
@@ -258,8 +268,9 @@ class EngineCore:
             r.ended_at = utc_now()
             r.end_reason = state.value
 
-        if not await self._commit(live, ended, EventType.ENDED, {"reason": state.value},
-                                  dedupe_key=dedupe_key):
+        if not await self._commit(
+            live, ended, EventType.ENDED, {"reason": state.value}, dedupe_key=dedupe_key
+        ):
             return  # a retried delivery
         if live.machine is not None:
             if not live.machine.verdict.done():
@@ -269,8 +280,12 @@ class EngineCore:
         live.settled.set()
         if live.waiter is not None and not live.waiter.future.done():
             live.waiter.future.set_exception(
-                CallError(f"call {record.call_id} ended ({state.value}) before the caller "
-                          "answered", callId=record.call_id, state=state.value))
+                CallError(
+                    f"call {record.call_id} ended ({state.value}) before the caller answered",
+                    callId=record.call_id,
+                    state=state.value,
+                )
+            )
         self._live.pop(record.call_id, None)
         if record.provider_call_id:
             self._by_provider_id.pop(record.provider_call_id, None)

@@ -33,16 +33,24 @@ class Lifecycle(EngineCore):
         """Run live calls this process did not start under the restart rules (SPEC section 6):
         its own after a restart, or a dead daemon's taken over (SPEC section 16). Each is
         reconciled with the provider's status API, and never re-dialled."""
-        restored = [self._register(record) for record in records
-                    if record.call_id not in self._live]
-        orphans = [live for live in restored if live.record.provider_call_id is None
-                   and live.record.direction is Direction.OUTBOUND
-                   and live.record.state is CallState.INITIATED]
+        restored = [
+            self._register(record) for record in records if record.call_id not in self._live
+        ]
+        orphans = [
+            live
+            for live in restored
+            if live.record.provider_call_id is None
+            and live.record.direction is Direction.OUTBOUND
+            and live.record.state is CallState.INITIATED
+        ]
         for live in orphans:
             # Stored before the dial, but the provider's answer never was: we cannot know or
             # reach the call, so it must not hold a slot (SPEC section 6). Never re-dialled.
-            logger.warning("call %s was being dialled when the daemon stopped; it has no provider "
-                           "call id and ends as failed", live.record.call_id)
+            logger.warning(
+                "call %s was being dialled when the daemon stopped; it has no provider "
+                "call id and ends as failed",
+                live.record.call_id,
+            )
             await self._fail_dial(live, "the daemon stopped while dialling; not re-dialled")
         restored = [live for live in restored if live not in orphans]
         # All at once: a provider whose status API hangs costs one timeout, not one per call.
@@ -55,9 +63,13 @@ class Lifecycle(EngineCore):
         if live is None:
             return
         if live.waiter is not None and not live.waiter.future.done():
-            live.waiter.future.set_exception(CallError(
-                f"call {call_id} is run by another daemon now (this one lost the shared store "
-                "for too long); ask again: the request reaches that daemon", callId=call_id))
+            live.waiter.future.set_exception(
+                CallError(
+                    f"call {call_id} is run by another daemon now (this one lost the shared store "
+                    "for too long); ask again: the request reaches that daemon",
+                    callId=call_id,
+                )
+            )
         self._forget(live)
 
     async def stop(self) -> None:
@@ -81,8 +93,11 @@ class Lifecycle(EngineCore):
                 async with asyncio.timeout(RECONCILE_TIMEOUT_SECONDS):
                     status = await self.provider.fetch_status(record)
             except (VoicecallError, TimeoutError, OSError) as exc:
-                logger.warning("call %s: provider status unknown after restart (%s)",
-                               record.call_id, getattr(exc, "message", None) or repr(exc))
+                logger.warning(
+                    "call %s: provider status unknown after restart (%s)",
+                    record.call_id,
+                    getattr(exc, "message", None) or repr(exc),
+                )
         if status is not None and status.state is RemoteState.ENDED:
             logger.info("call %s ended at the provider while we were down", record.call_id)
             await self._finish(live, status.end_state or CallState.COMPLETED)

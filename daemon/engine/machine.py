@@ -53,20 +53,23 @@ _POLICIES = {
 }
 
 
-def decide(result: MachineResult, mode: CallMode,
-           settings: MachineDetectionConfig) -> MachineAction:
+def decide(
+    result: MachineResult, mode: CallMode, settings: MachineDetectionConfig
+) -> MachineAction:
     """The action for a verdict on a call of `mode`."""
     if result is MachineResult.FAX:
         return MachineAction.HANGUP
     if result is not MachineResult.MACHINE:
         return MachineAction.PROCEED
-    policy = (settings.on_machine_notify if mode is CallMode.NOTIFY
-              else settings.on_machine_conversation)
+    policy = (
+        settings.on_machine_notify if mode is CallMode.NOTIFY else settings.on_machine_conversation
+    )
     return _POLICIES.get(policy, MachineAction.HANGUP)
 
 
-def late_action(result: MachineResult, mode: CallMode,
-                settings: MachineDetectionConfig) -> MachineAction:
+def late_action(
+    result: MachineResult, mode: CallMode, settings: MachineDetectionConfig
+) -> MachineAction:
     """The action for a verdict that came after the call already went on as for a person:
     only hanging up still makes sense (a message already started cannot be re-placed)."""
     action = decide(result, mode, settings)
@@ -84,7 +87,8 @@ class MachineWatch:
     """Machine detection of one live call: the verdict and the end of the greeting."""
 
     verdict: asyncio.Future[MachineReport] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future())
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     greeting_ended: asyncio.Event = field(default_factory=asyncio.Event)
     decided: bool = False
     """The hold is over (verdict acted on, or timed out): later verdicts are late."""
@@ -120,10 +124,14 @@ def restore_watch(record: CallRecord) -> MachineWatch | None:
     answered_by = record.metadata.get("answeredBy")
     if answered_by in set(MachineResult):
         beep = record.metadata.get("beepDetected")
-        watch.report(MachineReport(MachineResult(answered_by),
-                                   str(record.metadata.get("answeredByRaw") or answered_by),
-                                   beep_detected=beep if isinstance(beep, bool) else None,
-                                   greeting_ended=isinstance(beep, bool)))
+        watch.report(
+            MachineReport(
+                MachineResult(answered_by),
+                str(record.metadata.get("answeredByRaw") or answered_by),
+                beep_detected=beep if isinstance(beep, bool) else None,
+                greeting_ended=isinstance(beep, bool),
+            )
+        )
     return watch
 
 

@@ -45,8 +45,10 @@ class NumberResponderSettings:
 
 def has_responder_override(table: NumberConfig) -> bool:
     """True when the table changes anything the auto-responder reads."""
-    return any(value is not None for value in (
-        table.response_model, table.response_system_prompt, table.response_timeout_ms))
+    return any(
+        value is not None
+        for value in (table.response_model, table.response_system_prompt, table.response_timeout_ms)
+    )
 
 
 def responder_settings(config: Config, key: str) -> NumberResponderSettings:

@@ -25,18 +25,26 @@ REAPER_INTERVAL_SECONDS = 30.0
 class CallTimers:
     """Schedules the ends that no provider event will bring."""
 
-    def __init__(self, end: EndCall, spawn: Spawn, lives: Callable[[], Iterable[LiveCall]],
-                 *, reaper_interval: float = REAPER_INTERVAL_SECONDS) -> None:
+    def __init__(
+        self,
+        end: EndCall,
+        spawn: Spawn,
+        lives: Callable[[], Iterable[LiveCall]],
+        *,
+        reaper_interval: float = REAPER_INTERVAL_SECONDS,
+    ) -> None:
         self._end = end
         self._spawn = spawn
         self._lives = lives
         self._reaper_interval = reaper_interval
         self._reaper: asyncio.Task[None] | None = None
 
-    def _later(self, live: LiveCall, seconds: float, state: CallState,
-               name: str) -> asyncio.TimerHandle:
+    def _later(
+        self, live: LiveCall, seconds: float, state: CallState, name: str
+    ) -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(
-            seconds, lambda: self._spawn(self._end(live, state), f"{name}-{live.record.call_id}"))
+            seconds, lambda: self._spawn(self._end(live, state), f"{name}-{live.record.call_id}")
+        )
 
     def arm_max_duration(self, live: LiveCall, seconds: float) -> None:
         """End the call as `timeout` after `seconds` (re-arming replaces the old timer)."""

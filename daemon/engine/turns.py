@@ -47,8 +47,10 @@ class Turns(EngineCore):
         """Speak, then wait for the caller's next final transcript and return it."""
         live = await self._require_connected(call_id)
         if live.waiter is not None and not live.waiter.future.done():
-            raise CallError(f"call {live.record.call_id} is already waiting for a transcript",
-                            callId=live.record.call_id)
+            raise CallError(
+                f"call {live.record.call_id} is already waiting for a transcript",
+                callId=live.record.call_id,
+            )
         token = self._new_turn(live)
         waiter = TranscriptWaiter(token, asyncio.get_running_loop().create_future())
         live.waiter = waiter
@@ -57,8 +59,9 @@ class Turns(EngineCore):
             await self._say(live, message, token)
             waiter.listen_started = time.monotonic()
             async with live.lock:
-                if not live.record.is_ended and can_transition(live.record.state,
-                                                               CallState.LISTENING):
+                if not live.record.is_ended and can_transition(
+                    live.record.state, CallState.LISTENING
+                ):
                     await self._commit(live, lambda r: r.move_to(CallState.LISTENING))
             try:
                 async with asyncio.timeout(timeout):
@@ -66,7 +69,8 @@ class Turns(EngineCore):
             except TimeoutError:
                 raise OperationTimeoutError(
                     f"no reply from the caller on call {live.record.call_id} within "
-                    f"{timeout:g}s; try again with a longer --timeout", callId=live.record.call_id
+                    f"{timeout:g}s; try again with a longer --timeout",
+                    callId=live.record.call_id,
                 ) from None
         finally:
             if live.waiter is waiter:
@@ -88,11 +92,15 @@ class Turns(EngineCore):
         waiter = live.waiter
         if waiter is None or waiter.future.done():
             return False
-        logger.info("call %s: the pending continue was cancelled by its client",
-                    live.record.call_id)
-        waiter.future.set_exception(WaitCancelledError(
-            f"the wait for a reply on call {live.record.call_id} was cancelled",
-            callId=live.record.call_id))
+        logger.info(
+            "call %s: the pending continue was cancelled by its client", live.record.call_id
+        )
+        waiter.future.set_exception(
+            WaitCancelledError(
+                f"the wait for a reply on call {live.record.call_id} was cancelled",
+                callId=live.record.call_id,
+            )
+        )
         return True
 
     async def send_dtmf(self, call_id: str, digits: str) -> None:
@@ -130,12 +138,17 @@ class Turns(EngineCore):
             if live.record.is_ended:
                 raise CallError(
                     f"call {live.record.call_id} ended ({live.record.state}) before it was "
-                    "answered", callId=live.record.call_id, state=live.record.state.value)
+                    "answered",
+                    callId=live.record.call_id,
+                    state=live.record.state.value,
+                )
         if not live.record.is_connected:
             raise CallError(
                 f"call {live.record.call_id} is not connected yet (state {live.record.state}); "
-                "wait for it to be answered", callId=live.record.call_id,
-                state=live.record.state.value)
+                "wait for it to be answered",
+                callId=live.record.call_id,
+                state=live.record.state.value,
+            )
         return live
 
     async def _on_speech(self, live: LiveCall, event: ProviderEvent) -> Followup:
@@ -165,15 +178,16 @@ class Turns(EngineCore):
                 r.metadata["lastTurnLatencyMs"] = data["turnLatencyMs"]
                 r.metadata["lastTurnListenWaitMs"] = data["listenWaitMs"]
 
-        if not await self._commit(live, heard, EventType.SPEECH, data,
-                                  dedupe_key=event.dedupe_key):
+        if not await self._commit(live, heard, EventType.SPEECH, data, dedupe_key=event.dedupe_key):
             return None  # a retried delivery
         if waiter is not None and not waiter.future.done():
             waiter.future.set_result(text)
             return None
-        if (record.direction is Direction.INBOUND and self._responder_for(record) is not None
-                and not (self.answers_itself is not None
-                         and self.answers_itself(record.call_id))):
+        if (
+            record.direction is Direction.INBOUND
+            and self._responder_for(record) is not None
+            and not (self.answers_itself is not None and self.answers_itself(record.call_id))
+        ):
             self._schedule_response(live)
         return None
 
@@ -186,11 +200,17 @@ class Turns(EngineCore):
         `DTMF_ENTRY_GAP_SECONDS` after the last key. The answer is the keys as pressed.
         """
         digits = event.digits or ""
-        stored = await self._commit(live, None, EventType.DTMF, {"digits": digits},
-                                    dedupe_key=event.dedupe_key)
+        stored = await self._commit(
+            live, None, EventType.DTMF, {"digits": digits}, dedupe_key=event.dedupe_key
+        )
         waiter = live.waiter
-        if (not stored or not digits or waiter is None or waiter.future.done()
-                or (event.turn_token is not None and event.turn_token != waiter.turn_token)):
+        if (
+            not stored
+            or not digits
+            or waiter is None
+            or waiter.future.done()
+            or (event.turn_token is not None and event.turn_token != waiter.turn_token)
+        ):
             return
         live.dtmf_entry += digits
         if live.dtmf_timer is not None:
@@ -201,7 +221,8 @@ class Turns(EngineCore):
             return
         live.dtmf_timer = asyncio.get_running_loop().call_later(
             DTMF_ENTRY_GAP_SECONDS,
-            lambda: self.spawn(self._keys_done(live, waiter), f"dtmf-{live.record.call_id}"))
+            lambda: self.spawn(self._keys_done(live, waiter), f"dtmf-{live.record.call_id}"),
+        )
 
     async def _keys_done(self, live: LiveCall, waiter: TranscriptWaiter) -> None:
         async with live.lock:
@@ -210,8 +231,9 @@ class Turns(EngineCore):
                 try:
                     await self._answer_with_keys(live, waiter)
                 except VoicecallError as exc:
-                    logger.warning("call %s: keys not applied: %s", live.record.call_id,
-                                   exc.message)
+                    logger.warning(
+                        "call %s: keys not applied: %s", live.record.call_id, exc.message
+                    )
 
     async def _answer_with_keys(self, live: LiveCall, waiter: TranscriptWaiter) -> None:
         """Answer the waiting `continue` with the keys collected (a caller turn, lock held)."""
@@ -249,7 +271,8 @@ class Turns(EngineCore):
         held: list[str] = []
         try:
             async with contextlib.aclosing(
-                    responder.sentences(history, record.from_number)) as sentences:
+                responder.sentences(history, record.from_number)
+            ) as sentences:
                 async for sentence in sentences:
                     if record.is_ended:
                         return
@@ -284,8 +307,9 @@ class Turns(EngineCore):
                 entry = record.transcript[index]
                 if entry.speaker == "bot" and entry.text == text:
                     record.transcript[index] = replace(entry, text=heard_text.strip() or "…")
-                    record.metadata["interruptedUtterances"] = int(
-                        record.metadata.get("interruptedUtterances", 0)) + 1
+                    record.metadata["interruptedUtterances"] = (
+                        int(record.metadata.get("interruptedUtterances", 0)) + 1
+                    )
                     return
 
         async def _rewrite() -> None:
@@ -313,11 +337,16 @@ class Turns(EngineCore):
 
         self.spawn(_record_line(), f"spoken-{call_id}")
 
-    async def record_tool_call(self, call_id: str, tool_call_id: str, name: str,
-                               arguments: dict[str, Any]) -> None:
+    async def record_tool_call(
+        self, call_id: str, tool_call_id: str, name: str, arguments: dict[str, Any]
+    ) -> None:
         """The realtime model called a relayed tool: store and publish ``call.tool`` for the
         agent, who answers with ``voicecall.tool_result``."""
         live = await self._require_live(call_id)
         async with live.lock:
-            await self._commit(live, None, EventType.TOOL,
-                               {"toolCallId": tool_call_id, "name": name, "arguments": arguments})
+            await self._commit(
+                live,
+                None,
+                EventType.TOOL,
+                {"toolCallId": tool_call_id, "name": name, "arguments": arguments},
+            )

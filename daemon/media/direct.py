@@ -44,9 +44,11 @@ def _supported() -> bool:
         queue = inspect.signature(reader_py.WebSocketDataQueue)
     except (AttributeError, TypeError, ValueError):
         return False
-    return (list(post_start.parameters) == ["self", "request", "protocol", "writer"]
-            and list(reader.parameters) == ["queue", "max_msg_size", "compress", "decode_text"]
-            and list(queue.parameters) == ["protocol", "limit", "loop"])
+    return (
+        list(post_start.parameters) == ["self", "request", "protocol", "writer"]
+        and list(reader.parameters) == ["queue", "max_msg_size", "compress", "decode_text"]
+        and list(queue.parameters) == ["protocol", "limit", "loop"]
+    )
 
 
 SUPPORTED = _supported()
@@ -55,6 +57,7 @@ QUEUE_LIMIT = 2**16
 
 
 if SUPPORTED:
+
     class _DirectQueue(WebSocketDataQueue):  # type: ignore[misc,valid-type]
         """aiohttp's message queue, except that text goes to the sink once one is attached."""
 
@@ -85,8 +88,9 @@ if SUPPORTED:
             # aiohttp built its own queue and reader above; swap both before any byte of the
             # websocket is parsed (this runs before prepare() first yields to the loop).
             queue = _DirectQueue(request.protocol, QUEUE_LIMIT, loop=request.protocol._loop)
-            parser = WebSocketReader(queue, self._max_msg_size, bool(self._compress),
-                                     getattr(self, "_decode_text", True))
+            parser = WebSocketReader(
+                queue, self._max_msg_size, bool(self._compress), getattr(self, "_decode_text", True)
+            )
             self._reader = queue
             if hasattr(self, "_parser"):
                 self._parser = parser

@@ -94,14 +94,14 @@ class MediaHub:
         end_grace_seconds: float = END_GRACE_SECONDS,
     ) -> None:
         """Args:
-            sink: the engine's event sink (``CallEngine.apply``).
-            calls: call lookups and hang-up; None disables both (tests).
-            tts: the TTS engine, or None when calls use the provider's own voice.
-            stt_factory: builds an (unconnected) STT session for a listener; None = no STT.
-            pacer: the pacing clock (one is made on the running loop when None).
-            lead: how far ahead of play time frames are sent.
-            capacity: frames queued per stream before synthesis waits.
-            end_grace_seconds: how long a closed stream may take to come back.
+        sink: the engine's event sink (``CallEngine.apply``).
+        calls: call lookups and hang-up; None disables both (tests).
+        tts: the TTS engine, or None when calls use the provider's own voice.
+        stt_factory: builds an (unconnected) STT session for a listener; None = no STT.
+        pacer: the pacing clock (one is made on the running loop when None).
+        lead: how far ahead of play time frames are sent.
+        capacity: frames queued per stream before synthesis waits.
+        end_grace_seconds: how long a closed stream may take to come back.
         """
         self.sink = sink
         self.calls = calls
@@ -166,8 +166,9 @@ class MediaHub:
             timer.cancel()
         for future in self._waiters.pop(call_id, []):
             if not future.done():  # speech waiting for a stream that will never come
-                future.set_exception(MediaError(f"call {call_id} ended before its media "
-                                                "stream started"))
+                future.set_exception(
+                    MediaError(f"call {call_id} ended before its media stream started")
+                )
         session = self._sessions.get(call_id)
         if session is not None:
             session.revoked = True
@@ -267,14 +268,14 @@ class MediaHub:
             return
         loop = asyncio.get_running_loop()
         self._end_timers[session.call_id] = loop.call_later(
-            self.end_grace_seconds, self._grace_over, session.call_id)
+            self.end_grace_seconds, self._grace_over, session.call_id
+        )
 
     def _grace_over(self, call_id: str) -> None:
         self._end_timers.pop(call_id, None)
         if call_id in self._sessions or self.calls is None:
             return
-        logger.info("call %s: media stream closed and did not come back; ending the call",
-                    call_id)
+        logger.info("call %s: media stream closed and did not come back; ending the call", call_id)
         self.spawn(self.calls.end(call_id), f"media-end-{call_id}")
 
     def stream_failed(self, session: MediaSession, reason: str) -> None:

@@ -48,8 +48,21 @@ class TimerHandle(Protocol):
 class Pacer:
     """Ticks every ``interval`` seconds on an absolute grid while any stream is active."""
 
-    __slots__ = ("_active", "_call_at", "_clock", "_due", "_epoch", "_handle", "_index",
-                 "_real_clock", "_tick_cb", "interval", "lateness", "stats", "ticks")
+    __slots__ = (
+        "_active",
+        "_call_at",
+        "_clock",
+        "_due",
+        "_epoch",
+        "_handle",
+        "_index",
+        "_real_clock",
+        "_tick_cb",
+        "interval",
+        "lateness",
+        "stats",
+        "ticks",
+    )
 
     def __init__(
         self,
@@ -181,7 +194,15 @@ class Pacer:
 
     def _report(self, streams: int) -> None:
         s = self.stats.take()
-        logger.info("media pacer: %d streams; tick lateness p50 %.0f ms, p99 %.0f ms, max %.0f "
-                    "ms; tick work p50 %.1f ms, p99 %.1f ms, max %.1f ms (last %d ticks)",
-                    streams, s.late_p50, s.late_p99, s.late_max, s.work_p50, s.work_p99,
-                    s.work_max, s.ticks)
+        logger.info(
+            "media pacer: %d streams; tick lateness p50 %.0f ms, p99 %.0f ms, max %.0f "
+            "ms; tick work p50 %.1f ms, p99 %.1f ms, max %.1f ms (last %d ticks)",
+            streams,
+            s.late_p50,
+            s.late_p99,
+            s.late_max,
+            s.work_p50,
+            s.work_p99,
+            s.work_max,
+            s.ticks,
+        )

@@ -51,8 +51,18 @@ class SegmentState(StrEnum):
 class Segment:
     """One sentence on its way to the caller."""
 
-    __slots__ = ("first_play", "frames_queued", "frames_sent", "heard_frames", "mark",
-                 "mark_deadline", "play_end", "state", "synthesized", "text")
+    __slots__ = (
+        "first_play",
+        "frames_queued",
+        "frames_sent",
+        "heard_frames",
+        "mark",
+        "mark_deadline",
+        "play_end",
+        "state",
+        "synthesized",
+        "text",
+    )
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -88,9 +98,21 @@ SegmentCallback = Callable[[Segment], None]
 class Playback:
     """The pacer-driven outbound queue of one stream."""
 
-    __slots__ = ("_mark_due", "_marked", "_queue", "_room", "_unsent", "_write", "capacity",
-                 "framing",
-                 "lead", "next_play", "on_done", "pacer", "trace")
+    __slots__ = (
+        "_mark_due",
+        "_marked",
+        "_queue",
+        "_room",
+        "_unsent",
+        "_write",
+        "capacity",
+        "framing",
+        "lead",
+        "next_play",
+        "on_done",
+        "pacer",
+        "trace",
+    )
 
     def __init__(
         self,
@@ -246,8 +268,9 @@ class Playback:
 
     def _heard(self, segment: Segment) -> None:
         segment.heard_frames = segment.frames_sent
-        self._finish(segment, SegmentState.FAILED if not segment.synthesized
-                     else SegmentState.HEARD)
+        self._finish(
+            segment, SegmentState.FAILED if not segment.synthesized else SegmentState.HEARD
+        )
 
     def _finish(self, segment: Segment, state: SegmentState) -> None:
         if segment.done:

@@ -196,8 +196,9 @@ class _JsonFraming:
         if isinstance(track, str) and track.startswith("outbound"):
             return None
         payload = media.get("payload")
-        return StreamMessage(StreamEvent.MEDIA, payload=payload) if isinstance(
-            payload, str) else None
+        return (
+            StreamMessage(StreamEvent.MEDIA, payload=payload) if isinstance(payload, str) else None
+        )
 
     def _dtmf(self, message: dict[str, Any]) -> StreamMessage | None:
         digit = _str(_sub(message, "dtmf").get("digit"))
@@ -275,8 +276,9 @@ class TelnyxFraming(_JsonFraming):
         title = _str(error.get("title")) or "error"
         detail = _str(error.get("detail"))
         text = f"{code} {title}" + (f": {detail}" if detail else "")
-        return StreamMessage(StreamEvent.ERROR, stream_id=_str(message.get("stream_id")),
-                             error=text[:200])
+        return StreamMessage(
+            StreamEvent.ERROR, stream_id=_str(message.get("stream_id")), error=text[:200]
+        )
 
     def encode_mark(self, name: str) -> str:
         """``{"event":"mark","mark":{"name":...}}``."""
@@ -323,8 +325,7 @@ class PlivoFraming(_JsonFraming):
             StreamEvent.START,
             stream_id=sid,
             provider_call_id=_str(start.get("callId")),
-            parameters=_extra_headers(message.get("extra_headers")
-                                      or start.get("extra_headers")),
+            parameters=_extra_headers(message.get("extra_headers") or start.get("extra_headers")),
             encoding=_str(_sub(start, "mediaFormat").get("encoding")),
         )
 
@@ -358,6 +359,8 @@ def framing_for(provider: str) -> MediaFraming:
     """
     declared = catalog.spec(provider)
     if declared is None or declared.framing not in FRAMINGS:
-        raise ValueError(f"provider {provider!r} has no media-stream framing; expected one of "
-                         f"{', '.join(sorted(catalog.NAMES))}")
+        raise ValueError(
+            f"provider {provider!r} has no media-stream framing; expected one of "
+            f"{', '.join(sorted(catalog.NAMES))}"
+        )
     return FRAMINGS[declared.framing]()

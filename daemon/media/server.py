@@ -52,8 +52,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Relay = Callable[[web.Request, web.WebSocketResponse, str | None, Mapping[str, str], list[str]],
-                 Awaitable[Callable[[], Awaitable[None]] | None]]
+Relay = Callable[
+    [web.Request, web.WebSocketResponse, str | None, Mapping[str, str], list[str]],
+    Awaitable[Callable[[], Awaitable[None]] | None],
+]
 """(request, socket, provider call id, start parameters, messages so far) -> the relay to run
 when another daemon runs the stream's call, or None to admit it here."""
 
@@ -123,8 +125,9 @@ class MediaServer:
     def _signature_ok(self, request: web.Request) -> bool:
         if self.verifier is None:
             return True
-        url = stream_verification_url(self.policy, target=request.raw_path,
-                                      peer=request.remote, headers=request.headers)
+        url = stream_verification_url(
+            self.policy, target=request.raw_path, peer=request.remote, headers=request.headers
+        )
         if url is None:
             return False
         path, _, query = url.partition("?")
@@ -142,17 +145,20 @@ class MediaServer:
         if self.closing:
             return web.Response(status=503, text="Media stream handler is shutting down")
         if self.sockets >= self.settings.max_connections:
-            self.rejections.record("media stream upgrade", 503,
-                                   "over streaming.max_connections", request.remote)
+            self.rejections.record(
+                "media stream upgrade", 503, "over streaming.max_connections", request.remote
+            )
             return web.Response(status=503, text="Too many media stream connections")
         if not self._signature_ok(request):
-            self.rejections.record("media stream upgrade", 401,
-                                   "bad or missing X-Twilio-Signature", request.remote)
+            self.rejections.record(
+                "media stream upgrade", 401, "bad or missing X-Twilio-Signature", request.remote
+            )
             return web.Response(status=401, text="Unauthorized")
         self.sockets += 1
         try:
-            ws = direct_response(max_msg_size=MAX_MESSAGE_BYTES, compress=False,
-                                 timeout=CLOSE_TIMEOUT_SECONDS)
+            ws = direct_response(
+                max_msg_size=MAX_MESSAGE_BYTES, compress=False, timeout=CLOSE_TIMEOUT_SECONDS
+            )
             await ws.prepare(request)
             await self._serve(request, ws)
             return ws
@@ -190,13 +196,17 @@ class MediaServer:
         elif session is not None:
             await session()  # relayed to the daemon that runs the call, until it ends
 
-    def _admit_pending(self, address: str, ws: web.WebSocketResponse, *,
-                       per_ip: bool = True) -> _Pending:
+    def _admit_pending(
+        self, address: str, ws: web.WebSocketResponse, *, per_ip: bool = True
+    ) -> _Pending:
         """Count a new pending socket, first evicting the oldest of each full scope (the
         per-address one only with `per_ip`)."""
         mine = self._pending_by_ip.get(address)
-        if per_ip and mine is not None \
-                and len(mine) >= self.settings.max_pending_connections_per_ip:
+        if (
+            per_ip
+            and mine is not None
+            and len(mine) >= self.settings.max_pending_connections_per_ip
+        ):
             self._evict(next(iter(mine.values())))
         if len(self._pending) >= self.settings.max_pending_connections:
             self._evict(next(iter(self._pending.values())))
@@ -217,11 +227,18 @@ class MediaServer:
     def _evict(self, entry: _Pending) -> None:
         """Close a pending socket with 1013 to make room; its slot is free at once."""
         self._forget_pending(entry)
-        self.rejections.record("media stream", CLOSE_TRY_AGAIN,
-                               "oldest pending socket evicted for a newer one", entry.address)
+        self.rejections.record(
+            "media stream",
+            CLOSE_TRY_AGAIN,
+            "oldest pending socket evicted for a newer one",
+            entry.address,
+        )
         entry.eviction = self.hub.spawn(
-            entry.ws.close(code=CLOSE_TRY_AGAIN,
-                           message=b"Too many pending media stream connections", drain=False),
+            entry.ws.close(
+                code=CLOSE_TRY_AGAIN,
+                message=b"Too many pending media stream connections",
+                drain=False,
+            ),
             "media-evict",
         )
 
@@ -238,8 +255,12 @@ class MediaServer:
                 while True:
                     message = await ws.receive()
                     if message.type is not WSMsgType.TEXT:
-                        if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING,
-                                            WSMsgType.CLOSED, WSMsgType.ERROR):
+                        if message.type in (
+                            WSMsgType.CLOSE,
+                            WSMsgType.CLOSING,
+                            WSMsgType.CLOSED,
+                            WSMsgType.ERROR,
+                        ):
                             return None
                         continue
                     seen.append(message.data)
@@ -250,15 +271,16 @@ class MediaServer:
             await self._close(ws, CLOSE_POLICY, "Start timeout", address=request.remote or "")
             return None
         if self.relay is not None:
-            relayed = await self.relay(request, ws, start.provider_call_id, start.parameters,
-                                       seen)
+            relayed = await self.relay(request, ws, start.provider_call_id, start.parameters, seen)
             if relayed is not None:
                 return relayed
-        admission = await self.hub.admit(start.provider_call_id, start.parameters,
-                                         request.query.get("token"))
+        admission = await self.hub.admit(
+            start.provider_call_id, start.parameters, request.query.get("token")
+        )
         if admission is None:
-            await self._close(ws, CLOSE_POLICY, "Unknown call or bad token",
-                              address=request.remote or "")
+            await self._close(
+                ws, CLOSE_POLICY, "Unknown call or bad token", address=request.remote or ""
+            )
             return None
         guard = request.app.get(GUARD_KEY)
         connection = guard.guard_of(request.transport) if guard is not None else None
@@ -318,8 +340,12 @@ class MediaServer:
                 if message.type is WSMsgType.TEXT:
                     if not feed(message.data):
                         break
-                elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                                      WSMsgType.ERROR):
+                elif message.type in (
+                    WSMsgType.CLOSE,
+                    WSMsgType.CLOSING,
+                    WSMsgType.CLOSED,
+                    WSMsgType.ERROR,
+                ):
                     break
         finally:
             await session.close()

@@ -99,8 +99,9 @@ class _Utterance:
             count = round(len(words) * segment.heard_fraction())
             if count:
                 heard.append(" ".join(words[:count]))
-        return UtteranceResult(self.text, " ".join(heard), interrupted,
-                               round(frames * FRAME_SECONDS * 1000))
+        return UtteranceResult(
+            self.text, " ".join(heard), interrupted, round(frames * FRAME_SECONDS * 1000)
+        )
 
 
 class MediaSession:
@@ -127,8 +128,14 @@ class MediaSession:
         self.framing = framing
         self._writer = writer
         self._close_socket = close
-        self.playback = Playback(framing, self._write, hub.pacer, self._segment_done,
-                                 lead=hub.lead, capacity=hub.capacity)
+        self.playback = Playback(
+            framing,
+            self._write,
+            hub.pacer,
+            self._segment_done,
+            lead=hub.lead,
+            capacity=hub.capacity,
+        )
         self._pending: deque[Segment] = deque()
         self._utterances: deque[_Utterance] = deque()
         self._speaker: asyncio.Task[None] | None = None
@@ -229,8 +236,14 @@ class MediaSession:
             except SpeechError as exc:
                 failed = True
                 logger.warning("call %s: speech synthesis failed: %s", self.call_id, exc.message)
-                self._emit(ProviderEvent(EventType.ERROR, self.provider_call_id,
-                                         call_id=self.call_id, error=exc.message))
+                self._emit(
+                    ProviderEvent(
+                        EventType.ERROR,
+                        self.provider_call_id,
+                        call_id=self.call_id,
+                        error=exc.message,
+                    )
+                )
             except Exception:
                 failed = True
                 logger.exception("call %s: speech synthesis failed", self.call_id)
@@ -255,8 +268,12 @@ class MediaSession:
         self._check_idle()
 
     def _check_idle(self) -> None:
-        if not (self._pending or self._speaker is not None or self.playback.busy
-                or (self.agent is not None and self.agent.busy)):
+        if not (
+            self._pending
+            or self._speaker is not None
+            or self.playback.busy
+            or (self.agent is not None and self.agent.busy)
+        ):
             self._idle.set()
 
     def refresh_idle(self) -> None:
@@ -270,8 +287,7 @@ class MediaSession:
         if self._writer.write(frame):
             return True
         if self._writer.overflowed:
-            logger.warning("call %s: media peer stopped reading; closing the stream",
-                           self.call_id)
+            logger.warning("call %s: media peer stopped reading; closing the stream", self.call_id)
             self.request_close(CLOSE_TRY_AGAIN, "Backpressure: send buffer exceeded")
         return False
 
@@ -319,9 +335,15 @@ class MediaSession:
             if self.playback.on_mark(message.name):
                 self._check_idle()
         elif kind is StreamEvent.DTMF and message.digit:
-            self._emit(ProviderEvent(EventType.DTMF, self.provider_call_id,
-                                     call_id=self.call_id, digits=message.digit,
-                                     is_final=False))
+            self._emit(
+                ProviderEvent(
+                    EventType.DTMF,
+                    self.provider_call_id,
+                    call_id=self.call_id,
+                    digits=message.digit,
+                    is_final=False,
+                )
+            )
         elif kind is StreamEvent.ERROR:
             self.hub.stream_failed(self, message.error or "error frame")
 
@@ -340,14 +362,25 @@ class MediaSession:
         if self._suppress and self.speaking:
             logger.info("call %s: transcript during the outbound greeting dropped", self.call_id)
             return
-        self._emit(ProviderEvent(EventType.SPEECH, self.provider_call_id, call_id=self.call_id,
-                                 transcript=text, is_final=True, confidence=confidence,
-                                 turn_token=None))
+        self._emit(
+            ProviderEvent(
+                EventType.SPEECH,
+                self.provider_call_id,
+                call_id=self.call_id,
+                transcript=text,
+                is_final=True,
+                confidence=confidence,
+                turn_token=None,
+            )
+        )
 
     def on_error(self, error: SpeechError) -> None:
         """STT gave up for good: report it on the call (the bot can still speak)."""
-        self._emit(ProviderEvent(EventType.ERROR, self.provider_call_id, call_id=self.call_id,
-                                 error=error.message))
+        self._emit(
+            ProviderEvent(
+                EventType.ERROR, self.provider_call_id, call_id=self.call_id, error=error.message
+            )
+        )
 
     # ------------------------------------------------------------------ events, close
 
@@ -368,8 +401,9 @@ class MediaSession:
                 try:
                     await self.hub.sink([event])
                 except Exception:  # one bad event must not strand the ones behind it
-                    logger.exception("call %s: the engine refused a %s event", self.call_id,
-                                     event.type.value)
+                    logger.exception(
+                        "call %s: the engine refused a %s event", self.call_id, event.type.value
+                    )
         finally:
             self._emitter = None
 

@@ -82,9 +82,12 @@ class TickStats:
         lms, wms = LATE_BUCKET_SECONDS * 1000, WORK_BUCKET_SECONDS * 1000
         summary = TickSummary(
             count,
-            _percentile(late, count, 50) * lms, _percentile(late, count, 99) * lms,
+            _percentile(late, count, 50) * lms,
+            _percentile(late, count, 99) * lms,
             _highest(late) * lms,
-            _percentile(work, count, 50) * wms, _percentile(work, count, 99) * wms,
-            _highest(work) * wms)
+            _percentile(work, count, 50) * wms,
+            _percentile(work, count, 99) * wms,
+            _highest(work) * wms,
+        )
         self._reset()
         return summary

@@ -82,8 +82,7 @@ class CallRecord:
         The transcript list is copied but its entries are shared: an entry is never changed in
         place, only replaced.
         """
-        copy = replace(self, transcript=list(self.transcript),
-                       metadata=deepcopy(self.metadata))
+        copy = replace(self, transcript=list(self.transcript), metadata=deepcopy(self.metadata))
         return copy
 
     def adopt(self, stored: CallRecord) -> None:

@@ -67,11 +67,16 @@ SPECS: tuple[ProviderSpec, ...] = (
         required=("twilio.account_sid", "twilio.auth_token"),
         secrets=_map({"twilio.auth_token": "TWILIO_AUTH_TOKEN"}),
         # TWILIO_FROM_NUMBER is Twilio's caller ID only: read when provider = "twilio".
-        plain_env=_map({"twilio.account_sid": "TWILIO_ACCOUNT_SID",
-                        "from_number": "TWILIO_FROM_NUMBER"}),
-        openclaw=_map({"twilio.accountSid": "twilio.account_sid",
-                       "twilio.authToken": "twilio.auth_token",
-                       "twilio.region": "twilio.region"}),
+        plain_env=_map(
+            {"twilio.account_sid": "TWILIO_ACCOUNT_SID", "from_number": "TWILIO_FROM_NUMBER"}
+        ),
+        openclaw=_map(
+            {
+                "twilio.accountSid": "twilio.account_sid",
+                "twilio.authToken": "twilio.auth_token",
+                "twilio.region": "twilio.region",
+            }
+        ),
         auth_keys=("twilio.account_sid", "twilio.auth_token"),
         api_credential="twilio.auth_token",
         doctor_probe="voicecall_cli.doctor_api:probe_twilio",
@@ -81,12 +86,17 @@ SPECS: tuple[ProviderSpec, ...] = (
         factory="daemon.providers.telnyx:TelnyxProvider",
         framing="telnyx",
         required=("telnyx.api_key", "telnyx.connection_id", "telnyx.public_key"),
-        secrets=_map({"telnyx.api_key": "TELNYX_API_KEY",
-                      "telnyx.public_key": "TELNYX_PUBLIC_KEY"}),
+        secrets=_map(
+            {"telnyx.api_key": "TELNYX_API_KEY", "telnyx.public_key": "TELNYX_PUBLIC_KEY"}
+        ),
         plain_env=_map({"telnyx.connection_id": "TELNYX_CONNECTION_ID"}),
-        openclaw=_map({"telnyx.apiKey": "telnyx.api_key",
-                       "telnyx.connectionId": "telnyx.connection_id",
-                       "telnyx.publicKey": "telnyx.public_key"}),
+        openclaw=_map(
+            {
+                "telnyx.apiKey": "telnyx.api_key",
+                "telnyx.connectionId": "telnyx.connection_id",
+                "telnyx.publicKey": "telnyx.public_key",
+            }
+        ),
         auth_keys=("telnyx.api_key",),
         api_credential="telnyx.api_key",
         doctor_probe="voicecall_cli.doctor_api:probe_telnyx",
@@ -99,8 +109,7 @@ SPECS: tuple[ProviderSpec, ...] = (
         required=("plivo.auth_id", "plivo.auth_token"),
         secrets=_map({"plivo.auth_token": "PLIVO_AUTH_TOKEN"}),
         plain_env=_map({"plivo.auth_id": "PLIVO_AUTH_ID"}),
-        openclaw=_map({"plivo.authId": "plivo.auth_id",
-                       "plivo.authToken": "plivo.auth_token"}),
+        openclaw=_map({"plivo.authId": "plivo.auth_id", "plivo.authToken": "plivo.auth_token"}),
         auth_keys=("plivo.auth_id", "plivo.auth_token"),
         api_credential="plivo.auth_token",
         doctor_probe="voicecall_cli.doctor_api:probe_plivo",

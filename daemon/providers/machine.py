@@ -74,19 +74,21 @@ TELNYX_RESULTS: Mapping[str, MachineResult] = {
     "not_sure": MachineResult.UNKNOWN,
     "silence": MachineResult.UNKNOWN,
 }
-TELNYX_VERDICTS = frozenset({"call.machine.detection.ended",
-                             "call.machine.premium.detection.ended"})
-TELNYX_GREETINGS = frozenset({"call.machine.greeting.ended",
-                              "call.machine.premium.greeting.ended"})
+TELNYX_VERDICTS = frozenset(
+    {"call.machine.detection.ended", "call.machine.premium.detection.ended"}
+)
+TELNYX_GREETINGS = frozenset({"call.machine.greeting.ended", "call.machine.premium.greeting.ended"})
 
 
 def telnyx_dial_fields(settings: MachineDetectionConfig) -> dict[str, Any]:
     """The `POST /calls` fields that ask for answering-machine detection."""
     return {
         "answering_machine_detection": (
-            "greeting_end" if settings.mode == "detect-beep" else "detect"),
+            "greeting_end" if settings.mode == "detect-beep" else "detect"
+        ),
         "answering_machine_detection_config": {
-            "total_analysis_time_millis": settings.timeout_seconds * 1000},
+            "total_analysis_time_millis": settings.timeout_seconds * 1000
+        },
     }
 
 
@@ -101,8 +103,9 @@ def telnyx_report(event_type: str, payload: Mapping[str, Any]) -> MachineReport 
         # Only a machine has a greeting; `prompt_ended` (iOS call screening) is not one.
         if raw == "prompt_ended":
             return None
-        return MachineReport(MachineResult.MACHINE, raw, beep_detected=beep,
-                             greeting_ended=True, verdict=False)
+        return MachineReport(
+            MachineResult.MACHINE, raw, beep_detected=beep, greeting_ended=True, verdict=False
+        )
     return None
 
 

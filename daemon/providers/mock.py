@@ -106,17 +106,42 @@ class MockProvider(BoundProvider):
         assert settings is not None
         after = answered_after + MOCK_VERDICT_SECONDS
         machine = self._mock.outcome == "machine"
-        verdict = MachineReport(MachineResult.MACHINE if machine else MachineResult.HUMAN,
-                                "machine" if machine else "human")
-        self._later(after, [ProviderEvent(EventType.MACHINE, provider_id,
-                                          call_id=request.call_id, machine=verdict,
-                                          dedupe_key=f"mock:{provider_id}:verdict")])
+        verdict = MachineReport(
+            MachineResult.MACHINE if machine else MachineResult.HUMAN,
+            "machine" if machine else "human",
+        )
+        self._later(
+            after,
+            [
+                ProviderEvent(
+                    EventType.MACHINE,
+                    provider_id,
+                    call_id=request.call_id,
+                    machine=verdict,
+                    dedupe_key=f"mock:{provider_id}:verdict",
+                )
+            ],
+        )
         if machine and settings.mode == "detect-beep":
-            beep = MachineReport(MachineResult.MACHINE, "beep", beep_detected=True,
-                                 greeting_ended=True, verdict=False)
-            self._later(after + MOCK_BEEP_SECONDS,
-                        [ProviderEvent(EventType.MACHINE, provider_id, call_id=request.call_id,
-                                       machine=beep, dedupe_key=f"mock:{provider_id}:beep")])
+            beep = MachineReport(
+                MachineResult.MACHINE,
+                "beep",
+                beep_detected=True,
+                greeting_ended=True,
+                verdict=False,
+            )
+            self._later(
+                after + MOCK_BEEP_SECONDS,
+                [
+                    ProviderEvent(
+                        EventType.MACHINE,
+                        provider_id,
+                        call_id=request.call_id,
+                        machine=beep,
+                        dedupe_key=f"mock:{provider_id}:beep",
+                    )
+                ],
+            )
 
     async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
         """Playback is instant; hang up `delay_seconds` later."""

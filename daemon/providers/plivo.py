@@ -100,8 +100,6 @@ STREAM_WAIT_SECONDS = 10.0
 """How long speech waits for a call's stream to start before falling back to `<Speak>`."""
 
 
-
-
 @dataclass(slots=True)
 class _PendingReply:
     """The XML answer of the Plivo request being handled, open while its events apply."""
@@ -141,9 +139,7 @@ class PlivoProvider(BoundProvider):
     def _on_bind(self, context: ProviderContext) -> None:
         """The V3/V2 webhook verifier, keyed by `plivo.auth_token`."""
         plivo = context.config.plivo
-        self._verifier = PlivoVerifier(
-            plivo.auth_token or "", accept_v2=plivo.accept_v2_signatures
-        )
+        self._verifier = PlivoVerifier(plivo.auth_token or "", accept_v2=plivo.accept_v2_signatures)
 
     async def start(self) -> None:
         """Open the HTTP session (Basic auth with `plivo.auth_id`/`plivo.auth_token`)."""
@@ -236,8 +232,9 @@ class PlivoProvider(BoundProvider):
             "time_limit": self._config.max_duration_seconds + 60,
         }
         if request.machine_detection is not None:
-            payload.update(plivo_dial_params(request.machine_detection,
-                                             self._url(flow="machine", callId=cid)))
+            payload.update(
+                plivo_dial_params(request.machine_detection, self._url(flow="machine", callId=cid))
+            )
         result = await self._request("POST", "/Call/", payload) or {}
         request_uuid = result.get("request_uuid")
         if isinstance(request_uuid, list):
@@ -351,8 +348,11 @@ class PlivoProvider(BoundProvider):
             return RemoteStatus(RemoteState.UNKNOWN, detail=exc.message)
         if cdr is None or (not cdr.get("end_time") and not cdr.get("call_state")):
             return RemoteStatus(RemoteState.UNKNOWN, detail="plivo knows no such call yet")
-        state = map_cdr_state(_text(cdr.get("call_state")), _text(cdr.get("hangup_source")),
-                              answered=bool(cdr.get("answer_time")))
+        state = map_cdr_state(
+            _text(cdr.get("call_state")),
+            _text(cdr.get("hangup_source")),
+            answered=bool(cdr.get("answer_time")),
+        )
         return RemoteStatus(RemoteState.ENDED, state, "call detail record found")
 
     # ------------------------------------------------------------------ webhooks
@@ -399,9 +399,18 @@ class PlivoProvider(BoundProvider):
             previous = cb.request_uuid if cb.call_uuid and cb.request_uuid != cb.call_uuid else None
             reset = _CURRENT_REPLY.set(None)
             try:
-                await self._sink([ProviderEvent(
-                    EventType.MACHINE, pid, call_id=cb.call_id, machine=report,
-                    previous_provider_call_id=previous, dedupe_key=f"plivo:machine:{pid}")])
+                await self._sink(
+                    [
+                        ProviderEvent(
+                            EventType.MACHINE,
+                            pid,
+                            call_id=cb.call_id,
+                            machine=report,
+                            previous_provider_call_id=previous,
+                            dedupe_key=f"plivo:machine:{pid}",
+                        )
+                    ]
+                )
             finally:
                 _CURRENT_REPLY.reset(reset)
         return _xml(EMPTY_RESPONSE)
@@ -478,8 +487,9 @@ class PlivoProvider(BoundProvider):
     async def _speak_when_streaming(
         self, hub: MediaHubLike, call: CallRecord, text: str, turn_token: str | None
     ) -> None:
-        if await speak_over_stream(hub, call, text, turn_token, wait_seconds=STREAM_WAIT_SECONDS,
-                                   fallback="<Speak>"):
+        if await speak_over_stream(
+            hub, call, text, turn_token, wait_seconds=STREAM_WAIT_SECONDS, fallback="<Speak>"
+        ):
             return
         if call.call_id in self._streamed:  # not ended meanwhile
             del self._streamed[call.call_id]

@@ -109,8 +109,9 @@ def map_end_state(status: str | None, hangup_source: str | None = None) -> CallS
     return CallState.COMPLETED
 
 
-def map_cdr_state(call_state: str | None, hangup_source: str | None,
-                  *, answered: bool) -> CallState:
+def map_cdr_state(
+    call_state: str | None, hangup_source: str | None, *, answered: bool
+) -> CallState:
     """Our end state from a call detail record (`GET /Call/{uuid}/`) after a restart.
 
     A record whose `call_state` says nothing decisive is `completed` only if the call was

@@ -13,8 +13,9 @@ from daemon.providers.catalog import spec
 AUTH_STATUSES = (401, 403)
 
 
-def refusal(provider: str, message: str, status: int, *, auth_failed: bool = False,
-            **details: object) -> ProviderError:
+def refusal(
+    provider: str, message: str, status: int, *, auth_failed: bool = False, **details: object
+) -> ProviderError:
     """The error for `provider` answering `status` to a request described by `message`."""
     if status in AUTH_STATUSES or auth_failed:
         declared = spec(provider)

@@ -59,15 +59,23 @@ def media_hub(context: ProviderContext | None) -> MediaHubLike | None:
     if context is None or not context.config.streaming.enabled or not context.stream_url:
         return None
     hub = context.media
-    if not isinstance(hub, MediaHubLike) or (getattr(hub, "tts", None) is None
-                                             and getattr(hub, "realtime", None) is None):
+    if not isinstance(hub, MediaHubLike) or (
+        getattr(hub, "tts", None) is None and getattr(hub, "realtime", None) is None
+    ):
         return None
     return hub
 
 
-async def speak_over_stream(hub: MediaHubLike, call: CallRecord, text: str,
-                            turn_token: str | None, *, wait_seconds: float,
-                            fallback: str, abandon: asyncio.Event | None = None) -> bool:
+async def speak_over_stream(
+    hub: MediaHubLike,
+    call: CallRecord,
+    text: str,
+    turn_token: str | None,
+    *,
+    wait_seconds: float,
+    fallback: str,
+    abandon: asyncio.Event | None = None,
+) -> bool:
     """Speak on the call's stream once it has started; False when the caller must fall back.
 
     `fallback` names what the provider will use instead, for the log line. `abandon`, when set
@@ -82,15 +90,18 @@ async def speak_over_stream(hub: MediaHubLike, call: CallRecord, text: str,
         await session.speak(text, turn_token=turn_token)
         return True
     except TimeoutError:
-        logger.warning("call %s: its media stream did not start within %gs; using %s",
-                       call.call_id, wait_seconds, fallback)
+        logger.warning(
+            "call %s: its media stream did not start within %gs; using %s",
+            call.call_id,
+            wait_seconds,
+            fallback,
+        )
     except MediaError as exc:
         logger.warning("call %s: %s; using %s", call.call_id, exc.message, fallback)
     return False
 
 
-async def _session_unless(hub: MediaHubLike, call_id: str,
-                          abandon: asyncio.Event | None) -> Any:
+async def _session_unless(hub: MediaHubLike, call_id: str, abandon: asyncio.Event | None) -> Any:
     """The call's session once started, or None as soon as `abandon` is set."""
     if abandon is None:
         return await hub.wait_session(call_id)

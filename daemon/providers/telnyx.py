@@ -227,8 +227,9 @@ class TelnyxProvider(BoundProvider):
                 continue
             if status < 300:
                 return data if isinstance(data, dict) else {}
-            return self._refused(method, path, _HttpError(status, error_codes(data)),
-                                 tolerate_gone=tolerate_gone)
+            return self._refused(
+                method, path, _HttpError(status, error_codes(data)), tolerate_gone=tolerate_gone
+            )
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(
@@ -250,8 +251,9 @@ class TelnyxProvider(BoundProvider):
     ) -> dict[str, Any] | None:
         codes = ",".join(sorted(error.codes))
         if tolerate_gone and error.gone:
-            logger.info("telnyx %s %s: call already ended (%d %s)", method, path, error.status,
-                        codes)
+            logger.info(
+                "telnyx %s %s: call already ended (%d %s)", method, path, error.status, codes
+            )
             return None
         message = f"telnyx {method} {path} failed with HTTP {error.status} ({codes or 'no code'})"
         if error.status in AUTH_STATUSES:
@@ -343,8 +345,11 @@ class TelnyxProvider(BoundProvider):
             return
         pid = self._streamed.get(call_id)
         last = self._last_stream_speech.get(call_id)
-        logger.warning("call %s: media stream failed (%s); Telnyx speaks and transcribes "
-                       "instead", call_id, reason)
+        logger.warning(
+            "call %s: media stream failed (%s); Telnyx speaks and transcribes instead",
+            call_id,
+            reason,
+        )
         self._forget_stream(call_id)  # wakes a speaker waiting for the stream
         hub = self._media()
         if hub is not None:
@@ -353,11 +358,13 @@ class TelnyxProvider(BoundProvider):
             return
         text, turn_token = last
         if unheard:
-            self._spawn(self._speak_rest(call_id, pid, text, turn_token),
-                        f"telnyx-fallback-speak-{call_id}")
+            self._spawn(
+                self._speak_rest(call_id, pid, text, turn_token), f"telnyx-fallback-speak-{call_id}"
+            )
         elif turn_token:
-            self._spawn(self._transcribe(call_id, pid, turn_token),
-                        f"telnyx-fallback-listen-{call_id}")
+            self._spawn(
+                self._transcribe(call_id, pid, turn_token), f"telnyx-fallback-listen-{call_id}"
+            )
 
     # ------------------------------------------------------------------ control plane
 
@@ -431,8 +438,15 @@ class TelnyxProvider(BoundProvider):
         self, hub: MediaHubLike, call: CallRecord, pid: str, text: str, turn_token: str | None
     ) -> None:
         gone = self._stream_gone.get(call.call_id)
-        if await speak_over_stream(hub, call, text, turn_token, wait_seconds=STREAM_WAIT_SECONDS,
-                                   fallback="actions/speak", abandon=gone):
+        if await speak_over_stream(
+            hub,
+            call,
+            text,
+            turn_token,
+            wait_seconds=STREAM_WAIT_SECONDS,
+            fallback="actions/speak",
+            abandon=gone,
+        ):
             if call.call_id in self._streamed:
                 self._last_stream_speech[call.call_id] = (text, turn_token)
             return
@@ -441,13 +455,12 @@ class TelnyxProvider(BoundProvider):
         self._forget_stream(call.call_id)
         await self._speak_rest(call.call_id, pid, text, turn_token)
 
-    async def _speak_rest(
-        self, call_id: str, pid: str, text: str, turn_token: str | None
-    ) -> None:
+    async def _speak_rest(self, call_id: str, pid: str, text: str, turn_token: str | None) -> None:
         """`actions/speak`; with a turn token, `transcription_start` once per call."""
         kind, value = ("turn", turn_token) if turn_token else ("speak", "")
-        await self._action(pid, "speak",
-                           self._speak(call_id, text, encode_client_state(call_id, kind, value)))
+        await self._action(
+            pid, "speak", self._speak(call_id, text, encode_client_state(call_id, kind, value))
+        )
         if turn_token:
             await self._transcribe(call_id, pid, turn_token)
 
@@ -458,21 +471,24 @@ class TelnyxProvider(BoundProvider):
         state = encode_client_state(call_id, "turn", turn_token)
         try:
             await self._action(
-                pid, "transcription_start",
+                pid,
+                "transcription_start",
                 transcription_payload(state, f"voicecall-transcribe-{call_id}"),
             )
         except ProviderRequestError as exc:
             if exc.details.get("status") != 422:
                 raise
             # 422 here means transcription already runs (e.g. started before a restart).
-            logger.info("call %s: transcription_start refused (%s); assuming it runs",
-                        call_id, exc.message)
+            logger.info(
+                "call %s: transcription_start refused (%s); assuming it runs", call_id, exc.message
+            )
         self._transcribing.add(pid)
 
     async def send_dtmf(self, call: CallRecord, digits: str) -> None:
         """`actions/send_dtmf` (Telnyx plays w/W as 0.5 s / 1 s pauses)."""
         await self._action(
-            self._pid(call), "send_dtmf",
+            self._pid(call),
+            "send_dtmf",
             {"digits": digits, "command_id": f"voicecall-{uuid.uuid4()}"},
         )
 
@@ -602,9 +618,15 @@ class TelnyxProvider(BoundProvider):
         events = to_events(hook, leg=self._leg_facts(hook))
         report = telnyx_report(hook.event_type, hook.payload)
         if report is not None:
-            events = [ProviderEvent(
-                EventType.MACHINE, pid, call_id=state.call_id if state else self._call_id_of(pid),
-                machine=report, dedupe_key=f"telnyx:{hook.event_id}" if hook.event_id else None)]
+            events = [
+                ProviderEvent(
+                    EventType.MACHINE,
+                    pid,
+                    call_id=state.call_id if state else self._call_id_of(pid),
+                    machine=report,
+                    dedupe_key=f"telnyx:{hook.event_id}" if hook.event_id else None,
+                )
+            ]
         if hook.event_type == "call.hangup":
             call_id = state.call_id if state else self._call_id_of(pid)
             self._remember_ended(pid)
@@ -623,8 +645,12 @@ class TelnyxProvider(BoundProvider):
         """The call has a started media stream right now."""
         call_id = state.call_id if state else self._call_id_of(pid)
         hub = self._media()
-        return bool(call_id and call_id in self._streamed and hub is not None
-                    and hub.session(call_id) is not None)
+        return bool(
+            call_id
+            and call_id in self._streamed
+            and hub is not None
+            and hub.session(call_id) is not None
+        )
 
     def _call_id_of(self, pid: str) -> str | None:
         leg = self._legs.get(pid)
@@ -649,8 +675,9 @@ class TelnyxProvider(BoundProvider):
         except ValueError:
             delay = float(self._config.outbound.notify_hangup_delay_seconds)
         self._notify_scheduled.add(pid)
-        self._tasks.spawn(self._notify_hangup(pid, call_id, delay),
-                          f"telnyx-notify-hangup-{call_id}")
+        self._tasks.spawn(
+            self._notify_hangup(pid, call_id, delay), f"telnyx-notify-hangup-{call_id}"
+        )
 
     async def _notify_hangup(self, pid: str, call_id: str, delay: float) -> None:
         """Hang up `delay` s after playback ended, then report the bot's hang-up."""

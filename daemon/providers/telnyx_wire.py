@@ -37,10 +37,19 @@ ALREADY_ENDED_CODES = frozenset({"90018", "90055"})
 _FEMALE = frozenset({"alloy", "nova", "shimmer", "coral", "sage", "ballad"})
 _MALE = frozenset({"echo", "onyx", "fable", "ash", "verse"})
 
-HANGUP_CAUSES = frozenset({
-    "call_rejected", "normal_clearing", "originator_cancel", "timeout", "time_limit", "user_busy",
-    "not_found", "no_answer", "unspecified",
-})
+HANGUP_CAUSES = frozenset(
+    {
+        "call_rejected",
+        "normal_clearing",
+        "originator_cancel",
+        "timeout",
+        "time_limit",
+        "user_busy",
+        "not_found",
+        "no_answer",
+        "unspecified",
+    }
+)
 """Every `hangup_cause` Telnyx sends: the `call.hangup` schema's enum (telnyx SDK 4.189
 `types/call_hangup.py`). SPEC 10 lists all but `no_answer`, which the schema adds for a dial
 with `retry_on_timeout: false` ("instead of `timeout`"): it maps like `timeout`."""
@@ -375,12 +384,15 @@ def to_events(hook: TelnyxWebhook, *, leg: LegFacts | None = None) -> list[Provi
         digit = _text(payload.get("digit"))
         if digit is None:
             return []
-        return [ProviderEvent(EventType.DTMF, digits=digit, is_final=False, turn_token=turn,
-                              **common)]
+        return [
+            ProviderEvent(EventType.DTMF, digits=digit, is_final=False, turn_token=turn, **common)
+        ]
     if kind == "call.hangup":
         end_state = hangup_end_state(
-            _text(payload.get("hangup_cause")), _text(payload.get("hangup_source")),
-            leg or LegFacts())
+            _text(payload.get("hangup_cause")),
+            _text(payload.get("hangup_source")),
+            leg or LegFacts(),
+        )
         return [ProviderEvent(EventType.ENDED, end_state=end_state, **common)]
     return []
 

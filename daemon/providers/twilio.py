@@ -82,8 +82,6 @@ STREAM_WAIT_SECONDS = 15.0
 # ---------------------------------------------------------------------- media hub surface
 
 
-
-
 # ---------------------------------------------------------------------- the reply being built
 
 
@@ -183,8 +181,11 @@ class TwilioProvider(BoundProvider):
         if request.machine_detection is not None:
             # The message waits for the verdict (SPEC 13), so even a notify call fetches our
             # webhook on answer and is told what to say by a live update.
-            params.update(twilio_dial_params(
-                request.machine_detection, callback_url(webhook, callId=cid, type="amd")))
+            params.update(
+                twilio_dial_params(
+                    request.machine_detection, callback_url(webhook, callId=cid, type="amd")
+                )
+            )
         if request.mode is CallMode.NOTIFY and request.machine_detection is None:
             params["twiml"] = notify_twiml(
                 request.message,
@@ -215,8 +216,11 @@ class TwilioProvider(BoundProvider):
             pending.listen = None
             pending.end = HangUp()
             return
-        if (call.direction is Direction.OUTBOUND and call.mode is CallMode.NOTIFY
-                and not call.metadata.get("machineDetection")):
+        if (
+            call.direction is Direction.OUTBOUND
+            and call.mode is CallMode.NOTIFY
+            and not call.metadata.get("machineDetection")
+        ):
             logger.debug("call %s: notify TwiML was sent with the call", call.call_id)
             return
         await self._update(call, steps)
@@ -353,9 +357,17 @@ class TwilioProvider(BoundProvider):
         if sid and report is not None and self._sink is not None:
             reset = _CURRENT_REPLY.set(None)  # nothing may be said through this answer
             try:
-                await self._sink([ProviderEvent(
-                    EventType.MACHINE, sid, call_id=request.query_value("callId"),
-                    machine=report, dedupe_key=f"twilio:{sid}:amd:{report.raw}")])
+                await self._sink(
+                    [
+                        ProviderEvent(
+                            EventType.MACHINE,
+                            sid,
+                            call_id=request.query_value("callId"),
+                            machine=report,
+                            dedupe_key=f"twilio:{sid}:amd:{report.raw}",
+                        )
+                    ]
+                )
             finally:
                 _CURRENT_REPLY.reset(reset)
         return _xml(empty_response())
@@ -437,7 +449,11 @@ class TwilioProvider(BoundProvider):
             except TimeoutError:
                 logger.warning(
                     "call %s: its media stream has not started %gs after <Connect><Stream>; "
-                    "%r will be said when it does", call_id, STREAM_WAIT_SECONDS, text[:40])
+                    "%r will be said when it does",
+                    call_id,
+                    STREAM_WAIT_SECONDS,
+                    text[:40],
+                )
                 session = await waiter
             await session.speak(text, turn_token=turn_token)
         except MediaError as exc:

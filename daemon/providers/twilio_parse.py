@@ -152,8 +152,15 @@ def to_events(cb: TwilioCallback, *, bot_hangup: bool = False) -> list[ProviderE
             )
         ]
     if cb.digits:
-        return [_event(cb, EventType.DTMF, f"dtmf:{cb.nonce}:{cb.digits}", digits=cb.digits,
-                       turn_token=cb.turn_token)]
+        return [
+            _event(
+                cb,
+                EventType.DTMF,
+                f"dtmf:{cb.nonce}:{cb.digits}",
+                digits=cb.digits,
+                turn_token=cb.turn_token,
+            )
+        ]
     status = cb.call_status
     status_key = f"{status}:{cb.sequence}"
     if status in TERMINAL_STATES:

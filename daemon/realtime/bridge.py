@@ -58,8 +58,9 @@ class BridgeOwner(Protocol):
     def note_spoken(self, call_id: str, text: str) -> None:
         """The model said ``text`` of its own accord, and this much was heard."""
 
-    def publish_tool(self, call_id: str, tool_call_id: str, name: str,
-                     arguments: dict[str, Any]) -> None:
+    def publish_tool(
+        self, call_id: str, tool_call_id: str, name: str, arguments: dict[str, Any]
+    ) -> None:
         """The model called a configured tool: tell the agent (``call.tool``)."""
 
     def end_call(self, call_id: str) -> None:
@@ -72,8 +73,17 @@ class BridgeOwner(Protocol):
 class _Item:
     """One audio item of the model's: its segment on the playback queue and its words."""
 
-    __slots__ = ("ended", "framer", "item_id", "reported", "response_id", "say_text",
-                 "segment", "transcript", "transcript_done")
+    __slots__ = (
+        "ended",
+        "framer",
+        "item_id",
+        "reported",
+        "response_id",
+        "say_text",
+        "segment",
+        "transcript",
+        "transcript_done",
+    )
 
     def __init__(self, item_id: str, response_id: str, say_text: str | None) -> None:
         self.item_id = item_id
@@ -113,9 +123,14 @@ class RealtimeBridge:
         self.settings = settings
         self.barge_in = barge_in
         self._owner = owner
-        self._socket = RealtimeSocket(http, url=realtime_url(settings.base_url, settings.model),
-                                      api_key=settings.api_key or "", on_event=self._on_event,
-                                      on_lost=self._lost, on_audio=self._audio)
+        self._socket = RealtimeSocket(
+            http,
+            url=realtime_url(settings.base_url, settings.model),
+            api_key=settings.api_key or "",
+            on_event=self._on_event,
+            on_lost=self._lost,
+            on_audio=self._audio,
+        )
         self._tools = PendingTools(settings.tool_timeout_ms / 1000, self._tool_expired)
         self._relayed = {str(tool["name"]) for tool in settings.tools}
         self._items: dict[str, _Item] = {}
@@ -138,12 +153,18 @@ class RealtimeBridge:
         """Why the session failed (the call's voice has stopped), or None."""
         self._closed = False
         self._protecting = protect_opening and barge_in
-        self._socket.send(protocol.session_update(
-            model=settings.model, voice=settings.voice, instructions=instructions,
-            vad_threshold=settings.vad_threshold,
-            silence_duration_ms=settings.silence_duration_ms, tools=tools,
-            interrupt=barge_in and not self._protecting,
-            transcription_model=transcription_model))
+        self._socket.send(
+            protocol.session_update(
+                model=settings.model,
+                voice=settings.voice,
+                instructions=instructions,
+                vad_threshold=settings.vad_threshold,
+                silence_duration_ms=settings.silence_duration_ms,
+                tools=tools,
+                interrupt=barge_in and not self._protecting,
+                transcription_model=transcription_model,
+            )
+        )
 
     # ------------------------------------------------------------------ SttSession (audio in)
 
@@ -185,8 +206,10 @@ class RealtimeBridge:
     async def say(self, text: str) -> None:
         """Ask the model to say ``text`` (as it is) as its next response."""
         if self.failed is not None:
-            raise MediaError(f"the realtime model of call {self.call_id} is gone "
-                             f"({self.failed}); nothing can be said on it")
+            raise MediaError(
+                f"the realtime model of call {self.call_id} is gone "
+                f"({self.failed}); nothing can be said on it"
+            )
         if self._closed:
             raise MediaError(f"media stream of call {self.call_id} has closed")
         request_id = self._request(protocol.say_instructions(text))
@@ -207,9 +230,12 @@ class RealtimeBridge:
             CallError: no call with that id is waiting (answered, timed out, or unknown).
         """
         if self._tools.take(tool_call_id) is None:
-            raise CallError(f"call {self.call_id} has no tool call {tool_call_id!r} waiting "
-                            "for a result (already answered, timed out, or never made)",
-                            callId=self.call_id, toolCallId=tool_call_id)
+            raise CallError(
+                f"call {self.call_id} has no tool call {tool_call_id!r} waiting "
+                "for a result (already answered, timed out, or never made)",
+                callId=self.call_id,
+                toolCallId=tool_call_id,
+            )
         self._give_tool_output(tool_call_id, output)
 
     def _give_tool_output(self, tool_call_id: str, output: Any) -> None:
@@ -218,8 +244,10 @@ class RealtimeBridge:
             self._request(None)
 
     def _tool_expired(self, tool_call_id: str, name: str) -> None:
-        message = (f"the agent gave no result for tool {name} (call {tool_call_id}) within "
-                   f"{self.settings.tool_timeout_ms} ms; the model was told it failed")
+        message = (
+            f"the agent gave no result for tool {name} (call {tool_call_id}) within "
+            f"{self.settings.tool_timeout_ms} ms; the model was told it failed"
+        )
         logger.warning("call %s: %s", self.call_id, message)
         self._emit_error(message)
         self._give_tool_output(tool_call_id, {"error": f"{name} did not answer in time"})
@@ -228,8 +256,9 @@ class RealtimeBridge:
 
     def _request(self, instructions: str | None) -> str:
         request_id = f"vc{next(self._ids)}"
-        event = protocol.response_create(instructions=instructions,
-                                         metadata={"voicecall": request_id})
+        event = protocol.response_create(
+            instructions=instructions, metadata={"voicecall": request_id}
+        )
         event["event_id"] = f"evt_{request_id}"
         self._waiting.append(event)
         self._pump()
@@ -248,8 +277,11 @@ class RealtimeBridge:
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = protocol.event_type(event)
         if kind == protocol.AUDIO_DELTA:  # the hot one, first
-            self._audio(str(event.get("item_id", "")), str(event.get("response_id", "")),
-                        str(event.get("delta", "")))
+            self._audio(
+                str(event.get("item_id", "")),
+                str(event.get("response_id", "")),
+                str(event.get("delta", "")),
+            )
         elif kind == protocol.TRANSCRIPT_DELTA:
             item = self._items.get(str(event.get("item_id", "")))
             if item is not None:
@@ -267,8 +299,9 @@ class RealtimeBridge:
         return {
             protocol.AUDIO_DONE: lambda e: self._audio_done(str(e.get("item_id", ""))),
             protocol.SPEECH_STARTED: lambda _e: self._barge_in(),
-            protocol.INPUT_TRANSCRIPT_DONE:
-                lambda e: self._caller_said(str(e.get("transcript", "")).strip()),
+            protocol.INPUT_TRANSCRIPT_DONE: lambda e: self._caller_said(
+                str(e.get("transcript", "")).strip()
+            ),
             protocol.RESPONSE_CREATED: lambda e: self._response_created(e.get("response")),
             protocol.RESPONSE_DONE: lambda e: self._response_done(e.get("response")),
             protocol.FUNCTION_CALL_DONE: self._function_call,
@@ -330,15 +363,26 @@ class RealtimeBridge:
             self._cut_items.add(item.item_id)
             heard_ms = segment.heard_frames * round(FRAME_SECONDS * 1000)
             self._socket.send(protocol.truncate(item.item_id, heard_ms))
-            logger.info("call %s: barge-in; model item %s cut at %d ms", self.call_id,
-                        item.item_id, heard_ms)
+            logger.info(
+                "call %s: barge-in; model item %s cut at %d ms",
+                self.call_id,
+                item.item_id,
+                heard_ms,
+            )
         self.session.refresh_idle()
 
     def _caller_said(self, text: str) -> None:
         if text:
-            self.session.emit(ProviderEvent(
-                EventType.SPEECH, self.session.provider_call_id, call_id=self.call_id,
-                transcript=text, is_final=True, turn_token=None))
+            self.session.emit(
+                ProviderEvent(
+                    EventType.SPEECH,
+                    self.session.provider_call_id,
+                    call_id=self.call_id,
+                    transcript=text,
+                    is_final=True,
+                    turn_token=None,
+                )
+            )
 
     def _response_created(self, response: Any) -> None:
         if not isinstance(response, dict):
@@ -400,8 +444,7 @@ class RealtimeBridge:
                 text = self._say_texts.pop(request_id, None)
                 self._end_protection()
                 if text is not None:
-                    self._emit_error(f"the realtime model refused to say {text[:60]!r}: "
-                                     f"{message}")
+                    self._emit_error(f"the realtime model refused to say {text[:60]!r}: {message}")
                 self._pump()
                 self.session.refresh_idle()
 
@@ -431,12 +474,13 @@ class RealtimeBridge:
             heard = " ".join(words)
         else:
             total = max(segment.frames_queued, 1)
-            heard = " ".join(words[:round(len(words) * min(1.0, segment.heard_frames / total))])
+            heard = " ".join(words[: round(len(words) * min(1.0, segment.heard_frames / total))])
         heard_ms = round(segment.heard_frames * FRAME_SECONDS * 1000)
         if item.say_text is not None:
             self._end_protection()
-            result = UtteranceResult(item.say_text, item.say_text if heard_all else heard,
-                                     not heard_all, heard_ms)
+            result = UtteranceResult(
+                item.say_text, item.say_text if heard_all else heard, not heard_all, heard_ms
+            )
             self.session.hub.utterance_finished(self.session, result)
         elif heard:
             self._owner.note_spoken(self.call_id, heard)
@@ -445,13 +489,23 @@ class RealtimeBridge:
         """The opening line has been heard (or cut short): the caller may interrupt now."""
         if self._protecting:
             self._protecting = False
-            self._socket.send(protocol.vad_update(
-                self.settings.vad_threshold, self.settings.silence_duration_ms, interrupt=True))
+            self._socket.send(
+                protocol.vad_update(
+                    self.settings.vad_threshold, self.settings.silence_duration_ms, interrupt=True
+                )
+            )
 
     def _maybe_end(self) -> None:
         """``end_call`` (or a failure) ends the call once the last words have been heard."""
-        if (not self._end_requested or self._ending or self._active or self._requested
-                or self._waiting or self._items or self.session.playback.busy):
+        if (
+            not self._end_requested
+            or self._ending
+            or self._active
+            or self._requested
+            or self._waiting
+            or self._items
+            or self.session.playback.busy
+        ):
             return
         self._ending = True
         self._owner.end_call(self.call_id)
@@ -477,5 +531,8 @@ class RealtimeBridge:
         self.session.refresh_idle()
 
     def _emit_error(self, message: str) -> None:
-        self.session.emit(ProviderEvent(EventType.ERROR, self.session.provider_call_id,
-                                        call_id=self.call_id, error=message))
+        self.session.emit(
+            ProviderEvent(
+                EventType.ERROR, self.session.provider_call_id, call_id=self.call_id, error=message
+            )
+        )

@@ -88,22 +88,30 @@ class RealtimeSocket:
         headers = {"Authorization": f"Bearer {self._api_key}"}
         try:
             async with asyncio.timeout(self.connect_timeout):
-                ws = await self._http.ws_connect(self.url, headers=headers, heartbeat=20,
-                                                 max_msg_size=16 * 1024 * 1024)
+                ws = await self._http.ws_connect(
+                    self.url, headers=headers, heartbeat=20, max_msg_size=16 * 1024 * 1024
+                )
         except aiohttp.WSServerHandshakeError as exc:
-            raise SpeechError(f"{VENDOR} refused the websocket at {self.url}: HTTP {exc.status}",
-                              vendor=VENDOR, status=exc.status, url=self.url) from None
+            raise SpeechError(
+                f"{VENDOR} refused the websocket at {self.url}: HTTP {exc.status}",
+                vendor=VENDOR,
+                status=exc.status,
+                url=self.url,
+            ) from None
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             reason = redact(str(exc) or type(exc).__name__, self._api_key)
-            raise SpeechError(f"{VENDOR} could not connect to {self.url}: {reason}",
-                              vendor=VENDOR, url=self.url) from None
+            raise SpeechError(
+                f"{VENDOR} could not connect to {self.url}: {reason}", vendor=VENDOR, url=self.url
+            ) from None
         if self._closing:
             await ws.close()
             return
         self._ws = ws
         self._frames = direct_writer(ws)
-        self._tasks = [asyncio.create_task(self._read(ws), name="realtime-reader"),
-                       asyncio.create_task(self._write(ws), name="realtime-writer")]
+        self._tasks = [
+            asyncio.create_task(self._read(ws), name="realtime-reader"),
+            asyncio.create_task(self._write(ws), name="realtime-writer"),
+        ]
         self._wake.set()
 
     def send(self, event: dict[str, Any]) -> None:
@@ -123,8 +131,14 @@ class RealtimeSocket:
             del audio[:excess]
             self.dropped_bytes += excess
         frames = self._frames
-        if (self._idle and frames is not None and not self._outbox and write_text(
-                frames, AUDIO_APPEND_PREFIX + base64.b64encode(audio).decode("ascii") + '"}')):
+        if (
+            self._idle
+            and frames is not None
+            and not self._outbox
+            and write_text(
+                frames, AUDIO_APPEND_PREFIX + base64.b64encode(audio).decode("ascii") + '"}'
+            )
+        ):
             audio.clear()
             self.direct_sends += 1
             return
@@ -199,4 +213,3 @@ class RealtimeSocket:
         if not self._closing:
             self._closing = True
             self._on_lost(redact(reason, self._api_key))
-

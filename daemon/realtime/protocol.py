@@ -71,8 +71,9 @@ def session_update(
                 "input": {
                     "format": AUDIO_FORMAT,
                     "transcription": {"model": transcription_model},
-                    "turn_detection": turn_detection(vad_threshold, silence_duration_ms,
-                                                     interrupt=interrupt),
+                    "turn_detection": turn_detection(
+                        vad_threshold, silence_duration_ms, interrupt=interrupt
+                    ),
                 },
                 "output": {"format": AUDIO_FORMAT, "voice": voice},
             },
@@ -82,30 +83,46 @@ def session_update(
     }
 
 
-def turn_detection(vad_threshold: float, silence_duration_ms: int, *,
-                   interrupt: bool) -> dict[str, Any]:
+def turn_detection(
+    vad_threshold: float, silence_duration_ms: int, *, interrupt: bool
+) -> dict[str, Any]:
     """Server VAD; ``interrupt`` lets caller speech cut the model and start its answer."""
-    return {"type": "server_vad", "threshold": vad_threshold,
-            "silence_duration_ms": silence_duration_ms, "create_response": interrupt,
-            "interrupt_response": interrupt}
+    return {
+        "type": "server_vad",
+        "threshold": vad_threshold,
+        "silence_duration_ms": silence_duration_ms,
+        "create_response": interrupt,
+        "interrupt_response": interrupt,
+    }
 
 
-def vad_update(vad_threshold: float, silence_duration_ms: int, *,
-               interrupt: bool) -> dict[str, Any]:
+def vad_update(
+    vad_threshold: float, silence_duration_ms: int, *, interrupt: bool
+) -> dict[str, Any]:
     """``session.update`` changing only the turn detection."""
-    return {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
-        "turn_detection": turn_detection(vad_threshold, silence_duration_ms,
-                                         interrupt=interrupt)}}}}
+    return {
+        "type": "session.update",
+        "session": {
+            "type": "realtime",
+            "audio": {
+                "input": {
+                    "turn_detection": turn_detection(
+                        vad_threshold, silence_duration_ms, interrupt=interrupt
+                    )
+                }
+            },
+        },
+    }
 
 
 def say_instructions(text: str) -> str:
     """The per-response instructions that make the model say ``text`` as it is."""
-    return ("Say exactly the following to the caller, word for word, and nothing else:\n"
-            f"\"{text}\"")
+    return f'Say exactly the following to the caller, word for word, and nothing else:\n"{text}"'
 
 
-def response_create(*, instructions: str | None = None,
-                    metadata: dict[str, str] | None = None) -> dict[str, Any]:
+def response_create(
+    *, instructions: str | None = None, metadata: dict[str, str] | None = None
+) -> dict[str, Any]:
     """``response.create`` (optionally with this response's own instructions)."""
     response: dict[str, Any] = {}
     if instructions is not None:
@@ -117,16 +134,23 @@ def response_create(*, instructions: str | None = None,
 
 def truncate(item_id: str, audio_end_ms: int) -> dict[str, Any]:
     """``conversation.item.truncate``: the model's item was heard up to ``audio_end_ms``."""
-    return {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
-            "audio_end_ms": audio_end_ms}
+    return {
+        "type": "conversation.item.truncate",
+        "item_id": item_id,
+        "content_index": 0,
+        "audio_end_ms": audio_end_ms,
+    }
 
 
 def function_output(call_id: str, output: Any) -> dict[str, Any]:
     """``conversation.item.create`` with a ``function_call_output`` (``output`` as JSON text)."""
     return {
         "type": "conversation.item.create",
-        "item": {"type": "function_call_output", "call_id": call_id,
-                 "output": json.dumps(output, ensure_ascii=False)},
+        "item": {
+            "type": "function_call_output",
+            "call_id": call_id,
+            "output": json.dumps(output, ensure_ascii=False),
+        },
     }
 
 

@@ -41,16 +41,18 @@ class RealtimeEngine(Protocol):
     def note_spoken(self, call_id: str, text: str) -> None:
         """Record a bot line the model chose to say."""
 
-    async def record_tool_call(self, call_id: str, tool_call_id: str, name: str,
-                               arguments: dict[str, Any]) -> None:
+    async def record_tool_call(
+        self, call_id: str, tool_call_id: str, name: str, arguments: dict[str, Any]
+    ) -> None:
         """Record and publish ``call.tool``."""
 
 
 class RealtimeService:
     """Every realtime bridge of the daemon."""
 
-    def __init__(self, config: Callable[[], Config], http: aiohttp.ClientSession,
-                 engine: RealtimeEngine) -> None:
+    def __init__(
+        self, config: Callable[[], Config], http: aiohttp.ClientSession, engine: RealtimeEngine
+    ) -> None:
         """``config`` returns the config in force (a reload may swap it; `[realtime]` itself
         is restart-only, the prompt it falls back to is not)."""
         self._config = config
@@ -72,21 +74,34 @@ class RealtimeService:
         if not settings.enabled:
             return False
         if not settings.api_key:
-            message = ("realtime.enabled = true but realtime.api_key is not set; this call uses "
-                       "the STT/TTS cascade instead. Set OPENAI_API_KEY or run `voicecall "
-                       "secrets set realtime.api_key`")
+            message = (
+                "realtime.enabled = true but realtime.api_key is not set; this call uses "
+                "the STT/TTS cascade instead. Set OPENAI_API_KEY or run `voicecall "
+                "secrets set realtime.api_key`"
+            )
             logger.error("call %s: %s", session.call_id, message)
-            session.emit(ProviderEvent(EventType.ERROR, session.provider_call_id,
-                                       call_id=session.call_id, error=message))
+            session.emit(
+                ProviderEvent(
+                    EventType.ERROR,
+                    session.provider_call_id,
+                    call_id=session.call_id,
+                    error=message,
+                )
+            )
             return False
         outbound = record.direction is Direction.OUTBOUND
         notify = outbound and record.mode is CallMode.NOTIFY
         bridge = RealtimeBridge(
-            session, settings, http=self.http, owner=self,
+            session,
+            settings,
+            http=self.http,
+            owner=self,
             instructions=instructions(config, settings),
             tools=tool_definitions(settings.tools),
             transcription_model=config.streaming.stt_model,
-            barge_in=not notify, protect_opening=outbound)
+            barge_in=not notify,
+            protect_opening=outbound,
+        )
         session.stt = bridge
         session.agent = bridge
         self._bridges[session.call_id] = bridge
@@ -106,9 +121,11 @@ class RealtimeService:
             raise CallNotFoundError(call_id)
         bridge = self._bridges.get(record.call_id)
         if bridge is None:
-            raise CallError(f"call {record.call_id} has no realtime session (state "
-                            f"{record.state}); tool results only go to realtime calls",
-                            callId=record.call_id)
+            raise CallError(
+                f"call {record.call_id} has no realtime session (state "
+                f"{record.state}); tool results only go to realtime calls",
+                callId=record.call_id,
+            )
         bridge.answer_tool(tool_call_id, output)
 
     # ------------------------------------------------------------------ BridgeOwner
@@ -116,20 +133,24 @@ class RealtimeService:
     def note_spoken(self, call_id: str, text: str) -> None:
         self.engine.note_spoken(call_id, text)
 
-    def publish_tool(self, call_id: str, tool_call_id: str, name: str,
-                     arguments: dict[str, Any]) -> None:
+    def publish_tool(
+        self, call_id: str, tool_call_id: str, name: str, arguments: dict[str, Any]
+    ) -> None:
         bridge = self._bridges.get(call_id)
         if bridge is not None:
-            bridge.session.hub.spawn(self._publish(call_id, tool_call_id, name, arguments),
-                                     f"realtime-tool-{call_id}")
+            bridge.session.hub.spawn(
+                self._publish(call_id, tool_call_id, name, arguments), f"realtime-tool-{call_id}"
+            )
 
-    async def _publish(self, call_id: str, tool_call_id: str, name: str,
-                       arguments: dict[str, Any]) -> None:
+    async def _publish(
+        self, call_id: str, tool_call_id: str, name: str, arguments: dict[str, Any]
+    ) -> None:
         try:
             await self.engine.record_tool_call(call_id, tool_call_id, name, arguments)
         except VoicecallError as exc:
-            logger.warning("call %s: tool call %s not recorded: %s", call_id, tool_call_id,
-                           exc.message)
+            logger.warning(
+                "call %s: tool call %s not recorded: %s", call_id, tool_call_id, exc.message
+            )
 
     def end_call(self, call_id: str) -> None:
         bridge = self._bridges.get(call_id)

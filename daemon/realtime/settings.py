@@ -35,7 +35,8 @@ def effective_realtime(config: Config, call: CallRecord | None = None) -> Realti
 def realtime_in_use(config: Config) -> bool:
     """True when realtime is on globally or for any number table."""
     return config.realtime.enabled or any(
-        table.realtime.get("enabled") for table in config.numbers.values())
+        table.realtime.get("enabled") for table in config.numbers.values()
+    )
 
 
 def realtime_url(base_url: str, model: str) -> str:

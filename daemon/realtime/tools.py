@@ -15,8 +15,10 @@ END_CALL = "end_call"
 END_CALL_TOOL: dict[str, Any] = {
     "type": "function",
     "name": END_CALL,
-    "description": ("Hang up the phone call. Use it after saying goodbye; the call ends once "
-                    "your last words have been heard."),
+    "description": (
+        "Hang up the phone call. Use it after saying goodbye; the call ends once "
+        "your last words have been heard."
+    ),
     "parameters": {"type": "object", "properties": {}},
 }
 
@@ -25,12 +27,14 @@ def tool_definitions(configured: Iterable[Mapping[str, Any]]) -> list[dict[str, 
     """``end_call`` and every configured tool, in the Realtime API's function-tool shape."""
     tools = [END_CALL_TOOL]
     for tool in configured:
-        tools.append({
-            "type": "function",
-            "name": str(tool["name"]),
-            "description": str(tool.get("description", "")),
-            "parameters": dict(tool.get("parameters") or {"type": "object", "properties": {}}),
-        })
+        tools.append(
+            {
+                "type": "function",
+                "name": str(tool["name"]),
+                "description": str(tool.get("description", "")),
+                "parameters": dict(tool.get("parameters") or {"type": "object", "properties": {}}),
+            }
+        )
     return tools
 
 
@@ -46,7 +50,8 @@ class PendingTools:
     def add(self, tool_call_id: str, name: str) -> None:
         """Start waiting for the answer to ``tool_call_id``."""
         timer = asyncio.get_running_loop().call_later(
-            self.timeout_seconds, self._expire, tool_call_id)
+            self.timeout_seconds, self._expire, tool_call_id
+        )
         self._pending[tool_call_id] = (name, timer)
 
     def take(self, tool_call_id: str) -> str | None:

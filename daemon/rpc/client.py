@@ -101,8 +101,9 @@ class RpcClient:
                 continue  # a notification of an earlier subscription
             if "error" in msg:
                 err = msg["error"]
-                raise RpcRemoteError(int(err.get("code", -32603)), str(err.get("message")),
-                                     err.get("data"))
+                raise RpcRemoteError(
+                    int(err.get("code", -32603)), str(err.get("message")), err.get("data")
+                )
             return msg.get("result")
 
     def notifications(self) -> Iterator[dict[str, Any]]:

@@ -45,6 +45,7 @@ class RpcHost(Protocol):
     def request_shutdown(self) -> None:
         """`daemon.shutdown`: stop the daemon (a worker: every worker)."""
 
+
 DEFAULT_TAIL = 25
 
 
@@ -68,8 +69,12 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 def build_methods(daemon: RpcHost) -> dict[str, Handler]:
     """The dispatch table of the gateway socket (every name of :data:`protocol.METHODS`)."""
-    return {**_call_methods(daemon), **_agent_methods(daemon), **_tail_method(daemon),
-            **_daemon_methods(daemon)}
+    return {
+        **_call_methods(daemon),
+        **_agent_methods(daemon),
+        **_tail_method(daemon),
+        **_daemon_methods(daemon),
+    }
 
 
 def _call_methods(daemon: RpcHost) -> dict[str, Handler]:
@@ -78,15 +83,21 @@ def _call_methods(daemon: RpcHost) -> dict[str, Handler]:
 
     async def initiate(raw: dict[str, Any], conn: Connection) -> Any:
         p = Params(raw)
-        record = await engine.initiate(p.req("message"), p.text("to", required=False),
-                                       p.text("mode", required=False))
-        return {"callId": record.call_id, "initiated": True, "to": record.to_number,
-                "mode": record.mode.value}
+        record = await engine.initiate(
+            p.req("message"), p.text("to", required=False), p.text("mode", required=False)
+        )
+        return {
+            "callId": record.call_id,
+            "initiated": True,
+            "to": record.to_number,
+            "mode": record.mode.value,
+        }
 
     async def continue_(raw: dict[str, Any], conn: Connection) -> Any:
         p = Params(raw)
-        transcript = await engine.continue_call(p.req("callId"), p.req("message"),
-                                                p.integer("timeoutMs", minimum=1))
+        transcript = await engine.continue_call(
+            p.req("callId"), p.req("message"), p.integer("timeoutMs", minimum=1)
+        )
         return {"success": True, "transcript": transcript}
 
     async def cancel(raw: dict[str, Any], conn: Connection) -> Any:
@@ -117,8 +128,9 @@ def _call_methods(daemon: RpcHost) -> dict[str, Handler]:
     async def list_(raw: dict[str, Any], conn: Connection) -> Any:
         p = Params(raw)
         limit = p.integer("limit", minimum=1, maximum=10_000) or 50
-        calls = await daemon.store.list_calls(live=p.flag("active") or None, limit=limit,
-                                              since=p.timestamp("since"))
+        calls = await daemon.store.list_calls(
+            live=p.flag("active") or None, limit=limit, since=p.timestamp("since")
+        )
         return {"calls": [c.to_wire() for c in calls]}
 
     return {
@@ -140,9 +152,11 @@ def _agent_methods(daemon: RpcHost) -> dict[str, Handler]:
     async def latency(raw: dict[str, Any], conn: Connection) -> Any:
         last = Params(raw).integer("last", minimum=1, maximum=100_000) or 200
         samples = await daemon.store.turn_latencies(last)
-        return {"recordsScanned": len(samples),
-                "turnLatency": _stats([a for a, _ in samples]),
-                "listenWait": _stats([b for _, b in samples])}
+        return {
+            "recordsScanned": len(samples),
+            "turnLatency": _stats([a for a, _ in samples]),
+            "listenWait": _stats([b for _, b in samples]),
+        }
 
     async def tool(raw: dict[str, Any], conn: Connection) -> Any:
         return await run_tool(engine, raw)
@@ -153,8 +167,10 @@ def _agent_methods(daemon: RpcHost) -> dict[str, Handler]:
             raise InvalidParamsError("output is required: the tool's result, any JSON value")
         realtime = daemon.realtime
         if realtime is None:
-            raise ConfigError("voicecall.tool_result needs realtime mode: set realtime.enabled "
-                              "= true and streaming.enabled = true")
+            raise ConfigError(
+                "voicecall.tool_result needs realtime mode: set realtime.enabled "
+                "= true and streaming.enabled = true"
+            )
         await realtime.tool_result(p.req("callId"), p.req("toolCallId"), raw["output"])
         return {"success": True}
 
@@ -225,8 +241,9 @@ def _daemon_methods(daemon: RpcHost) -> dict[str, Handler]:
         p = Params(raw)
         simulate = getattr(daemon.provider, "simulate_inbound", None)
         if simulate is None:
-            raise ConfigError(f"mock.inbound needs provider = \"mock\" (this daemon runs "
-                              f"{daemon.provider.name!r})")
+            raise ConfigError(
+                f'mock.inbound needs provider = "mock" (this daemon runs {daemon.provider.name!r})'
+            )
         from_number = p.text("from", required=False) or ""
         to_number = p.text("to", required=False) or (daemon.config.from_number or "+15550000000")
         provider_call_id = await simulate(from_number, to_number, p.texts("utterances"))

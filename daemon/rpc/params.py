@@ -68,7 +68,8 @@ class Params:
             return None
         if not isinstance(value, bool):
             raise InvalidParamsError(
-                f"parameter {name!r} must be true or false, not {_show(value)}")
+                f"parameter {name!r} must be true or false, not {_show(value)}"
+            )
         return value
 
     def timestamp(self, name: str) -> str | None:
@@ -82,7 +83,8 @@ class Params:
         except ValueError:
             raise InvalidParamsError(
                 f"parameter {name!r} = {_show(value)} is not an ISO 8601 date or date-time; "
-                "use e.g. 2026-01-31 or 2026-01-31T09:30:00Z") from None
+                "use e.g. 2026-01-31 or 2026-01-31T09:30:00Z"
+            ) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         text = moment.astimezone(UTC).isoformat(timespec="milliseconds")

@@ -222,9 +222,15 @@ class RpcServer:
                         await self._dispatch_line(conn, exc.partial, MAX_IN_FLIGHT)
                     break
                 except asyncio.LimitOverrunError:
-                    await conn.send(protocol.error(None, RpcErrorInfo.standard(
-                        RpcCode.INVALID_REQUEST,
-                        f"message larger than {protocol.MAX_MESSAGE_BYTES} bytes; closing")))
+                    await conn.send(
+                        protocol.error(
+                            None,
+                            RpcErrorInfo.standard(
+                                RpcCode.INVALID_REQUEST,
+                                f"message larger than {protocol.MAX_MESSAGE_BYTES} bytes; closing",
+                            ),
+                        )
+                    )
                     break
                 except ConnectionError:
                     break
@@ -252,19 +258,25 @@ class RpcServer:
             message = json.loads(line)
         except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-            await conn.send(protocol.error(None, RpcErrorInfo.standard(
-                RpcCode.PARSE_ERROR, f"not valid JSON: {reason}")))
+            await conn.send(
+                protocol.error(
+                    None, RpcErrorInfo.standard(RpcCode.PARSE_ERROR, f"not valid JSON: {reason}")
+                )
+            )
             return
         if isinstance(message, list):
             if not message:
-                await conn.send(protocol.error(None, RpcErrorInfo.standard(
-                    RpcCode.INVALID_REQUEST, "an empty batch")))
+                await conn.send(
+                    protocol.error(
+                        None, RpcErrorInfo.standard(RpcCode.INVALID_REQUEST, "an empty batch")
+                    )
+                )
                 return
             limit = asyncio.Semaphore(max(1, slots))
 
-            async def bounded(m: Any) -> tuple[
-                dict[str, Any] | None, Callable[[], Awaitable[None]] | None
-            ]:
+            async def bounded(
+                m: Any,
+            ) -> tuple[dict[str, Any] | None, Callable[[], Awaitable[None]] | None]:
                 async with limit:
                     return await self._handle(conn, m)
 
@@ -293,31 +305,44 @@ class RpcServer:
     async def _reply(
         self, conn: Connection, message: Any
     ) -> dict[str, Any] | tuple[dict[str, Any] | None, Callable[[], Awaitable[None]]] | None:
-        if (not isinstance(message, dict) or message.get("jsonrpc") != protocol.JSONRPC
-                or not isinstance(message.get("method"), str)):
+        if (
+            not isinstance(message, dict)
+            or message.get("jsonrpc") != protocol.JSONRPC
+            or not isinstance(message.get("method"), str)
+        ):
             req_id = message.get("id") if isinstance(message, dict) else None
-            return protocol.error(req_id, RpcErrorInfo.standard(
-                RpcCode.INVALID_REQUEST,
-                'not a JSON-RPC 2.0 request: need {"jsonrpc":"2.0","method":...,"id":...}'))
+            return protocol.error(
+                req_id,
+                RpcErrorInfo.standard(
+                    RpcCode.INVALID_REQUEST,
+                    'not a JSON-RPC 2.0 request: need {"jsonrpc":"2.0","method":...,"id":...}',
+                ),
+            )
         req_id = message.get("id")
         is_notification = "id" not in message
         # Numbers with fractions "SHOULD NOT" be ids (JSON-RPC 2.0 section 4): refused.
         if req_id is not None and (isinstance(req_id, bool) or not isinstance(req_id, str | int)):
-            return protocol.error(None, RpcErrorInfo.standard(
-                RpcCode.INVALID_REQUEST, "id must be a string, a number or null"))
+            return protocol.error(
+                None,
+                RpcErrorInfo.standard(
+                    RpcCode.INVALID_REQUEST, "id must be a string, a number or null"
+                ),
+            )
         method = message["method"]
         handler = self.methods.get(method)
         if handler is None:
             info = RpcErrorInfo.standard(
                 RpcCode.METHOD_NOT_FOUND,
-                f"unknown method {method!r}; known: {', '.join(sorted(self.methods))}")
+                f"unknown method {method!r}; known: {', '.join(sorted(self.methods))}",
+            )
             return None if is_notification else protocol.error(req_id, info)
         params = message.get("params", {})
         if params is None:
             params = {}
         if not isinstance(params, dict):
-            info = RpcErrorInfo.standard(RpcCode.INVALID_PARAMS,
-                                         "params must be an object with named parameters")
+            info = RpcErrorInfo.standard(
+                RpcCode.INVALID_PARAMS, "params must be an object with named parameters"
+            )
             return None if is_notification else protocol.error(req_id, info)
         try:
             value = await handler(params, conn)
@@ -327,12 +352,15 @@ class RpcServer:
             raise
         except Exception:
             logger.exception("method %s failed", method)
-            info = RpcErrorInfo.standard(RpcCode.INTERNAL_ERROR,
-                                         f"internal error in {method}; see the daemon log")
+            info = RpcErrorInfo.standard(
+                RpcCode.INTERNAL_ERROR, f"internal error in {method}; see the daemon log"
+            )
         else:
             if isinstance(value, AfterReply):
-                return (None if is_notification else protocol.result(req_id, value.value),
-                        value.then)
+                return (
+                    None if is_notification else protocol.result(req_id, value.value),
+                    value.then,
+                )
             return None if is_notification else protocol.result(req_id, value)
         return None if is_notification else protocol.error(req_id, info)
 

@@ -49,26 +49,30 @@ def check_socket_folder(folder: Path) -> None:
         raise UntrustedSocketError(
             f"refusing the socket folder {folder}: it is a symbolic link owned by "
             f"{_user(link.st_uid)}, not by you ({_user(me)}); remove it, or choose another "
-            "socket with --socket or VOICECALL_SOCKET")
+            "socket with --socket or VOICECALL_SOCKET"
+        )
     try:
         info = os.stat(folder)
     except FileNotFoundError:
         return
     mode = stat.S_IMODE(info.st_mode)
-    where = (f"the socket folder {folder} (owner {_user(info.st_uid)}, mode "
-             f"{mode:04o})")
+    where = f"the socket folder {folder} (owner {_user(info.st_uid)}, mode {mode:04o})"
     if not stat.S_ISDIR(info.st_mode):
-        raise UntrustedSocketError(f"refusing {where}: it is not a folder; remove it, or choose "
-                                   "another socket with --socket or VOICECALL_SOCKET")
+        raise UntrustedSocketError(
+            f"refusing {where}: it is not a folder; remove it, or choose "
+            "another socket with --socket or VOICECALL_SOCKET"
+        )
     if info.st_uid != me:
         raise UntrustedSocketError(
             f"refusing {where}: another user created it, so whatever listens in it is theirs, "
             f"not yours ({_user(me)}); do not use it: have it removed (`sudo rm -r {folder}`), "
-            "or choose another socket with --socket, VOICECALL_SOCKET or XDG_RUNTIME_DIR")
+            "or choose another socket with --socket, VOICECALL_SOCKET or XDG_RUNTIME_DIR"
+        )
     if mode & 0o077:
         raise UntrustedSocketError(
             f"refusing {where}: other users have access to it; check that nothing in it is "
-            f"foreign, then `chmod 700 {folder}` (or remove it and let the daemon create it)")
+            f"foreign, then `chmod 700 {folder}` (or remove it and let the daemon create it)"
+        )
 
 
 def peer_uid(sock: socket.socket) -> int | None:
@@ -89,4 +93,5 @@ def check_listener(sock: socket.socket, path: Path) -> None:
         raise UntrustedSocketError(
             f"refusing {path}: the process listening on it runs as {_user(uid)}, not as you "
             f"({_user(os.getuid())}); nothing was sent. Stop using that socket: choose another "
-            "with --socket, VOICECALL_SOCKET or XDG_RUNTIME_DIR, and check who created it")
+            "with --socket, VOICECALL_SOCKET or XDG_RUNTIME_DIR, and check who created it"
+        )

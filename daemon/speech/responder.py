@@ -134,8 +134,11 @@ class AutoResponder:
             SpeechError: the API failed, answered without text, or the reply took longer
                 than ``timeout_ms`` (sentences already yielded stay said).
         """
-        payload = {"model": self.model, "messages": self.messages(history, from_number),
-                   "stream": True}
+        payload = {
+            "model": self.model,
+            "messages": self.messages(history, from_number),
+            "stream": True,
+        }
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         # A deadline rather than `asyncio.timeout` around the loop: the timeout must never fire
         # while the consumer (speaking a sentence) holds the generator suspended at a yield.
@@ -170,8 +173,7 @@ class AutoResponder:
                 response.release()
         except TimeoutError:
             raise SpeechError(
-                f"{VENDOR} ({self.model} at {self.url}) gave no answer within "
-                f"{self.timeout_ms} ms",
+                f"{VENDOR} ({self.model} at {self.url}) gave no answer within {self.timeout_ms} ms",
                 vendor=VENDOR,
                 url=self.url,
             ) from None
@@ -235,5 +237,8 @@ def number_responders(config: Config, session: aiohttp.ClientSession) -> dict[st
     overrides the model, prompt or timeout (SPEC 14); other numbers use the top-level one."""
     from daemon.engine.routing import has_responder_override, responder_settings
 
-    return {key: create_responder(responder_settings(config, key), session)
-            for key, table in config.numbers.items() if has_responder_override(table)}
+    return {
+        key: create_responder(responder_settings(config, key), session)
+        for key, table in config.numbers.items()
+        if has_responder_override(table)
+    }

@@ -57,8 +57,9 @@ def open_vendor_session(max_concurrent_calls: int, max_streams: int) -> aiohttp.
     return aiohttp.ClientSession(connector=connector, read_bufsize=READ_BUFFER_BYTES)
 
 
-def widen_vendor_session(session: aiohttp.ClientSession, max_concurrent_calls: int,
-                         max_streams: int) -> int:
+def widen_vendor_session(
+    session: aiohttp.ClientSession, max_concurrent_calls: int, max_streams: int
+) -> int:
     """Raise the session's connection cap after a reload raised ``max_concurrent_calls``
     (never lowers it: connections in use stay valid). Returns the cap in force.
 
@@ -78,8 +79,12 @@ def request_timeout(read_seconds: float = 15.0) -> aiohttp.ClientTimeout:
     """No total limit (a long reply streams for a while); a slot, a connect and every read
     are each bounded, so an unreachable or stalled vendor fails the request instead of
     leaving the call silent."""
-    return aiohttp.ClientTimeout(total=None, connect=ACQUIRE_TIMEOUT_SECONDS,
-                                 sock_connect=ACQUIRE_TIMEOUT_SECONDS, sock_read=read_seconds)
+    return aiohttp.ClientTimeout(
+        total=None,
+        connect=ACQUIRE_TIMEOUT_SECONDS,
+        sock_connect=ACQUIRE_TIMEOUT_SECONDS,
+        sock_read=read_seconds,
+    )
 
 
 def redact(text: str, secret: str | None) -> str:

@@ -24,10 +24,13 @@ def direct_writer(ws: aiohttp.ClientWebSocketResponse) -> Any:
     """aiohttp's frame writer of ``ws`` if :func:`write_text` may use it, else None."""
     writer = getattr(ws, "_writer", None)
     protocol = getattr(writer, "protocol", None)
-    if (writer is None or getattr(writer, "compress", None) != 0
-            or not callable(getattr(writer, "_write_websocket_frame", None))
-            or not all(hasattr(writer, name) for name in ("_closing", "_output_size", "_limit"))
-            or not isinstance(getattr(protocol, "_paused", None), bool)):
+    if (
+        writer is None
+        or getattr(writer, "compress", None) != 0
+        or not callable(getattr(writer, "_write_websocket_frame", None))
+        or not all(hasattr(writer, name) for name in ("_closing", "_output_size", "_limit"))
+        or not isinstance(getattr(protocol, "_paused", None), bool)
+    ):
         return None
     return writer
 

@@ -82,8 +82,9 @@ class Store(Protocol):
     async def find_by_provider_id(self, provider_call_id: str) -> CallRecord | None:
         """One call by the provider's id."""
 
-    async def list_calls(self, *, live: bool | None = None, limit: int = 50,
-                         since: str | None = None) -> list[CallRecord]:
+    async def list_calls(
+        self, *, live: bool | None = None, limit: int = 50, since: str | None = None
+    ) -> list[CallRecord]:
         """Calls, newest first; `live=True` only live ones, `False` only ended ones; `since`
         (ISO 8601 UTC as written by `utc_now`) keeps calls started at or after it."""
 

@@ -58,21 +58,30 @@ class StoreHealth:
         if self.fault is None:
             self.fault = StoreFault(utc_now(), error)
             self._logged_at, self._refused = now, 0
-            logger.error("the store %s refuses writes: %s; webhooks get 503 and RPCs -32007 "
-                         "until it works again (free disk space, check the disk)",
-                         self._where, error)
+            logger.error(
+                "the store %s refuses writes: %s; webhooks get 503 and RPCs -32007 "
+                "until it works again (free disk space, check the disk)",
+                self._where,
+                error,
+            )
             return
         self._refused += 1
         if error != self.fault.error:
             self.fault = StoreFault(self.fault.since, error)
         if now - self._logged_at >= self._interval:
-            logger.error("the store %s still refuses writes since %s: %s (%d more refused)",
-                         self._where, self.fault.since, error, self._refused)
+            logger.error(
+                "the store %s still refuses writes since %s: %s (%d more refused)",
+                self._where,
+                self.fault.since,
+                error,
+                self._refused,
+            )
             self._logged_at, self._refused = now, 0
 
     def succeeded(self) -> None:
         """A write succeeded: the fault, if any, is over."""
         if self.fault is not None:
-            logger.warning("the store %s accepts writes again (fault since %s)",
-                           self._where, self.fault.since)
+            logger.warning(
+                "the store %s accepts writes again (fault since %s)", self._where, self.fault.since
+            )
             self.fault = None

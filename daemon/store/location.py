@@ -17,14 +17,17 @@ from urllib.parse import unquote, urlsplit
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 """The URL schemes libpq (and asyncpg) accept for PostgreSQL."""
 
-EXPECTED = ('a folder for the SQLite store, or a PostgreSQL URL such as '
-            '"postgresql://voicecall@db.example.com:5432/voicecall"')
+EXPECTED = (
+    "a folder for the SQLite store, or a PostgreSQL URL such as "
+    '"postgresql://voicecall@db.example.com:5432/voicecall"'
+)
 """What the `store` key accepts, for error messages."""
 
 MASK = "********"
 
-_USERINFO_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/@:\s]*:)(?P<pw>[^@\s/]*)@",
-                                re.IGNORECASE)
+_USERINFO_PASSWORD = re.compile(
+    r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/@:\s]*:)(?P<pw>[^@\s/]*)@", re.IGNORECASE
+)
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#\s]*)", re.IGNORECASE)
 
 

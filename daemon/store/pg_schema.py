@@ -113,14 +113,16 @@ CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
 """
 
 
-def newer_schema_error(location: StoreLocation, found: int,
-                       known: int = SCHEMA_VERSION) -> StoreError:
+def newer_schema_error(
+    location: StoreLocation, found: int, known: int = SCHEMA_VERSION
+) -> StoreError:
     """The refusal of a database written by a newer voicecall."""
     return StoreError(
         f"the PostgreSQL store {location.display} has voicecall schema version {found}, newer "
         f"than this voicecall knows ({known}): a newer voicecall has used it; upgrade "
         "voicecall on this machine (every daemon sharing a database must run the same version) "
-        "or point `store` at another database")
+        "or point `store` at another database"
+    )
 
 
 async def current_version(conn: Any) -> int | None:
@@ -132,8 +134,9 @@ async def current_version(conn: Any) -> int | None:
     return int(version) if version is not None else None
 
 
-async def migrate(conn: Any, location: StoreLocation, applied_by: str,
-                  migrations: tuple[str, ...] = MIGRATIONS) -> int:
+async def migrate(
+    conn: Any, location: StoreLocation, applied_by: str, migrations: tuple[str, ...] = MIGRATIONS
+) -> int:
     """Create or migrate the schema to the last of `migrations`; return the version found before.
 
     All steps run in one transaction: a failing step leaves the database as it was.
@@ -152,7 +155,9 @@ async def migrate(conn: Any, location: StoreLocation, applied_by: str,
             await conn.execute(migrations[version - 1])
             await conn.execute(
                 f"INSERT INTO {VERSION_TABLE} (version, applied_by) VALUES ($1, $2)",  # noqa: S608
-                version, applied_by)
+                version,
+                applied_by,
+            )
     return found
 
 
@@ -179,16 +184,20 @@ async def probe(location: StoreLocation, deadline_seconds: float) -> SchemaProbe
     import asyncpg
 
     try:
-        conn = await asyncpg.connect(location.url, timeout=deadline_seconds,
-                                     server_settings={"application_name": "voicecall doctor"})
+        conn = await asyncpg.connect(
+            location.url,
+            timeout=deadline_seconds,
+            server_settings={"application_name": "voicecall doctor"},
+        )
     except Exception as exc:
         raise connect_error(location, exc) from None
     try:
         server = await conn.fetchval("SHOW server_version")
         return SchemaProbe(str(server), await current_version(conn))
     except Exception as exc:
-        raise StoreError(f"cannot read the PostgreSQL store {location.display}: "
-                         f"{describe(location, exc)}") from None
+        raise StoreError(
+            f"cannot read the PostgreSQL store {location.display}: {describe(location, exc)}"
+        ) from None
     finally:
         await conn.close(timeout=deadline_seconds)
 
@@ -205,4 +214,5 @@ def connect_error(location: StoreLocation, exc: BaseException) -> StoreError:
     return StoreError(
         f"cannot connect to the PostgreSQL store {location.display}: {describe(location, exc)}; "
         "check that the server runs and accepts this host, and the user, password (in the URL, "
-        "PGPASSWORD or ~/.pgpass) and database name")
+        "PGPASSWORD or ~/.pgpass) and database name"
+    )

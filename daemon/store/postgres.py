@@ -179,11 +179,16 @@ SERVER_SETTINGS = {
 class PostgresStore:
     """The PostgreSQL implementation of :class:`daemon.store.base.Store`."""
 
-    def __init__(self, location: StoreLocation, *, clock: Callable[[], float] = time.time,
-                 daemon_id: str = DEFAULT_DAEMON_ID,
-                 claim_wait_seconds: float = CLAIM_WAIT_SECONDS,
-                 reclaim_interval_seconds: float = RECLAIM_INTERVAL_SECONDS,
-                 watch_interval_seconds: float = WATCH_INTERVAL_SECONDS) -> None:
+    def __init__(
+        self,
+        location: StoreLocation,
+        *,
+        clock: Callable[[], float] = time.time,
+        daemon_id: str = DEFAULT_DAEMON_ID,
+        claim_wait_seconds: float = CLAIM_WAIT_SECONDS,
+        reclaim_interval_seconds: float = RECLAIM_INTERVAL_SECONDS,
+        watch_interval_seconds: float = WATCH_INTERVAL_SECONDS,
+    ) -> None:
         if location.url is None:
             raise ValueError("a PostgreSQL store needs a postgresql:// URL")
         self._location = location
@@ -255,26 +260,47 @@ class PostgresStore:
         async with self._guard("open"):
             await self._take_lock()
             self._claim.add_termination_listener(self._on_claim_lost)
-            found = await pg_schema.migrate(self._claim, self._location,
-                                            f"voicecalld pid {os.getpid()}")
+            found = await pg_schema.migrate(
+                self._claim, self._location, f"voicecalld pid {os.getpid()}"
+            )
             await self._heartbeat(self._claim, None)
             if found != pg_schema.SCHEMA_VERSION:
-                logger.info("store %s: schema migrated from version %d to %d",
-                            self._location.display, found, pg_schema.SCHEMA_VERSION)
+                logger.info(
+                    "store %s: schema migrated from version %d to %d",
+                    self._location.display,
+                    found,
+                    pg_schema.SCHEMA_VERSION,
+                )
             self._pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=POOL_SIZE, timeout=CONNECT_TIMEOUT_SECONDS,
-                command_timeout=COMMAND_TIMEOUT_SECONDS, server_settings=SERVER_SETTINGS)
-        self._watchdog = asyncio.get_running_loop().create_task(self._watch(),
-                                                                name="store-lock-watch")
+                url,
+                min_size=1,
+                max_size=POOL_SIZE,
+                timeout=CONNECT_TIMEOUT_SECONDS,
+                command_timeout=COMMAND_TIMEOUT_SECONDS,
+                server_settings=SERVER_SETTINGS,
+            )
+        self._watchdog = asyncio.get_running_loop().create_task(
+            self._watch(), name="store-lock-watch"
+        )
 
     async def _heartbeat(self, conn: Any, deadline: float | None) -> None:
         """Write this daemon's heartbeat (its row comes back if another daemon removed it)."""
-        inserted = await conn.fetchval(HEARTBEAT_SQL, self.daemon_id, socket.gethostname(),
-                                       os.getpid(), self._address, timeout=deadline)
+        inserted = await conn.fetchval(
+            HEARTBEAT_SQL,
+            self.daemon_id,
+            socket.gethostname(),
+            os.getpid(),
+            self._address,
+            timeout=deadline,
+        )
         if inserted and self._registered:
-            logger.error("store %s: this daemon (%s) was presumed dead by the others (no "
-                         "heartbeat for %gs); its calls may have been taken over",
-                         self._location.display, self.daemon_id, self.dead_after_seconds)
+            logger.error(
+                "store %s: this daemon (%s) was presumed dead by the others (no "
+                "heartbeat for %gs); its calls may have been taken over",
+                self._location.display,
+                self.daemon_id,
+                self.dead_after_seconds,
+            )
             self.evicted.set()
         self._registered = True
 
@@ -292,16 +318,20 @@ class PostgresStore:
                 await self._heartbeat(claim, self._watch_interval)
             except Exception as exc:
                 if claim is self._claim:
-                    logger.error("store %s: the lock's connection did not answer (%s); "
-                                 "dropping it", self._location.display,
-                                 pg_schema.describe(self._location, exc))
+                    logger.error(
+                        "store %s: the lock's connection did not answer (%s); dropping it",
+                        self._location.display,
+                        pg_schema.describe(self._location, exc),
+                    )
                     claim.terminate()  # calls _on_claim_lost
 
     async def _connect_claim(self) -> Any:
         """A connection of its own for the lock (named, so a DBA can tell it apart)."""
-        return await asyncpg.connect(self._location.url, timeout=CONNECT_TIMEOUT_SECONDS,
-                                     server_settings={**SERVER_SETTINGS,
-                                                      "application_name": "voicecalld lock"})
+        return await asyncpg.connect(
+            self._location.url,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            server_settings={**SERVER_SETTINGS, "application_name": "voicecalld lock"},
+        )
 
     def _on_claim_lost(self, conn: Any) -> None:
         """The lock's connection ended without our asking (server restart, network, a DBA's
@@ -310,11 +340,14 @@ class PostgresStore:
         if conn is not self._claim or self._pool is None:
             return  # closed by close()
         self._claim = None
-        self._claim_lost = (f"this daemon lost its lock on the PostgreSQL store "
-                            f"{self._location.display} (its connection ended)")
+        self._claim_lost = (
+            f"this daemon lost its lock on the PostgreSQL store "
+            f"{self._location.display} (its connection ended)"
+        )
         self.health.failed(self._claim_lost)
-        self._reclaimer = asyncio.get_running_loop().create_task(self._reclaim(),
-                                                                 name="store-reclaim")
+        self._reclaimer = asyncio.get_running_loop().create_task(
+            self._reclaim(), name="store-reclaim"
+        )
 
     async def _reclaim(self) -> None:
         """Reconnect and take the lock again; until then writes are refused. Logged when it
@@ -332,9 +365,12 @@ class PostgresStore:
             try:
                 conn = await self._connect_claim()
             except Exception as exc:
-                note("connect", "store %s: cannot reconnect to take the lock back (%s); "
-                     "retrying every %gs", pg_schema.describe(self._location, exc),
-                     self._reclaim_interval)
+                note(
+                    "connect",
+                    "store %s: cannot reconnect to take the lock back (%s); retrying every %gs",
+                    pg_schema.describe(self._location, exc),
+                    self._reclaim_interval,
+                )
                 continue
             try:
                 got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key)
@@ -345,8 +381,12 @@ class PostgresStore:
             if not got or self._pool is None:
                 with contextlib.suppress(Exception):
                     await conn.close()
-                note("held", "store %s: another process holds this daemon's id (%s) now; "
-                     "this daemon refuses writes until it is free", self.daemon_id)
+                note(
+                    "held",
+                    "store %s: another process holds this daemon's id (%s) now; "
+                    "this daemon refuses writes until it is free",
+                    self.daemon_id,
+                )
                 continue
             for channel in self._listeners:
                 with contextlib.suppress(Exception):
@@ -365,7 +405,8 @@ class PostgresStore:
                     f"another voicecall daemon is already running on the store "
                     f"{self._location.display} with this daemon's id ({self.daemon_id}): stop "
                     "it with `voicecall daemon stop`; a machine cloned with its state folder "
-                    "shares the id: delete `daemon-id` in the clone's state folder")
+                    "shares the id: delete `daemon-id` in the clone's state folder"
+                )
             await asyncio.sleep(0.2)
 
     async def close(self) -> None:
@@ -384,8 +425,11 @@ class PostgresStore:
         self._reclaimer = self._watchdog = None
         if claim is not None and self._registered:
             with contextlib.suppress(Exception):
-                await claim.execute("DELETE FROM voicecall_daemons WHERE daemon_id = $1",
-                                    self.daemon_id, timeout=CONNECT_TIMEOUT_SECONDS)
+                await claim.execute(
+                    "DELETE FROM voicecall_daemons WHERE daemon_id = $1",
+                    self.daemon_id,
+                    timeout=CONNECT_TIMEOUT_SECONDS,
+                )
         self._registered = False
         if pool is not None:
             try:
@@ -413,9 +457,12 @@ class PostgresStore:
             running = self._pool is not None  # open() failing is not a fault of a running store
             if running:
                 self.health.failed(error)
-            raise StoreError(f"cannot {action} the PostgreSQL store {self._location.display}: "
-                             f"{error}" + ("; nothing was changed: retry once it works again"
-                                           if running else ""), error=error) from None
+            raise StoreError(
+                f"cannot {action} the PostgreSQL store {self._location.display}: "
+                f"{error}"
+                + ("; nothing was changed: retry once it works again" if running else ""),
+                error=error,
+            ) from None
         if write:
             self.health.succeeded()
 
@@ -426,9 +473,11 @@ class PostgresStore:
             raise StoreError("the store is not open")
         if write and self._claim_lost is not None:
             self.health.failed(self._claim_lost)
-            raise StoreError(f"cannot {action} the PostgreSQL store: {self._claim_lost}; "
-                             "nothing was changed: retry once it is taken back",
-                             error=self._claim_lost)
+            raise StoreError(
+                f"cannot {action} the PostgreSQL store: {self._claim_lost}; "
+                "nothing was changed: retry once it is taken back",
+                error=self._claim_lost,
+            )
         async with self._guard(action, write=write), pool.acquire() as conn:
             yield conn
 
@@ -451,16 +500,28 @@ class PostgresStore:
         async with self._conn(f"write call {call.call_id} to", write=True) as conn:
             try:
                 row = await conn.fetchrow(
-                    RECORD_SQL, dedupe_key, now, call.call_id, call.provider_call_id,
-                    not call.is_ended, call.started_at, snapshot,
-                    event_type.value if event_type is not None else None, timestamp,
-                    json.dumps(payload, separators=(",", ":")), turn, wait, self.daemon_id)
+                    RECORD_SQL,
+                    dedupe_key,
+                    now,
+                    call.call_id,
+                    call.provider_call_id,
+                    not call.is_ended,
+                    call.started_at,
+                    snapshot,
+                    event_type.value if event_type is not None else None,
+                    timestamp,
+                    json.dumps(payload, separators=(",", ":")),
+                    turn,
+                    wait,
+                    self.daemon_id,
+                )
             except asyncpg.PostgresError as exc:
                 if getattr(exc, "sqlstate", None) == MOVED_SQLSTATE:
                     raise CallMovedError(
                         f"call {call.call_id} is run by another voicecall daemon now (this "
                         "one was presumed dead); nothing was changed",
-                        callId=call.call_id) from None
+                        callId=call.call_id,
+                    ) from None
                 raise
         if not row["written"]:
             return None
@@ -476,11 +537,14 @@ class PostgresStore:
         now = self._clock()
         async with self._conn("prune", write=True) as conn:
             await conn.execute("DELETE FROM voicecall_replay WHERE expires_at < $1", now)
-            await conn.execute("DELETE FROM voicecall_mailbox WHERE at < now() - interval "
-                               "'1 hour'")  # for daemons that died before collecting
+            await conn.execute(
+                "DELETE FROM voicecall_mailbox WHERE at < now() - interval '1 hour'"
+            )  # for daemons that died before collecting
             await conn.execute(
                 "DELETE FROM voicecall_processed WHERE key IN (SELECT key FROM "
-                "voicecall_processed ORDER BY at DESC OFFSET $1)", PROCESSED_KEEP)
+                "voicecall_processed ORDER BY at DESC OFFSET $1)",
+                PROCESSED_KEEP,
+            )
         for key in [k for k, (expires, _) in self._replay.items() if expires < now]:
             del self._replay[key]
 
@@ -501,14 +565,18 @@ class PostgresStore:
             await conn.execute(
                 "DELETE FROM voicecall_daemons WHERE daemon_id <> $1 "
                 "AND heartbeat_at < now() - make_interval(secs => $2)",
-                self.daemon_id, self.dead_after_seconds)
+                self.daemon_id,
+                self.dead_after_seconds,
+            )
         return [(CallRecord.from_wire(json.loads(r["record"])), r["previous"]) for r in rows]
 
     async def owners(self, call_ids: list[str]) -> dict[str, str | None]:
         """Who runs each of these calls now (calls not stored are left out)."""
         async with self._conn("read") as conn:
-            rows = await conn.fetch("SELECT call_id, owner FROM voicecall_calls "
-                                    "WHERE call_id = ANY($1::text[])", call_ids)
+            rows = await conn.fetch(
+                "SELECT call_id, owner FROM voicecall_calls WHERE call_id = ANY($1::text[])",
+                call_ids,
+            )
         return {r["call_id"]: r["owner"] for r in rows}
 
     async def route(self, ref: str) -> CallRoute | None:
@@ -519,7 +587,10 @@ class PostgresStore:
                 "WHERE d.daemon_id = c.owner AND d.heartbeat_at >= now() - "
                 "make_interval(secs => $2)) AS alive FROM voicecall_calls c "
                 "WHERE c.call_id = $1 OR c.provider_call_id = $1 "
-                "ORDER BY c.started_at DESC LIMIT 1", ref, self.dead_after_seconds)
+                "ORDER BY c.started_at DESC LIMIT 1",
+                ref,
+                self.dead_after_seconds,
+            )
         if row is None:
             return None
         return CallRoute(row["call_id"], row["owner"], bool(row["live"]), bool(row["alive"]))
@@ -529,9 +600,15 @@ class PostgresStore:
         async with self._conn("read") as conn:
             rows = await conn.fetch(
                 "SELECT seq, at, call_id, type, data FROM voicecall_events "
-                "WHERE seq = ANY($1::bigint[]) ORDER BY seq", seqs)
-        return [CallEvent(int(r["seq"]), r["at"], r["call_id"], EventType(r["type"]),
-                          json.loads(r["data"])) for r in rows]
+                "WHERE seq = ANY($1::bigint[]) ORDER BY seq",
+                seqs,
+            )
+        return [
+            CallEvent(
+                int(r["seq"]), r["at"], r["call_id"], EventType(r["type"]), json.loads(r["data"])
+            )
+            for r in rows
+        ]
 
     async def send(self, channel: str, message: str) -> None:
         """Deliver `message` to whoever listens on `channel` (any length: a long one goes
@@ -542,9 +619,9 @@ class PostgresStore:
                 return
             async with conn.transaction():
                 box = await conn.fetchval(
-                    "INSERT INTO voicecall_mailbox (body) VALUES ($1) RETURNING id", message)
-                await conn.execute("SELECT pg_notify($1, $2)", channel,
-                                   f"{MAILBOX_PREFIX}{box}")
+                    "INSERT INTO voicecall_mailbox (body) VALUES ($1) RETURNING id", message
+                )
+                await conn.execute("SELECT pg_notify($1, $2)", channel, f"{MAILBOX_PREFIX}{box}")
 
     async def listen(self, channel: str, on_message: Callable[[str], None]) -> None:
         """Call `on_message` with every message sent to `channel` (in the event loop). Kept
@@ -560,8 +637,9 @@ class PostgresStore:
         if not payload.startswith(MAILBOX_PREFIX):
             on_message(payload)
             return
-        task = asyncio.get_running_loop().create_task(self._collect(payload[1:], on_message),
-                                                      name="store-mailbox")
+        task = asyncio.get_running_loop().create_task(
+            self._collect(payload[1:], on_message), name="store-mailbox"
+        )
         self._collecting.add(task)
         task.add_done_callback(self._collecting.discard)
 
@@ -569,7 +647,8 @@ class PostgresStore:
         try:
             async with self._conn("read a message from") as conn:
                 body = await conn.fetchval(
-                    "DELETE FROM voicecall_mailbox WHERE id = $1 RETURNING body", int(box))
+                    "DELETE FROM voicecall_mailbox WHERE id = $1 RETURNING body", int(box)
+                )
         except (StoreError, ValueError) as exc:
             logger.warning("a message between daemons was lost: %s", exc)
             return
@@ -580,14 +659,18 @@ class PostgresStore:
         """Record where the other daemons reach this daemon's webhook port (host:port)."""
         self._address = address
         async with self._conn("advertise in", write=True) as conn:
-            await conn.execute("UPDATE voicecall_daemons SET address = $2 WHERE daemon_id = $1",
-                               self.daemon_id, address)
+            await conn.execute(
+                "UPDATE voicecall_daemons SET address = $2 WHERE daemon_id = $1",
+                self.daemon_id,
+                address,
+            )
 
     async def address_of(self, daemon_id: str) -> str | None:
         """Where another daemon's webhook port is reached, if it said."""
         async with self._conn("read") as conn:
             found = await conn.fetchval(
-                "SELECT address FROM voicecall_daemons WHERE daemon_id = $1", daemon_id)
+                "SELECT address FROM voicecall_daemons WHERE daemon_id = $1", daemon_id
+            )
         return str(found) if found else None
 
     async def daemons(self) -> list[dict[str, Any]]:
@@ -595,10 +678,18 @@ class PostgresStore:
         async with self._conn("read") as conn:
             rows = await conn.fetch(
                 "SELECT daemon_id, host, pid, extract(epoch FROM now() - heartbeat_at) AS "
-                "silent FROM voicecall_daemons ORDER BY daemon_id")
-        return [{"daemonId": r["daemon_id"], "host": r["host"], "pid": r["pid"],
-                 "silentSeconds": round(float(r["silent"]), 1),
-                 "alive": float(r["silent"]) <= self.dead_after_seconds} for r in rows]
+                "silent FROM voicecall_daemons ORDER BY daemon_id"
+            )
+        return [
+            {
+                "daemonId": r["daemon_id"],
+                "host": r["host"],
+                "pid": r["pid"],
+                "silentSeconds": round(float(r["silent"]), 1),
+                "alive": float(r["silent"]) <= self.dead_after_seconds,
+            }
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------ reads
 
@@ -609,8 +700,9 @@ class PostgresStore:
     async def get_call(self, call_id: str) -> CallRecord | None:
         """One call by our id."""
         async with self._conn("read") as conn:
-            rows = await conn.fetch("SELECT record FROM voicecall_calls WHERE call_id = $1",
-                                    call_id)
+            rows = await conn.fetch(
+                "SELECT record FROM voicecall_calls WHERE call_id = $1", call_id
+            )
         calls = self._calls(rows)
         return calls[0] if calls else None
 
@@ -619,12 +711,15 @@ class PostgresStore:
         async with self._conn("read") as conn:
             rows = await conn.fetch(
                 "SELECT record FROM voicecall_calls WHERE provider_call_id = $1 "
-                "ORDER BY started_at DESC, created DESC LIMIT 1", provider_call_id)
+                "ORDER BY started_at DESC, created DESC LIMIT 1",
+                provider_call_id,
+            )
         calls = self._calls(rows)
         return calls[0] if calls else None
 
-    async def list_calls(self, *, live: bool | None = None, limit: int = 50,
-                         since: str | None = None) -> list[CallRecord]:
+    async def list_calls(
+        self, *, live: bool | None = None, limit: int = 50, since: str | None = None
+    ) -> list[CallRecord]:
         """Calls, newest first (ties: the one stored last first); `since` keeps calls started at
         or after it (one timestamp format, compared bytewise, so text order is time order)."""
         clauses: list[str] = []
@@ -640,7 +735,9 @@ class PostgresStore:
         async with self._conn("read") as conn:
             rows = await conn.fetch(
                 f"SELECT record FROM voicecall_calls {where} "  # noqa: S608 - fixed clauses
-                f"ORDER BY started_at DESC, created DESC LIMIT ${len(args)}", *args)
+                f"ORDER BY started_at DESC, created DESC LIMIT ${len(args)}",
+                *args,
+            )
         return self._calls(rows)
 
     async def recent_events(self, call_id: str | None, limit: int) -> list[CallEvent]:
@@ -649,20 +746,31 @@ class PostgresStore:
             if call_id is None:
                 rows = await conn.fetch(
                     "SELECT seq, at, call_id, type, data FROM voicecall_events "
-                    "ORDER BY seq DESC LIMIT $1", limit)
+                    "ORDER BY seq DESC LIMIT $1",
+                    limit,
+                )
             else:
                 rows = await conn.fetch(
                     "SELECT seq, at, call_id, type, data FROM voicecall_events "
-                    "WHERE call_id = $1 ORDER BY seq DESC LIMIT $2", call_id, limit)
-        return [CallEvent(int(r["seq"]), r["at"], r["call_id"], EventType(r["type"]),
-                          json.loads(r["data"])) for r in reversed(rows)]
+                    "WHERE call_id = $1 ORDER BY seq DESC LIMIT $2",
+                    call_id,
+                    limit,
+                )
+        return [
+            CallEvent(
+                int(r["seq"]), r["at"], r["call_id"], EventType(r["type"]), json.loads(r["data"])
+            )
+            for r in reversed(rows)
+        ]
 
     async def turn_latencies(self, last: int) -> list[tuple[float, float]]:
         """(turn latency, listen wait) in ms of the last completed `continue` turns."""
         async with self._conn("read") as conn:
             rows = await conn.fetch(
                 "SELECT turn_latency_ms, listen_wait_ms FROM voicecall_events "
-                "WHERE turn_latency_ms IS NOT NULL ORDER BY seq DESC LIMIT $1", last)
+                "WHERE turn_latency_ms IS NOT NULL ORDER BY seq DESC LIMIT $1",
+                last,
+            )
         return [(float(r[0]), float(r[1] or 0.0)) for r in rows]
 
     # ------------------------------------------------------------------ replay cache
@@ -678,7 +786,10 @@ class PostgresStore:
         async with self._conn("read") as conn:
             row = await conn.fetchrow(
                 "SELECT status, content_type, body FROM voicecall_replay "
-                "WHERE key = $1 AND expires_at >= $2", key, now)
+                "WHERE key = $1 AND expires_at >= $2",
+                key,
+                now,
+            )
         if row is None:
             return None
         return WebhookReply(int(row["status"]), str(row["content_type"]), bytes(row["body"]))
@@ -692,23 +803,30 @@ class PostgresStore:
                 "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO UPDATE SET "
                 "expires_at = excluded.expires_at, status = excluded.status, "
                 "content_type = excluded.content_type, body = excluded.body",
-                key, expires, reply.status, reply.content_type, reply.body)
+                key,
+                expires,
+                reply.status,
+                reply.content_type,
+                reply.body,
+            )
         self._replay[key] = (expires, reply)
         if len(self._replay) > REPLAY_MEMORY_MAX:  # misses go to the database anyway
             for old in list(self._replay)[: REPLAY_MEMORY_MAX // 2]:
                 del self._replay[old]
 
 
-def _turn_figures(event_type: EventType | None,
-                  payload: dict[str, Any]) -> tuple[float | None, float | None]:
+def _turn_figures(
+    event_type: EventType | None, payload: dict[str, Any]
+) -> tuple[float | None, float | None]:
     """(turn latency, listen wait) of a completed `continue` turn's speech event, else Nones."""
     if event_type is not EventType.SPEECH:
         return None, None
     turn, wait = payload.get("turnLatencyMs"), payload.get("listenWaitMs")
     if not isinstance(turn, int | float) or isinstance(turn, bool):
         return None, None
-    return float(turn), (float(wait) if isinstance(wait, int | float)
-                         and not isinstance(wait, bool) else None)
+    return float(turn), (
+        float(wait) if isinstance(wait, int | float) and not isinstance(wait, bool) else None
+    )
 
 
 def lock_key(daemon_id: str) -> int:

@@ -131,13 +131,18 @@ class SqliteStore:
                 # Our own state folder, left readable by an older version: the store in it
                 # holds transcripts. (A socket folder is never fixed this way: see
                 # RpcServer._bind.)
-                logger.warning("made the store folder %s private (mode %o -> 700)", folder,
-                               info.st_mode & 0o777)
+                logger.warning(
+                    "made the store folder %s private (mode %o -> 700)",
+                    folder,
+                    info.st_mode & 0o777,
+                )
                 folder.chmod(0o700)
             handle = open(self._lock_path, "a+")  # noqa: SIM115 - held while the store is open
         except OSError as exc:
-            raise StoreError(f"cannot open the store in {folder}: {exc.strerror}; check the "
-                             "folder's permissions, or point `store` elsewhere") from None
+            raise StoreError(
+                f"cannot open the store in {folder}: {exc.strerror}; check the "
+                "folder's permissions, or point `store` elsewhere"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -173,8 +178,11 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             self.health.failed(error)
-            raise StoreError(f"the store {self.path} is unavailable ({exc}); nothing was "
-                             "changed: retry once it works again", error=error) from exc
+            raise StoreError(
+                f"the store {self.path} is unavailable ({exc}); nothing was "
+                "changed: retry once it works again",
+                error=error,
+            ) from exc
         if write:
             self.health.succeeded()
         return value
@@ -213,7 +221,9 @@ class SqliteStore:
                 )
                 rows: list[Row] = db.execute(
                     "SELECT key, expires_at, status, content_type, body FROM replay "
-                    "WHERE expires_at >= ? ORDER BY expires_at", (now,)).fetchall()
+                    "WHERE expires_at >= ? ORDER BY expires_at",
+                    (now,),
+                ).fetchall()
             except BaseException:
                 db.close()
                 raise
@@ -226,18 +236,23 @@ class SqliteStore:
             raise StoreError(
                 f"the SQLite store {self.path} has voicecall schema version {exc.found}, newer "
                 f"than this voicecall knows ({SCHEMA_VERSION}): a newer voicecall has used it; "
-                "upgrade voicecall, or point `store` at another folder") from None
+                "upgrade voicecall, or point `store` at another folder"
+            ) from None
         except (sqlite3.Error, OSError) as exc:
             if "locked" in str(exc):
                 raise StoreError(
                     f"cannot open the store {self.path}: another process holds it locked ({exc}); "
                     "close that process (another voicecall daemon? a sqlite3 shell?) or point "
-                    "`store` elsewhere") from exc
-            raise StoreError(f"cannot open the store {self.path}: {exc}; check the folder's "
-                             "permissions and free space, or point `store` elsewhere") from exc
+                    "`store` elsewhere"
+                ) from exc
+            raise StoreError(
+                f"cannot open the store {self.path}: {exc}; check the folder's "
+                "permissions and free space, or point `store` elsewhere"
+            ) from exc
         for key, expires, status, content_type, body in rows:
-            self._remember_in_memory(key, float(expires),
-                                     WebhookReply(int(status), str(content_type), bytes(body)))
+            self._remember_in_memory(
+                key, float(expires), WebhookReply(int(status), str(content_type), bytes(body))
+            )
 
     async def close(self) -> None:
         """Checkpoint, close and release the folder."""
@@ -285,15 +300,24 @@ class SqliteStore:
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT(call_id) DO UPDATE SET "
                     "provider_call_id=excluded.provider_call_id, live=excluded.live, "
                     "record=excluded.record",
-                    (call.call_id, call.provider_call_id, 0 if call.is_ended else 1,
-                     call.started_at, snapshot),
+                    (
+                        call.call_id,
+                        call.provider_call_id,
+                        0 if call.is_ended else 1,
+                        call.started_at,
+                        snapshot,
+                    ),
                 )
                 event = None
                 if event_type is not None:
                     cur = db.execute(
                         "INSERT INTO events (call_id, type, timestamp, data) VALUES (?, ?, ?, ?)",
-                        (call.call_id, event_type.value, timestamp,
-                         json.dumps(payload, separators=(",", ":"))),
+                        (
+                            call.call_id,
+                            event_type.value,
+                            timestamp,
+                            json.dumps(payload, separators=(",", ":")),
+                        ),
                     )
                     seq = cur.lastrowid
                     assert seq is not None
@@ -332,8 +356,9 @@ class SqliteStore:
     async def get_call(self, call_id: str) -> CallRecord | None:
         """One call by our id."""
         rows = await self._run(
-            lambda db: db.execute("SELECT record FROM calls WHERE call_id = ?", (call_id,))
-            .fetchall()
+            lambda db: db.execute(
+                "SELECT record FROM calls WHERE call_id = ?", (call_id,)
+            ).fetchall()
         )
         calls = self._calls(rows)
         return calls[0] if calls else None
@@ -350,8 +375,9 @@ class SqliteStore:
         calls = self._calls(rows)
         return calls[0] if calls else None
 
-    async def list_calls(self, *, live: bool | None = None, limit: int = 50,
-                         since: str | None = None) -> list[CallRecord]:
+    async def list_calls(
+        self, *, live: bool | None = None, limit: int = 50, since: str | None = None
+    ) -> list[CallRecord]:
         """Calls, newest first (timestamps share one format, so text order is time order)."""
         clauses = [] if live is None else [f"live = {1 if live else 0}"]
         args: list[Any] = []

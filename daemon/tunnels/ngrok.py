@@ -46,7 +46,7 @@ async def sdk_forward(addr: str, options: Mapping[str, str]) -> NgrokListener:
         import ngrok  # heavy native module: loaded only when this tunnel starts
     except ImportError:
         raise TunnelError(
-            "tunnel.provider = \"ngrok\" needs the ngrok package: pip install ngrok"
+            'tunnel.provider = "ngrok" needs the ngrok package: pip install ngrok'
         ) from None
     try:
         # Inside a running loop forward() returns an awaitable; outside it blocks. Accept both.
@@ -55,9 +55,11 @@ async def sdk_forward(addr: str, options: Mapping[str, str]) -> NgrokListener:
         if inspect.isawaitable(result):
             result = await result
     except Exception as exc:  # the SDK raises ValueError and friends; the token must not leak
-        raise TunnelError(f"ngrok refused to start the tunnel: {_redact(str(exc), options)}; "
-                          "check tunnel.ngrok_authtoken (or NGROK_AUTHTOKEN) and "
-                          "tunnel.ngrok_domain") from None
+        raise TunnelError(
+            f"ngrok refused to start the tunnel: {_redact(str(exc), options)}; "
+            "check tunnel.ngrok_authtoken (or NGROK_AUTHTOKEN) and "
+            "tunnel.ngrok_domain"
+        ) from None
     listener: NgrokListener = result  # type: ignore[assignment]
     return listener
 
@@ -103,7 +105,7 @@ class NgrokTunnel:
         """
         if not self.authtoken:
             raise TunnelError(
-                "tunnel.provider = \"ngrok\" needs an authtoken: set NGROK_AUTHTOKEN, or run "
+                'tunnel.provider = "ngrok" needs an authtoken: set NGROK_AUTHTOKEN, or run '
                 "`voicecall secrets set tunnel.ngrok_authtoken`"
             )
         if self._listener is not None:

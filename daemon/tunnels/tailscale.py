@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 TailscaleMode = Literal["serve", "funnel"]
 DEFAULT_TIMEOUT_SECONDS = 10.0
 ADMIN_ENABLE_URL = "https://login.tailscale.com/f/{mode}?node={node}"
-INSTALL_HINT = "install Tailscale (https://tailscale.com/download) or set tailscale.mode = \"off\""
+INSTALL_HINT = 'install Tailscale (https://tailscale.com/download) or set tailscale.mode = "off"'
 
 # What `tailscale serve|funnel` prints when the tailnet policy does not allow it, across
 # versions: "Funnel is not enabled on your tailnet", "Funnel not available; \"funnel\" node
@@ -72,8 +72,9 @@ async def _run(
             stderr=asyncio.subprocess.PIPE,
         )
     except FileNotFoundError:
-        raise TunnelError(f"the tailscale command was not found ({argv[0]!r}); {INSTALL_HINT}") \
-            from None
+        raise TunnelError(
+            f"the tailscale command was not found ({argv[0]!r}); {INSTALL_HINT}"
+        ) from None
     except PermissionError:
         raise TunnelError(
             f"the tailscale command {argv[0]!r} is not executable; {INSTALL_HINT}"

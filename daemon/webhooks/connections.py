@@ -99,9 +99,9 @@ class ConnectionGuard:
         else:
             self._per_address.pop(address, None)
 
-    def protocol_factory(self, handler_factory: Callable[[], asyncio.Protocol]) -> Callable[
-        [], asyncio.Protocol
-    ]:
+    def protocol_factory(
+        self, handler_factory: Callable[[], asyncio.Protocol]
+    ) -> Callable[[], asyncio.Protocol]:
         """What to give `loop.create_server`: guarded aiohttp request handlers."""
         return lambda: GuardedProtocol(self, handler_factory)
 
@@ -154,9 +154,22 @@ class _PausableTransport:
 class GuardedProtocol(asyncio.Protocol):
     """Admits a connection, times its headers, slices its input, then passes it to aiohttp."""
 
-    __slots__ = ("_address", "_backlog", "_eof", "_feed", "_guard", "_handler", "_inner",
-                 "_inner_factory", "_per_address", "_proxy", "_timer", "_transport", "_waiting",
-                 "holding")
+    __slots__ = (
+        "_address",
+        "_backlog",
+        "_eof",
+        "_feed",
+        "_guard",
+        "_handler",
+        "_inner",
+        "_inner_factory",
+        "_per_address",
+        "_proxy",
+        "_timer",
+        "_transport",
+        "_waiting",
+        "holding",
+    )
 
     def __init__(
         self, guard: ConnectionGuard, inner_factory: Callable[[], asyncio.Protocol]
@@ -192,8 +205,9 @@ class GuardedProtocol(asyncio.Protocol):
         self._address = str(parsed) if parsed is not None else str(host or "unknown")
         refusal = self._guard.admit(self._address)
         if refusal is not None:
-            self._guard.rejections.record("connection", None, refusal + ": closed at once",
-                                          self._address)
+            self._guard.rejections.record(
+                "connection", None, refusal + ": closed at once", self._address
+            )
             transport.abort()
             return
         self._transport = transport
@@ -313,11 +327,13 @@ class GuardedProtocol(asyncio.Protocol):
         """
         handler = self._inner
         parser = getattr(handler, "_payload_parser", None)
-        if (parser is None or getattr(handler, "_upgraded", False) is not True
-                or getattr(handler, "_data_received_cb", True) is not None
-                or bool(getattr(handler, "_message_tail", None))
-                or not all(hasattr(handler, name) for name in ("_close", "_force_close",
-                                                               "close"))):
+        if (
+            parser is None
+            or getattr(handler, "_upgraded", False) is not True
+            or getattr(handler, "_data_received_cb", True) is not None
+            or bool(getattr(handler, "_message_tail", None))
+            or not all(hasattr(handler, name) for name in ("_close", "_force_close", "close"))
+        ):
             return
         self._handler = handler
         self._feed = parser.feed_data
@@ -348,7 +364,9 @@ class GuardedProtocol(asyncio.Protocol):
         if not self._waiting or self._transport is None:
             return
         self._guard.rejections.record(
-            "connection", None, "headers not complete within serve.header_timeout_ms: closed",
+            "connection",
+            None,
+            "headers not complete within serve.header_timeout_ms: closed",
             self._address,
         )
         self._transport.abort()
@@ -376,9 +394,16 @@ class GuardedSite(web.TCPSite):
 
     __slots__ = ("_guard",)
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
-                 guard: ConnectionGuard, reuse_address: bool = True,
-                 reuse_port: bool | None = None) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        guard: ConnectionGuard,
+        reuse_address: bool = True,
+        reuse_port: bool | None = None,
+    ) -> None:
         super().__init__(runner, host, port, reuse_address=reuse_address, reuse_port=reuse_port)
         self._guard = guard
 
@@ -425,7 +450,10 @@ def ensure_fd_limit(max_connections: int) -> int:
             logger.warning(
                 "serve.max_connections = %d needs about %d open files but the limit is %d: "
                 "raise it (LimitNOFILE= in the systemd unit, `ulimit -n`) or lower "
-                "serve.max_connections", max_connections, needed, soft,
+                "serve.max_connections",
+                max_connections,
+                needed,
+                soft,
             )
     return int(soft)
 
@@ -451,8 +479,9 @@ class MalformedRequestSummary(logging.Filter):
         ):
             return True
         address = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        self.rejections.record("HTTP request", exc.code or 400,
-                               f"malformed ({type(exc).__name__})", str(address))
+        self.rejections.record(
+            "HTTP request", exc.code or 400, f"malformed ({type(exc).__name__})", str(address)
+        )
         return False
 
 

@@ -25,8 +25,15 @@ Kind = tuple[str, int | None, str, str]
 class RejectionLog:
     """Counts rejections per kind and logs a bounded summary (see the module docstring)."""
 
-    __slots__ = ("_clock", "_counts", "_flush_handle", "_logger", "_max_keys", "_window",
-                 "_window_end")
+    __slots__ = (
+        "_clock",
+        "_counts",
+        "_flush_handle",
+        "_logger",
+        "_max_keys",
+        "_window",
+        "_window_end",
+    )
 
     def __init__(
         self,
@@ -65,7 +72,11 @@ class RejectionLog:
             self._counts[kind] = 0
             self._logger.warning(
                 "%s rejected%s: %s (client %s); more like it are summarised every %g s",
-                what, _with(status), reason, kind[3], self._window,
+                what,
+                _with(status),
+                reason,
+                kind[3],
+                self._window,
             )
             return
         self._counts[kind] = count + 1
@@ -97,7 +108,12 @@ class RejectionLog:
                 what, status, reason, address = kind
                 self._logger.warning(
                     "%s rejected%s: %s (client %s): %d more in the last %g s",
-                    what, _with(status), reason, address, count, self._window,
+                    what,
+                    _with(status),
+                    reason,
+                    address,
+                    count,
+                    self._window,
                 )
                 active[kind] = 0
         self._counts = active

@@ -326,7 +326,9 @@ class WebhookServer:
             if first is None:
                 return _plain(500, "Internal Server Error")
             self.rejections.record(
-                "webhook", 200, f"duplicate {self.provider.name} delivery answered as a replay",
+                "webhook",
+                200,
+                f"duplicate {self.provider.name} delivery answered as a replay",
                 webhook.remote,
             )
             return _to_response(self.provider.replay_reply(_first_reply(first)))
@@ -342,7 +344,9 @@ class WebhookServer:
             if seen is not None:
                 outcome = seen
                 self.rejections.record(
-                    "webhook", 200, f"replayed {self.provider.name} webhook delivery ignored",
+                    "webhook",
+                    200,
+                    f"replayed {self.provider.name} webhook delivery ignored",
                     webhook.remote,
                 )
                 return _to_response(self.provider.replay_reply(_first_reply(seen)))

@@ -75,15 +75,22 @@ def reserve_port(host: str, port: int) -> socket.socket:
         sock.close()
         raise ConfigError(
             f"cannot listen on {host}:{port} for webhooks ({exc.strerror}); another program (or "
-            "daemon) uses it: set serve.port to a free port, or 0 for any free port") from None
+            "daemon) uses it: set serve.port to a free port, or 0 for any free port"
+        ) from None
     return sock
 
 
 class Parent:
     """Runs and watches the workers of one `voicecall daemon run --workers N`."""
 
-    def __init__(self, count: int, paths: Paths, bind: str, port: int,
-                 worker_argv: Callable[[int, int, int], list[str]]) -> None:
+    def __init__(
+        self,
+        count: int,
+        paths: Paths,
+        bind: str,
+        port: int,
+        worker_argv: Callable[[int, int, int], list[str]],
+    ) -> None:
         self.count = count
         self.paths = paths
         self.bind = bind
@@ -108,9 +115,13 @@ class Parent:
             signal.signal(signal.SIGHUP, self._on_hup)
             for worker in self._workers:
                 self._spawn(worker)
-            logger.info("voicecall daemon: %d workers on port %s, socket %s (pids %s)",
-                        self.count, self.port, self.paths.socket,
-                        ", ".join(str(w.proc.pid) for w in self._workers if w.proc))
+            logger.info(
+                "voicecall daemon: %d workers on port %s, socket %s (pids %s)",
+                self.count,
+                self.port,
+                self.paths.socket,
+                ", ".join(str(w.proc.pid) for w in self._workers if w.proc),
+            )
             self._watch()
         finally:
             self._stop_all()
@@ -146,18 +157,30 @@ class Parent:
         assert self._rpc_sock is not None
         fd = self._rpc_sock.fileno()
         env = dict(os.environ)
-        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
-                     "LISTEN_PID", "LISTEN_FDNAMES"):
+        for name in (
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+        ):
             env.pop(name, None)  # systemd talks to the parent only
         proc = subprocess.Popen(
-            self._argv(worker.index, self.port, fd), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(fd,), env=env,
-            preexec_fn=_die_with_parent)
+            self._argv(worker.index, self.port, fd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(fd,),
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
         worker.proc = proc
         worker.started = time.monotonic()
         assert proc.stdout is not None
-        worker.pump = threading.Thread(target=_pump, args=(proc.stdout,),
-                                       name=f"worker-{worker.index}-log", daemon=True)
+        worker.pump = threading.Thread(
+            target=_pump, args=(proc.stdout,), name=f"worker-{worker.index}-log", daemon=True
+        )
         worker.pump.start()
 
     def _watch(self) -> None:
@@ -179,16 +202,25 @@ class Parent:
         quick = time.monotonic() - worker.started < QUICK_DEATH_SECONDS
         worker.quick_deaths = worker.quick_deaths + 1 if quick else 0
         if code == EX_CONFIG or worker.quick_deaths >= QUICK_DEATHS_ALLOWED:
-            logger.error("worker %d (pid %s) exited with %s %s; stopping every worker",
-                         worker.index, worker.proc.pid if worker.proc else "?", how,
-                         "(a configuration error)" if code == EX_CONFIG else
-                         f"{worker.quick_deaths} times right after starting")
+            logger.error(
+                "worker %d (pid %s) exited with %s %s; stopping every worker",
+                worker.index,
+                worker.proc.pid if worker.proc else "?",
+                how,
+                "(a configuration error)"
+                if code == EX_CONFIG
+                else f"{worker.quick_deaths} times right after starting",
+            )
             self._exit = code if code > 0 else 1
             self._stopping = True
             return
-        logger.warning("worker %d (pid %s) exited with %s; starting it again (its calls are "
-                       "taken back under the restart rules, never re-dialled)", worker.index,
-                       worker.proc.pid if worker.proc else "?", how)
+        logger.warning(
+            "worker %d (pid %s) exited with %s; starting it again (its calls are "
+            "taken back under the restart rules, never re-dialled)",
+            worker.index,
+            worker.proc.pid if worker.proc else "?",
+            how,
+        )
         time.sleep(RESTART_DELAY_SECONDS * worker.quick_deaths)
         if not self._stopping:
             self._spawn(worker)
@@ -201,8 +233,9 @@ class Parent:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                logger.error("worker %d (pid %s) did not stop in 30 s; killing it",
-                             worker.index, proc.pid)
+                logger.error(
+                    "worker %d (pid %s) did not stop in 30 s; killing it", worker.index, proc.pid
+                )
                 proc.kill()
                 proc.wait()
             if worker.pump is not None:
@@ -214,8 +247,16 @@ def _pump(stream: IO[bytes]) -> None:
     with stream:
         for raw in stream:
             line = raw.decode("utf-8", "replace").rstrip("\n")
-            record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s", (line,),
-                                       None, extra={"worker_line": True})
+            record = logger.makeRecord(
+                logger.name,
+                logging.INFO,
+                __file__,
+                0,
+                "%s",
+                (line,),
+                None,
+                extra={"worker_line": True},
+            )
             for handler in logging.getLogger().handlers:  # the worker filtered by level
                 handler.handle(record)
 

@@ -36,12 +36,16 @@ def tool(client: RpcClient, **arguments: Any) -> dict[str, Any]:
 
 def is_error(result: dict[str, Any], *fragments: str) -> bool:
     """True when `result` is exactly `{error: sentence}` and the sentence holds `fragments`."""
-    return (set(result) == {"error"} and isinstance(result["error"], str)
-            and all(f in result["error"] for f in fragments))
+    return (
+        set(result) == {"error"}
+        and isinstance(result["error"], str)
+        and all(f in result["error"] for f in fragments)
+    )
 
 
 def wait_live(client: RpcClient, call_id: str) -> dict[str, Any]:
     """Poll get_status until the call is connected; return the status result."""
+
     def live() -> dict[str, Any]:  # {} (falsy) until connected
         status = tool(client, action="get_status", callId=call_id)
         return status if status["call"]["state"] in LIVE_STATES else {}
@@ -65,8 +69,9 @@ def client(daemon: DaemonHarness) -> Iterator[RpcClient]:
 
 def test_conversation_actions_and_their_result_shapes(client: RpcClient) -> None:
     """initiate_call, get_status, continue_call (twice), speak_to_user, end_call (twice)."""
-    started = tool(client, action="initiate_call", message="Hi, it's the clinic.", to=TO,
-                   mode="conversation")
+    started = tool(
+        client, action="initiate_call", message="Hi, it's the clinic.", to=TO, mode="conversation"
+    )
     assert set(started) == {"callId", "initiated"} and started["initiated"] is True
     call_id = started["callId"]
 
@@ -77,27 +82,39 @@ def test_conversation_actions_and_their_result_shapes(client: RpcClient) -> None
     assert record["direction"] == "outbound" and record["mode"] == "conversation"
 
     assert tool(client, action="continue_call", callId=call_id, message="Does Tuesday work?") == {
-        "success": True, "transcript": "Yes, Tuesday works."}
+        "success": True,
+        "transcript": "Yes, Tuesday works.",
+    }
     assert tool(client, action="continue_call", callId=call_id, message="Anything else?") == {
-        "success": True, "transcript": "No, that is all."}
+        "success": True,
+        "transcript": "No, that is all.",
+    }
     assert tool(client, action="speak_to_user", callId=call_id, message="Bye now.") == {
-        "success": True}
+        "success": True
+    }
     assert tool(client, action="end_call", callId=call_id) == {"success": True}
     # Ending an ended call is not a mistake (SPEC section 5, voicecall.end).
     assert tool(client, action="end_call", callId=call_id) == {"success": True}
 
     ended = tool(client, action="get_status", callId=call_id)["call"]
     assert ended["state"] == "hangup-bot" and ended["endedAt"]
-    assert [t["speaker"] for t in ended["transcript"]] == ["bot", "bot", "user", "bot", "user",
-                                                           "bot"]
+    assert [t["speaker"] for t in ended["transcript"]] == [
+        "bot",
+        "bot",
+        "user",
+        "bot",
+        "user",
+        "bot",
+    ]
 
 
 def test_notify_call_speaks_and_hangs_up(make_daemon: MakeDaemon) -> None:
     """A notify call returns {callId, initiated} and ends by itself after the message."""
     d = make_daemon(FAST_MOCK + "[outbound]\nnotify_hangup_delay_seconds = 0\n")
     with d.client() as client:
-        started = tool(client, action="initiate_call", message="Your order has shipped.", to=TO,
-                       mode="notify")
+        started = tool(
+            client, action="initiate_call", message="Your order has shipped.", to=TO, mode="notify"
+        )
         assert set(started) == {"callId", "initiated"}
         call_id = started["callId"]
 
@@ -108,7 +125,8 @@ def test_notify_call_speaks_and_hangs_up(make_daemon: MakeDaemon) -> None:
         record = wait_for(ended, message="the notify call to hang up")
     assert record["mode"] == "notify"
     assert [(t["speaker"], t["text"]) for t in record["transcript"]] == [
-        ("bot", "Your order has shipped.")]
+        ("bot", "Your order has shipped.")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -120,8 +138,10 @@ def test_notify_call_speaks_and_hangs_up(make_daemon: MakeDaemon) -> None:
         ({"action": "initiate_call"}, ("message required",)),
         ({"action": "initiate_call", "message": "   "}, ("message required",)),
         ({"action": "initiate_call", "message": "Hi", "to": "555-1234"}, ("E.164",)),
-        ({"action": "initiate_call", "message": "Hi", "to": TO, "mode": "shout"},
-         ("mode = 'shout'", "notify or conversation")),
+        (
+            {"action": "initiate_call", "message": "Hi", "to": TO, "mode": "shout"},
+            ("mode = 'shout'", "notify or conversation"),
+        ),
         ({"action": "continue_call", "message": "Hello?"}, ("callId required",)),
         ({"action": "speak_to_user", "message": "Hello?"}, ("callId required",)),
         ({"action": "end_call"}, ("callId required",)),
@@ -129,15 +149,20 @@ def test_notify_call_speaks_and_hangs_up(make_daemon: MakeDaemon) -> None:
         ({"action": "get_status", "callId": ""}, ("callId required",)),
         ({"action": "continue_call", "callId": "abc"}, ("callId and message required",)),
         ({"action": "speak_to_user", "callId": "abc"}, ("callId and message required",)),
-        ({"action": "continue_call", "callId": "no-such-call", "message": "Hi"},
-         ("no call with id 'no-such-call'",)),
-        ({"action": "speak_to_user", "callId": "no-such-call", "message": "Hi"},
-         ("no call with id 'no-such-call'",)),
+        (
+            {"action": "continue_call", "callId": "no-such-call", "message": "Hi"},
+            ("no call with id 'no-such-call'",),
+        ),
+        (
+            {"action": "speak_to_user", "callId": "no-such-call", "message": "Hi"},
+            ("no call with id 'no-such-call'",),
+        ),
         ({"action": "end_call", "callId": "no-such-call"}, ("no call with id 'no-such-call'",)),
     ],
 )
-def test_bad_arguments_return_an_error_sentence(client: RpcClient, arguments: dict[str, Any],
-                                                expected: tuple[str, ...]) -> None:
+def test_bad_arguments_return_an_error_sentence(
+    client: RpcClient, arguments: dict[str, Any], expected: tuple[str, ...]
+) -> None:
     """Each SPEC section 7 error shape is `{error: sentence}`, with the sentence that names it."""
     result = tool(client, **arguments)
     assert is_error(result, *expected), result
@@ -155,23 +180,31 @@ def test_unknown_call_id_in_get_status_is_not_found(client: RpcClient) -> None:
 
 def test_actions_on_an_ended_call_are_errors(client: RpcClient) -> None:
     """continue_call and speak_to_user on an ended call tell the agent to place a new call."""
-    call_id = tool(client, action="initiate_call", message="Hi", to=TO,
-                   mode="conversation")["callId"]
+    call_id = tool(client, action="initiate_call", message="Hi", to=TO, mode="conversation")[
+        "callId"
+    ]
     wait_live(client, call_id)
     assert tool(client, action="end_call", callId=call_id) == {"success": True}
-    assert is_error(tool(client, action="continue_call", callId=call_id, message="Still there?"),
-                    call_id, "ended")
-    assert is_error(tool(client, action="speak_to_user", callId=call_id, message="Hello?"),
-                    call_id, "ended")
+    assert is_error(
+        tool(client, action="continue_call", callId=call_id, message="Still there?"),
+        call_id,
+        "ended",
+    )
+    assert is_error(
+        tool(client, action="speak_to_user", callId=call_id, message="Hello?"), call_id, "ended"
+    )
 
 
 def test_continue_before_the_call_is_answered_is_an_error(make_daemon: MakeDaemon) -> None:
     """continue_call waits for a ringing call, then says it is not connected after the timeout."""
-    d = make_daemon("ring_timeout_seconds = 1\n"
-                    + FAST_MOCK.replace("answer_delay_ms = 30", "answer_delay_ms = 60000"))
+    d = make_daemon(
+        "ring_timeout_seconds = 1\n"
+        + FAST_MOCK.replace("answer_delay_ms = 30", "answer_delay_ms = 60000")
+    )
     with d.client() as client:
-        call_id = tool(client, action="initiate_call", message="Hi", to=TO,
-                       mode="conversation")["callId"]
+        call_id = tool(client, action="initiate_call", message="Hi", to=TO, mode="conversation")[
+            "callId"
+        ]
         result = tool(client, action="continue_call", callId=call_id, message="Hello?")
         assert is_error(result, call_id, "not connected"), result
         assert tool(client, action="end_call", callId=call_id) == {"success": True}
@@ -181,8 +214,9 @@ def test_continue_times_out_when_the_caller_says_nothing(make_daemon: MakeDaemon
     """With no reply within transcript_timeout_ms, continue_call is an {error}; the call lives."""
     d = make_daemon("transcript_timeout_ms = 300\n" + FAST_MOCK)
     with d.client() as client:
-        call_id = tool(client, action="initiate_call", message="Hi", to=TO,
-                       mode="conversation")["callId"]
+        call_id = tool(client, action="initiate_call", message="Hi", to=TO, mode="conversation")[
+            "callId"
+        ]
         wait_live(client, call_id)
         result = tool(client, action="continue_call", callId=call_id, message="Hello?")
         assert is_error(result, "no reply", call_id), result
@@ -195,8 +229,9 @@ def test_the_concurrent_call_limit_is_an_error(make_daemon: MakeDaemon) -> None:
     d = make_daemon("max_concurrent_calls = 1\n" + FAST_MOCK)
     with d.client() as client:
         first = tool(client, action="initiate_call", message="Hi", to=TO, mode="conversation")
-        second = tool(client, action="initiate_call", message="Hi", to="+15550004321",
-                      mode="conversation")
+        second = tool(
+            client, action="initiate_call", message="Hi", to="+15550004321", mode="conversation"
+        )
         assert is_error(second, "max_concurrent_calls"), second
         assert tool(client, action="end_call", callId=first["callId"]) == {"success": True}
 

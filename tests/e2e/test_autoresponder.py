@@ -33,8 +33,10 @@ async def test_inbound_caller_gets_model_replies() -> None:
         try:
             await asyncio.to_thread(d.start)
             started = await asyncio.to_thread(
-                d.rpc, "mock.inbound",
-                {"from": "+15550001111", "utterances": ["When do you open?", "Thanks!"]})
+                d.rpc,
+                "mock.inbound",
+                {"from": "+15550001111", "utterances": ["When do you open?", "Thanks!"]},
+            )
             call_id = started["callId"]
 
             def transcript() -> list[tuple[str, str]]:
@@ -42,7 +44,8 @@ async def test_inbound_caller_gets_model_replies() -> None:
                 return [(t["speaker"], t["text"]) for t in call["transcript"]]
 
             lines = await asyncio.to_thread(
-                wait_for, lambda: len(t := transcript()) >= 5 and t, 10.0, 0.02, "replies")
+                wait_for, lambda: len(t := transcript()) >= 5 and t, 10.0, 0.02, "replies"
+            )
             assert lines[:5] == [
                 ("bot", "Hello, Acme clinic."),
                 ("user", "When do you open?"),
@@ -67,7 +70,8 @@ async def test_model_failure_is_spoken_as_an_apology() -> None:
         try:
             await asyncio.to_thread(d.start)
             started = await asyncio.to_thread(
-                d.rpc, "mock.inbound", {"from": "+15550001111", "utterances": ["Hello?"]})
+                d.rpc, "mock.inbound", {"from": "+15550001111", "utterances": ["Hello?"]}
+            )
 
             def last_bot() -> str | None:
                 call = d.call_record(started["callId"])

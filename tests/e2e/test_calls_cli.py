@@ -50,8 +50,9 @@ def test_call_wait_prints_events_until_the_end(make_daemon) -> None:
 def test_conversation_with_two_continue_turns(make_daemon) -> None:
     """Two `continue` turns return the mock replies in order and land in the transcript."""
     d = make_daemon(CONVERSATION)
-    call_id = d.cli_json("call", "--to", "+15550001234", "-m", "Hi, it's the clinic.",
-                         "--mode", "conversation")["callId"]
+    call_id = d.cli_json(
+        "call", "--to", "+15550001234", "-m", "Hi, it's the clinic.", "--mode", "conversation"
+    )["callId"]
     d.wait_state(call_id, "speaking", "active", "answered")
     first = d.cli("continue", "--call-id", call_id, "-m", "Does Tuesday work?")
     assert first.returncode == 0, first.stderr
@@ -76,8 +77,9 @@ def test_conversation_with_two_continue_turns(make_daemon) -> None:
 def test_speak_and_status_human_output(make_daemon) -> None:
     """`speak` and `status` print readable text; status lists active calls."""
     d = make_daemon(CONVERSATION)
-    call_id = d.cli_json("call", "--to", "+15550001234", "-m", "Hello",
-                         "--mode", "conversation")["callId"]
+    call_id = d.cli_json("call", "--to", "+15550001234", "-m", "Hello", "--mode", "conversation")[
+        "callId"
+    ]
     d.wait_state(call_id, "speaking")
     spoken = d.cli("speak", "--call-id", call_id, "-m", "One moment please.")
     assert spoken.returncode == 0 and spoken.stdout.strip() == "Spoken."
@@ -94,15 +96,30 @@ def test_tail_prints_backlog_then_follows(make_daemon) -> None:
     """`tail --no-follow --json` prints stored events; a following tail sees new ones live."""
     d = make_daemon(FAST_MOCK + "[outbound]\nnotify_hangup_delay_seconds = 0\n")
     follower = subprocess.Popen(
-        [sys.executable, "-m", "voicecall_cli", "--socket", str(d.socket), "tail", "--json",
-         "--since", "0"], env=d.env, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "voicecall_cli",
+            "--socket",
+            str(d.socket),
+            "tail",
+            "--json",
+            "--since",
+            "0",
+        ],
+        env=d.env,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         wait_for(lambda: d.rpc("daemon.status")["pid"], message="daemon")
         # The follower must be subscribed before the call starts; poll its connection.
         call_id = None
         seen: list[dict[str, object]] = []
-        wait_for(lambda: d.rpc("daemon.status")["tailSubscribers"] == 1,
-                 message="tail subscription")
+        wait_for(
+            lambda: d.rpc("daemon.status")["tailSubscribers"] == 1, message="tail subscription"
+        )
         call_id = d.cli_json("call", "--to", "+15550001234", "-m", "Tail me")["callId"]
         assert follower.stdout is not None
         for line in follower.stdout:
@@ -111,8 +128,13 @@ def test_tail_prints_backlog_then_follows(make_daemon) -> None:
             if event["type"] == "call.ended":
                 break
         types = [e["type"] for e in seen if e["callId"] == call_id]
-        assert types == ["call.initiated", "call.ringing", "call.answered", "call.speaking",
-                         "call.ended"]
+        assert types == [
+            "call.initiated",
+            "call.ringing",
+            "call.answered",
+            "call.speaking",
+            "call.ended",
+        ]
         assert all(isinstance(e["seq"], int) for e in seen)
     finally:
         follower.terminate()
@@ -120,7 +142,10 @@ def test_tail_prints_backlog_then_follows(make_daemon) -> None:
     backlog = d.cli("tail", "--call-id", call_id, "--no-follow", "--json", "--since", "3")
     assert backlog.returncode == 0, backlog.stderr
     assert [json.loads(x)["type"] for x in backlog.stdout.splitlines()] == [
-        "call.answered", "call.speaking", "call.ended"]
+        "call.answered",
+        "call.speaking",
+        "call.ended",
+    ]
     human = d.cli("tail", "--call-id", call_id, "--no-follow", "--since", "1")
     assert "call.ended reason=hangup-bot" in human.stdout
 
@@ -139,9 +164,13 @@ def test_exit_statuses(make_daemon) -> None:
     d.stop()
     down = d.cli("--no-autostart", "status")
     assert down.returncode == 3 and "voicecall daemon start" in down.stderr
-    env_off = subprocess.run([sys.executable, "-m", "voicecall_cli", "--socket", str(d.socket),
-                              "status"], env={**d.env, "VOICECALL_NO_AUTOSTART": "1"},
-                             capture_output=True, text=True, check=False)
+    env_off = subprocess.run(
+        [sys.executable, "-m", "voicecall_cli", "--socket", str(d.socket), "status"],
+        env={**d.env, "VOICECALL_NO_AUTOSTART": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert env_off.returncode == 3
     not_running = d.cli("daemon", "status", "--json")
     assert not_running.returncode == 3 and json.loads(not_running.stdout) == {"running": False}
@@ -152,8 +181,14 @@ def test_socket_is_private_and_single_instance(make_daemon) -> None:
     d = make_daemon(FAST_MOCK)
     assert stat.S_IMODE(d.socket.stat().st_mode) == 0o600
     assert stat.S_IMODE(d.socket.parent.stat().st_mode) == 0o700
-    second = subprocess.run([sys.executable, "-m", "daemon", "--socket", str(d.socket)],
-                            env=d.env, capture_output=True, text=True, timeout=30, check=False)
+    second = subprocess.run(
+        [sys.executable, "-m", "daemon", "--socket", str(d.socket)],
+        env=d.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert second.returncode != 0
     assert "already running" in second.stderr
     assert d.rpc("daemon.status")["running"] is True
@@ -174,8 +209,9 @@ def test_stale_socket_is_removed_at_start(make_daemon) -> None:
 
 def test_bad_config_is_refused_naming_the_key(make_daemon) -> None:
     """The daemon refuses to start on a bad config; the CLI says which key and why."""
-    d = make_daemon("max_duration_seconds = -5\n[serve]\nport = 'abc'\nbogus_key = 1\n",
-                    start=False)
+    d = make_daemon(
+        "max_duration_seconds = -5\n[serve]\nport = 'abc'\nbogus_key = 1\n", start=False
+    )
     done = d.cli("status")
     assert done.returncode == 3
     assert 'serve.port = "abc": expected an integer from 0 to 65535' in done.stderr
@@ -186,21 +222,32 @@ def test_bad_config_is_refused_naming_the_key(make_daemon) -> None:
 
 def test_cli_import_stays_light() -> None:
     """The CLI package imports no aiohttp, uvloop, numpy or provider SDK."""
-    code = ("import sys, voicecall_cli.main\n"
-            "heavy = {'aiohttp','uvloop','twilio','telnyx','plivo','numpy','soxr','keyring',"
-            "'tomlkit','mcp','nacl'} & set(sys.modules)\n"
-            "print(sorted(heavy))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=REPO)
+    code = (
+        "import sys, voicecall_cli.main\n"
+        "heavy = {'aiohttp','uvloop','twilio','telnyx','plivo','numpy','soxr','keyring',"
+        "'tomlkit','mcp','nacl'} & set(sys.modules)\n"
+        "print(sorted(heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
     assert out.stdout.strip() == "[]"
 
 
 def test_concurrent_autostarts_end_with_one_daemon(make_daemon) -> None:
     """Six CLIs autostarting at once all succeed against one daemon; its socket stays."""
     d = make_daemon(FAST_MOCK, start=False)
-    procs = [subprocess.Popen([sys.executable, "-m", "voicecall_cli", "--socket", str(d.socket),
-                               "status", "--json"], env=d.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=REPO) for _ in range(6)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "voicecall_cli", "--socket", str(d.socket), "status", "--json"],
+            env=d.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for _ in range(6)
+    ]
     results = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, [err for _, err in results]
     pid = d.rpc("daemon.status")["pid"]

@@ -24,10 +24,15 @@ SILENT_THEN_REPLY = FAST_MOCK + 'replies = ["", "Second answer"]\n'
 
 
 def _spawn(d: DaemonHarness, *args: str, env: dict[str, str] | None = None) -> pexpect.spawn:
-    return pexpect.spawn(sys.executable, ["-m", "voicecall_cli", "--socket", str(d.socket),
-                                          *args],
-                         env=env or d.env, cwd=str(REPO), encoding="utf-8", timeout=60,
-                         dimensions=(24, 200))
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "voicecall_cli", "--socket", str(d.socket), *args],
+        env=env or d.env,
+        cwd=str(REPO),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(24, 200),
+    )
 
 
 def _conversation(d: DaemonHarness) -> str:
@@ -41,12 +46,21 @@ def _conversation(d: DaemonHarness) -> str:
 def test_call_prints_the_bare_id_on_stdout_for_shell_capture(make_daemon) -> None:
     """`ID=$(voicecall call ...)` captures exactly the id; progress goes to stderr."""
     d = make_daemon(SILENT_THEN_REPLY)
-    script = ('ID=$("$PY" -m voicecall_cli --socket "$SOCK" call --to +15550001234 -m Hello '
-              '--mode conversation) && "$PY" -m voicecall_cli --socket "$SOCK" status '
-              '--call-id "$ID" --json')
+    script = (
+        'ID=$("$PY" -m voicecall_cli --socket "$SOCK" call --to +15550001234 -m Hello '
+        '--mode conversation) && "$PY" -m voicecall_cli --socket "$SOCK" status '
+        '--call-id "$ID" --json'
+    )
     env = {**d.env, "PY": sys.executable, "SOCK": str(d.socket)}
-    done = subprocess.run(["sh", "-c", script], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        ["sh", "-c", script],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert '"found":true' in done.stdout
     assert "Calling +15550001234 (conversation): call " in done.stderr
@@ -91,8 +105,7 @@ def test_cancel_rpc_fails_the_pending_continue_at_once(make_daemon) -> None:
     waiter = threading.Thread(target=wait)
     waiter.start()
     d.wait_state(call_id, "listening")
-    assert d.rpc("voicecall.cancel", {"callId": call_id}) == {"success": True,
-                                                              "cancelled": True}
+    assert d.rpc("voicecall.cancel", {"callId": call_id}) == {"success": True, "cancelled": True}
     cancelled_at = time.monotonic()
     waiter.join(30)
     assert outcome["error"].code == -32005
@@ -109,8 +122,9 @@ def test_cancel_rpc_fails_the_pending_continue_at_once(make_daemon) -> None:
 def test_ctrl_c_while_following_a_call_exits_130(make_daemon) -> None:
     """`call --wait` interrupted: exit 130, the call stays up."""
     d = make_daemon(SILENT_THEN_REPLY)
-    child = _spawn(d, "call", "--to", "+15550001234", "-m", "Hi", "--mode", "conversation",
-                   "--wait")
+    child = _spawn(
+        d, "call", "--to", "+15550001234", "-m", "Hi", "--mode", "conversation", "--wait"
+    )
     child.expect("following call")
     child.expect("call.speaking")
     child.sendintr()
@@ -126,8 +140,9 @@ def test_status_line_respects_no_color(make_daemon) -> None:
     """On a terminal the wait is shown; with NO_COLOR it carries no colour escape."""
     d = make_daemon(SILENT_THEN_REPLY)
     call_id = _conversation(d)
-    child = _spawn(d, "continue", "--call-id", call_id, "-m", "Still there?",
-                   env={**d.env, "NO_COLOR": "1"})
+    child = _spawn(
+        d, "continue", "--call-id", call_id, "-m", "Still there?", env={**d.env, "NO_COLOR": "1"}
+    )
     child.expect(r"\| waiting for the caller's reply on call " + call_id)
     child.sendintr()
     child.expect(pexpect.EOF)

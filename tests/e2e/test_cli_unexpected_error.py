@@ -17,13 +17,24 @@ pytestmark = pytest.mark.e2e
 
 def _run_into_full_stdout(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`voicecall ARGS > /dev/full`: every write to stdout fails with ENOSPC."""
-    env = {**os.environ, "VOICECALL_HOME": str(home), "VOICECALL_NO_KEYRING": "1",
-           "VOICECALL_NO_AUTOSTART": "1"}
+    env = {
+        **os.environ,
+        "VOICECALL_HOME": str(home),
+        "VOICECALL_NO_KEYRING": "1",
+        "VOICECALL_NO_AUTOSTART": "1",
+    }
     env.pop("VOICECALL_CONFIG", None)
     with open("/dev/full", "w") as full:
-        return subprocess.run([sys.executable, "-m", "voicecall_cli", *args], stdout=full,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-                              timeout=60, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "voicecall_cli", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=60,
+            check=False,
+        )
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")

@@ -8,7 +8,7 @@ from tests.harness import FAST_MOCK, DaemonHarness
 
 pytestmark = pytest.mark.e2e
 
-DUPLICATE_TABLE = "[serve]\nport = 0\n\n[serve]\nbind = \"127.0.0.1\"\n"
+DUPLICATE_TABLE = '[serve]\nport = 0\n\n[serve]\nbind = "127.0.0.1"\n'
 
 
 def test_a_mistyped_top_level_command_gets_a_suggestion(make_daemon) -> None:
@@ -24,8 +24,9 @@ def test_message_from_stdin_and_from_a_file(make_daemon) -> None:
     """`-m -` reads stdin, `-m @FILE` a file, `-m @@x` says "@x"; a missing file is an error."""
     d: DaemonHarness = make_daemon(FAST_MOCK + 'replies = ["Fine."]\n')
     (d.home / "msg.txt").write_text("Hello from a file.\n")
-    from_file = d.cli("call", "--to", "+15550001234", "-m", f"@{d.home / 'msg.txt'}",
-                      "--mode", "conversation")
+    from_file = d.cli(
+        "call", "--to", "+15550001234", "-m", f"@{d.home / 'msg.txt'}", "--mode", "conversation"
+    )
     assert from_file.returncode == 0, from_file.stderr
     call_id = from_file.stdout.strip()
     d.wait_state(call_id, "speaking", "active", "answered")
@@ -55,7 +56,9 @@ def test_a_toml_syntax_error_reads_the_same_in_validate_set_and_unset(make_daemo
         messages.add(done.stderr)
     assert len(messages) == 1, messages
     message = messages.pop()
-    assert message.startswith(f"Error: {d.home / 'config.toml'} is not valid TOML at line 4, "
-                              "column 7 (`[serve]`): the table [serve] is declared twice")
+    assert message.startswith(
+        f"Error: {d.home / 'config.toml'} is not valid TOML at line 4, "
+        "column 7 (`[serve]`): the table [serve] is declared twice"
+    )
     assert "Cannot declare" not in message and "('serve',)" not in message
     assert (d.home / "config.toml").read_text() == DUPLICATE_TABLE

@@ -73,8 +73,9 @@ async def test_kill_9_one_daemon_mid_call_and_another_takes_its_calls_over(
     b = await daemon(make_daemon, config(sim, pg_url))
     ids = []
     for message in ("First call", "Second call"):
-        result = await rpc(a, "voicecall.initiate", {"to": TO, "message": message,
-                                                     "mode": "conversation"})
+        result = await rpc(
+            a, "voicecall.initiate", {"to": TO, "message": message, "mode": "conversation"}
+        )
         ids.append(result["callId"])
     for call_id in ids:
         await until_state(a, call_id, "listening", "active", "speaking")
@@ -110,6 +111,7 @@ async def test_kill_9_one_daemon_mid_call_and_another_takes_its_calls_over(
 
 # ---------------------------------------------------------------------- behind a load balancer
 
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -122,8 +124,9 @@ async def balancer() -> AsyncIterator[Balancer]:
         yield lb
 
 
-async def pair(make_daemon: Callable[..., DaemonHarness], sim: TwilioSimulator, pg_url: str,
-               lb: Balancer) -> tuple[DaemonHarness, DaemonHarness]:
+async def pair(
+    make_daemon: Callable[..., DaemonHarness], sim: TwilioSimulator, pg_url: str, lb: Balancer
+) -> tuple[DaemonHarness, DaemonHarness]:
     """Daemons A and B behind `lb`, sharing `pg_url` and one public_url (the balancer's)."""
     ports = [free_port(), free_port()]
     public = f"{lb.origin}/voice/webhook"
@@ -139,8 +142,7 @@ def handled_by(lb: Balancer, call_id: str) -> set[int]:
 
 
 async def test_tail_on_any_daemon_sees_every_calls_events(
-    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness],
-    pg_url: str
+    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness], pg_url: str
 ) -> None:
     """`tail` on B shows, live, the events of a call A placed and runs."""
     a, b = await pair(make_daemon, sim, pg_url, balancer)
@@ -158,8 +160,9 @@ async def test_tail_on_any_daemon_sees_every_calls_events(
 
     follower = asyncio.create_task(asyncio.to_thread(follow))
     assert await asyncio.to_thread(subscribed.wait, 10)
-    call_id = (await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hello",
-                                                   "mode": "conversation"}))["callId"]
+    call_id = (
+        await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hello", "mode": "conversation"})
+    )["callId"]
     await until_state(a, call_id, "listening", "active", "speaking")
     assert await rpc(a, "voicecall.end", {"callId": call_id}) == {"success": True}
     await asyncio.wait_for(follower, 30)
@@ -174,19 +177,22 @@ async def test_tail_on_any_daemon_sees_every_calls_events(
 
 
 async def test_continue_on_a_returns_the_transcript_that_reached_b(
-    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness],
-    pg_url: str
+    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness], pg_url: str
 ) -> None:
     """Every webhook of A's call lands on B; A's `continue` still returns what the caller said
     (B sends each webhook to A, and A's TwiML answers go back through B)."""
     a, b = await pair(make_daemon, sim, pg_url, balancer)
     balancer.route = lambda path: 1  # everything to B
-    call_id = (await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hi, the clinic.",
-                                                   "mode": "conversation"}))["callId"]
+    call_id = (
+        await rpc(
+            a,
+            "voicecall.initiate",
+            {"to": TO, "message": "Hi, the clinic.", "mode": "conversation"},
+        )
+    )["callId"]
     await until_state(a, call_id, "listening", "active", "speaking")
     sim.say_next("Tuesday works.")
-    turn = await rpc(a, "voicecall.continue", {"callId": call_id,
-                                               "message": "Does Tuesday work?"})
+    turn = await rpc(a, "voicecall.continue", {"callId": call_id, "message": "Does Tuesday work?"})
     assert turn == {"success": True, "transcript": "Tuesday works."}
     assert handled_by(balancer, call_id) == {1}, "the call's webhooks all reached B"
     assert await active_calls(a) == 1 and await active_calls(b) == 0
@@ -197,21 +203,21 @@ async def test_continue_on_a_returns_the_transcript_that_reached_b(
 
 
 async def test_speak_dtmf_and_end_on_b_reach_the_daemon_running_the_call(
-    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness],
-    pg_url: str
+    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness], pg_url: str
 ) -> None:
     """`speak`, `dtmf` and `end` sent to B act on the call A runs; errors come back as A
     gives them."""
     a, b = await pair(make_daemon, sim, pg_url, balancer)
-    call_id = (await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hello",
-                                                   "mode": "conversation"}))["callId"]
+    call_id = (
+        await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hello", "mode": "conversation"})
+    )["callId"]
     await until_state(a, call_id, "listening", "active", "speaking")
     sid = (await record(a, call_id))["providerCallId"]
-    assert await rpc(b, "voicecall.speak", {"callId": call_id, "message": "Said via B"}) \
-        == {"success": True}
+    assert await rpc(b, "voicecall.speak", {"callId": call_id, "message": "Said via B"}) == {
+        "success": True
+    }
     await until(lambda: "Said via B" in sim.calls[sid].spoken, 15, "Twilio to say it")
-    assert await rpc(b, "voicecall.dtmf", {"callId": call_id, "digits": "42"}) \
-        == {"success": True}
+    assert await rpc(b, "voicecall.dtmf", {"callId": call_id, "digits": "42"}) == {"success": True}
     await until(lambda: "42" in sim.calls[sid].digits, 15, "Twilio to play the digits")
     with pytest.raises(RpcRemoteError) as bad:
         await rpc(b, "voicecall.dtmf", {"callId": call_id, "digits": "x"})
@@ -224,8 +230,11 @@ async def test_speak_dtmf_and_end_on_b_reach_the_daemon_running_the_call(
 
 @pytest.mark.parametrize("policy", ["open", "disabled"])
 async def test_a_replay_is_caught_whichever_daemon_saw_the_first_delivery(
-    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness],
-    pg_url: str, policy: str
+    sim: TwilioSimulator,
+    balancer: Balancer,
+    make_daemon: Callable[..., DaemonHarness],
+    pg_url: str,
+    policy: str,
 ) -> None:
     """An inbound call's voice request reaches A; the same delivery, byte for byte, sent to B is
     answered as a replay (an empty `<Response/>`, SPEC 8.6): no second call, nothing applied
@@ -265,8 +274,9 @@ async def test_a_daemon_stopped_cleanly_hands_its_calls_over_at_once(
     well before A could have been presumed dead (four heartbeats), and can end it."""
     a = await daemon(make_daemon, config(sim, pg_url))
     b = await daemon(make_daemon, config(sim, pg_url))
-    call_id = (await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hello",
-                                                   "mode": "conversation"}))["callId"]
+    call_id = (
+        await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hello", "mode": "conversation"})
+    )["callId"]
     await until_state(a, call_id, "listening", "active", "speaking")
     await asyncio.to_thread(a.stop)
     stopped = time.monotonic()
@@ -280,29 +290,42 @@ async def test_a_daemon_stopped_cleanly_hands_its_calls_over_at_once(
 
 
 async def test_a_media_stream_landing_on_b_reaches_the_daemon_running_the_call(
-    sim: TwilioSimulator, balancer: Balancer, openai: FakeOpenAI,
-    make_daemon: Callable[..., DaemonHarness], pg_url: str
+    sim: TwilioSimulator,
+    balancer: Balancer,
+    openai: FakeOpenAI,
+    make_daemon: Callable[..., DaemonHarness],
+    pg_url: str,
 ) -> None:
     """Webhooks reach A, which runs the call; the call's media websocket reaches B. B passes
     the stream through to A: A's speech reaches the caller over it, the keys the caller presses
     on it answer A's `continue`, and B runs no session of its own."""
     ports = [free_port(), free_port()]
     public = f"{balancer.origin}/voice/webhook"
-    text = twilio_stream_config(sim, openai).replace("[serve]\nport = 0",
-                                                     "[serve]\nport = {port}")
+    text = twilio_stream_config(sim, openai).replace("[serve]\nport = 0", "[serve]\nport = {port}")
     text = f'store = "{pg_url}"\npublic_url = "{public}"\n' + text
     a = await daemon(make_daemon, text.replace("{port}", str(ports[0])))
     b = await daemon(make_daemon, text.replace("{port}", str(ports[1])))
     balancer.backends = [f"http://127.0.0.1:{port}" for port in ports]
     balancer.route = lambda path: 1 if path.startswith("/voice/stream") else 0
-    call_id = (await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hi, the clinic.",
-                                                   "mode": "conversation"}))["callId"]
+    call_id = (
+        await rpc(
+            a,
+            "voicecall.initiate",
+            {"to": TO, "message": "Hi, the clinic.", "mode": "conversation"},
+        )
+    )["callId"]
     await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().media), 20)
     stream = sim.only_call().media[-1]
-    await until(lambda: any(path.startswith("/voice/stream") and index == 1
-                            for path, index in balancer.handled), 20, "the stream to reach B")
-    pending = asyncio.create_task(rpc(a, "voicecall.continue",
-                                      {"callId": call_id, "message": "Which option?"}))
+    await until(
+        lambda: any(
+            path.startswith("/voice/stream") and index == 1 for path, index in balancer.handled
+        ),
+        20,
+        "the stream to reach B",
+    )
+    pending = asyncio.create_task(
+        rpc(a, "voicecall.continue", {"callId": call_id, "message": "Which option?"})
+    )
     await until_state(a, call_id, "listening")
     await until(lambda: len(stream.frames) > 0, 20, "A's speech to reach the caller")
     await stream.press("73#")

@@ -37,12 +37,26 @@ def home(tmp_path: Path) -> Path:
 
 
 def run(home: Path, *args: str, extra_env: dict[str, str] | None = None) -> Result:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("VOICECALL_", "TWILIO_", "TELNYX_", "PLIVO_", "OPENAI_"))}
-    env.update(VOICECALL_HOME=str(home), VOICECALL_NO_KEYRING="1", NO_COLOR="1",
-               PYTHONPATH=str(ROOT), **(extra_env or {}))
-    proc = subprocess.run([sys.executable, "-m", "voicecall_cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VOICECALL_", "TWILIO_", "TELNYX_", "PLIVO_", "OPENAI_"))
+    }
+    env.update(
+        VOICECALL_HOME=str(home),
+        VOICECALL_NO_KEYRING="1",
+        NO_COLOR="1",
+        PYTHONPATH=str(ROOT),
+        **(extra_env or {}),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "voicecall_cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -51,7 +65,9 @@ def test_path(home: Path) -> None:
     result = run(home, "config", "path")
     assert (result.status, result.stdout) == (0, f"{home / 'config.toml'}\n")
     assert run(home, "config", "path", "--json").json == {
-        "path": str(home / "config.toml"), "exists": False}
+        "path": str(home / "config.toml"),
+        "exists": False,
+    }
 
 
 def test_init_then_validate(home: Path) -> None:
@@ -65,14 +81,19 @@ def test_init_then_validate(home: Path) -> None:
     result = run(home, "config", "validate")
     assert (result.status, result.stdout) == (0, f"config OK: {home / 'config.toml'}\n")
     assert run(home, "config", "validate", "--json").json == {
-        "valid": True, "path": str(home / "config.toml"), "errors": [], "warnings": []}
+        "valid": True,
+        "path": str(home / "config.toml"),
+        "errors": [],
+        "warnings": [],
+    }
 
 
 def test_validate_names_every_bad_key(home: Path) -> None:
     """validate prints each problem with its key and exits 1."""
     home.mkdir()
-    (home / "config.toml").write_text('provider = "twillio"\nfromNumber = "+15550001234"\n'
-                                      '[serve]\nport = "abc"\n')
+    (home / "config.toml").write_text(
+        'provider = "twillio"\nfromNumber = "+15550001234"\n[serve]\nport = "abc"\n'
+    )
     result = run(home, "config", "validate")
     assert result.status == 1 and result.stdout == ""
     assert 'provider = "twillio": expected one of' in result.stderr
@@ -98,7 +119,9 @@ def test_set_get_keeps_comments(home: Path) -> None:
     assert run(home, "config", "get", "serve.port").stdout == "8080\n"
     assert run(home, "config", "get", "from_number").stdout == "+15550001234\n"
     assert run(home, "config", "get", "tts.openai.voice", "--json").json == {
-        "key": "tts.openai.voice", "value": "nova"}
+        "key": "tts.openai.voice",
+        "value": "nova",
+    }
     unset = run(home, "config", "get", "to_number")
     assert unset.status == 1 and "to_number is unset" in unset.stderr
 
@@ -117,18 +140,30 @@ def test_set_secret_makes_file_private_and_show_masks(home: Path) -> None:
     shown = run(home, "config", "show")
     assert shown.status == 0 and "hunter2" not in shown.stdout
     assert 'auth_token = "********" # from config file' in shown.stdout
-    env_shown = run(home, "config", "show", "--json",
-                    extra_env={"TWILIO_AUTH_TOKEN": "from-env", "OPENAI_API_KEY": "sk-x"})
+    env_shown = run(
+        home,
+        "config",
+        "show",
+        "--json",
+        extra_env={"TWILIO_AUTH_TOKEN": "from-env", "OPENAI_API_KEY": "sk-x"},
+    )
     data = env_shown.json
     assert "from-env" not in env_shown.stdout and "sk-x" not in env_shown.stdout
-    assert data["secretSources"] == {"twilio.auth_token": "env", "streaming.api_key": "env",
-                                     "agent.api_key": "env", "tts.openai.api_key": "env",
-                                     "messages.tts.openai.api_key": "env",
-                                     "realtime.api_key": "env"}
+    assert data["secretSources"] == {
+        "twilio.auth_token": "env",
+        "streaming.api_key": "env",
+        "agent.api_key": "env",
+        "tts.openai.api_key": "env",
+        "messages.tts.openai.api_key": "env",
+        "realtime.api_key": "env",
+    }
     config = data["config"]
     assert isinstance(config, dict) and config["twilio"]["auth_token"] == "********"
     assert {k: config["serve"][k] for k in ("bind", "port", "path")} == {
-        "bind": "127.0.0.1", "port": 3334, "path": "/voice/webhook"}
+        "bind": "127.0.0.1",
+        "port": 3334,
+        "path": "/voice/webhook",
+    }
     assert run(home, "config", "get", "twilio.auth_token").stdout == "********\n"
 
 
@@ -187,17 +222,19 @@ def test_import_openclaw(home: Path, tmp_path: Path) -> None:
 
 def test_help_has_examples(home: Path) -> None:
     """Every config command documents examples."""
-    for command in ("init", "show", "get", "set", "unset", "validate", "path",
-                    "import-openclaw"):
+    for command in ("init", "show", "get", "set", "unset", "validate", "path", "import-openclaw"):
         result = run(home, "config", command, "--help")
         assert result.status == 0 and "Examples:" in result.stdout, command
 
 
 def test_cli_import_stays_light() -> None:
     """Importing the CLI does not pull in tomlkit, keyring, json5 or the config package."""
-    code = ("import sys, voicecall_cli.main; "
-            "print(sorted(m for m in ('tomlkit', 'keyring', 'json5', 'aiohttp', "
-            "'daemon.config.loader') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    code = (
+        "import sys, voicecall_cli.main; "
+        "print(sorted(m for m in ('tomlkit', 'keyring', 'json5', 'aiohttp', "
+        "'daemon.config.loader') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert proc.stdout.strip() == "[]", proc.stderr

@@ -19,8 +19,15 @@ def _run(home: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "VOICECALL_HOME": home, "VOICECALL_NO_KEYRING": "1"}
     for key in ("VOICECALL_CONFIG", "VOICECALL_SOCKET"):
         env.pop(key, None)
-    return subprocess.run([sys.executable, "-m", "voicecall_cli", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "voicecall_cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("args", [("set", "provider", "mock"), ("unset", "provider")])

@@ -33,7 +33,7 @@ SID = "AC" + "0" * 32
 TOKEN = "tok-doctor-5ecret-value"
 LINE = re.compile(r"^(OK|WARN|FAIL) ([a-z][a-z0-9_.]*): (.+?)(?: — (.+))?$")
 
-KEYRING_BACKEND = '''
+KEYRING_BACKEND = """
 import json, os
 from keyring.backend import KeyringBackend
 
@@ -51,7 +51,7 @@ class JsonKeyring(KeyringBackend):
         raise NotImplementedError
     def delete_password(self, service, username):
         raise NotImplementedError
-'''
+"""
 
 
 @dataclass
@@ -80,13 +80,26 @@ def home() -> Iterator[Path]:
 
 
 def base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.endswith(("_TOKEN", "_API_KEY", "_AUTHTOKEN", "_PUBLIC_KEY", "_SID",
-                              "_AUTH_ID"))
-           and k not in ("VOICECALL_CONFIG", "VOICECALL_SOCKET", "XDG_RUNTIME_DIR",
-                         "TWILIO_FROM_NUMBER", "TWILIO_REGION", "TWILIO_EDGE")}
-    env.update(VOICECALL_HOME=str(home), VOICECALL_NO_KEYRING="1",
-               PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring", NO_COLOR="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith(("_TOKEN", "_API_KEY", "_AUTHTOKEN", "_PUBLIC_KEY", "_SID", "_AUTH_ID"))
+        and k
+        not in (
+            "VOICECALL_CONFIG",
+            "VOICECALL_SOCKET",
+            "XDG_RUNTIME_DIR",
+            "TWILIO_FROM_NUMBER",
+            "TWILIO_REGION",
+            "TWILIO_EDGE",
+        )
+    }
+    env.update(
+        VOICECALL_HOME=str(home),
+        VOICECALL_NO_KEYRING="1",
+        PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
+        NO_COLOR="1",
+    )
     return env
 
 
@@ -103,7 +116,11 @@ def parse(done: subprocess.CompletedProcess[str]) -> Result:
 def doctor(home: Path, *args: str, env: dict[str, str] | None = None) -> Result:
     done = subprocess.run(
         [sys.executable, "-m", "voicecall_cli", "--no-autostart", "doctor", *args],
-        env=env or base_env(home), text=True, capture_output=True, timeout=60, cwd=ROOT,
+        env=env or base_env(home),
+        text=True,
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
         check=False,
     )
     if "--json" in args:
@@ -114,9 +131,16 @@ def doctor(home: Path, *args: str, env: dict[str, str] | None = None) -> Result:
 async def adoctor(home: Path, *args: str, env: dict[str, str] | None = None) -> Result:
     """Run doctor without blocking the event loop (a fake API answers on this loop)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "voicecall_cli", "--no-autostart", "doctor", *args,
-        env=env or base_env(home), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "voicecall_cli",
+        "--no-autostart",
+        "doctor",
+        *args,
+        env=env or base_env(home),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
@@ -138,12 +162,15 @@ def write(home: Path, text: str) -> None:
 
 def twilio_config(api: str, port: int, *, token_in_file: bool = True, extra: str = "") -> str:
     token = f'auth_token = "{TOKEN}"\n' if token_in_file else ""
-    return (f'provider = "twilio"\nfrom_number = "+15550001111"\n{extra}\n'
-            f'[twilio]\naccount_sid = "{SID}"\n{token}api_base_url = "{api}"\n'
-            f"[serve]\nport = {port}\n")
+    return (
+        f'provider = "twilio"\nfrom_number = "+15550001111"\n{extra}\n'
+        f'[twilio]\naccount_sid = "{SID}"\n{token}api_base_url = "{api}"\n'
+        f"[serve]\nport = {port}\n"
+    )
 
 
 # --- the fake Twilio API --------------------------------------------------------------------------
+
 
 @dataclass
 class FakeTwilio:
@@ -158,10 +185,18 @@ class FakeTwilio:
         user, _, password = base64.b64decode(auth.removeprefix("Basic ")).decode().partition(":")
         self.seen.append({"path": request.path, "user": user, "password": password})
         if self.status != 200:
-            return web.json_response({"code": 20003, "message": "Authenticate",
-                                      "status": self.status}, status=self.status)
-        return web.json_response({"sid": request.match_info["sid"], "status": "active",
-                                  "friendly_name": "doctor test", "type": "Full"})
+            return web.json_response(
+                {"code": 20003, "message": "Authenticate", "status": self.status},
+                status=self.status,
+            )
+        return web.json_response(
+            {
+                "sid": request.match_info["sid"],
+                "status": "active",
+                "friendly_name": "doctor test",
+                "type": "Full",
+            }
+        )
 
 
 @pytest.fixture
@@ -182,6 +217,7 @@ async def twilio_api() -> AsyncIterator[FakeTwilio]:
 
 # --- tests ----------------------------------------------------------------------------------------
 
+
 def test_no_config_runs_the_mock_and_passes(home: Path) -> None:
     """No config file: every check is OK or WARN and the exit status is 0."""
     port_free = True
@@ -194,8 +230,16 @@ def test_no_config_runs_the_mock_and_passes(home: Path) -> None:
             port_free = False  # some other program holds the default port on this machine
     result = doctor(home)
     ids = [i for _, i, _, _ in result.lines]
-    assert ids == ["config", "secrets.backend", "secrets", "exposure", "exposure.stream",
-                   "daemon", "port", "provider.api"]
+    assert ids == [
+        "config",
+        "secrets.backend",
+        "secrets",
+        "exposure",
+        "exposure.stream",
+        "daemon",
+        "port",
+        "provider.api",
+    ]
     for status, check_id, _, _ in result.lines:
         if check_id != "port" or port_free:
             assert status in ("OK", "WARN"), result.stdout
@@ -226,13 +270,21 @@ def test_json_shape(home: Path) -> None:
 
 def test_bad_config_fails_with_one_line_per_key(home: Path) -> None:
     """Every error and missing value is its own FAIL line naming the key; exit 1."""
-    write(home, 'provider = "plivo"\nmax_duration_seconds = -1\nbogus_key = 1\n'
-                "[serve]\nport = 99999\n")
+    write(
+        home,
+        'provider = "plivo"\nmax_duration_seconds = -1\nbogus_key = 1\n[serve]\nport = 99999\n',
+    )
     result = doctor(home, "--offline")
     assert result.code == 1
     fails = [m for s, m, _ in result.by_id("config") if s == "FAIL"]
-    for key in ("max_duration_seconds", "bogus_key", "serve.port", "from_number",
-                "plivo.auth_id", "plivo.auth_token"):
+    for key in (
+        "max_duration_seconds",
+        "bogus_key",
+        "serve.port",
+        "from_number",
+        "plivo.auth_id",
+        "plivo.auth_token",
+    ):
         assert sum(key in m for m in fails) >= 1, (key, result.stdout)
     assert len(fails) >= 6
     assert all(fix for s, _, fix in result.by_id("config") if s == "FAIL")
@@ -250,8 +302,14 @@ def test_unparsable_config_fails_and_still_reports_the_daemon(home: Path) -> Non
 
 def test_twilio_secret_in_config_file_warns_and_is_never_printed(home: Path) -> None:
     """A secret read from the config file is a WARN recommending `voicecall secrets set`."""
-    write(home, twilio_config("https://api.twilio.com", free_port(),
-                              extra='public_url = "https://voice.example.com/voice/webhook"'))
+    write(
+        home,
+        twilio_config(
+            "https://api.twilio.com",
+            free_port(),
+            extra='public_url = "https://voice.example.com/voice/webhook"',
+        ),
+    )
     result = doctor(home, "--offline")
     assert result.code == 0, result.stdout
     status, message, fix = result.by_id("secret.twilio.auth_token")[0]
@@ -264,20 +322,31 @@ def test_twilio_secret_in_config_file_warns_and_is_never_printed(home: Path) -> 
 
 def test_secret_from_env_and_from_keyring_say_where(home: Path, tmp_path: Path) -> None:
     """The source of each secret is named: environment variable, or the OS keyring."""
-    write(home, twilio_config("https://api.twilio.com", free_port(), token_in_file=False,
-                              extra='public_url = "https://voice.example.com/voice/webhook"'))
+    write(
+        home,
+        twilio_config(
+            "https://api.twilio.com",
+            free_port(),
+            token_in_file=False,
+            extra='public_url = "https://voice.example.com/voice/webhook"',
+        ),
+    )
     env = {**base_env(home), "TWILIO_AUTH_TOKEN": TOKEN}
     result = doctor(home, "--offline", env=env)
     assert result.by_id("secret.twilio.auth_token")[0][:2] == (
-        "OK", "set from the environment (TWILIO_AUTH_TOKEN)")
+        "OK",
+        "set from the environment (TWILIO_AUTH_TOKEN)",
+    )
 
     (tmp_path / "testkr.py").write_text(KEYRING_BACKEND)
     (tmp_path / "kr.json").write_text(json.dumps({"voicecall/twilio.auth_token": TOKEN}))
     env = base_env(home)
     del env["VOICECALL_NO_KEYRING"]
-    env.update(PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]),
-               PYTHON_KEYRING_BACKEND="testkr.JsonKeyring",
-               TEST_KEYRING_FILE=str(tmp_path / "kr.json"))
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]),
+        PYTHON_KEYRING_BACKEND="testkr.JsonKeyring",
+        TEST_KEYRING_FILE=str(tmp_path / "kr.json"),
+    )
     result = doctor(home, "--offline", env=env)
     assert result.code == 0, result.stdout
     assert result.status("secrets.backend") == "OK"
@@ -300,8 +369,10 @@ def test_unusable_keyring_is_a_warning(home: Path) -> None:
 
 def test_twilio_without_public_url_fails_naming_the_three_ways(home: Path) -> None:
     """A real provider on a local-only webhook: FAIL naming public_url, ngrok and funnel."""
-    write(home, twilio_config("https://api.twilio.com", free_port(),
-                              extra="[streaming]\nenabled = true"))
+    write(
+        home,
+        twilio_config("https://api.twilio.com", free_port(), extra="[streaming]\nenabled = true"),
+    )
     result = doctor(home, "--offline")
     assert result.code == 1
     status, message, fix = result.by_id("exposure")[0]
@@ -316,9 +387,15 @@ def test_twilio_without_public_url_fails_naming_the_three_ways(home: Path) -> No
 
 def test_public_url_derives_the_stream_url(home: Path) -> None:
     """With public_url and streaming, the wss stream URL is derived from it."""
-    write(home, twilio_config("https://api.twilio.com", free_port(),
-                              extra='public_url = "https://voice.example.com/voice/webhook"\n'
-                                    "[streaming]\nenabled = true"))
+    write(
+        home,
+        twilio_config(
+            "https://api.twilio.com",
+            free_port(),
+            extra='public_url = "https://voice.example.com/voice/webhook"\n'
+            "[streaming]\nenabled = true",
+        ),
+    )
     result = doctor(home, "--offline")
     status, message, _ = result.by_id("exposure.stream")[0]
     assert status == "OK" and "wss://voice.example.com/voice/stream" in message
@@ -331,8 +408,9 @@ async def test_twilio_credentials_accepted(home: Path, twilio_api: FakeTwilio) -
     assert result.code == 0, result.stdout + result.stderr
     status, message, _ = result.by_id("provider.api")[0]
     assert status == "OK" and "credentials accepted" in message and SID in message
-    assert twilio_api.seen == [{"path": f"/2010-04-01/Accounts/{SID}.json", "user": SID,
-                                "password": TOKEN}]
+    assert twilio_api.seen == [
+        {"path": f"/2010-04-01/Accounts/{SID}.json", "user": SID, "password": TOKEN}
+    ]
     assert result.status("exposure") == "OK"  # a local API (simulator) may use a local webhook
 
 
@@ -385,20 +463,31 @@ def test_running_daemon_owns_its_port(make_daemon: Callable[..., DaemonHarness])
 
 def tailscale_env(home: Path, log: Path, **extra: str) -> dict[str, str]:
     env = base_env(home)
-    env.update(PATH=os.pathsep.join([str(ROOT / "tests" / "fakes"), env.get("PATH", "")]),
-               FAKE_TAILSCALE_LOG=str(log), **extra)
+    env.update(
+        PATH=os.pathsep.join([str(ROOT / "tests" / "fakes"), env.get("PATH", "")]),
+        FAKE_TAILSCALE_LOG=str(log),
+        **extra,
+    )
     return env
 
 
 def test_tailscale_funnel_publishes_webhook_and_stream(home: Path, tmp_path: Path) -> None:
     """Funnel: both URLs on the node's DNS name; doctor only reads `tailscale status`."""
     log = tmp_path / "ts.log"
-    write(home, twilio_config("https://api.twilio.com", free_port(),
-                              extra='[tailscale]\nmode = "funnel"\n[streaming]\nenabled = true'))
+    write(
+        home,
+        twilio_config(
+            "https://api.twilio.com",
+            free_port(),
+            extra='[tailscale]\nmode = "funnel"\n[streaming]\nenabled = true',
+        ),
+    )
     result = doctor(home, "--offline", env=tailscale_env(home, log))
     assert result.code == 0, result.stdout
     assert result.by_id("exposure")[0][:2] == (
-        "OK", "tailscale funnel publishes https://box.tail1234.ts.net/voice/webhook")
+        "OK",
+        "tailscale funnel publishes https://box.tail1234.ts.net/voice/webhook",
+    )
     status, message, _ = result.by_id("exposure.stream")[0]
     assert status == "OK" and "wss://box.tail1234.ts.net/voice/stream" in message
     calls = [json.loads(line) for line in log.read_text().splitlines()]
@@ -407,8 +496,10 @@ def test_tailscale_funnel_publishes_webhook_and_stream(home: Path, tmp_path: Pat
 
 def test_tailscale_down_fails(home: Path, tmp_path: Path) -> None:
     """Funnel configured but tailscaled not running: FAIL with how to start it."""
-    write(home, twilio_config("https://api.twilio.com", free_port(),
-                              extra='[tailscale]\nmode = "funnel"'))
+    write(
+        home,
+        twilio_config("https://api.twilio.com", free_port(), extra='[tailscale]\nmode = "funnel"'),
+    )
     env = tailscale_env(home, tmp_path / "ts.log", FAKE_TAILSCALE_DOWN="1")
     result = doctor(home, "--offline", env=env)
     assert result.code == 1
@@ -419,10 +510,13 @@ def test_tailscale_down_fails(home: Path, tmp_path: Path) -> None:
 
 # --- realtime mode --------------------------------------------------------------------------------
 
+
 def _realtime_config(url: str, *, key: str | None, streaming: bool = True) -> str:
     key_line = f'api_key = "{key}"\n' if key else ""
-    return (f"[streaming]\nenabled = {'true' if streaming else 'false'}\n"
-            f'[realtime]\nenabled = true\nbase_url = "{url}"\n{key_line}')
+    return (
+        f"[streaming]\nenabled = {'true' if streaming else 'false'}\n"
+        f'[realtime]\nenabled = true\nbase_url = "{url}"\n{key_line}'
+    )
 
 
 async def test_realtime_key_and_url_accepted_and_refused(home: Path) -> None:

@@ -63,13 +63,17 @@ def dtmf_events(d: DaemonHarness, call_id: str) -> list[str]:
 
 async def continue_via_cli(d: DaemonHarness, call_id: str, message: str) -> asyncio.Task[Any]:
     """`voicecall continue --json` in a thread (it blocks until the caller answers)."""
-    return asyncio.create_task(asyncio.to_thread(
-        d.cli_json, "continue", "--call-id", call_id, "-m", message))
+    return asyncio.create_task(
+        asyncio.to_thread(d.cli_json, "continue", "--call-id", call_id, "-m", message)
+    )
 
 
 async def conversation(d: DaemonHarness) -> str:
-    result = await rpc(d, "voicecall.initiate",
-                       {"message": "Hi, it's the clinic.", "to": TO, "mode": "conversation"})
+    result = await rpc(
+        d,
+        "voicecall.initiate",
+        {"message": "Hi, it's the clinic.", "to": TO, "mode": "conversation"},
+    )
     return str(result["callId"])
 
 
@@ -157,8 +161,9 @@ async def test_telnyx_stream_dtmf_frames_answer_a_continue(
     `call.dtmf.received` webhook for a call whose stream is live is not counted twice."""
     d = await start(make_daemon, telnyx_stream_config(telnyx, openai))
     call_id = await conversation(d)
-    await telnyx.wait_for(lambda: bool(telnyx.calls) and any(
-        s.open for s in telnyx.only_call().streams), 15)
+    await telnyx.wait_for(
+        lambda: bool(telnyx.calls) and any(s.open for s in telnyx.only_call().streams), 15
+    )
     call = telnyx.only_call()
     pending = await continue_via_cli(d, call_id, "Which option?")
     await telnyx.wait_for(lambda: d.call_record(call_id)["state"] == "listening", 15)
@@ -196,8 +201,9 @@ async def test_plivo_stream_dtmf_frames_answer_a_continue(
     """Plivo stream `dtmf` frames answer a streamed call's turn."""
     d = await start(make_daemon, plivo_stream_config(plivo, openai))
     call_id = await conversation(d)
-    await plivo.wait_for(lambda: bool(plivo.calls) and any(
-        s.open for s in plivo.only_call().streams), 15)
+    await plivo.wait_for(
+        lambda: bool(plivo.calls) and any(s.open for s in plivo.only_call().streams), 15
+    )
     call = plivo.only_call()
     pending = await continue_via_cli(d, call_id, "Which option?")
     await plivo.wait_for(lambda: d.call_record(call_id)["state"] == "listening", 15)

@@ -83,8 +83,15 @@ async def test_restart_reconciles_live_calls_concurrently_not_5s_each() -> None:
     store = SqliteStore(folder)
     await store.open()
     for i in range(3):
-        record = CallRecord(f"c{i}", "mock", Direction.OUTBOUND, CallMode.CONVERSATION,
-                            "+15550000000", "+15550001234", provider_call_id=f"mock-c{i}")
+        record = CallRecord(
+            f"c{i}",
+            "mock",
+            Direction.OUTBOUND,
+            CallMode.CONVERSATION,
+            "+15550000000",
+            "+15550001234",
+            provider_call_id=f"mock-c{i}",
+        )
         record.state = CallState.RINGING
         await store.record(record, EventType.INITIATED)
     await store.close()
@@ -106,12 +113,18 @@ async def test_concurrent_inbound_deliveries_create_one_call() -> None:
     is None` check across its await, and two call records are made for one provider call."""
     folder = _folder()
     engine = await _engine(MockProvider(), folder, inbound_policy="open")
-    offered = ProviderEvent(EventType.INITIATED, "PROV-1", direction=Direction.INBOUND,
-                            from_number="+15550009999", to_number="+15550000000")
+    offered = ProviderEvent(
+        EventType.INITIATED,
+        "PROV-1",
+        direction=Direction.INBOUND,
+        from_number="+15550009999",
+        to_number="+15550000000",
+    )
     try:
         await asyncio.gather(engine.apply([offered]), engine.apply([offered]))
-        calls = [c for c in await engine.store.list_calls(limit=10)
-                 if c.provider_call_id == "PROV-1"]
+        calls = [
+            c for c in await engine.store.list_calls(limit=10) if c.provider_call_id == "PROV-1"
+        ]
         assert engine.live_count == 1, f"{engine.live_count} live calls for one provider call"
         assert len(calls) == 1, f"{len(calls)} stored calls for one provider call"
     finally:

@@ -22,8 +22,9 @@ def _with_fake_tailscale(d: DaemonHarness, **env: str) -> Path:
     shutil.copy(FAKE, bin_dir / "tailscale")
     (bin_dir / "tailscale").chmod(0o755)
     log = d.home / "tailscale.log"
-    d.env.update({"PATH": f"{bin_dir}{os.pathsep}{d.env['PATH']}",
-                  "FAKE_TAILSCALE_LOG": str(log), **env})
+    d.env.update(
+        {"PATH": f"{bin_dir}{os.pathsep}{d.env['PATH']}", "FAKE_TAILSCALE_LOG": str(log), **env}
+    )
     return log
 
 
@@ -38,11 +39,20 @@ def test_expose_funnel_then_off_at_run_time(make_daemon) -> None:
     d.start()
     port = d.rpc("daemon.status")["webhookUrl"].split(":")[2].split("/")[0]
     result = d.cli_json("expose", "--mode", "funnel")
-    assert result == {"ok": True, "mode": "funnel",
-                      "publicUrl": "https://box.tail1234.ts.net/voice/webhook",
-                      "streamUrl": None}
-    assert ["funnel", "--bg", "--yes", "--set-path", "/voice/webhook",
-            f"http://127.0.0.1:{port}/voice/webhook"] in _calls(log)
+    assert result == {
+        "ok": True,
+        "mode": "funnel",
+        "publicUrl": "https://box.tail1234.ts.net/voice/webhook",
+        "streamUrl": None,
+    }
+    assert [
+        "funnel",
+        "--bg",
+        "--yes",
+        "--set-path",
+        "/voice/webhook",
+        f"http://127.0.0.1:{port}/voice/webhook",
+    ] in _calls(log)
     status = d.rpc("daemon.status")
     assert status["publicUrl"] == "https://box.tail1234.ts.net/voice/webhook"
     assert status["webhookUrl"] == status["publicUrl"]
@@ -73,8 +83,9 @@ def test_tailscale_at_start_publishes_webhook_and_stream_and_cleans_up(make_daem
 
 def test_tailscale_not_running_refuses_to_start_with_the_fix() -> None:
     """With Tailscale down the daemon does not start, and says how to fix it."""
-    d = DaemonHarness(short_home(), 'provider = "mock"\n[serve]\nport = 0\n'
-                                    '[tailscale]\nmode = "serve"\n')
+    d = DaemonHarness(
+        short_home(), 'provider = "mock"\n[serve]\nport = 0\n[tailscale]\nmode = "serve"\n'
+    )
     try:
         _with_fake_tailscale(d, FAKE_TAILSCALE_DOWN="1")
         done = d.cli("status")
@@ -87,9 +98,12 @@ def test_tailscale_not_running_refuses_to_start_with_the_fix() -> None:
 
 def test_real_provider_on_a_local_url_is_refused() -> None:
     """No public URL, tunnel or Tailscale: a real provider is refused, naming the three fixes."""
-    d = DaemonHarness(short_home(), 'provider = "twilio"\nfrom_number = "+15550000001"\n'
-                                    '[twilio]\naccount_sid = "AC00000000000000000000000000000000"\n'
-                                    'auth_token = "t"\n[serve]\nport = 0\n')
+    d = DaemonHarness(
+        short_home(),
+        'provider = "twilio"\nfrom_number = "+15550000001"\n'
+        '[twilio]\naccount_sid = "AC00000000000000000000000000000000"\n'
+        'auth_token = "t"\n[serve]\nport = 0\n',
+    )
     try:
         done = d.cli("status")
         assert done.returncode == 3
@@ -143,8 +157,13 @@ def test_ngrok_url_is_used_for_signature_verification(make_daemon) -> None:
     fake_dir.mkdir()
     (fake_dir / "ngrok.py").write_text(FAKE_NGROK)
     log = d.home / "ngrok.log"
-    d.env.update({"PYTHONPATH": f"{fake_dir}{os.pathsep}{d.env.get('PYTHONPATH', '')}",
-                  "FAKE_NGROK_LOG": str(log), "NGROK_AUTHTOKEN": "ngrok-secret"})
+    d.env.update(
+        {
+            "PYTHONPATH": f"{fake_dir}{os.pathsep}{d.env.get('PYTHONPATH', '')}",
+            "FAKE_NGROK_LOG": str(log),
+            "NGROK_AUTHTOKEN": "ngrok-secret",
+        }
+    )
     d.start()
     status = d.rpc("daemon.status")
     public = "https://voice.example.ngrok.app/voice/webhook"
@@ -159,9 +178,14 @@ def test_ngrok_url_is_used_for_signature_verification(make_daemon) -> None:
 
     def post(signed_url: str) -> int:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/voice/webhook", data=body, method="POST",
-            headers={"X-Twilio-Signature": validator.compute_signature(signed_url, params),
-                     "Content-Type": "application/x-www-form-urlencoded"})
+            f"http://127.0.0.1:{port}/voice/webhook",
+            data=body,
+            method="POST",
+            headers={
+                "X-Twilio-Signature": validator.compute_signature(signed_url, params),
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return int(response.status)

@@ -11,8 +11,9 @@ from tests.harness import FAST_MOCK, DaemonHarness, wait_for
 
 pytestmark = pytest.mark.e2e
 
-NOTIFY_FAST = (FAST_MOCK + 'replies = ["Tuesday works."]\n'
-               "[outbound]\nnotify_hangup_delay_seconds = 0\n")
+NOTIFY_FAST = (
+    FAST_MOCK + 'replies = ["Tuesday works."]\n[outbound]\nnotify_hangup_delay_seconds = 0\n'
+)
 
 
 def _place(d: DaemonHarness, to: str, mode: str = "notify") -> str:
@@ -42,8 +43,9 @@ def test_calls_lists_newest_first_with_a_header_and_filters(make_daemon) -> None
 
     active = d.cli("calls", "--active").stdout.splitlines()
     assert [ln.split()[0] for ln in active[1:]] == [live]
-    assert [ln.split()[0] for ln in d.cli("calls", "--limit", "1").stdout.splitlines()[1:]] \
-        == [live]
+    assert [ln.split()[0] for ln in d.cli("calls", "--limit", "1").stdout.splitlines()[1:]] == [
+        live
+    ]
 
     started = d.call_record(second)["startedAt"]
     since = d.cli_json("calls", "--since", started)
@@ -78,7 +80,10 @@ def test_calls_show_and_export(make_daemon) -> None:
     lines = shown.stdout.splitlines()
     assert lines[0].startswith(f"call {call_id}  outbound conversation")
     assert [ln.split("  ", 1)[1] for ln in lines[2:]] == [
-        "bot : Hello +15550000009", "bot : Does Tuesday work?", "user: Tuesday works."]
+        "bot : Hello +15550000009",
+        "bot : Does Tuesday work?",
+        "user: Tuesday works.",
+    ]
 
     exported = d.cli("calls", "export", call_id, "--format", "json")
     assert exported.returncode == 0
@@ -94,8 +99,10 @@ def test_calls_show_and_export(make_daemon) -> None:
 
 def test_mock_inbound_goes_through_the_policy(make_daemon) -> None:
     """An allow-listed caller is answered and heard; another number is rejected."""
-    d = make_daemon('inbound_policy = "allowlist"\nallow_from = ["+15550001111"]\n'
-                    'inbound_greeting = "Shop, hello!"\n' + FAST_MOCK)
+    d = make_daemon(
+        'inbound_policy = "allowlist"\nallow_from = ["+15550001111"]\n'
+        'inbound_greeting = "Shop, hello!"\n' + FAST_MOCK
+    )
     accepted = d.cli_json("mock", "inbound", "--from", "+15550001111", "--say", "Are you open?")
     assert accepted["accepted"] is True
     call = d.wait_state(accepted["callId"], "listening", "active", "speaking")

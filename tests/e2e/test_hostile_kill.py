@@ -42,9 +42,14 @@ def _burst(d: DaemonHarness, acked: list[str], stop: threading.Event, index: int
                 n += 1
                 mode = "conversation" if n % 2 else "notify"
                 try:
-                    result = client.call("voicecall.initiate", {
-                        "message": f"burst {index}-{n}", "to": f"+1555{index:03d}{n:04d}",
-                        "mode": mode})
+                    result = client.call(
+                        "voicecall.initiate",
+                        {
+                            "message": f"burst {index}-{n}",
+                            "to": f"+1555{index:03d}{n:04d}",
+                            "mode": mode,
+                        },
+                    )
                 except RpcRemoteError as exc:
                     if exc.code == RpcCode.LIMIT_REACHED:
                         time.sleep(0.01)
@@ -93,8 +98,9 @@ def test_kill_9_during_an_initiate_burst(make_daemon) -> None:
         assert kinds.count("call.answered") <= 1, (call_id, kinds)
 
     # And it serves normally: a new call goes through to the end.
-    fresh = d.rpc("voicecall.initiate", {"message": "after", "to": "+15559990000",
-                                         "mode": "conversation"})["callId"]
+    fresh = d.rpc(
+        "voicecall.initiate", {"message": "after", "to": "+15559990000", "mode": "conversation"}
+    )["callId"]
     d.wait_state(fresh, "speaking", "listening")
     assert d.rpc("voicecall.end", {"callId": fresh}) == {"success": True}
     assert d.rpc("daemon.status")["running"] is True

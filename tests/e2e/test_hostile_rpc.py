@@ -73,7 +73,8 @@ def test_half_closed_clients_get_their_answers(make_daemon) -> None:
     sock = _connect(d)
     lines = b"".join(
         json.dumps({"jsonrpc": "2.0", "method": "voicecall.status", "id": i}).encode() + b"\n"
-        for i in range(50))
+        for i in range(50)
+    )
     sock.sendall(lines + b'{"jsonrpc":"2.0","method":"daemon.status","id":"last"}')
     sock.shutdown(socket.SHUT_WR)
     data = bytearray()
@@ -120,8 +121,10 @@ def test_a_subscriber_that_never_reads_is_dropped(make_daemon) -> None:
     lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     lazy.sendall(b'{"jsonrpc":"2.0","method":"voicecall.tail","params":{"since":0},"id":1}\n')
     for n in range(20):
-        call = d.rpc("voicecall.initiate", {"message": "x" * 2000, "to": f"+1555000{n:04d}",
-                                            "mode": "conversation"})
+        call = d.rpc(
+            "voicecall.initiate",
+            {"message": "x" * 2000, "to": f"+1555000{n:04d}", "mode": "conversation"},
+        )
         d.rpc("voicecall.end", {"callId": call["callId"]})
     assert d.rpc("daemon.status")["running"] is True
     lazy.close()

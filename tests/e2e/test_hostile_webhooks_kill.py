@@ -109,6 +109,7 @@ async def answered_calls(sim: TwilioSimulator, d: DaemonHarness) -> dict[str, st
                 {"message": f"Hello {i}.", "to": TO, "mode": "conversation"},
             )
         )["callId"]
+
         def created(n: int = i) -> bool:
             return len(sim.creates) == n + 1
 
@@ -131,8 +132,9 @@ async def answered_calls(sim: TwilioSimulator, d: DaemonHarness) -> dict[str, st
     return sids
 
 
-def burst_plan(sim: TwilioSimulator, webhook: str,
-               sids: dict[str, str]) -> dict[str, list[Delivery]]:
+def burst_plan(
+    sim: TwilioSimulator, webhook: str, sids: dict[str, str]
+) -> dict[str, list[Delivery]]:
     """Per call, LINES Gather results (each on its own action URL, as Twilio posts them), and
     for the first call a `completed` status callback last."""
     plan: dict[str, list[Delivery]] = {}
@@ -168,8 +170,7 @@ def burst_plan(sim: TwilioSimulator, webhook: str,
     return plan
 
 
-async def burst_until_killed(d: DaemonHarness,
-                             plan: dict[str, list[Delivery]]) -> list[Delivery]:
+async def burst_until_killed(d: DaemonHarness, plan: dict[str, list[Delivery]]) -> list[Delivery]:
     """Send every call's deliveries concurrently; kill -9 the daemon once KILL_AFTER were
     acknowledged. Returns the acknowledged ones."""
     acked: list[Delivery] = []

@@ -19,13 +19,18 @@ pytestmark = pytest.mark.e2e
 TO = "+15550001234"
 
 
-def machine_config(extra: str = "", *, outcome: str = "machine", mode: str = "detect-beep",
-                   replies: str = "") -> str:
+def machine_config(
+    extra: str = "", *, outcome: str = "machine", mode: str = "detect-beep", replies: str = ""
+) -> str:
     """A mock daemon whose callee is a machine (or a person), detection on."""
-    return (FAST_MOCK + f'outcome = "{outcome}"\n{replies}'
-            + "[outbound]\nnotify_hangup_delay_seconds = 0\n"
-            + f'[machine_detection]\nenabled = true\nmode = "{mode}"\n'
-            + "greeting_timeout_seconds = 2\n" + extra)
+    return (
+        FAST_MOCK
+        + f'outcome = "{outcome}"\n{replies}'
+        + "[outbound]\nnotify_hangup_delay_seconds = 0\n"
+        + f'[machine_detection]\nenabled = true\nmode = "{mode}"\n'
+        + "greeting_timeout_seconds = 2\n"
+        + extra
+    )
 
 
 def events(d: DaemonHarness, call_id: str) -> list[dict[str, Any]]:
@@ -82,7 +87,8 @@ def test_detect_mode_waits_the_greeting_timeout(make_daemon) -> None:
     machine = of_type(evts, "call.machine")
     assert [m.get("beepDetected") for m in machine] == [None]
     spoken_after = parse_time_ms(of_type(evts, "call.speaking")[0]["timestamp"]) - parse_time_ms(
-        machine[0]["timestamp"])
+        machine[0]["timestamp"]
+    )
     assert spoken_after >= 1900  # greeting_timeout_seconds = 2
 
 
@@ -115,8 +121,9 @@ def test_conversation_leave_message_speaks_after_the_beep(make_daemon) -> None:
     """`on_machine_conversation = "leave-message"`: the opening line after the beep, then
     the call hangs up, state `voicemail`."""
     d = make_daemon(machine_config('on_machine_conversation = "leave-message"\n'))
-    call_id = d.cli_json("call", "--to", TO, "-m", "Please call us back.",
-                         "--mode", "conversation")["callId"]
+    call_id = d.cli_json(
+        "call", "--to", TO, "-m", "Please call us back.", "--mode", "conversation"
+    )["callId"]
     call = d.wait_state(call_id, "voicemail", timeout=15)
     assert [t["text"] for t in call["transcript"]] == ["Please call us back."]
     evts = events(d, call_id)
@@ -126,8 +133,12 @@ def test_conversation_leave_message_speaks_after_the_beep(make_daemon) -> None:
 
 def test_conversation_continue_policy_changes_nothing(make_daemon) -> None:
     """`on_machine_conversation = "continue"`: the event is published, the call goes on."""
-    d = make_daemon(machine_config('on_machine_conversation = "continue"\n',
-                                   replies='replies = ["Leave a message after the tone."]\n'))
+    d = make_daemon(
+        machine_config(
+            'on_machine_conversation = "continue"\n',
+            replies='replies = ["Leave a message after the tone."]\n',
+        )
+    )
     call_id = d.cli_json("call", "--to", TO, "-m", "Hi", "--mode", "conversation")["callId"]
     reply = d.cli_json("continue", "--call-id", call_id, "-m", "Hello?")
     assert reply == {"success": True, "transcript": "Leave a message after the tone."}
@@ -138,8 +149,9 @@ def test_conversation_continue_policy_changes_nothing(make_daemon) -> None:
 
 def test_without_detection_the_machine_outcome_is_just_answered(make_daemon) -> None:
     """Detection off: no verdict, no event, the call behaves as before (`hangup-bot`)."""
-    d = make_daemon(FAST_MOCK + 'outcome = "machine"\n'
-                    + "[outbound]\nnotify_hangup_delay_seconds = 0\n")
+    d = make_daemon(
+        FAST_MOCK + 'outcome = "machine"\n' + "[outbound]\nnotify_hangup_delay_seconds = 0\n"
+    )
     call_id = d.cli_json("call", "--to", TO, "-m", "Hi")["callId"]
     call = d.wait_state(call_id, "hangup-bot", timeout=15)
     assert "answeredBy" not in call["metadata"]

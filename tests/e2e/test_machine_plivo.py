@@ -26,9 +26,14 @@ FROM = "+15550100000"
 
 def config(sim: PlivoSimulator, machine: str = "") -> str:
     """A daemon config pointing at the simulator, machine detection on (2 s to decide)."""
-    return plivo_config(sim, hangup_delay=0, extra=(
-        "[machine_detection]\nenabled = true\ntimeout_seconds = 2\n"
-        f"greeting_timeout_seconds = 1\n{machine}"))
+    return plivo_config(
+        sim,
+        hangup_delay=0,
+        extra=(
+            "[machine_detection]\nenabled = true\ntimeout_seconds = 2\n"
+            f"greeting_timeout_seconds = 1\n{machine}"
+        ),
+    )
 
 
 def machine_deliveries(sim: PlivoSimulator) -> list[Delivery]:
@@ -44,8 +49,7 @@ async def test_notify_on_a_machine_waits_the_greeting_then_leaves_the_message(
     `greeting_timeout_seconds`, lands after the greeting, and the call ends `voicemail`."""
     sim.callee.kind = "machine"
     d = await start(make_daemon, config(sim))
-    done = await asyncio.to_thread(d.cli, "call", "--to", TO, "-m", "Your car is ready",
-                                   "--json")
+    done = await asyncio.to_thread(d.cli, "call", "--to", TO, "-m", "Your car is ready", "--json")
     assert done.returncode == 0, done.stderr
     call_id = json.loads(done.stdout)["callId"]
     record = await until_state(d, call_id, "voicemail")
@@ -61,7 +65,9 @@ async def test_notify_on_a_machine_waits_the_greeting_then_leaves_the_message(
     assert call.heard.said_into_greeting() == []
     assert call.heard.said_after_greeting() == ["Your car is ready"]
     assert (record["metadata"]["answeredBy"], record["metadata"]["answeredByRaw"]) == (
-        "machine", "Machine=true")
+        "machine",
+        "Machine=true",
+    )
 
 
 async def test_a_person_without_a_callback_hears_the_message_after_the_decision_time(
@@ -98,9 +104,13 @@ async def test_conversation_leave_message(
     the call hangs up, `voicemail`."""
     sim.callee.kind = "machine"
     d = await start(make_daemon, config(sim, 'on_machine_conversation = "leave-message"'))
-    call_id = (await rpc(d, "voicecall.initiate",
-                         {"message": "Call the clinic", "to": TO, "mode": "conversation"}))[
-        "callId"]
+    call_id = (
+        await rpc(
+            d,
+            "voicecall.initiate",
+            {"message": "Call the clinic", "to": TO, "mode": "conversation"},
+        )
+    )["callId"]
     await until_state(d, call_id, "voicemail")
     call = next(iter(sim.calls.values()))
     assert call.heard.said_after_greeting() == ["Call the clinic"]

@@ -26,14 +26,18 @@ FROM = "+15550100000"
 
 def config(sim: TelnyxSimulator, machine: str = "") -> str:
     """A daemon config pointing at the simulator, machine detection on."""
-    return telnyx_config(sim, hangup_delay=0, extra=(
-        f"[machine_detection]\nenabled = true\ngreeting_timeout_seconds = 2\n{machine}"))
+    return telnyx_config(
+        sim,
+        hangup_delay=0,
+        extra=(f"[machine_detection]\nenabled = true\ngreeting_timeout_seconds = 2\n{machine}"),
+    )
 
 
 async def events_of(d: DaemonHarness, call_id: str, kind: str) -> list[dict[str, object]]:
     """The stored events of one type, oldest first."""
-    done = await asyncio.to_thread(d.cli, "tail", "--call-id", call_id, "--since", "100",
-                                   "--no-follow", "--json")
+    done = await asyncio.to_thread(
+        d.cli, "tail", "--call-id", call_id, "--since", "100", "--no-follow", "--json"
+    )
     assert done.returncode == 0, done.stderr
     return [e for line in done.stdout.splitlines() if (e := json.loads(line))["type"] == kind]
 
@@ -47,25 +51,28 @@ async def test_notify_on_a_machine_speaks_after_greeting_ended(
     `voicemail`."""
     sim.callee.kind = "machine"
     d = await start(make_daemon, config(sim))
-    done = await asyncio.to_thread(d.cli, "call", "--to", TO, "-m", "Your order shipped",
-                                   "--json")
+    done = await asyncio.to_thread(d.cli, "call", "--to", TO, "-m", "Your order shipped", "--json")
     assert done.returncode == 0, done.stderr
     call_id = json.loads(done.stdout)["callId"]
     record = await until_state(d, call_id, "voicemail")
     (dial,) = sim.commands("dial")
     assert dial.body["answering_machine_detection"] == "greeting_end"
-    assert dial.body["answering_machine_detection_config"] == {
-        "total_analysis_time_millis": 30000}
+    assert dial.body["answering_machine_detection_config"] == {"total_analysis_time_millis": 30000}
     assert sim.schema_errors == []
     (call,) = sim.calls.values()
     assert call.heard.said_into_greeting() == []
     assert call.heard.said_after_greeting() == ["Your order shipped"]
     meta = record["metadata"]
     assert (meta["answeredBy"], meta["answeredByRaw"], meta["beepDetected"]) == (
-        "machine", "machine", True)
+        "machine",
+        "machine",
+        True,
+    )
     machine = await events_of(d, call_id, "call.machine")
     assert [(m["result"], m.get("beepDetected"), m.get("greetingEnded")) for m in machine] == [
-        ("machine", None, None), ("machine", True, True)]
+        ("machine", None, None),
+        ("machine", True, True),
+    ]
 
 
 async def test_detect_mode_has_no_greeting_signal(
@@ -90,8 +97,9 @@ async def test_conversation_hangup_policy_and_a_pending_continue(
     it fails naming voicemail; nothing was said."""
     sim.callee.kind = "machine"
     d = await start(make_daemon, config(sim))
-    call_id = (await rpc(d, "voicecall.initiate",
-                         {"message": "Hi", "to": TO, "mode": "conversation"}))["callId"]
+    call_id = (
+        await rpc(d, "voicecall.initiate", {"message": "Hi", "to": TO, "mode": "conversation"})
+    )["callId"]
     done = await asyncio.to_thread(d.cli, "continue", "--call-id", call_id, "-m", "Hello?")
     assert done.returncode == 1 and "voicemail" in done.stderr
     await until_state(d, call_id, "voicemail")
@@ -120,18 +128,26 @@ async def test_premium_webhooks_are_understood(
     call_id = (await rpc(d, "voicecall.initiate", {"message": "Premium", "to": TO}))["callId"]
     await sim.wait_for(lambda: any(c.answered for c in sim.calls.values()))
     (call,) = sim.calls.values()
-    verdict = await sim.send(call, "call.machine.premium.detection.ended",
-                             {"result": "machine", "from": call.from_, "to": call.to})
+    verdict = await sim.send(
+        call,
+        "call.machine.premium.detection.ended",
+        {"result": "machine", "from": call.from_, "to": call.to},
+    )
     assert verdict is not None and verdict.status == 200
     assert (await sim.resend(verdict)).status == 200
-    await sim.send(call, "call.machine.premium.greeting.ended",
-                   {"result": "no_beep_detected", "from": call.from_, "to": call.to})
+    await sim.send(
+        call,
+        "call.machine.premium.greeting.ended",
+        {"result": "no_beep_detected", "from": call.from_, "to": call.to},
+    )
     record = await until_state(d, call_id, "voicemail")
     assert record["metadata"]["answeredByRaw"] == "machine"
     assert record["metadata"]["beepDetected"] is False
     machine = await events_of(d, call_id, "call.machine")
     assert [(m["result"], m.get("beepDetected")) for m in machine] == [
-        ("machine", None), ("machine", False)]
+        ("machine", None),
+        ("machine", False),
+    ]
     assert [s.body["payload"] for s in sim.commands("speak")] == ["Premium"]
 
 
@@ -147,8 +163,10 @@ async def test_a_forged_machine_webhook_is_refused(
     _, body = sim.event_body(call, "call.machine.detection.ended", {"result": "machine"})
     headers = sim.sign(body)
     headers["telnyx-signature-ed25519"] = headers["telnyx-signature-ed25519"][::-1]
-    async with aiohttp.ClientSession() as http, http.post(
-            call.webhook_url, data=body, headers=headers) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(call.webhook_url, data=body, headers=headers) as response,
+    ):
         assert response.status == 401
     record = await until_state(d, call_id, "hangup-bot")
     assert record["metadata"]["answeredBy"] == "human"

@@ -34,8 +34,13 @@ def free_port() -> int:
 
 def config(sim: TwilioSimulator, machine: str = "", top: str = "", port: int = 0) -> str:
     """A daemon config pointing at the simulator, machine detection on."""
-    return twilio_config(sim, top=top, port=port, hangup_delay=0, extra=(
-        f"[machine_detection]\nenabled = true\ngreeting_timeout_seconds = 2\n{machine}"))
+    return twilio_config(
+        sim,
+        top=top,
+        port=port,
+        hangup_delay=0,
+        extra=(f"[machine_detection]\nenabled = true\ngreeting_timeout_seconds = 2\n{machine}"),
+    )
 
 
 def amd_deliveries(sim: TwilioSimulator) -> list[Delivery]:
@@ -51,8 +56,7 @@ async def test_notify_on_a_machine_leaves_the_message_after_the_beep(
     after the greeting; the call ends `voicemail` with the verdict in its metadata."""
     sim.callee.kind = "machine"
     d = await start(make_daemon, config(sim))
-    done = await asyncio.to_thread(d.cli, "call", "--to", TO, "-m", "Your table is ready",
-                                   "--json")
+    done = await asyncio.to_thread(d.cli, "call", "--to", TO, "-m", "Your table is ready", "--json")
     assert done.returncode == 0, done.stderr
     call_id = json.loads(done.stdout)["callId"]
     record = await until_state(d, call_id, "voicemail")
@@ -61,8 +65,7 @@ async def test_notify_on_a_machine_leaves_the_message_after_the_beep(
     assert create.get("AsyncAmd") == "true"
     assert create.get("MachineDetectionTimeout") == "30"
     assert create.get("AsyncAmdStatusCallbackMethod") == "POST"
-    assert query(create.get("AsyncAmdStatusCallback") or "") == {"callId": call_id,
-                                                                  "type": "amd"}
+    assert query(create.get("AsyncAmdStatusCallback") or "") == {"callId": call_id, "type": "amd"}
     assert create.get("Twiml") is None and query(create.get("Url") or "") == {"callId": call_id}
     call = sim.only_call()
     assert call.heard.said_into_greeting() == []
@@ -72,7 +75,10 @@ async def test_notify_on_a_machine_leaves_the_message_after_the_beep(
     assert set(amd.params) == {"AccountSid", "CallSid", "AnsweredBy", "MachineDetectionDuration"}
     meta = record["metadata"]
     assert (meta["answeredBy"], meta["answeredByRaw"], meta["beepDetected"]) == (
-        "machine", "machine_end_beep", True)
+        "machine",
+        "machine_end_beep",
+        True,
+    )
 
 
 async def test_enable_mode_waits_the_greeting_timeout_then_speaks(
@@ -82,8 +88,7 @@ async def test_enable_mode_waits_the_greeting_timeout_then_speaks(
     the greeting, so the message waits `greeting_timeout_seconds` (it still lands after it)."""
     sim.callee.kind = "machine"
     d = await start(make_daemon, config(sim, 'mode = "detect"'))
-    call_id = (await rpc(d, "voicecall.initiate", {"message": "Call us back", "to": TO}))[
-        "callId"]
+    call_id = (await rpc(d, "voicecall.initiate", {"message": "Call us back", "to": TO}))["callId"]
     record = await until_state(d, call_id, "voicemail")
     assert sim.creates[0].get("MachineDetection") == "Enable"
     assert record["metadata"]["answeredByRaw"] == "machine_start"
@@ -116,8 +121,11 @@ async def test_conversation_on_a_machine_fails_a_pending_continue(
     runs exits 1 naming voicemail, and the opening line is never said."""
     sim.callee.kind = "machine"
     d = await start(make_daemon, config(sim))
-    call_id = (await rpc(d, "voicecall.initiate",
-                         {"message": "Hi there", "to": TO, "mode": "conversation"}))["callId"]
+    call_id = (
+        await rpc(
+            d, "voicecall.initiate", {"message": "Hi there", "to": TO, "mode": "conversation"}
+        )
+    )["callId"]
     done = await asyncio.to_thread(d.cli, "continue", "--call-id", call_id, "-m", "Hello?")
     assert done.returncode == 1 and "voicemail" in done.stderr
     await until_state(d, call_id, "voicemail")
@@ -129,8 +137,7 @@ async def test_a_person_gets_the_message_without_waiting_for_a_greeting(
 ) -> None:
     """`AnsweredBy=human`: the held call is updated with the message and ends `hangup-bot`."""
     d = await start(make_daemon, config(sim))
-    call_id = (await rpc(d, "voicecall.initiate", {"message": "Hello person", "to": TO}))[
-        "callId"]
+    call_id = (await rpc(d, "voicecall.initiate", {"message": "Hello person", "to": TO}))["callId"]
     record = await until_state(d, call_id, "hangup-bot")
     assert record["metadata"]["answeredBy"] == "human"
     call = sim.only_call()
@@ -148,8 +155,12 @@ async def test_a_forged_amd_callback_is_refused(
     await sim.wait_for(lambda: bool(sim.calls) and sim.only_call().answered)
     call = sim.only_call()
     url = sim.creates[0].get("AsyncAmdStatusCallback") or ""
-    params = {"AccountSid": ACCOUNT_SID, "CallSid": call.sid, "AnsweredBy": "machine_start",
-              "MachineDetectionDuration": "100"}
+    params = {
+        "AccountSid": ACCOUNT_SID,
+        "CallSid": call.sid,
+        "AnsweredBy": "machine_start",
+        "MachineDetectionDuration": "100",
+    }
     forged = await sim.post(Delivery(url, params, {"X-Twilio-Signature": "bm9wZQ=="}, "forged"))
     assert forged.status == 401
     record = await until_state(d, call_id, "hangup-bot")
@@ -161,9 +172,11 @@ async def test_inbound_call_to_a_number_table_uses_its_greeting_and_voice(
 ) -> None:
     """The `To` of Twilio's voice request picks `[numbers."+E164"]`: its greeting, its
     `<Say>` voice (nova -> Polly.Salli); `metadata.number` names the table."""
-    top = ('inbound_policy = "open"\n'
-           '[numbers."+15550102222"]\ninbound_greeting = "Bakery, hello."\n'
-           '[numbers."+15550102222".tts.openai]\nvoice = "nova"\n')
+    top = (
+        'inbound_policy = "open"\n'
+        '[numbers."+15550102222"]\ninbound_greeting = "Bakery, hello."\n'
+        '[numbers."+15550102222".tts.openai]\nvoice = "nova"\n'
+    )
     d = await start(make_daemon, config(sim, top=top))
     url = str((await rpc(d, "daemon.status"))["webhookUrl"])
     call = await sim.inbound("+15550109999", "+15550102222", url)
@@ -186,10 +199,14 @@ async def test_a_late_machine_verdict_fails_the_pending_continue(
     sim.callee.decide_seconds = 8.0  # well after the 3 s hold, with room for a busy machine
     sim.listen_seconds = 30.0
     d = await start(make_daemon, config(sim, 'mode = "detect"\ntimeout_seconds = 1'))
-    call_id = (await rpc(d, "voicecall.initiate",
-                         {"message": "Hi there", "to": TO, "mode": "conversation"}))["callId"]
-    await sim.wait_for(lambda: bool(sim.calls) and sim.only_call().spoken == ["Hi there"],
-                       timeout=15)
+    call_id = (
+        await rpc(
+            d, "voicecall.initiate", {"message": "Hi there", "to": TO, "mode": "conversation"}
+        )
+    )["callId"]
+    await sim.wait_for(
+        lambda: bool(sim.calls) and sim.only_call().spoken == ["Hi there"], timeout=15
+    )
     with pytest.raises(RpcRemoteError) as failure:
         await rpc(d, "voicecall.continue", {"callId": call_id, "message": "Hello?"})
     assert failure.value.code == -32002 and "voicemail" in failure.value.message
@@ -209,10 +226,12 @@ async def test_a_call_held_for_its_verdict_is_held_again_after_kill9(
     sim.callee.greeting_seconds = 6.0
     d = await start(make_daemon, config(sim, port=free_port()))
     call_id = (await rpc(d, "voicecall.initiate", {"message": "After the restart", "to": TO}))[
-        "callId"]
+        "callId"
+    ]
     await until_state(d, call_id, "answered")  # held: answered, nothing said yet
-    await sim.wait_for(lambda: any(dl.kind == "voice" and dl.status == 200
-                                   for dl in sim.deliveries), timeout=10)
+    await sim.wait_for(
+        lambda: any(dl.kind == "voice" and dl.status == 200 for dl in sim.deliveries), timeout=10
+    )
     await asyncio.to_thread(d.kill9)
     await asyncio.to_thread(d.start)
     record = await until_state(d, call_id, "voicemail")

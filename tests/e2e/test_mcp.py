@@ -45,8 +45,10 @@ async def mcp_session(d: DaemonHarness, *global_flags: str) -> AsyncIterator[Cli
         cwd=REPO,
     )
     with open(d.home / "mcp-stderr.log", "w") as errlog:
-        async with stdio_client(params, errlog=errlog) as (read, write), \
-                ClientSession(read, write) as session:
+        async with (
+            stdio_client(params, errlog=errlog) as (read, write),
+            ClientSession(read, write) as session,
+        ):
             await session.initialize()
             yield session
 
@@ -69,8 +71,9 @@ async def call(session: ClientSession, **arguments: Any) -> dict[str, Any]:
     return result_json(result)
 
 
-async def poll(predicate: Callable[[], Awaitable[Any]], timeout: float = 10.0,
-               what: str = "condition") -> Any:
+async def poll(
+    predicate: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
+) -> Any:
     """Await `predicate()` until it returns something truthy (async twin of harness.wait_for)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -109,8 +112,13 @@ async def test_conversation_call_through_the_tool(make_daemon: MakeDaemon) -> No
     """initiate_call, get_status, continue_call, speak_to_user and end_call, as an agent would."""
     d = make_daemon(CONVERSATION)
     async with mcp_session(d) as session:
-        started = await call(session, action="initiate_call", to="+15550001234",
-                             message="Hi, it's the clinic.", mode="conversation")
+        started = await call(
+            session,
+            action="initiate_call",
+            to="+15550001234",
+            message="Hi, it's the clinic.",
+            mode="conversation",
+        )
         assert set(started) == {"callId", "initiated"} and started["initiated"] is True
         call_id = started["callId"]
 
@@ -118,35 +126,42 @@ async def test_conversation_call_through_the_tool(make_daemon: MakeDaemon) -> No
         assert status["found"] is True
         assert status["call"]["to"] == "+15550001234" and status["call"]["mode"] == "conversation"
 
-        reply = await call(session, action="continue_call", callId=call_id,
-                           message="Does Tuesday work?")
+        reply = await call(
+            session, action="continue_call", callId=call_id, message="Does Tuesday work?"
+        )
         assert reply == {"success": True, "transcript": "Yes, Tuesday works."}
-        assert await call(session, action="speak_to_user", callId=call_id,
-                          message="Great, see you then.") == {"success": True}
+        assert await call(
+            session, action="speak_to_user", callId=call_id, message="Great, see you then."
+        ) == {"success": True}
         assert await call(session, action="end_call", callId=call_id) == {"success": True}
 
         ended = await call(session, action="get_status", callId=call_id)
     assert ended["call"]["state"] == "hangup-bot"
     said = [(t["speaker"], t["text"]) for t in ended["call"]["transcript"]]
-    assert said == [("bot", "Hi, it's the clinic."), ("bot", "Does Tuesday work?"),
-                    ("user", "Yes, Tuesday works."), ("bot", "Great, see you then.")]
+    assert said == [
+        ("bot", "Hi, it's the clinic."),
+        ("bot", "Does Tuesday work?"),
+        ("user", "Yes, Tuesday works."),
+        ("bot", "Great, see you then."),
+    ]
 
 
 async def test_bad_calls_return_error_results_and_the_server_keeps_serving(
-        make_daemon: MakeDaemon) -> None:
+    make_daemon: MakeDaemon,
+) -> None:
     """Mistakes come back as {error} tool results flagged isError; the session stays usable."""
     d = make_daemon(FAST_MOCK)
     async with mcp_session(d) as session:
         assert await call(session, action="continue_call", message="Hello?") == {
-            "error": "callId required"}
+            "error": "callId required"
+        }
         assert await call(session, action="initiate_call") == {"error": "message required"}
         unknown = await call(session, action="end_call", callId="no-such-call")
         assert set(unknown) == {"error"} and "no-such-call" in unknown["error"]
         # Outside the schema's enum: the server does not crash, the daemon explains.
         bogus = await call(session, action="dance")
         assert set(bogus) == {"error"} and "initiate_call" in bogus["error"]
-        assert await call(session, action="get_status", callId="no-such-call") == {
-            "found": False}
+        assert await call(session, action="get_status", callId="no-such-call") == {"found": False}
         # An unknown tool name is a protocol error, not a tool result.
         with pytest.raises(MCPError, match="unknown tool"):
             await session.call_tool("hang_glider", {})
@@ -161,7 +176,8 @@ async def test_call_resources(make_daemon: MakeDaemon) -> None:
         assert [str(r.uri) for r in resources.resources] == ["voicecall://calls/active"]
         templates = await session.list_resource_templates()
         assert [t.uri_template for t in templates.resource_templates] == [
-            "voicecall://calls/{callId}"]
+            "voicecall://calls/{callId}"
+        ]
 
         async def read(uri: str) -> Any:
             result = await session.read_resource(uri)
@@ -172,8 +188,15 @@ async def test_call_resources(make_daemon: MakeDaemon) -> None:
             return json.loads(content.text)
 
         assert await read("voicecall://calls/active") == []
-        call_id = (await call(session, action="initiate_call", to="+15550001234",
-                              message="Hello", mode="conversation"))["callId"]
+        call_id = (
+            await call(
+                session,
+                action="initiate_call",
+                to="+15550001234",
+                message="Hello",
+                mode="conversation",
+            )
+        )["callId"]
         await wait_live(session, call_id)
         active = await read("voicecall://calls/active")
         assert [c["callId"] for c in active] == [call_id]
@@ -203,7 +226,8 @@ async def test_autostarts_the_daemon_on_the_first_tool_call(make_daemon: MakeDae
 
 
 async def test_no_autostart_reports_an_unreachable_daemon_as_an_error_result(
-        make_daemon: MakeDaemon) -> None:
+    make_daemon: MakeDaemon,
+) -> None:
     """--no-autostart with no daemon: the tool answers {error}, and nothing is started."""
     d = make_daemon(FAST_MOCK, start=False)
     async with mcp_session(d, "--no-autostart") as session:
@@ -219,8 +243,11 @@ def test_print_schema_prints_the_tool_and_starts_nothing(make_daemon: MakeDaemon
     d = make_daemon(FAST_MOCK, start=False)
     done = d.cli("mcp", "--print-schema")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"name": TOOL_NAME, "description": TOOL_DESCRIPTION,
-                                       "inputSchema": TOOL_SCHEMA}
+    assert json.loads(done.stdout) == {
+        "name": TOOL_NAME,
+        "description": TOOL_DESCRIPTION,
+        "inputSchema": TOOL_SCHEMA,
+    }
     assert done.stderr == ""
     assert not d.socket.exists()
 
@@ -228,8 +255,15 @@ def test_print_schema_prints_the_tool_and_starts_nothing(make_daemon: MakeDaemon
 def test_the_cli_does_not_import_the_sdk_at_startup() -> None:
     """Only `voicecall mcp` loads the mcp SDK; every other command starts without it."""
     code = "import sys, voicecall_cli.main; assert 'mcp' not in sys.modules, 'mcp imported'"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=60, check=False, env={**os.environ})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ},
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -245,4 +279,3 @@ def _stop_autostarted(d: DaemonHarness, pid: int | None) -> None:
         if pid is not None:
             os.kill(pid, 9)
         raise
-

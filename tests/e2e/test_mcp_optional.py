@@ -18,7 +18,8 @@ def _without_mcp(d: DaemonHarness, tmp_path: Path) -> None:
     shadow = tmp_path / "shadow" / "mcp"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'mcp'\", name='mcp')\n")
+        "raise ModuleNotFoundError(\"No module named 'mcp'\", name='mcp')\n"
+    )
     d.env["PYTHONPATH"] = str(tmp_path / "shadow")
 
 
@@ -40,8 +41,15 @@ def test_mcp_without_the_sdk_names_the_extra_to_install(make_daemon, tmp_path: P
 def test_the_cli_path_never_imports_the_sdk() -> None:
     import subprocess
 
-    code = ("import sys, voicecall_cli.main, voicecall_cli.commands.calls, "
-            "voicecall_cli.commands.mcp_cmd; print('mcp' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, cwd=Path(__file__).resolve().parents[2])
+    code = (
+        "import sys, voicecall_cli.main, voicecall_cli.commands.calls, "
+        "voicecall_cli.commands.mcp_cmd; print('mcp' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert done.stdout.strip() == "False"

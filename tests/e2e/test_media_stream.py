@@ -55,11 +55,23 @@ class FakeEngine:
     async def end(self, call_id: str) -> None:
         self.ended.append(call_id)
 
-    def add(self, call_id: str, provider_call_id: str, *, direction: Direction = Direction.INBOUND,
-            mode: CallMode = CallMode.CONVERSATION) -> CallRecord:
-        record = CallRecord(call_id=call_id, provider="twilio", direction=direction, mode=mode,
-                            from_number="+15550001111", to_number="+15550002222",
-                            provider_call_id=provider_call_id)
+    def add(
+        self,
+        call_id: str,
+        provider_call_id: str,
+        *,
+        direction: Direction = Direction.INBOUND,
+        mode: CallMode = CallMode.CONVERSATION,
+    ) -> CallRecord:
+        record = CallRecord(
+            call_id=call_id,
+            provider="twilio",
+            direction=direction,
+            mode=mode,
+            from_number="+15550001111",
+            to_number="+15550002222",
+            provider_call_id=provider_call_id,
+        )
         self.records[call_id] = record
         return record
 
@@ -78,10 +90,12 @@ class FakeDaemon:
 
 def media_config(openai_base: str, realtime_url: str, api_key: str, **streaming: Any) -> Config:
     """Streaming on, TTS and STT pointed at a local fake OpenAI."""
-    settings = replace(StreamingConfig(enabled=True, api_key=api_key, stt_url=realtime_url),
-                       **streaming)
-    tts = TtsConfig(provider="openai", openai=OpenAITtsConfig(api_key=api_key,
-                                                              base_url=openai_base))
+    settings = replace(
+        StreamingConfig(enabled=True, api_key=api_key, stt_url=realtime_url), **streaming
+    )
+    tts = TtsConfig(
+        provider="openai", openai=OpenAITtsConfig(api_key=api_key, base_url=openai_base)
+    )
     return Config(streaming=settings, tts=tts)
 
 
@@ -109,31 +123,48 @@ class TwilioPeer:
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send_str(json.dumps(message))
 
-    async def start(self, token: str | None, call_sid: str = "CA1", stream_sid: str = "MZ1",
-                    **params: str) -> None:
+    async def start(
+        self, token: str | None, call_sid: str = "CA1", stream_sid: str = "MZ1", **params: str
+    ) -> None:
         await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         custom = dict(params)
         if token is not None:
             custom["token"] = token
-        await self.send({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-                         "start": {"accountSid": "AC1", "streamSid": stream_sid,
-                                   "callSid": call_sid, "tracks": ["inbound"],
-                                   "customParameters": custom,
-                                   "mediaFormat": {"encoding": "audio/x-mulaw",
-                                                   "sampleRate": 8000, "channels": 1}}})
+        await self.send(
+            {
+                "event": "start",
+                "sequenceNumber": "1",
+                "streamSid": stream_sid,
+                "start": {
+                    "accountSid": "AC1",
+                    "streamSid": stream_sid,
+                    "callSid": call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": custom,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
 
     async def media(self, audio: bytes, stream_sid: str = "MZ1") -> None:
         payload = base64.b64encode(audio).decode()
-        await self.ws.send_str('{"event":"media","sequenceNumber":"2","media":{"track":"inbound",'
-                               f'"chunk":"1","timestamp":"20","payload":"{payload}"}},'
-                               f'"streamSid":"{stream_sid}"}}')
+        await self.ws.send_str(
+            '{"event":"media","sequenceNumber":"2","media":{"track":"inbound",'
+            f'"chunk":"1","timestamp":"20","payload":"{payload}"}},'
+            f'"streamSid":"{stream_sid}"}}'
+        )
 
     async def echo_marks(self) -> None:
         for item in self.received:
             if item.message.get("event") == "mark" and not item.message.get("_echoed"):
                 item.message["_echoed"] = True
-                await self.send({"event": "mark", "streamSid": item.message["streamSid"],
-                                 "mark": item.message["mark"]})
+                await self.send(
+                    {
+                        "event": "mark",
+                        "streamSid": item.message["streamSid"],
+                        "mark": item.message["mark"],
+                    }
+                )
 
     def of(self, event: str) -> list[Received]:
         return [r for r in self.received if r.message.get("event") == event]
@@ -147,8 +178,14 @@ class TwilioPeer:
         return self.close_code
 
     async def stop(self) -> None:
-        await self.send({"event": "stop", "sequenceNumber": "9", "streamSid": "MZ1",
-                         "stop": {"accountSid": "AC1", "callSid": "CA1"}})
+        await self.send(
+            {
+                "event": "stop",
+                "sequenceNumber": "9",
+                "streamSid": "MZ1",
+                "stop": {"accountSid": "AC1", "callSid": "CA1"},
+            }
+        )
 
 
 Client = TestClient[Any, Any]
@@ -156,8 +193,9 @@ MakeClient = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
-def build(openai: FakeOpenAI, aiohttp_client: MakeClient) -> Callable[..., Awaitable[
-        tuple[FakeDaemon, MediaHub, Client]]]:
+def build(
+    openai: FakeOpenAI, aiohttp_client: MakeClient
+) -> Callable[..., Awaitable[tuple[FakeDaemon, MediaHub, Client]]]:
     async def factory(**streaming: Any) -> tuple[FakeDaemon, MediaHub, Client]:
         config = media_config(openai.base_url, openai.realtime_url, API_KEY, **streaming)
         daemon = FakeDaemon(config)
@@ -278,12 +316,22 @@ async def test_full_stream(build: Any, openai: FakeOpenAI) -> None:
     await wait_until(lambda: len(openai.current.audio) >= 160)
     await openai.transcript_completed("I need help")
     await wait_until(lambda: len(daemon.engine.events) >= 1)  # STT and media: two sockets
-    await peer.send({"event": "dtmf", "streamSid": "MZ1", "sequenceNumber": "5",
-                     "dtmf": {"track": "inbound_track", "digit": "7"}})
+    await peer.send(
+        {
+            "event": "dtmf",
+            "streamSid": "MZ1",
+            "sequenceNumber": "5",
+            "dtmf": {"track": "inbound_track", "digit": "7"},
+        }
+    )
     await wait_until(lambda: len(daemon.engine.events) >= 2)
     speech, dtmf = daemon.engine.events
     assert (speech.type, speech.transcript, speech.call_id, speech.turn_token) == (
-        EventType.SPEECH, "I need help", "call-1", None)
+        EventType.SPEECH,
+        "I need help",
+        "call-1",
+        None,
+    )
     assert speech.provider_call_id == "CA1" and speech.is_final
     assert (dtmf.type, dtmf.digits) == (EventType.DTMF, "7")
 
@@ -338,8 +386,9 @@ async def test_twilio_upgrade_signature(openai: FakeOpenAI, aiohttp_client: Make
     from daemon.webhooks.security import TwilioVerifier
 
     config = media_config(openai.base_url, openai.realtime_url, API_KEY)
-    config = replace(config, provider="twilio", twilio=TwilioConfig(account_sid="AC1",
-                                                                     auth_token="secret"))
+    config = replace(
+        config, provider="twilio", twilio=TwilioConfig(account_sid="AC1", auth_token="secret")
+    )
     daemon = FakeDaemon(config)
     install_media(cast(Daemon, daemon))
     client = await aiohttp_client(daemon.web_app)
@@ -348,12 +397,16 @@ async def test_twilio_upgrade_signature(openai: FakeOpenAI, aiohttp_client: Make
     with pytest.raises(aiohttp.WSServerHandshakeError) as missing:
         await client.ws_connect("/voice/stream")
     assert missing.value.status == 401
-    bad = {"X-Twilio-Signature": TwilioVerifier("other").compute_signature(
-        f"ws://{host}/voice/stream")}
+    bad = {
+        "X-Twilio-Signature": TwilioVerifier("other").compute_signature(f"ws://{host}/voice/stream")
+    }
     with pytest.raises(aiohttp.WSServerHandshakeError) as wrong:
         await client.ws_connect("/voice/stream", headers=bad)
     assert wrong.value.status == 401
-    good = {"X-Twilio-Signature": TwilioVerifier("secret").compute_signature(
-        f"ws://{host}/voice/stream")}
+    good = {
+        "X-Twilio-Signature": TwilioVerifier("secret").compute_signature(
+            f"ws://{host}/voice/stream"
+        )
+    }
     ws = await client.ws_connect("/voice/stream", headers=good)
     await ws.close()

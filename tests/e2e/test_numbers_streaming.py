@@ -29,7 +29,10 @@ def config(sim: TwilioSimulator, openai: FakeOpenAI) -> str:
     """Streaming Twilio with a top-level TTS (alloy, no auto-responder) and one number table
     that has its own greeting, voice, model and prompt."""
     return twilio_config(
-        sim, openai, streaming=True, agent=True,
+        sim,
+        openai,
+        streaming=True,
+        agent=True,
         top='inbound_policy = "open"\ninbound_greeting = "Main line."\n',
         tts='voice = "alloy"\nmodel = "tts-main"\n',
         extra=f"""
@@ -39,7 +42,8 @@ response_model = "openai/bakery-model"
 response_system_prompt = "You sell bread."
 [numbers."{BAKERY}".tts.openai]
 voice = "nova"
-""")
+""",
+    )
 
 
 async def test_number_table_greeting_voice_and_responder_on_a_streamed_call(
@@ -61,8 +65,10 @@ async def test_number_table_greeting_voice_and_responder_on_a_streamed_call(
     chat = openai.chat_requests[0]
     assert chat["model"] == "bakery-model"
     assert chat["messages"][0]["content"].startswith("You sell bread.")
-    await until(lambda: any(r["input"] == "We have sourdough." for r in openai.tts_requests),
-                what="the reply's synthesis")
+    await until(
+        lambda: any(r["input"] == "We have sourdough." for r in openai.tts_requests),
+        what="the reply's synthesis",
+    )
     reply = next(r for r in openai.tts_requests if r["input"] == "We have sourdough.")
     assert reply["voice"] == "nova"
     await sim.callee_hangup(call.sid)
@@ -83,9 +89,13 @@ async def test_a_streamed_conversation_held_for_the_machine_verdict_still_stream
     arrives the call is updated to `<Connect><Stream>` and the opening line is streamed."""
     text = config(sim, openai) + "\n[machine_detection]\nenabled = true\n"
     d = await start(make_daemon, text)
-    call_id = (await rpc(d, "voicecall.initiate", {
-        "message": "Hello from the clinic.", "to": "+15550001234", "mode": "conversation"}))[
-        "callId"]
+    call_id = (
+        await rpc(
+            d,
+            "voicecall.initiate",
+            {"message": "Hello from the clinic.", "to": "+15550001234", "mode": "conversation"},
+        )
+    )["callId"]
     await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().media), timeout=10)
     stream = sim.only_call().media[0]
     await sim.wait_for(lambda: bool(stream.marks), timeout=10)

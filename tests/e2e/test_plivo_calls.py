@@ -98,7 +98,8 @@ async def test_plivo_conversation_turns_via_transfer_ignore_a_stale_turn_token(
     # (the simulator records a delivery once the daemon has answered it, which may be after
     # the daemon resolved the `continue`: poll)
     await sim.wait_for(
-        lambda: bool({query(g.url)["turnToken"] for g in getinputs(sim)} - {stale_token}))
+        lambda: bool({query(g.url)["turnToken"] for g in getinputs(sim)} - {stale_token})
+    )
     assert await rpc(d, "voicecall.end", {"callId": call_id}) == {"success": True}
     await sim.wait_for(lambda: call.ended)
     assert call.end_source == "API Request"
@@ -221,7 +222,8 @@ async def test_plivo_end_while_ringing_cancels_the_request(
     await sim.wait_for(lambda: bool(sim.calls))
     (call,) = sim.calls.values()
     await asyncio.to_thread(
-        wait_for, lambda: d.call_record(call_id)["providerCallId"] == call.call_uuid, 10)
+        wait_for, lambda: d.call_record(call_id)["providerCallId"] == call.call_uuid, 10
+    )
     assert record["state"] == "ringing"
     assert await rpc(d, "voicecall.end", {"callId": call_id}) == {"success": True}
     await sim.wait_for(lambda: call.ended)
@@ -240,4 +242,6 @@ async def test_plivo_carrier_timeout_is_failed(
     assert (await until_state(d, placed["callId"], "failed"))["endReason"] == "failed"
     hangup = [dl for dl in sim.deliveries if dl.params.get("Event") == "Hangup"][-1]
     assert (hangup.params["HangupCause"], hangup.params["HangupCauseCode"]) == (
-        "RECOVERY_ON_TIMER_EXPIRE", "3000")
+        "RECOVERY_ON_TIMER_EXPIRE",
+        "3000",
+    )

@@ -29,14 +29,18 @@ async def test_plivo_notify_message_with_a_control_character_is_still_spoken(
     the call with an XML fetch error, and the person never hears the message, although
     `voicecall call` reported success."""
     d = await start(make_daemon, _config(sim))
-    result = await rpc(d, "voicecall.initiate",
-                       {"message": "Your table\x0cis ready", "to": "+15550001234",
-                        "mode": "notify"})
+    result = await rpc(
+        d,
+        "voicecall.initiate",
+        {"message": "Your table\x0cis ready", "to": "+15550001234", "mode": "notify"},
+    )
     call_id = result["callId"]
-    record = await until_state(d, call_id, "hangup-bot", "completed", "hangup-user",
-                               "failed", "error")
+    record = await until_state(
+        d, call_id, "hangup-bot", "completed", "hangup-user", "failed", "error"
+    )
     answers = [dl for dl in sim.deliveries if query(dl.url).get("flow") == "answer"]
     assert answers and answers[0].status == 200, (
         f"answer webhook got HTTP {answers[0].status if answers else None}; "
-        f"call ended {record['state']}, spoken={sim.only_call().spoken}")
+        f"call ended {record['state']}, spoken={sim.only_call().spoken}"
+    )
     assert record["state"] == "hangup-bot"

@@ -43,8 +43,15 @@ def _readme_blocks() -> list[str]:
 
 def _sh(d: DaemonHarness, script: str) -> subprocess.CompletedProcess[str]:
     prelude = 'voicecall() { "$PY" -m voicecall_cli "$@"; }\nset -e\n'
-    return subprocess.run(["sh", "-c", prelude + script], env={**d.env, "PY": sys.executable},
-                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        ["sh", "-c", prelude + script],
+        env={**d.env, "PY": sys.executable},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_mock_without_serve_port_falls_back_to_a_free_port(make_daemon, port_3334_taken) -> None:
@@ -66,13 +73,15 @@ def test_an_explicit_serve_port_stays_an_error(make_daemon, port_3334_taken) -> 
     assert "cannot listen on 127.0.0.1:3334" in d.log_text()
 
 
-def test_a_real_provider_keeps_a_busy_default_port_an_error(make_daemon, port_3334_taken) \
-        -> None:
+def test_a_real_provider_keeps_a_busy_default_port_an_error(make_daemon, port_3334_taken) -> None:
     """Twilio (against a local simulator URL, so no public URL is needed): still an error."""
-    d = make_daemon('provider = "twilio"\nfrom_number = "+15550009999"\n[twilio]\n'
-                    'account_sid = "AC00000000000000000000000000000000"\n'
-                    'auth_token = "0123456789abcdef0123456789abcdef"\n'
-                    'api_base_url = "http://127.0.0.1:9"\n', start=False)
+    d = make_daemon(
+        'provider = "twilio"\nfrom_number = "+15550009999"\n[twilio]\n'
+        'account_sid = "AC00000000000000000000000000000000"\n'
+        'auth_token = "0123456789abcdef0123456789abcdef"\n'
+        'api_base_url = "http://127.0.0.1:9"\n',
+        start=False,
+    )
     d.start(expect_ready=False)
     assert d.proc is not None
     assert d.proc.wait(30) == 78
@@ -92,6 +101,8 @@ def test_readme_first_commands_work_with_3334_taken(make_daemon, port_3334_taken
     assert done.returncode == 0, done.stderr
     out = done.stdout.splitlines()
     assert "Yes, Tuesday works." in out
-    assert any(ln.split() == ["id", "direction", "from", "to", "state", "started", "duration"]
-               for ln in out)  # the `calls` header row
+    assert any(
+        ln.split() == ["id", "direction", "from", "to", "state", "started", "duration"]
+        for ln in out
+    )  # the `calls` header row
     wait_for(lambda: d.socket.exists(), message="the autostarted daemon")

@@ -44,12 +44,14 @@ def config_for(url: str) -> str:
 
 def query(url: str, sql: str) -> list[Any]:
     """Rows straight from the database (not through voicecall)."""
+
     async def run() -> list[Any]:
         conn = await asyncpg.connect(url)
         try:
             return list(await conn.fetch(sql))
         finally:
             await conn.close()
+
     return asyncio.run(run())
 
 
@@ -62,8 +64,10 @@ def closed_port() -> int:
 def test_kill_9_and_restart_on_postgres_loses_nothing(make_daemon, pg_url: str) -> None:
     """A conversation call's record, transcript and events survive kill -9; no re-dial."""
     d = make_daemon(config_for(pg_url))
-    call_id = d.rpc("voicecall.initiate", {"to": "+15550001234", "message": "Hi, the clinic.",
-                                           "mode": "conversation"})["callId"]
+    call_id = d.rpc(
+        "voicecall.initiate",
+        {"to": "+15550001234", "message": "Hi, the clinic.", "mode": "conversation"},
+    )["callId"]
     d.wait_state(call_id, "speaking", "active", "answered", "listening")
     turn = d.rpc("voicecall.continue", {"callId": call_id, "message": "Does Tuesday work?"})
     assert turn == {"success": True, "transcript": "Yes, Tuesday works."}
@@ -80,13 +84,23 @@ def test_kill_9_and_restart_on_postgres_loses_nothing(make_daemon, pg_url: str) 
     after = d.call_record(call_id)
     assert after["transcript"] == before["transcript"]
     assert [(t["speaker"], t["text"]) for t in after["transcript"]][-2:] == [
-        ("bot", "Does Tuesday work?"), ("user", "Yes, Tuesday works.")]
-    for key in ("callId", "providerCallId", "direction", "mode", "from", "to", "startedAt",
-                "answeredAt"):
+        ("bot", "Does Tuesday work?"),
+        ("user", "Yes, Tuesday works."),
+    ]
+    for key in (
+        "callId",
+        "providerCallId",
+        "direction",
+        "mode",
+        "from",
+        "to",
+        "startedAt",
+        "answeredAt",
+    ):
         assert after[key] == before[key], key
     time.sleep(0.5)  # give the restarted daemon the chance to (wrongly) dial again
     after_events = d.call_events(call_id)
-    assert after_events[:len(before_events)] == before_events, "an event was lost or changed"
+    assert after_events[: len(before_events)] == before_events, "an event was lost or changed"
     kinds = [e["type"] for e in after_events]
     assert kinds.count("call.initiated") == 1 and kinds.count("call.ringing") <= 1, kinds
     listed = d.rpc("voicecall.list", {"limit": 100})["calls"]
@@ -95,8 +109,10 @@ def test_kill_9_and_restart_on_postgres_loses_nothing(make_daemon, pg_url: str) 
     if after["state"] in ("active", "listening", "speaking", "answered"):
         again = d.rpc("voicecall.continue", {"callId": call_id, "message": "Anything else?"})
         assert again["success"] is True  # (the mock's reply cycle restarts with the process)
-        assert d.call_record(call_id)["transcript"][:len(before["transcript"])] \
+        assert (
+            d.call_record(call_id)["transcript"][: len(before["transcript"])]
             == before["transcript"]
+        )
         assert d.rpc("voicecall.end", {"callId": call_id}) == {"success": True}
 
 
@@ -113,8 +129,9 @@ def test_the_password_never_shows(make_daemon, pg_url: str) -> None:
     as_json = d.cli("config", "show", "--json")
     for out in (shown.stdout, got.stdout, as_json.stdout):
         assert PASSWORD not in out and "********@127.0.0.1" in out, out
-    call_id = d.rpc("voicecall.initiate", {"to": "+15550001234", "message": "Hi",
-                                           "mode": "notify"})["callId"]
+    call_id = d.rpc(
+        "voicecall.initiate", {"to": "+15550001234", "message": "Hi", "mode": "notify"}
+    )["callId"]
     d.wait_state(call_id, "hangup-bot", "completed", timeout=20)
     d.stop()
     log = d.log_text()
@@ -128,8 +145,9 @@ def test_voicecall_store_environment_variable(make_daemon, pg_url: str) -> None:
     d.env["VOICECALL_STORE"] = pg_url
     d.start()
     assert d.rpc("daemon.status")["store"] == pg_url
-    call_id = d.rpc("voicecall.initiate", {"to": "+15550001234", "message": "Hi",
-                                           "mode": "notify"})["callId"]
+    call_id = d.rpc(
+        "voicecall.initiate", {"to": "+15550001234", "message": "Hi", "mode": "notify"}
+    )["callId"]
     rows = query(pg_url, "SELECT call_id FROM voicecall_calls")
     assert [r["call_id"] for r in rows] == [call_id]
 
@@ -142,8 +160,9 @@ def test_an_unreachable_database_is_a_clear_error(make_daemon, pg_url: str) -> N
     done = d.cli("daemon", "start", timeout=90)
     assert done.returncode != 0
     assert "Error:" in done.stderr
-    assert "cannot connect to the PostgreSQL store postgresql://vc:********@127.0.0.1" \
-        in done.stderr, done.stderr
+    assert (
+        "cannot connect to the PostgreSQL store postgresql://vc:********@127.0.0.1" in done.stderr
+    ), done.stderr
     assert PASSWORD not in done.stderr + done.stdout
     assert PASSWORD not in (d.home / "state" / "daemon.log").read_text()
 
@@ -205,17 +224,34 @@ def test_doctor_checks_the_database(make_daemon, pg_url: str) -> None:
     done = other.cli("doctor", "--offline")
     assert done.returncode == 1
     line = next(ln for ln in done.stdout.splitlines() if " store.database: " in ln)
-    assert line.startswith("FAIL store.database: cannot connect to the PostgreSQL store "
-                           "postgresql://vc:********@127.0.0.1"), line
+    assert line.startswith(
+        "FAIL store.database: cannot connect to the PostgreSQL store "
+        "postgresql://vc:********@127.0.0.1"
+    ), line
     assert PASSWORD not in done.stdout + done.stderr
 
 
 def test_cli_stays_off_the_driver(make_daemon, pg_url: str) -> None:
     """With a PostgreSQL store, ordinary CLI commands still never import asyncpg."""
     d = make_daemon(config_for(pg_url))
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "voicecall_cli", "--socket",
-                           str(d.socket), "status", "--json"], env=d.env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "voicecall_cli",
+            "--socket",
+            str(d.socket),
+            "status",
+            "--json",
+        ],
+        env=d.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "voicecall_cli" in done.stderr, "importtime output expected"
     assert "asyncpg" not in done.stderr
@@ -249,15 +285,19 @@ def test_the_database_restarting_under_a_running_daemon(make_daemon, own_server:
     with the calls from before intact."""
     url = with_password(own_server.new_database())
     d = make_daemon(config_for(url))
-    first = d.rpc("voicecall.initiate", {"to": "+15550001234", "message": "Hi, the clinic.",
-                                         "mode": "conversation"})["callId"]
+    first = d.rpc(
+        "voicecall.initiate",
+        {"to": "+15550001234", "message": "Hi, the clinic.", "mode": "conversation"},
+    )["callId"]
     d.wait_state(first, "listening", "speaking", "active", timeout=20)
     before = d.call_record(first)
 
     own_server.pause()
     with pytest.raises(RpcRemoteError) as refused:
-        d.rpc("voicecall.initiate", {"to": "+15550005678", "message": "During the outage",
-                                     "mode": "notify"})
+        d.rpc(
+            "voicecall.initiate",
+            {"to": "+15550005678", "message": "During the outage", "mode": "notify"},
+        )
     assert refused.value.code == RpcCode.STORE_UNAVAILABLE, refused.value
     assert "PostgreSQL store postgresql://postgres:********@" in refused.value.message
     assert PASSWORD not in refused.value.message
@@ -268,8 +308,12 @@ def test_the_database_restarting_under_a_running_daemon(make_daemon, own_server:
 
     def placed() -> str | None:
         try:
-            return str(d.rpc("voicecall.initiate", {"to": "+15550005678", "message": "After",
-                                                    "mode": "notify"})["callId"])
+            return str(
+                d.rpc(
+                    "voicecall.initiate",
+                    {"to": "+15550005678", "message": "After", "mode": "notify"},
+                )["callId"]
+            )
         except RpcRemoteError as exc:
             assert exc.code == RpcCode.STORE_UNAVAILABLE, exc
             time.sleep(0.3)

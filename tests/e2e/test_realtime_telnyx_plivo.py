@@ -34,15 +34,15 @@ api_key = "{key}"
 """
 
 
-async def _barge_in(model: FakeRealtime, played: Callable[[], int],
-                    cleared: Callable[[], bool]) -> None:
+async def _barge_in(
+    model: FakeRealtime, played: Callable[[], int], cleared: Callable[[], bool]
+) -> None:
     """A long model line, the caller talks over it: the provider is told to clear and the item
     is truncated."""
     item_id = await model.respond("A long answer that goes on and on.", frames=150)
     await poll(lambda: played() > 10, "the long line to start playing")
     await model.speech_started()
-    await model.wait_for(lambda: bool(model.current.of("conversation.item.truncate")),
-                         timeout=10)
+    await model.wait_for(lambda: bool(model.current.of("conversation.item.truncate")), timeout=10)
     (truncate,) = model.current.of("conversation.item.truncate")
     assert truncate["item_id"] == item_id and 0 < truncate["audio_end_ms"] < 3000
     await poll(cleared, "the provider to be told to clear")
@@ -64,7 +64,9 @@ async def test_telnyx_realtime_stream_is_pcmu_both_ways(
     is the model's audio, unchanged; caller audio reaches the model unchanged; barge-in sends
     `clear` and a truncate."""
     async with telnyx.TelnyxSimulator() as sim:
-        d = await start(make_daemon, f"""
+        d = await start(
+            make_daemon,
+            f"""
 provider = "telnyx"
 from_number = "{FROM}"
 [serve]
@@ -74,9 +76,16 @@ api_key = "{telnyx.API_KEY}"
 connection_id = "{telnyx.CONNECTION_ID}"
 public_key = "{sim.public_key}"
 api_base_url = "{sim.api_base_url}"
-""" + REALTIME.format(url=model.url, key=REALTIME_KEY))
-        call_id = (await rpc(d, "voicecall.initiate", {"message": "Hello from Acme.", "to": TO,
-                                                       "mode": "conversation"}))["callId"]
+"""
+            + REALTIME.format(url=model.url, key=REALTIME_KEY),
+        )
+        call_id = (
+            await rpc(
+                d,
+                "voicecall.initiate",
+                {"message": "Hello from Acme.", "to": TO, "mode": "conversation"},
+            )
+        )["callId"]
         await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().streams), timeout=10)
         dial = sim.commands("dial")[0].body
         assert dial["stream_bidirectional_mode"] == "rtp"
@@ -86,14 +95,19 @@ api_base_url = "{sim.api_base_url}"
         stream = call.streams[0]
         await sim.wait_for(lambda: len(stream.marks()) >= 1, timeout=10)
         assert b"".join(stream.audio()) == speech_audio(model.reply_frames)
-        assert "Hello from Acme." in model.current.of("response.create")[0]["response"][
-            "instructions"]
+        assert (
+            "Hello from Acme." in model.current.of("response.create")[0]["response"]["instructions"]
+        )
         assert model.current.session["audio"]["input"]["format"] == {"type": "audio/pcmu"}
         await sim.send_audio(call, bytes(range(1, 161)) * 4)
-        await model.wait_for(lambda: bytes(range(1, 161)) * 4 in bytes(model.current.audio),
-                             timeout=10)
-        await _barge_in(model, lambda: len(stream.audio()) - model.reply_frames,
-                        lambda: any(kind == "clear" for kind, _ in stream.events))
+        await model.wait_for(
+            lambda: bytes(range(1, 161)) * 4 in bytes(model.current.audio), timeout=10
+        )
+        await _barge_in(
+            model,
+            lambda: len(stream.audio()) - model.reply_frames,
+            lambda: any(kind == "clear" for kind, _ in stream.events),
+        )
         await rpc(d, "voicecall.end", {"callId": call_id})
 
 
@@ -104,7 +118,9 @@ async def test_plivo_realtime_stream_is_pcmu_both_ways(
     as playAudio unchanged; caller audio reaches the model; barge-in sends clearAudio and a
     truncate."""
     async with plivo.PlivoSimulator() as sim:
-        d = await start(make_daemon, f"""
+        d = await start(
+            make_daemon,
+            f"""
 provider = "plivo"
 from_number = "{FROM}"
 [serve]
@@ -113,9 +129,16 @@ port = 0
 auth_id = "{plivo.AUTH_ID}"
 auth_token = "{plivo.AUTH_TOKEN}"
 api_base_url = "{sim.api_base_url}"
-""" + REALTIME.format(url=model.url, key=REALTIME_KEY))
-        call_id = (await rpc(d, "voicecall.initiate", {"message": "Hello from Acme.", "to": TO,
-                                                       "mode": "conversation"}))["callId"]
+"""
+            + REALTIME.format(url=model.url, key=REALTIME_KEY),
+        )
+        call_id = (
+            await rpc(
+                d,
+                "voicecall.initiate",
+                {"message": "Hello from Acme.", "to": TO, "mode": "conversation"},
+            )
+        )["callId"]
         await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().streams), timeout=10)
         call = sim.only_call()
         element = ET.fromstring(call.documents[0])[0]
@@ -125,8 +148,10 @@ api_base_url = "{sim.api_base_url}"
         await sim.wait_for(lambda: len(stream.checkpoints()) >= 1, timeout=10)
         assert b"".join(stream.audio()) == speech_audio(model.reply_frames)
         await sim.send_audio(call, bytes(range(1, 161)) * 4)
-        await model.wait_for(lambda: bytes(range(1, 161)) * 4 in bytes(model.current.audio),
-                             timeout=10)
-        await _barge_in(model, lambda: len(stream.audio()) - model.reply_frames,
-                        lambda: stream.cleared > 0)
+        await model.wait_for(
+            lambda: bytes(range(1, 161)) * 4 in bytes(model.current.audio), timeout=10
+        )
+        await _barge_in(
+            model, lambda: len(stream.audio()) - model.reply_frames, lambda: stream.cleared > 0
+        )
         await rpc(d, "voicecall.end", {"callId": call_id})

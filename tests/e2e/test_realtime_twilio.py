@@ -38,14 +38,19 @@ from tests.simulators.twilio import (
 pytestmark = pytest.mark.e2e
 SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
 
-TOOLS = ('tools = [{name = "lookup", description = "Find free slots", parameters = '
-         '{type = "object", properties = {day = {type = "string"}}}}]\n')
+TOOLS = (
+    'tools = [{name = "lookup", description = "Find free slots", parameters = '
+    '{type = "object", properties = {day = {type = "string"}}}}]\n'
+)
 
 
-def config(sim: TwilioSimulator, model: FakeRealtime, extra: str = "",
-           realtime: str = "") -> str:
+def config(sim: TwilioSimulator, model: FakeRealtime, extra: str = "", realtime: str = "") -> str:
     """Twilio at the simulator, streaming on, realtime mode at FakeRealtime; no TTS, no STT."""
-    return twilio_config(sim, top=extra, streaming=True, extra=f"""
+    return twilio_config(
+        sim,
+        top=extra,
+        streaming=True,
+        extra=f"""
 [realtime]
 enabled = true
 base_url = "{model.url}"
@@ -53,15 +58,17 @@ api_key = "{API_KEY}"
 silence_duration_ms = 400
 vad_threshold = 0.6
 tool_timeout_ms = 1500
-{TOOLS}{realtime}""")
+{TOOLS}{realtime}""",
+    )
 
 
 async def events(d: DaemonHarness, call_id: str, kind: str) -> list[dict[str, Any]]:
     return [e for e in await asyncio.to_thread(d.call_events, call_id) if e["type"] == kind]
 
 
-async def until_events(d: DaemonHarness, call_id: str, kind: str, count: int = 1,
-                       timeout: float = 10.0) -> list[dict[str, Any]]:
+async def until_events(
+    d: DaemonHarness, call_id: str, kind: str, count: int = 1, timeout: float = 10.0
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
         found = await events(d, call_id, kind)
@@ -72,11 +79,13 @@ async def until_events(d: DaemonHarness, call_id: str, kind: str, count: int = 1
         await asyncio.sleep(0.05)
 
 
-async def outbound(d: DaemonHarness, sim: TwilioSimulator, model: FakeRealtime,
-                   message: str) -> tuple[str, SimCall, SimStream]:
+async def outbound(
+    d: DaemonHarness, sim: TwilioSimulator, model: FakeRealtime, message: str
+) -> tuple[str, SimCall, SimStream]:
     """A conversation call whose stream is up and bridged to the model."""
-    result = await rpc(d, "voicecall.initiate", {"message": message, "to": TO,
-                                                 "mode": "conversation"})
+    result = await rpc(
+        d, "voicecall.initiate", {"message": message, "to": TO, "mode": "conversation"}
+    )
     await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().media), timeout=10)
     call = sim.only_call()
     await model.wait_for(lambda: bool(model.sessions), timeout=10)
@@ -155,8 +164,9 @@ async def test_barge_in_clears_and_truncates_at_what_was_played(
     keeps only the words heard."""
     d = await start(make_daemon, config(sim, model))
     call_id, _call, stream = await outbound(d, sim, model, "Hello.")
-    await sim.wait_for(lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream),
-                       timeout=10)
+    await sim.wait_for(
+        lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream), timeout=10
+    )
     greeting = len(stream.frames)
 
     text = " ".join(f"word{i}" for i in range(30))
@@ -171,8 +181,10 @@ async def test_barge_in_clears_and_truncates_at_what_was_played(
     (truncate,) = session.of("conversation.item.truncate")
     assert truncate["item_id"] == item_id and truncate["content_index"] == 0
     heard_ms = (stream.played - greeting) * 20  # the simulator played nothing after `clear`
-    print(f"\nplayed {played_ms} ms when speech started, {heard_ms} ms in all; truncated at "
-          f"{truncate['audio_end_ms']} ms; {len(stream.frames) - greeting} frames were sent")
+    print(
+        f"\nplayed {played_ms} ms when speech started, {heard_ms} ms in all; truncated at "
+        f"{truncate['audio_end_ms']} ms; {len(stream.frames) - greeting} frames were sent"
+    )
     # The daemon's play clock and the simulator's playout agree within the 80 ms lead.
     assert played_ms - 100 <= truncate["audio_end_ms"] <= heard_ms + 100
     assert truncate["audio_end_ms"] < (len(stream.frames) - greeting) * 20  # sent > played
@@ -198,8 +210,9 @@ async def test_the_outbound_opening_line_is_not_cut_by_the_callee(
     session = model.current
     await until(lambda: stream.played >= 20, timeout=10, what="the opening to play")
     await model.speech_started()
-    await sim.wait_for(lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream),
-                       timeout=10)
+    await sim.wait_for(
+        lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream), timeout=10
+    )
     assert stream.clears == [] and session.of("conversation.item.truncate") == []
     assert stream.played == 100
     await model.wait_for(lambda: len(session.of("session.update")) >= 2, timeout=5)
@@ -228,13 +241,15 @@ async def test_relayed_tool_is_answered_by_the_agent_and_times_out_otherwise(
     (tool,) = await until_events(d, call_id, "call.tool")
     assert tool["toolCallId"] == "call_42" and tool["name"] == "lookup"
     assert tool["arguments"] == {"day": "Tuesday"}
-    tail = await asyncio.to_thread(d.cli, "tail", "--call-id", call_id, "--since", "100",
-                                   "--no-follow")
+    tail = await asyncio.to_thread(
+        d.cli, "tail", "--call-id", call_id, "--since", "100", "--no-follow"
+    )
     assert 'call.tool lookup({"day":"Tuesday"}) toolCallId=call_42' in tail.stdout, tail.stdout
     creates = len(session.of("response.create"))
     output = {"slots": ["9:00", "14:30"], "note": "café"}
-    result = await rpc(d, "voicecall.tool_result",
-                       {"callId": call_id, "toolCallId": "call_42", "output": output})
+    result = await rpc(
+        d, "voicecall.tool_result", {"callId": call_id, "toolCallId": "call_42", "output": output}
+    )
     assert result == {"success": True}
     await model.wait_for(lambda: len(session.of("response.create")) > creates, timeout=5)
     (item,) = session.of("conversation.item.create")
@@ -243,8 +258,9 @@ async def test_relayed_tool_is_answered_by_the_agent_and_times_out_otherwise(
     assert json.loads(item["item"]["output"]) == output
 
     with pytest.raises(RpcRemoteError) as refused:
-        await rpc(d, "voicecall.tool_result",
-                  {"callId": call_id, "toolCallId": "call_42", "output": 1})
+        await rpc(
+            d, "voicecall.tool_result", {"callId": call_id, "toolCallId": "call_42", "output": 1}
+        )
     assert refused.value.code == -32002 and "call_42" in refused.value.message
 
     started = time.monotonic()
@@ -269,8 +285,9 @@ async def test_end_call_hangs_up_once_the_goodbye_was_heard(
     only after the goodbye's mark came back (it was heard), never before."""
     d = await start(make_daemon, config(sim, model))
     call_id, call, stream = await outbound(d, sim, model, "Hello.")
-    await sim.wait_for(lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream),
-                       timeout=10)
+    await sim.wait_for(
+        lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream), timeout=10
+    )
     await model.respond("Goodbye!", frames=50, function_call=("end_call", "call_9", "{}"))
     await sim.wait_for(lambda: call.ended, timeout=10)
     ended_at = time.monotonic()
@@ -295,8 +312,9 @@ async def test_speak_asks_the_model_and_beta_event_names_work(
     await sim.wait_for(lambda: bool(stream.marks), timeout=10)
     greeting = len(stream.frames)
     session = model.current
-    done = await asyncio.to_thread(d.cli, "speak", "--call-id", call_id, "--message",
-                                   "Your table is ready.")
+    done = await asyncio.to_thread(
+        d.cli, "speak", "--call-id", call_id, "--message", "Your table is ready."
+    )
     assert done.returncode == 0, done.stderr
     await model.wait_for(lambda: len(session.of("response.create")) >= 2, timeout=5)
     assert "Your table is ready." in session.of("response.create")[1]["response"]["instructions"]
@@ -328,8 +346,9 @@ async def test_refused_model_key_is_loud_and_ends_the_call(
     it, and the call ends instead of staying silent."""
     model.api_key = "sk-some-other-key"
     d = await start(make_daemon, config(sim, model))
-    result = await rpc(d, "voicecall.initiate", {"message": "Hello.", "to": TO,
-                                                 "mode": "conversation"})
+    result = await rpc(
+        d, "voicecall.initiate", {"message": "Hello.", "to": TO, "mode": "conversation"}
+    )
     call_id = str(result["callId"])
     errors = await until_events(d, call_id, "call.error")
     assert "HTTP 401" in errors[0]["error"] and API_KEY not in errors[0]["error"]
@@ -342,14 +361,20 @@ async def test_inbound_call_greets_through_the_model_without_the_auto_responder(
 ) -> None:
     """An inbound realtime call opens with inbound_greeting said by the model; the caller's
     turns are recorded but the cascade's auto-responder never runs (the model answers)."""
-    extra = ('inbound_policy = "open"\ninbound_greeting = "Hello, Acme clinic."\n'
-             'response_model = "openai/gpt-4o-mini"\n')
-    d = await start(make_daemon, config(sim, model, extra) + '[agent]\nbase_url = '
-                    '"http://127.0.0.1:9/v1"\napi_key = "sk-unused"\n')
+    extra = (
+        'inbound_policy = "open"\ninbound_greeting = "Hello, Acme clinic."\n'
+        'response_model = "openai/gpt-4o-mini"\n'
+    )
+    d = await start(
+        make_daemon,
+        config(sim, model, extra) + "[agent]\nbase_url = "
+        '"http://127.0.0.1:9/v1"\napi_key = "sk-unused"\n',
+    )
     webhook = str((await rpc(d, "daemon.status"))["webhookUrl"])
     call = await sim.inbound(CALLER, FROM, webhook)
-    await model.wait_for(lambda: bool(model.sessions) and bool(
-        model.current.of("response.create")), timeout=10)
+    await model.wait_for(
+        lambda: bool(model.sessions) and bool(model.current.of("response.create")), timeout=10
+    )
     session = model.current
     assert "Hello, Acme clinic." in session.of("response.create")[0]["response"]["instructions"]
     await sim.wait_for(lambda: bool(call.media) and bool(call.media[0].marks), timeout=10)
@@ -358,7 +383,9 @@ async def test_inbound_call_greets_through_the_model_without_the_auto_responder(
     (found,) = [c for c in listed if c["providerCallId"] == call.sid]
     current = await until_record(d, found["callId"], lambda c: len(c["transcript"]) >= 2)
     assert [(t["speaker"], t["text"]) for t in current["transcript"]] == [
-        ("bot", "Hello, Acme clinic."), ("user", "Are you open today?")]
+        ("bot", "Hello, Acme clinic."),
+        ("user", "Are you open today?"),
+    ]
     await asyncio.sleep(0.3)
     assert len(session.of("response.create")) == 1  # nobody but the model answers
     assert "auto-responder failed" not in d.log_text()
@@ -371,17 +398,23 @@ async def test_per_number_realtime_table_turns_it_on_for_that_number_only(
     """`[realtime]` off, `[numbers."+E164".realtime]` on with its own voice and instructions:
     a call to that number is bridged with the merged settings (the key still from
     [realtime]); calls to other numbers are not bridged."""
-    d = await start(make_daemon, config(sim, model, 'inbound_policy = "open"\n').replace(
-        "[realtime]\nenabled = true\n", "[realtime]\nenabled = false\n") + f"""
+    d = await start(
+        make_daemon,
+        config(sim, model, 'inbound_policy = "open"\n').replace(
+            "[realtime]\nenabled = true\n", "[realtime]\nenabled = false\n"
+        )
+        + f"""
 [numbers."{FROM}".realtime]
 enabled = true
 voice = "verse"
 instructions = "You are the Acme night line."
-""")
+""",
+    )
     webhook = str((await rpc(d, "daemon.status"))["webhookUrl"])
     await sim.inbound(CALLER, FROM, webhook)
-    await model.wait_for(lambda: bool(model.sessions) and bool(
-        model.current.of("session.update")), timeout=10)
+    await model.wait_for(
+        lambda: bool(model.sessions) and bool(model.current.of("session.update")), timeout=10
+    )
     update = model.current.session
     assert update["audio"]["output"]["voice"] == "verse"
     assert update["instructions"].startswith("You are the Acme night line.")
@@ -389,8 +422,11 @@ instructions = "You are the Acme night line."
 
     await sim.inbound(CALLER, "+15550177777", webhook)
     # Realtime is decided before a stream is bound: once the second is bound, it was not.
-    await until(lambda: d.log_text().count("bound to call") >= 2, timeout=10,
-                what="the second call's stream")
+    await until(
+        lambda: d.log_text().count("bound to call") >= 2,
+        timeout=10,
+        what="the second call's stream",
+    )
     assert len(model.sessions) == 1 and model.handshakes == 1
 
 
@@ -401,8 +437,9 @@ async def test_a_spoken_line_cut_by_the_caller_keeps_what_was_heard(
     transcript line to the words heard (interruptedUtterances) and truncates the item."""
     d = await start(make_daemon, config(sim, model))
     call_id, _call, stream = await outbound(d, sim, model, "Hello.")
-    await sim.wait_for(lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream),
-                       timeout=10)
+    await sim.wait_for(
+        lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream), timeout=10
+    )
     session = model.current
     await model.wait_for(lambda: len(session.of("session.update")) >= 2, timeout=5)
     text = " ".join(f"part{i}" for i in range(20))
@@ -412,7 +449,8 @@ async def test_a_spoken_line_cut_by_the_caller_keeps_what_was_heard(
     await model.speech_started()
     await model.wait_for(lambda: bool(session.of("conversation.item.truncate")), timeout=5)
     current = await until_record(
-        d, call_id, lambda c: c["metadata"].get("interruptedUtterances") == 1)
+        d, call_id, lambda c: c["metadata"].get("interruptedUtterances") == 1
+    )
     heard = bot_lines(current)[1]
     assert heard != text and text.startswith(heard) and heard.startswith("part0")
     ms = session.of("conversation.item.truncate")[0]["audio_end_ms"]
@@ -427,19 +465,22 @@ async def test_a_response_that_stops_without_audio_done_still_settles(
     never stuck waiting for audio that will not come)."""
     d = await start(make_daemon, config(sim, model))
     call_id, call, stream = await outbound(d, sim, model, "Hello.")
-    await sim.wait_for(lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream),
-                       timeout=10)
-    base = {"response_id": "resp_x", "item_id": "item_x", "output_index": 0,
-            "content_index": 0}
+    await sim.wait_for(
+        lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream), timeout=10
+    )
+    base = {"response_id": "resp_x", "item_id": "item_x", "output_index": 0, "content_index": 0}
     await model.emit({"type": "response.created", "response": {"id": "resp_x"}})
     for chunk in range(3):
-        await model.emit({"type": "response.output_audio.delta", **base,
-                          "delta": base64.b64encode(speech_audio(5, chunk)).decode()})
-    await model.emit({"type": "response.done",
-                      "response": {"id": "resp_x", "status": "cancelled"}})
+        await model.emit(
+            {
+                "type": "response.output_audio.delta",
+                **base,
+                "delta": base64.b64encode(speech_audio(5, chunk)).decode(),
+            }
+        )
+    await model.emit({"type": "response.done", "response": {"id": "resp_x", "status": "cancelled"}})
     await sim.wait_for(lambda: len(stream.marks) >= 2, timeout=10)
     await model.call_function("end_call", "{}", call_id="call_end")
     await sim.wait_for(lambda: call.ended, timeout=10)
     assert stream.played == model.reply_frames + 15
-    assert (await until_record(d, call_id, lambda c: c["state"] in ENDED))["state"] == \
-        "hangup-bot"
+    assert (await until_record(d, call_id, lambda c: c["state"] in ENDED))["state"] == "hangup-bot"

@@ -19,8 +19,9 @@ BASE = FAST_MOCK + 'replies = ["Sure."]\n'
 
 
 def _live_call(d: DaemonHarness) -> str:
-    call_id = d.cli_json("call", "--to", "+15550001234", "-m", "Hi", "--mode",
-                         "conversation")["callId"]
+    call_id = d.cli_json("call", "--to", "+15550001234", "-m", "Hi", "--mode", "conversation")[
+        "callId"
+    ]
     d.wait_state(call_id, "speaking", "active", "answered")
     return call_id
 
@@ -39,8 +40,10 @@ def test_reload_applies_live_keys_reports_restart_keys_and_keeps_calls(make_daem
     d = make_daemon(BASE)
     call_id = _live_call(d)
     webhook = d.rpc("daemon.status")["webhookUrl"]
-    d.write_config('max_concurrent_calls = 1\ninbound_greeting = "Hello again"\n'
-                   + BASE.replace("port = 0", 'port = 0\npath = "/other/hook"'))
+    d.write_config(
+        'max_concurrent_calls = 1\ninbound_greeting = "Hello again"\n'
+        + BASE.replace("port = 0", 'port = 0\npath = "/other/hook"')
+    )
     done = d.cli("daemon", "reload", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -58,13 +61,14 @@ def test_reload_applies_live_keys_reports_restart_keys_and_keeps_calls(make_daem
     assert "not applied until `voicecall daemon restart`: serve.path" in human.stderr
 
 
-def test_invalid_config_is_refused_listing_every_error_and_the_old_one_stays(make_daemon) \
-        -> None:
+def test_invalid_config_is_refused_listing_every_error_and_the_old_one_stays(make_daemon) -> None:
     """Every problem is listed (-32004 over RPC, exit 1 in the CLI); nothing changes."""
     d = make_daemon(BASE)
     call_id = _live_call(d)
-    d.write_config("max_concurrent_calls = 1\nmax_duration_seconds = -5\n"
-                   + BASE.replace("port = 0", 'port = "abc"'))
+    d.write_config(
+        "max_concurrent_calls = 1\nmax_duration_seconds = -5\n"
+        + BASE.replace("port = 0", 'port = "abc"')
+    )
     done = d.cli("daemon", "reload")
     assert done.returncode == 1
     assert "config not reloaded: 2 problems" in done.stderr
@@ -108,9 +112,12 @@ def test_config_set_and_unset_say_how_a_running_daemon_takes_the_change(make_dae
     assert json.loads(port.stdout)["applyWith"] == "voicecall daemon restart"
     unset = d.cli("config", "unset", "inbound_greeting", "--json")
     assert unset.returncode == 0, unset.stderr
-    assert json.loads(unset.stdout) == {"key": "inbound_greeting",
-                                        "path": str(d.home / "config.toml"), "removed": True,
-                                        "applyWith": "voicecall daemon reload"}
+    assert json.loads(unset.stdout) == {
+        "key": "inbound_greeting",
+        "path": str(d.home / "config.toml"),
+        "removed": True,
+        "applyWith": "voicecall daemon reload",
+    }
     again = d.cli("config", "unset", "inbound_greeting", "--json")
     assert json.loads(again.stdout)["removed"] is False
     d.stop()
@@ -146,8 +153,9 @@ def test_restart_validates_before_stopping_anything(make_daemon) -> None:
     logs = d.cli("daemon", "logs", "-n", "5", "--json")
     assert logs.returncode == 0, logs.stderr
     records = [json.loads(line) for line in logs.stdout.splitlines()]
-    assert records and all({"time", "level", "logger", "message", "line"} <= set(r)
-                           for r in records)
+    assert records and all(
+        {"time", "level", "logger", "message", "line"} <= set(r) for r in records
+    )
     assert any(r["level"] == "INFO" for r in records)
     assert json.loads(d.cli("daemon", "stop", "--json").stdout) == {"stopped": True}
     assert json.loads(d.cli("daemon", "stop", "--json").stdout) == {"stopped": False}

@@ -57,9 +57,15 @@ def test_the_example_is_about_twenty_lines() -> None:
 def test_the_example_places_a_call_and_prints_its_events(make_daemon: MakeDaemon) -> None:
     """Run the doc's client against a mock daemon: it prints the call, the tail reply, events."""
     d = make_daemon(CONFIG)
-    done = subprocess.run([sys.executable, "-c", example_code()],
-                          env={**d.env, "VOICECALL_SOCKET": str(d.socket)}, cwd=d.home,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", example_code()],
+        env={**d.env, "VOICECALL_SOCKET": str(d.socket)},
+        cwd=d.home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     lines = done.stdout.splitlines()

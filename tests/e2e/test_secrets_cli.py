@@ -69,8 +69,11 @@ class JsonKeyring(KeyringBackend):
 def env(tmp_path: Path) -> dict[str, str]:
     """An isolated environment whose keyring is a JSON file in tmp_path."""
     (tmp_path / "testkr.py").write_text(BACKEND_SOURCE)
-    clean = {k: v for k, v in os.environ.items()
-             if not k.endswith(("_TOKEN", "_API_KEY", "_AUTHTOKEN", "_PUBLIC_KEY"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith(("_TOKEN", "_API_KEY", "_AUTHTOKEN", "_PUBLIC_KEY"))
+    }
     clean.update(
         PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]),
         PYTHON_KEYRING_BACKEND="testkr.JsonKeyring",
@@ -88,17 +91,30 @@ def stored(env: dict[str, str]) -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def voicecall(env: dict[str, str], *args: str, stdin: str | None = None
-              ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "voicecall_cli", *args], input=stdin,
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+def voicecall(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "voicecall_cli", *args],
+        input=stdin,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_set_prompts_without_echo(env: dict[str, str]) -> None:
     """The value is typed twice at a hidden prompt; it is stored and never echoed."""
-    child = pexpect.spawn(sys.executable, ["-m", "voicecall_cli", "secrets", "set",
-                                           "twilio.auth_token"],
-                          env=env, cwd=str(ROOT), encoding="utf-8", timeout=30)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "voicecall_cli", "secrets", "set", "twilio.auth_token"],
+        env=env,
+        cwd=str(ROOT),
+        encoding="utf-8",
+        timeout=30,
+    )
     seen = io.StringIO()
     child.logfile_read = seen  # everything the terminal showed, prompts included
     child.expect("Value for twilio.auth_token: ")
@@ -116,9 +132,14 @@ def test_set_prompts_without_echo(env: dict[str, str]) -> None:
 
 def test_prompt_retries_on_mismatch(env: dict[str, str]) -> None:
     """Two different entries are refused and asked again."""
-    child = pexpect.spawn(sys.executable, ["-m", "voicecall_cli", "secrets", "set",
-                                           "plivo.auth_token"],
-                          env=env, cwd=str(ROOT), encoding="utf-8", timeout=30)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "voicecall_cli", "secrets", "set", "plivo.auth_token"],
+        env=env,
+        cwd=str(ROOT),
+        encoding="utf-8",
+        timeout=30,
+    )
     child.expect("Value for plivo.auth_token: ")
     child.sendline("first")
     child.expect("Repeat for confirmation: ")
@@ -147,8 +168,12 @@ def test_stdin_list_delete_round_trip(env: dict[str, str]) -> None:
     doc = json.loads(listed.stdout)
     assert doc["backend"] == "testkr.JsonKeyring" and doc["usable"] is True
     rows = {row["name"]: row for row in doc["secrets"]}
-    assert rows["telnyx.api_key"] == {"name": "telnyx.api_key", "envVar": "TELNYX_API_KEY",
-                                      "inEnv": False, "inKeyring": True}
+    assert rows["telnyx.api_key"] == {
+        "name": "telnyx.api_key",
+        "envVar": "TELNYX_API_KEY",
+        "inEnv": False,
+        "inKeyring": True,
+    }
     assert rows["twilio.auth_token"]["inKeyring"] is False
 
     human = voicecall(env, "secrets", "list")
@@ -206,8 +231,13 @@ def test_headless_without_backend(env: dict[str, str]) -> None:
     done = voicecall(env, "secrets", "set", "twilio.auth_token", "--stdin", stdin=SECRET)
     assert done.returncode == 1
     assert done.stderr.startswith("Error: no usable OS keyring (keyring.backends.fail.Keyring)")
-    for hint in ("TWILIO_AUTH_TOKEN", "config file", "chmod 600", "keyrings.alt",
-                 "PYTHON_KEYRING_BACKEND"):
+    for hint in (
+        "TWILIO_AUTH_TOKEN",
+        "config file",
+        "chmod 600",
+        "keyrings.alt",
+        "PYTHON_KEYRING_BACKEND",
+    ):
         assert hint in done.stderr
     assert SECRET not in done.stdout + done.stderr
 

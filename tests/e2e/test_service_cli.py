@@ -29,11 +29,18 @@ exit 0
 def env(tmp_path: Path) -> dict[str, str]:
     """An environment with no systemctl on PATH and config under tmp_path."""
     (tmp_path / "bin").mkdir()
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("VOICECALL_", "XDG_", "FAKE_SYSTEMCTL"))}
-    clean.update(PATH=str(tmp_path / "bin"), HOME=str(tmp_path),
-                 XDG_CONFIG_HOME=str(tmp_path / "config"), VOICECALL_NO_AUTOSTART="1",
-                 PYTHONPATH=str(ROOT))
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VOICECALL_", "XDG_", "FAKE_SYSTEMCTL"))
+    }
+    clean.update(
+        PATH=str(tmp_path / "bin"),
+        HOME=str(tmp_path),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        VOICECALL_NO_AUTOSTART="1",
+        PYTHONPATH=str(ROOT),
+    )
     return clean
 
 
@@ -49,8 +56,14 @@ def systemctl(env: dict[str, str], tmp_path: Path) -> Path:
 
 
 def voicecall(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "voicecall_cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "voicecall_cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def unit_dir(env: dict[str, str]) -> Path:
@@ -66,8 +79,14 @@ def test_install_without_systemctl_prints_commands(env: dict[str, str]) -> None:
     done = voicecall(env, "service", "install")
     assert done.returncode == 0, done.stderr
     unit = (unit_dir(env) / "voicecall.service").read_text()
-    for line in ("Type=notify", "NotifyAccess=main", "Restart=on-failure", "WatchdogSec=30",
-                 "WantedBy=default.target", "ExecReload=/bin/kill -HUP $MAINPID"):
+    for line in (
+        "Type=notify",
+        "NotifyAccess=main",
+        "Restart=on-failure",
+        "WatchdogSec=30",
+        "WantedBy=default.target",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ):
         assert line in unit.splitlines()
     exec_start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
     assert exec_start.endswith(" daemon run")
@@ -85,8 +104,17 @@ def test_install_with_socket_activation_runs_systemctl(
 ) -> None:
     """Global --config/--socket reach ExecStart and ListenStream; systemctl enables both units."""
     cfg, sock = tmp_path / "my config.toml", tmp_path / "run" / "d.sock"
-    done = voicecall(env, "--config", str(cfg), "--socket", str(sock), "service", "install",
-                     "--socket-activation", "--json")
+    done = voicecall(
+        env,
+        "--config",
+        str(cfg),
+        "--socket",
+        str(sock),
+        "service",
+        "install",
+        "--socket-activation",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["systemctl"] is True and doc["todo"] == []
@@ -133,9 +161,12 @@ def test_status_and_uninstall(env: dict[str, str], systemctl: Path) -> None:
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["service"]["installed"] is True and doc["service"]["active"] == "active"
-    assert doc["socket"] == {"unit": "voicecall.socket",
-                             "path": str(unit_dir(env) / "voicecall.socket"),
-                             "installed": False, "active": None}
+    assert doc["socket"] == {
+        "unit": "voicecall.socket",
+        "path": str(unit_dir(env) / "voicecall.socket"),
+        "installed": False,
+        "active": None,
+    }
     human = voicecall(env, "service", "status")
     assert "voicecall.service: installed, active" in human.stdout
 
@@ -143,9 +174,11 @@ def test_status_and_uninstall(env: dict[str, str], systemctl: Path) -> None:
     removed = voicecall(env, "service", "uninstall")
     assert removed.returncode == 0, removed.stderr
     assert not (unit_dir(env) / "voicecall.service").exists()
-    assert logged(systemctl) == ["--user show-environment",
-                                 "--user disable --now voicecall.service",
-                                 "--user daemon-reload"]
+    assert logged(systemctl) == [
+        "--user show-environment",
+        "--user disable --now voicecall.service",
+        "--user daemon-reload",
+    ]
     nothing = voicecall(env, "service", "uninstall")
     assert "nothing to remove" in nothing.stdout
 

@@ -76,9 +76,11 @@ def merged(shapes: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def telnyx_samples() -> dict[str, dict[str, Any]]:
     """Event type -> every field its samples have."""
-    documents = [*sample("telnyx_webhooks_inbound_capture.json")["events"],
-                 *sample("telnyx_webhooks_schema_derived.json")["events"],
-                 sample("telnyx_webhook_hangup_originator_cancel.json")]
+    documents = [
+        *sample("telnyx_webhooks_inbound_capture.json")["events"],
+        *sample("telnyx_webhooks_schema_derived.json")["events"],
+        sample("telnyx_webhook_hangup_originator_cancel.json"),
+    ]
     by_type: dict[str, list[dict[str, Any]]] = {}
     for document in documents:
         by_type.setdefault(document["data"]["event_type"], []).append(document)
@@ -92,13 +94,14 @@ async def test_telnyx_simulator_webhooks_and_frames_have_only_sample_fields(
     outbound busy and timeout, a streamed call (connected, start, media, dtmf, mark, error,
     stop) and a stream that fails (streaming.failed)."""
     async with TelnyxSimulator() as sim:
-        d = await start(make_daemon, telnyx_stream_config(sim, openai,
-                                                          'inbound_policy = "open"\n'))
+        d = await start(make_daemon, telnyx_stream_config(sim, openai, 'inbound_policy = "open"\n'))
         url = (await rpc(d, "daemon.status"))["webhookUrl"]
-        placed = await rpc(d, "voicecall.initiate",
-                           {"message": "Hi there.", "to": TO, "mode": "conversation"})
-        await sim.wait_for(lambda: bool(sim.calls) and any(
-            s.open for s in sim.only_call().streams), 15)
+        placed = await rpc(
+            d, "voicecall.initiate", {"message": "Hi there.", "to": TO, "mode": "conversation"}
+        )
+        await sim.wait_for(
+            lambda: bool(sim.calls) and any(s.open for s in sim.only_call().streams), 15
+        )
         streamed = sim.only_call()
         stream = streamed.streams[0]
         await sim.wait_for(lambda: len(stream.marks()) >= 1, 10)
@@ -112,8 +115,9 @@ async def test_telnyx_simulator_webhooks_and_frames_have_only_sample_fields(
         await until_state(d, placed["callId"], "hangup-user")
 
         sim.stream_outcome = "failed"
-        failing = await rpc(d, "voicecall.initiate",
-                            {"message": "Hi.", "to": TO, "mode": "conversation"})
+        failing = await rpc(
+            d, "voicecall.initiate", {"message": "Hi.", "to": TO, "mode": "conversation"}
+        )
         await sim.wait_for(lambda: bool(sim.delivered("streaming.failed")), 10)
         await sim.wait_for(lambda: bool(sim.delivered("call.speak.ended")), 10)
         await rpc(d, "voicecall.end", {"callId": failing["callId"]})
@@ -136,14 +140,22 @@ async def test_telnyx_simulator_webhooks_and_frames_have_only_sample_fields(
         assert kind in samples, f"the simulator sends {kind}, which no sample shows"
         assert extra_fields(document, samples[kind]) == [], kind
         assert ("direction" in document["data"]["payload"]) == (kind == "call.initiated")
-    assert sent_types >= {"call.initiated", "call.answered", "call.speak.started",
-                          "call.speak.ended", "call.transcription", "call.dtmf.received",
-                          "call.hangup", "streaming.failed"}
+    assert sent_types >= {
+        "call.initiated",
+        "call.answered",
+        "call.speak.started",
+        "call.speak.ended",
+        "call.transcription",
+        "call.dtmf.received",
+        "call.hangup",
+        "streaming.failed",
+    }
     frames = sample("telnyx_media_stream_messages.json")["from_telnyx"]
-    by_event = {kind: merged(f for f in frames if f["event"] == kind)
-                for kind in {f["event"] for f in frames}}
-    assert set(sim.sent_frames) == {"connected", "start", "media", "dtmf", "mark", "error",
-                                    "stop"}
+    by_event = {
+        kind: merged(f for f in frames if f["event"] == kind)
+        for kind in {f["event"] for f in frames}
+    }
+    assert set(sim.sent_frames) == {"connected", "start", "media", "dtmf", "mark", "error", "stop"}
     for kind, message in sim.sent_frames.items():
         assert extra_fields(message, by_event[kind]) == [], kind
     assert sim.schema_errors == []
@@ -175,14 +187,17 @@ async def test_plivo_simulator_callbacks_and_frames_have_only_sample_fields(
     async with PlivoSimulator() as sim:
         d = await start(make_daemon, config(sim, 'inbound_policy = "open"\n'))
         url = (await rpc(d, "daemon.status"))["webhookUrl"]
-        call_id = (await rpc(d, "voicecall.initiate",
-                             {"message": "Hi.", "to": TO, "mode": "conversation"}))["callId"]
+        call_id = (
+            await rpc(d, "voicecall.initiate", {"message": "Hi.", "to": TO, "mode": "conversation"})
+        )["callId"]
         await until_state(d, call_id, "speaking", "active", "answered")
         sim.replies = ["Yes."]
         assert (await rpc(d, "voicecall.continue", {"callId": call_id, "message": "Ok?"}))[
-            "transcript"] == "Yes."
-        turn = asyncio.create_task(rpc(d, "voicecall.continue",
-                                       {"callId": call_id, "message": "Press one."}))
+            "transcript"
+        ] == "Yes."
+        turn = asyncio.create_task(
+            rpc(d, "voicecall.continue", {"callId": call_id, "message": "Press one."})
+        )
         call = sim.only_call()
         await sim.wait_for(lambda: call.listening, 15)
         await sim.press(call, "1")
@@ -196,8 +211,9 @@ async def test_plivo_simulator_callbacks_and_frames_have_only_sample_fields(
         inbound = await sim.inbound("+14155550123", FROM, url)
         await sim.wait_for(lambda: inbound.listening, 15)
         await sim.caller_hangup(inbound)
-        await sim.wait_for(lambda: any(dl.params.get("HangupSource") == "Caller"
-                                       for dl in sim.deliveries), 10)
+        await sim.wait_for(
+            lambda: any(dl.params.get("HangupSource") == "Caller" for dl in sim.deliveries), 10
+        )
 
     shapes = plivo_shapes()
     for delivery in sim.deliveries:
@@ -208,11 +224,14 @@ async def test_plivo_simulator_callbacks_and_frames_have_only_sample_fields(
 
     async with PlivoSimulator() as sim:
         d = await start(make_daemon, plivo_stream_config(sim, openai))
-        call_id = (await rpc(d, "voicecall.initiate",
-                             {"message": "Hi there.", "to": TO, "mode": "conversation"}))[
-            "callId"]
-        await sim.wait_for(lambda: bool(sim.calls) and any(
-            s.open for s in sim.only_call().streams), 15)
+        call_id = (
+            await rpc(
+                d, "voicecall.initiate", {"message": "Hi there.", "to": TO, "mode": "conversation"}
+            )
+        )["callId"]
+        await sim.wait_for(
+            lambda: bool(sim.calls) and any(s.open for s in sim.only_call().streams), 15
+        )
         call = sim.only_call()
         await sim.wait_for(lambda: len(call.streams[0].checkpoints()) >= 1, 10)
         await sim.send_audio(call, b"\x7f" * 160)
@@ -238,11 +257,12 @@ async def test_twilio_simulator_webhooks_and_frames_have_only_sample_fields(
     status_shape = merged([hooks["status_callback_common"], *hooks["status_callbacks"]])
     voice_shape = hooks["inbound_voice_request"]
     async with TwilioSimulator() as sim:
-        d = await start(make_daemon, twilio_stream_config(sim, openai,
-                                                          'inbound_policy = "open"\n'))
-        call_id = (await rpc(d, "voicecall.initiate",
-                             {"message": "Hi there.", "to": TO, "mode": "conversation"}))[
-            "callId"]
+        d = await start(make_daemon, twilio_stream_config(sim, openai, 'inbound_policy = "open"\n'))
+        call_id = (
+            await rpc(
+                d, "voicecall.initiate", {"message": "Hi there.", "to": TO, "mode": "conversation"}
+            )
+        )["callId"]
         await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().media), 15)
         stream = sim.only_call().media[-1]
         await sim.wait_for(lambda: bool(stream.echoed), 10)
@@ -255,11 +275,17 @@ async def test_twilio_simulator_webhooks_and_frames_have_only_sample_fields(
         assert extra_fields(delivery.params, status_shape) == [], delivery.params
     for delivery in sim.deliveries:
         assert extra_fields(delivery.params, {**status_shape, **voice_shape}) == [], (
-            delivery.kind, delivery.params)
+            delivery.kind,
+            delivery.params,
+        )
     frames = sample("twilio_media_stream_capture.json")["from_twilio"]
     by_event = {f["event"]: f for f in frames}
-    by_event["dtmf"] = {"event": "dtmf", "streamSid": "", "sequenceNumber": "",
-                        "dtmf": {"track": "", "digit": ""}}  # Twilio's documented dtmf message
+    by_event["dtmf"] = {
+        "event": "dtmf",
+        "streamSid": "",
+        "sequenceNumber": "",
+        "dtmf": {"track": "", "digit": ""},
+    }  # Twilio's documented dtmf message
     assert {"connected", "start", "media", "mark", "dtmf"} <= set(sim.sent_frames)
     for kind, message in sim.sent_frames.items():
         if kind in by_event:

@@ -65,7 +65,10 @@ async def test_yes_places_a_call_whose_signed_callbacks_verify_and_it_ends(
     code, doc, stderr = await smoke(d, "--yes")
     assert code == 0, (doc, stderr)
     assert steps(doc) == [(s, "OK") for s in SETUP_STEPS] + [
-        ("call", "OK"), ("callbacks", "OK"), ("end", "OK")]
+        ("call", "OK"),
+        ("callbacks", "OK"),
+        ("end", "OK"),
+    ]
     assert len(sim.creates) == 1 and sim.creates[0].get("To") == TO
     assert "ringing" in doc["steps"][7]["message"] and "answered" in doc["steps"][7]["message"]
     record = await asyncio.to_thread(d.call_record, doc["callId"])

@@ -60,8 +60,10 @@ async def test_first_sentence_is_heard_before_the_model_finishes(
     first_frame = stream.frames[greeting].at
     await until(lambda: openai.chat_finished, timeout=10, what="the model to finish")
     finished = openai.chat_finished[0]
-    print(f"\nlast word -> first reply frame {1000 * (first_frame - said_at):.0f} ms; "
-          f"model finished at {1000 * (finished - said_at):.0f} ms")
+    print(
+        f"\nlast word -> first reply frame {1000 * (first_frame - said_at):.0f} ms; "
+        f"model finished at {1000 * (finished - said_at):.0f} ms"
+    )
     assert first_frame < finished - 0.5  # heard well before the model was done (2.3 s)
     assert first_frame - said_at < 1.8
     assert openai.chat_requests[0]["stream"] is True
@@ -69,7 +71,9 @@ async def test_first_sentence_is_heard_before_the_model_finishes(
     # The sentences were synthesised one by one, in order, and both are in the transcript.
     await until(lambda: len(openai.tts_requests) >= 3, timeout=10, what="the second sentence")
     assert [r["input"] for r in openai.tts_requests[1:]] == [
-        "We open at nine.", "On Sundays we open at ten."]
+        "We open at nine.",
+        "On Sundays we open at ten.",
+    ]
     call = await until_record(d, call_id, lambda c: len(c["transcript"]) >= 4)
     assert [(t["speaker"], t["text"]) for t in call["transcript"]] == [
         ("bot", "Hello, Acme clinic."),
@@ -89,12 +93,14 @@ async def test_a_newer_turn_cancels_the_reply_mid_stream(
     openai.chat_stream = [(0.1, "Let me check. "), (1.5, "Stale rest of the reply.")]
 
     await openai.transcript_completed("When do you open?", item_id="item_1")
-    await until_record(d, call_id, lambda c: any(t["text"] == "Let me check."
-                                                 for t in c["transcript"]))
+    await until_record(
+        d, call_id, lambda c: any(t["text"] == "Let me check." for t in c["transcript"])
+    )
     openai.chat_stream = [(0.05, "Yes, from ten to four.")]
     await openai.transcript_completed("Are you open on Sunday?", item_id="item_2")
-    await until_record(d, call_id, lambda c: any(t["text"] == "Yes, from ten to four."
-                                                 for t in c["transcript"]))
+    await until_record(
+        d, call_id, lambda c: any(t["text"] == "Yes, from ten to four." for t in c["transcript"])
+    )
     await asyncio.sleep(2.0)  # past the moment the stale rest would have arrived
     call = await record(d, call_id)
     bot = [t["text"] for t in call["transcript"] if t["speaker"] == "bot"]

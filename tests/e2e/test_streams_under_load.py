@@ -36,17 +36,27 @@ MANY = 120
 FRAMES_PER_SENTENCE = 50
 
 
-def config(sim: TwilioSimulator, openai: FakeOpenAI, *, tts_url: str | None = None,
-           calls: int = 8, extra: str = "") -> str:
+def config(
+    sim: TwilioSimulator,
+    openai: FakeOpenAI,
+    *,
+    tts_url: str | None = None,
+    calls: int = 8,
+    extra: str = "",
+) -> str:
     """Inbound calls answered with a streamed greeting; TTS and STT at FakeOpenAI."""
     return twilio_config(
-        sim, openai, streaming=True, tts_url=tts_url,
+        sim,
+        openai,
+        streaming=True,
+        tts_url=tts_url,
         top=f'inbound_policy = "open"\ninbound_greeting = "{GREETING}"\n'
-            f"max_concurrent_calls = {calls}\n{extra}",
+        f"max_concurrent_calls = {calls}\n{extra}",
         serve=f"max_connections_per_ip = {max(64, 2 * calls)}\n",
         stream=f"max_connections = {max(128, calls + 8)}\n"
-               f"max_pending_connections = {max(32, calls)}\n"
-               f"max_pending_connections_per_ip = {max(4, calls)}\n")
+        f"max_pending_connections = {max(32, calls)}\n"
+        f"max_pending_connections_per_ip = {max(4, calls)}\n",
+    )
 
 
 async def test_more_streamed_calls_than_the_old_pool_each_get_stt_and_audio(
@@ -64,19 +74,24 @@ async def test_more_streamed_calls_than_the_old_pool_each_get_stt_and_audio(
         # (the webhook server answers 429 past 8 per address).
         await until(lambda: sum(1 for c in calls if not c.documents) < 6, 30, "webhook room")
         calls.append(await sim.inbound(CALLER, FROM, webhook))
-    await until(lambda: all(c.media and c.media[0].is_open for c in calls), 40,
-                "every stream to open")
-    await until(lambda: all(len(c.media[0].frames) >= 1 for c in calls), 40,
-                "every greeting's first frame")
-    await until(lambda: sum(1 for c in openai.connections if c.updates) >= MANY, 40,
-                "every STT socket")
+    await until(
+        lambda: all(c.media and c.media[0].is_open for c in calls), 40, "every stream to open"
+    )
+    await until(
+        lambda: all(len(c.media[0].frames) >= 1 for c in calls), 40, "every greeting's first frame"
+    )
+    await until(
+        lambda: sum(1 for c in openai.connections if c.updates) >= MANY, 40, "every STT socket"
+    )
     ramp = time.monotonic() - started
 
     latencies = sorted(c.media[0].frames[0].at - (c.media[0].opened_at or 0.0) for c in calls)
     p50 = statistics.median(latencies)
     worst = latencies[-1]
-    print(f"\n{MANY} calls set up in {ramp:.1f}s; stream start -> first frame p50 "
-          f"{p50 * 1000:.0f} ms, max {worst * 1000:.0f} ms; STT handshakes {openai.handshakes}")
+    print(
+        f"\n{MANY} calls set up in {ramp:.1f}s; stream start -> first frame p50 "
+        f"{p50 * 1000:.0f} ms, max {worst * 1000:.0f} ms; STT handshakes {openai.handshakes}"
+    )
     assert worst < 5.0, latencies[-10:]  # the old pool: ~16 s late, or never
     # Every call holds its own STT socket at once, each opened at the first attempt.
     assert openai.handshakes == MANY
@@ -84,10 +99,16 @@ async def test_more_streamed_calls_than_the_old_pool_each_get_stt_and_audio(
     assert len(openai.tts_requests) == MANY
     assert all(c.media[0].is_open and not c.ended for c in calls)
     # Caller audio reaches STT on every socket.
-    await until(lambda: all(len(c.audio) >= 160 for c in openai.connections), 30,
-                "caller audio on every STT socket")
-    await until(lambda: all(len(c.media[0].frames) >= FRAMES_PER_SENTENCE for c in calls), 40,
-                "every greeting in full")
+    await until(
+        lambda: all(len(c.audio) >= 160 for c in openai.connections),
+        30,
+        "caller audio on every STT socket",
+    )
+    await until(
+        lambda: all(len(c.media[0].frames) >= FRAMES_PER_SENTENCE for c in calls),
+        40,
+        "every greeting in full",
+    )
     log = d.log_text()
     assert "could not connect" not in log and "speech synthesis failed" not in log
 
@@ -104,16 +125,21 @@ async def test_stt_down_at_call_start_is_reported_then_recovers(
     call = await sim.inbound(CALLER, FROM, webhook)
     await sim.wait_for(lambda: bool(call.media) and bool(call.media[0].frames), timeout=10)
     call_id = await call_id_of(d, call.sid)
-    await openai.wait_for(lambda: bool(openai.connections and openai.current.updates),
-                          timeout=20)
+    await openai.wait_for(lambda: bool(openai.connections and openai.current.updates), timeout=20)
     assert openai.handshakes == 4
     await until(lambda: len(openai.current.audio) >= 160, 10, "caller audio after recovery")
     await openai.transcript_completed("Are you open today?")
-    await until(lambda: any(t["text"] == "Are you open today?"
-                            for t in d.call_record(call_id)["transcript"]), 10, "transcript")
+    await until(
+        lambda: any(
+            t["text"] == "Are you open today?" for t in d.call_record(call_id)["transcript"]
+        ),
+        10,
+        "transcript",
+    )
 
-    errors = [e for e in await asyncio.to_thread(d.call_events, call_id, 100)
-              if e["type"] == "call.error"]
+    errors = [
+        e for e in await asyncio.to_thread(d.call_events, call_id, 100) if e["type"] == "call.error"
+    ]
     assert len(errors) == 1, errors
     message = errors[0]["error"]
     assert "OpenAI realtime STT" in message and "HTTP 503" in message
@@ -130,19 +156,23 @@ async def test_stt_drop_then_recovery_hears_the_caller_again(
     d = await start(make_daemon, config(sim, openai))
     webhook = str((await rpc(d, "daemon.status"))["webhookUrl"])
     call = await sim.inbound(CALLER, FROM, webhook)
-    await openai.wait_for(lambda: bool(openai.connections and openai.current.updates),
-                          timeout=10)
+    await openai.wait_for(lambda: bool(openai.connections and openai.current.updates), timeout=10)
     call_id = await call_id_of(d, call.sid)
     openai.realtime_reject = [502, 502]
     await openai.drop()
-    await openai.wait_for(lambda: len(openai.connections) == 2 and bool(openai.current.updates),
-                          timeout=20)
+    await openai.wait_for(
+        lambda: len(openai.connections) == 2 and bool(openai.current.updates), timeout=20
+    )
     await until(lambda: len(openai.current.audio) >= 160, 10, "caller audio after recovery")
     await openai.transcript_completed("Hello again.")
-    await until(lambda: any(t["text"] == "Hello again."
-                            for t in d.call_record(call_id)["transcript"]), 10, "transcript")
-    errors = [e for e in await asyncio.to_thread(d.call_events, call_id, 100)
-              if e["type"] == "call.error"]
+    await until(
+        lambda: any(t["text"] == "Hello again." for t in d.call_record(call_id)["transcript"]),
+        10,
+        "transcript",
+    )
+    errors = [
+        e for e in await asyncio.to_thread(d.call_events, call_id, 100) if e["type"] == "call.error"
+    ]
     assert len(errors) == 1 and "HTTP 502" in errors[0]["error"], errors
 
 

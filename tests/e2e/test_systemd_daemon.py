@@ -52,19 +52,30 @@ def test_socket_activation_serves_the_passed_socket() -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(16)
-    env = {**os.environ, "VOICECALL_HOME": str(home), "VOICECALL_NO_KEYRING": "1",
-           "LISTEN_FDS": "1"}
+    env = {
+        **os.environ,
+        "VOICECALL_HOME": str(home),
+        "VOICECALL_NO_KEYRING": "1",
+        "LISTEN_FDS": "1",
+    }
     fd = listener.fileno()
 
     def to_fd_3() -> None:
         os.dup2(fd, 3)  # systemd passes the first socket as fd 3 (kept open via pass_fds)
 
     script = f'LISTEN_PID=$$ exec "{sys.executable}" -m daemon --socket "{path}"'
-    proc = subprocess.Popen(["/bin/sh", "-c", script], env=env, cwd=REPO, preexec_fn=to_fd_3,
-                            pass_fds=(fd, 3), stdout=subprocess.DEVNULL,
-                            stderr=open(home / "log", "wb"))  # noqa: SIM115
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", script],
+        env=env,
+        cwd=REPO,
+        preexec_fn=to_fd_3,
+        pass_fds=(fd, 3),
+        stdout=subprocess.DEVNULL,
+        stderr=open(home / "log", "wb"),  # noqa: SIM115
+    )
     listener.close()
     try:
+
         def answers() -> bool:
             try:
                 with RpcClient(path, timeout=2) as client:

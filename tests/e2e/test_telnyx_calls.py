@@ -270,8 +270,11 @@ async def test_telnyx_who_hung_up_follows_source_and_the_calls_direction(
     url = (await rpc(d, "daemon.status"))["webhookUrl"]
     call = await sim.inbound("+14155550123", FROM, url)
     await sim.wait_for(lambda: call.answered and bool(call.spoken), timeout=10)
-    assert all("direction" not in json.loads(dl.body)["data"]["payload"]
-               for dl in sim.deliveries if dl.event_type != "call.initiated")
+    assert all(
+        "direction" not in json.loads(dl.body)["data"]["payload"]
+        for dl in sim.deliveries
+        if dl.event_type != "call.initiated"
+    )
     inbound_id = (await rpc(d, "voicecall.list", {}))["calls"][0]["callId"]
     await sim.caller_hangup(call)  # normal_clearing from the caller
     assert (await until_state(d, inbound_id, "hangup-user"))["endReason"] == "hangup-user"

@@ -179,7 +179,9 @@ async def test_telnyx_streaming_failed_falls_back_to_telnyx_speech_at_once(
     assert answer == {"success": True, "transcript": "Yes, Tuesday works."}
     (transcribe,) = sim.commands("transcription_start")
     assert transcribe.body["transcription_engine_config"] == {
-        "transcription_engine": "Telnyx", "language": "en"}
+        "transcription_engine": "Telnyx",
+        "language": "en",
+    }
     assert sim.schema_errors == []
     assert openai.tts_requests == []  # nothing went to the stream's TTS
 
@@ -191,15 +193,19 @@ async def test_telnyx_stream_error_frame_hands_the_turn_to_telnyx(
     the stream is dropped without ending the call and Telnyx transcribes the caller at once."""
     d = await start(make_daemon, config(sim, openai))
     call_id = (
-        await rpc(d, "voicecall.initiate",
-                  {"message": "Hi, it is the clinic.", "to": TO, "mode": "conversation"})
+        await rpc(
+            d,
+            "voicecall.initiate",
+            {"message": "Hi, it is the clinic.", "to": TO, "mode": "conversation"},
+        )
     )["callId"]
     await sim.wait_for(lambda: bool(sim.calls) and live_stream(sim.only_call()) is not None)
     call = sim.only_call()
     stream = call.streams[0]
     await sim.wait_for(lambda: len(stream.marks()) >= 1, timeout=10)
-    turn = asyncio.create_task(rpc(d, "voicecall.continue",
-                                   {"callId": call_id, "message": "Does Tuesday work?"}))
+    turn = asyncio.create_task(
+        rpc(d, "voicecall.continue", {"callId": call_id, "message": "Does Tuesday work?"})
+    )
     await sim.wait_for(lambda: len(stream.marks()) >= 2, timeout=10)
     await until_state(d, call_id, "listening")
     await sim.stream_error(call)
@@ -210,10 +216,14 @@ async def test_telnyx_stream_error_frame_hands_the_turn_to_telnyx(
     assert answer == {"success": True, "transcript": "Yes, Tuesday works."}
     assert sim.commands("speak") == []  # the prompt had been heard: not said twice
     assert (await rpc(d, "voicecall.status", {"callId": call_id}))["call"]["state"] not in (
-        "completed", "hangup-bot", "hangup-user")
+        "completed",
+        "hangup-bot",
+        "hangup-user",
+    )
     # Later speech goes through Telnyx's own voice.
     assert await rpc(d, "voicecall.speak", {"callId": call_id, "message": "Booked."}) == {
-        "success": True}
+        "success": True
+    }
     await sim.wait_for(lambda: call.spoken == ["Booked."], timeout=5)
 
 
@@ -224,8 +234,11 @@ async def test_telnyx_stream_error_while_speaking_says_it_again_with_telnyx(
     `actions/speak` (turn client_state) and the caller's answer comes by transcription."""
     d = await start(make_daemon, config(sim, openai))
     call_id = (
-        await rpc(d, "voicecall.initiate",
-                  {"message": "Hi, it is the clinic.", "to": TO, "mode": "conversation"})
+        await rpc(
+            d,
+            "voicecall.initiate",
+            {"message": "Hi, it is the clinic.", "to": TO, "mode": "conversation"},
+        )
     )["callId"]
     await sim.wait_for(lambda: bool(sim.calls) and live_stream(sim.only_call()) is not None)
     call = sim.only_call()

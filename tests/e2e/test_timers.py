@@ -12,16 +12,18 @@ pytestmark = pytest.mark.e2e
 def test_max_duration_ends_the_call(make_daemon) -> None:
     """A call answered longer than max_duration_seconds ends in state timeout."""
     d = make_daemon("max_duration_seconds = 1\n" + FAST_MOCK)
-    call_id = d.rpc("voicecall.initiate", {"message": "hi", "to": "+15550001234",
-                                           "mode": "conversation"})["callId"]
+    call_id = d.rpc(
+        "voicecall.initiate", {"message": "hi", "to": "+15550001234", "mode": "conversation"}
+    )["callId"]
     call = d.wait_state(call_id, "timeout", timeout=10)
     assert call["endReason"] == "timeout"
 
 
 def test_stale_call_reaper_ends_unanswered_calls(make_daemon) -> None:
     """A call that never gets answered is reaped after stale_call_reaper_seconds."""
-    d = make_daemon("stale_call_reaper_seconds = 1\n[serve]\nport = 0\n"
-                    "[mock]\nanswer_delay_ms = 600000\n")
+    d = make_daemon(
+        "stale_call_reaper_seconds = 1\n[serve]\nport = 0\n[mock]\nanswer_delay_ms = 600000\n"
+    )
     call_id = d.rpc("voicecall.initiate", {"message": "hi", "to": "+15550001234"})["callId"]
     d.wait_state(call_id, "ringing")
     assert d.wait_state(call_id, "timeout", timeout=10)["answeredAt"] is None

@@ -297,7 +297,8 @@ async def test_twilio_speak_during_a_pending_continue_keeps_listening(
     await sim.wait_for(lambda: bool(sim.calls) and sim.only_call().spoken != [])
     call = sim.only_call()
     waiting = asyncio.create_task(
-        rpc(d, "voicecall.continue", {"callId": call_id, "message": "Which day suits you?"}))
+        rpc(d, "voicecall.continue", {"callId": call_id, "message": "Which day suits you?"})
+    )
     updates_path = f"/Calls/{call.sid}.json"
     await sim.wait_for(lambda: len(sim.recorded("POST", updates_path)) == 1)
     first = sim.recorded("POST", updates_path)[0].get("Twiml") or ""

@@ -163,7 +163,8 @@ async def test_streamed_conversation_paced_frames_marks_and_continue(
     # 1000 from the daemon; when the simulator's own hang-up `stop` crossed the daemon's close
     # frame on the wire (both sides closing at once), aiohttp reports the cut as 1006.
     assert stream.close_code == 1000 or (stream.close_code == 1006 and stream.stop_sent), (
-        stream.close_code)
+        stream.close_code
+    )
     assert (await record(d, call_id))["state"] == "hangup-bot"
 
 
@@ -344,7 +345,7 @@ async def test_elevenlabs_ulaw_is_streamed_without_transcoding(
         audio = b"".join(f.audio for f in stream.frames)
         assert all(len(f.audio) == FRAME_BYTES for f in stream.frames)
         assert audio[: len(eleven.audio)] == eleven.audio  # byte for byte: no transcoding
-        assert set(audio[len(eleven.audio):]) <= {0xFF}  # mu-law silence pads the last frame
+        assert set(audio[len(eleven.audio) :]) <= {0xFF}  # mu-law silence pads the last frame
         assert openai.tts_requests == []
         await rpc(d, "voicecall.end", {"callId": call_id})
 
@@ -381,8 +382,10 @@ async def test_a_newer_caller_turn_cancels_a_stale_reply(
     listed = (await rpc(d, "voicecall.list", {}))["calls"]
     (found,) = [c for c in listed if c["providerCallId"] == call.sid]
     final = await until_record(
-        d, found["callId"], lambda c: any(t["text"] == "Yes, from ten to four."
-                                         for t in c["transcript"]))
+        d,
+        found["callId"],
+        lambda c: any(t["text"] == "Yes, from ten to four." for t in c["transcript"]),
+    )
     # Give a reply that was not cancelled time to show up: the one we saw has played out.
     await sim.wait_for(lambda: len(stream.echoed) >= 2, timeout=5)
     final = await record(d, found["callId"])

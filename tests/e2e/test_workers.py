@@ -54,8 +54,12 @@ def children(pid: int) -> list[int]:
     return alive
 
 
-def start_workers(make_daemon: Callable[..., DaemonHarness], pg_url: str,
-                  workers: int = 2, text: str | None = None) -> DaemonHarness:
+def start_workers(
+    make_daemon: Callable[..., DaemonHarness],
+    pg_url: str,
+    workers: int = 2,
+    text: str | None = None,
+) -> DaemonHarness:
     """`voicecall daemon run --workers N` on `pg_url` (config `text`, else the mock's);
     returns once N workers answer."""
     text = text if text is not None else f'store = "{pg_url}"\n' + FAST_MOCK + REPLIES
@@ -64,8 +68,22 @@ def start_workers(make_daemon: Callable[..., DaemonHarness], pg_url: str,
     d.env["VOICECALL_CLUSTER_HEARTBEAT_SECONDS"] = BEAT
     out = open(d.log, "ab")  # noqa: SIM115 - closed once the process has it
     d.proc = subprocess.Popen(
-        [sys.executable, "-m", "voicecall_cli", "--socket", str(d.socket), "daemon", "run",
-         "--workers", str(workers)], env=d.env, stdout=out, stderr=out, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "voicecall_cli",
+            "--socket",
+            str(d.socket),
+            "daemon",
+            "run",
+            "--workers",
+            str(workers),
+        ],
+        env=d.env,
+        stdout=out,
+        stderr=out,
+        cwd=REPO,
+    )
     out.close()
     parent = d.proc.pid
 
@@ -79,9 +97,14 @@ def start_workers(make_daemon: Callable[..., DaemonHarness], pg_url: str,
         return seen <= set(children(parent)) and len(seen) >= 1
 
     wait_for(up, 90, message=f"{workers} workers to answer")
-    wait_for(lambda: all(f"w{i} " in d.log_text() for i in range(1, workers + 1))
-             and d.log_text().count("voicecall daemon 0.1.0 ready") >= workers, 90,
-             message="every worker ready")
+    wait_for(
+        lambda: (
+            all(f"w{i} " in d.log_text() for i in range(1, workers + 1))
+            and d.log_text().count("voicecall daemon 0.1.0 ready") >= workers
+        ),
+        90,
+        message="every worker ready",
+    )
     return d
 
 
@@ -132,15 +155,17 @@ def test_workers_serve_one_socket_and_stop_together(make_daemon, pg_url: str) ->
     placed: list[str] = []
     for _ in range(4):
         with d.client(timeout=60) as client:
-            call_id = client.call("voicecall.initiate", {"to": "+15550001234",
-                                                         "message": "Hello from a worker.",
-                                                         "mode": "conversation"})["callId"]
+            call_id = client.call(
+                "voicecall.initiate",
+                {"to": "+15550001234", "message": "Hello from a worker.", "mode": "conversation"},
+            )["callId"]
             placed.append(call_id)
     for call_id in placed:
         d.wait_state(call_id, *LIVE, timeout=60)
         with d.client(timeout=60) as client:
-            turn = client.call("voicecall.continue", {"callId": call_id,
-                                                      "message": "Does Tuesday work?"})
+            turn = client.call(
+                "voicecall.continue", {"callId": call_id, "message": "Does Tuesday work?"}
+            )
         assert turn == {"success": True, "transcript": "Yes, Tuesday works."}, turn
         with d.client(timeout=60) as client:
             ended = client.call("voicecall.end", {"callId": call_id})
@@ -167,30 +192,44 @@ def test_a_killed_worker_is_restarted_and_its_call_goes_on(make_daemon, pg_url: 
     d = start_workers(make_daemon, pg_url)
     assert d.proc is not None
     parent = d.proc.pid
-    call_id = d.rpc("voicecall.initiate", {"to": "+15550001234", "message": "Hi, the clinic.",
-                                           "mode": "conversation"})["callId"]
+    call_id = d.rpc(
+        "voicecall.initiate",
+        {"to": "+15550001234", "message": "Hi, the clinic.", "mode": "conversation"},
+    )["callId"]
     d.wait_state(call_id, *LIVE, timeout=60)
     owner_id = _owner(pg_url, call_id)
-    index = next(i for i in (1, 2) if (d.home / "state" / f"daemon-id-w{i}")
-                 .read_text().strip() == owner_id)
-    victim = next(pid for pid in children(parent)
-                  if f"--worker\0{index}\0" in Path(f"/proc/{pid}/cmdline").read_text())
+    index = next(
+        i for i in (1, 2) if (d.home / "state" / f"daemon-id-w{i}").read_text().strip() == owner_id
+    )
+    victim = next(
+        pid
+        for pid in children(parent)
+        if f"--worker\0{index}\0" in Path(f"/proc/{pid}/cmdline").read_text()
+    )
     os.kill(victim, signal.SIGKILL)
 
-    wait_for(lambda: len(children(parent)) == 2 and victim not in children(parent), 60,
-             message="the parent to start the worker again")
+    wait_for(
+        lambda: len(children(parent)) == 2 and victim not in children(parent),
+        60,
+        message="the parent to start the worker again",
+    )
     wait_for(lambda: "starting it again" in d.log_text(), 30, message="the restart logged")
     # A call RPC forwarded to the owner while it is down waits for its deadline (the owner is
     # gone from the bus): ask once the restarted worker is ready again.
-    wait_for(lambda: d.log_text().count("voicecall daemon 0.1.0 ready") >= 3, 60,
-             message="the restarted worker ready")
+    wait_for(
+        lambda: d.log_text().count("voicecall daemon 0.1.0 ready") >= 3,
+        60,
+        message="the restarted worker ready",
+    )
     assert f"restored live call {call_id}" in d.log_text()
 
     def turn() -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = d.rpc("voicecall.continue",
-                                           {"callId": call_id, "message": "Does Tuesday work?"},
-                                           timeout=30)
+            result: dict[str, Any] = d.rpc(
+                "voicecall.continue",
+                {"callId": call_id, "message": "Does Tuesday work?"},
+                timeout=30,
+            )
         except Exception:  # the call's owner is still coming back
             return None
         return result
@@ -243,8 +282,9 @@ async def test_signed_twilio_webhooks_land_on_either_worker(
     d = await asyncio.to_thread(start_workers, make_daemon, pg_url, 2, text)
     ids = []
     for n in range(3):
-        result = await rpc(d, "voicecall.initiate", {"to": TO, "message": f"Call {n}",
-                                                     "mode": "conversation"})
+        result = await rpc(
+            d, "voicecall.initiate", {"to": TO, "message": f"Call {n}", "mode": "conversation"}
+        )
         ids.append(result["callId"])
     for call_id in ids:
         await until_state(d, call_id, "listening", "active", "speaking")
@@ -255,29 +295,45 @@ async def test_signed_twilio_webhooks_land_on_either_worker(
 
     webhook = (await rpc(d, "daemon.status"))["webhookUrl"]
     call = await sim.inbound("+15550009999", FROM, webhook)
+
     def voice() -> Delivery | None:
-        return next((x for x in sim.deliveries if x.kind == "voice" and x.status
-                     and x.params.get("CallSid") == call.sid), None)
+        return next(
+            (
+                x
+                for x in sim.deliveries
+                if x.kind == "voice" and x.status and x.params.get("CallSid") == call.sid
+            ),
+            None,
+        )
 
     await sim.wait_for(lambda: voice() is not None, 30)
     first = voice()
     assert first is not None
     assert first.status == 200 and "<Response />" not in first.reply, first
-    [placed] = [c for c in (await rpc(d, "voicecall.list", {"limit": 100}))["calls"]
-                if c["providerCallId"] == call.sid]
+    [placed] = [
+        c
+        for c in (await rpc(d, "voicecall.list", {"limit": 100}))["calls"]
+        if c["providerCallId"] == call.sid
+    ]
     owner = await asyncio.to_thread(_owner, pg_url, placed["callId"])
-    rows = await asyncio.to_thread(query, pg_url, "SELECT daemon_id, address FROM "
-                                   "voicecall_daemons")
+    rows = await asyncio.to_thread(
+        query, pg_url, "SELECT daemon_id, address FROM voicecall_daemons"
+    )
     [other] = [r["address"] for r in rows if r["daemon_id"] != owner]
-    again = await sim.post(Delivery(f"http://{other}/voice/webhook", dict(first.params),
-                                    dict(first.headers), "voice"))
+    again = await sim.post(
+        Delivery(f"http://{other}/voice/webhook", dict(first.params), dict(first.headers), "voice")
+    )
     assert again.status == 200, again
     assert again.reply.endswith("<Response />"), again.reply
     calls = (await rpc(d, "voicecall.list", {"limit": 100}))["calls"]
-    assert [c["callId"] for c in calls if c["providerCallId"] == call.sid] \
-        == [placed["callId"]], "the replay made no second call"
-    await until(lambda: "replayed twilio webhook delivery ignored" in d.log_text(), 15,
-                "the replay to be logged")
+    assert [c["callId"] for c in calls if c["providerCallId"] == call.sid] == [placed["callId"]], (
+        "the replay made no second call"
+    )
+    await until(
+        lambda: "replayed twilio webhook delivery ignored" in d.log_text(),
+        15,
+        "the replay to be logged",
+    )
     stopped = await asyncio.to_thread(d.cli, "daemon", "stop")
     assert stopped.returncode == 0, stopped.stderr
 
@@ -286,8 +342,9 @@ def test_serve_workers_with_daemon_start_logs_and_stop(make_daemon, pg_url: str)
     """`serve.workers = 2` in the config and `voicecall daemon start` (in the background): the
     pid it prints is the parent's, both workers' lines are in the one log with their tags
     (`daemon logs --json` gives `worker`), and `daemon stop` stops all three processes."""
-    d: DaemonHarness = make_daemon(f'store = "{pg_url}"\n[serve]\nport = 0\nworkers = 2\n',
-                                   start=False)
+    d: DaemonHarness = make_daemon(
+        f'store = "{pg_url}"\n[serve]\nport = 0\nworkers = 2\n', start=False
+    )
     started = d.cli("daemon", "start", timeout=120)
     assert started.returncode == 0, started.stderr
     parent = int(started.stdout.split("(pid ")[1].split(")")[0])
@@ -296,8 +353,11 @@ def test_serve_workers_with_daemon_start_logs_and_stop(make_daemon, pg_url: str)
     def both_tagged() -> bool:
         done = d.cli("daemon", "logs", "-n", "200", "--json")
         lines = [json.loads(x) for x in done.stdout.splitlines() if x.strip()]
-        ready = {r["worker"] for r in lines if (r["message"] or "").startswith(
-            "voicecall daemon 0.1.0 ready")}
+        ready = {
+            r["worker"]
+            for r in lines
+            if (r["message"] or "").startswith("voicecall daemon 0.1.0 ready")
+        }
         return ready == {"w1", "w2"}
 
     wait_for(both_tagged, 60, message="both workers' ready lines, tagged, in the log")
@@ -320,8 +380,13 @@ def test_daemon_reload_on_one_connection_reloads_every_worker(make_daemon, pg_ur
     assert "inbound_policy" in done.stdout
 
     def reloaded() -> set[str]:
-        return {tag for tag in ("w1", "w2") if any(
-            f" {tag} daemon.reload: config reloaded" in line and "inbound_policy" in line
-            for line in d.log_text().splitlines())}
+        return {
+            tag
+            for tag in ("w1", "w2")
+            if any(
+                f" {tag} daemon.reload: config reloaded" in line and "inbound_policy" in line
+                for line in d.log_text().splitlines()
+            )
+        }
 
     wait_for(lambda: reloaded() == {"w1", "w2"}, 30, message="both workers to reload")

@@ -18,8 +18,19 @@ from aiohttp import web
 
 from tests.fakes._server import FakeServer
 
-_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade",
-                  "te", "trailer", "proxy-connection", "content-encoding"})
+_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+        "content-encoding",
+    }
+)
 
 
 class Balancer(FakeServer):
@@ -59,12 +70,19 @@ class Balancer(FakeServer):
         for index in self._order(request.path_qs):
             try:
                 async with self._session.request(
-                        request.method, self.backends[index] + request.path_qs, data=body,
-                        headers=headers, allow_redirects=False) as answer:
+                    request.method,
+                    self.backends[index] + request.path_qs,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                ) as answer:
                     reply = await answer.read()
                     self.handled.append((request.path_qs, index))
-                    return web.Response(status=answer.status, body=reply, headers={
-                        k: v for k, v in answer.headers.items() if k.lower() not in _HOP})
+                    return web.Response(
+                        status=answer.status,
+                        body=reply,
+                        headers={k: v for k, v in answer.headers.items() if k.lower() not in _HOP},
+                    )
             except aiohttp.ClientConnectionError:
                 continue
         return web.Response(status=502, text="no backend answered")
@@ -76,8 +94,8 @@ class Balancer(FakeServer):
         for index in self._order(request.path_qs):
             try:
                 upstream = await self._session.ws_connect(
-                    self.backends[index].replace("http", "ws", 1) + request.path_qs,
-                    headers=headers)
+                    self.backends[index].replace("http", "ws", 1) + request.path_qs, headers=headers
+                )
             except aiohttp.ClientError:
                 continue
             self.handled.append((request.path_qs, index))
@@ -94,8 +112,10 @@ class Balancer(FakeServer):
                         break
                 await dst.close()  # type: ignore[attr-defined]
 
-            tasks = [asyncio.ensure_future(pump(downstream, upstream)),
-                     asyncio.ensure_future(pump(upstream, downstream))]
+            tasks = [
+                asyncio.ensure_future(pump(downstream, upstream)),
+                asyncio.ensure_future(pump(upstream, downstream)),
+            ]
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in tasks:
                 task.cancel()

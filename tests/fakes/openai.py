@@ -157,8 +157,10 @@ class FakeOpenAI(FakeServer):
         await response.prepare(request)
 
         async def send(delta: dict[str, Any], finish: str | None = None) -> None:
-            chunk = {"object": "chat.completion.chunk",
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            chunk = {
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
         await send({"role": "assistant", "content": ""})

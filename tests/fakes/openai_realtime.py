@@ -112,14 +112,20 @@ class FakeRealtime(FakeServer):
         if self.reject:
             return web.Response(status=self.reject.pop(0))
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return web.json_response({"error": {"message": "Incorrect API key provided"}},
-                                     status=401)
+            return web.json_response(
+                {"error": {"message": "Incorrect API key provided"}}, status=401
+            )
         ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
         session = RealtimeSession(ws, dict(request.headers), dict(request.query))
         self.sessions.append(session)
-        await ws.send_json({"type": "session.created", "event_id": self._id("event"),
-                            "session": {"type": "realtime", "model": request.query.get("model")}})
+        await ws.send_json(
+            {
+                "type": "session.created",
+                "event_id": self._id("event"),
+                "session": {"type": "realtime", "model": request.query.get("model")},
+            }
+        )
         await self.notify()
         try:
             async for message in ws:
@@ -139,19 +145,30 @@ class FakeRealtime(FakeServer):
             return
         session.events.append(event)
         if kind == "session.update":
-            await session.ws.send_json({"type": "session.updated", "event_id": self._id("event"),
-                                        "session": event["session"]})
+            await session.ws.send_json(
+                {
+                    "type": "session.updated",
+                    "event_id": self._id("event"),
+                    "session": event["session"],
+                }
+            )
         elif kind == "conversation.item.truncate":
-            await session.ws.send_json({"type": "conversation.item.truncated",
-                                        "event_id": self._id("event"), "item_id": event["item_id"],
-                                        "content_index": 0,
-                                        "audio_end_ms": event["audio_end_ms"]})
+            await session.ws.send_json(
+                {
+                    "type": "conversation.item.truncated",
+                    "event_id": self._id("event"),
+                    "item_id": event["item_id"],
+                    "content_index": 0,
+                    "audio_end_ms": event["audio_end_ms"],
+                }
+            )
         elif kind == "response.create" and self.auto_respond:
             response = event.get("response") or {}
             said = _SAID.search(str(response.get("instructions", "")))
             text = self.reply_text or (said.group(1) if said else "Okay.")
             session.responding = asyncio.create_task(
-                self.respond(text, metadata=response.get("metadata"), session=session))
+                self.respond(text, metadata=response.get("metadata"), session=session)
+            )
         await self.notify()
 
     # ------------------------------------------------------------------ scripted server events
@@ -164,85 +181,157 @@ class FakeRealtime(FakeServer):
     def _name(self, ga: str) -> str:
         if not self.beta_names:
             return ga
-        return {"response.output_audio.delta": "response.audio.delta",
-                "response.output_audio.done": "response.audio.done",
-                "response.output_audio_transcript.delta": "response.audio_transcript.delta",
-                "response.output_audio_transcript.done": "response.audio_transcript.done",
-                }.get(ga, ga)
+        return {
+            "response.output_audio.delta": "response.audio.delta",
+            "response.output_audio.done": "response.audio.done",
+            "response.output_audio_transcript.delta": "response.audio_transcript.delta",
+            "response.output_audio_transcript.done": "response.audio_transcript.done",
+        }.get(ga, ga)
 
-    async def respond(self, text: str, *, metadata: Any = None, frames: int | None = None,
-                      audio: bytes | None = None, session: RealtimeSession | None = None,
-                      function_call: tuple[str, str, str] | None = None) -> str:
+    async def respond(
+        self,
+        text: str,
+        *,
+        metadata: Any = None,
+        frames: int | None = None,
+        audio: bytes | None = None,
+        session: RealtimeSession | None = None,
+        function_call: tuple[str, str, str] | None = None,
+    ) -> str:
         """One whole response: audio ``frames`` (or ``audio``) saying ``text``; optionally a
         function call item ``(name, call_id, arguments)`` after the audio. Returns the audio
         item's id."""
         session = session or self.current
         response_id, item_id = self._id("resp"), self._id("item")
-        base = {"response_id": response_id, "item_id": item_id, "output_index": 0,
-                "content_index": 0}
+        base = {
+            "response_id": response_id,
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+        }
         ws = session.ws
 
         async def send(event: dict[str, Any]) -> None:
             # compact, "type" first, as the API sends it (the daemon's fast path for deltas)
             await ws.send_str(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
 
-        await send({"type": "response.created", "event_id": self._id("event"),
-                    "response": {"id": response_id, "object": "realtime.response",
-                                 "status": "in_progress", "metadata": metadata}})
-        await send({"type": "response.output_item.added", "event_id": self._id("event"),
-                    "response_id": response_id, "output_index": 0,
-                    "item": {"id": item_id, "type": "message", "role": "assistant"}})
+        await send(
+            {
+                "type": "response.created",
+                "event_id": self._id("event"),
+                "response": {
+                    "id": response_id,
+                    "object": "realtime.response",
+                    "status": "in_progress",
+                    "metadata": metadata,
+                },
+            }
+        )
+        await send(
+            {
+                "type": "response.output_item.added",
+                "event_id": self._id("event"),
+                "response_id": response_id,
+                "output_index": 0,
+                "item": {"id": item_id, "type": "message", "role": "assistant"},
+            }
+        )
         pcm = audio if audio is not None else speech_audio(frames or self.reply_frames)
         words = text.split(" ")
         step = self.chunk_frames * FRAME
-        chunks = [pcm[i:i + step] for i in range(0, len(pcm), step)]
+        chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
         for index, chunk in enumerate(chunks):
             if index and self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
             if session.ws.closed:
                 return item_id
             if index < len(words):
-                await send({"type": self._name("response.output_audio_transcript.delta"),
-                            **base, "delta": words[index] + (" " if index < len(words) - 1
-                                                             else "")})
-            await send({"type": self._name("response.output_audio.delta"), **base,
-                        "delta": base64.b64encode(chunk).decode()})
+                await send(
+                    {
+                        "type": self._name("response.output_audio_transcript.delta"),
+                        **base,
+                        "delta": words[index] + (" " if index < len(words) - 1 else ""),
+                    }
+                )
+            await send(
+                {
+                    "type": self._name("response.output_audio.delta"),
+                    **base,
+                    "delta": base64.b64encode(chunk).decode(),
+                }
+            )
         await send({"type": self._name("response.output_audio.done"), **base})
-        await send({"type": self._name("response.output_audio_transcript.done"), **base,
-                    "transcript": text})
+        await send(
+            {
+                "type": self._name("response.output_audio_transcript.done"),
+                **base,
+                "transcript": text,
+            }
+        )
         if function_call is not None:
             name, call_id, arguments = function_call
-            await send({"type": "response.function_call_arguments.done",
-                        "event_id": self._id("event"), "response_id": response_id,
-                        "item_id": self._id("item"), "output_index": 1, "call_id": call_id,
-                        "name": name, "arguments": arguments})
-        await send({"type": "response.done", "event_id": self._id("event"),
-                    "response": {"id": response_id, "status": "completed",
-                                 "metadata": metadata}})
+            await send(
+                {
+                    "type": "response.function_call_arguments.done",
+                    "event_id": self._id("event"),
+                    "response_id": response_id,
+                    "item_id": self._id("item"),
+                    "output_index": 1,
+                    "call_id": call_id,
+                    "name": name,
+                    "arguments": arguments,
+                }
+            )
+        await send(
+            {
+                "type": "response.done",
+                "event_id": self._id("event"),
+                "response": {"id": response_id, "status": "completed", "metadata": metadata},
+            }
+        )
         return item_id
 
     async def speech_started(self) -> None:
         """The caller started talking (server VAD)."""
-        await self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
-                         "item_id": self._id("item")})
+        await self.emit(
+            {
+                "type": "input_audio_buffer.speech_started",
+                "audio_start_ms": 0,
+                "item_id": self._id("item"),
+            }
+        )
 
     async def caller_said(self, transcript: str) -> None:
         """The caller's turn was transcribed."""
-        await self.emit({"type": "conversation.item.input_audio_transcription.completed",
-                         "item_id": self._id("item"), "content_index": 0,
-                         "transcript": transcript})
+        await self.emit(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": self._id("item"),
+                "content_index": 0,
+                "transcript": transcript,
+            }
+        )
 
     async def call_function(self, name: str, arguments: str, call_id: str = "call_1") -> None:
         """A response that only calls a function."""
         response_id = self._id("resp")
-        await self.emit({"type": "response.created",
-                         "response": {"id": response_id, "status": "in_progress"}})
-        await self.emit({"type": "response.function_call_arguments.done",
-                         "response_id": response_id, "item_id": self._id("item"),
-                         "output_index": 0, "call_id": call_id, "name": name,
-                         "arguments": arguments})
-        await self.emit({"type": "response.done",
-                         "response": {"id": response_id, "status": "completed"}})
+        await self.emit(
+            {"type": "response.created", "response": {"id": response_id, "status": "in_progress"}}
+        )
+        await self.emit(
+            {
+                "type": "response.function_call_arguments.done",
+                "response_id": response_id,
+                "item_id": self._id("item"),
+                "output_index": 0,
+                "call_id": call_id,
+                "name": name,
+                "arguments": arguments,
+            }
+        )
+        await self.emit(
+            {"type": "response.done", "response": {"id": response_id, "status": "completed"}}
+        )
 
     async def drop(self) -> None:
         """Close the newest connection from the server side (an outage)."""

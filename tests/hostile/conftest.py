@@ -49,12 +49,18 @@ class SmallDisk:
 def small_disk() -> Iterator[SmallDisk]:
     """A 4 MiB tmpfs (root only: skipped, saying why, where it cannot be mounted)."""
     root = Path(tempfile.mkdtemp(prefix="vc-disk-", dir="/tmp"))
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(root)],
-                           capture_output=True, text=True, check=False)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mount.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"cannot mount a small tmpfs to fill (needs root and mount rights): "
-                    f"{mount.stderr.strip() or mount.returncode}")
+        pytest.skip(
+            f"cannot mount a small tmpfs to fill (needs root and mount rights): "
+            f"{mount.stderr.strip() or mount.returncode}"
+        )
     try:
         yield SmallDisk(root)
     finally:
@@ -79,13 +85,20 @@ class OtherUser:
 
     def argv(self, *command: str) -> list[str]:
         """`command` run as this user (real uid, gid and groups), via setpriv."""
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
-                "--reset-env", *command]
+        return [
+            "setpriv",
+            f"--reuid={self.uid}",
+            f"--regid={self.gid}",
+            "--init-groups",
+            "--reset-env",
+            *command,
+        ]
 
     def python(self, script: str, *args: str, **popen: Any) -> subprocess.Popen[str]:
         """Start `script` (stdlib only, isolated mode) as this user."""
-        return subprocess.Popen(self.argv(SYSTEM_PYTHON, "-I", "-c", script, *args),
-                                text=True, **popen)
+        return subprocess.Popen(
+            self.argv(SYSTEM_PYTHON, "-I", "-c", script, *args), text=True, **popen
+        )
 
 
 @pytest.fixture(scope="session")
@@ -97,15 +110,19 @@ def other_user() -> OtherUser:
     """
     if os.geteuid() != 0:
         pytest.skip("needs root to create and act as a second local user")
-    if not (shutil.which("useradd") and shutil.which("setpriv")
-            and os.access(SYSTEM_PYTHON, os.X_OK)):
+    if not (
+        shutil.which("useradd") and shutil.which("setpriv") and os.access(SYSTEM_PYTHON, os.X_OK)
+    ):
         pytest.skip("needs useradd, setpriv and /usr/bin/python3 to play a second user")
     try:
         entry = pwd.getpwnam(OTHER_USER)
     except KeyError:
-        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                               "/usr/sbin/nologin", OTHER_USER], capture_output=True, text=True,
-                              check=False)
+        made = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         try:
             entry = pwd.getpwnam(OTHER_USER)  # (another test run may have made it meanwhile)
         except KeyError:

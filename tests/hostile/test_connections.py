@@ -75,8 +75,7 @@ async def wait_closed(socks: list[socket.socket], timeout: float) -> list[bool]:
 async def genuine(session: aiohttp.ClientSession, url: str, i: int) -> int:
     params = {"CallSid": f"CA{i:032d}", "CallStatus": "completed"}
     signature = RequestValidator(TOKEN).compute_signature(url, params)
-    headers = {"X-Twilio-Signature": signature,
-               "Content-Type": "application/x-www-form-urlencoded"}
+    headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
     async with session.post(url, data=urlencode(params), headers=headers) as response:
         return response.status
 
@@ -161,9 +160,10 @@ async def test_malformed_requests_are_logged_as_summaries(
     def flood() -> None:
         for i in range(200):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-                sock.sendall(b"POST /voice/webhook HTTP/1.1\r\nHost: x\r\n"
-                             + (b"Content-Length: abc\r\n\r\n" if i % 2 else
-                                b"Content-Length: -5\r\n\r\n"))
+                sock.sendall(
+                    b"POST /voice/webhook HTTP/1.1\r\nHost: x\r\n"
+                    + (b"Content-Length: abc\r\n\r\n" if i % 2 else b"Content-Length: -5\r\n\r\n")
+                )
                 assert b" 400 Bad Request" in sock.recv(100)
 
     await asyncio.to_thread(flood)

@@ -79,10 +79,18 @@ def shared_tmp() -> Iterator[Path]:
     subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
-def start_attacker(user: OtherUser, role: str, path: Path, *extra: str,
-                   pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[str]:
-    attacker = user.python(ATTACKER, role, str(path), *extra, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, pass_fds=pass_fds)
+def start_attacker(
+    user: OtherUser, role: str, path: Path, *extra: str, pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[str]:
+    attacker = user.python(
+        ATTACKER,
+        role,
+        str(path),
+        *extra,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=pass_fds,
+    )
     assert attacker.stdout is not None
     line = attacker.stdout.readline().strip()
     assert line == "ready", f"attacker did not start: {line!r} {attacker.stderr}"
@@ -103,17 +111,21 @@ def test_state_files_are_private_from_the_first_byte(
     d.home.chmod(0o755)
     started = d.cli("daemon", "start")
     assert started.returncode == 0, started.stderr
-    call = d.cli("call", "--to", "+15550001234", "-m", "The door code is 4711", "--mode",
-                 "conversation")
+    call = d.cli(
+        "call", "--to", "+15550001234", "-m", "The door code is 4711", "--mode", "conversation"
+    )
     assert call.returncode == 0, call.stderr
     call_id = call.stdout.strip()
-    wait_for(lambda: any(t["text"] == "The door code is 4711"
-                         for t in d.call_record(call_id)["transcript"]), 15,
-             message="the transcript line")
+    wait_for(
+        lambda: any(
+            t["text"] == "The door code is 4711" for t in d.call_record(call_id)["transcript"]
+        ),
+        15,
+        message="the transcript line",
+    )
     state = d.home / "state"
     wal = state / "voicecall.db-wal"
-    expected = {"voicecall.db", "voicecall.db-wal", "voicecall.db-shm", "daemon.log",
-                "daemon.lock"}
+    expected = {"voicecall.db", "voicecall.db-wal", "voicecall.db-shm", "daemon.log", "daemon.lock"}
     assert expected <= {p.name for p in state.iterdir()}
     assert mode(state) == 0o700
     modes = {p.name: oct(mode(p)) for p in state.iterdir()}
@@ -187,8 +199,9 @@ def test_cli_sends_nothing_to_a_listener_of_another_uid(
     bound.bind(str(d.socket))
     os.chmod(d.socket, 0o666)
     try:
-        attacker = start_attacker(other_user, "fd", d.socket, str(bound.fileno()),
-                                  pass_fds=(bound.fileno(),))
+        attacker = start_attacker(
+            other_user, "fd", d.socket, str(bound.fileno()), pass_fds=(bound.fileno(),)
+        )
     finally:
         bound.close()
     try:

@@ -21,7 +21,7 @@ LIMIT = 2048
 
 
 def test_daemon_log_is_rotated_by_size_and_keeps_five(
-    make_daemon: Callable[..., DaemonHarness]
+    make_daemon: Callable[..., DaemonHarness],
 ) -> None:
     """Each rejected inbound call logs a line; far more than six files' worth leaves the live
     file and daemon.log.1 to .5, each within the limit, and fds 1 and 2 on the live file."""
@@ -32,8 +32,23 @@ def test_daemon_log_is_rotated_by_size_and_keeps_five(
     state = d.home / "state"
     live = state / "daemon.log"
     follower = subprocess.Popen(
-        [sys.executable, "-m", "voicecall_cli", "--socket", str(d.socket), "daemon", "logs",
-         "-n", "1", "--follow"], env=d.env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "voicecall_cli",
+            "--socket",
+            str(d.socket),
+            "daemon",
+            "logs",
+            "-n",
+            "1",
+            "--follow",
+        ],
+        env=d.env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     followed: list[str] = []
     assert follower.stdout is not None
     reader = threading.Thread(target=lambda: followed.extend(follower.stdout or []), daemon=True)
@@ -49,8 +64,11 @@ def test_daemon_log_is_rotated_by_size_and_keeps_five(
                 last = client.call("mock.inbound", {"from": "+15550109999"})["callId"]
             pid = client.call("daemon.status")["pid"]
         # `daemon logs --follow` followed the live file across every rotation.
-        wait_for(lambda: any(f"inbound call {last} rejected" in line for line in followed), 30,
-                 message="the follower to print the last line")
+        wait_for(
+            lambda: any(f"inbound call {last} rejected" in line for line in followed),
+            30,
+            message="the follower to print the last line",
+        )
     finally:
         follower.kill()
         follower.wait()

@@ -41,8 +41,12 @@ def free_port() -> int:
 
 
 def config(sim: PlivoSimulator, port: int, *, accept_v2: bool = False) -> str:
-    return plivo_config(sim, port=port, top='inbound_policy = "open"\n',
-                        provider_keys="accept_v2_signatures = true\n" if accept_v2 else "")
+    return plivo_config(
+        sim,
+        port=port,
+        top='inbound_policy = "open"\n',
+        provider_keys="accept_v2_signatures = true\n" if accept_v2 else "",
+    )
 
 
 def nonce() -> str:
@@ -79,11 +83,14 @@ def answer(call_uuid: str) -> dict[str, str]:
 
 
 async def post(url: str, params: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.post(
-        url,
-        data=urlencode(params),
-        headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url,
+            data=urlencode(params),
+            headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+        ) as response,
+    ):
         return response.status, await response.text()
 
 

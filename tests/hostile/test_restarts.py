@@ -59,7 +59,8 @@ async def test_call_stored_before_the_dial_answered_ends_failed_at_restart(
     await asyncio.to_thread(d.start)
     dial = asyncio.create_task(rpc(d, "voicecall.initiate", {"message": "Hi", "to": TO}))
     live = await asyncio.to_thread(
-        wait_for, lambda: d.rpc("voicecall.status")["calls"], 20, 0.02, "the stored call")
+        wait_for, lambda: d.rpc("voicecall.status")["calls"], 20, 0.02, "the stored call"
+    )
     call_id = live[0]["callId"]
     assert live[0]["providerCallId"] is None and live[0]["state"] == "initiated"
     await asyncio.to_thread(d.kill9)
@@ -76,7 +77,7 @@ async def test_call_stored_before_the_dial_answered_ends_failed_at_restart(
 
 
 def test_locked_store_fails_start_with_an_error_line_and_no_socket(
-    make_daemon: Callable[..., DaemonHarness]
+    make_daemon: Callable[..., DaemonHarness],
 ) -> None:
     """Another process holds the SQLite store locked: `daemon start` prints one `Error:` (no
     traceback) and no socket ever accepts a connection it would not serve."""
@@ -85,13 +86,18 @@ def test_locked_store_fails_start_with_an_error_line_and_no_socket(
     db = d.home / "state" / "voicecall.db"
     assert db.exists()
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sqlite3, sys, time\n"
-         f"db = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
-         "db.execute('PRAGMA locking_mode=EXCLUSIVE')\n"
-         "db.execute('BEGIN EXCLUSIVE'); db.execute('INSERT INTO meta VALUES (\"x\", \"y\")')\n"
-         "print('locked', flush=True); time.sleep(120)\n"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            f"db = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+            "db.execute('PRAGMA locking_mode=EXCLUSIVE')\n"
+            "db.execute('BEGIN EXCLUSIVE'); db.execute('INSERT INTO meta VALUES (\"x\", \"y\")')\n"
+            "print('locked', flush=True); time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         accepted: list[float] = []
@@ -128,7 +134,7 @@ def test_locked_store_fails_start_with_an_error_line_and_no_socket(
 
 
 def test_daemon_stop_does_not_wait_for_the_parent_to_reap(
-    make_daemon: Callable[..., DaemonHarness]
+    make_daemon: Callable[..., DaemonHarness],
 ) -> None:
     """The test process is the daemon's parent and does not reap it, so the exited daemon is
     a zombie that `kill(pid, 0)` calls alive. `daemon stop` still returns at once, exit 0."""
@@ -141,5 +147,8 @@ def test_daemon_stop_does_not_wait_for_the_parent_to_reap(
     assert stopped.stdout.strip() == "voicecall daemon stopped"
     assert elapsed < 10, f"daemon stop took {elapsed:.1f}s"
     proc_stat = Path(f"/proc/{d.proc.pid}/stat")  # never reaped: it ends a zombie ('Z')
-    wait_for(lambda: proc_stat.read_text().split(") ", 1)[1].startswith("Z"), 20,
-             message="the daemon to become a zombie")
+    wait_for(
+        lambda: proc_stat.read_text().split(") ", 1)[1].startswith("Z"),
+        20,
+        message="the daemon to become a zombie",
+    )

@@ -52,7 +52,7 @@ def test_pipelining_client_that_never_reads_is_held_back(make_daemon) -> None:
     deadline = time.monotonic() + 20
     while sent < 200_000 * len(REQUEST) and time.monotonic() < deadline:
         try:
-            sent += flood.send(chunk[sent % len(chunk):])
+            sent += flood.send(chunk[sent % len(chunk) :])
             stalled_since = None
         except BlockingIOError:
             now = time.monotonic()
@@ -61,8 +61,10 @@ def test_pipelining_client_that_never_reads_is_held_back(make_daemon) -> None:
                 break
             time.sleep(0.01)
     requests_sent = sent // len(REQUEST)
-    print(f"the client wrote {requests_sent} requests before the daemon pushed back; "
-          f"daemon RSS grew {(rss_kib(d) - before) / 1024:.1f} MiB")
+    print(
+        f"the client wrote {requests_sent} requests before the daemon pushed back; "
+        f"daemon RSS grew {(rss_kib(d) - before) / 1024:.1f} MiB"
+    )
     assert requests_sent < 100_000, f"the daemon read {requests_sent} requests, never pushing back"
     grown_mib = (rss_kib(d) - before) / 1024
     assert grown_mib < 64, f"the daemon grew by {grown_mib:.0f} MiB"
@@ -112,19 +114,28 @@ async def test_media_flood_does_not_starve_rpc(
     RPC round trips on another connection stay fast (generous bounds for a busy machine)."""
     d = await start_async(make_daemon, streaming_config(sim, openai))
     result = await asyncio.to_thread(
-        d.rpc, "voicecall.initiate", {"message": "Hi", "to": "+15550001234",
-                                      "mode": "conversation"})
+        d.rpc, "voicecall.initiate", {"message": "Hi", "to": "+15550001234", "mode": "conversation"}
+    )
     assert result["callId"]
     await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().media))
     stream = sim.only_call().media[0]
     await sim.wait_for(lambda: stream.is_open)
     assert stream.ws is not None
     frame = base64.b64encode(b"\xff" * 160).decode()
-    message = json.dumps({"event": "media", "streamSid": stream.stream_sid,
-                          "media": {"track": "inbound", "payload": frame}})
+    message = json.dumps(
+        {
+            "event": "media",
+            "streamSid": stream.stream_sid,
+            "media": {"track": "inbound", "payload": frame},
+        }
+    )
     # the probe runs in its own process, so the test's sending loop cannot skew it
-    prober = subprocess.Popen([sys.executable, "-c", PROBE, str(d.socket), "4.5"],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    prober = subprocess.Popen(
+        [sys.executable, "-c", PROBE, str(d.socket), "4.5"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     sent = 0
     started = time.monotonic()
     try:
@@ -138,9 +149,11 @@ async def test_media_flood_does_not_starve_rpc(
     finally:
         out, _ = await asyncio.to_thread(prober.communicate, timeout=60)
     latencies = [float(v) for v in out.split()]
-    print(f"sent {sent} frames in 4 s; RPC p50 {percentile(latencies, 50):.1f} ms, "
-          f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms, "
-          f"n={len(latencies)}")
+    print(
+        f"sent {sent} frames in 4 s; RPC p50 {percentile(latencies, 50):.1f} ms, "
+        f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms, "
+        f"n={len(latencies)}"
+    )
     assert sent > 40_000
     # a starved loop answered a handful of probes in 4 s, each after 1-2 s
     assert len(latencies) >= 40

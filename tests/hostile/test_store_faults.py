@@ -44,8 +44,11 @@ FAULT_LINE = "refuses writes"
 
 def store_config(sim: TwilioSimulator, disk: SmallDisk) -> str:
     store = disk.root / "store"
-    return twilio_config(sim, top=f'store = "{store}"\nmax_concurrent_calls = 1\n'
-                                  f'inbound_policy = "open"\ninbound_greeting = "{GREETING}"\n')
+    return twilio_config(
+        sim,
+        top=f'store = "{store}"\nmax_concurrent_calls = 1\n'
+        f'inbound_policy = "open"\ninbound_greeting = "{GREETING}"\n',
+    )
 
 
 async def rpc_error(d: DaemonHarness, method: str, params: dict[str, object]) -> RpcRemoteError:
@@ -64,8 +67,7 @@ async def test_full_disk_webhook_is_503_not_remembered_and_its_retry_succeeds(
     small_disk.fill()
 
     # A signed inbound call: Twilio's voice request for a call to our number.
-    call = SimCall("CA" + secrets.token_hex(16), "inbound", CALLER, FROM, url=url,
-                   status="ringing")
+    call = SimCall("CA" + secrets.token_hex(16), "inbound", CALLER, FROM, url=url, status="ringing")
     sim.calls[call.sid] = call
     first = await sim.webhook(call, url, {}, "voice")
     assert first.status == 503, first.reply
@@ -129,13 +131,16 @@ def test_full_disk_rpc_gets_32007_and_leaves_no_waiter(
     """`speak`/`continue` on a full disk: -32007, nothing said or recorded, no waiter left,
     so the same `continue` works once space is back."""
     d = make_daemon(MOCK.format(store=small_disk.root / "store"))
-    call_id = d.rpc("voicecall.initiate", {"message": "Hi there", "to": "+15550001234",
-                                           "mode": "conversation"})["callId"]
+    call_id = d.rpc(
+        "voicecall.initiate", {"message": "Hi there", "to": "+15550001234", "mode": "conversation"}
+    )["callId"]
     d.wait_state(call_id, "speaking", "active", "answered", "listening")
     before = d.call_record(call_id)["transcript"]
     small_disk.fill()
-    for method, params in (("voicecall.speak", {"callId": call_id, "message": "Lost words"}),
-                           ("voicecall.continue", {"callId": call_id, "message": "Lost too"})):
+    for method, params in (
+        ("voicecall.speak", {"callId": call_id, "message": "Lost words"}),
+        ("voicecall.continue", {"callId": call_id, "message": "Lost too"}),
+    ):
         with pytest.raises(RpcRemoteError) as refused:
             d.rpc(method, params)
         assert refused.value.code == -32007, refused.value.message
@@ -165,20 +170,27 @@ async def test_answer_stored_but_not_its_greeting_is_greeted_on_the_retry(
     right after the answer is stored, so the greeting cannot be: the delivery fails (503). Its
     retry, once space is back, says the greeting instead of leaving the caller in silence."""
     folder = small_disk.root / "store"
-    config = dataclasses.replace(Config.defaults(folder), inbound_policy="open",
-                                 inbound_greeting=GREETING)
+    config = dataclasses.replace(
+        Config.defaults(folder), inbound_policy="open", inbound_greeting=GREETING
+    )
     store = SqliteStore(folder)
     await store.open()
     provider = QuietAnswerProvider()
     engine = CallEngine(config, store, provider)
     provider.bind(engine.apply, ProviderContext(config, "", None))
     # A tail subscriber fills the disk the moment the answer is stored and published.
-    engine.subscribe(lambda event: small_disk.fill() if event.type is EventType.ANSWERED
-                     else None)
-    delivery = [ProviderEvent(kind, "CA-1", direction=Direction.INBOUND, from_number=CALLER,
-                              to_number=FROM, dedupe_key=f"{key}:CA-1")
-                for kind, key in ((EventType.INITIATED, "offered"), (EventType.ANSWERED,
-                                                                     "answered"))]
+    engine.subscribe(lambda event: small_disk.fill() if event.type is EventType.ANSWERED else None)
+    delivery = [
+        ProviderEvent(
+            kind,
+            "CA-1",
+            direction=Direction.INBOUND,
+            from_number=CALLER,
+            to_number=FROM,
+            dedupe_key=f"{key}:CA-1",
+        )
+        for kind, key in ((EventType.INITIATED, "offered"), (EventType.ANSWERED, "answered"))
+    ]
     try:
         with pytest.raises(StoreError):
             await engine.apply(delivery)
@@ -207,10 +219,17 @@ async def test_refused_call_whose_end_was_not_stored_is_rejected_on_the_retry(
     provider = QuietAnswerProvider()
     engine = CallEngine(config, store, provider)
     provider.bind(engine.apply, ProviderContext(config, "", None))
-    engine.subscribe(lambda event: small_disk.fill() if event.type is EventType.INITIATED
-                     else None)
-    offer = [ProviderEvent(EventType.INITIATED, "CA-2", direction=Direction.INBOUND,
-                           from_number=CALLER, to_number=FROM, dedupe_key="offered:CA-2")]
+    engine.subscribe(lambda event: small_disk.fill() if event.type is EventType.INITIATED else None)
+    offer = [
+        ProviderEvent(
+            EventType.INITIATED,
+            "CA-2",
+            direction=Direction.INBOUND,
+            from_number=CALLER,
+            to_number=FROM,
+            dedupe_key="offered:CA-2",
+        )
+    ]
     try:
         with pytest.raises(StoreError):
             await engine.apply(offer)

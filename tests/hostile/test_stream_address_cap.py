@@ -29,8 +29,13 @@ CALLS = 6
 
 
 def config(sim: TwilioSimulator, openai: FakeOpenAI) -> str:
-    return twilio_config(sim, openai, streaming=True, top="max_concurrent_calls = 10\n",
-                         serve=f"max_connections_per_ip = {PER_IP}\n")
+    return twilio_config(
+        sim,
+        openai,
+        streaming=True,
+        top="max_concurrent_calls = 10\n",
+        serve=f"max_connections_per_ip = {PER_IP}\n",
+    )
 
 
 async def test_streams_past_the_per_address_cap_all_bind_and_webhooks_still_pass(
@@ -41,9 +46,11 @@ async def test_streams_past_the_per_address_cap_all_bind_and_webhooks_still_pass
     d = await start(make_daemon, config(sim, openai))
     call_ids = []
     for n in range(CALLS):
-        result = await rpc(d, "voicecall.initiate",
-                           {"message": f"Call {n}", "to": TO, "mode": "conversation"})
+        result = await rpc(
+            d, "voicecall.initiate", {"message": f"Call {n}", "to": TO, "mode": "conversation"}
+        )
         call_ids.append(result["callId"])
+
         def streaming(want: int = n + 1) -> bool:
             return len(sim.calls) == want and all(c.media for c in sim.calls.values())
 
@@ -51,10 +58,12 @@ async def test_streams_past_the_per_address_cap_all_bind_and_webhooks_still_pass
     await asyncio.to_thread(d.wait_streams_bound, call_ids)
     streams = [c.media[0] for c in sim.calls.values()]
     assert all(s.is_open and s.close_code is None for s in streams), [
-        (s.is_open, s.close_code) for s in streams]
+        (s.is_open, s.close_code) for s in streams
+    ]
     for call_id in call_ids:
         await rpc(d, "voicecall.end", {"callId": call_id})
     for call_id in call_ids:
-        record = await asyncio.to_thread(d.wait_state, call_id, "hangup-bot", "completed",
-                                         timeout=30)
+        record = await asyncio.to_thread(
+            d.wait_state, call_id, "hangup-bot", "completed", timeout=30
+        )
         assert record["endedAt"], record

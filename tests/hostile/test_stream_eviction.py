@@ -25,9 +25,15 @@ ATTACKERS = ["127.0.0.2", "127.0.0.3"]
 
 
 def config(sim: TwilioSimulator, openai: FakeOpenAI) -> str:
-    return twilio_config(sim, openai, streaming=True, stream=(
-        "pre_start_timeout_ms = 30000\nmax_pending_connections = 8\n"
-        "max_pending_connections_per_ip = 4\n"))
+    return twilio_config(
+        sim,
+        openai,
+        streaming=True,
+        stream=(
+            "pre_start_timeout_ms = 30000\nmax_pending_connections = 8\n"
+            "max_pending_connections_per_ip = 4\n"
+        ),
+    )
 
 
 async def test_replayed_upgrade_signature_cannot_starve_genuine_streams(
@@ -39,16 +45,20 @@ async def test_replayed_upgrade_signature_cannot_starve_genuine_streams(
     d = await start(make_daemon, config(sim, openai))
     stream_url = (await rpc(d, "daemon.status"))["streamUrl"]
     replayed = {"X-Twilio-Signature": sim.validator.compute_signature(stream_url, {})}
-    sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(ip, 0)))
-                for ip in ATTACKERS]
+    sessions = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(ip, 0)))
+        for ip in ATTACKERS
+    ]
     attackers: list[aiohttp.ClientWebSocketResponse] = []
     call_ids: list[str] = []
     try:
         for n in range(8):
             attackers.append(await sessions[n % 2].ws_connect(stream_url, headers=replayed))
         for n in range(3):
-            result = await rpc(d, "voicecall.initiate",
-                               {"message": f"Call {n}", "to": TO, "mode": "conversation"})
+            result = await rpc(
+                d, "voicecall.initiate", {"message": f"Call {n}", "to": TO, "mode": "conversation"}
+            )
+
             def streaming(want: int = n + 1) -> bool:
                 return len(sim.calls) == want and all(c.media for c in sim.calls.values())
 
@@ -59,7 +69,8 @@ async def test_replayed_upgrade_signature_cannot_starve_genuine_streams(
         streams = [c.media[0] for c in sim.calls.values()]
         await asyncio.to_thread(d.wait_streams_bound, call_ids)
         assert all(s.is_open and s.close_code is None for s in streams), [
-            (s.is_open, s.close_code, s.handshake_status) for s in streams]
+            (s.is_open, s.close_code, s.handshake_status) for s in streams
+        ]
         # the first genuine stream found every pending slot taken: the oldest attacker
         # socket made room, with 1013; the others bound and left the pending set at once
         message = await attackers[0].receive(timeout=10)
@@ -78,15 +89,24 @@ async def test_a_trusted_proxy_is_not_capped_per_address_while_pending(
     """A trusted proxy's address (a sibling worker passing streams on, a balancer) stands for
     many callers: 4 pending sockets from it under a per-address cap of 2 all stay open, while
     the 3rd from an untrusted address evicts that address's oldest with 1013."""
-    text = twilio_config(sim, openai, streaming=True, stream=(
-        "pre_start_timeout_ms = 30000\nmax_pending_connections = 16\n"
-        "max_pending_connections_per_ip = 2\n"))
-    d = await start(make_daemon, text + '\n[webhook_security]\ntrusted_proxy_ips = '
-                    f'["{ATTACKERS[0]}"]\n')
+    text = twilio_config(
+        sim,
+        openai,
+        streaming=True,
+        stream=(
+            "pre_start_timeout_ms = 30000\nmax_pending_connections = 16\n"
+            "max_pending_connections_per_ip = 2\n"
+        ),
+    )
+    d = await start(
+        make_daemon, text + f'\n[webhook_security]\ntrusted_proxy_ips = ["{ATTACKERS[0]}"]\n'
+    )
     stream_url = (await rpc(d, "daemon.status"))["streamUrl"]
     signed = {"X-Twilio-Signature": sim.validator.compute_signature(stream_url, {})}
-    proxy, stranger = (aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(ip, 0)))
-                       for ip in ATTACKERS)
+    proxy, stranger = (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(ip, 0)))
+        for ip in ATTACKERS
+    )
     opened: list[aiohttp.ClientWebSocketResponse] = []
     try:
         relayed = [await proxy.ws_connect(stream_url, headers=signed) for _ in range(4)]

@@ -48,14 +48,19 @@ def tunnelled_daemon(make_daemon: Callable[..., DaemonHarness]) -> tuple[DaemonH
     bin_dir.mkdir()
     shutil.copy(REPO / "tests" / "fakes" / "tailscale", bin_dir / "tailscale")
     (bin_dir / "tailscale").chmod(0o755)
-    d.env.update({"PATH": f"{bin_dir}{os.pathsep}{d.env['PATH']}",
-                  "FAKE_TAILSCALE_LOG": str(d.home / "tailscale.log")})
+    d.env.update(
+        {
+            "PATH": f"{bin_dir}{os.pathsep}{d.env['PATH']}",
+            "FAKE_TAILSCALE_LOG": str(d.home / "tailscale.log"),
+        }
+    )
     d.start()
     status = d.rpc("daemon.status")
     assert status["publicUrl"] == PUBLIC
     # the local URL the funnel forwards to: the last argument of the `funnel` call logged
-    target = next(line for line in (d.home / "tailscale.log").read_text().splitlines()
-                  if "--set-path" in line)
+    target = next(
+        line for line in (d.home / "tailscale.log").read_text().splitlines() if "--set-path" in line
+    )
     local = target.split('"')[-2]
     return d, local
 
@@ -94,8 +99,11 @@ async def test_slow_bogus_requests_behind_a_tunnel_do_not_429_signed_webhooks(
 
         async def attacker_status() -> int:
             body = urlencode({"CallSid": "CAevil"}).encode()
-            headers = {"X-Twilio-Signature": "bogus", "X-Forwarded-For": ATTACKER_IP,
-                       "Content-Type": "application/x-www-form-urlencoded"}
+            headers = {
+                "X-Twilio-Signature": "bogus",
+                "X-Forwarded-For": ATTACKER_IP,
+                "Content-Type": "application/x-www-form-urlencoded",
+            }
             async with session.post(local, data=body, headers=headers) as response:
                 return response.status
 
@@ -128,8 +136,10 @@ async def test_bogus_flood_is_logged_as_bounded_summaries(
     async with aiohttp.ClientSession() as session:
 
         async def bogus(i: int) -> int:
-            headers = {"X-Forwarded-For": f"203.0.113.{i % 4}",
-                       "Content-Type": "application/x-www-form-urlencoded"}
+            headers = {
+                "X-Forwarded-For": f"203.0.113.{i % 4}",
+                "Content-Type": "application/x-www-form-urlencoded",
+            }
             if i % 2:
                 headers["X-Twilio-Signature"] = f"forged{i}"
             body = urlencode({"CallSid": f"CA{i}"}).encode()

@@ -78,8 +78,9 @@ class SimStream:
     @property
     def extra_headers(self) -> str:
         """The element's `extraHeaders` as Plivo delivers them: `k=v;k=v`."""
-        return ";".join(p.strip() for p in self.attributes.get("extraHeaders", "").split(",")
-                        if p.strip())
+        return ";".join(
+            p.strip() for p in self.attributes.get("extraHeaders", "").split(",") if p.strip()
+        )
 
     def audio(self) -> list[bytes]:
         """Every `playAudio` payload, decoded."""
@@ -426,9 +427,11 @@ class PlivoSimulator(FakeServer):
             return
         params = fixture("plivo_amd_callbacks.json")["callback"]
         params.update(self._params(call, {}))
-        params.update(Machine="true" if machine else "false", CallStatus="in-progress",
-                      IfMachine="hangup" if call.amd["machine_detection"] == "hangup"
-                      else "continue")
+        params.update(
+            Machine="true" if machine else "false",
+            CallStatus="in-progress",
+            IfMachine="hangup" if call.amd["machine_detection"] == "hangup" else "continue",
+        )
         await self.post(Delivery(url, params, self.sign(url, params)))
 
     async def callback(self, call: SimCall, url: str, extra: dict[str, str]) -> Delivery:
@@ -464,8 +467,9 @@ class PlivoSimulator(FakeServer):
             while next_url is not None and not call.ended:
                 delivery = await self.callback(call, next_url, params)
                 if delivery.status != 200:
-                    await self._end(call, "completed", "Error", "SERVICE_UNAVAILABLE",
-                                    "XML Fetch Error", "6000")
+                    await self._end(
+                        call, "completed", "Error", "SERVICE_UNAVAILABLE", "XML Fetch Error", "6000"
+                    )
                     return
                 call.documents.append(delivery.reply)
                 await self.notify()
@@ -610,8 +614,11 @@ class PlivoSimulator(FakeServer):
                     "event": "dtmf",
                     "sequenceNumber": stream.sequence + 1,
                     "streamId": stream.stream_id,
-                    "dtmf": {"track": "inbound", "digit": digit,
-                             "timestamp": str(int(time.time() * 1000))},
+                    "dtmf": {
+                        "track": "inbound",
+                        "digit": digit,
+                        "timestamp": str(int(time.time() * 1000)),
+                    },
                 },
             )
 
@@ -675,8 +682,9 @@ class PlivoSimulator(FakeServer):
         if call.runner is not None and call.runner is not asyncio.current_task():
             call.runner.cancel()
 
-    async def _end(self, call: SimCall, status: str, source: str, cause: str, name: str,
-                   code: str) -> None:
+    async def _end(
+        self, call: SimCall, status: str, source: str, cause: str, name: str, code: str
+    ) -> None:
         if call.end_source:
             return
         call.ended = True

@@ -47,13 +47,20 @@ from tests.simulators.telnyx_schema import check_command
 API_KEY = "KEYtest-telnyx-0001"
 CONNECTION_ID = "1494404757140276705"
 SIP_CAUSES = {
-    "normal_clearing": "200", "originator_cancel": "487", "timeout": "487", "no_answer": "480",
-    "time_limit": "unspecified", "user_busy": "486", "call_rejected": "603", "not_found": "404",
+    "normal_clearing": "200",
+    "originator_cancel": "487",
+    "timeout": "487",
+    "no_answer": "480",
+    "time_limit": "unspecified",
+    "user_busy": "486",
+    "call_rejected": "603",
+    "not_found": "404",
     "unspecified": "unspecified",
 }
 """`sip_hangup_cause` Telnyx puts beside each `hangup_cause` (as in the vendor samples)."""
-CAPTURED_EVENTS = frozenset({"call.initiated", "call.answered", "call.speak.started",
-                             "call.speak.ended", "call.hangup"})
+CAPTURED_EVENTS = frozenset(
+    {"call.initiated", "call.answered", "call.speak.started", "call.speak.ended", "call.hangup"}
+)
 """Event types seen in real captures, which carry `calling_party_type`."""
 
 
@@ -109,7 +116,8 @@ class SimCall:
     leg_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     started: str = field(
-        default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()))
+        default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    )
     amd: str = "disabled"
     """The dial's `answering_machine_detection`."""
     heard: Heard = field(default_factory=Heard)
@@ -351,12 +359,18 @@ class TelnyxSimulator(FakeServer):
         stream = SimStream(call.stream_request["stream_url"], dict(call.stream_request))
         call.streams.append(stream)
         if self.stream_outcome == "failed":
-            self._spawn(self.send(call, "streaming.failed", {
-                "failure_reason": "connection_failed",
-                "stream_id": stream.stream_id,
-                "stream_type": "websocket",
-                "stream_params": {"stream_url": stream.url},
-            }))
+            self._spawn(
+                self.send(
+                    call,
+                    "streaming.failed",
+                    {
+                        "failure_reason": "connection_failed",
+                        "stream_id": stream.stream_id,
+                        "stream_type": "websocket",
+                        "stream_params": {"stream_url": stream.url},
+                    },
+                )
+            )
             return
         stream.task = asyncio.get_running_loop().create_task(self._run_stream(call, stream))
         self._tasks.add(stream.task)
@@ -445,7 +459,10 @@ class TelnyxSimulator(FakeServer):
             )
 
     async def stream_error(
-        self, call: SimCall, code: str = "100005", title: str = "rate_limit_reached",
+        self,
+        call: SimCall,
+        code: str = "100005",
+        title: str = "rate_limit_reached",
         detail: str = "Too many requests",
     ) -> None:
         """An `error` frame on the live stream (Telnyx's sample shape)."""
@@ -477,8 +494,9 @@ class TelnyxSimulator(FakeServer):
                     },
                 )
             else:
-                await self.send(call, "call.dtmf.received",
-                                {"digit": digit, "from": call.from_, "to": call.to})
+                await self.send(
+                    call, "call.dtmf.received", {"digit": digit, "from": call.from_, "to": call.to}
+                )
 
     async def _close_streams(self, call: SimCall) -> None:
         """The call is over: `stop`, then close, every open stream."""
@@ -587,15 +605,23 @@ class TelnyxSimulator(FakeServer):
         premium = call.amd.startswith("premium")
         prefix = "call.machine.premium." if premium else "call.machine."
         kind = self.callee.kind
-        results = ({"human": "human_residence", "machine": "machine", "fax": "fax_detected"}
-                   if premium else {"human": "human", "machine": "machine", "fax": "not_sure"})
+        results = (
+            {"human": "human_residence", "machine": "machine", "fax": "fax_detected"}
+            if premium
+            else {"human": "human", "machine": "machine", "fax": "not_sure"}
+        )
         await asyncio.sleep(self.callee.decide_seconds)
         if call.ended:
             return
-        shape = {e["data"]["event_type"]: e["data"]["payload"]
-                 for e in fixture("telnyx_amd_webhooks.json")["events"]}
-        fields = {k: v for k, v in shape[prefix + "detection.ended"].items()
-                  if k in ("from", "to", "result")}
+        shape = {
+            e["data"]["event_type"]: e["data"]["payload"]
+            for e in fixture("telnyx_amd_webhooks.json")["events"]
+        }
+        fields = {
+            k: v
+            for k, v in shape[prefix + "detection.ended"].items()
+            if k in ("from", "to", "result")
+        }
         fields.update({"from": call.from_, "to": call.to, "result": results[kind]})
         await self.send(call, prefix + "detection.ended", fields)
         if kind != "machine" or call.amd == "detect":
@@ -603,8 +629,7 @@ class TelnyxSimulator(FakeServer):
         ends_at = call.heard.greeting_ends_at or time.monotonic()
         await asyncio.sleep(max(0.0, ends_at - time.monotonic()))
         if not call.ended:
-            await self.send(call, prefix + "greeting.ended",
-                            dict(fields, result="beep_detected"))
+            await self.send(call, prefix + "greeting.ended", dict(fields, result="beep_detected"))
 
     def event_body(
         self, call: SimCall, event_type: str, extra: dict[str, Any], event_id: str | None = None
@@ -621,9 +646,14 @@ class TelnyxSimulator(FakeServer):
         if event_type in CAPTURED_EVENTS:
             payload["calling_party_type"] = "pstn"
         if event_type == "call.initiated":  # the only webhook that says which way it goes
-            payload.update({"direction": call.direction, "state": "parked"
-                            if call.direction == "incoming" else "bridging",
-                            "caller_id_name": call.from_, "start_time": call.started})
+            payload.update(
+                {
+                    "direction": call.direction,
+                    "state": "parked" if call.direction == "incoming" else "bridging",
+                    "caller_id_name": call.from_,
+                    "start_time": call.started,
+                }
+            )
         if event_type in ("call.initiated", "call.answered", "call.hangup"):
             payload.update({"from": call.from_, "to": call.to, "start_time": call.started})
         payload.update(extra)

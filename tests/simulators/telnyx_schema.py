@@ -23,12 +23,18 @@ _PARAMS = {
     "hangup": ("telnyx.types.calls.action_hangup_params", "ActionHangupParams"),
     "reject": ("telnyx.types.calls.action_reject_params", "ActionRejectParams"),
     "send_dtmf": ("telnyx.types.calls.action_send_dtmf_params", "ActionSendDtmfParams"),
-    "transcription_start": ("telnyx.types.calls.action_start_transcription_params",
-                            "ActionStartTranscriptionParams"),
-    "transcription_stop": ("telnyx.types.calls.action_stop_transcription_params",
-                           "ActionStopTranscriptionParams"),
-    "streaming_start": ("telnyx.types.calls.action_start_streaming_params",
-                        "ActionStartStreamingParams"),
+    "transcription_start": (
+        "telnyx.types.calls.action_start_transcription_params",
+        "ActionStartTranscriptionParams",
+    ),
+    "transcription_stop": (
+        "telnyx.types.calls.action_stop_transcription_params",
+        "ActionStopTranscriptionParams",
+    ),
+    "streaming_start": (
+        "telnyx.types.calls.action_start_streaming_params",
+        "ActionStartStreamingParams",
+    ),
 }
 """Our command name -> the SDK's parameter type of that endpoint."""
 

@@ -59,13 +59,24 @@ FRAME_SECONDS = 0.02
 MULAW_SILENCE = b"\xff"
 AUTH_TOKEN = "12345678901234567890123456789012"
 API = "/2010-04-01/Accounts/{account}"
-AMD_PARAMS = ("MachineDetection", "AsyncAmd", "AsyncAmdStatusCallback",
-              "AsyncAmdStatusCallbackMethod", "MachineDetectionTimeout")
+AMD_PARAMS = (
+    "MachineDetection",
+    "AsyncAmd",
+    "AsyncAmdStatusCallback",
+    "AsyncAmdStatusCallbackMethod",
+    "MachineDetectionTimeout",
+)
 
 
-SIP_RESPONSE_CODES = {"completed": "200", "busy": "486", "no-answer": "487", "failed": "404",
-                      "canceled": "487"}
+SIP_RESPONSE_CODES = {
+    "completed": "200",
+    "busy": "486",
+    "no-answer": "487",
+    "failed": "404",
+    "canceled": "487",
+}
 """`SipResponseCode` of each final status callback (the vendor samples' values)."""
+
 
 def twilio_error(status: int, code: int, message: str) -> web.Response:
     """An error answer in Twilio's format."""
@@ -616,11 +627,16 @@ class TwilioSimulator(FakeServer):
         recorded = await self._authorised(request)
         if isinstance(recorded, web.Response):
             return recorded
-        return web.json_response({
-            "sid": self.account_sid, "friendly_name": "simulated account", "status": "active",
-            "type": "Full", "owner_account_sid": self.account_sid,
-            "uri": f"/2010-04-01/Accounts/{self.account_sid}.json",
-        })
+        return web.json_response(
+            {
+                "sid": self.account_sid,
+                "friendly_name": "simulated account",
+                "status": "active",
+                "type": "Full",
+                "owner_account_sid": self.account_sid,
+                "uri": f"/2010-04-01/Accounts/{self.account_sid}.json",
+            }
+        )
 
     async def _fetch(self, request: web.Request) -> web.Response:
         rec = await self._authorised(request)
@@ -797,14 +813,10 @@ class TwilioSimulator(FakeServer):
         opened: SimStream | None = None
         for stream in verb.iter("Stream"):
             url = stream.get("url", "")
-            parameters = {
-                p.get("name", ""): p.get("value", "") for p in stream.iter("Parameter")
-            }
+            parameters = {p.get("name", ""): p.get("value", "") for p in stream.iter("Parameter")}
             call.streams.append({"url": url, **parameters})
             if opened is None and self.stream_media and url.startswith(("ws:", "wss:")):
-                opened = await self.open_stream(
-                    call, parameters, url, sign=self.sign_streams
-                )
+                opened = await self.open_stream(call, parameters, url, sign=self.sign_streams)
         await self.notify()
         if opened is None or not opened.is_open:
             if opened is None:
@@ -874,8 +886,12 @@ class TwilioSimulator(FakeServer):
             return
         params = fixture("twilio_amd_callbacks.json")["callback"]
         elapsed = time.monotonic() - (call.heard.answered_at or time.monotonic())
-        params.update(AccountSid=self.account_sid, CallSid=call.sid, AnsweredBy=answered_by,
-                      MachineDetectionDuration=str(round(elapsed * 1000)))
+        params.update(
+            AccountSid=self.account_sid,
+            CallSid=call.sid,
+            AnsweredBy=answered_by,
+            MachineDetectionDuration=str(round(elapsed * 1000)),
+        )
         await self.post(Delivery(url, params, self.sign(url, params), "amd"))
 
     # ------------------------------------------------------------------ the caller

@@ -82,11 +82,17 @@ def _state_writes(path: Path) -> list[int]:
             targets = node.targets
         elif isinstance(node, ast.AugAssign | ast.AnnAssign):
             targets = [node.target]
-        lines.extend(t.lineno for t in targets
-                     if isinstance(t, ast.Attribute) and t.attr == "state")
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id == "setattr" and len(node.args) >= 2
-                and isinstance(node.args[1], ast.Constant) and node.args[1].value == "state"):
+        lines.extend(
+            t.lineno for t in targets if isinstance(t, ast.Attribute) and t.attr == "state"
+        )
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "setattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value == "state"
+        ):
             lines.append(node.lineno)
     return lines
 
@@ -100,8 +106,7 @@ def test_every_call_state_change_goes_through_the_transition_table() -> None:
     writes = {
         str(path.relative_to(ROOT)): lines
         for path in _modules("daemon")
-        if "media" not in path.relative_to(ROOT).parts
-        and (lines := _state_writes(path))
+        if "media" not in path.relative_to(ROOT).parts and (lines := _state_writes(path))
     }
     assert list(writes) == ["daemon/model/record.py"], writes
     assert len(writes["daemon/model/record.py"]) == 1

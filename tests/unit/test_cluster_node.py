@@ -17,8 +17,15 @@ from daemon.store.postgres import PostgresStore
 
 
 def call_of(call_id: str) -> CallRecord:
-    return CallRecord(call_id, "mock", Direction.OUTBOUND, CallMode.CONVERSATION, "+15550001111",
-                      "+15550002222", provider_call_id=f"p-{call_id}")
+    return CallRecord(
+        call_id,
+        "mock",
+        Direction.OUTBOUND,
+        CallMode.CONVERSATION,
+        "+15550001111",
+        "+15550002222",
+        provider_call_id=f"p-{call_id}",
+    )
 
 
 class Engine:
@@ -38,8 +45,7 @@ class Engine:
         self.live.remove(call_id)
 
 
-async def test_the_node_takes_the_dead_calls_and_a_presumed_dead_node_lets_go(
-        pg_url: str) -> None:
+async def test_the_node_takes_the_dead_calls_and_a_presumed_dead_node_lets_go(pg_url: str) -> None:
     """A is silent past the limit: B's check adopts A's live calls. A comes back (its next
     heartbeat finds its row gone): A's check releases exactly the calls B owns now, and keeps
     the one it placed after B's take-over."""
@@ -53,17 +59,17 @@ async def test_the_node_takes_the_dead_calls_and_a_presumed_dead_node_lets_go(
         for call_id in ("c1", "c2"):
             await a.record(call_of(call_id), EventType.INITIATED)
         engine_a, engine_b = Engine(["c1", "c2"]), Engine([])
-        node_a = ClusterNode(a, 0.2, engine_a.adopt, lambda: list(engine_a.live),
-                             engine_a.release)
-        node_b = ClusterNode(b, 0.2, engine_b.adopt, lambda: list(engine_b.live),
-                             engine_b.release)
+        node_a = ClusterNode(a, 0.2, engine_a.adopt, lambda: list(engine_a.live), engine_a.release)
+        node_b = ClusterNode(b, 0.2, engine_b.adopt, lambda: list(engine_b.live), engine_b.release)
         await node_b.check()
         assert engine_b.adopted == [], "A is alive"
         # A's heartbeats stop for longer than four intervals (a frozen or cut-off daemon).
         assert a._watchdog is not None
         a._watchdog.cancel()
-        await admin.execute("UPDATE voicecall_daemons SET heartbeat_at = now() - interval "
-                            "'1 minute' WHERE daemon_id = 'a'")
+        await admin.execute(
+            "UPDATE voicecall_daemons SET heartbeat_at = now() - interval "
+            "'1 minute' WHERE daemon_id = 'a'"
+        )
         await node_b.check()
         assert sorted(engine_b.adopted) == ["c1", "c2"]
         await a.record(call_of("c3"), EventType.INITIATED)  # new rows are A's again

@@ -22,8 +22,9 @@ def test_addresses_accepted(good: str) -> None:
     assert check_address(good) == good
 
 
-@pytest.mark.parametrize("bad", ["voice-1", "voice-1:", ":3334", "voice-1:99999",
-                                 "http://voice-1:3334", "voice 1:3334"])
+@pytest.mark.parametrize(
+    "bad", ["voice-1", "voice-1:", ":3334", "voice-1:99999", "http://voice-1:3334", "voice 1:3334"]
+)
 def test_addresses_refused_naming_the_variable(bad: str) -> None:
     with pytest.raises(ConfigError, match=f"{ADDRESS_ENV} = .*: expected host:port"):
         check_address(bad)

@@ -40,14 +40,20 @@ def test_missing_file_gives_mock_defaults(paths: Paths) -> None:
     assert config == Config.defaults(paths.state)
     assert config.source is None
     assert (config.provider, config.max_duration_seconds, config.max_concurrent_calls) == (
-        "mock", 300, 8)
+        "mock",
+        300,
+        8,
+    )
     assert (config.ring_timeout_seconds, config.transcript_timeout_ms) == (30, 180000)
     assert config.stale_call_reaper_seconds == 0
     assert config.inbound_policy == "disabled" and config.allow_from == ()
     assert config.inbound_greeting == "Hello! How can I help you today?"
     assert config.response_timeout_ms == 30000 and config.response_model is None
     assert (config.serve.bind, config.serve.port, config.serve.path) == (
-        "127.0.0.1", 3334, "/voice/webhook")
+        "127.0.0.1",
+        3334,
+        "/voice/webhook",
+    )
     assert config.mock.answer_delay_ms == 200 and config.mock.outcome == "answer"
     assert config.mock.replies == ()
     assert config.twilio.api_base_url == "https://api.twilio.com"
@@ -69,8 +75,10 @@ def test_missing_file_gives_mock_defaults(paths: Paths) -> None:
 def test_file_values_are_read(paths: Paths) -> None:
     """A file's values land on the attributes of the same names."""
     paths.config.parent.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text('max_concurrent_calls = 2\nallow_from = ["+15550001234"]\n'
-                            '[serve]\nport = 0\n[mock]\nreplies = ["yes"]\n')
+    paths.config.write_text(
+        'max_concurrent_calls = 2\nallow_from = ["+15550001234"]\n'
+        '[serve]\nport = 0\n[mock]\nreplies = ["yes"]\n'
+    )
     config = load_config(paths, {}, use_keyring=False)
     assert config.max_concurrent_calls == 2 and config.serve.port == 0
     assert config.allow_from == ("+15550001234",) and config.mock.replies == ("yes",)
@@ -79,8 +87,9 @@ def test_file_values_are_read(paths: Paths) -> None:
 
 def test_store_is_expanded_and_relative_to_the_file(paths: Paths) -> None:
     """`store` expands `~` and resolves a relative folder against the config file's folder."""
-    config, _ = check_document({"store": "calls"}, paths, {}, use_keyring=False,
-                               source=paths.config)
+    config, _ = check_document(
+        {"store": "calls"}, paths, {}, use_keyring=False, source=paths.config
+    )
     assert config is not None and config.store.folder == paths.config.parent / "calls"
     config, _ = check(paths, {"store": "~/vc"})
     assert config is not None and config.store.folder == Path("~/vc").expanduser()
@@ -94,87 +103,151 @@ def test_invalid_toml_names_the_file(paths: Paths) -> None:
         load_config(paths, {}, use_keyring=False)
 
 
-@pytest.mark.parametrize(("data", "expected"), [
-    ({"provider": "twillio"}, 'provider = "twillio": expected one of "twilio", "telnyx", '
-                              '"plivo", "mock"'),
-    ({"from_number": "5550001234"}, 'from_number = "5550001234": expected an E.164 phone'),
-    ({"to_number": "+0123"}, 'to_number = "+0123": expected an E.164'),
-    ({"max_duration_seconds": 0}, "max_duration_seconds = 0: expected an integer greater than 0"),
-    ({"max_concurrent_calls": True}, "max_concurrent_calls = true: expected an integer"),
-    ({"stale_call_reaper_seconds": -1}, "stale_call_reaper_seconds = -1: expected an integer >= 0"),
-    ({"ring_timeout_seconds": 1.5}, "ring_timeout_seconds = 1.5: expected an integer"),
-    ({"transcript_timeout_ms": "9"}, 'transcript_timeout_ms = "9": expected an integer'),
-    ({"response_timeout_ms": 0}, "response_timeout_ms = 0: expected an integer greater than 0"),
-    ({"inbound_policy": "pairing"}, 'inbound_policy = "pairing": expected one of "disabled"'),
-    ({"allow_from": ["+15550001234", "x"]}, 'allow_from = ["+15550001234", "x"]: expected a list '
-                                            "of E.164"),
-    ({"allow_from": "+15550001234"}, 'allow_from = "+15550001234": expected a list'),
-    ({"inbound_greeting": ""}, 'inbound_greeting = "": expected a non-empty string'),
-    ({"response_model": "gpt-4o"}, 'response_model = "gpt-4o": expected a "provider/model"'),
-    ({"public_url": "http://voice.example.com/x"}, 'public_url = "http://voice.example.com/x": '
-                                                   "expected an https URL"),
-    ({"public_url": "not a url"}, 'public_url = "not a url": expected an https URL'),
-    ({"skip_signature_verification": "yes"}, 'skip_signature_verification = "yes": expected '
-                                             "true or false"),
-    ({"serve": {"port": "abc"}}, 'serve.port = "abc": expected an integer from 0 to 65535'),
-    ({"serve": {"port": 70000}}, "serve.port = 70000: expected an integer from 0 to 65535"),
-    ({"serve": {"path": "voice"}}, 'serve.path = "voice": expected a URL path starting with "/"'),
-    ({"serve": {"bind": "a b"}}, 'serve.bind = "a b": expected an IP address or host name'),
-    ({"serve": 3}, "serve = 3: expected a table"),
-    ({"twilio": {"api_base_url": "ftp://x"}}, 'twilio.api_base_url = "ftp://x": expected an '
-                                              "absolute http or https URL"),
-    ({"twilio": {"account_sid": "XY1"}}, 'twilio.account_sid = "XY1": expected a Twilio account'),
-    ({"twilio": {"region": "US"}}, 'twilio.region = "US": expected a Twilio region'),
-    ({"telnyx": {"public_key": "not-base64!"}}, 'telnyx.public_key = "********": expected a '
-                                                "base64 Ed25519"),
-    ({"mock": {"outcome": "maybe"}}, 'mock.outcome = "maybe": expected one of "answer", "busy", '
-                                     '"no-answer", "failed"'),
-    ({"mock": {"answer_delay_ms": -5}}, "mock.answer_delay_ms = -5: expected an integer >= 0"),
-    ({"webhook_security": {"trusted_proxy_ips": ["10.0.0.0/8", "proxy"]}},
-     'webhook_security.trusted_proxy_ips = ["10.0.0.0/8", "proxy"]: expected a list of IP'),
-    ({"tunnel": {"provider": "cloudflare"}}, 'tunnel.provider = "cloudflare": expected one of '
-                                             '"none", "ngrok"'),
-    ({"tailscale": {"mode": "on"}}, 'tailscale.mode = "on": expected one of "off", "serve", '
-                                    '"funnel"'),
-    ({"outbound": {"default_mode": "chat"}}, 'outbound.default_mode = "chat": expected one of '
-                                             '"notify", "conversation"'),
-    ({"outbound": {"notify_hangup_delay_seconds": -1}}, "outbound.notify_hangup_delay_seconds = "
-                                                        "-1: expected an integer >= 0"),
-    ({"streaming": {"vad_threshold": 1.5}}, "streaming.vad_threshold = 1.5: expected a number "
-                                            "from 0 to 1"),
-    ({"streaming": {"stt_url": "https://x"}}, 'streaming.stt_url = "https://x": expected an '
-                                              "absolute ws or wss URL"),
-    ({"streaming": {"stt_provider": "deepgram"}}, 'streaming.stt_provider = "deepgram": expected '
-                                                  'one of "openai-realtime"'),
-    ({"tts": {"provider": "polly"}}, 'tts.provider = "polly": expected one of "openai", '
-                                     '"elevenlabs", "edge"'),
-    ({"messages": {"tts": {"openai": {"base_url": "x"}}}},
-     'messages.tts.openai.base_url = "x": expected an absolute http or https URL'),
-    ({"agent": {"api_key": 5}}, 'agent.api_key = "********": expected a non-empty string'),
-])
-def test_each_rule_names_key_value_and_expectation(paths: Paths, data: dict[str, Any],
-                                                   expected: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"provider": "twillio"},
+            'provider = "twillio": expected one of "twilio", "telnyx", "plivo", "mock"',
+        ),
+        ({"from_number": "5550001234"}, 'from_number = "5550001234": expected an E.164 phone'),
+        ({"to_number": "+0123"}, 'to_number = "+0123": expected an E.164'),
+        (
+            {"max_duration_seconds": 0},
+            "max_duration_seconds = 0: expected an integer greater than 0",
+        ),
+        ({"max_concurrent_calls": True}, "max_concurrent_calls = true: expected an integer"),
+        (
+            {"stale_call_reaper_seconds": -1},
+            "stale_call_reaper_seconds = -1: expected an integer >= 0",
+        ),
+        ({"ring_timeout_seconds": 1.5}, "ring_timeout_seconds = 1.5: expected an integer"),
+        ({"transcript_timeout_ms": "9"}, 'transcript_timeout_ms = "9": expected an integer'),
+        ({"response_timeout_ms": 0}, "response_timeout_ms = 0: expected an integer greater than 0"),
+        ({"inbound_policy": "pairing"}, 'inbound_policy = "pairing": expected one of "disabled"'),
+        (
+            {"allow_from": ["+15550001234", "x"]},
+            'allow_from = ["+15550001234", "x"]: expected a list of E.164',
+        ),
+        ({"allow_from": "+15550001234"}, 'allow_from = "+15550001234": expected a list'),
+        ({"inbound_greeting": ""}, 'inbound_greeting = "": expected a non-empty string'),
+        ({"response_model": "gpt-4o"}, 'response_model = "gpt-4o": expected a "provider/model"'),
+        (
+            {"public_url": "http://voice.example.com/x"},
+            'public_url = "http://voice.example.com/x": expected an https URL',
+        ),
+        ({"public_url": "not a url"}, 'public_url = "not a url": expected an https URL'),
+        (
+            {"skip_signature_verification": "yes"},
+            'skip_signature_verification = "yes": expected true or false',
+        ),
+        ({"serve": {"port": "abc"}}, 'serve.port = "abc": expected an integer from 0 to 65535'),
+        ({"serve": {"port": 70000}}, "serve.port = 70000: expected an integer from 0 to 65535"),
+        (
+            {"serve": {"path": "voice"}},
+            'serve.path = "voice": expected a URL path starting with "/"',
+        ),
+        ({"serve": {"bind": "a b"}}, 'serve.bind = "a b": expected an IP address or host name'),
+        ({"serve": 3}, "serve = 3: expected a table"),
+        (
+            {"twilio": {"api_base_url": "ftp://x"}},
+            'twilio.api_base_url = "ftp://x": expected an absolute http or https URL',
+        ),
+        (
+            {"twilio": {"account_sid": "XY1"}},
+            'twilio.account_sid = "XY1": expected a Twilio account',
+        ),
+        ({"twilio": {"region": "US"}}, 'twilio.region = "US": expected a Twilio region'),
+        (
+            {"telnyx": {"public_key": "not-base64!"}},
+            'telnyx.public_key = "********": expected a base64 Ed25519',
+        ),
+        (
+            {"mock": {"outcome": "maybe"}},
+            'mock.outcome = "maybe": expected one of "answer", "busy", "no-answer", "failed"',
+        ),
+        ({"mock": {"answer_delay_ms": -5}}, "mock.answer_delay_ms = -5: expected an integer >= 0"),
+        (
+            {"webhook_security": {"trusted_proxy_ips": ["10.0.0.0/8", "proxy"]}},
+            'webhook_security.trusted_proxy_ips = ["10.0.0.0/8", "proxy"]: expected a list of IP',
+        ),
+        (
+            {"tunnel": {"provider": "cloudflare"}},
+            'tunnel.provider = "cloudflare": expected one of "none", "ngrok"',
+        ),
+        (
+            {"tailscale": {"mode": "on"}},
+            'tailscale.mode = "on": expected one of "off", "serve", "funnel"',
+        ),
+        (
+            {"outbound": {"default_mode": "chat"}},
+            'outbound.default_mode = "chat": expected one of "notify", "conversation"',
+        ),
+        (
+            {"outbound": {"notify_hangup_delay_seconds": -1}},
+            "outbound.notify_hangup_delay_seconds = -1: expected an integer >= 0",
+        ),
+        (
+            {"streaming": {"vad_threshold": 1.5}},
+            "streaming.vad_threshold = 1.5: expected a number from 0 to 1",
+        ),
+        (
+            {"streaming": {"stt_url": "https://x"}},
+            'streaming.stt_url = "https://x": expected an absolute ws or wss URL',
+        ),
+        (
+            {"streaming": {"stt_provider": "deepgram"}},
+            'streaming.stt_provider = "deepgram": expected one of "openai-realtime"',
+        ),
+        (
+            {"tts": {"provider": "polly"}},
+            'tts.provider = "polly": expected one of "openai", "elevenlabs", "edge"',
+        ),
+        (
+            {"messages": {"tts": {"openai": {"base_url": "x"}}}},
+            'messages.tts.openai.base_url = "x": expected an absolute http or https URL',
+        ),
+        ({"agent": {"api_key": 5}}, 'agent.api_key = "********": expected a non-empty string'),
+    ],
+)
+def test_each_rule_names_key_value_and_expectation(
+    paths: Paths, data: dict[str, Any], expected: str
+) -> None:
     """Every rule: the message starts with `<key> = <value>: expected <what>`."""
     errors = errors_of(paths, data)
     assert len(errors) == 1, errors
     assert errors[0].startswith(expected), errors[0]
 
 
-@pytest.mark.parametrize(("data", "expected"), [
-    ({"fromNumber": "+15550001234"}, 'fromNumber = "+15550001234": unknown key; did you mean '
-                                     "from_number?"),
-    ({"serve": {"prot": 1}}, "serve.prot = 1: unknown key; did you mean serve.port?"),
-    ({"webhook_security": {"trustedProxyIPs": []}}, "webhook_security.trustedProxyIPs = []: "
-                                                    "unknown key; did you mean "
-                                                    "webhook_security.trusted_proxy_ips?"),
-    ({"twilio": {"auth_tokn": "s3cret"}}, 'twilio.auth_tokn = "********": unknown key; did you '
-                                          "mean twilio.auth_token?"),
-    ({"zzz": 1}, "zzz = 1: unknown key; keys allowed at the top level: provider, from_number"),
-    ({"mock": {"qqq": {"a": 1}}}, "mock.qqq = a table: unknown key; keys allowed at [mock]: "
-                                  "answer_delay_ms, replies, outcome"),
-])
-def test_unknown_keys_are_errors_with_a_suggestion(paths: Paths, data: dict[str, Any],
-                                                   expected: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"fromNumber": "+15550001234"},
+            'fromNumber = "+15550001234": unknown key; did you mean from_number?',
+        ),
+        ({"serve": {"prot": 1}}, "serve.prot = 1: unknown key; did you mean serve.port?"),
+        (
+            {"webhook_security": {"trustedProxyIPs": []}},
+            "webhook_security.trustedProxyIPs = []: "
+            "unknown key; did you mean "
+            "webhook_security.trusted_proxy_ips?",
+        ),
+        (
+            {"twilio": {"auth_tokn": "s3cret"}},
+            'twilio.auth_tokn = "********": unknown key; did you mean twilio.auth_token?',
+        ),
+        ({"zzz": 1}, "zzz = 1: unknown key; keys allowed at the top level: provider, from_number"),
+        (
+            {"mock": {"qqq": {"a": 1}}},
+            "mock.qqq = a table: unknown key; keys allowed at [mock]: "
+            "answer_delay_ms, replies, outcome",
+        ),
+    ],
+)
+def test_unknown_keys_are_errors_with_a_suggestion(
+    paths: Paths, data: dict[str, Any], expected: str
+) -> None:
     """Unknown keys are errors; a close or camelCase name is suggested; secrets stay masked."""
     errors = errors_of(paths, data)
     assert len(errors) == 1 and errors[0].startswith(expected), errors
@@ -184,8 +257,10 @@ def test_unknown_keys_are_errors_with_a_suggestion(paths: Paths, data: dict[str,
 def test_all_errors_are_reported_at_once(paths: Paths) -> None:
     """Several bad values give one ConfigError listing each of them."""
     paths.config.parent.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text('provider = "twilio"\nfrom_number = "12"\nbogus = 1\n'
-                            '[serve]\nport = "abc"\n[twilio]\nauth_token = "hunter2"\n')
+    paths.config.write_text(
+        'provider = "twilio"\nfrom_number = "12"\nbogus = 1\n'
+        '[serve]\nport = "abc"\n[twilio]\nauth_token = "hunter2"\n'
+    )
     with pytest.raises(ConfigError) as info:
         load_config(paths, {}, use_keyring=False)
     problems = info.value.problems
@@ -199,22 +274,30 @@ def test_all_errors_are_reported_at_once(paths: Paths) -> None:
     assert not any(p.startswith("from_number is not set") for p in problems)
 
 
-@pytest.mark.parametrize(("provider", "creds", "missing"), [
-    ("twilio", {}, ["twilio.account_sid", "twilio.auth_token"]),
-    ("twilio", {"twilio": {"account_sid": "AC1"}}, ["twilio.auth_token"]),
-    ("telnyx", {}, ["telnyx.api_key", "telnyx.connection_id", "telnyx.public_key"]),
-    ("plivo", {"plivo": {"auth_token": "t"}}, ["plivo.auth_id"]),
-])
-def test_selected_provider_needs_its_credentials(paths: Paths, provider: str,
-                                                 creds: dict[str, Any],
-                                                 missing: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("provider", "creds", "missing"),
+    [
+        ("twilio", {}, ["twilio.account_sid", "twilio.auth_token"]),
+        ("twilio", {"twilio": {"account_sid": "AC1"}}, ["twilio.auth_token"]),
+        ("telnyx", {}, ["telnyx.api_key", "telnyx.connection_id", "telnyx.public_key"]),
+        ("plivo", {"plivo": {"auth_token": "t"}}, ["plivo.auth_id"]),
+    ],
+)
+def test_selected_provider_needs_its_credentials(
+    paths: Paths, provider: str, creds: dict[str, Any], missing: list[str]
+) -> None:
     """Missing credentials are named with their env var and the command that stores them."""
-    data = {"provider": provider, "from_number": "+15550001234",
-            "public_url": "https://v.example.com/w", **creds}
+    data = {
+        "provider": provider,
+        "from_number": "+15550001234",
+        "public_url": "https://v.example.com/w",
+        **creds,
+    }
     config, report = check(paths, data)
     assert config is not None and report.errors == ()
     assert [m.split(" ", 1)[0] for m in report.missing] == missing
     from daemon.config.secrets import NON_SECRET_ENV, SECRET_KEYS
+
     for key, message in zip(missing, report.missing, strict=True):
         env_var = SECRET_KEYS.get(key) or NON_SECRET_ENV[key]
         assert env_var in message
@@ -224,17 +307,26 @@ def test_selected_provider_needs_its_credentials(paths: Paths, provider: str,
 
 def test_telnyx_public_key_not_needed_when_skipping_signatures(paths: Paths) -> None:
     """skip_signature_verification drops the Telnyx public-key requirement."""
-    data = {"provider": "telnyx", "from_number": "+15550001234",
-            "skip_signature_verification": True,
-            "telnyx": {"api_key": "k", "connection_id": "c", "api_base_url": "http://127.0.0.1:9"}}
+    data = {
+        "provider": "telnyx",
+        "from_number": "+15550001234",
+        "skip_signature_verification": True,
+        "telnyx": {"api_key": "k", "connection_id": "c", "api_base_url": "http://127.0.0.1:9"},
+    }
     config, report = check(paths, data)
     assert report.problems == () and config is not None
 
 
 def test_from_number_required_except_for_mock(paths: Paths) -> None:
     """A real provider needs a caller ID; mock does not."""
-    _, report = check(paths, {"provider": "plivo", "plivo": {"auth_id": "a", "auth_token": "t"},
-                              "public_url": "https://v.example.com/w"})
+    _, report = check(
+        paths,
+        {
+            "provider": "plivo",
+            "plivo": {"auth_id": "a", "auth_token": "t"},
+            "public_url": "https://v.example.com/w",
+        },
+    )
     assert len(report.missing) == 1 and report.missing[0].startswith("from_number is not set")
     assert "voicecall config set from_number" in report.missing[0]
     assert check(paths, {"provider": "mock"})[1].problems == ()
@@ -242,9 +334,13 @@ def test_from_number_required_except_for_mock(paths: Paths) -> None:
 
 def test_non_secret_env_fallbacks_lose_to_the_file(paths: Paths) -> None:
     """TWILIO_ACCOUNT_SID etc. fill unset keys only; TWILIO_FROM_NUMBER only for twilio."""
-    env = {"TWILIO_ACCOUNT_SID": "ACenv", "TWILIO_AUTH_TOKEN": "t",
-           "TWILIO_FROM_NUMBER": "+15550009999", "TELNYX_CONNECTION_ID": "conn",
-           "PLIVO_AUTH_ID": "MAenv"}
+    env = {
+        "TWILIO_ACCOUNT_SID": "ACenv",
+        "TWILIO_AUTH_TOKEN": "t",
+        "TWILIO_FROM_NUMBER": "+15550009999",
+        "TELNYX_CONNECTION_ID": "conn",
+        "PLIVO_AUTH_ID": "MAenv",
+    }
     data = {**TWILIO_OK, "twilio": {}, "from_number": "+15550001234"}
     config, report = check(paths, data, env)
     assert config is not None and report.problems == ()
@@ -260,18 +356,24 @@ def test_non_secret_env_fallbacks_lose_to_the_file(paths: Paths) -> None:
 def test_bad_env_values_are_reported_with_their_origin(paths: Paths) -> None:
     """A malformed environment value is an error that says where it came from."""
     errors = errors_of(paths, {"provider": "twilio"}, {"TWILIO_FROM_NUMBER": "555"})
-    assert errors == ['from_number = "555" (from TWILIO_FROM_NUMBER): expected an E.164 phone '
-                      'number such as "+15550001234"']
+    assert errors == [
+        'from_number = "555" (from TWILIO_FROM_NUMBER): expected an E.164 phone '
+        'number such as "+15550001234"'
+    ]
 
 
-@pytest.mark.parametrize("data", [
-    {"serve": {"bind": "0.0.0.0"}},
-    {"public_url": "https://v.example.com/w"},
-    {"tunnel": {"provider": "ngrok"}},
-    {"tailscale": {"mode": "serve"}},
-])
-def test_skip_signature_verification_refused_when_exposed(paths: Paths,
-                                                          data: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"serve": {"bind": "0.0.0.0"}},
+        {"public_url": "https://v.example.com/w"},
+        {"tunnel": {"provider": "ngrok"}},
+        {"tailscale": {"mode": "serve"}},
+    ],
+)
+def test_skip_signature_verification_refused_when_exposed(
+    paths: Paths, data: dict[str, Any]
+) -> None:
     """Unsigned webhooks only on a loopback bind with nothing exposed."""
     errors = errors_of(paths, {"skip_signature_verification": True, **data})
     assert len(errors) == 1
@@ -316,11 +418,14 @@ def test_tunnel_or_tailscale_defers_the_exposure_check(paths: Paths) -> None:
 
 def test_warnings(paths: Paths) -> None:
     """Allowed-but-odd settings are warnings, carried on the config."""
-    config, report = check(paths, {
-        "tunnel": {"allow_ngrok_free_tier_loopback_bypass": True},
-        "tts": {"provider": "edge"},
-        "inbound_policy": "allowlist",
-    })
+    config, report = check(
+        paths,
+        {
+            "tunnel": {"allow_ngrok_free_tier_loopback_bypass": True},
+            "tts": {"provider": "edge"},
+            "inbound_policy": "allowlist",
+        },
+    )
     assert config is not None and report.problems == ()
     assert config.warnings == report.warnings and len(report.warnings) == 3
     assert 'unless [tunnel] provider = "ngrok"' in report.warnings[0]
@@ -330,12 +435,19 @@ def test_warnings(paths: Paths) -> None:
 
 def test_tts_deep_merge(paths: Paths) -> None:
     """[tts] merges over [messages.tts]: tables recursively, other values replace."""
-    config, report = check(paths, {
-        "messages": {"tts": {"provider": "elevenlabs",
-                             "openai": {"voice": "nova", "model": "tts-1"},
-                             "elevenlabs": {"voice_id": "v1", "api_key": "core-key"}}},
-        "tts": {"openai": {"voice": "shimmer"}},
-    })
+    config, report = check(
+        paths,
+        {
+            "messages": {
+                "tts": {
+                    "provider": "elevenlabs",
+                    "openai": {"voice": "nova", "model": "tts-1"},
+                    "elevenlabs": {"voice_id": "v1", "api_key": "core-key"},
+                }
+            },
+            "tts": {"openai": {"voice": "shimmer"}},
+        },
+    )
     assert config is not None and report.problems == ()
     assert config.tts.provider == "elevenlabs"
     assert config.tts.openai.voice == "shimmer" and config.tts.openai.model == "tts-1"
@@ -347,9 +459,12 @@ def test_tts_deep_merge(paths: Paths) -> None:
 def test_deep_merge_helper() -> None:
     """Lists and scalars replace; nested tables merge."""
     from daemon.config.schema import deep_merge
+
     base = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
     assert deep_merge(base, {"a": {"c": [3]}, "d": {"x": 1}}) == {
-        "a": {"b": 1, "c": [3]}, "d": {"x": 1}}
+        "a": {"b": 1, "c": [3]},
+        "d": {"x": 1},
+    }
     assert base == {"a": {"b": 1, "c": [1, 2]}, "d": 1}
 
 
@@ -382,8 +497,11 @@ def test_serve_workers_above_one_needs_the_postgresql_store(paths: Paths) -> Non
     config, report = check(paths, shared)
     assert not [e for e in report.errors if "serve.workers" in e]
     assert config.serve.workers == 2
-    [error] = [e for e in errors_of(paths, {**shared, "tailscale": {"mode": "funnel"}})
-               if "serve.workers" in e]
+    [error] = [
+        e
+        for e in errors_of(paths, {**shared, "tailscale": {"mode": "funnel"}})
+        if "serve.workers" in e
+    ]
     assert "its own tunnel" in error
     config, report = check(paths, {"serve": {"workers": 1}})
     assert not report.errors and config.serve.workers == 1

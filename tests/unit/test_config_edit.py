@@ -17,27 +17,33 @@ from daemon.errors import ConfigError
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
 
-@pytest.mark.parametrize(("key", "text", "value"), [
-    ("from_number", "+15550001234", "+15550001234"),
-    ("inbound_greeting", "true", "true"),
-    ("inbound_greeting", '"quoted"', "quoted"),
-    ("serve.port", "8080", 8080),
-    ("serve.port", "abc", "abc"),
-    ("skip_signature_verification", "true", True),
-    ("streaming.vad_threshold", "0.3", 0.3),
-    ("allow_from", '["+15550001234"]', ["+15550001234"]),
-])
+@pytest.mark.parametrize(
+    ("key", "text", "value"),
+    [
+        ("from_number", "+15550001234", "+15550001234"),
+        ("inbound_greeting", "true", "true"),
+        ("inbound_greeting", '"quoted"', "quoted"),
+        ("serve.port", "8080", 8080),
+        ("serve.port", "abc", "abc"),
+        ("skip_signature_verification", "true", True),
+        ("streaming.vad_threshold", "0.3", 0.3),
+        ("allow_from", '["+15550001234"]', ["+15550001234"]),
+    ],
+)
 def test_parse_value(key: str, text: str, value: object) -> None:
     """String keys take the text verbatim; other keys take a TOML literal."""
     assert edit.parse_value(key, text) == value
 
 
-@pytest.mark.parametrize(("key", "hint"), [
-    ("serve.prot", "did you mean serve.port?"),
-    ("port", "did you mean serve.port?"),
-    ("fromNumber", "did you mean from_number?"),
-    ("serve", "is a table, not a key"),
-])
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("serve.prot", "did you mean serve.port?"),
+        ("port", "did you mean serve.port?"),
+        ("fromNumber", "did you mean from_number?"),
+        ("serve", "is a table, not a key"),
+    ],
+)
 def test_unknown_or_table_keys_are_refused(key: str, hint: str) -> None:
     """A key that is not settable is refused with a suggestion."""
     with pytest.raises(ConfigError, match=hint):
@@ -88,8 +94,10 @@ def test_starter_config_is_valid() -> None:
 
 def test_render_masks_secrets_and_marks_unset() -> None:
     """config_to_dict masks secrets; to_toml comments unset keys and secret sources."""
-    config = Config(twilio=Config().twilio.__class__(auth_token="hunter2"),
-                    secret_sources={"twilio.auth_token": "env"})
+    config = Config(
+        twilio=Config().twilio.__class__(auth_token="hunter2"),
+        secret_sources={"twilio.auth_token": "env"},
+    )
     tree = config_to_dict(config)
     assert tree["twilio"]["auth_token"] == "********"
     assert "warnings" not in tree and tree["store"] == "."
@@ -102,21 +110,37 @@ def test_render_masks_secrets_and_marks_unset() -> None:
 
 def test_openclaw_whole_config() -> None:
     """The plugin entry and messages.tts are found and mapped; leftovers are reported."""
-    result = convert_openclaw({
-        "messages": {"tts": {"provider": "openai", "openai": {"voice": "nova"}, "auto": "off"}},
-        "plugins": {"entries": {"voice-call": {"enabled": True, "config": {
-            "provider": "log", "fromNumber": "+15550001234", "ringTimeoutMs": 45500,
-            "webhookSecurity": {"trustedProxyIPs": ["127.0.0.1"]},
-            "outbound": {"notifyHangupDelaySec": 5},
-            "streaming": {"streamPath": "/s", "openaiApiKey": "sk"},
-            "tunnel": {"provider": "tailscale-funnel", "ngrokAuthToken": "n"},
-            "twilio": {"authToken": {"source": "env", "id": "TOKEN"}},
-            "numbers": {"+15550001111": {"inboundGreeting": "hi", "agentId": "sales",
-                                         "responseTimeoutMs": 9000,
-                                         "tts": {"openai": {"voice": "nova", "apiKey": "k"}}}},
-            "voicemail": {"enabled": True},
-        }}}},
-    })
+    result = convert_openclaw(
+        {
+            "messages": {"tts": {"provider": "openai", "openai": {"voice": "nova"}, "auto": "off"}},
+            "plugins": {
+                "entries": {
+                    "voice-call": {
+                        "enabled": True,
+                        "config": {
+                            "provider": "log",
+                            "fromNumber": "+15550001234",
+                            "ringTimeoutMs": 45500,
+                            "webhookSecurity": {"trustedProxyIPs": ["127.0.0.1"]},
+                            "outbound": {"notifyHangupDelaySec": 5},
+                            "streaming": {"streamPath": "/s", "openaiApiKey": "sk"},
+                            "tunnel": {"provider": "tailscale-funnel", "ngrokAuthToken": "n"},
+                            "twilio": {"authToken": {"source": "env", "id": "TOKEN"}},
+                            "numbers": {
+                                "+15550001111": {
+                                    "inboundGreeting": "hi",
+                                    "agentId": "sales",
+                                    "responseTimeoutMs": 9000,
+                                    "tts": {"openai": {"voice": "nova", "apiKey": "k"}},
+                                }
+                            },
+                            "voicemail": {"enabled": True},
+                        },
+                    }
+                }
+            },
+        }
+    )
     v = result.values
     assert v["provider"] == "mock" and v["from_number"] == "+15550001234"
     assert v["ring_timeout_seconds"] == 46
@@ -126,16 +150,22 @@ def test_openclaw_whole_config() -> None:
     assert v["tunnel"] == {"provider": "none", "ngrok_authtoken": "n"}
     assert v["tailscale"]["mode"] == "funnel"
     assert v["messages"]["tts"] == {"provider": "openai", "openai": {"voice": "nova"}}
-    assert v["numbers"] == {"+15550001111": {"inbound_greeting": "hi",
-                                             "response_timeout_ms": 9000,
-                                             "tts": {"openai": {"voice": "nova"}}}}
+    assert v["numbers"] == {
+        "+15550001111": {
+            "inbound_greeting": "hi",
+            "response_timeout_ms": 9000,
+            "tts": {"openai": {"voice": "nova"}},
+        }
+    }
     assert any(u.startswith("numbers.+15550001111.agentId") for u in result.unmapped)
     assert any(u.startswith("numbers.+15550001111.tts.openai.apiKey") for u in result.unmapped)
-    assert any(u.startswith("voicemail.enabled") and "[machine_detection]" in u
-               for u in result.unmapped)
+    assert any(
+        u.startswith("voicemail.enabled") and "[machine_detection]" in u for u in result.unmapped
+    )
     assert any(u.startswith("messages.tts.auto") for u in result.unmapped)
-    assert any("twilio.authToken" in u and "secrets set twilio.auth_token" in u
-               for u in result.unmapped)
+    assert any(
+        "twilio.authToken" in u and "secrets set twilio.auth_token" in u for u in result.unmapped
+    )
     problems: list[str] = []
     schema.check_table(v, problems)
     assert problems == []
@@ -143,10 +173,18 @@ def test_openclaw_whole_config() -> None:
 
 def test_openclaw_plugin_object_and_missing_entry() -> None:
     """The bare plugin config works; a whole config without the plugin is an error."""
-    result = convert_openclaw({"provider": "twilio", "tts": {"elevenlabs": {"voiceId": "v"}},
-                               "twilio": {"from": "+15550001234"}})
-    assert result.values == {"provider": "twilio", "tts": {"elevenlabs": {"voice_id": "v"}},
-                             "from_number": "+15550001234"}
+    result = convert_openclaw(
+        {
+            "provider": "twilio",
+            "tts": {"elevenlabs": {"voiceId": "v"}},
+            "twilio": {"from": "+15550001234"},
+        }
+    )
+    assert result.values == {
+        "provider": "twilio",
+        "tts": {"elevenlabs": {"voice_id": "v"}},
+        "from_number": "+15550001234",
+    }
     with pytest.raises(ConfigError, match=r"plugins\.entries\.voice-call\.config"):
         convert_openclaw({"plugins": {"entries": {}}})
 
@@ -154,6 +192,9 @@ def test_openclaw_plugin_object_and_missing_entry() -> None:
 def test_docs_cover_every_key() -> None:
     """docs/config.md documents every key of the schema."""
     text = DOCS.read_text()
-    missing = [path for path, _ in schema.leaf_paths()
-               if not path.startswith("messages.") and f"`{path}`" not in text]
+    missing = [
+        path
+        for path, _ in schema.leaf_paths()
+        if not path.startswith("messages.") and f"`{path}`" not in text
+    ]
     assert missing == []

@@ -17,59 +17,76 @@ from daemon.config.model import Config, ServeConfig, TwilioConfig
 from daemon.errors import ConfigError
 
 
-@pytest.mark.parametrize(("host", "local"), [
-    ("localhost", True),
-    ("LOCALHOST.", True),
-    ("app.localhost", True),
-    ("127.0.0.1", True),
-    ("127.9.8.7", True),
-    ("127.1", True),
-    ("0x7f000001", True),
-    ("2130706433", True),
-    ("0.0.0.0", True),
-    ("10.1.2.3", True),
-    ("172.16.0.1", True),
-    ("172.31.255.255", True),
-    ("172.32.0.1", False),
-    ("192.168.1.10", True),
-    ("169.254.169.254", True),
-    ("100.64.0.1", True),
-    ("::", True),
-    ("::1", True),
-    ("[::1]", True),
-    ("fe80::1%eth0", True),
-    ("fc00::1", True),
-    ("fd12:3456::1", True),
-    ("::ffff:127.0.0.1", True),
-    ("::ffff:7f00:1", True),
-    ("::ffff:10.0.0.1", True),
-    ("::ffff:192.168.0.1", True),
-    ("::ffff:172.16.0.1", True),
-    ("::ffff:8.8.8.8", False),
-    ("8.8.8.8", False),
-    ("2001:4860:4860::8888", False),
-    ("voice.example.com", False),
-    ("10.example.com", False),
-    ("", True),
-])
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("app.localhost", True),
+        ("127.0.0.1", True),
+        ("127.9.8.7", True),
+        ("127.1", True),
+        ("0x7f000001", True),
+        ("2130706433", True),
+        ("0.0.0.0", True),
+        ("10.1.2.3", True),
+        ("172.16.0.1", True),
+        ("172.31.255.255", True),
+        ("172.32.0.1", False),
+        ("192.168.1.10", True),
+        ("169.254.169.254", True),
+        ("100.64.0.1", True),
+        ("::", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("fe80::1%eth0", True),
+        ("fc00::1", True),
+        ("fd12:3456::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("::ffff:7f00:1", True),
+        ("::ffff:10.0.0.1", True),
+        ("::ffff:192.168.0.1", True),
+        ("::ffff:172.16.0.1", True),
+        ("::ffff:8.8.8.8", False),
+        ("8.8.8.8", False),
+        ("2001:4860:4860::8888", False),
+        ("voice.example.com", False),
+        ("10.example.com", False),
+        ("", True),
+    ],
+)
 def test_local_only_host_table(host: str, local: bool) -> None:
     """Loopback, unspecified, RFC 1918, CGNAT, link-local, ULA and IPv4-mapped are local."""
     assert is_local_only_host(host) is local
 
 
-@pytest.mark.parametrize(("host", "loopback"), [
-    ("127.0.0.1", True), ("127.2.3.4", True), ("::1", True), ("localhost", True),
-    ("::ffff:127.0.0.1", True), ("0.0.0.0", False), ("10.0.0.1", False), ("example.com", False),
-])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.2.3.4", True),
+        ("::1", True),
+        ("localhost", True),
+        ("::ffff:127.0.0.1", True),
+        ("0.0.0.0", False),
+        ("10.0.0.1", False),
+        ("example.com", False),
+    ],
+)
 def test_loopback_host(host: str, loopback: bool) -> None:
     """Only this machine counts as loopback (the skip-signature rule)."""
     assert is_loopback_host(host) is loopback
 
 
-@pytest.mark.parametrize(("url", "local"), [
-    ("http://127.0.0.1:8099", True), ("http://[::1]:80/x", True),
-    ("https://api.twilio.com", False), ("not a url", False),
-])
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [
+        ("http://127.0.0.1:8099", True),
+        ("http://[::1]:80/x", True),
+        ("https://api.twilio.com", False),
+        ("not a url", False),
+    ],
+)
 def test_is_local_api(url: str, local: bool) -> None:
     """A provider API on a local address is a simulator."""
     assert is_local_api(url) is local

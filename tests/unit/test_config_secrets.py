@@ -69,8 +69,9 @@ def test_secret_keys_table() -> None:
     assert SECRET_KEYS["telnyx.public_key"] == "TELNYX_PUBLIC_KEY"
     assert SECRET_KEYS["tunnel.ngrok_authtoken"] == "NGROK_AUTHTOKEN"
     assert SECRET_KEYS["messages.tts.elevenlabs.api_key"] == "ELEVENLABS_API_KEY"
-    assert {SECRET_KEYS[k] for k in ("streaming.api_key", "agent.api_key",
-                                     "tts.openai.api_key")} == {"OPENAI_API_KEY"}
+    assert {
+        SECRET_KEYS[k] for k in ("streaming.api_key", "agent.api_key", "tts.openai.api_key")
+    } == {"OPENAI_API_KEY"}
     assert KEYRING_SERVICE == "voicecall"
 
 
@@ -98,13 +99,18 @@ def test_resolve_secrets_reports_sources(memory_keyring: MemoryKeyring) -> None:
     assert "telnyx.api_key" not in got
 
 
-def test_loader_uses_the_keyring_and_records_sources(memory_keyring: MemoryKeyring,
-                                                     tmp_path: Path) -> None:
+def test_loader_uses_the_keyring_and_records_sources(
+    memory_keyring: MemoryKeyring, tmp_path: Path
+) -> None:
     """A provider's token may live only in the keyring; config.secret_sources says so."""
     memory_keyring.set_password("voicecall", "twilio.auth_token", "kr-token")
     paths = resolve_paths({"VOICECALL_HOME": str(tmp_path)})
-    data = {"provider": "twilio", "from_number": "+15550001234",
-            "public_url": "https://v.example.com/w", "twilio": {"account_sid": "AC1"}}
+    data = {
+        "provider": "twilio",
+        "from_number": "+15550001234",
+        "public_url": "https://v.example.com/w",
+        "twilio": {"account_sid": "AC1"},
+    }
     config, report = check_document(data, paths, {}, use_keyring=True)
     assert report.problems == () and config is not None
     assert config.twilio.auth_token == "kr-token"
@@ -113,8 +119,9 @@ def test_loader_uses_the_keyring_and_records_sources(memory_keyring: MemoryKeyri
     assert report.missing and config is not None and config.twilio.auth_token is None
 
 
-def test_core_tts_key_from_keyring_feeds_call_tts(memory_keyring: MemoryKeyring,
-                                                  tmp_path: Path) -> None:
+def test_core_tts_key_from_keyring_feeds_call_tts(
+    memory_keyring: MemoryKeyring, tmp_path: Path
+) -> None:
     """messages.tts.* keys in the keyring count for the effective call TTS."""
     memory_keyring.set_password("voicecall", "messages.tts.elevenlabs.api_key", "el")
     paths = resolve_paths({"VOICECALL_HOME": str(tmp_path)})

@@ -19,8 +19,10 @@ def test_per_address_cap_then_global_cap() -> None:
 
 def test_exempt_peer_is_bounded_by_the_global_cap_only() -> None:
     """A trusted proxy or tunnel agent carries many clients: no per-address cap for it."""
-    guard = ConnectionGuard(ConnectionLimits(max_connections=10, max_connections_per_ip=2),
-                            exempt=lambda address: address == "127.0.0.1")
+    guard = ConnectionGuard(
+        ConnectionLimits(max_connections=10, max_connections_per_ip=2),
+        exempt=lambda address: address == "127.0.0.1",
+    )
     assert all(guard.admit("127.0.0.1") is None for _ in range(10))
     assert guard.admit("127.0.0.1") == "over serve.max_connections"
     for _ in range(10):
@@ -75,8 +77,10 @@ async def test_admitted_stream_bypasses_aiohttp_handler_and_floods_are_still_sli
     port = runner.addresses[0][1]
     big = "x" * (4 * SLICE_BYTES)
     try:
-        async with aiohttp.ClientSession() as http, http.ws_connect(
-                f"http://127.0.0.1:{port}/ws") as ws:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws,
+        ):
             await ws.send_str("start")
             await asyncio.wait_for(authenticated.wait(), 10)
             for index in range(50):

@@ -19,8 +19,14 @@ print(ensure_fd_limit(1024), resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard
 
 def test_soft_limit_is_raised_toward_the_hard_limit() -> None:
     """With a soft limit of 256 and the default cap of 1024, the limit becomes 2048."""
-    done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     returned, soft, hard = (int(v) for v in done.stdout.split())
     expected = 2048 if hard < 0 or hard >= 2048 else hard
     assert returned == soft == expected

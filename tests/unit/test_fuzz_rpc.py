@@ -34,10 +34,20 @@ port = 0
 answer_delay_ms = 30
 """
 
-CLEAN_CODES = frozenset({
-    RpcCode.PARSE_ERROR, RpcCode.INVALID_REQUEST, RpcCode.METHOD_NOT_FOUND,
-    RpcCode.INVALID_PARAMS, -32001, -32002, -32003, -32004, -32005, -32006,
-})
+CLEAN_CODES = frozenset(
+    {
+        RpcCode.PARSE_ERROR,
+        RpcCode.INVALID_REQUEST,
+        RpcCode.METHOD_NOT_FOUND,
+        RpcCode.INVALID_PARAMS,
+        -32001,
+        -32002,
+        -32003,
+        -32004,
+        -32005,
+        -32006,
+    }
+)
 """Every code a malformed request may get: everything but -32603 (internal error)."""
 
 # Each method's parameters and the JSON kind each expects (SPEC 5, daemon/rpc/methods.py).
@@ -53,22 +63,36 @@ METHOD_PARAMS: dict[str, dict[str, str]] = {
     "voicecall.tail": {"callId": "text", "since": "int"},
     "voicecall.expose": {"mode": "text", "path": "text"},
     "voicecall.latency": {"last": "int"},
-    "tool.voice_call": {"action": "text", "message": "text", "to": "text", "mode": "text",
-                        "callId": "text"},
+    "tool.voice_call": {
+        "action": "text",
+        "message": "text",
+        "to": "text",
+        "mode": "text",
+        "callId": "text",
+    },
     "daemon.status": {},
     "mock.inbound": {"from": "text", "to": "text", "utterances": "texts"},
     "voicecall.tool_result": {"callId": "text", "toolCallId": "text"},
 }
 
-SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
-json_leaf = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-             | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
 json_value = st.recursive(
     json_leaf,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 present = json_value.filter(lambda v: v is not None)  # null means "absent" for every param
@@ -76,8 +100,9 @@ WRONG: dict[str, st.SearchStrategy[Any]] = {
     "text": present.filter(lambda v: not isinstance(v, str)),
     "int": present.filter(lambda v: isinstance(v, bool) or not isinstance(v, int)),
     "bool": present.filter(lambda v: not isinstance(v, bool)),
-    "texts": present.filter(lambda v: not isinstance(v, list)
-                            or not all(isinstance(x, str) for x in v)),
+    "texts": present.filter(
+        lambda v: not isinstance(v, list) or not all(isinstance(x, str) for x in v)
+    ),
 }
 
 
@@ -179,8 +204,12 @@ def test_random_bytes_get_one_clean_reply(daemon: InProcessDaemon, junk: bytes) 
     expected = 1 if line.strip() else 0
     with contextlib.suppress(ValueError):
         parsed = json.loads(line)
-        if isinstance(parsed, dict) and "id" not in parsed and isinstance(
-                parsed.get("method"), str) and parsed.get("jsonrpc") == "2.0":
+        if (
+            isinstance(parsed, dict)
+            and "id" not in parsed
+            and isinstance(parsed.get("method"), str)
+            and parsed.get("jsonrpc") == "2.0"
+        ):
             expected = 0  # a well-formed notification: no reply by design
     assert len(replies) == expected, (line, replies)
     for reply in replies:
@@ -210,14 +239,15 @@ def bad_calls(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 
 @SETTINGS
 @given(call=bad_calls(), req_id=st.integers(1, 2**31) | st.text(max_size=10))
-def test_wrong_param_types_are_invalid_params(daemon: InProcessDaemon,
-                                              call: tuple[str, dict[str, Any]],
-                                              req_id: int | str) -> None:
+def test_wrong_param_types_are_invalid_params(
+    daemon: InProcessDaemon, call: tuple[str, dict[str, Any]], req_id: int | str
+) -> None:
     """A wrong-typed parameter of any method is -32602 (tool errors are results), never -32603."""
     method, params = call
     request = {"jsonrpc": "2.0", "method": method, "params": params, "id": req_id}
-    replies = [r for r in exchange(daemon.socket, json.dumps(request).encode() + b"\n")
-               if "id" in r]  # tail also streams notifications
+    replies = [
+        r for r in exchange(daemon.socket, json.dumps(request).encode() + b"\n") if "id" in r
+    ]  # tail also streams notifications
     assert len(replies) == 1, replies
     (reply,) = replies
     assert_clean(reply)
@@ -229,10 +259,13 @@ def test_wrong_param_types_are_invalid_params(daemon: InProcessDaemon,
 
 
 @SETTINGS
-@given(method=st.sampled_from(sorted(METHOD_PARAMS)),
-       params=st.lists(json_value, max_size=3) | json_leaf.filter(lambda v: v is not None))
-def test_non_object_params_are_invalid_params(daemon: InProcessDaemon, method: str,
-                                              params: Any) -> None:
+@given(
+    method=st.sampled_from(sorted(METHOD_PARAMS)),
+    params=st.lists(json_value, max_size=3) | json_leaf.filter(lambda v: v is not None),
+)
+def test_non_object_params_are_invalid_params(
+    daemon: InProcessDaemon, method: str, params: Any
+) -> None:
     """Positional (array) or scalar params are -32602 for every method."""
     request = {"jsonrpc": "2.0", "method": method, "params": params, "id": 7}
     (reply,) = exchange(daemon.socket, json.dumps(request).encode() + b"\n")
@@ -241,9 +274,11 @@ def test_non_object_params_are_invalid_params(daemon: InProcessDaemon, method: s
 
 
 @SETTINGS
-@given(req_id=st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: f != int(f))
-       | st.lists(json_leaf, max_size=2) | st.dictionaries(st.text(max_size=3), json_leaf,
-                                                            max_size=2))
+@given(
+    req_id=st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: f != int(f))
+    | st.lists(json_leaf, max_size=2)
+    | st.dictionaries(st.text(max_size=3), json_leaf, max_size=2)
+)
 def test_invalid_ids_are_invalid_requests(daemon: InProcessDaemon, req_id: Any) -> None:
     """An id that is not a string, an integer or null is -32600 with id null."""
     request = {"jsonrpc": "2.0", "method": "daemon.status", "id": req_id}
@@ -272,8 +307,12 @@ def test_batches_of_junk_get_one_array(daemon: InProcessDaemon, batch: list[Any]
 def test_over_long_line_is_refused_and_closed(daemon: InProcessDaemon) -> None:
     """A line over 1 MiB (with or without its newline): one -32600 naming the cap, then close."""
     for tail in (b"\n", b""):
-        payload = b'{"jsonrpc":"2.0","method":"daemon.status","id":1,"pad":"' + \
-            b"x" * (MAX_MESSAGE_BYTES + 10) + b'"}' + tail
+        payload = (
+            b'{"jsonrpc":"2.0","method":"daemon.status","id":1,"pad":"'
+            + b"x" * (MAX_MESSAGE_BYTES + 10)
+            + b'"}'
+            + tail
+        )
         (reply,) = exchange(daemon.socket, payload)
         assert reply["error"]["code"] == RpcCode.INVALID_REQUEST
         assert str(MAX_MESSAGE_BYTES) in reply["error"]["message"]
@@ -300,8 +339,11 @@ def test_deeply_nested_json_is_a_clean_error(daemon: InProcessDaemon) -> None:
 
 def test_huge_integer_is_a_clean_error(daemon: InProcessDaemon) -> None:
     """A 5000-digit integer literal: a clean error reply, not silence."""
-    line = b'{"jsonrpc":"2.0","method":"voicecall.list","id":1,"params":{"limit":' + \
-        b"9" * 5000 + b"}}\n"
+    line = (
+        b'{"jsonrpc":"2.0","method":"voicecall.list","id":1,"params":{"limit":'
+        + b"9" * 5000
+        + b"}}\n"
+    )
     replies = exchange(daemon.socket, line, timeout=5)
     assert len(replies) == 1
     assert_clean(replies[0])
@@ -310,8 +352,12 @@ def test_huge_integer_is_a_clean_error(daemon: InProcessDaemon) -> None:
 def test_nesting_just_under_the_parser_limit_is_clean(daemon: InProcessDaemon) -> None:
     """Deep (but parseable) params echoed in error messages do not turn into -32603."""
     for depth in (500, 900):
-        line = (b'{"jsonrpc":"2.0","method":"voicecall.initiate","id":1,"params":{"message":'
-                + b"[" * depth + b"]" * depth + b"}}\n")
+        line = (
+            b'{"jsonrpc":"2.0","method":"voicecall.initiate","id":1,"params":{"message":'
+            + b"[" * depth
+            + b"]" * depth
+            + b"}}\n"
+        )
         (reply,) = exchange(daemon.socket, line)
         assert reply["error"]["code"] == RpcCode.INVALID_PARAMS
     assert_serving(daemon)
@@ -321,8 +367,11 @@ def test_error_replies_stay_under_the_message_cap(daemon: InProcessDaemon) -> No
     """A wrong-typed 1 MiB param gets an error reply no larger than the 1 MiB message cap."""
     # U+0080 is 2 bytes of UTF-8 in, but `'\\x80'` (5 bytes) in the echoed repr: 2.5x.
     value = json.dumps("\x80" * 480_000, ensure_ascii=False)
-    line = b'{"jsonrpc":"2.0","method":"voicecall.latency","id":1,"params":{"last":' + \
-        value.encode() + b"}}\n"
+    line = (
+        b'{"jsonrpc":"2.0","method":"voicecall.latency","id":1,"params":{"last":'
+        + value.encode()
+        + b"}}\n"
+    )
     assert len(line) < MAX_MESSAGE_BYTES
     sock = socket.socket(socket.AF_UNIX)
     sock.settimeout(10)

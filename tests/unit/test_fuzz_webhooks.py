@@ -33,12 +33,24 @@ PATH = "/voice/webhook"
 CAP = WebhookLimits().max_body_bytes
 SPEC_STATUSES = frozenset({200, 401, 404, 405, 413, 429})
 SIGNER = TwilioVerifier(TOKEN)
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-FRAMING = frozenset({"content-length", "transfer-encoding", "expect", "connection", "host",
-                     "upgrade", "x-twilio-signature"})
+FRAMING = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "expect",
+        "connection",
+        "host",
+        "upgrade",
+        "x-twilio-signature",
+    }
+)
 """Headers the tests set themselves (framing is under test control; the signature is drawn)."""
 
 
@@ -83,11 +95,16 @@ class ThreadedServer:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         app = web.Application(client_max_size=CAP)
-        add_webhook_routes(app, path=PATH, provider=self.provider, replay=MemoryReplayCache(),
-                           policy=UrlPolicy(public_url=PUBLIC), skip_signature=False,
-                           # failures would count for 10 s and turn later cases into 429
-                           limits=WebhookLimits(body_timeout_seconds=1.0,
-                                                    failure_penalty_seconds=0.0))
+        add_webhook_routes(
+            app,
+            path=PATH,
+            provider=self.provider,
+            replay=MemoryReplayCache(),
+            policy=UrlPolicy(public_url=PUBLIC),
+            skip_signature=False,
+            # failures would count for 10 s and turn later cases into 429
+            limits=WebhookLimits(body_timeout_seconds=1.0, failure_penalty_seconds=0.0),
+        )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -122,8 +139,7 @@ def server() -> Iterator[ThreadedServer]:
     running.stop()
 
 
-def send(port: int, method: str, target: str, headers: list[tuple[str, str]],
-         body: bytes) -> int:
+def send(port: int, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> int:
     """Write one raw request (Connection: close) and return the response status."""
     head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
@@ -151,33 +167,59 @@ def signed_over(target: str, delivered: bytes) -> str | None:
 
 real_paths = st.sampled_from([PATH, PATH + "/"])
 other_paths = st.one_of(
-    st.sampled_from([PATH + "//", PATH + "-evil", "/voice", "/", "//voice/webhook", PATH + "%2F",
-                     "/voice/./webhook", PATH + "/..", "/VOICE/WEBHOOK"]),
+    st.sampled_from(
+        [
+            PATH + "//",
+            PATH + "-evil",
+            "/voice",
+            "/",
+            "//voice/webhook",
+            PATH + "%2F",
+            "/voice/./webhook",
+            PATH + "/..",
+            "/VOICE/WEBHOOK",
+        ]
+    ),
     st.text("abcdefghijklmnopqrstuvwxyz0123456789-._~%/", max_size=30).map(lambda p: "/" + p),
 )
 # Mostly the real path, so that the later stages of the pipeline are reached.
 paths = st.integers(0, 9).flatmap(lambda k: real_paths if k < 6 else other_paths)
 queries = st.one_of(st.just(""), st.text("abcxyz0123=&%+", max_size=20).map(lambda q: "?" + q))
-other_methods = st.sampled_from(["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE",
-                                 "PROPFIND", "PURGE", "LINK"])
+other_methods = st.sampled_from(
+    ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "PROPFIND", "PURGE", "LINK"]
+)
 methods = st.integers(0, 1).flatmap(lambda k: st.just("POST") if k else other_methods)
 """Methods the HTTP parser knows; other tokens are refused by aiohttp itself (see below)."""
 header_names = st.text(TOKEN_CHARS, min_size=1, max_size=20).filter(
-    lambda n: n.lower() not in FRAMING)
+    lambda n: n.lower() not in FRAMING
+)
 header_values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
 form_params = st.lists(st.tuples(st.text(max_size=12), st.text(max_size=20)), max_size=6)
 
 
 @SETTINGS
-@given(method=methods, path=paths, query=queries,
-       extra=st.lists(st.tuples(header_names, header_values), max_size=6),
-       signature=st.integers(0, 1).flatmap(
-           lambda k: st.just("valid") if k else st.none() | st.just("") | header_values),
-       params=form_params, raw=st.one_of(st.none(), st.binary(max_size=512)),
-       length=st.sampled_from(["exact", "short", "huge", "none"]))
+@given(
+    method=methods,
+    path=paths,
+    query=queries,
+    extra=st.lists(st.tuples(header_names, header_values), max_size=6),
+    signature=st.integers(0, 1).flatmap(
+        lambda k: st.just("valid") if k else st.none() | st.just("") | header_values
+    ),
+    params=form_params,
+    raw=st.one_of(st.none(), st.binary(max_size=512)),
+    length=st.sampled_from(["exact", "short", "huge", "none"]),
+)
 def test_every_request_gets_the_predicted_spec_status(
-    server: ThreadedServer, method: str, path: str, query: str, extra: list[tuple[str, str]],
-    signature: str | None, params: list[tuple[str, str]], raw: bytes | None, length: str,
+    server: ThreadedServer,
+    method: str,
+    path: str,
+    query: str,
+    extra: list[tuple[str, str]],
+    signature: str | None,
+    params: list[tuple[str, str]],
+    raw: bytes | None,
+    length: str,
 ) -> None:
     """Wrong path 404, not POST 405, no signature 401, too big 413, bad signature 401, else 200."""
     target = path + query
@@ -187,8 +229,9 @@ def test_every_request_gets_the_predicted_spec_status(
         signature = sign(target, params) if raw is None else "bm90IGEgcmVhbCBzaWduYXR1cmU="
     if signature is not None:
         headers.append(("X-Twilio-Signature", signature))
-    declared = {"exact": len(body), "short": max(0, len(body) - 1), "huge": CAP + 1,
-                "none": None}[length]
+    declared = {"exact": len(body), "short": max(0, len(body) - 1), "huge": CAP + 1, "none": None}[
+        length
+    ]
     if declared is not None:
         headers.append(("Content-Length", str(declared)))
         body = body[:declared]  # "short": a body other than the one signed
@@ -218,14 +261,18 @@ def test_every_request_gets_the_predicted_spec_status(
     else:
         # Reached once, or zero times for a replay of an earlier identical example.
         assert reached <= 1
-        assert reached == 0 or server.provider.handled[-1].headers.get(
-            "X-Twilio-Signature") == signature
+        assert (
+            reached == 0
+            or server.provider.handled[-1].headers.get("X-Twilio-Signature") == signature
+        )
 
 
 @SETTINGS
 @given(params=form_params.filter(bool), tamper=st.sampled_from(["param", "url", "signature"]))
 def test_tampered_signed_requests_never_reach_the_provider(
-    server: ThreadedServer, params: list[tuple[str, str]], tamper: str,
+    server: ThreadedServer,
+    params: list[tuple[str, str]],
+    tamper: str,
 ) -> None:
     """A valid signature moved to other params, another URL, or altered is 401 and unhandled."""
     signature = sign(PATH, params)
@@ -238,8 +285,13 @@ def test_tampered_signed_requests_never_reach_the_provider(
         signature = signature[:-2] + ("AA" if not signature.endswith("AA=") else "BB")
     body = urlencode(params).encode()
     before = len(server.provider.handled)
-    status = send(server.port, "POST", target,
-                  [("X-Twilio-Signature", signature), ("Content-Length", str(len(body)))], body)
+    status = send(
+        server.port,
+        "POST",
+        target,
+        [("X-Twilio-Signature", signature), ("Content-Length", str(len(body)))],
+        body,
+    )
     assert status == 401
     assert len(server.provider.handled) == before
 
@@ -249,9 +301,13 @@ def test_chunked_body_over_the_cap_is_413(server: ThreadedServer) -> None:
     before = len(server.provider.handled)
     chunk = b"a" * 4096
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(CAP // 4096 + 2))
-    status = send(server.port, "POST", PATH,
-                  [("X-Twilio-Signature", sign(PATH, [])), ("Transfer-Encoding", "chunked")],
-                  body + b"0\r\n\r\n")
+    status = send(
+        server.port,
+        "POST",
+        PATH,
+        [("X-Twilio-Signature", sign(PATH, [])), ("Transfer-Encoding", "chunked")],
+        body + b"0\r\n\r\n",
+    )
     assert status == 413
     assert len(server.provider.handled) == before
 
@@ -268,12 +324,15 @@ def test_valid_then_replayed_delivery(server: ThreadedServer) -> None:
 
 
 @pytest.mark.parametrize("method", ["post", "0", "X-EVIL", "PO ST"])
-def test_unknown_method_tokens_are_refused_by_the_http_layer(server: ThreadedServer,
-                                                             method: str) -> None:
+def test_unknown_method_tokens_are_refused_by_the_http_layer(
+    server: ThreadedServer, method: str
+) -> None:
     """A method the HTTP parser does not know is a 400 from aiohttp, never a handled webhook."""
     before = len(server.provider.handled)
-    head = f"{method} {PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" \
+    head = (
+        f"{method} {PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         f"X-Twilio-Signature: {sign(PATH, [])}\r\nContent-Length: 0\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(head.encode())
         status_line = sock.makefile("rb").readline()

@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_committed_files_are_fresh() -> None:
@@ -61,9 +62,15 @@ def test_render_is_deterministic() -> None:
     """Two renders are identical and cover every visible command."""
     first = gendocs.render(cli, "1.2.3")
     assert first == gendocs.render(cli, "1.2.3")
-    assert {"man/voicecall.1", "man/voicecall-secrets-set.1", "man/voicecall-service-install.1",
-            "man/voicecall-completion.1", "completions/voicecall.bash",
-            "completions/voicecall.zsh", "completions/voicecall.fish"} <= set(first)
+    assert {
+        "man/voicecall.1",
+        "man/voicecall-secrets-set.1",
+        "man/voicecall-service-install.1",
+        "man/voicecall-completion.1",
+        "completions/voicecall.bash",
+        "completions/voicecall.zsh",
+        "completions/voicecall.fish",
+    } <= set(first)
 
 
 def test_page_sections() -> None:
@@ -90,8 +97,13 @@ def test_roff_escaping() -> None:
 def test_pages_render_without_warnings() -> None:
     """groff formats the root page without warnings."""
     page = gendocs.render(cli, "1.2.3")["man/voicecall.1"]
-    done = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z"], input=page,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["groff", "-man", "-Tutf8", "-ww", "-z"],
+        input=page,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0
     assert done.stderr == ""
 
@@ -150,11 +162,13 @@ def completion_ctx(socket_path: Path) -> click.Context:
     return ctx
 
 
-CALLS = {"calls": [
-    {"callId": "c-abc1", "state": "active", "direction": "outbound", "to": "+15550001111"},
-    {"callId": "c-abc2", "state": "completed", "direction": "inbound", "from": "+15550002222"},
-    {"callId": "d-xyz", "state": "ringing", "direction": "outbound", "to": "+15550003333"},
-]}
+CALLS = {
+    "calls": [
+        {"callId": "c-abc1", "state": "active", "direction": "outbound", "to": "+15550001111"},
+        {"callId": "c-abc2", "state": "completed", "direction": "inbound", "from": "+15550002222"},
+        {"callId": "d-xyz", "state": "ringing", "direction": "outbound", "to": "+15550003333"},
+    ]
+}
 
 
 def test_call_ids_complete_from_the_daemon(sock_dir: Path) -> None:

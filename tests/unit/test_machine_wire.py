@@ -24,21 +24,29 @@ def load(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / name).read_text())
 
 
-@pytest.mark.parametrize(("answered_by", "result", "beep", "ended"), [
-    ("human", MachineResult.HUMAN, None, False),
-    ("machine_start", MachineResult.MACHINE, None, False),
-    ("machine_end_beep", MachineResult.MACHINE, True, True),
-    ("machine_end_silence", MachineResult.MACHINE, False, True),
-    ("machine_end_other", MachineResult.MACHINE, False, True),
-    ("fax", MachineResult.FAX, None, False),
-    ("unknown", MachineResult.UNKNOWN, None, False),
-])
-def test_twilio_answered_by(answered_by: str, result: MachineResult, beep: bool | None,
-                            ended: bool) -> None:
+@pytest.mark.parametrize(
+    ("answered_by", "result", "beep", "ended"),
+    [
+        ("human", MachineResult.HUMAN, None, False),
+        ("machine_start", MachineResult.MACHINE, None, False),
+        ("machine_end_beep", MachineResult.MACHINE, True, True),
+        ("machine_end_silence", MachineResult.MACHINE, False, True),
+        ("machine_end_other", MachineResult.MACHINE, False, True),
+        ("fax", MachineResult.FAX, None, False),
+        ("unknown", MachineResult.UNKNOWN, None, False),
+    ],
+)
+def test_twilio_answered_by(
+    answered_by: str, result: MachineResult, beep: bool | None, ended: bool
+) -> None:
     report = machine.twilio_report(answered_by)
     assert report is not None
     assert (report.result, report.beep_detected, report.greeting_ended, report.raw) == (
-        result, beep, ended, answered_by)
+        result,
+        beep,
+        ended,
+        answered_by,
+    )
 
 
 def test_twilio_fixture_values_are_all_known() -> None:
@@ -50,11 +58,17 @@ def test_twilio_fixture_values_are_all_known() -> None:
 
 def test_twilio_dial_params_use_the_sdk_names() -> None:
     beep = machine.twilio_dial_params(MachineDetectionConfig(), "https://x/cb?type=amd")
-    assert beep == {"machine_detection": "DetectMessageEnd", "machine_detection_timeout": 30,
-                    "async_amd": "true", "async_amd_status_callback": "https://x/cb?type=amd",
-                    "async_amd_status_callback_method": "POST"}
-    assert machine.twilio_dial_params(MachineDetectionConfig(mode="detect"), "u")[
-        "machine_detection"] == "Enable"
+    assert beep == {
+        "machine_detection": "DetectMessageEnd",
+        "machine_detection_timeout": 30,
+        "async_amd": "true",
+        "async_amd_status_callback": "https://x/cb?type=amd",
+        "async_amd_status_callback_method": "POST",
+    }
+    assert (
+        machine.twilio_dial_params(MachineDetectionConfig(mode="detect"), "u")["machine_detection"]
+        == "Enable"
+    )
 
 
 def test_telnyx_fixture_webhooks() -> None:
@@ -76,12 +90,18 @@ def test_telnyx_fixture_webhooks() -> None:
     ]
 
 
-@pytest.mark.parametrize(("raw", "result"), [
-    ("human", MachineResult.HUMAN), ("human_residence", MachineResult.HUMAN),
-    ("human_business", MachineResult.HUMAN), ("machine", MachineResult.MACHINE),
-    ("fax_detected", MachineResult.FAX), ("not_sure", MachineResult.UNKNOWN),
-    ("silence", MachineResult.UNKNOWN),
-])
+@pytest.mark.parametrize(
+    ("raw", "result"),
+    [
+        ("human", MachineResult.HUMAN),
+        ("human_residence", MachineResult.HUMAN),
+        ("human_business", MachineResult.HUMAN),
+        ("machine", MachineResult.MACHINE),
+        ("fax_detected", MachineResult.FAX),
+        ("not_sure", MachineResult.UNKNOWN),
+        ("silence", MachineResult.UNKNOWN),
+    ],
+)
 def test_telnyx_results(raw: str, result: MachineResult) -> None:
     report = machine.telnyx_report("call.machine.premium.detection.ended", {"result": raw})
     assert report is not None and report.result is result
@@ -93,8 +113,7 @@ def test_telnyx_shared_sample_parses() -> None:
     if not path.exists():
         pytest.skip("shared vendor samples not present")
     events = json.loads(path.read_text())["events"]
-    (sample,) = [e for e in events
-                 if e["data"]["event_type"] == "call.machine.detection.ended"]
+    (sample,) = [e for e in events if e["data"]["event_type"] == "call.machine.detection.ended"]
     report = machine.telnyx_report(sample["data"]["event_type"], sample["data"]["payload"])
     assert report is not None and report.result is MachineResult.MACHINE
     assert machine.telnyx_report("call.speak.ended", {"result": "x"}) is None
@@ -102,10 +121,13 @@ def test_telnyx_shared_sample_parses() -> None:
 
 def test_telnyx_dial_fields() -> None:
     fields = machine.telnyx_dial_fields(MachineDetectionConfig(timeout_seconds=12))
-    assert fields == {"answering_machine_detection": "greeting_end",
-                      "answering_machine_detection_config": {"total_analysis_time_millis": 12000}}
+    assert fields == {
+        "answering_machine_detection": "greeting_end",
+        "answering_machine_detection_config": {"total_analysis_time_millis": 12000},
+    }
     assert load("telnyx_amd_webhooks.json")["dial_fields"] == machine.telnyx_dial_fields(
-        MachineDetectionConfig())
+        MachineDetectionConfig()
+    )
 
 
 def test_plivo_callback_and_dial_params() -> None:
@@ -117,8 +139,12 @@ def test_plivo_callback_and_dial_params() -> None:
     assert machine.plivo_report(None) is None
     params = machine.plivo_dial_params(MachineDetectionConfig(), "https://x/cb?flow=machine")
     assert params["machine_detection_time"] == 10000  # 30 s clamped to Plivo's 10 s
-    assert machine.plivo_dial_params(MachineDetectionConfig(timeout_seconds=1), "u")[
-        "machine_detection_time"] == 2000
+    assert (
+        machine.plivo_dial_params(MachineDetectionConfig(timeout_seconds=1), "u")[
+            "machine_detection_time"
+        ]
+        == 2000
+    )
     assert machine.decision_seconds("plivo", MachineDetectionConfig()) == 10.0
     assert machine.decision_seconds("twilio", MachineDetectionConfig()) == 30.0
 
@@ -131,8 +157,7 @@ def test_policy_table() -> None:
     assert decide(MachineResult.MACHINE, conv, settings) is MachineAction.HANGUP
     assert decide(MachineResult.UNKNOWN, conv, settings) is MachineAction.PROCEED
     assert decide(MachineResult.FAX, notify, settings) is MachineAction.HANGUP
-    cont = MachineDetectionConfig(on_machine_conversation="continue",
-                                  on_machine_notify="hangup")
+    cont = MachineDetectionConfig(on_machine_conversation="continue", on_machine_notify="hangup")
     assert decide(MachineResult.MACHINE, conv, cont) is MachineAction.PROCEED
     assert decide(MachineResult.MACHINE, notify, cont) is MachineAction.HANGUP
     assert late_action(MachineResult.MACHINE, notify, settings) is MachineAction.PROCEED
@@ -150,4 +175,5 @@ def test_machine_calls_end_voicemail() -> None:
         assert watch.end_state(CallState.TIMEOUT) is CallState.TIMEOUT
 
     import asyncio
+
     asyncio.run(run())

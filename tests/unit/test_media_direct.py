@@ -53,8 +53,10 @@ async def test_text_reaches_the_sink_in_order_without_receive_and_stop_ends_the_
     await site.start()
     port = runner.addresses[0][1]
     try:
-        async with aiohttp.ClientSession() as http, http.ws_connect(
-                f"http://127.0.0.1:{port}/ws") as ws:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws,
+        ):
             await ws.send_str("early-1")
             await ws.send_str("early-2")
             await asyncio.sleep(0.05)

@@ -38,10 +38,16 @@ class Calls:
     async def apply(self, events: Sequence[ProviderEvent]) -> None:
         self.events.extend(events)
 
-    def add(self, call_id: str, pcid: str | None, direction: Direction = Direction.INBOUND,
-            mode: CallMode = CallMode.CONVERSATION) -> CallRecord:
-        record = CallRecord(call_id, "twilio", direction, mode, "+1555", "+1556",
-                            provider_call_id=pcid)
+    def add(
+        self,
+        call_id: str,
+        pcid: str | None,
+        direction: Direction = Direction.INBOUND,
+        mode: CallMode = CallMode.CONVERSATION,
+    ) -> CallRecord:
+        record = CallRecord(
+            call_id, "twilio", direction, mode, "+1555", "+1556", provider_call_id=pcid
+        )
         self.records[call_id] = record
         return record
 
@@ -69,8 +75,8 @@ class Transport:
             size, start = view[1] & 0x7F, 2
             if size == 126:
                 size, start = int.from_bytes(view[2:4], "big"), 4
-            out.append(json.loads(view[start:start + size]))
-            view = view[start + size:]
+            out.append(json.loads(view[start : start + size]))
+            view = view[start + size :]
         return out
 
 
@@ -93,14 +99,24 @@ def make_hub(calls: Calls, tts: FakeTts | None = None) -> MediaHub:
     return MediaHub(calls.apply, calls=calls, tts=tts, end_grace_seconds=0.01)
 
 
-def make_session(hub: MediaHub, transport: Transport, call_id: str = "c1",
-                 closes: list[tuple[int, str]] | None = None) -> MediaSession:
+def make_session(
+    hub: MediaHub,
+    transport: Transport,
+    call_id: str = "c1",
+    closes: list[tuple[int, str]] | None = None,
+) -> MediaSession:
     framing = TwilioFraming()
     framing.decode('{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1"}}')
     sink = closes if closes is not None else []
-    return MediaSession(hub, call_id=call_id, provider_call_id="CA1", stream_id="MZ1",
-                        framing=framing, writer=FrameWriter(transport),
-                        close=lambda code, reason: sink.append((code, reason)))
+    return MediaSession(
+        hub,
+        call_id=call_id,
+        provider_call_id="CA1",
+        stream_id="MZ1",
+        framing=framing,
+        writer=FrameWriter(transport),
+        close=lambda code, reason: sink.append((code, reason)),
+    )
 
 
 async def test_tokens_are_16_random_bytes_base64url_per_call() -> None:
@@ -134,13 +150,17 @@ async def test_admission_finds_the_call_and_checks_the_token() -> None:
     assert await hub.admit("CA1", {"token": token}, None) is None
 
 
-@pytest.mark.parametrize(("direction", "mode", "suppress", "barge_in"), [
-    (Direction.INBOUND, CallMode.CONVERSATION, False, True),
-    (Direction.OUTBOUND, CallMode.CONVERSATION, True, True),
-    (Direction.OUTBOUND, CallMode.NOTIFY, False, False),
-])
-async def test_admission_sets_the_barge_in_rules(direction: Direction, mode: CallMode,
-                                                 suppress: bool, barge_in: bool) -> None:
+@pytest.mark.parametrize(
+    ("direction", "mode", "suppress", "barge_in"),
+    [
+        (Direction.INBOUND, CallMode.CONVERSATION, False, True),
+        (Direction.OUTBOUND, CallMode.CONVERSATION, True, True),
+        (Direction.OUTBOUND, CallMode.NOTIFY, False, False),
+    ],
+)
+async def test_admission_sets_the_barge_in_rules(
+    direction: Direction, mode: CallMode, suppress: bool, barge_in: bool
+) -> None:
     """Outbound greetings are not interruptible; notify calls never are."""
     calls = Calls()
     calls.add("c1", "CA1", direction, mode)
@@ -212,8 +232,11 @@ async def test_speak_streams_sentences_each_followed_by_a_mark() -> None:
     assert tts.texts == ["First one.", "Second one."]
     messages = transport.messages()
     assert [m["event"] for m in messages] == ["media"] * 3 + ["mark"] + ["media"] * 3 + ["mark"]
-    payloads = [base64.b64decode(m["media"]["payload"]) for m in messages  # type: ignore[index]
-                if m["event"] == "media"]
+    payloads = [
+        base64.b64decode(m["media"]["payload"])  # type: ignore[index]
+        for m in messages
+        if m["event"] == "media"
+    ]
     assert all(len(p) == 160 for p in payloads) and payloads[2].endswith(b"\xff" * 7)
     assert session.speaking
     for mark in [m for m in messages if m["event"] == "mark"]:

@@ -152,8 +152,7 @@ def test_mark_follows_the_last_frame_and_its_echo_settles_the_segment() -> None:
     playback.end(segment)
     while not wire.events("mark"):
         loop.run_next()
-    assert wire.sent[-1][1] == {"event": "mark", "streamSid": "MZ1",
-                                "mark": {"name": segment.mark}}
+    assert wire.sent[-1][1] == {"event": "mark", "streamSid": "MZ1", "mark": {"name": segment.mark}}
     assert len(wire.events("media")) == 10
     assert playback.busy and not done
     assert playback.on_mark(segment.mark)

@@ -40,8 +40,11 @@ def test_command_index_is_the_one_list_of_commands() -> None:
     subcommand of one of its groups); no command module is left out of the index."""
     from voicecall_cli.main import cli
 
-    modules = {p.stem for p in Path(importlib.import_module("voicecall_cli.commands").__path__[0])
-               .glob("*.py") if p.stem != "__init__"}
+    modules = {
+        p.stem
+        for p in Path(importlib.import_module("voicecall_cli.commands").__path__[0]).glob("*.py")
+        if p.stem != "__init__"
+    }
     assert set(COMMAND_MODULES.values()) == modules, "a module the index does not name"
     ctx = click.Context(cli)
     for name, module_name in sorted(COMMAND_MODULES.items()):
@@ -49,8 +52,12 @@ def test_command_index_is_the_one_list_of_commands() -> None:
         assert command is not None and command.name == name, name
         module = importlib.import_module(f"voicecall_cli.commands.{module_name}")
         assert command in vars(module).values(), name
-        nested = [c for v in vars(module).values() if isinstance(v, click.Group)
-                  for c in v.commands.values()]
+        nested = [
+            c
+            for v in vars(module).values()
+            if isinstance(v, click.Group)
+            for c in v.commands.values()
+        ]
         assert command not in nested, f"{name}: a subcommand was taken for a top-level one"
     assert sorted(cli.list_commands(ctx)) == sorted(COMMAND_MODULES)
 

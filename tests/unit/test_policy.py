@@ -30,7 +30,9 @@ def test_allowlist(caller: str | None, allow: list[str], accepted: bool) -> None
 def test_disabled_and_open() -> None:
     """disabled rejects everyone, open accepts everyone (even anonymous)."""
     assert admits("disabled", "+15550001234", ["+15550001234"]) == (
-        False, "inbound policy is disabled")
+        False,
+        "inbound policy is disabled",
+    )
     assert admits("open", None, [])[0] is True
 
 

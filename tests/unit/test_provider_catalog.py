@@ -48,7 +48,8 @@ def test_the_rest_of_voicecall_reads_the_declarations() -> None:
         assert provider_key.check(name) == name
         assert framing_for(name) is not None
     assert {n: k for n, k in REQUIRED.items()} == {
-        s.name: s.required for s in catalog.SPECS if s.required}
+        s.name: s.required for s in catalog.SPECS if s.required
+    }
     for spec in catalog.SPECS:
         for key, var in spec.secrets.items():
             assert SECRET_KEYS[key] == var
@@ -82,8 +83,11 @@ def test_no_module_outside_the_catalog_lists_the_providers() -> None:
                 offenders.append(str(path.relative_to(root)))
     # What remains is per-provider code, not a list: each one's config table (schema), stream
     # framing (protocols) and signature scheme (security).
-    assert offenders == ["daemon/config/schema.py", "daemon/media/protocols.py",
-                         "daemon/webhooks/security.py"]
+    assert offenders == [
+        "daemon/config/schema.py",
+        "daemon/media/protocols.py",
+        "daemon/webhooks/security.py",
+    ]
 
 
 def test_a_refusal_is_mapped_the_same_way_for_every_provider() -> None:
@@ -120,6 +124,9 @@ def test_tts_vendors_are_declared_once_and_read_everywhere() -> None:
             assert key in leaves and SECRET_KEYS[key] == vendor.env_var
         assert f"tts.{vendor.name}.base_url" in leaves
     root = Path(__file__).resolve().parents[2]
-    listing = [str(p.relative_to(root)) for p in sorted((root / "daemon").rglob("*.py"))
-               if '"openai", "elevenlabs"' in p.read_text(encoding="utf-8")]
+    listing = [
+        str(p.relative_to(root))
+        for p in sorted((root / "daemon").rglob("*.py"))
+        if '"openai", "elevenlabs"' in p.read_text(encoding="utf-8")
+    ]
     assert listing == []

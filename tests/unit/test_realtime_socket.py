@@ -39,9 +39,13 @@ async def test_caller_audio_is_written_at_once_in_order_after_control_events() -
     lost: list[str] = []
     try:
         async with aiohttp.ClientSession() as http:
-            socket = RealtimeSocket(http, url=f"ws://127.0.0.1:{port}/v1/realtime",
-                                    api_key="sk-test", on_event=lambda _event: None,
-                                    on_lost=lost.append)
+            socket = RealtimeSocket(
+                http,
+                url=f"ws://127.0.0.1:{port}/v1/realtime",
+                api_key="sk-test",
+                on_event=lambda _event: None,
+                on_lost=lost.append,
+            )
             socket.send({"type": "session.update"})
             await socket.open()
             socket.send({"type": "response.create"})

@@ -42,8 +42,9 @@ async def test_internal_errors_and_notifications() -> None:
         return AfterReply({"subscribed": True}, then)
 
     folder = Path(tempfile.mkdtemp(prefix="vc-"))
-    server = RpcServer(folder / "s.sock", {"boom": boom, "record": record,
-                                           "missing": missing, "stream": streaming})
+    server = RpcServer(
+        folder / "s.sock", {"boom": boom, "record": record, "missing": missing, "stream": streaming}
+    )
     await server.start()
     try:
         (crash,) = await _exchange(server.path, b'{"jsonrpc":"2.0","method":"boom","id":1}\n', 1)
@@ -56,11 +57,14 @@ async def test_internal_errors_and_notifications() -> None:
         replies = await _exchange(
             server.path,
             b'{"jsonrpc":"2.0","method":"record","params":{"x":"a"}}\n'
-            b'{"jsonrpc":"2.0","method":"record","params":{"x":"b"},"id":3}\n', 1)
+            b'{"jsonrpc":"2.0","method":"record","params":{"x":"b"},"id":3}\n',
+            1,
+        )
         assert replies == [{"jsonrpc": "2.0", "id": 3, "result": {"ok": True}}]
         assert sorted(calls) == ["a", "b"]
         first, second = await _exchange(
-            server.path, b'{"jsonrpc":"2.0","method":"stream","id":4}\n', 2)
+            server.path, b'{"jsonrpc":"2.0","method":"stream","id":4}\n', 2
+        )
         assert first["result"] == {"subscribed": True}  # the reply comes before the stream
         assert second == {"jsonrpc": "2.0", "method": "demo.event", "params": {"n": 1}}
     finally:

@@ -159,8 +159,12 @@ async def test_sentences_arrive_while_the_model_still_writes(
 ) -> None:
     """`stream: true` is requested and each sentence is yielded as soon as it is complete:
     the first long before the model has finished the reply."""
-    fake.chat_stream = [(0.0, "Sure, "), (0.05, "one moment. "), (0.6, "Here it is."),
-                        (0.0, " Bye")]
+    fake.chat_stream = [
+        (0.0, "Sure, "),
+        (0.05, "one moment. "),
+        (0.6, "Here it is."),
+        (0.0, " Bye"),
+    ]
     responder = _responder(fake, session)
     got: list[tuple[str, bool]] = []
     async for sentence in responder.sentences(HISTORY, "+1555"):
@@ -188,8 +192,9 @@ async def test_a_non_streaming_server_still_works(
         await site.start()
         port = runner.addresses[0][1]
         try:
-            responder = AutoResponder(client, response_model="openai/x",
-                                      base_url=f"http://127.0.0.1:{port}/v1")
+            responder = AutoResponder(
+                client, response_model="openai/x", base_url=f"http://127.0.0.1:{port}/v1"
+            )
             assert [s async for s in responder.sentences(HISTORY, "")] == ["One.", "Two."]
         finally:
             await runner.cleanup()

@@ -61,14 +61,22 @@ def _stream(pieces: list[str]) -> list[list[str]]:
 
 
 def test_stream_cuts_at_a_sentence_end_once_whitespace_follows() -> None:
-    """"Sure." is complete only when the next piece shows a space (it could be "3.5")."""
+    """ "Sure." is complete only when the next piece shows a space (it could be "3.5")."""
     assert _stream(["Sure.", " It costs 3", ".5 dollars", ". Bye"]) == [
-        [], ["Sure."], [], ["It costs 3.5 dollars."], ["Bye"]]
+        [],
+        ["Sure."],
+        [],
+        ["It costs 3.5 dollars."],
+        ["Bye"],
+    ]
 
 
 def test_stream_cuts_at_newlines_and_keeps_abbreviations() -> None:
     assert _stream(["Ask Dr. Smith", "\nOr e.g. me! Ok"]) == [
-        [], ["Ask Dr. Smith", "Or e.g. me!"], ["Ok"]]
+        [],
+        ["Ask Dr. Smith", "Or e.g. me!"],
+        ["Ok"],
+    ]
 
 
 def test_stream_cuts_a_long_run_after_200_characters_at_a_space() -> None:

@@ -165,8 +165,9 @@ async def test_send_audio_never_blocks_and_bounds_the_backlog(
         burst = bytes(range(256)) * 100  # 25600 bytes without yielding to the loop
         for start in range(0, len(burst), 160):
             client.send_audio(burst[start : start + 160])
-        await fake.wait_for(lambda: bool(fake.connections)
-                            and len(fake.current.audio) == MAX_BUFFERED_BYTES)
+        await fake.wait_for(
+            lambda: bool(fake.connections) and len(fake.current.audio) == MAX_BUFFERED_BYTES
+        )
         assert bytes(fake.current.audio) == burst[-MAX_BUFFERED_BYTES:]
         assert client.dropped_bytes == len(burst) - MAX_BUFFERED_BYTES
         assert client.direct_sends == 0
@@ -257,8 +258,9 @@ async def test_keeps_reconnecting_for_the_life_of_the_call(
     second outage later is reported again."""
     fake.realtime_reject = [503] * 12
     await fake.drop()
-    await fake.wait_for(lambda: len(fake.connections) == 2 and bool(fake.current.updates),
-                        timeout=10)
+    await fake.wait_for(
+        lambda: len(fake.connections) == 2 and bool(fake.current.updates), timeout=10
+    )
     assert fake.handshakes == 1 + 12 + 1
     await _until(lambda: stt.connected)
     assert len(listener.errors) == 1
@@ -294,8 +296,7 @@ async def test_backoff_doubles_up_to_the_cap_with_jitter(
     session: aiohttp.ClientSession, listener: Listener
 ) -> None:
     """Delays double from the base and stop at the cap; each is jittered in its upper half."""
-    client = OpenAiRealtimeStt(session, listener, api_key="k", backoff_base=0.5,
-                               backoff_max=10.0)
+    client = OpenAiRealtimeStt(session, listener, api_key="k", backoff_base=0.5, backoff_max=10.0)
     for attempt, ceiling in [(0, 0.5), (1, 1.0), (2, 2.0), (4, 8.0), (5, 10.0), (40, 10.0)]:
         delays = [client._backoff(attempt) for _ in range(50)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays), (attempt, delays)

@@ -19,6 +19,7 @@ class _Listener:
     def on_partial(self, text: str) -> None: ...
     def on_final(self, text: str, confidence: float | None) -> None:
         self.finals.append(text)
+
     def on_error(self, error: SpeechError) -> None: ...
 
 
@@ -61,8 +62,9 @@ async def test_close_while_connecting_does_not_leave_a_live_socket() -> None:
     await site.start()
     port = runner.addresses[0][1]
     async with aiohttp.ClientSession() as http:
-        stt = OpenAiRealtimeStt(http, _Listener(), api_key="k",
-                                url=f"ws://127.0.0.1:{port}/v1/realtime")
+        stt = OpenAiRealtimeStt(
+            http, _Listener(), api_key="k", url=f"ws://127.0.0.1:{port}/v1/realtime"
+        )
         connecting = asyncio.create_task(stt.connect())
         await asyncio.wait_for(entered.wait(), 3)
         await stt.close()  # the session went away first
@@ -76,9 +78,11 @@ async def test_close_while_connecting_does_not_leave_a_live_socket() -> None:
             leaked = await _poll(lambda: stt.connected, timeout=0.5)
             closed_by_client = await _poll(
                 lambda: bool(server_sockets) and all(ws.closed for ws in server_sockets),
-                timeout=1.0)
+                timeout=1.0,
+            )
             assert not leaked and (not server_sockets or closed_by_client), (
-                "STT socket opened after close() is left running (leaked vendor connection)")
+                "STT socket opened after close() is left running (leaked vendor connection)"
+            )
         finally:
             await stt.close()
     await runner.cleanup()

@@ -13,8 +13,15 @@ from daemon.store.sqlite import SqliteStore
 
 
 def _record() -> CallRecord:
-    return CallRecord("c1", "mock", Direction.OUTBOUND, CallMode.CONVERSATION, "+1555", "+1666",
-                      provider_call_id="p1")
+    return CallRecord(
+        "c1",
+        "mock",
+        Direction.OUTBOUND,
+        CallMode.CONVERSATION,
+        "+1555",
+        "+1666",
+        provider_call_id="p1",
+    )
 
 
 async def test_events_snapshots_and_dedupe_survive_reopen() -> None:
@@ -29,10 +36,12 @@ async def test_events_snapshots_and_dedupe_survive_reopen() -> None:
     assert await store.record(call, EventType.ANSWERED, dedupe_key="k1") is not None
     assert await store.record(call, EventType.ANSWERED, dedupe_key="k1") is None
     call.transcript.append(TranscriptEntry("t", "user", "hello"))
-    await store.record(call, EventType.SPEECH, {"transcript": "hello", "turnLatencyMs": 12.5,
-                                                "listenWaitMs": 3.0})
-    await store.replay_remember("twilio:req:abc", WebhookReply(200, "application/xml", b"<R/>"),
-                                600)
+    await store.record(
+        call, EventType.SPEECH, {"transcript": "hello", "turnLatencyMs": 12.5, "listenWaitMs": 3.0}
+    )
+    await store.replay_remember(
+        "twilio:req:abc", WebhookReply(200, "application/xml", b"<R/>"), 600
+    )
     await store.close()
 
     again = SqliteStore(folder)
@@ -42,12 +51,16 @@ async def test_events_snapshots_and_dedupe_survive_reopen() -> None:
     assert loaded.transcript[0].text == "hello"
     assert (await again.find_by_provider_id("p1")) == loaded
     assert [e.type for e in await again.recent_events("c1", 10)] == [
-        EventType.INITIATED, EventType.ANSWERED, EventType.SPEECH]
+        EventType.INITIATED,
+        EventType.ANSWERED,
+        EventType.SPEECH,
+    ]
     assert [e.seq for e in await again.recent_events(None, 2)] == [2, 3]
     assert await again.record(call, EventType.ANSWERED, dedupe_key="k1") is None
     assert await again.turn_latencies(5) == [(12.5, 3.0)]
     assert await again.replay_lookup("twilio:req:abc") == WebhookReply(
-        200, "application/xml", b"<R/>")
+        200, "application/xml", b"<R/>"
+    )
     assert await again.replay_lookup("twilio:req:other") is None
     assert [c.call_id for c in await again.list_calls(live=True)] == ["c1"]
     await again.close()

@@ -31,8 +31,10 @@ class SqliteBackend:
         assert self.location.folder is not None
         with sqlite3.connect(self.location.folder / "voicecall.db") as db:
             if broken:
-                db.execute("CREATE TRIGGER refuse BEFORE INSERT ON events "
-                           "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+                db.execute(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON events "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                )
             else:
                 db.execute("DROP TRIGGER refuse")
 
@@ -48,8 +50,11 @@ class PostgresBackend:
         conn = await asyncpg.connect(self.location.url)
         try:
             await conn.execute(f"DELETE FROM {VERSION_TABLE} WHERE version > $1", version)
-            await conn.execute(f"INSERT INTO {VERSION_TABLE} (version, applied_by) "
-                               "VALUES ($1, 'test') ON CONFLICT DO NOTHING", version)
+            await conn.execute(
+                f"INSERT INTO {VERSION_TABLE} (version, applied_by) "
+                "VALUES ($1, 'test') ON CONFLICT DO NOTHING",
+                version,
+            )
         finally:
             await conn.close()
 
@@ -61,10 +66,10 @@ class PostgresBackend:
                     "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
                     "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;"
                     "CREATE TRIGGER refuse BEFORE INSERT ON voicecall_events "
-                    "FOR EACH ROW EXECUTE FUNCTION refuse()")
+                    "FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
             else:
-                await conn.execute("DROP TRIGGER refuse ON voicecall_events;"
-                                   "DROP FUNCTION refuse()")
+                await conn.execute("DROP TRIGGER refuse ON voicecall_events;DROP FUNCTION refuse()")
         finally:
             await conn.close()
 

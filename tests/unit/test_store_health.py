@@ -30,4 +30,5 @@ def test_a_fault_is_logged_once_a_minute_and_once_when_it_ends(
     health.succeeded()
     assert health.fault is None
     assert [r.getMessage().split(" (")[0] for r in caplog.records[2:]] == [
-        "the store /s/voicecall.db accepts writes again"]
+        "the store /s/voicecall.db accepts writes again"
+    ]

@@ -21,8 +21,15 @@ from daemon.store.postgres import PostgresStore
 
 
 def call() -> CallRecord:
-    return CallRecord("c1", "mock", Direction.OUTBOUND, CallMode.CONVERSATION, "+15550001111",
-                      "+15550002222", provider_call_id="p1")
+    return CallRecord(
+        "c1",
+        "mock",
+        Direction.OUTBOUND,
+        CallMode.CONVERSATION,
+        "+15550001111",
+        "+15550002222",
+        provider_call_id="p1",
+    )
 
 
 async def until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
@@ -38,7 +45,8 @@ async def kill_lock_connection(url: str) -> None:
     try:
         killed = await admin.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = 'voicecalld lock' AND datname = current_database()")
+            "WHERE application_name = 'voicecalld lock' AND datname = current_database()"
+        )
         assert killed == 1
     finally:
         await admin.close()
@@ -98,21 +106,28 @@ async def test_migrations_apply_once_in_order_and_atomically(pg_url: str) -> Non
     broken = (*second, "ALTER TABLE vc_t ADD COLUMN c int; SELECT 1/0;")
     conns = [await asyncpg.connect(pg_url) for _ in range(3)]
     try:
-        found = await asyncio.gather(*(pg_schema.migrate(c, location, f"d{i}", first)
-                                       for i, c in enumerate(conns)))
+        found = await asyncio.gather(
+            *(pg_schema.migrate(c, location, f"d{i}", first) for i, c in enumerate(conns))
+        )
         assert sorted(found) == [0, 1, 1], "exactly one of three concurrent starts migrated"
         assert await pg_schema.migrate(conns[0], location, "later", second) == 1
-        rows = await conns[0].fetch("SELECT version, applied_by FROM voicecall_schema "
-                                    "ORDER BY version")
+        rows = await conns[0].fetch(
+            "SELECT version, applied_by FROM voicecall_schema ORDER BY version"
+        )
         assert [r["version"] for r in rows] == [1, 2] and rows[1]["applied_by"] == "later"
         with pytest.raises(asyncpg.DivisionByZeroError):
             await pg_schema.migrate(conns[0], location, "broken", broken)
         assert await pg_schema.current_version(conns[0]) == 2
-        columns = await conns[0].fetch("SELECT column_name FROM information_schema.columns "
-                                       "WHERE table_name = 'vc_t' ORDER BY column_name")
+        columns = await conns[0].fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'vc_t' ORDER BY column_name"
+        )
         assert [c["column_name"] for c in columns] == ["a", "b"]
-        with pytest.raises(StoreError, match="schema version 2, newer than this voicecall "
-                                             r"knows \(1\)"):
+        with pytest.raises(
+            StoreError,
+            match="schema version 2, newer than this voicecall "
+            r"knows \(1\)",
+        ):
             await pg_schema.migrate(conns[1], location, "older", first)
     finally:
         for c in conns:
@@ -127,12 +142,14 @@ async def test_a_lock_connection_that_stops_answering_is_dropped(pg_url: str) ->
     import signal
 
     admin = await asyncpg.connect(pg_url)
-    store = PostgresStore(StoreLocation.postgres(pg_url), reclaim_interval_seconds=0.5,
-                          watch_interval_seconds=1.0)
+    store = PostgresStore(
+        StoreLocation.postgres(pg_url), reclaim_interval_seconds=0.5, watch_interval_seconds=1.0
+    )
     await store.open()
     backend = await admin.fetchval(
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'voicecalld lock' "
-        "AND datname = current_database()")
+        "AND datname = current_database()"
+    )
     try:
         os.kill(backend, signal.SIGSTOP)
     except (PermissionError, ProcessLookupError) as exc:
@@ -158,8 +175,15 @@ async def test_a_lock_connection_that_stops_answering_is_dropped(pg_url: str) ->
 
 
 def call_of(call_id: str) -> CallRecord:
-    return CallRecord(call_id, "mock", Direction.OUTBOUND, CallMode.CONVERSATION, "+15550001111",
-                      "+15550002222", provider_call_id=f"p-{call_id}")
+    return CallRecord(
+        call_id,
+        "mock",
+        Direction.OUTBOUND,
+        CallMode.CONVERSATION,
+        "+15550001111",
+        "+15550002222",
+        provider_call_id=f"p-{call_id}",
+    )
 
 
 async def test_daemons_share_a_database_and_only_the_owner_writes_a_call(pg_url: str) -> None:
@@ -177,8 +201,9 @@ async def test_daemons_share_a_database_and_only_the_owner_writes_a_call(pg_url:
         with pytest.raises(CallMovedError, match="run by another voicecall daemon"):
             await b.record(record, EventType.RINGING, dedupe_key="twilio:e1")
         assert [e.type for e in await a.recent_events("c1", 10)] == [EventType.INITIATED]
-        assert await a.record(record, EventType.RINGING, dedupe_key="twilio:e1") is not None, \
+        assert await a.record(record, EventType.RINGING, dedupe_key="twilio:e1") is not None, (
             "the refused write kept no processed id"
+        )
         assert await a.owners(["c1", "nope"]) == {"c1": "a"}
         ids = {d["daemonId"]: d["alive"] for d in await a.daemons()}
         assert ids == {"a": True, "b": True}
@@ -203,8 +228,9 @@ async def test_a_dead_daemons_live_calls_go_to_exactly_one_taker(pg_url: str) ->
     ended = call_of("ended")
     ended.state = CallState.COMPLETED
     await dead.record(ended, EventType.ENDED)
-    takers = [PostgresStore(location, daemon_id=f"t{i}", watch_interval_seconds=0.2)
-              for i in range(2)]
+    takers = [
+        PostgresStore(location, daemon_id=f"t{i}", watch_interval_seconds=0.2) for i in range(2)
+    ]
     for taker in takers:
         await taker.open()
     try:
@@ -249,8 +275,7 @@ async def test_a_daemon_presumed_dead_learns_it_at_its_next_heartbeat(pg_url: st
         await admin.close()
 
 
-async def test_messages_between_daemons_of_any_length_and_event_announcements(
-        pg_url: str) -> None:
+async def test_messages_between_daemons_of_any_length_and_event_announcements(pg_url: str) -> None:
     """`send` reaches the other daemon's `listen`, short (one NOTIFY) or long (through the
     mailbox, which is emptied); each stored event is announced as `seq:daemon id`, a refused
     write announces nothing."""

@@ -34,8 +34,12 @@ async def sim() -> AsyncIterator[TelnyxSimulator]:
 
 async def provider_for(sim: TelnyxSimulator, key: str = API_KEY) -> TelnyxProvider:
     provider = TelnyxProvider()
-    config = Config(provider="telnyx", telnyx=TelnyxConfig(
-        api_key=key, connection_id=CONNECTION_ID, api_base_url=sim.api_base_url + "/"))
+    config = Config(
+        provider="telnyx",
+        telnyx=TelnyxConfig(
+            api_key=key, connection_id=CONNECTION_ID, api_base_url=sim.api_base_url + "/"
+        ),
+    )
     provider.bind(sink, ProviderContext(config, "https://vc.example.com/voice/webhook"))
     await provider.start()
     return provider
@@ -93,8 +97,15 @@ async def test_a_refused_key_is_an_auth_error_and_a_gone_call_is_not_an_error(
     finally:
         await bad.close()
     provider = await provider_for(sim)
-    gone = CallRecord("c-9", "telnyx", Direction.OUTBOUND, CallMode.NOTIFY, "+1", "+2",
-                      provider_call_id="v3:unknown")
+    gone = CallRecord(
+        "c-9",
+        "telnyx",
+        Direction.OUTBOUND,
+        CallMode.NOTIFY,
+        "+1",
+        "+2",
+        provider_call_id="v3:unknown",
+    )
     try:
         await provider.hangup(gone)
         status = await provider.fetch_status(gone)
@@ -102,8 +113,12 @@ async def test_a_refused_key_is_an_auth_error_and_a_gone_call_is_not_an_error(
     finally:
         await provider.close()
     unreachable = TelnyxProvider()
-    config = Config(provider="telnyx", telnyx=TelnyxConfig(
-        api_key=API_KEY, connection_id=CONNECTION_ID, api_base_url="http://127.0.0.1:9/v2"))
+    config = Config(
+        provider="telnyx",
+        telnyx=TelnyxConfig(
+            api_key=API_KEY, connection_id=CONNECTION_ID, api_base_url="http://127.0.0.1:9/v2"
+        ),
+    )
     unreachable.bind(sink, ProviderContext(config, "https://vc.example.com/voice/webhook"))
     await unreachable.start()
     try:
@@ -115,8 +130,16 @@ async def test_a_refused_key_is_an_auth_error_and_a_gone_call_is_not_an_error(
 
 def test_the_daemon_never_imports_the_telnyx_sdk() -> None:
     """The daemon with the Telnyx provider loaded leaves `telnyx` out of sys.modules."""
-    code = ("import sys, daemon.app, daemon.providers.telnyx, daemon.providers.registry; "
-            "print('telnyx' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, check=True, timeout=60)
+    code = (
+        "import sys, daemon.app, daemon.providers.telnyx, daemon.providers.registry; "
+        "print('telnyx' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert done.stdout.strip() == "False"

@@ -91,16 +91,28 @@ def test_every_command_sends_only_fields_the_call_control_schema_defines() -> No
     stream_answer = stream_fields("wss://h/voice/stream", "tok", dial=False)
     bodies = {
         "dial": [
-            dial_payload(call_id="c1", connection_id="conn", to="+15550001234",
-                         from_="+15550100000", webhook_url="https://x/voice/webhook",
-                         ring_timeout_seconds=25),
-            dial_payload(call_id="c1", connection_id="conn", to="+15550001234",
-                         from_="+15550100000", webhook_url="https://x/voice/webhook",
-                         ring_timeout_seconds=25, stream=stream_dial),
+            dial_payload(
+                call_id="c1",
+                connection_id="conn",
+                to="+15550001234",
+                from_="+15550100000",
+                webhook_url="https://x/voice/webhook",
+                ring_timeout_seconds=25,
+            ),
+            dial_payload(
+                call_id="c1",
+                connection_id="conn",
+                to="+15550001234",
+                from_="+15550100000",
+                webhook_url="https://x/voice/webhook",
+                ring_timeout_seconds=25,
+                stream=stream_dial,
+            ),
         ],
         "answer": [answer_payload("c1"), answer_payload("c1", stream_answer)],
-        "speak": [speak_payload("Hi", voice=map_voice("alloy"), client_state="eA==",
-                                command_id="x")],
+        "speak": [
+            speak_payload("Hi", voice=map_voice("alloy"), client_state="eA==", command_id="x")
+        ],
         "transcription_start": [transcription_payload("eA==", "voicecall-transcribe-c1")],
         "send_dtmf": [{"digits": "12#", "command_id": "x"}],
         "reject": [{"cause": "CALL_REJECTED", "command_id": "x"}],
@@ -115,7 +127,8 @@ def test_every_command_sends_only_fields_the_call_control_schema_defines() -> No
         "stream_auth_token: not a field of ActionAnswerParams",
     ]
     assert check_command("transcription_start", {"language": "en"}) == [
-        "language: not a field of ActionStartTranscriptionParams"]
+        "language: not a field of ActionStartTranscriptionParams"
+    ]
     assert transcription_payload("eA==", "x")["transcription_engine_config"]["language"] == "en"
 
 

@@ -57,8 +57,9 @@ def telnyx_body(document: dict[str, Any]) -> bytes:
     return json.dumps(document).encode()
 
 
-def telnyx_events(document: dict[str, Any], leg: telnyx_wire.LegFacts | None = None
-                  ) -> list[ProviderEvent]:
+def telnyx_events(
+    document: dict[str, Any], leg: telnyx_wire.LegFacts | None = None
+) -> list[ProviderEvent]:
     hook = telnyx_wire.parse_webhook(telnyx_body(document))
     assert hook is not None
     return telnyx_wire.to_events(hook, leg=leg)
@@ -82,8 +83,15 @@ def telnyx_provider() -> tuple[TelnyxProvider, Sink]:
 
 
 def request(body: bytes) -> WebhookRequest:
-    return WebhookRequest("POST", "/voice/webhook", (), CIMultiDict(), body, "127.0.0.1",
-                          "https://vc.example.com/voice/webhook")
+    return WebhookRequest(
+        "POST",
+        "/voice/webhook",
+        (),
+        CIMultiDict(),
+        body,
+        "127.0.0.1",
+        "https://vc.example.com/voice/webhook",
+    )
 
 
 async def test_telnyx_inbound_capture_parses_to_an_inbound_call_the_caller_ended() -> None:
@@ -129,8 +137,15 @@ async def test_telnyx_hangup_after_a_restart_takes_the_direction_from_the_record
     cancel = sample("telnyx_webhook_hangup_originator_cancel.json")
     pid = cancel["data"]["payload"]["call_control_id"]
     provider, sink = telnyx_provider()
-    record = CallRecord("c-9", "telnyx", Direction.INBOUND, CallMode.CONVERSATION,
-                        "+15022969469", "+14807868280", provider_call_id=pid)
+    record = CallRecord(
+        "c-9",
+        "telnyx",
+        Direction.INBOUND,
+        CallMode.CONVERSATION,
+        "+15022969469",
+        "+14807868280",
+        provider_call_id=pid,
+    )
     provider._note(record)  # what every provider method handed a record does (fetch_status)
     await provider.handle_webhook(request(telnyx_body(cancel)))
     assert sink.events[-1].end_state is CallState.HANGUP_USER
@@ -146,26 +161,44 @@ def test_telnyx_schema_derived_events() -> None:
     by_type: dict[str, list[dict[str, Any]]] = {}
     for doc in docs:
         by_type.setdefault(doc["data"]["event_type"], []).append(doc)
-    assert set(by_type) == {"call.transcription", "call.dtmf.received",
-                            "call.machine.detection.ended",
-                            "call.machine.premium.detection.ended", "call.speak.ended",
-                            "call.hangup", "streaming.failed"}
+    assert set(by_type) == {
+        "call.transcription",
+        "call.dtmf.received",
+        "call.machine.detection.ended",
+        "call.machine.premium.detection.ended",
+        "call.speak.ended",
+        "call.hangup",
+        "streaming.failed",
+    }
     final, partial = (telnyx_events(d)[0] for d in by_type["call.transcription"])
-    assert (final.type, final.transcript, final.is_final, final.confidence, final.turn_token,
-            final.call_id) == (EventType.SPEECH, "hello this is a test speech", True, 0.977219,
-                               "tok9", "call-1")
+    assert (
+        final.type,
+        final.transcript,
+        final.is_final,
+        final.confidence,
+        final.turn_token,
+        final.call_id,
+    ) == (EventType.SPEECH, "hello this is a test speech", True, 0.977219, "tok9", "call-1")
     assert (partial.transcript, partial.is_final) == ("hello this", False)
     (dtmf,) = telnyx_events(by_type["call.dtmf.received"][0])
     assert (dtmf.type, dtmf.digits, dtmf.is_final, dtmf.turn_token) == (
-        EventType.DTMF, "#", False, "tok9")
+        EventType.DTMF,
+        "#",
+        False,
+        "tok9",
+    )
     assert telnyx_events(by_type["call.speak.ended"][0]) == []
     for kind in ("call.machine.detection.ended", "call.machine.premium.detection.ended"):
         # The machine verdict is issue 16's (call.machine); it must never end or answer a turn.
-        assert all(e.type not in (EventType.ENDED, EventType.SPEECH, EventType.DTMF)
-                   for e in telnyx_events(by_type[kind][0]))
+        assert all(
+            e.type not in (EventType.ENDED, EventType.SPEECH, EventType.DTMF)
+            for e in telnyx_events(by_type[kind][0])
+        )
     outbound = telnyx_wire.LegFacts(Direction.OUTBOUND, answered=True)
-    ends = [(d["data"]["payload"]["hangup_cause"], telnyx_events(d, outbound)[0].end_state)
-            for d in by_type["call.hangup"]]
+    ends = [
+        (d["data"]["payload"]["hangup_cause"], telnyx_events(d, outbound)[0].end_state)
+        for d in by_type["call.hangup"]
+    ]
     assert ends == [
         ("timeout", CallState.NO_ANSWER),
         ("time_limit", CallState.TIMEOUT),
@@ -183,11 +216,14 @@ def test_telnyx_schema_derived_events() -> None:
 
 def test_telnyx_sample_hangup_causes_are_all_known() -> None:
     """Every cause in the samples is one we map (none falls to the unknown-cause path)."""
-    causes = {d["data"]["payload"]["hangup_cause"]
-              for d in sample("telnyx_webhooks_schema_derived.json")["events"]
-              if d["data"]["event_type"] == "call.hangup"}
-    causes.add(sample("telnyx_webhook_hangup_originator_cancel.json")["data"]["payload"][
-        "hangup_cause"])
+    causes = {
+        d["data"]["payload"]["hangup_cause"]
+        for d in sample("telnyx_webhooks_schema_derived.json")["events"]
+        if d["data"]["event_type"] == "call.hangup"
+    }
+    causes.add(
+        sample("telnyx_webhook_hangup_originator_cancel.json")["data"]["payload"]["hangup_cause"]
+    )
     assert causes <= telnyx_wire.HANGUP_CAUSES
 
 
@@ -200,19 +236,29 @@ def test_telnyx_media_stream_frames() -> None:
     old, new = decoded[1], decoded[2]
     assert decoded[0] == StreamMessage(StreamEvent.CONNECTED)
     assert old == StreamMessage(
-        StreamEvent.START, stream_id="32de0dea-53cb-4b21-89a4-9e1819c043bc",
+        StreamEvent.START,
+        stream_id="32de0dea-53cb-4b21-89a4-9e1819c043bc",
         provider_call_id="v3:MdI91X4lWFEs7IgbBEOT9M4AigoY08M0WWZFISt1Yw2axZ_IiE4pqg",
-        parameters={"client_state": "aGF2ZSBhIG5pY2UgZGF5ID1d"}, encoding="audio/x-mulaw")
+        parameters={"client_state": "aGF2ZSBhIG5pY2UgZGF5ID1d"},
+        encoding="audio/x-mulaw",
+    )
     assert new is not None and (new.kind, new.stream_id, new.provider_call_id, new.encoding) == (
-        StreamEvent.START, "32DE0DEA-53CB-4B21-89A4-9E1819C043BC",
-        "v2:T02llQxIyaRkhfRKxgAP8nY511EhFLizdvdUKJiSw8d6A9BborherQ", "PCMU")
+        StreamEvent.START,
+        "32DE0DEA-53CB-4B21-89A4-9E1819C043BC",
+        "v2:T02llQxIyaRkhfRKxgAP8nY511EhFLizdvdUKJiSw8d6A9BborherQ",
+        "PCMU",
+    )
     assert decoded[3:] == [
-        StreamMessage(StreamEvent.MEDIA,
-                      payload="no+JhoaJjpzSHxAKBgYJD/////////////////////////////////8="),
+        StreamMessage(
+            StreamEvent.MEDIA, payload="no+JhoaJjpzSHxAKBgYJD/////////////////////////////////8="
+        ),
         StreamMessage(StreamEvent.DTMF, digit="1"),
         StreamMessage(StreamEvent.MARK, name="my label"),
-        StreamMessage(StreamEvent.ERROR, stream_id="32de0dea-53cb-4b21-89a4-9e1819c043bc",
-                      error="100005 rate_limit_reached: Too many requests"),
+        StreamMessage(
+            StreamEvent.ERROR,
+            stream_id="32de0dea-53cb-4b21-89a4-9e1819c043bc",
+            error="100005 rate_limit_reached: Too many requests",
+        ),
         StreamMessage(StreamEvent.STOP),
     ]
     media, mark, clear = messages["to_telnyx"]
@@ -229,14 +275,16 @@ def test_twilio_media_stream_capture() -> None:
     the mark echo; and our media/mark carry Twilio's shape."""
     messages = sample("twilio_media_stream_capture.json")
     framing = framing_for("twilio")
-    connected, start, media, mark = (framing.decode(json.dumps(m))
-                                     for m in messages["from_twilio"])
+    connected, start, media, mark = (framing.decode(json.dumps(m)) for m in messages["from_twilio"])
     sid = "9e7ee906-377b-408f-a852-eebfb834422a"
     assert connected == StreamMessage(StreamEvent.CONNECTED)
     assert start == StreamMessage(
-        StreamEvent.START, stream_id=sid, provider_call_id="CA3c95a2a6bba5fde93a5dea01e388e8fb",
+        StreamEvent.START,
+        stream_id=sid,
+        provider_call_id="CA3c95a2a6bba5fde93a5dea01e388e8fb",
         parameters={"aCutomParameter": "aCustomValue that was set in TwiML"},
-        encoding="audio/x-mulaw")
+        encoding="audio/x-mulaw",
+    )
     assert media is not None and media.kind is StreamEvent.MEDIA
     assert media.payload == messages["from_twilio"][2]["media"]["payload"]
     assert mark == StreamMessage(StreamEvent.MARK, name="Repeat message 0")
@@ -245,8 +293,7 @@ def test_twilio_media_stream_capture() -> None:
     assert json.loads(framing.encode_mark("Repeat message 0")) == sent_mark
 
 
-def twilio_events(form: dict[str, str], query: dict[str, str] | None = None
-                  ) -> list[ProviderEvent]:
+def twilio_events(form: dict[str, str], query: dict[str, str] | None = None) -> list[ProviderEvent]:
     cb = twilio_parse.parse_callback((query or {}).items(), form.items())
     return twilio_parse.to_events(cb)
 
@@ -263,8 +310,7 @@ def test_twilio_voice_webhooks() -> None:
     seen = []
     for status in hooks["status_callbacks"]:
         events = twilio_events({**hooks["status_callback_common"], **status}, query)
-        seen.append((status["CallStatus"],
-                     [(e.type, e.end_state) for e in events]))
+        seen.append((status["CallStatus"], [(e.type, e.end_state) for e in events]))
     assert seen == [
         ("initiated", []),
         ("ringing", [(EventType.RINGING, None)]),
@@ -275,10 +321,15 @@ def test_twilio_voice_webhooks() -> None:
         ("failed", [(EventType.ENDED, CallState.FAILED)]),
         ("canceled", [(EventType.ENDED, CallState.HANGUP_BOT)]),
     ]
-    (speech,) = twilio_events(hooks["gather_speech_action"],
-                              {"callId": "c-1", "turnToken": "T1", "n": "x"})
+    (speech,) = twilio_events(
+        hooks["gather_speech_action"], {"callId": "c-1", "turnToken": "T1", "n": "x"}
+    )
     assert (speech.type, speech.transcript, speech.confidence, speech.turn_token) == (
-        EventType.SPEECH, "I'd like to book a table for two.", 0.9128386, "T1")
+        EventType.SPEECH,
+        "I'd like to book a table for two.",
+        0.9128386,
+        "T1",
+    )
     assert set(hooks["amd_answered_by_values"]) >= {"human", "machine_start", "fax", "unknown"}
     vector = hooks["signature_vector"]
     verifier = TwilioVerifier(vector["auth_token"])
@@ -297,7 +348,11 @@ def test_twilio_gather_digits_are_a_dtmf_answer_of_the_turn() -> None:
     del form["SpeechResult"], form["Confidence"]
     (event,) = twilio_events(form, {"callId": "c-1", "turnToken": "T2", "n": "y"})
     assert (event.type, event.digits, event.is_final, event.turn_token) == (
-        EventType.DTMF, "1234", True, "T2")
+        EventType.DTMF,
+        "1234",
+        True,
+        "T2",
+    )
 
 
 # ---------------------------------------------------------------------------------- Plivo
@@ -311,10 +366,13 @@ def test_plivo_audio_stream_messages() -> None:
     assert isinstance(framing, PlivoFraming)
     decoded = [framing.decode(json.dumps(m)) for m in messages["from_plivo"]]
     assert decoded == [
-        StreamMessage(StreamEvent.START, stream_id="87654321-4321-4321-4321-cba987654321",
-                      provider_call_id="12345678-1234-1234-1234-123456789abc",
-                      parameters={"userId": "12345", "sessionId": "abc-xyz"},
-                      encoding="audio/x-mulaw"),
+        StreamMessage(
+            StreamEvent.START,
+            stream_id="87654321-4321-4321-4321-cba987654321",
+            provider_call_id="12345678-1234-1234-1234-123456789abc",
+            parameters={"userId": "12345", "sessionId": "abc-xyz"},
+            encoding="audio/x-mulaw",
+        ),
         StreamMessage(StreamEvent.MEDIA, payload="//uQxAAAAAANIAAAAAExBTUUzLjEwMFVV"),
         StreamMessage(StreamEvent.DTMF, digit="5"),
         StreamMessage(StreamEvent.MARK, name="customer greeting audio"),
@@ -340,17 +398,24 @@ def test_plivo_voice_callbacks() -> None:
     hooks = sample("plivo_voice_callbacks.json")
     (answered,) = plivo_events(hooks["answer_outbound"], {"flow": "answer", "callId": "c-1"})
     assert (answered.type, answered.provider_call_id, answered.previous_provider_call_id) == (
-        EventType.ANSWERED, "4d04c52e-cea3-4458-bbdb-0bfc314ee7cd",
-        "9834029e-58b6-11e1-b8b7-a5bd0e4e126f")
+        EventType.ANSWERED,
+        "4d04c52e-cea3-4458-bbdb-0bfc314ee7cd",
+        "9834029e-58b6-11e1-b8b7-a5bd0e4e126f",
+    )
     (inbound,) = plivo_events(hooks["answer_inbound"], {})
     assert (inbound.type, inbound.direction, inbound.from_number, inbound.to_number) == (
-        EventType.ANSWERED, Direction.INBOUND, "918687888990", "919798990001")
+        EventType.ANSWERED,
+        Direction.INBOUND,
+        "918687888990",
+        "919798990001",
+    )
     (ring,) = plivo_events(hooks["ring_outbound"], {"flow": "ring", "callId": "c-1"})
     assert ring.type is EventType.RINGING
     ends = []
     for row in hooks["hangups"]:
-        (event,) = plivo_events({**hooks["hangup_common"], **row},
-                                {"flow": "hangup", "callId": "c-1"})
+        (event,) = plivo_events(
+            {**hooks["hangup_common"], **row}, {"flow": "hangup", "callId": "c-1"}
+        )
         ends.append((row["CallStatus"], row["HangupSource"], event.end_state))
     assert ends == [
         ("completed", "Call recipient", CallState.HANGUP_USER),
@@ -366,10 +431,18 @@ def test_plivo_voice_callbacks() -> None:
     query = {"flow": "getinput", "callId": "c-1", "turnToken": "T3"}
     (speech,) = plivo_events(hooks["getinput_speech_action"], query)
     assert (speech.type, speech.transcript, speech.confidence, speech.turn_token) == (
-        EventType.SPEECH, "I want to check my balance", 0.92, "T3")
+        EventType.SPEECH,
+        "I want to check my balance",
+        0.92,
+        "T3",
+    )
     (digits,) = plivo_events(hooks["getinput_dtmf_action"], query)
     assert (digits.type, digits.digits, digits.is_final, digits.turn_token) == (
-        EventType.DTMF, "1", True, "T3")
+        EventType.DTMF,
+        "1",
+        True,
+        "T3",
+    )
 
 
 class PlivoRest(FakeServer):
@@ -400,9 +473,12 @@ class PlivoRest(FakeServer):
 async def plivo_rest() -> AsyncIterator[tuple[PlivoProvider, PlivoRest]]:
     async with PlivoRest(sample("plivo_voice_callbacks.json")["rest"]) as rest:
         provider = PlivoProvider()
-        config = Config(provider="plivo", plivo=PlivoConfig(
-            auth_id="MAJHUDTEYWLSIUYTDBCZ", auth_token="token",
-            api_base_url=f"{rest.origin}/v1"))
+        config = Config(
+            provider="plivo",
+            plivo=PlivoConfig(
+                auth_id="MAJHUDTEYWLSIUYTDBCZ", auth_token="token", api_base_url=f"{rest.origin}/v1"
+            ),
+        )
         provider.bind(Sink(), ProviderContext(config, "https://vc.example.com/voice/webhook"))
         await provider.start()
         try:
@@ -415,18 +491,26 @@ async def test_plivo_rest_fixtures(plivo_rest: tuple[PlivoProvider, PlivoRest]) 
     """Create gives the request_uuid; a live call is LIVE; a CDR with neither `call_state` nor
     `answer_time` (an unanswered call) reconciles to no-answer, not completed."""
     provider, rest = plivo_rest
-    pid = await provider.place_call(DialRequest("c-1", "+919999999999", "+919879879876",
-                                                CallMode.CONVERSATION, "Hi", 30, 0))
+    pid = await provider.place_call(
+        DialRequest("c-1", "+919999999999", "+919879879876", CallMode.CONVERSATION, "Hi", 30, 0)
+    )
     assert pid == "9834029e-58b6-11e1-b8b7-a5bd0e4e126f"
-    record = CallRecord("c-1", "plivo", Direction.OUTBOUND, CallMode.CONVERSATION,
-                        "+919879879876", "+919999999999",
-                        provider_call_id="4d04c52e-cea3-4458-bbdb-0bfc314ee7cd")
+    record = CallRecord(
+        "c-1",
+        "plivo",
+        Direction.OUTBOUND,
+        CallMode.CONVERSATION,
+        "+919879879876",
+        "+919999999999",
+        provider_call_id="4d04c52e-cea3-4458-bbdb-0bfc314ee7cd",
+    )
     rest.live = True
     assert (await provider.fetch_status(record)).state is RemoteState.LIVE
     rest.live = False
     status = await provider.fetch_status(record)
     assert (status.state, status.end_state) == (RemoteState.ENDED, CallState.NO_ANSWER)
-    rest.rest["call_get_cdr_response"] = {**rest.rest["call_get_cdr_response"],
-                                          "answer_time": "2017-05-22 17:49:31+05:30"}
+    rest.rest["call_get_cdr_response"] = {
+        **rest.rest["call_get_cdr_response"],
+        "answer_time": "2017-05-22 17:49:31+05:30",
+    }
     assert (await provider.fetch_status(record)).end_state is CallState.COMPLETED
-

@@ -165,9 +165,7 @@ async def slow_request(client, headers: dict[str, str]) -> asyncio.StreamWriter:
     """Open a request whose body never finishes: it stays unverified, in flight."""
     _reader, writer = await asyncio.open_connection(client.host, client.port)
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    writer.write(
-        f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: 100\r\n\r\nA".encode()
-    )
+    writer.write(f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{head}Content-Length: 100\r\n\r\nA".encode())
     await writer.drain()
     return writer
 

@@ -14,18 +14,26 @@ from voicecall_cli.completion import complete_call_id
 from voicecall_cli.context import CliContext, call_or_fail, pass_ctx
 from voicecall_cli.errors import CliError
 
-json_option = click.option("--json", "as_json", is_flag=True,
-                           help="Print machine-readable JSON (stable camelCase keys).")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print machine-readable JSON (stable camelCase keys)."
+)
 
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
 
-def call_id_option(required: bool = True,
-                   help_text: str = "The call to act on.") -> Callable[[FC], FC]:
+def call_id_option(
+    required: bool = True, help_text: str = "The call to act on."
+) -> Callable[[FC], FC]:
     """The --call-id option, completing ids from the running daemon."""
-    return click.option("--call-id", "call_id", required=required, metavar="ID",
-                        help=help_text, shell_complete=complete_call_id)
+    return click.option(
+        "--call-id",
+        "call_id",
+        required=required,
+        metavar="ID",
+        help=help_text,
+        shell_complete=complete_call_id,
+    )
 
 
 def _render(as_json: bool, data: Any, human: Callable[[Any], str]) -> None:
@@ -37,18 +45,28 @@ def _render(as_json: bool, data: Any, human: Callable[[Any], str]) -> None:
 
 @click.command("call", short_help="Place an outbound call.")
 @click.option("--to", metavar="E164", help="Number to call (default: to_number from the config).")
-@click.option("--message", "-m", required=True,
-              help="What to say when the call is answered." + message_arg.HELP_SUFFIX)
-@click.option("--mode", type=click.Choice(["notify", "conversation"]),
-              help="notify: speak, then hang up. conversation: stay on the line for `continue`. "
-                   "Default: outbound.default_mode.")
-@click.option("--wait", is_flag=True,
-              help="Follow the call's events (on stderr) until it ends; exit 1 unless it was "
-                   "answered.")
+@click.option(
+    "--message",
+    "-m",
+    required=True,
+    help="What to say when the call is answered." + message_arg.HELP_SUFFIX,
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["notify", "conversation"]),
+    help="notify: speak, then hang up. conversation: stay on the line for `continue`. "
+    "Default: outbound.default_mode.",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Follow the call's events (on stderr) until it ends; exit 1 unless it was answered.",
+)
 @json_option
 @pass_ctx
-def call_cmd(ctx: CliContext, to: str | None, message: str, mode: str | None, wait: bool,
-             as_json: bool) -> None:
+def call_cmd(
+    ctx: CliContext, to: str | None, message: str, mode: str | None, wait: bool, as_json: bool
+) -> None:
     """Place an outbound call and speak MESSAGE when it is answered.
 
     Prints the new call's id alone on stdout (progress goes to stderr), so that
@@ -73,8 +91,7 @@ def call_cmd(ctx: CliContext, to: str | None, message: str, mode: str | None, wa
     if as_json:
         output.emit_json(result)
     else:
-        click.echo(f"Calling {result['to']} ({result['mode']}): call {result['callId']}",
-                   err=True)
+        click.echo(f"Calling {result['to']} ({result['mode']}): call {result['callId']}", err=True)
         click.echo(result["callId"])
     if wait:
         with progress.waiting(f"following call {result['callId']} until it ends") as status:
@@ -85,14 +102,20 @@ def call_cmd(ctx: CliContext, to: str | None, message: str, mode: str | None, wa
 
 @click.command("continue", short_help="Speak, then wait for the caller's reply.")
 @call_id_option()
-@click.option("--message", "-m", required=True,
-              help="What to say before listening." + message_arg.HELP_SUFFIX)
-@click.option("--timeout", type=click.FloatRange(min=0.1), metavar="SECONDS",
-              help="How long to wait for the reply (default: transcript_timeout_ms).")
+@click.option(
+    "--message", "-m", required=True, help="What to say before listening." + message_arg.HELP_SUFFIX
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="How long to wait for the reply (default: transcript_timeout_ms).",
+)
 @json_option
 @pass_ctx
-def continue_cmd(ctx: CliContext, call_id: str, message: str, timeout: float | None,
-                 as_json: bool) -> None:
+def continue_cmd(
+    ctx: CliContext, call_id: str, message: str, timeout: float | None, as_json: bool
+) -> None:
     """Say MESSAGE on a live call, wait for the caller's next turn and print what they said.
 
     Ctrl-C stops waiting (exit 130) and frees the call for the next `continue`; the call
@@ -125,8 +148,11 @@ def _cancel_wait(ctx: CliContext, call_id: str) -> None:
         with ctx.connect(timeout=3.0, autostart=False) as client:
             client.call("voicecall.cancel", {"callId": call_id})
     except (click.ClickException, OSError, ValueError, RpcRemoteError):
-        click.echo(f"Warning: could not cancel the wait on call {call_id}; the next "
-                   "`continue` may find it still waiting", err=True)
+        click.echo(
+            f"Warning: could not cancel the wait on call {call_id}; the next "
+            "`continue` may find it still waiting",
+            err=True,
+        )
 
 
 @click.command("speak", short_help="Speak on a live call without waiting.")
@@ -141,8 +167,9 @@ def speak_cmd(ctx: CliContext, call_id: str, message: str, as_json: bool) -> Non
     Examples:
       $ voicecall speak --call-id CALL_ID --message "One moment, please."
     """
-    result = ctx.rpc("voicecall.speak", {"callId": call_id,
-                                         "message": message_arg.resolve(message)})
+    result = ctx.rpc(
+        "voicecall.speak", {"callId": call_id, "message": message_arg.resolve(message)}
+    )
     _render(as_json, result, lambda r: "Spoken.")
 
 
@@ -177,8 +204,11 @@ def status_cmd(ctx: CliContext, call_id: str | None, as_json: bool) -> None:
     """
     if call_id is None:
         result = ctx.rpc("voicecall.status", {})
-        _render(as_json, result, lambda r: "\n".join(output.call_row(c) for c in r["calls"])
-                or "No active calls.")
+        _render(
+            as_json,
+            result,
+            lambda r: "\n".join(output.call_row(c) for c in r["calls"]) or "No active calls.",
+        )
         return
     result = ctx.rpc("voicecall.status", {"callId": call_id})
     if as_json:
@@ -191,9 +221,16 @@ def status_cmd(ctx: CliContext, call_id: str | None, as_json: bool) -> None:
         click.echo(output.call_summary(result["call"]))
 
 
-def _follow(ctx: CliContext, call_id: str | None, as_json: bool, *, since: int | None = None,
-            follow: bool = True, until_end: bool = False,
-            status: progress.Status | None = None) -> str | None:
+def _follow(
+    ctx: CliContext,
+    call_id: str | None,
+    as_json: bool,
+    *,
+    since: int | None = None,
+    follow: bool = True,
+    until_end: bool = False,
+    status: progress.Status | None = None,
+) -> str | None:
     """Print events (backlog, then live); return the end reason when following to the end.
 
     With a status line (`call --wait`) human event lines are progress and go to stderr;
@@ -228,14 +265,22 @@ def _follow(ctx: CliContext, call_id: str | None, as_json: bool, *, since: int |
 
 @click.command("tail", short_help="Print recent call events, then follow new ones.")
 @call_id_option(required=False, help_text="Only this call's events.")
-@click.option("--since", type=click.IntRange(min=0), default=25, show_default=True,
-              help="How many past events to print first.")
-@click.option("--follow/--no-follow", default=True, show_default=True,
-              help="Keep printing new events until interrupted.")
+@click.option(
+    "--since",
+    type=click.IntRange(min=0),
+    default=25,
+    show_default=True,
+    help="How many past events to print first.",
+)
+@click.option(
+    "--follow/--no-follow",
+    default=True,
+    show_default=True,
+    help="Keep printing new events until interrupted.",
+)
 @json_option
 @pass_ctx
-def tail_cmd(ctx: CliContext, call_id: str | None, since: int, follow: bool,
-             as_json: bool) -> None:
+def tail_cmd(ctx: CliContext, call_id: str | None, since: int, follow: bool, as_json: bool) -> None:
     """Print the last events of every call (or one call), then follow live.
 
     With --json each event is one JSON line.
@@ -265,8 +310,13 @@ def dtmf_cmd(ctx: CliContext, call_id: str, digits: str, as_json: bool) -> None:
 
 
 @click.command("latency", short_help="Show turn latency statistics.")
-@click.option("--last", type=click.IntRange(min=1), default=200, show_default=True,
-              help="How many recent turns to include.")
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="How many recent turns to include.",
+)
 @json_option
 @pass_ctx
 def latency_cmd(ctx: CliContext, last: int, as_json: bool) -> None:
@@ -285,16 +335,22 @@ def latency_cmd(ctx: CliContext, last: int, as_json: bool) -> None:
             if not s.get("count"):
                 lines.append(f"{label}: no turns yet")
             else:
-                lines.append(f"{label}: n={s['count']} p50={s['p50Ms']}ms p95={s['p95Ms']}ms "
-                             f"min={s['minMs']}ms max={s['maxMs']}ms")
+                lines.append(
+                    f"{label}: n={s['count']} p50={s['p50Ms']}ms p95={s['p95Ms']}ms "
+                    f"min={s['minMs']}ms max={s['maxMs']}ms"
+                )
         return "\n".join(lines)
 
     _render(as_json, result, human)
 
 
 @click.command("expose", short_help="Publish the webhook through Tailscale.")
-@click.option("--mode", type=click.Choice(["funnel", "serve", "off"]), required=True,
-              help="funnel: public internet; serve: your tailnet only; off: remove.")
+@click.option(
+    "--mode",
+    type=click.Choice(["funnel", "serve", "off"]),
+    required=True,
+    help="funnel: public internet; serve: your tailnet only; off: remove.",
+)
 @click.option("--path", metavar="P", help="Path to publish (default: tailscale.path).")
 @json_option
 @pass_ctx

@@ -47,8 +47,7 @@ def _check(ctx: CliContext, *, use_keyring: bool = True) -> tuple[Config | None,
     except ConfigError as exc:
         raise _from_config_error(exc) from None
     source = ctx.paths.config if data is not None else None
-    config, report = check_document(data or {}, ctx.paths, use_keyring=use_keyring,
-                                    source=source)
+    config, report = check_document(data or {}, ctx.paths, use_keyring=use_keyring, source=source)
     return config, report, data is not None
 
 
@@ -56,9 +55,11 @@ def _usable(ctx: CliContext) -> Config:
     """The effective config, or an error listing every wrong value; gaps are only warned about."""
     config, report, _ = _check(ctx)
     if config is None:
-        raise _problems_error(f"{ctx.paths.config} has {len(report.errors)} problem(s); "
-                              "fix them (`voicecall config validate` lists them too):",
-                              report.errors)
+        raise _problems_error(
+            f"{ctx.paths.config} has {len(report.errors)} problem(s); "
+            "fix them (`voicecall config validate` lists them too):",
+            report.errors,
+        )
     for line in (*report.missing, *report.warnings):
         click.echo(f"Warning: {line}", err=True)
     return config
@@ -98,8 +99,10 @@ def init_cmd(ctx: CliContext, force: bool, as_json: bool) -> None:
 
     path = ctx.paths.config
     if path.exists() and not force:
-        raise CliError(f"{path} already exists; edit it with `voicecall config set`, "
-                       "or pass --force to replace it")
+        raise CliError(
+            f"{path} already exists; edit it with `voicecall config set`, "
+            "or pass --force to replace it"
+        )
     write_atomic(path, STARTER_TOML, private=False)
     if as_json:
         emit_json({"path": str(path), "written": True})
@@ -125,13 +128,21 @@ def show_cmd(ctx: CliContext, as_json: bool) -> None:
     config = _usable(ctx)
     tree = config_to_dict(config)
     if as_json:
-        emit_json({"path": str(ctx.paths.config), "exists": config.source is not None,
-                   "config": tree, "secretSources": dict(config.secret_sources),
-                   "warnings": list(config.warnings)})
+        emit_json(
+            {
+                "path": str(ctx.paths.config),
+                "exists": config.source is not None,
+                "config": tree,
+                "secretSources": dict(config.secret_sources),
+                "warnings": list(config.warnings),
+            }
+        )
         return
     origin = str(config.source) if config.source else f"defaults (no file at {ctx.paths.config})"
-    click.echo(to_toml(tree, sources=config.secret_sources,
-                       header=f"effective configuration: {origin}"), nl=False)
+    click.echo(
+        to_toml(tree, sources=config.secret_sources, header=f"effective configuration: {origin}"),
+        nl=False,
+    )
 
 
 @config_group.command("get")
@@ -159,8 +170,10 @@ def get_cmd(ctx: CliContext, key: str, as_json: bool) -> None:
             leaf_key(key)
         except ConfigError as exc:
             raise CliError(exc.message) from None
-        raise CliError(f"{key} is merged into tts.* in the effective config; "
-                       f"see `voicecall config get {key.removeprefix('messages.')}`")
+        raise CliError(
+            f"{key} is merged into tts.* in the effective config; "
+            f"see `voicecall config get {key.removeprefix('messages.')}`"
+        )
     config = _usable(ctx)
     value = get_path(config_to_dict(config), key)
     if as_json:
@@ -216,23 +229,33 @@ def set_cmd(ctx: CliContext, key: str, value: str, as_json: bool) -> None:
     introduced = [e for e in report.errors if e not in before]
     if introduced:
         shown = schema.show(parsed, secret=is_secret_key(key))
-        raise _problems_error(f"not written: {key} = {shown} would make {path} invalid:",
-                              introduced)
+        raise _problems_error(
+            f"not written: {key} = {shown} would make {path} invalid:", introduced
+        )
     data = tomllib.loads(new_text)
     edit.write_atomic(path, new_text, private=edit.has_secret(data))
     notes = [*(e for e in report.errors if e in before), *report.missing, *report.warnings]
     if is_secret_key(key):
-        notes.append(f"{key} is now stored in {path} (mode 0600); the OS keyring is safer: "
-                     f"`voicecall secrets set {key}`")
+        notes.append(
+            f"{key} is now stored in {path} (mode 0600); the OS keyring is safer: "
+            f"`voicecall secrets set {key}`"
+        )
     shown = schema.show(parsed, secret=is_secret_key(key))
     apply_with = _apply_with(ctx, key)
     if as_json:
         from daemon.store.location import mask_url_passwords
 
         value = mask_url_passwords(parsed) if isinstance(parsed, str) else parsed
-        emit_json({"key": key, "value": "********" if is_secret_key(key) else value,
-                   "path": str(path), "written": True, "warnings": notes,
-                   "applyWith": apply_with})
+        emit_json(
+            {
+                "key": key,
+                "value": "********" if is_secret_key(key) else value,
+                "path": str(path),
+                "written": True,
+                "warnings": notes,
+                "applyWith": apply_with,
+            }
+        )
         return
     for note in notes:
         click.echo(f"Warning: {note}", err=True)
@@ -256,12 +279,17 @@ def _say_how_to_apply(key: str, apply_with: str | None) -> None:
     if apply_with is None:
         return
     if apply_with.endswith("reload"):
-        click.echo(f"Note: the running daemon still uses the old {key}; `{apply_with}` "
-                   "applies it without dropping calls", err=True)
+        click.echo(
+            f"Note: the running daemon still uses the old {key}; `{apply_with}` "
+            "applies it without dropping calls",
+            err=True,
+        )
     else:
-        click.echo(f"Note: the running daemon still uses the old {key}, which a reload cannot "
-                   f"change; `{apply_with}` applies it (live calls are restored after it)",
-                   err=True)
+        click.echo(
+            f"Note: the running daemon still uses the old {key}, which a reload cannot "
+            f"change; `{apply_with}` applies it (live calls are restored after it)",
+            err=True,
+        )
 
 
 def _errors_of(text: str, ctx: CliContext) -> set[str]:
@@ -351,8 +379,7 @@ def validate_cmd(ctx: CliContext, as_json: bool) -> None:
         errors, warnings = list(report.problems), list(report.warnings)
     path = ctx.paths.config
     if as_json:
-        emit_json({"valid": not errors, "path": str(path), "errors": errors,
-                   "warnings": warnings})
+        emit_json({"valid": not errors, "path": str(path), "errors": errors, "warnings": warnings})
     else:
         for line in errors:
             click.echo(f"Error: {line}", err=True)
@@ -403,8 +430,9 @@ def _read_openclaw(file: Path) -> Conversion:
 
 @config_group.command("import-openclaw")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--write", is_flag=True, help="Write the result to the config file instead of "
-              "printing it.")
+@click.option(
+    "--write", is_flag=True, help="Write the result to the config file instead of printing it."
+)
 @click.option("--force", is_flag=True, help="With --write: replace an existing config file.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @pass_ctx
@@ -429,12 +457,19 @@ def import_cmd(ctx: CliContext, file: Path, write: bool, force: bool, as_json: b
     from daemon.config.secrets import SECRET_KEYS
 
     result = _read_openclaw(file)
-    text = to_toml(result.values, header=f"imported from {file} by voicecall config "
-                   "import-openclaw")
+    text = to_toml(
+        result.values, header=f"imported from {file} by voicecall config import-openclaw"
+    )
     _, report = check_document(tomllib.loads(text), ctx.paths, use_keyring=False)
     if as_json:
-        emit_json({"config": result.values, "unmapped": result.unmapped,
-                   "notes": result.notes, "errors": list(report.errors)})
+        emit_json(
+            {
+                "config": result.values,
+                "unmapped": result.unmapped,
+                "notes": result.notes,
+                "errors": list(report.errors),
+            }
+        )
     for line in result.notes:
         click.echo(f"Note: {line}", err=True)
     for line in result.unmapped:
@@ -444,20 +479,26 @@ def import_cmd(ctx: CliContext, file: Path, write: bool, force: bool, as_json: b
             get_path(result.values, key)
         except KeyError:
             continue
-        click.echo(f"Note: the secret {key} was copied as is; the keyring is safer: "
-                   f"`voicecall secrets set {key}`, then `voicecall config unset {key}`",
-                   err=True)
+        click.echo(
+            f"Note: the secret {key} was copied as is; the keyring is safer: "
+            f"`voicecall secrets set {key}`, then `voicecall config unset {key}`",
+            err=True,
+        )
     if report.errors:
-        raise _problems_error("the imported config is not valid; fix these in the output "
-                              "(nothing was written):", report.errors)
+        raise _problems_error(
+            "the imported config is not valid; fix these in the output (nothing was written):",
+            report.errors,
+        )
     if not write:
         if not as_json:
             sys.stdout.write(text)
         return
     path = ctx.paths.config
     if path.exists() and not force:
-        raise CliError(f"{path} already exists; pass --force to replace it, or print the "
-                       "import without --write and merge by hand")
+        raise CliError(
+            f"{path} already exists; pass --force to replace it, or print the "
+            "import without --write and merge by hand"
+        )
     write_atomic(path, text, private=has_secret(result.values))
     if not as_json:
         click.echo(f"wrote {path}")

@@ -86,8 +86,10 @@ def _stop(ctx: CliContext) -> bool:
         if not ctx.paths.socket.exists() and (_lock_free(lock) if lock else not _alive(pid)):
             return True
         time.sleep(0.02)
-    raise CliError(f"the daemon (pid {pid}) did not stop within {STOP_TIMEOUT_SECONDS:.0f}s; "
-                   f"kill it with `kill {pid}`")
+    raise CliError(
+        f"the daemon (pid {pid}) did not stop within {STOP_TIMEOUT_SECONDS:.0f}s; "
+        f"kill it with `kill {pid}`"
+    )
 
 
 def _lock_free(lock: Path) -> bool:
@@ -155,9 +157,14 @@ def _validate_config(ctx: CliContext, action: str) -> None:
     try:
         load_config(ctx.paths)
     except ConfigError as exc:
-        raise CliError("\n".join([f"not {action}: {exc.message}; the running daemon (if any) "
-                                  "was left alone:", *(f"  - {p}" for p in exc.problems
-                                                       if p != exc.message)])) from None
+        raise CliError(
+            "\n".join(
+                [
+                    f"not {action}: {exc.message}; the running daemon (if any) was left alone:",
+                    *(f"  - {p}" for p in exc.problems if p != exc.message),
+                ]
+            )
+        ) from None
 
 
 @daemon_group.command("restart", short_help="Restart the daemon.")
@@ -184,8 +191,12 @@ def restart_cmd(ctx: CliContext, as_json: bool) -> None:
 
 
 @daemon_group.command("reload", short_help="Re-read the config without dropping calls.")
-@click.option("--json", "as_json", is_flag=True,
-              help='Print {"reloaded", "changed", "needsRestart", "warnings"}.')
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"reloaded", "changed", "needsRestart", "warnings"}.',
+)
 @pass_ctx
 def reload_cmd(ctx: CliContext, as_json: bool) -> None:
     """Make the running daemon re-read its config file; live calls continue.
@@ -210,18 +221,27 @@ def reload_cmd(ctx: CliContext, as_json: bool) -> None:
         if as_json:
             output.emit_json({"reloaded": False, "running": False})
         else:
-            click.echo(f"no daemon runs on {ctx.paths.socket}; the next one reads the config "
-                       "file as it is", err=True)
+            click.echo(
+                f"no daemon runs on {ctx.paths.socket}; the next one reads the config "
+                "file as it is",
+                err=True,
+            )
         return
     with client:
         try:
             result = client.call("daemon.reload")
         except RpcRemoteError as exc:
             problems = (exc.data.get("details") or {}).get("problems") or [exc.message]
-            raise CliError("\n".join([
-                f"config not reloaded: {len(problems)} problem"
-                f"{'s' if len(problems) != 1 else ''} in {ctx.paths.config}; the daemon keeps "
-                "its current config:", *(f"  - {p}" for p in problems)])) from None
+            raise CliError(
+                "\n".join(
+                    [
+                        f"config not reloaded: {len(problems)} problem"
+                        f"{'s' if len(problems) != 1 else ''} in {ctx.paths.config}; "
+                        "the daemon keeps its current config:",
+                        *(f"  - {p}" for p in problems),
+                    ]
+                )
+            ) from None
         except (ConnectionError, TimeoutError) as exc:
             raise CliError(f"{exc} during daemon.reload; check `voicecall daemon logs`") from None
     if as_json:
@@ -230,13 +250,18 @@ def reload_cmd(ctx: CliContext, as_json: bool) -> None:
     for warning in result.get("warnings", []):
         click.echo(f"Warning: {warning}", err=True)
     if result["needsRestart"]:
-        click.echo("Warning: not applied until `voicecall daemon restart`: "
-                   + ", ".join(result["needsRestart"]), err=True)
+        click.echo(
+            "Warning: not applied until `voicecall daemon restart`: "
+            + ", ".join(result["needsRestart"]),
+            err=True,
+        )
     if result["changed"]:
         click.echo("config reloaded; applied: " + ", ".join(result["changed"]))
     else:
-        click.echo("config reloaded; nothing to apply" + (" without a restart"
-                                                         if result["needsRestart"] else ""))
+        click.echo(
+            "config reloaded; nothing to apply"
+            + (" without a restart" if result["needsRestart"] else "")
+        )
 
 
 @daemon_group.command("status", short_help="Show whether the daemon runs.")
@@ -259,22 +284,30 @@ def status_cmd(ctx: CliContext, as_json: bool) -> None:
     if as_json:
         output.emit_json(status)
         return
-    click.echo(f"running   pid {status['pid']}, version {status['version']}\n"
-               f"provider  {status['provider']}\n"
-               f"webhook   {status['webhookUrl']}\n"
-               f"public    {status.get('publicUrl') or '-'}\n"
-               f"calls     {status['activeCalls']} active\n"
-               f"socket    {status['socket']}")
+    click.echo(
+        f"running   pid {status['pid']}, version {status['version']}\n"
+        f"provider  {status['provider']}\n"
+        f"webhook   {status['webhookUrl']}\n"
+        f"public    {status.get('publicUrl') or '-'}\n"
+        f"calls     {status['activeCalls']} active\n"
+        f"socket    {status['socket']}"
+    )
     fault = status.get("storeFault")
     if fault:
-        click.echo(f"store     FAULT since {fault['since']}: {fault['error']} (webhooks get 503 "
-                   "and commands fail until it is fixed: free disk space, check the disk)")
+        click.echo(
+            f"store     FAULT since {fault['since']}: {fault['error']} (webhooks get 503 "
+            "and commands fail until it is fixed: free disk space, check the disk)"
+        )
 
 
 @daemon_group.command("run", short_help="Run the daemon in the foreground.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes sharing the ports (default: serve.workers); above 1 needs "
-                   'store = "postgresql://...".')
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes sharing the ports (default: serve.workers); above 1 needs "
+    'store = "postgresql://...".',
+)
 @pass_ctx
 def run_cmd(ctx: CliContext, workers: int | None) -> None:
     """Run the daemon in the foreground, logging to stderr (for systemd and debugging).
@@ -292,11 +325,21 @@ def run_cmd(ctx: CliContext, workers: int | None) -> None:
 
 
 @daemon_group.command("logs", short_help="Print the daemon log.")
-@click.option("-n", "lines", type=click.IntRange(min=1), default=50, show_default=True,
-              help="How many of the last lines to print.")
+@click.option(
+    "-n",
+    "lines",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="How many of the last lines to print.",
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
-@click.option("--json", "as_json", is_flag=True,
-              help='One JSON object per line: {"time", "level", "logger", "message", "line"}.')
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='One JSON object per line: {"time", "level", "logger", "message", "line"}.',
+)
 @pass_ctx
 def logs_cmd(ctx: CliContext, lines: int, follow: bool, as_json: bool) -> None:
     """Print the last lines of the daemon log (when started in the background).
@@ -309,8 +352,10 @@ def logs_cmd(ctx: CliContext, lines: int, follow: bool, as_json: bool) -> None:
     """
     log = ctx.paths.log_file
     if not log.exists():
-        raise CliError(f"no daemon log at {log}; the daemon has not been started in the "
-                       "background (under systemd, use `journalctl --user -u voicecall`)")
+        raise CliError(
+            f"no daemon log at {log}; the daemon has not been started in the "
+            "background (under systemd, use `journalctl --user -u voicecall`)"
+        )
 
     def show(raw: bytes) -> None:
         text = raw.decode(errors="replace").rstrip("\n")
@@ -344,7 +389,8 @@ def _rotated(log: Path, fd: int) -> bool:
 
 
 _LOG_LINE = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ([A-Z]+) (?:(w\d+) )?([\w.]+): (.*)$")
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ([A-Z]+) (?:(w\d+) )?([\w.]+): (.*)$"
+)
 
 
 def log_record(line: str) -> dict[str, Any]:
@@ -352,8 +398,20 @@ def log_record(line: str) -> dict[str, Any]:
     `worker` is the `w<i>` tag of a line written by one of `--workers N` (else null)."""
     match = _LOG_LINE.match(line)
     if match is None:
-        return {"time": None, "level": None, "logger": None, "message": None, "worker": None,
-                "line": line}
+        return {
+            "time": None,
+            "level": None,
+            "logger": None,
+            "message": None,
+            "worker": None,
+            "line": line,
+        }
     stamp, level, worker, name, message = match.groups()
-    return {"time": stamp, "level": level, "logger": name, "message": message,
-            "worker": worker, "line": line}
+    return {
+        "time": stamp,
+        "level": level,
+        "logger": name,
+        "message": message,
+        "worker": worker,
+        "line": line,
+    }

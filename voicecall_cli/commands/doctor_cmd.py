@@ -25,11 +25,13 @@ def _keyring_probe() -> tuple[str, bool, str]:
 
 
 @click.command("doctor", short_help="Check the setup and say how to fix what is wrong.")
-@click.option("--offline", is_flag=True,
-              help="Do not contact the provider's API (no network).")
-@click.option("--json", "as_json", is_flag=True,
-              help='Print one JSON document: {"ok", "checks": [{"id", "status", "message", '
-                   '"fix"}]}.')
+@click.option("--offline", is_flag=True, help="Do not contact the provider's API (no network).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print one JSON document: {"ok", "checks": [{"id", "status", "message", "fix"}]}.',
+)
 @pass_ctx
 def doctor_cmd(ctx: CliContext, offline: bool, as_json: bool) -> None:
     """Check everything a working setup needs, one line per check.
@@ -57,7 +59,8 @@ def doctor_cmd(ctx: CliContext, offline: bool, as_json: bool) -> None:
     else:
         for check in checks:
             line = check.line()
-            click.echo(style(check.status, fg=COLOURS[check.status], bold=True)
-                       + line[len(check.status):])
+            click.echo(
+                style(check.status, fg=COLOURS[check.status], bold=True) + line[len(check.status) :]
+            )
     if failed:
         raise SystemExit(ExitStatus.ERROR)

@@ -24,15 +24,18 @@ class IsoDate(click.ParamType[str, Any]):
 
     name = "DATE"
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> str:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         """Normalise to `YYYY-MM-DDTHH:MM:SS.mmmZ`, the store's format."""
         text = str(value).strip()
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            self.fail(f"{text!r} is not an ISO 8601 date or date-time; use e.g. 2026-01-31, "
-                      "2026-01-31T09:30 (UTC) or 2026-01-31T09:30+01:00", param, ctx)
+            self.fail(
+                f"{text!r} is not an ISO 8601 date or date-time; use e.g. 2026-01-31, "
+                "2026-01-31T09:30 (UTC) or 2026-01-31T09:30+01:00",
+                param,
+                ctx,
+            )
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -68,12 +71,21 @@ def table(calls: list[dict[str, Any]]) -> str:
     """The history table: a header row, then one row per call, columns aligned."""
     rows = [list(COLUMNS)]
     for call in calls:
-        rows.append([str(call.get("callId") or "-"), str(call.get("direction") or "-"),
-                     str(call.get("from") or "-"), str(call.get("to") or "-"),
-                     str(call.get("state") or "-"), started(call), duration(call)])
+        rows.append(
+            [
+                str(call.get("callId") or "-"),
+                str(call.get("direction") or "-"),
+                str(call.get("from") or "-"),
+                str(call.get("to") or "-"),
+                str(call.get("state") or "-"),
+                started(call),
+                duration(call),
+            ]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+    ]
     lines[0] = output.style(lines[0], bold=True)
     return "\n".join(lines)
 
@@ -81,10 +93,11 @@ def table(calls: list[dict[str, Any]]) -> str:
 def transcript_text(call: dict[str, Any]) -> str:
     """A plain-text transcript with a short header (also the `txt` export)."""
     peer = call.get("to") if call.get("direction") == "outbound" else call.get("from")
-    lines = [f"call {call['callId']}  {call.get('direction')} {call.get('mode')}  "
-             f"{call.get('from') or '?'} -> {call.get('to') or '?'}",
-             f"started {call.get('startedAt')}  state {call.get('state')}  "
-             f"duration {duration(call)}"]
+    lines = [
+        f"call {call['callId']}  {call.get('direction')} {call.get('mode')}  "
+        f"{call.get('from') or '?'} -> {call.get('to') or '?'}",
+        f"started {call.get('startedAt')}  state {call.get('state')}  duration {duration(call)}",
+    ]
     entries = call.get("transcript") or []
     if not entries:
         lines.append(f"(nothing was said with {peer or 'the other side'})")
@@ -106,16 +119,27 @@ def _get(ctx: CliContext, call_id: str) -> dict[str, Any]:
 
 @click.group("calls", invoke_without_command=True, short_help="List past and live calls.")
 @click.option("--active", is_flag=True, help="Only live calls.")
-@click.option("--limit", type=click.IntRange(min=1, max=10_000), default=20, show_default=True,
-              help="How many calls to list, newest first.")
-@click.option("--since", type=IsoDate(), metavar="DATE",
-              help="Only calls started at or after DATE (ISO 8601 date or date-time; UTC when "
-                   "it names no zone).")
-@click.option("--json", "as_json", is_flag=True,
-              help='Print {"calls": [...]} with full call records.')
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=10_000),
+    default=20,
+    show_default=True,
+    help="How many calls to list, newest first.",
+)
+@click.option(
+    "--since",
+    type=IsoDate(),
+    metavar="DATE",
+    help="Only calls started at or after DATE (ISO 8601 date or date-time; UTC when "
+    "it names no zone).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print {"calls": [...]} with full call records.'
+)
 @click.pass_context
-def calls_group(click_ctx: click.Context, active: bool, limit: int, since: str | None,
-                as_json: bool) -> None:
+def calls_group(
+    click_ctx: click.Context, active: bool, limit: int, since: str | None, as_json: bool
+) -> None:
     """List calls, newest first: id, direction, from, to, state, started (UTC), duration.
 
     Duration is talk time, from answer to hang-up ("-" for a call never answered).
@@ -166,8 +190,14 @@ def show_cmd(ctx: CliContext, call_id: str, as_json: bool) -> None:
 
 @calls_group.command("export", short_help="Export one call as JSON or text.")
 @click.argument("call_id", metavar="ID", shell_complete=complete_call_id)
-@click.option("--format", "fmt", type=click.Choice(["json", "txt"]), default="json",
-              show_default=True, help="json: the whole call record; txt: the transcript.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "txt"]),
+    default="json",
+    show_default=True,
+    help="json: the whole call record; txt: the transcript.",
+)
 @pass_ctx
 def export_cmd(ctx: CliContext, call_id: str, fmt: str) -> None:
     """Write call ID to stdout: the full record as JSON, or the transcript as plain text.

@@ -12,9 +12,12 @@ from voicecall_cli.context import CliContext, pass_ctx
 
 
 @click.command("mcp", short_help="Serve the voice_call tool to an AI agent over MCP (stdio).")
-@click.option("--print-schema", is_flag=True,
-              help="Print the tool's name, description and JSON Schema as JSON, then exit "
-                   "without starting anything.")
+@click.option(
+    "--print-schema",
+    is_flag=True,
+    help="Print the tool's name, description and JSON Schema as JSON, then exit "
+    "without starting anything.",
+)
 @pass_ctx
 def mcp_cmd(ctx: CliContext, print_schema: bool) -> None:
     """Run a Model Context Protocol server on stdin/stdout for an agent host.
@@ -37,8 +40,11 @@ def mcp_cmd(ctx: CliContext, print_schema: bool) -> None:
     """
     if print_schema:
         # Straight from the stdlib-only schema module: no SDK import, no daemon.
-        definition = {"name": TOOL_NAME, "description": TOOL_DESCRIPTION,
-                      "inputSchema": TOOL_SCHEMA}
+        definition = {
+            "name": TOOL_NAME,
+            "description": TOOL_DESCRIPTION,
+            "inputSchema": TOOL_SCHEMA,
+        }
         click.echo(json.dumps(definition, indent=2, ensure_ascii=False))
         return
     try:

@@ -21,16 +21,35 @@ def mock_group() -> None:
 
 
 @mock_group.command("inbound", short_help="Simulate an inbound call.")
-@click.option("--from", "from_number", required=True, metavar="E164",
-              help="The caller's number (checked against inbound_policy and allow_from).")
-@click.option("--to", "to_number", metavar="E164",
-              help="The number called (default: from_number, else +15550000000).")
-@click.option("--say", "utterances", multiple=True, metavar="TEXT",
-              help="What the caller says, one turn per --say, in order.")
+@click.option(
+    "--from",
+    "from_number",
+    required=True,
+    metavar="E164",
+    help="The caller's number (checked against inbound_policy and allow_from).",
+)
+@click.option(
+    "--to",
+    "to_number",
+    metavar="E164",
+    help="The number called (default: from_number, else +15550000000).",
+)
+@click.option(
+    "--say",
+    "utterances",
+    multiple=True,
+    metavar="TEXT",
+    help="What the caller says, one turn per --say, in order.",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"callId", "accepted"}.')
 @pass_ctx
-def inbound_cmd(ctx: CliContext, from_number: str, to_number: str | None,
-                utterances: tuple[str, ...], as_json: bool) -> None:
+def inbound_cmd(
+    ctx: CliContext,
+    from_number: str,
+    to_number: str | None,
+    utterances: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Ring the daemon with a simulated inbound call, through the real inbound policy.
 
     An admitted call is answered with inbound_greeting; each --say is the caller's next turn,
@@ -53,7 +72,9 @@ def inbound_cmd(ctx: CliContext, from_number: str, to_number: str | None,
     elif result["accepted"]:
         click.echo(f"inbound call {result['callId']} from {from_number}: accepted")
     else:
-        click.echo(f"inbound call {result['callId']} from {from_number}: rejected by "
-                   "inbound_policy/allow_from (or max_concurrent_calls); admit callers with "
-                   "`voicecall config set inbound_policy open` or add the number to allow_from, "
-                   "then `voicecall daemon reload`")
+        click.echo(
+            f"inbound call {result['callId']} from {from_number}: rejected by "
+            "inbound_policy/allow_from (or max_concurrent_calls); admit callers with "
+            "`voicecall config set inbound_policy open` or add the number to allow_from, "
+            "then `voicecall daemon reload`"
+        )

@@ -74,15 +74,14 @@ def _backend_state() -> BackendState:
     thread.join(PROBE_TIMEOUT_SECONDS)
     if not outcome:
         return BackendState(
-            name, False,
+            name,
+            False,
             f"the backend did not answer within {PROBE_TIMEOUT_SECONDS:g}s "
             "(a locked collection waiting for an unlock prompt?)",
         )
     if outcome[0] is not None:
         failure = outcome[0]
-        return BackendState(
-            name, False, f"the backend failed: {type(failure).__name__}: {failure}"
-        )
+        return BackendState(name, False, f"the backend failed: {type(failure).__name__}: {failure}")
     return BackendState(name, True, "ok")
 
 
@@ -124,9 +123,12 @@ def secrets_group() -> None:
 
 @secrets_group.command("set", short_help="Store a secret (prompted, hidden).")
 @NAME
-@click.option("--stdin", "from_stdin", is_flag=True,
-              help="Read the value from stdin (one trailing newline is dropped) instead of "
-                   "prompting.")
+@click.option(
+    "--stdin",
+    "from_stdin",
+    is_flag=True,
+    help="Read the value from stdin (one trailing newline is dropped) instead of prompting.",
+)
 @JSON
 def set_secret(name: str, from_stdin: bool, as_json: bool) -> None:
     """Store the secret NAME in the OS keyring.
@@ -146,20 +148,22 @@ def set_secret(name: str, from_stdin: bool, as_json: bool) -> None:
         value = value[:-1] if value.endswith("\n") else value
         value = value[:-1] if value.endswith("\r") else value
         if not value:
-            raise click.UsageError("no value on stdin; pipe the secret in, e.g. "
-                                   f"`printf '%s' \"$VALUE\" | voicecall secrets set {name} "
-                                   "--stdin`")
+            raise click.UsageError(
+                "no value on stdin; pipe the secret in, e.g. "
+                f"`printf '%s' \"$VALUE\" | voicecall secrets set {name} "
+                "--stdin`"
+            )
     else:
-        value = click.prompt(f"Value for {name}", hide_input=True, confirmation_prompt=True,
-                             err=True)
+        value = click.prompt(
+            f"Value for {name}", hide_input=True, confirmation_prompt=True, err=True
+        )
     import keyring
     from keyring.errors import KeyringError
 
     try:
         keyring.set_password(KEYRING_SERVICE, name, value)
     except KeyringError as exc:
-        raise CliError(f"could not store {name} in {state.name}: {exc}.\n{FALLBACK_HELP}") \
-            from None
+        raise CliError(f"could not store {name} in {state.name}: {exc}.\n{FALLBACK_HELP}") from None
     _env_warning(name)
     if as_json:
         emit_json({"name": name, "stored": True, "backend": state.name})
@@ -184,8 +188,9 @@ def delete_secret(name: str, as_json: bool) -> None:
     try:
         keyring.delete_password(KEYRING_SERVICE, name)
     except PasswordDeleteError:
-        raise CliError(f"{name} is not stored in the keyring ({state.name}); "
-                       "see `voicecall secrets list`") from None
+        raise CliError(
+            f"{name} is not stored in the keyring ({state.name}); see `voicecall secrets list`"
+        ) from None
     except KeyringError as exc:
         raise CliError(f"could not delete {name} from {state.name}: {exc}") from None
     if as_json:
@@ -206,16 +211,19 @@ def list_secrets(as_json: bool) -> None:
       $ voicecall secrets list --json
     """
     state = _backend_state()
-    in_keyring = read_keyring(list(SECRET_KEYS), timeout=PROBE_TIMEOUT_SECONDS) \
-        if state.usable else {}
+    in_keyring = (
+        read_keyring(list(SECRET_KEYS), timeout=PROBE_TIMEOUT_SECONDS) if state.usable else {}
+    )
     rows: list[dict[str, Any]] = []
     for name, var in SECRET_KEYS.items():
-        rows.append({
-            "name": name,
-            "envVar": var,
-            "inEnv": bool(var and os.environ.get(var)),
-            "inKeyring": (name in in_keyring) if state.usable else None,
-        })
+        rows.append(
+            {
+                "name": name,
+                "envVar": var,
+                "inEnv": bool(var and os.environ.get(var)),
+                "inKeyring": (name in in_keyring) if state.usable else None,
+            }
+        )
     if as_json:
         emit_json({"backend": state.name, "usable": state.usable, "secrets": rows})
         return
@@ -223,11 +231,14 @@ def list_secrets(as_json: bool) -> None:
     click.echo(f"{'NAME':<{width}}  {'ENV VAR':<20} {'ENV':<4} KEYRING")
     for row in rows:
         keyring_col = "n/a" if row["inKeyring"] is None else ("set" if row["inKeyring"] else "-")
-        click.echo(f"{row['name']:<{width}}  {row['envVar'] or '-':<20} "
-                   f"{'set' if row['inEnv'] else '-':<4} {keyring_col}")
+        click.echo(
+            f"{row['name']:<{width}}  {row['envVar'] or '-':<20} "
+            f"{'set' if row['inEnv'] else '-':<4} {keyring_col}"
+        )
     if not state.usable:
-        click.echo(f"Note: no usable keyring ({state.reason}); see `voicecall secrets backend`.",
-                   err=True)
+        click.echo(
+            f"Note: no usable keyring ({state.reason}); see `voicecall secrets backend`.", err=True
+        )
 
 
 @secrets_group.command("backend", short_help="Show the keyring backend and whether it works.")
@@ -247,8 +258,12 @@ def backend_info(as_json: bool) -> None:
     state = _backend_state()
     disabled = os.environ.get(NO_KEYRING_ENV, "").strip().lower() in ("1", "true", "yes", "on")
     if as_json:
-        doc: dict[str, Any] = {"backend": state.name, "usable": state.usable,
-                               "reason": state.reason, "daemonReadsKeyring": not disabled}
+        doc: dict[str, Any] = {
+            "backend": state.name,
+            "usable": state.usable,
+            "reason": state.reason,
+            "daemonReadsKeyring": not disabled,
+        }
         if not state.usable:
             doc["fallback"] = FALLBACK_HELP
         emit_json(doc)

@@ -131,19 +131,24 @@ def service_unit(
 def socket_unit(socket: str | None) -> str:
     """The text of voicecall.socket: the daemon's RPC socket, owned by systemd."""
     listen = str(Path(socket).expanduser().absolute()) if socket else DEFAULT_SOCKET_UNIT_PATH
-    return "\n".join([
-        "# Written by `voicecall service install --socket-activation`.",
-        "[Unit]",
-        "Description=voicecall daemon socket",
-        "",
-        "[Socket]",
-        "ListenStream=" + (listen.replace("%", "%%") if socket else listen),
-        "SocketMode=0600",
-        "DirectoryMode=0700",
-        "",
-        "[Install]",
-        "WantedBy=sockets.target",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "# Written by `voicecall service install --socket-activation`.",
+                "[Unit]",
+                "Description=voicecall daemon socket",
+                "",
+                "[Socket]",
+                "ListenStream=" + (listen.replace("%", "%%") if socket else listen),
+                "SocketMode=0600",
+                "DirectoryMode=0700",
+                "",
+                "[Install]",
+                "WantedBy=sockets.target",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _systemctl() -> str | None:
@@ -152,8 +157,9 @@ def _systemctl() -> str | None:
     if exe is None:
         return None
     try:
-        probe = subprocess.run([exe, "--user", "show-environment"], capture_output=True,
-                               timeout=5, check=False)
+        probe = subprocess.run(
+            [exe, "--user", "show-environment"], capture_output=True, timeout=5, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return exe if probe.returncode == 0 else None
@@ -161,15 +167,23 @@ def _systemctl() -> str | None:
 
 def _run(exe: str, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
     try:
-        done = subprocess.run([exe, "--user", *args], capture_output=True, text=True,
-                              timeout=SYSTEMCTL_TIMEOUT_SECONDS, check=False)
+        done = subprocess.run(
+            [exe, "--user", *args],
+            capture_output=True,
+            text=True,
+            timeout=SYSTEMCTL_TIMEOUT_SECONDS,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
-        raise CliError(f"`systemctl --user {' '.join(args)}` did not finish in "
-                       f"{SYSTEMCTL_TIMEOUT_SECONDS:g}s") from None
+        raise CliError(
+            f"`systemctl --user {' '.join(args)}` did not finish in {SYSTEMCTL_TIMEOUT_SECONDS:g}s"
+        ) from None
     if check and done.returncode != 0:
         detail = (done.stderr or done.stdout).strip() or f"status {done.returncode}"
-        raise CliError(f"`systemctl --user {' '.join(args)}` failed: {detail}; "
-                       f"see `journalctl --user -u {SERVICE_NAME}`")
+        raise CliError(
+            f"`systemctl --user {' '.join(args)}` failed: {detail}; "
+            f"see `journalctl --user -u {SERVICE_NAME}`"
+        )
     return done
 
 
@@ -198,11 +212,17 @@ def service_group() -> None:
 
 
 @service_group.command("install", short_help="Write and enable the systemd user unit.")
-@click.option("--socket-activation", is_flag=True,
-              help="Also write voicecall.socket, so systemd owns the RPC socket and starts the "
-                   "daemon on first use.")
-@click.option("--no-start", is_flag=True,
-              help="Only write the unit files and reload systemd; do not enable or start.")
+@click.option(
+    "--socket-activation",
+    is_flag=True,
+    help="Also write voicecall.socket, so systemd owns the RPC socket and starts the "
+    "daemon on first use.",
+)
+@click.option(
+    "--no-start",
+    is_flag=True,
+    help="Only write the unit files and reload systemd; do not enable or start.",
+)
 @JSON
 @pass_ctx
 def install(obj: CliContext, socket_activation: bool, no_start: bool, as_json: bool) -> None:
@@ -232,16 +252,25 @@ def install(obj: CliContext, socket_activation: bool, no_start: bool, as_json: b
     if no_start:
         todo.append("systemctl --user enable --now " + " ".join(_units(socket_activation)))
     if as_json:
-        emit_json({"unitFiles": [str(p) for p in written], "systemctl": exe is not None,
-                   "ran": ran, "todo": todo})
+        emit_json(
+            {
+                "unitFiles": [str(p) for p in written],
+                "systemctl": exe is not None,
+                "ran": ran,
+                "todo": todo,
+            }
+        )
         return
     for path in written:
         click.echo(f"Wrote {path}")
     for line in ran:
         click.echo(f"Ran: {line}")
     if exe is None:
-        click.echo("systemctl --user is not available here (no systemd user manager); "
-                   "run these where it is:", err=True)
+        click.echo(
+            "systemctl --user is not available here (no systemd user manager); "
+            "run these where it is:",
+            err=True,
+        )
     elif todo:
         click.echo("To start it:")
     for line in todo:
@@ -255,12 +284,20 @@ def _write_units(obj: CliContext, socket_activation: bool) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     # The daemon and the socket unit must agree on the socket: pass it explicitly whenever it
     # is not the default under $XDG_RUNTIME_DIR (%t), which both find on their own.
-    socket = obj.socket_flag or (str(obj.paths.socket) if os.environ.get("VOICECALL_HOME")
-                                 else None)
+    socket = obj.socket_flag or (
+        str(obj.paths.socket) if os.environ.get("VOICECALL_HOME") else None
+    )
     service_path = folder / SERVICE_NAME
-    service_path.write_text(service_unit(voicecall_argv(), config=obj.config_flag,
-                                         socket=socket, socket_activation=socket_activation,
-                                         env=os.environ, nofile=nofile_limit(obj.paths.config)))
+    service_path.write_text(
+        service_unit(
+            voicecall_argv(),
+            config=obj.config_flag,
+            socket=socket,
+            socket_activation=socket_activation,
+            env=os.environ,
+            nofile=nofile_limit(obj.paths.config),
+        )
+    )
     written = [service_path]
     socket_path = folder / SOCKET_NAME
     if socket_activation:
@@ -302,8 +339,14 @@ def uninstall(as_json: bool) -> None:
         else:
             todo.append("systemctl --user daemon-reload")
     if as_json:
-        emit_json({"removed": [str(p) for p in present], "systemctl": exe is not None,
-                   "ran": ran, "todo": todo})
+        emit_json(
+            {
+                "removed": [str(p) for p in present],
+                "systemctl": exe is not None,
+                "ran": ran,
+                "todo": todo,
+            }
+        )
         return
     if not present:
         click.echo(f"No voicecall unit files in {folder}; nothing to remove.")
@@ -335,8 +378,7 @@ def status(as_json: bool) -> None:
         active: str | None = None
         if exe is not None and path.exists():
             active = _run(exe, ["is-active", name], check=False).stdout.strip() or "unknown"
-        units[key] = {"unit": name, "path": str(path), "installed": path.exists(),
-                      "active": active}
+        units[key] = {"unit": name, "path": str(path), "installed": path.exists(), "active": active}
     if as_json:
         emit_json({"unitDir": str(folder), "systemctl": exe is not None, **units})
         return

@@ -16,20 +16,37 @@ COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "cyan"}
 
 @click.command("smoke", short_help="Check a real provider setup, optionally with a real call.")
 @click.option("--to", required=True, metavar="E164", help="The number to call (your phone).")
-@click.option("--mode", type=click.Choice(["notify", "conversation"]), default="notify",
-              show_default=True,
-              help="notify: a short message, then hang up. conversation: also one turn of "
-                   "speech recognition (say something), then hang up.")
-@click.option("--yes", is_flag=True,
-              help="Really place the call (a real, billed call). Without it: a dry run.")
-@click.option("--timeout", type=click.FloatRange(min=10), default=180.0, show_default=True,
-              metavar="SECONDS", help="How long the call may take from dialling to its end.")
-@click.option("--json", "as_json", is_flag=True,
-              help='Print {"ok", "dryRun", "callId", "steps": [{"id", "status", "message", '
-                   '"fix"}]}.')
+@click.option(
+    "--mode",
+    type=click.Choice(["notify", "conversation"]),
+    default="notify",
+    show_default=True,
+    help="notify: a short message, then hang up. conversation: also one turn of "
+    "speech recognition (say something), then hang up.",
+)
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Really place the call (a real, billed call). Without it: a dry run.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=10),
+    default=180.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the call may take from dialling to its end.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"ok", "dryRun", "callId", "steps": [{"id", "status", "message", "fix"}]}.',
+)
 @pass_ctx
-def smoke_cmd(ctx: CliContext, to: str, mode: str, yes: bool, timeout: float,
-              as_json: bool) -> None:
+def smoke_cmd(
+    ctx: CliContext, to: str, mode: str, yes: bool, timeout: float, as_json: bool
+) -> None:
     """Check the whole path a real call takes, one line per step, and stop at the first
     failure with how to fix it.
 
@@ -55,8 +72,10 @@ def smoke_cmd(ctx: CliContext, to: str, mode: str, yes: bool, timeout: float,
         if as_json:
             return
         line = check.line()
-        click.echo(style(check.status, fg=COLOURS.get(check.status, "white"), bold=True)
-                   + line[len(check.status):])
+        click.echo(
+            style(check.status, fg=COLOURS.get(check.status, "white"), bold=True)
+            + line[len(check.status) :]
+        )
 
     run = SmokeRun(ctx.paths, to, mode, show)
     ok = True
@@ -66,15 +85,27 @@ def smoke_cmd(ctx: CliContext, to: str, mode: str, yes: bool, timeout: float,
         url = run.check_daemon(status)
         run.check_webhook(url)
         if not yes:
-            run.step(Check("call", "SKIP", f"dry run: no call placed to {to}",
-                           f"`voicecall smoke --to {to} --yes` places a real call"))
+            run.step(
+                Check(
+                    "call",
+                    "SKIP",
+                    f"dry run: no call placed to {to}",
+                    f"`voicecall smoke --to {to} --yes` places a real call",
+                )
+            )
         else:
             _call(ctx, run, timeout)
     except StepFailed:
         ok = False
     if as_json:
-        emit_json({"ok": ok, "dryRun": not yes, "callId": run.call_id,
-                   "steps": [c.to_wire() for c in run.checks]})
+        emit_json(
+            {
+                "ok": ok,
+                "dryRun": not yes,
+                "callId": run.call_id,
+                "steps": [c.to_wire() for c in run.checks],
+            }
+        )
     if not ok:
         raise SystemExit(ExitStatus.ERROR)
 

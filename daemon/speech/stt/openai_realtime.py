@@ -139,7 +139,7 @@ class OpenAiRealtimeStt:
         size = len(buffer)
         if size >= BATCH_BYTES:
             if size > MAX_BUFFERED_BYTES:
-                del buffer[:size - MAX_BUFFERED_BYTES]
+                del buffer[: size - MAX_BUFFERED_BYTES]
                 self.dropped_bytes += size - MAX_BUFFERED_BYTES
             if self._flush is not None:
                 self._flush.cancel()
@@ -151,7 +151,8 @@ class OpenAiRealtimeStt:
                     self._frames = direct_writer(ws)
                 frames = self._frames
                 if frames is not None and write_text(
-                        frames, _APPEND_PREFIX + base64.b64encode(buffer).decode("ascii") + '"}'):
+                    frames, _APPEND_PREFIX + base64.b64encode(buffer).decode("ascii") + '"}'
+                ):
                     buffer.clear()
                     self.direct_sends += 1
                     return
@@ -253,7 +254,7 @@ class OpenAiRealtimeStt:
         """Seconds before attempt ``attempt + 1``: doubling from ``backoff_base`` up to
         ``backoff_max``, each drawn from its upper half so that many calls losing the vendor
         at once do not come back in lockstep."""
-        delay = min(self.backoff_max, self.backoff_base * 2.0 ** attempt)
+        delay = min(self.backoff_max, self.backoff_base * 2.0**attempt)
         return delay * random.uniform(0.5, 1.0)  # jitter, not a secret
 
     def _outage(self, message: str, attempt: int) -> None:
@@ -261,9 +262,15 @@ class OpenAiRealtimeStt:
         logger.warning("%s attempt %d failed: %s; retrying with backoff", VENDOR, attempt, message)
         if attempt == 1:
             self.outages += 1
-            self._listener.on_error(SpeechError(
-                f"{message}; the caller is not heard until it reconnects (retrying with backoff)",
-                vendor=VENDOR, url=self.url, retrying=True))
+            self._listener.on_error(
+                SpeechError(
+                    f"{message}; the caller is not heard until it reconnects "
+                    "(retrying with backoff)",
+                    vendor=VENDOR,
+                    url=self.url,
+                    retrying=True,
+                )
+            )
 
     def _fail(self, message: str) -> None:
         logger.error("%s: %s", VENDOR, message)

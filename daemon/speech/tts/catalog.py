@@ -27,8 +27,12 @@ class TtsVendor:
 
 VENDORS: tuple[TtsVendor, ...] = (
     TtsVendor("openai", "OpenAI", "OPENAI_API_KEY", "daemon.speech.tts.factory:create_openai"),
-    TtsVendor("elevenlabs", "ElevenLabs", "ELEVENLABS_API_KEY",
-              "daemon.speech.tts.factory:create_elevenlabs"),
+    TtsVendor(
+        "elevenlabs",
+        "ElevenLabs",
+        "ELEVENLABS_API_KEY",
+        "daemon.speech.tts.factory:create_elevenlabs",
+    ),
 )
 NAMES: tuple[str, ...] = tuple(v.name for v in VENDORS)
 IGNORED: tuple[str, ...] = ("edge",)

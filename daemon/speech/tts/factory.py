@@ -40,7 +40,8 @@ def create_tts(settings: TtsSettings, session: aiohttp.ClientSession) -> TtsEngi
     if declared is not None:
         module, _, name = declared.factory.partition(":")
         build: Callable[[TtsSettings, aiohttp.ClientSession], TtsEngine] = getattr(
-            importlib.import_module(module), name)
+            importlib.import_module(module), name
+        )
         return build(settings, session)
     raise ConfigError(
         f"tts.provider: unknown TTS provider {provider!r}; expected one of "
