@@ -24,9 +24,8 @@ from typing import Any
 
 import aiohttp
 
-from daemon.errors import SpeechError
 from daemon.realtime.protocol import AUDIO_APPEND_PREFIX, audio_delta_fields
-from daemon.speech.vendor import redact
+from daemon.speech.vendor import connect_vendor_ws, redact
 from daemon.speech.wsdirect import direct_writer, write_text
 
 logger = logging.getLogger(__name__)
@@ -85,24 +84,14 @@ class RealtimeSocket:
         Raises:
             SpeechError: refused (HTTP status), unreachable or too slow; the key never appears.
         """
-        headers = {"Authorization": f"Bearer {self._api_key}"}
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                ws = await self._http.ws_connect(
-                    self.url, headers=headers, heartbeat=20, max_msg_size=16 * 1024 * 1024
-                )
-        except aiohttp.WSServerHandshakeError as exc:
-            raise SpeechError(
-                f"{VENDOR} refused the websocket at {self.url}: HTTP {exc.status}",
-                vendor=VENDOR,
-                status=exc.status,
-                url=self.url,
-            ) from None
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            reason = redact(str(exc) or type(exc).__name__, self._api_key)
-            raise SpeechError(
-                f"{VENDOR} could not connect to {self.url}: {reason}", vendor=VENDOR, url=self.url
-            ) from None
+        ws = await connect_vendor_ws(
+            self._http,
+            self.url,
+            api_key=self._api_key,
+            vendor=VENDOR,
+            connect_timeout=self.connect_timeout,
+            max_msg_size=16 * 1024 * 1024,
+        )
         if self._closing:
             await ws.close()
             return

@@ -15,6 +15,7 @@ one before it goes into a :class:`SpeechError`, which ends up in logs and RPC re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -131,3 +132,44 @@ def transport_error(vendor: str, url: str, exc: BaseException, secret: str | Non
     """Build the error for a request that failed before or while the answer arrived."""
     reason = redact(str(exc) or type(exc).__name__, secret)
     return SpeechError(f"{vendor} request to {url} failed: {reason}", vendor=vendor, url=url)
+
+
+async def connect_vendor_ws(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    api_key: str,
+    vendor: str,
+    connect_timeout: float,
+    headers: dict[str, str] | None = None,
+    max_msg_size: int = 4 * 1024 * 1024,
+    first_message: str | None = None,
+) -> aiohttp.ClientWebSocketResponse:
+    """Open a vendor's websocket with the key as a bearer token (and send `first_message`)
+    within `connect_timeout`; every failure becomes a :class:`SpeechError` that names the vendor and
+    the URL, never the key.
+
+    Raises:
+        SpeechError: refused (with the HTTP status), unreachable or too slow.
+    """
+    all_headers = {"Authorization": f"Bearer {api_key}", **(headers or {})}
+    try:
+        async with asyncio.timeout(connect_timeout):
+            ws = await session.ws_connect(
+                url, headers=all_headers, heartbeat=20, max_msg_size=max_msg_size
+            )
+            if first_message is not None:
+                await ws.send_str(first_message)
+    except aiohttp.WSServerHandshakeError as exc:
+        raise SpeechError(
+            f"{vendor} refused the websocket at {url}: HTTP {exc.status}",
+            vendor=vendor,
+            status=exc.status,
+            url=url,
+        ) from None
+    except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        reason = redact(str(exc) or type(exc).__name__, api_key)
+        raise SpeechError(
+            f"{vendor} could not connect to {url}: {reason}", vendor=vendor, url=url
+        ) from None
+    return ws

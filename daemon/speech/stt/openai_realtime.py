@@ -25,7 +25,7 @@ import aiohttp
 
 from daemon.errors import SpeechError
 from daemon.speech.stt.base import SttListener
-from daemon.speech.vendor import redact
+from daemon.speech.vendor import connect_vendor_ws, redact
 from daemon.speech.wsdirect import direct_writer, write_text
 
 logger = logging.getLogger(__name__)
@@ -181,24 +181,15 @@ class OpenAiRealtimeStt:
             await ws.close()
 
     async def _open(self) -> aiohttp.ClientWebSocketResponse:
-        headers = {"Authorization": f"Bearer {self._api_key}", "OpenAI-Beta": "realtime=v1"}
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                ws = await self._session.ws_connect(self.url, headers=headers, heartbeat=20)
-                await ws.send_str(json.dumps(self._session_update()))
-        except aiohttp.WSServerHandshakeError as exc:
-            raise SpeechError(
-                f"{VENDOR} refused the websocket at {self.url}: HTTP {exc.status}",
-                vendor=VENDOR,
-                status=exc.status,
-                url=self.url,
-            ) from None
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            reason = redact(str(exc) or type(exc).__name__, self._api_key)
-            raise SpeechError(
-                f"{VENDOR} could not connect to {self.url}: {reason}", vendor=VENDOR, url=self.url
-            ) from None
-        return ws
+        return await connect_vendor_ws(
+            self._session,
+            self.url,
+            api_key=self._api_key,
+            vendor=VENDOR,
+            connect_timeout=self.connect_timeout,
+            headers={"OpenAI-Beta": "realtime=v1"},
+            first_message=json.dumps(self._session_update()),
+        )
 
     def _session_update(self) -> dict[str, Any]:
         return {
