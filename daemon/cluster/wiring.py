@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon.cluster import forward_media, forward_rpc, forward_webhook
 from daemon.cluster.bus import ClusterBus
@@ -21,10 +21,59 @@ from daemon.rpc.server import Handler
 from daemon.store.location import StoreKind
 
 if TYPE_CHECKING:
-    from daemon.app import Daemon
+    import aiohttp
+
     from daemon.config.model import Config
+    from daemon.engine.calls import CallEngine
+    from daemon.media.server import MediaServer
     from daemon.paths import Paths
+    from daemon.store.base import Store
     from daemon.store.postgres import PostgresStore
+    from daemon.webhooks.server import WebhookServer
+
+
+class ClusterHost(Protocol):
+    """What the cluster wiring uses of the daemon (`daemon.app.Daemon` is one), and no more."""
+
+    @property
+    def config(self) -> Config:
+        """The daemon's configuration (the store kind, bind address, timeouts)."""
+
+    @property
+    def port(self) -> int:
+        """The webhook port this daemon listens on."""
+
+    @property
+    def private_port(self) -> int:
+        """A worker's own loopback port (0 for a daemon that is not a worker)."""
+
+    @property
+    def store(self) -> Store:
+        """The store (a `PostgresStore` when the cluster runs)."""
+
+    @property
+    def engine(self) -> CallEngine:
+        """The call engine: the calls it runs, adopts and releases."""
+
+    @property
+    def cluster(self) -> Cluster | None:
+        """This daemon's cluster membership, once started."""
+
+    @property
+    def webhooks(self) -> WebhookServer | None:
+        """The webhook server (its `forward` hook is set here)."""
+
+    @property
+    def forward_pass(self) -> forward_webhook.ForwardPass:
+        """The pass this daemon puts on webhooks it replays for others."""
+
+    @property
+    def http(self) -> aiohttp.ClientSession | None:
+        """The shared HTTP client (open while the daemon runs)."""
+
+    @property
+    def media_server(self) -> MediaServer | None:
+        """The media-stream endpoint (its `relay` hook is set here), when streaming is on."""
 
 
 def forward_pass() -> forward_webhook.ForwardPass:
@@ -70,11 +119,11 @@ def shared_store_identity(config: Config, paths: Paths, id_file: str = ID_FILE) 
     }
 
 
-def _shared(daemon: Daemon) -> bool:
+def _shared(daemon: ClusterHost) -> bool:
     return daemon.config.store.kind is StoreKind.POSTGRESQL
 
 
-def _local_origin(daemon: Daemon) -> str:
+def _local_origin(daemon: ClusterHost) -> str:
     """Where this daemon's own webhook port answers on this machine. A worker's is its private
     port: the shared one would hand a forwarded webhook or stream to a random sibling."""
     bind = daemon.config.serve.bind
@@ -83,7 +132,7 @@ def _local_origin(daemon: Daemon) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _deadline(daemon: Daemon) -> Any:
+def _deadline(daemon: ClusterHost) -> Any:
     def deadline(name: str, raw: dict[str, Any]) -> float:
         config = daemon.config
         wait = config.ring_timeout_seconds + forward_rpc.MARGIN_SECONDS
@@ -97,7 +146,7 @@ def _deadline(daemon: Daemon) -> Any:
     return deadline
 
 
-def rpc_methods(daemon: Daemon, methods: Mapping[str, Handler]) -> dict[str, Handler]:
+def rpc_methods(daemon: ClusterHost, methods: Mapping[str, Handler]) -> dict[str, Handler]:
     """The socket's dispatch table: the call methods go to the call's owner on a shared store."""
     if not _shared(daemon):
         return dict(methods)
@@ -106,7 +155,7 @@ def rpc_methods(daemon: Daemon, methods: Mapping[str, Handler]) -> dict[str, Han
     )
 
 
-def install_webhook_forwarding(daemon: Daemon) -> None:
+def install_webhook_forwarding(daemon: ClusterHost) -> None:
     """Send verified webhooks about other daemons' calls to them."""
     if _shared(daemon) and daemon.webhooks is not None:
         own_pass = daemon.forward_pass
@@ -115,7 +164,7 @@ def install_webhook_forwarding(daemon: Daemon) -> None:
         )
 
 
-async def start_cluster(daemon: Daemon, methods: Mapping[str, Handler]) -> Cluster | None:
+async def start_cluster(daemon: ClusterHost, methods: Mapping[str, Handler]) -> Cluster | None:
     """Join the group, when the store is shared (`methods`: the local call methods)."""
     if not _shared(daemon):
         return None  # (a SQLite daemon never imports the PostgreSQL driver)
@@ -152,7 +201,7 @@ async def start_cluster(daemon: Daemon, methods: Mapping[str, Handler]) -> Clust
 ADDRESS_ENV = "VOICECALL_CLUSTER_ADDRESS"
 
 
-def advertised_address(daemon: Daemon) -> str:
+def advertised_address(daemon: ClusterHost) -> str:
     """host:port where the other daemons reach this daemon's webhook port (media streams):
     `VOICECALL_CLUSTER_ADDRESS`, else this machine's loopback or `serve.bind` (right for
     daemons on one machine; set it when they run on several). A worker advertises its private

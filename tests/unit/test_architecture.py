@@ -110,3 +110,17 @@ def test_every_call_state_change_goes_through_the_transition_table() -> None:
     }
     assert list(writes) == ["daemon/model/record.py"], writes
     assert len(writes["daemon/model/record.py"]) == 1
+
+
+def test_parts_the_app_wires_never_import_the_app() -> None:
+    """`daemon.app` builds the parts; each part is typed against a narrow host protocol
+    (`RpcHost`, `MediaHost`, `WebhookHost`, `ReloadHost`, `ClusterHost`), never the `Daemon`.
+    Only process entry points (`__main__.py`) build one."""
+    bad = [
+        f"{path.relative_to(ROOT)}: {m}"
+        for path in _modules("daemon")
+        if path.name not in ("app.py", "__main__.py")
+        for m in _imports(path)
+        if m == "daemon.app"
+    ]
+    assert bad == []
