@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,6 +22,11 @@ port = 0
 answer_delay_ms = 30
 """
 """The default bench daemon: mock provider, any free webhook port, fast answers."""
+
+
+def longer_than(items: Sized, count: int) -> Callable[[], bool]:
+    """A `wait_for` predicate: `items` has grown past `count` (bound now, not at call time)."""
+    return lambda: len(items) > count
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -31,8 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _support import percentile
-from bench_daemon_streams import uptime
+from _procs import uptime
+from _support import longer_than, percentile
 from bench_turn import CALLER, FROM, TimedOpenAI, _config
 
 from tests.fakes._server import sine_pcm16
@@ -70,14 +70,14 @@ async def _run(turns: int) -> dict[str, Any]:
                 await fake.transcript_completed(
                     f"When do you open, question {turn}?", item_id=f"item_{turn}"
                 )
-                await sim.wait_for(lambda n=frames: len(stream.frames) > n, timeout=10)
+                await sim.wait_for(longer_than(stream.frames, frames), timeout=10)
                 at = stream.frames[frames].at
                 first.append((at - started) * 1000)
                 own.append((at - fake.chat_at[chats] - 0.3) * 1000)
-                await fake.wait_for(lambda n=finished: len(fake.chat_finished) > n, timeout=10)
+                await fake.wait_for(longer_than(fake.chat_finished, finished), timeout=10)
                 done.append((fake.chat_finished[finished] - started) * 1000)
                 # both sentences played and their marks came back: the reply is settled
-                await sim.wait_for(lambda n=echoed: len(stream.echoed) >= n + 2, timeout=10)
+                await sim.wait_for(longer_than(stream.echoed, echoed + 1), timeout=10)
         except BaseException:
             print(daemon.log_text()[-6000:], file=sys.stderr)
             raise

@@ -41,7 +41,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _support import percentile
+from _support import longer_than, percentile
 
 from tests.fakes._server import sine_pcm16
 from tests.fakes.openai import API_KEY, TTS_RATE, FakeOpenAI
@@ -60,7 +60,7 @@ class TimedOpenAI(FakeOpenAI):
         self.chat_at: list[float] = []
         self.tts_at: list[float] = []
 
-    async def _chat(self, request: web.Request) -> web.Response:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.chat_at.append(time.monotonic())
         return await super()._chat(request)
 
@@ -129,7 +129,7 @@ async def _run(turns: int) -> dict[str, Any]:
                 chats, speeches = len(fake.chat_at), len(fake.tts_at)
                 started = time.monotonic()
                 await fake.transcript_completed(f"Question number {turn}?", item_id=f"item_{turn}")
-                await sim.wait_for(lambda n=frames: len(stream.frames) > n, timeout=10)
+                await sim.wait_for(longer_than(stream.frames, frames), timeout=10)
                 first = stream.frames[frames].at
                 latencies.append((first - started) * 1000)
                 if len(fake.chat_at) > chats and len(fake.tts_at) > speeches:
@@ -138,7 +138,7 @@ async def _run(turns: int) -> dict[str, Any]:
                         ((chat - started) * 1000, (tts - chat) * 1000, (first - tts) * 1000)
                     )
                 # the reply played out and its mark came back: the utterance is settled
-                await sim.wait_for(lambda n=echoed: len(stream.echoed) > n, timeout=10)
+                await sim.wait_for(longer_than(stream.echoed, echoed), timeout=10)
                 await asyncio.sleep(0.02)
         except BaseException:
             print(daemon.log_text()[-6000:], file=sys.stderr)

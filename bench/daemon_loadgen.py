@@ -144,7 +144,10 @@ class LoadGen:
         )
         try:
             await self.loop.create_connection(
-                lambda: stream, parts.hostname, parts.port or 80, local_addr=(source, 0)
+                lambda: stream,
+                parts.hostname or "127.0.0.1",
+                parts.port or 80,
+                local_addr=(source, 0),
             )
             await asyncio.wait_for(stream.upgraded, 30)
         except (OSError, ConnectionError, TimeoutError):
