@@ -77,8 +77,9 @@ api_key = "{API_KEY}"
     )
 
 
-def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
-    """One level: fake, daemon, generator; ramp, warm-up, window; every process's report."""
+def run_level(n: int, args: argparse.Namespace, log: IO[str], *, relay: bool) -> dict[str, Any]:
+    """One level: fake, daemon (or, ``relay``, the trivial relay in its place), generator;
+    ramp, warm-up, window; every process's report."""
     home = Path(tempfile.mkdtemp(prefix="vcr-", dir="/tmp"))
     procs: list[subprocess.Popen[Any]] = []
     try:
@@ -93,10 +94,34 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         prioritise(fake, args.nice)
         procs.append(fake)
         port = json.loads(expect(fake, "READY ", 30))["port"]
-        (home / "config.toml").write_text(daemon_config(f"http://127.0.0.1:{port}", n))
-        daemon = start_daemon(home, core=args.daemon_core, nice=args.nice, log_level=args.log_level)
-        procs.append(daemon)
-        status = daemon_status(home, daemon, 30)
+        if relay:
+            daemon = subprocess.Popen(
+                pinned(
+                    args.daemon_core,
+                    [
+                        sys.executable,
+                        str(HERE / "realtime_relay.py"),
+                        "--vendor",
+                        f"ws://127.0.0.1:{port}/v1/realtime",
+                    ],
+                ),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                start_new_session=True,
+            )
+            prioritise(daemon, args.nice)
+            procs.append(daemon)
+            relay_port = json.loads(expect(daemon, "READY ", 30))["port"]
+            status = {"webhookUrl": f"http://127.0.0.1:{relay_port}/webhook"}
+        else:
+            (home / "config.toml").write_text(daemon_config(f"http://127.0.0.1:{port}", n))
+            daemon = start_daemon(
+                home, core=args.daemon_core, nice=args.nice, log_level=args.log_level
+            )
+            procs.append(daemon)
+            status = daemon_status(home, daemon, 30)
         time.sleep(1.0)
         idle_rss = rss_kib(daemon.pid)
         gen = subprocess.Popen(
@@ -147,13 +172,15 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         vendor = json.loads(expect(fake, "REPORT ", 30))
         command(gen, "report")
         report = json.loads(expect(gen, "REPORT ", 60))
-        log_text = (home / "daemon.log").read_text(errors="replace")
+        log_path = home / "daemon.log"
+        log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
     finally:
         stop_all(procs)
         shutil.rmtree(home, ignore_errors=True)
     frames = vendor["inbound_frames"] + report["outbound_frames"]
     return {
         "n": n,
+        "target": "relay" if relay else "daemon",
         "ramp": ramped,
         "gen": report,
         "vendor": vendor,
@@ -176,19 +203,35 @@ def summary(r: dict[str, Any]) -> str:
     flags = " INVALID (load generator lagged)" if g["lagging"] else ""
     if r["daemon_runqueue_wait_pct"] > STARVED_PCT:
         flags += " STARVED (the daemon waited for its core: machine busy)"
+    who = "daemon" if r["target"] == "daemon" else "relay (floor)"
     return (
-        f"realtime n={r['n']} calls={g['streams']} | caller->vendor "
+        f"realtime {who} n={r['n']} calls={g['streams']} | caller->vendor "
         f"p50={v['inbound_p50_ms']:.2f}ms p99={v['inbound_p99_ms']:.2f}ms "
         f"max={v['inbound_max_ms']:.1f}ms (frames={v['inbound_frames']}) | vendor->caller "
         f"p50={g['outbound_p50_ms']:.2f}ms p99={g['outbound_p99_ms']:.2f}ms "
         f"max={g['outbound_max_ms']:.1f}ms (frames={g['outbound_frames']}) | "
         f"silent streams={g['silent']} closed={g['closed']} | "
-        f"daemon cpu={r['daemon_cpu']:.0f}% ({r['us_per_frame']:.0f}us/frame) "
+        f"{r['target']} cpu={r['daemon_cpu']:.0f}% ({r['us_per_frame']:.0f}us/frame) "
         f"waited={r['daemon_runqueue_wait_pct']:.0f}% "
         f"rss/call={r['rss_per_call_mib']:.2f}MiB | fake cpu={r['fake_cpu']:.0f}% "
         f"(tick p99 late {v['tick_late_p99_ms']:.1f}ms) gen cpu={r['gen_cpu']:.0f}% "
         f"(tick p99 late {g['tick_late_p99_ms']:.1f}ms) | failures={g['failures'] or '-'} "
         f"log errors={r['log_errors']} | {r['machine']} (mid-window){flags}"
+    )
+
+
+def added(daemon: dict[str, Any], relay: dict[str, Any]) -> str:
+    """The toolkit's added latency: the daemon's figures minus the relay's (the floor), each
+    percentile on its own (a difference of percentiles, not a percentile of differences)."""
+    d_in, r_in = daemon["vendor"], relay["vendor"]
+    d_out, r_out = daemon["gen"], relay["gen"]
+    return (
+        f"realtime added (daemon - floor) n={daemon['n']} | caller->vendor "
+        f"p50={d_in['inbound_p50_ms'] - r_in['inbound_p50_ms']:+.2f}ms "
+        f"p99={d_in['inbound_p99_ms'] - r_in['inbound_p99_ms']:+.2f}ms | vendor->caller "
+        f"p50={d_out['outbound_p50_ms'] - r_out['outbound_p50_ms']:+.2f}ms "
+        f"p99={d_out['outbound_p99_ms'] - r_out['outbound_p99_ms']:+.2f}ms | cpu per frame "
+        f"{daemon['us_per_frame']:.0f} us (daemon) vs {relay['us_per_frame']:.0f} us (relay)"
     )
 
 
@@ -204,6 +247,12 @@ def main() -> None:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log", default=os.devnull, help="fake/generator stderr")
     parser.add_argument("--json", action="store_true", help="also print the raw figures")
+    parser.add_argument(
+        "--against",
+        default="daemon,relay",
+        help="what stands between the generator and the fake, in order: daemon (the real "
+        "one) and/or relay (bench/realtime_relay.py, a trivial pass-through: the floor)",
+    )
     parser.add_argument(
         "--nice",
         type=int,
@@ -221,12 +270,20 @@ def main() -> None:
         f"nice {args.nice}",
         flush=True,
     )
+    targets = [t.strip() for t in args.against.split(",") if t.strip()]
+    if not targets or set(targets) - {"daemon", "relay"}:
+        parser.error("--against takes daemon and/or relay")
     with open(args.log, "a") as log:
         for n in (int(x) for x in args.n.split(",")):
-            result = run_level(n, args, log)
-            print(summary(result), flush=True)
-            if args.json:
-                print(json.dumps(result), flush=True)
+            results: dict[str, dict[str, Any]] = {}
+            for target in targets:
+                result = run_level(n, args, log, relay=target == "relay")
+                results[target] = result
+                print(summary(result), flush=True)
+                if args.json:
+                    print(json.dumps(result), flush=True)
+            if len(results) == 2:
+                print(added(results["daemon"], results["relay"]), flush=True)
     print(f"# {uptime()} (after)", flush=True)
 
 
