@@ -26,7 +26,13 @@ import aiohttp
 
 from daemon.realtime.protocol import AUDIO_APPEND_PREFIX, audio_delta_fields
 from daemon.speech.vendor import connect_vendor_ws, redact
-from daemon.speech.wsdirect import direct_writer, write_text
+from daemon.speech.wsdirect import (
+    attach_reader,
+    detach_reader,
+    direct_reading,
+    direct_writer,
+    write_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +40,7 @@ VENDOR = "OpenAI Realtime"
 MAX_BUFFERED_BYTES = 16000
 """Caller audio kept while the writer catches up (2 s); older audio is dropped."""
 CONNECT_TIMEOUT_SECONDS = 10.0
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class RealtimeSocket:
@@ -84,14 +91,15 @@ class RealtimeSocket:
         Raises:
             SpeechError: refused (HTTP status), unreachable or too slow; the key never appears.
         """
-        ws = await connect_vendor_ws(
-            self._http,
-            self.url,
-            api_key=self._api_key,
-            vendor=VENDOR,
-            connect_timeout=self.connect_timeout,
-            max_msg_size=16 * 1024 * 1024,
-        )
+        with direct_reading(MAX_MESSAGE_BYTES):
+            ws = await connect_vendor_ws(
+                self._http,
+                self.url,
+                api_key=self._api_key,
+                vendor=VENDOR,
+                connect_timeout=self.connect_timeout,
+                max_msg_size=MAX_MESSAGE_BYTES,
+            )
         if self._closing:
             await ws.close()
             return
@@ -137,6 +145,8 @@ class RealtimeSocket:
         """Stop both tasks and close the socket; idempotent, never reports a loss."""
         self._closing = True
         self._frames = None
+        if self._ws is not None:
+            detach_reader(self._ws)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -178,27 +188,42 @@ class RealtimeSocket:
             except Exception:
                 logger.exception("%s: handling a %s event failed", VENDOR, event.get("type"))
 
+    def _deliver(self, data: str) -> None:
+        """One text message of the model's, from the reader task or straight from the
+        socket's parser (:func:`~daemon.speech.wsdirect.attach_reader`)."""
+        if self._closing:
+            return
+        on_audio = self._on_audio
+        if on_audio is not None:
+            fields = audio_delta_fields(data)
+            if fields is not None:
+                try:
+                    on_audio(*fields)
+                except Exception:
+                    logger.exception("%s: handling an audio delta failed", VENDOR)
+                return
+        self._on_text(data)
+
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Drains what arrived before the direct path could be attached, then waits for
+        the close (and answers pings); text reaches ``_deliver`` without this task once
+        attached."""
         reason = "the connection closed"
+        deliver = self._deliver
+        direct = attach_reader(ws, deliver)
         try:
-            on_audio = self._on_audio
             async for message in ws:
                 if message.type is aiohttp.WSMsgType.TEXT:
-                    if on_audio is not None:
-                        fields = audio_delta_fields(message.data)
-                        if fields is not None:
-                            try:
-                                on_audio(*fields)
-                            except Exception:
-                                logger.exception("%s: handling an audio delta failed", VENDOR)
-                            continue
-                    self._on_text(message.data)
+                    deliver(message.data)
+                    if not direct:
+                        direct = attach_reader(ws, deliver)
                 elif message.type is aiohttp.WSMsgType.ERROR:
                     reason = f"the connection failed ({ws.exception()})"
             if ws.close_code is not None:
                 reason = f"the connection closed (code {ws.close_code})"
         except (aiohttp.ClientError, ConnectionError) as exc:
             reason = f"the connection failed ({type(exc).__name__})"
+        detach_reader(ws)
         if not self._closing:
             self._closing = True
             self._on_lost(redact(reason, self._api_key))

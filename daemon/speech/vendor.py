@@ -22,6 +22,7 @@ import re
 import aiohttp
 
 from daemon.errors import SpeechError
+from daemon.speech.wsdirect import DirectClientWebSocketResponse
 
 CONNECTIONS_PER_CALL = 3
 """A streamed call holds its STT socket and may have a TTS and a chat request open at once."""
@@ -55,7 +56,11 @@ def open_vendor_session(max_concurrent_calls: int, max_streams: int) -> aiohttp.
     """
     limit = vendor_connection_limit(max_concurrent_calls, max_streams)
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0)
-    return aiohttp.ClientSession(connector=connector, read_bufsize=READ_BUFFER_BYTES)
+    return aiohttp.ClientSession(
+        connector=connector,
+        read_bufsize=READ_BUFFER_BYTES,
+        ws_response_class=DirectClientWebSocketResponse,  # aiohttp's own unless asked for
+    )
 
 
 def widen_vendor_session(
