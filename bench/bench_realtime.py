@@ -94,8 +94,9 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, relay: bool) ->
         prioritise(fake, args.nice)
         procs.append(fake)
         port = json.loads(expect(fake, "READY ", 30))["port"]
+        daemon: subprocess.Popen[Any]
         if relay:
-            daemon = subprocess.Popen(
+            relay_proc = subprocess.Popen(
                 pinned(
                     args.daemon_core,
                     [
@@ -111,17 +112,19 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, relay: bool) ->
                 text=True,
                 start_new_session=True,
             )
-            prioritise(daemon, args.nice)
-            procs.append(daemon)
-            relay_port = json.loads(expect(daemon, "READY ", 30))["port"]
+            prioritise(relay_proc, args.nice)
+            procs.append(relay_proc)
+            daemon = relay_proc
+            relay_port = json.loads(expect(relay_proc, "READY ", 30))["port"]
             status = {"webhookUrl": f"http://127.0.0.1:{relay_port}/webhook"}
         else:
             (home / "config.toml").write_text(daemon_config(f"http://127.0.0.1:{port}", n))
-            daemon = start_daemon(
+            real = start_daemon(
                 home, core=args.daemon_core, nice=args.nice, log_level=args.log_level
             )
-            procs.append(daemon)
-            status = daemon_status(home, daemon, 30)
+            procs.append(real)
+            daemon = real
+            status = daemon_status(home, real, 30)
         time.sleep(1.0)
         idle_rss = rss_kib(daemon.pid)
         gen = subprocess.Popen(
