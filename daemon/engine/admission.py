@@ -19,7 +19,7 @@ from daemon.errors import ConfigError, InvalidParamsError, StoreError, Voicecall
 from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.model.record import CallRecord
 from daemon.model.state import CallState
-from daemon.providers.base import DialRequest
+from daemon.providers.base import DialRequest, ReplyDraft
 
 logger = logging.getLogger("daemon.engine.calls")  # one logger name for every engine section
 
@@ -148,7 +148,7 @@ class Admission(EngineCore):
                 # Meanwhile it must not hold a slot here.
                 self._forget(live)
 
-    async def _inbound(self, event: ProviderEvent) -> None:
+    async def _inbound(self, event: ProviderEvent, reply: ReplyDraft | None = None) -> None:
         accepted, reason = admits(
             self.config.inbound_policy, event.from_number, self.config.allow_from
         )
@@ -192,19 +192,20 @@ class Admission(EngineCore):
         self._publish(stored)
         if not accepted:
             logger.info("inbound call %s rejected: %s", record.call_id, reason)
-            await self._reject(live)
+            await self._reject(live, reply)
             return
         live.initial_message = greeting(self.config, number)
         await self.provider.answer(record)
         if event.type is EventType.ANSWERED:
-            await self._apply_one(event)
+            await self._apply_one(event, reply)
 
-    async def _reject(self, live: LiveCall) -> None:
-        """End a refused inbound call, then hang it up once at the provider."""
+    async def _reject(self, live: LiveCall, reply: ReplyDraft | None = None) -> None:
+        """End a refused inbound call, then hang it up once at the provider (in `reply`, the
+        answer to the offer, when the provider can)."""
         try:
             async with live.lock:
                 await self._finish_locked(live, CallState.HANGUP_BOT)
         except StoreError:
             live.rejection_lost = True  # the provider's retry of the offer rejects it
             raise
-        await self.provider.reject(live.record)
+        await self.provider.reject(live.record, reply=reply)

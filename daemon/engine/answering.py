@@ -13,6 +13,7 @@ from daemon.errors import StoreError, VoicecallError
 from daemon.model.events import CallMode, Direction, EventType, MachineResult, ProviderEvent
 from daemon.model.record import CallRecord, TranscriptEntry, utc_now
 from daemon.model.state import CallState
+from daemon.providers.base import ReplyDraft
 from daemon.providers.machine import decision_seconds
 
 logger = logging.getLogger("daemon.engine.calls")  # one logger name for every engine section
@@ -21,8 +22,9 @@ logger = logging.getLogger("daemon.engine.calls")  # one logger name for every e
 class Answering(EngineCore):
     """The answered call: opening line and machine detection."""
 
-    async def _answered_then_settle(self, live: LiveCall) -> None:
-        """Speak the opening line, then release operations that waited for the answer.
+    async def _answered_then_settle(self, live: LiveCall, reply: ReplyDraft | None) -> None:
+        """Speak the opening line (into `reply`, the answer to the webhook that reported the
+        answer, when the provider can), then release operations that waited for the answer.
 
         With machine detection the opening line waits for the verdict, in the background: the
         webhook that reported the answer must not be held that long.
@@ -31,7 +33,7 @@ class Answering(EngineCore):
             self.spawn(self._machine_hold(live), f"machine-{live.record.call_id}")
             return
         try:
-            await self._on_answered(live)
+            await self._on_answered(live, reply)
         except StoreError:
             live.opening_lost = True
             raise
@@ -58,7 +60,7 @@ class Answering(EngineCore):
             action = amd.late_action(report.result, record.mode, self.config.machine_detection)
             if action is amd.MachineAction.HANGUP:
                 watch.voicemail = True
-                return lambda: self._end_as_voicemail(live)
+                return lambda reply: self._end_as_voicemail(live, reply)
         return None
 
     async def _machine_hold(self, live: LiveCall) -> None:
@@ -105,9 +107,9 @@ class Answering(EngineCore):
     def _hold_seconds(self) -> float:
         return amd.hold_seconds(decision_seconds(self.provider.name, self.config.machine_detection))
 
-    async def _end_as_voicemail(self, live: LiveCall) -> None:
+    async def _end_as_voicemail(self, live: LiveCall, reply: ReplyDraft | None = None) -> None:
         try:
-            await self.provider.hangup(live.record)
+            await self.provider.hangup(live.record, reply=reply)
         except VoicecallError as exc:
             logger.warning("call %s: hang-up failed: %s", live.record.call_id, exc.message)
         await self._finish(live, CallState.VOICEMAIL)
@@ -115,17 +117,20 @@ class Answering(EngineCore):
     def _opening(self, live: LiveCall) -> str:
         return live.initial_message or str(live.record.metadata.get("initialMessage") or "")
 
-    async def _on_answered(self, live: LiveCall) -> None:
+    async def _on_answered(self, live: LiveCall, reply: ReplyDraft | None = None) -> None:
         record = live.record
         message = self._opening(live)
         if record.direction is Direction.INBOUND:
-            await self._say(live, message or self.config.inbound_greeting, self._new_turn(live))
+            greeting = message or self.config.inbound_greeting
+            await self._say(live, greeting, self._new_turn(live), reply)
         elif record.mode is CallMode.NOTIFY:
-            await self._speak_then_hang_up(live, message)
+            await self._speak_then_hang_up(live, message, reply)
         elif message:
-            await self._say(live, message, None)
+            await self._say(live, message, None, reply)
 
-    async def _speak_then_hang_up(self, live: LiveCall, message: str) -> None:
+    async def _speak_then_hang_up(
+        self, live: LiveCall, message: str, reply: ReplyDraft | None = None
+    ) -> None:
         """Say `message`, hang up `notify_hangup_delay_seconds` after it has played."""
         record = live.record
 
@@ -138,5 +143,5 @@ class Answering(EngineCore):
                 return
             await self._commit(live, speaking, EventType.SPEAKING, {"text": message})
         await self.provider.play_and_hangup(
-            record, message, float(self.config.outbound.notify_hangup_delay_seconds)
+            record, message, float(self.config.outbound.notify_hangup_delay_seconds), reply=reply
         )

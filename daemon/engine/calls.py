@@ -17,8 +17,9 @@ auto-responder) and `lifecycle` (restore and reconcile at start, stop, timer end
 dispatches provider events to them through one handler per event type.
 
 Locking: each live call has a lock held only while its record is mutated and persisted. Follow-up
-actions (speaking a greeting, hanging up) run after the lock is released, in the same task, so a
-provider can fold them into the webhook reply it is rendering.
+actions (speaking a greeting, hanging up) run after the lock is released, in the same task, and
+are given the `ReplyDraft` the provider passed in with the events: a provider can fold them into
+the webhook answer it is rendering (Twilio TwiML, Plivo XML). Nothing else carries that draft.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from daemon.errors import StoreError, VoicecallError
 from daemon.model.events import Direction, EventType, ProviderEvent
 from daemon.model.record import CallRecord, utc_now
 from daemon.model.state import CallState, can_transition
-from daemon.providers.base import Provider
+from daemon.providers.base import Provider, ReplyDraft
 from daemon.store.base import Store
 
 if TYPE_CHECKING:
@@ -80,11 +81,12 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
         """What each provider event type does to a live call (INITIATED, SPEAKING and TOOL
         have no handler: a known call's repeated offer, and the engine's own events)."""
 
-    async def apply(self, events: Sequence[ProviderEvent]) -> None:
-        """The provider's event sink: store, apply and publish each event in order."""
+    async def apply(self, events: Sequence[ProviderEvent], reply: ReplyDraft | None = None) -> None:
+        """The provider's event sink: store, apply and publish each event in order; `reply`,
+        the draft of the answer to the webhook the events came in, goes to the follow-ups."""
         for event in events:
             try:
-                await self._apply_one(event)
+                await self._apply_one(event, reply)
             except StoreError:
                 raise  # not durable, so not done: the webhook answers 503 and is retried
             except VoicecallError as exc:
@@ -95,7 +97,7 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
                     exc.message,
                 )
 
-    async def _apply_one(self, event: ProviderEvent) -> None:
+    async def _apply_one(self, event: ProviderEvent, reply: ReplyDraft | None = None) -> None:
         live = None
         if event.call_id:
             live = self._live.get(event.call_id)
@@ -115,14 +117,14 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
                 self._offering[pid] = asyncio.get_running_loop().create_future()
                 try:
                     if await self.store.find_by_provider_id(pid) is None:
-                        await self._inbound(event)
+                        await self._inbound(event, reply)
                 finally:
                     self._offering.pop(pid).set_result(None)
                 return
             if pid in self._offering:
                 await asyncio.shield(self._offering[pid])
                 if self._find_live(pid) is not None:
-                    await self._apply_one(event)
+                    await self._apply_one(event, reply)
                 return
             else:
                 logger.debug(
@@ -138,7 +140,7 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
             await self._rekey(live, event.provider_call_id)
             followup = await self._apply_locked(live, event)
         if followup is not None:
-            await followup()
+            await followup(reply)
 
     async def _rekey(self, live: LiveCall, provider_call_id: str) -> None:
         old = live.record.provider_call_id
@@ -164,7 +166,7 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
             # Refused and stored, but its end was not (a store fault): the retried offer
             # finishes the rejection.
             live.rejection_lost = False
-            return lambda: self._reject(live)
+            return lambda reply: self._reject(live, reply)
         handler = self._handlers.get(event.type)
         return None if handler is None else await handler(live, event)
 
@@ -189,12 +191,12 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
             if not await self._commit(live, answered, event.type, dedupe_key=event.dedupe_key):
                 return None  # a retried delivery
             self.timers.arm_max_duration(live, float(self.config.max_duration_seconds))
-            return lambda: self._answered_then_settle(live)
+            return lambda reply: self._answered_then_settle(live, reply)
         if live.opening_lost:
             # The answer was stored but its opening line was not (a store fault): the
             # provider's retry of that delivery says it now (SPEC 6: the retry is processed).
             live.opening_lost = False
-            return lambda: self._answered_then_settle(live)
+            return lambda reply: self._answered_then_settle(live, reply)
         return None
 
     async def _on_active(self, live: LiveCall, event: ProviderEvent) -> Followup:

@@ -27,7 +27,7 @@ from daemon.errors import (
 from daemon.model.events import CallEvent, EventType, ProviderEvent
 from daemon.model.record import CallRecord, TranscriptEntry, utc_now
 from daemon.model.state import CallState
-from daemon.providers.base import Provider
+from daemon.providers.base import Provider, ReplyDraft
 from daemon.store.base import Store
 from daemon.tasks import TaskSet
 
@@ -55,8 +55,9 @@ DTMF_ENTRY_GAP_SECONDS = 2.0
 """Keys reported one at a time end an entry after this long without another key."""
 
 Subscriber = Callable[[CallEvent], None]
-Followup = Callable[[], Awaitable[None]] | None
-"""What to do after an event is applied, once the call's lock is released."""
+Followup = Callable[[ReplyDraft | None], Awaitable[None]] | None
+"""What to do after an event is applied, once the call's lock is released; it is given the
+draft of the webhook answer the event came with (None outside one), for the provider actions."""
 
 
 class Responder(Protocol):
@@ -239,7 +240,13 @@ class EngineCore:
         live.turn_token = secrets.token_urlsafe(12)
         return live.turn_token
 
-    async def _say(self, live: LiveCall, text: str, turn_token: str | None) -> None:
+    async def _say(
+        self,
+        live: LiveCall,
+        text: str,
+        turn_token: str | None,
+        reply: ReplyDraft | None = None,
+    ) -> None:
         text = speakable(text)
         if not text:
             raise InvalidParamsError("message is empty; say what to say")
@@ -252,7 +259,7 @@ class EngineCore:
             if live.record.is_ended:
                 raise CallError(f"call {live.record.call_id} has ended")
             await self._commit(live, change, EventType.SPEAKING, {"text": text})
-        await self.provider.speak(live.record, text, turn_token=turn_token)
+        await self.provider.speak(live.record, text, turn_token=turn_token, reply=reply)
 
     async def _finish_locked(
         self, live: LiveCall, state: CallState, *, dedupe_key: str | None = None
@@ -296,7 +303,7 @@ class EngineCore:
 
     # Hooks one section calls and another defines (CallEngine's bases); never called here.
 
-    async def _apply_one(self, event: ProviderEvent) -> None:
+    async def _apply_one(self, event: ProviderEvent, reply: ReplyDraft | None = None) -> None:
         raise NotImplementedError  # daemon.engine.calls
 
     async def _fail_dial(self, live: LiveCall, reason: str) -> None:

@@ -7,7 +7,7 @@ live in `daemon.webhooks`; a provider only verifies, parses and answers.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -21,8 +21,30 @@ if TYPE_CHECKING:
     from daemon.config.model import Config, MachineDetectionConfig
     from daemon.providers.streaming import MediaHubLike
 
-EventSink = Callable[[Sequence[ProviderEvent]], Awaitable[None]]
-"""How a provider hands events to the engine; returns once they are stored and applied."""
+
+class ReplyDraft(Protocol):
+    """The answer a provider is building for the webhook it is handling right now (Twilio
+    TwiML, Plivo XML), into which the engine's actions for that delivery can be folded.
+
+    The provider makes one per webhook and passes it to the :class:`EventSink` with that
+    webhook's events; the engine hands it back, unopened, to each action it takes for them in
+    the same task (`speak`, `play_and_hangup`, `hangup`, `reject`). A provider folds an action
+    into the draft it made when `serves` holds, and sends anything else by REST. The draft is
+    closed once the sink returns. Nothing else carries it: no context variable, no global.
+    """
+
+    def serves(self, call: CallRecord) -> bool:
+        """Whether an action on `call` still belongs in this answer."""
+
+
+class EventSink(Protocol):
+    """How a provider hands events to the engine; returns once they are stored and applied
+    (and the follow-ups taken, with `reply` passed to them)."""
+
+    def __call__(
+        self, events: Sequence[ProviderEvent], reply: ReplyDraft | None = None
+    ) -> Awaitable[None]:
+        """Store, apply and publish `events` in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +153,26 @@ class Provider(Protocol):
     async def place_call(self, request: DialRequest) -> str:
         """Dial; return the provider's call id. Raise ProviderError on refusal."""
 
-    async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
-        """Notify mode: speak `text`, wait `delay_seconds` after playback ends, hang up."""
+    async def play_and_hangup(
+        self,
+        call: CallRecord,
+        text: str,
+        delay_seconds: float,
+        *,
+        reply: ReplyDraft | None = None,
+    ) -> None:
+        """Notify mode: speak `text`, wait `delay_seconds` after playback ends, hang up.
 
-    async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
+        `reply` (here and below): the draft of the webhook answer being handled, if any."""
+
+    async def speak(
+        self,
+        call: CallRecord,
+        text: str,
+        *,
+        turn_token: str | None,
+        reply: ReplyDraft | None = None,
+    ) -> None:
         """Speak `text`; with a turn token, listen afterwards and tag transcripts with it."""
 
     async def send_dtmf(self, call: CallRecord, digits: str) -> None:
@@ -143,10 +181,10 @@ class Provider(Protocol):
     async def answer(self, call: CallRecord) -> None:
         """Accept an inbound call the policy admitted."""
 
-    async def reject(self, call: CallRecord) -> None:
+    async def reject(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
         """Refuse an inbound call the policy rejected (hang it up once)."""
 
-    async def hangup(self, call: CallRecord) -> None:
+    async def hangup(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
         """Hang up; a call already ended at the provider is not an error."""
 
     async def fetch_status(self, call: CallRecord) -> RemoteStatus:

@@ -25,6 +25,7 @@ from daemon.providers.base import (
     DialRequest,
     RemoteState,
     RemoteStatus,
+    ReplyDraft,
     WebhookRequest,
 )
 from daemon.providers.bound import BoundProvider
@@ -143,7 +144,14 @@ class MockProvider(BoundProvider):
                 ],
             )
 
-    async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
+    async def play_and_hangup(
+        self,
+        call: CallRecord,
+        text: str,
+        delay_seconds: float,
+        *,
+        reply: ReplyDraft | None = None,
+    ) -> None:
         """Playback is instant; hang up `delay_seconds` later."""
         pid = self._pid(call)
         self._later(
@@ -155,13 +163,20 @@ class MockProvider(BoundProvider):
             ],
         )
 
-    async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
+    async def speak(
+        self,
+        call: CallRecord,
+        text: str,
+        *,
+        turn_token: str | None,
+        reply: ReplyDraft | None = None,
+    ) -> None:
         """Instant playback; with a turn token the caller answers with the next reply."""
         if turn_token is None:
             return
         pid = self._pid(call)
-        reply = self._next_reply(pid)
-        if reply is not None:
+        caller_says = self._next_reply(pid)
+        if caller_says is not None:
             self._later(
                 0,
                 [
@@ -169,7 +184,7 @@ class MockProvider(BoundProvider):
                         EventType.SPEECH,
                         pid,
                         call_id=call.call_id,
-                        transcript=reply,
+                        transcript=caller_says,
                         is_final=True,
                         confidence=1.0,
                         turn_token=turn_token,
@@ -204,11 +219,11 @@ class MockProvider(BoundProvider):
             ],
         )
 
-    async def reject(self, call: CallRecord) -> None:
+    async def reject(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
         """Hang up a rejected inbound call."""
         self._ended.add(self._pid(call))
 
-    async def hangup(self, call: CallRecord) -> None:
+    async def hangup(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
         """Forget the call."""
         self._ended.add(self._pid(call))
 

@@ -14,7 +14,9 @@ Call flow:
   (`POST /Call/{uuid}/ legs=aleg aleg_url=...`) to speak or listen later;
 - when the engine speaks *while* we handle a Plivo request for that call (the greeting of an
   answered call, a notify message), the XML goes straight into that request's answer instead of
-  a transfer: one HTTP round trip less, and no race between our answer and a transfer;
+  a transfer: one HTTP round trip less, and no race between our answer and a transfer. The
+  request's `PendingXml` goes to the engine's sink with its events and comes back as the `reply`
+  argument of `speak`, `play_and_hangup` and `reject`;
 - hang-up is `DELETE /Call/{uuid}/`, or `DELETE /Request/{uuid}/` while only the request is
   known; 404 means it is already over.
 
@@ -35,7 +37,6 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ from daemon.providers.base import (
     ProviderContext,
     RemoteState,
     RemoteStatus,
+    ReplyDraft,
     WebhookRequest,
 )
 from daemon.providers.bound import BoundProvider
@@ -101,8 +103,9 @@ STREAM_WAIT_SECONDS = 10.0
 
 
 @dataclass(slots=True)
-class _PendingReply:
-    """The XML answer of the Plivo request being handled, open while its events apply."""
+class PendingXml:
+    """The XML answer of the Plivo request being handled, open while its events apply (the
+    `ReplyDraft` this provider hands the engine's sink)."""
 
     call_uuid: str | None
     call_id: str | None
@@ -117,8 +120,9 @@ class _PendingReply:
         return self.call_uuid is not None and call.provider_call_id == self.call_uuid
 
 
-_CURRENT_REPLY: ContextVar[_PendingReply | None] = ContextVar("plivo_reply", default=None)
-"""Per-task: the reply under construction. Tasks spawned meanwhile inherit it, hence `open`."""
+def _folding(reply: ReplyDraft | None, call: CallRecord) -> PendingXml | None:
+    """`reply` when it is the XML of a Plivo request still open for `call`, else None."""
+    return reply if isinstance(reply, PendingXml) and reply.serves(call) else None
 
 
 class PlivoProvider(BoundProvider):
@@ -243,10 +247,13 @@ class PlivoProvider(BoundProvider):
             raise ProviderRequestError("plivo call create returned no request_uuid")
         return request_uuid
 
-    async def _deliver(self, call: CallRecord, steps: list[Step]) -> None:
-        """Add `steps` to the XML being rendered for this call, or transfer the A-leg to them."""
-        pending = _CURRENT_REPLY.get()
-        if pending is not None and pending.serves(call):
+    async def _deliver(
+        self, call: CallRecord, steps: list[Step], reply: ReplyDraft | None = None
+    ) -> None:
+        """Add `steps` to the XML being rendered for this call (`reply`, when it serves it), or
+        transfer the A-leg to them."""
+        pending = _folding(reply, call)
+        if pending is not None:
             pending.steps.extend(steps)
             pending.call_id = call.call_id
             return
@@ -271,7 +278,14 @@ class PlivoProvider(BoundProvider):
             raise ProviderRequestError(f"call {call.call_id} has no Plivo call id yet")
         return call.provider_call_id
 
-    async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
+    async def play_and_hangup(
+        self,
+        call: CallRecord,
+        text: str,
+        delay_seconds: float,
+        *,
+        reply: ReplyDraft | None = None,
+    ) -> None:
         """`<Speak>`, `<Wait length=delay>`, `<Hangup/>`: Plivo waits after playback ends.
 
         On a call that streams, the message goes through its media session instead, and the
@@ -284,14 +298,21 @@ class PlivoProvider(BoundProvider):
                 f"plivo-notify-{call.call_id}",
             )
             return
-        await self._deliver(call, [Say(text), Pause(round(delay_seconds)), HangUp()])
+        await self._deliver(call, [Say(text), Pause(round(delay_seconds)), HangUp()], reply)
 
-    async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
+    async def speak(
+        self,
+        call: CallRecord,
+        text: str,
+        *,
+        turn_token: str | None,
+        reply: ReplyDraft | None = None,
+    ) -> None:
         """Through the call's media stream when streaming is on; else `<Speak>`, and with a
         turn token the prompt inside `<GetInput inputType="dtmf speech">` (voice or keypad)."""
-        if await self._speak_streamed(call, text, turn_token):
+        if await self._speak_streamed(call, text, turn_token, reply):
             return
-        await self._deliver(call, self._xml_speech(text, turn_token))
+        await self._deliver(call, self._xml_speech(text, turn_token), reply)
 
     @staticmethod
     def _xml_speech(text: str, turn_token: str | None) -> list[Step]:
@@ -307,17 +328,18 @@ class PlivoProvider(BoundProvider):
         """Nothing to send: Plivo answers an inbound call when our XML starts to run."""
         self._note_number(call)
 
-    async def reject(self, call: CallRecord) -> None:
+    async def reject(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
         """`<Hangup reason="rejected"/>` as the answer, or `DELETE /Call/{uuid}/` outside one."""
-        pending = _CURRENT_REPLY.get()
-        if pending is not None and pending.serves(call):
+        pending = _folding(reply, call)
+        if pending is not None:
             pending.steps[:] = [HangUp("rejected")]
             pending.open = False
             return
         await self.hangup(call)
 
-    async def hangup(self, call: CallRecord) -> None:
-        """`DELETE /Call/{uuid}/`, then `/Request/{uuid}/` for an unanswered request; 404 ok."""
+    async def hangup(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
+        """`DELETE /Call/{uuid}/`, then `/Request/{uuid}/` for an unanswered request; 404 ok
+        (always by REST: nothing is folded into a `reply`)."""
         pid = call.provider_call_id
         try:
             if pid and await self._request("DELETE", f"/Call/{pid}/", tolerate_404=True) is None:
@@ -374,14 +396,12 @@ class PlivoProvider(BoundProvider):
             return await self._machine_callback(cb, form.get("Machine"))
         if cb.is_terminal:
             self._stream_ended(cb.call_id, cb.call_uuid, cb.request_uuid)
-        pending = _PendingReply(cb.provider_call_id or None, cb.call_id)
+        pending = PendingXml(cb.provider_call_id or None, cb.call_id)
         events = to_events(cb)
-        reset = _CURRENT_REPLY.set(pending)
         try:
             if events and self._sink is not None:
-                await self._sink(events)
+                await self._sink(events, pending)
         finally:
-            _CURRENT_REPLY.reset(reset)
             closed_by_reject = not pending.open
             pending.open = False
         if cb.is_terminal or cb.flow in ("hangup", "ring"):
@@ -397,22 +417,19 @@ class PlivoProvider(BoundProvider):
         pid = cb.provider_call_id
         if report is not None and pid and self._sink is not None:
             previous = cb.request_uuid if cb.call_uuid and cb.request_uuid != cb.call_uuid else None
-            reset = _CURRENT_REPLY.set(None)
-            try:
-                await self._sink(
-                    [
-                        ProviderEvent(
-                            EventType.MACHINE,
-                            pid,
-                            call_id=cb.call_id,
-                            machine=report,
-                            previous_provider_call_id=previous,
-                            dedupe_key=f"plivo:machine:{pid}",
-                        )
-                    ]
-                )
-            finally:
-                _CURRENT_REPLY.reset(reset)
+            # No reply draft: this answer runs no XML.
+            await self._sink(
+                [
+                    ProviderEvent(
+                        EventType.MACHINE,
+                        pid,
+                        call_id=cb.call_id,
+                        machine=report,
+                        previous_provider_call_id=previous,
+                        dedupe_key=f"plivo:machine:{pid}",
+                    )
+                ]
+            )
         return _xml(EMPTY_RESPONSE)
 
     def _idle_steps(self, flow: str, key: str | None, turn_token: str | None) -> list[Step]:
@@ -456,8 +473,11 @@ class PlivoProvider(BoundProvider):
         if hub is not None:
             hub.revoke(call_id)
 
-    async def _speak_streamed(self, call: CallRecord, text: str, turn_token: str | None) -> bool:
-        """Speak through the call's media stream if it has, or can get, one."""
+    async def _speak_streamed(
+        self, call: CallRecord, text: str, turn_token: str | None, reply: ReplyDraft | None
+    ) -> bool:
+        """Speak through the call's media stream if it has, or can get, one (a `reply` that
+        serves the call gets the `<Stream>`)."""
         hub = self._media()
         if hub is None or (call.direction is Direction.OUTBOUND and call.mode is CallMode.NOTIFY):
             return False
@@ -470,8 +490,8 @@ class PlivoProvider(BoundProvider):
                 logger.info("call %s: %s; speaking with <Speak>", call.call_id, exc.message)
                 self._streamed.pop(call.call_id, None)
                 return False
-        pending = _CURRENT_REPLY.get()
-        if pending is not None and pending.serves(call):
+        pending = _folding(reply, call)
+        if pending is not None:
             if not any(isinstance(step, Stream) for step in pending.steps):
                 pending.steps.append(self._stream_step(hub, call))
             pending.call_id = call.call_id

@@ -63,6 +63,7 @@ from daemon.providers.base import (
     ProviderContext,
     RemoteState,
     RemoteStatus,
+    ReplyDraft,
     WebhookRequest,
 )
 from daemon.providers.bound import BoundProvider
@@ -404,12 +405,26 @@ class TelnyxProvider(BoundProvider):
             command_id=f"voicecall-{uuid.uuid4()}",
         )
 
-    async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
+    async def play_and_hangup(
+        self,
+        call: CallRecord,
+        text: str,
+        delay_seconds: float,
+        *,
+        reply: ReplyDraft | None = None,
+    ) -> None:
         """Speak with `notify:<delay>` in client_state; `call.speak.ended` triggers the hang-up."""
         state = encode_client_state(call.call_id, "notify", f"{max(0.0, delay_seconds):g}")
         await self._action(self._pid(call), "speak", self._speak(call.call_id, text, state))
 
-    async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
+    async def speak(
+        self,
+        call: CallRecord,
+        text: str,
+        *,
+        turn_token: str | None,
+        reply: ReplyDraft | None = None,
+    ) -> None:
         """Speak through the call's media stream (its STT hears the caller) when it has one;
         else `actions/speak`, and with a turn token make sure the caller's track is being
         transcribed."""
@@ -511,7 +526,7 @@ class TelnyxProvider(BoundProvider):
                 ]
             )
 
-    async def reject(self, call: CallRecord) -> None:
+    async def reject(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
         """`actions/reject` (SIP 603-style refusal) for a call the inbound policy refused."""
         await self._action(
             self._pid(call),
@@ -523,7 +538,7 @@ class TelnyxProvider(BoundProvider):
             tolerate_gone=True,
         )
 
-    async def hangup(self, call: CallRecord) -> None:
+    async def hangup(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
         """`actions/hangup`; a call already gone (404, 422/90018) is not an error."""
         if not call.provider_call_id:
             self._stream_ended(call.call_id)

@@ -11,8 +11,10 @@ Call flow:
   `<Reject/>` in that same reply (never a REST hang-up, so it cannot happen twice), an accepted
   one the greeting and a `<Gather>`.
 Whatever the engine says *while* we handle a voice request for that call is collected into the
-request's TwiML (a context variable marks the request being answered); anything said later is a
-live update, `Calls(sid).update(twiml=...)`, retried on Twilio error 21220. Every document ends
+request's TwiML: the request's `PendingReply` goes to the engine's sink with its events and comes
+back as the `reply` argument of `speak`, `play_and_hangup`, `hangup` and `reject`. Anything said
+without it (later, or during a status callback) is a live update, `Calls(sid).update(twiml=...)`,
+retried on Twilio error 21220. Every document ends
 with a keep-alive, so the call stays up between turns (see `twilio_twiml`).
 
 Media streams (SPEC 9) are a small separate path, see `_media` and below: with streaming on and
@@ -26,7 +28,6 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from daemon.errors import ConfigError, MediaError, ProviderError, ProviderRequestError
@@ -38,6 +39,7 @@ from daemon.providers.base import (
     ProviderContext,
     RemoteState,
     RemoteStatus,
+    ReplyDraft,
     WebhookRequest,
 )
 from daemon.providers.bound import BoundProvider
@@ -79,14 +81,9 @@ STREAM_WAIT_SECONDS = 15.0
 """How long speech waits for a call's media stream to start after `<Connect><Stream>`."""
 
 
-# ---------------------------------------------------------------------- media hub surface
-
-
-# ---------------------------------------------------------------------- the reply being built
-
-
-_CURRENT_REPLY: ContextVar[PendingReply | None] = ContextVar("twilio_reply", default=None)
-"""Per-task: the reply under construction. Tasks spawned meanwhile inherit it, hence `open`."""
+def _folding(reply: ReplyDraft | None, call: CallRecord) -> PendingReply | None:
+    """`reply` when it is the TwiML of a voice request still open for `call`, else None."""
+    return reply if isinstance(reply, PendingReply) and reply.serves(call) else None
 
 
 def _xml(text: str) -> WebhookReply:
@@ -200,7 +197,14 @@ class TwilioProvider(BoundProvider):
     async def _update(self, call: CallRecord, steps: list[Step]) -> None:
         await self.rest.update_twiml(self._pid(call), render(steps, self._ctx(call.call_id)))
 
-    async def play_and_hangup(self, call: CallRecord, text: str, delay_seconds: float) -> None:
+    async def play_and_hangup(
+        self,
+        call: CallRecord,
+        text: str,
+        delay_seconds: float,
+        *,
+        reply: ReplyDraft | None = None,
+    ) -> None:
         """Notify: already in the call's inline TwiML; otherwise Say, Pause, Hangup."""
         session = self._session(call)
         if session is not None:
@@ -210,8 +214,8 @@ class TwilioProvider(BoundProvider):
             )
             return
         steps: list[Step] = [Say(text), Pause(round(delay_seconds)), HangUp()]
-        pending = _CURRENT_REPLY.get()
-        if pending is not None and pending.serves(call):
+        pending = _folding(reply, call)
+        if pending is not None:
             pending.steps.extend(steps[:2])
             pending.listen = None
             pending.end = HangUp()
@@ -225,12 +229,19 @@ class TwilioProvider(BoundProvider):
             return
         await self._update(call, steps)
 
-    async def speak(self, call: CallRecord, text: str, *, turn_token: str | None) -> None:
+    async def speak(
+        self,
+        call: CallRecord,
+        text: str,
+        *,
+        turn_token: str | None,
+        reply: ReplyDraft | None = None,
+    ) -> None:
         """Say `text` (then listen, with a turn token): in the reply, a live update or a stream."""
-        if await self._speak_streamed(call, text, turn_token):
+        pending = _folding(reply, call)
+        if await self._speak_streamed(call, text, turn_token, pending):
             return
-        pending = _CURRENT_REPLY.get()
-        if pending is not None and pending.serves(call):
+        if pending is not None:
             pending.call_id = call.call_id
             pending.steps.append(Say(text))
             pending.listen = turn_token or pending.listen
@@ -252,11 +263,11 @@ class TwilioProvider(BoundProvider):
         """Nothing to send: Twilio answers an inbound call when our TwiML has verbs."""
         self._note_number(call)
 
-    async def reject(self, call: CallRecord) -> None:
+    async def reject(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
         """`<Reject/>` as the voice request's answer; outside one, one REST hang-up at most."""
         sid = call.provider_call_id
-        pending = _CURRENT_REPLY.get()
-        if pending is not None and pending.serves(call):
+        pending = _folding(reply, call)
+        if pending is not None:
             pending.steps.clear()
             pending.listen = None
             pending.end = Reject()
@@ -267,12 +278,12 @@ class TwilioProvider(BoundProvider):
         self._remember(self._rejected, sid)
         await self.rest.hang_up(sid)
 
-    async def hangup(self, call: CallRecord) -> None:
+    async def hangup(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
         """`Calls(sid).update(status="completed")`; 404/20404 means it already ended."""
+        pending = _folding(reply, call)
         self._forget(call.call_id, call.provider_call_id)
         self._remember(self._hung_up, call.provider_call_id)
-        pending = _CURRENT_REPLY.get()
-        if pending is not None and pending.serves(call):
+        if pending is not None:
             pending.listen = None
             pending.end = HangUp()
         if not call.provider_call_id:
@@ -329,20 +340,14 @@ class TwilioProvider(BoundProvider):
             self._forget(cb.call_id, cb.call_sid)
         if cb.is_status:
             # Twilio ignores a status callback's answer: nothing may be said through it.
-            reset = _CURRENT_REPLY.set(None)
-            try:
-                if events and self._sink is not None:
-                    await self._sink(events)
-            finally:
-                _CURRENT_REPLY.reset(reset)
-            return _xml(empty_response())
-        pending = PendingReply(cb.call_sid, cb.call_id)
-        reset = _CURRENT_REPLY.set(pending)
-        try:
             if events and self._sink is not None:
                 await self._sink(events)
+            return _xml(empty_response())
+        pending = PendingReply(cb.call_sid, cb.call_id)
+        try:
+            if events and self._sink is not None:
+                await self._sink(events, pending)
         finally:
-            _CURRENT_REPLY.reset(reset)
             pending.open = False
         if cb.is_terminal:
             return _xml(empty_response())
@@ -355,21 +360,18 @@ class TwilioProvider(BoundProvider):
         sid = form.get("CallSid", "").strip()
         report = twilio_report(form.get("AnsweredBy", ""))
         if sid and report is not None and self._sink is not None:
-            reset = _CURRENT_REPLY.set(None)  # nothing may be said through this answer
-            try:
-                await self._sink(
-                    [
-                        ProviderEvent(
-                            EventType.MACHINE,
-                            sid,
-                            call_id=request.query_value("callId"),
-                            machine=report,
-                            dedupe_key=f"twilio:{sid}:amd:{report.raw}",
-                        )
-                    ]
-                )
-            finally:
-                _CURRENT_REPLY.reset(reset)
+            # No reply draft: nothing may be said through this answer.
+            await self._sink(
+                [
+                    ProviderEvent(
+                        EventType.MACHINE,
+                        sid,
+                        call_id=request.query_value("callId"),
+                        machine=report,
+                        dedupe_key=f"twilio:{sid}:amd:{report.raw}",
+                    )
+                ]
+            )
         return _xml(empty_response())
 
     def _idle_steps(self, cb: TwilioCallback) -> list[Step]:
@@ -408,8 +410,11 @@ class TwilioProvider(BoundProvider):
         self._streamed.add(call.call_id)
         return Stream(context.stream_url, token, call.call_id)
 
-    async def _speak_streamed(self, call: CallRecord, text: str, turn_token: str | None) -> bool:
-        """Speak through the call's media stream if it has (or is about to have) one."""
+    async def _speak_streamed(
+        self, call: CallRecord, text: str, turn_token: str | None, pending: PendingReply | None
+    ) -> bool:
+        """Speak through the call's media stream if it has (or is about to have) one; a
+        `pending` reply gets the `<Connect><Stream>`."""
         hub = self._media()
         if hub is None or (call.direction is Direction.OUTBOUND and call.mode is CallMode.NOTIFY):
             return False
@@ -417,8 +422,7 @@ class TwilioProvider(BoundProvider):
         if session is not None:
             await session.speak(text, turn_token=turn_token)
             return True
-        pending = _CURRENT_REPLY.get()
-        if pending is not None and pending.serves(call):
+        if pending is not None:
             stream = self._stream_step(call, force=True)
             assert stream is not None
             pending.call_id = call.call_id

@@ -124,3 +124,32 @@ def test_parts_the_app_wires_never_import_the_app() -> None:
         if m == "daemon.app"
     ]
     assert bad == []
+
+
+def _context_variables(path: Path) -> list[int]:
+    """Lines that import `contextvars` or name `ContextVar`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+    def names_it(node: ast.AST) -> bool:
+        if isinstance(node, ast.Import):
+            return any(alias.name == "contextvars" for alias in node.names)
+        if isinstance(node, ast.ImportFrom):
+            return node.module == "contextvars"
+        if isinstance(node, ast.Name):
+            return node.id == "ContextVar"
+        return isinstance(node, ast.Attribute) and node.attr == "ContextVar"
+
+    return [getattr(node, "lineno", 0) for node in ast.walk(tree) if names_it(node)]
+
+
+def test_the_webhook_reply_travels_as_a_value_not_a_context_variable() -> None:
+    """The engine's follow-ups reach the answer a provider renders (Twilio TwiML, Plivo XML)
+    through the `ReplyDraft` passed to the sink and back to `speak`/`hangup`/...; a context
+    variable would be a hidden channel that every task spawned meanwhile inherits."""
+    found = {
+        str(path.relative_to(ROOT)): lines
+        for package in ("daemon.providers", "daemon.engine")
+        for path in _modules(package)
+        if (lines := _context_variables(path))
+    }
+    assert found == {}

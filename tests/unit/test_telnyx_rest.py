@@ -14,14 +14,14 @@ from daemon.config.model import Config, TelnyxConfig
 from daemon.errors import ProviderAuthError, ProviderRequestError
 from daemon.model.events import CallMode, Direction, ProviderEvent
 from daemon.model.record import CallRecord
-from daemon.providers.base import DialRequest, ProviderContext, RemoteState
+from daemon.providers.base import DialRequest, ProviderContext, RemoteState, ReplyDraft
 from daemon.providers.telnyx import TelnyxProvider
 from tests.simulators.telnyx import API_KEY, CONNECTION_ID, TelnyxSimulator
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def sink(events: Sequence[ProviderEvent]) -> None:
+async def sink(events: Sequence[ProviderEvent], reply: ReplyDraft | None = None) -> None:
     return None
 
 

@@ -24,6 +24,7 @@ from daemon.providers.base import (
     DialRequest,
     ProviderContext,
     RemoteState,
+    ReplyDraft,
     WebhookRequest,
 )
 from daemon.providers.twilio import TwilioProvider
@@ -37,17 +38,20 @@ HOLD = '<Response><Pause length="60"/></Response>'
 
 
 class Engine:
-    """Collects events; `on_event` plays the engine's follow-up inside the sink."""
+    """Collects events; `on_event` plays the engine's follow-up inside the sink, handing the
+    provider back the reply draft it passed in (as `CallEngine` does)."""
 
     def __init__(self) -> None:
         self.events: list[ProviderEvent] = []
-        self.on_event: Callable[[ProviderEvent], Awaitable[None]] | None = None
+        self.on_event: Callable[[ProviderEvent, ReplyDraft | None], Awaitable[None]] | None = None
 
-    async def __call__(self, events: Sequence[ProviderEvent]) -> None:
+    async def __call__(
+        self, events: Sequence[ProviderEvent], reply: ReplyDraft | None = None
+    ) -> None:
         for event in events:
             self.events.append(event)
             if self.on_event is not None:
-                await self.on_event(event)
+                await self.on_event(event, reply)
 
 
 class FakeSession:
@@ -171,9 +175,9 @@ async def test_opening_line_goes_into_the_url_fetch_reply(
     """What the engine says while the Url fetch is handled is rendered into its reply: no REST."""
     twilio, engine = provider
 
-    async def answered(event: ProviderEvent) -> None:
+    async def answered(event: ProviderEvent, reply: ReplyDraft | None) -> None:
         if event.type is EventType.ANSWERED:
-            await twilio.speak(record(), "Hi, it's the clinic.", turn_token=None)
+            await twilio.speak(record(), "Hi, it's the clinic.", turn_token=None, reply=reply)
 
     engine.on_event = answered
     reply = await twilio.handle_webhook(request({"callId": "c1"}))
@@ -192,8 +196,8 @@ async def test_status_callback_gets_an_empty_response_and_says_nothing(
     sid = await twilio.rest.create_call(to="+15550001234", from_="+15550100000", twiml=HOLD)
     await sim.answer(sid)
 
-    async def answered(event: ProviderEvent) -> None:
-        await twilio.speak(record(sid=sid), "Hello", turn_token=None)
+    async def answered(event: ProviderEvent, reply: ReplyDraft | None) -> None:
+        await twilio.speak(record(sid=sid), "Hello", turn_token=None, reply=reply)
 
     engine.on_event = answered
     reply = await twilio.handle_webhook(
@@ -213,9 +217,9 @@ async def test_inbound_reject_renders_reject_and_hangs_up_nothing(
     twilio, engine = provider
     inbound = record("in-1", direction=Direction.INBOUND)
 
-    async def policy(event: ProviderEvent) -> None:
+    async def policy(event: ProviderEvent, reply: ReplyDraft | None) -> None:
         if event.type is EventType.INITIATED:
-            await twilio.reject(inbound)
+            await twilio.reject(inbound, reply=reply)
 
     engine.on_event = policy
     voice = request({}, CallStatus="ringing", Direction="inbound")
@@ -236,10 +240,12 @@ async def test_inbound_greeting_is_say_and_gather(
     twilio, engine = provider
     inbound = record("in-2", direction=Direction.INBOUND)
 
-    async def accept(event: ProviderEvent) -> None:
+    async def accept(event: ProviderEvent, reply: ReplyDraft | None) -> None:
         if event.type is EventType.ANSWERED:
             await twilio.answer(inbound)
-            await twilio.speak(inbound, "Hello! How can I help you today?", turn_token="T1")
+            await twilio.speak(
+                inbound, "Hello! How can I help you today?", turn_token="T1", reply=reply
+            )
 
     engine.on_event = accept
     reply = await twilio.handle_webhook(request({}, CallStatus="ringing", Direction="inbound"))
@@ -336,9 +342,9 @@ async def test_streaming_connects_a_stream_and_speaks_through_the_session(
     await twilio.start()
     try:
 
-        async def answered(event: ProviderEvent) -> None:
+        async def answered(event: ProviderEvent, reply: ReplyDraft | None) -> None:
             if event.type is EventType.ANSWERED:
-                await twilio.speak(record(), "Hi there", turn_token=None)
+                await twilio.speak(record(), "Hi there", turn_token=None, reply=reply)
 
         engine.on_event = answered
         reply = await twilio.handle_webhook(request({"callId": "c1"}))

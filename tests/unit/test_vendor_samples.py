@@ -24,7 +24,13 @@ from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.model.record import CallRecord
 from daemon.model.state import CallState
 from daemon.providers import plivo_wire, telnyx_wire, twilio_parse
-from daemon.providers.base import DialRequest, ProviderContext, RemoteState, WebhookRequest
+from daemon.providers.base import (
+    DialRequest,
+    ProviderContext,
+    RemoteState,
+    ReplyDraft,
+    WebhookRequest,
+)
 from daemon.providers.plivo import PlivoProvider
 from daemon.providers.telnyx import TelnyxProvider
 from daemon.webhooks.security import TwilioVerifier
@@ -71,7 +77,9 @@ class Sink:
     def __init__(self) -> None:
         self.events: list[ProviderEvent] = []
 
-    async def __call__(self, events: Sequence[ProviderEvent]) -> None:
+    async def __call__(
+        self, events: Sequence[ProviderEvent], reply: ReplyDraft | None = None
+    ) -> None:
         self.events.extend(events)
 
 
