@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from daemon.config.model import Config
     from daemon.media.server import MediaServer
     from daemon.workers.role import WorkerRole
+    from daemon.workers.siblings import Siblings
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class Daemon:
         self.store = create_store(config.store, **identity)
         self.cluster: Cluster | None = None
         """This daemon's part in a group sharing a PostgreSQL store (None with SQLite)."""
+        self.siblings: Siblings | None = None
+        """A worker's hand-over of misrouted connections to its sibling workers."""
         self.forward_pass = forward_pass()
         self.provider = create_provider(config.provider)
         self.engine = CallEngine(config, self.store, self.provider)
@@ -144,6 +147,11 @@ class Daemon:
         await self.provider.start()
         await self.engine.start()
         self.cluster = await start_cluster(self, self._methods)
+        if self.worker is not None and self.cluster is not None:
+            from daemon.workers.siblings import Siblings
+
+            self.siblings = Siblings(self)
+            await self.siblings.start()
         await self.rpc.start()
         logger.info(
             "voicecall daemon %s ready: provider %s, webhook %s, socket %s, store %s",
@@ -260,6 +268,8 @@ class Daemon:
         tunnel must not keep the store claimed.
         """
         await stop_step("the RPC socket", self.rpc.stop)
+        if self.siblings is not None:
+            await stop_step("the hand-over socket", self.siblings.stop)
         if self._runner is not None:
             await stop_step("the webhook server", self._runner.cleanup)
             self._runner = None
@@ -297,6 +307,7 @@ class Daemon:
             "storeLock": str(lock) if (lock := self.store.lock_file) else None,
             "storeFault": fault.to_wire() if (fault := self.store.fault) else None,
             "daemonId": self.cluster.store.daemon_id if self.cluster is not None else None,
+            "handoff": self.siblings.status() if self.siblings is not None else None,
         }
 
     async def reload(self) -> dict[str, Any]:

@@ -78,23 +78,34 @@ if SUPPORTED:
     class DirectResponse(web.WebSocketResponse):
         """A ``WebSocketResponse`` whose text messages can bypass ``receive()``."""
 
+        answered = False
+        """True: the 101 went out from the sibling worker that passed this connection on."""
+
+        async def _write_headers(self) -> None:
+            if not self.answered:
+                await super()._write_headers()
+
         def _post_start(self, request: Any, protocol: Any, writer: Any) -> None:
-            # Bytes sent right behind the upgrade request (a client must wait for the 101, so
-            # normally none) are parsed by aiohttp's own reader at once: keep it then.
-            early = bool(getattr(request.protocol, "_message_tail", b""))
-            super()._post_start(request, protocol, writer)
+            # Bytes that came right behind the upgrade request (a client must wait for the
+            # 101, so normally none; a connection a sibling passed on brings its first
+            # messages) are held back from aiohttp's own reader and fed to ours.
+            handler = request.protocol
+            early = getattr(handler, "_message_tail", b"")
             if early:
-                return
+                handler._message_tail = b""
+            super()._post_start(request, protocol, writer)
             # aiohttp built its own queue and reader above; swap both before any byte of the
             # websocket is parsed (this runs before prepare() first yields to the loop).
-            queue = _DirectQueue(request.protocol, QUEUE_LIMIT, loop=request.protocol._loop)
+            queue = _DirectQueue(handler, QUEUE_LIMIT, loop=handler._loop)
             parser = WebSocketReader(
                 queue, self._max_msg_size, bool(self._compress), getattr(self, "_decode_text", True)
             )
             self._reader = queue
             if hasattr(self, "_parser"):
                 self._parser = parser
-            request.protocol._payload_parser = parser
+            handler._payload_parser = parser
+            if early and parser.feed_data(early)[0]:
+                handler.close()  # a protocol error in them: aiohttp does the same
 
         def attach(self, sink: Sink) -> bool:
             """Deliver text straight to ``sink`` from now on, if nothing is queued (queued
@@ -111,6 +122,17 @@ def direct_response(**kwargs: Any) -> web.WebSocketResponse:
     if SUPPORTED:
         return DirectResponse(**kwargs)
     return web.WebSocketResponse(**kwargs)
+
+
+def answered_response(**kwargs: Any) -> web.WebSocketResponse | None:
+    """:func:`direct_response` for an upgrade answered already (by the sibling worker that
+    passed the connection on): ``prepare()`` does not send the 101 again. None when this
+    aiohttp cannot do that (the siblings then never pass a stream on: `SUPPORTED`)."""
+    if not SUPPORTED:
+        return None
+    ws = DirectResponse(**kwargs)
+    ws.answered = True
+    return ws
 
 
 def attach(ws: web.WebSocketResponse, sink: Sink) -> bool:

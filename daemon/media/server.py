@@ -29,7 +29,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from daemon.errors import ConfigError, SpeechError, WebhookSignatureError
-from daemon.media.direct import attach, direct_response
+from daemon.media.direct import answered_response, attach, direct_response
 from daemon.media.hub import MediaHub
 from daemon.media.protocols import StreamEvent, framing_for
 from daemon.media.session import CLOSE_TRY_AGAIN, MediaSession
@@ -59,6 +59,10 @@ Relay = Callable[
 """(request, socket, provider call id, start parameters, messages so far) -> the relay to run
 when another daemon runs the stream's call, or None to admit it here."""
 
+HandOver = Callable[[web.Request, str | None, Mapping[str, str]], Awaitable[bool]]
+"""(request, provider call id, start parameters) -> True when a sibling worker that runs the
+stream's call took the connection (or it was closed trying): this process lets go of it."""
+
 MAX_MESSAGE_BYTES = 64 * 1024
 CLOSE_POLICY = 1008
 CLOSE_TIMEOUT_SECONDS = 2.0
@@ -66,6 +70,10 @@ CLOSE_TIMEOUT_SECONDS = 2.0
 NO_ADDRESS = "__no_address__"
 
 MEDIA_HUB_KEY = web.AppKey("voicecall_media_hub", MediaHub)
+
+
+async def _HANDED_OVER() -> None:
+    """The stream went to a sibling worker: nothing to run here."""
 
 
 def _reason(text: str) -> str:
@@ -114,6 +122,11 @@ class MediaServer:
         self.relay: Relay | None = None
         """Set by a daemon sharing its store with others: passes a stream whose call another
         daemon runs to that daemon (`daemon.cluster.forward_media`)."""
+        self.hand_over: HandOver | None = None
+        """Set by a worker (`--workers N`): gives a stream whose call a sibling worker runs to
+        that worker, socket and all (`daemon.workers.siblings`), before any relay."""
+        self.relayed = 0
+        """Streams passed through to another daemon by the relay."""
 
     @property
     def pending(self) -> int:
@@ -142,6 +155,11 @@ class MediaServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Upgrade, wait for an authorised ``start``, then run the session to its end."""
+        guard = request.app.get(GUARD_KEY)
+        connection = guard.guard_of(request.transport) if guard is not None else None
+        if connection is not None and connection.upgraded_elsewhere:
+            connection.upgraded_elsewhere = False  # only its first request was answered
+            return await self._handle_adopted(request)
         if self.closing:
             return web.Response(status=503, text="Media stream handler is shutting down")
         if self.sockets >= self.settings.max_connections:
@@ -161,6 +179,43 @@ class MediaServer:
             )
             await ws.prepare(request)
             await self._serve(request, ws)
+            return ws
+        finally:
+            self.sockets -= 1
+
+    async def _handle_adopted(self, request: web.Request) -> web.StreamResponse:
+        """A stream a sibling worker passed on after answering its upgrade (the same checks,
+        but a refusal is now a websocket close: the client has its 101)."""
+        ws = answered_response(
+            max_msg_size=MAX_MESSAGE_BYTES,
+            compress=False,
+            timeout=CLOSE_TIMEOUT_SECONDS,
+        )
+        if ws is None:  # this aiohttp cannot skip the 101 (the siblings then never pass one)
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=503)
+        self.sockets += 1
+        try:
+            await ws.prepare(request)
+            if self.closing:
+                await self._close(ws, CLOSE_TRY_AGAIN, "Media stream handler is shutting down")
+            elif self.sockets > self.settings.max_connections:
+                await self._close(
+                    ws,
+                    CLOSE_TRY_AGAIN,
+                    "over streaming.max_connections",
+                    address=request.remote or "",
+                )
+            elif not self._signature_ok(request):
+                await self._close(
+                    ws,
+                    CLOSE_POLICY,
+                    "bad or missing X-Twilio-Signature",
+                    address=request.remote or "",
+                )
+            else:
+                await self._serve(request, ws)
             return ws
         finally:
             self.sockets -= 1
@@ -270,10 +325,10 @@ class MediaServer:
         except TimeoutError:
             await self._close(ws, CLOSE_POLICY, "Start timeout", address=request.remote or "")
             return None
-        if self.relay is not None:
-            relayed = await self.relay(request, ws, start.provider_call_id, start.parameters, seen)
-            if relayed is not None:
-                return relayed
+        call, parameters = start.provider_call_id, start.parameters
+        elsewhere = await self._elsewhere(request, ws, call, parameters, seen)
+        if elsewhere is not None:
+            return None if elsewhere is _HANDED_OVER else elsewhere
         admission = await self.hub.admit(
             start.provider_call_id, start.parameters, request.query.get("token")
         )
@@ -304,6 +359,27 @@ class MediaServer:
             self._start_stt(session)
         logger.info("media stream %s bound to call %s", session.stream_id, session.call_id)
         return session
+
+    async def _elsewhere(
+        self,
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        provider_call_id: str | None,
+        parameters: Mapping[str, str],
+        seen: list[str],
+    ) -> Callable[[], Awaitable[None]] | None:
+        """When another worker or daemon runs the call: `_HANDED_OVER` (a sibling worker holds
+        the connection now), or the relay to run; None to admit the stream here."""
+        if self.hand_over is not None and await self.hand_over(
+            request, provider_call_id, parameters
+        ):
+            return _HANDED_OVER
+        if self.relay is not None:
+            relayed = await self.relay(request, ws, provider_call_id, parameters, seen)
+            if relayed is not None:
+                self.relayed += 1
+                return relayed
+        return None
 
     def _close_later(self, ws: web.WebSocketResponse, code: int, reason: str) -> None:
         self.hub.spawn(self._close(ws, code, reason), "media-close")

@@ -71,6 +71,9 @@ class ConnectionGuard:
         self._exempt = exempt
         self.rejections = rejections or RejectionLog(logger)
         self.total = 0
+        self.record = False
+        """Keep the bytes of each connection's first request (until it is answered), so the
+        connection can be handed to a sibling worker (:mod:`daemon.workers.handoff`)."""
         self._per_address: dict[str, int] = {}
         self._by_transport: dict[asyncio.BaseTransport, GuardedProtocol] = {}
 
@@ -105,11 +108,32 @@ class ConnectionGuard:
         """What to give `loop.create_server`: guarded aiohttp request handlers."""
         return lambda: GuardedProtocol(self, handler_factory)
 
+    def adopting_factory(
+        self,
+        handler_factory: Callable[[], asyncio.Protocol],
+        raw: bytes,
+        made: Callable[[GuardedProtocol], None],
+        *,
+        upgraded: bool,
+    ) -> Callable[[], asyncio.Protocol]:
+        """For `loop.connect_accepted_socket` of a connection a sibling worker passed on:
+        `raw` (what it read) is fed first, then `made` runs, before the socket is read.
+        `upgraded`: the sibling answered the websocket upgrade in `raw` already."""
+
+        def build() -> GuardedProtocol:
+            protocol = GuardedProtocol(self, handler_factory, adopted=(raw, made))
+            protocol.upgraded_elsewhere = upgraded
+            return protocol
+
+        return build
+
     def guard_of(self, transport: asyncio.BaseTransport | None) -> GuardedProtocol | None:
         """The guard of a live connection, by its transport."""
         return self._by_transport.get(transport) if transport is not None else None
 
 
+RECORD_BYTES = 256 * 1024
+"""The most bytes of a first request kept for a hand-over (a webhook body is at most 64 KiB)."""
 SLICE_BYTES = 8 * 1024
 """The most of one connection's input handed to aiohttp per loop iteration (about 35 media
 messages: a few milliseconds of parsing), so others get a turn between slices."""
@@ -156,6 +180,7 @@ class GuardedProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_address",
+        "_adopted",
         "_backlog",
         "_eof",
         "_feed",
@@ -165,16 +190,29 @@ class GuardedProtocol(asyncio.Protocol):
         "_inner_factory",
         "_per_address",
         "_proxy",
+        "_record",
         "_timer",
         "_transport",
         "_waiting",
         "holding",
+        "upgraded_elsewhere",
     )
 
     def __init__(
-        self, guard: ConnectionGuard, inner_factory: Callable[[], asyncio.Protocol]
+        self,
+        guard: ConnectionGuard,
+        inner_factory: Callable[[], asyncio.Protocol],
+        *,
+        adopted: tuple[bytes, Callable[[GuardedProtocol], None]] | None = None,
     ) -> None:
         self._guard = guard
+        self._adopted = adopted
+        """(bytes a sibling read, callback): a connection a sibling worker passed on."""
+        self._record: bytearray | None = None
+        """The bytes of the first request so far (see `ConnectionGuard.record`)."""
+        self.upgraded_elsewhere = False
+        """The first request is a websocket upgrade the sibling that passed the connection
+        on answered already (the media server takes this back when it serves it)."""
         self._inner_factory = inner_factory
         self._inner: asyncio.Protocol | None = None
         self._transport: asyncio.Transport | None = None
@@ -216,6 +254,13 @@ class GuardedProtocol(asyncio.Protocol):
         self._inner = self._inner_factory()
         self._arm()
         self._inner.connection_made(cast(asyncio.Transport, self._proxy))
+        if self._adopted is not None:
+            raw, made = self._adopted
+            if raw:
+                self.data_received(raw)
+            made(self)  # before the loop reads the socket
+        elif self._guard.record:
+            self._record = bytearray()
 
     def data_received(self, data: bytes) -> None:
         """Forward at most a slice now; the first byte after an idle spell starts the header
@@ -234,6 +279,12 @@ class GuardedProtocol(asyncio.Protocol):
         inner = self._inner
         if inner is None:
             return
+        record = self._record
+        if record is not None:
+            if len(record) + len(data) > RECORD_BYTES:
+                self._record = None
+            else:
+                record += data
         if self._waiting and self._timer is None:
             self._arm()
         if not self.holding and len(data) <= SLICE_BYTES:
@@ -303,6 +354,7 @@ class GuardedProtocol(asyncio.Protocol):
         """The peer proved itself (a media stream's authorised `start`): its per-address slot
         is given back, so a provider's media servers, which open every call's stream from a
         handful of addresses, are bounded by `max_connections` and the stream limits alone."""
+        self._record = None
         if self._per_address and self._inner is not None:
             self._per_address = False
             self._guard.release(self._address, per_address_only=True)
@@ -348,6 +400,48 @@ class GuardedProtocol(asyncio.Protocol):
     def request_finished(self) -> None:
         """The answer is out: the connection is idle (aiohttp's keep-alive timer runs)."""
         self._waiting = True
+        self._record = None  # what follows is not the start of the connection any more
+
+    # ------------------------------------------------------------------ hand-over
+
+    @property
+    def adopted(self) -> bool:
+        """A sibling worker passed this connection on (its upgrade was answered there)."""
+        return self._adopted is not None
+
+    @property
+    def address(self) -> str:
+        """The peer's address (the real client's, also on an adopted connection)."""
+        return self._address
+
+    def take(self) -> tuple[int, bytes] | None:
+        """Stop reading and give (socket descriptor, every byte read from it), when the
+        connection is still on its first request; None when it cannot be handed over."""
+        record, transport = self._record, self._transport
+        if record is None or transport is None or transport.is_closing() or self._eof:
+            return None
+        sock = transport.get_extra_info("socket")
+        fileno = getattr(sock, "fileno", None)
+        fd = fileno() if fileno is not None else -1
+        if fd < 0:
+            return None
+        transport.pause_reading()
+        return fd, bytes(record)
+
+    def keep(self) -> None:
+        """The hand-over failed: read on (the connection is still this process's)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if not self.holding and (self._proxy is None or not self._proxy.inner_paused):
+            transport.resume_reading()
+
+    def drop(self) -> None:
+        """A sibling holds the connection now: close this process's descriptor, writing
+        nothing (the kernel socket lives on in the sibling)."""
+        self._record = None
+        if self._transport is not None:
+            self._transport.abort()
 
     def _arm(self) -> None:
         self._disarm()

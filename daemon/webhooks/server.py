@@ -164,6 +164,8 @@ def _signature_reason(exc: WebhookSignatureError) -> str:
 Forwarder = Callable[[str, WebhookRequest], Awaitable[WebhookReply | None]]
 """(request target, verified delivery) -> the answer of the daemon that handled it, or None to
 handle it here."""
+HandOver = Callable[[web.Request, WebhookRequest], Awaitable[bool]]
+"""(request, verified delivery) -> True when a sibling worker took the connection."""
 
 
 class WebhookServer:
@@ -194,6 +196,12 @@ class WebhookServer:
         self.forward: Forwarder | None = None
         """Set by a daemon sharing its store with others: sends a verified delivery about a
         call another daemon runs to that daemon (`daemon.cluster.forward_webhook`)."""
+        self.hand_over: HandOver | None = None
+        """Set by a worker (`--workers N`): gives the connection of a verified delivery about a
+        call a sibling worker runs to that worker, before any forwarding
+        (`daemon.workers.siblings`)."""
+        self.forwarded = 0
+        """Deliveries answered by another daemon through `forward`."""
         self._pending: dict[str, asyncio.Future[WebhookReply | None]] = {}
         if skip_signature:
             logger.warning(
@@ -304,9 +312,14 @@ class WebhookServer:
             if not key:
                 return self._reject(request, 401, "verifier gave no replay key", address=address)
         slot.release(failed=False)
+        if self.hand_over is not None and await self.hand_over(request, webhook):
+            # A sibling worker holds the connection (and answers); this copy is closed, so
+            # nothing written here reaches the provider.
+            return _plain(503, "Service Unavailable", close=True)
         if self.forward is not None:
             forwarded = await self.forward(request.raw_path, webhook)
             if forwarded is not None:
+                self.forwarded += 1
                 return _to_response(forwarded)
         aliases = replay_aliases(self.provider.name, webhook.verify_url, request.headers)
         return await self._once((key, *aliases), webhook)

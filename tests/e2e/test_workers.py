@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,9 @@ import pytest
 from tests.e2e.test_cluster import FROM, TO
 from tests.e2e.test_cluster import config as twilio_config
 from tests.e2e.test_postgres_store import REPLIES, query
+from tests.e2e.test_twilio_streaming import config as twilio_stream_config
+from tests.fakes.balancer import Balancer
+from tests.fakes.openai import FakeOpenAI
 from tests.harness import FAST_MOCK, REPO, DaemonHarness, wait_for
 from tests.harness import rpc_async as rpc
 from tests.harness import until_async as until
@@ -390,3 +393,90 @@ def test_daemon_reload_on_one_connection_reloads_every_worker(make_daemon, pg_ur
         }
 
     wait_for(lambda: reloaded() == {"w1", "w2"}, 30, message="both workers to reload")
+
+
+@pytest.fixture
+async def balancer() -> AsyncIterator[Balancer]:
+    async with Balancer() as lb:
+        yield lb
+
+
+def _both_statuses(d: DaemonHarness) -> dict[str, dict[str, Any]]:
+    """`daemon.status` of each worker (by cluster id), asking until both have answered."""
+    seen: dict[str, dict[str, Any]] = {}
+
+    def both() -> bool:
+        for status in statuses(d, 6):
+            seen[status["daemonId"]] = status
+        return len(seen) == 2
+
+    wait_for(both, 60, message="both workers' status")
+    return seen
+
+
+async def test_misrouted_stream_and_webhooks_are_handed_to_the_owner(
+    sim: TwilioSimulator,
+    balancer: Balancer,
+    openai: FakeOpenAI,
+    make_daemon: Callable[..., DaemonHarness],
+    pg_url: str,
+) -> None:
+    """Two workers behind a balancer that sends every webhook and the media stream of a call
+    to the worker that does NOT run it: that worker hands each connection (socket and the
+    bytes it read) to its sibling, which serves it as if the provider had connected to it:
+    the caller hears the owner's speech on the stream and the keys pressed answer its
+    `continue`. Nothing is relayed (`daemon status`: handoff.relayed is 0 on both workers),
+    and the stream's session runs on the owner only."""
+    public = f"{balancer.origin}/voice/webhook"
+    text = f'store = "{pg_url}"\npublic_url = "{public}"\n' + twilio_stream_config(sim, openai)
+    d = await asyncio.to_thread(start_workers, make_daemon, pg_url, 2, text)
+    rows = await asyncio.to_thread(
+        query, pg_url, "SELECT daemon_id, address FROM voicecall_daemons ORDER BY daemon_id"
+    )
+    assert len(rows) == 2, rows
+    balancer.backends = [f"http://{r['address']}" for r in rows]
+
+    def place() -> tuple[str, str]:
+        with d.client(timeout=60) as client:
+            owner = client.call("daemon.status", {})["daemonId"]
+            other = next(i for i, r in enumerate(rows) if r["daemon_id"] != owner)
+            balancer.route = lambda _path: other
+            call_id = client.call(
+                "voicecall.initiate",
+                {"to": TO, "message": "Hi, the clinic.", "mode": "conversation"},
+            )["callId"]
+        return owner, call_id
+
+    owner, call_id = await asyncio.to_thread(place)
+    assert await asyncio.to_thread(_owner, pg_url, call_id) == owner
+    await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().media), 30)
+    stream = sim.only_call().media[-1]
+    pending = asyncio.create_task(
+        rpc(d, "voicecall.continue", {"callId": call_id, "message": "Which option?"})
+    )
+    await until_state(d, call_id, "listening")
+    await until(lambda: len(stream.frames) > 0, 30, "the owner's speech to reach the caller")
+    await stream.press("73#")
+    assert await asyncio.wait_for(pending, 60) == {"success": True, "transcript": "73#"}
+    mine = next(i for i, r in enumerate(rows) if r["daemon_id"] == owner)
+    assert balancer.handled and all(index != mine for _path, index in balancer.handled), (
+        "everything went to the other worker"
+    )
+
+    found = await asyncio.to_thread(_both_statuses, d)
+    handoff = {daemon_id: s["handoff"] for daemon_id, s in found.items()}
+    [other_id] = [i for i in handoff if i != owner]
+    assert handoff[other_id]["handedOver"]["media"] == 1, handoff
+    assert handoff[other_id]["handedOver"]["webhook"] >= 1, handoff
+    assert handoff[owner]["adopted"]["media"] == 1, handoff
+    assert handoff[owner]["adopted"]["webhook"] >= 1, handoff
+    for counts in handoff.values():
+        assert counts["relayed"] == {"media": 0, "webhook": 0}, handoff
+        assert counts["failed"] == 0, handoff
+    log = d.log_text()
+    assert "passed to daemon" not in log, "no stream was relayed"
+    bound = [line for line in log.splitlines() if "bound to call" in line]
+    assert len(bound) == 1, bound
+    assert await rpc(d, "voicecall.end", {"callId": call_id}) == {"success": True}
+    stopped = await asyncio.to_thread(d.cli, "daemon", "stop")
+    assert stopped.returncode == 0, stopped.stderr

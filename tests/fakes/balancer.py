@@ -42,6 +42,8 @@ class Balancer(FakeServer):
         self.handled: list[tuple[str, int]] = []
         self._turn = itertools.count()
         self._session: aiohttp.ClientSession | None = None
+        self._streams: aiohttp.ClientSession | None = None
+        """Websockets each on a new connection (never one kept alive after a webhook)."""
         super().__init__()
 
     def _routes(self, app: web.Application) -> None:
@@ -50,10 +52,13 @@ class Balancer(FakeServer):
     async def start(self) -> None:
         await super().start()
         self._session = aiohttp.ClientSession(auto_decompress=False)
+        self._streams = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
 
     async def _before_close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._streams is not None:
+            await self._streams.close()
 
     def _order(self, path_qs: str) -> list[int]:
         count = len(self.backends)
@@ -88,12 +93,12 @@ class Balancer(FakeServer):
         return web.Response(status=502, text="no backend answered")
 
     async def _splice(self, request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
-        assert self._session is not None
+        assert self._streams is not None
         for key in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions"):
             headers.pop(key, None)
         for index in self._order(request.path_qs):
             try:
-                upstream = await self._session.ws_connect(
+                upstream = await self._streams.ws_connect(
                     self.backends[index].replace("http", "ws", 1) + request.path_qs, headers=headers
                 )
             except aiohttp.ClientError:

@@ -1,0 +1,207 @@
+"""A worker hands misrouted connections to the sibling that runs their call (SPEC 16).
+
+With `--workers N` the kernel spreads the shared port's connections by source address, so a
+call's media websocket or webhook often reaches a worker that does not run the call. Once that
+worker knows the call (a stream's `start`; a webhook verified, with its call found as
+`daemon.cluster.forward_webhook` finds it) and a sibling on this machine runs it, it passes the
+connection itself to the sibling (:mod:`daemon.workers.handoff`) with every byte read from it,
+and forgets it. The sibling feeds those bytes to its own web server, which runs its usual
+checks (signature, limits, replay cache) and handlers, as if the client had connected to it:
+the upgrade was answered already, so a stream's refusal there is a websocket close.
+
+Only a connection on its first request can be handed over (its bytes are all kept: a request
+split over reads, requests pipelined behind it); a later request on a kept-alive connection,
+an owner on another machine, or a failed hand-over (the sibling gone or refusing) take the
+relay through the cluster as before. A connection a sibling passed on is never passed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from daemon.cluster.forward_webhook import FORWARDED_HEADER, call_ref
+from daemon.errors import VoicecallError
+from daemon.media.direct import SUPPORTED
+from daemon.providers.base import WebhookRequest
+from daemon.webhooks.connections import GUARD_KEY, GuardedProtocol
+from daemon.workers.handoff import (
+    KIND_MEDIA,
+    KIND_WEBHOOK,
+    Answer,
+    HandoffListener,
+    HandoffRefused,
+    hand_over,
+    handoff_path,
+)
+
+if TYPE_CHECKING:
+    import socket
+
+    from daemon.app import Daemon
+
+logger = logging.getLogger(__name__)
+
+_KIND_NAMES = {KIND_MEDIA: "media", KIND_WEBHOOK: "webhook"}
+
+
+class Siblings:
+    """This worker's hand-overs, both ways, and their counts (`daemon status`)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.folder = daemon.paths.socket.parent
+        self.listener: HandoffListener | None = None
+        self.handed_over = {"media": 0, "webhook": 0}
+        """Connections passed to a sibling."""
+        self.adopted = {"media": 0, "webhook": 0}
+        """Connections taken from a sibling."""
+        self.failed = 0
+        """Hand-overs that did not happen (the connection was relayed or served here)."""
+        self._warned: set[str] = set()
+
+    async def start(self) -> None:
+        """Listen for siblings' connections and hand misrouted ones over from now on."""
+        daemon = self.daemon
+        cluster = daemon.cluster
+        worker = daemon.worker
+        if cluster is None or worker is None:
+            return
+        self.listener = HandoffListener(
+            handoff_path(self.folder, cluster.store.daemon_id),
+            self._adopt,
+            parent_pid=worker.parent_pid,
+        )
+        self.listener.start()
+        guard = daemon.web_app.get(GUARD_KEY)
+        if guard is not None:
+            guard.record = True
+        if daemon.media_server is not None:
+            daemon.media_server.hand_over = self._media
+        if daemon.webhooks is not None:
+            daemon.webhooks.hand_over = self._webhook
+
+    async def stop(self) -> None:
+        """Stop taking connections (and passing them: the daemon is going)."""
+        if self.daemon.media_server is not None:
+            self.daemon.media_server.hand_over = None
+        if self.daemon.webhooks is not None:
+            self.daemon.webhooks.hand_over = None
+        if self.listener is not None:
+            await self.listener.stop()
+            self.listener = None
+
+    def status(self) -> dict[str, Any]:
+        """The counts for `daemon status`: relayed = passed through another daemon instead."""
+        media = self.daemon.media_server
+        webhooks = self.daemon.webhooks
+        return {
+            "handedOver": dict(self.handed_over),
+            "adopted": dict(self.adopted),
+            "relayed": {
+                "media": media.relayed if media is not None else 0,
+                "webhook": webhooks.forwarded if webhooks is not None else 0,
+            },
+            "failed": self.failed,
+            "refusedPeers": self.listener.refused_peers if self.listener is not None else 0,
+        }
+
+    # ------------------------------------------------------------------ passing on
+
+    async def _media(
+        self, request: web.Request, provider_call_id: str | None, parameters: Mapping[str, str]
+    ) -> bool:
+        if not SUPPORTED:
+            return False  # the sibling could not take a stream whose upgrade was answered
+        ref = parameters.get("callId") or provider_call_id or ""
+        return await self._pass(request, ref, KIND_MEDIA)
+
+    async def _webhook(self, request: web.Request, webhook: WebhookRequest) -> bool:
+        if webhook.headers.get(FORWARDED_HEADER):
+            return False  # replayed by a daemon for another: handled where it lands
+        return await self._pass(request, call_ref(webhook) or "", KIND_WEBHOOK)
+
+    async def _pass(self, request: web.Request, ref: str, kind: int) -> bool:
+        """Hand the request's connection to the sibling that runs call `ref`, if there is
+        one; True when this process must let go of the connection."""
+        daemon = self.daemon
+        cluster = daemon.cluster
+        if not ref or cluster is None or self.listener is None or daemon.engine.runs(ref):
+            return False
+        connection = _connection(request)
+        if connection is None or connection.adopted:
+            return False
+        try:
+            owner = await cluster.owner_elsewhere(ref)
+        except VoicecallError:
+            return False  # its daemon stopped answering: the relay says so
+        if owner is None:
+            return False
+        path = handoff_path(self.folder, owner)
+        if not path.exists():
+            return False  # not a sibling on this machine: the relay
+        taken = connection.take()
+        if taken is None:
+            return False  # not on its first request any more
+        fd, raw = taken
+        name = _KIND_NAMES[kind]
+        try:
+            await hand_over(path, kind, fd, raw)
+        except HandoffRefused as exc:
+            self.failed += 1
+            self._warn_once(path, f"{name} connection for call {ref} not handed to {owner}: {exc}")
+            if exc.closed:
+                connection.drop()
+                return True
+            connection.keep()
+            return False
+        connection.drop()
+        self.handed_over[name] += 1
+        return True
+
+    def _warn_once(self, path: Path, text: str) -> None:
+        key = str(path)
+        if key in self._warned:
+            logger.debug("%s", text)
+            return
+        self._warned.add(key)
+        logger.warning("%s (relayed instead; logged once per sibling)", text)
+
+    # ------------------------------------------------------------------ taking over
+
+    async def _adopt(self, kind: int, sock: socket.socket, raw: bytes, answer: Answer) -> bool:
+        daemon = self.daemon
+        runner = daemon._runner
+        guard = daemon.web_app.get(GUARD_KEY)
+        if runner is None or runner.server is None or guard is None or self.listener is None:
+            return False
+        media = daemon.media_server
+        if kind == KIND_MEDIA and (media is None or media.closing):
+            return False
+        made: list[GuardedProtocol] = []
+
+        def on_made(protocol: GuardedProtocol) -> None:
+            # Runs in connection_made, after the bytes were fed and before the loop reads the
+            # socket: the sender learns the outcome before anything more happens on it.
+            if answer(True):
+                made.append(protocol)
+            else:
+                protocol.drop()
+
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(
+            guard.adopting_factory(runner.server, raw, on_made, upgraded=kind == KIND_MEDIA), sock
+        )
+        if made:
+            self.adopted[_KIND_NAMES[kind]] += 1
+        return bool(made)
+
+
+def _connection(request: web.Request) -> GuardedProtocol | None:
+    guard = request.app.get(GUARD_KEY)
+    return guard.guard_of(request.transport) if guard is not None else None
