@@ -17,6 +17,7 @@ from daemon.errors import (
     CallError,
     CallNotFoundError,
     InvalidParamsError,
+    MediaError,
     OperationTimeoutError,
     VoicecallError,
     WaitCancelledError,
@@ -286,6 +287,10 @@ class Turns(EngineCore):
             logger.warning("auto-responder failed on call %s: %s", record.call_id, exc.message)
             async with live.lock:
                 await self._commit(live, None, EventType.ERROR, {"error": exc.message})
+            if isinstance(exc, MediaError):
+                # The stream closed under the reply (the caller hung up, or the media leg
+                # broke): an apology could not be heard either, and trying it would only fail.
+                return
             if not spoken and not held:
                 held = [APOLOGY]
         reply = " ".join(held)

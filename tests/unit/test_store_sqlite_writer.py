@@ -1,0 +1,124 @@
+"""The SQLite store writes on the event loop and keeps the slow parts off it.
+
+A write answered through the worker thread costs the caller two loop turns (at 400 streamed
+calls each as long as a pacer tick), so writes run inline; checkpoints and reads run on the
+worker thread, and the periodic pruning is an indexed range delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+from daemon.model.events import CallMode, Direction, EventType
+from daemon.model.record import CallRecord
+from daemon.model.webhook import WebhookReply
+from daemon.store.sqlite import CHECKPOINT_EVERY_WRITES, PROCESSED_KEEP, SqliteStore
+
+
+def _record(call_id: str = "c1") -> CallRecord:
+    return CallRecord(call_id, "mock", Direction.OUTBOUND, CallMode.CONVERSATION, "+1555", "+1666")
+
+
+async def test_a_write_is_durable_without_giving_the_loop_a_turn(tmp_path: Path) -> None:
+    """record() and replay_remember() finish before a callback queued ahead of them runs, and
+    what they wrote is on disk for another connection at that moment."""
+    store = SqliteStore(tmp_path)
+    await store.open()
+    try:
+        turns: list[int] = []
+        asyncio.get_running_loop().call_soon(turns.append, 1)
+        event = await store.record(_record(), EventType.INITIATED, {"to": "+1666"})
+        await store.replay_remember("k", WebhookReply(200, "text/xml", b"<R/>"), 60)
+        assert turns == []
+        assert event is not None
+        other = sqlite3.connect(tmp_path / "voicecall.db")
+        try:
+            assert other.execute("SELECT count(*) FROM events").fetchone() == (1,)
+            assert other.execute("SELECT count(*) FROM replay").fetchone() == (1,)
+        finally:
+            other.close()
+    finally:
+        await store.close()
+
+
+async def test_reads_see_every_committed_write(tmp_path: Path) -> None:
+    """Reads use their own connection on the worker thread: a read after a write sees it."""
+    store = SqliteStore(tmp_path)
+    await store.open()
+    try:
+        for n in range(50):
+            await store.record(_record(f"c{n}"), EventType.INITIATED)
+            assert (await store.get_call(f"c{n}")) is not None
+        assert len(await store.list_calls(limit=100)) == 50
+    finally:
+        await store.close()
+
+
+async def test_the_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
+    """The writer never checkpoints itself; the worker thread copies the WAL into the
+    database every few hundred writes, so the database file grows and the WAL does not."""
+    store = SqliteStore(tmp_path)
+    await store.open()
+    database = tmp_path / "voicecall.db"
+    try:
+        before = database.stat().st_size
+        payload = {"text": "x" * 2000}
+        for n in range(CHECKPOINT_EVERY_WRITES * 3):
+            await store.record(_record(f"c{n % 20}"), EventType.SPEAKING, payload)
+        deadline = time.monotonic() + 30
+        while database.stat().st_size < before + 1_000_000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert database.stat().st_size >= before + 1_000_000
+    finally:
+        await store.close()
+    # close checkpoints the rest and truncates the WAL
+    wal = tmp_path / "voicecall.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+async def test_pruning_keeps_the_newest_processed_ids(tmp_path: Path) -> None:
+    """Every 1000 writes the oldest processed ids beyond PROCESSED_KEEP and expired replay
+    rows go; the newest stay (a retry of a recent delivery is still recognised)."""
+    store = SqliteStore(tmp_path)
+    await store.open()
+    await store.close()
+    old = sqlite3.connect(tmp_path / "voicecall.db")
+    now = time.time()
+    with old:
+        old.executemany(
+            "INSERT INTO processed (key, at) VALUES (?, ?)",
+            ((f"old-{n}", now - 10_000 + n * 0.01) for n in range(PROCESSED_KEEP + 500)),
+        )
+        old.execute(
+            "INSERT INTO replay (key, expires_at, status, content_type, body) "
+            "VALUES ('gone', ?, 200, 'text/xml', x'00')",
+            (now - 5,),
+        )
+    old.close()
+    store = SqliteStore(tmp_path)
+    await store.open()
+    try:
+        call = _record()
+        for n in range(1000):
+            await store.record(call, EventType.SPEAKING, dedupe_key=f"new-{n}")
+        check = sqlite3.connect(tmp_path / "voicecall.db")
+        try:
+            kept = check.execute("SELECT count(*) FROM processed").fetchone()[0]
+            assert kept == PROCESSED_KEEP
+            assert check.execute(
+                "SELECT count(*) FROM processed WHERE key = 'old-0'"
+            ).fetchone() == (0,)
+            assert check.execute("SELECT count(*) FROM replay WHERE key = 'gone'").fetchone() == (
+                0,
+            )
+        finally:
+            check.close()
+        # the newest old id and every new one are still recognised as processed
+        assert await store.record(call, EventType.SPEAKING, dedupe_key="new-999") is None
+        last_old = f"old-{PROCESSED_KEEP + 499}"
+        assert await store.record(call, EventType.SPEAKING, dedupe_key=last_old) is None
+    finally:
+        await store.close()
