@@ -156,6 +156,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, relay: bool) ->
         procs.append(gen)
         ramped = json.loads(expect(gen, "RAMPED ", n / args.rate + 120))
         time.sleep(args.warmup)
+        spy = _spy(args, daemon.pid, f"{args.py_spy}-{'relay' if relay else 'daemon'}-{n}.txt", log)
         before = {p.pid: cpu_seconds(p.pid) for p in procs}
         waited0 = runqueue_wait(daemon.pid)
         wall0 = time.monotonic()
@@ -175,6 +176,8 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, relay: bool) ->
         vendor = json.loads(expect(fake, "REPORT ", 30))
         command(gen, "report")
         report = json.loads(expect(gen, "REPORT ", 60))
+        if spy is not None:
+            spy.wait(30)
         log_path = home / "daemon.log"
         log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
     finally:
@@ -198,6 +201,39 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, relay: bool) ->
         "log_error_lines": [line for line in log_text.splitlines() if " ERROR " in line][:5],
         "machine": load_during,
     }
+
+
+def _spy(
+    args: argparse.Namespace, pid: int, out: str, log: IO[str]
+) -> subprocess.Popen[bytes] | None:
+    """py-spy (non-blocking) on the daemon or relay for the window, collapsed stacks to `out`
+    (see bench/pyspy_breakdown.py); None without --py-spy."""
+    if not args.py_spy:
+        return None
+    return subprocess.Popen(
+        pinned(
+            args.other_core,
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "200",
+                "--duration",
+                str(max(1, round(args.seconds))),
+                "--format",
+                "raw",
+                # --native needs the process paused for each sample (py-spy refuses it
+                # with --nonblocking): that run's latency figures then include py-spy's pauses
+                *(["--native"] if args.py_spy_native else ["--nonblocking"]),
+                "-o",
+                out,
+            ],
+        ),
+        stdout=log,
+        stderr=log,
+    )
 
 
 def summary(r: dict[str, Any]) -> str:
@@ -250,6 +286,14 @@ def main() -> None:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log", default=os.devnull, help="fake/generator stderr")
     parser.add_argument("--json", action="store_true", help="also print the raw figures")
+    parser.add_argument(
+        "--py-spy",
+        default="",
+        metavar="PREFIX",
+        help="profile the daemon (and the relay) during the window: PREFIX-daemon-N.txt "
+        "(py-spy raw collapsed stacks, --nonblocking, on the other core)",
+    )
+    parser.add_argument("--py-spy-native", action="store_true", help="py-spy --native")
     parser.add_argument(
         "--against",
         default="daemon,relay",

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 
 from daemon.errors import CallError, MediaError, SpeechError
+from daemon.media.codecs import FRAME_BYTES
 from daemon.media.framing import Framer
 from daemon.media.pacer import FRAME_SECONDS
 from daemon.media.playback import Segment, SegmentState
@@ -329,7 +330,12 @@ class RealtimeBridge:
             audio = base64.b64decode(delta, validate=True)
         except (binascii.Error, ValueError):
             return  # a corrupt delta is dropped, like a lost packet
-        frames = item.framer.push(audio)
+        framer = item.framer
+        size = len(audio)
+        if size == FRAME_BYTES and not framer.pending:  # the framer would hand it back as is
+            frames: list[bytes] | tuple[bytes] = (audio,)
+        else:
+            frames = framer.push(audio)
         if frames:
             self.session.playback.add_frames(item.segment, frames)
 

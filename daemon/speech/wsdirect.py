@@ -100,6 +100,11 @@ except ImportError:  # pragma: no cover - older or newer aiohttp: the plain path
     WebSocketDataQueue = WebSocketReader = reader_py = None  # type: ignore[assignment,misc]
 
 READER_SUPPORTED = _reader_supported()
+_HEARTBEAT_SUPPORTED = all(
+    callable(getattr(aiohttp.ClientWebSocketResponse, name, None))
+    for name in ("_on_data_received", "_send_heartbeat", "_reset_heartbeat")
+)
+"""aiohttp's heartbeat hooks that :class:`DirectClientWebSocketResponse` coalesces."""
 
 TextSink = Callable[[str], None]
 
@@ -134,7 +139,32 @@ if READER_SUPPORTED:
 
     class DirectClientWebSocketResponse(aiohttp.ClientWebSocketResponse):
         """A client websocket that swaps in :class:`DirectClientQueue` when opened under
-        :func:`direct_reading` (otherwise exactly aiohttp's)."""
+        :func:`direct_reading` (otherwise exactly aiohttp's).
+
+        Such a socket also keeps its heartbeat without a callback per read: aiohttp schedules
+        a ``call_soon`` (a handle, a loop callback and two Python calls re-arming the ping
+        timer) for every read that brings data, which on a model socket is every audio delta.
+        Here a read only sets a flag; when the ping timer fires and data came since it was
+        armed, it is re-armed instead of pinging. So a ping goes out between one and two
+        heartbeat periods after the last data (aiohttp: exactly one), and a peer that stops
+        answering is still found (the pong wait itself takes aiohttp's own path)."""
+
+        _direct_heartbeat = False
+        _data_seen = False
+
+        def _on_data_received(self) -> None:
+            if self._direct_heartbeat and self._pong_response_cb is None:
+                self._data_seen = True
+                return
+            super()._on_data_received()
+
+        def _send_heartbeat(self) -> None:
+            if self._data_seen:
+                self._data_seen = False
+                self._heartbeat_cb = None
+                self._reset_heartbeat()  # re-armed one period from now
+                return
+            super()._send_heartbeat()
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -152,6 +182,7 @@ if READER_SUPPORTED:
                     parser = WebSocketReader(payload, max_size, False, True)
                     self._reader = payload
                     self._parser = parser
+                    self._direct_heartbeat = _HEARTBEAT_SUPPORTED
                 own(protocol, parser, payload, data_received_cb=data_received_cb)
 
             protocol.set_parser = set_parser

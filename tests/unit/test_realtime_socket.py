@@ -204,3 +204,68 @@ async def test_direct_reader_delivers_without_receive_and_stops_when_detached() 
             await ws.close()
     finally:
         await runner.cleanup()
+
+
+async def test_direct_socket_heartbeat_no_ping_while_data_flows_and_a_mute_peer_is_dropped() -> (
+    None
+):
+    """The coalesced heartbeat of a direct socket: while the peer sends, no ping goes out;
+    once it goes quiet, pings go out, and a peer that answers them keeps the socket; one that
+    does not is dropped (aiohttp's pong timeout), as without the direct path. No read
+    schedules aiohttp's per-read heartbeat callback."""
+    pings: list[float] = []
+    answer = {"pong": True}
+    talk = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+
+        async def reader() -> None:
+            async for message in ws:
+                if message.type is WSMsgType.PING:
+                    pings.append(asyncio.get_running_loop().time())
+                    if answer["pong"]:
+                        await ws.pong(message.data)
+
+        task = asyncio.create_task(reader())
+        await talk.wait()
+        for _ in range(24):  # 1.2 s of data, one message every 50 ms
+            await ws.send_str("data")
+            await asyncio.sleep(0.05)
+        await task
+        return ws
+
+    runner, port = await _serve(handler)
+    url = f"ws://127.0.0.1:{port}/v1/realtime"
+    got: list[str] = []
+    try:
+        async with open_vendor_session(1, 1) as http:
+            with direct_reading(1 << 20):
+                ws = await http.ws_connect(url, heartbeat=0.3)
+            handles: list[object] = []
+
+            def sink(text: str) -> None:
+                got.append(text)
+                handles.append(ws._heartbeat_reset_handle)  # aiohttp's per-read callback
+
+            assert attach_reader(ws, sink)
+            closed = asyncio.create_task(ws.receive())  # control frames and the close
+            talk.set()
+            while len(got) < 24:
+                await asyncio.sleep(0.05)
+            assert pings == [], "pinged while the peer was sending"
+            assert handles == [None] * 24, "a loop callback per read re-armed the heartbeat"
+            loop = asyncio.get_running_loop()
+            quiet = loop.time()
+            while len(pings) < 2:  # answered pings keep the socket open
+                assert loop.time() - quiet < 10
+                await asyncio.sleep(0.05)
+            assert not closed.done()
+            answer["pong"] = False
+            message = await asyncio.wait_for(closed, 10)
+            assert message.type in (WSMsgType.ERROR, WSMsgType.CLOSED, WSMsgType.CLOSING)
+            assert ws.closed or ws.exception() is not None
+            await ws.close()
+    finally:
+        await runner.cleanup()
