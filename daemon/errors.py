@@ -149,3 +149,9 @@ class StoreInUseError(StoreError):
 class CallMovedError(StoreError):
     """The call is run by another daemon sharing the store now (this one was presumed dead and
     its calls were taken over): nothing was written."""
+
+
+class CallStoredElsewhereError(StoreError):
+    """A new call's first delivery reached two daemons sharing the store at once, and the other
+    stored the call first (one live record per provider call id): nothing was written here; the
+    other daemon runs the call and answers its webhooks."""

@@ -192,12 +192,13 @@ class StoreContract:
     # -------------------------------------------------------------- lookups and listings
 
     async def test_find_by_provider_id(self, stores) -> None:
-        """By the provider's id; the newest call when a provider reuses an id."""
+        """By the provider's id; the newest call when a provider reuses the id of one that
+        ended (two live calls never share one: see the PostgreSQL store's tests)."""
         store = await stores.open()
-        await store.record(
-            call("old", provider_call_id="same", started_at="2026-01-01T09:00:00.000Z"),
-            EventType.INITIATED,
-        )
+        old = call("old", provider_call_id="same", started_at="2026-01-01T09:00:00.000Z")
+        await store.record(old, EventType.INITIATED)
+        old.state = CallState.FAILED
+        await store.record(old, EventType.ENDED)
         newer = call("new", provider_call_id="same", started_at="2026-01-01T11:00:00.000Z")
         await store.record(newer, EventType.INITIATED)
         await store.record(call("none", provider_call_id=None), EventType.INITIATED)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # annotations only: the interface pulls in no engine code at run time
+    from collections.abc import Sequence
     from pathlib import Path
 
     from daemon.model.events import CallEvent, EventType
@@ -96,6 +97,13 @@ class Store(Protocol):
 
     async def replay_lookup(self, key: str) -> WebhookReply | None:
         """The first delivery's reply for a verified identity seen in its window, or None."""
+
+    async def replay_claim(self, keys: Sequence[str]) -> WebhookReply | None:
+        """The first delivery's reply for any of a delivery's identities, or None: unseen, and
+        now this daemon's to handle (a shared store makes that atomic across daemons)."""
+
+    async def replay_release(self, keys: Sequence[str]) -> None:
+        """Give back a claim whose delivery could not be handled."""
 
     async def replay_remember(self, key: str, reply: WebhookReply, ttl_seconds: float) -> None:
         """Remember the reply of a verified delivery under its identity."""

@@ -95,6 +95,24 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE voicecall_daemons ADD COLUMN address text;
     """,
+    # 5: races between daemons. One live record per provider call id (a new call's first
+    # delivery reaching two daemons at once makes one call: the second insert fails and that
+    # daemon passes the delivery to the first). A replay-cache row may be a claim without a reply
+    # yet (`status` NULL, `claimed_by` the daemon handling that delivery now), so a duplicate
+    # reaching another daemon meanwhile waits for the first's answer instead of racing it.
+    # Duplicates stored before this step keep their record; only the first stays live here.
+    r"""
+    ALTER TABLE voicecall_calls ADD COLUMN provider text;
+    UPDATE voicecall_calls SET provider = substring(record FROM '"provider": ?"([^"]*)"');
+    UPDATE voicecall_calls c SET live = false
+    WHERE c.live AND c.provider_call_id IS NOT NULL AND EXISTS (
+        SELECT 1 FROM voicecall_calls o WHERE o.live AND o.provider_call_id = c.provider_call_id
+        AND o.provider IS NOT DISTINCT FROM c.provider AND o.created < c.created);
+    CREATE UNIQUE INDEX voicecall_calls_provider_live
+        ON voicecall_calls (provider, provider_call_id) WHERE live AND provider_call_id IS NOT NULL;
+    ALTER TABLE voicecall_replay ALTER COLUMN status DROP NOT NULL;
+    ALTER TABLE voicecall_replay ADD COLUMN claimed_by text;
+    """,
 )
 """Migration N (1-based) is `MIGRATIONS[N - 1]`; append, never edit a released step."""
 

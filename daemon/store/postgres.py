@@ -31,14 +31,19 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from daemon.errors import CallMovedError, StoreError, StoreInUseError
+from daemon.errors import (
+    CallMovedError,
+    CallStoredElsewhereError,
+    StoreError,
+    StoreInUseError,
+)
 from daemon.model.events import CallEvent, EventType
 from daemon.model.record import CallRecord, utc_now
 from daemon.model.webhook import WebhookReply
@@ -88,6 +93,14 @@ REPLAY_MEMORY_MAX = 50_000
 PROCESSED_KEEP = 50_000
 """How many processed provider-event ids are kept (oldest pruned first)."""
 
+REPLAY_CLAIM_SECONDS = 30.0
+"""How long a daemon's claim on a delivery it is handling holds (then anyone may take it: the
+claimer died mid-way)."""
+
+REPLAY_WAIT_SECONDS = 10.0
+"""How long a duplicate waits for another daemon handling the same delivery to answer it (then
+503: the provider retries)."""
+
 PRUNE_EVERY = 1000
 """Prune expired replay entries and old processed ids once per this many writes."""
 
@@ -100,10 +113,12 @@ WITH claimed AS (
 ), go AS (
     SELECT 1 WHERE $1::text IS NULL OR EXISTS (SELECT 1 FROM claimed)
 ), snapshot AS (
-    INSERT INTO voicecall_calls (call_id, provider_call_id, live, started_at, record, owner)
-    SELECT $3, $4, $5, $6, $7, $13 FROM go
+    INSERT INTO voicecall_calls (call_id, provider_call_id, live, started_at, record, owner,
+        provider)
+    SELECT $3, $4, $5, $6, $7, $13, $14 FROM go
     ON CONFLICT (call_id) DO UPDATE SET provider_call_id = excluded.provider_call_id,
-        live = excluded.live, record = excluded.record, owner = excluded.owner
+        live = excluded.live, record = excluded.record, owner = excluded.owner,
+        provider = excluded.provider
     WHERE voicecall_calls.owner IS NULL OR voicecall_calls.owner = excluded.owner
     RETURNING 1
 ), event AS (
@@ -122,7 +137,26 @@ COMMIT): the claim gates the other two, so a duplicate writes nothing at all. A 
 daemon owns is not updated, and `voicecall_moved` then aborts the statement, claim and event
 included (SQLSTATE VC001). A stored event is announced on the channel `voicecall_events` as
 `seq:daemon id` (PostgreSQL delivers it at commit, never for a rolled-back write), so the other
-daemons' `tail` sees it."""
+daemons' `tail` sees it. A second live call with the same provider call id violates
+`voicecall_calls_provider_live` (:data:`ONE_LIVE_CALL`): the whole statement is refused."""
+
+ONE_LIVE_CALL = "voicecall_calls_provider_live"
+"""The unique index that keeps one live record per provider call id."""
+
+REPLAY_CLAIM_SQL = """
+WITH quick AS (SELECT set_config('synchronous_commit', 'off', true))
+INSERT INTO voicecall_replay AS r (key, expires_at, status, content_type, body, claimed_by)
+SELECT DISTINCT k, $2::double precision, NULL::integer, '', ''::bytea, $3::text
+FROM unnest($1::text[]) AS k, quick
+ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at, status = NULL,
+    content_type = '', body = '', claimed_by = excluded.claimed_by
+WHERE r.expires_at < $4
+RETURNING key
+"""
+"""Claim a delivery's replay identities for this daemon (a row with no reply yet, held for
+:data:`REPLAY_CLAIM_SECONDS`): a key someone else holds (claimed or answered, unexpired) is not
+taken. Not flushed before it returns: a claim lost in a server crash only means the provider's
+retry is handled afresh, as it must be anyway."""
 
 EVENTS_CHANNEL = "voicecall_events"
 """Where every stored event is announced (`seq:daemon id`)."""
@@ -514,7 +548,12 @@ class PostgresStore:
                     turn,
                     wait,
                     self.daemon_id,
+                    call.provider,
                 )
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name != ONE_LIVE_CALL:
+                    raise
+                raise await self._stored_elsewhere(call) from None
             except asyncpg.PostgresError as exc:
                 if getattr(exc, "sqlstate", None) == MOVED_SQLSTATE:
                     raise CallMovedError(
@@ -532,6 +571,17 @@ class PostgresStore:
         if self._writes % PRUNE_EVERY == 0:
             await self._prune()
         return event
+
+    async def _stored_elsewhere(self, call: CallRecord) -> CallStoredElsewhereError:
+        """The refusal of a second live record for a provider call id, naming the first."""
+        first = await self.route(call.provider_call_id or "")
+        where = f"call {first.call_id}, run by daemon {first.owner}" if first else "another call"
+        return CallStoredElsewhereError(
+            f"{call.provider} call {call.provider_call_id} is stored already ({where}): "
+            "nothing was written",
+            callId=first.call_id if first else None,
+            daemon=first.owner if first else None,
+        )
 
     async def _prune(self) -> None:
         now = self._clock()
@@ -786,13 +836,74 @@ class PostgresStore:
         async with self._conn("read") as conn:
             row = await conn.fetchrow(
                 "SELECT status, content_type, body FROM voicecall_replay "
-                "WHERE key = $1 AND expires_at >= $2",
+                "WHERE key = $1 AND expires_at >= $2 AND status IS NOT NULL",
                 key,
                 now,
             )
         if row is None:
             return None
         return WebhookReply(int(row["status"]), str(row["content_type"]), bytes(row["body"]))
+
+    async def replay_claim(self, keys: Sequence[str]) -> WebhookReply | None:
+        """Claim a verified delivery's identities for this daemon, or the first delivery's reply.
+
+        None: no daemon has seen it; it is this daemon's to handle (then `replay_remember`, or
+        `replay_release` if it could not be handled). A reply: a replay. Atomic across daemons
+        (one INSERT ... ON CONFLICT): of two daemons claiming one delivery at once, one gets it
+        and the other waits for its reply (at most :data:`REPLAY_WAIT_SECONDS`).
+
+        Raises:
+            StoreError: the store fails, or the other daemon did not answer in time.
+        """
+        now = self._clock()
+        for key in keys:
+            hit = self._replay.get(key)
+            if hit is not None and hit[0] >= now:
+                return hit[1]
+        wanted = list(dict.fromkeys(keys))
+        deadline = time.monotonic() + REPLAY_WAIT_SECONDS
+        pause = 0.02
+        while True:
+            now = self._clock()
+            async with self._conn("claim a webhook delivery in", write=True) as conn:
+                got = await conn.fetch(
+                    REPLAY_CLAIM_SQL, wanted, now + REPLAY_CLAIM_SECONDS, self.daemon_id, now
+                )
+                if len(got) == len(wanted):
+                    return None
+                if got:  # part of a delivery someone else holds: give ours back
+                    await self._unclaim(conn, [r["key"] for r in got])
+                row = await conn.fetchrow(
+                    "SELECT status, content_type, body FROM voicecall_replay WHERE key = "
+                    "ANY($1::text[]) AND expires_at >= $2 AND status IS NOT NULL LIMIT 1",
+                    wanted,
+                    now,
+                )
+            if row is not None:
+                return WebhookReply(
+                    int(row["status"]), str(row["content_type"]), bytes(row["body"])
+                )
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"another daemon has been handling this delivery for over "
+                    f"{REPLAY_WAIT_SECONDS:g}s without answering it; the provider retries"
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+    async def replay_release(self, keys: Sequence[str]) -> None:
+        """Give back this daemon's claim on a delivery it could not handle (the provider's
+        retry is handled afresh, here or by another daemon)."""
+        async with self._conn("release a webhook delivery in") as conn:
+            await self._unclaim(conn, list(keys))
+
+    async def _unclaim(self, conn: Any, keys: list[str]) -> None:
+        await conn.execute(
+            "DELETE FROM voicecall_replay WHERE key = ANY($1::text[]) AND status IS NULL "
+            "AND claimed_by = $2",
+            keys,
+            self.daemon_id,
+        )
 
     async def replay_remember(self, key: str, reply: WebhookReply, ttl_seconds: float) -> None:
         """Remember the reply of a verified delivery under its identity (database and memory)."""
@@ -802,7 +913,7 @@ class PostgresStore:
                 "INSERT INTO voicecall_replay (key, expires_at, status, content_type, body) "
                 "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO UPDATE SET "
                 "expires_at = excluded.expires_at, status = excluded.status, "
-                "content_type = excluded.content_type, body = excluded.body",
+                "content_type = excluded.content_type, body = excluded.body, claimed_by = NULL",
                 key,
                 expires,
                 reply.status,

@@ -24,7 +24,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -497,6 +497,17 @@ class SqliteStore:
             ).fetchall()
         )
         return [(float(a), float(b or 0.0)) for a, b in rows]
+
+    async def replay_claim(self, keys: Sequence[str]) -> WebhookReply | None:
+        """The first delivery's reply for any of `keys`, or None. One daemon owns a SQLite
+        store, and its webhook server keeps one delivery in hand at a time: nothing to claim."""
+        for key in keys:
+            if (seen := await self.replay_lookup(key)) is not None:
+                return seen
+        return None
+
+    async def replay_release(self, keys: Sequence[str]) -> None:
+        """Nothing to give back (see `replay_claim`)."""
 
     async def replay_lookup(self, key: str) -> WebhookReply | None:
         """The first delivery's reply for a verified identity seen within its window, or None.

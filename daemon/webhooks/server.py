@@ -18,15 +18,16 @@ server to read a body it will not verify, nor to verify a body larger than 64 Ki
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from aiohttp import web
 
-from daemon.errors import StoreError, WebhookSignatureError
+from daemon.errors import CallStoredElsewhereError, StoreError, WebhookSignatureError
 from daemon.model.webhook import WebhookReply
 from daemon.providers.base import WebhookPlane, WebhookRequest
 from daemon.webhooks.limits import AddressLimiter, WebhookLimits
@@ -53,6 +54,13 @@ class ReplayCache(Protocol):
 
     async def replay_lookup(self, key: str) -> WebhookReply | None:
         """The first delivery's reply, `REPLAY_SEEN` if known without one, None if unseen."""
+
+    async def replay_claim(self, keys: Sequence[str]) -> WebhookReply | None:
+        """The first delivery's reply for any of a delivery's keys, or None: unseen, and now
+        this process's to handle (atomic across the daemons sharing a store)."""
+
+    async def replay_release(self, keys: Sequence[str]) -> None:
+        """Give back a claim whose delivery could not be handled (its retry is handled afresh)."""
 
     async def replay_remember(self, key: str, reply: WebhookReply, ttl_seconds: float) -> None:
         """Remember a handled delivery's reply under its key for `ttl_seconds`."""
@@ -86,6 +94,16 @@ class MemoryReplayCache:
             del self._entries[key]
             return None
         return entry[1]
+
+    async def replay_claim(self, keys: Sequence[str]) -> WebhookReply | None:
+        """See `ReplayCache.replay_claim` (one process: a lookup)."""
+        for key in keys:
+            if (seen := await self.replay_lookup(key)) is not None:
+                return seen
+        return None
+
+    async def replay_release(self, keys: Sequence[str]) -> None:
+        """See `ReplayCache.replay_release` (nothing is claimed in one process)."""
 
     async def replay_remember(self, key: str, reply: WebhookReply, ttl_seconds: float) -> None:
         """See `ReplayCache.replay_remember`."""
@@ -322,7 +340,16 @@ class WebhookServer:
                 self.forwarded += 1
                 return _to_response(forwarded)
         aliases = replay_aliases(self.provider.name, webhook.verify_url, request.headers)
-        return await self._once((key, *aliases), webhook)
+        try:
+            return await self._once((key, *aliases), webhook)
+        except CallStoredElsewhereError as exc:
+            # A new call's first delivery reached another daemon too, and that daemon stored
+            # the call first: it runs the call, so it answers this delivery as well.
+            logger.info("%s; passing the delivery to that daemon", exc.message)
+            again = await self.forward(target, webhook) if self.forward is not None else None
+            if again is None:  # ended meanwhile: nothing left to do for this delivery
+                return _to_response(self.provider.replay_reply(None))
+            return _to_response(again)
 
     async def _once(self, keys: tuple[str, ...], webhook: WebhookRequest) -> web.StreamResponse:
         """Handle a verified delivery once per replay identity.
@@ -349,11 +376,13 @@ class WebhookServer:
         for key in keys:
             self._pending[key] = future
         outcome: WebhookReply | None = None
+        claimed = False
         try:
-            seen = None
-            for key in keys:
-                if (seen := await self.replay.replay_lookup(key)) is not None:
-                    break
+            try:
+                seen = await self.replay.replay_claim(keys)
+            except StoreError:
+                return _plain(503, "Service Unavailable")  # the provider retries
+            claimed = seen is None
             if seen is not None:
                 outcome = seen
                 self.rejections.record(
@@ -365,25 +394,34 @@ class WebhookServer:
                 return _to_response(self.provider.replay_reply(_first_reply(seen)))
             try:
                 reply = await self.provider.handle_webhook(webhook)
+            except CallStoredElsewhereError:
+                raise  # `_verified` passes it to the daemon that stored the call
             except StoreError:
                 # Not durable, so not done (SPEC section 6): the provider retries, and the
                 # retry is handled afresh. The store logs the fault once a minute.
                 return _plain(503, "Service Unavailable")
             outcome = reply
-            try:
-                for key in keys:
-                    await self.replay.replay_remember(key, reply, self.limits.replay_ttl_seconds)
-            except StoreError:
-                pass  # the events are stored; this process still knows the keys (memory)
-            except Exception:
-                # The events are applied: answering an error would only make the provider retry
-                # a delivery we could then no longer recognise.
-                logger.exception("could not remember a webhook delivery for replay protection")
+            claimed = False  # remembered now (or, failing that, the claim expires)
+            await self._remember(keys, reply)
             return _to_response(reply)
         finally:
+            if claimed:  # not handled: give the delivery back, so its retry is not a "replay"
+                with contextlib.suppress(StoreError):
+                    await self.replay.replay_release(keys)
             for key in keys:
                 self._pending.pop(key, None)
             future.set_result(outcome)
+
+    async def _remember(self, keys: tuple[str, ...], reply: WebhookReply) -> None:
+        try:
+            for key in keys:
+                await self.replay.replay_remember(key, reply, self.limits.replay_ttl_seconds)
+        except StoreError:
+            pass  # the events are stored; this process still knows the keys (memory)
+        except Exception:
+            # The events are applied: answering an error would only make the provider retry
+            # a delivery we could then no longer recognise.
+            logger.exception("could not remember a webhook delivery for replay protection")
 
 
 WEBHOOK_SERVER_KEY = web.AppKey("voicecall_webhook_server", WebhookServer)

@@ -10,17 +10,20 @@ silence) so a take-over is seen in seconds; the rules are the same as with the d
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 
 from daemon.errors import RpcCode
 from daemon.rpc.protocol import RpcRemoteError
-from tests.configs import twilio_config
+from tests.configs import plivo_config, twilio_config
 from tests.e2e.test_twilio_streaming import config as twilio_stream_config
 from tests.fakes.balancer import Balancer
 from tests.fakes.openai import FakeOpenAI
@@ -28,6 +31,8 @@ from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
 from tests.harness import until_async as until
 from tests.harness import until_state_async as until_state
+from tests.simulators.plivo import Delivery as PlivoDelivery
+from tests.simulators.plivo import PlivoSimulator
 from tests.simulators.twilio import Delivery, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
@@ -57,6 +62,15 @@ async def record(d: DaemonHarness, call_id: str) -> dict[str, Any]:
     assert result["found"], result
     call: dict[str, Any] = result["call"]
     return call
+
+
+async def query(url: str, sql: str, *args: Any) -> list[Any]:
+    """Rows straight from the database (not through voicecall)."""
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
 
 
 async def active_calls(d: DaemonHarness) -> int:
@@ -332,3 +346,105 @@ async def test_a_media_stream_landing_on_b_reaches_the_daemon_running_the_call(
     assert await asyncio.wait_for(pending, 30) == {"success": True, "transcript": "73#"}
     assert "passed to daemon" in b.log_text()
     assert "bound to call" in a.log_text() and "bound to call" not in b.log_text()
+
+
+# ---------------------------------------------------------------------- races between daemons
+
+
+ROUNDS = 20
+
+
+def voice_request(sim: TwilioSimulator, public: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """A new inbound call's voice request as Twilio signs it: (CallSid, params, headers)."""
+    sid = "CA" + secrets.token_hex(16)
+    caller = "+1555000" + str(secrets.randbelow(9000) + 1000)
+    params = {
+        "AccountSid": sim.account_sid,
+        "ApiVersion": "2010-04-01",
+        "CallSid": sid,
+        "CallStatus": "ringing",
+        "Called": FROM,
+        "Caller": caller,
+        "Direction": "inbound",
+        "From": caller,
+        "To": FROM,
+    }
+    return sid, params, sim.sign(public, params)
+
+
+async def test_the_first_delivery_of_a_new_call_at_two_daemons_at_once_makes_one_call(
+    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness], pg_url: str
+) -> None:
+    """The same signed voice request of a new inbound call reaches A and B at the same moment
+    (a balancer's retry, a duplicated delivery), round after round: each call gets exactly one
+    record and one owner, one daemon answers it with the call's TwiML and the other as a replay
+    (an empty `<Response/>`, SPEC 8.6), both 200; nothing is applied twice."""
+    ports = [free_port(), free_port()]
+    public = f"{balancer.origin}/voice/webhook"
+    extra = 'inbound_policy = "open"\nmax_concurrent_calls = 64\n'
+    a = await daemon(make_daemon, extra + config(sim, pg_url, port=ports[0], public_url=public))
+    b = await daemon(make_daemon, extra + config(sim, pg_url, port=ports[1], public_url=public))
+    urls = [f"http://127.0.0.1:{port}/voice/webhook" for port in ports]
+    sids = []
+    for _ in range(ROUNDS):
+        sid, params, headers = voice_request(sim, public)
+        sids.append(sid)
+        answers = await asyncio.gather(
+            *(sim.post(Delivery(url, dict(params), dict(headers), "voice")) for url in urls)
+        )
+        assert [d.status for d in answers] == [200, 200], answers
+        replies = sorted((d.reply for d in answers), key=len)
+        assert replies[0].endswith("<Response />"), replies
+        assert "<Response />" not in replies[1] and "<Gather" in replies[1], replies
+    rows = await query(pg_url, "SELECT provider_call_id, owner FROM voicecall_calls")
+    per_sid: dict[str, int] = {}
+    for row in rows:
+        per_sid[row["provider_call_id"]] = per_sid.get(row["provider_call_id"], 0) + 1
+    assert per_sid == dict.fromkeys(sids, 1), "one record per call"
+    assert await active_calls(a) + await active_calls(b) == ROUNDS
+    offered = await query(
+        pg_url, "SELECT count(*) AS n FROM voicecall_events WHERE type = 'call.initiated'"
+    )
+    assert offered[0]["n"] == ROUNDS, "each call was offered once"
+
+
+async def test_two_deliveries_of_a_new_plivo_call_at_two_daemons_at_once_make_one_call(
+    balancer: Balancer, make_daemon: Callable[..., DaemonHarness], pg_url: str
+) -> None:
+    """Plivo's answer request of a new inbound call reaches A and B at once, each signed with
+    its own nonce (a retry is signed afresh, so it is no replay, and Plivo's answer request has
+    no event id to deduplicate): round after round, one record per call (the store refuses a
+    second live record of a provider call id) and both answers are the call's XML, the second
+    daemon passing its delivery to the one that stored the call."""
+    async with PlivoSimulator() as plivo:
+        ports = [free_port(), free_port()]
+        public = f"{balancer.origin}/voice/webhook"
+        top = f'store = "{pg_url}"\npublic_url = "{public}"\ninbound_policy = "open"\n'
+        top += "max_concurrent_calls = 64\n"
+        texts = [plivo_config(plivo, port=port, top=top) for port in ports]
+        a, b = [await daemon(make_daemon, text) for text in texts]
+        urls = [f"http://127.0.0.1:{port}/voice/webhook" for port in ports]
+        uuids = []
+        for _ in range(ROUNDS):
+            call_uuid = str(uuid.uuid4())
+            uuids.append(call_uuid)
+            params = {
+                "CallUUID": call_uuid,
+                "From": "+15550007777",
+                "To": FROM,
+                "Direction": "inbound",
+                "CallStatus": "ringing",
+                "Event": "StartApp",
+            }
+            answers = await asyncio.gather(
+                *(
+                    plivo.post(PlivoDelivery(url, dict(params), plivo.sign(public, params)))
+                    for url in urls
+                )
+            )
+            assert [d.status for d in answers] == [200, 200], answers
+            for answer in answers:
+                assert answer.reply.startswith("<?xml") and "<Response>" in answer.reply, answer
+        rows = await query(pg_url, "SELECT provider_call_id FROM voicecall_calls")
+        assert sorted(r["provider_call_id"] for r in rows) == sorted(uuids), "one record per call"
+        assert await active_calls(a) + await active_calls(b) == ROUNDS

@@ -22,6 +22,7 @@ import pytest
 
 from daemon.errors import RpcCode
 from daemon.rpc.protocol import RpcRemoteError
+from daemon.store import pg_schema
 from tests.harness import FAST_MOCK, wait_for
 from tests.pg_cluster import PgServer, server_for_test, start_cluster
 
@@ -175,13 +176,16 @@ def test_a_newer_schema_is_refused(make_daemon, pg_url: str) -> None:
     done = d.cli("daemon", "start", timeout=90)
     assert done.returncode != 0
     assert "Error:" in done.stderr
-    assert "schema version 7, newer than this voicecall knows (4)" in done.stderr, done.stderr
+    known = pg_schema.SCHEMA_VERSION
+    assert f"schema version 7, newer than this voicecall knows ({known})" in done.stderr, (
+        done.stderr
+    )
     doctor = d.cli("doctor", "--offline", "--json")
     store = [c for c in json.loads(doctor.stdout)["checks"] if c["id"] == "store.database"]
     assert store and store[0]["status"] == "FAIL" and "version 7" in store[0]["message"]
     assert doctor.returncode == 1
     rows = query(pg_url, "SELECT version FROM voicecall_schema ORDER BY version")
-    assert [r["version"] for r in rows] == [1, 2, 3, 4, 7]
+    assert [r["version"] for r in rows] == [*range(1, known + 1), 7]
 
 
 def test_a_second_daemon_with_the_same_id_is_refused(make_daemon, pg_url: str) -> None:
@@ -216,7 +220,8 @@ def test_doctor_checks_the_database(make_daemon, pg_url: str) -> None:
     d.start()
     current = json.loads(d.cli("doctor", "--offline", "--json").stdout)
     [store] = [c for c in current["checks"] if c["id"] == "store.database"]
-    assert store["status"] == "OK" and "schema version 4 (current)" in store["message"], store
+    current_version = f"schema version {pg_schema.SCHEMA_VERSION} (current)"
+    assert store["status"] == "OK" and current_version in store["message"], store
 
     parts = urlsplit(pg_url)
     dead = urlunsplit(parts._replace(netloc=f"vc:{PASSWORD}@127.0.0.1:{closed_port()}"))

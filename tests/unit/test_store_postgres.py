@@ -12,10 +12,16 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from daemon.errors import CallMovedError, StoreError, StoreInUseError
+from daemon.errors import (
+    CallMovedError,
+    CallStoredElsewhereError,
+    StoreError,
+    StoreInUseError,
+)
 from daemon.model.events import CallMode, Direction, EventType
 from daemon.model.record import CallRecord
 from daemon.model.state import CallState
+from daemon.model.webhook import WebhookReply
 from daemon.store.location import StoreLocation
 from daemon.store.postgres import PostgresStore
 
@@ -307,6 +313,83 @@ async def test_messages_between_daemons_of_any_length_and_event_announcements(pg
             assert await admin.fetchval("SELECT count(*) FROM voicecall_mailbox") == 0
         finally:
             await admin.close()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_one_live_record_per_provider_call_id_across_daemons(pg_url: str) -> None:
+    """Two daemons storing a new call with one provider call id at once (its first delivery
+    reached both): exactly one record is written, the other write is refused whole, naming the
+    call and daemon that won. Once that call ended, a new call may reuse the id."""
+    location = StoreLocation.postgres(pg_url)
+    stores = [PostgresStore(location, daemon_id=name) for name in ("a", "b")]
+    for store in stores:
+        await store.open()
+    try:
+        for round_ in range(10):
+            records = [call_of(f"{name}{round_}") for name in ("a", "b")]
+            for record in records:
+                record.provider_call_id = f"same-{round_}"
+            got = await asyncio.gather(
+                *(s.record(r, EventType.INITIATED) for s, r in zip(stores, records, strict=True)),
+                return_exceptions=True,
+            )
+            refused = [g for g in got if isinstance(g, CallStoredElsewhereError)]
+            assert len(refused) == 1 and len([g for g in got if g is not None]) == 2, got
+            winner = records[got.index(next(g for g in got if g is not refused[0]))]
+            assert refused[0].details["callId"] == winner.call_id
+            assert f"call {winner.call_id}, run by daemon" in refused[0].message
+            stored = await stores[0].list_calls(limit=100)
+            assert [c.call_id for c in stored if c.provider_call_id == f"same-{round_}"] == [
+                winner.call_id
+            ]
+            if round_ == 0:
+                first_store = stores[records.index(winner)]
+                first_store_record = winner
+        first_store_record.state = CallState.COMPLETED
+        await first_store.record(first_store_record, EventType.ENDED)
+        reuse = call_of("reuse")
+        reuse.provider_call_id = "same-0"
+        assert await stores[0].record(reuse, EventType.INITIATED) is not None
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_delivery_is_claimed_by_one_daemon_and_the_other_waits_for_its_answer(
+    pg_url: str,
+) -> None:
+    """`replay_claim` is atomic across daemons: of two claiming one delivery at once, one gets
+    None (handle it), the other waits and then gets the first's reply (a replay). A released
+    claim (the delivery failed) is claimable again; a key already answered is a replay."""
+    location = StoreLocation.postgres(pg_url)
+    a = PostgresStore(location, daemon_id="a")
+    b = PostgresStore(location, daemon_id="b")
+    await a.open()
+    await b.open()
+    reply = WebhookReply(200, "application/xml", b"<Response><Say>Hi</Say></Response>")
+    try:
+        for round_ in range(10):
+            keys = [f"k{round_}", f"alias{round_}"]
+            claims = [
+                asyncio.create_task(a.replay_claim(keys)),
+                asyncio.create_task(b.replay_claim(keys)),
+            ]
+            done, waiting = await asyncio.wait(claims, return_when=asyncio.FIRST_COMPLETED)
+            first = done.pop()
+            assert first.result() is None, "one claim wins"
+            winner = a if first is claims[0] else b
+            await asyncio.sleep(0.1)
+            assert not waiting.pop().done(), "the other waits for the winner's answer"
+            for key in keys:
+                await winner.replay_remember(key, reply, 600)
+            other = claims[1] if first is claims[0] else claims[0]
+            assert await asyncio.wait_for(other, 10) == reply
+        assert await a.replay_claim(["fresh"]) is None
+        await a.replay_release(["fresh"])
+        assert await b.replay_claim(["fresh"]) is None, "a released claim is free again"
+        assert await b.replay_lookup("fresh") is None, "a claim is no reply"
     finally:
         await a.close()
         await b.close()
