@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import resource
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -173,6 +174,28 @@ class _PausableTransport:
 
     def is_reading(self) -> bool:
         return not self.inner_paused and self._real.is_reading()
+
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,9})[ \t]*(?=\r\n|$)")
+
+
+def after_request(record: bytearray) -> bytearray | None:
+    """What follows the first request in `record` (bytes read from a connection, starting at a
+    request), or None when its end cannot be told from its headers (chunked body, no or
+    several lengths, not all of it read)."""
+    end = record.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(record[:end]).lower()
+    if b"\r\ntransfer-encoding:" in head or head.count(b"\r\ncontent-length:") > 1:
+        return None
+    found = _CONTENT_LENGTH.search(head)
+    if found is None and b"\r\ncontent-length:" in head:
+        return None
+    total = end + 4 + (int(found.group(1)) if found is not None else 0)
+    if len(record) < total:
+        return None
+    return record[total:]
 
 
 class GuardedProtocol(asyncio.Protocol):
@@ -400,7 +423,11 @@ class GuardedProtocol(asyncio.Protocol):
     def request_finished(self) -> None:
         """The answer is out: the connection is idle (aiohttp's keep-alive timer runs)."""
         self._waiting = True
-        self._record = None  # what follows is not the start of the connection any more
+        record, self._record = self._record, None
+        if record is not None:
+            # The next request's bytes start where this one's end (requests pipelined behind
+            # it are kept); when that cannot be told, nothing more is kept.
+            self._record = after_request(record)
 
     # ------------------------------------------------------------------ hand-over
 
