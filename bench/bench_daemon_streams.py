@@ -217,8 +217,6 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         port = json.loads(expect(fakes, "READY ", 30))["port"]
         origin = f"http://127.0.0.1:{port}"
         text = daemon_config(origin, n, args.tts, args.turn_every > 0, store_url(args))
-        if args.workers > 1:  # streams a worker passes to its sibling come from loopback
-            text += '\n[webhook_security]\ntrusted_proxy_ips = ["127.0.0.1"]\n'
         (home / "config.toml").write_text(text)
         core = args.daemon_core if args.workers == 1 else None  # workers: every core
         daemon = start_daemon(
@@ -293,6 +291,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         vendor = json.loads(expect(fakes, "REPORT ", 30))
         epoch1 = time.time()
         load = uptime()
+        handoff = handoff_counts(home, daemon, args.workers)
     finally:
         stop_all(procs)  # generator, daemon, fakes: each gone before the next
         log_path = home / "daemon.log"
@@ -323,7 +322,31 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         "log_warnings": warnings,
         "machine": load,
         "pacer": pacer_figures(log_text, epoch0, epoch1),
+        "handoff": handoff,
     }
+
+
+def handoff_counts(
+    home: Path, daemon: subprocess.Popen[bytes], workers: int
+) -> dict[str, dict[str, int]] | None:
+    """The workers' hand-over counts (`daemon status`: handoff), summed over the workers (each
+    status comes from whichever worker accepts the RPC connection: asked until all answered)."""
+    if workers < 2:
+        return None
+    seen: dict[str, dict[str, Any]] = {}
+    for _ in range(20 * workers):
+        status = daemon_status(home, daemon, 10)
+        if status.get("handoff"):
+            seen[str(status["daemonId"])] = status["handoff"]
+        if len(seen) == workers:
+            break
+    total: dict[str, dict[str, int]] = {}
+    for counts in seen.values():
+        for key in ("handedOver", "relayed"):
+            for kind, value in counts[key].items():
+                bucket = total.setdefault(key, {})
+                bucket[kind] = bucket.get(kind, 0) + int(value)
+    return total
 
 
 _THROWAWAY: list[Any] = []
@@ -364,6 +387,17 @@ def summary(r: dict[str, Any]) -> str:
         f"tts={v['tts_requests']} transcripts={v['transcripts']} chat={v['chat_requests']} "
         f"failures={g['failures'] or '-'} silent={g['silent']} closed={g['closed']} "
         f"log E/W={r['log_errors']}/{r['log_warnings']} | {r['machine']}{invalid}"
+        + _handoff_text(r.get("handoff"))
+    )
+
+
+def _handoff_text(counts: dict[str, dict[str, int]] | None) -> str:
+    if not counts:
+        return ""
+    given, relayed = counts.get("handedOver", {}), counts.get("relayed", {})
+    return (
+        f" | handed over: {given.get('media', 0)} streams, {given.get('webhook', 0)} webhooks;"
+        f" relayed: {relayed.get('media', 0)} streams, {relayed.get('webhook', 0)} webhooks"
     )
 
 

@@ -212,6 +212,7 @@ class GuardedProtocol(asyncio.Protocol):
         "_inner",
         "_inner_factory",
         "_per_address",
+        "_pinned",
         "_proxy",
         "_record",
         "_timer",
@@ -233,6 +234,8 @@ class GuardedProtocol(asyncio.Protocol):
         """(bytes a sibling read, callback): a connection a sibling worker passed on."""
         self._record: bytearray | None = None
         """The bytes of the first request so far (see `ConnectionGuard.record`)."""
+        self._pinned = adopted is not None
+        """Serving the request a sibling passed this connection on for: not passed again."""
         self.upgraded_elsewhere = False
         """The first request is a websocket upgrade the sibling that passed the connection
         on answered already (the media server takes this back when it serves it)."""
@@ -277,13 +280,13 @@ class GuardedProtocol(asyncio.Protocol):
         self._inner = self._inner_factory()
         self._arm()
         self._inner.connection_made(cast(asyncio.Transport, self._proxy))
+        if self._guard.record:
+            self._record = bytearray()
         if self._adopted is not None:
             raw, made = self._adopted
             if raw:
                 self.data_received(raw)
             made(self)  # before the loop reads the socket
-        elif self._guard.record:
-            self._record = bytearray()
 
     def data_received(self, data: bytes) -> None:
         """Forward at most a slice now; the first byte after an idle spell starts the header
@@ -423,6 +426,7 @@ class GuardedProtocol(asyncio.Protocol):
     def request_finished(self) -> None:
         """The answer is out: the connection is idle (aiohttp's keep-alive timer runs)."""
         self._waiting = True
+        self._pinned = False  # a later request may be passed on again
         record, self._record = self._record, None
         if record is not None:
             # The next request's bytes start where this one's end (requests pipelined behind
@@ -433,7 +437,7 @@ class GuardedProtocol(asyncio.Protocol):
 
     @property
     def adopted(self) -> bool:
-        """A sibling worker passed this connection on (its upgrade was answered there)."""
+        """A sibling worker passed this connection on."""
         return self._adopted is not None
 
     @property
@@ -447,6 +451,8 @@ class GuardedProtocol(asyncio.Protocol):
         record, transport = self._record, self._transport
         if record is None or transport is None or transport.is_closing() or self._eof:
             return None
+        if self._pinned:
+            return None  # the request it was passed on for is served here, never passed back
         sock = transport.get_extra_info("socket")
         fileno = getattr(sock, "fileno", None)
         fd = fileno() if fileno is not None else -1

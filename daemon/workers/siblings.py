@@ -9,10 +9,14 @@ and forgets it. The sibling feeds those bytes to its own web server, which runs 
 checks (signature, limits, replay cache) and handlers, as if the client had connected to it:
 the upgrade was answered already, so a stream's refusal there is a websocket close.
 
-Only a connection on its first request can be handed over (its bytes are all kept: a request
-split over reads, requests pipelined behind it); a later request on a kept-alive connection,
-an owner on another machine, or a failed hand-over (the sibling gone or refusing) take the
-relay through the cluster as before. A connection a sibling passed on is never passed again.
+Every byte a connection reads is kept from the start of its current request (a request split
+over reads, requests pipelined behind it; a kept-alive connection starts again where the last
+answered request ended), so it can be handed over at any request whose end its headers tell
+(not a chunked body). An owner on another machine, a request whose bytes were not all kept,
+or a failed hand-over (the sibling gone or refusing) take the relay through the cluster as
+before. The request a sibling passed a connection on for is never passed back; a later request
+on that connection may be passed on again (a provider's kept-alive connection carries webhooks
+of many calls).
 """
 
 from __future__ import annotations
@@ -134,7 +138,7 @@ class Siblings:
         if not ref or cluster is None or self.listener is None or daemon.engine.runs(ref):
             return False
         connection = _connection(request)
-        if connection is None or connection.adopted:
+        if connection is None:
             return False
         try:
             owner = await cluster.owner_elsewhere(ref)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -337,8 +339,56 @@ async def test_signed_twilio_webhooks_land_on_either_worker(
         15,
         "the replay to be logged",
     )
+
+    # The same delivery twice more on one connection to that worker, pipelined, and the bytes
+    # cut in three writes (the first inside the first request's headers): the connection and
+    # every byte read from it go to the owner, which answers both, in order, as replays.
+    body = urlencode(first.params).encode()
+    target = first.url.split("/", 3)[3]
+    head = f"POST /{target} HTTP/1.1\r\nHost: {other}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in first.headers.items() if k.lower() != "host"
+    )
+    one = (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    answers = await _raw_exchange(other, one + one, [40, len(one) + 25], 2)
+    assert [status for status, _ in answers] == [200, 200], answers
+    assert all(reply.endswith(b"<Response />") for _, reply in answers), answers
+    found = await asyncio.to_thread(_both_statuses, d)
+    rows = await asyncio.to_thread(
+        query, pg_url, "SELECT daemon_id, address FROM voicecall_daemons"
+    )
+    [other_id] = [r["daemon_id"] for r in rows if r["address"] == other]
+    assert found[other_id]["handoff"]["handedOver"]["webhook"] >= 2, found
+    assert found[owner]["handoff"]["adopted"]["webhook"] >= 2, found
+    for status in found.values():
+        assert status["handoff"]["relayed"]["webhook"] == 0, found
     stopped = await asyncio.to_thread(d.cli, "daemon", "stop")
     assert stopped.returncode == 0, stopped.stderr
+
+
+async def _raw_exchange(
+    address: str, request: bytes, cuts: list[int], count: int
+) -> list[tuple[int, bytes]]:
+    """Send `request` over one new connection in pieces (cut at `cuts`, 50 ms apart); read
+    `count` answers: (status, body)."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        start = 0
+        for cut in [*cuts, len(request)]:
+            writer.write(request[start:cut])
+            await writer.drain()
+            start = cut
+            await asyncio.sleep(0.05)
+        answers = []
+        for _ in range(count):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            length = re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head)
+            assert length is not None, head
+            reply = await asyncio.wait_for(reader.readexactly(int(length.group(1))), 30)
+            answers.append((int(head.split(b" ", 2)[1]), reply))
+        return answers
+    finally:
+        writer.close()
 
 
 def test_serve_workers_with_daemon_start_logs_and_stop(make_daemon, pg_url: str) -> None:
