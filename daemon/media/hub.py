@@ -15,7 +15,7 @@ import base64
 import hmac
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,9 +23,11 @@ from daemon.errors import MediaError
 from daemon.media.gcpolicy import GcPolicy
 from daemon.media.pacer import DEFAULT_LEAD_SECONDS, Pacer
 from daemon.media.playback import DEFAULT_CAPACITY_FRAMES
+from daemon.media.prefetch import PREFETCH_SECONDS, Prefetch
 from daemon.media.session import MediaSession, UtteranceResult
 from daemon.model.events import CallMode, Direction, ProviderEvent
 from daemon.model.record import CallRecord
+from daemon.speech.sentences import split_sentences
 from daemon.speech.stt.base import SttListener, SttSession
 from daemon.speech.tts.base import TtsEngine
 from daemon.tasks import TaskSet
@@ -125,6 +127,7 @@ class MediaHub:
         self._sessions: dict[str, MediaSession] = {}
         self._waiters: dict[str, list[asyncio.Future[MediaSession]]] = {}
         self._end_timers: dict[str, asyncio.TimerHandle] = {}
+        self._prefetched: dict[str, tuple[Prefetch, asyncio.TimerHandle]] = {}
         self._tasks = TaskSet("media")
         self.gc_policy = GcPolicy()
         self._dummy = self.new_token()
@@ -155,8 +158,45 @@ class MediaHub:
         key = self._call_numbers.get(call_id)
         return self.number_tts.get(key, self.tts) if key is not None else self.tts
 
+    def prefetch(self, call_id: str, number: str | None, text: str) -> None:
+        """Start synthesising the first sentence of ``text``, to be said on the call's stream
+        once it starts (``daemon.media.prefetch``): the vendor's first-byte time then passes
+        while the provider connects the stream, not after. Nothing happens when the stream is
+        already there, in realtime mode (the model speaks), or without a TTS.
+        """
+        if call_id in self._sessions or call_id in self._prefetched or self.realtime is not None:
+            return
+        tts = self.number_tts.get(number, self.tts) if number in self.number_tts else self.tts
+        sentences = split_sentences(text)
+        if tts is None or not sentences:
+            return
+        timer = asyncio.get_running_loop().call_later(
+            PREFETCH_SECONDS, self._drop_prefetch, call_id
+        )
+        self._prefetched[call_id] = (Prefetch(tts, sentences[0]), timer)
+
+    def take_prefetch(self, call_id: str, text: str) -> AsyncIterator[bytes] | None:
+        """The audio synthesised ahead for the call's first sentence when that is ``text``
+        (any prefetch of the call is used or dropped here: speech is said in order)."""
+        entry = self._prefetched.pop(call_id, None)
+        if entry is None:
+            return None
+        fetch, timer = entry
+        timer.cancel()
+        if fetch.text != text:
+            fetch.cancel()
+            return None
+        return fetch.chunks()
+
+    def _drop_prefetch(self, call_id: str) -> None:
+        entry = self._prefetched.pop(call_id, None)
+        if entry is not None:
+            entry[0].cancel()
+            entry[1].cancel()
+
     def revoke(self, call_id: str) -> None:
         """Forget the call's token (it ended); a live stream of it is closed."""
+        self._drop_prefetch(call_id)
         self._call_numbers.pop(call_id, None)
         grant = self._grants.pop(call_id, None)
         if grant is not None and grant.provider_call_id:
@@ -316,6 +356,8 @@ class MediaHub:
         for timer in self._end_timers.values():
             timer.cancel()
         self._end_timers.clear()
+        for call_id in list(self._prefetched):
+            self._drop_prefetch(call_id)
         for session in list(self._sessions.values()):
             session.revoked = True  # the daemon is stopping: calls stay up for the restart
             session.request_close(1001, "Server shutting down")

@@ -222,7 +222,9 @@ class MediaSession:
             playback.begin(segment)
             framer = Framer()
             failed = False
-            chunks = tts.synthesize(segment.text)
+            chunks = self.hub.take_prefetch(self.call_id, segment.text) or tts.synthesize(
+                segment.text
+            )
             try:
                 async for chunk in chunks:
                     frames = framer.push(chunk)

@@ -45,6 +45,9 @@ class MediaHubLike(Protocol):
     async def wait_session(self, call_id: str) -> Any:
         """The call's session once its stream has started."""
 
+    def prefetch(self, call_id: str, number: str | None, text: str) -> None:
+        """Start synthesising speech that waits for the call's stream (`MediaHub.prefetch`)."""
+
 
 @runtime_checkable
 class ReportsStreamFailures(Protocol):
@@ -66,6 +69,12 @@ def media_hub(context: ProviderContext | None) -> MediaHubLike | None:
     return hub
 
 
+def number_of(call: CallRecord) -> str | None:
+    """The `[numbers."+E164"]` table a call was routed by (its TTS may differ), or None."""
+    number = call.metadata.get("number")
+    return number if isinstance(number, str) else None
+
+
 async def speak_over_stream(
     hub: MediaHubLike,
     call: CallRecord,
@@ -81,6 +90,8 @@ async def speak_over_stream(
     `fallback` names what the provider will use instead, for the log line. `abandon`, when set
     meanwhile, stops the wait at once (the provider learnt that the stream failed).
     """
+    if hub.session(call.call_id) is None:
+        hub.prefetch(call.call_id, number_of(call), text)
     try:
         async with asyncio.timeout(wait_seconds):
             session = await _session_unless(hub, call.call_id, abandon)

@@ -44,7 +44,7 @@ from daemon.providers.base import (
 )
 from daemon.providers.bound import BoundProvider
 from daemon.providers.machine import twilio_dial_params, twilio_report
-from daemon.providers.streaming import MediaHubLike, MediaSessionLike, media_hub
+from daemon.providers.streaming import MediaHubLike, MediaSessionLike, media_hub, number_of
 from daemon.providers.twilio_parse import TwilioCallback, end_state, parse_callback, to_events
 from daemon.providers.twilio_rest import TwilioRest
 from daemon.providers.twilio_twiml import (
@@ -434,6 +434,7 @@ class TwilioProvider(BoundProvider):
             await self._update(call, [stream])
         elif call.call_id not in self._streamed:
             return False
+        hub.prefetch(call.call_id, number_of(call), text)
         self._spawn(
             self._speak_when_streaming(hub, call.call_id, text, turn_token),
             f"twilio-stream-speak-{call.call_id}",

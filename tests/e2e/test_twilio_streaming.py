@@ -393,3 +393,27 @@ async def test_a_newer_caller_turn_cancels_a_stale_reply(
     assert bot_lines == ["Hello, Acme clinic.", "Yes, from ten to four."]
     last = openai.chat_requests[1]["messages"]
     assert {"role": "user", "content": "Actually, are you open on Sunday?"} in last
+
+
+async def test_the_greeting_is_synthesised_while_the_stream_connects(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """The TTS vendor takes 0.6 s to its first audio and Twilio 0.8 s to open the stream after
+    `<Connect><Stream>`: the greeting's synthesis starts with the answer, so its first frame
+    follows the stream's start at once instead of the vendor's 0.6 s later; all of it plays."""
+    extra = 'inbound_policy = "open"\ninbound_greeting = "Hello, Acme clinic."\n'
+    d = await start(make_daemon, config(sim, openai, extra))
+    openai.tts_first_byte_delay = 0.6
+    sim.stream_connect_delay = 0.8
+    webhook = str((await rpc(d, "daemon.status"))["webhookUrl"])
+    call = await sim.inbound(CALLER, FROM, webhook)
+    await sim.wait_for(lambda: bool(call.media) and bool(call.media[0].frames), timeout=10)
+    stream = call.media[0]
+    assert stream.opened_at is not None
+    assert openai.tts_request_times[0] < stream.opened_at  # asked before the stream was there
+    first = stream.frames[0].at - stream.opened_at
+    print(f"\nstream open -> first greeting frame: {first * 1000:.0f} ms")
+    assert first < 0.4
+    await sim.wait_for(lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream))
+    assert len(stream.frames) == FRAMES_PER_SENTENCE  # the whole greeting, once
+    assert len(openai.tts_requests) == 1

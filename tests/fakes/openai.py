@@ -43,10 +43,14 @@ class FakeOpenAI(FakeServer):
         self.tts_pcm = sine_pcm16(440.0, 1.0, TTS_RATE)
         self.tts_chunks = 6
         self.tts_chunk_delay = 0.02
+        self.tts_first_byte_delay = 0.0
+        """Seconds before the response starts (a real vendor's time to first audio)."""
         self.tts_status = 200
         self.tts_hold: asyncio.Event | None = None
         """When set to an Event, the body pauses after its first chunk until it is set."""
         self.tts_requests: list[dict[str, Any]] = []
+        self.tts_request_times: list[float] = []
+        """When each request arrived (time.monotonic)."""
         self.tts_completed = 0
         # /v1/chat/completions
         self.chat_reply = "Sure, I can help with that."
@@ -103,12 +107,15 @@ class FakeOpenAI(FakeServer):
 
     async def _speech(self, request: web.Request) -> web.StreamResponse:
         self.tts_requests.append(await request.json())
+        self.tts_request_times.append(time.monotonic())
         await self.notify()
         if not self._authorized(request):
             return self._unauthorized(request)
         if self.tts_status != 200:
             body = {"error": {"message": "fake synthesis failure"}}
             return web.json_response(body, status=self.tts_status)
+        if self.tts_first_byte_delay:
+            await asyncio.sleep(self.tts_first_byte_delay)
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         await response.prepare(request)
         hold = self.tts_hold  # this request keeps its hold even if the test swaps it

@@ -507,6 +507,9 @@ class TwilioSimulator(FakeServer):
         self.fetch_error: int | None = None
         self.stream_media = True
         """Open the websocket of a `<Connect><Stream url="ws(s)://...">` (False: only record it)."""
+        self.stream_connect_delay = 0.0
+        """Seconds between reading `<Connect><Stream>` and opening its websocket (Twilio takes
+        a few hundred milliseconds on a real call)."""
         self.sign_streams = True
         self.stream_caller_audio = True
         """Send the caller's 20 ms frames (silence unless queued) on every open stream."""
@@ -816,6 +819,8 @@ class TwilioSimulator(FakeServer):
             parameters = {p.get("name", ""): p.get("value", "") for p in stream.iter("Parameter")}
             call.streams.append({"url": url, **parameters})
             if opened is None and self.stream_media and url.startswith(("ws:", "wss:")):
+                if self.stream_connect_delay:
+                    await asyncio.sleep(self.stream_connect_delay)
                 opened = await self.open_stream(call, parameters, url, sign=self.sign_streams)
         await self.notify()
         if opened is None or not opened.is_open:

@@ -76,6 +76,7 @@ class FakeHub:
         self.revoked: list[str] = []
         self.sessions: dict[str, FakeSession] = {}
         self.bound = asyncio.Event()
+        self.prefetched: list[tuple[str, str | None, str]] = []
 
     def issue_token(self, call_id: str, provider_call_id: str | None) -> str:
         return self.tokens.setdefault(call_id, f"tok-{call_id}")
@@ -89,6 +90,9 @@ class FakeHub:
     async def wait_session(self, call_id: str) -> FakeSession:
         await self.bound.wait()
         return self.sessions[call_id]
+
+    def prefetch(self, call_id: str, number: str | None, text: str) -> None:
+        self.prefetched.append((call_id, number, text))
 
 
 def record(

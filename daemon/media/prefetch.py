@@ -1,0 +1,102 @@
+"""Speech synthesised while its stream is still on the way.
+
+A call answered with a media stream speaks first (the greeting) before the provider has even
+opened the websocket: the provider gets our answer, then connects back, which takes from a few
+milliseconds (a local load generator) to about a second (a real carrier). Waiting for the
+stream before asking the TTS vendor puts the vendor's first-byte time (100-800 ms for OpenAI)
+after that, on the caller's ear. So the first sentence of speech queued for a stream that has
+not started is synthesised at once into a bounded buffer, and the session that binds takes the
+buffer over and plays it from the first frame; what the vendor sends after that flows through
+as usual.
+
+A prefetch is given up (the vendor request cancelled) when the call ends, when the stream does
+not start within ``PREFETCH_SECONDS``, or when the session's first sentence is another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+
+from daemon.speech.tts.base import TtsEngine
+
+PREFETCH_SECONDS = 20.0
+"""How long synthesised speech waits for its stream before it is dropped (the engine still
+speaks it, synthesised again, if the stream starts later)."""
+PREFETCH_MAX_BYTES = 8000 * 10
+"""Audio buffered ahead of the stream (10 s of 8 kHz mu-law); reading the vendor pauses there."""
+
+
+class Prefetch:
+    """One sentence being synthesised into a buffer until a session takes it."""
+
+    __slots__ = ("_arrived", "_buffer", "_error", "_finished", "_room", "_size", "task", "text")
+
+    def __init__(self, tts: TtsEngine, text: str) -> None:
+        self.text = text
+        self._buffer: deque[bytes] = deque()
+        self._size = 0
+        self._finished = False
+        self._error: BaseException | None = None
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.task = asyncio.create_task(self._fill(tts.synthesize(text)), name="tts-prefetch")
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of audio waiting to be taken."""
+        return self._size
+
+    async def _fill(self, source: AsyncIterator[bytes]) -> None:
+        try:
+            async for chunk in source:
+                self._buffer.append(chunk)
+                self._size += len(chunk)
+                self._arrived.set()
+                while self._size >= PREFETCH_MAX_BYTES:
+                    self._room.clear()
+                    await self._room.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # handed to the session, which reports it like its own
+            self._error = exc
+        finally:
+            self._finished = True
+            self._arrived.set()
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """What was synthesised so far, then the rest as it comes (the session's TTS source).
+
+        Raises what synthesis raised (a ``SpeechError``), after the audio before it.
+        """
+        try:
+            while True:
+                if self._buffer:
+                    chunk = self._buffer.popleft()
+                    self._size -= len(chunk)
+                    if self._size < PREFETCH_MAX_BYTES:
+                        self._room.set()
+                    yield chunk
+                    continue
+                if self._finished:
+                    break
+                self._arrived.clear()
+                await self._arrived.wait()
+            if self._error is not None:
+                raise self._error
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Stop synthesising (the vendor request is closed) and drop the audio."""
+        if not self.task.done():
+            self.task.cancel()
+        self._buffer.clear()
+        self._size = 0
