@@ -232,7 +232,7 @@ def _needs(config: Config) -> list[_Need]:
             needs.append(_Need(key, f'provider "{provider}"', True))
     if config.tunnel.provider == "ngrok":
         needs.append(_Need("tunnel.ngrok_authtoken", '[tunnel] provider = "ngrok"', True))
-    if config.streaming.enabled and provider != "mock" and not config.realtime.enabled:
+    if config.streaming.enabled and provider in REAL_PROVIDERS and not config.realtime.enabled:
         # (with [realtime] on, the model listens and speaks: no STT or TTS key is needed)
         needs.append(
             _Need("streaming.api_key", "streaming speech-to-text", False, config.streaming.stt_url)

@@ -321,16 +321,20 @@ def _check_semantics(
     config: Config, bad: set[str], errors: list[str], missing: list[str], warnings: list[str]
 ) -> None:
     """The rules that span several keys: what a provider needs, what is safe to combine."""
-    if "provider" not in bad and config.provider != "mock":
-        declared = spec(config.provider)
-        if config.from_number is None and "from_number" not in bad:
-            var = declared.plain_env.get("from_number") if declared else None
+    declared = spec(config.provider)
+    if "provider" not in bad and declared is not None:
+        if (
+            config.from_number is None
+            and declared.default_from_number is None
+            and "from_number" not in bad
+        ):
+            var = declared.plain_env.get("from_number")
             extra = f" or the {var} environment variable" if var else ""
             missing.append(
                 f'from_number is not set: provider "{config.provider}" places calls '
                 "from it; set it with `voicecall config set from_number +15550001234`" + extra
             )
-        verify_key = declared.verify_credential if declared else None
+        verify_key = declared.verify_credential
         for key in REQUIRED.get(config.provider, ()):
             if key == verify_key and config.skip_signature_verification:
                 continue

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from daemon.config.loader import read_document
 from daemon.errors import ConfigError
+from daemon.providers.catalog import REAL_PROVIDERS
 
 if TYPE_CHECKING:
     from daemon.config.model import Config
@@ -31,5 +32,11 @@ def port_was_given(config: Config) -> bool:
 
 
 def may_fall_back(config: Config) -> bool:
-    """Whether a busy `serve.port` may be replaced by any free port."""
-    return config.provider == "mock" and config.serve.port != 0 and not port_was_given(config)
+    """Whether a busy `serve.port` may be replaced by any free port: only for a provider whose
+    cloud never calls the webhook (the mock; no one was told the port), when the port is the
+    default rather than one the user chose."""
+    return (
+        config.provider not in REAL_PROVIDERS
+        and config.serve.port != 0
+        and not port_was_given(config)
+    )

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from daemon.engine import machine as amd
-from daemon.engine.core import E164, MOCK_FROM_NUMBER, EngineCore, speakable
+from daemon.engine.core import E164, EngineCore, speakable
 from daemon.engine.live import LiveCall
 from daemon.engine.policy import admits
 from daemon.engine.routing import greeting, number_key
@@ -20,6 +20,7 @@ from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.model.record import CallRecord
 from daemon.model.state import CallState
 from daemon.providers.base import DialRequest, ReplyDraft
+from daemon.providers.catalog import spec
 
 logger = logging.getLogger("daemon.engine.calls")  # one logger name for every engine section
 
@@ -31,8 +32,9 @@ class Admission(EngineCore):
         """Place an outbound call; returns once the provider accepted it."""
         message, to_number, call_mode = self._outbound_request(message, to, mode)
         self._check_capacity()
+        declared = spec(self.provider.name)
         from_number = self.config.from_number or (
-            MOCK_FROM_NUMBER if self.provider.name == "mock" else None
+            declared.default_from_number if declared is not None else None
         )
         if not from_number:
             raise ConfigError(

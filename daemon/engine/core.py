@@ -47,7 +47,6 @@ def speakable(text: str) -> str:
     return _UNSPEAKABLE.sub(" ", text).strip()
 
 
-MOCK_FROM_NUMBER = "+15550000000"
 RECONCILE_TIMEOUT_SECONDS = 5.0
 STORE_RETRY_SECONDS = 5.0
 """How soon a timer whose end could not be stored (store fault) tries again."""

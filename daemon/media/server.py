@@ -3,8 +3,9 @@
 Every limit is checked as early as it can be, so an unauthenticated client costs little:
 
 1. more than ``max_connections`` sockets (open or upgrading): HTTP 503 before the upgrade;
-2. Twilio signs the upgrade (``X-Twilio-Signature`` over the ``wss://`` URL): verified before
-   the upgrade when the provider is twilio and signatures are on; failure is HTTP 401;
+2. a provider whose cloud signs the upgrade (its ``stream_upgrade_signature``; Twilio's
+   ``X-Twilio-Signature`` over the ``wss://`` URL): verified before the upgrade when
+   signatures are on; failure is HTTP 401;
 3. more than ``max_pending_connections`` (or ``..._per_ip``) sockets without a valid
    ``start``: the OLDEST pending socket of that scope is closed with 1013 to admit the new one
    (genuine streams send ``start`` within milliseconds, so a flood of sockets that never do,
@@ -34,6 +35,7 @@ from daemon.media.hub import MediaHub
 from daemon.media.protocols import StreamEvent, framing_for
 from daemon.media.session import CLOSE_TRY_AGAIN, MediaSession
 from daemon.media.wire import FrameWriter
+from daemon.providers import catalog
 from daemon.realtime.service import RealtimeService
 from daemon.realtime.settings import realtime_in_use
 from daemon.speech.stt.factory import create_stt
@@ -72,6 +74,20 @@ NO_ADDRESS = "__no_address__"
 MEDIA_HUB_KEY = web.AppKey("voicecall_media_hub", MediaHub)
 
 
+class UpgradeVerifier(Protocol):
+    """Checks the signature a provider's cloud puts on a stream's websocket upgrade."""
+
+    def verify_upgrade(self, wss_url: str, headers: Mapping[str, str]) -> str:
+        """Raise WebhookSignatureError unless `headers` sign `wss_url`."""
+
+
+UPGRADE_VERIFIERS: Mapping[str, Callable[[Config], UpgradeVerifier]] = {
+    "twilio": lambda config: TwilioVerifier(config.twilio.auth_token or ""),
+}
+"""The verifier of each upgrade signature scheme a provider declares
+(:attr:`daemon.providers.catalog.ProviderSpec.stream_upgrade_signature`)."""
+
+
 async def _HANDED_OVER() -> None:
     """The stream went to a sibling worker: nothing to run here."""
 
@@ -101,10 +117,10 @@ class MediaServer:
         settings: StreamingConfig,
         *,
         provider: str,
-        verifier: TwilioVerifier | None = None,
+        verifier: UpgradeVerifier | None = None,
         policy: UrlPolicy | None = None,
     ) -> None:
-        """``verifier`` set means: verify Twilio's upgrade signature against ``policy``."""
+        """``verifier`` set means: verify the upgrade's signature against ``policy``."""
         self.hub = hub
         self.settings = settings
         self.provider = provider
@@ -471,9 +487,11 @@ def install_media(daemon: MediaHost) -> MediaHub | None:
         return None
     hub = MediaHub(daemon.engine.apply, calls=daemon.engine)
     daemon.media = hub
+    declared = catalog.spec(config.provider)
+    scheme = declared.stream_upgrade_signature if declared is not None else None
     verifier = None
-    if config.provider == "twilio" and not config.skip_signature_verification:
-        verifier = TwilioVerifier(config.twilio.auth_token or "")
+    if scheme is not None and not config.skip_signature_verification:
+        verifier = UPGRADE_VERIFIERS[scheme](config)
     server = MediaServer(hub, settings, provider=config.provider, verifier=verifier)
     daemon.media_server = server
     app = daemon.web_app

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from daemon.model.events import MachineReport, MachineResult
+from daemon.providers.catalog import spec
 
 if TYPE_CHECKING:
     from daemon.config.model import MachineDetectionConfig
@@ -111,30 +112,27 @@ def telnyx_report(event_type: str, payload: Mapping[str, Any]) -> MachineReport 
 
 # ---------------------------------------------------------------------------------- Plivo
 
-PLIVO_MIN_MS, PLIVO_MAX_MS = 2000, 10000
-"""The range Plivo accepts for `machine_detection_time`."""
-
 
 def plivo_dial_params(settings: MachineDetectionConfig, callback: str) -> dict[str, Any]:
     """The `POST /Call/` fields that ask for asynchronous machine detection."""
     return {
         "machine_detection": "true",
-        "machine_detection_time": round(plivo_decision_seconds(settings) * 1000),
+        "machine_detection_time": round(decision_seconds("plivo", settings) * 1000),
         "machine_detection_url": callback,
         "machine_detection_method": "POST",
     }
 
 
-def plivo_decision_seconds(settings: MachineDetectionConfig) -> float:
-    """How long Plivo may take: `machine_detection_time`, as clamped for the dial."""
-    return min(PLIVO_MAX_MS, max(PLIVO_MIN_MS, settings.timeout_seconds * 1000)) / 1000
-
-
 def decision_seconds(provider: str, settings: MachineDetectionConfig) -> float:
-    """The longest a provider may take to decide (the engine adds a grace for delivery)."""
-    if provider == "plivo":
-        return plivo_decision_seconds(settings)
-    return float(settings.timeout_seconds)
+    """The longest a provider may take to decide (the engine adds a grace for delivery): the
+    configured time, clamped to the range its declaration gives (Plivo: 2-10 s)."""
+    declared = spec(provider)
+    seconds = float(settings.timeout_seconds)
+    bounds = declared.machine_detection_seconds if declared is not None else None
+    if bounds is None:
+        return seconds
+    low, high = bounds
+    return min(high, max(low, seconds))
 
 
 def plivo_report(machine: str | None) -> MachineReport | None:

@@ -27,15 +27,17 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from daemon.errors import WebhookSignatureError
+from daemon.providers import catalog
 from daemon.providers.base import WebhookRequest
-
-TWILIO_SIGNATURE_HEADER = "X-Twilio-Signature"
-TELNYX_SIGNATURE_HEADER = "telnyx-signature-ed25519"
-TELNYX_TIMESTAMP_HEADER = "telnyx-timestamp"
-PLIVO_V3_SIGNATURE_HEADER = "X-Plivo-Signature-V3"
-PLIVO_V3_NONCE_HEADER = "X-Plivo-Signature-V3-Nonce"
-PLIVO_V2_SIGNATURE_HEADER = "X-Plivo-Signature-V2"
-PLIVO_V2_NONCE_HEADER = "X-Plivo-Signature-V2-Nonce"
+from daemon.providers.catalog import (
+    PLIVO_V2_NONCE_HEADER,
+    PLIVO_V2_SIGNATURE_HEADER,
+    PLIVO_V3_NONCE_HEADER,
+    PLIVO_V3_SIGNATURE_HEADER,
+    TELNYX_SIGNATURE_HEADER,
+    TELNYX_TIMESTAMP_HEADER,
+    TWILIO_SIGNATURE_HEADER,
+)
 
 TELNYX_TIMESTAMP_TOLERANCE_SECONDS = 300
 """Telnyx's own SDKs accept |now - timestamp| up to five minutes, past or future."""
@@ -63,23 +65,19 @@ def has_signature_headers(provider_name: str, headers: Mapping[str, str]) -> boo
     Unknown provider names answer False: the gate fails closed.
 
     Args:
-        provider_name: "twilio", "telnyx" or "plivo".
+        provider_name: a provider of :mod:`daemon.providers.catalog`.
         headers: the request headers (case-insensitive mapping).
 
     Returns:
-        True when every header the provider's scheme needs is present and non-empty.
+        True when every header of one of the provider's declared sets
+        (`ProviderSpec.signature_headers`) is present and non-empty.
     """
-    if provider_name == "twilio":
-        return bool(_header(headers, TWILIO_SIGNATURE_HEADER))
-    if provider_name == "telnyx":
-        return bool(_header(headers, TELNYX_SIGNATURE_HEADER)) and bool(
-            _header(headers, TELNYX_TIMESTAMP_HEADER)
-        )
-    if provider_name == "plivo":
-        v3 = _header(headers, PLIVO_V3_SIGNATURE_HEADER) and _header(headers, PLIVO_V3_NONCE_HEADER)
-        v2 = _header(headers, PLIVO_V2_SIGNATURE_HEADER) and _header(headers, PLIVO_V2_NONCE_HEADER)
-        return bool(v3 or v2)
-    return False
+    declared = catalog.spec(provider_name)
+    if declared is None:
+        return False
+    return any(
+        all(_header(headers, name) for name in names) for names in declared.signature_headers
+    )
 
 
 def _sha256_hex(*parts: bytes) -> str:
@@ -475,28 +473,24 @@ def canonical_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs), ""))
 
 
-def plivo_nonce_keys(url: str, headers: Mapping[str, str]) -> tuple[str, ...]:
-    """Replay keys for every nonce in a verified Plivo delivery's signature headers.
+def replay_aliases(provider_name: str, url: str, headers: Mapping[str, str]) -> tuple[str, ...]:
+    """Further replay keys of a verified delivery besides the verifier's own (SPEC 8.6): one
+    per nonce in the provider's declared `nonce_headers` (only Plivo declares any).
 
     Plivo sends a V2 and a V3 pair on each callback. Remembering both nonces (keyed by the URL
     without its query, which is all V2 signs) means a V2 pair lifted from a delivery that
     verified by V3 is caught as a replay even where V2 is accepted.
     """
+    declared = catalog.spec(provider_name)
+    if declared is None or not declared.nonce_headers:
+        return ()
     base = _without_query(url).encode()
-    nonces = {_header(headers, PLIVO_V3_NONCE_HEADER), _header(headers, PLIVO_V2_NONCE_HEADER)}
+    nonces = {_header(headers, name) for name in declared.nonce_headers}
     return tuple(
-        "plivo:nonce:" + _sha256_hex(base, nonce.encode()) for nonce in sorted(nonces) if nonce
+        f"{provider_name}:nonce:" + _sha256_hex(base, nonce.encode())
+        for nonce in sorted(nonces)
+        if nonce
     )
-
-
-def replay_aliases(provider_name: str, url: str, headers: Mapping[str, str]) -> tuple[str, ...]:
-    """Further replay keys of a verified delivery besides the verifier's own (SPEC 8.6).
-
-    Only Plivo has any: the nonce of each of its signature headers.
-    """
-    if provider_name == "plivo":
-        return plivo_nonce_keys(url, headers)
-    return ()
 
 
 def _without_query(url: str) -> str:

@@ -153,3 +153,46 @@ def test_the_webhook_reply_travels_as_a_value_not_a_context_variable() -> None:
         if (lines := _context_variables(path))
     }
     assert found == {}
+
+
+PROVIDER_NAME_COMPARISONS_ALLOWED: dict[str, str] = {}
+"""`path:line` -> why it must compare against a provider's name (none today). A per-provider
+decision belongs in its `ProviderSpec` (`daemon/providers/catalog.py`)."""
+
+
+def _names_a_provider(node: ast.AST, names: frozenset[str]) -> bool:
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str) and node.value in names
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return any(_names_a_provider(element, names) for element in node.elts)
+    return False
+
+
+def _provider_name_comparisons(path: Path, names: frozenset[str]) -> list[int]:
+    """Lines that compare something with a provider's name (`==`, `!=`, `in`, `match`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    lines: list[int] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            if any(_names_a_provider(n, names) for n in (node.left, *node.comparators)):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.MatchValue) and _names_a_provider(node.value, names):
+            lines.append(node.value.lineno)
+    return lines
+
+
+def test_no_provider_name_is_compared_outside_the_providers_package() -> None:
+    """`if provider == "twilio"` outside `daemon/providers/` is a per-provider decision kept
+    out of the provider's declaration: a fifth provider would have to find every such line.
+    Declare it in `ProviderSpec` instead and read it (`catalog.spec(name).<field>`)."""
+    from daemon.providers import catalog
+
+    names = frozenset(catalog.NAMES)
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for package in ("daemon", "voicecall_cli")
+        for path in _modules(package)
+        if path.relative_to(ROOT).parts[:2] != ("daemon", "providers")
+        for line in _provider_name_comparisons(path, names)
+    ]
+    assert sorted(set(found) - set(PROVIDER_NAME_COMPARISONS_ALLOWED)) == []

@@ -4,9 +4,14 @@ declaration is complete and points at real things, so a new provider's mistakes 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import re
 from pathlib import Path
 from typing import Any
+
+import pytest
+from multidict import CIMultiDict
 
 from daemon.config import openclaw, schema
 from daemon.config.exposure import provider_api_base_url
@@ -38,6 +43,58 @@ def test_every_declaration_points_at_real_code_and_real_keys() -> None:
             assert spec.api_credential in spec.secrets
             assert spec.doctor_probe is not None
             assert f"{spec.name}.api_base_url" in leaves
+
+
+def test_a_declaration_missing_a_field_fails() -> None:
+    """No `ProviderSpec` field has a default: each provider states every decision (a new field
+    must be declared by all of them), and leaving one out is an error at import."""
+    fields = dataclasses.fields(catalog.ProviderSpec)
+    assert [f.name for f in fields if f.default is not dataclasses.MISSING] == []
+    assert [f.name for f in fields if f.default_factory is not dataclasses.MISSING] == []
+    for spec in catalog.SPECS:
+        given = {f.name: getattr(spec, f.name) for f in fields}
+        assert catalog.ProviderSpec(**given) == spec
+        for left_out in given:
+            partial = {k: v for k, v in given.items() if k != left_out}
+            with pytest.raises(TypeError, match=left_out):
+                catalog.ProviderSpec(**partial)
+
+
+def test_the_per_provider_decisions_are_read_from_the_declarations() -> None:
+    """Signature headers, replay nonces, the stream upgrade verifier, machine-detection timing
+    and the default caller ID are what each declaration says, nothing hand-kept elsewhere."""
+    from daemon.config.model import MachineDetectionConfig
+    from daemon.media.server import UPGRADE_VERIFIERS
+    from daemon.providers.machine import decision_seconds
+    from daemon.webhooks.security import has_signature_headers, replay_aliases
+
+    for spec in catalog.SPECS:
+        every_header = {h for names in spec.signature_headers for h in names}
+        # a cloud that calls our webhook signs it; the gate passes exactly the declared sets
+        assert bool(spec.signature_headers) == spec.calls_from_the_internet
+        for names in spec.signature_headers:
+            assert has_signature_headers(spec.name, CIMultiDict({h: "x" for h in names}))
+            for missing in names:  # one header short of every declared set
+                partial = CIMultiDict({h: "x" for h in names if h != missing})
+                assert not has_signature_headers(spec.name, partial)
+        assert not has_signature_headers(spec.name, CIMultiDict())
+        assert set(spec.nonce_headers) <= every_header
+        nonces = CIMultiDict({h: f"nonce-{i}" for i, h in enumerate(spec.nonce_headers)})
+        aliases = replay_aliases(spec.name, "https://vc.example.com/voice/webhook?a=1", nonces)
+        assert len(aliases) == len(spec.nonce_headers)
+        assert all(a.startswith(f"{spec.name}:nonce:") for a in aliases)
+        if spec.stream_upgrade_signature is not None:
+            assert spec.stream_upgrade_signature in UPGRADE_VERIFIERS
+        bounds = spec.machine_detection_seconds
+        long_wait = MachineDetectionConfig(timeout_seconds=3600)
+        if bounds is None:
+            assert decision_seconds(spec.name, long_wait) == 3600.0
+        else:
+            assert 0 < bounds[0] <= bounds[1]
+            assert decision_seconds(spec.name, long_wait) == bounds[1]
+        if spec.default_from_number is not None:
+            assert not spec.calls_from_the_internet  # a real vendor dials from the account's number
+            assert re.fullmatch(r"\+[1-9]\d{1,14}", spec.default_from_number)
 
 
 def test_the_rest_of_voicecall_reads_the_declarations() -> None:
@@ -81,12 +138,12 @@ def test_no_module_outside_the_catalog_lists_the_providers() -> None:
             text = path.read_text(encoding="utf-8")
             if all(f'"{name}"' in text for name in ("twilio", "telnyx", "plivo")):
                 offenders.append(str(path.relative_to(root)))
-    # What remains is per-provider code, not a list: each one's config table (schema), stream
-    # framing (protocols) and signature scheme (security).
+    # What remains is per-provider code, not a list: each one's config table (schema) and
+    # stream framing (protocols). The signature schemes (security) read their header sets and
+    # replay nonces from the declarations.
     assert offenders == [
         "daemon/config/schema.py",
         "daemon/media/protocols.py",
-        "daemon/webhooks/security.py",
     ]
 
 
