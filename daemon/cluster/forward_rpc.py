@@ -1,9 +1,12 @@
 """RPCs about a call another daemon runs are run there (SPEC section 16).
 
-`continue`, `cancel`, `speak`, `end` and `dtmf` need the call's live session: its transcript
-waiter, its media stream, its provider state. On a daemon that does not run the call they are
-sent to the daemon that does, over the cluster bus, and its answer (or error) is returned as
-is. Everything else (`status`, `list`, `tail`, `latency`) is answered from the shared store.
+`continue`, `cancel`, `speak`, `end` and `dtmf` need the call's live session: its transcript waiter,
+its media stream, its provider state. On a daemon that does not run the call they are sent to the
+daemon that does, over the cluster bus, and its answer (or error) is returned as is. A request never
+waits out its deadline on a daemon that is gone (:mod:`daemon.cluster.routing`): a dead owner's call
+is taken over and the request run here; one sent to an owner that restarts meanwhile is sent again
+to its new process, or to the call's new daemon. Everything else (`status`, `list`, `tail`,
+`latency`) is answered from the shared store.
 """
 
 from __future__ import annotations
@@ -67,12 +70,12 @@ def _forwarding(
         ref = raw.get("callId")
         if group is None or not isinstance(ref, str) or not ref or runs(ref):
             return await local(raw, conn)
-        owner = await group.owner_elsewhere(ref)
-        if owner is None:
-            return await local(raw, conn)
-        return await group.bus.request(
-            owner, "rpc", {"method": name, "params": raw}, deadline(name, raw)
+        answered = await group.ask_owner(
+            ref, "rpc", {"method": name, "params": raw}, deadline(name, raw)
         )
+        if answered is None:  # nobody else runs it (any more): this daemon does, or nobody
+            return await local(raw, conn)
+        return answered.value
 
     return handler
 

@@ -1,16 +1,18 @@
 """A webhook about a call another daemon runs is handled by that daemon (SPEC section 16).
 
-Behind a load balancer a provider's webhook may land on any daemon. The one it lands on checks
-it as usual (limits, signature over `public_url`), then finds the call it is about (our `callId`
-in the query, Telnyx's `client_state`, else the provider's call id) and, when another living
-daemon runs that call, sends the request as it came (method, target, headers, body) over the
-cluster bus. The owner replays it against its own webhook port on loopback, so it passes the very
-same checks and handlers (and the shared replay cache) as if it had landed there, and the owner's
-answer (TwiML, XML, JSON) goes back to the provider unchanged. A webhook for a new call, or for
-one this daemon runs, is handled here. A request this daemon replays for another carries
-`X-Voicecall-Forwarded-By` with a random pass known only to this process, and is handled where
-it arrives, so nothing is forwarded twice; the header from anyone else means nothing (it cannot
-make a daemon skip forwarding and answer a delivery meant for the call's owner).
+Behind a load balancer a provider's webhook may land on any daemon. The one it lands on checks it as
+usual (limits, signature over `public_url`), then finds the call it is about (our `callId` in the
+query, Telnyx's `client_state`, else the provider's call id) and, when another living daemon runs
+that call, sends the request as it came (method, target, headers, body) over the cluster bus. The
+owner replays it against its own webhook port on loopback, so it passes the very same checks and
+handlers (and the shared replay cache) as if it had landed there, and the owner's answer (TwiML,
+XML, JSON) goes back to the provider unchanged. A webhook for a new call, or for one this daemon
+runs, is handled here; so is one about a call whose daemon is dead by the heartbeat rule, which this
+daemon takes over first (:mod:`daemon.cluster.routing`: a provider such as Twilio does not retry
+most status callbacks, so a 503 could lose a hang-up). A request this daemon replays for another
+carries `X-Voicecall-Forwarded-By` with a random pass known only to this process, and is handled
+where it arrives, so nothing is forwarded twice; the header from anyone else means nothing (it
+cannot make a daemon skip forwarding and answer a delivery meant for the call's owner).
 """
 
 from __future__ import annotations
@@ -113,9 +115,6 @@ def forwarder(
         if ref is None or runs(ref):
             return None
         try:
-            owner = await group.owner_elsewhere(ref)
-            if owner is None:
-                return None
             message = {
                 "method": webhook.method,
                 "target": target,
@@ -127,9 +126,12 @@ def forwarder(
                 "host": webhook.headers.get("Host", ""),
                 "body": base64.b64encode(webhook.body).decode("ascii"),
             }
-            answer = await group.bus.request(owner, "webhook", message, DEADLINE_SECONDS)
-        except VoicecallError as exc:  # its daemon died, or did not answer: the provider retries
+            answered = await group.ask_owner(ref, "webhook", message, DEADLINE_SECONDS)
+        except VoicecallError as exc:  # its daemon, alive, did not answer: the provider retries
             return WebhookReply(503, "text/plain; charset=utf-8", exc.message.encode())
+        if answered is None:  # nobody else runs the call (a dead owner's is taken over now)
+            return None
+        answer = answered.value
         return WebhookReply(
             int(answer["status"]), str(answer["contentType"]), base64.b64decode(str(answer["body"]))
         )

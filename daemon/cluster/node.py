@@ -27,8 +27,9 @@ class SharedStore(Protocol):
     daemon_id: str
     evicted: asyncio.Event
 
-    async def take_over(self) -> list[tuple[CallRecord, str | None]]:
-        """The live calls of dead daemons, now this daemon's, with their previous owner."""
+    async def take_over(self, call_id: str | None = None) -> list[tuple[CallRecord, str | None]]:
+        """The live calls of dead daemons (or only `call_id`), now this daemon's, with their
+        previous owner."""
 
     async def owners(self, call_ids: list[str]) -> dict[str, str | None]:
         """Who runs each call now."""
@@ -73,6 +74,22 @@ class ClusterNode:
                 logger.debug("cluster check skipped: %s", exc.message)
             except Exception:
                 logger.exception("cluster check failed")
+
+    async def take_over_call(self, call_id: str) -> bool:
+        """Take one call of a dead daemon over now (a request about it arrived) and run it
+        under the restart rules; True when this daemon runs it from now on."""
+        taken = await self.store.take_over(call_id)
+        for record, previous in taken:
+            logger.warning(
+                "taking over call %s (%s) from daemon %s, silent too long: a request about "
+                "it arrived",
+                record.call_id,
+                record.state,
+                previous or "unknown",
+            )
+        if taken:
+            await self._adopt([record for record, _ in taken])
+        return bool(taken)
 
     async def check(self) -> None:
         """Let go of calls taken from this daemon, then take over the dead's."""

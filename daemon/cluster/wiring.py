@@ -9,12 +9,11 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daemon.cluster import forward_media, forward_rpc, forward_webhook
+from daemon.cluster import forward_media, forward_rpc, forward_webhook, routing
 from daemon.cluster.bus import ClusterBus
 from daemon.cluster.identity import ID_FILE, daemon_id
 from daemon.cluster.node import ClusterNode
 from daemon.cluster.relay import EventRelay
-from daemon.cluster.routing import owner_elsewhere
 from daemon.cluster.timing import heartbeat_seconds
 from daemon.errors import ConfigError
 from daemon.rpc.server import Handler
@@ -92,8 +91,21 @@ class Cluster:
         self.relay = relay
 
     async def owner_elsewhere(self, ref: str) -> str | None:
-        """The other living daemon that runs live call `ref`, or None (handle it here)."""
-        return await owner_elsewhere(self.store, ref)
+        """The other living daemon that runs live call `ref`, or None (handle it here; a dead
+        owner's call is taken over first)."""
+        route = await routing.owner_elsewhere(self.store, self.node.take_over_call, ref)
+        return route.owner if route is not None else None
+
+    async def ask_owner(
+        self, ref: str, kind: str, body: dict[str, Any], deadline: float
+    ) -> routing.Answered | None:
+        """Run request `kind` on the daemon that runs live call `ref` and return its answer, or
+        None to handle it here (see :mod:`daemon.cluster.routing`)."""
+
+        async def ask(owner: str, wait: float) -> Any:
+            return await self.bus.request(owner, kind, body, wait)
+
+        return await routing.ask_owner(self.store, self.node.take_over_call, ref, ask, deadline)
 
     async def start(self) -> None:
         """Listen to the others, then start taking over the dead's calls."""

@@ -183,7 +183,8 @@ is alive while its heartbeat is younger than $2 seconds, on the server's clock).
 TAKE_OVER_SQL = """
 WITH dead AS (
     SELECT c.call_id, c.owner FROM voicecall_calls c
-    WHERE c.live AND c.owner IS DISTINCT FROM $1 AND (c.owner IS NULL OR NOT EXISTS (
+    WHERE c.live AND c.owner IS DISTINCT FROM $1 AND ($3::text IS NULL OR c.call_id = $3)
+    AND (c.owner IS NULL OR NOT EXISTS (
         SELECT 1 FROM voicecall_daemons d WHERE d.daemon_id = c.owner
         AND d.heartbeat_at >= now() - make_interval(secs => $2)))
     FOR UPDATE SKIP LOCKED
@@ -193,7 +194,7 @@ RETURNING c.record, dead.owner AS previous
 """
 """While running: the live calls of dead daemons, with their previous owner. Each row goes to one
 taker only: a row another taker holds is skipped, and one it changed meanwhile is re-checked and
-found to have a living owner."""
+found to have a living owner. $3: only that call (a request about it arrived), else all."""
 
 HEARTBEAT_SQL = """
 INSERT INTO voicecall_daemons AS d (daemon_id, host, pid, address) VALUES ($1, $2, $3, $4)
@@ -607,11 +608,16 @@ class PostgresStore:
             rows = await conn.fetch(CLAIM_SQL, self.daemon_id, self.dead_after_seconds)
         return sorted(self._calls(rows), key=lambda r: r.started_at, reverse=True)
 
-    async def take_over(self) -> list[tuple[CallRecord, str | None]]:
-        """The live calls of daemons silent for longer than `dead_after_seconds`, now this
-        daemon's, with each one's previous owner; the dead daemons' rows are removed."""
+    async def take_over(self, call_id: str | None = None) -> list[tuple[CallRecord, str | None]]:
+        """The live calls of daemons silent for longer than `dead_after_seconds` (or gone), now
+        this daemon's, with each one's previous owner; the dead daemons' rows are removed.
+        `call_id`: only that call (a request about it arrived); no row is removed then."""
         async with self._conn("take over calls in", write=True) as conn:
-            rows = await conn.fetch(TAKE_OVER_SQL, self.daemon_id, self.dead_after_seconds)
+            rows = await conn.fetch(TAKE_OVER_SQL, self.daemon_id, self.dead_after_seconds, call_id)
+            if call_id is not None:
+                return [
+                    (CallRecord.from_wire(json.loads(r["record"])), r["previous"]) for r in rows
+                ]
             await conn.execute(
                 "DELETE FROM voicecall_daemons WHERE daemon_id <> $1 "
                 "AND heartbeat_at < now() - make_interval(secs => $2)",
@@ -633,9 +639,9 @@ class PostgresStore:
         """Who runs a call (by our id or the provider's), and whether that daemon is alive."""
         async with self._conn("read") as conn:
             row = await conn.fetchrow(
-                "SELECT c.call_id, c.owner, c.live, EXISTS (SELECT 1 FROM voicecall_daemons d "
-                "WHERE d.daemon_id = c.owner AND d.heartbeat_at >= now() - "
-                "make_interval(secs => $2)) AS alive FROM voicecall_calls c "
+                "SELECT c.call_id, c.owner, c.live, d.host, d.pid, coalesce(d.heartbeat_at >= "
+                "now() - make_interval(secs => $2), false) AS alive FROM voicecall_calls c "
+                "LEFT JOIN voicecall_daemons d ON d.daemon_id = c.owner "
                 "WHERE c.call_id = $1 OR c.provider_call_id = $1 "
                 "ORDER BY c.started_at DESC LIMIT 1",
                 ref,
@@ -643,7 +649,10 @@ class PostgresStore:
             )
         if row is None:
             return None
-        return CallRoute(row["call_id"], row["owner"], bool(row["live"]), bool(row["alive"]))
+        process = f"{row['host']}:{row['pid']}" if row["pid"] is not None else None
+        return CallRoute(
+            row["call_id"], row["owner"], bool(row["live"]), bool(row["alive"]), process
+        )
 
     async def events_by_seq(self, seqs: list[int]) -> list[CallEvent]:
         """Stored events by number, oldest first (those announced by other daemons)."""
@@ -954,3 +963,6 @@ class CallRoute:
     owner: str | None
     live: bool
     owner_alive: bool
+    """False when the owner is dead by the heartbeat rule, or gone (its row removed)."""
+    owner_process: str | None
+    """`host:pid` of the owner's process now (a restart changes it), None when it is gone."""

@@ -48,10 +48,12 @@ def config(sim: TwilioSimulator, pg_url: str, *, port: int = 0, public_url: str 
     return twilio_config(sim, port=port, top=f'store = "{pg_url}"\n{public}')
 
 
-async def daemon(make_daemon: Callable[..., DaemonHarness], text: str) -> DaemonHarness:
+async def daemon(
+    make_daemon: Callable[..., DaemonHarness], text: str, beat: str = BEAT
+) -> DaemonHarness:
     """A daemon with the short test heartbeat."""
     d: DaemonHarness = make_daemon(text, start=False)
-    d.env["VOICECALL_CLUSTER_HEARTBEAT_SECONDS"] = BEAT
+    d.env["VOICECALL_CLUSTER_HEARTBEAT_SECONDS"] = beat
     d.env.pop("OPENAI_API_KEY", None)  # vendor keys come from the test's config only
     await asyncio.to_thread(d.start, timeout=60)
     return d
@@ -448,3 +450,86 @@ async def test_two_deliveries_of_a_new_plivo_call_at_two_daemons_at_once_make_on
         rows = await query(pg_url, "SELECT provider_call_id FROM voicecall_calls")
         assert sorted(r["provider_call_id"] for r in rows) == sorted(uuids), "one record per call"
         assert await active_calls(a) + await active_calls(b) == ROUNDS
+
+
+# ---------------------------------------------------------------------- an owner that is gone
+
+
+async def test_a_hang_up_reaching_b_after_a_was_killed_is_applied_not_refused(
+    sim: TwilioSimulator, balancer: Balancer, make_daemon: Callable[..., DaemonHarness], pg_url: str
+) -> None:
+    """A runs a call and is killed (`kill -9`); the callee hangs up at once and Twilio's status
+    callback, which Twilio does not retry, reaches B while A is not yet provably dead. B does
+    not answer 503: it waits until A is dead by the heartbeat rule (four silent beats), takes
+    the call over (reconciled with Twilio, not re-dialled) and applies the hang-up: 200."""
+    a, b = await pair(make_daemon, sim, pg_url, balancer)
+    balancer.route = lambda path: 0
+    call_id = (
+        await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hello", "mode": "conversation"})
+    )["callId"]
+    await until_state(a, call_id, "listening", "active", "speaking")
+    sid = (await record(a, call_id))["providerCallId"]
+    a.kill9()
+    balancer.route = lambda path: 1  # A is gone: everything reaches B
+    started = time.monotonic()
+    await sim.callee_hangup(sid)
+    took = time.monotonic() - started
+    [hangup] = [d for d in sim.deliveries if d.params.get("CallStatus") == "completed"]
+    assert hangup.status == 200, (hangup.status, hangup.reply)
+    assert took < 15, f"{took:.1f} s: Twilio gives up after 15 s"
+    assert (await record(b, call_id))["state"] == "completed"
+    assert len(sim.creates) == 1, "nothing was dialled again"
+    assert f"taking over call {call_id}" in b.log_text()
+
+
+async def test_end_on_b_for_a_killed_daemons_call_does_not_wait_out_its_deadline(
+    sim: TwilioSimulator, make_daemon: Callable[..., DaemonHarness], pg_url: str
+) -> None:
+    """`voicecall end` on B about a call A ran, just after A was killed: B sends it to A, sees A
+    die by the heartbeat rule while it waits, takes the call over and ends it itself, within
+    seconds rather than the forwarded request's deadline (ring timeout + 30 s)."""
+    a = await daemon(make_daemon, config(sim, pg_url))
+    b = await daemon(make_daemon, config(sim, pg_url))
+    call_id = (
+        await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hello", "mode": "conversation"})
+    )["callId"]
+    await until_state(a, call_id, "listening", "active", "speaking")
+    sid = (await record(a, call_id))["providerCallId"]
+    a.kill9()
+    started = time.monotonic()
+    ended = await asyncio.wait_for(rpc(b, "voicecall.end", {"callId": call_id}), 30)
+    assert ended == {"success": True}
+    assert time.monotonic() - started < 15
+    await until(lambda: sim.calls[sid].ended_by == "api", 15, "Twilio to end the call")
+    assert (await record(b, call_id))["state"] == "hangup-bot"
+    assert len(sim.creates) == 1
+
+
+async def test_speak_on_b_while_the_calls_daemon_restarts_reaches_the_restarted_daemon(
+    sim: TwilioSimulator, make_daemon: Callable[..., DaemonHarness], pg_url: str
+) -> None:
+    """A is killed and started again (same state folder, so the same id) while `speak` on B
+    waits for A: the message to the old process is lost, so B sends it once more to the new
+    one, which took its call back; the caller hears it, long before the request's deadline."""
+    beat = "2"  # A's restart must be quicker than four silent beats (8 s): no take-over
+    a = await daemon(make_daemon, config(sim, pg_url), beat)
+    b = await daemon(make_daemon, config(sim, pg_url), beat)
+    call_id = (
+        await rpc(a, "voicecall.initiate", {"to": TO, "message": "Hello", "mode": "conversation"})
+    )["callId"]
+    await until_state(a, call_id, "listening", "active", "speaking")
+    sid = (await record(a, call_id))["providerCallId"]
+    a.kill9()
+    started = time.monotonic()
+    said = asyncio.create_task(
+        rpc(b, "voicecall.speak", {"callId": call_id, "message": "Said after a restart"})
+    )
+    await asyncio.sleep(0.5)
+    assert not said.done()
+    await asyncio.to_thread(a.start, timeout=60)
+    assert await asyncio.wait_for(said, 30) == {"success": True}
+    assert time.monotonic() - started < 30
+    await until(lambda: "Said after a restart" in sim.calls[sid].spoken, 15, "Twilio to say it")
+    assert await active_calls(a) == 1 and await active_calls(b) == 0, "A took its call back"
+    assert "restarted while a request waited" in b.log_text()
+    assert len(sim.creates) == 1
