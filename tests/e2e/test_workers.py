@@ -21,19 +21,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import pytest
 
+from tests.configs import twilio_config as twilio_keys_config
 from tests.e2e.test_cluster import FROM, TO
 from tests.e2e.test_cluster import config as twilio_config
 from tests.e2e.test_postgres_store import REPLIES, query
-from tests.e2e.test_twilio_streaming import config as twilio_stream_config
 from tests.fakes.balancer import Balancer
 from tests.fakes.openai import FakeOpenAI
 from tests.harness import FAST_MOCK, REPO, DaemonHarness, wait_for
 from tests.harness import rpc_async as rpc
 from tests.harness import until_async as until
 from tests.harness import until_state_async as until_state
-from tests.simulators.twilio import Delivery, TwilioSimulator
+from tests.simulators.twilio import Delivery, SimStream, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
 SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.py)
@@ -365,6 +366,52 @@ async def test_signed_twilio_webhooks_land_on_either_worker(
     assert stopped.returncode == 0, stopped.stderr
 
 
+FLOOD = 40
+
+
+def _connections(port: int) -> dict[str, int]:
+    """Loopback TCP sockets of this machine on local `port`, by state, except those waiting
+    out their close (TIME_WAIT, FIN_WAIT2: closed by us)."""
+    states = {"01": "established", "08": "close-wait", "09": "last-ack", "0B": "closing"}
+    found: dict[str, int] = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rpartition(":")[2], 16) == port and fields[3] in states:
+            found[states[fields[3]]] = found.get(states[fields[3]], 0) + 1
+    return found
+
+
+async def _misrouted_streams(
+    sim: TwilioSimulator, genuine: SimStream, address: str, call_id: str, count: int
+) -> list[int | None]:
+    """Open `count` streams at `address` for `call_id` as Twilio would (a signed upgrade,
+    `connected`, `start`), with a wrong token; the close code each one gets."""
+    headers = {"X-Twilio-Signature": sim.validator.compute_signature(genuine.url, {})}
+
+    async def one(session: aiohttp.ClientSession, n: int) -> int | None:
+        async with session.ws_connect(f"ws://{address}/voice/stream", headers=headers) as ws:
+            sid = f"MZflood{n:025d}"
+            await ws.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            start = {
+                "accountSid": sim.account_sid,
+                "streamSid": sid,
+                "callSid": genuine.call.sid,
+                "tracks": ["inbound"],
+                "customParameters": {"callId": call_id, "token": "not-the-token"},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            }
+            await ws.send_json(
+                {"event": "start", "sequenceNumber": "1", "start": start, "streamSid": sid}
+            )
+            while not ws.closed:
+                await ws.receive(timeout=60)
+            return ws.close_code
+
+    connector = aiohttp.TCPConnector(force_close=True, limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        return list(await asyncio.gather(*(one(session, n) for n in range(count))))
+
+
 async def _raw_exchange(
     address: str, request: bytes, cuts: list[int], count: int
 ) -> list[tuple[int, bytes]]:
@@ -478,7 +525,11 @@ async def test_misrouted_stream_and_webhooks_are_handed_to_the_owner(
     `continue`. Nothing is relayed (`daemon status`: handoff.relayed is 0 on both workers),
     and the stream's session runs on the owner only."""
     public = f"{balancer.origin}/voice/webhook"
-    text = f'store = "{pg_url}"\npublic_url = "{public}"\n' + twilio_stream_config(sim, openai)
+    # room for the flood below: every pending stream of it comes from 127.0.0.1
+    room = f"max_pending_connections = {2 * FLOOD}\nmax_pending_connections_per_ip = {FLOOD}\n"
+    text = f'store = "{pg_url}"\npublic_url = "{public}"\n' + twilio_keys_config(
+        sim, openai, streaming=True, agent=True, stream=room
+    )
     d = await asyncio.to_thread(start_workers, make_daemon, pg_url, 2, text)
     rows = await asyncio.to_thread(
         query, pg_url, "SELECT daemon_id, address FROM voicecall_daemons ORDER BY daemon_id"
@@ -527,6 +578,27 @@ async def test_misrouted_stream_and_webhooks_are_handed_to_the_owner(
     assert "passed to daemon" not in log, "no stream was relayed"
     bound = [line for line in log.splitlines() if "bound to call" in line]
     assert len(bound) == 1, bound
+
+    # A flood of misrouted streams for the live call with a wrong token, straight at the worker
+    # that does not run it: each one is handed over and refused by the owner (1008) like a
+    # stream that reached it; the call's own stream goes on; no descriptor is left behind.
+    other_address = next(r["address"] for r in rows if r["daemon_id"] != owner)
+    port = int(other_address.rpartition(":")[2])
+    before = _connections(port)
+    codes = await _misrouted_streams(sim, stream, other_address, call_id, FLOOD)
+    assert codes == [1008] * FLOOD, codes
+    found = await asyncio.to_thread(_both_statuses, d)
+    assert found[other_id]["handoff"]["handedOver"]["media"] == 1 + FLOOD, found
+    assert found[owner]["handoff"]["adopted"]["media"] == 1 + FLOOD, found
+    assert all(s["handoff"]["relayed"]["media"] == 0 for s in found.values()), found
+    # every socket of the flood closed at the worker that holds it (none left half-open)
+    await until(lambda: _connections(port) == before, 30, "the flood's sockets closed")
+    pending = asyncio.create_task(
+        rpc(d, "voicecall.continue", {"callId": call_id, "message": "And the day?"})
+    )
+    await until_state(d, call_id, "listening")
+    await stream.press("5#")
+    assert await asyncio.wait_for(pending, 60) == {"success": True, "transcript": "5#"}
     assert await rpc(d, "voicecall.end", {"callId": call_id}) == {"success": True}
     stopped = await asyncio.to_thread(d.cli, "daemon", "stop")
     assert stopped.returncode == 0, stopped.stderr
