@@ -23,7 +23,7 @@ import pytest
 
 from daemon.errors import RpcCode
 from daemon.rpc.protocol import RpcRemoteError
-from tests.configs import plivo_config, twilio_config
+from tests.configs import plivo_config, telnyx_config, twilio_config
 from tests.e2e.test_twilio_streaming import config as twilio_stream_config
 from tests.fakes.balancer import Balancer
 from tests.fakes.openai import FakeOpenAI
@@ -33,6 +33,7 @@ from tests.harness import until_async as until
 from tests.harness import until_state_async as until_state
 from tests.simulators.plivo import Delivery as PlivoDelivery
 from tests.simulators.plivo import PlivoSimulator
+from tests.simulators.telnyx import TelnyxSimulator
 from tests.simulators.twilio import Delivery, TwilioSimulator
 
 pytestmark = pytest.mark.e2e
@@ -533,3 +534,35 @@ async def test_speak_on_b_while_the_calls_daemon_restarts_reaches_the_restarted_
     assert await active_calls(a) == 1 and await active_calls(b) == 0, "A took its call back"
     assert "restarted while a request waited" in b.log_text()
     assert len(sim.creates) == 1
+
+
+async def test_telnyx_webhooks_landing_on_b_reach_the_daemon_running_the_call(
+    balancer: Balancer, make_daemon: Callable[..., DaemonHarness], pg_url: str
+) -> None:
+    """Telnyx names a call by our `client_state` (and its call_control_id): every webhook of the
+    call A places lands on B, which finds the call's daemon by it; A's `continue` returns what
+    the caller said, and the caller's hang-up ends the call on A."""
+    async with TelnyxSimulator() as telnyx:
+        ports = [free_port(), free_port()]
+        public = f"{balancer.origin}/voice/webhook"
+        top = f'store = "{pg_url}"\npublic_url = "{public}"\n'
+        texts = [telnyx_config(telnyx, port=port, top=top) for port in ports]
+        a, b = [await daemon(make_daemon, text) for text in texts]
+        balancer.backends = [f"http://127.0.0.1:{port}" for port in ports]
+        balancer.route = lambda path: 1  # every webhook to B
+        telnyx.replies = ["Yes, Tuesday works."]
+        call_id = (
+            await rpc(
+                a,
+                "voicecall.initiate",
+                {"to": TO, "message": "Hi, the clinic.", "mode": "conversation"},
+            )
+        )["callId"]
+        await until_state(a, call_id, "speaking", "active", "answered", "listening")
+        turn = await rpc(a, "voicecall.continue", {"callId": call_id, "message": "Tuesday?"})
+        assert turn == {"success": True, "transcript": "Yes, Tuesday works."}
+        assert {index for _, index in balancer.handled} == {1}, "every webhook reached B"
+        assert await active_calls(a) == 1 and await active_calls(b) == 0
+        await telnyx.caller_hangup(telnyx.only_call())
+        assert (await until_state(a, call_id, "hangup-user"))["state"] == "hangup-user"
+        assert await active_calls(a) == 0

@@ -6,6 +6,7 @@ exactly one living one (SPEC section 16)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
@@ -393,3 +394,39 @@ async def test_a_delivery_is_claimed_by_one_daemon_and_the_other_waits_for_its_a
     finally:
         await a.close()
         await b.close()
+
+
+async def test_schema_5_keeps_live_duplicates_stored_before_it_readable_and_one_live(
+    pg_url: str,
+) -> None:
+    """A database written by a version that could store a call twice (two daemons, one new
+    call) migrates to schema 5: both records stay readable, the first stored stays live (the one
+    routing and take-over see), and from then on a second live record is refused."""
+    from daemon.store import pg_schema
+
+    location = StoreLocation.postgres(pg_url)
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await pg_schema.migrate(conn, location, "old", pg_schema.MIGRATIONS[:4])
+        for call_id in ("first", "second"):
+            record = call_of(call_id)
+            record.provider_call_id = "dup"
+            await conn.execute(
+                "INSERT INTO voicecall_calls (call_id, provider_call_id, live, started_at, "
+                "record, owner) VALUES ($1, 'dup', true, $2, $3, 'gone')",
+                call_id,
+                record.started_at,
+                json.dumps(record.to_wire()),
+            )
+        assert await pg_schema.migrate(conn, location, "new") == 4
+        rows = await conn.fetch(
+            "SELECT call_id, live, provider FROM voicecall_calls ORDER BY created"
+        )
+        assert [(r["call_id"], r["live"], r["provider"]) for r in rows] == [
+            ("first", True, "mock"),
+            ("second", False, "mock"),
+        ]
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute("UPDATE voicecall_calls SET live = true WHERE call_id = 'second'")
+    finally:
+        await conn.close()
