@@ -150,13 +150,20 @@ SELECT DISTINCT k, $2::double precision, NULL::integer, '', ''::bytea, $3::text
 FROM unnest($1::text[]) AS k, quick
 ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at, status = NULL,
     content_type = '', body = '', claimed_by = excluded.claimed_by
-WHERE r.expires_at < $4
+WHERE r.expires_at < $4 OR (r.status IS NULL AND NOT EXISTS (
+    SELECT 1 FROM pg_locks l, LATERAL (SELECT ('x' || left(encode(sha256(convert_to(
+        $5 || ':' || r.claimed_by, 'UTF8')), 'hex'), 16))::bit(64)::bigint AS k) held
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+    AND l.classid::bigint = (held.k >> 32) & 4294967295
+    AND l.objid::bigint = held.k & 4294967295))
 RETURNING key
 """
 """Claim a delivery's replay identities for this daemon (a row with no reply yet, held for
 :data:`REPLAY_CLAIM_SECONDS`): a key someone else holds (claimed or answered, unexpired) is not
 taken. Not flushed before it returns: a claim lost in a server crash only means the provider's
-retry is handled afresh, as it must be anyway."""
+retry is handled afresh, as it must be anyway. A claim whose daemon is not running any more
+(no process holds its daemon lock, :func:`lock_key`, computed here in SQL: a daemon killed while
+handling the delivery) is taken at once rather than when it expires."""
 
 EVENTS_CHANNEL = "voicecall_events"
 """Where every stored event is announced (`seq:daemon id`)."""
@@ -876,7 +883,12 @@ class PostgresStore:
             now = self._clock()
             async with self._conn("claim a webhook delivery in", write=True) as conn:
                 got = await conn.fetch(
-                    REPLAY_CLAIM_SQL, wanted, now + REPLAY_CLAIM_SECONDS, self.daemon_id, now
+                    REPLAY_CLAIM_SQL,
+                    wanted,
+                    now + REPLAY_CLAIM_SECONDS,
+                    self.daemon_id,
+                    now,
+                    str(DAEMON_LOCK),
                 )
                 if len(got) == len(wanted):
                     return None

@@ -430,3 +430,37 @@ async def test_schema_5_keeps_live_duplicates_stored_before_it_readable_and_one_
             await conn.execute("UPDATE voicecall_calls SET live = true WHERE call_id = 'second'")
     finally:
         await conn.close()
+
+
+async def test_a_claim_whose_daemon_is_gone_is_taken_at_once(pg_url: str) -> None:
+    """A delivery claimed by a daemon that is not running any more (killed while handling it:
+    nobody holds its daemon lock) is claimable at once, not only when the claim expires; one
+    claimed by a running daemon is not (the claimer's lock is what tells them apart)."""
+    location = StoreLocation.postgres(pg_url)
+    a = PostgresStore(location, daemon_id="a")
+    b = PostgresStore(location, daemon_id="b")
+    await a.open()
+    await b.open()
+    admin = await asyncpg.connect(pg_url)
+    try:
+        for key, claimer in (("by-ghost", "ghost"), ("by-a", "a")):
+            await admin.execute(
+                "INSERT INTO voicecall_replay (key, expires_at, status, content_type, body, "
+                "claimed_by) VALUES ($1, $2, NULL, '', '', $3)",
+                key,
+                time.time() + 600,
+                claimer,
+            )
+        started = time.monotonic()
+        assert await b.replay_claim(["by-ghost"]) is None
+        assert time.monotonic() - started < 2, "not held until the claim expires"
+        waiting = asyncio.create_task(b.replay_claim(["by-a"]))
+        await asyncio.sleep(0.5)
+        assert not waiting.done(), "a running daemon's claim is respected"
+        reply = WebhookReply(200, "application/json", b"{}")
+        await a.replay_remember("by-a", reply, 600)
+        assert await asyncio.wait_for(waiting, 10) == reply
+    finally:
+        await admin.close()
+        await a.close()
+        await b.close()
