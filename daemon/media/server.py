@@ -61,9 +61,11 @@ Relay = Callable[
 """(request, socket, provider call id, start parameters, messages so far) -> the relay to run
 when another daemon runs the stream's call, or None to admit it here."""
 
-HandOver = Callable[[web.Request, str | None, Mapping[str, str]], Awaitable[bool]]
+HandOver = Callable[[web.Request, str | None, Mapping[str, str]], Awaitable[bool | None]]
 """(request, provider call id, start parameters) -> True when a sibling worker that runs the
-stream's call took the connection (or it was closed trying): this process lets go of it."""
+stream's call took the connection (or it was closed trying): this process lets go of it;
+False when no other daemon runs the call (admitted here, no relay asked); None: the relay
+decides."""
 
 MAX_MESSAGE_BYTES = 64 * 1024
 CLOSE_POLICY = 1008
@@ -386,11 +388,12 @@ class MediaServer:
     ) -> Callable[[], Awaitable[None]] | None:
         """When another worker or daemon runs the call: `_HANDED_OVER` (a sibling worker holds
         the connection now), or the relay to run; None to admit the stream here."""
-        if self.hand_over is not None and await self.hand_over(
-            request, provider_call_id, parameters
-        ):
-            return _HANDED_OVER
-        if self.relay is not None:
+        passed = None
+        if self.hand_over is not None:
+            passed = await self.hand_over(request, provider_call_id, parameters)
+            if passed:
+                return _HANDED_OVER
+        if self.relay is not None and passed is None:
             relayed = await self.relay(request, ws, provider_call_id, parameters, seen)
             if relayed is not None:
                 self.relayed += 1

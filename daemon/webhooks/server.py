@@ -182,8 +182,9 @@ def _signature_reason(exc: WebhookSignatureError) -> str:
 Forwarder = Callable[[str, WebhookRequest], Awaitable[WebhookReply | None]]
 """(request target, verified delivery) -> the answer of the daemon that handled it, or None to
 handle it here."""
-HandOver = Callable[[web.Request, WebhookRequest], Awaitable[bool]]
-"""(request, verified delivery) -> True when a sibling worker took the connection."""
+HandOver = Callable[[web.Request, WebhookRequest], Awaitable[bool | None]]
+"""(request, verified delivery) -> True when a sibling worker took the connection; False when
+no other daemon runs the call (handled here, not forwarded); None: `forward` decides."""
 
 
 class WebhookServer:
@@ -330,11 +331,12 @@ class WebhookServer:
             if not key:
                 return self._reject(request, 401, "verifier gave no replay key", address=address)
         slot.release(failed=False)
-        if self.hand_over is not None and await self.hand_over(request, webhook):
+        passed = await self.hand_over(request, webhook) if self.hand_over is not None else None
+        if passed:
             # A sibling worker holds the connection (and answers); this copy is closed, so
             # nothing written here reaches the provider.
             return _plain(503, "Service Unavailable", close=True)
-        if self.forward is not None:
+        if self.forward is not None and passed is None:
             forwarded = await self.forward(request.raw_path, webhook)
             if forwarded is not None:
                 self.forwarded += 1

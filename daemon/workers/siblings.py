@@ -119,39 +119,43 @@ class Siblings:
 
     async def _media(
         self, request: web.Request, provider_call_id: str | None, parameters: Mapping[str, str]
-    ) -> bool:
+    ) -> bool | None:
         if not SUPPORTED:
-            return False  # the sibling could not take a stream whose upgrade was answered
+            return None  # the sibling could not take a stream whose upgrade was answered
         ref = parameters.get("callId") or provider_call_id or ""
         return await self._pass(request, ref, KIND_MEDIA)
 
-    async def _webhook(self, request: web.Request, webhook: WebhookRequest) -> bool:
+    async def _webhook(self, request: web.Request, webhook: WebhookRequest) -> bool | None:
         if webhook.headers.get(FORWARDED_HEADER):
-            return False  # replayed by a daemon for another: handled where it lands
+            return None  # replayed by a daemon for another: the forwarder knows it
         return await self._pass(request, call_ref(webhook) or "", KIND_WEBHOOK)
 
-    async def _pass(self, request: web.Request, ref: str, kind: int) -> bool:
+    async def _pass(self, request: web.Request, ref: str, kind: int) -> bool | None:
         """Hand the request's connection to the sibling that runs call `ref`, if there is
-        one; True when this process must let go of the connection."""
+        one. True: handed over (this process lets go of the connection); False: no other
+        daemon runs the call (serve it here, no need to ask again); None: not handed over
+        (the relay decides)."""
         daemon = self.daemon
         cluster = daemon.cluster
-        if not ref or cluster is None or self.listener is None or daemon.engine.runs(ref):
+        if not ref or cluster is None or self.listener is None:
+            return None
+        if daemon.engine.runs(ref):
             return False
         connection = _connection(request)
         if connection is None:
-            return False
+            return None
         try:
             owner = await cluster.owner_elsewhere(ref)
         except VoicecallError:
-            return False  # its daemon stopped answering: the relay says so
+            return None  # its daemon stopped answering: the relay says so
         if owner is None:
             return False
         path = handoff_path(self.folder, owner)
         if not path.exists():
-            return False  # not a sibling on this machine: the relay
+            return None  # not a sibling on this machine: the relay
         taken = connection.take()
         if taken is None:
-            return False  # not on its first request any more
+            return None  # its bytes were not all kept
         fd, raw = taken
         name = _KIND_NAMES[kind]
         try:
@@ -163,7 +167,7 @@ class Siblings:
                 connection.drop()
                 return True
             connection.keep()
-            return False
+            return None
         connection.drop()
         self.handed_over[name] += 1
         return True

@@ -593,9 +593,11 @@ async def test_misrouted_stream_and_webhooks_are_handed_to_the_owner(
     assert all(s["handoff"]["relayed"]["media"] == 0 for s in found.values()), found
     # every socket of the flood closed at the worker that holds it (none left half-open)
     await until(lambda: _connections(port) == before, 30, "the flood's sockets closed")
+    frames = len(stream.frames)
     pending = asyncio.create_task(
         rpc(d, "voicecall.continue", {"callId": call_id, "message": "And the day?"})
     )
+    await until(lambda: len(stream.frames) > frames, 30, "the second question to be heard")
     await until_state(d, call_id, "listening")
     await stream.press("5#")
     assert await asyncio.wait_for(pending, 60) == {"success": True, "transcript": "5#"}
