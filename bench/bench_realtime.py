@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,9 +78,11 @@ api_key = "{API_KEY}"
     )
 
 
-def run_level(n: int, args: argparse.Namespace, log: IO[str], *, relay: bool) -> dict[str, Any]:
-    """One level: fake, daemon (or, ``relay``, the trivial relay in its place), generator;
-    ramp, warm-up, window; every process's report."""
+def run_level(n: int, args: argparse.Namespace, log: IO[str], *, target: str) -> dict[str, Any]:
+    """One level: fake, daemon (``daemon``; ``before``: the one of --before-repo; ``relay``:
+    the trivial relay in its place), generator; ramp, warm-up, window; every process's
+    report."""
+    relay = target == "relay"
     home = Path(tempfile.mkdtemp(prefix="vcr-", dir="/tmp"))
     procs: list[subprocess.Popen[Any]] = []
     try:
@@ -120,7 +123,11 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, relay: bool) ->
         else:
             (home / "config.toml").write_text(daemon_config(f"http://127.0.0.1:{port}", n))
             real = start_daemon(
-                home, core=args.daemon_core, nice=args.nice, log_level=args.log_level
+                home,
+                core=args.daemon_core,
+                nice=args.nice,
+                log_level=args.log_level,
+                cwd=Path(args.before_repo).resolve() if target == "before" else REPO,
             )
             procs.append(real)
             daemon = real
@@ -156,7 +163,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, relay: bool) ->
         procs.append(gen)
         ramped = json.loads(expect(gen, "RAMPED ", n / args.rate + 120))
         time.sleep(args.warmup)
-        spy = _spy(args, daemon.pid, f"{args.py_spy}-{'relay' if relay else 'daemon'}-{n}.txt", log)
+        spy = _spy(args, daemon.pid, f"{args.py_spy}-{target}-{n}.txt", log)
         before = {p.pid: cpu_seconds(p.pid) for p in procs}
         waited0 = runqueue_wait(daemon.pid)
         wall0 = time.monotonic()
@@ -186,7 +193,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, relay: bool) ->
     frames = vendor["inbound_frames"] + report["outbound_frames"]
     return {
         "n": n,
-        "target": "relay" if relay else "daemon",
+        "target": target,
         "ramp": ramped,
         "gen": report,
         "vendor": vendor,
@@ -242,7 +249,7 @@ def summary(r: dict[str, Any]) -> str:
     flags = " INVALID (load generator lagged)" if g["lagging"] else ""
     if r["daemon_runqueue_wait_pct"] > STARVED_PCT:
         flags += " STARVED (the daemon waited for its core: machine busy)"
-    who = "daemon" if r["target"] == "daemon" else "relay (floor)"
+    who = {"relay": "relay (floor)", "before": "daemon (before)"}.get(r["target"], "daemon")
     return (
         f"realtime {who} n={r['n']} calls={g['streams']} | caller->vendor "
         f"p50={v['inbound_p50_ms']:.2f}ms p99={v['inbound_p99_ms']:.2f}ms "
@@ -265,12 +272,30 @@ def added(daemon: dict[str, Any], relay: dict[str, Any]) -> str:
     d_in, r_in = daemon["vendor"], relay["vendor"]
     d_out, r_out = daemon["gen"], relay["gen"]
     return (
-        f"realtime added (daemon - floor) n={daemon['n']} | caller->vendor "
+        f"realtime added ({daemon['target']} - floor) n={daemon['n']} | caller->vendor "
         f"p50={d_in['inbound_p50_ms'] - r_in['inbound_p50_ms']:+.2f}ms "
         f"p99={d_in['inbound_p99_ms'] - r_in['inbound_p99_ms']:+.2f}ms | vendor->caller "
         f"p50={d_out['outbound_p50_ms'] - r_out['outbound_p50_ms']:+.2f}ms "
         f"p99={d_out['outbound_p99_ms'] - r_out['outbound_p99_ms']:+.2f}ms | cpu per frame "
         f"{daemon['us_per_frame']:.0f} us (daemon) vs {relay['us_per_frame']:.0f} us (relay)"
+    )
+
+
+def medians(results: list[dict[str, Any]]) -> str:
+    """One target's medians over the rounds of --repeat (each percentile on its own)."""
+
+    def med(key: str, side: str) -> float:
+        return float(statistics.median(r[side][key] for r in results))
+
+    cpu = statistics.median(r["us_per_frame"] for r in results)
+    waited = max(r["daemon_runqueue_wait_pct"] for r in results)
+    lagged = sum(1 for r in results if r["gen"]["lagging"])
+    return (
+        f"realtime {results[0]['target']} medians of {len(results)} rounds n={results[0]['n']} | "
+        f"caller->vendor p50={med('inbound_p50_ms', 'vendor'):.2f}ms "
+        f"p99={med('inbound_p99_ms', 'vendor'):.2f}ms | vendor->caller "
+        f"p50={med('outbound_p50_ms', 'gen'):.2f}ms p99={med('outbound_p99_ms', 'gen'):.2f}ms | "
+        f"{cpu:.0f}us/frame | waited max {waited:.0f}% | generator lagged in {lagged}"
     )
 
 
@@ -293,12 +318,27 @@ def main() -> None:
         help="profile the daemon (and the relay) during the window: PREFIX-daemon-N.txt "
         "(py-spy raw collapsed stacks, --nonblocking, on the other core)",
     )
+    parser.add_argument(
+        "--before-repo",
+        default="",
+        metavar="PATH",
+        help="the checkout (e.g. a worktree of an older commit) whose daemon the target "
+        "`before` runs, for a before/after pair measured beside the same floor",
+    )
     parser.add_argument("--py-spy-native", action="store_true", help="py-spy --native")
     parser.add_argument(
         "--against",
         default="daemon,relay",
         help="what stands between the generator and the fake, in order: daemon (the real "
-        "one) and/or relay (bench/realtime_relay.py, a trivial pass-through: the floor)",
+        "one), relay (bench/realtime_relay.py, a trivial pass-through: the floor) and/or "
+        "before (the daemon of --before-repo)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of the --against sequence (interleaved, so each round's targets meet "
+        "the same machine), then each target's medians over the rounds",
     )
     parser.add_argument(
         "--nice",
@@ -318,19 +358,26 @@ def main() -> None:
         flush=True,
     )
     targets = [t.strip() for t in args.against.split(",") if t.strip()]
-    if not targets or set(targets) - {"daemon", "relay"}:
-        parser.error("--against takes daemon and/or relay")
+    if not targets or set(targets) - {"daemon", "relay", "before"}:
+        parser.error("--against takes daemon, relay and/or before")
+    if "before" in targets and not args.before_repo:
+        parser.error("--against before needs --before-repo")
     with open(args.log, "a") as log:
         for n in (int(x) for x in args.n.split(",")):
-            results: dict[str, dict[str, Any]] = {}
-            for target in targets:
-                result = run_level(n, args, log, relay=target == "relay")
-                results[target] = result
-                print(summary(result), flush=True)
-                if args.json:
-                    print(json.dumps(result), flush=True)
-            if len(results) == 2:
-                print(added(results["daemon"], results["relay"]), flush=True)
+            rounds: dict[str, list[dict[str, Any]]] = {target: [] for target in targets}
+            for _round in range(args.repeat):
+                for target in targets:
+                    result = run_level(n, args, log, target=target)
+                    rounds[target].append(result)
+                    print(summary(result), flush=True)
+                    if args.json:
+                        print(json.dumps(result), flush=True)
+                for name in ("before", "daemon"):
+                    if name in rounds and "relay" in rounds:
+                        print(added(rounds[name][-1], rounds["relay"][-1]), flush=True)
+            if args.repeat > 1:
+                for target in targets:
+                    print(medians(rounds[target]), flush=True)
     print(f"# {uptime()} (after)", flush=True)
 
 
