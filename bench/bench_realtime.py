@@ -22,7 +22,16 @@ built it: caller frames from the generator, model frames from the fake. So:
 Both include two loopback websocket hops and the fake's and generator's own scheduling delays
 (they share a core), so they bound the daemon's own share from above.
 
-Run: python bench/bench_realtime.py --n 100
+The floor (control run, `--against daemon,relay`, the default): the same fake and generator
+with bench/realtime_relay.py in the daemon's place (its own process, same core and nice), a
+trivial aiohttp pass-through that cuts the base64 out of each message and sends it on, with
+none of the toolkit's work. Its figures are what the measurement itself costs; the line
+`realtime added (daemon - floor)` gives the daemon's figures minus the relay's, percentile by
+percentile (a difference of percentiles, not a percentile of differences). `--repeat K` runs the
+sequence K times, interleaved, and prints each target's medians; `--against before,daemon,relay
+--before-repo PATH` adds the daemon of another checkout (an older commit) to each round.
+
+Run: python bench/bench_realtime.py --n 100 --nice -10
 Prints `uptime` before and after and one line per level (and --json the raw figures).
 """
 
@@ -87,7 +96,10 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, target: str) ->
     procs: list[subprocess.Popen[Any]] = []
     try:
         fake = subprocess.Popen(
-            pinned(args.other_core, [sys.executable, str(HERE / "realtime_fake.py")]),
+            pinned(
+                args.other_core,
+                [sys.executable, str(HERE / "realtime_fake.py"), "--phases", str(args.phases)],
+            ),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -150,6 +162,8 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, target: str) ->
                     str(n),
                     "--rate",
                     str(args.rate),
+                    "--phases",
+                    str(args.phases),
                 ],
             ),
             stdin=subprocess.PIPE,
@@ -194,6 +208,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, target: str) ->
     return {
         "n": n,
         "target": target,
+        "phase_note": f" phases={args.phases}" if args.phases > 1 else "",
         "ramp": ramped,
         "gen": report,
         "vendor": vendor,
@@ -251,7 +266,7 @@ def summary(r: dict[str, Any]) -> str:
         flags += " STARVED (the daemon waited for its core: machine busy)"
     who = {"relay": "relay (floor)", "before": "daemon (before)"}.get(r["target"], "daemon")
     return (
-        f"realtime {who} n={r['n']} calls={g['streams']} | caller->vendor "
+        f"realtime {who} n={r['n']}{r['phase_note']} calls={g['streams']} | caller->vendor "
         f"p50={v['inbound_p50_ms']:.2f}ms p99={v['inbound_p99_ms']:.2f}ms "
         f"max={v['inbound_max_ms']:.1f}ms (frames={v['inbound_frames']}) | vendor->caller "
         f"p50={g['outbound_p50_ms']:.2f}ms p99={g['outbound_p99_ms']:.2f}ms "
@@ -332,6 +347,14 @@ def main() -> None:
         help="what stands between the generator and the fake, in order: daemon (the real "
         "one), relay (bench/realtime_relay.py, a trivial pass-through: the floor) and/or "
         "before (the daemon of --before-repo)",
+    )
+    parser.add_argument(
+        "--phases",
+        type=int,
+        default=1,
+        help="1 (default): every call's caller frame and model delta leave the generator and "
+        "the fake at the same instant of each 20 ms, the worst case of the SPEC figure; K > 1: "
+        "call i at point i mod K of K per 20 ms (real calls' frames are not aligned)",
     )
     parser.add_argument(
         "--repeat",

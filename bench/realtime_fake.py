@@ -63,7 +63,8 @@ class Model:
 class Fake:
     """Every model connection, the shared 20 ms clock and the latency records."""
 
-    def __init__(self, item_frames: int, pause_frames: int) -> None:
+    def __init__(self, item_frames: int, pause_frames: int, phases: int = 1) -> None:
+        self.phases = max(1, phases)
         self.item_frames = item_frames
         self.pause_frames = pause_frames
         self.models: list[Model] = []
@@ -145,17 +146,23 @@ class Fake:
         model.pause = self.pause_frames
 
     async def clock(self) -> None:
-        """One delta per talking connection every 20 ms, on an absolute grid."""
+        """One delta per talking connection every 20 ms, on an absolute grid. With `phases`
+        K > 1 the grid has K points per 20 ms and connection i talks at point i mod K (its
+        deltas still 20 ms apart): the calls' frames no longer all leave at one instant."""
         loop = asyncio.get_running_loop()
         due = loop.time()
+        phases = self.phases
+        step = TICK / phases
+        phase = -1
         while True:
-            due += TICK
+            due += step
+            phase = (phase + 1) % phases
             await asyncio.sleep(max(0.0, due - loop.time()))
             late = loop.time() - due
             if self.window:
                 self.tick_late.append(late * 1000)
-            for model in list(self.models):
-                if not model.talking or model.ws.closed:
+            for index, model in enumerate(list(self.models)):
+                if index % phases != phase or not model.talking or model.ws.closed:
                     continue
                 if model.pause:
                     model.pause -= 1
@@ -195,7 +202,7 @@ async def _twilio(request: web.Request) -> web.Response:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    fake = Fake(args.item_frames, args.pause_frames)
+    fake = Fake(args.item_frames, args.pause_frames, args.phases)
     app = web.Application()
     app.router.add_get("/v1/realtime", fake.realtime)
     app.router.add_route("*", "/2010-04-01/{tail:.*}", _twilio)
@@ -224,6 +231,9 @@ def main() -> None:
         type=int,
         default=50,
         help="silent ticks between items (the caller's turn; 50 = 1 s)",
+    )
+    parser.add_argument(
+        "--phases", type=int, default=1, help="points per 20 ms the connections' deltas spread over"
     )
     run(_main, parser.parse_args())
 
