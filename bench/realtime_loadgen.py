@@ -88,12 +88,16 @@ class StampedTicker(Ticker):
         now = self.loop.time()
         self.lateness.append(max(0.0, now - (self.epoch + self.index * step)))
         behind = int((now - self.epoch) / step) - self.index
-        if behind > 0:  # a stalled client skips missed ticks (like a lossy network) and says so
+        first = self.index
+        if behind >= phases:  # stalled a whole frame: skip (like a lossy network), say so
             self.skipped += behind
             self.index += behind
-        phase = self.index % phases
+            first = self.index
+        elif behind > 0:  # a point or two late (timers have 1 ms steps): send those too
+            self.index += behind
+        due = {i % phases for i in range(first, self.index + 1)}
         for stream in self.streams:
-            if stream.index % phases != phase:
+            if stream.index % phases not in due:
                 continue
             transport = stream.transport
             if transport is not None and not transport.is_closing():
