@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
+from daemon.workers.handoff import handoff_path
 from tests.configs import twilio_config as twilio_keys_config
 from tests.e2e.test_cluster import FROM, TO
 from tests.e2e.test_cluster import config as twilio_config
@@ -369,6 +370,89 @@ async def test_signed_twilio_webhooks_land_on_either_worker(
 FLOOD = 40
 
 
+async def _call_on_the_wrong_worker(
+    sim: TwilioSimulator,
+    balancer: Balancer,
+    openai: FakeOpenAI,
+    make_daemon: Callable[..., DaemonHarness],
+    pg_url: str,
+    stream_keys: str = "",
+    prepare: Callable[[DaemonHarness, str], None] | None = None,
+) -> tuple[DaemonHarness, list[Any], str, str, SimStream]:
+    """Two workers behind `balancer`, which sends every webhook and media stream to the worker
+    that does NOT run the call placed (`prepare(daemon, owner id)` first); one turn of the
+    conversation is heard and answered over the stream. (daemon, rows of voicecall_daemons,
+    owner id, call id, stream)."""
+    public = f"{balancer.origin}/voice/webhook"
+    text = f'store = "{pg_url}"\npublic_url = "{public}"\n' + twilio_keys_config(
+        sim, openai, streaming=True, agent=True, stream=stream_keys
+    )
+    d = await asyncio.to_thread(start_workers, make_daemon, pg_url, 2, text)
+    rows = await asyncio.to_thread(
+        query, pg_url, "SELECT daemon_id, address FROM voicecall_daemons ORDER BY daemon_id"
+    )
+    assert len(rows) == 2, rows
+    balancer.backends = [f"http://{r['address']}" for r in rows]
+
+    def place() -> tuple[str, str]:
+        with d.client(timeout=60) as client:
+            owner = client.call("daemon.status", {})["daemonId"]
+            if prepare is not None:
+                prepare(d, owner)
+            other = next(i for i, r in enumerate(rows) if r["daemon_id"] != owner)
+            balancer.route = lambda _path: other
+            call_id = client.call(
+                "voicecall.initiate",
+                {"to": TO, "message": "Hi, the clinic.", "mode": "conversation"},
+            )["callId"]
+        return owner, call_id
+
+    owner, call_id = await asyncio.to_thread(place)
+    assert await asyncio.to_thread(_owner, pg_url, call_id) == owner
+    await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().media), 30)
+    stream = sim.only_call().media[-1]
+    pending = asyncio.create_task(
+        rpc(d, "voicecall.continue", {"callId": call_id, "message": "Which option?"})
+    )
+    await until_state(d, call_id, "listening")
+    await until(lambda: len(stream.frames) > 0, 30, "the owner's speech to reach the caller")
+    await stream.press("73#")
+    assert await asyncio.wait_for(pending, 60) == {"success": True, "transcript": "73#"}
+    return d, rows, owner, call_id, stream
+
+
+async def test_a_failed_hand_over_falls_back_to_the_relay_and_logs_once(
+    sim: TwilioSimulator,
+    balancer: Balancer,
+    openai: FakeOpenAI,
+    make_daemon: Callable[..., DaemonHarness],
+    pg_url: str,
+) -> None:
+    """The owner's hand-over socket refuses (a file where the socket was: a sibling gone, a
+    stale path): the worker the call's stream and webhooks land on keeps each connection,
+    untouched, and relays it as between daemons; the call is heard and answered all the
+    same, and the failure is logged once, not once per connection."""
+
+    def break_socket(d: DaemonHarness, owner: str) -> None:
+        path = handoff_path(d.socket.parent, owner)
+        path.rename(path.with_name(path.name + ".moved"))
+        path.write_text("")
+
+    d, _rows, owner, call_id, _stream = await _call_on_the_wrong_worker(
+        sim, balancer, openai, make_daemon, pg_url, prepare=break_socket
+    )
+    found = await asyncio.to_thread(_both_statuses, d)
+    [other_id] = [i for i in found if i != owner]
+    counts = found[other_id]["handoff"]
+    assert counts["handedOver"] == {"media": 0, "webhook": 0}, found
+    assert counts["relayed"]["media"] == 1 and counts["relayed"]["webhook"] >= 1, found
+    assert counts["failed"] == 1 + counts["relayed"]["webhook"], found
+    log = d.log_text()
+    assert "passed to daemon" in log
+    assert log.count("relayed instead; logged once per sibling") == 1, log
+    assert await rpc(d, "voicecall.end", {"callId": call_id}) == {"success": True}
+
+
 def _connections(port: int) -> dict[str, int]:
     """Loopback TCP sockets of this machine on local `port`, by state, except those waiting
     out their close (TIME_WAIT, FIN_WAIT2: closed by us)."""
@@ -524,41 +608,10 @@ async def test_misrouted_stream_and_webhooks_are_handed_to_the_owner(
     the caller hears the owner's speech on the stream and the keys pressed answer its
     `continue`. Nothing is relayed (`daemon status`: handoff.relayed is 0 on both workers),
     and the stream's session runs on the owner only."""
-    public = f"{balancer.origin}/voice/webhook"
-    # room for the flood below: every pending stream of it comes from 127.0.0.1
     room = f"max_pending_connections = {2 * FLOOD}\nmax_pending_connections_per_ip = {FLOOD}\n"
-    text = f'store = "{pg_url}"\npublic_url = "{public}"\n' + twilio_keys_config(
-        sim, openai, streaming=True, agent=True, stream=room
+    d, rows, owner, call_id, stream = await _call_on_the_wrong_worker(
+        sim, balancer, openai, make_daemon, pg_url, room
     )
-    d = await asyncio.to_thread(start_workers, make_daemon, pg_url, 2, text)
-    rows = await asyncio.to_thread(
-        query, pg_url, "SELECT daemon_id, address FROM voicecall_daemons ORDER BY daemon_id"
-    )
-    assert len(rows) == 2, rows
-    balancer.backends = [f"http://{r['address']}" for r in rows]
-
-    def place() -> tuple[str, str]:
-        with d.client(timeout=60) as client:
-            owner = client.call("daemon.status", {})["daemonId"]
-            other = next(i for i, r in enumerate(rows) if r["daemon_id"] != owner)
-            balancer.route = lambda _path: other
-            call_id = client.call(
-                "voicecall.initiate",
-                {"to": TO, "message": "Hi, the clinic.", "mode": "conversation"},
-            )["callId"]
-        return owner, call_id
-
-    owner, call_id = await asyncio.to_thread(place)
-    assert await asyncio.to_thread(_owner, pg_url, call_id) == owner
-    await sim.wait_for(lambda: bool(sim.calls) and bool(sim.only_call().media), 30)
-    stream = sim.only_call().media[-1]
-    pending = asyncio.create_task(
-        rpc(d, "voicecall.continue", {"callId": call_id, "message": "Which option?"})
-    )
-    await until_state(d, call_id, "listening")
-    await until(lambda: len(stream.frames) > 0, 30, "the owner's speech to reach the caller")
-    await stream.press("73#")
-    assert await asyncio.wait_for(pending, 60) == {"success": True, "transcript": "73#"}
     mine = next(i for i, r in enumerate(rows) if r["daemon_id"] == owner)
     assert balancer.handled and all(index != mine for _path, index in balancer.handled), (
         "everything went to the other worker"
