@@ -11,7 +11,8 @@ apply: reconciled with the provider, never dialled again) and handles the reques
 request waits for the owner's answer, the call's route is read again every heartbeat: if the owner
 died meanwhile the call is taken over and the request handled here; if it restarted (same id, a new
 process, which never saw the request) or another daemon took the call over, the request is sent
-once more to whoever runs the call now.
+once more to whoever runs the call now, once that daemon listens (it advertises its address only
+then).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol
 
-from daemon.errors import CallError
+from daemon.errors import CallError, OperationTimeoutError
 
 logger = logging.getLogger(__name__)
+
+READY_POLL_SECONDS = 0.1
+"""How often a request for a daemon that is starting (alive, not yet listening) looks again."""
 
 SETTLE_ATTEMPTS = 20
 """How often a request retries a take-over another daemon is making at that moment (20 ms apart,
@@ -115,9 +119,21 @@ async def ask_owner(
     """
     route = await owner_elsewhere(store, take_over, ref)
     sent_to: list[str] = []
+    give_up = asyncio.get_running_loop().time() + deadline
     while route is not None:
         owner = route.owner
         assert owner is not None
+        if route.owner_process is None:  # starting: a request now would reach nobody
+            if asyncio.get_running_loop().time() >= give_up:
+                raise OperationTimeoutError(
+                    f"daemon {owner}, which runs call {route.call_id}, did not finish starting "
+                    f"within {deadline:g}s; retry",
+                    callId=route.call_id,
+                    daemon=owner,
+                )
+            await asyncio.sleep(min(READY_POLL_SECONDS, store.watch_interval))
+            route = await owner_elsewhere(store, take_over, ref)
+            continue
         if len(sent_to) == 2:
             raise CallError(
                 f"call {route.call_id}: daemon {sent_to[0]} stopped while running this request "

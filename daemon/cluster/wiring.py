@@ -201,12 +201,14 @@ async def start_cluster(daemon: ClusterHost, methods: Mapping[str, Handler]) -> 
             lambda: _local_origin(daemon), lambda: daemon.http, daemon.forward_pass
         ),
     )
-    await store.advertise(advertised_address(daemon))
     if daemon.media_server is not None:
         daemon.media_server.relay = forward_media.media_relay(
             lambda: daemon.cluster, engine.runs, lambda: daemon.http
         )
     await cluster.start()
+    # Only now, listening: to the others an advertised address also says "this process hears
+    # requests" (one sent to a restarted daemon before it listens would be lost).
+    await store.advertise(advertised_address(daemon))
     return cluster
 
 

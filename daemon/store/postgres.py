@@ -206,11 +206,13 @@ found to have a living owner. $3: only that call (a request about it arrived), e
 HEARTBEAT_SQL = """
 INSERT INTO voicecall_daemons AS d (daemon_id, host, pid, address) VALUES ($1, $2, $3, $4)
 ON CONFLICT (daemon_id) DO UPDATE SET heartbeat_at = now(), host = excluded.host,
-    pid = excluded.pid, address = coalesce(excluded.address, d.address)
+    pid = excluded.pid, address = CASE WHEN d.pid = excluded.pid AND d.host = excluded.host
+        THEN coalesce(excluded.address, d.address) ELSE excluded.address END
 RETURNING (xmax = 0) AS inserted
 """
 """Register or refresh this daemon; `inserted` says the row was gone (presumed dead and removed
-by another daemon, or a first start)."""
+by another daemon, or a first start). A new process under the id (a restart) clears the address
+until it advertises one, which it does once it listens for requests (:meth:`advertise`)."""
 
 SERVER_SETTINGS = {
     "application_name": "voicecalld",
@@ -646,7 +648,8 @@ class PostgresStore:
         """Who runs a call (by our id or the provider's), and whether that daemon is alive."""
         async with self._conn("read") as conn:
             row = await conn.fetchrow(
-                "SELECT c.call_id, c.owner, c.live, d.host, d.pid, coalesce(d.heartbeat_at >= "
+                "SELECT c.call_id, c.owner, c.live, d.host, d.pid, d.address, "
+                "coalesce(d.heartbeat_at >= "
                 "now() - make_interval(secs => $2), false) AS alive FROM voicecall_calls c "
                 "LEFT JOIN voicecall_daemons d ON d.daemon_id = c.owner "
                 "WHERE c.call_id = $1 OR c.provider_call_id = $1 "
@@ -656,7 +659,8 @@ class PostgresStore:
             )
         if row is None:
             return None
-        process = f"{row['host']}:{row['pid']}" if row["pid"] is not None else None
+        listening = row["pid"] is not None and row["address"] is not None
+        process = f"{row['host']}:{row['pid']}" if listening else None
         return CallRoute(
             row["call_id"], row["owner"], bool(row["live"]), bool(row["alive"]), process
         )
@@ -977,4 +981,5 @@ class CallRoute:
     owner_alive: bool
     """False when the owner is dead by the heartbeat rule, or gone (its row removed)."""
     owner_process: str | None
-    """`host:pid` of the owner's process now (a restart changes it), None when it is gone."""
+    """`host:pid` of the owner's process now (a restart changes it); None when it is gone, or
+    starting and not yet listening for requests."""
