@@ -17,8 +17,11 @@ and :meth:`PostgresStore.take_over` hands a dead daemon's live calls to a living
 exactly one taker. If the lock's connection ends, or stops answering, while the daemon runs,
 writes are refused until the lock is taken back.
 
-The replay cache is read from the database on a miss, so it stays right if several daemons ever
-share it; what this daemon remembered itself is answered from memory.
+The replay cache is shared: a daemon claims a delivery's identities in the database before
+handling it (:meth:`PostgresStore.replay_claim`, one INSERT ... ON CONFLICT), so the same delivery
+reaching two daemons at once is handled by one while the other waits for its answer; what this
+daemon remembered itself is answered from memory. One live record per provider call id (a unique
+index) makes a new call's first delivery at two daemons one call.
 """
 
 from __future__ import annotations
