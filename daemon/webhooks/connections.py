@@ -451,6 +451,8 @@ class GuardedProtocol(asyncio.Protocol):
         record, transport = self._record, self._transport
         if record is None or transport is None or transport.is_closing() or self._eof:
             return None
+        if self.holding:
+            return None  # input held back is still being fed to aiohttp, which resumes reads
         if self._pinned:
             return None  # the request it was passed on for is served here, never passed back
         sock = transport.get_extra_info("socket")

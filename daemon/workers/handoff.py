@@ -11,8 +11,11 @@ socket (a folder only the daemon's user can enter; the socket is mode 0600), and
 peers that run as its own user and, under a parent, are children of that same parent
 (``SO_PEERCRED``). One hand-over is one connection:
 
-    sender -> owner   b"VCH1" kind(1) length(4, big-endian) raw(length)   + 1 fd (SCM_RIGHTS)
-    owner  -> sender  b"A" (adopted: the owner holds the connection now) or b"R" (refused)
+    sender -> owner   b"VCH2" kind(1) ref length(2) raw length(4) ref raw   + 1 fd (SCM_RIGHTS)
+    owner  -> sender  b"A" (adopted: the owner holds the connection now) or b"R" (refused:
+                      it does not run call `ref`, or cannot take the connection now)
+
+(lengths big-endian; `ref` names the call, our id or the provider's, as UTF-8).
 
 The owner answers ``A`` before its event loop reads a byte of the adopted socket, so a sender
 that sees the channel close without an answer knows nothing was read or written by the owner
@@ -34,8 +37,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"VCH1"
-HEADER = struct.Struct(">4sBI")
+MAGIC = b"VCH2"
+HEADER = struct.Struct(">4sBHI")
+MAX_REF_BYTES = 512
 MAX_RAW_BYTES = 256 * 1024
 """The most bytes already read that may travel with a connection (headers, a webhook body, a
 media stream's first messages); a connection that read more is not handed over."""
@@ -53,8 +57,8 @@ REFUSED = b"R"
 
 Answer = Callable[[bool], bool]
 """Tell the sender the outcome (once); False when it could not be told (it left: let go)."""
-Adopt = Callable[[int, socket.socket, bytes, Answer], Awaitable[bool]]
-"""(kind, the connection's socket, bytes read so far, answer) -> whether it was adopted. It
+Adopt = Callable[[int, str, socket.socket, bytes, Answer], Awaitable[bool]]
+"""(kind, call ref, the connection's socket, bytes read so far, answer) -> adopted? It
 feeds the bytes to its protocol and calls `answer(True)` before the loop reads the socket, so
 a sender that hears nothing knows the socket was not touched; a refusal may be left unsaid
 (the listener answers it)."""
@@ -85,11 +89,13 @@ def parent_of(pid: int) -> int | None:
 
 class HandoffRefused(Exception):
     """The hand-over did not happen: the sender still holds the connection, untouched (unless
-    `closed`: the sibling did not answer in time and the connection was shut down)."""
+    `closed`: the sibling did not answer in time and the connection was shut down).
+    `declined`: the sibling answered no (it does not run the call): not a failure."""
 
-    def __init__(self, reason: str, *, closed: bool = False) -> None:
+    def __init__(self, reason: str, *, closed: bool = False, declined: bool = False) -> None:
         super().__init__(reason)
         self.closed = closed
+        self.declined = declined
 
 
 class HandoffListener:
@@ -179,7 +185,7 @@ class HandoffListener:
         fds: list[int] = []
         try:
             async with asyncio.timeout(READ_SECONDS):
-                kind, raw = await _read_message(conn, fds)
+                kind, ref, raw = await _read_message(conn, fds)
             if len(fds) != 1:
                 raise HandoffRefused(f"{len(fds)} descriptors")
             tcp = _tcp_socket(fds.pop())
@@ -199,7 +205,7 @@ class HandoffListener:
                 return True
 
             try:
-                adopted = await self._adopt(kind, tcp, raw, answer)
+                adopted = await self._adopt(kind, ref, tcp, raw, answer)
             except Exception:
                 logger.exception("hand-over: adopting a connection failed")
                 adopted = False
@@ -216,7 +222,7 @@ class HandoffListener:
             conn.close()
 
 
-async def _read_message(conn: socket.socket, fds: list[int]) -> tuple[int, bytes]:
+async def _read_message(conn: socket.socket, fds: list[int]) -> tuple[int, str, bytes]:
     """One hand-over message from `conn` (its descriptors appended to `fds` as they come)."""
     loop = asyncio.get_running_loop()
     data = bytearray()
@@ -233,13 +239,22 @@ async def _read_message(conn: socket.socket, fds: list[int]) -> tuple[int, bytes
             raise HandoffRefused("the sender closed before the whole message")
         data += chunk
         if need == HEADER.size and len(data) >= HEADER.size:
-            magic, kind, length = HEADER.unpack_from(data)
-            if magic != MAGIC or kind not in KINDS or length > MAX_RAW_BYTES:
+            magic, kind, ref_length, length = HEADER.unpack_from(data)
+            if (
+                magic != MAGIC
+                or kind not in KINDS
+                or ref_length > MAX_REF_BYTES
+                or length > MAX_RAW_BYTES
+            ):
                 raise HandoffRefused("not a hand-over message")
-            need = HEADER.size + length
+            need = HEADER.size + ref_length + length
     if len(data) != need:
         raise HandoffRefused("more bytes than announced")
-    return kind, bytes(data[HEADER.size :])
+    try:
+        ref = bytes(data[HEADER.size : HEADER.size + ref_length]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise HandoffRefused("not a hand-over message") from None
+    return kind, ref, bytes(data[HEADER.size + ref_length :])
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
@@ -271,8 +286,9 @@ def _tcp_socket(fd: int) -> socket.socket:
     return sock
 
 
-async def hand_over(path: Path, kind: int, fd: int, raw: bytes) -> None:
-    """Pass the connection `fd` and the bytes read from it to the worker listening at `path`.
+async def hand_over(path: Path, kind: int, fd: int, raw: bytes, ref: str = "") -> None:
+    """Pass the connection `fd` and the bytes read from it to the worker listening at `path`,
+    for call `ref` (the worker declines a call it does not run).
 
     Returns once that worker holds it (drop this copy then, writing nothing). Raises
     HandoffRefused when it did not take it: nothing was read or written by it, so this
@@ -280,7 +296,8 @@ async def hand_over(path: Path, kind: int, fd: int, raw: bytes) -> None:
     :data:`ACK_SECONDS` the connection is shut down (the client sees it close, never a hang)
     and HandoffRefused is raised with `shut = True`.
     """
-    if len(raw) > MAX_RAW_BYTES:
+    encoded = ref.encode("utf-8")
+    if len(raw) > MAX_RAW_BYTES or len(encoded) > MAX_REF_BYTES:
         raise HandoffRefused("too many bytes read already")
     loop = asyncio.get_running_loop()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -293,7 +310,7 @@ async def hand_over(path: Path, kind: int, fd: int, raw: bytes) -> None:
             raise HandoffRefused(f"cannot reach the sibling ({exc.strerror or exc})") from None
         if uid != os.geteuid():
             raise HandoffRefused("the hand-over socket belongs to another user")
-        message = HEADER.pack(MAGIC, kind, len(raw)) + raw
+        message = HEADER.pack(MAGIC, kind, len(encoded), len(raw)) + encoded + raw
         try:
             sent = _send_with_fd(conn, message, fd)
             if sent < len(message):
@@ -312,8 +329,10 @@ async def hand_over(path: Path, kind: int, fd: int, raw: bytes) -> None:
             ) from None
         except OSError as exc:
             raise HandoffRefused(f"the sibling failed ({exc.strerror or exc})") from None
+        if answer == REFUSED:
+            raise HandoffRefused("the sibling refused it", declined=True)
         if answer != ADOPTED:
-            raise HandoffRefused("the sibling refused it" if answer else "the sibling left")
+            raise HandoffRefused("the sibling left")
     finally:
         conn.close()
 

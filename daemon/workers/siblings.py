@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,7 +135,12 @@ class Siblings:
         """Hand the request's connection to the sibling that runs call `ref`, if there is
         one. True: handed over (this process lets go of the connection); False: no other
         daemon runs the call (serve it here, no need to ask again); None: not handed over
-        (the relay decides)."""
+        (the relay decides).
+
+        A stream's call always runs somewhere, and most often on a sibling: the siblings are
+        asked first (each declines a call it does not run), without a store round trip. A
+        webhook may be about a new call, which nobody runs yet: the store is asked first.
+        """
         daemon = self.daemon
         cluster = daemon.cluster
         if not ref or cluster is None or self.listener is None:
@@ -144,6 +150,11 @@ class Siblings:
         connection = _connection(request)
         if connection is None:
             return None
+        tried = self._sibling_paths() if kind == KIND_MEDIA else []
+        for path in tried:
+            passed = await self._try(connection, path, ref, kind, quiet=True)
+            if passed is not None:
+                return passed
         try:
             owner = await cluster.owner_elsewhere(ref)
         except VoicecallError:
@@ -151,26 +162,47 @@ class Siblings:
         if owner is None:
             return False
         path = handoff_path(self.folder, owner)
-        if not path.exists():
-            return None  # not a sibling on this machine: the relay
+        if path in tried or not path.exists():
+            return None  # asked already, or not a sibling on this machine: the relay
+        return await self._try(connection, path, ref, kind, quiet=False)
+
+    async def _try(
+        self, connection: GuardedProtocol, path: Path, ref: str, kind: int, *, quiet: bool
+    ) -> bool | None:
+        """One hand-over attempt: True done (or the connection closed trying), None not (the
+        connection is untouched; `quiet`: a sibling declining is no failure)."""
         taken = connection.take()
         if taken is None:
             return None  # its bytes were not all kept
         fd, raw = taken
         name = _KIND_NAMES[kind]
         try:
-            await hand_over(path, kind, fd, raw)
+            await hand_over(path, kind, fd, raw, ref)
         except HandoffRefused as exc:
-            self.failed += 1
-            self._warn_once(path, f"{name} connection for call {ref} not handed to {owner}: {exc}")
             if exc.closed:
                 connection.drop()
                 return True
             connection.keep()
+            if not (quiet and exc.declined):
+                self.failed += 1
+                self._warn_once(path, f"{name} connection for call {ref} not handed over: {exc}")
             return None
         connection.drop()
         self.handed_over[name] += 1
         return True
+
+    def _sibling_paths(self) -> list[Path]:
+        """The other workers' hand-over sockets here."""
+        own = self.listener.path if self.listener is not None else None
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return []
+        return [
+            self.folder / name
+            for name in sorted(names)
+            if name.startswith("handoff-") and name.endswith(".sock") and self.folder / name != own
+        ]
 
     def _warn_once(self, path: Path, text: str) -> None:
         key = str(path)
@@ -182,8 +214,12 @@ class Siblings:
 
     # ------------------------------------------------------------------ taking over
 
-    async def _adopt(self, kind: int, sock: socket.socket, raw: bytes, answer: Answer) -> bool:
+    async def _adopt(
+        self, kind: int, ref: str, sock: socket.socket, raw: bytes, answer: Answer
+    ) -> bool:
         daemon = self.daemon
+        if not ref or not daemon.engine.runs(ref):
+            return False  # not this worker's call (any more): the sender asks elsewhere
         runner = daemon._runner
         guard = daemon.web_app.get(GUARD_KEY)
         if runner is None or runner.server is None or guard is None or self.listener is None:

@@ -58,8 +58,12 @@ class Taker:
     def __init__(self, adopt: bool = True) -> None:
         self.adopt = adopt
         self.got: list[tuple[int, socket.socket, bytes]] = []
+        self.refs: list[str] = []
 
-    async def __call__(self, kind: int, sock: socket.socket, raw: bytes, answer: Answer) -> bool:
+    async def __call__(
+        self, kind: int, ref: str, sock: socket.socket, raw: bytes, answer: Answer
+    ) -> bool:
+        self.refs.append(ref)
         if not self.adopt:
             return False
         self.got.append((kind, sock, raw))
@@ -78,10 +82,10 @@ async def test_the_connection_and_its_bytes_reach_the_sibling_which_then_holds_i
     try:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         raw = b"GET /voice/stream HTTP/1.1\r\n\r\n" + os.urandom(100_000)  # more than one send
-        await hand_over(path, KIND_MEDIA, accepted.fileno(), raw)
+        await hand_over(path, KIND_MEDIA, accepted.fileno(), raw, "call-ü-1")
         accepted.close()  # the sender drops its copy: the connection lives on in the taker
         [(kind, sock, got)] = taker.got
-        assert kind == KIND_MEDIA and got == raw
+        assert kind == KIND_MEDIA and got == raw and taker.refs == ["call-ü-1"]
         sock.setblocking(True)
         sock.sendall(b"from the owner")
         assert client.recv(100) == b"from the owner"
@@ -103,8 +107,8 @@ async def test_a_refusal_leaves_the_connection_with_the_sender(
     listener.start()
     try:
         with pytest.raises(HandoffRefused) as refused:
-            await hand_over(path, KIND_WEBHOOK, accepted.fileno(), b"POST / HTTP/1.1\r\n")
-        assert not refused.value.closed
+            await hand_over(path, KIND_WEBHOOK, accepted.fileno(), b"POST / HTTP/1.1\r\n", "c")
+        assert not refused.value.closed and refused.value.declined
         accepted.sendall(b"still mine")
         assert client.recv(100) == b"still mine"
     finally:
@@ -136,7 +140,7 @@ HOSTILE = textwrap.dedent(
     victim = socket.create_connection(("127.0.0.1", int(sys.argv[2])))
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(10)
-    head = b"VCH1" + bytes([1]) + (4).to_bytes(4, "big") + b"evil"
+    head = b"VCH2" + bytes([1]) + (0).to_bytes(2, "big") + (4).to_bytes(4, "big") + b"evil"
     os.setgid(65534)
     os.setuid(65534)  # from here on: another local user
     try:
@@ -250,7 +254,7 @@ async def test_a_message_that_is_not_a_hand_over_is_refused(folder: Path) -> Non
     listener.start()
     loop = asyncio.get_running_loop()
     try:
-        for message in (b"GET / HTTP/1.1\r\n\r\n", b"VCH1\x09\x00\x00\x00\x00"):
+        for message in (b"GET / HTTP/1.1\r\n\r\n", handoff.HEADER.pack(handoff.MAGIC, 9, 0, 0)):
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             conn.setblocking(False)
             await loop.sock_connect(conn, str(path))
@@ -261,7 +265,8 @@ async def test_a_message_that_is_not_a_hand_over_is_refused(folder: Path) -> Non
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.setblocking(False)
         await loop.sock_connect(conn, str(path))
-        await loop.sock_sendall(conn, handoff.HEADER.pack(handoff.MAGIC, KIND_WEBHOOK, 2) + b"hi")
+        header = handoff.HEADER.pack(handoff.MAGIC, KIND_WEBHOOK, 0, 2)
+        await loop.sock_sendall(conn, header + b"hi")
         assert await asyncio.wait_for(loop.sock_recv(conn, 1), 10) == b"R"
         conn.close()
         assert not taker.got
