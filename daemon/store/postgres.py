@@ -34,6 +34,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,9 @@ claimer died mid-way)."""
 REPLAY_WAIT_SECONDS = 10.0
 """How long a duplicate waits for another daemon handling the same delivery to answer it (then
 503: the provider retries)."""
+
+OWN_SEQS_KEPT = 10_000
+"""How many of its own latest event numbers a daemon keeps (see :meth:`events_after`)."""
 
 PRUNE_EVERY = 1000
 """Prune expired replay entries and old processed ids once per this many writes."""
@@ -248,6 +252,9 @@ class PostgresStore:
         self._registered = False
         self._address: str | None = None
         self._listeners: dict[str, Callable[[str], None]] = {}
+        self._reconnected: list[Callable[[], None]] = []
+        self._own_seqs: deque[int] = deque(maxlen=OWN_SEQS_KEPT)
+        """The numbers of the last events this daemon stored (told apart from the others')."""
         self._collecting: set[asyncio.Task[None]] = set()
         self._clock = clock
         self._claim_wait = claim_wait_seconds
@@ -435,6 +442,8 @@ class PostgresStore:
                     self.daemon_id,
                 )
                 continue
+            for callback in self._reconnected:  # before listening: nothing heard since the loss
+                callback()
             for channel in self._listeners:
                 with contextlib.suppress(Exception):
                     await conn.add_listener(channel, self._on_notify)
@@ -580,6 +589,7 @@ class PostgresStore:
         event = None
         if event_type is not None:
             event = CallEvent(int(row["seq"]), timestamp, call.call_id, event_type, payload)
+            self._own_seqs.append(event.seq)
         self._writes += 1
         if self._writes % PRUNE_EVERY == 0:
             await self._prune()
@@ -683,6 +693,35 @@ class PostgresStore:
             for r in rows
         ]
 
+    async def last_seq(self) -> int:
+        """The number of the newest stored event (0: none)."""
+        async with self._conn("read") as conn:
+            return int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM voicecall_events"))
+
+    async def events_after(self, seq: int, limit: int) -> list[CallEvent]:
+        """Up to `limit` stored events numbered above `seq` that other daemons stored, oldest
+        first (this daemon's own are left out: it published them itself)."""
+        own = [n for n in self._own_seqs if n > seq]
+        async with self._conn("read") as conn:
+            rows = await conn.fetch(
+                "SELECT seq, at, call_id, type, data FROM voicecall_events WHERE seq > $1 "
+                "AND NOT (seq = ANY($2::bigint[])) ORDER BY seq LIMIT $3",
+                seq,
+                own,
+                limit,
+            )
+        return [
+            CallEvent(
+                int(r["seq"]), r["at"], r["call_id"], EventType(r["type"]), json.loads(r["data"])
+            )
+            for r in rows
+        ]
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call `callback` each time the listening connection is back after being lost, just
+        before it listens again (what was announced meanwhile never reached this daemon)."""
+        self._reconnected.append(callback)
+
     async def send(self, channel: str, message: str) -> None:
         """Deliver `message` to whoever listens on `channel` (any length: a long one goes
         through the mailbox table)."""
@@ -698,7 +737,7 @@ class PostgresStore:
 
     async def listen(self, channel: str, on_message: Callable[[str], None]) -> None:
         """Call `on_message` with every message sent to `channel` (in the event loop). Kept
-        across a lost connection (messages sent while it was down are not)."""
+        across a lost connection (messages sent while it was down are not: see `on_reconnect`)."""
         self._listeners[channel] = on_message
         if self._claim is not None:
             await self._claim.add_listener(channel, self._on_notify)
