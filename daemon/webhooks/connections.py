@@ -73,7 +73,7 @@ class ConnectionGuard:
         self.rejections = rejections or RejectionLog(logger)
         self.total = 0
         self.record = False
-        """Keep the bytes of each connection's first request (until it is answered), so the
+        """Keep every byte each connection read since its current request began, so the
         connection can be handed to a sibling worker (:mod:`daemon.workers.handoff`)."""
         self._per_address: dict[str, int] = {}
         self._by_transport: dict[asyncio.BaseTransport, GuardedProtocol] = {}
@@ -134,7 +134,7 @@ class ConnectionGuard:
 
 
 RECORD_BYTES = 256 * 1024
-"""The most bytes of a first request kept for a hand-over (a webhook body is at most 64 KiB)."""
+"""The most bytes of one request kept for a hand-over (a webhook body is at most 64 KiB)."""
 SLICE_BYTES = 8 * 1024
 """The most of one connection's input handed to aiohttp per loop iteration (about 35 media
 messages: a few milliseconds of parsing), so others get a turn between slices."""
@@ -233,7 +233,8 @@ class GuardedProtocol(asyncio.Protocol):
         self._adopted = adopted
         """(bytes a sibling read, callback): a connection a sibling worker passed on."""
         self._record: bytearray | None = None
-        """The bytes of the first request so far (see `ConnectionGuard.record`)."""
+        """The bytes read since the current request began (see `ConnectionGuard.record`);
+        None once that cannot be told (then the connection is never handed over)."""
         self._pinned = adopted is not None
         """Serving the request a sibling passed this connection on for: not passed again."""
         self.upgraded_elsewhere = False
@@ -435,19 +436,10 @@ class GuardedProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------------ hand-over
 
-    @property
-    def adopted(self) -> bool:
-        """A sibling worker passed this connection on."""
-        return self._adopted is not None
-
-    @property
-    def address(self) -> str:
-        """The peer's address (the real client's, also on an adopted connection)."""
-        return self._address
-
     def take(self) -> tuple[int, bytes] | None:
-        """Stop reading and give (socket descriptor, every byte read from it), when the
-        connection is still on its first request; None when it cannot be handed over."""
+        """Stop reading and give (socket descriptor, every byte read since the current request
+        began); None when the connection cannot be handed over (those bytes not all kept,
+        input held back, or it is serving the request a sibling passed it on for)."""
         record, transport = self._record, self._transport
         if record is None or transport is None or transport.is_closing() or self._eof:
             return None

@@ -3,9 +3,10 @@
 With `--workers N` the kernel spreads the shared port's connections by source address, so a
 call's media websocket or webhook often reaches a worker that does not run the call. Once that
 worker knows the call (a stream's `start`; a webhook verified, with its call found as
-`daemon.cluster.forward_webhook` finds it) and a sibling on this machine runs it, it passes the
-connection itself to the sibling (:mod:`daemon.workers.handoff`) with every byte read from it,
-and forgets it. The sibling feeds those bytes to its own web server, which runs its usual
+`daemon.cluster.forward_webhook` finds it) and a sibling on this machine runs it (a stream: the
+siblings are asked first, each declining a call it does not run; a webhook: the store says
+who), it passes the connection itself to the sibling (:mod:`daemon.workers.handoff`) with every
+byte read from it, and forgets it. The sibling feeds those bytes to its own web server, which runs its usual
 checks (signature, limits, replay cache) and handlers, as if the client had connected to it:
 the upgrade was answered already, so a stream's refusal there is a websocket close.
 
