@@ -6,9 +6,10 @@ worker knows the call (a stream's `start`; a webhook verified, with its call fou
 `daemon.cluster.forward_webhook` finds it) and a sibling on this machine runs it (a stream: the
 siblings are asked first, each declining a call it does not run; a webhook: the store says
 who), it passes the connection itself to the sibling (:mod:`daemon.workers.handoff`) with every
-byte read from it, and forgets it. The sibling feeds those bytes to its own web server, which runs its usual
-checks (signature, limits, replay cache) and handlers, as if the client had connected to it:
-the upgrade was answered already, so a stream's refusal there is a websocket close.
+byte read from it, and forgets it. The sibling feeds those bytes to its own web server, which
+runs its usual checks (signature, limits, replay cache) and handlers, as if the client had
+connected to it: the upgrade was answered already, so a stream's refusal there is a websocket
+close.
 
 Every byte a connection reads is kept from the start of its current request (a request split
 over reads, requests pipelined behind it; a kept-alive connection starts again where the last
