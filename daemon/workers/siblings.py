@@ -131,6 +131,8 @@ class Siblings:
     async def _webhook(self, request: web.Request, webhook: WebhookRequest) -> bool | None:
         if webhook.headers.get(FORWARDED_HEADER):
             return None  # replayed by a daemon for another: the forwarder knows it
+        if request.headers.get("Expect"):
+            return None  # a `100 Continue` may have gone out: the owner must not send another
         return await self._pass(request, call_ref(webhook) or "", KIND_WEBHOOK)
 
     async def _pass(self, request: web.Request, ref: str, kind: int) -> bool | None:
