@@ -340,7 +340,7 @@ def handoff_counts(
             seen[str(status["daemonId"])] = status["handoff"]
         if len(seen) == workers:
             break
-    total: dict[str, dict[str, int]] = {}
+    total: dict[str, dict[str, int]] = {"workers": {"heard": len(seen), "of": workers}}
     for counts in seen.values():
         for key in ("handedOver", "relayed"):
             for kind, value in counts[key].items():
@@ -395,9 +395,16 @@ def _handoff_text(counts: dict[str, dict[str, int]] | None) -> str:
     if not counts:
         return ""
     given, relayed = counts.get("handedOver", {}), counts.get("relayed", {})
+    heard = counts.get("workers", {})
+    partial = (
+        f" (counts of {heard.get('heard')} of {heard.get('of')} workers only)"
+        if heard.get("heard") != heard.get("of")
+        else ""
+    )
     return (
         f" | handed over: {given.get('media', 0)} streams, {given.get('webhook', 0)} webhooks;"
         f" relayed: {relayed.get('media', 0)} streams, {relayed.get('webhook', 0)} webhooks"
+        + partial
     )
 
 
