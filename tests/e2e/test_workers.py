@@ -626,6 +626,11 @@ async def test_misrouted_stream_and_webhooks_are_handed_to_the_owner(
     for counts in handoff.values():
         assert counts["relayed"] == {"media": 0, "webhook": 0}, handoff
         assert counts["failed"] == 0, handoff
+    shown = await asyncio.to_thread(d.cli, "daemon", "status")
+    assert shown.returncode == 0, shown.stderr
+    assert "handoff   to siblings " in shown.stdout and "relayed 0 streams, 0 webhooks" in (
+        shown.stdout
+    ), shown.stdout
     log = d.log_text()
     assert "passed to daemon" not in log, "no stream was relayed"
     bound = [line for line in log.splitlines() if "bound to call" in line]

@@ -298,6 +298,16 @@ def status_cmd(ctx: CliContext, as_json: bool) -> None:
             f"store     FAULT since {fault['since']}: {fault['error']} (webhooks get 503 "
             "and commands fail until it is fixed: free disk space, check the disk)"
         )
+    worker, handoff = status.get("worker"), status.get("handoff")
+    if worker:
+        click.echo(f"worker    w{worker['index']} (pid {worker['pid']}) answered")
+    if handoff:
+        given, taken, relayed = handoff["handedOver"], handoff["adopted"], handoff["relayed"]
+        click.echo(
+            f"handoff   to siblings {given['media']} streams, {given['webhook']} webhooks; "
+            f"from siblings {taken['media']} streams, {taken['webhook']} webhooks; "
+            f"relayed {relayed['media']} streams, {relayed['webhook']} webhooks"
+        )
 
 
 @daemon_group.command("run", short_help="Run the daemon in the foreground.")
