@@ -238,6 +238,11 @@ class Daemon:
         """The current effective URLs."""
         return self.exposures.current
 
+    @property
+    def web_runner(self) -> web.AppRunner | None:
+        """The webhook server's runner (None before the start and after the stop)."""
+        return self._runner
+
     def _apply_exposure(self) -> None:
         """Make verification, provider callbacks and stream URLs follow the exposure."""
         exposure = self.exposures.current

@@ -28,7 +28,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -50,17 +50,47 @@ from daemon.workers.handoff import (
 if TYPE_CHECKING:
     import socket
 
-    from daemon.app import Daemon
+    from daemon.cluster.wiring import Cluster
+    from daemon.media.server import MediaServer
+    from daemon.paths import Paths
+    from daemon.webhooks.server import WebhookServer
+    from daemon.workers.role import WorkerRole
 
 logger = logging.getLogger(__name__)
 
 _KIND_NAMES = {KIND_MEDIA: "media", KIND_WEBHOOK: "webhook"}
 
 
+class _Calls(Protocol):
+    def runs(self, call_ref: str) -> bool:
+        """True when this daemon runs the live call (by our id or the provider's)."""
+
+
+class SiblingsHost(Protocol):
+    """What the hand-over uses of the daemon (`daemon.app.Daemon` is one), and no more."""
+
+    @property
+    def paths(self) -> Paths: ...
+    @property
+    def worker(self) -> WorkerRole | None: ...
+    @property
+    def cluster(self) -> Cluster | None: ...
+    @property
+    def engine(self) -> _Calls: ...
+    @property
+    def web_app(self) -> web.Application: ...
+    @property
+    def web_runner(self) -> web.AppRunner | None: ...
+    @property
+    def media_server(self) -> MediaServer | None: ...
+    @property
+    def webhooks(self) -> WebhookServer | None: ...
+
+
 class Siblings:
     """This worker's hand-overs, both ways, and their counts (`daemon status`)."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: SiblingsHost) -> None:
         self.daemon = daemon
         self.folder = daemon.paths.socket.parent
         self.listener: HandoffListener | None = None
@@ -224,7 +254,7 @@ class Siblings:
         daemon = self.daemon
         if not ref or not daemon.engine.runs(ref):
             return False  # not this worker's call (any more): the sender asks elsewhere
-        runner = daemon._runner
+        runner = daemon.web_runner
         guard = daemon.web_app.get(GUARD_KEY)
         if runner is None or runner.server is None or guard is None or self.listener is None:
             return False

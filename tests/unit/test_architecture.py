@@ -112,16 +112,13 @@ def test_every_call_state_change_goes_through_the_transition_table() -> None:
     assert len(writes["daemon/model/record.py"]) == 1
 
 
-APP_IMPORTS_ALLOWED = {
-    # The worker hand-over (issue 18) reaches into the daemon's web runner and media server;
-    # to be typed against a narrow host like the others once that work settles.
-    "daemon/workers/siblings.py": "issue 18 hand-over, not yet narrowed",
-}
+APP_IMPORTS_ALLOWED: dict[str, str] = {}
 
 
 def test_parts_the_app_wires_never_import_the_app() -> None:
     """`daemon.app` builds the parts; each part is typed against a narrow host protocol
-    (`RpcHost`, `MediaHost`, `WebhookHost`, `ReloadHost`, `ClusterHost`), never the `Daemon`.
+    (`RpcHost`, `MediaHost`, `WebhookHost`, `ReloadHost`, `ClusterHost`, `SiblingsHost`), never
+    the `Daemon`.
     Only process entry points (`__main__.py`) build one."""
     bad = [
         f"{path.relative_to(ROOT)}: {m}"
