@@ -79,6 +79,9 @@ REPLAY_MEMORY_MAX = 200_000
 PROCESSED_KEEP = 50_000
 """How many processed provider-event ids are kept (oldest pruned first)."""
 
+PRUNE_EVERY_WRITES = 1000
+"""Writes (of any kind) between two prunings of old replay rows and processed ids."""
+
 CHECKPOINT_EVERY_WRITES = 500
 """Writes between two checkpoints on the worker thread (SQLite's own default is ~1000 pages)."""
 
@@ -125,6 +128,7 @@ class SqliteStore:
         """Reads and checkpoints: used on the worker thread only."""
         self._checkpoint: asyncio.Future[None] | None = None
         self._writes = 0
+        self._pruned_at = 0
         self._replay: dict[str, tuple[float, WebhookReply]] = {}
         self._replay_complete = True
         self.health = StoreHealth(str(self.path))
@@ -316,6 +320,8 @@ class SqliteStore:
             self._unlock()
             return
         db, reader = self._db, self._reader
+        # From here a late write fails as "not open" instead of racing the close on the thread.
+        self._db = self._reader = None
 
         def _close() -> None:
             if reader is not None:
@@ -328,7 +334,6 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:
             raise self._failed(exc) from exc
         finally:
-            self._db = self._reader = None
             self._executor.shutdown(wait=True)
             self._unlock()
 
@@ -391,14 +396,15 @@ class SqliteStore:
             return event
 
         event = await self._run(_write, write=True)
-        if self._writes % 1000 == 0:
+        if self._writes - self._pruned_at >= PRUNE_EVERY_WRITES:
+            self._pruned_at = self._writes
             await self._run(self._prune, write=True)
             self._prune_memory()
         return event
 
     def _prune(self, db: sqlite3.Connection) -> None:
         """Drop expired replay rows and all but the newest processed ids: one indexed range
-        delete each (~2 ms on the loop every 1000 writes; a sort of the table took 160 ms)."""
+        delete each (~2 ms on the loop every `PRUNE_EVERY_WRITES`; a sort took 160 ms)."""
         now = self._clock()
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -12,6 +12,9 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
+from daemon.errors import StoreError
 from daemon.model.events import CallMode, Direction, EventType
 from daemon.model.record import CallRecord
 from daemon.model.webhook import WebhookReply
@@ -80,8 +83,8 @@ async def test_the_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
 
 
 async def test_pruning_keeps_the_newest_processed_ids(tmp_path: Path) -> None:
-    """Every 1000 writes the oldest processed ids beyond PROCESSED_KEEP and expired replay
-    rows go; the newest stay (a retry of a recent delivery is still recognised)."""
+    """Every PRUNE_EVERY_WRITES writes the oldest processed ids beyond PROCESSED_KEEP and
+    expired replay rows go; the newest stay (a retry of a recent delivery is still recognised)."""
     store = SqliteStore(tmp_path)
     await store.open()
     await store.close()
@@ -122,3 +125,15 @@ async def test_pruning_keeps_the_newest_processed_ids(tmp_path: Path) -> None:
         assert await store.record(call, EventType.SPEAKING, dedupe_key=last_old) is None
     finally:
         await store.close()
+
+
+async def test_a_write_after_close_began_is_refused_not_raced(tmp_path: Path) -> None:
+    """Once close() has started (the writer goes to the worker thread to checkpoint), a late
+    write is a StoreError, never a second thread on the same connection."""
+    store = SqliteStore(tmp_path)
+    await store.open()
+    closing = asyncio.ensure_future(store.close())
+    await asyncio.sleep(0)  # close() ran up to its await on the worker thread
+    with pytest.raises(StoreError, match="not open"):
+        await store.record(_record(), EventType.INITIATED)
+    await closing
