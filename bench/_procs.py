@@ -163,3 +163,48 @@ def stop_all(procs: list[subprocess.Popen[Any]], timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def start_loadgen(
+    script: Path,
+    *,
+    core: int | None,
+    nice: int,
+    webhook: str,
+    auth_token: str,
+    to: str,
+    n: int,
+    rate: float,
+    extra: list[str],
+    log: Any,
+) -> subprocess.Popen[str]:
+    """A load generator (`daemon_loadgen.py`, `realtime_loadgen.py`) pinned to `core`, in its
+    own session at `nice`, speaking the line protocol over its stdin/stdout."""
+    gen = subprocess.Popen(
+        pinned(
+            core,
+            [
+                sys.executable,
+                str(script),
+                "--webhook",
+                webhook,
+                "--auth-token",
+                auth_token,
+                "--to",
+                to,
+                "--n",
+                str(n),
+                "--rate",
+                str(rate),
+                *extra,
+            ],
+        ),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    prioritise(gen, nice)
+    return gen

@@ -62,6 +62,7 @@ from _procs import (  # noqa: E402
     rss_kib,
     runqueue_wait,
     start_daemon,
+    start_loadgen,
     stop_all,
     uptime,
 )
@@ -238,32 +239,18 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         pids = family(daemon.pid) if args.workers > 1 else [daemon.pid]
         idle_rss = sum(rss_kib(pid) for pid in pids)
         ramp_spy = _spy(args, daemon.pid, n, "ramp", n / args.rate + 2, log)
-        gen = subprocess.Popen(
-            pinned(
-                args.other_core,
-                [
-                    sys.executable,
-                    str(HERE / "daemon_loadgen.py"),
-                    "--webhook",
-                    status["webhookUrl"],
-                    "--auth-token",
-                    AUTH_TOKEN,
-                    "--to",
-                    FROM,
-                    "--n",
-                    str(n),
-                    "--rate",
-                    str(args.rate),
-                ],
-            ),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            cwd=REPO,
-            start_new_session=True,
+        gen = start_loadgen(
+            HERE / "daemon_loadgen.py",
+            core=args.other_core,
+            nice=args.nice,
+            webhook=status["webhookUrl"],
+            auth_token=AUTH_TOKEN,
+            to=FROM,
+            n=n,
+            rate=args.rate,
+            extra=[],
+            log=log,
         )
-        prioritise(gen, args.nice)
         procs.append(gen)
         ramped = json.loads(expect(gen, "RAMPED ", n / args.rate + 120))
         if ramp_spy is not None:

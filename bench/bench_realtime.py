@@ -64,6 +64,7 @@ from _procs import (  # noqa: E402
     rss_kib,
     runqueue_wait,
     start_daemon,
+    start_loadgen,
     stop_all,
     uptime,
 )
@@ -146,34 +147,18 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, target: str) ->
             status = daemon_status(home, real, 30)
         time.sleep(1.0)
         idle_rss = rss_kib(daemon.pid)
-        gen = subprocess.Popen(
-            pinned(
-                args.other_core,
-                [
-                    sys.executable,
-                    str(HERE / "realtime_loadgen.py"),
-                    "--webhook",
-                    status["webhookUrl"],
-                    "--auth-token",
-                    AUTH_TOKEN,
-                    "--to",
-                    FROM,
-                    "--n",
-                    str(n),
-                    "--rate",
-                    str(args.rate),
-                    "--phases",
-                    str(args.phases),
-                ],
-            ),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            cwd=REPO,
-            start_new_session=True,
+        gen = start_loadgen(
+            HERE / "realtime_loadgen.py",
+            core=args.other_core,
+            nice=args.nice,
+            webhook=status["webhookUrl"],
+            auth_token=AUTH_TOKEN,
+            to=FROM,
+            n=n,
+            rate=args.rate,
+            extra=["--phases", str(args.phases)],
+            log=log,
         )
-        prioritise(gen, args.nice)
         procs.append(gen)
         ramped = json.loads(expect(gen, "RAMPED ", n / args.rate + 120))
         time.sleep(args.warmup)
