@@ -208,3 +208,34 @@ def start_loadgen(
     )
     prioritise(gen, nice)
     return gen
+
+
+def start_py_spy(
+    pid: int, out: str, *, seconds: float, rate: int, core: int | None, native: bool, log: Any
+) -> subprocess.Popen[bytes]:
+    """py-spy on `pid` for `seconds`, raw collapsed stacks to `out` (bench/pyspy_breakdown.py
+    reads them). Without `native` it samples without pausing the process (--nonblocking);
+    --native needs the pauses (py-spy refuses both), so that run's latency figures include
+    them."""
+    return subprocess.Popen(
+        pinned(
+            core,
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                str(rate),
+                "--duration",
+                str(max(1, round(seconds))),
+                "--format",
+                "raw",
+                "--native" if native else "--nonblocking",
+                "-o",
+                out,
+            ],
+        ),
+        stdout=log,
+        stderr=log,
+    )

@@ -63,6 +63,7 @@ from _procs import (  # noqa: E402
     runqueue_wait,
     start_daemon,
     start_loadgen,
+    start_py_spy,
     stop_all,
     uptime,
 )
@@ -166,27 +167,8 @@ def _spy(
     if not args.py_spy or args.py_spy_phase != phase:
         return None
     out = f"{args.py_spy}-{args.tts}-{n}{'-ramp' if phase == 'ramp' else ''}.txt"
-    return subprocess.Popen(
-        pinned(
-            args.other_core,
-            [
-                "py-spy",
-                "record",
-                "--pid",
-                str(pid),
-                "--rate",
-                "250",
-                "--duration",
-                str(max(1, round(seconds))),
-                "--format",
-                "raw",
-                "--nonblocking",
-                "-o",
-                out,
-            ],
-        ),
-        stdout=log,
-        stderr=log,
+    return start_py_spy(
+        pid, out, seconds=seconds, rate=250, core=args.other_core, native=False, log=log
     )
 
 

@@ -65,6 +65,7 @@ from _procs import (  # noqa: E402
     runqueue_wait,
     start_daemon,
     start_loadgen,
+    start_py_spy,
     stop_all,
     uptime,
 )
@@ -217,29 +218,14 @@ def _spy(
     (see bench/pyspy_breakdown.py); None without --py-spy."""
     if not args.py_spy:
         return None
-    return subprocess.Popen(
-        pinned(
-            args.other_core,
-            [
-                "py-spy",
-                "record",
-                "--pid",
-                str(pid),
-                "--rate",
-                "200",
-                "--duration",
-                str(max(1, round(args.seconds))),
-                "--format",
-                "raw",
-                # --native needs the process paused for each sample (py-spy refuses it
-                # with --nonblocking): that run's latency figures then include py-spy's pauses
-                *(["--native"] if args.py_spy_native else ["--nonblocking"]),
-                "-o",
-                out,
-            ],
-        ),
-        stdout=log,
-        stderr=log,
+    return start_py_spy(
+        pid,
+        out,
+        seconds=args.seconds,
+        rate=200,
+        core=args.other_core,
+        native=args.py_spy_native,
+        log=log,
     )
 
 
