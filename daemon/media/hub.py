@@ -171,7 +171,7 @@ class MediaHub:
         if tts is None or not sentences:
             return
         timer = asyncio.get_running_loop().call_later(
-            PREFETCH_SECONDS, self._drop_prefetch, call_id
+            PREFETCH_SECONDS, self.drop_prefetch, call_id
         )
         self._prefetched[call_id] = (Prefetch(tts, sentences[0]), timer)
 
@@ -188,7 +188,10 @@ class MediaHub:
             return None
         return fetch.chunks()
 
-    def _drop_prefetch(self, call_id: str) -> None:
+    def drop_prefetch(self, call_id: str) -> None:
+        """Give up the speech synthesised ahead for the call (its vendor request is cancelled):
+        the call ended, its stream did not start in time, or it failed and the provider speaks
+        with its own voice instead."""
         entry = self._prefetched.pop(call_id, None)
         if entry is not None:
             entry[0].cancel()
@@ -196,7 +199,7 @@ class MediaHub:
 
     def revoke(self, call_id: str) -> None:
         """Forget the call's token (it ended); a live stream of it is closed."""
-        self._drop_prefetch(call_id)
+        self.drop_prefetch(call_id)
         self._call_numbers.pop(call_id, None)
         grant = self._grants.pop(call_id, None)
         if grant is not None and grant.provider_call_id:
@@ -357,7 +360,7 @@ class MediaHub:
             timer.cancel()
         self._end_timers.clear()
         for call_id in list(self._prefetched):
-            self._drop_prefetch(call_id)
+            self.drop_prefetch(call_id)
         for session in list(self._sessions.values()):
             session.revoked = True  # the daemon is stopping: calls stay up for the restart
             session.request_close(1001, "Server shutting down")

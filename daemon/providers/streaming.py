@@ -48,6 +48,9 @@ class MediaHubLike(Protocol):
     def prefetch(self, call_id: str, number: str | None, text: str) -> None:
         """Start synthesising speech that waits for the call's stream (`MediaHub.prefetch`)."""
 
+    def drop_prefetch(self, call_id: str) -> None:
+        """Give up speech synthesised ahead for a stream that will not carry it."""
+
 
 @runtime_checkable
 class ReportsStreamFailures(Protocol):
@@ -97,10 +100,12 @@ async def speak_over_stream(
             session = await _session_unless(hub, call.call_id, abandon)
         if session is None:
             logger.warning("call %s: its media stream failed; using %s", call.call_id, fallback)
+            hub.drop_prefetch(call.call_id)
             return False
         await session.speak(text, turn_token=turn_token)
         return True
     except TimeoutError:
+        hub.drop_prefetch(call.call_id)
         logger.warning(
             "call %s: its media stream did not start within %gs; using %s",
             call.call_id,
@@ -108,6 +113,7 @@ async def speak_over_stream(
             fallback,
         )
     except MediaError as exc:
+        hub.drop_prefetch(call.call_id)
         logger.warning("call %s: %s; using %s", call.call_id, exc.message, fallback)
     return False
 

@@ -11,7 +11,9 @@ import pytest
 from daemon.errors import SpeechError
 from daemon.media.hub import MediaHub
 from daemon.media.prefetch import PREFETCH_MAX_BYTES, Prefetch
-from daemon.model.events import ProviderEvent
+from daemon.model.events import CallMode, Direction, ProviderEvent
+from daemon.model.record import CallRecord
+from daemon.providers.streaming import speak_over_stream
 
 
 class SlowTts:
@@ -150,3 +152,37 @@ async def test_no_prefetch_without_tts_or_in_realtime_mode() -> None:
     assert tts.texts == []
     await hub.close()
     await realtime_hub.close()
+
+
+def call_record(call_id: str) -> CallRecord:
+    return CallRecord(
+        call_id, "telnyx", Direction.OUTBOUND, CallMode.CONVERSATION, "+15550100000", "+15550001234"
+    )
+
+
+async def test_speech_that_falls_back_to_the_providers_voice_gives_up_its_prefetch() -> None:
+    """The stream failed (or never came): the provider speaks with its own voice, so the audio
+    synthesised ahead is dropped at once, not held (a vendor request open) until the call ends."""
+    for abandoned in (True, False):
+        tts = SlowTts(chunks=3)
+        hub = MediaHub(ignore, tts=tts)
+        hub.prefetch("c1", None, "Hi, it is the clinic.")
+        await settle()  # the vendor request is open
+        abandon = asyncio.Event()
+        if abandoned:
+            abandon.set()
+        spoken = await speak_over_stream(
+            hub,
+            call_record("c1"),
+            "Hi, it is the clinic.",
+            None,
+            wait_seconds=0.05,
+            fallback="the provider's speech",
+            abandon=abandon,
+        )
+        assert spoken is False
+        await settle()
+        assert tts.texts == ["Hi, it is the clinic."]
+        assert tts.closed  # the vendor request was cancelled
+        assert hub.take_prefetch("c1", "Hi, it is the clinic.") is None
+        await hub.close()

@@ -94,6 +94,9 @@ class FakeHub:
     def prefetch(self, call_id: str, number: str | None, text: str) -> None:
         self.prefetched.append((call_id, number, text))
 
+    def drop_prefetch(self, call_id: str) -> None:
+        self.prefetched = [entry for entry in self.prefetched if entry[0] != call_id]
+
 
 def record(
     call_id: str = "c1",
