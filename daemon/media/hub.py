@@ -170,9 +170,7 @@ class MediaHub:
         sentences = split_sentences(text)
         if tts is None or not sentences:
             return
-        timer = asyncio.get_running_loop().call_later(
-            PREFETCH_SECONDS, self.drop_prefetch, call_id
-        )
+        timer = asyncio.get_running_loop().call_later(PREFETCH_SECONDS, self.drop_prefetch, call_id)
         self._prefetched[call_id] = (Prefetch(tts, sentences[0]), timer)
 
     def take_prefetch(self, call_id: str, text: str) -> AsyncIterator[bytes] | None:
