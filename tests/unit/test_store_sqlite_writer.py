@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -57,6 +58,44 @@ async def test_reads_see_every_committed_write(tmp_path: Path) -> None:
             assert (await store.get_call(f"c{n}")) is not None
         assert len(await store.list_calls(limit=100)) == 50
     finally:
+        await store.close()
+
+
+async def test_a_lookup_by_key_never_waits_for_the_worker_thread(tmp_path: Path) -> None:
+    """A new inbound call looks its provider id up on the voice webhook's path: with the worker
+    thread busy (a checkpoint's fsync took 50-100 ms at 400 calls) the lookups still answer at
+    once, on the loop, and see what was just written; a scanning read still uses the thread."""
+    store = SqliteStore(tmp_path)
+    await store.open()
+    busy = threading.Event()
+    store._executor.submit(busy.wait, 10)  # the worker thread is taken, as by a checkpoint
+    try:
+        call = CallRecord(
+            "c1",
+            "mock",
+            Direction.INBOUND,
+            CallMode.CONVERSATION,
+            "+1",
+            "+2",
+            provider_call_id="CA1",
+        )
+        await store.record(call, EventType.INITIATED)
+        await store.replay_remember("k", WebhookReply(200, "text/xml", b"<R/>"), 60)
+        store._replay.clear()
+        store._replay_complete = False  # the index no longer in memory: ask the database
+        found = await asyncio.wait_for(store.find_by_provider_id("CA1"), 1)
+        assert found is not None and found.call_id == "c1"
+        assert await asyncio.wait_for(store.find_by_provider_id("CA2"), 1) is None
+        assert (await asyncio.wait_for(store.get_call("c1"), 1)) is not None
+        reply = await asyncio.wait_for(store.replay_lookup("k"), 1)
+        assert reply is not None and reply.body == b"<R/>"
+        listing = asyncio.ensure_future(store.list_calls())
+        await asyncio.sleep(0.05)
+        assert not listing.done()  # a scan waits for the thread
+        busy.set()
+        assert len(await listing) == 1
+    finally:
+        busy.set()
         await store.close()
 
 
