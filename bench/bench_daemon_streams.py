@@ -139,8 +139,11 @@ max_pending_connections = {n + 64}
 {tail}"""
 
 
-def daemon_config(fakes: str, n: int, tts: str, turns: bool, store: str = "") -> str:
-    """Every vendor at the fakes: STT, the chat model (with `turns`), and `tts`."""
+def daemon_config(
+    fakes: str, n: int, tts: str, turns: bool, store: str = "", streaming: str = ""
+) -> str:
+    """Every vendor at the fakes: STT, the chat model (with `turns`), and `tts`; `streaming`:
+    more [streaming] keys."""
     tts_table = (
         f'[tts]\nprovider = "elevenlabs"\n\n[tts.elevenlabs]\nbase_url = "{fakes}"\n'
         f'api_key = "{XI_KEY}"\nvoice_id = "bench-voice"\n'
@@ -155,7 +158,7 @@ def daemon_config(fakes: str, n: int, tts: str, turns: bool, store: str = "") ->
         n,
         GREETING,
         top=responder + (f'store = "{store}"\n' if store else ""),
-        streaming=f'api_key = "{API_KEY}"\nstt_url = "{stt}"\n',
+        streaming=f'api_key = "{API_KEY}"\nstt_url = "{stt}"\n{streaming}',
         tail=f'[agent]\nbase_url = "{fakes}/v1"\napi_key = "{API_KEY}"\n\n{tts_table}',
     )
 
@@ -199,7 +202,10 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         procs.append(fakes)
         port = json.loads(expect(fakes, "READY ", 30))["port"]
         origin = f"http://127.0.0.1:{port}"
-        text = daemon_config(origin, n, args.tts, args.turn_every > 0, store_url(args))
+        batch = (
+            "" if args.inbound_batch_ms is None else f"inbound_batch_ms = {args.inbound_batch_ms}\n"
+        )
+        text = daemon_config(origin, n, args.tts, args.turn_every > 0, store_url(args), batch)
         (home / "config.toml").write_text(text)
         core = args.daemon_core if args.workers == 1 else None  # workers: every core
         daemon = start_daemon(
@@ -419,6 +425,12 @@ def main() -> None:
         default=0,
         help="scheduler nice of the three processes' own autogroups (root: "
         "-10 shields a level from other work on a shared machine)",
+    )
+    parser.add_argument(
+        "--inbound-batch-ms",
+        type=int,
+        help="[streaming] inbound_batch_ms of the daemon (default: the daemon's own; "
+        "0 reads every caller frame at once)",
     )
     parser.add_argument(
         "--py-spy",

@@ -160,6 +160,7 @@ class StreamingConfig:
     stt_url: str = OPENAI_REALTIME_STT_URL
     silence_duration_ms: int = 800
     vad_threshold: float = 0.5
+    inbound_batch_ms: int = 60
 
 
 @dataclass(frozen=True, slots=True)

@@ -515,6 +515,13 @@ SCHEMA = Table(
                 "stt_url": url("ws", "wss", default=model.OPENAI_REALTIME_STT_URL),
                 "silence_duration_ms": integer(1, default=800),
                 "vad_threshold": number(0, 1, 0.5),
+                "inbound_batch_ms": integer(
+                    0,
+                    200,
+                    default=60,
+                    doc="caller audio taken from the kernel this many ms at a time, not per "
+                    "20 ms frame (CPU per call); 0 reads every frame at once",
+                ),
             }
         ),
         "messages": Table({"tts": _tts_table("core TTS settings")}),

@@ -33,6 +33,7 @@ from daemon.errors import ConfigError, SpeechError, WebhookSignatureError
 from daemon.media.direct import answered_response, attach, direct_response
 from daemon.media.hub import MediaHub
 from daemon.media.protocols import StreamEvent, framing_for
+from daemon.media.readbatch import ReadBatcher
 from daemon.media.session import CLOSE_TRY_AGAIN, MediaSession
 from daemon.media.wire import FrameWriter
 from daemon.providers import catalog
@@ -145,6 +146,8 @@ class MediaServer:
         that worker, socket and all (`daemon.workers.siblings`), before any relay."""
         self.relayed = 0
         """Streams passed through to another daemon by the relay."""
+        self.batcher = ReadBatcher(settings.inbound_batch_ms)
+        """Caller audio read a few frames at a time (`daemon.media.readbatch`)."""
 
     @property
     def pending(self) -> int:
@@ -373,7 +376,8 @@ class MediaServer:
         if self.hub.realtime is not None:
             await self.hub.realtime.attach(session)  # before bind: speech waits for the model
         self.hub.bind(session)
-        if session.agent is None:
+        if session.agent is None:  # realtime calls keep a read per frame (SPEC 15 latency)
+            self.batcher.add(session, request.transport)
             self._start_stt(session)
         logger.info("media stream %s bound to call %s", session.stream_id, session.call_id)
         return session
@@ -443,6 +447,7 @@ class MediaServer:
                 ):
                     break
         finally:
+            self.batcher.discard(session)
             await session.close()
             self.hub.unbind(session, end_call=not self.closing)
             if not ws.closed:
@@ -517,6 +522,7 @@ def install_media(daemon: MediaHost) -> MediaHub | None:
     async def on_shutdown(_app: web.Application) -> None:
         server.closing = True
         await hub.close()
+        server.batcher.close()
 
     async def on_cleanup(_app: web.Application) -> None:
         for session in http:

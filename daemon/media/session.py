@@ -128,6 +128,8 @@ class MediaSession:
         self.framing = framing
         self._writer = writer
         self._close_socket = close
+        self.received = 0
+        """Messages received (``daemon.media.readbatch`` watches it for a stalled socket)."""
         self.playback = Playback(
             framing,
             self._write,
@@ -307,6 +309,7 @@ class MediaSession:
 
         Returns False for ``stop``: the provider ended the stream.
         """
+        self.received += 1
         payload = self.framing.media_payload(text)
         if payload is not None:
             self._audio(payload)
