@@ -112,22 +112,26 @@ class ReadBatcher:
         restore it on those whose audio flows again."""
         self._timer = None
         mark = self.mark
-        for stream, entry in self._entries.items():
-            received = stream.received
-            if received != entry.seen:
-                entry.seen = received
-                if entry.lowered and _set(entry.sock, mark):
-                    entry.lowered = False
-            elif not entry.lowered:
-                entry.lowered = _set(entry.sock, 1)
-        if self._entries:
-            self._arm()
+        try:
+            for stream, entry in self._entries.items():
+                received = stream.received
+                if received != entry.seen:
+                    entry.seen = received
+                    if entry.lowered and _set(entry.sock, mark):
+                        entry.lowered = False
+                elif not entry.lowered:
+                    entry.lowered = _set(entry.sock, 1)
+        finally:  # a sweep that stopped would leave messages held below a mark for good
+            if self._entries:
+                self._arm()
 
 
 def _set(sock: Any, mark: int) -> bool:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, mark)
-    except OSError as exc:  # a closed socket, or a system that refuses the value
+    except (OSError, ValueError) as exc:
+        # A socket closed under us (uvloop's stand-in socket then raises ValueError for its
+        # fd of -1, asyncio's an OSError), or a system that refuses the value.
         logger.debug("SO_RCVLOWAT %d refused: %s", mark, exc)
         return False
     return True

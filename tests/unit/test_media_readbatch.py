@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import pytest
 
@@ -30,8 +31,7 @@ class Receiver(asyncio.Protocol):
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
         self.reads += 1
@@ -150,6 +150,34 @@ async def test_forgotten_sockets_stop_the_sweep() -> None:
         assert len(batcher) == 0 and batcher._timer is None
         assert not ReadBatcher(10).enabled  # under one frame: nothing to gather
         assert not ReadBatcher(60).add(receiver, None)
+
+
+async def a_socket_closed_under_the_sweep() -> None:
+    async with connected() as (receiver, _writer):
+        batcher = ReadBatcher(60, sweep_seconds=0.01)
+        assert batcher.add(receiver, receiver.transport)
+        assert receiver.transport is not None
+        receiver.transport.close()  # closed before its handler discarded it
+        await asyncio.sleep(0.05)
+        batcher.sweep()  # lowering the closed socket's mark fails quietly
+        batcher.sweep()
+        assert batcher._timer is not None  # and the sweep goes on for the others
+        batcher.close()
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_a_socket_closed_before_it_was_forgotten_does_not_stop_the_sweep(loop_kind: str) -> None:
+    """uvloop (the daemon's loop) raises ValueError for a closed transport's socket, asyncio an
+    OSError: neither may escape the sweep, whose end would leave messages held for good."""
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(a_socket_closed_under_the_sweep())
+    finally:
+        loop.close()
 
 
 def test_the_mark_counts_the_smallest_message_of_any_provider() -> None:
