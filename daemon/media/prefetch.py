@@ -20,13 +20,19 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 
+from daemon.media.codecs import FRAME_BYTES
+from daemon.media.playback import DEFAULT_CAPACITY_FRAMES
 from daemon.speech.tts.base import TtsEngine
 
 PREFETCH_SECONDS = 20.0
 """How long synthesised speech waits for its stream before it is dropped (the engine still
 speaks it, synthesised again, if the stream starts later)."""
-PREFETCH_MAX_BYTES = 8000 * 10
-"""Audio buffered ahead of the stream (10 s of 8 kHz mu-law); reading the vendor pauses there."""
+PREFETCH_MAX_BYTES = DEFAULT_CAPACITY_FRAMES * FRAME_BYTES
+"""Audio buffered ahead of the stream; reading the vendor pauses there. As much as the stream's
+playback queue holds (3 s of 8 kHz mu-law), so a new call synthesises no more up front than it
+would with its stream already there. It was 10 s: with a vendor faster than real time every
+new call then resampled and encoded 10 s of audio at once, and at the top of a 50 calls/s ramp
+to 400 calls that front-loaded work filled the daemon's core (docs/benchmarks.md)."""
 
 
 class Prefetch:
