@@ -99,7 +99,7 @@ async def test_flowing_audio_is_read_several_frames_at_a_time() -> None:
             if most_reads is not None:
                 assert receiver.reads <= most_reads  # 3 frames a read, not one
             else:
-                assert receiver.reads >= 15  # unbatched: a read per frame (a few may merge)
+                assert receiver.reads >= 10  # unbatched: about a read per frame (some may merge)
             batcher.close()
 
 
