@@ -47,9 +47,9 @@ class Counted(Protocol):
 class _Entry:
     __slots__ = ("lowered", "seen", "sock")
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: Any, seen: int) -> None:
         self.sock = sock
-        self.seen = -1
+        self.seen = seen
         self.lowered = False
 
 
@@ -83,9 +83,7 @@ class ReadBatcher:
         sock = transport.get_extra_info("socket")
         if sock is None or not _set(sock, self.mark):
             return False
-        entry = _Entry(sock)
-        entry.seen = stream.received
-        self._entries[stream] = entry
+        self._entries[stream] = _Entry(sock, stream.received)
         if self._timer is None:
             self._arm()
         return True
