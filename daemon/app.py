@@ -164,10 +164,12 @@ class Daemon:
 
     async def _start_web(self) -> None:
         from daemon.webhooks.connections import GuardedSite, ensure_fd_limit, install_guard
+        from daemon.webhooks.eager import install as install_eager
         from daemon.webhooks.install import install_routes
         from daemon.webhooks.mount import connection_guard
 
         self.webhooks = install_routes(self)
+        install_eager(asyncio.get_running_loop())
         guard = connection_guard(self)
         install_guard(self.web_app, guard)
         install_webhook_forwarding(self)

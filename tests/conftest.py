@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -12,10 +13,23 @@ from typing import Any
 import hypothesis  # noqa: F401
 import pytest
 
+from daemon.webhooks.eager import install as install_eager
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai_realtime import FakeRealtime
 from tests.harness import DaemonHarness, short_home
 from tests.pg_cluster import PgServer, server_for_test, start_server
+
+
+@pytest.fixture(params=["plain", "eager"])
+async def handler_start(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Runs a test twice: aiohttp's handler task started as usual, and stepped at once as the
+    daemon does on Python 3.11 (daemon/webhooks/eager.py). For tests of aiohttp apps built
+    outside the daemon: timeouts, errors and waits must end the same either way."""
+    loop = asyncio.get_running_loop()
+    if request.param == "eager" and install_eager(loop) is None:
+        pytest.skip("handlers start eagerly on this Python without the daemon's help")
+    yield
+    loop.set_task_factory(None)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The media-stream websocket end to end: a real aiohttp app with `install_media`, a Twilio
-peer over a real socket, and local fakes of OpenAI TTS and realtime STT."""
+peer over a real socket, and local fakes of OpenAI TTS and realtime STT. Each test runs with
+aiohttp's handler started as usual and stepped at once (the `handler_start` fixture)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from daemon.media.server import install_media
 from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.model.record import CallRecord
 from tests.fakes.openai import API_KEY, FakeOpenAI
+
+pytestmark = pytest.mark.usefixtures("handler_start")
 
 
 async def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:

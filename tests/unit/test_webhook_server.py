@@ -1,4 +1,6 @@
-"""The webhook pipeline of SPEC 8 on a real aiohttp server, with a recording fake provider."""
+"""The webhook pipeline of SPEC 8 on a real aiohttp server, with a recording fake provider.
+Every test runs with aiohttp's handler started as usual and stepped at once (the
+`handler_start` fixture, daemon/webhooks/eager.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ TOKEN = "test-auth-token"
 PUBLIC = "https://public.example.com"
 PATH = "/voice/webhook"
 SDK = RequestValidator(TOKEN)
+pytestmark = pytest.mark.usefixtures("handler_start")
 
 
 class FakeProvider:
