@@ -171,7 +171,7 @@ class MediaHub:
         if tts is None or not sentences:
             return
         timer = asyncio.get_running_loop().call_later(PREFETCH_SECONDS, self.drop_prefetch, call_id)
-        self._prefetched[call_id] = (Prefetch(tts, sentences[0]), timer)
+        self._prefetched[call_id] = (Prefetch(tts, sentences[0], self.pacer.deferral), timer)
 
     def take_prefetch(self, call_id: str, text: str) -> AsyncIterator[bytes] | None:
         """The audio synthesised ahead for the call's first sentence when that is ``text``

@@ -22,6 +22,7 @@ from array import array
 from collections.abc import Callable
 from typing import Protocol
 
+from daemon.media.deferral import Deferral
 from daemon.media.tickstats import REPORT_TICKS, TickStats
 
 logger = logging.getLogger(__name__)
@@ -52,12 +53,14 @@ class Pacer:
         "_active",
         "_call_at",
         "_clock",
+        "_deferred_reported",
         "_due",
         "_epoch",
         "_handle",
         "_index",
         "_real_clock",
         "_tick_cb",
+        "deferral",
         "interval",
         "lateness",
         "stats",
@@ -87,6 +90,9 @@ class Pacer:
         self._real_clock = clock is None
         self.stats = TickStats()
         """Always on (two increments a tick): logged every ``REPORT_TICKS`` busy ticks."""
+        self.deferral = Deferral()
+        """Synthesis ahead of need waits while ticks are late (:mod:`daemon.media.deferral`)."""
+        self._deferred_reported = 0
 
     # ------------------------------------------------------------------ clock
 
@@ -146,6 +152,7 @@ class Pacer:
         if not self._active and self._handle is not None:
             self._handle.cancel()
             self._handle = None
+            self.deferral.release_all()
 
     def close(self) -> None:
         """Stop the clock and forget every stream."""
@@ -153,6 +160,7 @@ class Pacer:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        self.deferral.release_all()
 
     # ------------------------------------------------------------------ ticking
 
@@ -184,19 +192,26 @@ class Pacer:
         done = [stream for stream in list(active) if not stream.pump(now)]
         for stream in done:
             active.pop(stream, None)
+        late = started - self._due
         if self._real_clock:
             stats = self.stats
-            stats.add(started - self._due, time.monotonic() - started)
+            stats.add(late, time.monotonic() - started)
             if stats.count >= REPORT_TICKS:
                 self._report(len(active))
+        self.deferral.tick(late)
         if active and self._handle is None:
             self._schedule(now)
+        elif not active:
+            self.deferral.release_all()
 
     def _report(self, streams: int) -> None:
         s = self.stats.take()
+        deferred = self.deferral.deferred - self._deferred_reported
+        self._deferred_reported = self.deferral.deferred
         logger.info(
             "media pacer: %d streams; tick lateness p50 %.0f ms, p99 %.0f ms, max %.0f "
-            "ms; tick work p50 %.1f ms, p99 %.1f ms, max %.1f ms (last %d ticks)",
+            "ms; tick work p50 %.1f ms, p99 %.1f ms, max %.1f ms (last %d ticks); "
+            "synthesis deferred %d times",
             streams,
             s.late_p50,
             s.late_p99,
@@ -205,4 +220,5 @@ class Pacer:
             s.work_p99,
             s.work_max,
             s.ticks,
+            deferred,
         )

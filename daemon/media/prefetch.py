@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from daemon.media.codecs import FRAME_BYTES
+from daemon.media.deferral import Deferral
 from daemon.media.playback import DEFAULT_CAPACITY_FRAMES
 from daemon.speech.tts.base import TtsEngine
 
@@ -38,10 +39,22 @@ to 400 calls that front-loaded work filled the daemon's core (docs/benchmarks.md
 class Prefetch:
     """One sentence being synthesised into a buffer until a session takes it."""
 
-    __slots__ = ("_arrived", "_buffer", "_error", "_finished", "_room", "_size", "task", "text")
+    __slots__ = (
+        "_arrived",
+        "_buffer",
+        "_deferral",
+        "_error",
+        "_finished",
+        "_room",
+        "_size",
+        "task",
+        "text",
+    )
 
-    def __init__(self, tts: TtsEngine, text: str) -> None:
+    def __init__(self, tts: TtsEngine, text: str, deferral: Deferral | None = None) -> None:
+        """``deferral``: the pacer's, so audio buffered ahead waits while the loop is behind."""
         self.text = text
+        self._deferral = deferral
         self._buffer: deque[bytes] = deque()
         self._size = 0
         self._finished = False
@@ -65,6 +78,9 @@ class Prefetch:
                 while self._size >= PREFETCH_MAX_BYTES:
                     self._room.clear()
                     await self._room.wait()
+                deferral = self._deferral
+                if deferral is not None and deferral.strained:
+                    await deferral.wait(self._frames)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # handed to the session, which reports it like its own
@@ -76,6 +92,9 @@ class Prefetch:
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
+
+    def _frames(self) -> int:
+        return self._size // FRAME_BYTES
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """What was synthesised so far, then the rest as it comes (the session's TTS source).

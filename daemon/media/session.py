@@ -219,6 +219,11 @@ class MediaSession:
         tts = self.hub.tts_for(self.call_id)
         assert tts is not None
         playback = self.playback
+        deferral = self.hub.pacer.deferral
+
+        def queued() -> int:
+            return playback.queued
+
         while self._pending:
             segment = self._pending.popleft()
             playback.begin(segment)
@@ -234,6 +239,8 @@ class MediaSession:
                         playback.add_frames(segment, frames)
                         if playback.queued >= playback.capacity:
                             await playback.wait_room()
+                        if deferral.strained:  # the loop is behind: audio ahead can wait
+                            await deferral.wait(queued)
                 tail = framer.flush()
                 if tail is not None:
                     playback.add_frames(segment, (tail,))
