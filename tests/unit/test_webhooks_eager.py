@@ -232,11 +232,13 @@ async def turns_to_handle(eager: bool) -> int:
 
 @LOOPS
 def test_a_request_is_handled_one_loop_turn_sooner(loop_kind: str) -> None:
+    """The fewest turns of three tries each: a loaded machine may deliver loopback bytes a
+    turn late (the kernel's deferred receive work), never early."""
     results: dict[bool, int] = {}
 
     async def main() -> None:
         for eager in (False, True):
-            results[eager] = await turns_to_handle(eager)
+            results[eager] = min([await turns_to_handle(eager) for _ in range(3)])
 
     run(loop_kind, main)
     assert results[True] == results[False] - 1, results
