@@ -14,6 +14,7 @@ from typing import cast
 import pytest
 
 from daemon.media.readbatch import SUPPORTED, ReadBatcher, batch_bytes
+from tests.loops import BOTH_LOOPS, run_on
 
 pytestmark = pytest.mark.skipif(not SUPPORTED, reason="SO_RCVLOWAT batching is Linux-only")
 
@@ -166,19 +167,11 @@ async def a_socket_closed_under_the_sweep() -> None:
         batcher.close()
 
 
-@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+@BOTH_LOOPS
 def test_a_socket_closed_before_it_was_forgotten_does_not_stop_the_sweep(loop_kind: str) -> None:
     """uvloop (the daemon's loop) raises ValueError for a closed transport's socket, asyncio an
     OSError: neither may escape the sweep, whose end would leave messages held for good."""
-    if loop_kind == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        loop = uvloop.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(a_socket_closed_under_the_sweep())
-    finally:
-        loop.close()
+    run_on(loop_kind, a_socket_closed_under_the_sweep)
 
 
 def test_the_mark_counts_the_smallest_message_of_any_provider() -> None:

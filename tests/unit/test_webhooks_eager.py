@@ -11,34 +11,20 @@ import asyncio
 import contextvars
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from daemon.webhooks.eager import EagerFactory, install
+from tests.loops import BOTH_LOOPS, run_on
 
 pytestmark = pytest.mark.skipif(
     sys.version_info >= (3, 12), reason="aiohttp starts its handler eagerly itself from 3.12"
 )
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("eager_test_var", default="unset")
-
-
-def run(loop_kind: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    if loop_kind == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        loop = uvloop.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
-
-
-LOOPS = pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
 
 
 async def finishes_at_once(log: list[str]) -> str:
@@ -76,30 +62,31 @@ async def times_out_later(body: asyncio.Future[None]) -> str:
     return "200"
 
 
-def factory_for(*fns: Callable[..., Any]) -> EagerFactory:
-    return EagerFactory(frozenset(fn.__code__ for fn in fns))
+def eager_loop(*fns: Callable[..., Any]) -> asyncio.AbstractEventLoop:
+    """The running loop, its task factory stepping coroutines of ``fns`` eagerly."""
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(EagerFactory(frozenset(fn.__code__ for fn in fns)))  # type: ignore[arg-type]
+    return loop
 
 
-@LOOPS
+@BOTH_LOOPS
 def test_a_coroutine_that_never_waits_is_done_when_create_task_returns(loop_kind: str) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_task_factory(factory_for(finishes_at_once))  # type: ignore[arg-type]
+        loop = eager_loop(finishes_at_once)
         log: list[str] = []
         task = loop.create_task(finishes_at_once(log), name="named")
         assert log == ["ran"] and task.done()
         assert await task == "done"
 
-    run(loop_kind, main)
+    run_on(loop_kind, main)
 
 
-@LOOPS
+@BOTH_LOOPS
 def test_a_coroutine_that_waits_runs_its_first_step_at_once_and_the_rest_in_a_task(
     loop_kind: str,
 ) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_task_factory(factory_for(waits_once))  # type: ignore[arg-type]
+        loop = eager_loop(waits_once)
         log: list[str] = []
         gate: asyncio.Future[str] = loop.create_future()
         task = loop.create_task(waits_once(log, gate))
@@ -109,29 +96,28 @@ def test_a_coroutine_that_waits_runs_its_first_step_at_once_and_the_rest_in_a_ta
         assert await task == "go!"
         assert log == ["before", "after", "inside"]
 
-    run(loop_kind, main)
+    run_on(loop_kind, main)
 
 
-@LOOPS
+@BOTH_LOOPS
 def test_other_coroutines_get_ordinary_tasks(loop_kind: str) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        factory = factory_for(waits_once)
-        loop.set_task_factory(factory)  # type: ignore[arg-type]
+        loop = eager_loop(waits_once)
+        factory = loop.get_task_factory()
+        assert isinstance(factory, EagerFactory)
         log: list[str] = []
         task = loop.create_task(finishes_at_once(log))
         assert log == [] and isinstance(task, asyncio.Task)
         assert await task == "done"
         assert factory.started == 0
 
-    run(loop_kind, main)
+    run_on(loop_kind, main)
 
 
-@LOOPS
+@BOTH_LOOPS
 def test_errors_reach_the_awaiting_side_whenever_they_happen(loop_kind: str) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_task_factory(factory_for(fails_at_once, fails_later))  # type: ignore[arg-type]
+        loop = eager_loop(fails_at_once, fails_later)
         with pytest.raises(ValueError, match="bad request"):
             await loop.create_task(fails_at_once())
         gate: asyncio.Future[None] = loop.create_future()
@@ -140,14 +126,13 @@ def test_errors_reach_the_awaiting_side_whenever_they_happen(loop_kind: str) -> 
         with pytest.raises(KeyError):
             await later
 
-    run(loop_kind, main)
+    run_on(loop_kind, main)
 
 
-@LOOPS
+@BOTH_LOOPS
 def test_cancelling_the_task_reaches_the_coroutine_where_it_waits(loop_kind: str) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_task_factory(factory_for(waits_once))  # type: ignore[arg-type]
+        loop = eager_loop(waits_once)
         log: list[str] = []
         gate: asyncio.Future[str] = loop.create_future()
         task = loop.create_task(waits_once(log, gate))
@@ -157,18 +142,17 @@ def test_cancelling_the_task_reaches_the_coroutine_where_it_waits(loop_kind: str
             await task
         assert log == ["before", "after"] and gate.cancelled()
 
-    run(loop_kind, main)
+    run_on(loop_kind, main)
 
 
-@LOOPS
+@BOTH_LOOPS
 def test_a_timeout_entered_in_the_first_step_still_ends_the_wait(loop_kind: str) -> None:
     """The timeout belongs to the creating task (current during the first step); its expiry
     cancels that task, which hands the cancellation to the task it awaits: the handler sees its
     timeout, and the creating task is not left cancelled."""
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_task_factory(factory_for(times_out_later))  # type: ignore[arg-type]
+        loop = eager_loop(times_out_later)
         body: asyncio.Future[None] = loop.create_future()
         outcome = await loop.create_task(times_out_later(body))
         assert outcome == "408"
@@ -176,7 +160,7 @@ def test_a_timeout_entered_in_the_first_step_still_ends_the_wait(loop_kind: str)
         assert current is not None and current.cancelling() == 0
         await asyncio.sleep(0.01)  # and it goes on running normally
 
-    run(loop_kind, main)
+    run_on(loop_kind, main)
 
 
 # ---------------------------------------------------------------------- on a real aiohttp server
@@ -230,7 +214,7 @@ async def turns_to_handle(eager: bool) -> int:
         loop.set_task_factory(None)
 
 
-@LOOPS
+@BOTH_LOOPS
 def test_a_request_is_handled_one_loop_turn_sooner(loop_kind: str) -> None:
     """The fewest turns of three tries each: a loaded machine may deliver loopback bytes a
     turn late (the kernel's deferred receive work), never early."""
@@ -240,7 +224,7 @@ def test_a_request_is_handled_one_loop_turn_sooner(loop_kind: str) -> None:
         for eager in (False, True):
             results[eager] = min([await turns_to_handle(eager) for _ in range(3)])
 
-    run(loop_kind, main)
+    run_on(loop_kind, main)
     assert results[True] == results[False] - 1, results
 
 
@@ -259,4 +243,4 @@ def test_install_leaves_a_loop_with_its_own_factory_alone() -> None:
         assert factory is not None and loop.get_task_factory() is factory
         loop.set_task_factory(None)
 
-    run("asyncio", main)
+    run_on("asyncio", main)
