@@ -42,6 +42,22 @@ def runqueue_wait(pid: int) -> float:
         return int(f.read().split()[1]) / 1e9
 
 
+def core_times(core: int) -> tuple[float, float]:
+    """(busy, stolen) seconds of one CPU since boot, from /proc/stat.
+
+    Busy is every column but idle, iowait and steal; stolen is the time the hypervisor ran
+    something else while this virtual CPU wanted to run. Their deltas over a window, less the
+    daemon's own CPU, say how much of the daemon's core other work took."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{core} "):
+                user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+                    int, line.split()[1:9]
+                )
+                return (user + nice + system + irq + softirq) / TICKS, steal / TICKS
+    raise ValueError(f"no cpu{core} in /proc/stat")
+
+
 def uptime() -> str:
     """The load averages, to say how busy the shared machine was."""
     with open("/proc/loadavg") as f:

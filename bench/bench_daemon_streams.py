@@ -23,7 +23,10 @@ time from the stream's `start` to its first outbound frame (the greeting). CPU %
 the window - RSS before any call) / N. "waited" is the share of the window the daemon was
 runnable but not running (/proc/<pid>/schedstat): above 10 % the shared machine starved it and
 the level is marked STARVED; `--nice -10` (root) shields the three processes from other work
-for the length of a level. "us/media msg" is the daemon's CPU time over the window divided
+for the length of a level. "core others" is what the rest of the machine took of the daemon's
+core over the window (its busy time in /proc/stat less the daemon's own CPU: other processes
+and interrupts) and "steal" the time the hypervisor gave that virtual CPU to another guest:
+both slow the daemon even when it never waits. "us/media msg" is the daemon's CPU time over the window divided
 by the media messages it handled (caller frames in + frames out): the figure to compare
 between runs on a busy machine. A level where the generator missed or was late on its
 own 20 ms clock (p99 > 10 ms) is INVALID: the daemon cannot be judged by it.
@@ -53,6 +56,7 @@ sys.path.insert(0, str(HERE))
 
 from _procs import (  # noqa: E402
     command,
+    core_times,
     cpu_seconds,
     daemon_status,
     expect,
@@ -247,6 +251,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         before = {p.pid: cpu_seconds(p.pid) for p in procs}
         daemon_cpu0 = sum(cpu_seconds(pid) for pid in pids)
         waited0 = sum(runqueue_wait(pid) for pid in pids)
+        core_busy0, stolen0 = core_times(args.daemon_core)
         wall0 = time.monotonic()
         epoch0 = time.time()
         command(gen, "mark")
@@ -259,6 +264,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         cpu = {p.pid: (cpu_seconds(p.pid) - before[p.pid]) / wall * 100 for p in procs}
         cpu[daemon.pid] = (sum(cpu_seconds(pid) for pid in pids) - daemon_cpu0) / wall * 100
         starved = (sum(runqueue_wait(pid) for pid in pids) - waited0) / wall * 100 / len(pids)
+        core_busy1, stolen1 = core_times(args.daemon_core)
         end_rss = sum(rss_kib(pid) for pid in pids)
         command(gen, "report")
         report = json.loads(expect(gen, "REPORT ", 60))
@@ -287,6 +293,12 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         "vendor": vendor,
         "daemon_cpu": cpu[daemon.pid],
         "daemon_runqueue_wait_pct": starved,
+        # the rest of the daemon's core (one worker: it is pinned): other processes and
+        # interrupts, and the hypervisor running another guest
+        "core_others_pct": (core_busy1 - core_busy0) / wall * 100 - cpu[daemon.pid]
+        if args.workers == 1
+        else None,
+        "core_steal_pct": (stolen1 - stolen0) / wall * 100 if args.workers == 1 else None,
         "fakes_cpu": cpu[fakes.pid],
         "gen_cpu": cpu[gen.pid],
         "idle_rss_mib": idle_rss / 1024,
@@ -353,7 +365,7 @@ def summary(r: dict[str, Any]) -> str:
         f"first_audio p50={g['first_audio_p50_ms']:.0f}ms p99={g['first_audio_p99_ms']:.0f}ms "
         f"webhook p50={g['webhook_p50_ms']:.1f}ms p99={g['webhook_p99_ms']:.1f}ms | "
         f"daemon cpu={r['daemon_cpu']:.0f}% ({r['us_per_message']:.1f}us/media msg) "
-        f"waited={r['daemon_runqueue_wait_pct']:.0f}% rss={r['end_rss_mib']:.0f}MiB "
+        f"waited={r['daemon_runqueue_wait_pct']:.0f}% {_core_text(r)}rss={r['end_rss_mib']:.0f}MiB "
         f"({r['rss_per_call_mib']:.2f}MiB/call) | fakes cpu={r['fakes_cpu']:.0f}% "
         f"daemon tick late p99={r['pacer']['late_p99']:.0f}ms "
         f"max={r['pacer']['late_max']:.0f}ms work p99={r['pacer']['work_p99']:.1f}ms | "
@@ -364,6 +376,13 @@ def summary(r: dict[str, Any]) -> str:
         f"log E/W={r['log_errors']}/{r['log_warnings']} | {r['machine']}{invalid}"
         + _handoff_text(r.get("handoff"))
     )
+
+
+def _core_text(r: dict[str, Any]) -> str:
+    """What else ran on the daemon's core: other processes, and the hypervisor (steal)."""
+    if r.get("core_others_pct") is None:
+        return ""
+    return f"core others={r['core_others_pct']:.0f}% steal={r['core_steal_pct']:.0f}% "
 
 
 def _handoff_text(counts: dict[str, dict[str, int]] | None) -> str:
