@@ -17,7 +17,6 @@ the play clock: frames sent but still in the provider's buffer were not heard.
 from __future__ import annotations
 
 import asyncio
-import binascii
 import itertools
 from array import array
 from collections import deque
@@ -26,7 +25,7 @@ from enum import StrEnum
 
 from daemon.media.pacer import DEFAULT_LEAD_SECONDS, FRAME_SECONDS, Pacer
 from daemon.media.protocols import MediaFraming
-from daemon.media.wire import text_frame
+from daemon.media.wire import AudioFrames, text_frame
 
 DEFAULT_CAPACITY_FRAMES = 150
 """Frames queued per stream (3 s, about 45 KiB): synthesis pauses when it is this far ahead."""
@@ -99,6 +98,7 @@ class Playback:
     """The pacer-driven outbound queue of one stream."""
 
     __slots__ = (
+        "_frames",
         "_mark_due",
         "_marked",
         "_queue",
@@ -140,6 +140,7 @@ class Playback:
         """The earliest ``mark_deadline`` of ``_marked``: the tick scans them only then."""
         self._room = asyncio.Event()
         self._room.set()
+        self._frames = AudioFrames()
         self.next_play = 0.0
         self.trace: array[float] | None = array("d") if pacer.recording else None
         """Benchmark hook: (send time, play time) pairs of every frame, flattened."""
@@ -162,12 +163,9 @@ class Playback:
 
     def add_frames(self, segment: Segment, frames: Iterable[bytes]) -> None:
         """Queue 160-byte mu-law frames of the current segment, prepared for the wire."""
-        encode = self.framing.encode_media
-        b2a = binascii.b2a_base64
         queue = self._queue
         before = len(queue)
-        for frame in frames:
-            queue.append(text_frame(encode(b2a(frame, newline=False).decode("ascii"))))
+        queue.extend(self._frames.build(self.framing.media_affixes(), frames))
         segment.frames_queued += len(queue) - before
         self._kick()
 

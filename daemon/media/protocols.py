@@ -76,6 +76,10 @@ class MediaFraming(Protocol):
     def encode_media(self, b64: str) -> str:
         """An outbound audio message carrying base64 mu-law 8 kHz."""
 
+    def media_affixes(self) -> tuple[str, str]:
+        """The text before and after the payload of :meth:`encode_media` (fixed per stream
+        once it started): the playback builds each frame's wire bytes around them."""
+
     def encode_mark(self, name: str) -> str:
         """A mark (checkpoint) the provider echoes once the audio before it was played."""
 
@@ -162,6 +166,10 @@ class _JsonFraming:
     def encode_media(self, b64: str) -> str:
         """Pre-built head + payload + tail (no json.dumps per frame)."""
         return self._prefix + b64 + self._suffix
+
+    def media_affixes(self) -> tuple[str, str]:
+        """``encode_media`` in two parts: the text before and after the payload."""
+        return self._prefix, self._suffix
 
     def decode(self, text: str) -> StreamMessage | None:
         """Parse a message; unknown events and malformed JSON give None."""

@@ -11,25 +11,69 @@ the payload) and every write happens on the event loop between aiohttp's own who
 
 from __future__ import annotations
 
+import binascii
 import struct
+from collections.abc import Iterable, Iterator
 from typing import Protocol
+
+from daemon.media.codecs import FRAME_BYTES
 
 SEND_BUFFER_LIMIT = 1024 * 1024
 """A peer whose unread data exceeds this has stopped reading: close it with 1013 (SPEC 9)."""
+
+FRAME_B64_BYTES = (FRAME_BYTES + 2) // 3 * 4
+"""Base64 of one 160-byte frame: 216 bytes."""
 
 _LEN2 = struct.Struct("!BBH").pack
 _LEN8 = struct.Struct("!BBQ").pack
 
 
+def _header(size: int) -> bytes:
+    """The header of one final, unmasked text frame of ``size`` payload bytes."""
+    if size < 126:
+        return bytes((0x81, size))
+    if size < 65536:
+        return _LEN2(0x81, 126, size)
+    return _LEN8(0x81, 127, size)
+
+
 def text_frame(text: str) -> bytes:
     """One final, unmasked text frame carrying ``text`` (server to client)."""
     data = text.encode()
-    size = len(data)
-    if size < 126:
-        return bytes((0x81, size)) + data
-    if size < 65536:
-        return _LEN2(0x81, 126, size) + data
-    return _LEN8(0x81, 127, size) + data
+    return _header(len(data)) + data
+
+
+class AudioFrames:
+    """Wire bytes of a stream's audio messages, built around the base64 payload as bytes.
+
+    Every 160-byte frame of a stream becomes a message of the same length (its base64 is
+    always 216 characters), so the websocket header and the message text around the payload
+    are encoded once per stream: each frame then costs one base64 call and two joins, not
+    a str round trip, a JSON concatenation and a header (SPEC 12: 20 000 frames a second).
+    """
+
+    __slots__ = ("_head", "_prefix", "_suffix", "_tail")
+
+    def __init__(self) -> None:
+        self._prefix: str | None = None
+        self._suffix = ""
+        self._head = b""
+        self._tail = b""
+
+    def build(self, affixes: tuple[str, str], frames: Iterable[bytes]) -> Iterator[bytes]:
+        """The complete websocket frame of each audio frame, message text ``affixes``
+        around its base64 (see :meth:`daemon.media.protocols.MediaFraming.media_affixes`)."""
+        prefix, suffix = affixes
+        if prefix != self._prefix or suffix != self._suffix:
+            self._prefix, self._suffix = prefix, suffix
+            body, self._tail = prefix.encode(), suffix.encode()
+            self._head = _header(len(body) + FRAME_B64_BYTES + len(self._tail)) + body
+        head, tail, b2a = self._head, self._tail, binascii.b2a_base64
+        for frame in frames:
+            if len(frame) == FRAME_BYTES:
+                yield head + b2a(frame, newline=False) + tail
+            else:  # a short last frame (unpadded flush)
+                yield text_frame(prefix + b2a(frame, newline=False).decode("ascii") + suffix)
 
 
 class Transport(Protocol):

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from daemon.media.protocols import (
+    MediaFraming,
     PlivoFraming,
     StreamEvent,
     StreamMessage,
@@ -15,6 +16,7 @@ from daemon.media.protocols import (
     TwilioFraming,
     framing_for,
 )
+from daemon.media.wire import AudioFrames, text_frame
 
 PAYLOAD = base64.b64encode(bytes(range(160))).decode()
 
@@ -235,3 +237,38 @@ def test_framing_for_names_every_provider() -> None:
     assert isinstance(framing_for("telnyx"), TelnyxFraming)
     with pytest.raises(ValueError, match="no media-stream framing"):
         framing_for("sip")
+
+
+@pytest.mark.parametrize(
+    ("framing", "start"),
+    [
+        (TwilioFraming(), TWILIO_START),
+        (TelnyxFraming(), TELNYX_START),
+        (PlivoFraming(), PLIVO_START),
+    ],
+    ids=["twilio", "telnyx", "plivo"],
+)
+def test_audio_frames_built_as_bytes_are_the_messages_encode_media_makes(
+    framing: MediaFraming, start: str
+) -> None:
+    """The playback's byte-level frame builder sends exactly the golden message, headed as
+    one websocket text frame, for whole frames and a short last one alike."""
+    framing.decode(start)
+    frames = [bytes(range(160)), bytes(range(7, 167)), b"\x7f" * 13]
+    built = list(AudioFrames().build(framing.media_affixes(), frames))
+    expected = [
+        text_frame(framing.encode_media(base64.b64encode(frame).decode())) for frame in frames
+    ]
+    assert built == expected
+    assert json.loads(built[0][4:])["media"]["payload"] == PAYLOAD
+
+
+def test_audio_frames_follow_a_change_of_stream() -> None:
+    """Built around another stream's ids, frames carry that stream's id."""
+    builder = AudioFrames()
+    first, second = TwilioFraming(), TwilioFraming()
+    first.decode(TWILIO_START)
+    second.decode(TWILIO_START.replace("MZ123", "MZ999"))
+    frame = [bytes(160)]
+    assert b"MZ123" in next(builder.build(first.media_affixes(), frame))
+    assert b"MZ999" in next(builder.build(second.media_affixes(), frame))
