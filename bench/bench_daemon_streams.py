@@ -26,10 +26,13 @@ the level is marked STARVED; `--nice -10` (root) shields the three processes fro
 for the length of a level. "core others" is what the rest of the machine took of the daemon's
 core over the window (its busy time in /proc/stat less the daemon's own CPU: other processes
 and interrupts) and "steal" the time the hypervisor gave that virtual CPU to another guest:
-both slow the daemon even when it never waits. "us/media msg" is the daemon's CPU time over the window divided
-by the media messages it handled (caller frames in + frames out): the figure to compare
-between runs on a busy machine. A level where the generator missed or was late on its
-own 20 ms clock (p99 > 10 ms) is INVALID: the daemon cannot be judged by it.
+both slow the daemon even when it never waits. The kernel samples a CPU's busy time per
+scheduler tick and a process's exactly, so "core others" reads within about 7 points of
+zero (sometimes below it) when nothing else ran: only a larger figure means interference.
+"us/media msg" is the daemon's CPU time over the window divided by the media messages it
+handled (caller frames in + frames out): the figure to compare between runs on a busy machine.
+A level where the generator missed or was late on its own 20 ms clock (p99 > 10 ms) is
+INVALID: the daemon cannot be judged by it.
 
 Run: python bench/bench_daemon_streams.py --tts openai --n 120,200,300,400
 Prints one line per level (and --json the raw figures); `uptime` is printed first and last.
