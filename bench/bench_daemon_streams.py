@@ -29,6 +29,9 @@ and interrupts) and "steal" the time the hypervisor gave that virtual CPU to ano
 both slow the daemon even when it never waits. The kernel samples a CPU's busy time per
 scheduler tick and a process's exactly, so "core others" reads within about 7 points of
 zero (sometimes below it) when nothing else ran: only a larger figure means interference.
+"yardstick" is the machine's speed just before the level, on the daemon's core (microseconds
+per media message's base64 and JSON round trip in pure CPython; higher is slower): on this VM
+the same code runs up to half as fast again from one hour to the next.
 "us/media msg" is the daemon's CPU time over the window divided by the media messages it
 handled (caller frames in + frames out): the figure to compare between runs on a busy machine.
 A level where the generator missed or was late on its own 20 ms clock (p99 > 10 ms) is
@@ -73,6 +76,7 @@ from _procs import (  # noqa: E402
     start_py_spy,
     stop_all,
     uptime,
+    yardstick,
 )
 
 AUTH_TOKEN = "bench-twilio-auth-token-0123456789"
@@ -215,6 +219,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         text = daemon_config(origin, n, args.tts, args.turn_every > 0, store_url(args), batch)
         (home / "config.toml").write_text(text)
         core = args.daemon_core if args.workers == 1 else None  # workers: every core
+        speed = yardstick(core, args.nice)
         daemon = start_daemon(
             home,
             core=core,
@@ -296,6 +301,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         "vendor": vendor,
         "daemon_cpu": cpu[daemon.pid],
         "daemon_runqueue_wait_pct": starved,
+        "yardstick_us": speed,
         # the rest of the daemon's core (one worker: it is pinned): other processes and
         # interrupts, and the hypervisor running another guest
         "core_others_pct": (core_busy1 - core_busy0) / wall * 100 - cpu[daemon.pid]
@@ -376,8 +382,8 @@ def summary(r: dict[str, Any]) -> str:
         f"skipped={g['ticks_skipped']} | stt_open={v['stt_open']} "
         f"tts={v['tts_requests']} transcripts={v['transcripts']} chat={v['chat_requests']} "
         f"failures={g['failures'] or '-'} silent={g['silent']} closed={g['closed']} "
-        f"log E/W={r['log_errors']}/{r['log_warnings']} | {r['machine']}{invalid}"
-        + _handoff_text(r.get("handoff"))
+        f"log E/W={r['log_errors']}/{r['log_warnings']} | {r['machine']} "
+        f"yardstick={r['yardstick_us']:.2f}us{invalid}" + _handoff_text(r.get("handoff"))
     )
 
 
