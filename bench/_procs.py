@@ -24,9 +24,15 @@ PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, from /proc/<pid>/stat."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process, from /proc/<pid>/stat: its own code against the kernel's
+    work on its behalf (system calls; on loopback, the peer's receive path too)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 
 def rss_kib(pid: int) -> int:

@@ -64,6 +64,7 @@ from _procs import (  # noqa: E402
     command,
     core_times,
     cpu_seconds,
+    cpu_split,
     daemon_status,
     expect,
     family,
@@ -258,6 +259,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         time.sleep(args.warmup)
         before = {p.pid: cpu_seconds(p.pid) for p in procs}
         daemon_cpu0 = sum(cpu_seconds(pid) for pid in pids)
+        daemon_system0 = sum(cpu_split(pid)[1] for pid in pids)
         waited0 = sum(runqueue_wait(pid) for pid in pids)
         core_busy0, stolen0 = core_times(args.daemon_core)
         wall0 = time.monotonic()
@@ -271,6 +273,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         wall = time.monotonic() - wall0
         cpu = {p.pid: (cpu_seconds(p.pid) - before[p.pid]) / wall * 100 for p in procs}
         cpu[daemon.pid] = (sum(cpu_seconds(pid) for pid in pids) - daemon_cpu0) / wall * 100
+        system = (sum(cpu_split(pid)[1] for pid in pids) - daemon_system0) / wall * 100
         starved = (sum(runqueue_wait(pid) for pid in pids) - waited0) / wall * 100 / len(pids)
         core_busy1, stolen1 = core_times(args.daemon_core)
         end_rss = sum(rss_kib(pid) for pid in pids)
@@ -300,6 +303,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         "gen": report,
         "vendor": vendor,
         "daemon_cpu": cpu[daemon.pid],
+        "daemon_system_pct": system,
         "daemon_runqueue_wait_pct": starved,
         "yardstick_us": speed,
         # the rest of the daemon's core (one worker: it is pinned): other processes and
@@ -373,7 +377,8 @@ def summary(r: dict[str, Any]) -> str:
         f"worst_gap={g['worst_gap_ms']:.0f}ms "
         f"first_audio p50={g['first_audio_p50_ms']:.0f}ms p99={g['first_audio_p99_ms']:.0f}ms "
         f"webhook p50={g['webhook_p50_ms']:.1f}ms p99={g['webhook_p99_ms']:.1f}ms | "
-        f"daemon cpu={r['daemon_cpu']:.0f}% ({r['us_per_message']:.1f}us/media msg) "
+        f"daemon cpu={r['daemon_cpu']:.0f}% (system {r['daemon_system_pct']:.0f}%; "
+        f"{r['us_per_message']:.1f}us/media msg) "
         f"waited={r['daemon_runqueue_wait_pct']:.0f}% {_core_text(r)}rss={r['end_rss_mib']:.0f}MiB "
         f"({r['rss_per_call_mib']:.2f}MiB/call) | fakes cpu={r['fakes_cpu']:.0f}% "
         f"daemon tick late p99={r['pacer']['late_p99']:.0f}ms "
