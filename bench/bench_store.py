@@ -6,7 +6,9 @@
 Without --url the PostgreSQL run starts a throwaway local cluster (tests/pg_cluster.py; fsync off
 there, so the figure is the store's own cost, not the disk's). Bounded: --events records spread
 over --calls calls, --concurrency at a time, as the engine issues them (one call's writes are
-serialised by its lock, different calls' writes overlap).
+serialised by its lock, different calls' writes overlap). --transcript N gives every call N
+lines of transcript first (a long call: a line every 5 s is 720 lines an hour), since every
+record() stores the call's whole snapshot, transcript included.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from pathlib import Path
 from _support import percentile
 
 from daemon.model.events import CallMode, Direction, EventType
-from daemon.model.record import CallRecord
+from daemon.model.record import CallRecord, TranscriptEntry, utc_now
 from daemon.store.factory import create_store
 from daemon.store.location import StoreLocation
 
 
-async def run(location: StoreLocation, events: int, calls: int, concurrency: int) -> None:
+async def run(
+    location: StoreLocation, events: int, calls: int, concurrency: int, transcript: int
+) -> None:
     store = create_store(location)
     await store.open()
     records = [
@@ -41,6 +45,11 @@ async def run(location: StoreLocation, events: int, calls: int, concurrency: int
         )
         for i in range(calls)
     ]
+    line = "a sentence of about the length people say on the phone, give or take a few words"
+    for record in records:
+        record.transcript = [
+            TranscriptEntry(utc_now(), "user" if n % 2 else "bot", line) for n in range(transcript)
+        ]
     per_call = events // calls
     latencies: list[float] = []
     gate = asyncio.Semaphore(concurrency)
@@ -58,14 +67,17 @@ async def run(location: StoreLocation, events: int, calls: int, concurrency: int
                 latencies.append((time.perf_counter() - started) * 1000)
 
     started = time.perf_counter()
+    cpu = time.process_time()
     await asyncio.gather(*(one_call(r) for r in records))
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     await store.close()
     done = len(latencies)
     print(
         f"{location.kind.value}: {done} records in {elapsed:.2f} s = {done / elapsed:.0f}/s; "
         f"latency p50 {percentile(latencies, 50):.2f} ms, p99 {percentile(latencies, 99):.2f} "
-        f"ms (concurrency {concurrency}, {calls} calls)"
+        f"ms (concurrency {concurrency}, {calls} calls, {transcript} transcript lines each); "
+        f"CPU {cpu / done * 1e3:.3f} ms per record"
     )
 
 
@@ -76,6 +88,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=4000)
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--transcript", type=int, default=0, help="transcript lines per call")
     args = parser.parse_args()
     folder = None
     server = None
@@ -91,7 +104,7 @@ def main() -> None:
                 server = start_server()
                 url = server.new_database()
             location = StoreLocation.postgres(url)
-        asyncio.run(run(location, args.events, args.calls, args.concurrency))
+        asyncio.run(run(location, args.events, args.calls, args.concurrency, args.transcript))
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
