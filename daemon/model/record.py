@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -21,6 +22,10 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 @dataclass(frozen=True, slots=True)
 class TranscriptEntry:
     """One line of what was said (never changed in place: a changed line is a new entry)."""
@@ -28,6 +33,12 @@ class TranscriptEntry:
     timestamp: str
     speaker: str  # "bot" | "user"
     text: str
+    wire_json: str = field(init=False, repr=False, compare=False)
+    """:meth:`to_wire` as compact JSON, made once: every stored snapshot of the call repeats
+    every line said so far (see :meth:`CallRecord.wire_json`)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wire_json", _compact(self.to_wire()))
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON shape."""
@@ -93,6 +104,25 @@ class CallRecord:
 
     def to_wire(self) -> dict[str, Any]:
         """The camelCase JSON shape of SPEC section 5."""
+        wire = self._wire_head()
+        wire["transcript"] = [t.to_wire() for t in self.transcript]
+        wire["metadata"] = dict(self.metadata)
+        return wire
+
+    def wire_json(self) -> str:
+        """:meth:`to_wire` as compact JSON, the form the store keeps.
+
+        The store writes this snapshot on every event of the call, and the transcript is
+        most of it on a long call (an hour is several hundred lines): each line's JSON is made
+        once, when the line is, and joined here, so a snapshot costs the join and not a fresh
+        serialisation of everything said so far.
+        """
+        head = _compact(self._wire_head())
+        lines = ",".join(t.wire_json for t in self.transcript)
+        return f'{head[:-1]},"transcript":[{lines}],"metadata":{_compact(dict(self.metadata))}}}'
+
+    def _wire_head(self) -> dict[str, Any]:
+        """The fields of :meth:`to_wire` before the transcript, in their order."""
         return {
             "callId": self.call_id,
             "providerCallId": self.provider_call_id,
@@ -106,8 +136,6 @@ class CallRecord:
             "answeredAt": self.answered_at,
             "endedAt": self.ended_at,
             "endReason": self.end_reason,
-            "transcript": [t.to_wire() for t in self.transcript],
-            "metadata": dict(self.metadata),
         }
 
     @classmethod

@@ -548,7 +548,7 @@ class PostgresStore:
         dedupe_key: str | None = None,
     ) -> CallEvent | None:
         """Claim `dedupe_key`, save the snapshot and append the event: one committed statement."""
-        snapshot = json.dumps(call.to_wire(), separators=(",", ":"))
+        snapshot = call.wire_json()
         payload = dict(data or {})
         timestamp = utc_now()
         now = self._clock()

@@ -359,7 +359,7 @@ class SqliteStore:
         dedupe_key: str | None = None,
     ) -> CallEvent | None:
         """Save the snapshot and append the event in one transaction."""
-        snapshot = json.dumps(call.to_wire(), separators=(",", ":"))
+        snapshot = call.wire_json()
         payload = dict(data or {})
         timestamp = utc_now()
         now = self._clock()
