@@ -112,7 +112,7 @@ def main() -> None:
     )
     fast = twilio.media_payload
     assert fast(inbound), "the message must take the fast path"
-    builder, affixes, ten = AudioFrames(), twilio.media_affixes(), [ulaw] * 10
+    builder, ten = AudioFrames(), [ulaw] * 10
 
     figures = {
         "ulaw_enc": _best_us(lambda: codecs.pcm16_to_ulaw(pcm8k), number),
@@ -124,7 +124,7 @@ def main() -> None:
         "tts_24k->ulaw": _best_us(lambda: codecs.pcm16_to_ulaw(resampler.feed(pcm24k)), number),
         "framer": _best_us(lambda: framer.push(tts_chunk), number) / 5,
         "inbound_fast_path": _best_us(lambda: binascii.a2b_base64(fast(inbound) or ""), number),
-        "frame_wire_bytes": _best_us(lambda: list(builder.build(affixes, ten)), number) / 10,
+        "frame_wire_bytes": _best_us(lambda: list(builder.build(twilio, ten)), number) / 10,
         "pump": _pump_us(ulaw, twilio, max(1, number // 1000)),
     }
     summary = "  ".join(f"{name}={us:.2f}us" for name, us in figures.items())

@@ -165,7 +165,7 @@ class Playback:
         """Queue 160-byte mu-law frames of the current segment, prepared for the wire."""
         queue = self._queue
         before = len(queue)
-        queue.extend(self._frames.build(self.framing.media_affixes(), frames))
+        queue.extend(self._frames.build(self.framing, frames))
         segment.frames_queued += len(queue) - before
         self._kick()
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 import binascii
 import struct
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from daemon.media.codecs import FRAME_BYTES
+
+if TYPE_CHECKING:
+    from daemon.media.protocols import MediaFraming
 
 SEND_BUFFER_LIMIT = 1024 * 1024
 """A peer whose unread data exceeds this has stopped reading: close it with 1013 (SPEC 9)."""
@@ -60,10 +63,11 @@ class AudioFrames:
         self._head = b""
         self._tail = b""
 
-    def build(self, affixes: tuple[str, str], frames: Iterable[bytes]) -> Iterator[bytes]:
-        """The complete websocket frame of each audio frame, message text ``affixes``
-        around its base64 (see :meth:`daemon.media.protocols.MediaFraming.media_affixes`)."""
-        prefix, suffix = affixes
+    def build(self, framing: MediaFraming, frames: Iterable[bytes]) -> Iterator[bytes]:
+        """The complete websocket frame of each audio frame, as ``framing`` words it: whole
+        frames around the message text of :meth:`~MediaFraming.media_affixes`, a short one
+        (an unpadded last frame) through :meth:`~MediaFraming.encode_media`."""
+        prefix, suffix = framing.media_affixes()
         if prefix != self._prefix or suffix != self._suffix:
             self._prefix, self._suffix = prefix, suffix
             body, self._tail = prefix.encode(), suffix.encode()
@@ -72,8 +76,8 @@ class AudioFrames:
         for frame in frames:
             if len(frame) == FRAME_BYTES:
                 yield head + b2a(frame, newline=False) + tail
-            else:  # a short last frame (unpadded flush)
-                yield text_frame(prefix + b2a(frame, newline=False).decode("ascii") + suffix)
+            else:
+                yield text_frame(framing.encode_media(b2a(frame, newline=False).decode("ascii")))
 
 
 class Transport(Protocol):

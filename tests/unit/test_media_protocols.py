@@ -255,7 +255,7 @@ def test_audio_frames_built_as_bytes_are_the_messages_encode_media_makes(
     one websocket text frame, for whole frames and a short last one alike."""
     framing.decode(start)
     frames = [bytes(range(160)), bytes(range(7, 167)), b"\x7f" * 13]
-    built = list(AudioFrames().build(framing.media_affixes(), frames))
+    built = list(AudioFrames().build(framing, frames))
     expected = [
         text_frame(framing.encode_media(base64.b64encode(frame).decode())) for frame in frames
     ]
@@ -270,5 +270,5 @@ def test_audio_frames_follow_a_change_of_stream() -> None:
     first.decode(TWILIO_START)
     second.decode(TWILIO_START.replace("MZ123", "MZ999"))
     frame = [bytes(160)]
-    assert b"MZ123" in next(builder.build(first.media_affixes(), frame))
-    assert b"MZ999" in next(builder.build(second.media_affixes(), frame))
+    assert b"MZ123" in next(builder.build(first, frame))
+    assert b"MZ999" in next(builder.build(second, frame))
