@@ -7,8 +7,10 @@ Without --url the PostgreSQL run starts a throwaway local cluster (tests/pg_clus
 there, so the figure is the store's own cost, not the disk's). Bounded: --events records spread
 over --calls calls, --concurrency at a time, as the engine issues them (one call's writes are
 serialised by its lock, different calls' writes overlap). --transcript N gives every call N
-lines of transcript first (a long call: a line every 5 s is 720 lines an hour), since every
-record() stores the call's whole snapshot, transcript included.
+lines of transcript first (a long call: a line every 5 s is 720 lines an hour), stored once
+before the timing starts as they would have been while they were said; --line-every K then adds
+a line every K-th record (a turn is about three records and two lines). SQLite runs also report
+the bytes the process wrote per record (WAL and checkpoints: `wchar` of /proc/self/io).
 """
 
 from __future__ import annotations
@@ -28,8 +30,24 @@ from daemon.store.factory import create_store
 from daemon.store.location import StoreLocation
 
 
+def bytes_written() -> int:
+    """Bytes this process has passed to write() so far (Linux; 0 elsewhere)."""
+    try:
+        for row in Path("/proc/self/io").read_text().splitlines():
+            if row.startswith("wchar:"):
+                return int(row.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 async def run(
-    location: StoreLocation, events: int, calls: int, concurrency: int, transcript: int
+    location: StoreLocation,
+    events: int,
+    calls: int,
+    concurrency: int,
+    transcript: int,
+    line_every: int,
 ) -> None:
     store = create_store(location)
     await store.open()
@@ -50,6 +68,8 @@ async def run(
         record.transcript = [
             TranscriptEntry(utc_now(), "user" if n % 2 else "bot", line) for n in range(transcript)
         ]
+    for record in records:  # the lines said so far, stored back when they were said
+        await store.record(record, EventType.ANSWERED)
     per_call = events // calls
     latencies: list[float] = []
     gate = asyncio.Semaphore(concurrency)
@@ -57,6 +77,8 @@ async def run(
     async def one_call(record: CallRecord) -> None:
         for n in range(per_call):
             async with gate:
+                if line_every and n % line_every == 0:
+                    record.transcript.append(TranscriptEntry(utc_now(), "user", line))
                 started = time.perf_counter()
                 await store.record(
                     record,
@@ -68,16 +90,19 @@ async def run(
 
     started = time.perf_counter()
     cpu = time.process_time()
+    written = bytes_written()
     await asyncio.gather(*(one_call(r) for r in records))
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu
+    written = bytes_written() - written
     await store.close()
     done = len(latencies)
+    disk = f"; {written / done / 1024:.1f} KiB written per record" if written else ""
     print(
         f"{location.kind.value}: {done} records in {elapsed:.2f} s = {done / elapsed:.0f}/s; "
         f"latency p50 {percentile(latencies, 50):.2f} ms, p99 {percentile(latencies, 99):.2f} "
-        f"ms (concurrency {concurrency}, {calls} calls, {transcript} transcript lines each); "
-        f"CPU {cpu / done * 1e3:.3f} ms per record"
+        f"ms (concurrency {concurrency}, {calls} calls, {transcript} transcript lines each, "
+        f"a new line every {line_every} records); CPU {cpu / done * 1e3:.3f} ms per record{disk}"
     )
 
 
@@ -89,6 +114,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--transcript", type=int, default=0, help="transcript lines per call")
+    parser.add_argument(
+        "--line-every", type=int, default=3, help="a new line every K records (0: none)"
+    )
     args = parser.parse_args()
     folder = None
     server = None
@@ -104,7 +132,16 @@ def main() -> None:
                 server = start_server()
                 url = server.new_database()
             location = StoreLocation.postgres(url)
-        asyncio.run(run(location, args.events, args.calls, args.concurrency, args.transcript))
+        asyncio.run(
+            run(
+                location,
+                args.events,
+                args.calls,
+                args.concurrency,
+                args.transcript,
+                args.line_every,
+            )
+        )
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import pytest
@@ -37,6 +37,14 @@ class Backend(Protocol):
     async def break_writes(self, broken: bool) -> None:
         """Make the database itself refuse (or accept again) new events: a trigger that raises,
         the way a full disk or a lost privilege makes a real server refuse them."""
+
+    async def stored_form(self, call_id: str) -> tuple[str, list[str]]:
+        """What the database holds for a call: its snapshot text and its transcript rows in
+        order (read with a connection of the test's own)."""
+
+    async def store_as_before_lines(self, record: CallRecord) -> None:
+        """Make the (closed) store one written by the voicecall before transcript lines were
+        rows, holding `record` as that version stored it: every line inside the snapshot."""
 
 
 @dataclass
@@ -309,6 +317,85 @@ class StoreContract:
             "the refused delivery's id was not consumed"
         )
         assert store.fault is None
+
+    # -------------------------------------------------------------- transcript lines
+
+    async def test_each_line_is_stored_once_and_reads_join_them_back(
+        self, stores, backend: Backend
+    ) -> None:
+        """A long call's writes carry its new lines only: the snapshot stays the same size as
+        the transcript grows, each line is one row, and every read returns the whole record
+        (appends, a line replaced in place as barge-in does, NUL and quotes in the text)."""
+        store = await stores.open()
+        c1 = call()
+        await store.record(c1, EventType.INITIATED)
+        first_snapshot, _ = await backend.stored_form("c1")
+        for n in range(60):
+            speaker = "user" if n % 2 else "bot"
+            text = f'line {n}: "quoted" \\ \u0000 é'
+            c1.transcript.append(TranscriptEntry(f"2026-01-01T10:{n:02d}:00.000Z", speaker, text))
+            await store.record(c1, EventType.SPEECH if n % 2 else EventType.SPEAKING)
+            await store.record(c1, None)  # an event that changes no line
+        snapshot, lines = await backend.stored_form("c1")
+        assert "line " not in snapshot and len(snapshot) == len(first_snapshot)
+        assert lines == [entry.wire_json for entry in c1.transcript]
+        c1.transcript[-2] = replace(c1.transcript[-2], text="cut short")
+        c1.state = CallState.SPEAKING
+        await store.record(c1, EventType.SPEAKING)
+        assert (await backend.stored_form("c1"))[1][-2] == c1.transcript[-2].wire_json
+        assert await store.get_call("c1") == c1
+        assert await store.find_by_provider_id("p1") == c1
+        assert await store.list_calls() == [c1]
+        assert await store.list_calls(live=True, since="2026-01-01T00:00:00.000Z") == [c1]
+        await store.close()
+        again = await stores.open()
+        assert await again.claim_live_calls() == [c1]
+
+    async def test_a_restarted_daemon_rewrites_a_calls_lines_once(
+        self, stores, backend: Backend
+    ) -> None:
+        """A daemon knows which lines it stored only since it started: its first write of a
+        call stores them all and drops rows past them, so the rows match the record whatever
+        was stored before (here: more lines than the record has, as a record from before a
+        crash may)."""
+        store = await stores.open()
+        c1 = call()
+        c1.transcript = [TranscriptEntry(f"t{n}", "user", f"said {n}") for n in range(5)]
+        await store.record(c1, EventType.INITIATED)
+        await store.close()
+        again = await stores.open()
+        c1.transcript = [*c1.transcript[:2], TranscriptEntry("t9", "bot", "new")]
+        await again.record(c1, EventType.SPEAKING)
+        assert (await backend.stored_form("c1"))[1] == [e.wire_json for e in c1.transcript]
+        assert await again.get_call("c1") == c1
+        c1.state, c1.ended_at = CallState.COMPLETED, "2026-01-01T10:05:00.000Z"
+        await again.record(c1, EventType.ENDED)
+        c1.transcript = c1.transcript[:1]  # an ended call is written whole again, if ever
+        await again.record(c1, None)
+        assert await again.get_call("c1") == c1
+
+    async def test_a_store_from_before_lines_keeps_its_transcripts(
+        self, stores, backend: Backend
+    ) -> None:
+        """Opening a store written when every line lived inside the snapshot moves the lines
+        into rows once: the calls read back whole, and their next writes go line by line."""
+        store = await stores.open()
+        await store.close()
+        c1 = call()
+        c1.transcript = [
+            TranscriptEntry("2026-01-01T10:00:01.000Z", "bot", "Hello, how can I help?"),
+            TranscriptEntry("2026-01-01T10:00:04.000Z", "user", 'it\'s "odd" \u0000 ☎'),
+        ]
+        await backend.store_as_before_lines(c1)
+        again = await stores.open()
+        assert await again.get_call("c1") == c1
+        assert (await backend.stored_form("c1"))[1] == [e.wire_json for e in c1.transcript]
+        c1.transcript.append(TranscriptEntry("2026-01-01T10:00:09.000Z", "bot", "Sure."))
+        await again.record(c1, EventType.SPEAKING)
+        snapshot, lines = await backend.stored_form("c1")
+        assert "Hello" not in snapshot
+        assert lines == [e.wire_json for e in c1.transcript]
+        assert await again.get_call("c1") == c1
 
     # -------------------------------------------------------------- durability and ownership
 

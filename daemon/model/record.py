@@ -34,8 +34,8 @@ class TranscriptEntry:
     speaker: str  # "bot" | "user"
     text: str
     wire_json: str = field(init=False, repr=False, compare=False)
-    """:meth:`to_wire` as compact JSON, made once: every stored snapshot of the call repeats
-    every line said so far (see :meth:`CallRecord.wire_json`)."""
+    """:meth:`to_wire` as compact JSON, made once: the form the store keeps the line in (see
+    :meth:`CallRecord.snapshot_json`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "wire_json", _compact(self.to_wire()))
@@ -109,17 +109,25 @@ class CallRecord:
         wire["metadata"] = dict(self.metadata)
         return wire
 
-    def wire_json(self) -> str:
-        """:meth:`to_wire` as compact JSON, the form the store keeps.
+    def snapshot_json(self) -> str:
+        """:meth:`to_wire` as compact JSON with an empty transcript: the form the store keeps.
 
-        The store writes this snapshot on every event of the call, and the transcript is
-        most of it on a long call (an hour is several hundred lines): each line's JSON is made
-        once, when the line is, and joined here, so a snapshot costs the join and not a fresh
-        serialisation of everything said so far.
+        The store writes this snapshot on every event of the call; the transcript lines are
+        kept apart, each written once (``TranscriptEntry.wire_json``, see
+        :mod:`daemon.store.lines`), because on a long call they are most of the record and
+        every write would repeat all of them. :meth:`from_stored` joins the two again.
         """
         head = _compact(self._wire_head())
-        lines = ",".join(t.wire_json for t in self.transcript)
-        return f'{head[:-1]},"transcript":[{lines}],"metadata":{_compact(dict(self.metadata))}}}'
+        return f'{head[:-1]},"transcript":[],"metadata":{_compact(dict(self.metadata))}}}'
+
+    @classmethod
+    def from_stored(cls, snapshot: str, lines: str | None) -> CallRecord:
+        """Rebuild a record from :meth:`snapshot_json` and its lines' JSON joined by commas
+        (None or "": no lines). A transcript inside the snapshot (one stored before lines were
+        kept apart) is ignored: the lines are the transcript."""
+        data = json.loads(snapshot)
+        data["transcript"] = json.loads(f"[{lines}]") if lines else []
+        return cls.from_wire(data)
 
     def _wire_head(self) -> dict[str, Any]:
         """The fields of :meth:`to_wire` before the transcript, in their order."""

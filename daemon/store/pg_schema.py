@@ -11,6 +11,8 @@ probe the database without putting asyncpg on the CLI's import path for other co
 
 from __future__ import annotations
 
+import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,45 @@ from daemon.store.location import StoreLocation
 
 VERSION_TABLE = "voicecall_schema"
 
-MIGRATIONS: tuple[str, ...] = (
+LINES_TABLE = """
+CREATE TABLE voicecall_transcript (
+    call_id text NOT NULL,
+    idx integer NOT NULL,
+    line text NOT NULL,
+    PRIMARY KEY (call_id, idx)
+)
+"""
+
+
+async def _lines_apart(conn: Any) -> None:
+    """Step 6: transcript lines become rows; those inside stored snapshots are copied out.
+
+    A long call's every write repeated all its lines inside the snapshot. The copy is made
+    here and not in SQL because PostgreSQL's JSON functions refuse the escaped NUL a caller's
+    words may hold (and the snapshots are text for that reason). The snapshot's own copy is
+    ignored from then on and dropped by the call's next write.
+    """
+    from daemon.model.record import TranscriptEntry
+
+    await conn.execute(LINES_TABLE)
+    rows: list[tuple[str, int, str]] = []
+    async for row in conn.cursor("SELECT call_id, record FROM voicecall_calls"):
+        said = json.loads(row["record"]).get("transcript") or []
+        rows.extend(
+            (row["call_id"], index, TranscriptEntry(**line).wire_json)
+            for index, line in enumerate(said)
+        )
+        if len(rows) >= 5000:
+            await conn.copy_records_to_table("voicecall_transcript", records=rows)
+            rows = []
+    if rows:
+        await conn.copy_records_to_table("voicecall_transcript", records=rows)
+
+
+Migration = str | Callable[[Any], Awaitable[None]]
+"""A schema step: SQL, or a function of the migrating connection (a step SQL cannot do)."""
+
+MIGRATIONS: tuple[Migration, ...] = (
     # 1: calls, events with a global sequence, processed provider-event ids, the replay cache.
     # JSON is kept as text: PostgreSQL's jsonb refuses "\u0000", which a caller's transcript or a
     # provider's field may hold; what SQL needs to filter on has its own column. Timestamps are
@@ -113,6 +153,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE voicecall_replay ALTER COLUMN status DROP NOT NULL;
     ALTER TABLE voicecall_replay ADD COLUMN claimed_by text;
     """,
+    # 6: each transcript line once, as its own row (daemon/store/lines.py).
+    _lines_apart,
 )
 """Migration N (1-based) is `MIGRATIONS[N - 1]`; append, never edit a released step."""
 
@@ -153,7 +195,10 @@ async def current_version(conn: Any) -> int | None:
 
 
 async def migrate(
-    conn: Any, location: StoreLocation, applied_by: str, migrations: tuple[str, ...] = MIGRATIONS
+    conn: Any,
+    location: StoreLocation,
+    applied_by: str,
+    migrations: tuple[Migration, ...] = MIGRATIONS,
 ) -> int:
     """Create or migrate the schema to the last of `migrations`; return the version found before.
 
@@ -170,7 +215,11 @@ async def migrate(
         if found > known:
             raise newer_schema_error(location, found, known)
         for version in range(found + 1, known + 1):
-            await conn.execute(migrations[version - 1])
+            step = migrations[version - 1]
+            if isinstance(step, str):
+                await conn.execute(step)
+            else:
+                await step(conn)
             await conn.execute(
                 f"INSERT INTO {VERSION_TABLE} (version, applied_by) VALUES ($1, $2)",  # noqa: S608
                 version,

@@ -53,6 +53,7 @@ from daemon.model.record import CallRecord, utc_now
 from daemon.model.webhook import WebhookReply
 from daemon.store import pg_schema
 from daemon.store.health import StoreFault, StoreHealth
+from daemon.store.lines import WrittenLines
 from daemon.store.location import StoreLocation
 
 logger = logging.getLogger(__name__)
@@ -128,6 +129,13 @@ WITH claimed AS (
         provider = excluded.provider
     WHERE voicecall_calls.owner IS NULL OR voicecall_calls.owner = excluded.owner
     RETURNING 1
+), lines AS (
+    INSERT INTO voicecall_transcript (call_id, idx, line)
+    SELECT $3, u.idx, u.line FROM go, unnest($15::integer[], $16::text[]) AS u(idx, line)
+    ON CONFLICT (call_id, idx) DO UPDATE SET line = excluded.line
+), cut AS (
+    DELETE FROM voicecall_transcript
+    WHERE call_id = $3 AND idx >= $17::integer AND EXISTS (SELECT 1 FROM go)
 ), event AS (
     INSERT INTO voicecall_events (call_id, type, at, data, turn_latency_ms, listen_wait_ms)
     SELECT $3, $8::text, $9, $10, $11, $12 FROM go WHERE $8::text IS NOT NULL
@@ -138,9 +146,10 @@ SELECT EXISTS (SELECT 1 FROM go) AS written, (SELECT seq FROM event) AS seq,
          THEN voicecall_moved($3) END AS moved,
     (SELECT pg_notify('voicecall_events', seq::text || ':' || $13) FROM event) AS told
 """
-"""One `record()`: claim the provider-event id, upsert the snapshot, append the event. One
-statement is one transaction, and one round trip instead of five (BEGIN, three statements,
-COMMIT): the claim gates the other two, so a duplicate writes nothing at all. A call another
+"""One `record()`: claim the provider-event id, upsert the snapshot, write the transcript lines
+it lacks ($15, $16; rows from $17 on are deleted, see :mod:`daemon.store.lines`), append the
+event. One statement is one transaction, and one round trip instead of several (BEGIN, each
+statement, COMMIT): the claim gates the rest, so a duplicate writes nothing at all. A call another
 daemon owns is not updated, and `voicecall_moved` then aborts the statement, claim and event
 included (SQLSTATE VC001). A stored event is announced on the channel `voicecall_events` as
 `seq:daemon id` (PostgreSQL delivers it at commit, never for a rolled-back write), so the other
@@ -184,17 +193,24 @@ MAILBOX_PREFIX = "@"
 MOVED_SQLSTATE = "VC001"
 """What `voicecall_moved` raises: the call is run by another daemon now."""
 
-CLAIM_SQL = """
+LINES = (
+    "(SELECT string_agg(t.line, ',' ORDER BY t.idx) FROM voicecall_transcript t "
+    "WHERE t.call_id = c.call_id) AS lines"
+)
+"""A call's transcript lines' JSON joined by commas, beside `c.record` in every read of calls
+(:meth:`CallRecord.from_stored` takes both)."""
+
+CLAIM_SQL = f"""
 UPDATE voicecall_calls c SET owner = $1
 WHERE c.live AND (c.owner IS NULL OR c.owner = $1 OR NOT EXISTS (
     SELECT 1 FROM voicecall_daemons d WHERE d.daemon_id = c.owner
     AND d.heartbeat_at >= now() - make_interval(secs => $2)))
-RETURNING c.record
-"""
+RETURNING c.record, {LINES}
+"""  # noqa: S608 - LINES is a fixed fragment
 """At start: this daemon's own live calls from before a restart, and any dead daemon's (an owner
 is alive while its heartbeat is younger than $2 seconds, on the server's clock)."""
 
-TAKE_OVER_SQL = """
+TAKE_OVER_SQL = f"""
 WITH dead AS (
     SELECT c.call_id, c.owner FROM voicecall_calls c
     WHERE c.live AND c.owner IS DISTINCT FROM $1 AND ($3::text IS NULL OR c.call_id = $3)
@@ -204,8 +220,8 @@ WITH dead AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE voicecall_calls c SET owner = $1 FROM dead WHERE c.call_id = dead.call_id
-RETURNING c.record, dead.owner AS previous
-"""
+RETURNING c.record, {LINES}, dead.owner AS previous
+"""  # noqa: S608 - LINES is a fixed fragment
 """While running: the live calls of dead daemons, with their previous owner. Each row goes to one
 taker only: a row another taker holds is skipped, and one it changed meanwhile is re-checked and
 found to have a living owner. $3: only that call (a request about it arrived), else all."""
@@ -267,6 +283,7 @@ class PostgresStore:
         self._watchdog: asyncio.Task[None] | None = None
         self._pool: Any = None
         self._writes = 0
+        self._lines = WrittenLines()
         self._replay: dict[str, tuple[float, WebhookReply]] = {}
         self.health = StoreHealth(location.display)
 
@@ -548,7 +565,8 @@ class PostgresStore:
         dedupe_key: str | None = None,
     ) -> CallEvent | None:
         """Claim `dedupe_key`, save the snapshot and append the event: one committed statement."""
-        snapshot = call.wire_json()
+        snapshot = call.snapshot_json()
+        lines = self._lines.pending(call)
         payload = dict(data or {})
         timestamp = utc_now()
         now = self._clock()
@@ -571,6 +589,9 @@ class PostgresStore:
                     wait,
                     self.daemon_id,
                     call.provider,
+                    lines.indexes,
+                    lines.texts,
+                    lines.keep,
                 )
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name != ONE_LIVE_CALL:
@@ -586,6 +607,7 @@ class PostgresStore:
                 raise
         if not row["written"]:
             return None
+        self._lines.stored(call)
         event = None
         if event_type is not None:
             event = CallEvent(int(row["seq"]), timestamp, call.call_id, event_type, payload)
@@ -638,7 +660,7 @@ class PostgresStore:
             rows = await conn.fetch(TAKE_OVER_SQL, self.daemon_id, self.dead_after_seconds, call_id)
             if call_id is not None:
                 return [
-                    (CallRecord.from_wire(json.loads(r["record"])), r["previous"]) for r in rows
+                    (CallRecord.from_stored(r["record"], r["lines"]), r["previous"]) for r in rows
                 ]
             await conn.execute(
                 "DELETE FROM voicecall_daemons WHERE daemon_id <> $1 "
@@ -646,7 +668,7 @@ class PostgresStore:
                 self.daemon_id,
                 self.dead_after_seconds,
             )
-        return [(CallRecord.from_wire(json.loads(r["record"])), r["previous"]) for r in rows]
+        return [(CallRecord.from_stored(r["record"], r["lines"]), r["previous"]) for r in rows]
 
     async def owners(self, call_ids: list[str]) -> dict[str, str | None]:
         """Who runs each of these calls now (calls not stored are left out)."""
@@ -807,13 +829,14 @@ class PostgresStore:
 
     @staticmethod
     def _calls(rows: list[Any]) -> list[CallRecord]:
-        return [CallRecord.from_wire(json.loads(row["record"])) for row in rows]
+        return [CallRecord.from_stored(row["record"], row["lines"]) for row in rows]
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         """One call by our id."""
         async with self._conn("read") as conn:
             rows = await conn.fetch(
-                "SELECT record FROM voicecall_calls WHERE call_id = $1", call_id
+                f"SELECT c.record, {LINES} FROM voicecall_calls c WHERE c.call_id = $1",  # noqa: S608
+                call_id,
             )
         calls = self._calls(rows)
         return calls[0] if calls else None
@@ -822,8 +845,8 @@ class PostgresStore:
         """One call by the provider's id (the newest, should a provider reuse one)."""
         async with self._conn("read") as conn:
             rows = await conn.fetch(
-                "SELECT record FROM voicecall_calls WHERE provider_call_id = $1 "
-                "ORDER BY started_at DESC, created DESC LIMIT 1",
+                f"SELECT c.record, {LINES} FROM voicecall_calls c "  # noqa: S608 - fixed
+                "WHERE c.provider_call_id = $1 ORDER BY c.started_at DESC, c.created DESC LIMIT 1",
                 provider_call_id,
             )
         calls = self._calls(rows)
@@ -838,16 +861,16 @@ class PostgresStore:
         args: list[Any] = []
         if live is not None:
             args.append(live)
-            clauses.append(f"live = ${len(args)}")
+            clauses.append(f"c.live = ${len(args)}")
         if since is not None:
             args.append(since)
-            clauses.append(f"started_at >= ${len(args)}")
+            clauses.append(f"c.started_at >= ${len(args)}")
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         args.append(limit)
         async with self._conn("read") as conn:
             rows = await conn.fetch(
-                f"SELECT record FROM voicecall_calls {where} "  # noqa: S608 - fixed clauses
-                f"ORDER BY started_at DESC, created DESC LIMIT ${len(args)}",
+                f"SELECT c.record, {LINES} FROM voicecall_calls c {where} "  # noqa: S608 - fixed
+                f"ORDER BY c.started_at DESC, c.created DESC LIMIT ${len(args)}",
                 *args,
             )
         return self._calls(rows)

@@ -38,13 +38,14 @@ from daemon.model.record import CallRecord, utc_now
 from daemon.model.webhook import WebhookReply
 from daemon.paths import STORE_LOCK_NAME
 from daemon.store.health import StoreFault, StoreHealth
+from daemon.store.lines import WrittenLines
 from daemon.store.location import StoreLocation
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS calls (
@@ -74,7 +75,27 @@ CREATE TABLE IF NOT EXISTS replay (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS replay_expires ON replay (expires_at);
+CREATE TABLE IF NOT EXISTS transcript (
+    call_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (call_id, idx)
+) WITHOUT ROWID;
 """
+"""The newest schema, made whole on a new database (`IF NOT EXISTS`: a no-op on an up-to-date
+one). `transcript` holds each line of each call once (:mod:`daemon.store.lines`); the snapshot
+in `calls.record` has an empty transcript since version 2."""
+
+MIGRATIONS: dict[int, str] = {
+    2: """
+    INSERT OR IGNORE INTO transcript (call_id, idx, line)
+    SELECT c.call_id, j.key, j.value FROM calls c, json_each(c.record, '$.transcript') j;
+    """,
+}
+"""The step from version N - 1 to N, run on a database written by an older voicecall, in one
+transaction with the schema and version update. Version 1 kept every line inside the snapshot:
+they are copied into rows (the snapshot's own copy is ignored from then on, and dropped by the
+call's next write)."""
 
 REPLAY_MEMORY_MAX = 200_000
 """How many replay identities are kept in memory (about 10 minutes at 300 webhooks/s)."""
@@ -103,6 +124,27 @@ class _NewerSchemaError(Exception):
     def __init__(self, found: int) -> None:
         super().__init__(found)
         self.found = found
+
+
+def _migrate(db: sqlite3.Connection, found: int) -> None:
+    """Bring a new (`found` 0) or older database to :data:`SCHEMA_VERSION`: all or nothing."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        if found > 0:
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                db.execute(MIGRATIONS[version])
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _checkpoint(reader: sqlite3.Connection) -> None:
@@ -134,6 +176,7 @@ class SqliteStore:
         self._pruned_at = 0
         self._replay: dict[str, tuple[float, WebhookReply]] = {}
         self._replay_complete = True
+        self._lines = WrittenLines()
         self.health = StoreHealth(str(self.path))
 
     @property
@@ -285,11 +328,8 @@ class SqliteStore:
                 found = _schema_version(db)
                 if found > SCHEMA_VERSION:
                     raise _NewerSchemaError(found)
-                db.executescript(SCHEMA)
-                db.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+                if found < SCHEMA_VERSION:
+                    _migrate(db, found)
                 rows: list[Row] = db.execute(
                     "SELECT key, expires_at, status, content_type, body FROM replay "
                     "WHERE expires_at >= ? ORDER BY expires_at",
@@ -359,12 +399,14 @@ class SqliteStore:
         dedupe_key: str | None = None,
     ) -> CallEvent | None:
         """Save the snapshot and append the event in one transaction."""
-        snapshot = call.wire_json()
+        snapshot = call.snapshot_json()
+        lines = self._lines.pending(call)
         payload = dict(data or {})
         timestamp = utc_now()
         now = self._clock()
 
-        def _write(db: sqlite3.Connection) -> CallEvent | None:
+        def _write(db: sqlite3.Connection) -> tuple[bool, CallEvent | None]:
+            """(whether anything was written, the stored event)."""
             db.execute("BEGIN IMMEDIATE")
             try:
                 if dedupe_key is not None:
@@ -373,7 +415,7 @@ class SqliteStore:
                     )
                     if cur.rowcount == 0:
                         db.execute("ROLLBACK")
-                        return None
+                        return False, None
                 db.execute(
                     "INSERT INTO calls (call_id, provider_call_id, live, started_at, record) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT(call_id) DO UPDATE SET "
@@ -387,6 +429,16 @@ class SqliteStore:
                         snapshot,
                     ),
                 )
+                if lines.upserts:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO transcript (call_id, idx, line) VALUES (?, ?, ?)",
+                        [(call.call_id, index, text) for index, text in lines.upserts],
+                    )
+                if lines.keep is not None:
+                    db.execute(
+                        "DELETE FROM transcript WHERE call_id = ? AND idx >= ?",
+                        (call.call_id, lines.keep),
+                    )
                 event = None
                 if event_type is not None:
                     cur = db.execute(
@@ -406,9 +458,12 @@ class SqliteStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-            return event
+            return True, event
 
-        event = await self._run(_write, write=True)
+        written, event = await self._run(_write, write=True)
+        if not written:
+            return None
+        self._lines.stored(call)
         if self._writes - self._pruned_at >= PRUNE_EVERY_WRITES:
             self._pruned_at = self._writes
             await self._run(self._prune, write=True)
@@ -434,8 +489,19 @@ class SqliteStore:
             raise
 
     @staticmethod
-    def _calls(rows: list[tuple[str]]) -> list[CallRecord]:
-        return [CallRecord.from_wire(json.loads(row[0])) for row in rows]
+    def _calls(db: sqlite3.Connection, rows: list[tuple[str, str]]) -> list[CallRecord]:
+        """Records from (call_id, snapshot) rows, each with its transcript lines attached.
+
+        Run inside one read of `db` (a transaction on the reader, or on the loop on the writer)
+        so the lines are those of the same moment as the snapshots.
+        """
+        calls = []
+        for call_id, snapshot in rows:
+            lines = db.execute(
+                "SELECT line FROM transcript WHERE call_id = ? ORDER BY idx", (call_id,)
+            ).fetchall()
+            calls.append(CallRecord.from_stored(snapshot, ",".join(line for (line,) in lines)))
+        return calls
 
     async def claim_live_calls(self) -> list[CallRecord]:
         """Every live call: one daemon runs everything in its SQLite store."""
@@ -443,24 +509,28 @@ class SqliteStore:
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         """One call by our id."""
-        rows = await self._lookup(
-            lambda db: db.execute(
-                "SELECT record FROM calls WHERE call_id = ?", (call_id,)
-            ).fetchall()
+        calls = await self._lookup(
+            lambda db: self._calls(
+                db,
+                db.execute(
+                    "SELECT call_id, record FROM calls WHERE call_id = ?", (call_id,)
+                ).fetchall(),
+            )
         )
-        calls = self._calls(rows)
         return calls[0] if calls else None
 
     async def find_by_provider_id(self, provider_call_id: str) -> CallRecord | None:
         """One call by the provider's id."""
-        rows = await self._lookup(
-            lambda db: db.execute(
-                "SELECT record FROM calls WHERE provider_call_id = ? ORDER BY started_at DESC "
-                "LIMIT 1",
-                (provider_call_id,),
-            ).fetchall()
+        calls = await self._lookup(
+            lambda db: self._calls(
+                db,
+                db.execute(
+                    "SELECT call_id, record FROM calls WHERE provider_call_id = ? "
+                    "ORDER BY started_at DESC LIMIT 1",
+                    (provider_call_id,),
+                ).fetchall(),
+            )
         )
-        calls = self._calls(rows)
         return calls[0] if calls else None
 
     async def list_calls(
@@ -473,13 +543,22 @@ class SqliteStore:
             clauses.append("started_at >= ?")
             args.append(since)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT record FROM calls {where} ORDER BY started_at DESC, rowid DESC LIMIT ?",  # noqa: S608
-                (*args, limit),
-            ).fetchall()
-        )
-        return self._calls(rows)
+
+        def _read(db: sqlite3.Connection) -> list[CallRecord]:
+            db.execute("BEGIN")  # the lines of the same moment as the snapshots
+            try:
+                return self._calls(
+                    db,
+                    db.execute(
+                        f"SELECT call_id, record FROM calls {where} "  # noqa: S608
+                        "ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                        (*args, limit),
+                    ).fetchall(),
+                )
+            finally:
+                db.execute("COMMIT")
+
+        return await self._run(_read)
 
     async def recent_events(self, call_id: str | None, limit: int) -> list[CallEvent]:
         """The last `limit` events, oldest first."""

@@ -1,4 +1,4 @@
-"""The call record's stored form: the JSON the store keeps, built from each line's JSON."""
+"""The call record's stored form: a snapshot without the transcript, and each line's JSON."""
 
 from __future__ import annotations
 
@@ -32,21 +32,30 @@ def record(lines: int, metadata: dict[str, object] | None = None) -> CallRecord:
 
 
 @pytest.mark.parametrize("lines", [0, 1, 4, 300])
-def test_the_stored_form_is_exactly_the_compact_json_of_to_wire(lines: int) -> None:
+def test_the_snapshot_and_the_lines_rebuild_the_record_exactly(lines: int) -> None:
     call = record(lines, {"agent": {"turns": [1, 2]}, "note": None, "ñ": "x"})
-    assert call.wire_json() == json.dumps(call.to_wire(), separators=(",", ":"))
-    assert CallRecord.from_wire(json.loads(call.wire_json())) == call
+    snapshot = call.snapshot_json()
+    assert json.loads(snapshot) == {**call.to_wire(), "transcript": []}
+    assert "transcript" not in snapshot.split('"transcript":[]')[1], "one transcript key"
+    for entry in call.transcript:
+        assert entry.wire_json == json.dumps(entry.to_wire(), separators=(",", ":"))
+    joined = ",".join(entry.wire_json for entry in call.transcript)
+    assert CallRecord.from_stored(snapshot, joined) == call
+    assert CallRecord.from_stored(snapshot, None).transcript == []
 
 
-def test_a_line_is_serialised_once_and_a_new_line_changes_only_the_end() -> None:
-    """What makes a long call's snapshot cheap: the lines' JSON is kept with them."""
+def test_the_snapshot_does_not_grow_with_the_transcript() -> None:
+    """What makes a long call's writes cheap: the lines are stored apart, each once."""
+    assert len(record(0).snapshot_json()) == len(record(500).snapshot_json())
+
+
+def test_lines_stored_apart_win_over_a_transcript_inside_an_old_snapshot() -> None:
+    """A snapshot stored before the lines were rows still holds them; the rows are the truth."""
     call = record(3)
-    first = call.transcript[0]
-    assert first.wire_json == json.dumps(first.to_wire(), separators=(",", ":"))
-    before = call.wire_json()
-    call.transcript.append(TranscriptEntry("2026-12-06T18:01:00.000Z", "bot", "Bye."))
-    after = call.wire_json()
-    assert after.startswith(before.split(',"metadata"')[0][:-1])
+    old = json.dumps(call.to_wire())
+    assert CallRecord.from_stored(old, call.transcript[0].wire_json).transcript == [
+        call.transcript[0]
+    ]
 
 
 def test_a_lines_json_stays_out_of_its_repr() -> None:

@@ -3,16 +3,25 @@ SQLite in a temporary folder, PostgreSQL on a real server (tests/pg_cluster.py).
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from daemon.model.record import CallRecord
 from daemon.store import pg_schema, sqlite
 from daemon.store.location import StoreLocation
 from daemon.store.pg_schema import VERSION_TABLE
 from tests.store_contract import StoreContract
+
+
+def _old_form(record: CallRecord) -> str:
+    """A snapshot as stored before transcript lines were rows (`json.dumps` of the whole
+    record, the lines inside it)."""
+    return json.dumps(record.to_wire())
 
 
 class SqliteBackend:
@@ -37,6 +46,30 @@ class SqliteBackend:
                 )
             else:
                 db.execute("DROP TRIGGER refuse")
+
+    def _connect(self) -> sqlite3.Connection:
+        assert self.location.folder is not None
+        return sqlite3.connect(self.location.folder / "voicecall.db")
+
+    async def stored_form(self, call_id: str) -> tuple[str, list[str]]:
+        with closing(self._connect()) as db:
+            (snapshot,) = db.execute(
+                "SELECT record FROM calls WHERE call_id = ?", (call_id,)
+            ).fetchone()
+            rows = db.execute(
+                "SELECT line FROM transcript WHERE call_id = ? ORDER BY idx", (call_id,)
+            ).fetchall()
+        return snapshot, [line for (line,) in rows]
+
+    async def store_as_before_lines(self, record: CallRecord) -> None:
+        with closing(self._connect()) as db, db:
+            db.execute("DROP TABLE transcript")
+            db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+            db.execute(
+                "INSERT INTO calls (call_id, provider_call_id, live, started_at, record) "
+                "VALUES (?, ?, 1, ?, ?)",
+                (record.call_id, record.provider_call_id, record.started_at, _old_form(record)),
+            )
 
 
 class PostgresBackend:
@@ -70,6 +103,36 @@ class PostgresBackend:
                 )
             else:
                 await conn.execute("DROP TRIGGER refuse ON voicecall_events;DROP FUNCTION refuse()")
+        finally:
+            await conn.close()
+
+    async def stored_form(self, call_id: str) -> tuple[str, list[str]]:
+        conn = await asyncpg.connect(self.location.url)
+        try:
+            snapshot = await conn.fetchval(
+                "SELECT record FROM voicecall_calls WHERE call_id = $1", call_id
+            )
+            rows = await conn.fetch(
+                "SELECT line FROM voicecall_transcript WHERE call_id = $1 ORDER BY idx", call_id
+            )
+        finally:
+            await conn.close()
+        return snapshot, [row["line"] for row in rows]
+
+    async def store_as_before_lines(self, record: CallRecord) -> None:
+        conn = await asyncpg.connect(self.location.url)
+        try:
+            await conn.execute("DROP TABLE voicecall_transcript")
+            await conn.execute(f"DELETE FROM {VERSION_TABLE} WHERE version >= 6")
+            await conn.execute(
+                "INSERT INTO voicecall_calls (call_id, provider_call_id, live, started_at, "
+                "record, provider) VALUES ($1, $2, true, $3, $4, $5)",
+                record.call_id,
+                record.provider_call_id,
+                record.started_at,
+                _old_form(record),
+                record.provider,
+            )
         finally:
             await conn.close()
 
