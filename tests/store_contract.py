@@ -303,6 +303,7 @@ class StoreContract:
         await store.record(c1, EventType.INITIATED)
         assert store.fault is None
         await backend.break_writes(True)
+        c1.transcript.append(TranscriptEntry("2026-01-01T10:00:02.000Z", "user", "hello?"))
         c1.state = CallState.ANSWERED
         with pytest.raises(StoreError, match="nothing was changed") as refused:
             await store.record(c1, EventType.ANSWERED, dedupe_key="mock:answered")
@@ -311,12 +312,14 @@ class StoreContract:
         assert fault is not None and fault.since.endswith("Z") and fault.error
         stored = await store.get_call("c1")
         assert stored is not None and stored.state is CallState.INITIATED, "snapshot unchanged"
+        assert stored.transcript == [] and (await backend.stored_form("c1"))[1] == []
         assert [e.type for e in await store.recent_events("c1", 10)] == [EventType.INITIATED]
         await backend.break_writes(False)
         assert await store.record(c1, EventType.ANSWERED, dedupe_key="mock:answered") is not None, (
             "the refused delivery's id was not consumed"
         )
         assert store.fault is None
+        assert await store.get_call("c1") == c1, "the line refused with it is written now"
 
     # -------------------------------------------------------------- transcript lines
 

@@ -70,3 +70,7 @@ class WrittenLines:
             self._stored.pop(call.call_id, None)
         else:
             self._stored[call.call_id] = list(call.transcript)
+
+    def forget(self, call_id: str) -> None:
+        """This daemon does not write `call_id` any more (another daemon runs it now)."""
+        self._stored.pop(call_id, None)

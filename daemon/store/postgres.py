@@ -132,10 +132,12 @@ WITH claimed AS (
 ), lines AS (
     INSERT INTO voicecall_transcript (call_id, idx, line)
     SELECT $3, u.idx, u.line FROM go, unnest($15::integer[], $16::text[]) AS u(idx, line)
+    WHERE cardinality($15::integer[]) > 0
     ON CONFLICT (call_id, idx) DO UPDATE SET line = excluded.line
 ), cut AS (
     DELETE FROM voicecall_transcript
-    WHERE call_id = $3 AND idx >= $17::integer AND EXISTS (SELECT 1 FROM go)
+    WHERE $17::integer IS NOT NULL AND call_id = $3 AND idx >= $17::integer
+        AND EXISTS (SELECT 1 FROM go)
 ), event AS (
     INSERT INTO voicecall_events (call_id, type, at, data, turn_latency_ms, listen_wait_ms)
     SELECT $3, $8::text, $9, $10, $11, $12 FROM go WHERE $8::text IS NOT NULL
@@ -599,6 +601,7 @@ class PostgresStore:
                 raise await self._stored_elsewhere(call) from None
             except asyncpg.PostgresError as exc:
                 if getattr(exc, "sqlstate", None) == MOVED_SQLSTATE:
+                    self._lines.forget(call.call_id)
                     raise CallMovedError(
                         f"call {call.call_id} is run by another voicecall daemon now (this "
                         "one was presumed dead); nothing was changed",

@@ -81,3 +81,10 @@ def test_what_is_known_is_a_copy_not_the_calls_own_list() -> None:
     written.stored(call)
     call.transcript.append(TranscriptEntry("t1", "bot", "one"))
     assert written.pending(call).indexes == [1]
+
+
+def test_a_call_another_daemon_runs_now_is_forgotten() -> None:
+    written, call = WrittenLines(), call_with(2)
+    written.stored(call)
+    written.forget(call.call_id)
+    assert written.pending(call).indexes == [0, 1]
