@@ -123,10 +123,16 @@ class CallRecord:
     @classmethod
     def from_stored(cls, snapshot: str, lines: str | None) -> CallRecord:
         """Rebuild a record from :meth:`snapshot_json` and its lines' JSON joined by commas
-        (None or "": no lines). A transcript inside the snapshot (one stored before lines were
-        kept apart) is ignored: the lines are the transcript."""
+        (None or "": no lines).
+
+        A snapshot with lines inside it was written by a voicecall from before lines were kept
+        apart (a store not written since the upgrade, or an older daemon still running on a
+        shared database): its lines are the call's transcript as that daemon last stored it.
+        A snapshot of this version never has any.
+        """
         data = json.loads(snapshot)
-        data["transcript"] = json.loads(f"[{lines}]") if lines else []
+        if not data.get("transcript"):
+            data["transcript"] = json.loads(f"[{lines}]") if lines else []
         return cls.from_wire(data)
 
     def _wire_head(self) -> dict[str, Any]:

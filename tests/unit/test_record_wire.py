@@ -49,11 +49,16 @@ def test_the_snapshot_does_not_grow_with_the_transcript() -> None:
     assert len(record(0).snapshot_json()) == len(record(500).snapshot_json())
 
 
-def test_lines_stored_apart_win_over_a_transcript_inside_an_old_snapshot() -> None:
-    """A snapshot stored before the lines were rows still holds them; the rows are the truth."""
+def test_a_snapshot_with_its_lines_inside_is_read_as_its_writer_stored_it() -> None:
+    """A snapshot written before lines were rows (by an older daemon still running on a
+    shared database, say) carries the whole transcript as that daemon last stored it; the
+    rows may be older. A snapshot of this version has none inside, and the rows are read."""
     call = record(3)
     old = json.dumps(call.to_wire())
-    assert CallRecord.from_stored(old, call.transcript[0].wire_json).transcript == [
+    assert CallRecord.from_stored(old, call.transcript[0].wire_json) == call
+    assert CallRecord.from_stored(old, None) == call
+    current = call.snapshot_json()
+    assert CallRecord.from_stored(current, call.transcript[0].wire_json).transcript == [
         call.transcript[0]
     ]
 
