@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -91,6 +93,25 @@ def test_calls_show_and_export(make_daemon) -> None:
     assert record == d.call_record(call_id)
     text = d.cli("calls", "export", call_id, "--format", "txt")
     assert text.stdout == shown.stdout
+
+    # Each line is stored once, apart from the snapshot, and the history reads the same after
+    # the daemon starts again.
+    with closing(sqlite3.connect(d.home / "state" / "voicecall.db")) as db:
+        (snapshot,) = db.execute(
+            "SELECT record FROM calls WHERE call_id = ?", (call_id,)
+        ).fetchone()
+        rows = db.execute(
+            "SELECT line FROM transcript WHERE call_id = ? ORDER BY idx", (call_id,)
+        ).fetchall()
+    assert "Tuesday" not in snapshot
+    assert [json.loads(line)["text"] for (line,) in rows] == [
+        "Hello +15550000009",
+        "Does Tuesday work?",
+        "Tuesday works.",
+    ]
+    d.stop()
+    d.start()
+    assert d.cli("calls", "show", call_id).stdout == shown.stdout
 
     missing = d.cli("calls", "show", "no-such-call")
     assert missing.returncode == 1
