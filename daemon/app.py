@@ -171,6 +171,8 @@ class Daemon:
         self.webhooks = install_routes(self)
         install_eager(asyncio.get_running_loop())
         guard = connection_guard(self)
+        if self.media is not None:
+            guard.after_read = self.media.pacer.poll
         install_guard(self.web_app, guard)
         install_webhook_forwarding(self)
         serve = self.config.serve

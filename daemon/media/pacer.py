@@ -58,11 +58,16 @@ class Pacer:
         "_epoch",
         "_handle",
         "_index",
+        "_monotonic",
+        "_poll_due",
+        "_polled_reported",
+        "_pumped",
         "_real_clock",
         "_tick_cb",
         "deferral",
         "interval",
         "lateness",
+        "polled",
         "stats",
         "ticks",
     )
@@ -83,11 +88,19 @@ class Pacer:
         self._due = 0.0
         self._index = 0
         self._handle: TimerHandle | None = None
+        self._pumped = 0
+        """The last grid point pumped (by its timer or by :meth:`poll`)."""
+        self._poll_due = math.inf
+        """When the grid point after ``_pumped`` is due (what :meth:`poll` checks)."""
         self._tick_cb = self.tick
         self.ticks = 0
+        self.polled = 0
+        """Ticks run by :meth:`poll` (the rest ran from their timer)."""
+        self._polled_reported = 0
         self.lateness: array[float] | None = None
         """When recording (see :meth:`record`): how late each tick fired, in seconds."""
         self._real_clock = clock is None
+        self._monotonic = time.monotonic if clock is None else clock
         self.stats = TickStats()
         """Always on (two increments a tick): logged every ``REPORT_TICKS`` busy ticks."""
         self.deferral = Deferral()
@@ -169,49 +182,86 @@ class Pacer:
         if self._epoch is None:
             self._epoch = now
         # The tick after `now` on the grid; never the one just run (float rounding of now).
-        index = max(self._index + 1, math.floor((now - self._epoch) / self.interval + 1e-9) + 1)
+        index = max(self._index + 1, self._grid_index(now) + 1)
         self._index = index
         assert self._call_at is not None
         self._due = self._epoch + index * self.interval
+        self._pumped = max(self._pumped, index - 1)  # an idle spell's grid points are gone
+        self._poll_due = self._due
         self._handle = self._call_at(self._due, self._tick_cb)
 
+    def _grid_index(self, when: float) -> int:
+        """The grid point at or before ``when``."""
+        assert self._epoch is not None
+        return math.floor((when - self._epoch) / self.interval + 1e-9)
+
+    def poll(self) -> None:
+        """Pump now if a grid point not yet pumped is due.
+
+        Called between the callbacks of a busy loop iteration (after each read of a media
+        stream): a timer fires only once the loop has run every callback that was ready
+        before it, and at 400 streams one such iteration can take longer than a frame, so
+        the frames would leave late by that much, and by varying amounts (jitter). The timer
+        still fires for its grid point, and only measures when this pumped already: its
+        lateness is the loop's own, the overload signal of :attr:`deferral`.
+        """
+        if self._handle is None:
+            return
+        started = self._monotonic()
+        if started >= self._poll_due:
+            self.polled += 1
+            self._pump(self._grid_index(started), started, started, self._poll_due)
+
     def tick(self) -> None:
-        """Pump every active stream once; re-arm while any remains active."""
+        """The grid point's timer: pump every active stream (unless :meth:`poll` did for the
+        current grid point), tell the deferral how late the loop is, re-arm while any stream
+        remains active."""
         self._handle = None
         # uvloop's clock has millisecond resolution and may fire a timer up to 1 ms before
         # its due time; the tick stands for its grid point, so never run "before" it.
         now = max(self.now(), self._due)
-        self.ticks += 1
-        lateness = self.lateness
-        if lateness is not None:
-            lateness.append(now - self._due)
         # The loop's clock (uvloop: 1 ms steps, read once per loop iteration) would hide part
         # of the lateness; the stats read the same monotonic clock at full resolution.
         started = time.monotonic() if self._real_clock else now
+        current = self._grid_index(now)
+        if self._pumped < current:
+            self._pump(current, now, started, self._due)
+        self.deferral.tick(started - self._due)
+        if self._active and self._handle is None:
+            self._schedule(now)
+        elif not self._active:
+            self.deferral.release_all()
+
+    def _pump(self, index: int, now: float, started: float, due: float) -> None:
+        """Every active stream sends what is due at ``now``: grid point ``index`` (and any
+        missed since the one due at ``due``)."""
+        assert self._epoch is not None
+        self._pumped = index
+        self._poll_due = self._epoch + (index + 1) * self.interval
+        self.ticks += 1
+        lateness = self.lateness
+        if lateness is not None:
+            lateness.append(now - due)
         active = self._active
         done = [stream for stream in list(active) if not stream.pump(now)]
         for stream in done:
             active.pop(stream, None)
-        late = started - self._due
         if self._real_clock:
             stats = self.stats
-            stats.add(late, time.monotonic() - started)
+            stats.add(started - due, time.monotonic() - started)
             if stats.count >= REPORT_TICKS:
                 self._report(len(active))
-        self.deferral.tick(late)
-        if active and self._handle is None:
-            self._schedule(now)
-        elif not active:
-            self.deferral.release_all()
 
     def _report(self, streams: int) -> None:
         s = self.stats.take()
         deferred = self.deferral.deferred - self._deferred_reported
         self._deferred_reported = self.deferral.deferred
+        polled = self.polled - self._polled_reported
+        self._polled_reported = self.polled
         logger.info(
             "media pacer: %d streams; tick lateness p50 %.0f ms, p99 %.0f ms, max %.0f "
-            "ms; tick work p50 %.1f ms, p99 %.1f ms, max %.1f ms (last %d ticks); "
-            "synthesis deferred %d times",
+            "ms; tick work p50 %.1f ms, p99 %.1f ms, max %.1f ms (last %d ticks, %d run "
+            "between reads); synthesis deferred %d times",
             streams,
             s.late_p50,
             s.late_p99,
@@ -220,5 +270,6 @@ class Pacer:
             s.work_p99,
             s.work_max,
             s.ticks,
+            polled,
             deferred,
         )

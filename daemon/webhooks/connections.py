@@ -77,6 +77,8 @@ class ConnectionGuard:
         connection can be handed to a sibling worker (:mod:`daemon.workers.handoff`)."""
         self._per_address: dict[str, int] = {}
         self._by_transport: dict[asyncio.BaseTransport, GuardedProtocol] = {}
+        self.after_read: Callable[[], None] | None = None
+        """Called after each read of an admitted media stream (the pacer's due-tick check)."""
 
     def open_for(self, address: str) -> int:
         """Connections open from one address."""
@@ -302,6 +304,9 @@ class GuardedProtocol(asyncio.Protocol):
             if feed(data)[0]:  # the parser failed: aiohttp closes the connection then
                 self._feed = None
                 handler.close()
+            after = self._guard.after_read
+            if after is not None:
+                after()
             return
         inner = self._inner
         if inner is None:

@@ -33,7 +33,9 @@ def test_exempt_peer_is_bounded_by_the_global_cap_only() -> None:
 async def test_admitted_stream_bypasses_aiohttp_handler_and_floods_are_still_sliced() -> None:
     """Once a websocket is authenticated its packets go straight to the websocket parser (the
     guard's fast path), every message still arrives in order, and a burst larger than a slice
-    still takes the sliced path (the guard holds a backlog and hands it over piece by piece)."""
+    still takes the sliced path (the guard holds a backlog and hands it over piece by piece).
+    After each fast-path read the guard calls `after_read` (the daemon's pacer checks for a
+    due tick there)."""
     import asyncio
 
     import aiohttp
@@ -42,6 +44,8 @@ async def test_admitted_stream_bypasses_aiohttp_handler_and_floods_are_still_sli
     from daemon.webhooks.connections import SLICE_BYTES, GuardedSite, install_guard
 
     guard = ConnectionGuard(ConnectionLimits())
+    reads: list[int] = []
+    guard.after_read = lambda: reads.append(1)  # the pacer's poll, in the daemon
     received: list[str] = []
     states: dict[str, object] = {}
     authenticated = asyncio.Event()
@@ -55,6 +59,7 @@ async def test_admitted_stream_bypasses_aiohttp_handler_and_floods_are_still_sli
         states["before"] = connection.media_fast_path
         first = await ws.receive()
         received.append(first.data)
+        states["reads before"] = len(reads)
         connection.authenticated()
         states["after"] = connection.media_fast_path
         authenticated.set()
@@ -92,4 +97,5 @@ async def test_admitted_stream_bypasses_aiohttp_handler_and_floods_are_still_sli
         await runner.cleanup()
     assert states["before"] is False and states["after"] is True
     assert received == ["start", *[f"m{i}" for i in range(50)], big, "end"]
+    assert states["reads before"] == 0 and reads, "after_read follows each fast-path read"
     assert guard.total == 0

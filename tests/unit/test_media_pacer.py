@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -244,3 +246,106 @@ def test_recording_keeps_send_and_play_times() -> None:
     loop.run_next(late=0.003)
     assert playback.trace is not None and len(playback.trace) == 2 * 6
     assert pacer.lateness is not None and list(pacer.lateness) == pytest.approx([0.003])
+
+
+# ---------------------------------------------------------------------- poll: reads in a busy turn
+
+
+def test_a_read_in_a_busy_loop_turn_sends_the_due_frame_before_the_timer_fires() -> None:
+    """A grid point falls due while the loop is still running other callbacks (here: reads of
+    media streams): the first read after it sends the frame, and the timer, firing once the
+    turn ends, sends nothing more for that grid point."""
+    loop = FakeLoop()
+    pacer, playback, wire, _ = make(loop)
+    segment = Segment("Hello.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(100))
+    start, first = loop.now, len(wire.events("media"))
+    loop.now = start + 0.019
+    pacer.poll()
+    assert len(wire.events("media")) == first, "not due yet: nothing sent"
+    loop.now = start + 0.0215
+    pacer.poll()
+    pacer.poll()
+    assert [t for t, _ in wire.events("media")[first:]] == [start + 0.0215], "one frame, at once"
+    loop.run_next(late=0.014)  # the timer of that grid point, 14 ms late
+    assert len(wire.events("media")) == first + 1
+    loop.run_next()  # the next grid point, on time
+    assert len(wire.events("media")) == first + 2
+    assert pacer.ticks == 2
+
+
+def test_the_timer_still_sends_a_grid_point_no_read_reached() -> None:
+    """A late timer finds the grid point after the polled one due and nobody read since: it
+    sends it, and the clock stays on its grid."""
+    loop = FakeLoop()
+    pacer, playback, wire, _ = make(loop)
+    segment = Segment("Hello.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(100))
+    start, first = loop.now, len(wire.events("media"))
+    loop.now = start + 0.021
+    pacer.poll()
+    due = loop.run_next(late=0.025)  # grid point 1's timer, running in grid point 2's slot
+    assert due == pytest.approx(start + 0.02)
+    assert len(wire.events("media")) == first + 2
+    [armed] = loop.pending()
+    assert armed.when == pytest.approx(start + 0.06)
+
+
+def test_poll_does_nothing_while_no_stream_ticks() -> None:
+    loop = FakeLoop()
+    pacer, _, wire, _ = make(loop)
+    loop.now += 1.0
+    pacer.poll()
+    assert wire.sent == [] and pacer.ticks == 0 and loop.pending() == []
+
+
+def test_the_loop_stays_strained_while_reads_keep_the_frames_on_time() -> None:
+    """The deferral's overload signal is how late the loop runs its timers, not how late the
+    frames left: polled frames are on time while the loop is behind all the same."""
+    loop = FakeLoop()
+    pacer, playback, _, _ = make(loop)
+    segment = Segment("Hello.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(200))
+    pacer.record()
+    for _ in range(20):
+        [armed] = loop.pending()
+        loop.now = armed.when + 0.0005
+        pacer.poll()
+        loop.run_next(late=0.018)
+    assert pacer.deferral.strained
+    assert pacer.lateness is not None and len(pacer.lateness) == 20
+    assert max(pacer.lateness) <= 0.001, "every grid point's frames left within a millisecond"
+
+
+async def test_on_a_real_loop_a_long_turn_of_reads_does_not_hold_the_frames_back() -> None:
+    """One loop turn of 70 ms (a burst of reads, each followed by a poll as the media server
+    does) no longer delays the ticks due within it: they run inside the turn, on time."""
+    pumped: list[float] = []
+
+    class Stream:
+        def pump(self, now: float) -> bool:
+            pumped.append(time.monotonic())
+            return True
+
+    loop = asyncio.get_running_loop()
+    pacer = Pacer()
+    pacer.activate(Stream())
+    await asyncio.sleep(0.03)  # a couple of ordinary ticks
+    before = len(pumped)
+    turn_started = time.monotonic()
+
+    def busy_turn() -> None:
+        while time.monotonic() - turn_started < 0.07:
+            time.sleep(0.001)  # a read's worth of work
+            pacer.poll()
+
+    loop.call_soon(busy_turn)
+    await asyncio.sleep(0)
+    inside = [t for t in pumped[before:] if t < turn_started + 0.07]
+    assert len(inside) >= 3, f"ticks inside the 70 ms turn: {len(inside)}"
+    gaps = [b - a for a, b in itertools.pairwise(inside)]
+    assert max(gaps) < 0.035, gaps
+    pacer.close()
