@@ -210,7 +210,10 @@ class Pacer:
         started = self._monotonic()
         if started >= self._poll_due:
             self.polled += 1
-            self._pump(self._grid_index(started), started, started, self._poll_due)
+            try:
+                self._pump(self._grid_index(started), started, started, self._poll_due)
+            except Exception:  # a read of one caller's stream must not fail for it
+                logger.exception("media pacer: a tick run between reads failed")
 
     def tick(self) -> None:
         """The grid point's timer: pump every active stream (unless :meth:`poll` did for the

@@ -349,3 +349,29 @@ async def test_on_a_real_loop_a_long_turn_of_reads_does_not_hold_the_frames_back
     gaps = [b - a for a, b in itertools.pairwise(inside)]
     assert max(gaps) < 0.035, gaps
     pacer.close()
+
+
+def test_a_tick_that_fails_between_reads_does_not_fail_the_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The tick runs inside another stream's read handler: a fault in it is logged there, and
+    the timer goes on ticking."""
+    loop = FakeLoop()
+    pacer = Pacer(clock=loop.time, call_at=loop.call_at)
+    calls: list[float] = []
+
+    class Faulty:
+        def pump(self, now: float) -> bool:
+            calls.append(now)
+            if len(calls) == 1:
+                raise RuntimeError("broken stream")
+            return True
+
+    pacer.activate(Faulty())
+    [armed] = loop.pending()
+    loop.now = armed.when + 0.001
+    pacer.poll()  # must not raise into the read
+    assert "a tick run between reads failed" in caplog.text
+    loop.run_next(late=0.001)
+    loop.run_next()
+    assert len(calls) == 2, "the next grid point is pumped by its timer"
