@@ -251,15 +251,21 @@ def test_recording_keeps_send_and_play_times() -> None:
 # ---------------------------------------------------------------------- poll: reads in a busy turn
 
 
-def test_a_read_in_a_busy_loop_turn_sends_the_due_frame_before_the_timer_fires() -> None:
-    """A grid point falls due while the loop is still running other callbacks (here: reads of
-    media streams): the first read after it sends the frame, and the timer, firing once the
-    turn ends, sends nothing more for that grid point."""
+def talking(count: int = 100) -> tuple[FakeLoop, Pacer, Wire]:
+    """A stream that has just started an utterance of `count` frames."""
     loop = FakeLoop()
     pacer, playback, wire, _ = make(loop)
     segment = Segment("Hello.")
     playback.begin(segment)
-    playback.add_frames(segment, frames(100))
+    playback.add_frames(segment, frames(count))
+    return loop, pacer, wire
+
+
+def test_a_read_in_a_busy_loop_turn_sends_the_due_frame_before_the_timer_fires() -> None:
+    """A grid point falls due while the loop is still running other callbacks (here: reads of
+    media streams): the first read after it sends the frame, and the timer, firing once the
+    turn ends, sends nothing more for that grid point."""
+    loop, pacer, wire = talking()
     start, first = loop.now, len(wire.events("media"))
     loop.now = start + 0.019
     pacer.poll()
@@ -278,11 +284,7 @@ def test_a_read_in_a_busy_loop_turn_sends_the_due_frame_before_the_timer_fires()
 def test_the_timer_still_sends_a_grid_point_no_read_reached() -> None:
     """A late timer finds the grid point after the polled one due and nobody read since: it
     sends it, and the clock stays on its grid."""
-    loop = FakeLoop()
-    pacer, playback, wire, _ = make(loop)
-    segment = Segment("Hello.")
-    playback.begin(segment)
-    playback.add_frames(segment, frames(100))
+    loop, pacer, wire = talking()
     start, first = loop.now, len(wire.events("media"))
     loop.now = start + 0.021
     pacer.poll()
@@ -304,11 +306,7 @@ def test_poll_does_nothing_while_no_stream_ticks() -> None:
 def test_the_loop_stays_strained_while_reads_keep_the_frames_on_time() -> None:
     """The deferral's overload signal is how late the loop runs its timers, not how late the
     frames left: polled frames are on time while the loop is behind all the same."""
-    loop = FakeLoop()
-    pacer, playback, _, _ = make(loop)
-    segment = Segment("Hello.")
-    playback.begin(segment)
-    playback.add_frames(segment, frames(200))
+    loop, pacer, _ = talking(200)
     pacer.record()
     for _ in range(20):
         [armed] = loop.pending()
