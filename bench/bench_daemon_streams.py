@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -98,14 +99,24 @@ PACER_LINE = re.compile(
     r"^(\S+ \S+) INFO (?:w\d+ )?daemon\.media\.pacer: media pacer: (\d+) streams; "
     r"tick lateness p50 (\d+) ms, p99 (\d+) ms, max (\d+) ms; "
     r"tick work p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms"
+    r"(?: \(last (\d+) ticks, (\d+) run between reads\))?"
 )
 
 
 def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]:
     """The daemon's own pacer reports (every 10 s) that fall in the window: the worst p99 and
     max of tick lateness and tick work. This is the daemon's share of the jitter the
-    generator sees (which adds its own scheduling and the network)."""
-    worst = {"late_p99": 0.0, "late_max": 0.0, "work_p99": 0.0, "work_max": 0.0, "reports": 0}
+    generator sees (which adds its own scheduling and the network). `polled`: the share of
+    ticks that ran between two reads rather than from their timer (None: a daemon from before
+    ticks could)."""
+    worst: dict[str, float] = {
+        "late_p99": 0.0,
+        "late_max": 0.0,
+        "work_p99": 0.0,
+        "work_max": 0.0,
+        "reports": 0,
+    }
+    ticks = polled = 0
     for line in log_text.splitlines():
         found = PACER_LINE.match(line)
         if found is None:
@@ -116,6 +127,10 @@ def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]
         worst["reports"] += 1
         for key, group in (("late_p99", 4), ("late_max", 5), ("work_p99", 7), ("work_max", 8)):
             worst[key] = max(worst[key], float(found.group(group)))
+        if found.group(9) is not None:
+            ticks += int(found.group(9))
+            polled += int(found.group(10))
+    worst["polled"] = polled / ticks if ticks else math.nan
     return worst
 
 
@@ -382,7 +397,8 @@ def summary(r: dict[str, Any]) -> str:
         f"waited={r['daemon_runqueue_wait_pct']:.0f}% {_core_text(r)}rss={r['end_rss_mib']:.0f}MiB "
         f"({r['rss_per_call_mib']:.2f}MiB/call) | fakes cpu={r['fakes_cpu']:.0f}% "
         f"daemon tick late p99={r['pacer']['late_p99']:.0f}ms "
-        f"max={r['pacer']['late_max']:.0f}ms work p99={r['pacer']['work_p99']:.1f}ms | "
+        f"max={r['pacer']['late_max']:.0f}ms work p99={r['pacer']['work_p99']:.1f}ms "
+        f"between reads={r['pacer']['polled']:.0%} | "
         f"gen cpu={r['gen_cpu']:.0f}% gen tick p99={g['tick_late_p99_ms']:.1f}ms "
         f"skipped={g['ticks_skipped']} | stt_open={v['stt_open']} "
         f"tts={v['tts_requests']} transcripts={v['transcripts']} chat={v['chat_requests']} "
