@@ -296,11 +296,26 @@ def test_the_timer_still_sends_a_grid_point_no_read_reached() -> None:
 
 
 def test_poll_does_nothing_while_no_stream_ticks() -> None:
+    """Before any stream, and after the last one left (its clock stopped), a read finds no
+    tick to run."""
     loop = FakeLoop()
     pacer, _, wire, _ = make(loop)
     loop.now += 1.0
     pacer.poll()
     assert wire.sent == [] and pacer.ticks == 0 and loop.pending() == []
+
+    class Quiet:
+        def pump(self, now: float) -> bool:
+            return True
+
+    stream = Quiet()
+    pacer.activate(stream)
+    loop.run_next()
+    pacer.discard(stream)
+    ticks = pacer.ticks
+    loop.now += 0.5
+    pacer.poll()
+    assert pacer.ticks == ticks and loop.pending() == []
 
 
 def test_the_loop_stays_strained_while_reads_keep_the_frames_on_time() -> None:
