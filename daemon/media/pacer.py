@@ -67,6 +67,7 @@ class Pacer:
         "deferral",
         "interval",
         "lateness",
+        "loop_late_max",
         "polled",
         "stats",
         "ticks",
@@ -96,6 +97,9 @@ class Pacer:
         self.ticks = 0
         self.polled = 0
         """Ticks run by :meth:`poll` (the rest ran from their timer)."""
+        self.loop_late_max = 0.0
+        """How late the loop ran the pacer's timer at worst since the last report (seconds):
+        its stalls, which ticks run between reads no longer show in their own lateness."""
         self._polled_reported = 0
         self.lateness: array[float] | None = None
         """When recording (see :meth:`record`): how late each tick fired, in seconds."""
@@ -229,7 +233,9 @@ class Pacer:
         current = self._grid_index(now)
         if self._pumped < current:
             self._pump(current, now, started, self._due)
-        self.deferral.tick(started - self._due)
+        loop_late = started - self._due
+        self.loop_late_max = max(self.loop_late_max, loop_late)
+        self.deferral.tick(loop_late)
         if self._active and self._handle is None:
             self._schedule(now)
         elif not self._active:
@@ -261,10 +267,11 @@ class Pacer:
         self._deferred_reported = self.deferral.deferred
         polled = self.polled - self._polled_reported
         self._polled_reported = self.polled
+        loop_late, self.loop_late_max = self.loop_late_max, 0.0
         logger.info(
             "media pacer: %d streams; tick lateness p50 %.0f ms, p99 %.0f ms, max %.0f "
             "ms; tick work p50 %.1f ms, p99 %.1f ms, max %.1f ms (last %d ticks, %d run "
-            "between reads); synthesis deferred %d times",
+            "between reads); synthesis deferred %d times; timers up to %.0f ms late",
             streams,
             s.late_p50,
             s.late_p99,
@@ -275,4 +282,5 @@ class Pacer:
             s.ticks,
             polled,
             deferred,
+            loop_late * 1000,
         )

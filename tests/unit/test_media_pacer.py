@@ -329,6 +329,7 @@ def test_the_loop_stays_strained_while_reads_keep_the_frames_on_time() -> None:
         pacer.poll()
         loop.run_next(late=0.018)
     assert pacer.deferral.strained
+    assert pacer.loop_late_max == pytest.approx(0.018), "the health line's loop stalls"
     assert pacer.lateness is not None and len(pacer.lateness) == 20
     assert max(pacer.lateness) <= 0.001, "every grid point's frames left within a millisecond"
 
@@ -388,3 +389,19 @@ def test_a_tick_that_fails_between_reads_does_not_fail_the_read(
     loop.run_next(late=0.001)
     loop.run_next()
     assert len(calls) == 2, "the next grid point is pumped by its timer"
+
+
+def test_the_health_line_reports_the_loops_worst_timer_lateness_and_starts_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Ticks run between reads leave on time while the loop itself stalls: the health line
+    still shows the stalls, as how late the loop ran the pacer's timer at worst."""
+    loop, pacer, _ = talking()
+    [armed] = loop.pending()
+    loop.now = armed.when + 0.001
+    pacer.poll()
+    loop.run_next(late=0.037)
+    caplog.set_level("INFO", logger="daemon.media.pacer")
+    pacer._report(1)
+    assert "run between reads); synthesis deferred 0 times; timers up to 37 ms late" in caplog.text
+    assert pacer.loop_late_max == 0.0
