@@ -100,6 +100,7 @@ PACER_LINE = re.compile(
     r"tick lateness p50 (\d+) ms, p99 (\d+) ms, max (\d+) ms; "
     r"tick work p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms"
     r"(?: \(last (\d+) ticks, (\d+) run between reads\))?"
+    r"(?:; synthesis deferred \d+ times; timers up to (\d+) ms late)?"
 )
 
 
@@ -107,8 +108,8 @@ def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]
     """The daemon's own pacer reports (every 10 s) that fall in the window: the worst p99 and
     max of tick lateness and tick work. This is the daemon's share of the jitter the
     generator sees (which adds its own scheduling and the network). `polled`: the share of
-    ticks that ran between two reads rather than from their timer (None: a daemon from before
-    ticks could)."""
+    ticks that ran between two reads rather than from their timer (NaN: a daemon from before
+    ticks could); `loop_max`: how late the loop ran the pacer's timer at worst (its stalls)."""
     worst: dict[str, float] = {
         "late_p99": 0.0,
         "late_max": 0.0,
@@ -130,6 +131,8 @@ def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]
         if found.group(9) is not None:
             ticks += int(found.group(9))
             polled += int(found.group(10))
+        if found.group(11) is not None:
+            worst["loop_max"] = max(worst.get("loop_max", 0.0), float(found.group(11)))
     worst["polled"] = polled / ticks if ticks else math.nan
     return worst
 
@@ -398,7 +401,8 @@ def summary(r: dict[str, Any]) -> str:
         f"({r['rss_per_call_mib']:.2f}MiB/call) | fakes cpu={r['fakes_cpu']:.0f}% "
         f"daemon tick late p99={r['pacer']['late_p99']:.0f}ms "
         f"max={r['pacer']['late_max']:.0f}ms work p99={r['pacer']['work_p99']:.1f}ms "
-        f"between reads={r['pacer']['polled']:.0%} | "
+        f"between reads={r['pacer']['polled']:.0%} "
+        f"timers late max={r['pacer'].get('loop_max', math.nan):.0f}ms | "
         f"gen cpu={r['gen_cpu']:.0f}% gen tick p99={g['tick_late_p99_ms']:.1f}ms "
         f"skipped={g['ticks_skipped']} | stt_open={v['stt_open']} "
         f"tts={v['tts_requests']} transcripts={v['transcripts']} chat={v['chat_requests']} "
