@@ -7,7 +7,10 @@ tick never shifts the next: no drift) and asks every stream that has something t
 what is due. Each stream keeps its own play clock and sends frames a small *lead* ahead of
 their play time, so the provider's jitter buffer absorbs a late tick (see
 :class:`daemon.media.playback.Playback`). When no stream has work the clock stops: an idle
-daemon does not wake up 50 times a second.
+daemon does not wake up 50 times a second. A grid point that falls due while the loop is
+busy reading media streams is pumped between two reads (:meth:`Pacer.poll`), not after the
+whole loop turn; its timer then only measures how late the loop runs (the overload signal,
+and the health line's stalls).
 
 The clock and the timer are injectable, so tests drive ticks by hand with a fake clock.
 """
