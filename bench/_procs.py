@@ -267,12 +267,21 @@ def start_loadgen(
 
 
 def start_py_spy(
-    pid: int, out: str, *, seconds: float, rate: int, core: int | None, native: bool, log: Any
+    pid: int,
+    out: str,
+    *,
+    seconds: float,
+    rate: int,
+    core: int | None,
+    native: bool,
+    log: Any,
+    timeline: bool = False,
 ) -> subprocess.Popen[bytes]:
     """py-spy on `pid` for `seconds`, raw collapsed stacks to `out` (bench/pyspy_breakdown.py
     reads them). Without `native` it samples without pausing the process (--nonblocking);
     --native needs the pauses (py-spy refuses both), so that run's latency figures include
-    them."""
+    them. With `timeline`, every sample in time order (chrometrace, idle samples included, so
+    the loop's waits in epoll show; bench/pyspy_turns.py reads it)."""
     return subprocess.Popen(
         pinned(
             core,
@@ -286,7 +295,8 @@ def start_py_spy(
                 "--duration",
                 str(max(1, round(seconds))),
                 "--format",
-                "raw",
+                "chrometrace" if timeline else "raw",
+                *(["--idle"] if timeline else []),
                 "--native" if native else "--nonblocking",
                 "-o",
                 out,

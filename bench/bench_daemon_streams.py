@@ -101,6 +101,7 @@ PACER_LINE = re.compile(
     r"tick work p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms"
     r"(?: \(last (\d+) ticks, (\d+) run between reads\))?"
     r"(?:; synthesis deferred \d+ times; timers up to (\d+) ms late)?"
+    r"(?:; (\d+) collections took (\d+) ms, the longest ([\d.]+) ms)?"
 )
 
 
@@ -118,6 +119,7 @@ def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]
         "reports": 0,
     }
     ticks = polled = 0
+    gc_ms = 0.0
     for line in log_text.splitlines():
         found = PACER_LINE.match(line)
         if found is None:
@@ -133,7 +135,12 @@ def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]
             polled += int(found.group(10))
         if found.group(11) is not None:
             worst["loop_max"] = max(worst.get("loop_max", 0.0), float(found.group(11)))
+        if found.group(12) is not None:
+            gc_ms += float(found.group(13))
+            worst["gc_max"] = max(worst.get("gc_max", 0.0), float(found.group(14)))
     worst["polled"] = polled / ticks if ticks else math.nan
+    seconds = ticks * 0.02
+    worst["gc_share"] = gc_ms / 1000 / seconds if seconds and "gc_max" in worst else math.nan
     return worst
 
 
@@ -199,9 +206,17 @@ def _spy(
     """py-spy on the daemon for one phase (--py-spy-phase), collapsed stacks to a file."""
     if not args.py_spy or args.py_spy_phase != phase:
         return None
-    out = f"{args.py_spy}-{args.tts}-{n}{'-ramp' if phase == 'ramp' else ''}.txt"
+    suffix = ".json" if args.py_spy_timeline else ".txt"
+    out = f"{args.py_spy}-{args.tts}-{n}{'-ramp' if phase == 'ramp' else ''}{suffix}"
     return start_py_spy(
-        pid, out, seconds=seconds, rate=250, core=args.other_core, native=False, log=log
+        pid,
+        out,
+        seconds=seconds,
+        rate=1000 if args.py_spy_timeline else 250,
+        core=args.other_core,
+        native=False,
+        log=log,
+        timeline=args.py_spy_timeline,
     )
 
 
@@ -402,7 +417,9 @@ def summary(r: dict[str, Any]) -> str:
         f"daemon tick late p99={r['pacer']['late_p99']:.0f}ms "
         f"max={r['pacer']['late_max']:.0f}ms work p99={r['pacer']['work_p99']:.1f}ms "
         f"between reads={r['pacer']['polled']:.0%} "
-        f"timers late max={r['pacer'].get('loop_max', math.nan):.0f}ms | "
+        f"timers late max={r['pacer'].get('loop_max', math.nan):.0f}ms "
+        f"gc={r['pacer'].get('gc_share', math.nan):.1%} "
+        f"gc max={r['pacer'].get('gc_max', math.nan):.0f}ms | "
         f"gen cpu={r['gen_cpu']:.0f}% gen tick p99={g['tick_late_p99_ms']:.1f}ms "
         f"skipped={g['ticks_skipped']} | stt_open={v['stt_open']} "
         f"tts={v['tts_requests']} transcripts={v['transcripts']} chat={v['chat_requests']} "
@@ -496,6 +513,12 @@ def main() -> None:
         choices=("window", "ramp"),
         default="window",
         help="profile the measured window or the ramp (webhooks, set-up)",
+    )
+    parser.add_argument(
+        "--py-spy-timeline",
+        action="store_true",
+        help="with --py-spy: every sample in time order at 1 kHz, idle ones included "
+        "(PREFIX-<tts>-<n>.json; see bench/pyspy_turns.py for the loop's long turns)",
     )
     args = parser.parse_args()
     print(

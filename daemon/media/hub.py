@@ -130,6 +130,7 @@ class MediaHub:
         self._prefetched: dict[str, tuple[Prefetch, asyncio.TimerHandle]] = {}
         self._tasks = TaskSet("media")
         self.gc_policy = GcPolicy()
+        self.pacer.gc_pauses = self.gc_policy.pauses
         self._dummy = self.new_token()
 
     # ------------------------------------------------------------------ tokens

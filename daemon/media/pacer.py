@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from daemon.media.deferral import Deferral
+from daemon.media.gcpolicy import GcPauses
 from daemon.media.tickstats import REPORT_TICKS, TickStats
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Pacer:
         "_real_clock",
         "_tick_cb",
         "deferral",
+        "gc_pauses",
         "interval",
         "lateness",
         "loop_late_max",
@@ -104,6 +106,8 @@ class Pacer:
         """How late the loop ran the pacer's timer at worst since the last report (seconds):
         its stalls, which ticks run between reads no longer show in their own lateness."""
         self._polled_reported = 0
+        self.gc_pauses: GcPauses | None = None
+        """The collector's pauses, reported with the ticks (set by the media hub)."""
         self.lateness: array[float] | None = None
         """When recording (see :meth:`record`): how late each tick fired, in seconds."""
         self._real_clock = clock is None
@@ -271,10 +275,14 @@ class Pacer:
         polled = self.polled - self._polled_reported
         self._polled_reported = self.polled
         loop_late, self.loop_late_max = self.loop_late_max, 0.0
+        collections, gc_total, gc_worst = (
+            self.gc_pauses.take() if self.gc_pauses is not None else (0, 0.0, 0.0)
+        )
         logger.info(
             "media pacer: %d streams; tick lateness p50 %.0f ms, p99 %.0f ms, max %.0f "
             "ms; tick work p50 %.1f ms, p99 %.1f ms, max %.1f ms (last %d ticks, %d run "
-            "between reads); synthesis deferred %d times; timers up to %.0f ms late",
+            "between reads); synthesis deferred %d times; timers up to %.0f ms late; "
+            "%d collections took %.0f ms, the longest %.1f ms",
             streams,
             s.late_p50,
             s.late_p99,
@@ -286,4 +294,7 @@ class Pacer:
             polled,
             deferred,
             loop_late * 1000,
+            collections,
+            gc_total * 1000,
+            gc_worst * 1000,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
-from daemon.media.gcpolicy import GcPolicy
+from daemon.media.gcpolicy import GcPauses, GcPolicy
 
 
 async def test_freeze_once_per_burst_then_unfreeze_when_idle() -> None:
@@ -24,3 +24,38 @@ async def test_freeze_once_per_burst_then_unfreeze_when_idle() -> None:
     finally:
         policy.close()
         gc.unfreeze()
+
+
+async def test_collections_are_timed_while_a_stream_is_live_and_not_after() -> None:
+    """Binding a stream starts timing the collector's real runs; going idle stops it (the
+    idle collection is not a pause anyone hears)."""
+    policy = GcPolicy(delay=60)
+    try:
+        policy.stream_bound()
+        policy.stream_bound()
+        assert gc.callbacks.count(policy.pauses._callback) == 1
+        gc.collect()
+        count, total, worst = policy.pauses.take()
+        assert count >= 1
+        assert 0 < worst <= total
+        assert policy.pauses.take() == (0, 0.0, 0.0)
+        policy.idle()
+        assert policy.pauses._callback not in gc.callbacks
+        gc.collect()
+        assert policy.pauses.take() == (0, 0.0, 0.0)
+    finally:
+        policy.close()
+        gc.unfreeze()
+
+
+def test_pauses_are_summed_with_the_worst_kept() -> None:
+    """Each start/stop pair is one collection; the worst is the longest pair."""
+    moments = iter([1.0, 1.002, 2.0, 2.010, 3.0, 3.001])
+    pauses = GcPauses(clock=lambda: next(moments))
+    for _ in range(3):
+        pauses._callback("start", {"generation": 0})
+        pauses._callback("stop", {"generation": 0})
+    count, total, worst = pauses.take()
+    assert count == 3
+    assert abs(total - 0.013) < 1e-9
+    assert abs(worst - 0.010) < 1e-9

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from daemon.media.gcpolicy import GcPauses
 from daemon.media.pacer import FRAME_SECONDS, Pacer
 from daemon.media.playback import MARK_GRACE_SECONDS, Playback, Segment, SegmentState
 from daemon.media.protocols import TwilioFraming
@@ -405,3 +406,23 @@ def test_the_health_line_reports_the_loops_worst_timer_lateness_and_starts_over(
     pacer._report(1)
     assert "run between reads); synthesis deferred 0 times; timers up to 37 ms late" in caplog.text
     assert pacer.loop_late_max == 0.0
+
+
+def test_the_health_line_reports_the_collectors_pauses_and_starts_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A collection stops the loop like any stall: the line says how many ran, for how long
+    in all and at worst, from the media hub's timing of them; the next line starts over."""
+    _, pacer, _ = talking()
+    moments = iter([10.0, 10.004, 20.0, 20.0125])
+    pauses = GcPauses(clock=lambda: next(moments))
+    pacer.gc_pauses = pauses
+    for _ in range(2):
+        pauses._callback("start", {"generation": 0})
+        pauses._callback("stop", {"generation": 0})
+    caplog.set_level("INFO", logger="daemon.media.pacer")
+    pacer._report(1)
+    assert "; 2 collections took 16 ms, the longest 12.5 ms" in caplog.text
+    caplog.clear()
+    pacer._report(1)
+    assert "; 0 collections took 0 ms, the longest 0.0 ms" in caplog.text
