@@ -19,6 +19,7 @@ Run: python bench/pyspy_turns.py /tmp/spy-openai-400-ramp.json --over 20
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -98,6 +99,62 @@ def short(label: str) -> str:
     return f"{name} ({'/'.join(path.split('/')[-2:])})"
 
 
+Stretch = tuple[int, int, list[tuple[int, tuple[str, ...]]]]
+"""A busy stretch: start and end (us), and its samples as (duration, stack)."""
+
+
+def split(timeline: list[Sample], base: int) -> tuple[list[Stretch], list[Frame], int]:
+    """The busy stretches, the frame instances right above the loop, and the busy time."""
+    stretches: list[Stretch] = []
+    current: list[tuple[int, tuple[str, ...]]] = []
+    frames: list[Frame] = []
+    open_frame: Frame | None = None
+    busy = 0
+    for (ts, stack), (next_ts, _) in itertools.pairwise(timeline):
+        span = next_ts - ts
+        if len(stack) > base and stack[base - 1].startswith(LOOP_FRAME):
+            busy += span
+            current.append((span, stack))
+            if open_frame is None or open_frame.name != stack[base]:
+                if open_frame is not None:
+                    open_frame.end = ts
+                open_frame = Frame(stack[base], ts)
+                frames.append(open_frame)
+            open_frame.inner[stack[-1]] += span
+            continue
+        if current:
+            stretches.append((ts - sum(s for s, _ in current), ts, current))
+            current = []
+        if open_frame is not None:
+            open_frame.end = ts
+            open_frame = None
+    return stretches, frames, busy
+
+
+def report_long(long_ones: list[Stretch], base: int, first: int, over: float, top: int) -> None:
+    """What the stretches over `over` ms were made of, and each one's main callbacks."""
+    in_long = sum(e - s for s, e, _ in long_ones)
+    cats: Counter[str] = Counter()
+    tops: Counter[str] = Counter()
+    for _, _, parts in long_ones:
+        for span, stack in parts:
+            cats[category(stack[base:])] += span
+            tops[short(stack[base])] += span
+    print(f"\n{len(long_ones)} stretches over {over:.0f} ms, {in_long / 1000:.0f} ms in all:")
+    for name, span in cats.most_common():
+        print(f"  {span / in_long * 100:5.1f} %  {name}")
+    print("\ncallbacks in them (first frame above the loop):")
+    for name, span in tops.most_common(top):
+        print(f"  {span / in_long * 100:5.1f} %  {name}")
+    print("\nthe long stretches (s after the first sample: ms, top callbacks):")
+    for start, end, parts in long_ones:
+        mix: Counter[str] = Counter()
+        for span, stack in parts:
+            mix[short(stack[base]).split(" (")[0]] += span
+        names = ", ".join(f"{name} {span / 1000:.0f}" for name, span in mix.most_common(4))
+        print(f"  {(start - first) / 1e6:6.2f} s {(end - start) / 1000:4.0f} ms: {names}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("timeline", help="py-spy chrometrace output (--idle)")
@@ -106,64 +163,18 @@ def main() -> None:
     args = parser.parse_args()
     timeline = samples(args.timeline)
     base = base_depth(timeline)
-    over = args.over * 1000
-    stretches: list[tuple[int, int, list[Sample]]] = []
-    current: list[Sample] = []
-    frames: list[Frame] = []
-    open_frame: Frame | None = None
-    busy = 0
-    for (ts, stack), (next_ts, _) in zip(timeline, timeline[1:], strict=False):
-        span = next_ts - ts
-        if len(stack) > base and stack[base - 1].startswith(LOOP_FRAME):
-            busy += span
-            current.append((span, stack))
-            top = stack[base]
-            if open_frame is None or open_frame.name != top:
-                if open_frame is not None:
-                    open_frame.end = ts
-                open_frame = Frame(top, ts)
-                frames.append(open_frame)
-            open_frame.inner[stack[-1]] += span
-        else:
-            if current:
-                start = ts - sum(s for s, _ in current)
-                stretches.append((start, ts, current))
-                current = []
-            if open_frame is not None:
-                open_frame.end = ts
-                open_frame = None
+    stretches, frames, busy = split(timeline, base)
     total = timeline[-1][0] - timeline[0][0]
     lengths = sorted(end - start for start, end, _ in stretches) or [0]
-    long_ones = [s for s in stretches if s[1] - s[0] > over]
     print(
         f"{len(timeline)} samples over {total / 1e6:.1f} s; loop busy {busy / total * 100:.0f} %;"
         f" {len(stretches)} busy stretches, longest {lengths[-1] / 1000:.0f} ms;"
         f" over 10/20/40 ms: {sum(x > 10_000 for x in lengths)}/"
         f"{sum(x > 20_000 for x in lengths)}/{sum(x > 40_000 for x in lengths)}"
     )
-    if not long_ones:
-        return
-    in_long = sum(e - s for s, e, _ in long_ones)
-    cats: Counter[str] = Counter()
-    tops: Counter[str] = Counter()
-    for _, _, parts in long_ones:
-        for span, stack in parts:
-            cats[category(stack[base:])] += span
-            tops[short(stack[base])] += span
-    print(f"\n{len(long_ones)} stretches over {args.over:.0f} ms, {in_long / 1000:.0f} ms in all:")
-    for name, span in cats.most_common():
-        print(f"  {span / in_long * 100:5.1f} %  {name}")
-    print("\ncallbacks in them (first frame above the loop):")
-    for name, span in tops.most_common(args.top):
-        print(f"  {span / in_long * 100:5.1f} %  {name}")
-    print("\nthe long stretches (s after the first sample: ms, top callbacks):")
-    first = timeline[0][0]
-    for start, end, parts in long_ones:
-        mix: Counter[str] = Counter()
-        for span, stack in parts:
-            mix[short(stack[base]).split(" (")[0]] += span
-        top = ", ".join(f"{name} {span / 1000:.0f}" for name, span in mix.most_common(4))
-        print(f"  {(start - first) / 1e6:6.2f} s {(end - start) / 1000:4.0f} ms: {top}")
+    long_ones = [s for s in stretches if s[1] - s[0] > args.over * 1000]
+    if long_ones:
+        report_long(long_ones, base, timeline[0][0], args.over, args.top)
     print("\nlongest single frames above the loop, with their heaviest inner calls:")
     for frame in sorted(frames, key=lambda f: f.start - f.end)[: args.top]:
         inner = ", ".join(
