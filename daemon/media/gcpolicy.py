@@ -7,11 +7,18 @@ alive into the permanent generation (`gc.freeze()`), which full collections skip
 pauses fell to 2-4 ms. Frozen cycles are never collected, so when the last stream closes
 (the daemon is idle) we unfreeze and collect, reclaiming whatever became garbage meanwhile.
 
+Young collections stall the loop too, for a reason of their own. CPython collects the young
+generation when allocations of tracked objects exceed deallocations by 700. A daemon carrying
+streams frees old objects (played frames' chunks, answered futures, finished turns) about as
+fast as it makes new ones, so that count hardly moves while the young generation keeps
+growing, and the collection that finally comes walks seconds' worth of survivors: 5-20 ms at
+400 calls, a gap in every stream at once. So while streams are live the young generation is
+also collected every :data:`YOUNG_EVERY_SECONDS`, which keeps each collection near 1 ms.
+
 While streams are live, :class:`GcPauses` times every collection (``gc.callbacks``) for the
 media health line: a collection stops the one loop, so it is one of the loop stalls that line
 reports, and the only one no profiler attributes (a sampler shows the Python line whose
-allocation set it off). Measured at 400 calls: young collections take 3-4 % of the core, each
-up to 5-15 ms (docs/benchmarks.md).
+allocation set it off). docs/benchmarks.md has the figures.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from typing import Any
 
 FREEZE_DELAY_SECONDS = 1.0
 """Wait for a burst of new streams to settle before freezing (one freeze per burst)."""
+YOUNG_EVERY_SECONDS = 0.1
+"""How often the young generation is collected while streams are live (measured at 400 calls:
+the longest collection 15-20 ms without, about 1 ms with, for 0.3 % more of the core)."""
 
 
 class GcPauses:
@@ -72,18 +82,30 @@ class GcPauses:
 class GcPolicy:
     """Debounced `gc.freeze()` as streams bind, full unfreeze-and-collect when idle."""
 
-    def __init__(self, delay: float = FREEZE_DELAY_SECONDS) -> None:
+    def __init__(
+        self, delay: float = FREEZE_DELAY_SECONDS, young_every: float = YOUNG_EVERY_SECONDS
+    ) -> None:
         self.delay = delay
+        self.young_every = young_every
         self._timer: asyncio.TimerHandle | None = None
+        self._young: asyncio.TimerHandle | None = None
         self.freezes = 0
         self.pauses = GcPauses()
         """Timed while any stream is live (the only time a pause is heard)."""
 
     def stream_bound(self) -> None:
-        """A stream started: freeze once the burst of starts is over."""
+        """A stream started: freeze once the burst of starts is over; collect the young
+        generation on a timer while streams are live."""
         self.pauses.install()
+        loop = asyncio.get_running_loop()
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.delay, self._freeze)
+            self._timer = loop.call_later(self.delay, self._freeze)
+        if self._young is None:
+            self._young = loop.call_later(self.young_every, self._collect_young)
+
+    def _collect_young(self) -> None:
+        gc.collect(0)
+        self._young = asyncio.get_running_loop().call_later(self.young_every, self._collect_young)
 
     def _freeze(self) -> None:
         self._timer = None
@@ -92,7 +114,7 @@ class GcPolicy:
 
     def idle(self) -> None:
         """No stream is live: give frozen objects back to the collector and collect."""
-        self.pauses.remove()
+        self._stop()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -100,9 +122,16 @@ class GcPolicy:
             gc.unfreeze()
             gc.collect()
 
-    def close(self) -> None:
-        """Stop the pending freeze and the timing."""
+    def _stop(self) -> None:
+        """No more young collections on the timer, nor timing of collections."""
         self.pauses.remove()
+        if self._young is not None:
+            self._young.cancel()
+            self._young = None
+
+    def close(self) -> None:
+        """Stop the pending freeze, the young collections and the timing."""
+        self._stop()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
