@@ -282,7 +282,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
             to=FROM,
             n=n,
             rate=args.rate,
-            extra=[],
+            extra=["--phases", str(args.phases)],
             log=log,
         )
         procs.append(gen)
@@ -480,6 +480,14 @@ def main() -> None:
         "--store", default="", help="store URL (postgresql://...), or `throwaway` (a local server)"
     )
     parser.add_argument("--other-core", type=int, default=1)
+    parser.add_argument(
+        "--phases",
+        type=int,
+        default=20,
+        help="spread the streams' caller frames over this many points per 20 ms, as calls "
+        "of a real provider are (default 20, 1 ms apart; 1: every frame at once, the "
+        "harshest case, which every figure before 2026-12-06 22:00 used)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--repo",
@@ -525,7 +533,8 @@ def main() -> None:
         f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {uptime()} "
         f"(before); daemon on core {args.daemon_core if args.workers == 1 else 'any'}"
         f" ({args.workers} worker{'s' if args.workers > 1 else ''}), fakes+generator on "
-        f"core {args.other_core}, nice {args.nice}",
+        f"core {args.other_core}, nice {args.nice}, caller frames in {args.phases} phase"
+        f"{'s' if args.phases > 1 else ''}",
         flush=True,
     )
     with open(args.log, "a") as log:

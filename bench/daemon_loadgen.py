@@ -73,7 +73,7 @@ class LoadGen:
         self.args = args
         self.loop = loop
         self.verifier = TwilioVerifier(args.auth_token)
-        self.ticker = Ticker(loop)
+        self.ticker = Ticker(loop, phases=args.phases)
         self.webhook_ms = array("d")
         self.webhook_at = array("d")
         self.started = time.perf_counter()
@@ -285,6 +285,12 @@ def arguments(doc: str, rate: float) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=rate, help="new calls per second")
     parser.add_argument(
         "--sources", type=int, default=64, help="source addresses the calls come from (127.0.x.y)"
+    )
+    parser.add_argument(
+        "--phases",
+        type=int,
+        default=1,
+        help="points per 20 ms the streams' caller frames are spread over (1: all at once)",
     )
     return parser.parse_args()
 

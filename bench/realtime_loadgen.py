@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _driven import run
 from _support import percentile
 from daemon_loadgen import CallStream, LoadGen, arguments, drive
-from stream_client import FRAME, Ticker, client_frame
+from stream_client import Ticker, client_frame
 
 _STAMP = struct.Struct("<d")
 _FILLER = bytes(range(100, 100 + 160 - _STAMP.size))
@@ -71,39 +71,7 @@ StampedStream.outbound_ms = array("d")
 
 
 class StampedTicker(Ticker):
-    """Every stream's caller frame, time-stamped when it is sent. With `phases` K > 1 the
-    clock has K points per 20 ms and stream i sends at point i mod K (still every 20 ms)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, phases: int = 1) -> None:
-        self.phases = max(1, phases)
-        super().__init__(loop)
-
-    def _arm(self) -> None:
-        self.index += 1
-        self.loop.call_at(self.epoch + self.index * FRAME / self.phases, self._tick)
-
-    def _tick(self) -> None:
-        phases = self.phases
-        step = FRAME / phases
-        now = self.loop.time()
-        self.lateness.append(max(0.0, now - (self.epoch + self.index * step)))
-        behind = int((now - self.epoch) / step) - self.index
-        first = self.index
-        if behind >= phases:  # stalled a whole frame: skip (like a lossy network), say so
-            self.skipped += behind
-            self.index += behind
-            first = self.index
-        elif behind > 0:  # a point or two late (timers have 1 ms steps): send those too
-            self.index += behind
-        due = {i % phases for i in range(first, self.index + 1)}
-        for stream in self.streams:
-            if stream.index % phases not in due:
-                continue
-            transport = stream.transport
-            if transport is not None and not transport.is_closing():
-                transport.write(self.frame(stream))
-                self.sent += 1
-        self._arm()
+    """Every stream's caller frame, time-stamped when it is sent."""
 
     def frame(self, stream: Any) -> bytes:
         payload = base64.b64encode(_STAMP.pack(time.monotonic()) + _FILLER).decode()
@@ -121,7 +89,7 @@ class RealtimeLoadGen(LoadGen):
 
     def __init__(self, args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(args, loop)
-        self.ticker = StampedTicker(loop, args.phases)
+        self.ticker = StampedTicker(loop, phases=args.phases)
 
     def mark(self) -> None:
         super().mark()
@@ -146,14 +114,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    phases = 1
-    if "--phases" in sys.argv:  # ours; the rest is daemon_loadgen's command line
-        at = sys.argv.index("--phases")
-        phases = int(sys.argv[at + 1])
-        del sys.argv[at : at + 2]
-    args = arguments(__doc__ or "", 20.0)
-    args.phases = phases
-    run(_main, args)
+    run(_main, arguments(__doc__ or "", 20.0))
 
 
 if __name__ == "__main__":

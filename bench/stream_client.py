@@ -213,11 +213,23 @@ class Stream(asyncio.Protocol):
 
 class Ticker:
     """Sends every live stream's inbound media frame on one absolute 20 ms clock, and records
-    its own lateness: a client that cannot keep its clock would blame the server for its lag."""
+    its own lateness: a client that cannot keep its clock would blame the server for its lag.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, streams: list[Any] | None = None) -> None:
+    With `phases` K > 1 the clock has K points per 20 ms and the stream at position i of
+    `streams` (which only grows) sends at point i mod K, still every 20 ms: calls of a real
+    provider are not in step with one another, so their frames reach the server spread over
+    the period. With K = 1 every frame leaves at once, the harshest case for the server (a
+    burst of reads every 20 ms)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        streams: list[Any] | None = None,
+        phases: int = 1,
+    ) -> None:
         self.loop = loop
         self.streams: list[Any] = streams if streams is not None else []
+        self.phases = max(1, phases)
         self.epoch = loop.time()
         self.index = 0
         self.sent = 0
@@ -227,7 +239,7 @@ class Ticker:
 
     def _arm(self) -> None:
         self.index += 1
-        self.loop.call_at(self.epoch + self.index * FRAME, self._tick)
+        self.loop.call_at(self.epoch + self.index * FRAME / self.phases, self._tick)
 
     def frame(self, stream: Any) -> bytes:
         """The websocket frame to send for `stream` this tick (its pre-built media frame)."""
@@ -235,17 +247,24 @@ class Ticker:
         return media
 
     def _tick(self) -> None:
+        phases = self.phases
+        step = FRAME / phases
         now = self.loop.time()
-        self.lateness.append(max(0.0, now - (self.epoch + self.index * FRAME)))
-        behind = int((now - self.epoch) / FRAME) - self.index
-        if behind > 0:  # a stalled client skips missed ticks (like a lossy network) and says so
+        self.lateness.append(max(0.0, now - (self.epoch + self.index * step)))
+        behind = int((now - self.epoch) / step) - self.index
+        first = self.index
+        if behind >= phases:  # stalled a whole frame: skip (like a lossy network), say so
             self.skipped += behind
             self.index += behind
-        for stream in self.streams:
-            transport = stream.transport
-            if transport is not None and not transport.is_closing():
-                transport.write(self.frame(stream))
-                self.sent += 1
+            first = self.index
+        elif behind > 0:  # a point or two late (timers have 1 ms steps): send those too
+            self.index += behind
+        for point in sorted({i % phases for i in range(first, self.index + 1)}):
+            for stream in self.streams[point::phases]:
+                transport = stream.transport
+                if transport is not None and not transport.is_closing():
+                    transport.write(self.frame(stream))
+                    self.sent += 1
         self._arm()
 
 
