@@ -11,8 +11,8 @@ Young collections stall the loop too, for a reason of their own. CPython collect
 generation when allocations of tracked objects exceed deallocations by 700. A daemon carrying
 streams frees old objects (played frames' chunks, answered futures, finished turns) about as
 fast as it makes new ones, so that count hardly moves while the young generation keeps
-growing, and the collection that finally comes walks seconds' worth of survivors: 5-20 ms at
-400 calls, a gap in every stream at once. So while streams are live the young generation is
+growing, and the collection that finally comes walks seconds' worth of survivors: up to 25 ms
+at 400 calls, a gap in every stream at once. So while streams are live the young generation is
 also collected every :data:`YOUNG_EVERY_SECONDS`, which keeps each collection near 1 ms.
 
 While streams are live, :class:`GcPauses` times every collection (``gc.callbacks``) for the
@@ -33,7 +33,8 @@ FREEZE_DELAY_SECONDS = 1.0
 """Wait for a burst of new streams to settle before freezing (one freeze per burst)."""
 YOUNG_EVERY_SECONDS = 0.1
 """How often the young generation is collected while streams are live (measured at 400 calls:
-the longest collection 15-20 ms without, about 1 ms with, for 0.3 % more of the core)."""
+the longest collection in a 10 s window 13-25 ms without, 1-2 ms with in most windows, for
+0.3-0.4 % more of the core)."""
 
 
 class GcPauses:
@@ -80,7 +81,8 @@ class GcPauses:
 
 
 class GcPolicy:
-    """Debounced `gc.freeze()` as streams bind, full unfreeze-and-collect when idle."""
+    """Debounced `gc.freeze()` as streams bind, young collections on a timer while they are
+    live, full unfreeze-and-collect when idle."""
 
     def __init__(
         self, delay: float = FREEZE_DELAY_SECONDS, young_every: float = YOUNG_EVERY_SECONDS
