@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Sequence
 
 from daemon.media.gcpolicy import GcPauses, GcPolicy
+from daemon.media.hub import MediaHub
+from daemon.model.events import ProviderEvent
 
 
 async def test_freeze_once_per_burst_then_unfreeze_when_idle() -> None:
@@ -90,3 +93,17 @@ async def test_the_young_generation_is_collected_on_a_timer_while_streams_are_li
         gc.callbacks.remove(count)
         policy.close()
         gc.unfreeze()
+
+
+async def test_the_media_hubs_health_line_reports_its_policys_pauses() -> None:
+    """The pacer writes the health line; the hub's policy times the collections: the hub
+    wires the one to the other, so the line has figures and not zeros."""
+
+    async def ignore(events: Sequence[ProviderEvent]) -> None:
+        del events
+
+    hub = MediaHub(ignore, tts=None)
+    try:
+        assert hub.pacer.gc_pauses is hub.gc_policy.pauses
+    finally:
+        await hub.close()
