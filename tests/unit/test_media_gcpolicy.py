@@ -1,4 +1,5 @@
-"""The media GC policy: one debounced freeze per burst of streams, unfreeze when idle."""
+"""The media GC policy: one debounced freeze per burst of streams, young collections on a timer
+while streams are live, unfreeze when idle; the collections timed for the health line."""
 
 from __future__ import annotations
 
