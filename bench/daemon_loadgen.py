@@ -9,7 +9,9 @@ of caller audio every 20 ms and echoes the daemon's marks.
 The generator must stay cheap (it shares a core with the vendor fakes): it reuses the raw
 RFC 6455 client of stream_client.py (pre-encoded inbound frames written straight to the
 transport, outbound frames only split and time-stamped), and one timer sends every stream's
-frame. That timer's lateness is recorded: a generator that cannot keep its own 20 ms clock
+frame: at `--phases` points of each 20 ms (stream i at point i mod K), since the calls of a
+real provider are not in step, or all at once with `--phases 1`. That timer's lateness is
+recorded: a generator that cannot keep its own 20 ms clock
 would blame the daemon for its own lag, so such a run is reported as lagging (INVALID).
 
 Driven over stdin/stdout: prints `RAMPED {json}` once every call was set up (or failed);
