@@ -11,8 +11,8 @@ RFC 6455 client of stream_client.py (pre-encoded inbound frames written straight
 transport, outbound frames only split and time-stamped), and one timer sends every stream's
 frame: at `--phases` points of each 20 ms (stream i at point i mod K), since the calls of a
 real provider are not in step, or all at once with `--phases 1`. That timer's lateness is
-recorded: a generator that cannot keep its own 20 ms clock
-would blame the daemon for its own lag, so such a run is reported as lagging (INVALID).
+recorded: a generator that cannot keep its own 20 ms clock would blame the daemon for its own
+lag, so such a run is reported as lagging (INVALID).
 
 Driven over stdin/stdout: prints `RAMPED {json}` once every call was set up (or failed);
 `mark` answers `MARKED`, and arrivals count from there; `report` answers `REPORT {json}`.
@@ -70,12 +70,13 @@ class LoadGen:
     """Sets calls up and keeps their streams going."""
 
     stream_class: type[CallStream] = CallStream
+    ticker_class: type[Ticker] = Ticker
 
     def __init__(self, args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
         self.args = args
         self.loop = loop
         self.verifier = TwilioVerifier(args.auth_token)
-        self.ticker = Ticker(loop, phases=args.phases)
+        self.ticker = self.ticker_class(loop, phases=args.phases)
         self.webhook_ms = array("d")
         self.webhook_at = array("d")
         self.started = time.perf_counter()

@@ -86,10 +86,7 @@ class RealtimeLoadGen(LoadGen):
     """LoadGen with time-stamped streams."""
 
     stream_class = StampedStream
-
-    def __init__(self, args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(args, loop)
-        self.ticker = StampedTicker(loop, phases=args.phases)
+    ticker_class = StampedTicker
 
     def mark(self) -> None:
         super().mark()
