@@ -47,6 +47,14 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+def category(stack: str) -> str:
+    """The first category whose marker appears anywhere in `stack` ("other" if none)."""
+    for name, markers in CATEGORIES:
+        if any(marker in stack for marker in markers):
+            return name
+    return "other"
+
+
 def breakdown(path: str) -> tuple[Counter[str], int]:
     """Samples per category, and the total."""
     counts: Counter[str] = Counter()
@@ -60,12 +68,7 @@ def breakdown(path: str) -> tuple[Counter[str], int]:
             if stack.endswith(IDLE_WORKER):
                 continue  # an executor thread waiting for work: py-spy cannot tell it is idle
             total += samples
-            for name, markers in CATEGORIES:
-                if any(marker in stack for marker in markers):
-                    counts[name] += samples
-                    break
-            else:
-                counts["other"] += samples
+            counts[category(stack)] += samples
     return counts, total
 
 

@@ -24,7 +24,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pyspy_breakdown import CATEGORIES
+from pyspy_breakdown import category
 
 
 @dataclass
@@ -83,15 +83,6 @@ def base_depth(timeline: list[Sample]) -> int:
     raise SystemExit(f"no {LOOP_FRAME.strip(' (')} frame: not an asyncio.run program?")
 
 
-def category(stack: tuple[str, ...]) -> str:
-    """The first category of pyspy_breakdown whose marker is in the stack."""
-    text = ";".join(stack)
-    for name, markers in CATEGORIES:
-        if any(marker in text for marker in markers):
-            return name
-    return "other"
-
-
 def short(label: str) -> str:
     """`name (file:line)` with the file cut to its last two parts."""
     name, _, where = label.partition(" (")
@@ -138,7 +129,7 @@ def report_long(long_ones: list[Stretch], base: int, first: int, over: float, to
     tops: Counter[str] = Counter()
     for _, _, parts in long_ones:
         for span, stack in parts:
-            cats[category(stack[base:])] += span
+            cats[category(";".join(stack[base:]))] += span
             tops[short(stack[base])] += span
     print(f"\n{len(long_ones)} stretches over {over:.0f} ms, {in_long / 1000:.0f} ms in all:")
     for name, span in cats.most_common():
