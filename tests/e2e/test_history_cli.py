@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import closing
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from tests.harness import FAST_MOCK, DaemonHarness, wait_for
+from tests.sqlite_rows import stored_form
 
 pytestmark = pytest.mark.e2e
 
@@ -96,15 +95,9 @@ def test_calls_show_and_export(make_daemon) -> None:
 
     # Each line is stored once, apart from the snapshot, and the history reads the same after
     # the daemon starts again.
-    with closing(sqlite3.connect(d.home / "state" / "voicecall.db")) as db:
-        (snapshot,) = db.execute(
-            "SELECT record FROM calls WHERE call_id = ?", (call_id,)
-        ).fetchone()
-        rows = db.execute(
-            "SELECT line FROM transcript WHERE call_id = ? ORDER BY idx", (call_id,)
-        ).fetchall()
+    snapshot, lines = stored_form(d.home / "state" / "voicecall.db", call_id)
     assert "Tuesday" not in snapshot
-    assert [json.loads(line)["text"] for (line,) in rows] == [
+    assert [json.loads(line)["text"] for line in lines] == [
         "Hello +15550000009",
         "Does Tuesday work?",
         "Tuesday works.",

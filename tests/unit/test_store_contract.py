@@ -15,6 +15,7 @@ from daemon.model.record import CallRecord
 from daemon.store import pg_schema, sqlite
 from daemon.store.location import StoreLocation
 from daemon.store.pg_schema import VERSION_TABLE
+from tests.sqlite_rows import stored_form
 from tests.store_contract import StoreContract
 
 
@@ -52,14 +53,8 @@ class SqliteBackend:
         return sqlite3.connect(self.location.folder / "voicecall.db")
 
     async def stored_form(self, call_id: str) -> tuple[str, list[str]]:
-        with closing(self._connect()) as db:
-            (snapshot,) = db.execute(
-                "SELECT record FROM calls WHERE call_id = ?", (call_id,)
-            ).fetchone()
-            rows = db.execute(
-                "SELECT line FROM transcript WHERE call_id = ? ORDER BY idx", (call_id,)
-            ).fetchall()
-        return snapshot, [line for (line,) in rows]
+        assert self.location.folder is not None
+        return stored_form(self.location.folder / "voicecall.db", call_id)
 
     async def store_as_before_lines(self, record: CallRecord) -> None:
         with closing(self._connect()) as db, db:
