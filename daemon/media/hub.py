@@ -30,6 +30,7 @@ from daemon.model.record import CallRecord
 from daemon.speech.sentences import split_sentences
 from daemon.speech.stt.base import SttListener, SttSession
 from daemon.speech.tts.base import TtsEngine
+from daemon.speech.tts.cache import CachedTts
 from daemon.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
@@ -368,4 +369,7 @@ class MediaHub:
         self.gc_policy.close()
         await self._tasks.drain(5)
         await self._tasks.cancel()
+        for tts in (self.tts, *self.number_tts.values()):
+            if isinstance(tts, CachedTts):
+                await tts.close()
         self.pacer.close()

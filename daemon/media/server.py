@@ -40,6 +40,7 @@ from daemon.providers import catalog
 from daemon.realtime.service import RealtimeService
 from daemon.realtime.settings import realtime_in_use
 from daemon.speech.stt.factory import create_stt
+from daemon.speech.tts.cache import cached
 from daemon.speech.tts.factory import create_tts
 from daemon.speech.vendor import open_vendor_session
 from daemon.webhooks.connections import GUARD_KEY
@@ -537,21 +538,23 @@ def install_media(daemon: MediaHost) -> MediaHub | None:
 
 def _start_speech(daemon: MediaHost, hub: MediaHub, session: aiohttp.ClientSession) -> None:
     """Give the hub its TTS engines, STT factory and (realtime mode) voice service, on the
-    shared vendor session; a configuration problem is logged and leaves that part off."""
+    shared vendor session; a configuration problem is logged and leaves that part off. Each
+    TTS engine says sentences asked for again (greetings) from memory
+    (`daemon.speech.tts.cache`)."""
     config = daemon.config
     settings = config.streaming
     # With [realtime] on, the model speaks and listens: a missing TTS or STT key only
     # matters to numbers that turn realtime off, so it is not an error then.
     cascade_problem = logger.info if config.realtime.enabled else logger.error
     try:
-        hub.tts = create_tts(config.tts, session)
+        hub.tts = cached(create_tts(config.tts, session))
     except ConfigError as exc:
         cascade_problem("media streams cannot speak: %s", exc.message)
     for key, table in config.numbers.items():
         if table.effective_tts is None:
             continue
         try:
-            hub.number_tts[key] = create_tts(table.effective_tts, session)
+            hub.number_tts[key] = cached(create_tts(table.effective_tts, session))
         except ConfigError as exc:
             logger.error('calls to [numbers."%s"] use the call TTS: %s', key, exc.message)
     try:

@@ -417,3 +417,33 @@ async def test_the_greeting_is_synthesised_while_the_stream_connects(
     await sim.wait_for(lambda: bool(stream.marks) and stream.marks[0][1] in marks_heard(stream))
     assert len(stream.frames) == FRAMES_PER_SENTENCE  # the whole greeting, once
     assert len(openai.tts_requests) == 1
+
+
+async def test_a_greeting_said_again_is_said_from_memory(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """Every inbound call opens with the same greeting: the vendor is asked for it by the
+    first two calls only (the second one's audio is kept), and the third call hears it from
+    memory at once, though the vendor now takes 0.6 s to its first audio and the stream is
+    there before any synthesis could be."""
+    extra = 'inbound_policy = "open"\ninbound_greeting = "Hello, Acme clinic."\n'
+    d = await start(make_daemon, config(sim, openai, extra))
+    webhook = str((await rpc(d, "daemon.status"))["webhookUrl"])
+    heard: list[bytes] = []
+    for n in range(3):
+        if n == 2:
+            openai.tts_first_byte_delay = 0.6
+        call = await sim.inbound(CALLER, FROM, webhook)
+
+        def whole(call: SimCall = call) -> bool:
+            return bool(call.media) and len(call.media[0].frames) >= FRAMES_PER_SENTENCE
+
+        await sim.wait_for(whole, timeout=10)
+        stream = call.media[0]
+        heard.append(b"".join(f.audio for f in stream.frames))
+    assert stream.opened_at is not None
+    first = stream.frames[0].at - stream.opened_at
+    print(f"\nthird call: stream open -> first greeting frame: {first * 1000:.0f} ms")
+    assert first < 0.3
+    assert [r["input"] for r in openai.tts_requests] == ["Hello, Acme clinic."] * 2
+    assert heard[2] == heard[1] and len(heard[2]) == FRAMES_PER_SENTENCE * FRAME_BYTES
