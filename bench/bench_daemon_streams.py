@@ -11,11 +11,14 @@ For each level of --n, three processes:
 - bench/daemon_loadgen.py: N inbound calls by signed voice webhooks at --rate per second, each
   answered with `<Connect><Stream>`, whose websocket it opens as Twilio does, then caller audio
   every 20 ms per stream and mark echoes; pinned to --other-core too.
-Every call is greeted with a long text (the TTS fake returns --tts-seconds of audio per
-sentence), and the STT fake sends each connection a final transcript every --turn-every
-seconds, which the auto-responder answers through the chat fake: the daemon talks all the time.
+Every call is greeted with the same one-sentence greeting (the TTS fake returns --tts-seconds
+of audio per sentence; the daemon says it from memory from the third call on), and the STT fake
+sends each connection a final transcript every --turn-every seconds, which the auto-responder
+answers through the chat fake with a reply worded differently each time (so synthesised
+afresh, resampled on the OpenAI path): the daemon talks all the time.
 
-After the ramp and --warmup seconds, a --seconds window: per stream the generator counts
+After the ramp and --warmup seconds (by default until every call is past its greeting), a
+--seconds window: per stream the generator counts
 frames and gaps; healthy = >= 90 % of real-time audio in the window and no gap > 100 ms.
 Jitter is |interval - 20 ms| between consecutive outbound frames, pooled. First audio is the
 time from the stream's `start` to its first outbound frame (the greeting). CPU % is from
@@ -89,10 +92,11 @@ FROM = "+15550100000"
 STARVED_PCT = 10.0
 """A daemon that waited for its core more than this share of the window was starved by other
 work on the machine: its figures say little about the daemon."""
-GREETING = " ".join(
-    ["Thank you for calling the Acme clinic, this is the automated assistant."]
-    + [f"Part {i} of our opening hours and services follows now." for i in range(1, 8)]
-)
+GREETING = "Thank you for calling the Acme clinic, this is the automated assistant."
+"""One sentence, the same for every call, as a number's greeting is: the daemon keeps its audio
+from the second call on (`daemon.speech.tts.cache`). What keeps every call talking is the
+replies: the chat fake words each one differently, as a model does, so each is synthesised
+afresh, and a reply's --tts-seconds of audio outlasts the --turn-every between them."""
 
 
 PACER_LINE = re.compile(
@@ -289,7 +293,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         ramped = json.loads(expect(gen, "RAMPED ", n / args.rate + 120))
         if ramp_spy is not None:
             ramp_spy.wait(60)
-        time.sleep(args.warmup)
+        time.sleep(args.warmup if args.warmup is not None else args.tts_seconds + 2)
         before = {p.pid: cpu_seconds(p.pid) for p in procs}
         daemon_cpu0 = sum(cpu_seconds(pid) for pid in pids)
         daemon_system0 = sum(cpu_split(pid)[1] for pid in pids)
@@ -460,7 +464,13 @@ def main() -> None:
     parser.add_argument("--tts", choices=("openai", "elevenlabs"), default="openai")
     parser.add_argument("--rate", type=float, default=50.0, help="new calls per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
-    parser.add_argument("--warmup", type=float, default=3.0, help="after the ramp")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds after the ramp before the window (default: --tts-seconds + 2, so every "
+        "call is past its greeting and the window hears replies synthesised afresh)",
+    )
     parser.add_argument("--tts-seconds", type=float, default=20.0, help="audio per TTS request")
     parser.add_argument(
         "--turn-every",

@@ -10,7 +10,9 @@ One aiohttp server (uvloop) plays every vendor the daemon talks to during the be
   audio it receives (from the base64 length, without decoding it) and, with `--turn-every S`,
   sends each connection a final transcript every S seconds (staggered over all connections by
   one timer), so the daemon's auto-responder answers and keeps talking;
-- the chat model (`POST /v1/chat/completions`): a one-sentence reply, plain or `stream: true`.
+- the chat model (`POST /v1/chat/completions`): a one-sentence reply, plain or `stream: true`,
+  worded differently each time (a numbered point), as a model's replies are: the daemon keeps
+  the audio of a sentence said again, and a fixed reply would be said from memory.
 
 The tests' fakes (tests/fakes/) record every request for assertions; at hundreds of calls that
 bookkeeping would cost more than the daemon, so these keep counters only.
@@ -37,7 +39,7 @@ TTS_RATE = 24000
 ULAW_RATE = 8000
 CHUNK_SECONDS = 0.1
 TRANSCRIPT = "Could you tell me a little more about that?"
-REPLY = "Of course, here is a little more about it."
+REPLY = "Of course, here is a little more about it, point {n}."
 APPEND_OVERHEAD = len('{"type":"input_audio_buffer.append","audio":""}')
 
 
@@ -125,15 +127,16 @@ class Fakes:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.counts["chat_requests"] += 1
+        reply = REPLY.format(n=self.counts["chat_requests"])
         body = await request.json()
         if not body.get("stream"):
-            message = {"role": "assistant", "content": REPLY}
+            message = {"role": "assistant", "content": reply}
             return web.json_response(
                 {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for word in REPLY.split(" "):
+        for word in reply.split(" "):
             delta = {"choices": [{"index": 0, "delta": {"content": word + " "}}]}
             await response.write(f"data: {json.dumps(delta)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
