@@ -18,10 +18,10 @@ answers through the chat fake with a reply worded differently each time (so synt
 afresh, resampled on the OpenAI path): the daemon talks all the time.
 
 After the ramp and --warmup seconds (by default until every call is past its greeting), a
---seconds window: per stream the generator counts
-frames and gaps; healthy = >= 90 % of real-time audio in the window and no gap > 100 ms.
-Jitter is |interval - 20 ms| between consecutive outbound frames, pooled. First audio is the
-time from the stream's `start` to its first outbound frame (the greeting). CPU % is from
+--seconds window: per stream the generator counts frames and gaps; healthy = >= 90 % of
+real-time audio in the window and no gap > 100 ms. Jitter is |interval - 20 ms| between
+consecutive outbound frames, pooled. First audio is the time from the stream's `start` to its
+first outbound frame (the greeting). CPU % is from
 /proc/<pid>/stat over the window (100 % = one core); RSS per call = (daemon RSS at the end of
 the window - RSS before any call) / N. "waited" is the share of the window the daemon was
 runnable but not running (/proc/<pid>/schedstat): above 10 % the shared machine starved it and
