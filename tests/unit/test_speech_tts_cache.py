@@ -13,6 +13,7 @@ import pytest
 from daemon.errors import SpeechError
 from daemon.speech.tts import cache as cache_module
 from daemon.speech.tts.cache import CachedTts, cached
+from tests.harness import until_async as until
 
 
 class GatedTts:
@@ -51,6 +52,13 @@ class GatedTts:
 
 async def said(engine: CachedTts, text: str) -> bytes:
     return b"".join([chunk async for chunk in engine.synthesize(text)])
+
+
+async def asked_once(text: str, vendor: GatedTts) -> CachedTts:
+    """A cache over `vendor` that has said `text` once: its next request for it starts a fill."""
+    engine = CachedTts(vendor)
+    await said(engine, text)
+    return engine
 
 
 async def test_a_sentence_is_kept_from_its_second_request_and_then_said_from_memory() -> None:
@@ -98,21 +106,17 @@ async def test_calls_saying_a_sentence_meanwhile_share_one_vendor_request() -> N
 
 
 async def test_a_slow_listener_hears_everything_while_the_fill_runs_ahead() -> None:
-    vendor = GatedTts(chunks=5)
-    engine = CachedTts(vendor)
-    await said(engine, "Hi.")
+    engine = await asked_once("Hi.", GatedTts(chunks=5))
     slow = engine.synthesize("Hi.")
     got = [await anext(slow)]
-    await asyncio.sleep(0.01)  # the fill reads the whole answer meanwhile
-    assert engine.kept_bytes == 20
+    await until(lambda: engine.kept_bytes == 20, 2, "the fill to read the whole answer")
     got += [chunk async for chunk in slow]
     assert b"".join(got) == await said(engine, "Hi.")
 
 
 async def test_a_failed_fill_raises_after_its_audio_and_is_asked_again_next_time() -> None:
     vendor = GatedTts(chunks=3)
-    engine = CachedTts(vendor)
-    await said(engine, "Hello.")
+    engine = await asked_once("Hello.", vendor)
     vendor.fail_after = 2
     heard: list[bytes] = []
     with pytest.raises(SpeechError, match="HTTP 500"):
@@ -129,16 +133,11 @@ async def test_a_failed_fill_raises_after_its_audio_and_is_asked_again_next_time
 
 async def test_a_listener_that_stops_early_leaves_the_fill_to_finish() -> None:
     vendor = GatedTts(chunks=4)
-    engine = CachedTts(vendor)
-    await said(engine, "Good morning.")
+    engine = await asked_once("Good morning.", vendor)
     barged = engine.synthesize("Good morning.")
     await anext(barged)
     await barged.aclose()  # type: ignore[attr-defined]  # barge-in
-    for _ in range(50):
-        if engine.kept_bytes:
-            break
-        await asyncio.sleep(0.001)
-    assert engine.kept_bytes == 16
+    await until(lambda: engine.kept_bytes == 16, 2, "the fill to finish and be kept")
     assert vendor.open == 0
 
 
@@ -154,8 +153,7 @@ async def test_long_texts_are_never_kept() -> None:
 async def test_audio_over_a_minute_is_cut_and_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cache_module, "ENTRY_MAX_BYTES", 10)
     vendor = GatedTts(chunks=4)
-    engine = CachedTts(vendor)
-    await said(engine, "Endless.")
+    engine = await asked_once("Endless.", vendor)
     assert len(await said(engine, "Endless.")) == 8  # two whole chunks fit under the cap
     assert engine.kept_bytes == 0
     await said(engine, "Endless.")
@@ -195,11 +193,10 @@ async def test_texts_waiting_for_a_second_request_are_bounded(
 
 async def test_close_stops_a_fill_and_its_listeners_get_an_error() -> None:
     vendor = GatedTts(chunks=3, gated=True)
-    engine = CachedTts(vendor)
     vendor.let(3)
-    await said(engine, "Bye.")
+    engine = await asked_once("Bye.", vendor)
     listener = asyncio.create_task(said(engine, "Bye."))
-    await asyncio.sleep(0.01)
+    await until(lambda: vendor.open == 1, 2, "the fill's vendor request")
     await engine.close()
     with pytest.raises(SpeechError, match="shutting down"):
         await listener
