@@ -204,6 +204,16 @@ async def test_close_stops_a_fill_and_its_listeners_get_an_error() -> None:
     assert engine.kept_bytes == 0
 
 
+async def test_close_before_a_fill_ever_ran_still_ends_its_listeners() -> None:
+    engine = await asked_once("Now.", GatedTts())
+    listener = engine.synthesize("Now.")  # the fill task exists but has not run yet
+    await engine.close()
+    with pytest.raises(SpeechError, match="shutting down"):
+        async with asyncio.timeout(2):
+            async for _ in listener:
+                pass
+
+
 def test_no_engine_stays_no_engine() -> None:
     assert cached(None) is None
     engine = cached(GatedTts())

@@ -175,10 +175,17 @@ class CachedTts:
 
     async def close(self) -> None:
         """Stop the fills under way (their followers get a ``SpeechError``)."""
-        tasks = [fill.task for fill in self._filling.values() if fill.task is not None]
+        fills = list(self._filling.values())
+        tasks = [fill.task for fill in fills if fill.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for fill in fills:
+            if not fill.done:  # cancelled before it ever ran: its own ending never came
+                fill.error = SpeechError(f"{self.name} TTS: synthesis stopped (shutting down)")
+                fill.done = True
+                fill.wake()
+        self._filling.clear()
 
 
 def cached(engine: TtsEngine | None) -> TtsEngine | None:
