@@ -72,6 +72,13 @@ class _Fill:
         grown, self.grown = self.grown, asyncio.Event()
         grown.set()
 
+    def end(self, error: SpeechError | None = None) -> None:
+        """No more chunks (``error``: why not): wake every follower a last time."""
+        if error is not None:
+            self.error = error
+        self.done = True
+        self.wake()
+
 
 class CachedTts:
     """A :class:`~daemon.speech.tts.base.TtsEngine` that says repeated sentences from memory."""
@@ -146,7 +153,7 @@ class CachedTts:
                 fill.size += len(chunk)
                 fill.wake()
         except asyncio.CancelledError:
-            fill.error = SpeechError(f"{self.name} TTS: synthesis stopped (shutting down)")
+            fill.error = self._stopped()
             raise
         except SpeechError as exc:
             fill.error = exc
@@ -159,8 +166,7 @@ class CachedTts:
                 with contextlib.suppress(Exception):
                     await aclose()
             self._filling.pop(text, None)
-            fill.done = True
-            fill.wake()
+            fill.end()
         if whole and fill.error is None:
             self._keep(text, tuple(fill.chunks), fill.size)
 
@@ -182,10 +188,11 @@ class CachedTts:
         await asyncio.gather(*tasks, return_exceptions=True)
         for fill in fills:
             if not fill.done:  # cancelled before it ever ran: its own ending never came
-                fill.error = SpeechError(f"{self.name} TTS: synthesis stopped (shutting down)")
-                fill.done = True
-                fill.wake()
+                fill.end(self._stopped())
         self._filling.clear()
+
+    def _stopped(self) -> SpeechError:
+        return SpeechError(f"{self.name} TTS: synthesis stopped (shutting down)")
 
 
 def cached(engine: TtsEngine | None) -> TtsEngine | None:
