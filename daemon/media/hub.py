@@ -303,8 +303,7 @@ class MediaHub:
         """The session's socket closed; end its call after the grace unless one comes back."""
         if self._sessions.get(session.call_id) is session:
             del self._sessions[session.call_id]
-            if not self._sessions:
-                self.gc_policy.idle()
+            self.gc_policy.stream_ended(len(self._sessions))
         if not end_call or session.replaced or session.revoked or self.calls is None:
             return
         if session.call_id not in self._grants or session.call_id in self._sessions:

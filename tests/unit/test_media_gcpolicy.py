@@ -1,30 +1,117 @@
-"""The media GC policy: one debounced freeze per burst of streams, young collections on a timer
-while streams are live, unfreeze when idle; the collections timed for the health line."""
+"""The media GC policy: young collections on a timer while streams are live, each freezing what
+survived it; the frozen cycles of ended streams reclaimed in batches, everything when idle; the
+collections timed for the health line."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 
 from daemon.media.gcpolicy import GcPauses, GcPolicy
 from daemon.media.hub import MediaHub
 from daemon.model.events import ProviderEvent
 
 
-async def test_freeze_once_per_burst_then_unfreeze_when_idle() -> None:
-    """Many binds in a burst freeze once; going idle empties the permanent generation."""
-    policy = GcPolicy(delay=0.01)
+class Cycle:
+    """Garbage only a collection finds: it refers to itself."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def watch(obj: object) -> list[int]:
+    """A list that gets an item once ``obj`` is freed."""
+    freed: list[int] = []
+    weakref.finalize(obj, freed.append, 1)
+    return freed
+
+
+async def young_collections(count: int) -> None:
+    """Wait until ``count`` young collections have run (the policy's timer runs them)."""
+    seen: list[int] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 0:
+            seen.append(1)
+
+    gc.callbacks.append(note)
     try:
-        for _ in range(50):
-            policy.stream_bound()
-        deadline = asyncio.get_running_loop().time() + 2
-        while policy.freezes == 0 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.005)
-        assert policy.freezes == 1
-        assert gc.get_freeze_count() > 0
+        await until(lambda: len(seen) >= count)
+    finally:
+        gc.callbacks.remove(note)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while not condition() and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+    assert condition()
+
+
+async def test_what_outlives_a_young_collection_is_frozen_until_idle() -> None:
+    """While streams are live every young collection freezes its survivors, so no automatic
+    collection walks them (a full one does not find a dropped cycle); going idle unfreezes
+    and collects everything."""
+    policy = GcPolicy(young_every=0.005)
+    try:
+        policy.stream_bound()
+        cycle = Cycle()
+        freed = watch(cycle)
+        await young_collections(2)
+        del cycle
+        gc.collect()
+        assert freed == []
         policy.idle()
+        assert freed == [1]
         assert gc.get_freeze_count() == 0
+    finally:
+        policy.close()
+        gc.unfreeze()
+
+
+async def test_cycles_of_ended_streams_are_reclaimed_while_others_stay_live() -> None:
+    """A daemon that always carries some call never goes idle: once enough streams have ended
+    their frozen cycles are collected anyway, and the timer goes on."""
+    policy = GcPolicy(young_every=0.005, reclaim_after_ended=3)
+    try:
+        policy.stream_bound()
+        cycle = Cycle()
+        freed = watch(cycle)
+        await young_collections(2)
+        del cycle
+        policy.stream_ended(live=3)
+        policy.stream_ended(live=2)
+        await young_collections(2)
+        assert freed == []  # two ended: not yet
+        assert policy.reclaims == 0
+        policy.stream_ended(live=1)
+        await until(lambda: freed == [1])
+        assert policy.reclaims == 1
+        fresh = Cycle()
+        fresh_freed = watch(fresh)
+        await young_collections(2)
+        del fresh
+        gc.collect()
+        assert fresh_freed == []  # still live: freezing goes on after a reclaim
+    finally:
+        policy.close()
+        gc.unfreeze()
+
+
+async def test_frozen_cycles_are_reclaimed_after_a_while_even_if_no_stream_ends() -> None:
+    """Other work (webhook connections) leaves cycles too: a reclaim also comes on time."""
+    policy = GcPolicy(young_every=0.005, reclaim_every=0.05)
+    try:
+        policy.stream_bound()
+        cycle = Cycle()
+        freed = watch(cycle)
+        await young_collections(2)
+        del cycle
+        await until(lambda: freed == [1])
+        assert policy.reclaims >= 1
     finally:
         policy.close()
         gc.unfreeze()
@@ -33,7 +120,7 @@ async def test_freeze_once_per_burst_then_unfreeze_when_idle() -> None:
 async def test_collections_are_timed_while_a_stream_is_live_and_not_after() -> None:
     """Binding a stream starts timing the collector's real runs; going idle stops it (the
     idle collection is not a pause anyone hears)."""
-    policy = GcPolicy(delay=60)
+    policy = GcPolicy(young_every=60)
     try:
         policy.stream_bound()
         policy.stream_bound()
@@ -69,7 +156,7 @@ async def test_the_young_generation_is_collected_on_a_timer_while_streams_are_li
     """Steady streams free old objects as fast as they make new ones, so CPython's own trigger
     (allocations less deallocations) hardly fires: the policy collects on a timer instead,
     from the first stream until the daemon is idle."""
-    policy = GcPolicy(delay=60, young_every=0.005)
+    policy = GcPolicy(young_every=0.005)
     loop = asyncio.get_running_loop()
     young: list[int] = []
 
