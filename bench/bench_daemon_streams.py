@@ -148,6 +148,19 @@ def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]
     return worst
 
 
+RECLAIM_LINE = re.compile(
+    r"media gc: reclaimed (\d+) objects \((\d+) streams ended since the last time\) in (\d+) ms"
+)
+
+
+def reclaim_figures(log_text: str) -> list[tuple[int, int, int]]:
+    """The daemon's reclaims of frozen cycles (docs/media.md): (objects, ended streams, ms)."""
+    return [
+        (int(found.group(1)), int(found.group(2)), int(found.group(3)))
+        for found in RECLAIM_LINE.finditer(log_text)
+    ]
+
+
 def twilio_config(
     fakes: str, n: int, greeting: str, *, top: str = "", streaming: str = "", tail: str = ""
 ) -> str:
@@ -254,7 +267,9 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         batch = (
             "" if args.inbound_batch_ms is None else f"inbound_batch_ms = {args.inbound_batch_ms}\n"
         )
-        text = daemon_config(origin, n, args.tts, args.turn_every > 0, store_url(args), batch)
+        # Hung-up calls hold their slot for the stream's end grace (2 s) and their hang-up.
+        slots = n + math.ceil(args.churn * 5)
+        text = daemon_config(origin, slots, args.tts, args.turn_every > 0, store_url(args), batch)
         (home / "config.toml").write_text(text)
         core = args.daemon_core if args.workers == 1 else None  # workers: every core
         speed = yardstick(core, args.nice)
@@ -286,7 +301,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
             to=FROM,
             n=n,
             rate=args.rate,
-            extra=["--phases", str(args.phases)],
+            extra=["--phases", str(args.phases), "--churn", str(args.churn)],
             log=log,
         )
         procs.append(gen)
@@ -298,6 +313,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         daemon_cpu0 = sum(cpu_seconds(pid) for pid in pids)
         daemon_system0 = sum(cpu_split(pid)[1] for pid in pids)
         waited0 = sum(runqueue_wait(pid) for pid in pids)
+        window_rss0 = sum(rss_kib(pid) for pid in pids)
         core_busy0, stolen0 = core_times(args.daemon_core)
         wall0 = time.monotonic()
         epoch0 = time.time()
@@ -353,6 +369,8 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         "gen_cpu": cpu[gen.pid],
         "idle_rss_mib": idle_rss / 1024,
         "end_rss_mib": end_rss / 1024,
+        "window_rss_growth_mib": (end_rss - window_rss0) / 1024,
+        "reclaims": reclaim_figures(log_text),
         "rss_per_call_mib": (end_rss - idle_rss) / 1024 / n,
         "window_s": wall,
         "log_errors": errors,
@@ -429,7 +447,27 @@ def summary(r: dict[str, Any]) -> str:
         f"tts={v['tts_requests']} transcripts={v['transcripts']} chat={v['chat_requests']} "
         f"failures={g['failures'] or '-'} silent={g['silent']} closed={g['closed']} "
         f"log E/W={r['log_errors']}/{r['log_warnings']} | {r['machine']} "
-        f"yardstick={r['yardstick_us']:.2f}us{invalid}" + _handoff_text(r.get("handoff"))
+        f"yardstick={r['yardstick_us']:.2f}us{invalid}"
+        + _handoff_text(r.get("handoff"))
+        + _churn_text(r)
+    )
+
+
+def _churn_text(r: dict[str, Any]) -> str:
+    """With --churn: the calls hung up and placed in the window, the new calls' webhook and
+    first audio, the daemon's RSS growth over the window and its reclaims of frozen cycles."""
+    churn = r["gen"].get("churn")
+    if not churn or not churn["placed"]:
+        return ""
+    reclaims = r["reclaims"]
+    return (
+        f" | churn: hung up {churn['hung_up']}, placed {churn['placed']} "
+        f"(streams {churn['streams']}, silent {churn['silent']}), "
+        f"webhook p99={churn['webhook_p99_ms']:.1f}ms "
+        f"first_audio p99={churn['first_audio_p99_ms']:.0f}ms, "
+        f"rss {r['window_rss_growth_mib']:+.0f}MiB over the window, "
+        f"reclaims={len(reclaims)}"
+        + (f" (max {max(ms for _, _, ms in reclaims)}ms)" if reclaims else "")
     )
 
 
@@ -464,6 +502,12 @@ def main() -> None:
     parser.add_argument("--tts", choices=("openai", "elevenlabs"), default="openai")
     parser.add_argument("--rate", type=float, default=50.0, help="new calls per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0.0,
+        help="calls a second hung up and replaced by new ones during the window (0: none)",
+    )
     parser.add_argument(
         "--warmup",
         type=float,

@@ -14,6 +14,12 @@ real provider are not in step, or all at once with `--phases 1`. That timer's la
 recorded: a generator that cannot keep its own 20 ms clock would blame the daemon for its own
 lag, so such a run is reported as lagging (INVALID).
 
+With `--churn R`, from `mark` on, R calls a second hang up (the oldest first: `stop`, then the
+websocket closed, as Twilio ends a stream) and as many new ones are placed: the daemon's load
+stays at N calls while calls end and begin as they do in use. The window's health and jitter
+are then those of the calls up all through it; the new calls' webhooks and first audio are
+reported apart.
+
 Driven over stdin/stdout: prints `RAMPED {json}` once every call was set up (or failed);
 `mark` answers `MARKED`, and arrivals count from there; `report` answers `REPORT {json}`.
 """
@@ -42,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _driven import commands, run
 from _support import percentile
-from stream_client import FRAME, Stream, Ticker, upgrade_request
+from stream_client import FRAME, Stream, Ticker, client_frame, upgrade_request
 
 from daemon.webhooks.security import TwilioVerifier
 
@@ -57,13 +63,30 @@ LAG_LIMIT = 0.010
 
 
 class CallStream(Stream):
-    """A stream that also remembers when its `start` went out."""
+    """A stream that also remembers when its `start` went out, and can hang up."""
 
     started_at = 0.0
+    hung_up = False
 
     def start(self) -> None:
         self.started_at = self.time()
         super().start()
+
+    def hang_up(self) -> None:
+        """End the call as Twilio does: a `stop` message, then the websocket closed (1000)."""
+        self.hung_up = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        stop = {
+            "event": "stop",
+            "sequenceNumber": "3",
+            "streamSid": self.stream_sid,
+            "stop": {"accountSid": ACCOUNT_SID, "callSid": self.sid},
+        }
+        transport.write(client_frame(json.dumps(stop)))
+        transport.write(client_frame(b"\x03\xe8", opcode=0x8))
+        transport.close()
 
 
 class LoadGen:
@@ -86,11 +109,16 @@ class LoadGen:
         127/8 is loopback), so the daemon's per-address limits see what they would in use."""
         self.http: list[aiohttp.ClientSession] = []
         self.sent_at_mark = 0
+        self.churn_webhook_ms = array("d")
+        """Webhook round trips of the calls placed during the window (`--churn`)."""
+        self.churn_first_audio: list[CallStream] = []
+        self.hung_up = 0
+        self._churn: asyncio.Task[None] | None = None
 
     def _fail(self, why: str) -> None:
         self.failures[why] = self.failures.get(why, 0) + 1
 
-    async def call(self, index: int) -> None:
+    async def call(self, index: int, *, churned: bool = False) -> None:
         source = index % len(self.sources)
         http = self.http[source]
         sid = "CA" + secrets.token_hex(16)
@@ -119,8 +147,11 @@ class LoadGen:
         except (aiohttp.ClientError, OSError):
             self._fail("webhook unreachable")
             return
-        self.webhook_ms.append((time.perf_counter() - sent) * 1000)
-        self.webhook_at.append(sent - self.started)
+        if churned:
+            self.churn_webhook_ms.append((time.perf_counter() - sent) * 1000)
+        else:
+            self.webhook_ms.append((time.perf_counter() - sent) * 1000)
+            self.webhook_at.append(sent - self.started)
         if status != 200:
             self._fail(f"webhook HTTP {status}")
             return
@@ -130,10 +161,16 @@ class LoadGen:
             return
         stream_url = found.group(1).replace("&amp;", "&")
         parameters = dict(PARAMETER.findall(twiml))
-        await self.stream(index, sid, stream_url, parameters, self.sources[source])
+        await self.stream(index, sid, stream_url, parameters, self.sources[source], churned)
 
     async def stream(
-        self, index: int, sid: str, url: str, parameters: dict[str, str], source: str
+        self,
+        index: int,
+        sid: str,
+        url: str,
+        parameters: dict[str, str],
+        source: str,
+        churned: bool = False,
     ) -> None:
         parts = urlsplit(url)
         request = upgrade_request(url, self.verifier.compute_signature(url))
@@ -158,6 +195,8 @@ class LoadGen:
             return
         stream.start()
         self.ticker.streams.append(stream)
+        if churned:
+            self.churn_first_audio.append(stream)
 
     async def ramp(self) -> float:
         self.http = [
@@ -178,11 +217,39 @@ class LoadGen:
     def mark(self) -> None:
         """The measured window starts: the ramp's own lateness is not the window's."""
         self.ticker.lateness = array("d")
+        if self.args.churn > 0:
+            self._churn = self.loop.create_task(self.churn())
         self.ticker.skipped = 0
         self.sent_at_mark = self.ticker.sent
 
+    async def churn(self) -> None:
+        """Hang up the oldest call and place a new one, `--churn` times a second."""
+        interval = 1.0 / self.args.churn
+        oldest = 0
+        index = self.args.n
+        due = self.loop.time()
+        tasks: set[asyncio.Task[None]] = set()
+        while True:
+            due += interval
+            await asyncio.sleep(max(0.0, due - self.loop.time()))
+            streams = self.ticker.streams
+            while oldest < len(streams) and streams[oldest].hung_up:
+                oldest += 1
+            if oldest < len(streams):
+                streams[oldest].hang_up()
+                self.hung_up += 1
+            task = self.loop.create_task(self.call(index, churned=True))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            index += 1
+
     def report(self, since: float, until: float) -> dict[str, Any]:
-        streams = self.ticker.streams
+        if self._churn is not None:
+            self._churn.cancel()
+        churned = self.churn_first_audio
+        churn_audio = [(s.arrivals[0] - s.started_at) * 1000 for s in churned if s.arrivals]
+        # Health and jitter: the calls up all through the window (none hung up, none new).
+        streams = [s for s in self.ticker.streams if not s.hung_up and s.started_at <= since]
         window = until - since
         needed = HEALTHY_SHARE * window / FRAME
         jitter: list[float] = []
@@ -212,7 +279,9 @@ class LoadGen:
             worst_gap = max(worst_gap, gap)
             if frames >= needed and gap <= HEALTHY_GAP and not stream.closed.done():
                 healthy += 1
-        frames_out = sum(1 for st in streams for at in st.arrivals if since <= at <= until)
+        frames_out = sum(
+            1 for st in self.ticker.streams for at in st.arrivals if since <= at <= until
+        )
         lateness = list(self.ticker.lateness)
         late_p99 = percentile(lateness, 99)
         return {
@@ -245,6 +314,14 @@ class LoadGen:
             "tick_late_p99_ms": late_p99 * 1000,
             "lagging": self.ticker.skipped > 0 or late_p99 > LAG_LIMIT,
             "window_s": window,
+            "churn": {
+                "hung_up": self.hung_up,
+                "placed": len(self.churn_webhook_ms),
+                "streams": len(churned),
+                "silent": sum(1 for s in churned if not s.arrivals),
+                "webhook_p99_ms": percentile(self.churn_webhook_ms, 99),
+                "first_audio_p99_ms": percentile(churn_audio, 99),
+            },
         }
 
 
@@ -288,6 +365,12 @@ def arguments(doc: str, rate: float) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=rate, help="new calls per second")
     parser.add_argument(
         "--sources", type=int, default=64, help="source addresses the calls come from (127.0.x.y)"
+    )
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0.0,
+        help="from `mark` on, calls a second hung up and replaced by new ones (0: none)",
     )
     parser.add_argument(
         "--phases",

@@ -155,3 +155,20 @@ class CallStoredElsewhereError(StoreError):
     """A new call's first delivery reached two daemons sharing the store at once, and the other
     stored the call first (one live record per provider call id): nothing was written here; the
     other daemon runs the call and answers its webhooks."""
+
+
+def forget_tracebacks(error: BaseException | None) -> None:
+    """Drop the tracebacks of ``error`` and of the errors it was raised from or during.
+
+    An error an object keeps (a socket's last error) holds its traceback, whose frames hold
+    their locals, usually that object: a reference cycle, which only a full collection
+    frees, and the media plane keeps those rare while calls are live
+    (``daemon.media.gcpolicy``). Call it once the error was reported or will not be.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        if error.__cause__ is not None:
+            forget_tracebacks(error.__cause__)
+        error = error.__context__

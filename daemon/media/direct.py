@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from daemon.errors import forget_tracebacks
+
 logger = logging.getLogger(__name__)
 
 Sink = Callable[[str], bool]
@@ -140,3 +142,16 @@ def attach(ws: web.WebSocketResponse, sink: Sink) -> bool:
     if SUPPORTED and isinstance(ws, DirectResponse):
         return ws.attach(sink)
     return False
+
+
+def release_cycles(ws: web.WebSocketResponse) -> None:
+    """Break what keeps a closed stream socket in reference cycles: the direct sink (the
+    session's bound method, while the session holds the socket), and the error it stored (a
+    peer that reset the connection while it closed) whose traceback's frames refer to the
+    socket. While calls are live the daemon freezes what lived 100 ms
+    (``daemon.media.gcpolicy``), so a cycle would stay until the daemon is idle."""
+    if SUPPORTED and isinstance(ws, DirectResponse):
+        queue = ws._reader
+        if isinstance(queue, _DirectQueue):
+            queue.sink = None
+    forget_tracebacks(ws.exception())

@@ -19,16 +19,18 @@ object made since start-up: 10-60 ms at 400 calls, several in a 20 s window. So 
 young collection is followed by ``gc.freeze()``, which moves the survivors into the permanent
 generation that no automatic collection walks (a list splice, no walk). The middle and oldest
 generations then hold at most 100 ms of survivors and their collections take a millisecond.
+
 Freezing loses nothing that reference counting frees: a frozen object that dies is freed as
-any other (measured: 20 s of 400 calls talking left 0 cyclic garbage beyond what the ramp's
-webhook connections left). Only reference cycles among frozen objects wait, and an ended call
-leaves one (its media session, sockets and the error objects of the requests its hang-up
-cut, about 125 objects and 27 KB). Those are reclaimed by unfreezing and collecting
-everything, the one long pause left (150 ms at 400 live calls, proportional to the heap): when
-the last stream closes (nobody hears it), and while streams stay live once
-:data:`RECLAIM_AFTER_ENDED` streams have ended since the last time (their garbage kept under
-30 MB), or :data:`RECLAIM_EVERY_SECONDS` have passed (cycles other work left: webhook
-connections).
+any other. Only reference cycles among frozen objects wait, so the media plane leaves none
+behind a call: the session, its playback and its sockets break theirs when the stream ends
+(measured with 10 calls a second hung up and replaced at 200 live: no cyclic garbage at all;
+before, about 125 objects and 27 KB per ended call, kept for good by a daemon that always
+carries some call). Cycles made elsewhere (a library's, an error's traceback) are reclaimed by
+unfreezing and collecting everything, one pause in every call proportional to the heap (85 ms
+at 200 live calls, 150 ms at 400): when the last stream closes (nobody hears it), and while
+streams stay live after :data:`RECLAIM_AFTER_ENDED` ended streams (a threshold that doubles
+while reclaims find next to nothing, up to :data:`RECLAIM_AFTER_ENDED_MAX`) or
+:data:`RECLAIM_EVERY_SECONDS`, whichever comes first. The log says what each one found.
 
 While streams are live, :class:`GcPauses` times every collection (``gc.callbacks``) for the
 media health line: a collection stops the one loop, so it is one of the loop stalls that line
@@ -52,8 +54,10 @@ YOUNG_EVERY_SECONDS = 0.1
 the longest collection in a 20 s window 13-25 ms without; with, 1-4 ms in 54 of 58 runs and
 an older generation's 23-39 ms in the others, for 0.3-0.4 % more of the core)."""
 RECLAIM_AFTER_ENDED = 1000
-"""Ended streams whose frozen cycles are reclaimed together (about 27 KB each)."""
-RECLAIM_EVERY_SECONDS = 900.0
+"""Ended streams after which frozen cycles are first reclaimed while streams stay live."""
+RECLAIM_AFTER_ENDED_MAX = 64000
+"""The most that threshold doubles to while reclaims find less than an object per stream."""
+RECLAIM_EVERY_SECONDS = 3600.0
 """At the longest between reclaims while streams are live."""
 
 
@@ -119,6 +123,8 @@ class GcPolicy:
         self._ended = 0
         """Streams ended since the last reclaim (or the last idle)."""
         self._reclaimed_at = 0.0
+        self._threshold = reclaim_after_ended
+        """Ended streams that set off the next reclaim (see :func:`next_threshold`)."""
         self.reclaims = 0
         self.pauses = GcPauses()
         """Timed while any stream is live (the only time a pause is heard)."""
@@ -140,10 +146,7 @@ class GcPolicy:
 
     def _collect_young(self) -> None:
         loop = asyncio.get_running_loop()
-        if (
-            self._ended >= self.reclaim_after_ended
-            or loop.time() - self._reclaimed_at >= self.reclaim_every
-        ):
+        if self._ended >= self._threshold or loop.time() - self._reclaimed_at >= self.reclaim_every:
             self._reclaim(loop.time())
         else:
             gc.collect(0)
@@ -159,17 +162,21 @@ class GcPolicy:
         found = gc.collect()
         gc.freeze()
         self.reclaims += 1
+        self._threshold = next_threshold(self._threshold, found, ended, self.reclaim_after_ended)
         logger.info(
-            "media gc: reclaimed %d objects (%d streams ended since the last time) in %.0f ms",
+            "media gc: reclaimed %d objects (%d streams ended since the last time) in %.0f ms;"
+            " next after %d more",
             found,
             ended,
             (time.perf_counter() - started) * 1000,
+            self._threshold,
         )
 
     def idle(self) -> None:
         """No stream is live: give frozen objects back to the collector and collect."""
         self._stop()
         self._ended = 0
+        self._threshold = self.reclaim_after_ended
         if gc.get_freeze_count():
             gc.unfreeze()
             gc.collect()
@@ -184,3 +191,13 @@ class GcPolicy:
     def close(self) -> None:
         """Stop the young collections and the timing."""
         self._stop()
+
+
+def next_threshold(threshold: int, found: int, ended: int, base: int) -> int:
+    """Ended streams before the next reclaim: doubled (up to :data:`RECLAIM_AFTER_ENDED_MAX`)
+    when this one found less than an object per ended stream, as it does when calls leave no
+    cycles (a pause for nothing), else back to ``base``, so cycles that do appear are not
+    kept long."""
+    if found < max(1, ended):
+        return min(max(threshold, base) * 2, max(RECLAIM_AFTER_ENDED_MAX, base))
+    return base

@@ -270,6 +270,14 @@ class Playback:
             segment, SegmentState.FAILED if not segment.synthesized else SegmentState.HEARD
         )
 
+    def detach(self) -> None:
+        """Forget the session's callbacks once it ended: they are its bound methods, so the
+        session and its playback would otherwise be a reference cycle that only a full
+        collection frees (``daemon.media.gcpolicy``: while calls are live nothing old is
+        walked). Writes are refused from then on and finished segments go unreported."""
+        self._write = _refuse
+        self.on_done = _ignore
+
     def _finish(self, segment: Segment, state: SegmentState) -> None:
         if segment.done:
             return
@@ -306,3 +314,14 @@ class Playback:
         self.next_play = 0.0
         self.pacer.discard(self)
         return cut
+
+
+def _refuse(frame: bytes) -> bool:
+    """A detached playback's writer: the stream is gone."""
+    del frame
+    return False
+
+
+def _ignore(segment: Segment) -> None:
+    """A detached playback's segment callback: nobody is listening."""
+    del segment

@@ -82,7 +82,10 @@ class Prefetch:
                 if deferral is not None and deferral.strained:
                     await deferral.wait(self._frames)
         except asyncio.CancelledError:
-            raise
+            # Ended by `cancel()` (or shutdown): nothing to keep. Re-raised, the cancellation
+            # would stay on the task with a traceback whose frame holds this prefetch, which
+            # holds the task: a reference cycle per greeting cut short.
+            return
         except Exception as exc:  # handed to the session, which reports it like its own
             self._error = exc
         finally:

@@ -144,6 +144,15 @@ def _fast_payload(text: str, head: str, outbound_track: str) -> str | None:
     return None if "\\" in payload else payload
 
 
+_Handler = Callable[[Any, dict[str, Any]], "StreamMessage | None"]
+"""A message parser of a framing: (the framing, the parsed message) -> what it means."""
+
+
+def _simple(kind: StreamEvent) -> _Handler:
+    """A parser for an event that carries nothing else."""
+    return lambda framing, message: StreamMessage(kind)
+
+
 class _JsonFraming:
     """What the three framings share: full-parse decoding of the non-media messages."""
 
@@ -155,7 +164,9 @@ class _JsonFraming:
         self.stream_id: str | None = None
         self._prefix = ""
         self._suffix = '"}}'
-        self._table = self._handlers()  # built once: decode runs for every non-fast message
+        # Plain functions, not bound methods: a table of its own bound methods would make
+        # every framing (and the session holding it) a reference cycle.
+        self._table = type(self)._handlers()
 
     def media_payload(self, text: str) -> str | None:
         """Fast path for inbound audio; see the module docstring for why it is safe."""
@@ -178,17 +189,18 @@ class _JsonFraming:
             return None
         event = message.get("event")
         handler = self._table.get(event if isinstance(event, str) else "")
-        return handler(message) if handler is not None else None
+        return handler(self, message) if handler is not None else None
 
-    def _handlers(self) -> Mapping[str, Callable[[dict[str, Any]], StreamMessage | None]]:
+    @classmethod
+    def _handlers(cls) -> Mapping[str, _Handler]:
         """Event name -> parser; Twilio's and Telnyx's shared vocabulary by default."""
         return {
-            "connected": self._simple(StreamEvent.CONNECTED),
-            "start": self._start,
-            "media": self._media,
-            "dtmf": self._dtmf,
-            "mark": self._mark,
-            "stop": self._simple(StreamEvent.STOP),
+            "connected": _simple(StreamEvent.CONNECTED),
+            "start": cls._start,
+            "media": cls._media,
+            "dtmf": cls._dtmf,
+            "mark": cls._mark,
+            "stop": _simple(StreamEvent.STOP),
         }
 
     def _start(self, message: dict[str, Any]) -> StreamMessage | None:
@@ -211,9 +223,6 @@ class _JsonFraming:
     def _dtmf(self, message: dict[str, Any]) -> StreamMessage | None:
         digit = _str(_sub(message, "dtmf").get("digit"))
         return StreamMessage(StreamEvent.DTMF, digit=digit) if digit else None
-
-    def _simple(self, kind: StreamEvent) -> Callable[[dict[str, Any]], StreamMessage]:
-        return lambda message: StreamMessage(kind)
 
 
 class TwilioFraming(_JsonFraming):
@@ -274,8 +283,9 @@ class TelnyxFraming(_JsonFraming):
             encoding=_str(_sub(start, "media_format").get("encoding")),
         )
 
-    def _handlers(self) -> Mapping[str, Callable[[dict[str, Any]], StreamMessage | None]]:
-        return {**super()._handlers(), "error": self._error}
+    @classmethod
+    def _handlers(cls) -> Mapping[str, _Handler]:
+        return {**super()._handlers(), "error": cls._error}
 
     def _error(self, message: dict[str, Any]) -> StreamMessage:
         """``{"event":"error","error":{"code":"100005","title":...,"detail":...}}``."""
@@ -312,15 +322,16 @@ class PlivoFraming(_JsonFraming):
             f'{SAMPLE_RATE},"payload":"'
         )
 
-    def _handlers(self) -> Mapping[str, Callable[[dict[str, Any]], StreamMessage | None]]:
+    @classmethod
+    def _handlers(cls) -> Mapping[str, _Handler]:
         return {
-            "start": self._start,
-            "media": self._media,
-            "dtmf": self._dtmf,
-            "playedStream": self._played,
-            "played": self._played,  # the name one Plivo support article gives the echo
-            "clearedAudio": self._simple(StreamEvent.CLEARED),
-            "stop": self._simple(StreamEvent.STOP),
+            "start": cls._start,
+            "media": cls._media,
+            "dtmf": cls._dtmf,
+            "playedStream": cls._played,
+            "played": cls._played,  # the name one Plivo support article gives the echo
+            "clearedAudio": _simple(StreamEvent.CLEARED),
+            "stop": _simple(StreamEvent.STOP),
         }
 
     def _start(self, message: dict[str, Any]) -> StreamMessage | None:

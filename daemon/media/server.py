@@ -30,7 +30,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from daemon.errors import ConfigError, SpeechError, WebhookSignatureError
-from daemon.media.direct import answered_response, attach, direct_response
+from daemon.media.direct import answered_response, attach, direct_response, release_cycles
 from daemon.media.hub import MediaHub
 from daemon.media.protocols import StreamEvent, framing_for
 from daemon.media.readbatch import ReadBatcher
@@ -453,6 +453,7 @@ class MediaServer:
             self.hub.unbind(session, end_call=not self.closing)
             if not ws.closed:
                 await ws.close(drain=False)
+            release_cycles(ws)
             logger.info("media stream %s of call %s ended", session.stream_id, session.call_id)
 
 

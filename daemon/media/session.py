@@ -431,6 +431,7 @@ class MediaSession:
         self._writer.close()
         self._stop_speaking(send_clear=False)
         self.hub.pacer.discard(self.playback)
+        self.playback.detach()
         self._idle.set()
         stt, self.stt = self.stt, None
         if stt is not None:

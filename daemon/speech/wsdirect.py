@@ -22,6 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from daemon.errors import forget_tracebacks
+
 logger = logging.getLogger(__name__)
 
 _TEXT = int(aiohttp.WSMsgType.TEXT)
@@ -166,6 +168,14 @@ if READER_SUPPORTED:
                 return
             super()._send_heartbeat()
 
+        async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
+            """aiohttp's close, then the socket's reference cycles broken (see
+            :func:`release_cycles`)."""
+            try:
+                return await super().close(code=code, message=message)
+            finally:
+                release_cycles(self)
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             max_size = _DIRECT_READING.get()
@@ -213,3 +223,18 @@ def reader_attached(ws: aiohttp.ClientWebSocketResponse) -> bool:
     """True while ``ws``'s text goes straight to a sink."""
     queue = getattr(ws, "_reader", None)
     return READER_SUPPORTED and isinstance(queue, DirectClientQueue) and queue.sink is not None
+
+
+def release_cycles(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Break what keeps a closed client socket in a reference cycle.
+
+    With a heartbeat, aiohttp's connection protocol keeps the socket's data callback (a bound
+    method), and the socket keeps the protocol through its response; an error the socket
+    stored carries a traceback whose frames refer to the socket. While calls are live the
+    daemon freezes what lived 100 ms (``daemon.media.gcpolicy``), so such a cycle would stay
+    until the daemon is idle: one per call's vendor socket.
+    """
+    protocol = getattr(getattr(ws, "_response", None), "_protocol", None)
+    if protocol is not None and getattr(protocol, "_data_received_cb", None) is not None:
+        protocol._data_received_cb = None
+    forget_tracebacks(ws.exception())

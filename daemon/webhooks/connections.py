@@ -364,6 +364,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._backlog.clear()
         if self._proxy is not None:
             self._guard._by_transport.pop(cast(asyncio.BaseTransport, self._proxy), None)
+            self._proxy = None  # it refers back to us: no cycle left for the collector
         if self._per_address:
             self._guard.release(self._address)
         else:

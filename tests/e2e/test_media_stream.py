@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -413,3 +414,68 @@ async def test_twilio_upgrade_signature(openai: FakeOpenAI, aiohttp_client: Make
     }
     ws = await client.ws_connect("/voice/stream", headers=good)
     await ws.close()
+
+
+def on_a_cycle(obj: object, among: dict[int, object]) -> bool:
+    """True if ``obj`` refers to itself through objects of ``among`` (id -> object)."""
+    seen = {id(obj)}
+    todo = [obj]
+    while todo:
+        for referent in gc.get_referents(todo.pop()):
+            if referent is obj:
+                return True
+            if id(referent) in among and id(referent) not in seen:
+                seen.add(id(referent))
+                todo.append(referent)
+    return False
+
+
+async def converse(hub: MediaHub, peer: TwilioPeer, openai: FakeOpenAI) -> None:
+    """Speak, be barged in on (the speaker task is cancelled mid-sentence), hear the caller."""
+    session = hub.session("call-1")
+    assert session is not None
+    await session.speak("This is a long answer. It has two sentences.", turn_token=None)
+    await wait_until(lambda: len(peer.frames()) >= 10)
+    await openai.speech_started()
+    await wait_until(lambda: peer.of("clear") and not session.speaking)
+    await peer.media(b"\x7f" * 800)
+    await wait_until(lambda: len(openai.current.audio) >= 800)
+    await openai.transcript_completed("Hold on")
+
+
+async def test_an_ended_stream_leaves_no_reference_cycles(build: Any, openai: FakeOpenAI) -> None:
+    """While calls are live the daemon freezes whatever lived 100 ms out of the collector's
+    reach (daemon/media/gcpolicy.py), so a cycle an ended call leaves would stay until the
+    daemon is idle, which a busy one never is. A call that spoke, was barged in on, was
+    heard and hung up leaves none of the media plane's objects on a reference cycle:
+    reference counting frees them when the stream ends. (The default event loop's transports
+    do refer to themselves, and whatever they hold is garbage with them; the daemon runs on
+    uvloop, whose transports do not.)"""
+    gc.unfreeze()  # earlier tests' garbage (some frozen by their hubs), gone before ours
+    gc.collect()
+    daemon, hub, client = await build()
+    daemon.engine.add("call-1", "CA1")
+    peer = await connect(client)
+    await peer.start(hub.issue_token("call-1", "CA1"))
+    await wait_until(lambda: hub.session("call-1") is not None and openai.connections)
+    await converse(hub, peer, openai)  # holds the session only while it runs
+    await wait_until(lambda: daemon.engine.events)
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept in gc.garbage to look at
+    try:
+        await peer.stop()
+        await wait_until(lambda: daemon.engine.ended == ["call-1"])
+        await peer.closed()
+        await wait_until(lambda: openai.current.closed)
+        gc.collect()
+        garbage = {id(obj): obj for obj in gc.garbage}
+        cyclic = sorted(
+            {
+                f"{type(obj).__module__}.{type(obj).__qualname__}"
+                for obj in gc.garbage
+                if type(obj).__module__.startswith("daemon.") and on_a_cycle(obj, garbage)
+            }
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert cyclic == []

@@ -9,7 +9,7 @@ import gc
 import weakref
 from collections.abc import Callable, Sequence
 
-from daemon.media.gcpolicy import GcPauses, GcPolicy
+from daemon.media.gcpolicy import RECLAIM_AFTER_ENDED_MAX, GcPauses, GcPolicy, next_threshold
 from daemon.media.hub import MediaHub
 from daemon.model.events import ProviderEvent
 
@@ -195,3 +195,15 @@ async def test_the_media_hubs_health_line_reports_its_policys_pauses() -> None:
         assert hub.pacer.gc_pauses is hub.gc_policy.pauses
     finally:
         await hub.close()
+
+
+def test_the_reclaim_threshold_doubles_while_reclaims_find_nothing() -> None:
+    """Ended calls leave no cycles, so a reclaim usually finds nothing and is a pause for
+    nothing: the next waits for twice as many ended streams, up to a cap; one that finds
+    something brings the threshold back down, so cycles that appear are not kept long."""
+    assert next_threshold(1000, found=0, ended=1000, base=1000) == 2000
+    assert next_threshold(2000, found=900, ended=2000, base=1000) == 4000
+    assert next_threshold(RECLAIM_AFTER_ENDED_MAX, 0, 5, base=1000) == RECLAIM_AFTER_ENDED_MAX
+    assert next_threshold(8000, found=8000, ended=8000, base=1000) == 1000
+    assert next_threshold(8000, found=3, ended=0, base=1000) == 1000  # the hourly one found some
+    assert next_threshold(8000, found=0, ended=0, base=1000) == 16000
