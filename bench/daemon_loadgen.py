@@ -58,6 +58,8 @@ STREAM_URL = re.compile(r'<Stream[^>]*\burl="([^"]+)"')
 PARAMETER = re.compile(r'<Parameter name="([^"]+)" value="([^"]*)"')
 HEALTHY_SHARE = 0.9
 HEALTHY_GAP = 0.1
+MIN_SPAN = 1.0
+"""A call is judged for health if it was up for at least this much of the window (`--churn`)."""
 LAG_LIMIT = 0.010
 """A generator tick later than this at p99 (or any skipped tick) makes the run invalid."""
 
@@ -67,6 +69,7 @@ class CallStream(Stream):
 
     started_at = 0.0
     hung_up = False
+    hung_up_at = 0.0
 
     def start(self) -> None:
         self.started_at = self.time()
@@ -75,6 +78,7 @@ class CallStream(Stream):
     def hang_up(self) -> None:
         """End the call as Twilio does: a `stop` message, then the websocket closed (1000)."""
         self.hung_up = True
+        self.hung_up_at = self.time()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -248,26 +252,30 @@ class LoadGen:
             self._churn.cancel()
         churned = self.churn_first_audio
         churn_audio = [(s.arrivals[0] - s.started_at) * 1000 for s in churned if s.arrivals]
-        # Health and jitter: the calls up all through the window (none hung up, none new).
-        streams = [s for s in self.ticker.streams if not s.hung_up and s.started_at <= since]
-        window = until - since
-        needed = HEALTHY_SHARE * window / FRAME
+        # Health and jitter: each call up when the window began, over its part of the window
+        # (to its end, or the call's hang-up). Calls placed during the window are judged by
+        # their webhook and first audio only: their greeting ends within it, and the pause
+        # until a reply is the conversation's (a turn, a model, a synthesis), not the media's.
+        placed = {id(s) for s in churned}
+        ramped = [s for s in self.ticker.streams if id(s) not in placed]
         jitter: list[float] = []
         worst_gap = 0.0
-        healthy = 0
-        first_audio: list[float] = []
-        silent = 0
-        for stream in streams:
+        healthy = judged = 0
+        first_audio = [(s.arrivals[0] - s.started_at) * 1000 for s in ramped if s.arrivals]
+        for stream in self.ticker.streams:
             arrivals = stream.arrivals
-            if arrivals:
-                first_audio.append((arrivals[0] - stream.started_at) * 1000)
-            else:
-                silent += 1
+            if stream.started_at > since:
+                continue
+            start = since
+            end = min(until, stream.hung_up_at) if stream.hung_up else until
+            if end - start < MIN_SPAN:
+                continue
+            judged += 1
             frames = 0
-            previous = since
+            previous = start
             gap = 0.0
             for at in arrivals:
-                if at < since or at > until:
+                if at < start or at > end:
                     continue
                 interval = at - previous
                 if frames:
@@ -275,9 +283,10 @@ class LoadGen:
                 gap = max(gap, interval)
                 previous = at
                 frames += 1
-            gap = max(gap, until - previous)
+            gap = max(gap, end - previous)
             worst_gap = max(worst_gap, gap)
-            if frames >= needed and gap <= HEALTHY_GAP and not stream.closed.done():
+            cut = stream.closed.done() and not stream.hung_up
+            if frames >= HEALTHY_SHARE * (end - start) / FRAME and gap <= HEALTHY_GAP and not cut:
                 healthy += 1
         frames_out = sum(
             1 for st in self.ticker.streams for at in st.arrivals if since <= at <= until
@@ -285,10 +294,10 @@ class LoadGen:
         lateness = list(self.ticker.lateness)
         late_p99 = percentile(lateness, 99)
         return {
-            "streams": len(streams),
+            "streams": judged,
             "healthy": healthy,
-            "silent": silent,
-            "closed": sum(1 for s in streams if s.closed.done()),
+            "silent": sum(1 for s in ramped if not s.arrivals),
+            "closed": sum(1 for s in ramped if s.closed.done() and not s.hung_up),
             "jitter_p50_ms": percentile(jitter, 50),
             "jitter_p99_ms": percentile(jitter, 99),
             "worst_gap_ms": worst_gap * 1000,
@@ -306,14 +315,14 @@ class LoadGen:
                 reverse=True,
             )[:8],
             "failures": self.failures,
-            "marks_echoed": sum(s.marks for s in streams),
+            "marks_echoed": sum(s.marks for s in self.ticker.streams),
             "inbound_sent": self.ticker.sent,
             "frames_out_window": frames_out,
             "frames_in_window": self.ticker.sent - self.sent_at_mark,
             "ticks_skipped": self.ticker.skipped,
             "tick_late_p99_ms": late_p99 * 1000,
             "lagging": self.ticker.skipped > 0 or late_p99 > LAG_LIMIT,
-            "window_s": window,
+            "window_s": until - since,
             "churn": {
                 "hung_up": self.hung_up,
                 "placed": len(self.churn_webhook_ms),
