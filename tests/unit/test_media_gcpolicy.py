@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 
 from daemon.media.gcpolicy import RECLAIM_AFTER_ENDED_MAX, GcPauses, GcPolicy, next_threshold
 from daemon.media.hub import MediaHub
@@ -51,37 +52,44 @@ async def until(condition: Callable[[], bool]) -> None:
     assert condition()
 
 
-async def test_what_outlives_a_young_collection_is_frozen_until_idle() -> None:
-    """While streams are live every young collection freezes its survivors, so no automatic
-    collection walks them (a full one does not find a dropped cycle); going idle unfreezes
-    and collects everything."""
-    policy = GcPolicy(young_every=0.005)
+async def frozen_garbage() -> list[int]:
+    """Make a cycle while a stream is live, let the policy freeze it, drop it: the returned
+    list gets an item once a collection frees it."""
+    cycle = Cycle()
+    freed = watch(cycle)
+    await young_collections(2)
+    return freed
+
+
+@asynccontextmanager
+async def live(policy: GcPolicy) -> AsyncIterator[GcPolicy]:
+    """``policy`` with a stream bound; stopped and everything unfrozen afterwards."""
     try:
         policy.stream_bound()
-        cycle = Cycle()
-        freed = watch(cycle)
-        await young_collections(2)
-        del cycle
-        gc.collect()
-        assert freed == []
-        policy.idle()
-        assert freed == [1]
-        assert gc.get_freeze_count() == 0
+        yield policy
     finally:
         policy.close()
         gc.unfreeze()
 
 
+async def test_what_outlives_a_young_collection_is_frozen_until_idle() -> None:
+    """While streams are live every young collection freezes its survivors, so no automatic
+    collection walks them (a full one does not find a dropped cycle); going idle unfreezes
+    and collects everything."""
+    async with live(GcPolicy(young_every=0.005)) as policy:
+        freed = await frozen_garbage()
+        gc.collect()
+        assert freed == []
+        policy.idle()
+        assert freed == [1]
+        assert gc.get_freeze_count() == 0
+
+
 async def test_cycles_of_ended_streams_are_reclaimed_while_others_stay_live() -> None:
     """A daemon that always carries some call never goes idle: once enough streams have ended
     their frozen cycles are collected anyway, and the timer goes on."""
-    policy = GcPolicy(young_every=0.005, reclaim_after_ended=3)
-    try:
-        policy.stream_bound()
-        cycle = Cycle()
-        freed = watch(cycle)
-        await young_collections(2)
-        del cycle
+    async with live(GcPolicy(young_every=0.005, reclaim_after_ended=3)) as policy:
+        freed = await frozen_garbage()
         policy.stream_ended(live=3)
         policy.stream_ended(live=2)
         await young_collections(2)
@@ -90,31 +98,17 @@ async def test_cycles_of_ended_streams_are_reclaimed_while_others_stay_live() ->
         policy.stream_ended(live=1)
         await until(lambda: freed == [1])
         assert policy.reclaims == 1
-        fresh = Cycle()
-        fresh_freed = watch(fresh)
-        await young_collections(2)
-        del fresh
+        fresh = await frozen_garbage()
         gc.collect()
-        assert fresh_freed == []  # still live: freezing goes on after a reclaim
-    finally:
-        policy.close()
-        gc.unfreeze()
+        assert fresh == []  # still live: freezing goes on after a reclaim
 
 
 async def test_frozen_cycles_are_reclaimed_after_a_while_even_if_no_stream_ends() -> None:
     """Other work (webhook connections) leaves cycles too: a reclaim also comes on time."""
-    policy = GcPolicy(young_every=0.005, reclaim_every=0.05)
-    try:
-        policy.stream_bound()
-        cycle = Cycle()
-        freed = watch(cycle)
-        await young_collections(2)
-        del cycle
+    async with live(GcPolicy(young_every=0.005, reclaim_every=0.05)) as policy:
+        freed = await frozen_garbage()
         await until(lambda: freed == [1])
         assert policy.reclaims >= 1
-    finally:
-        policy.close()
-        gc.unfreeze()
 
 
 async def test_collections_are_timed_while_a_stream_is_live_and_not_after() -> None:
