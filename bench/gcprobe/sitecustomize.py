@@ -1,18 +1,18 @@
 """A probe of the daemon's garbage collections, for bench_daemon_streams.py runs (not shipped).
 
-Put this folder on PYTHONPATH and set VOICECALL_GC_PROBE; Python imports this module at the
+Put this folder on PYTHONPATH and set GCPROBE; Python imports this module at the
 start of every process, and it acts only in the daemon (`voicecall daemon run`), writing to
-VOICECALL_GC_PROBE_DIR (default /tmp) as gcprobe-<pid>-<mode>.txt:
+GCPROBE_DIR (default /tmp) as gcprobe-<pid>-<mode>.txt:
 
 - `collections`: every collection of an older generation, or of 2 ms and more, with its
   wall time, the thread's CPU time in it (so a pause is told from the core being taken
   away) and the generation counts before it.
-- `cycles`: from VOICECALL_GC_PROBE_AT seconds after start (default 30), what the first
+- `cycles`: from GCPROBE_AT seconds after start (default 30), what the first
   three collections that find 100 objects or more found, by type, and for each type one
   reference cycle through an object of it (attribute names where they can be told): how
   docs/benchmarks.md found what an ended call left behind.
 
-    VOICECALL_GC_PROBE=cycles PYTHONPATH=bench/gcprobe \\
+    GCPROBE=cycles PYTHONPATH=bench/gcprobe \\
         python bench/bench_daemon_streams.py --n 200 --churn 10
 """
 
@@ -29,12 +29,14 @@ from typing import Any
 
 
 def _wanted() -> bool:
-    argv = " ".join(sys.argv)
-    return "daemon" in argv and "fakes" not in argv and "loadgen" not in argv
+    """The daemon itself: `python -m daemon ...` (what `voicecall daemon run` execs into).
+    The variables' names do not start with VOICECALL_: the benchmarks keep those from it."""
+    argv = sys.orig_argv
+    return "-m" in argv[:-1] and argv[argv.index("-m") + 1] == "daemon"
 
 
 def _out(mode: str) -> Any:
-    folder = os.environ.get("VOICECALL_GC_PROBE_DIR", "/tmp")
+    folder = os.environ.get("GCPROBE_DIR", "/tmp")
     return open(os.path.join(folder, f"gcprobe-{os.getpid()}-{mode}.txt"), "w")
 
 
@@ -108,7 +110,7 @@ def _cycle(start: object, among: set[int]) -> str:
 
 
 def _cycles() -> None:
-    time.sleep(float(os.environ.get("VOICECALL_GC_PROBE_AT", "30")))
+    time.sleep(float(os.environ.get("GCPROBE_AT", "30")))
     out = _out("cycles")
     reported: list[int] = []
 
@@ -135,7 +137,7 @@ def _cycles() -> None:
     gc.set_debug(gc.DEBUG_SAVEALL)
 
 
-_MODE = os.environ.get("VOICECALL_GC_PROBE", "")
+_MODE = os.environ.get("GCPROBE", "")
 if _MODE and _wanted():
     if _MODE == "collections":
         _collections()
