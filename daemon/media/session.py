@@ -440,3 +440,4 @@ class MediaSession:
                     await stt.close()
             except (TimeoutError, OSError, SpeechError) as exc:
                 logger.warning("call %s: closing STT failed: %s", self.call_id, exc)
+        self.agent = None  # a realtime bridge refers back to this session: no cycle left

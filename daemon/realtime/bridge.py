@@ -196,6 +196,12 @@ class RealtimeBridge:
         for item in list(self._items.values()):
             self._report(item)
         self._owner.detach(self)
+        # Its socket's and tool timers' callbacks and its handler table are this bridge's
+        # bound methods and closures: left, they would keep it and its session in reference
+        # cycles, which the media plane's frozen heap keeps (daemon.media.gcpolicy).
+        self._socket.forget_listeners()
+        self._tools.forget_listener()
+        self.__dict__.pop("_handlers", None)
 
     # ------------------------------------------------------------------ SpeechAgent (speech out)
 

@@ -155,6 +155,13 @@ class RealtimeSocket:
         if ws is not None:
             await ws.close()
 
+    def forget_listeners(self) -> None:
+        """Drop the callbacks once the socket is closed: they are the owner's bound methods,
+        and would keep the owner in a reference cycle with this socket."""
+        self._on_event = _ignore_event
+        self._on_lost = _ignore_loss
+        self._on_audio = None
+
     async def _write(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         outbox, audio = self._outbox, self._audio
         try:
@@ -227,3 +234,13 @@ class RealtimeSocket:
         if not self._closing:
             self._closing = True
             self._on_lost(redact(reason, self._api_key))
+
+
+def _ignore_event(event: dict[str, Any]) -> None:
+    """A forgotten listener's event callback: the socket is closed."""
+    del event
+
+
+def _ignore_loss(reason: str) -> None:
+    """A forgotten listener's loss callback: the socket is closed."""
+    del reason

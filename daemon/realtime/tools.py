@@ -68,7 +68,17 @@ class PendingTools:
             timer.cancel()
         self._pending.clear()
 
+    def forget_listener(self) -> None:
+        """Drop ``on_expired`` (the session ended and nothing is pending): it is the owner's
+        bound method, and would keep the owner in a reference cycle with this."""
+        self._on_expired = _ignore
+
     def _expire(self, tool_call_id: str) -> None:
         entry = self._pending.pop(tool_call_id, None)
         if entry is not None:
             self._on_expired(tool_call_id, entry[0])
+
+
+def _ignore(tool_call_id: str, name: str) -> None:
+    """A forgotten listener: no call is waiting any more."""
+    del tool_call_id, name
