@@ -19,13 +19,21 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from daemon.app import Daemon
-from daemon.config.model import Config, OpenAITtsConfig, StreamingConfig, TtsConfig
+from daemon.config.model import (
+    Config,
+    OpenAITtsConfig,
+    RealtimeConfig,
+    StreamingConfig,
+    TtsConfig,
+)
 from daemon.exposure import Exposure
 from daemon.media.hub import MediaHub
 from daemon.media.server import install_media
 from daemon.model.events import CallMode, Direction, EventType, ProviderEvent
 from daemon.model.record import CallRecord
 from tests.fakes.openai import API_KEY, FakeOpenAI
+from tests.fakes.openai_realtime import API_KEY as MODEL_KEY
+from tests.fakes.openai_realtime import FakeRealtime
 
 pytestmark = pytest.mark.usefixtures("handler_start")
 
@@ -58,6 +66,14 @@ class FakeEngine:
 
     async def end(self, call_id: str) -> None:
         self.ended.append(call_id)
+
+    def note_spoken(self, call_id: str, text: str) -> None:
+        """A realtime model's own line (the bridge reports it)."""
+
+    async def record_tool_call(
+        self, call_id: str, tool_call_id: str, name: str, arguments: dict[str, Any]
+    ) -> None:
+        """A realtime model's tool call (the bridge reports it)."""
 
     def add(
         self,
@@ -443,6 +459,31 @@ async def converse(hub: MediaHub, peer: TwilioPeer, openai: FakeOpenAI) -> None:
     await openai.transcript_completed("Hold on")
 
 
+async def cycles_left_by_hanging_up(
+    peer: TwilioPeer, daemon: FakeDaemon, gone: Callable[[], bool]
+) -> list[str]:
+    """Hang ``peer``'s call up; once it ended and ``gone()`` (its vendor socket closed), the
+    daemon's classes with an object left on a reference cycle."""
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept in gc.garbage to look at
+    try:
+        await peer.stop()
+        await wait_until(lambda: daemon.engine.ended == ["call-1"])
+        await peer.closed()
+        await wait_until(gone)
+        gc.collect()
+        garbage = {id(obj): obj for obj in gc.garbage}
+        return sorted(
+            {
+                f"{type(obj).__module__}.{type(obj).__qualname__}"
+                for obj in gc.garbage
+                if type(obj).__module__.startswith("daemon.") and on_a_cycle(obj, garbage)
+            }
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
 async def test_an_ended_stream_leaves_no_reference_cycles(build: Any, openai: FakeOpenAI) -> None:
     """While calls are live the daemon freezes whatever lived 100 ms out of the collector's
     reach (daemon/media/gcpolicy.py), so a cycle an ended call leaves would stay until the
@@ -460,22 +501,39 @@ async def test_an_ended_stream_leaves_no_reference_cycles(build: Any, openai: Fa
     await wait_until(lambda: hub.session("call-1") is not None and openai.connections)
     await converse(hub, peer, openai)  # holds the session only while it runs
     await wait_until(lambda: daemon.engine.events)
-    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept in gc.garbage to look at
-    try:
-        await peer.stop()
-        await wait_until(lambda: daemon.engine.ended == ["call-1"])
-        await peer.closed()
-        await wait_until(lambda: openai.current.closed)
-        gc.collect()
-        garbage = {id(obj): obj for obj in gc.garbage}
-        cyclic = sorted(
-            {
-                f"{type(obj).__module__}.{type(obj).__qualname__}"
-                for obj in gc.garbage
-                if type(obj).__module__.startswith("daemon.") and on_a_cycle(obj, garbage)
-            }
-        )
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-    assert cyclic == []
+    assert await cycles_left_by_hanging_up(peer, daemon, lambda: openai.current.closed) == []
+
+
+async def talk_to_the_model(hub: MediaHub, peer: TwilioPeer, model: FakeRealtime) -> None:
+    """The model speaks, the caller barges in, then says something."""
+    session = hub.session("call-1")
+    assert session is not None
+    await session.speak("Say hello.", turn_token=None)
+    await wait_until(lambda: len(peer.frames()) >= 10)
+    await model.speech_started()
+    await wait_until(lambda: peer.of("clear"))
+    await model.caller_said("Hold on")
+
+
+async def test_an_ended_realtime_stream_leaves_no_reference_cycles(
+    openai: FakeOpenAI, model: FakeRealtime, aiohttp_client: MakeClient
+) -> None:
+    """The same for a call bridged to a realtime model (SPEC 15): its bridge, model socket
+    and tool timers let go of one another and of the session when the stream ends."""
+    gc.unfreeze()
+    gc.collect()
+    config = replace(
+        media_config(openai.base_url, openai.realtime_url, API_KEY),
+        realtime=RealtimeConfig(enabled=True, base_url=model.url, api_key=MODEL_KEY),
+    )
+    daemon = FakeDaemon(config)
+    hub = install_media(cast(Daemon, daemon))
+    assert hub is not None
+    hub.end_grace_seconds = 0.05
+    client = await aiohttp_client(daemon.web_app)
+    daemon.engine.add("call-1", "CA1")
+    peer = await connect(client)
+    await peer.start(hub.issue_token("call-1", "CA1"))
+    await wait_until(lambda: hub.session("call-1") is not None and model.sessions)
+    await talk_to_the_model(hub, peer, model)
+    assert await cycles_left_by_hanging_up(peer, daemon, lambda: model.current.closed) == []
