@@ -216,8 +216,12 @@ MakeClient = Callable[..., Awaitable[Client]]
 def build(
     openai: FakeOpenAI, aiohttp_client: MakeClient
 ) -> Callable[..., Awaitable[tuple[FakeDaemon, MediaHub, Client]]]:
-    async def factory(**streaming: Any) -> tuple[FakeDaemon, MediaHub, Client]:
+    async def factory(
+        *, realtime: RealtimeConfig | None = None, **streaming: Any
+    ) -> tuple[FakeDaemon, MediaHub, Client]:
         config = media_config(openai.base_url, openai.realtime_url, API_KEY, **streaming)
+        if realtime is not None:
+            config = replace(config, realtime=realtime)
         daemon = FakeDaemon(config)
         hub = install_media(cast(Daemon, daemon))
         assert hub is not None
@@ -516,21 +520,15 @@ async def talk_to_the_model(hub: MediaHub, peer: TwilioPeer, model: FakeRealtime
 
 
 async def test_an_ended_realtime_stream_leaves_no_reference_cycles(
-    openai: FakeOpenAI, model: FakeRealtime, aiohttp_client: MakeClient
+    build: Any, model: FakeRealtime
 ) -> None:
     """The same for a call bridged to a realtime model (SPEC 15): its bridge, model socket
     and tool timers let go of one another and of the session when the stream ends."""
     gc.unfreeze()
     gc.collect()
-    config = replace(
-        media_config(openai.base_url, openai.realtime_url, API_KEY),
-        realtime=RealtimeConfig(enabled=True, base_url=model.url, api_key=MODEL_KEY),
+    daemon, hub, client = await build(
+        realtime=RealtimeConfig(enabled=True, base_url=model.url, api_key=MODEL_KEY)
     )
-    daemon = FakeDaemon(config)
-    hub = install_media(cast(Daemon, daemon))
-    assert hub is not None
-    hub.end_grace_seconds = 0.05
-    client = await aiohttp_client(daemon.web_app)
     daemon.engine.add("call-1", "CA1")
     peer = await connect(client)
     await peer.start(hub.issue_token("call-1", "CA1"))
