@@ -4,10 +4,12 @@ core pinning and priority, and stopping them."""
 
 from __future__ import annotations
 
+import bisect
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,59 @@ def core_times(core: int) -> tuple[float, float]:
                 )
                 return (user + nice + system + irq + softirq) / TICKS, steal / TICKS
     raise ValueError(f"no cpu{core} in /proc/stat")
+
+
+class StealSampler:
+    """Samples the hypervisor's steal time of every CPU every ``period`` seconds, from a
+    thread pinned to ``core`` (not the daemon's: reading /proc there would take its time).
+
+    /proc/stat counts steal in clock ticks (10 ms): a sample whose steal moved says that
+    virtual CPU was not running for about that long in that period, whatever ran in the
+    guest. Its per-window total hides single long preemptions (100 ms in a 20 s window is
+    0.5 %); kept per period, they can be set beside the moments the streams' frames came
+    late (:func:`stolen_before`)."""
+
+    def __init__(self, core: int, period: float = 0.01) -> None:
+        self.period = period
+        self.samples: list[tuple[float, tuple[int, ...]]] = []
+        self._core = core
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="steal-sampler", daemon=True)
+
+    def start(self) -> StealSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[tuple[float, tuple[int, ...]]]:
+        """Stop sampling; the samples as (monotonic time, steal ticks per CPU)."""
+        self._stop.set()
+        self._thread.join(5)
+        return self.samples
+
+    def _run(self) -> None:
+        os.sched_setaffinity(0, {self._core})  # this thread only
+        with open("/proc/stat", "rb") as f:
+            while not self._stop.wait(self.period):
+                f.seek(0)
+                steal = tuple(
+                    int(line.split()[8])
+                    for line in f.read().splitlines()
+                    if line.startswith(b"cpu") and not line.startswith(b"cpu ")
+                )
+                self.samples.append((time.monotonic(), steal))
+
+
+def stolen_before(
+    samples: list[tuple[float, tuple[int, ...]]], at: float, span: float
+) -> tuple[float, ...]:
+    """Seconds of steal per CPU in the ``span`` seconds before ``at`` (to sample precision)."""
+    times = [t for t, _ in samples]
+    end = bisect.bisect_left(times, at)
+    start = bisect.bisect_left(times, at - span) - 1
+    if end >= len(samples) or start < 0:
+        return ()
+    first, last = samples[start][1], samples[end][1]
+    return tuple((b - a) / TICKS for a, b in zip(first, last, strict=True))
 
 
 def uptime() -> str:
@@ -156,12 +211,20 @@ def family(pid: int) -> list[int]:
 
 
 def start_daemon(
-    home: Path, *, core: int | None, nice: int, log_level: str, cwd: Path = REPO, workers: int = 1
+    home: Path,
+    *,
+    core: int | None,
+    nice: int,
+    log_level: str,
+    cwd: Path = REPO,
+    workers: int = 1,
+    python: str = sys.executable,
 ) -> subprocess.Popen[bytes]:
     """`voicecall daemon run` (the real CLI entry point, exec'd into the daemon) on `home`'s
     config.toml, pinned to `core`, logging to home/daemon.log; no vendor key or voicecall
     setting of the caller's environment leaks in. `workers` > 1: `--workers N` (the workers
-    inherit the pinning)."""
+    inherit the pinning). `python`: the interpreter that runs it (another CPython's
+    environment with voicecall installed, to compare interpreters)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -173,7 +236,7 @@ def start_daemon(
             pinned(
                 core,
                 [
-                    sys.executable,
+                    python,
                     "-m",
                     "voicecall_cli",
                     "--socket",

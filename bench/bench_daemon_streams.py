@@ -65,6 +65,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 from _procs import (  # noqa: E402
+    TICKS,
+    StealSampler,
     command,
     core_times,
     cpu_seconds,
@@ -79,6 +81,7 @@ from _procs import (  # noqa: E402
     start_daemon,
     start_loadgen,
     start_py_spy,
+    stolen_before,
     stop_all,
     uptime,
     yardstick,
@@ -280,6 +283,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
             log_level=args.log_level,
             cwd=args.repo,
             workers=args.workers,
+            python=args.python,
         )
         procs.append(daemon)
         status = daemon_status(home, daemon, 60)
@@ -317,6 +321,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         core_busy0, stolen0 = core_times(args.daemon_core)
         wall0 = time.monotonic()
         epoch0 = time.time()
+        sampler = StealSampler(args.other_core).start()
         command(gen, "mark")
         expect(gen, "MARKED", 10)
         spy = _spy(args, daemon.pid, n, "window", args.seconds, log)
@@ -324,6 +329,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         if spy is not None:
             spy.wait(60)
         wall = time.monotonic() - wall0
+        steal_samples = sampler.stop()
         cpu = {p.pid: (cpu_seconds(p.pid) - before[p.pid]) / wall * 100 for p in procs}
         cpu[daemon.pid] = (sum(cpu_seconds(pid) for pid in pids) - daemon_cpu0) / wall * 100
         system = (sum(cpu_split(pid)[1] for pid in pids) - daemon_system0) / wall * 100
@@ -377,8 +383,56 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         "log_warnings": warnings,
         "machine": load,
         "pacer": pacer_figures(log_text, epoch0, epoch1),
+        "steal": steal_figures(steal_samples, report, args.daemon_core, args.other_core),
         "handoff": handoff,
     }
+
+
+STEAL_SPAN = 0.1
+"""How far before a late frame's arrival steal counts as its cause (a frame is due every 20 ms;
+a preemption longer than the pacer's lead shows in the frames sent when it ends)."""
+
+
+BURST_GAP = 0.03
+"""Late frames less than this apart belong to one burst: a stall of the daemon's loop makes
+every talking stream's next frame late at once; one stream's late frame is a burst of one."""
+
+
+def bursts(late: list[float]) -> list[tuple[float, int]]:
+    """The late frames grouped into bursts, largest first: (when it began, frames)."""
+    groups: list[tuple[float, int]] = []
+    previous = -math.inf
+    for at in late:
+        if at - previous > BURST_GAP:
+            groups.append((at, 0))
+        groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+        previous = at
+    return sorted(groups, key=lambda g: -g[1])
+
+
+def steal_figures(
+    samples: list[tuple[float, tuple[int, ...]]],
+    report: dict[str, Any],
+    daemon_core: int,
+    other_core: int,
+) -> dict[str, Any]:
+    """The window's steal per core, its worst ``STEAL_SPAN``, and how many of the frames that
+    came more than 10 ms off their 20 ms had steal on either core just before they arrived:
+    whether the jitter that misses was the hypervisor's or the daemon's."""
+    late = report.get("late_frames_at", [])
+    out: dict[str, Any] = {
+        "late": len(late),
+        "judged": report.get("frames_judged", 0),
+        "bursts": bursts(late),
+    }
+    for name, core in (("daemon_core", daemon_core), ("other_core", other_core)):
+        if len(samples) < 2 or core >= len(samples[0][1]):
+            return out
+        total = (samples[-1][1][core] - samples[0][1][core]) / TICKS
+        worst = max(_stolen(samples, t, core) for t, _ in samples)
+        hit = sum(1 for at in late if _stolen(samples, at, core) > 0)
+        out[name] = {"ms": total * 1000, "worst_ms": worst * 1000, "late_after": hit}
+    return out
 
 
 def handoff_counts(
@@ -450,6 +504,7 @@ def summary(r: dict[str, Any]) -> str:
         f"yardstick={r['yardstick_us']:.2f}us{invalid}"
         + _handoff_text(r.get("handoff"))
         + _churn_text(r)
+        + _steal_text(r)
     )
 
 
@@ -478,6 +533,35 @@ def _core_text(r: dict[str, Any]) -> str:
     return f"core others={r['core_others_pct']:.0f}% steal={r['core_steal_pct']:.0f}% "
 
 
+def _stolen(samples: list[tuple[float, tuple[int, ...]]], at: float, core: int) -> float:
+    """Seconds of steal on ``core`` in the ``STEAL_SPAN`` before ``at`` (0 off the samples)."""
+    stolen = stolen_before(samples, at, STEAL_SPAN)
+    return stolen[core] if stolen else 0.0
+
+
+BIG_BURST = 100
+"""A burst of this many late frames is a stall of the whole loop (a quarter of 400 streams)."""
+
+
+def _steal_text(r: dict[str, Any]) -> str:
+    """The frames off by more than 10 ms, and the hypervisor's steal on each core beside them."""
+    st = r.get("steal")
+    if not st or "daemon_core" not in st:
+        return ""
+    d, o = st["daemon_core"], st["other_core"]
+    share = st["late"] / st["judged"] if st["judged"] else math.nan
+    groups = st["bursts"]
+    big = sum(size for _, size in groups if size >= BIG_BURST)
+    return (
+        f" | late frames={st['late']} ({share:.2%}; in {len(groups)} bursts, "
+        f"{big} in bursts of >= {BIG_BURST}, largest {groups[0][1] if groups else 0}; "
+        f"after steal on the daemon's core "
+        f"{d['late_after']}, on the other {o['late_after']}) steal daemon core={d['ms']:.0f}ms "
+        f"(worst {d['worst_ms']:.0f}ms/{STEAL_SPAN * 1000:.0f}ms) other={o['ms']:.0f}ms "
+        f"(worst {o['worst_ms']:.0f}ms)"
+    )
+
+
 def _handoff_text(counts: dict[str, dict[str, int]] | None) -> str:
     if not counts:
         return ""
@@ -493,6 +577,21 @@ def _handoff_text(counts: dict[str, dict[str, int]] | None) -> str:
         f" relayed: {relayed.get('media', 0)} streams, {relayed.get('webhook', 0)} webhooks"
         + partial
     )
+
+
+def interpreter(python: str) -> str:
+    """The daemon's interpreter as `CPython 3.x.y`."""
+    version = subprocess.run(
+        [
+            python,
+            "-c",
+            "import platform; print(platform.python_implementation(), platform.python_version())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return version.stdout.strip()
 
 
 def main() -> None:
@@ -548,6 +647,12 @@ def main() -> None:
         default=str(REPO),
         help="checkout whose daemon runs (compare commits: a git worktree)",
     )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter that runs the daemon (compare CPython versions: a virtual "
+        "environment of that version with this checkout installed)",
+    )
     parser.add_argument("--log", default=os.devnull, help="fakes/generator stderr")
     parser.add_argument("--keep-logs", action="store_true", help="keep the daemon's home")
     parser.add_argument("--json", action="store_true", help="also print the raw figures")
@@ -588,7 +693,7 @@ def main() -> None:
         f"(before); daemon on core {args.daemon_core if args.workers == 1 else 'any'}"
         f" ({args.workers} worker{'s' if args.workers > 1 else ''}), fakes+generator on "
         f"core {args.other_core}, nice {args.nice}, caller frames in {args.phases} phase"
-        f"{'s' if args.phases > 1 else ''}",
+        f"{'s' if args.phases > 1 else ''}, daemon on {interpreter(args.python)}",
         flush=True,
     )
     with open(args.log, "a") as log:
