@@ -32,6 +32,7 @@ from daemon.config.ports import may_fall_back
 from daemon.engine.calls import CallEngine
 from daemon.errors import ConfigError
 from daemon.exposure import Exposure, ExposureManager
+from daemon.loopload import LoopLoad
 from daemon.media.hub import MediaHub
 from daemon.paths import Paths
 from daemon.providers.base import ProviderContext
@@ -93,6 +94,9 @@ class Daemon:
         self.forward_pass = forward_pass()
         self.provider = create_provider(config.provider)
         self.engine = CallEngine(config, self.store, self.provider)
+        self.loop_load = LoopLoad()
+        """The event loop's load, sampled every second: new calls wait above max_loop_load."""
+        self.engine.loop_load = self.loop_load
         self.web_app = web.Application(client_max_size=64 * 1024)
         self._runner: web.AppRunner | None = None
         self._methods = build_methods(self)
@@ -123,6 +127,7 @@ class Daemon:
             raise
 
     async def _start(self, rpc_socket: socket.socket | None) -> None:
+        self.loop_load.start()
         await self.store.open()  # claims the store (one daemon per store) before anything else
         self.rpc.bind(rpc_socket)
         self.http = open_vendor_session(
@@ -277,6 +282,7 @@ class Daemon:
         tunnel must not keep the store claimed.
         """
         await stop_step("the RPC socket", self.rpc.stop)
+        self.loop_load.stop()
         if self.siblings is not None:
             await stop_step("the hand-over socket", self.siblings.stop)
         if self._runner is not None:
@@ -310,6 +316,7 @@ class Daemon:
             "publicUrl": self.exposure.public_url,
             "streamUrl": self.exposure.stream_url,
             "activeCalls": self.engine.live_count,
+            "loopLoad": round(self.loop_load.share, 3),
             "tailSubscribers": self.engine.subscriber_count,
             "socket": str(self.paths.socket),
             "store": self.store.description,

@@ -27,6 +27,7 @@ LIVE_TOP_LEVEL = frozenset(
         "to_number",
         "max_duration_seconds",
         "max_concurrent_calls",
+        "max_loop_load",
         "ring_timeout_seconds",
         "transcript_timeout_ms",
         "inbound_policy",

@@ -260,6 +260,9 @@ class Config:
     max_duration_seconds: int = 300
     stale_call_reaper_seconds: int = 0
     max_concurrent_calls: int = 8
+    max_loop_load: float = 0.9
+    """New calls are refused while the event loop was busier than this over the last 5 s
+    (daemon.loopload); 1 turns it off."""
     ring_timeout_seconds: int = 30
     transcript_timeout_ms: int = 180000
     inbound_policy: str = "disabled"

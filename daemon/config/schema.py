@@ -334,6 +334,13 @@ SCHEMA = Table(
         "max_duration_seconds": integer(1, default=300),
         "stale_call_reaper_seconds": integer(0, default=0, doc="0 = off"),
         "max_concurrent_calls": integer(1, default=8),
+        "max_loop_load": number(
+            0.01,
+            1,
+            0.9,
+            "share of the last 5 s the event loop may be busy before new calls are refused "
+            "(1 = never)",
+        ),
         "ring_timeout_seconds": integer(1, default=30),
         "transcript_timeout_ms": integer(1, default=180000),
         "inbound_policy": choice("disabled", "allowlist", "open", default="disabled"),

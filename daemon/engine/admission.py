@@ -170,6 +170,8 @@ class Admission(EngineCore):
         )
         if accepted and self._occupied >= self.config.max_concurrent_calls:
             accepted, reason = False, "max_concurrent_calls reached"
+        if accepted and (overloaded := self._overloaded()) is not None:
+            accepted, reason = False, overloaded
         # An ANSWERED event keeps its dedupe key for its own application below.
         initiated_key = None if event.type is EventType.ANSWERED else event.dedupe_key
         self._reserved += 1  # hold the slot across the write, released whatever happens

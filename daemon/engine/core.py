@@ -68,6 +68,17 @@ class Responder(Protocol):
         """The bot's next utterance, sentence by sentence as the model writes it."""
 
 
+class LoadGauge(Protocol):
+    """How busy the daemon's event loop has been (daemon.loopload.LoopLoad)."""
+
+    @property
+    def share(self) -> float:
+        """Share of the last seconds the loop ran or waited for a CPU (0 to 1)."""
+
+    def describe(self) -> str:
+        """The figure as a person reads it."""
+
+
 class EngineCore:
     """State and rules every engine section shares."""
 
@@ -93,6 +104,9 @@ class EngineCore:
         auto-responder stays out of it (set by the daemon)."""
         self.number_responders: dict[str, Responder | None] = {}
         """Auto-responders of `[numbers."+E164"]` tables that override its settings."""
+        self.loop_load: LoadGauge | None = None
+        """The event loop's load (set by the daemon): above `max_loop_load` new calls are
+        refused, so the calls already up keep their voice (:meth:`_overloaded`)."""
         self._live: dict[str, LiveCall] = {}
         self._by_provider_id: dict[str, str] = {}
         self._offering: dict[str, asyncio.Future[None]] = {}
@@ -234,6 +248,27 @@ class EngineCore:
                 "end one with `voicecall end` or raise max_concurrent_calls",
                 limit=limit,
             )
+        overloaded = self._overloaded()
+        if overloaded is not None:
+            raise LimitReachedError(
+                f"{overloaded}: a new call now would make the audio of every live call late; "
+                "retry in a few seconds, end a call, or raise max_loop_load (1 turns this off)",
+                limit=self.config.max_loop_load,
+            )
+
+    def _overloaded(self) -> str | None:
+        """Why a new call must wait for the loop to have room (None: it may come).
+
+        One event loop carries every call: once it is busy all the time, every stream's
+        frames leave late and every call degrades at once, so past `max_loop_load` the
+        daemon refuses new calls instead (daemon.loopload).
+        """
+        gauge, limit = self.loop_load, self.config.max_loop_load
+        if gauge is None or limit >= 1.0 or gauge.share <= limit:
+            return None
+        return (
+            f"the daemon's event loop is overloaded ({gauge.describe()}; max_loop_load {limit:g})"
+        )
 
     def _new_turn(self, live: LiveCall) -> str:
         live.turn_token = secrets.token_urlsafe(12)

@@ -290,6 +290,7 @@ def status_cmd(ctx: CliContext, as_json: bool) -> None:
         f"webhook   {status['webhookUrl']}\n"
         f"public    {status.get('publicUrl') or '-'}\n"
         f"calls     {status['activeCalls']} active\n"
+        f"loop      {status.get('loopLoad', 0):.0%} busy over the last 5 s\n"
         f"socket    {status['socket']}"
     )
     fault = status.get("storeFault")
