@@ -197,10 +197,17 @@ max_pending_connections = {n + 64}
 
 
 def daemon_config(
-    fakes: str, n: int, tts: str, turns: bool, store: str = "", streaming: str = ""
+    fakes: str,
+    n: int,
+    tts: str,
+    turns: bool,
+    store: str = "",
+    streaming: str = "",
+    max_loop_load: float = 1.0,
 ) -> str:
     """Every vendor at the fakes: STT, the chat model (with `turns`), and `tts`; `streaming`:
-    more [streaming] keys."""
+    more [streaming] keys; `max_loop_load` 1 (no call refused for load: the level measures
+    what the core carries) unless an overload level asks for the daemon's refusals."""
     tts_table = (
         f'[tts]\nprovider = "elevenlabs"\n\n[tts.elevenlabs]\nbase_url = "{fakes}"\n'
         f'api_key = "{XI_KEY}"\nvoice_id = "bench-voice"\n'
@@ -214,7 +221,9 @@ def daemon_config(
         fakes,
         n,
         GREETING,
-        top=responder + (f'store = "{store}"\n' if store else ""),
+        top=responder
+        + (f'store = "{store}"\n' if store else "")
+        + f"max_loop_load = {max_loop_load}\n",
         streaming=f'api_key = "{API_KEY}"\nstt_url = "{stt}"\n{streaming}',
         tail=f'[agent]\nbase_url = "{fakes}/v1"\napi_key = "{API_KEY}"\n\n{tts_table}',
     )
@@ -272,7 +281,15 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         )
         # Hung-up calls hold their slot for the stream's end grace (2 s) and their hang-up.
         slots = n + math.ceil(args.churn * 5)
-        text = daemon_config(origin, slots, args.tts, args.turn_every > 0, store_url(args), batch)
+        text = daemon_config(
+            origin,
+            slots,
+            args.tts,
+            args.turn_every > 0,
+            store_url(args),
+            batch,
+            args.max_loop_load,
+        )
         (home / "config.toml").write_text(text)
         core = args.daemon_core if args.workers == 1 else None  # workers: every core
         speed = yardstick(core, args.nice)
@@ -499,7 +516,8 @@ def summary(r: dict[str, Any]) -> str:
         f"gen cpu={r['gen_cpu']:.0f}% gen tick p99={g['tick_late_p99_ms']:.1f}ms "
         f"skipped={g['ticks_skipped']} | stt_open={v['stt_open']} "
         f"tts={v['tts_requests']} transcripts={v['transcripts']} chat={v['chat_requests']} "
-        f"failures={g['failures'] or '-'} silent={g['silent']} closed={g['closed']} "
+        f"failures={g['failures'] or '-'} refused={g.get('refused', 0)} silent={g['silent']} "
+        f"closed={g['closed']} "
         f"log E/W={r['log_errors']}/{r['log_warnings']} | {r['machine']} "
         f"yardstick={r['yardstick_us']:.2f}us{invalid}"
         + _handoff_text(r.get("handoff"))
@@ -646,6 +664,13 @@ def main() -> None:
         "--repo",
         default=str(REPO),
         help="checkout whose daemon runs (compare commits: a git worktree)",
+    )
+    parser.add_argument(
+        "--max-loop-load",
+        type=float,
+        default=1.0,
+        help="the daemon's max_loop_load (default 1: no call refused, the level measures what "
+        "one core carries; 0.9, the daemon's default, shows its refusals past the core)",
     )
     parser.add_argument(
         "--python",

@@ -122,6 +122,9 @@ class LoadGen:
         self.hung_up = 0
         self._churn: asyncio.Task[None] | None = None
 
+    refused = 0
+    """Calls the daemon answered with `<Reject/>` (its loop overloaded: max_loop_load)."""
+
     def _fail(self, why: str) -> None:
         self.failures[why] = self.failures.get(why, 0) + 1
 
@@ -161,6 +164,9 @@ class LoadGen:
             self.webhook_at.append(sent - self.started)
         if status != 200:
             self._fail(f"webhook HTTP {status}")
+            return
+        if "<Reject" in twiml:  # refused (max_loop_load): no stream, and not a failure
+            self.refused += 1
             return
         found = STREAM_URL.search(twiml)
         if found is None:
@@ -324,6 +330,7 @@ class LoadGen:
                 reverse=True,
             )[:8],
             "failures": self.failures,
+            "refused": self.refused,
             "marks_echoed": sum(s.marks for s in self.ticker.streams),
             "inbound_sent": self.ticker.sent,
             "frames_out_window": frames_out,

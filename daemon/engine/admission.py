@@ -168,10 +168,12 @@ class Admission(EngineCore):
             provider_call_id=event.provider_call_id,
             metadata=metadata,
         )
+        busy = False
+        """Refused for want of room, not by the policy: the caller hears a busy signal."""
         if accepted and self._occupied >= self.config.max_concurrent_calls:
-            accepted, reason = False, "max_concurrent_calls reached"
+            accepted, reason, busy = False, "max_concurrent_calls reached", True
         if accepted and (overloaded := self._overloaded()) is not None:
-            accepted, reason = False, overloaded
+            accepted, reason, busy = False, overloaded, True
         # An ANSWERED event keeps its dedupe key for its own application below.
         initiated_key = None if event.type is EventType.ANSWERED else event.dedupe_key
         self._reserved += 1  # hold the slot across the write, released whatever happens
@@ -196,14 +198,16 @@ class Admission(EngineCore):
         self._publish(stored)
         if not accepted:
             logger.info("inbound call %s rejected: %s", record.call_id, reason)
-            await self._reject(live, reply)
+            await self._reject(live, reply, busy=busy)
             return
         live.initial_message = greeting(self.config, number)
         await self.provider.answer(record)
         if event.type is EventType.ANSWERED:
             await self._apply_one(event, reply)
 
-    async def _reject(self, live: LiveCall, reply: ReplyDraft | None = None) -> None:
+    async def _reject(
+        self, live: LiveCall, reply: ReplyDraft | None = None, *, busy: bool = False
+    ) -> None:
         """End a refused inbound call, then hang it up once at the provider (in `reply`, the
         answer to the offer, when the provider can)."""
         try:
@@ -211,5 +215,6 @@ class Admission(EngineCore):
                 await self._finish_locked(live, CallState.HANGUP_BOT)
         except StoreError:
             live.rejection_lost = True  # the provider's retry of the offer rejects it
+            live.rejected_busy = busy
             raise
-        await self.provider.reject(live.record, reply=reply)
+        await self.provider.reject(live.record, reply=reply, busy=busy)

@@ -166,7 +166,7 @@ class CallEngine(Lifecycle, Admission, Answering, Turns, EngineCore):
             # Refused and stored, but its end was not (a store fault): the retried offer
             # finishes the rejection.
             live.rejection_lost = False
-            return lambda reply: self._reject(live, reply)
+            return lambda reply: self._reject(live, reply, busy=live.rejected_busy)
         handler = self._handlers.get(event.type)
         return None if handler is None else await handler(live, event)
 

@@ -42,8 +42,10 @@ class LiveCall:
     """The answer was stored but the opening line after it could not be (store fault): the
     next delivery of the answer (the provider's retry) says it."""
     rejection_lost: bool = False
-    """An inbound call the policy refused whose end could not be stored (store fault): the
-    provider's retry of the offer finishes the rejection."""
+    """An inbound call refused whose end could not be stored (store fault): the provider's
+    retry of the offer finishes the rejection."""
+    rejected_busy: bool = False
+    """That refusal was for want of room (a busy signal), not the policy's."""
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the call is answered or has ended (operations wait for it while it rings)."""
     machine: MachineWatch | None = None

@@ -181,8 +181,12 @@ class Provider(Protocol):
     async def answer(self, call: CallRecord) -> None:
         """Accept an inbound call the policy admitted."""
 
-    async def reject(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
-        """Refuse an inbound call the policy rejected (hang it up once)."""
+    async def reject(
+        self, call: CallRecord, *, reply: ReplyDraft | None = None, busy: bool = False
+    ) -> None:
+        """Refuse an inbound call (hang it up once): one the policy refused, or with ``busy``
+        one the daemon has no room for now (the caller hears a busy signal where the provider
+        has one, and may try again)."""
 
     async def hangup(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
         """Hang up; a call already ended at the provider is not an error."""

@@ -219,7 +219,9 @@ class MockProvider(BoundProvider):
             ],
         )
 
-    async def reject(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
+    async def reject(
+        self, call: CallRecord, *, reply: ReplyDraft | None = None, busy: bool = False
+    ) -> None:
         """Hang up a rejected inbound call."""
         self._ended.add(self._pid(call))
 

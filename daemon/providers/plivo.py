@@ -328,11 +328,14 @@ class PlivoProvider(BoundProvider):
         """Nothing to send: Plivo answers an inbound call when our XML starts to run."""
         self._note_number(call)
 
-    async def reject(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
-        """`<Hangup reason="rejected"/>` as the answer, or `DELETE /Call/{uuid}/` outside one."""
+    async def reject(
+        self, call: CallRecord, *, reply: ReplyDraft | None = None, busy: bool = False
+    ) -> None:
+        """`<Hangup reason="rejected"/>` (`"busy"` with ``busy``) as the answer, or
+        `DELETE /Call/{uuid}/` outside one."""
         pending = _folding(reply, call)
         if pending is not None:
-            pending.steps[:] = [HangUp("rejected")]
+            pending.steps[:] = [HangUp("busy" if busy else "rejected")]
             pending.open = False
             return
         await self.hangup(call)

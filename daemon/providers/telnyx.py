@@ -526,13 +526,16 @@ class TelnyxProvider(BoundProvider):
                 ]
             )
 
-    async def reject(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
-        """`actions/reject` (SIP 603-style refusal) for a call the inbound policy refused."""
+    async def reject(
+        self, call: CallRecord, *, reply: ReplyDraft | None = None, busy: bool = False
+    ) -> None:
+        """`actions/reject` for a call the inbound policy refused (cause `CALL_REJECTED`), or
+        with ``busy`` one the daemon has no room for now (`USER_BUSY`: a busy signal)."""
         await self._action(
             self._pid(call),
             "reject",
             {
-                "cause": "CALL_REJECTED",
+                "cause": "USER_BUSY" if busy else "CALL_REJECTED",
                 "command_id": f"voicecall-reject-{call.call_id}",
             },
             tolerate_gone=True,

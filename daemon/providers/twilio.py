@@ -263,14 +263,17 @@ class TwilioProvider(BoundProvider):
         """Nothing to send: Twilio answers an inbound call when our TwiML has verbs."""
         self._note_number(call)
 
-    async def reject(self, call: CallRecord, *, reply: ReplyDraft | None = None) -> None:
-        """`<Reject/>` as the voice request's answer; outside one, one REST hang-up at most."""
+    async def reject(
+        self, call: CallRecord, *, reply: ReplyDraft | None = None, busy: bool = False
+    ) -> None:
+        """`<Reject/>` (`reason="busy"` with ``busy``) as the voice request's answer; outside
+        one, one REST hang-up at most."""
         sid = call.provider_call_id
         pending = _folding(reply, call)
         if pending is not None:
             pending.steps.clear()
             pending.listen = None
-            pending.end = Reject()
+            pending.end = Reject(busy=busy)
             self._remember(self._rejected, sid)
             return
         if sid is None or sid in self._rejected:

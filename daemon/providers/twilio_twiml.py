@@ -103,7 +103,11 @@ class HangUp:
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """`<Reject/>`: refuse an inbound call without answering it (no charge to the caller)."""
+    """`<Reject/>`: refuse an inbound call without answering it (no charge to the caller).
+    ``busy``: the caller hears a busy signal (the daemon has no room now) instead of Twilio's
+    not-in-service message (the number does not take this caller)."""
+
+    busy: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +201,7 @@ def render(steps: Sequence[Step], ctx: TwimlContext) -> str:
         elif isinstance(step, HangUp):
             response.hangup()
         elif isinstance(step, Reject):
-            response.reject()
+            response.reject(reason="busy" if step.busy else None)
         elif isinstance(step, Stream):
             stream = response.connect().stream(url=step.url)
             stream.parameter(name="token", value=step.token)

@@ -99,6 +99,8 @@ async def test_an_overloaded_loop_refuses_new_calls_and_takes_them_again_after(
         caller = await sim.inbound(CALLER, FROM, webhook)
         await sim.wait_for(lambda: caller.ended)
         assert caller.ended_by == "reject"
+        (offer,) = [dl for dl in sim.deliveries if dl.kind == "voice"]
+        assert '<Reject reason="busy" />' in offer.reply, offer.reply
         listed = (await rpc(d, "voicecall.list", {}))["calls"]
         (offered,) = [c for c in listed if c.get("providerCallId") == caller.sid]
         events = await asyncio.to_thread(d.call_events, str(offered["callId"]))

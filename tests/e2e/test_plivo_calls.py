@@ -148,6 +148,21 @@ async def test_plivo_inbound_allowlist_greets_one_caller_and_hangs_up_on_another
     assert refused.spoken == []
 
 
+async def test_plivo_inbound_past_max_concurrent_calls_hears_busy(
+    sim: PlivoSimulator, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """A caller refused for want of room (not by the policy) hears a busy signal:
+    `<Hangup reason="busy"/>`, and may call again."""
+    d = await start(make_daemon, config(sim, 'inbound_policy = "open"\nmax_concurrent_calls = 1\n'))
+    url = (await rpc(d, "daemon.status"))["webhookUrl"]
+    first = await sim.inbound("+14155550123", FROM, url)
+    await sim.wait_for(lambda: first.listening)
+    second = await sim.inbound("+15550009999", FROM, url)
+    await sim.wait_for(lambda: second.ended)
+    assert '<Hangup reason="busy"/>' in second.documents[0]
+    assert second.spoken == []
+
+
 async def test_plivo_replay_before_and_after_restart_repeats_the_first_reply(
     sim: PlivoSimulator, make_daemon: Callable[..., DaemonHarness]
 ) -> None:

@@ -138,6 +138,24 @@ async def test_telnyx_inbound_allowlist_answers_one_caller_and_rejects_another(
     assert rejected[0]["state"] == "hangup-bot"
 
 
+async def test_telnyx_inbound_past_max_concurrent_calls_is_rejected_busy(
+    sim: TelnyxSimulator, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """A caller refused for want of room (not by the policy) is rejected with `USER_BUSY`
+    (a busy signal, and Telnyx reports `user_busy`), where the policy's refusal says
+    `CALL_REJECTED`."""
+    d = await start(make_daemon, config(sim, 'inbound_policy = "open"\nmax_concurrent_calls = 1\n'))
+    url = (await rpc(d, "daemon.status"))["webhookUrl"]
+    first = await sim.inbound("+14155550123", FROM, url)
+    await sim.wait_for(lambda: first.answered)
+    second = await sim.inbound("+15550009999", FROM, url)
+    await sim.wait_for(lambda: second.ended)
+    (reject,) = sim.commands("reject")
+    assert reject.path == f"/v2/calls/{second.call_control_id}/actions/reject"
+    assert reject.body["cause"] == "USER_BUSY"
+    assert not second.answered
+
+
 async def test_telnyx_replayed_webhook_changes_nothing(
     sim: TelnyxSimulator, make_daemon: Callable[..., DaemonHarness]
 ) -> None:

@@ -547,7 +547,8 @@ class TelnyxSimulator(FakeServer):
         return self._ok()
 
     async def _reject(self, call: SimCall, body: dict[str, Any]) -> web.Response:
-        self._spawn(self._end(call, "call_rejected", "callee"))
+        cause = "user_busy" if body.get("cause") == "USER_BUSY" else "call_rejected"
+        self._spawn(self._end(call, cause, "callee"))
         call.ended = True
         return self._ok()
 

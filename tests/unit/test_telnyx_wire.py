@@ -115,7 +115,10 @@ def test_every_command_sends_only_fields_the_call_control_schema_defines() -> No
         ],
         "transcription_start": [transcription_payload("eA==", "voicecall-transcribe-c1")],
         "send_dtmf": [{"digits": "12#", "command_id": "x"}],
-        "reject": [{"cause": "CALL_REJECTED", "command_id": "x"}],
+        "reject": [
+            {"cause": "CALL_REJECTED", "command_id": "x"},
+            {"cause": "USER_BUSY", "command_id": "x"},
+        ],
         "hangup": [{"command_id": "x"}],
     }
     for command, payloads in bodies.items():

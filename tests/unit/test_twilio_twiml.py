@@ -121,6 +121,8 @@ def test_dtmf_then_keep_alive() -> None:
 def test_reject_and_hangup_end_the_document() -> None:
     """Nothing follows Reject or Hangup (no keep-alive)."""
     assert body(render([Reject()], CTX)) == "<Response><Reject /></Response>"
+    assert body(render([Reject(busy=True)], CTX)) == '<Response><Reject reason="busy" /></Response>'
+
     assert body(render([Say("Bye"), Pause(2), HangUp()], CTX)) == (
         '<Response><Say voice="Polly.Matthew">Bye</Say><Pause length="2" /><Hangup /></Response>'
     )
