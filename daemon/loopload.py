@@ -4,7 +4,7 @@ for a CPU, read from the kernel's accounting of the loop's own thread.
 One event loop carries every call (SPEC 12): once it is busy all the time, every stream's
 frames leave late and every call degrades at once (at 500 streamed calls on one core of the
 benchmark machine, none stayed healthy). The engine refuses new calls above
-``max_loop_load`` instead (:meth:`daemon.engine.core.EngineCore._check_load`), so the calls
+``max_loop_load`` instead (:meth:`daemon.engine.core.EngineCore._overloaded`), so the calls
 already up keep their voice.
 
 The figure is the loop thread's run time plus its run-queue wait

@@ -168,8 +168,7 @@ class Admission(EngineCore):
             provider_call_id=event.provider_call_id,
             metadata=metadata,
         )
-        busy = False
-        """Refused for want of room, not by the policy: the caller hears a busy signal."""
+        busy = False  # refused for want of room, not by the policy: the caller hears busy
         if accepted and self._occupied >= self.config.max_concurrent_calls:
             accepted, reason, busy = False, "max_concurrent_calls reached", True
         if accepted and (overloaded := self._overloaded()) is not None:
