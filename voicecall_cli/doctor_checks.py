@@ -96,6 +96,7 @@ def run_checks(
     checks.append(daemon_check)
     if daemon_status is not None:
         checks.append(check_store(daemon_status))
+        checks.append(check_load(daemon_status, config))
     if config is not None:
         checks.append(check_port(config, daemon_status))
         from voicecall_cli.doctor_api import check_provider_api, check_realtime_api
@@ -601,6 +602,26 @@ def check_store(status: dict[str, Any]) -> Check:
             "recovers by itself at the next write",
         )
     return Check("store", "OK", f"{store} accepts writes")
+
+
+def check_load(status: dict[str, Any], config: Config | None) -> Check:
+    """Whether the running daemon takes new calls: its event loop's load against
+    `max_loop_load` (docs/operations.md, "Overload")."""
+    load = status.get("loopLoad")
+    if not isinstance(load, int | float):
+        return Check("load", "WARN", "the daemon does not say how busy it is", "upgrade it")
+    limit = config.max_loop_load if config is not None else 0.9
+    what = f"the daemon's event loop was {load:.0%} busy over the last 5 s"
+    if limit < 1 and load > limit:
+        return Check(
+            "load",
+            "WARN",
+            f"{what}, over max_loop_load {limit:g}: new calls are refused (callers hear busy), "
+            "the calls up keep their voice",
+            "wait, end calls, give the daemon more cores (`daemon run --workers N`), or "
+            "raise max_loop_load",
+        )
+    return Check("load", "OK", f"{what}; new calls are taken")
 
 
 def _try_bind(host: str, port: int) -> OSError | None:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -69,13 +70,20 @@ async def until_load(d: DaemonHarness, above: bool, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what} (loopLoad {load})")
 
 
+async def doctor(d: DaemonHarness) -> dict[str, Any]:
+    """`voicecall doctor --offline --json`'s checks by id."""
+    done = await asyncio.to_thread(d.cli, "doctor", "--offline", "--json")
+    return {c["id"]: c for c in json.loads(done.stdout)["checks"]}
+
+
 async def test_an_overloaded_loop_refuses_new_calls_and_takes_them_again_after(
     sim: TwilioSimulator, make_daemon: Callable[..., DaemonHarness]
 ) -> None:
     """While the loop is busier than max_loop_load: `voicecall call` fails with the reason (exit
     1, nothing dialled) and an inbound caller gets `<Reject/>` with the reason stored; the
     call that was already up stays up. Once the load is gone a call goes through, and
-    max_loop_load = 1 (set live, by reload) lets calls through however busy the loop is."""
+    max_loop_load = 1 (set live, by reload) lets calls through however busy the loop is.
+    `voicecall doctor` warns while calls are refused."""
     d = await start(
         make_daemon,
         twilio_config(
@@ -109,6 +117,8 @@ async def test_an_overloaded_loop_refuses_new_calls_and_takes_them_again_after(
 
         record = await asyncio.to_thread(d.call_record, up_id)
         assert record["state"] not in ("hangup-bot", "failed", "error"), record["state"]
+        load = (await doctor(d))["load"]
+        assert load["status"] == "WARN" and "new calls are refused" in load["message"], load
 
         # 1 turns it off, live: the same flood, and the call goes through.
         done = await asyncio.to_thread(d.cli, "config", "set", "max_loop_load", "1")
@@ -124,6 +134,7 @@ async def test_an_overloaded_loop_refuses_new_calls_and_takes_them_again_after(
         assert done.returncode == 0, done.stderr
 
     await until_load(d, False, "the load to go once the flood stopped")
+    assert (await doctor(d))["load"]["status"] == "OK"
     again = await asyncio.to_thread(d.cli, "call", "--to", TO, "-m", "Hi, later")
     assert again.returncode == 0, again.stderr
     await until(lambda: len(sim.creates) == 3, 10, "the later call to be dialled")

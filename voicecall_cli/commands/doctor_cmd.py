@@ -39,8 +39,9 @@ def doctor_cmd(ctx: CliContext, offline: bool, as_json: bool) -> None:
     In order: the config file (every wrong or missing value), the keyring backend, each secret
     the configuration uses (and where it comes from; values are never shown), public exposure
     of the webhook and of the media-stream path, the daemon (asked over its socket, never
-    started), whether serve.bind:serve.port can be bound, and the provider's API with the
-    configured credentials (skipped with --offline and for the mock provider).
+    started: its store and whether its load lets it take new calls), whether
+    serve.bind:serve.port can be bound, and the provider's API with the configured
+    credentials (skipped with --offline and for the mock provider).
 
     Each line reads `OK|WARN|FAIL <check>: <what> — <fix>`. Exits 1 when any check fails.
 
