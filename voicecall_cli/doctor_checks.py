@@ -27,7 +27,7 @@ from daemon.config.exposure import (
     provider_api_base_url,
 )
 from daemon.config.loader import REQUIRED, check_document, read_document
-from daemon.config.model import Config
+from daemon.config.model import DEFAULT_MAX_LOOP_LOAD, Config
 from daemon.config.secrets import SECRET_KEYS, keyring_disabled
 from daemon.errors import ConfigError, TunnelError
 from daemon.paths import Paths
@@ -610,7 +610,7 @@ def check_load(status: dict[str, Any], config: Config | None) -> Check:
     load = status.get("loopLoad")
     if not isinstance(load, int | float):
         return Check("load", "WARN", "the daemon does not say how busy it is", "upgrade it")
-    limit = config.max_loop_load if config is not None else 0.9
+    limit = config.max_loop_load if config is not None else DEFAULT_MAX_LOOP_LOAD
     what = f"the daemon's event loop was {load:.0%} busy over the last 5 s"
     if limit < 1 and load > limit:
         return Check(

@@ -337,7 +337,7 @@ SCHEMA = Table(
         "max_loop_load": number(
             0.01,
             1,
-            0.9,
+            model.DEFAULT_MAX_LOOP_LOAD,
             "share of the last 5 s the event loop may be busy before new calls are refused "
             "(1 = never)",
         ),
