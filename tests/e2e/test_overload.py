@@ -2,9 +2,10 @@
 
 The real daemon with the Twilio simulator, its loop made busy for real: RPC clients in other
 threads of this process ask `daemon.status` as fast as it answers, the work of many
-simultaneous callers. A low `max_loop_load` stands for a core full of calls (the benchmark's
-500 streams: docs/benchmarks.md, "Overload"). The calls already live are not touched; new ones
-are refused with the reason, and come again once the load has gone.
+simultaneous callers, which keeps it all but saturated. A `max_loop_load` of 0.5 stands for
+the default's 0.8 on a core full of calls (the benchmark's 600 streams: docs/benchmarks.md,
+"Past the core"), with room on both sides for a slow machine. The calls already live are not
+touched; new ones are refused with the reason, and come again once the load has gone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ SIMULATOR = TwilioSimulator  # the shared `sim` fixture runs it (tests/conftest.
 TO = "+15550001234"
 FROM = "+15550100000"
 CALLER = "+15550109999"
-LIMIT = 0.05
+LIMIT = 0.5
+"""Far from both sides: the flood keeps the loop 98-99 % busy, the test's own commands and
+the call up keep it under 5 %."""
 CLIENTS = 4
 
 
@@ -92,7 +95,9 @@ async def test_an_overloaded_loop_refuses_new_calls_and_takes_them_again_after(
     )
     webhook = str((await rpc(d, "daemon.status"))["webhookUrl"])
     await until_load(d, False, "an idle daemon's load to settle")
-    up = await asyncio.to_thread(d.cli, "call", "--to", TO, "-m", "Hello", "--json")
+    up = await asyncio.to_thread(
+        d.cli, "call", "--to", TO, "-m", "Hello", "--mode", "conversation", "--json"
+    )
     assert up.returncode == 0, up.stderr
     up_id = json.loads(up.stdout)["callId"]
 
@@ -107,7 +112,11 @@ async def test_an_overloaded_loop_refuses_new_calls_and_takes_them_again_after(
         caller = await sim.inbound(CALLER, FROM, webhook)
         await sim.wait_for(lambda: caller.ended)
         assert caller.ended_by == "reject"
-        (offer,) = [dl for dl in sim.deliveries if dl.kind == "voice"]
+        (offer,) = [
+            dl
+            for dl in sim.deliveries
+            if dl.kind == "voice" and dl.params.get("CallSid") == caller.sid
+        ]
         assert '<Reject reason="busy" />' in offer.reply, offer.reply
         listed = (await rpc(d, "voicecall.list", {}))["calls"]
         (offered,) = [c for c in listed if c.get("providerCallId") == caller.sid]
