@@ -74,7 +74,7 @@ class StealSampler:
     virtual CPU was not running for about that long in that period, whatever ran in the
     guest. Its per-window total hides single long preemptions (100 ms in a 20 s window is
     0.5 %); kept per period, they can be set beside the moments the streams' frames came
-    late (:func:`stolen_before`)."""
+    late (:meth:`StealTimeline.stolen_before`)."""
 
     def __init__(self, core: int, period: float = 0.01) -> None:
         self.period = period
@@ -87,11 +87,11 @@ class StealSampler:
         self._thread.start()
         return self
 
-    def stop(self) -> list[tuple[float, tuple[int, ...]]]:
-        """Stop sampling; the samples as (monotonic time, steal ticks per CPU)."""
+    def stop(self) -> StealTimeline:
+        """Stop sampling; what was sampled."""
         self._stop.set()
         self._thread.join(5)
-        return self.samples
+        return StealTimeline(self.samples)
 
     def _run(self) -> None:
         os.sched_setaffinity(0, {self._core})  # this thread only
@@ -106,17 +106,27 @@ class StealSampler:
                 self.samples.append((time.monotonic(), steal))
 
 
-def stolen_before(
-    samples: list[tuple[float, tuple[int, ...]]], at: float, span: float
-) -> tuple[float, ...]:
-    """Seconds of steal per CPU in the ``span`` seconds before ``at`` (to sample precision)."""
-    times = [t for t, _ in samples]
-    end = bisect.bisect_left(times, at)
-    start = bisect.bisect_left(times, at - span) - 1
-    if end >= len(samples) or start < 0:
-        return ()
-    first, last = samples[start][1], samples[end][1]
-    return tuple((b - a) / TICKS for a, b in zip(first, last, strict=True))
+class StealTimeline:
+    """The samples of a :class:`StealSampler`: (monotonic time, steal ticks per CPU)."""
+
+    def __init__(self, samples: list[tuple[float, tuple[int, ...]]]) -> None:
+        self.samples = samples
+        self.times = [t for t, _ in samples]
+
+    def total(self, cpu: int) -> float:
+        """Seconds of steal on ``cpu`` over the whole timeline."""
+        if len(self.samples) < 2:
+            return 0.0
+        return (self.samples[-1][1][cpu] - self.samples[0][1][cpu]) / TICKS
+
+    def stolen_before(self, at: float, span: float, cpu: int) -> float:
+        """Seconds of steal on ``cpu`` in the ``span`` seconds before ``at`` (to sample
+        precision; 0 outside the timeline)."""
+        end = bisect.bisect_left(self.times, at)
+        start = bisect.bisect_left(self.times, at - span) - 1
+        if end >= len(self.samples) or start < 0 or cpu >= len(self.samples[0][1]):
+            return 0.0
+        return (self.samples[end][1][cpu] - self.samples[start][1][cpu]) / TICKS
 
 
 def uptime() -> str:

@@ -65,8 +65,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 from _procs import (  # noqa: E402
-    TICKS,
     StealSampler,
+    StealTimeline,
     command,
     core_times,
     cpu_seconds,
@@ -81,7 +81,6 @@ from _procs import (  # noqa: E402
     start_daemon,
     start_loadgen,
     start_py_spy,
-    stolen_before,
     stop_all,
     uptime,
     yardstick,
@@ -346,7 +345,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         if spy is not None:
             spy.wait(60)
         wall = time.monotonic() - wall0
-        steal_samples = sampler.stop()
+        steal = sampler.stop()
         cpu = {p.pid: (cpu_seconds(p.pid) - before[p.pid]) / wall * 100 for p in procs}
         cpu[daemon.pid] = (sum(cpu_seconds(pid) for pid in pids) - daemon_cpu0) / wall * 100
         system = (sum(cpu_split(pid)[1] for pid in pids) - daemon_system0) / wall * 100
@@ -400,7 +399,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         "log_warnings": warnings,
         "machine": load,
         "pacer": pacer_figures(log_text, epoch0, epoch1),
-        "steal": steal_figures(steal_samples, report, args.daemon_core, args.other_core),
+        "steal": steal_figures(steal, report, args.daemon_core, args.other_core),
         "handoff": handoff,
     }
 
@@ -428,7 +427,7 @@ def bursts(late: list[float]) -> list[tuple[float, int]]:
 
 
 def steal_figures(
-    samples: list[tuple[float, tuple[int, ...]]],
+    steal: StealTimeline,
     report: dict[str, Any],
     daemon_core: int,
     other_core: int,
@@ -442,13 +441,12 @@ def steal_figures(
         "judged": report.get("frames_judged", 0),
         "bursts": bursts(late),
     }
+    if len(steal.samples) < 2:
+        return out
     for name, core in (("daemon_core", daemon_core), ("other_core", other_core)):
-        if len(samples) < 2 or core >= len(samples[0][1]):
-            return out
-        total = (samples[-1][1][core] - samples[0][1][core]) / TICKS
-        worst = max(_stolen(samples, t, core) for t, _ in samples)
-        hit = sum(1 for at in late if _stolen(samples, at, core) > 0)
-        out[name] = {"ms": total * 1000, "worst_ms": worst * 1000, "late_after": hit}
+        worst = max(steal.stolen_before(t, STEAL_SPAN, core) for t in steal.times)
+        hit = sum(1 for at in late if steal.stolen_before(at, STEAL_SPAN, core) > 0)
+        out[name] = {"ms": steal.total(core) * 1000, "worst_ms": worst * 1000, "late_after": hit}
     return out
 
 
@@ -549,12 +547,6 @@ def _core_text(r: dict[str, Any]) -> str:
     if r.get("core_others_pct") is None:
         return ""
     return f"core others={r['core_others_pct']:.0f}% steal={r['core_steal_pct']:.0f}% "
-
-
-def _stolen(samples: list[tuple[float, tuple[int, ...]]], at: float, core: int) -> float:
-    """Seconds of steal on ``core`` in the ``STEAL_SPAN`` before ``at`` (0 off the samples)."""
-    stolen = stolen_before(samples, at, STEAL_SPAN)
-    return stolen[core] if stolen else 0.0
 
 
 BIG_BURST = 100
