@@ -605,12 +605,15 @@ def check_store(status: dict[str, Any]) -> Check:
 
 
 def check_load(status: dict[str, Any], config: Config | None) -> Check:
-    """Whether the running daemon takes new calls: its event loop's load against
-    `max_loop_load` (docs/operations.md, "Overload")."""
+    """Whether the running daemon takes new calls: its event loop's load against the
+    `max_loop_load` it runs with, which the file may have changed since (docs/operations.md,
+    "Overload")."""
     load = status.get("loopLoad")
     if not isinstance(load, int | float):
         return Check("load", "WARN", "the daemon does not say how busy it is", "upgrade it")
-    limit = config.max_loop_load if config is not None else DEFAULT_MAX_LOOP_LOAD
+    limit = status.get("maxLoopLoad")
+    if not isinstance(limit, int | float):
+        limit = config.max_loop_load if config is not None else DEFAULT_MAX_LOOP_LOAD
     what = f"the daemon's event loop was {load:.0%} busy over the last 5 s"
     if limit < 1 and load > limit:
         return Check(
