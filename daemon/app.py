@@ -94,7 +94,7 @@ class Daemon:
         self.forward_pass = forward_pass()
         self.provider = create_provider(config.provider)
         self.engine = CallEngine(config, self.store, self.provider)
-        self.loop_load = LoopLoad()
+        self.loop_load = LoopLoad(units=lambda: self.engine.live_count)
         """The event loop's load, sampled every second: new calls wait above max_loop_load."""
         self.engine.loop_load = self.loop_load
         self.web_app = web.Application(client_max_size=64 * 1024)

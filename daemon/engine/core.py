@@ -75,6 +75,10 @@ class LoadGauge(Protocol):
     def share(self) -> float:
         """Share of the last seconds the loop ran or waited for a CPU (0 to 1)."""
 
+    @property
+    def projected(self) -> float:
+        """The share with the calls taken since those seconds counted in."""
+
     def describe(self) -> str:
         """The figure as a person reads it."""
 
@@ -261,10 +265,11 @@ class EngineCore:
 
         One event loop carries every call: once it is busy all the time, every stream's
         frames leave late and every call degrades at once, so past `max_loop_load` the
-        daemon refuses new calls instead (daemon.loopload).
+        daemon refuses new calls instead (daemon.loopload). The figure counts the calls taken
+        since the load was measured: a burst is otherwise all admitted before it shows.
         """
         gauge, limit = self.loop_load, self.config.max_loop_load
-        if gauge is None or limit >= 1.0 or gauge.share <= limit:
+        if gauge is None or limit >= 1.0 or gauge.projected <= limit:
             return None
         return (
             f"the daemon's event loop is overloaded ({gauge.describe()}; max_loop_load {limit:g})"

@@ -10,12 +10,13 @@ from daemon.loopload import LoopLoad, thread_times
 
 
 class Driven:
-    """A clock and thread times the test moves by hand."""
+    """A clock, thread times and live calls the test moves by hand."""
 
     def __init__(self) -> None:
         self.now = 100.0
         self.run = 0.0
         self.wait = 0.0
+        self.calls = 0
 
     def advance(self, seconds: float, run: float, wait: float = 0.0) -> None:
         self.now += seconds
@@ -25,9 +26,26 @@ class Driven:
 
 def driven(window: int = 5) -> tuple[LoopLoad, Driven]:
     d = Driven()
-    load = LoopLoad(window=window, clock=lambda: d.now, times=lambda: (d.run, d.wait))
+    load = LoopLoad(
+        window=window,
+        clock=lambda: d.now,
+        times=lambda: (d.run, d.wait),
+        units=lambda: d.calls,
+    )
     load.sample()
     return load, d
+
+
+def ramp(
+    load: LoopLoad, d: Driven, *, seconds: int, per_second: int, cost: float, setup: float
+) -> None:
+    """Calls arriving `per_second`, each costing `cost` of the loop once up, plus `setup` of
+    the loop while they keep arriving (webhooks, greetings): one sample a second."""
+    for _ in range(seconds):
+        before = d.calls
+        d.calls += per_second
+        d.advance(1.0, run=setup + cost * (before + d.calls) / 2)
+        load.sample()
 
 
 def test_no_sample_yet_is_no_load() -> None:
@@ -118,3 +136,66 @@ async def test_a_busy_loop_reads_busy_and_an_idle_one_idle() -> None:
     samples = load.window_seconds
     await asyncio.sleep(0.06)
     assert load.window_seconds == samples, "stopped, it must not sample"
+
+
+def test_a_ramp_counts_the_calls_the_window_has_not_seen() -> None:
+    """50 calls a second, 0.002 of the loop each and 0.12 of set-up work while they arrive:
+    at 325 calls the window reads 0.47 (its calls average 175), while 325 calls cost 0.65
+    plus the set-up. The slope (0.002) adds the 150 calls above the window's mean; the set-up
+    share is not multiplied by them, as load per call would."""
+    load, d = driven()
+    ramp(load, d, seconds=6, per_second=50, cost=0.002, setup=0.12)
+    d.calls += 25  # half a second into the next one
+    assert abs(load.share - 0.12 - 0.002 * 175) < 1e-9
+    assert abs(load.projected - (load.share + 0.002 * 150)) < 1e-9
+    assert load.projected < load.share * d.calls / 175  # load per call would refuse sooner
+    assert load.describe() == "47% busy over the last 5 s, 77% counting the calls taken since"
+
+
+def test_a_steady_load_projects_itself() -> None:
+    """Calls neither arriving nor leaving: the projection is the window's load."""
+    load, d = driven()
+    d.calls = 400
+    for _ in range(5):
+        d.advance(1.0, run=0.7)
+        load.sample()
+    assert load.projected == load.share == 0.7
+    assert load.describe() == "70% busy over the last 5 s"
+
+
+def test_calls_that_ended_do_not_lower_it() -> None:
+    """Fewer calls than the window saw: the figure stays the window's, erring towards waiting."""
+    load, d = driven()
+    ramp(load, d, seconds=5, per_second=50, cost=0.002, setup=0.0)
+    d.calls = 10
+    assert load.projected == load.share
+
+
+def test_a_few_calls_and_a_noisy_second_project_nothing() -> None:
+    """Three calls and one second of a long collection: the calls did not move by
+    MIN_SLOPE_SPREAD, so no slope is believed, and 50 more calls are not charged 0.3 each."""
+    load, d = driven()
+    for calls, run in ((1, 0.01), (2, 0.01), (3, 0.9), (3, 0.01)):
+        d.calls = calls
+        d.advance(1.0, run=run)
+        load.sample()
+    d.calls = 53
+    assert load.projected == load.share
+
+
+def test_load_not_the_calls_is_not_multiplied_by_them() -> None:
+    """Load rising faster than the calls (an RPC flood growing while they come): the fitted
+    slope, 0.02 a call, is capped at the window's load per call, 0.5 / 55; and the projection
+    never passes 1."""
+    load, d = driven()
+    d.calls = 30
+    load.sample()  # a first period of 30 calls makes no sample of its own
+    for calls, run in ((40, 0.1), (50, 0.3), (60, 0.5), (70, 0.7), (80, 0.9)):
+        d.calls = calls
+        d.advance(1.0, run=run)
+        load.sample()
+    assert abs(load.share - 0.5) < 1e-9
+    d.calls = 100
+    assert abs(load.projected - (0.5 + 0.5 / 55 * 45)) < 1e-9
+    d.calls = 1000
+    assert load.projected == 1.0
