@@ -12,13 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from daemon.config.model import Config
+from daemon.engine.calls import CallEngine
+from daemon.errors import LimitReachedError
+from daemon.loopload import LoopLoad
+from daemon.providers.base import ProviderContext
+from daemon.providers.mock import MockProvider
+from daemon.store.sqlite import SqliteStore
 from tests.configs import twilio_config
 from tests.harness import DaemonHarness
 from tests.harness import rpc_async as rpc
@@ -160,3 +170,50 @@ async def test_status_shows_the_loop_load(
     status = json.loads((await asyncio.to_thread(d.cli, "daemon", "status", "--json")).stdout)
     assert 0.0 <= status["loopLoad"] <= 1.0
     assert status["maxLoopLoad"] == 0.8
+
+
+async def test_a_burst_is_refused_before_the_window_shows_it() -> None:
+    """The real engine, store and mock carrier, with the loop's accounting driven by hand: each
+    live call costs 1 % of the loop, and 50 calls came over the window's five seconds (its
+    load 25 %, its calls 25 on average). Calls taken after it count at that slope, so with
+    max_loop_load 0.605 the 61st call is taken and the 62nd refused, with the reason, though
+    the window itself still reads 25 %. (Judged by the window alone, all 100 would be taken.)"""
+    folder = Path(tempfile.mkdtemp(prefix="vc-burst-"))
+    config = dataclasses.replace(
+        Config.defaults(folder), max_loop_load=0.605, max_concurrent_calls=100
+    )
+    store = SqliteStore(folder)
+    await store.open()
+    provider = MockProvider()
+    engine = CallEngine(config, store, provider)
+    provider.bind(engine.apply, ProviderContext(config, "", None))
+    clock, busy = [0.0], [0.0]
+    load = LoopLoad(
+        clock=lambda: clock[0], times=lambda: (busy[0], 0.0), units=lambda: engine.live_count
+    )
+    engine.loop_load = load
+    load.sample()
+
+    async def place() -> None:
+        await engine.initiate("Hello", "+15550001234", "conversation")
+
+    try:
+        for _ in range(5):
+            before = engine.live_count
+            for _ in range(10):
+                await place()
+            clock[0] += 1.0
+            busy[0] += 0.01 * (before + engine.live_count) / 2
+            load.sample()
+        assert abs(load.share - 0.25) < 1e-9
+        for _ in range(11):
+            await place()
+        assert engine.live_count == 61
+        with pytest.raises(LimitReachedError) as refused:
+            await place()
+        assert "counting the calls taken since" in str(refused.value)
+        assert "25% busy over the last 5 s, 61% counting" in str(refused.value)
+        assert engine.live_count == 61 and load.share < config.max_loop_load
+    finally:
+        await engine.stop()
+        await store.close()
