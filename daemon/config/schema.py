@@ -338,8 +338,8 @@ SCHEMA = Table(
             0.01,
             1,
             model.DEFAULT_MAX_LOOP_LOAD,
-            "share of the last 5 s the event loop may be busy before new calls are refused "
-            "(1 = never)",
+            "share of the last 5 s the event loop may be busy (counting the calls taken "
+            "since) before new calls are refused (1 = never)",
         ),
         "ring_timeout_seconds": integer(1, default=30),
         "transcript_timeout_ms": integer(1, default=180000),
