@@ -317,6 +317,7 @@ class Daemon:
             "streamUrl": self.exposure.stream_url,
             "activeCalls": self.engine.live_count,
             "loopLoad": round(self.loop_load.share, 3),
+            "loopLoadProjected": round(self.loop_load.projected, 3),
             "maxLoopLoad": self.config.max_loop_load,
             "tailSubscribers": self.engine.subscriber_count,
             "socket": str(self.paths.socket),

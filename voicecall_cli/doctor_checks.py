@@ -615,6 +615,10 @@ def check_load(status: dict[str, Any], config: Config | None) -> Check:
     if not isinstance(limit, int | float):
         limit = config.max_loop_load if config is not None else DEFAULT_MAX_LOOP_LOAD
     what = f"the daemon's event loop was {load:.0%} busy over the last 5 s"
+    projected = status.get("loopLoadProjected")
+    if isinstance(projected, int | float) and projected >= load + 0.005:
+        what += f", {projected:.0%} counting the calls taken since"
+        load = projected  # what admission judges (docs/operations.md, "Overload")
     if limit < 1 and load > limit:
         return Check(
             "load",

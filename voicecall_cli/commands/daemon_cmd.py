@@ -284,13 +284,18 @@ def status_cmd(ctx: CliContext, as_json: bool) -> None:
     if as_json:
         output.emit_json(status)
         return
+    load = status.get("loopLoad", 0)
+    projected = status.get("loopLoadProjected", load)
+    counted = (
+        f" ({projected:.0%} counting the calls taken since)" if projected >= load + 0.005 else ""
+    )
     click.echo(
         f"running   pid {status['pid']}, version {status['version']}\n"
         f"provider  {status['provider']}\n"
         f"webhook   {status['webhookUrl']}\n"
         f"public    {status.get('publicUrl') or '-'}\n"
         f"calls     {status['activeCalls']} active\n"
-        f"loop      {status.get('loopLoad', 0):.0%} busy over the last 5 s\n"
+        f"loop      {load:.0%} busy over the last 5 s{counted}\n"
         f"socket    {status['socket']}"
     )
     fault = status.get("storeFault")
