@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -172,17 +171,16 @@ async def test_status_shows_the_loop_load(
     assert status["maxLoopLoad"] == 0.8
 
 
-async def test_a_burst_is_refused_before_the_window_shows_it() -> None:
+async def test_a_burst_is_refused_before_the_window_shows_it(tmp_path: Path) -> None:
     """The real engine, store and mock carrier, with the loop's accounting driven by hand: each
     live call costs 1 % of the loop, and 50 calls came over the window's five seconds (its
     load 25 %, its calls 25 on average). Calls taken after it count at that slope, so with
     max_loop_load 0.605 the 61st call is taken and the 62nd refused, with the reason, though
     the window itself still reads 25 %. (Judged by the window alone, all 100 would be taken.)"""
-    folder = Path(tempfile.mkdtemp(prefix="vc-burst-"))
     config = dataclasses.replace(
-        Config.defaults(folder), max_loop_load=0.605, max_concurrent_calls=100
+        Config.defaults(tmp_path), max_loop_load=0.605, max_concurrent_calls=100
     )
-    store = SqliteStore(folder)
+    store = SqliteStore(tmp_path)
     await store.open()
     provider = MockProvider()
     engine = CallEngine(config, store, provider)
