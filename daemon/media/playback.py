@@ -220,6 +220,8 @@ class Playback:
                     if segment.frames_sent == 0:
                         segment.first_play = next_play
                     segment.frames_sent += 1
+                    # A join per frame is fine: a pump sends at most the lead's frames (a
+                    # stream further behind restarts on the grid above).
                     due = due + item if due else item
                     if trace is not None:
                         trace.append(now)
