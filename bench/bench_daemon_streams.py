@@ -277,6 +277,10 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         origin = f"http://127.0.0.1:{port}"
         batch = (
             "" if args.inbound_batch_ms is None else f"inbound_batch_ms = {args.inbound_batch_ms}\n"
+        ) + (
+            ""
+            if args.outbound_batch_ms is None
+            else f"outbound_batch_ms = {args.outbound_batch_ms}\n"
         )
         # Hung-up calls hold their slot for the stream's end grace (2 s) and their hang-up.
         slots = n + math.ceil(args.churn * 5)
@@ -499,6 +503,8 @@ def summary(r: dict[str, Any]) -> str:
         f"tts={r['tts']} n={r['n']} healthy={g['healthy']}/{g['streams']} "
         f"jitter p50={g['jitter_p50_ms']:.1f}ms p99={g['jitter_p99_ms']:.1f}ms "
         f"worst_gap={g['worst_gap_ms']:.0f}ms "
+        f"heard: buffered p1={g['buffered_p1_ms']:.0f}ms p50={g['buffered_p50_ms']:.0f}ms "
+        f"underruns={g['underruns']} ({g['underrun_ms']:.0f}ms) "
         f"first_audio p50={g['first_audio_p50_ms']:.0f}ms p99={g['first_audio_p99_ms']:.0f}ms "
         f"webhook p50={g['webhook_p50_ms']:.1f}ms p99={g['webhook_p99_ms']:.1f}ms | "
         f"daemon cpu={r['daemon_cpu']:.0f}% (system {r['daemon_system_pct']:.0f}%; "
@@ -685,6 +691,12 @@ def main() -> None:
         type=int,
         help="[streaming] inbound_batch_ms of the daemon (default: the daemon's own; "
         "0 reads every caller frame at once)",
+    )
+    parser.add_argument(
+        "--outbound-batch-ms",
+        type=int,
+        help="[streaming] outbound_batch_ms of the daemon (default: the daemon's own, 20: "
+        "one frame per write; 40 or 60: two or three frames per write)",
     )
     parser.add_argument(
         "--py-spy",

@@ -68,11 +68,19 @@ so the driver can set them beside what the machine did then."""
 
 
 class CallStream(Stream):
-    """A stream that also remembers when its `start` went out, and can hang up."""
+    """A stream that also remembers when its `start` went out and when each message other
+    than audio came (a mark, a clear: where an utterance may end), and can hang up."""
 
     started_at = 0.0
     hung_up = False
     hung_up_at = 0.0
+    controls: array[float] | None = None
+
+    def _control(self, text: bytes) -> None:
+        if self.controls is None:
+            self.controls = array("d")
+        self.controls.append(self.time())  # the loop's time of this read, as arrivals have
+        super()._control(text)
 
     def start(self) -> None:
         self.started_at = self.time()
@@ -94,6 +102,51 @@ class CallStream(Stream):
         transport.write(client_frame(json.dumps(stop)))
         transport.write(client_frame(b"\x03\xe8", opcode=0x8))
         transport.close()
+
+
+class Playout:
+    """What the provider's player makes of the frames: SPEC 12's jitter is the interval
+    between frames, but a provider plays a stream's audio from a buffer, in order, so what
+    a caller hears depends on whether each frame came before the audio ahead of it had
+    played out. Modelled with no buffer of the provider's own: a frame arriving to an empty
+    player starts playing at once; otherwise it plays after the audio queued before it.
+    For each frame it keeps how much audio was queued ahead of it when it came (`buffered`,
+    ms; the lead it was sent with, less its lateness), and counts underruns: a frame that
+    came after the audio before it had run out, within an utterance (no mark or clear came
+    between the two frames). An underrun is a gap the caller hears."""
+
+    def __init__(self) -> None:
+        self.buffered: list[float] = []
+        self.underruns = 0
+        self.underrun_ms = 0.0
+
+    def add(
+        self, arrivals: array[float], controls: array[float] | None, start: float, end: float
+    ) -> None:
+        """One stream's frames that came within [start, end], its player followed from the
+        stream's first frame (the lead's frames at an utterance's start fill the buffer)."""
+        bounds = controls or array("d")
+        bound = 0
+        played_out = -math.inf
+        previous = -math.inf
+        for at in arrivals:
+            if at > end:
+                break
+            judged = at >= start
+            boundary = False
+            while bound < len(bounds) and bounds[bound] <= at:
+                boundary = boundary or bounds[bound] > previous
+                bound += 1
+            if at >= played_out:
+                if judged and previous > -math.inf and at > played_out and not boundary:
+                    self.underruns += 1
+                    self.underrun_ms += (at - played_out) * 1000
+                played_out = at + FRAME
+            else:
+                if judged:
+                    self.buffered.append((played_out - at) * 1000)
+                played_out += FRAME
+            previous = at
 
 
 class LoadGen:
@@ -301,6 +354,11 @@ class LoadGen:
             cut = stream.closed.done() and not stream.hung_up
             if frames >= HEALTHY_SHARE * (end - start) / FRAME and gap <= HEALTHY_GAP and not cut:
                 healthy += 1
+        playout = Playout()
+        for stream in ramped:
+            if stream.started_at <= since:
+                end = min(until, stream.hung_up_at) if stream.hung_up else until
+                playout.add(stream.arrivals, stream.controls, since, end)
         frames_out = sum(
             1 for st in self.ticker.streams for at in st.arrivals if since <= at <= until
         )
@@ -315,6 +373,10 @@ class LoadGen:
             "jitter_p99_ms": percentile(jitter, 99),
             "worst_gap_ms": worst_gap * 1000,
             "frames_judged": len(jitter),
+            "buffered_p1_ms": percentile(playout.buffered, 1),
+            "buffered_p50_ms": percentile(playout.buffered, 50),
+            "underruns": playout.underruns,
+            "underrun_ms": playout.underrun_ms,
             "late_frames_at": sorted(late),
             "first_audio_p50_ms": percentile(first_audio, 50),
             "first_audio_p99_ms": percentile(first_audio, 99),

@@ -30,6 +30,9 @@ CURRENT_FOLDER_STORE = StoreLocation(folder=Path("."))
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_REALTIME_STT_URL = "wss://api.openai.com/v1/realtime?intent=transcription"
 OPENAI_REALTIME_URL = "wss://api.openai.com/v1/realtime"
+OUTBOUND_BATCHES_MS = (20, 40, 60)
+"""What `streaming.outbound_batch_ms` may be: whole 20 ms frames, and no more than three, so
+with the playback's 80 ms lead every frame still leaves 20 ms or more before its play time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +164,7 @@ class StreamingConfig:
     silence_duration_ms: int = 800
     vad_threshold: float = 0.5
     inbound_batch_ms: int = 60
+    outbound_batch_ms: int = 20
 
 
 @dataclass(frozen=True, slots=True)

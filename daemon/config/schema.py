@@ -529,6 +529,17 @@ SCHEMA = Table(
                     doc="caller audio taken from the kernel this many ms at a time, not per "
                     "20 ms frame (CPU per call); 0 reads every frame at once",
                 ),
+                "outbound_batch_ms": _typed(
+                    "int",
+                    "20, 40 or 60 (a whole number of 20 ms frames, at most three so every "
+                    "frame still leaves 20 ms or more before its play time)",
+                    lambda v: v in model.OUTBOUND_BATCHES_MS,
+                    default=20,
+                    doc="audio to the caller written this many ms at a time: 20 writes every "
+                    "frame on its own clock tick; 40 or 60 write two or three frames (each "
+                    "still its own message) in one system call, for fewer CPU per call, "
+                    "and the provider's buffer plays them on time",
+                ),
             }
         ),
         "messages": Table({"tts": _tts_table("core TTS settings")}),

@@ -12,6 +12,12 @@ busy reading media streams is pumped between two reads (:meth:`Pacer.poll`), not
 whole loop turn; its timer then only measures how late the loop runs (the overload signal,
 and the health line's stalls).
 
+The grid's period is one frame unless ``streaming.outbound_batch_ms`` says two or three: a
+tick then finds that many frames of a stream due and its playback writes them in one system
+call (each still its own message, leaving ``lead - interval`` or more before its play time,
+which the provider's buffer plays on time). On loopback, and on a busy core, the write and
+what the kernel does for it are most of a frame's cost (docs/benchmarks.md).
+
 The clock and the timer are injectable, so tests drive ticks by hand with a fake clock.
 """
 

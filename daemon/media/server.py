@@ -32,6 +32,7 @@ from aiohttp import WSMsgType, web
 from daemon.errors import ConfigError, SpeechError, WebhookSignatureError
 from daemon.media.direct import answered_response, attach, direct_response, release_cycles
 from daemon.media.hub import MediaHub
+from daemon.media.pacer import Pacer
 from daemon.media.protocols import StreamEvent, framing_for
 from daemon.media.readbatch import ReadBatcher
 from daemon.media.session import CLOSE_TRY_AGAIN, MediaSession
@@ -495,7 +496,10 @@ def install_media(daemon: MediaHost) -> MediaHub | None:
     settings = config.streaming
     if not settings.enabled:
         return None
-    hub = MediaHub(daemon.engine.apply, calls=daemon.engine)
+    # One clock for every stream; with `outbound_batch_ms` above a frame it ticks less often
+    # and each tick writes a stream's frames due by then together (Playback.pump).
+    pacer = Pacer(interval=settings.outbound_batch_ms / 1000)
+    hub = MediaHub(daemon.engine.apply, calls=daemon.engine, pacer=pacer)
     daemon.media = hub
     declared = catalog.spec(config.provider)
     scheme = declared.stream_upgrade_signature if declared is not None else None

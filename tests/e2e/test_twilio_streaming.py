@@ -447,3 +447,30 @@ async def test_a_greeting_said_again_is_said_from_memory(
     assert first < 0.3
     assert [r["input"] for r in openai.tts_requests] == ["Hello, Acme clinic."] * 2
     assert heard[2] == heard[1] and len(heard[2]) == FRAMES_PER_SENTENCE * FRAME_BYTES
+
+
+async def test_frames_written_two_at_a_time_with_outbound_batch_ms(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """`[streaming] outbound_batch_ms = 40`: the pacing clock ticks every 40 ms and each tick
+    writes a stream's next two frames together (each still its own 160-byte `media`
+    message), so the caller's audio arrives in pairs 40 ms apart, in real time overall, and
+    the utterance's mark still follows its last frame."""
+    cfg = twilio_config(sim, openai, streaming=True, agent=True, stream="outbound_batch_ms = 40")
+    d = await start(make_daemon, cfg)
+    call_id, _, stream = await conversation(d, sim, openai, "Hi, it's the clinic.")
+    await sim.wait_for(lambda: bool(stream.marks))
+    frames = stream.frames
+    assert len(frames) == FRAMES_PER_SENTENCE
+    assert all(len(f.audio) == FRAME_BYTES for f in frames)
+    assert stream.of("mark")[0][0] >= frames[-1].at
+    paced = [f.at for f in frames[5:]]  # the lead's frames leave at once, by design
+    intervals = [b - a for a, b in itertools.pairwise(paced)]
+    together = sum(1 for gap in intervals if gap < 0.010)
+    apart = sum(1 for gap in intervals if gap >= 0.030)
+    print(f"\n{len(intervals)} intervals: {together} under 10 ms, {apart} of 30 ms or more")
+    # Pairs: about every other interval is ~0 and the rest ~40 ms; at a 20 ms pace nearly
+    # every interval would be ~20 ms.
+    assert together >= len(intervals) * 0.35 and apart >= len(intervals) * 0.35
+    assert 0.017 <= (paced[-1] - paced[0]) / len(intervals) <= 0.023  # still real time
+    await rpc(d, "voicecall.end", {"callId": call_id})

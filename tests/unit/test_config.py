@@ -196,6 +196,10 @@ def test_invalid_toml_names_the_file(paths: Paths) -> None:
             'streaming.stt_url = "https://x": expected an absolute ws or wss URL',
         ),
         (
+            {"streaming": {"outbound_batch_ms": 30}},
+            "streaming.outbound_batch_ms = 30: expected 20, 40 or 60 (a whole number of 20 ms",
+        ),
+        (
             {"streaming": {"stt_provider": "deepgram"}},
             'streaming.stt_provider = "deepgram": expected one of "openai-realtime"',
         ),

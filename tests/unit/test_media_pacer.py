@@ -460,3 +460,38 @@ def test_the_health_line_reports_the_collectors_pauses_and_starts_over(
     caplog.clear()
     pacer._report(1)
     assert "; 0 collections took 0 ms, the longest 0.0 ms" in caplog.text
+
+
+@pytest.mark.parametrize("frames_per_write", [2, 3])
+def test_a_longer_period_writes_that_many_frames_at_once_and_each_still_ahead_of_its_time(
+    frames_per_write: int,
+) -> None:
+    """`streaming.outbound_batch_ms` of 40 or 60: every tick writes a stream's next two or
+    three frames in one call, each its own message, none later than `lead - period` before
+    it plays, and the play clock neither drifts nor loses a frame."""
+    loop = FakeLoop()
+    period = frames_per_write * FRAME_SECONDS
+    pacer = Pacer(clock=loop.time, call_at=loop.call_at, interval=period)
+    framing = TwilioFraming()
+    framing.decode('{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1"}}')
+    wire = Wire(loop)
+    done: list[Segment] = []
+    playback = Playback(framing, wire.write, pacer, done.append, lead=LEAD, capacity=150)
+    segment = Segment("Hello.")
+    playback.begin(segment)
+    playback.add_frames(segment, frames(100))
+    start = loop.now
+    lead_frames = int(LEAD / FRAME_SECONDS) + 1
+    assert (wire.writes, len(wire.events("media"))) == (1, lead_frames)
+    for n in range(20):
+        before = len(wire.events("media"))
+        due = loop.run_next(late=0.005 if n % 4 == 1 else 0.0)
+        assert due == pytest.approx(start + (n + 1) * period)  # an absolute grid
+        assert len(wire.events("media")) - before == frames_per_write
+    assert wire.writes == 21  # one write per tick, however many frames it held
+    sent = len(wire.events("media"))
+    assert playback.next_play == pytest.approx(start + sent * FRAME_SECONDS)
+    # each frame's play time is start + i * 20 ms; it left at least lead - period before it
+    margins = [start + i * FRAME_SECONDS - at for i, (at, _) in enumerate(wire.events("media"))]
+    assert min(margins[lead_frames:]) >= LEAD - period - 0.005 - 1e-9
+    assert max(margins) <= LEAD + 1e-9
