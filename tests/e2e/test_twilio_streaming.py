@@ -467,10 +467,10 @@ async def test_frames_written_two_at_a_time_with_outbound_batch_ms(
     paced = [f.at for f in frames[5:]]  # the lead's frames leave at once, by design
     intervals = [b - a for a, b in itertools.pairwise(paced)]
     together = sum(1 for gap in intervals if gap < 0.010)
-    apart = sum(1 for gap in intervals if gap >= 0.030)
-    print(f"\n{len(intervals)} intervals: {together} under 10 ms, {apart} of 30 ms or more")
-    # Pairs: about every other interval is ~0 and the rest ~40 ms; at a 20 ms pace nearly
-    # every interval would be ~20 ms.
-    assert together >= len(intervals) * 0.35 and apart >= len(intervals) * 0.35
+    single = sum(1 for gap in intervals if 0.010 <= gap < 0.030)
+    print(f"\n{len(intervals)} intervals: {together} under 10 ms, {single} of 10-30 ms")
+    # Pairs: about every other interval is ~0 and the rest ~40 ms (a reader that falls behind
+    # merges pairs, which adds ~0 ones); at a 20 ms pace most would be ~20 ms.
+    assert together >= len(intervals) * 0.3 and single <= len(intervals) * 0.25
     assert 0.017 <= (paced[-1] - paced[0]) / len(intervals) <= 0.023  # still real time
     await rpc(d, "voicecall.end", {"callId": call_id})
