@@ -504,7 +504,7 @@ def summary(r: dict[str, Any]) -> str:
         f"jitter p50={g['jitter_p50_ms']:.1f}ms p99={g['jitter_p99_ms']:.1f}ms "
         f"worst_gap={g['worst_gap_ms']:.0f}ms "
         f"heard: buffered p1={g['buffered_p1_ms']:.0f}ms p50={g['buffered_p50_ms']:.0f}ms "
-        f"underruns={g['underruns']} ({g['underrun_ms']:.0f}ms) "
+        f"underruns={g['underruns']} ({g['underrun_ms']:.0f}ms) clears={g['clears']} "
         f"first_audio p50={g['first_audio_p50_ms']:.0f}ms p99={g['first_audio_p99_ms']:.0f}ms "
         f"webhook p50={g['webhook_p50_ms']:.1f}ms p99={g['webhook_p99_ms']:.1f}ms | "
         f"daemon cpu={r['daemon_cpu']:.0f}% (system {r['daemon_system_pct']:.0f}%; "

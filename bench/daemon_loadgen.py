@@ -62,6 +62,8 @@ MIN_SPAN = 1.0
 """A call is judged for health if it was up for at least this much of the window (`--churn`)."""
 LAG_LIMIT = 0.010
 """A generator tick later than this at p99 (or any skipped tick) makes the run invalid."""
+CLEAR_EVENT = b'"event":"clear"'
+"""A `clear` (barge-in): the provider drops the audio it holds."""
 JITTER_TARGET_MS = 10.0
 """SPEC 12's outbound p99 jitter: the frames further off their 20 ms are listed by arrival,
 so the driver can set them beside what the machine did then."""
@@ -75,11 +77,16 @@ class CallStream(Stream):
     hung_up = False
     hung_up_at = 0.0
     controls: array[float] | None = None
+    clears: array[float] | None = None
 
     def _control(self, text: bytes) -> None:
+        now = self.time()  # the loop's time of this read, as the arrivals have
         if self.controls is None:
-            self.controls = array("d")
-        self.controls.append(self.time())  # the loop's time of this read, as arrivals have
+            self.controls, self.clears = array("d"), array("d")
+        self.controls.append(now)
+        if CLEAR_EVENT in text:
+            assert self.clears is not None
+            self.clears.append(now)
         super()._control(text)
 
     def start(self) -> None:
@@ -113,7 +120,8 @@ class Playout:
     For each frame it keeps how much audio was queued ahead of it when it came (`buffered`,
     ms; the lead it was sent with, less its lateness), and counts underruns: a frame that
     came after the audio before it had run out, within an utterance (no mark or clear came
-    between the two frames). An underrun is a gap the caller hears."""
+    between the two frames). An underrun is a gap the caller hears. A clear empties the
+    player, as it does the provider's."""
 
     def __init__(self) -> None:
         self.buffered: list[float] = []
@@ -121,12 +129,18 @@ class Playout:
         self.underrun_ms = 0.0
 
     def add(
-        self, arrivals: array[float], controls: array[float] | None, start: float, end: float
+        self,
+        arrivals: array[float],
+        controls: array[float] | None,
+        clears: array[float] | None,
+        start: float,
+        end: float,
     ) -> None:
         """One stream's frames that came within [start, end], its player followed from the
-        stream's first frame (the lead's frames at an utterance's start fill the buffer)."""
-        bounds = controls or array("d")
-        bound = 0
+        stream's first frame (the lead's frames at an utterance's start fill the buffer);
+        `controls`: when marks and clears came, `clears`: when the clears did."""
+        bounds, drops = controls or array("d"), clears or array("d")
+        bound = drop = 0
         played_out = -math.inf
         previous = -math.inf
         for at in arrivals:
@@ -137,6 +151,10 @@ class Playout:
             while bound < len(bounds) and bounds[bound] <= at:
                 boundary = boundary or bounds[bound] > previous
                 bound += 1
+            while drop < len(drops) and drops[drop] <= at:
+                if drops[drop] > previous:
+                    played_out = -math.inf  # the player dropped what it held
+                drop += 1
             if at >= played_out:
                 if judged and previous > -math.inf and at > played_out and not boundary:
                     self.underruns += 1
@@ -358,7 +376,7 @@ class LoadGen:
         for stream in ramped:
             if stream.started_at <= since:
                 end = min(until, stream.hung_up_at) if stream.hung_up else until
-                playout.add(stream.arrivals, stream.controls, since, end)
+                playout.add(stream.arrivals, stream.controls, stream.clears, since, end)
         frames_out = sum(
             1 for st in self.ticker.streams for at in st.arrivals if since <= at <= until
         )
@@ -377,6 +395,7 @@ class LoadGen:
             "buffered_p50_ms": percentile(playout.buffered, 50),
             "underruns": playout.underruns,
             "underrun_ms": playout.underrun_ms,
+            "clears": sum(len(s.clears or ()) for s in ramped),
             "late_frames_at": sorted(late),
             "first_audio_p50_ms": percentile(first_audio, 50),
             "first_audio_p99_ms": percentile(first_audio, 99),

@@ -537,7 +537,7 @@ SCHEMA = Table(
                     default=20,
                     doc="audio to the caller written this many ms at a time: 20 writes every "
                     "frame on its own clock tick; 40 or 60 write two or three frames (each "
-                    "still its own message) in one system call, for fewer CPU per call, "
+                    "still its own message) in one system call, for less CPU per call, "
                     "and the provider's buffer plays them on time",
                 ),
             }

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from daemon.config.model import OUTBOUND_BATCHES_MS
 from daemon.media.gcpolicy import GcPauses
-from daemon.media.pacer import FRAME_SECONDS, Pacer
+from daemon.media.pacer import DEFAULT_LEAD_SECONDS, FRAME_SECONDS, Pacer
 from daemon.media.playback import MARK_GRACE_SECONDS, Playback, Segment, SegmentState
 from daemon.media.protocols import TwilioFraming
 
@@ -495,3 +496,10 @@ def test_a_longer_period_writes_that_many_frames_at_once_and_each_still_ahead_of
     margins = [start + i * FRAME_SECONDS - at for i, (at, _) in enumerate(wire.events("media"))]
     assert min(margins[lead_frames:]) >= LEAD - period - 0.005 - 1e-9
     assert max(margins) <= LEAD + 1e-9
+
+
+def test_every_allowed_outbound_batch_leaves_frames_ahead_of_their_play_time() -> None:
+    """`streaming.outbound_batch_ms` is bounded by the lead: a period as long as the lead
+    would send some frames at their play time, no earlier (the key's rule says why)."""
+    assert all(ms % 20 == 0 for ms in OUTBOUND_BATCHES_MS)
+    assert max(OUTBOUND_BATCHES_MS) / 1000 <= DEFAULT_LEAD_SECONDS - FRAME_SECONDS + 1e-9
