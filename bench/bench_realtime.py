@@ -74,12 +74,14 @@ from bench_daemon_streams import AUTH_TOKEN, FROM, STARVED_PCT, twilio_config  #
 API_KEY = "sk-bench-realtime-key-0001"
 
 
-def daemon_config(fakes: str, n: int) -> str:
-    """Twilio at the fake's REST, streaming and realtime on; no TTS, no STT, no chat model."""
+def daemon_config(fakes: str, n: int, outbound_batch_ms: int | None = None) -> str:
+    """Twilio at the fake's REST, streaming and realtime on; no TTS, no STT, no chat model;
+    `outbound_batch_ms`: the [streaming] key (None: the daemon's default)."""
     return twilio_config(
         fakes,
         n,
         "Thank you for calling the Acme clinic.",
+        streaming="" if outbound_batch_ms is None else f"outbound_batch_ms = {outbound_batch_ms}",
         tail=f"""
 [realtime]
 enabled = true
@@ -135,7 +137,9 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str], *, target: str) ->
             relay_port = json.loads(expect(relay_proc, "READY ", 30))["port"]
             status = {"webhookUrl": f"http://127.0.0.1:{relay_port}/webhook"}
         else:
-            (home / "config.toml").write_text(daemon_config(f"http://127.0.0.1:{port}", n))
+            (home / "config.toml").write_text(
+                daemon_config(f"http://127.0.0.1:{port}", n, args.outbound_batch_ms)
+            )
             real = start_daemon(
                 home,
                 core=args.daemon_core,
@@ -297,6 +301,11 @@ def main() -> None:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log", default=os.devnull, help="fake/generator stderr")
     parser.add_argument("--json", action="store_true", help="also print the raw figures")
+    parser.add_argument(
+        "--outbound-batch-ms",
+        type=int,
+        help="[streaming] outbound_batch_ms of the daemon (default: the daemon's own, 20)",
+    )
     parser.add_argument(
         "--py-spy",
         default="",
