@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -209,6 +210,40 @@ def yardstick(core: int | None, nice: int) -> float:
     prioritise(proc, nice)
     out, _ = proc.communicate("go\n", timeout=60)
     return float(out)
+
+
+_FLOOR_LINE = re.compile(r"sender CPU ([0-9.]+) us per write")
+
+
+def send_floor(core: int | None, reader_core: int, nice: int, seconds: float = 2.0) -> float:
+    """How fast the machine's loopback TCP path is this minute: microseconds of the sender's
+    CPU per 340-byte write, 400 connections each written every 20 ms from ``core`` to a reader
+    on ``reader_core`` (``bench/bench_send_floor.py``: none of our code).
+
+    The yardstick above is pure Python and barely moves when the daemon's cost per media
+    message does: the slow minutes of this VM are in system calls and the kernel's TCP path,
+    which this measures. ``nan`` without a core to pin to."""
+    if core is None:
+        return float("nan")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "bench" / "bench_send_floor.py"),
+            "--seconds",
+            str(seconds),
+            "--core",
+            str(core),
+            "--reader-core",
+            str(reader_core),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    prioritise(proc, nice)
+    out, _ = proc.communicate(timeout=60)
+    found = _FLOOR_LINE.search(out)
+    return float(found.group(1)) if found else float("nan")
 
 
 def family(pid: int) -> list[int]:

@@ -34,7 +34,9 @@ scheduler tick and a process's exactly, so "core others" reads within about 7 po
 zero (sometimes below it) when nothing else ran: only a larger figure means interference.
 "yardstick" is the machine's speed just before the level, on the daemon's core (microseconds
 per media message's base64 and JSON round trip in pure CPython; higher is slower): on this VM
-the same code runs up to half as fast again from one hour to the next.
+the same code runs up to half as fast again from one hour to the next. "floor" is the same
+for the kernel's loopback TCP path, the daemon's largest single cost (bench_send_floor.py for
+2 s on the daemon's core: microseconds of the sender's CPU per 340-byte write to 400 sockets).
 "us/media msg" is the daemon's CPU time over the window divided by the media messages it
 handled (caller frames in + frames out): the figure to compare between runs on a busy machine.
 A level where the generator missed or was late on its own 20 ms clock (p99 > 10 ms) is
@@ -78,6 +80,7 @@ from _procs import (  # noqa: E402
     prioritise,
     rss_kib,
     runqueue_wait,
+    send_floor,
     start_daemon,
     start_loadgen,
     start_py_spy,
@@ -296,6 +299,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         (home / "config.toml").write_text(text)
         core = args.daemon_core if args.workers == 1 else None  # workers: every core
         speed = yardstick(core, args.nice)
+        floor = send_floor(core, args.other_core, args.nice)
         daemon = start_daemon(
             home,
             core=core,
@@ -385,6 +389,7 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         "daemon_system_pct": system,
         "daemon_runqueue_wait_pct": starved,
         "yardstick_us": speed,
+        "send_floor_us": floor,
         # the rest of the daemon's core (one worker: it is pinned): other processes and
         # interrupts, and the hypervisor running another guest
         "core_others_pct": (core_busy1 - core_busy0) / wall * 100 - cpu[daemon.pid]
@@ -523,10 +528,8 @@ def summary(r: dict[str, Any]) -> str:
         f"failures={g['failures'] or '-'} refused={g.get('refused', 0)} silent={g['silent']} "
         f"closed={g['closed']} "
         f"log E/W={r['log_errors']}/{r['log_warnings']} | {r['machine']} "
-        f"yardstick={r['yardstick_us']:.2f}us{invalid}"
-        + _handoff_text(r.get("handoff"))
-        + _churn_text(r)
-        + _steal_text(r)
+        f"yardstick={r['yardstick_us']:.2f}us floor={r.get('send_floor_us', math.nan):.2f}us"
+        f"{invalid}" + _handoff_text(r.get("handoff")) + _churn_text(r) + _steal_text(r)
     )
 
 
