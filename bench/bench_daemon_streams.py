@@ -147,6 +147,18 @@ def pacer_figures(log_text: str, since: float, until: float) -> dict[str, float]
         if found.group(12) is not None:
             gc_ms += float(found.group(13))
             worst["gc_max"] = max(worst.get("gc_max", 0.0), float(found.group(14)))
+    worst["widened"] = worst["widened_window"] = 0
+    for line in log_text.splitlines():
+        if "the event loop is behind" not in line:
+            continue
+        worst["widened"] += 1
+        stamp = line[:19]
+        try:
+            at = time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
+        except ValueError:
+            continue
+        if since <= at <= until + 1:
+            worst["widened_window"] += 1
     worst["polled"] = polled / ticks if ticks else math.nan
     seconds = ticks * 0.02
     worst["gc_share"] = gc_ms / 1000 / seconds if seconds and "gc_max" in worst else math.nan
@@ -279,11 +291,21 @@ def run_level(n: int, args: argparse.Namespace, log: IO[str]) -> dict[str, Any]:
         port = json.loads(expect(fakes, "READY ", 30))["port"]
         origin = f"http://127.0.0.1:{port}"
         batch = (
-            "" if args.inbound_batch_ms is None else f"inbound_batch_ms = {args.inbound_batch_ms}\n"
-        ) + (
-            ""
-            if args.outbound_batch_ms is None
-            else f"outbound_batch_ms = {args.outbound_batch_ms}\n"
+            (
+                ""
+                if args.inbound_batch_ms is None
+                else f"inbound_batch_ms = {args.inbound_batch_ms}\n"
+            )
+            + (
+                ""
+                if args.outbound_batch_ms is None
+                else f"outbound_batch_ms = {args.outbound_batch_ms}\n"
+            )
+            + (
+                ""
+                if args.outbound_batch_overload_ms is None
+                else f"outbound_batch_overload_ms = {args.outbound_batch_overload_ms}\n"
+            )
         )
         # Hung-up calls hold their slot for the stream's end grace (2 s) and their hang-up.
         slots = n + math.ceil(args.churn * 5)
@@ -521,7 +543,9 @@ def summary(r: dict[str, Any]) -> str:
         f"between reads={r['pacer']['polled']:.0%} "
         f"timers late max={r['pacer'].get('loop_max', math.nan):.0f}ms "
         f"gc={r['pacer'].get('gc_share', math.nan):.1%} "
-        f"gc max={r['pacer'].get('gc_max', math.nan):.0f}ms | "
+        f"gc max={r['pacer'].get('gc_max', math.nan):.0f}ms "
+        f"widened={r['pacer'].get('widened', 0):.0f} "
+        f"(in window {r['pacer'].get('widened_window', 0):.0f}) | "
         f"gen cpu={r['gen_cpu']:.0f}% gen tick p99={g['tick_late_p99_ms']:.1f}ms "
         f"skipped={g['ticks_skipped']} | stt_open={v['stt_open']} "
         f"tts={v['tts_requests']} transcripts={v['transcripts']} chat={v['chat_requests']} "
@@ -700,6 +724,12 @@ def main() -> None:
         type=int,
         help="[streaming] outbound_batch_ms of the daemon (default: the daemon's own, 20: "
         "one frame per write; 40 or 60: two or three frames per write)",
+    )
+    parser.add_argument(
+        "--outbound-batch-overload-ms",
+        type=int,
+        help="[streaming] outbound_batch_overload_ms of the daemon (default: the daemon's own, "
+        "40: two frames per write while its loop is behind; 20: never)",
     )
     parser.add_argument(
         "--py-spy",

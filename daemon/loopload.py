@@ -57,7 +57,16 @@ class LoopLoad:
     The clock and the thread's times are injectable, so tests drive samples by hand.
     """
 
-    __slots__ = ("_clock", "_handle", "_last", "_period", "_samples", "_times", "_units")
+    __slots__ = (
+        "_clock",
+        "_handle",
+        "_last",
+        "_period",
+        "_samples",
+        "_times",
+        "_units",
+        "taken",
+    )
 
     def __init__(
         self,
@@ -76,6 +85,13 @@ class LoopLoad:
         self._last: tuple[float, float, float, int] | None = None
         """(clock, run, wait, units) when the last sample was taken."""
         self._handle: asyncio.TimerHandle | None = None
+        self.taken = 0
+        """Samples taken so far (the media pacer's widening waits for whole ones)."""
+
+    @property
+    def latest(self) -> float:
+        """The newest sample's load (0 before the first): the last second alone."""
+        return min(1.0, self._samples[-1].share) if self._samples else 0.0
 
     @property
     def window_seconds(self) -> float:
@@ -132,6 +148,7 @@ class LoopLoad:
             wall = now - last[0]
             busy_run, busy_wait = max(0.0, run - last[1]), max(0.0, wait - last[2])
             self._samples.append(_Sample(wall, busy_run, busy_wait, (units + last[3]) / 2))
+            self.taken += 1
 
     def start(self) -> None:
         """Sample every period from now on (on the running loop)."""

@@ -540,6 +540,15 @@ SCHEMA = Table(
                     "still its own message) in one system call, for less CPU per call, "
                     "and the provider's buffer plays them on time",
                 ),
+                "outbound_batch_overload_ms": _typed(
+                    "int",
+                    "20, 40 or 60 (as outbound_batch_ms)",
+                    lambda v: v in model.OUTBOUND_BATCHES_MS,
+                    default=40,
+                    doc="the same while the event loop is behind (ticks over 10 ms late on "
+                    "average), until it has room again: about a sixth less CPU per call "
+                    "when it is short; at or below outbound_batch_ms it never changes",
+                ),
             }
         ),
         "messages": Table({"tts": _tts_table("core TTS settings")}),

@@ -16,7 +16,10 @@ The grid's period is one frame unless ``streaming.outbound_batch_ms`` says two o
 tick then finds that many frames of a stream due and its playback writes them in one system
 call (each still its own message, leaving ``lead - interval`` or more before its play time,
 which the provider's buffer plays on time). On loopback, and on a busy core, the write and
-what the kernel does for it are most of a frame's cost (docs/benchmarks.md).
+what the kernel does for it are most of a frame's cost (docs/benchmarks.md). While the loop
+is behind, the period widens to ``streaming.outbound_batch_overload_ms`` until it has room
+again (:mod:`daemon.media.widening`); the grid restarts at the last point pumped, so it stays
+on the lattice of the first.
 
 The clock and the timer are injectable, so tests drive ticks by hand with a fake clock.
 """
@@ -34,6 +37,7 @@ from typing import Protocol
 from daemon.media.deferral import Deferral
 from daemon.media.gcpolicy import GcPauses
 from daemon.media.tickstats import REPORT_TICKS, TickStats
+from daemon.media.widening import Widening
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +86,7 @@ class Pacer:
         "polled",
         "stats",
         "ticks",
+        "widening",
     )
 
     def __init__(
@@ -90,9 +95,15 @@ class Pacer:
         clock: Callable[[], float] | None = None,
         call_at: Callable[[float, Callable[[], None]], TimerHandle] | None = None,
         interval: float = FRAME_SECONDS,
+        widening: Widening | None = None,
     ) -> None:
-        """Use the running loop's ``time``/``call_at`` unless a clock and timer are given."""
+        """Use the running loop's ``time``/``call_at`` unless a clock and timer are given.
+
+        ``interval`` is the grid's period; with ``widening`` it is the period while the loop
+        keeps up, and the widening's ``wide`` period while it is behind."""
         self.interval = interval
+        self.widening = widening
+        """Decides the period tick by tick (None: ``interval`` always)."""
         self._clock = clock
         self._call_at = call_at
         self._active: dict[Paced, None] = {}  # ordered set: streams tick in arrival order
@@ -182,7 +193,7 @@ class Pacer:
         if not self._active and self._handle is not None:
             self._handle.cancel()
             self._handle = None
-            self.deferral.release_all()
+            self._stopped()
 
     def close(self) -> None:
         """Stop the clock and forget every stream."""
@@ -190,7 +201,16 @@ class Pacer:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        self._stopped()
+
+    def _stopped(self) -> None:
+        """The clock stopped: nothing is late any more, and the next stream starts at the
+        base period."""
         self.deferral.release_all()
+        widening = self.widening
+        if widening is not None and widening.is_wide:
+            widening.reset()
+            self._set_period(widening.base)
 
     # ------------------------------------------------------------------ ticking
 
@@ -249,10 +269,49 @@ class Pacer:
         loop_late = started - self._due
         self.loop_late_max = max(self.loop_late_max, loop_late)
         self.deferral.tick(loop_late)
+        if self.widening is not None:
+            self._widen()
         if self._active and self._handle is None:
             self._schedule(now)
         elif not self._active:
-            self.deferral.release_all()
+            self._stopped()
+
+    def _widen(self) -> None:
+        """Take the period the widening asks for, and say so when it changes."""
+        widening = self.widening
+        assert widening is not None
+        period = widening.period()
+        if period == self.interval:
+            return
+        if period > self.interval:
+            logger.info(
+                "media pacer: the event loop is behind (its last second %.0f%% busy, frames "
+                "%.0f ms late on average): each stream's audio is written %.0f ms at a time "
+                "until it has room",
+                widening.load * 100,
+                widening.late * 1000,
+                period * 1000,
+            )
+        else:
+            logger.info(
+                "media pacer: the event loop has room again (its last second %.0f%% busy): "
+                "audio is written %.0f ms at a time",
+                widening.load * 100,
+                period * 1000,
+            )
+        self._set_period(period)
+
+    def _set_period(self, period: float) -> None:
+        """Change the grid's period from the last grid point pumped on.
+
+        The grid restarts there, so every grid point stays on the lattice of the first one
+        (play clocks aligned on either period stay aligned on both), and the grid point
+        indices restart with it."""
+        if self._epoch is not None:
+            self._epoch += self._pumped * self.interval
+            self._index -= self._pumped
+            self._pumped = 0  # the next `_schedule` arms the timer and the poll on the new grid
+        self.interval = period
 
     def _pump(self, index: int, now: float, started: float, due: float) -> None:
         """Every active stream sends what is due at ``now``: grid point ``index`` (and any
@@ -268,6 +327,8 @@ class Pacer:
         done = [stream for stream in list(active) if not stream.pump(now)]
         for stream in done:
             active.pop(stream, None)
+        if self.widening is not None:
+            self.widening.observe(started - due)
         if self._real_clock:
             stats = self.stats
             stats.add(started - due, time.monotonic() - started)

@@ -36,6 +36,7 @@ from daemon.media.pacer import Pacer
 from daemon.media.protocols import StreamEvent, framing_for
 from daemon.media.readbatch import ReadBatcher
 from daemon.media.session import CLOSE_TRY_AGAIN, MediaSession
+from daemon.media.widening import Widening
 from daemon.media.wire import FrameWriter
 from daemon.providers import catalog
 from daemon.realtime.service import RealtimeService
@@ -497,8 +498,13 @@ def install_media(daemon: MediaHost) -> MediaHub | None:
     if not settings.enabled:
         return None
     # One clock for every stream; with `outbound_batch_ms` above a frame it ticks less often
-    # and each tick writes a stream's frames due by then together (Playback.pump).
-    pacer = Pacer(interval=settings.outbound_batch_ms / 1000)
+    # and each tick writes a stream's frames due by then together (Playback.pump). While the
+    # loop is behind, `outbound_batch_overload_ms` (daemon/media/widening.py).
+    base = settings.outbound_batch_ms / 1000
+    wide = max(base, settings.outbound_batch_overload_ms / 1000)
+    gauge = getattr(daemon, "loop_load", None)
+    widening = Widening(base, wide, gauge) if wide > base and gauge is not None else None
+    pacer = Pacer(interval=base, widening=widening)
     hub = MediaHub(daemon.engine.apply, calls=daemon.engine, pacer=pacer)
     daemon.media = hub
     declared = catalog.spec(config.provider)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -473,4 +476,52 @@ async def test_frames_written_two_at_a_time_with_outbound_batch_ms(
     # merges pairs, which adds ~0 ones); at a 20 ms pace most would be ~20 ms.
     assert together >= len(intervals) * 0.3 and single <= len(intervals) * 0.25
     assert 0.017 <= (paced[-1] - paced[0]) / len(intervals) <= 0.023  # still real time
+    await rpc(d, "voicecall.end", {"callId": call_id})
+
+
+async def test_a_starved_daemon_writes_two_frames_at_a_time_until_it_has_room_again(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """The real failure: the daemon's process has the CPU only a third of the time (stopped
+    30 ms of every 45, as on a machine too busy for it), so its pacing clock runs late and
+    the pacer widens to two frames per write (`streaming.outbound_batch_overload_ms`, 40 by
+    default), says so in the log, and loses no frame. Given the CPU back, it goes back to one
+    frame per 20 ms tick after a quiet second, while the same utterance still plays."""
+    cfg = twilio_config(sim, openai, streaming=True, agent=True)
+    d = await start(make_daemon, cfg)
+    sentences = " ".join(f"Sentence number {n} of the reply." for n in range(1, 11))
+    call_id, _, stream = await conversation(d, sim, openai, sentences)
+    await sim.wait_for(lambda: len(stream.frames) >= 25)
+    assert d.proc is not None
+    pid = d.proc.pid
+    starving = threading.Event()
+
+    def starve() -> None:
+        while not starving.is_set():
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(0.030)
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.015)
+
+    thread = threading.Thread(target=starve)
+    thread.start()
+    try:
+        await until(lambda: "the event loop is behind" in d.log_text(), timeout=10)
+    finally:
+        starving.set()
+        thread.join()
+        os.kill(pid, signal.SIGCONT)
+    assert "written 40 ms at a time" in d.log_text()
+    await until(lambda: "has room again" in d.log_text(), timeout=10, what="the narrowing")
+    narrowed = len(stream.frames)
+    await sim.wait_for(lambda: len(stream.frames) >= narrowed + 60)
+    paced = [f.at for f in stream.frames[narrowed + 5 : narrowed + 60]]
+    intervals = [b - a for a, b in itertools.pairwise(paced)]
+    single = sum(1 for gap in intervals if 0.010 <= gap < 0.030)
+    print(f"\nafter the narrowing: {single} of {len(intervals)} intervals of 10-30 ms")
+    assert single >= len(intervals) * 0.8, "one frame per 20 ms tick again"
+    total = 10 * FRAMES_PER_SENTENCE
+    await sim.wait_for(lambda: len(stream.frames) >= total and bool(stream.marks), timeout=20)
+    assert len(stream.frames) == total, "no frame lost or repeated"
+    assert all(len(f.audio) == FRAME_BYTES for f in stream.frames)
     await rpc(d, "voicecall.end", {"callId": call_id})

@@ -200,6 +200,10 @@ def test_invalid_toml_names_the_file(paths: Paths) -> None:
             "streaming.outbound_batch_ms = 30: expected 20, 40 or 60 (a whole number of 20 ms",
         ),
         (
+            {"streaming": {"outbound_batch_overload_ms": 80}},
+            "streaming.outbound_batch_overload_ms = 80: expected 20, 40 or 60 (as outbound_batch_ms)",
+        ),
+        (
             {"streaming": {"stt_provider": "deepgram"}},
             'streaming.stt_provider = "deepgram": expected one of "openai-realtime"',
         ),

@@ -1,0 +1,125 @@
+"""Two frames per write while the event loop is behind, one again once it has room.
+
+Every stream's next frame is a ``write`` of its own, and that system call (with what the
+kernel does for it) is the largest single cost of a streamed call (docs/benchmarks.md, "Where
+a frame's cost goes"). When the one event loop that carries every call falls behind its core
+(a burst of new calls, or a slow spell of a shared machine that makes the same work cost up
+to half as much again), every stream's frames leave late together, and past the lead the
+callers hear gaps. Writing each stream's next two frames in one call takes about a sixth off
+the daemon's CPU per call, often enough to bring a loop that is just over its core back
+under it; the provider's buffer plays the pairs on time (each frame is still its own message
+and leaves 40 ms or more before its play time). While the loop has room the one-frame period
+stays, so frames cross the wire 20 ms apart (SPEC 9, 12).
+
+When to widen, either of two signs, whichever shows first:
+
+- the loop was busy a whole second (:data:`BUSY_AT` or more of the newest second of
+  :class:`daemon.loopload.LoopLoad`): past its core, work queues up, and the frames leave in
+  bursts behind long loop turns (at 650 calls on one core of the benchmark machine: mostly on
+  time, then 200-400 ms late) that no average of their lateness sees in time;
+- the frames themselves leave late, :data:`BEHIND_SECONDS` or more on average over the last
+  ten or so grid points (:meth:`Widening.observe`, each pump's lateness, counted up to
+  :data:`COUNTED_UP_TO` so that one long stall alone is not "behind"): a loop starved of its
+  core by other work, which its own load does not show.
+
+Either way the caller's jitter is past SPEC 12's 10 ms already, so pairs cost nothing there.
+Not the deferral's signal (how late the loop runs the pacer's *timer*): at a few hundred
+streams the timer is often 10 ms late while reads run the ticks on time between them
+(``Pacer.poll``), and widening then would put pairs on a wire that had none.
+
+When to narrow: the frames are on time again and a second of the loop's load measured wholly
+at the wide period (a sample begun after the switch) is under :data:`NARROW_BELOW`: at one
+frame per write the same calls cost about a fifth more, which still leaves the loop short
+of :data:`BUSY_AT`. A loop between the two keeps the wide period; it never flips with every
+tick.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+BEHIND_SECONDS = 0.010
+"""Average lateness of the frames' grid points past which the loop is behind."""
+SMOOTHING = 0.1
+"""Weight of the newest grid point in that average (about the last ten count)."""
+COUNTED_UP_TO = 2 * BEHIND_SECONDS
+"""A grid point later than this counts as this late: it takes eight or more in a row to be
+behind, where one stall of any length (a collection, a slow disk write) would otherwise do."""
+BUSY_AT = 0.95
+"""The loop's load over a second at or above which it is past its core."""
+NARROW_BELOW = 0.75
+"""The loop's load at the wide period under which one frame per write fits again (about
+0.9 at one frame per write: below :data:`BUSY_AT`)."""
+
+
+class RecentLoad(Protocol):
+    """The loop's load, a sample a second (:class:`daemon.loopload.LoopLoad`)."""
+
+    @property
+    def taken(self) -> int:
+        """Samples taken so far."""
+
+    @property
+    def latest(self) -> float:
+        """The newest sample's load (0 to 1)."""
+
+
+class Widening:
+    """Decides the pacer's period: ``base`` while the loop keeps up, ``wide`` while it is behind."""
+
+    __slots__ = ("_gauge", "_late", "_since", "base", "wide", "widened")
+
+    def __init__(self, base: float, wide: float, gauge: RecentLoad) -> None:
+        self.base = base
+        self.wide = wide
+        self._gauge = gauge
+        self._late = 0.0
+        self._since: int | None = None
+        """Samples the gauge had taken when the period widened (None: at ``base``)."""
+        self.widened = 0
+        """Times the period widened (a figure for diagnostics and the benchmark)."""
+
+    @property
+    def late(self) -> float:
+        """How late the frames' grid points were pumped, on average (seconds)."""
+        return self._late
+
+    @property
+    def load(self) -> float:
+        """The loop's load over its newest second."""
+        return self._gauge.latest
+
+    @property
+    def behind(self) -> bool:
+        """The loop is past its core: the frames leave :data:`BEHIND_SECONDS` late or more on
+        average, or its newest second was :data:`BUSY_AT` busy or more."""
+        return self._late >= BEHIND_SECONDS or self._gauge.latest >= BUSY_AT
+
+    def observe(self, late: float) -> None:
+        """A grid point was pumped ``late`` seconds after it fell due."""
+        self._late += (min(late, COUNTED_UP_TO) - self._late) * SMOOTHING
+
+    @property
+    def is_wide(self) -> bool:
+        """True while the wide period is in force."""
+        return self._since is not None
+
+    def period(self) -> float:
+        """The period for the next grid point."""
+        behind = self.behind
+        if self._since is None:
+            if not behind:
+                return self.base
+            self._since = self._gauge.taken
+            self.widened += 1
+            return self.wide
+        # The first sample after the switch spans it; the second is the wide period's alone.
+        if behind or self._gauge.taken < self._since + 2 or self._gauge.latest >= NARROW_BELOW:
+            return self.wide
+        self._since = None
+        return self.base
+
+    def reset(self) -> None:
+        """Back to ``base`` (the clock stopped: no stream, no load)."""
+        self._since = None
+        self._late = 0.0
