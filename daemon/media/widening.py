@@ -19,10 +19,12 @@ When to widen, either of two signs, whichever shows first:
   time, then 200-400 ms late) that no average of their lateness sees in time;
 - the frames themselves leave late, :data:`BEHIND_SECONDS` or more on average over the last
   ten or so grid points (:meth:`Widening.observe`, each pump's lateness, counted up to
-  :data:`COUNTED_UP_TO` so that one long stall alone is not "behind"): a loop starved of its
-  core by other work, which its own load does not show.
+  :data:`COUNTED_UP_TO` so that one long stall alone is not "behind"): time in which the
+  process did not run at all (stopped, or the whole guest paused), which its load, the time
+  it ran or waited for a CPU, does not show.
 
-Either way the caller's jitter is past SPEC 12's 10 ms already, so pairs cost nothing there.
+Either way the frames' jitter is past SPEC 12's 10 ms or about to be (in the benchmark's
+slow minutes, a loop 92-98 % busy had p99 11-31 ms), so pairs cost little there.
 Not the deferral's signal (how late the loop runs the pacer's *timer*): at a few hundred
 streams the timer is often 10 ms late while reads run the ticks on time between them
 (``Pacer.poll``), and widening then would put pairs on a wire that had none.
