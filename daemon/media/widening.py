@@ -14,9 +14,13 @@ stays, so frames cross the wire 20 ms apart (SPEC 9, 12).
 When to widen, either of two signs, whichever shows first:
 
 - the loop was busy a whole second (:data:`BUSY_AT` or more of the newest second of
-  :class:`daemon.loopload.LoopLoad`): past its core, work queues up, and the frames leave in
+  :class:`daemon.loopload.LoopLoad`) and a grid point in it or since was pumped
+  :data:`STALL_SECONDS` late or more: past its core, work queues up, and the frames leave in
   bursts behind long loop turns (at 650 calls on one core of the benchmark machine: mostly on
-  time, then 200-400 ms late) that no average of their lateness sees in time;
+  time, then 200-400 ms late) that no average of their lateness sees in time. Load alone is
+  not enough: at 400 calls in a slower spell a one-second sample reaches 95 % now and then
+  while every frame leaves within a few milliseconds, and a first version that widened on
+  it alone turned a jitter p99 of a few ms into 20;
 - the frames themselves leave late, :data:`BEHIND_SECONDS` or more on average over the last
   ten or so grid points (:meth:`Widening.observe`, each pump's lateness, counted up to
   :data:`COUNTED_UP_TO` so that one long stall alone is not "behind"): time in which the
@@ -48,7 +52,9 @@ COUNTED_UP_TO = 2 * BEHIND_SECONDS
 """A grid point later than this counts as this late: it takes eight or more in a row to be
 behind, where one stall of any length (a collection, a slow disk write) would otherwise do."""
 BUSY_AT = 0.95
-"""The loop's load over a second at or above which it is past its core."""
+"""The loop's load over a second at or above which it may be past its core."""
+STALL_SECONDS = 0.040
+"""A grid point this late (half the playback's lead) with the loop that busy: it is past it."""
 NARROW_BELOW = 0.75
 """The loop's load at the wide period under which one frame per write fits again (about
 0.9 at one frame per write: below :data:`BUSY_AT`)."""
@@ -69,13 +75,15 @@ class RecentLoad(Protocol):
 class Widening:
     """Decides the pacer's period: ``base`` while the loop keeps up, ``wide`` while it is behind."""
 
-    __slots__ = ("_gauge", "_late", "_since", "base", "wide", "widened")
+    __slots__ = ("_gauge", "_late", "_since", "_stalled", "base", "wide", "widened")
 
     def __init__(self, base: float, wide: float, gauge: RecentLoad) -> None:
         self.base = base
         self.wide = wide
         self._gauge = gauge
         self._late = 0.0
+        self._stalled = -2
+        """Samples the gauge had taken at the last stall (:data:`STALL_SECONDS` late)."""
         self._since: int | None = None
         """Samples the gauge had taken when the period widened (None: at ``base``)."""
         self.widened = 0
@@ -94,12 +102,18 @@ class Widening:
     @property
     def behind(self) -> bool:
         """The loop is past its core: the frames leave :data:`BEHIND_SECONDS` late or more on
-        average, or its newest second was :data:`BUSY_AT` busy or more."""
-        return self._late >= BEHIND_SECONDS or self._gauge.latest >= BUSY_AT
+        average, or its newest second was :data:`BUSY_AT` busy or more and a grid point in it
+        or since was :data:`STALL_SECONDS` late."""
+        if self._late >= BEHIND_SECONDS:
+            return True
+        gauge = self._gauge
+        return gauge.latest >= BUSY_AT and self._stalled >= gauge.taken - 1
 
     def observe(self, late: float) -> None:
         """A grid point was pumped ``late`` seconds after it fell due."""
         self._late += (min(late, COUNTED_UP_TO) - self._late) * SMOOTHING
+        if late >= STALL_SECONDS:
+            self._stalled = self._gauge.taken
 
     @property
     def is_wide(self) -> bool:
@@ -125,3 +139,4 @@ class Widening:
         """Back to ``base`` (the clock stopped: no stream, no load)."""
         self._since = None
         self._late = 0.0
+        self._stalled = -2

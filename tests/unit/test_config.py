@@ -201,7 +201,8 @@ def test_invalid_toml_names_the_file(paths: Paths) -> None:
         ),
         (
             {"streaming": {"outbound_batch_overload_ms": 80}},
-            "streaming.outbound_batch_overload_ms = 80: expected 20, 40 or 60 (as outbound_batch_ms)",
+            "streaming.outbound_batch_overload_ms = 80: expected 20, 40 or 60 "
+            "(as outbound_batch_ms)",
         ),
         (
             {"streaming": {"stt_provider": "deepgram"}},

@@ -12,7 +12,13 @@ from daemon.loopload import LoopLoad
 from daemon.media.pacer import FRAME_SECONDS, Pacer
 from daemon.media.playback import Playback, Segment
 from daemon.media.protocols import TwilioFraming
-from daemon.media.widening import BEHIND_SECONDS, BUSY_AT, NARROW_BELOW, Widening
+from daemon.media.widening import (
+    BEHIND_SECONDS,
+    BUSY_AT,
+    NARROW_BELOW,
+    STALL_SECONDS,
+    Widening,
+)
 from tests.unit.test_media_pacer import LEAD, FakeLoop, Wire, frames
 
 BASE, WIDE = 0.02, 0.04
@@ -63,21 +69,31 @@ def test_widens_when_frames_leave_late_and_narrows_after_a_quiet_second_at_the_w
     assert widening.period() == BASE
 
 
-def test_widens_when_the_loop_was_busy_a_whole_second_even_with_the_frames_on_time() -> None:
+def test_widens_when_the_loop_was_busy_a_whole_second_and_a_frame_stalled() -> None:
     """Past its core the loop sends most frames on time and the rest hundreds of ms late,
-    behind long turns: its load says so before any average of the frames' lateness."""
+    behind long turns: its load and one such stall say so before any average of the frames'
+    lateness. A busy second with every frame on time is no reason to widen."""
     gauge = Gauge()
     widening = Widening(BASE, WIDE, gauge)
-    frames_late(widening, 0.0)
+    frames_late(widening, 0.004)
+    gauge.second(BUSY_AT + 0.03)
+    assert widening.period() == BASE, "busy, but the frames on time"
+    widening.observe(STALL_SECONDS)
     gauge.second(BUSY_AT - 0.01)
-    assert widening.period() == BASE
+    assert widening.period() == BASE, "a stall, but the loop had room that second"
     gauge.second(BUSY_AT)
-    assert widening.period() == WIDE
+    assert widening.period() == BASE, "a busy second after it, without one"
+    widening.observe(STALL_SECONDS)
+    assert widening.period() == WIDE, "a stall since the busy second"
+    frames_late(widening, 0.0)
     gauge.second(0.8)  # the first wide second: the calls cost a sixth less, still too much
     gauge.second(NARROW_BELOW + 0.01)
     assert widening.period() == WIDE
     gauge.second(NARROW_BELOW - 0.01)
     assert widening.period() == BASE
+    gauge.second(1.0)
+    gauge.second(1.0)
+    assert widening.period() == BASE, "an old stall does not count"
 
 
 def test_loop_load_counts_its_samples_and_keeps_the_newest_second() -> None:
