@@ -110,8 +110,9 @@ def test_loop_load_counts_its_samples_and_keeps_the_newest_second() -> None:
     assert load.share == pytest.approx(0.55)
 
 
-def speaking(loop: FakeLoop, gauge: Gauge) -> tuple[Pacer, Playback, Wire]:
-    widening = Widening(BASE, WIDE, gauge)
+def speaking(loop: FakeLoop, gauge: Gauge | None) -> tuple[Pacer, Playback, Wire]:
+    """A pacer (widening with `gauge`; none without) and a stream that has begun 300 frames."""
+    widening = Widening(BASE, WIDE, gauge) if gauge is not None else None
     pacer = Pacer(clock=loop.time, call_at=loop.call_at, widening=widening)
     framing = TwilioFraming()
     framing.decode('{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1"}}')
@@ -187,14 +188,7 @@ def test_no_widening_when_the_wide_period_is_not_wider() -> None:
     """`outbound_batch_overload_ms` at or below `outbound_batch_ms`: the period never changes
     (the daemon builds no widening then; a pacer without one keeps its interval)."""
     loop = FakeLoop()
-    pacer = Pacer(clock=loop.time, call_at=loop.call_at)
-    framing = TwilioFraming()
-    framing.decode('{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1"}}')
-    wire = Wire(loop)
-    playback = Playback(framing, wire.write, pacer, lambda _: None, lead=LEAD, capacity=400)
-    segment = Segment("Hello.")
-    playback.begin(segment)
-    playback.add_frames(segment, frames(300))
+    pacer, _, _ = speaking(loop, None)
     for _ in range(10):
         loop.run_next(late=0.018)
     assert pacer.deferral.strained and pacer.interval == BASE
