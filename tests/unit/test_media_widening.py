@@ -46,8 +46,8 @@ def test_widens_when_frames_leave_late_and_narrows_after_a_quiet_second_at_the_w
 ):
     gauge = Gauge()
     widening = Widening(BASE, WIDE, gauge)
-    frames_late(widening, 0.008)
-    assert widening.period() == BASE, "late, but under 10 ms on average"
+    frames_late(widening, 0.015)
+    assert widening.period() == BASE, "late, but under 20 ms on average"
     widening.observe(0.150)  # one long stall alone
     assert not widening.behind and widening.period() == BASE
     frames_late(widening, BEHIND_SECONDS + 0.005)
@@ -58,12 +58,12 @@ def test_widens_when_frames_leave_late_and_narrows_after_a_quiet_second_at_the_w
     gauge.second(NARROW_BELOW)  # a whole second at the wide period, not quiet enough
     assert widening.period() == WIDE
     gauge.second(0.5)
-    frames_late(widening, 0.02)
+    frames_late(widening, 0.03)
     assert widening.period() == WIDE, "never while the frames are late"
     frames_late(widening, 0.0)
     assert widening.period() == BASE
     assert not widening.is_wide
-    frames_late(widening, 0.02)
+    frames_late(widening, 0.03)
     assert widening.period() == WIDE and widening.widened == 2
     widening.reset()
     assert widening.period() == BASE
@@ -127,7 +127,7 @@ def speaking(loop: FakeLoop, gauge: Gauge | None) -> tuple[Pacer, Playback, Wire
 def test_the_pacer_writes_two_frames_a_tick_while_behind_and_one_again_after(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Ticks 18 ms late make the loop behind: the grid's period becomes 40 ms from the last
+    """Ticks 35 ms late make the loop behind: the grid's period becomes 40 ms from the last
     point pumped, each tick writes two frames, none leaves later than `lead - 40 ms` before
     it plays; once the loop has had a quiet second at that period, one frame a tick again,
     on the same lattice. The play clock loses and repeats nothing throughout."""
@@ -136,15 +136,16 @@ def test_the_pacer_writes_two_frames_a_tick_while_behind_and_one_again_after(
     pacer, playback, wire = speaking(loop, gauge)
     start = loop.now
     for _ in range(5):
-        loop.run_next(late=0.018)
+        loop.run_next(late=0.035)
     assert pacer.interval == BASE, "a few late ticks are not yet behind"
     for _ in range(5):
-        loop.run_next(late=0.018)
+        loop.run_next(late=0.035)
     assert pacer.interval == WIDE
     assert "the event loop is behind" in caplog.text and "40 ms at a time" in caplog.text
     [armed] = loop.pending()
     lattice = (armed.when - start) / FRAME_SECONDS
     assert lattice == pytest.approx(round(lattice)), "the wide grid is on the first one's lattice"
+    loop.run_next()  # the first wide grid point: what the late ticks had not sent yet
     widened_at = len(wire.events("media"))
     writes = wire.writes
     for _ in range(10):  # the loop keeps up at the wide period
@@ -177,7 +178,7 @@ def test_a_stopped_clock_starts_again_at_the_base_period() -> None:
     loop, gauge = FakeLoop(), Gauge()
     pacer, playback, _ = speaking(loop, gauge)
     for _ in range(10):
-        loop.run_next(late=0.018)
+        loop.run_next(late=0.035)
     assert pacer.interval == WIDE
     pacer.discard(playback)
     assert pacer.interval == BASE and loop.pending() == []
@@ -190,5 +191,5 @@ def test_no_widening_when_the_wide_period_is_not_wider() -> None:
     loop = FakeLoop()
     pacer, _, _ = speaking(loop, None)
     for _ in range(10):
-        loop.run_next(late=0.018)
+        loop.run_next(late=0.035)
     assert pacer.deferral.strained and pacer.interval == BASE
