@@ -545,9 +545,10 @@ SCHEMA = Table(
                     "20, 40 or 60 (as outbound_batch_ms)",
                     lambda v: v in model.OUTBOUND_BATCHES_MS,
                     default=40,
-                    doc="the same while the event loop is behind (ticks over 10 ms late on "
-                    "average), until it has room again: about a sixth less CPU per call "
-                    "when it is short; at or below outbound_batch_ms it never changes",
+                    doc="the same while the event loop is past its core (a second 95 % busy "
+                    "with a frame 40 ms late, or frames 20 ms late on average), until it has "
+                    "room again: about a sixth less CPU per call when it is short; at or "
+                    "below outbound_batch_ms it never changes",
                 ),
             }
         ),

@@ -19,8 +19,8 @@ When to widen, either of two signs, whichever shows first:
   bursts behind long loop turns (at 650 calls on one core of the benchmark machine: mostly on
   time, then 200-400 ms late) that no average of their lateness sees in time. Load alone is
   not enough: at 400 calls in a slower spell a one-second sample reaches 95 % now and then
-  while every frame leaves within a few milliseconds, and a first version that widened on
-  it alone turned a jitter p99 of a few ms into 20;
+  while every frame leaves within a few milliseconds, and a version that widened on it
+  alone turned a jitter p99 of a few ms into 20-23 (docs/benchmarks.md);
 - the frames themselves leave late, :data:`BEHIND_SECONDS` or more on average over the last
   ten or so grid points (:meth:`Widening.observe`, each pump's lateness, counted up to
   :data:`COUNTED_UP_TO` so that one long stall alone is not "behind"): time in which the

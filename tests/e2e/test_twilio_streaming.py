@@ -482,8 +482,8 @@ async def test_frames_written_two_at_a_time_with_outbound_batch_ms(
 async def test_a_starved_daemon_writes_two_frames_at_a_time_until_it_has_room_again(
     sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
 ) -> None:
-    """The real failure: the daemon's process has the CPU only a fifth of the time (stopped
-    80 ms of every 100, as on a machine too busy for it), so its pacing clock runs late and
+    """The real failure: the daemon's process has the CPU only a tenth of the time (stopped
+    90 ms of every 100, as on a machine too busy for it), so its pacing clock runs late and
     the pacer widens to two frames per write (`streaming.outbound_batch_overload_ms`, 40 by
     default), says so in the log, and loses no frame. Given the CPU back, it goes back to one
     frame per 20 ms tick after a quiet second, while the same utterance still plays."""
@@ -499,14 +499,14 @@ async def test_a_starved_daemon_writes_two_frames_at_a_time_until_it_has_room_ag
     def starve() -> None:
         while not starving.is_set():
             os.kill(pid, signal.SIGSTOP)
-            time.sleep(0.080)
+            time.sleep(0.090)
             os.kill(pid, signal.SIGCONT)
-            time.sleep(0.020)
+            time.sleep(0.010)  # under a frame: most grid points fall due while it is stopped
 
     thread = threading.Thread(target=starve)
     thread.start()
     try:
-        await until(lambda: "the event loop is behind" in d.log_text(), timeout=10)
+        await until(lambda: "the event loop is behind" in d.log_text(), what="the widening")
     finally:
         starving.set()
         thread.join()
