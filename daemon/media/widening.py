@@ -90,7 +90,8 @@ class Widening:
         self._since: int | None = None
         """Samples the gauge had taken when the period widened (None: at ``base``)."""
         self.widened = 0
-        """Times the period widened (a figure for diagnostics and the benchmark)."""
+        """Times the period widened (for tests and diagnostics; the benchmark counts the log
+        lines, which a worker process writes too)."""
 
     @property
     def late(self) -> float:
