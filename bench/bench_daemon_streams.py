@@ -729,7 +729,7 @@ def main() -> None:
         "--outbound-batch-overload-ms",
         type=int,
         help="[streaming] outbound_batch_overload_ms of the daemon (default: the daemon's own, "
-        "40: two frames per write while its loop is behind; 20: never)",
+        "20: never; 40: two frames per write while its loop is behind)",
     )
     parser.add_argument(
         "--py-spy",

@@ -165,7 +165,7 @@ class StreamingConfig:
     vad_threshold: float = 0.5
     inbound_batch_ms: int = 60
     outbound_batch_ms: int = 20
-    outbound_batch_overload_ms: int = 40
+    outbound_batch_overload_ms: int = 20
 
 
 @dataclass(frozen=True, slots=True)

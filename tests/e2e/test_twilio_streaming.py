@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -479,21 +480,10 @@ async def test_frames_written_two_at_a_time_with_outbound_batch_ms(
     await rpc(d, "voicecall.end", {"callId": call_id})
 
 
-async def test_a_starved_daemon_writes_two_frames_at_a_time_until_it_has_room_again(
-    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
-) -> None:
-    """The real failure: the daemon's process has the CPU only a tenth of the time (stopped
-    90 ms of every 100, as on a machine too busy for it), so its pacing clock runs late and
-    the pacer widens to two frames per write (`streaming.outbound_batch_overload_ms`, 40 by
-    default), says so in the log, and loses no frame. Given the CPU back, it goes back to one
-    frame per 20 ms tick after a quiet second, while the same utterance still plays."""
-    cfg = twilio_config(sim, openai, streaming=True, agent=True)
-    d = await start(make_daemon, cfg)
-    sentences = " ".join(f"Sentence number {n} of the reply." for n in range(1, 11))
-    call_id, _, stream = await conversation(d, sim, openai, sentences)
-    await sim.wait_for(lambda: len(stream.frames) >= 25)
-    assert d.proc is not None
-    pid = d.proc.pid
+@contextlib.contextmanager
+def starved(pid: int) -> Iterator[None]:
+    """The daemon's process has the CPU a tenth of the time while inside: stopped 90 ms of
+    every 100 (SIGSTOP/SIGCONT), as on a machine far too busy for it."""
     starving = threading.Event()
 
     def starve() -> None:
@@ -506,11 +496,54 @@ async def test_a_starved_daemon_writes_two_frames_at_a_time_until_it_has_room_ag
     thread = threading.Thread(target=starve)
     thread.start()
     try:
-        await until(lambda: "the event loop is behind" in d.log_text(), what="the widening")
+        yield
     finally:
         starving.set()
         thread.join()
         os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_starved_daemon_on_the_default_keeps_one_frame_per_write(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """By default the period never widens, however late the loop runs: SPEC 12 judges the
+    interval between frames, which reads each pair as 20 ms, and at 400 calls on one core a
+    busy second now and then widened a third of the benchmark's runs
+    (docs/benchmarks.md). The same starvation as the test below, for as long as it takes
+    the stream to get 75 more frames (the opt-in setting widens well within that)."""
+    cfg = twilio_config(sim, openai, streaming=True, agent=True)
+    d = await start(make_daemon, cfg)
+    sentences = " ".join(f"Sentence number {n} of the reply." for n in range(1, 11))
+    call_id, _, stream = await conversation(d, sim, openai, sentences)
+    await sim.wait_for(lambda: len(stream.frames) >= 25)
+    assert d.proc is not None
+    with starved(d.proc.pid):
+        await sim.wait_for(lambda: len(stream.frames) >= 100, timeout=30)
+    assert "the event loop is behind" not in d.log_text()
+    total = 10 * FRAMES_PER_SENTENCE
+    await sim.wait_for(lambda: len(stream.frames) >= total and bool(stream.marks), timeout=20)
+    assert len(stream.frames) == total, "no frame lost or repeated"
+    await rpc(d, "voicecall.end", {"callId": call_id})
+
+
+async def test_a_starved_daemon_writes_two_frames_at_a_time_until_it_has_room_again(
+    sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
+) -> None:
+    """The real failure: the daemon's process has the CPU only a tenth of the time (stopped
+    90 ms of every 100, as on a machine too busy for it), so its pacing clock runs late and
+    the pacer widens to two frames per write (`streaming.outbound_batch_overload_ms = 40`; off
+    by default), says so in the log, and loses no frame. Given the CPU back, it goes back to
+    one frame per 20 ms tick after a quiet second, while the same utterance still plays."""
+    cfg = twilio_config(
+        sim, openai, streaming=True, agent=True, stream="outbound_batch_overload_ms = 40"
+    )
+    d = await start(make_daemon, cfg)
+    sentences = " ".join(f"Sentence number {n} of the reply." for n in range(1, 11))
+    call_id, _, stream = await conversation(d, sim, openai, sentences)
+    await sim.wait_for(lambda: len(stream.frames) >= 25)
+    assert d.proc is not None
+    with starved(d.proc.pid):
+        await until(lambda: "the event loop is behind" in d.log_text(), what="the widening")
     assert "written 40 ms at a time" in d.log_text()
     await until(lambda: "has room again" in d.log_text(), timeout=10, what="the narrowing")
     narrowed = len(stream.frames)
