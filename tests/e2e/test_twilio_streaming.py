@@ -508,9 +508,9 @@ async def test_a_starved_daemon_on_the_default_keeps_one_frame_per_write(
 ) -> None:
     """By default the period never widens, however late the loop runs: SPEC 12 judges the
     interval between frames, which reads each pair as 20 ms, and at 400 calls on one core a
-    busy second now and then widened a third of the benchmark's runs
-    (docs/benchmarks.md). The same starvation as the test below, for as long as it takes
-    the stream to get 75 more frames (the opt-in setting widens well within that)."""
+    busy second now and then widened 3 of 13 of the benchmark's runs (docs/benchmarks.md).
+    The same starvation as the test below, for as long as it takes the stream to get 75
+    more frames (the opt-in setting widens well within that)."""
     cfg = twilio_config(sim, openai, streaming=True, agent=True)
     d = await start(make_daemon, cfg)
     sentences = " ".join(f"Sentence number {n} of the reply." for n in range(1, 11))
