@@ -695,7 +695,7 @@ def main() -> None:
         type=float,
         default=1.0,
         help="the daemon's max_loop_load (default 1: no call refused, the level measures what "
-        "one core carries; 0.9, the daemon's default, shows its refusals past the core)",
+        "one core carries; 0.8, the daemon's default, shows its refusals past the core)",
     )
     parser.add_argument(
         "--python",
