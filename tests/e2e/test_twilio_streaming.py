@@ -503,6 +503,28 @@ def starved(pid: int) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
+async def speaking_ten_sentences(
+    make_daemon: Callable[..., DaemonHarness],
+    sim: TwilioSimulator,
+    openai: FakeOpenAI,
+    cfg: str,
+) -> tuple[DaemonHarness, str, SimStream, int]:
+    """A daemon on `cfg` half a second into a ten-sentence reply on a Twilio stream: the
+    daemon, the call, the simulator's stream and the daemon's pid."""
+    d = await start(make_daemon, cfg)
+    sentences = " ".join(f"Sentence number {n} of the reply." for n in range(1, 11))
+    call_id, _, stream = await conversation(d, sim, openai, sentences)
+    await sim.wait_for(lambda: len(stream.frames) >= 25)
+    assert d.proc is not None
+    return d, call_id, stream, d.proc.pid
+
+
+async def every_frame_once(sim: TwilioSimulator, stream: SimStream, total: int) -> None:
+    """The reply's `total` frames all arrive, and no more, before its mark."""
+    await sim.wait_for(lambda: len(stream.frames) >= total and bool(stream.marks), timeout=20)
+    assert len(stream.frames) == total, "no frame lost or repeated"
+
+
 async def test_a_starved_daemon_on_the_default_keeps_one_frame_per_write(
     sim: TwilioSimulator, openai: FakeOpenAI, make_daemon: Callable[..., DaemonHarness]
 ) -> None:
@@ -512,17 +534,11 @@ async def test_a_starved_daemon_on_the_default_keeps_one_frame_per_write(
     The same starvation as the test below, for as long as it takes the stream to get 75
     more frames (the opt-in setting widens well within that)."""
     cfg = twilio_config(sim, openai, streaming=True, agent=True)
-    d = await start(make_daemon, cfg)
-    sentences = " ".join(f"Sentence number {n} of the reply." for n in range(1, 11))
-    call_id, _, stream = await conversation(d, sim, openai, sentences)
-    await sim.wait_for(lambda: len(stream.frames) >= 25)
-    assert d.proc is not None
-    with starved(d.proc.pid):
+    d, call_id, stream, pid = await speaking_ten_sentences(make_daemon, sim, openai, cfg)
+    with starved(pid):
         await sim.wait_for(lambda: len(stream.frames) >= 100, timeout=30)
     assert "the event loop is behind" not in d.log_text()
-    total = 10 * FRAMES_PER_SENTENCE
-    await sim.wait_for(lambda: len(stream.frames) >= total and bool(stream.marks), timeout=20)
-    assert len(stream.frames) == total, "no frame lost or repeated"
+    await every_frame_once(sim, stream, 10 * FRAMES_PER_SENTENCE)
     await rpc(d, "voicecall.end", {"callId": call_id})
 
 
@@ -537,12 +553,8 @@ async def test_a_starved_daemon_writes_two_frames_at_a_time_until_it_has_room_ag
     cfg = twilio_config(
         sim, openai, streaming=True, agent=True, stream="outbound_batch_overload_ms = 40"
     )
-    d = await start(make_daemon, cfg)
-    sentences = " ".join(f"Sentence number {n} of the reply." for n in range(1, 11))
-    call_id, _, stream = await conversation(d, sim, openai, sentences)
-    await sim.wait_for(lambda: len(stream.frames) >= 25)
-    assert d.proc is not None
-    with starved(d.proc.pid):
+    d, call_id, stream, pid = await speaking_ten_sentences(make_daemon, sim, openai, cfg)
+    with starved(pid):
         await until(lambda: "the event loop is behind" in d.log_text(), what="the widening")
     assert "written 40 ms at a time" in d.log_text()
     await until(lambda: "has room again" in d.log_text(), timeout=10, what="the narrowing")
@@ -553,8 +565,6 @@ async def test_a_starved_daemon_writes_two_frames_at_a_time_until_it_has_room_ag
     single = sum(1 for gap in intervals if 0.010 <= gap < 0.030)
     print(f"\nafter the narrowing: {single} of {len(intervals)} intervals of 10-30 ms")
     assert single >= len(intervals) * 0.8, "one frame per 20 ms tick again"
-    total = 10 * FRAMES_PER_SENTENCE
-    await sim.wait_for(lambda: len(stream.frames) >= total and bool(stream.marks), timeout=20)
-    assert len(stream.frames) == total, "no frame lost or repeated"
+    await every_frame_once(sim, stream, 10 * FRAMES_PER_SENTENCE)
     assert all(len(f.audio) == FRAME_BYTES for f in stream.frames)
     await rpc(d, "voicecall.end", {"callId": call_id})
