@@ -27,8 +27,11 @@ When to widen, either of two signs, whichever shows first:
   process did not run at all (stopped, or the whole guest paused), which its load, the time
   it ran or waited for a CPU, does not show.
 
-Either way the frames' jitter is past SPEC 12's 10 ms or about to be (in the benchmark's
-slow minutes, a loop 92-98 % busy had p99 11-31 ms), so pairs cost little there.
+Both were meant to fire only where the frames' jitter is past SPEC 12's 10 ms or about to be
+(in the benchmark's slow minutes, a loop 92-98 % busy had p99 11-31 ms), but at 400 calls a
+busy second with one stall also comes in runs whose jitter is otherwise 3-4 ms, and even
+0.2 s of pairs reads as 20 ms there: so ``streaming.outbound_batch_overload_ms`` is off by
+default, and this runs only for an operator who turns it on (docs/media.md).
 Not the deferral's signal (how late the loop runs the pacer's *timer*): at a few hundred
 streams the timer is often 10 ms late while reads run the ticks on time between them
 (``Pacer.poll``), and widening then would put pairs on a wire that had none.
